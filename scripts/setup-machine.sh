@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the test suites need on a fresh Debian machine (run as root by
+# `cargo xtask test`; a no-op when everything is there). Nothing here is started: the
+# test tooling starts its own throwaway services.
+set -euo pipefail
+
+need=()
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
+command -v runuser >/dev/null || need+=(util-linux)
+command -v python3 >/dev/null || need+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+command -v git >/dev/null || need+=(git)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup-machine: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${need[@]}"
+else
+  echo "setup-machine: nothing to install"
+fi

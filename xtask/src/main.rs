@@ -1,0 +1,341 @@
+//! Project automation for the Courier workspace.
+//!
+//! `cargo xtask ci` is what `.ci/run` executes on a clean clone; every step prints what it
+//! runs so a red CI log says which command failed.
+
+mod postgres;
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci           fmt check, clippy -D warnings, cargo-deny, static envd build, then `test`
+  test         the whole test suite: machine setup (as root), a throwaway PostgreSQL,
+               nextest, doctests, and the official-E2B-SDK interop suite
+  bench        print the benchmark figures (codec, envd vs the Python SDK, store)
+  demo         run the local stack: courier-envd plus the SDK quickstart against it
+  envd-static  build a statically linked courier-envd and check it
+  postgres     start a throwaway PostgreSQL cluster and print its URL until Ctrl-C
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("test") => test(TestEnv::default()),
+        Some("bench") => bench(),
+        Some("demo") => demo(),
+        Some("envd-static") => envd_static().map(|_| ()),
+        Some("postgres") => postgres_shell(),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(step: &str, cmd: &mut Command) -> Result<()> {
+    println!("\n==> {step}: {cmd:?}");
+    let started = Instant::now();
+    let status = cmd
+        .status()
+        .with_context(|| format!("{step}: could not start {cmd:?}"))?;
+    println!("<== {step}: {status} in {:.1}s", started.elapsed().as_secs_f64());
+    if !status.success() {
+        bail!("{step} failed ({status})");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn ci() -> Result<()> {
+    run("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    deny()?;
+    envd_static()?;
+    let mut env = TestEnv::default();
+    // Tests that need a service fail instead of skipping when CI is set.
+    env.set("CI", "true");
+    test(env)
+}
+
+/// Environment for the test commands: `std::env::set_var` is `unsafe` in edition 2024 and
+/// the workspace forbids `unsafe`, so variables are passed to each child explicitly.
+#[derive(Default)]
+struct TestEnv(Vec<(String, String)>);
+
+impl TestEnv {
+    fn set(&mut self, key: &str, value: &str) {
+        self.0.push((key.to_owned(), value.to_owned()));
+    }
+
+    fn apply<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        for (key, value) in &self.0 {
+            cmd.env(key, value);
+        }
+        cmd
+    }
+}
+
+fn deny() -> Result<()> {
+    let have = Command::new("cargo")
+        .args(["deny", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have {
+        run(
+            "install cargo-deny",
+            cargo().args(["install", "--locked", "cargo-deny@0.20.2"]),
+        )?;
+    }
+    run("fetch", cargo().args(["fetch", "--locked"]))?;
+    run(
+        "cargo-deny",
+        cargo().args(["deny", "--offline", "check", "bans", "licenses", "sources"]),
+    )
+}
+
+fn setup_machine() -> Result<()> {
+    if is_root() {
+        run(
+            "machine setup",
+            Command::new("bash").arg(root().join("scripts/setup-machine.sh")),
+        )
+    } else {
+        println!("==> machine setup skipped: not root (tests that need root skip themselves)");
+        Ok(())
+    }
+}
+
+fn test(mut env: TestEnv) -> Result<()> {
+    setup_machine()?;
+    let cluster = postgres::Cluster::start().context("starting PostgreSQL for the store tests")?;
+    env.set("COURIER_TEST_PG_URL", cluster.url());
+    run(
+        "nextest",
+        env.apply(cargo().args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-features",
+            "--profile",
+            "ci",
+            "--no-fail-fast",
+        ])),
+    )?;
+    run(
+        "doctests",
+        env.apply(cargo().args(["test", "--workspace", "--all-features", "--doc"])),
+    )?;
+    run(
+        "python interop (official E2B SDK)",
+        env.apply(
+            Command::new("bash")
+                .arg(root().join("tests/python/run.sh"))
+                .current_dir(root()),
+        ),
+    )?;
+    drop(cluster);
+    Ok(())
+}
+
+fn bench() -> Result<()> {
+    let mut env = TestEnv::default();
+    let cluster = postgres::Cluster::start();
+    if let Ok(cluster) = &cluster {
+        env.set("COURIER_TEST_PG_URL", cluster.url());
+    } else if let Err(error) = &cluster {
+        println!("==> PostgreSQL unavailable, store bench runs on SQLite only: {error:#}");
+    }
+    run(
+        "codec bench",
+        env.apply(cargo().args([
+            "run",
+            "--release",
+            "-p",
+            "courier-e2b",
+            "--example",
+            "bench_codec",
+        ])),
+    )?;
+    if root().join("crates/courier-envd/examples/bench_envd.rs").exists() {
+        run(
+            "envd bench",
+            env.apply(cargo().args([
+                "run",
+                "--release",
+                "-p",
+                "courier-envd",
+                "--example",
+                "bench_envd",
+            ])),
+        )?;
+    }
+    if root().join("tests/python/bench_envd.py").exists() {
+        run(
+            "envd bench (official Python SDK)",
+            env.apply(
+                Command::new("bash")
+                    .arg(root().join("tests/python/bench.sh"))
+                    .current_dir(root()),
+            ),
+        )?;
+    }
+    run(
+        "store bench",
+        env.apply(cargo().args([
+            "run",
+            "--release",
+            "-p",
+            "courier-store",
+            "--example",
+            "bench",
+        ])),
+    )?;
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    run(
+        "build",
+        cargo().args(["build", "-p", "courier-envd-bin", "-p", "courier-e2b", "--examples"]),
+    )?;
+    let envd = target_dir().join("debug/courier-envd");
+    let user = if is_root() { "root" } else { "" };
+    let mut daemon = Command::new(&envd);
+    daemon.args(["--listen", "127.0.0.1:49983"]);
+    if !user.is_empty() {
+        daemon.args(["--default-user", user]);
+    }
+    println!("\n==> starting {daemon:?}");
+    let mut child = daemon
+        .spawn()
+        .with_context(|| format!("starting {}", envd.display()))?;
+    let result = run(
+        "quickstart against the local envd (E2B debug mode)",
+        cargo()
+            .args(["run", "-p", "courier-e2b", "--example", "quickstart"])
+            .env("E2B_DEBUG", "true"),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+fn envd_static() -> Result<PathBuf> {
+    let dir = root().join("target/static");
+    run(
+        "static courier-envd",
+        cargo()
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "courier-envd-bin",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+                "--target-dir",
+            ])
+            .arg(&dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
+    )?;
+    let binary = dir.join("x86_64-unknown-linux-gnu/release/courier-envd");
+    let bytes = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+    if has_interpreter(&bytes) {
+        bail!(
+            "{} has a PT_INTERP segment: it is dynamically linked",
+            binary.display()
+        );
+    }
+    let out = Command::new(&binary).arg("--version").output()?;
+    if !out.status.success() {
+        bail!("{} --version failed", binary.display());
+    }
+    println!(
+        "==> {} is static ({} bytes): {}",
+        binary.display(),
+        bytes.len(),
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    Ok(binary)
+}
+
+/// Whether an ELF64 little-endian file has a PT_INTERP program header (a dynamic loader).
+fn has_interpreter(elf: &[u8]) -> bool {
+    let read = |offset: usize, len: usize| -> u64 {
+        elf.get(offset..offset + len).map_or(0, |b| {
+            b.iter()
+                .rev()
+                .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte))
+        })
+    };
+    if elf.get(..4) != Some(b"\x7fELF") {
+        return false;
+    }
+    let phoff = read(0x20, 8) as usize;
+    let phentsize = read(0x36, 2) as usize;
+    let phnum = read(0x38, 2) as usize;
+    (0..phnum).any(|i| read(phoff + i * phentsize, 4) == 3)
+}
+
+fn postgres_shell() -> Result<()> {
+    let cluster = postgres::Cluster::start()?;
+    println!("{}", cluster.url());
+    println!("(Ctrl-C stops the cluster)");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
