@@ -1,0 +1,279 @@
+//! Courier's storage: one async [`Store`] trait, two implementations ([`SqliteStore`],
+//! the embedded default, and [`PgStore`] for replicated deployments), their embedded
+//! migrations, and one [`conformance`] suite both must pass (feature `conformance`).
+//!
+//! # Invariant
+//!
+//! Every write is atomic, and every change of a sandbox's status or deletion state is one
+//! compare-and-set that also keeps the owning project's `active_sandboxes` counter
+//! exact: it always equals the number of that project's sandboxes that are `running`
+//! and not soft-deleted, however many writers race. A failed operation leaves nothing
+//! behind.
+//!
+//! The store holds no business rules beyond that: it validates shapes (enums, cursors,
+//! lifecycle edges) but not policy (config ranges, which keys win, prices). It stores
+//! provider keys as ciphertext only; encryption is the orchestrator's.
+//!
+//! # Adding a backend
+//!
+//! Implement [`Store`], then run the suite with one line in a test file:
+//! `courier_store::conformance_tests!(my_setup_fn);` (see [`conformance`]).
+//!
+//! # Example
+//!
+//! ```
+//! use courier_store::{NewProject, NewUser, SqliteStore, Store};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = SqliteStore::in_memory().await?;
+//! let user = store
+//!     .create_user(NewUser { email: "ada@example.com".into(), name: "Ada".into() })
+//!     .await?;
+//! let project = store
+//!     .create_project(NewProject { user_id: user.id, name: "engine".into() })
+//!     .await?;
+//! assert_eq!(project.active_sandboxes, 0);
+//! # Ok::<(), courier_store::StoreError>(())
+//! # }).unwrap();
+//! ```
+
+#[macro_use]
+mod backend;
+mod error;
+mod ids;
+mod kinds;
+mod page;
+mod postgres;
+mod records;
+mod sql;
+mod sqlite;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use error::{Result, StoreError};
+pub use ids::{
+    CostRateId, LearningId, LearningVersionId, MessageId, ProjectId, ProviderKeyId, SandboxId,
+    TemplateBuildId, UsageRecordId, UserId,
+};
+pub use kinds::{
+    LearningCategory, LearningStatus, MessageRole, MessageStatus, PrStatus, Provider,
+    SandboxStatus, Service, TemplateBuildStatus, UsageMetric,
+};
+pub use page::{Cursor, DeletedFilter, MAX_PAGE_LIMIT, Page, PageRequest, SandboxFilter};
+pub use postgres::PgStore;
+pub use records::{
+    CliOverrides, CostRate, DailyUsage, GitInfo, KeyOwner, Learning, LearningVersion, Message,
+    Money, NewCostRate, NewLearning, NewMessage, NewProject, NewProviderKey, NewSandbox,
+    NewTemplateBuild, NewUsage, NewUser, Project, ProviderKey, Sandbox, SandboxConfig,
+    SandboxLinks, TemplateBuild, UsageRecord, UsageTotal, User,
+};
+pub use sqlite::SqliteStore;
+
+/// Everything Courier persists. Object-safe: share it as `Arc<dyn Store>`.
+///
+/// Lookups of a missing record fail with [`StoreError::NotFound`]; writes that lose a
+/// race or contradict stored state fail with [`StoreError::Conflict`].
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait Store: Send + Sync {
+    // ---- users and projects ----
+
+    /// Creates a user; a duplicate e-mail is a conflict.
+    async fn create_user(&self, new: NewUser) -> Result<User>;
+    /// Gets a user.
+    async fn get_user(&self, id: UserId) -> Result<User>;
+    /// Gets a user by e-mail.
+    async fn get_user_by_email(&self, email: &str) -> Result<User>;
+    /// Creates a project with no active sandboxes.
+    async fn create_project(&self, new: NewProject) -> Result<Project>;
+    /// Gets a project, with its exact active-sandbox counter.
+    async fn get_project(&self, id: ProjectId) -> Result<Project>;
+    /// A user's projects, oldest first.
+    async fn list_projects(&self, user_id: UserId) -> Result<Vec<Project>>;
+
+    // ---- provider keys ----
+
+    /// Stores (or replaces) the owner's key for a provider.
+    async fn put_provider_key(
+        &self,
+        owner: KeyOwner,
+        provider: Provider,
+        key: NewProviderKey,
+    ) -> Result<ProviderKey>;
+    /// The owner's key for a provider, if any.
+    async fn get_provider_key(
+        &self,
+        owner: KeyOwner,
+        provider: Provider,
+    ) -> Result<Option<ProviderKey>>;
+    /// All of the owner's keys, by provider name.
+    async fn list_provider_keys(&self, owner: KeyOwner) -> Result<Vec<ProviderKey>>;
+    /// Deletes the owner's key for a provider; not found if there is none.
+    async fn delete_provider_key(&self, owner: KeyOwner, provider: Provider) -> Result<()>;
+
+    // ---- sandboxes ----
+
+    /// Records a new sandbox in `creating`.
+    async fn create_sandbox(&self, new: NewSandbox) -> Result<Sandbox>;
+    /// Gets a sandbox, soft-deleted or not.
+    async fn get_sandbox(&self, id: SandboxId) -> Result<Sandbox>;
+    /// Lists sandboxes newest first, continuing after `page.cursor` (see [`Cursor`]).
+    async fn list_sandboxes(
+        &self,
+        filter: SandboxFilter,
+        page: PageRequest,
+    ) -> Result<Page<Sandbox>>;
+    /// Atomically moves a sandbox from `from` to `to` if it is still in `from`, keeping
+    /// the project's counter exact, stamping `started_at` (first `running`) and
+    /// `ended_at` (final states), and recording `error_message` when given.
+    ///
+    /// Fails with [`StoreError::InvalidTransition`] if the lifecycle forbids the edge,
+    /// [`StoreError::Conflict`] if the sandbox is no longer in `from`.
+    async fn transition_sandbox(
+        &self,
+        id: SandboxId,
+        from: SandboxStatus,
+        to: SandboxStatus,
+        error_message: Option<String>,
+    ) -> Result<Sandbox>;
+    /// Records the provider's id for the sandbox.
+    async fn set_provider_sandbox_id(&self, id: SandboxId, provider_sandbox_id: &str)
+    -> Result<()>;
+    /// Replaces the sandbox's git and pull request information.
+    async fn update_sandbox_git(&self, id: SandboxId, git: GitInfo) -> Result<()>;
+    /// Records the learning extraction step.
+    async fn set_learning_status(
+        &self,
+        id: SandboxId,
+        status: LearningStatus,
+        error: Option<String>,
+    ) -> Result<()>;
+    /// Hides a sandbox (it stops counting as active); a conflict if already deleted.
+    async fn soft_delete_sandbox(&self, id: SandboxId) -> Result<()>;
+    /// Unhides a soft-deleted sandbox (counting again if running); a conflict if not deleted.
+    async fn restore_sandbox(&self, id: SandboxId) -> Result<()>;
+    /// Removes a sandbox and its messages for good; its usage records stay.
+    async fn purge_sandbox(&self, id: SandboxId) -> Result<()>;
+
+    // ---- messages ----
+
+    /// Adds a message with the sandbox's next sequence number.
+    async fn create_message(&self, new: NewMessage) -> Result<Message>;
+    /// Appends text to a `streaming` message in one cheap update; a conflict if the
+    /// message is finished.
+    async fn append_message_content(&self, id: MessageId, delta: &str) -> Result<()>;
+    /// Appends to a `streaming` message's raw stream log.
+    async fn append_message_raw_log(&self, id: MessageId, delta: &str) -> Result<()>;
+    /// Finishes a `streaming` message as `completed` or `error`.
+    async fn finish_message(&self, id: MessageId, status: MessageStatus) -> Result<Message>;
+    /// Up to `limit` messages with `seq > after_seq`, in sequence order (replay: pass the
+    /// last `seq` seen, 0 at first).
+    async fn list_messages(
+        &self,
+        sandbox_id: SandboxId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
+
+    // ---- learnings ----
+
+    /// Records a learning.
+    async fn create_learning(&self, new: NewLearning) -> Result<Learning>;
+    /// A project's learnings, oldest first.
+    async fn list_learnings(&self, project_id: ProjectId) -> Result<Vec<Learning>>;
+    /// Adds the project's next learning version; with `activate`, it becomes the one
+    /// active version.
+    async fn create_learning_version(
+        &self,
+        project_id: ProjectId,
+        compiled: String,
+        activate: bool,
+    ) -> Result<LearningVersion>;
+    /// Makes `version` the project's one active version.
+    async fn activate_learning_version(
+        &self,
+        project_id: ProjectId,
+        version: i64,
+    ) -> Result<LearningVersion>;
+    /// The project's active version, if any.
+    async fn active_learning_version(
+        &self,
+        project_id: ProjectId,
+    ) -> Result<Option<LearningVersion>>;
+    /// A project's versions, oldest first.
+    async fn list_learning_versions(&self, project_id: ProjectId) -> Result<Vec<LearningVersion>>;
+
+    // ---- template builds ----
+
+    /// Queues a template build (`pending`).
+    async fn create_template_build(&self, new: NewTemplateBuild) -> Result<TemplateBuild>;
+    /// Gets a template build.
+    async fn get_template_build(&self, id: TemplateBuildId) -> Result<TemplateBuild>;
+    /// Records a build's progress; finished states stamp `finished_at`.
+    async fn update_template_build(
+        &self,
+        id: TemplateBuildId,
+        status: TemplateBuildStatus,
+        error: Option<String>,
+    ) -> Result<TemplateBuild>;
+    /// Template builds, newest first, optionally of one tool.
+    async fn list_template_builds(&self, tool_id: Option<String>) -> Result<Vec<TemplateBuild>>;
+
+    // ---- usage ----
+
+    /// Records usage, all or nothing: one unknown sandbox records none.
+    async fn record_usage(&self, records: &[NewUsage]) -> Result<Vec<UsageRecord>>;
+    /// A sandbox's totals per service and metric.
+    async fn usage_for_sandbox(&self, sandbox_id: SandboxId) -> Result<Vec<UsageTotal>>;
+    /// A project's totals per service and metric.
+    async fn usage_for_project(&self, project_id: ProjectId) -> Result<Vec<UsageTotal>>;
+    /// A project's totals per UTC day, service and metric for usage in `[from, to)`.
+    async fn daily_usage(
+        &self,
+        project_id: ProjectId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<DailyUsage>>;
+    /// Adds a price that applies from its `effective_from` on.
+    async fn put_cost_rate(&self, new: NewCostRate) -> Result<CostRate>;
+    /// The price in force at `at`: the latest rate effective at or before it.
+    async fn cost_rate_at(
+        &self,
+        service: Service,
+        metric: UsageMetric,
+        at: DateTime<Utc>,
+    ) -> Result<Option<CostRate>>;
+    /// All rates, by service, metric and time.
+    async fn list_cost_rates(&self) -> Result<Vec<CostRate>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn mock_store_stands_in_for_a_shared_dyn_store() {
+        let mut mock = MockStore::new();
+        mock.expect_get_sandbox().returning(|id| {
+            Err(StoreError::NotFound {
+                entity: "sandbox",
+                id: id.to_string(),
+            })
+        });
+        let store: Arc<dyn Store> = Arc::new(mock);
+        let err = store.get_sandbox(SandboxId::new()).await.unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::NotFound {
+                entity: "sandbox",
+                ..
+            }
+        ));
+    }
+}

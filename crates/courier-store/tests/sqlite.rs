@@ -1,0 +1,58 @@
+//! The conformance suite on SQLite (a fresh database file per test), plus what only
+//! SQLite has: in-memory stores and reopening a file.
+
+use std::sync::Arc;
+
+use courier_store::conformance::Fixture;
+use courier_store::{NewProject, NewUser, SqliteStore, Store};
+
+async fn setup() -> Option<Fixture> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path().join("courier.db"))
+        .await
+        .expect("open sqlite");
+    // The directory must outlive the store; the teardown owns it.
+    Some(Fixture::with_teardown(
+        Arc::new(store),
+        async move { drop(dir) },
+    ))
+}
+
+courier_store::conformance_tests!(setup);
+
+#[tokio::test]
+async fn in_memory_store_passes_a_round_trip() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    courier_store::conformance::users_and_projects_round_trip(&store).await;
+    courier_store::conformance::messages_append_and_replay_in_sequence_order(&store).await;
+}
+
+#[tokio::test]
+async fn reopened_file_keeps_its_data_and_uses_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("courier.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let user = store
+        .create_user(NewUser {
+            email: "a@example.com".into(),
+            name: "A".into(),
+        })
+        .await
+        .unwrap();
+    let project = store
+        .create_project(NewProject {
+            user_id: user.id,
+            name: "p".into(),
+        })
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    store.close().await;
+
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(reopened.get_project(project.id).await.unwrap(), project);
+}
