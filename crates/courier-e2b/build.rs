@@ -6,7 +6,10 @@ use std::{env, path::PathBuf};
 use prost::Message;
 
 fn main() {
-    let protos = ["proto/process/process.proto", "proto/filesystem/filesystem.proto"];
+    let protos = [
+        "proto/process/process.proto",
+        "proto/filesystem/filesystem.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
@@ -25,6 +28,9 @@ fn main() {
         .register_descriptors(&bytes)
         .expect("descriptors are valid")
         .out_dir(&out)
+        // Like connect-go's protojson (DiscardUnknown): newer envds add fields, and the
+        // official SDKs must be able to talk to older servers and vice versa.
+        .ignore_unknown_fields()
         .build(&[".process", ".filesystem"])
         .expect("pbjson generates the serde impls");
 }

@@ -26,7 +26,10 @@ impl Envelope {
 
     /// The end-of-stream envelope carrying a (JSON) trailer.
     pub fn end_stream(payload: Bytes) -> Envelope {
-        Envelope { flags: END_STREAM_FLAG, payload }
+        Envelope {
+            flags: END_STREAM_FLAG,
+            payload,
+        }
     }
 
     /// Whether this is the end-of-stream trailer.
@@ -101,7 +104,11 @@ pub struct EnvelopeDecoder {
 impl EnvelopeDecoder {
     /// A decoder that rejects payloads above `max_message_size` bytes.
     pub fn new(max_message_size: usize) -> EnvelopeDecoder {
-        EnvelopeDecoder { buffer: BytesMut::new(), max_message_size, ended: false }
+        EnvelopeDecoder {
+            buffer: BytesMut::new(),
+            max_message_size,
+            ended: false,
+        }
     }
 
     /// Appends received bytes.
@@ -121,9 +128,17 @@ impl EnvelopeDecoder {
             return Err(FrameError::TrailingData);
         }
         let flags = self.buffer[0];
-        let len = u32::from_be_bytes([self.buffer[1], self.buffer[2], self.buffer[3], self.buffer[4]]) as usize;
+        let len = u32::from_be_bytes([
+            self.buffer[1],
+            self.buffer[2],
+            self.buffer[3],
+            self.buffer[4],
+        ]) as usize;
         if len > self.max_message_size {
-            return Err(FrameError::Oversized { len, max: self.max_message_size });
+            return Err(FrameError::Oversized {
+                len,
+                max: self.max_message_size,
+            });
         }
         if flags & COMPRESSED_FLAG != 0 {
             return Err(FrameError::Compressed);
@@ -150,7 +165,9 @@ impl EnvelopeDecoder {
     /// end-of-stream envelope (when `require_end_stream`).
     pub fn finish(&self, require_end_stream: bool) -> Result<(), FrameError> {
         if !self.buffer.is_empty() {
-            return Err(FrameError::Truncated { buffered: self.buffer.len() });
+            return Err(FrameError::Truncated {
+                buffered: self.buffer.len(),
+            });
         }
         if require_end_stream && !self.ended {
             return Err(FrameError::MissingEndOfStream);

@@ -26,12 +26,18 @@ struct WireError {
 impl ConnectError {
     /// An error with this code and message.
     pub fn new(code: Code, message: impl Into<String>) -> ConnectError {
-        ConnectError { code, message: message.into() }
+        ConnectError {
+            code,
+            message: message.into(),
+        }
     }
 
     /// The JSON body of a unary error response.
     pub fn to_json(&self) -> Bytes {
-        let wire = WireError { code: self.code.as_str().to_owned(), message: self.message.clone() };
+        let wire = WireError {
+            code: self.code.as_str().to_owned(),
+            message: self.message.clone(),
+        };
         Bytes::from(serde_json::to_vec(&wire).unwrap_or_default())
     }
 
@@ -41,14 +47,19 @@ impl ConnectError {
         let fallback = Code::from_http_status(status);
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
             let text = String::from_utf8_lossy(body).trim().to_owned();
-            let message = if text.is_empty() { format!("HTTP status {status}") } else { text };
+            let message = if text.is_empty() {
+                format!("HTTP status {status}")
+            } else {
+                text
+            };
             return ConnectError::new(fallback, message);
         };
         let code = match value.get("code") {
             Some(serde_json::Value::String(name)) => name.parse().unwrap_or(Code::Unknown),
-            Some(serde_json::Value::Number(n)) => {
-                n.as_u64().and_then(|n| u16::try_from(n).ok()).map_or(fallback, Code::from_http_status)
-            }
+            Some(serde_json::Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| u16::try_from(n).ok())
+                .map_or(fallback, Code::from_http_status),
             _ => fallback,
         };
         let message = value
@@ -84,7 +95,10 @@ impl EndOfStream {
 
     /// An end carrying `error`.
     pub fn error(error: ConnectError) -> EndOfStream {
-        EndOfStream { error: Some(error), metadata: BTreeMap::new() }
+        EndOfStream {
+            error: Some(error),
+            metadata: BTreeMap::new(),
+        }
     }
 
     /// The JSON payload (always JSON, whatever the message codec).
@@ -105,12 +119,15 @@ impl EndOfStream {
             return Ok(EndOfStream::ok());
         }
         let wire: WireEnd = serde_json::from_slice(payload).map_err(|e| {
-            ConnectError::new(Code::Internal, format!("malformed end-of-stream trailer: {e}"))
+            ConnectError::new(
+                Code::Internal,
+                format!("malformed end-of-stream trailer: {e}"),
+            )
         })?;
         Ok(EndOfStream {
-            error: wire.error.map(|e| {
-                ConnectError::new(e.code.parse().unwrap_or(Code::Unknown), e.message)
-            }),
+            error: wire
+                .error
+                .map(|e| ConnectError::new(e.code.parse().unwrap_or(Code::Unknown), e.message)),
             metadata: wire.metadata,
         })
     }

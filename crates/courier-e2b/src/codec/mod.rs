@@ -21,7 +21,7 @@ mod error;
 
 pub use code::{Code, UnknownCode};
 pub use envelope::{
-    DEFAULT_MAX_MESSAGE_SIZE, END_STREAM_FLAG, COMPRESSED_FLAG, Envelope, EnvelopeDecoder,
+    COMPRESSED_FLAG, DEFAULT_MAX_MESSAGE_SIZE, END_STREAM_FLAG, Envelope, EnvelopeDecoder,
     FrameError,
 };
 pub use error::{ConnectError, EndOfStream};
@@ -30,8 +30,14 @@ use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
 /// A message type that travels over Connect in either codec.
-pub trait RpcMessage: prost::Message + Serialize + DeserializeOwned + Default + Send + 'static {}
-impl<T> RpcMessage for T where T: prost::Message + Serialize + DeserializeOwned + Default + Send + 'static {}
+pub trait RpcMessage:
+    prost::Message + Serialize + DeserializeOwned + Default + Send + 'static
+{
+}
+impl<T> RpcMessage for T where
+    T: prost::Message + Serialize + DeserializeOwned + Default + Send + 'static
+{
+}
 
 /// How messages are encoded on the wire.
 ///
@@ -73,7 +79,12 @@ impl Codec {
     /// assert_eq!(Codec::from_content_type("text/plain"), None);
     /// ```
     pub fn from_content_type(value: &str) -> Option<(Codec, bool)> {
-        let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match essence.as_str() {
             "application/proto" | "application/protobuf" => Some((Codec::Proto, false)),
             "application/json" => Some((Codec::Json, false)),
@@ -97,11 +108,17 @@ impl Codec {
     pub fn decode<M: RpcMessage>(self, payload: &[u8]) -> Result<M, ConnectError> {
         match self {
             Codec::Proto => M::decode(payload).map_err(|e| {
-                ConnectError::new(Code::InvalidArgument, format!("malformed protobuf message: {e}"))
+                ConnectError::new(
+                    Code::InvalidArgument,
+                    format!("malformed protobuf message: {e}"),
+                )
             }),
             Codec::Json if payload.iter().all(u8::is_ascii_whitespace) => Ok(M::default()),
             Codec::Json => serde_json::from_slice(payload).map_err(|e| {
-                ConnectError::new(Code::InvalidArgument, format!("malformed JSON message: {e}"))
+                ConnectError::new(
+                    Code::InvalidArgument,
+                    format!("malformed JSON message: {e}"),
+                )
             }),
         }
     }

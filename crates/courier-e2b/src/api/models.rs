@@ -1,0 +1,333 @@
+//! Control-plane JSON types, with the exact field names of the E2B API.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+/// Body of `POST /v2/sandboxes`. Only set keys are sent.
+///
+/// ```
+/// use courier_e2b::models::NewSandbox;
+/// let body = NewSandbox { template_id: "base".into(), timeout: Some(120), ..Default::default() };
+/// assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"templateID":"base","timeout":120,"metadata":{},"envVars":{}}"#);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewSandbox {
+    /// Template id, alias (`base`), `team/name:tag` or snapshot id.
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    /// Time to live in seconds (server default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// Caller-defined labels (always sent, at least `{}`).
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
+    /// Environment variables for every process (always sent, at least `{}`).
+    #[serde(rename = "envVars", default)]
+    pub env_vars: HashMap<String, String>,
+    /// Pause instead of kill at timeout.
+    #[serde(rename = "autoPause", default, skip_serializing_if = "Option::is_none")]
+    pub auto_pause: Option<bool>,
+    /// Note the snake_case key, as in the API.
+    #[serde(
+        rename = "allow_internet_access",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub allow_internet_access: Option<bool>,
+    /// Network policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkConfig>,
+    /// Volumes to mount.
+    #[serde(
+        rename = "volumeMounts",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub volume_mounts: Vec<VolumeMount>,
+}
+
+/// The API's `Sandbox` object, returned by create and connect: what is needed to reach the
+/// sandbox's envd.
+///
+/// ```
+/// let json = r#"{"templateID":"t","sandboxID":"abc","clientID":"6532622b","envdVersion":"0.6.13","envdAccessToken":"tok12345"}"#;
+/// let record: courier_e2b::models::SandboxRecord = serde_json::from_str(json).unwrap();
+/// assert_eq!(record.sandbox_id, "abc");
+/// assert!(!format!("{record:?}").contains("tok12345"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    /// The resolved template id.
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    /// The sandbox id (`[a-z0-9]+`).
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    /// Deprecated constant.
+    #[serde(rename = "clientID", default)]
+    pub client_id: String,
+    /// The envd version inside the sandbox.
+    #[serde(rename = "envdVersion")]
+    pub envd_version: String,
+    /// The template alias, if created from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// The token envd expects in `X-Access-Token` (secured sandboxes).
+    #[serde(
+        rename = "envdAccessToken",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub envd_access_token: Option<Secret>,
+    /// The token for `e2b-traffic-access-token` when public traffic is off.
+    #[serde(
+        rename = "trafficAccessToken",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub traffic_access_token: Option<Secret>,
+    /// The base domain of the sandbox's hosts, when it differs from the configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+/// A sandbox's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxState {
+    /// Running.
+    Running,
+    /// Paused (can be resumed by connect).
+    Paused,
+}
+
+impl SandboxState {
+    /// The wire name.
+    ///
+    /// ```
+    /// assert_eq!(courier_e2b::models::SandboxState::Paused.as_str(), "paused");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxState::Running => "running",
+            SandboxState::Paused => "paused",
+        }
+    }
+}
+
+/// `GET /sandboxes/{id}`: everything about one sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxDetail {
+    /// The resolved template id.
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    /// The sandbox id.
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    /// Deprecated constant.
+    #[serde(rename = "clientID", default)]
+    pub client_id: String,
+    /// When it started.
+    #[serde(rename = "startedAt")]
+    pub started_at: DateTime<Utc>,
+    /// When it will be killed (or paused).
+    #[serde(rename = "endAt")]
+    pub end_at: DateTime<Utc>,
+    /// The envd version.
+    #[serde(rename = "envdVersion")]
+    pub envd_version: String,
+    /// vCPUs.
+    #[serde(rename = "cpuCount")]
+    pub cpu_count: u32,
+    /// Memory in MiB.
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: u64,
+    /// Disk in MiB.
+    #[serde(rename = "diskSizeMB")]
+    pub disk_size_mb: u64,
+    /// Running or paused.
+    pub state: SandboxState,
+    /// The template alias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// The envd access token.
+    #[serde(
+        rename = "envdAccessToken",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub envd_access_token: Option<Secret>,
+    /// Whether outbound internet is allowed.
+    #[serde(
+        rename = "allowInternetAccess",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub allow_internet_access: Option<bool>,
+    /// The base domain of the sandbox's hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Caller-defined labels.
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
+    /// Network policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkConfig>,
+    /// What happens at timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
+    /// Mounted volumes.
+    #[serde(
+        rename = "volumeMounts",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// Whether envd stopped answering when it was paused.
+    #[serde(
+        rename = "envdUnresponsiveAtPause",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub envd_unresponsive_at_pause: Option<bool>,
+    /// `full` or `filesystem`.
+    #[serde(rename = "pauseMode", default, skip_serializing_if = "Option::is_none")]
+    pub pause_mode: Option<String>,
+}
+
+/// One item of `GET /v2/sandboxes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListedSandbox {
+    /// The resolved template id.
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    /// The sandbox id.
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    /// Deprecated constant.
+    #[serde(rename = "clientID", default)]
+    pub client_id: String,
+    /// When it started.
+    #[serde(rename = "startedAt")]
+    pub started_at: DateTime<Utc>,
+    /// When it ends.
+    #[serde(rename = "endAt")]
+    pub end_at: DateTime<Utc>,
+    /// The envd version.
+    #[serde(rename = "envdVersion")]
+    pub envd_version: String,
+    /// vCPUs.
+    #[serde(rename = "cpuCount")]
+    pub cpu_count: u32,
+    /// Memory in MiB.
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: u64,
+    /// Disk in MiB.
+    #[serde(rename = "diskSizeMB")]
+    pub disk_size_mb: u64,
+    /// Running or paused.
+    pub state: SandboxState,
+    /// The template alias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Caller-defined labels.
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
+    /// Mounted volumes.
+    #[serde(
+        rename = "volumeMounts",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// Whether envd stopped answering when it was paused.
+    #[serde(
+        rename = "envdUnresponsiveAtPause",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub envd_unresponsive_at_pause: Option<bool>,
+}
+
+/// One metrics sample (`GET /sandboxes/{id}/metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxMetric {
+    /// Sample time (deprecated form).
+    pub timestamp: DateTime<Utc>,
+    /// Sample time in unix seconds.
+    #[serde(rename = "timestampUnix")]
+    pub timestamp_unix: i64,
+    /// vCPUs.
+    #[serde(rename = "cpuCount")]
+    pub cpu_count: u32,
+    /// CPU use in percent.
+    #[serde(rename = "cpuUsedPct")]
+    pub cpu_used_pct: f64,
+    /// Memory used in bytes.
+    #[serde(rename = "memUsed")]
+    pub mem_used: u64,
+    /// Memory total in bytes.
+    #[serde(rename = "memTotal")]
+    pub mem_total: u64,
+    /// Page cache in bytes.
+    #[serde(rename = "memCache")]
+    pub mem_cache: u64,
+    /// Disk used in bytes.
+    #[serde(rename = "diskUsed")]
+    pub disk_used: u64,
+    /// Disk total in bytes.
+    #[serde(rename = "diskTotal")]
+    pub disk_total: u64,
+}
+
+/// `SandboxNetworkConfig`: egress and ingress policy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// Whether user ports are reachable without the traffic token.
+    #[serde(
+        rename = "allowPublicTraffic",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub allow_public_traffic: Option<bool>,
+    /// Allowed destinations (CIDR, IP or domain).
+    #[serde(rename = "allowOut", default, skip_serializing_if = "Option::is_none")]
+    pub allow_out: Option<Vec<String>>,
+    /// Denied destinations (CIDR or IP; `0.0.0.0/0` = all).
+    #[serde(rename = "denyOut", default, skip_serializing_if = "Option::is_none")]
+    pub deny_out: Option<Vec<String>>,
+    /// Host header mask for user ports (may contain `${PORT}`).
+    #[serde(
+        rename = "maskRequestHost",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mask_request_host: Option<String>,
+    /// Fields this crate does not model (`egressProxy`, `rules`, `dnsServers`, …), kept as is.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What happens when a sandbox times out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifecycle {
+    /// Whether traffic resumes a paused sandbox.
+    #[serde(rename = "autoResume")]
+    pub auto_resume: bool,
+    /// `kill` or `pause`.
+    #[serde(rename = "onTimeout")]
+    pub on_timeout: String,
+}
+
+/// A volume mounted into a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// Volume name.
+    pub name: String,
+    /// Mount path inside the sandbox.
+    pub path: String,
+}

@@ -1,0 +1,106 @@
+//! # courier-e2b: a Rust SDK for E2B sandboxes
+//!
+//! Talks to the E2B cloud, or to any server that speaks its protocol (such as Courier's
+//! own `courier-sandboxd` + `courier-envd`): the REST control plane (create, connect,
+//! list, pause, kill) and `envd` inside each sandbox (commands, terminals, files, watches)
+//! over Connect-RPC and plain HTTP.
+//!
+//! Invariant: this crate depends on no other Courier crate; the codec and protobuf types
+//! are public so servers (courier-envd) speak exactly what the client sends.
+//!
+//! ## Guide
+//!
+//! **Configure.** [`ConnectionConfig::from_env`] reads the official variables
+//! (`E2B_API_KEY`, `E2B_DOMAIN`, `E2B_API_URL`, `E2B_SANDBOX_URL`, `E2B_DEBUG`);
+//! [`ConnectionConfig::builder`] sets the same things in code. envd URLs follow the
+//! official SDK: the `E2B_SANDBOX_URL` override, debug mode (`http://localhost:49983`),
+//! the shared `https://sandbox.<domain>` host for E2B's own domains (routed by the
+//! `E2b-Sandbox-Id`/`E2b-Sandbox-Port` headers), else `https://49983-<id>.<domain>`.
+//!
+//! **Create and use a sandbox.**
+//!
+//! ```no_run
+//! # async fn demo() -> courier_e2b::Result<()> {
+//! use std::time::Duration;
+//! use courier_e2b::{Client, Error, Sandbox};
+//!
+//! let client = Client::from_env()?;
+//! let sandbox = Sandbox::builder()
+//!     .template("base")
+//!     .timeout(Duration::from_secs(300))
+//!     .metadata("owner", "me")
+//!     .env("GREETING", "hello")
+//!     .create(&client)
+//!     .await?;
+//!
+//! // Run to completion; a non-zero exit is an error carrying the output.
+//! let output = sandbox.commands().run("echo $GREETING").await?;
+//! assert_eq!(output.stdout, "hello\n");
+//! match sandbox.commands().run("exit 3").await {
+//!     Err(Error::CommandExited { exit_code, .. }) => assert_eq!(exit_code, 3),
+//!     other => panic!("{other:?}"),
+//! }
+//!
+//! // Files.
+//! sandbox.files().write("hello.txt", "hi").await?;
+//! assert_eq!(sandbox.files().read_text("hello.txt").await?, "hi");
+//!
+//! sandbox.kill().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! **Stream a long-running process.** [`RunCommand::spawn`] returns a [`CommandHandle`],
+//! which is a `Stream` of [`CommandEvent`]s and can be waited on, killed or fed stdin.
+//! The process lifetime is its timeout (`Connect-Timeout-Ms`, default 60 s,
+//! [`Duration::ZERO`](std::time::Duration::ZERO) = unlimited); dropping the handle does
+//! not kill it, and [`Commands::connect`] re-attaches by pid or tag.
+//!
+//! **Errors** are one enum, [`Error`], with variants a caller can act on:
+//! [`Error::NotFound`] (sandbox, file or process), [`Error::SandboxGone`] (the proxy's
+//! 502 "sandbox was not found"), [`Error::CommandExited`], [`Error::RateLimited`], …
+//! Idempotent control-plane calls are retried as the official SDKs do (429/502/503/504,
+//! `Should-Retry`, `Retry-After`); create is never retried.
+//!
+//! **Codec.** envd RPCs use protobuf by default ([`codec::Codec::Proto`]); set
+//! [`ConnectionConfigBuilder::codec`] to [`codec::Codec::Json`] to send exactly what the
+//! official SDKs send.
+//!
+//! **Testing your code.** [`SandboxApi`] is the slice an orchestrator needs, as a
+//! dyn-compatible trait; with the `mocks` feature, `MockSandboxApi` (mockall) implements it.
+
+pub mod api;
+pub mod codec;
+mod config;
+pub mod envd;
+mod error;
+pub mod proto;
+mod sandbox;
+mod sandbox_api;
+mod secret;
+
+pub use api::{
+    Client, DEBUG_ENVD_VERSION, DEBUG_SANDBOX_ID, SandboxPage, SandboxQuery, SandboxStream,
+    SortOrder, models,
+};
+pub use config::{
+    ConnectionConfig, ConnectionConfigBuilder, DEFAULT_DOMAIN, DEFAULT_MAX_RETRIES,
+    DEFAULT_REQUEST_TIMEOUT, ENVD_PORT, SHARED_HOST_DOMAINS,
+};
+pub use envd::{
+    CommandEvent, CommandHandle, CommandOutput, Commands, EntryInfo, ExitStatus, FileKind, Files,
+    ProcessInfo, ProcessRef, PtyApi, PtySize, RunCommand, Signal, WatchEvent, WatchEventKind,
+    WatchHandle, WriteInfo,
+};
+pub use error::{Error, NotFoundKind, Result};
+pub use sandbox::{DEFAULT_TEMPLATE, Sandbox, SandboxBuilder};
+#[cfg(any(test, feature = "mocks"))]
+pub use sandbox_api::MockSandboxApi;
+pub use sandbox_api::{CommandSpec, SandboxApi, SpawnedCommand};
+pub use secret::Secret;
+
+/// Percent-encoding for query values and path segments: everything but `A-Za-z0-9-_.~`.
+pub(crate) const STRICT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');

@@ -1,0 +1,251 @@
+//! [`SandboxApi`]: the slice of the SDK an orchestrator needs, as a mockable trait.
+
+use std::{collections::HashMap, fmt, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, stream::BoxStream};
+
+use crate::{
+    Client, CommandEvent, CommandOutput, Result, Sandbox,
+    envd::DEFAULT_COMMAND_TIMEOUT,
+    models::{NewSandbox, SandboxRecord},
+};
+
+/// A command for [`SandboxApi::run`] and [`SandboxApi::spawn`]: run through `bash -l -c`.
+///
+/// ```
+/// use std::time::Duration;
+/// let spec = courier_e2b::CommandSpec::new("make test").cwd("/home/user/project").env("CI", "1").timeout(Duration::ZERO);
+/// assert_eq!(spec.cmd, "make test");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// The shell command line.
+    pub cmd: String,
+    /// Working directory.
+    pub cwd: Option<String>,
+    /// Extra environment variables.
+    pub envs: HashMap<String, String>,
+    /// Unix user.
+    pub user: Option<String>,
+    /// Process lifetime; [`Duration::ZERO`] = unlimited (default 60 s).
+    pub timeout: Duration,
+    /// Tag for reconnecting by name.
+    pub tag: Option<String>,
+    /// Keep stdin open.
+    pub stdin: bool,
+}
+
+impl CommandSpec {
+    /// A command with the defaults.
+    pub fn new(cmd: impl Into<String>) -> CommandSpec {
+        CommandSpec {
+            cmd: cmd.into(),
+            cwd: None,
+            envs: HashMap::new(),
+            user: None,
+            timeout: DEFAULT_COMMAND_TIMEOUT,
+            tag: None,
+            stdin: false,
+        }
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, cwd: impl Into<String>) -> Self {
+        self.cwd = Some(cwd.into());
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.envs.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the Unix user.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Sets the process lifetime.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the tag.
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+
+    /// Keeps stdin open.
+    pub fn stdin(mut self, open: bool) -> Self {
+        self.stdin = open;
+        self
+    }
+}
+
+/// A background process: its pid and its events, ending with
+/// [`CommandEvent::Exit`].
+pub struct SpawnedCommand {
+    /// The process id.
+    pub pid: u32,
+    /// Output and exit events.
+    pub events: BoxStream<'static, Result<CommandEvent>>,
+}
+
+impl fmt::Debug for SpawnedCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpawnedCommand")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an orchestrator needs from a sandbox provider, object-safe and mockable
+/// (`MockSandboxApi` with the `mocks` feature). [`Client`] implements it.
+///
+/// Sandboxes are passed as the [`SandboxRecord`] that create/connect returned, so no extra
+/// call is needed to reach envd.
+///
+/// ```no_run
+/// # async fn demo() -> courier_e2b::Result<()> {
+/// use std::sync::Arc;
+/// use courier_e2b::{Client, CommandSpec, SandboxApi, models::NewSandbox};
+///
+/// let api: Arc<dyn SandboxApi> = Arc::new(Client::from_env()?);
+/// let sandbox = api.create(NewSandbox { template_id: "base".into(), ..Default::default() }).await?;
+/// let output = api.run(&sandbox, CommandSpec::new("echo hi")).await?;
+/// assert_eq!(output.exit_code, 0);
+/// api.kill(&sandbox.sandbox_id).await?;
+/// # Ok(()) }
+/// ```
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait SandboxApi: Send + Sync {
+    /// Creates a sandbox.
+    async fn create(&self, request: NewSandbox) -> Result<SandboxRecord>;
+    /// Connects to (resumes) a sandbox, extending its life to at least `timeout`.
+    async fn connect(&self, sandbox_id: &str, timeout: Option<Duration>) -> Result<SandboxRecord>;
+    /// Kills a sandbox: `false` when it did not exist.
+    async fn kill(&self, sandbox_id: &str) -> Result<bool>;
+    /// Sets a sandbox to end `timeout` from now.
+    async fn set_timeout(&self, sandbox_id: &str, timeout: Duration) -> Result<()>;
+    /// Pauses a sandbox: `false` when already paused.
+    async fn pause(&self, sandbox_id: &str) -> Result<bool>;
+    /// Runs a command to completion and returns its output whatever the exit code.
+    async fn run(&self, sandbox: &SandboxRecord, command: CommandSpec) -> Result<CommandOutput>;
+    /// Starts a command in the background.
+    async fn spawn(&self, sandbox: &SandboxRecord, command: CommandSpec) -> Result<SpawnedCommand>;
+    /// Writes to a process's stdin.
+    async fn send_stdin(&self, sandbox: &SandboxRecord, pid: u32, data: Bytes) -> Result<()>;
+    /// Kills a process: `false` when it did not exist.
+    async fn kill_process(&self, sandbox: &SandboxRecord, pid: u32) -> Result<bool>;
+    /// Writes a file, creating parent directories.
+    async fn write_file(&self, sandbox: &SandboxRecord, path: &str, data: Bytes) -> Result<()>;
+    /// Reads a whole file.
+    async fn read_file(&self, sandbox: &SandboxRecord, path: &str) -> Result<Bytes>;
+}
+
+fn command(sandbox: &Sandbox, spec: CommandSpec) -> crate::RunCommand {
+    let mut run = sandbox
+        .commands()
+        .run(spec.cmd)
+        .envs(spec.envs)
+        .timeout(spec.timeout)
+        .stdin(spec.stdin);
+    if let Some(cwd) = spec.cwd {
+        run = run.cwd(cwd);
+    }
+    if let Some(user) = spec.user {
+        run = run.user(user);
+    }
+    if let Some(tag) = spec.tag {
+        run = run.tag(tag);
+    }
+    run
+}
+
+#[async_trait]
+impl SandboxApi for Client {
+    async fn create(&self, request: NewSandbox) -> Result<SandboxRecord> {
+        self.create_sandbox(&request).await
+    }
+
+    async fn connect(&self, sandbox_id: &str, timeout: Option<Duration>) -> Result<SandboxRecord> {
+        self.connect_sandbox(sandbox_id, timeout).await
+    }
+
+    async fn kill(&self, sandbox_id: &str) -> Result<bool> {
+        Client::kill(self, sandbox_id).await
+    }
+
+    async fn set_timeout(&self, sandbox_id: &str, timeout: Duration) -> Result<()> {
+        Client::set_timeout(self, sandbox_id, timeout).await
+    }
+
+    async fn pause(&self, sandbox_id: &str) -> Result<bool> {
+        Client::pause(self, sandbox_id).await
+    }
+
+    async fn run(&self, sandbox: &SandboxRecord, spec: CommandSpec) -> Result<CommandOutput> {
+        let sandbox = Sandbox::from_record(self, sandbox.clone());
+        command(&sandbox, spec).spawn().await?.wait_output().await
+    }
+
+    async fn spawn(&self, sandbox: &SandboxRecord, spec: CommandSpec) -> Result<SpawnedCommand> {
+        let sandbox = Sandbox::from_record(self, sandbox.clone());
+        let handle = command(&sandbox, spec).spawn().await?;
+        Ok(SpawnedCommand {
+            pid: handle.pid(),
+            events: handle.boxed(),
+        })
+    }
+
+    async fn send_stdin(&self, sandbox: &SandboxRecord, pid: u32, data: Bytes) -> Result<()> {
+        Sandbox::from_record(self, sandbox.clone())
+            .commands()
+            .send_stdin(pid, data)
+            .await
+    }
+
+    async fn kill_process(&self, sandbox: &SandboxRecord, pid: u32) -> Result<bool> {
+        Sandbox::from_record(self, sandbox.clone())
+            .commands()
+            .kill(pid)
+            .await
+    }
+
+    async fn write_file(&self, sandbox: &SandboxRecord, path: &str, data: Bytes) -> Result<()> {
+        Sandbox::from_record(self, sandbox.clone())
+            .files()
+            .write(path, data)
+            .await
+            .map(drop)
+    }
+
+    async fn read_file(&self, sandbox: &SandboxRecord, path: &str) -> Result<Bytes> {
+        Sandbox::from_record(self, sandbox.clone())
+            .files()
+            .read(path)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_mock_stands_in_for_the_real_client() {
+        let mut mock = MockSandboxApi::new();
+        mock.expect_kill()
+            .withf(|id| id == "abc")
+            .returning(|_| Ok(true));
+        let api: Box<dyn SandboxApi> = Box::new(mock);
+        assert!(api.kill("abc").await.unwrap());
+    }
+}
