@@ -68,37 +68,52 @@
 //! **Testing your code.** [`SandboxApi`] is the slice an orchestrator needs, as a
 //! dyn-compatible trait; with the `mocks` feature, `MockSandboxApi` (mockall) implements it.
 
+#[cfg(feature = "client")]
 pub mod api;
 pub mod codec;
+#[cfg(feature = "client")]
 mod config;
+#[cfg(feature = "client")]
 pub mod envd;
+#[cfg(feature = "client")]
 mod error;
 pub mod proto;
+#[cfg(feature = "client")]
 mod sandbox;
+#[cfg(feature = "client")]
 mod sandbox_api;
+#[cfg(feature = "client")]
 mod secret;
 
+#[cfg(feature = "client")]
 pub use api::{
     Client, DEBUG_ENVD_VERSION, DEBUG_SANDBOX_ID, SandboxPage, SandboxQuery, SandboxStream,
     SortOrder, models,
 };
+#[cfg(feature = "client")]
 pub use config::{
     ConnectionConfig, ConnectionConfigBuilder, DEFAULT_DOMAIN, DEFAULT_MAX_RETRIES,
     DEFAULT_REQUEST_TIMEOUT, ENVD_PORT, SHARED_HOST_DOMAINS,
 };
+#[cfg(feature = "client")]
 pub use envd::{
     CommandEvent, CommandHandle, CommandOutput, Commands, EntryInfo, ExitStatus, FileKind, Files,
     ProcessInfo, ProcessRef, PtyApi, PtySize, RunCommand, Signal, WatchEvent, WatchEventKind,
     WatchHandle, WriteInfo,
 };
+#[cfg(feature = "client")]
 pub use error::{Error, NotFoundKind, Result};
+#[cfg(feature = "client")]
 pub use sandbox::{DEFAULT_TEMPLATE, Sandbox, SandboxBuilder};
 #[cfg(any(test, feature = "mocks"))]
 pub use sandbox_api::MockSandboxApi;
+#[cfg(feature = "client")]
 pub use sandbox_api::{CommandSpec, SandboxApi, SpawnedCommand};
+#[cfg(feature = "client")]
 pub use secret::Secret;
 
 /// Percent-encoding for query values and path segments: everything but `A-Za-z0-9-_.~`.
+#[cfg(feature = "client")]
 pub(crate) const STRICT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
