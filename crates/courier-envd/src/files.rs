@@ -1,0 +1,380 @@
+//! `GET /files` (download) and `POST /files` (multipart or raw upload), with the access
+//! token or a v1 signed URL, user-relative paths, owned parent directories, an upload
+//! size limit and `X-Metadata-*` headers stored as `user.e2b.*` xattrs.
+
+use std::{collections::HashSet, io::Write as _, path::PathBuf};
+
+use axum::{
+    Json,
+    body::Body,
+    extract::{FromRequest, Multipart, Query, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt as _;
+
+use crate::{
+    Envd, Error,
+    auth::{self, Operation, SignedQuery},
+    filesystem::{chown, create_dir_all_owned, write_metadata},
+    paths,
+    server::json_error,
+    users::User,
+};
+
+/// Query parameters of `/files`.
+#[derive(Debug, Deserialize, Default)]
+pub(crate) struct FilesQuery {
+    path: Option<String>,
+    username: Option<String>,
+    signature: Option<String>,
+    signature_expiration: Option<String>,
+}
+
+/// One written file in the `POST /files` response.
+#[derive(Debug, Serialize)]
+struct WrittenEntry {
+    path: String,
+    name: String,
+    r#type: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(serialize_with = "metadata_map")]
+    metadata: Vec<(String, String)>,
+}
+
+fn metadata_map<S: serde::Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+}
+
+fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Authorizes the request and returns the user it acts as.
+fn authorize(
+    envd: &Envd,
+    headers: &HeaderMap,
+    query: &FilesQuery,
+    op: Operation,
+) -> Result<User, Error> {
+    let token = envd.shared.access_token();
+    let signed = SignedQuery {
+        path: query.path.as_deref().unwrap_or(""),
+        user: query.username.as_deref().unwrap_or(""),
+        signature: query.signature.as_deref(),
+        expiration: query.signature_expiration.as_deref(),
+    };
+    auth::check_files_access(headers, token.as_deref(), op, signed, now_unix())?;
+    envd.shared.user(query.username.as_deref())
+}
+
+fn resolve(envd: &Envd, raw: &str, user: &User) -> Result<PathBuf, Error> {
+    let workdir = envd.shared.runtime().default_workdir;
+    paths::resolve(raw, user, workdir.as_deref())
+}
+
+/// `GET /files?path=…`: the file's bytes.
+pub(crate) async fn download(
+    State(envd): State<Envd>,
+    query: Result<Query<FilesQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let Query(query) = query.map_err(|e| Error::InvalidArgument(format!("bad query: {e}")))?;
+        let user = authorize(&envd, &headers, &query, Operation::Read)?;
+        let path = resolve(&envd, query.path.as_deref().unwrap_or(""), &user)?;
+        let shown = paths::display(&path);
+        let meta = tokio::fs::metadata(&path).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound(format!("path '{shown}' does not exist"))
+            } else {
+                Error::io(format!("stat '{shown}'"), &e)
+            }
+        })?;
+        if meta.is_dir() {
+            return Err(Error::InvalidArgument(format!(
+                "path '{shown}' is a directory"
+            )));
+        }
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Error::io(format!("opening '{shown}'"), &e))?;
+        let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 * 1024,
+        ));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let disposition = format!(
+            "inline; filename=\"{}\"",
+            name.replace(['"', '\\', '\r', '\n'], "_")
+        );
+        let mut response = (StatusCode::OK, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len()));
+        if let Ok(value) = HeaderValue::from_str(&disposition) {
+            headers.insert(header::CONTENT_DISPOSITION, value);
+        }
+        Ok::<_, Error>(response)
+    }
+    .await;
+    result.unwrap_or_else(|err| json_error(&err))
+}
+
+/// `X-Metadata-<key>: <value>` headers: printable ASCII, key ≤ 246 bytes, ≤ 4096 in all.
+fn upload_metadata(headers: &HeaderMap) -> Result<Vec<(String, String)>, Error> {
+    let mut out = Vec::new();
+    let mut total = 0;
+    for (name, value) in headers {
+        let Some(key) = name.as_str().strip_prefix("x-metadata-") else {
+            continue;
+        };
+        let value = value
+            .to_str()
+            .ok()
+            .filter(|v| v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("metadata '{key}' must be printable ASCII"))
+            })?;
+        if key.is_empty() || key.len() > 246 {
+            return Err(Error::InvalidArgument(format!(
+                "metadata key '{key}' must be 1 to 246 bytes"
+            )));
+        }
+        total += key.len() + value.len();
+        if total > 4096 {
+            return Err(Error::InvalidArgument(
+                "metadata exceeds 4096 bytes in total".to_owned(),
+            ));
+        }
+        out.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(out)
+}
+
+/// Streams one upload into its file, enforcing the size limit over the whole request.
+struct FileSink {
+    file: tokio::fs::File,
+    path: PathBuf,
+}
+
+struct Budget {
+    used: u64,
+    limit: u64,
+}
+
+impl FileSink {
+    async fn create(path: PathBuf, user: &User) -> Result<FileSink, Error> {
+        let shown = paths::display(&path);
+        if tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_dir()) {
+            return Err(Error::InvalidArgument(format!(
+                "path '{shown}' is a directory"
+            )));
+        }
+        if let Some(parent) = path.parent() {
+            let (parent, user) = (parent.to_path_buf(), user.clone());
+            tokio::task::spawn_blocking(move || {
+                create_dir_all_owned(&parent, &user).map_err(|e| (parent, e))
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("creating directories: {e}")))?
+            .map_err(|(parent, e)| {
+                Error::io(
+                    format!("creating directory '{}'", paths::display(&parent)),
+                    &e,
+                )
+            })?;
+        }
+        // Create, chown, then write: watchers see CREATE, CHMOD, WRITE as with envd.
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&path)
+            .await
+            .map_err(|e| Error::io(format!("opening '{shown}' for writing"), &e))?;
+        chown(&path, user)
+            .map_err(|e| Error::io(format!("changing the owner of '{shown}'"), &e))?;
+        Ok(FileSink { file, path })
+    }
+
+    async fn write(&mut self, data: &[u8], budget: &mut Budget) -> Result<(), Error> {
+        budget.used += data.len() as u64;
+        if budget.used > budget.limit {
+            return Err(Error::TooLarge(format!(
+                "upload exceeds the limit of {} bytes",
+                budget.limit
+            )));
+        }
+        self.file
+            .write_all(data)
+            .await
+            .map_err(|e| Error::io(format!("writing '{}'", paths::display(&self.path)), &e))
+    }
+
+    async fn finish(mut self, metadata: &[(String, String)]) -> Result<WrittenEntry, Error> {
+        let shown = paths::display(&self.path);
+        self.file
+            .flush()
+            .await
+            .map_err(|e| Error::io(format!("writing '{shown}'"), &e))?;
+        if !metadata.is_empty() || !crate::filesystem::read_metadata(&self.path).is_empty() {
+            write_metadata(&self.path, metadata)
+                .map_err(|e| Error::io(format!("setting metadata of '{shown}'"), &e))?;
+        }
+        Ok(WrittenEntry {
+            name: self
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path: shown,
+            r#type: "file",
+            metadata: metadata.to_vec(),
+        })
+    }
+
+    /// Removes a partly written file after a failure.
+    async fn abandon(self) {
+        drop(self.file);
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+}
+
+/// `POST /files`: multipart (one file per part; the part's filename is its full path,
+/// `path` overrides it) or a raw body (optionally gzip) written to `path`.
+pub(crate) async fn upload(State(envd): State<Envd>, req: Request) -> Response {
+    match upload_inner(envd, req).await {
+        Ok(entries) => (StatusCode::OK, Json(entries)).into_response(),
+        Err(err) => json_error(&err),
+    }
+}
+
+async fn upload_inner(envd: Envd, req: Request) -> Result<Vec<WrittenEntry>, Error> {
+    let Query(query) = Query::<FilesQuery>::try_from_uri(req.uri())
+        .map_err(|e| Error::InvalidArgument(format!("bad query: {e}")))?;
+    let user = authorize(&envd, req.headers(), &query, Operation::Write)?;
+    let metadata = upload_metadata(req.headers())?;
+    let mut budget = Budget {
+        used: 0,
+        limit: envd.shared.max_upload_bytes,
+    };
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        let mut multipart = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("bad multipart body: {e}")))?;
+        let mut seen = HashSet::new();
+        let mut entries = Vec::new();
+        while let Some(mut field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("bad multipart body: {e}")))?
+        {
+            let raw = query
+                .path
+                .clone()
+                .or_else(|| field.file_name().map(str::to_owned))
+                .unwrap_or_default();
+            if raw.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "a file part has no filename and no path was given".to_owned(),
+                ));
+            }
+            let path = resolve(&envd, &raw, &user)?;
+            if !seen.insert(path.clone()) {
+                return Err(Error::InvalidArgument(format!(
+                    "path '{}' is given more than once",
+                    paths::display(&path)
+                )));
+            }
+            let mut sink = FileSink::create(path, &user).await?;
+            loop {
+                let chunk = match field.chunk().await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
+                    Err(e) => {
+                        sink.abandon().await;
+                        return Err(Error::InvalidArgument(format!("bad multipart body: {e}")));
+                    }
+                };
+                if let Err(err) = sink.write(&chunk, &mut budget).await {
+                    sink.abandon().await;
+                    return Err(err);
+                }
+            }
+            entries.push(sink.finish(&metadata).await?);
+        }
+        return Ok(entries);
+    }
+    let raw = query
+        .path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            Error::InvalidArgument(
+                "the path query parameter is required for a raw upload".to_owned(),
+            )
+        })?;
+    let gzip = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    let path = resolve(&envd, &raw, &user)?;
+    let mut sink = FileSink::create(path, &user).await?;
+    match copy_body(req.into_body(), gzip, &mut sink, &mut budget).await {
+        Ok(()) => Ok(vec![sink.finish(&metadata).await?]),
+        Err(err) => {
+            sink.abandon().await;
+            Err(err)
+        }
+    }
+}
+
+async fn copy_body(
+    mut body: Body,
+    gzip: bool,
+    sink: &mut FileSink,
+    budget: &mut Budget,
+) -> Result<(), Error> {
+    let mut decoder = gzip.then(|| flate2::write::GzDecoder::new(Vec::new()));
+    let bad_gzip = |e: std::io::Error| Error::InvalidArgument(format!("bad gzip body: {e}"));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::InvalidArgument(format!("reading the body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match decoder.as_mut() {
+            None => sink.write(&data, budget).await?,
+            Some(decoder) => {
+                decoder.write_all(&data).map_err(bad_gzip)?;
+                let out: Bytes = std::mem::take(decoder.get_mut()).into();
+                sink.write(&out, budget).await?;
+            }
+        }
+    }
+    if let Some(mut decoder) = decoder {
+        decoder.try_finish().map_err(bad_gzip)?;
+        let out = std::mem::take(decoder.get_mut());
+        sink.write(&out, budget).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! The `filesystem.Filesystem` RPC handlers.
+
+use std::{fs, io, path::Path};
+
+use courier_e2b::proto::filesystem::{
+    CreateWatcherRequest, CreateWatcherResponse, EntryInfo, GetWatcherEventsRequest,
+    GetWatcherEventsResponse, ListDirRequest, ListDirResponse, MakeDirRequest, MakeDirResponse,
+    MoveRequest, MoveResponse, RemoveRequest, RemoveResponse, RemoveWatcherRequest,
+    RemoveWatcherResponse, StatRequest, StatResponse, WatchDirRequest, WatchDirResponse,
+    watch_dir_response,
+};
+use tokio::{sync::mpsc, time::Instant};
+
+use super::{create_dir_all_owned, entry_from_metadata, entry_info, watch};
+use crate::{
+    Error, paths,
+    rpc::{Ctx, StreamWriter},
+    users::UserDb,
+};
+
+/// Runs blocking file system work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("file system task failed: {e}")))?
+}
+
+fn resolve(ctx: &Ctx, raw: &str) -> Result<std::path::PathBuf, Error> {
+    let workdir = ctx.envd.shared.runtime().default_workdir;
+    paths::resolve(raw, &ctx.user, workdir.as_deref())
+}
+
+fn not_found_or(path: &Path, what: &str, e: &io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        Error::NotFound(format!("path '{}' does not exist", paths::display(path)))
+    } else {
+        Error::io(format!("{what} '{}'", paths::display(path)), e)
+    }
+}
+
+/// `Stat`.
+pub(crate) async fn stat(ctx: Ctx, request: StatRequest) -> Result<StatResponse, Error> {
+    let path = resolve(&ctx, &request.path)?;
+    blocking(move || {
+        let entry =
+            entry_info(&path, &UserDb::load()).map_err(|e| not_found_or(&path, "stat", &e))?;
+        Ok(StatResponse { entry: Some(entry) })
+    })
+    .await
+}
+
+/// `MakeDir`: creates parents; an existing directory is `already_exists`.
+pub(crate) async fn make_dir(ctx: Ctx, request: MakeDirRequest) -> Result<MakeDirResponse, Error> {
+    let path = resolve(&ctx, &request.path)?;
+    let user = ctx.user.clone();
+    blocking(move || {
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(Error::AlreadyExists(format!(
+                    "directory '{}' already exists",
+                    paths::display(&path)
+                )));
+            }
+            Ok(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "path '{}' already exists and is not a directory",
+                    paths::display(&path)
+                )));
+            }
+            Err(_) => {}
+        }
+        create_dir_all_owned(&path, &user).map_err(|e| {
+            Error::io(
+                format!("creating directory '{}'", paths::display(&path)),
+                &e,
+            )
+        })?;
+        let entry =
+            entry_info(&path, &UserDb::load()).map_err(|e| not_found_or(&path, "stat", &e))?;
+        Ok(MakeDirResponse { entry: Some(entry) })
+    })
+    .await
+}
+
+/// `Move`: renames, creating the destination's parents.
+pub(crate) async fn move_entry(ctx: Ctx, request: MoveRequest) -> Result<MoveResponse, Error> {
+    if request.source.is_empty() || request.destination.is_empty() {
+        return Err(Error::InvalidArgument(
+            "source and destination are required".to_owned(),
+        ));
+    }
+    let source = resolve(&ctx, &request.source)?;
+    let destination = resolve(&ctx, &request.destination)?;
+    let user = ctx.user.clone();
+    blocking(move || {
+        if source == Path::new("/") {
+            return Err(Error::PermissionDenied("refusing to move '/'".to_owned()));
+        }
+        if let Err(e) = fs::symlink_metadata(&source) {
+            return Err(if e.kind() == io::ErrorKind::NotFound {
+                Error::NotFound(format!(
+                    "source '{}' does not exist",
+                    paths::display(&source)
+                ))
+            } else {
+                Error::io(format!("stat '{}'", paths::display(&source)), &e)
+            });
+        }
+        if let Some(parent) = destination.parent() {
+            create_dir_all_owned(parent, &user).map_err(|e| {
+                Error::io(
+                    format!("creating directory '{}'", paths::display(parent)),
+                    &e,
+                )
+            })?;
+        }
+        fs::rename(&source, &destination).map_err(|e| {
+            Error::io(
+                format!(
+                    "moving '{}' to '{}'",
+                    paths::display(&source),
+                    paths::display(&destination)
+                ),
+                &e,
+            )
+        })?;
+        let entry = entry_info(&destination, &UserDb::load())
+            .map_err(|e| not_found_or(&destination, "stat", &e))?;
+        Ok(MoveResponse { entry: Some(entry) })
+    })
+    .await
+}
+
+/// `ListDir`: pre-order, lexical within a directory, root excluded, up to `depth` levels.
+pub(crate) async fn list_dir(ctx: Ctx, request: ListDirRequest) -> Result<ListDirResponse, Error> {
+    let path = resolve(&ctx, &request.path)?;
+    let depth = request.depth.max(1);
+    blocking(move || {
+        // Follows a symlinked root, as envd does.
+        let meta = fs::metadata(&path).map_err(|e| not_found_or(&path, "stat", &e))?;
+        if !meta.is_dir() {
+            return Err(Error::InvalidArgument(format!(
+                "path '{}' is not a directory",
+                paths::display(&path)
+            )));
+        }
+        let db = UserDb::load();
+        let mut entries = Vec::new();
+        walk(&path, 1, depth, &db, &mut entries)
+            .map_err(|e| Error::io(format!("listing '{}'", paths::display(&path)), &e))?;
+        Ok(ListDirResponse { entries })
+    })
+    .await
+}
+
+fn walk(
+    dir: &Path,
+    level: u32,
+    depth: u32,
+    db: &UserDb,
+    out: &mut Vec<EntryInfo>,
+) -> io::Result<()> {
+    let mut children: Vec<_> = fs::read_dir(dir)?.filter_map(Result::ok).collect();
+    children.sort_by_key(fs::DirEntry::file_name);
+    for child in children {
+        let path = child.path();
+        let Ok(lstat) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        out.push(entry_from_metadata(&path, &lstat, db));
+        if lstat.is_dir() && level < depth {
+            // A subdirectory we may not read should not fail the whole listing.
+            let _ = walk(&path, level + 1, depth, db, out);
+        }
+    }
+    Ok(())
+}
+
+/// `Remove`: recursive; a missing path is success; `/` and an empty path are refused.
+pub(crate) async fn remove(ctx: Ctx, request: RemoveRequest) -> Result<RemoveResponse, Error> {
+    // An empty path would resolve to the home directory: never delete that by accident.
+    if request.path.trim().is_empty() {
+        return Err(Error::InvalidArgument("path is required".to_owned()));
+    }
+    let path = resolve(&ctx, &request.path)?;
+    if path == Path::new("/") {
+        return Err(Error::PermissionDenied("refusing to remove '/'".to_owned()));
+    }
+    blocking(move || {
+        let result = match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RemoveResponse {}),
+            Err(e) => Err(e),
+            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
+            Ok(_) => fs::remove_file(&path),
+        };
+        match result {
+            Ok(()) => Ok(RemoveResponse {}),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(RemoveResponse {}),
+            Err(e) => Err(Error::io(
+                format!("removing '{}'", paths::display(&path)),
+                &e,
+            )),
+        }
+    })
+    .await
+}
+
+/// `WatchDir`: start, then file system events and keepalives until the deadline.
+pub(crate) async fn watch_dir(
+    ctx: Ctx,
+    request: WatchDirRequest,
+    out: StreamWriter,
+) -> Result<(), Error> {
+    let root = resolve(&ctx, &request.path)?;
+    let (tx, mut events) = mpsc::channel(4096);
+    let _watch = watch::watch(
+        &root,
+        request.recursive,
+        request.include_entry,
+        move |event| {
+            // Blocking here (full channel) slows only this watcher's own notify thread.
+            let _ = tx.blocking_send(event);
+        },
+    )?;
+    let deadline = ctx.timeout.map(|t| Instant::now() + t);
+    let message = |event| WatchDirResponse { event: Some(event) };
+    if !out
+        .send(&message(watch_dir_response::Event::Start(
+            watch_dir_response::StartEvent {},
+        )))
+        .await
+    {
+        return Ok(());
+    }
+    loop {
+        let idle = tokio::time::sleep(ctx.keepalive);
+        let until_deadline = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let next = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => watch_dir_response::Event::Filesystem(event),
+                None => return Err(Error::Internal("the watcher stopped".to_owned())),
+            },
+            () = idle => watch_dir_response::Event::Keepalive(watch_dir_response::KeepAlive {}),
+            () = until_deadline => return Err(Error::DeadlineExceeded("deadline exceeded".to_owned())),
+            () = out.closed() => return Ok(()),
+        };
+        if !out.send(&message(next)).await {
+            return Ok(());
+        }
+    }
+}
+
+/// `CreateWatcher`.
+pub(crate) async fn create_watcher(
+    ctx: Ctx,
+    request: CreateWatcherRequest,
+) -> Result<CreateWatcherResponse, Error> {
+    let root = resolve(&ctx, &request.path)?;
+    let watcher_id =
+        ctx.envd
+            .shared
+            .watchers
+            .create(&root, request.recursive, request.include_entry)?;
+    Ok(CreateWatcherResponse { watcher_id })
+}
+
+/// `GetWatcherEvents`: the events since the last call.
+pub(crate) async fn get_watcher_events(
+    ctx: Ctx,
+    request: GetWatcherEventsRequest,
+) -> Result<GetWatcherEventsResponse, Error> {
+    Ok(GetWatcherEventsResponse {
+        events: ctx.envd.shared.watchers.drain(&request.watcher_id)?,
+    })
+}
+
+/// `RemoveWatcher`.
+pub(crate) async fn remove_watcher(
+    ctx: Ctx,
+    request: RemoveWatcherRequest,
+) -> Result<RemoveWatcherResponse, Error> {
+    ctx.envd.shared.watchers.remove(&request.watcher_id)?;
+    Ok(RemoveWatcherResponse {})
+}

@@ -1,0 +1,47 @@
+//! Dropping root privileges in the child between fork and exec.
+//!
+//! The only unsafe code of the crate: `pre_exec` is unsafe because the closure runs in
+//! the forked child, where only async-signal-safe calls are allowed. std's own `uid()` /
+//! `gid()` cannot be used because std calls `setgroups(0)` itself and runs `pre_exec`
+//! after `setuid`, when `setgroups` is no longer permitted.
+#![allow(unsafe_code)]
+
+use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+
+use super::Identity;
+
+fn switch(groups: &[Gid], gid: Gid, uid: Uid) -> std::io::Result<()> {
+    // Order matters: groups and gid need privileges we lose with setuid.
+    setgroups(groups)?;
+    setgid(gid)?;
+    setuid(uid)?;
+    Ok(())
+}
+
+fn parts(identity: &Identity) -> (Vec<Gid>, Gid, Uid) {
+    (
+        identity.groups.iter().copied().map(Gid::from_raw).collect(),
+        Gid::from_raw(identity.gid),
+        Uid::from_raw(identity.uid),
+    )
+}
+
+/// Makes a plain child run as `identity`.
+pub(super) fn apply(command: &mut tokio::process::Command, identity: &Identity) {
+    let (groups, gid, uid) = parts(identity);
+    // SAFETY: the closure only issues the setgroups/setgid/setuid system calls (all
+    // async-signal-safe) on data prepared before fork; it allocates nothing.
+    unsafe {
+        command.pre_exec(move || switch(&groups, gid, uid));
+    }
+}
+
+/// Makes a PTY child run as `identity` (after pty-process made it a session leader).
+pub(super) fn apply_pty(
+    command: pty_process::Command,
+    identity: &Identity,
+) -> pty_process::Command {
+    let (groups, gid, uid) = parts(identity);
+    // SAFETY: as in `apply`: only async-signal-safe system calls on pre-built data.
+    unsafe { command.pre_exec(move || switch(&groups, gid, uid)) }
+}
