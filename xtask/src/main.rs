@@ -74,7 +74,10 @@ fn run(step: &str, cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("{step}: could not start {cmd:?}"))?;
-    println!("<== {step}: {status} in {:.1}s", started.elapsed().as_secs_f64());
+    println!(
+        "<== {step}: {status} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     if !status.success() {
         bail!("{step} failed ({status})");
     }
@@ -211,7 +214,10 @@ fn bench() -> Result<()> {
             "bench_codec",
         ])),
     )?;
-    if root().join("crates/courier-envd/examples/bench_envd.rs").exists() {
+    if root()
+        .join("crates/courier-envd/examples/bench_envd.rs")
+        .exists()
+    {
         run(
             "envd bench",
             env.apply(cargo().args([
@@ -251,7 +257,14 @@ fn bench() -> Result<()> {
 fn demo() -> Result<()> {
     run(
         "build",
-        cargo().args(["build", "-p", "courier-envd-bin", "-p", "courier-e2b", "--examples"]),
+        cargo().args([
+            "build",
+            "-p",
+            "courier-envd-bin",
+            "-p",
+            "courier-e2b",
+            "--examples",
+        ]),
     )?;
     let envd = target_dir().join("debug/courier-envd");
     let user = if is_root() { "root" } else { "" };
