@@ -1,0 +1,48 @@
+//! courier-sandboxd: Courier's local, E2B-compatible sandbox backend.
+//!
+//! This crate currently holds the **sandbox runtime** ([`runtime`]): it creates
+//! sandboxes as Linux namespaces (mount, PID, UTS, IPC, network, cgroup) + cgroups
+//! (v1 and v2) + an overlay root file system, runs a given init program in each (in
+//! production courier-envd), freezes, thaws, limits, measures and kills them, and reaps
+//! whatever a crashed server left behind. [`base_layer`] assembles the `base` layer from
+//! the host's system directories. The REST control plane and the port proxy are built on
+//! top of [`runtime::Runtime`].
+//!
+//! Invariants:
+//! - a sandbox sees only its layers, its own writes, its binds and fresh `/proc`, `/dev`,
+//!   `/tmp`; never the host's `/root`, `/home`, the data dir or another sandbox;
+//! - every process of a sandbox is in its cgroup from its first instruction;
+//! - sandbox mounts exist only in the sandbox's mount namespace;
+//! - kill and recover leave no process, mount, cgroup or directory behind;
+//! - it knows nothing of agents, stores or GitHub.
+//!
+//! Not there yet: outbound network for sandboxes (`allow_internet` returns
+//! [`Error::Unsupported`]; only loopback exists), templates built from recipes, the REST
+//! control plane and the port proxy. The cgroup v2 driver is written and unit-tested
+//! against fake trees but has only run for real on v1 hosts.
+//!
+//! Requirements: root (or equivalent capabilities), overlayfs, and a helper program that
+//! calls [`runtime::init::main_if_requested`] before anything else — either the embedding
+//! binary itself (default: `/proc/self/exe`) or the `courier-sandbox-init` binary of this
+//! crate.
+//!
+//! ```no_run
+//! use courier_sandboxd::runtime::{Runtime, SandboxSpec};
+//!
+//! fn main() -> Result<(), courier_sandboxd::Error> {
+//!     courier_sandboxd::runtime::init::main_if_requested();
+//!     let base = courier_sandboxd::base_layer::assemble(std::path::Path::new("/var/lib/courier/layers/base"))?;
+//!     let runtime = Runtime::new("/var/lib/courier")?;
+//!     runtime.recover(courier_sandboxd::runtime::RecoverPolicy::Adopt)?;
+//!     let sbx = runtime.create(SandboxSpec::new("sbx1", vec![base], "/bin/sleep", &["infinity"]))?;
+//!     println!("sandbox {} has PID 1 = host pid {}", sbx.id, sbx.init_pid);
+//!     runtime.kill(&sbx.id)?;
+//!     Ok(())
+//! }
+//! ```
+
+pub mod base_layer;
+mod error;
+pub mod runtime;
+
+pub use error::{Error, Result};

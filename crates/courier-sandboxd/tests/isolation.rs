@@ -1,0 +1,618 @@
+//! Isolation and lifecycle tests against real sandboxes.
+//!
+//! They need root (namespaces, mounts, cgroups); without it each test prints why and
+//! returns early. Every sandbox is killed by the fixture's `Drop`, even when a test fails.
+//! Timing checks use generous margins: the machine may be loaded.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use courier_sandboxd::Error;
+use courier_sandboxd::runtime::{
+    BindMount, ExecOptions, Limits, RecoverPolicy, Runtime, RuntimeConfig, SandboxSpec,
+    SandboxStatus,
+};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_courier-sandbox-init");
+
+struct Fixture {
+    runtime: Runtime,
+    config: RuntimeConfig,
+    base: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A runtime on a fresh data dir with a fresh base layer, or `None` when not root.
+    fn new(test: &str) -> Option<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping {test}: sandboxes need root (namespaces, mounts, cgroups)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = courier_sandboxd::base_layer::assemble(&dir.path().join("layers/base"))
+            .expect("base layer");
+        let mut config = RuntimeConfig::new(dir.path().join("data"));
+        config.helper = PathBuf::from(HELPER);
+        let runtime = Runtime::with_config(config.clone()).expect("runtime");
+        Some(Self {
+            runtime,
+            config,
+            base,
+            dir,
+        })
+    }
+
+    fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// A spec with a unique id (cgroups are host-global) running `init args`.
+    fn spec(&self, init: &str, args: &[&str]) -> SandboxSpec {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let id = format!(
+            "t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        SandboxSpec::new(id, vec![self.base.clone()], init, args)
+    }
+
+    fn sleeper(&self) -> SandboxSpec {
+        self.spec("/bin/sleep", &["infinity"])
+    }
+
+    /// Runs `sh -c script` inside sandbox `id` and returns its output.
+    fn sh(&self, id: &str, script: &str) -> Output {
+        self.runtime
+            .command(id, "/bin/sh")
+            .expect("command")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run in sandbox")
+    }
+
+    fn sh_ok(&self, id: &str, script: &str) -> String {
+        let out = self.sh(id, script);
+        assert!(
+            out.status.success(),
+            "`{script}` failed: {:?}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Err(e) = self.runtime.kill_all() {
+            eprintln!("fixture cleanup in {}: {e}", self.dir.path().display());
+        }
+        // Also whatever other runtimes on this data dir left behind (e.g. a test that
+        // failed between a simulated crash and its recovery).
+        match self.runtime.recover(RecoverPolicy::KillAll) {
+            Ok(report) if !report.failed.is_empty() => {
+                eprintln!("fixture cleanup failed: {:?}", report.failed)
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("fixture cleanup in {}: {e}", self.dir.path().display()),
+        }
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+        })
+        .unwrap_or(false)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every mount line of every process on the host that mentions `path`.
+fn mounts_mentioning(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        if let Ok(info) = fs::read_to_string(entry.path().join("mountinfo")) {
+            found.extend(
+                info.lines()
+                    .filter(|l| l.contains(&needle))
+                    .map(|l| format!("{:?}: {l}", entry.path())),
+            );
+        }
+    }
+    found
+}
+
+#[test]
+fn sandbox_sees_only_its_own_processes_network_and_hostname() {
+    let Some(fx) = Fixture::new("isolation") else {
+        return;
+    };
+    let sbx = fx.runtime.create(fx.sleeper()).expect("create");
+    assert!(alive(sbx.init_pid));
+
+    let pids = fx.sh_ok(&sbx.id, "for p in /proc/[0-9]*; do echo ${p#/proc/}; done");
+    let pids: Vec<u32> = pids.lines().map(|l| l.parse().unwrap()).collect();
+    // PID 1 (the reaper), 2 (sleep), the shell and maybe its subshell.
+    assert!(pids.contains(&1) && pids.contains(&2), "{pids:?}");
+    assert!(
+        pids.len() <= 5 && pids.iter().all(|p| *p < 20),
+        "host processes visible: {pids:?}"
+    );
+    assert_eq!(fx.sh_ok(&sbx.id, "cat /proc/2/comm").trim(), "sleep");
+
+    assert_eq!(
+        fx.sh_ok(&sbx.id, "cat /proc/sys/kernel/hostname").trim(),
+        sbx.id
+    );
+    let ifaces = fx.sh_ok(&sbx.id, "tail -n +3 /proc/net/dev | cut -d: -f1");
+    assert_eq!(
+        ifaces.split_whitespace().collect::<Vec<_>>(),
+        ["lo"],
+        "only loopback"
+    );
+
+    // Root inside is bounded: no CAP_SYS_ADMIN, so no mounting.
+    let out = fx.sh(&sbx.id, "mount -t tmpfs none /mnt");
+    assert!(!out.status.success(), "mount inside the sandbox must fail");
+}
+
+#[test]
+fn sandboxes_see_neither_each_others_files_nor_host_private_paths() {
+    let Some(fx) = Fixture::new("files") else {
+        return;
+    };
+    let a = fx.runtime.create(fx.sleeper()).expect("create a");
+    let b = fx.runtime.create(fx.sleeper()).expect("create b");
+
+    fx.sh_ok(
+        &a.id,
+        "echo secret > /home/user/a-secret && echo x > /usr/local/a-usr && echo t > /tmp/a-tmp",
+    );
+    // Writes land in A's own writable layers on the host, nowhere else.
+    let a_dir = fx.data_dir().join("sandboxes").join(&a.id);
+    assert_eq!(
+        fs::read_to_string(a_dir.join("upper/home/user/a-secret")).unwrap(),
+        "secret\n"
+    );
+    assert!(
+        !Path::new("/usr/local/a-usr").exists(),
+        "a sandbox write reached the host's /usr"
+    );
+    assert!(
+        !fx.base.join("rootfs/home/user/a-secret").exists(),
+        "a sandbox write reached the layer"
+    );
+
+    fx.sh_ok(
+        &b.id,
+        "test ! -e /home/user/a-secret && test ! -e /usr/local/a-usr && test ! -e /tmp/a-tmp",
+    );
+    assert_eq!(
+        fx.sh_ok(&b.id, "ls -A /root").trim(),
+        "",
+        "host /root must not be visible"
+    );
+    assert_eq!(fx.sh_ok(&b.id, "ls -A /home").trim(), "user");
+    let data = fx.data_dir().display().to_string();
+    fx.sh_ok(
+        &b.id,
+        &format!("test ! -e '{data}' && test ! -e /work && test ! -e /opt/skills"),
+    );
+
+    // The base userland works and has the sandbox user.
+    assert_eq!(fx.sh_ok(&b.id, "id -u user").trim(), "1000");
+    fx.sh_ok(
+        &b.id,
+        "bash -c 'echo ok' && git --version && test -d /home/user",
+    );
+    if Path::new("/usr/bin/python3").exists() {
+        fx.sh_ok(&b.id, "python3 -c 'print(1)'");
+    }
+}
+
+#[test]
+fn commands_can_run_as_the_sandbox_user() {
+    let Some(fx) = Fixture::new("user") else {
+        return;
+    };
+    let sbx = fx.runtime.create(fx.sleeper()).expect("create");
+    let options = ExecOptions {
+        user: Some((1000, 1000)),
+        cwd: Some("/home/user".into()),
+    };
+    let out = fx
+        .runtime
+        .command_with(&sbx.id, "/bin/sh", &options)
+        .unwrap()
+        .args(["-c", "id -un; pwd; echo $HOME; touch mine && ls -n mine | cut -d' ' -f3; touch /root/x 2>/dev/null || echo denied"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "user\n/home/user\n/home/user\n1000\ndenied\n"
+    );
+}
+
+#[test]
+fn host_binary_can_be_bound_in_as_init() {
+    let Some(fx) = Fixture::new("bind init") else {
+        return;
+    };
+    let mut spec = fx.spec("/courier/init", &["infinity"]);
+    spec.binds.push(BindMount {
+        source: "/usr/bin/sleep".into(),
+        target: "/courier/init".into(),
+        readonly: true,
+    });
+    let sbx = fx.runtime.create(spec).expect("create");
+    assert_eq!(
+        fx.sh_ok(&sbx.id, "cat /proc/2/cmdline | tr '\\0' ' '")
+            .trim(),
+        "/courier/init infinity"
+    );
+    assert!(
+        !fx.sh(&sbx.id, "echo x > /courier/init").status.success(),
+        "read-only bind is writable"
+    );
+}
+
+#[test]
+fn memory_hog_is_killed_at_its_limit() {
+    let Some(fx) = Fixture::new("memory") else {
+        return;
+    };
+    let mut spec = fx.sleeper();
+    spec.limits = Limits {
+        memory_mb: 64,
+        ..Limits::default()
+    };
+    let sbx = fx.runtime.create(spec).expect("create");
+    assert_eq!(
+        fx.runtime.stats(&sbx.id).unwrap().memory_limit_bytes,
+        Some(64 << 20)
+    );
+
+    let out = fx.sh(&sbx.id, "head -c 200m /dev/zero | tail > /dev/null");
+    assert!(
+        !out.status.success(),
+        "a 200 MB hog survived a 64 MB limit: {out:?}"
+    );
+    // The sandbox itself survives its hog.
+    assert_eq!(fx.runtime.status(&sbx.id).unwrap(), SandboxStatus::Running);
+    fx.sh_ok(&sbx.id, "true");
+
+    // Raising the limit lets the same allocation through.
+    fx.runtime
+        .update_limits(
+            &sbx.id,
+            Limits {
+                memory_mb: 512,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        fx.runtime.stats(&sbx.id).unwrap().memory_limit_bytes,
+        Some(512 << 20)
+    );
+    fx.sh_ok(&sbx.id, "head -c 200m /dev/zero | tail > /dev/null");
+}
+
+#[test]
+fn fork_bomb_stops_at_the_pids_limit() {
+    let Some(fx) = Fixture::new("pids") else {
+        return;
+    };
+    let mut spec = fx.sleeper();
+    spec.limits = Limits {
+        pids: 32,
+        ..Limits::default()
+    };
+    let sbx = fx.runtime.create(spec).expect("create");
+
+    let out = fx.sh(&sbx.id, "i=0; while [ $i -lt 100 ]; do sleep 60 > /dev/null 2>&1 & i=$((i+1)); done; echo all-spawned");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("all-spawned"),
+        "100 processes spawned under pids=32"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("fork"),
+        "{out:?}"
+    );
+    assert!(fx.runtime.stats(&sbx.id).unwrap().pids <= 32);
+}
+
+#[test]
+fn cpu_bound_loop_is_throttled_to_its_quota() {
+    let Some(fx) = Fixture::new("cpu") else {
+        return;
+    };
+    let mut spec = fx.sleeper();
+    spec.limits = Limits {
+        cpu_count: 0.5,
+        ..Limits::default()
+    };
+    let sbx = fx.runtime.create(spec).expect("create");
+
+    // Two busy loops: unthrottled they would use up to 2 CPUs.
+    let mut hog = fx
+        .runtime
+        .command(&sbx.id, "/bin/sh")
+        .unwrap()
+        .args(["-c", "while :; do :; done & while :; do :; done"])
+        .spawn()
+        .expect("spawn loops");
+    sleep(Duration::from_millis(500));
+    let (cpu0, t0) = (
+        fx.runtime.stats(&sbx.id).unwrap().cpu_usage_ns,
+        Instant::now(),
+    );
+    sleep(Duration::from_secs(2));
+    let (cpu1, t1) = (
+        fx.runtime.stats(&sbx.id).unwrap().cpu_usage_ns,
+        Instant::now(),
+    );
+    let _ = hog.kill();
+    let _ = hog.wait();
+    let ratio = (cpu1 - cpu0) as f64 / 1e9 / (t1 - t0).as_secs_f64();
+    eprintln!("cpu ratio with quota 0.5: {ratio:.3}");
+    assert!(
+        ratio <= 0.75,
+        "CPU use {ratio:.2} CPUs exceeds the 0.5 quota"
+    );
+    assert!(ratio > 0.02, "the loops did not run at all ({ratio:.3})");
+}
+
+#[test]
+fn freeze_stops_processes_and_thaw_resumes_them() {
+    let Some(fx) = Fixture::new("freeze") else {
+        return;
+    };
+    let spec = fx.spec(
+        "/bin/sh",
+        &[
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done",
+        ],
+    );
+    let sbx = fx.runtime.create(spec).expect("create");
+    let counter_path = fx.runtime.root_path(&sbx.id).unwrap().join("tmp/counter");
+    let counter = || {
+        fs::read_to_string(&counter_path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    wait_for("the counter to start", Duration::from_secs(10), || {
+        counter().is_some_and(|c| c > 2)
+    });
+
+    fx.runtime.freeze(&sbx.id).unwrap();
+    assert_eq!(fx.runtime.status(&sbx.id).unwrap(), SandboxStatus::Frozen);
+    assert!(matches!(
+        fx.runtime.command(&sbx.id, "/bin/true"),
+        Err(Error::NotRunning(_))
+    ));
+    let frozen_at = counter().unwrap();
+    sleep(Duration::from_secs(1));
+    assert_eq!(
+        counter().unwrap(),
+        frozen_at,
+        "counter advanced while frozen"
+    );
+
+    fx.runtime.thaw(&sbx.id).unwrap();
+    assert_eq!(fx.runtime.status(&sbx.id).unwrap(), SandboxStatus::Running);
+    wait_for(
+        "the counter to advance after thaw",
+        Duration::from_secs(10),
+        || counter().is_some_and(|c| c > frozen_at),
+    );
+}
+
+#[test]
+fn kill_leaves_no_process_mount_cgroup_or_directory() {
+    let Some(fx) = Fixture::new("kill") else {
+        return;
+    };
+    let sbx = fx.runtime.create(fx.sleeper()).expect("create");
+    // A background process inside, detached from the init.
+    fx.sh_ok(&sbx.id, "setsid sleep 600 > /dev/null 2>&1 < /dev/null &");
+    let cgroup = fx.runtime.cgroups().sandbox(&sbx.id);
+    let inside = cgroup.pids();
+    assert!(
+        inside.len() >= 4,
+        "monitor, PID 1, init, background sleep: {inside:?}"
+    );
+    let dir = fx.data_dir().join("sandboxes").join(&sbx.id);
+    assert!(dir.exists() && cgroup.exists());
+
+    fx.runtime.kill(&sbx.id).expect("kill");
+    for pid in inside {
+        assert!(!alive(pid), "process {pid} survived kill");
+    }
+    assert!(!cgroup.exists(), "cgroup dirs left: {:?}", cgroup.dirs());
+    assert!(!dir.exists(), "sandbox dir left");
+    assert_eq!(mounts_mentioning(&dir), Vec::<String>::new());
+    assert!(matches!(fx.runtime.kill(&sbx.id), Err(Error::NotFound(_))));
+    assert!(matches!(
+        fx.runtime.status(&sbx.id),
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[test]
+fn recover_adopts_running_sandboxes_and_reaps_the_rest() {
+    let Some(fx) = Fixture::new("recover") else {
+        return;
+    };
+    // A runtime that "crashes": dropped without killing its sandboxes.
+    let crashed = Runtime::with_config(fx.config.clone()).unwrap();
+    let keep = crashed.create(fx.sleeper()).expect("create keep");
+    let orphan = crashed.create(fx.sleeper()).expect("create orphan");
+    drop(crashed);
+    // A half-created sandbox: directory without state.
+    let half = fx.data_dir().join("sandboxes/t-half-created");
+    fs::create_dir_all(half.join("upper")).unwrap();
+
+    let restarted = Runtime::with_config(fx.config.clone()).unwrap();
+    let report = restarted.recover(RecoverPolicy::Adopt).unwrap();
+    let mut adopted: Vec<&str> = report.adopted.iter().map(|h| h.id.as_str()).collect();
+    adopted.sort();
+    let mut expected = vec![keep.id.as_str(), orphan.id.as_str()];
+    expected.sort();
+    assert_eq!(adopted, expected);
+    assert_eq!(report.reaped, vec!["t-half-created".to_string()]);
+    assert!(!half.exists());
+    assert_eq!(restarted.status(&keep.id).unwrap(), SandboxStatus::Running);
+    restarted.kill(&keep.id).unwrap();
+    assert!(!alive(keep.init_pid));
+    drop(restarted);
+
+    // Another restart that wants a clean slate reaps everything left.
+    let clean = Runtime::with_config(fx.config.clone()).unwrap();
+    let report = clean.recover(RecoverPolicy::KillAll).unwrap();
+    assert_eq!(report.reaped, vec![orphan.id.clone()]);
+    assert!(!alive(orphan.init_pid));
+    assert!(!fx.runtime.cgroups().sandbox(&orphan.id).exists());
+    assert_eq!(
+        fs::read_dir(fx.data_dir().join("sandboxes"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(mounts_mentioning(fx.data_dir()), Vec::<String>::new());
+}
+
+#[test]
+fn failing_init_is_reported_and_cleaned_up() {
+    let Some(fx) = Fixture::new("bad init") else {
+        return;
+    };
+    let spec = fx.spec("/does/not/exist", &[]);
+    let id = spec.id.clone();
+    match fx.runtime.create(spec) {
+        Err(Error::Setup { message, .. }) => {
+            assert!(message.contains("/does/not/exist"), "{message}")
+        }
+        other => panic!("expected a setup error, got {other:?}"),
+    }
+    assert!(!fx.data_dir().join("sandboxes").join(&id).exists());
+    assert!(!fx.runtime.cgroups().sandbox(&id).exists());
+}
+
+#[test]
+fn outbound_network_is_reported_unsupported() {
+    let Some(fx) = Fixture::new("network") else {
+        return;
+    };
+    let mut spec = fx.sleeper();
+    spec.allow_internet = true;
+    assert!(matches!(
+        fx.runtime.create(spec),
+        Err(Error::Unsupported(_))
+    ));
+}
+
+#[test]
+fn duplicate_ids_are_rejected() {
+    let Some(fx) = Fixture::new("duplicate") else {
+        return;
+    };
+    let spec = fx.sleeper();
+    fx.runtime.create(spec.clone()).expect("create");
+    assert!(matches!(
+        fx.runtime.create(spec),
+        Err(Error::AlreadyExists(_))
+    ));
+}
+
+#[test]
+fn pid_1_reaps_orphans_and_forwards_sigterm_to_the_init() {
+    let Some(fx) = Fixture::new("reaper") else {
+        return;
+    };
+    let spec = fx.spec(
+        "/bin/sh",
+        &["-c", "trap 'exit 7' TERM; while :; do sleep 0.1; done"],
+    );
+    let sbx = fx.runtime.create(spec).expect("create");
+
+    // Orphans (the backgrounded sleeps) are re-parented to PID 1, which must reap them.
+    fx.sh_ok(&sbx.id, "for i in 1 2 3; do (sleep 0.1 &); done");
+    let root = fx.runtime.root_path(&sbx.id).unwrap();
+    wait_for("orphans to be reaped", Duration::from_secs(10), || {
+        let zombies = fx.sh_ok(
+            &sbx.id,
+            "cat /proc/[0-9]*/stat 2>/dev/null | cut -d' ' -f3 | grep -c Z || true",
+        );
+        zombies.trim() == "0"
+    });
+    assert!(root.exists());
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sbx.init_pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for(
+        "the sandbox to end on SIGTERM",
+        Duration::from_secs(10),
+        || fx.runtime.status(&sbx.id).unwrap() == SandboxStatus::Exited,
+    );
+    assert!(matches!(
+        fx.runtime.command(&sbx.id, "/bin/true"),
+        Err(Error::NotRunning(_))
+    ));
+    fx.runtime.kill(&sbx.id).expect("kill after exit");
+    assert!(!fx.runtime.cgroups().sandbox(&sbx.id).exists());
+}
+
+#[test]
+fn init_that_exits_ends_the_sandbox_and_kill_cleans_up() {
+    let Some(fx) = Fixture::new("short init") else {
+        return;
+    };
+    let sbx = fx
+        .runtime
+        .create(fx.spec("/bin/true", &[]))
+        .expect("create");
+    wait_for("the sandbox to end", Duration::from_secs(10), || {
+        fx.runtime.status(&sbx.id).unwrap() == SandboxStatus::Exited
+    });
+    let dir = fx.data_dir().join("sandboxes").join(&sbx.id);
+    fx.runtime.kill(&sbx.id).expect("kill");
+    assert!(!dir.exists());
+    assert!(!fx.runtime.cgroups().sandbox(&sbx.id).exists());
+}
