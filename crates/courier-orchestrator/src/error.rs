@@ -1,0 +1,125 @@
+//! The crate's one error type.
+
+use courier_store::{Provider, SandboxId, SandboxStatus, StoreError};
+use courier_tools::ToolsError;
+
+/// Everything an orchestrator operation can fail with.
+///
+/// Variants name what a caller can act on: bad input names its field and allowed range, a
+/// missing key names the provider and where to set it.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    /// A create-request field is missing or out of range.
+    #[error("invalid {field}: {message}")]
+    InvalidConfig {
+        /// The field, e.g. `memory_mb`.
+        field: &'static str,
+        /// What was wrong and what is allowed.
+        message: String,
+    },
+    /// The selected tool needs a provider key that neither the project nor the user has.
+    #[error(
+        "{tool} needs {needs} ({provider} key): add one in the project settings or in your user settings"
+    )]
+    MissingProviderKey {
+        /// The tool's display name, e.g. `Claude Code`.
+        tool: &'static str,
+        /// What would satisfy it, e.g. `an Anthropic API key or an Anthropic OAuth token`.
+        needs: String,
+        /// The provider whose key is missing.
+        provider: Provider,
+    },
+    /// The master key could not be read, parsed or created.
+    #[error("master key: {0}")]
+    MasterKey(String),
+    /// A stored key could not be decrypted: a different master key, or a ciphertext that
+    /// was altered or moved to another row.
+    #[error("stored {provider} key cannot be decrypted (wrong master key or tampered data)")]
+    KeyDecryption {
+        /// The key's provider.
+        provider: Provider,
+    },
+    /// The operation is not allowed in the sandbox's current state.
+    #[error("sandbox {id} is {status}: cannot {action}")]
+    InvalidState {
+        /// The sandbox.
+        id: SandboxId,
+        /// Its status.
+        status: SandboxStatus,
+        /// What was asked, e.g. `send a message`.
+        action: &'static str,
+    },
+    /// A setup step failed inside the sandbox.
+    #[error("setup step {step} failed: {message}")]
+    Setup {
+        /// The 1-based step number.
+        step: usize,
+        /// The command's error output or the provider's error.
+        message: String,
+    },
+    /// A git remote URL does not name a GitHub repository (`owner/repo`).
+    #[error("remote {url} does not name a GitHub repository: {message}")]
+    RemoteUrl {
+        /// The remote URL, with any credentials removed.
+        url: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A git command in the sandbox failed or hung (the work stays committed there).
+    #[error("git {action} failed: {message}")]
+    Git {
+        /// What was attempted, e.g. `push`.
+        action: &'static str,
+        /// git's error output, or the timeout.
+        message: String,
+    },
+    /// The GitHub API refused or failed a request.
+    #[error("GitHub API{}: {message}", status.map(|s| format!(" ({s})")).unwrap_or_default())]
+    GitHub {
+        /// The HTTP status, when GitHub answered.
+        status: Option<u16>,
+        /// GitHub's message (and its validation errors).
+        message: String,
+    },
+    /// A GitHub webhook delivery was rejected: bad or missing signature, or an unreadable
+    /// payload.
+    #[error("webhook rejected: {0}")]
+    Webhook(String),
+    /// The LLM API answered with an error status.
+    #[error("LLM API error ({status}){}: {message}", retry_after.map(|d| format!(", retry after {} s", d.as_secs())).unwrap_or_default())]
+    LlmApi {
+        /// The HTTP status (429: rate limited, 5xx: the provider failed).
+        status: u16,
+        /// The provider's error message.
+        message: String,
+        /// The provider's `retry-after`, when given.
+        retry_after: Option<std::time::Duration>,
+    },
+    /// The LLM API did not answer in time.
+    #[error("LLM API timed out after {} ms", after.as_millis())]
+    LlmTimeout {
+        /// The configured request timeout.
+        after: std::time::Duration,
+    },
+    /// The LLM answered, but not in the required format.
+    #[error("LLM answer is malformed: {0}")]
+    LlmMalformed(String),
+    /// An HTTP request could not be sent or its answer read.
+    #[error("http: {0}")]
+    Http(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// courier-tools rejected its input (tool id, names, keys).
+    #[error(transparent)]
+    Tools(#[from] ToolsError),
+    /// The sandbox provider failed.
+    #[error("sandbox provider: {0}")]
+    Provider(#[from] courier_e2b::Error),
+    /// Local file system access failed (the master key file).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Shorthand for results of orchestrator operations.
+pub type Result<T, E = OrchestratorError> = std::result::Result<T, E>;

@@ -1,0 +1,39 @@
+//! # courier-orchestrator
+//!
+//! The heart of Courier: it carries a sandbox through its whole life and keeps the store
+//! true at every step.
+//!
+//! - [`keys`]: the key vault (AES-256-GCM under a master key, project keys beat user keys,
+//!   required providers checked before anything is created).
+//! - [`config`]: create-request validation (ranges, defaults, tool, model, template).
+//! - [`usage`]: compute seconds, tokens and cost without double counting, rate-table prices,
+//!   totals.
+//! - [`lifecycle`]: the [`Orchestrator`](lifecycle::Orchestrator): create, follow-ups,
+//!   kill, pause and resume, soft delete, restore, purge, timeouts.
+//! - [`pr`]: a finished sandbox's branch pushed and opened as a GitHub pull request,
+//!   followed to `merged` by polling or a signed webhook.
+//! - [`learnings`]: learnings extracted from a finished sandbox's transcript by an LLM,
+//!   merged, compiled into the project's active version and given to later sandboxes.
+//! - [`stream`]: an agent's output bytes turned into persisted messages and published
+//!   events, with late subscribers replaying from the store without gaps or duplicates.
+//!
+//! ## Invariant
+//!
+//! The orchestrator talks to sandboxes only through `courier-e2b`, to storage only through
+//! the [`Store`](courier_store::Store) trait, and takes every per-tool decision from
+//! `courier-tools`. It never speaks HTTP to users. Secrets are held as
+//! [`Secret`](courier_tools::Secret) (shown as `****abcd`) and stored only encrypted.
+
+pub mod config;
+mod error;
+pub mod keys;
+pub mod learnings;
+pub mod lifecycle;
+pub mod pr;
+pub mod stream;
+pub mod usage;
+
+#[cfg(test)]
+mod testing;
+
+pub use error::{OrchestratorError, Result};

@@ -1,0 +1,1079 @@
+//! The sandbox lifecycle: create, follow-up messages, kill, pause and resume, soft delete,
+//! restore and purge, kill all of a project, timeouts.
+//!
+//! Every status change is one compare-and-set in the store (which keeps the project's
+//! active-sandbox counter exact); the provider is reached only through
+//! [`SandboxApi`](courier_e2b::SandboxApi).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use courier_e2b::models::{NewSandbox as ProviderSandbox, SandboxRecord};
+use courier_e2b::{CommandSpec, SandboxApi};
+use courier_store::{
+    GitInfo, Message, NewSandbox, PageRequest, Provider, Sandbox, SandboxFilter, SandboxId,
+    SandboxStatus, Store, StoreError,
+};
+use courier_tools::{
+    PROJECT_DIR, RunRequest, SetupContext, SetupStep, ThinkingEffort, ToolId, build_setup_plan,
+    first_run_command, follow_up_command, kill_command, shell_quote,
+};
+use tokio::task::JoinHandle;
+
+use crate::config::CreateRequest;
+use crate::keys::{KeyVault, check_required};
+use crate::learnings::{LearningPipeline, active_learnings};
+use crate::pr::PrPipeline;
+use crate::stream::{EventHub, RunOutcome, StreamRecorder, record_user_message};
+use crate::usage::compute_record;
+use crate::{OrchestratorError, Result};
+
+/// Metadata key on provider sandboxes holding Courier's sandbox id (recognises orphans).
+pub const METADATA_SANDBOX_ID: &str = "courier_sandbox_id";
+/// Metadata key on provider sandboxes holding the project id.
+pub const METADATA_PROJECT_ID: &str = "courier_project_id";
+
+/// How long one setup command may run.
+const SETUP_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the kill-time commit and push may take.
+const SAVE_WORK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The shell line that saves unfinished work at kill: stage, commit if anything changed,
+/// push the branch. Best effort: its failure never blocks the kill.
+pub fn save_work_command() -> String {
+    format!(
+        "cd {} && git add -A && (git diff --cached --quiet || git commit -m {}) && git push -u origin HEAD",
+        shell_quote(PROJECT_DIR),
+        shell_quote("Courier: save work in progress")
+    )
+}
+
+struct Live {
+    record: SandboxRecord,
+    tool: ToolId,
+    model: Option<String>,
+    thinking_effort: Option<ThinkingEffort>,
+    env: HashMap<String, String>,
+    working: bool,
+    queue: VecDeque<String>,
+    agent: Option<JoinHandle<()>>,
+}
+
+/// Runs sandboxes through their lifecycle. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct Orchestrator {
+    store: Arc<dyn Store>,
+    api: Arc<dyn SandboxApi>,
+    vault: KeyVault,
+    hub: EventHub,
+    live: Arc<Mutex<HashMap<SandboxId, Live>>>,
+    pull_requests: Option<PrPipeline>,
+    learnings: Option<LearningPipeline>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator").finish_non_exhaustive()
+    }
+}
+
+impl Orchestrator {
+    /// An orchestrator over a store, a sandbox provider, a key vault and an event hub.
+    pub fn new(
+        store: Arc<dyn Store>,
+        api: Arc<dyn SandboxApi>,
+        vault: KeyVault,
+        hub: EventHub,
+    ) -> Self {
+        Orchestrator {
+            store,
+            api,
+            vault,
+            hub,
+            live: Arc::default(),
+            pull_requests: None,
+            learnings: None,
+        }
+    }
+
+    /// Opens a pull request for every killed sandbox's branch with `pipeline`.
+    pub fn with_pull_requests(mut self, pipeline: PrPipeline) -> Self {
+        self.pull_requests = Some(pipeline);
+        self
+    }
+
+    /// Queues learning extraction for every killed sandbox with `pipeline`. Without one,
+    /// the extraction status stays `pending` for a later worker.
+    pub fn with_learnings(mut self, pipeline: LearningPipeline) -> Self {
+        self.learnings = Some(pipeline);
+        self
+    }
+
+    /// The event hub subscribers listen on.
+    pub fn hub(&self) -> &EventHub {
+        &self.hub
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxId, Live>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the sandbox's agent is working on a message now.
+    pub fn is_working(&self, id: SandboxId) -> bool {
+        self.lock().get(&id).is_some_and(|l| l.working)
+    }
+
+    /// Creates a sandbox and starts its agent on the prompt.
+    ///
+    /// Validates the request and the keys before anything is recorded; then records
+    /// `creating`, creates the provider sandbox, executes the setup plan, starts the agent
+    /// in the background and moves to `running`. Any failure after recording ends in
+    /// `error` with its message and the provider sandbox destroyed.
+    pub async fn create(&self, request: CreateRequest) -> Result<Sandbox> {
+        let valid = request.validate()?;
+        let keys = self
+            .vault
+            .provider_keys(request.user_id, request.project_id)
+            .await?;
+        check_required(valid.tool, &keys)?;
+        let github = self
+            .vault
+            .resolve(request.user_id, request.project_id, Provider::GitHub)
+            .await?
+            .map(|k| k.secret);
+        let sandbox = self
+            .store
+            .create_sandbox(NewSandbox {
+                user_id: request.user_id,
+                project_id: request.project_id,
+                config: valid.sandbox.clone(),
+                cli_tool: valid.tool.as_str().to_owned(),
+                model: valid.model.clone(),
+                prompt: request.prompt.clone(),
+                links: request.links.clone(),
+                repo_url: request.repo_url.clone(),
+                branch: request.branch.clone(),
+            })
+            .await?;
+        let branch = request
+            .branch
+            .clone()
+            .unwrap_or_else(|| format!("courier/{}", &sandbox.id.to_string()[..8]));
+        let context = SetupContext {
+            tool: valid.tool,
+            repo_url: request.repo_url.clone(),
+            base_branch: request.base_branch.clone(),
+            branch_name: branch.clone(),
+            github_token: github,
+            keys,
+            learnings: active_learnings(self.store.as_ref(), request.project_id).await?,
+            ..Default::default()
+        };
+        let mut provider_id = None;
+        let started = async {
+            self.store
+                .update_sandbox_git(
+                    sandbox.id,
+                    GitInfo {
+                        repo_url: request.repo_url.clone(),
+                        branch: Some(branch),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let plan = build_setup_plan(&context)?;
+            let mut metadata = HashMap::new();
+            metadata.insert(METADATA_SANDBOX_ID.to_owned(), sandbox.id.to_string());
+            metadata.insert(
+                METADATA_PROJECT_ID.to_owned(),
+                sandbox.project_id.to_string(),
+            );
+            let record = self
+                .api
+                .create(ProviderSandbox {
+                    template_id: valid.template.clone(),
+                    timeout: Some((valid.sandbox.timeout_ms / 1000) as u64),
+                    metadata,
+                    ..Default::default()
+                })
+                .await?;
+            provider_id = Some(record.sandbox_id.clone());
+            self.store
+                .set_provider_sandbox_id(sandbox.id, &record.sandbox_id)
+                .await?;
+            let env = self.execute_plan(&record, &plan.steps).await?;
+            record_user_message(self.store.as_ref(), &self.hub, sandbox.id, &request.prompt)
+                .await?;
+            self.lock().insert(
+                sandbox.id,
+                Live {
+                    record,
+                    tool: valid.tool,
+                    model: valid.model.clone(),
+                    thinking_effort: valid.thinking_effort,
+                    env,
+                    working: true,
+                    queue: VecDeque::new(),
+                    agent: None,
+                },
+            );
+            let running = self
+                .store
+                .transition_sandbox(
+                    sandbox.id,
+                    SandboxStatus::Creating,
+                    SandboxStatus::Running,
+                    None,
+                )
+                .await?;
+            self.start_run(sandbox.id, request.prompt.clone(), false)
+                .await?;
+            Ok::<_, OrchestratorError>(running)
+        }
+        .await;
+        match started {
+            Ok(running) => Ok(running),
+            Err(err) => {
+                self.fail(sandbox.id, provider_id.as_deref(), &err).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Ends a failed create: provider sandbox destroyed, `error` with the message.
+    async fn fail(&self, id: SandboxId, provider_id: Option<&str>, err: &OrchestratorError) {
+        if let Some(live) = self.lock().remove(&id)
+            && let Some(agent) = live.agent
+        {
+            agent.abort();
+        }
+        if let Some(pid) = provider_id
+            && let Err(e) = self.api.kill(pid).await
+        {
+            tracing::warn!(sandbox = %id, error = %e, "could not destroy a failed sandbox");
+        }
+        let message = err.to_string();
+        for from in [SandboxStatus::Creating, SandboxStatus::Running] {
+            match self
+                .store
+                .transition_sandbox(id, from, SandboxStatus::Error, Some(message.clone()))
+                .await
+            {
+                Ok(_) => break,
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => {
+                    tracing::error!(sandbox = %id, error = %e, "could not record a failed create");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Executes setup steps in order; returns the environment their `SetEnv` steps built.
+    async fn execute_plan(
+        &self,
+        record: &SandboxRecord,
+        steps: &[SetupStep],
+    ) -> Result<HashMap<String, String>> {
+        let mut env = HashMap::new();
+        for (index, step) in steps.iter().enumerate() {
+            let number = index + 1;
+            let failed = |message: String| OrchestratorError::Setup {
+                step: number,
+                message,
+            };
+            match step {
+                SetupStep::WriteFile {
+                    path,
+                    contents,
+                    mode,
+                } => {
+                    self.api
+                        .write_file(record, path, Bytes::from(contents.expose().to_owned()))
+                        .await
+                        .map_err(|e| failed(format!("writing {path}: {e}")))?;
+                    let chmod = format!("chmod {mode:o} {}", shell_quote(path));
+                    self.run_checked(record, CommandSpec::new(chmod), &failed)
+                        .await?;
+                }
+                SetupStep::Run {
+                    command,
+                    cwd,
+                    env: step_env,
+                } => {
+                    let mut spec = CommandSpec::new(command.clone()).timeout(SETUP_COMMAND_TIMEOUT);
+                    spec.envs = env.clone();
+                    spec.envs.extend(
+                        step_env
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.expose().to_owned())),
+                    );
+                    spec.cwd = cwd.clone();
+                    self.run_checked(record, spec, &failed).await?;
+                }
+                SetupStep::SetEnv { name, value } => {
+                    env.insert(name.clone(), value.expose().to_owned());
+                }
+            }
+        }
+        Ok(env)
+    }
+
+    async fn run_checked(
+        &self,
+        record: &SandboxRecord,
+        spec: CommandSpec,
+        failed: &dyn Fn(String) -> OrchestratorError,
+    ) -> Result<()> {
+        let output = self
+            .api
+            .run(record, spec)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if output.exit_code != 0 {
+            let detail = if output.stderr.trim().is_empty() {
+                output.stdout.trim()
+            } else {
+                output.stderr.trim()
+            };
+            return Err(failed(format!("exit code {}: {detail}", output.exit_code)));
+        }
+        Ok(())
+    }
+
+    /// Starts one agent run in the background; when it ends, the next queued message (if
+    /// any) is delivered with the tool's continue command.
+    ///
+    /// Boxed because a run's end may start the next run (the future is recursive).
+    fn start_run(
+        &self,
+        id: SandboxId,
+        prompt: String,
+        follow_up: bool,
+    ) -> futures::future::BoxFuture<'_, Result<()>> {
+        Box::pin(self.start_run_inner(id, prompt, follow_up))
+    }
+
+    async fn start_run_inner(&self, id: SandboxId, prompt: String, follow_up: bool) -> Result<()> {
+        let (record, tool, command) = {
+            let live = self.lock();
+            let live = live.get(&id).ok_or_else(|| {
+                OrchestratorError::Store(StoreError::NotFound {
+                    entity: "live sandbox",
+                    id: id.to_string(),
+                })
+            })?;
+            let request = RunRequest {
+                prompt,
+                model: live.model.clone(),
+                thinking_effort: live.thinking_effort,
+            };
+            let line = if follow_up {
+                follow_up_command(live.tool, &request)
+            } else {
+                first_run_command(live.tool, &request)
+            };
+            let mut spec = CommandSpec::new(line.to_shell()).timeout(Duration::ZERO);
+            spec.envs = live.env.clone();
+            (live.record.clone(), live.tool, spec)
+        };
+        let spawned = self.api.spawn(&record, command).await?;
+        let recorder =
+            StreamRecorder::start(self.store.clone(), self.hub.clone(), id, tool).await?;
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let outcome = recorder.record(spawned.events).await;
+            this.run_ended(id, outcome).await;
+        });
+        if let Some(live) = self.lock().get_mut(&id) {
+            live.working = true;
+            live.agent = Some(task);
+        }
+        Ok(())
+    }
+
+    async fn run_ended(&self, id: SandboxId, outcome: Result<RunOutcome>) {
+        if let Err(e) = &outcome {
+            tracing::warn!(sandbox = %id, error = %e, "agent stream failed");
+        }
+        let next = {
+            let mut live = self.lock();
+            let Some(live) = live.get_mut(&id) else {
+                return;
+            };
+            live.agent = None;
+            let next = live.queue.pop_front();
+            live.working = next.is_some();
+            next
+        };
+        if let Some(prompt) = next
+            && let Err(e) = self.start_run(id, prompt, true).await
+        {
+            tracing::warn!(sandbox = %id, error = %e, "could not deliver a queued message");
+            if let Some(live) = self.lock().get_mut(&id) {
+                live.working = false;
+            }
+        }
+    }
+
+    /// Sends a follow-up message: stored as a user message, then delivered at once when
+    /// the agent is idle (the tool's continue command) or queued while it works.
+    pub async fn send_message(&self, id: SandboxId, text: &str) -> Result<Message> {
+        let sandbox = self.store.get_sandbox(id).await?;
+        if sandbox.status != SandboxStatus::Running || !self.lock().contains_key(&id) {
+            return Err(OrchestratorError::InvalidState {
+                id,
+                status: sandbox.status,
+                action: "send a message",
+            });
+        }
+        let message = record_user_message(self.store.as_ref(), &self.hub, id, text).await?;
+        let deliver_now = {
+            let mut live = self.lock();
+            match live.get_mut(&id) {
+                Some(l) if l.working => {
+                    l.queue.push_back(text.to_owned());
+                    false
+                }
+                Some(l) => {
+                    l.working = true;
+                    true
+                }
+                None => false,
+            }
+        };
+        if deliver_now && let Err(e) = self.start_run(id, text.to_owned(), true).await {
+            if let Some(l) = self.lock().get_mut(&id) {
+                l.working = false;
+            }
+            return Err(e);
+        }
+        Ok(message)
+    }
+
+    async fn provider_record(&self, sandbox: &Sandbox) -> Option<SandboxRecord> {
+        if let Some(live) = self.lock().get(&sandbox.id) {
+            return Some(live.record.clone());
+        }
+        let pid = sandbox.provider_sandbox_id.as_deref()?;
+        self.api.connect(pid, None).await.ok()
+    }
+
+    /// Kills a sandbox: stops the agent with the tool's kill pattern, commits and pushes
+    /// unfinished work (best effort), hands the branch to the pull request pipeline (when
+    /// configured), destroys the provider sandbox, records `killed` and the compute usage,
+    /// and queues learning extraction (when configured). `reason` is kept as the sandbox's
+    /// message (e.g. a timeout).
+    pub async fn kill(&self, id: SandboxId, reason: Option<String>) -> Result<Sandbox> {
+        let sandbox = self.store.get_sandbox(id).await?;
+        if sandbox.status.is_final() {
+            return Err(OrchestratorError::InvalidState {
+                id,
+                status: sandbox.status,
+                action: "kill",
+            });
+        }
+        let tool: ToolId = sandbox.cli_tool.parse().unwrap_or_default();
+        let record = self.provider_record(&sandbox).await;
+        if let Some(record) = &record {
+            let stop = CommandSpec::new(kill_command(tool).to_shell());
+            if let Err(e) = self.api.run(record, stop).await {
+                tracing::warn!(sandbox = %id, error = %e, "could not stop the agent");
+            }
+            let save = CommandSpec::new(save_work_command()).timeout(SAVE_WORK_TIMEOUT);
+            match self.api.run(record, save).await {
+                Ok(out) if out.exit_code != 0 => {
+                    tracing::info!(sandbox = %id, stderr = %out.stderr, "work not pushed");
+                }
+                Err(e) => tracing::warn!(sandbox = %id, error = %e, "could not save work"),
+                Ok(_) => {}
+            }
+        }
+        let agent = self.lock().remove(&id).and_then(|l| l.agent);
+        if let Some(agent) = agent {
+            // The agent was killed, so its stream ends; give the recorder a moment to
+            // store the verdict before cutting it off.
+            if tokio::time::timeout(Duration::from_secs(5), agent)
+                .await
+                .is_err()
+            {
+                tracing::warn!(sandbox = %id, "agent stream did not end after the kill");
+            }
+        }
+        // After the agent's last message is stored (it is the PR's summary), before the
+        // sandbox and its repository are gone.
+        if let (Some(pipeline), Some(record)) = (&self.pull_requests, &record) {
+            let token = match self
+                .vault
+                .resolve(sandbox.user_id, sandbox.project_id, Provider::GitHub)
+                .await
+            {
+                Ok(key) => key.map(|k| k.secret),
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "GitHub key unreadable");
+                    None
+                }
+            };
+            if let Err(e) = pipeline.open(id, record, token.as_ref()).await {
+                tracing::warn!(sandbox = %id, error = %e, "pull request pipeline failed");
+            }
+        }
+        if let Some(pid) = sandbox.provider_sandbox_id.as_deref()
+            && let Err(e) = self.api.kill(pid).await
+        {
+            tracing::warn!(sandbox = %id, error = %e, "could not destroy the sandbox");
+        }
+        let killed = self
+            .transition_to_final(id, SandboxStatus::Killed, reason)
+            .await?;
+        let compute = compute_record(self.store.as_ref(), &killed, Utc::now()).await?;
+        self.store.record_usage(&[compute]).await?;
+        self.hub.close(id);
+        if let Some(pipeline) = self.learnings.clone() {
+            // In the background: an LLM call must not hold up the kill. The status says
+            // how it went.
+            tokio::spawn(async move {
+                if let Err(e) = pipeline.extract(id).await {
+                    tracing::warn!(sandbox = %id, error = %e, "learning extraction failed");
+                }
+            });
+        }
+        Ok(killed)
+    }
+
+    async fn transition_to_final(
+        &self,
+        id: SandboxId,
+        to: SandboxStatus,
+        message: Option<String>,
+    ) -> Result<Sandbox> {
+        loop {
+            let current = self.store.get_sandbox(id).await?;
+            if current.status.is_final() {
+                return Err(OrchestratorError::InvalidState {
+                    id,
+                    status: current.status,
+                    action: "end it",
+                });
+            }
+            match self
+                .store
+                .transition_sandbox(id, current.status, to, message.clone())
+                .await
+            {
+                Err(StoreError::Conflict(_)) => continue,
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Pauses a running sandbox at the provider; `paused`.
+    pub async fn pause(&self, id: SandboxId) -> Result<Sandbox> {
+        let sandbox = self.store.get_sandbox(id).await?;
+        let pid = match (&sandbox.status, sandbox.provider_sandbox_id.as_deref()) {
+            (SandboxStatus::Running, Some(pid)) => pid.to_owned(),
+            _ => {
+                return Err(OrchestratorError::InvalidState {
+                    id,
+                    status: sandbox.status,
+                    action: "pause",
+                });
+            }
+        };
+        self.api.pause(&pid).await?;
+        Ok(self
+            .store
+            .transition_sandbox(id, SandboxStatus::Running, SandboxStatus::Paused, None)
+            .await?)
+    }
+
+    /// Resumes a paused sandbox with its configured timeout; `running`.
+    pub async fn resume(&self, id: SandboxId) -> Result<Sandbox> {
+        let sandbox = self.store.get_sandbox(id).await?;
+        let pid = match (&sandbox.status, sandbox.provider_sandbox_id.as_deref()) {
+            (SandboxStatus::Paused, Some(pid)) => pid.to_owned(),
+            _ => {
+                return Err(OrchestratorError::InvalidState {
+                    id,
+                    status: sandbox.status,
+                    action: "resume",
+                });
+            }
+        };
+        let timeout = Duration::from_millis(sandbox.config.timeout_ms.max(0) as u64);
+        let record = self.api.connect(&pid, Some(timeout)).await?;
+        if let Some(live) = self.lock().get_mut(&id) {
+            live.record = record;
+        }
+        Ok(self
+            .store
+            .transition_sandbox(id, SandboxStatus::Paused, SandboxStatus::Running, None)
+            .await?)
+    }
+
+    /// Hides a sandbox (it stops counting as active).
+    pub async fn soft_delete(&self, id: SandboxId) -> Result<()> {
+        Ok(self.store.soft_delete_sandbox(id).await?)
+    }
+
+    /// Unhides a soft-deleted sandbox.
+    pub async fn restore(&self, id: SandboxId) -> Result<()> {
+        Ok(self.store.restore_sandbox(id).await?)
+    }
+
+    /// Removes a sandbox for good, killing it first if it still lives (usage stays).
+    pub async fn purge(&self, id: SandboxId) -> Result<()> {
+        let sandbox = self.store.get_sandbox(id).await?;
+        if !sandbox.status.is_final() {
+            self.kill(id, Some("purged".into())).await?;
+        }
+        Ok(self.store.purge_sandbox(id).await?)
+    }
+
+    async fn live_sandboxes(&self, filter: SandboxFilter) -> Result<Vec<Sandbox>> {
+        let mut out = Vec::new();
+        let mut page = PageRequest::first(courier_store::MAX_PAGE_LIMIT);
+        loop {
+            let result = self.store.list_sandboxes(filter.clone(), page).await?;
+            out.extend(result.items.into_iter().filter(|s| !s.status.is_final()));
+            match result.next_cursor {
+                Some(cursor) => page = PageRequest::after(courier_store::MAX_PAGE_LIMIT, cursor),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Kills every live sandbox of a project; returns how many were killed.
+    pub async fn kill_project(&self, project_id: courier_store::ProjectId) -> Result<usize> {
+        let filter = SandboxFilter {
+            project_id: Some(project_id),
+            deleted: courier_store::DeletedFilter::Include,
+            ..Default::default()
+        };
+        let mut killed = 0;
+        for sandbox in self.live_sandboxes(filter).await? {
+            match self
+                .kill(sandbox.id, Some("project's sandboxes killed".into()))
+                .await
+            {
+                Ok(_) => killed += 1,
+                Err(OrchestratorError::InvalidState { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(killed)
+    }
+
+    /// Kills every sandbox this orchestrator runs whose configured lifetime (from its
+    /// creation) has passed at `now`; returns the ids killed.
+    pub async fn tick_timeouts(&self, now: DateTime<Utc>) -> Result<Vec<SandboxId>> {
+        let ids: Vec<SandboxId> = self.lock().keys().copied().collect();
+        let mut expired = Vec::new();
+        for id in ids {
+            let sandbox = self.store.get_sandbox(id).await?;
+            let deadline =
+                sandbox.created_at + chrono::Duration::milliseconds(sandbox.config.timeout_ms);
+            if !sandbox.status.is_final() && now >= deadline {
+                let reason = format!("timed out after {} ms", sandbox.config.timeout_ms);
+                self.kill(id, Some(reason)).await?;
+                expired.push(id);
+            }
+        }
+        Ok(expired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use courier_e2b::{CommandEvent, CommandOutput, ExitStatus, MockSandboxApi, SpawnedCommand};
+    use courier_store::{KeyOwner, MessageRole, MessageStatus, ProjectId, SqliteStore, UserId};
+    use futures::StreamExt;
+    use futures::channel::mpsc;
+
+    use super::*;
+    use crate::keys::MasterKey;
+    use crate::testing::fixture;
+
+    type Runs = Arc<Mutex<Vec<String>>>;
+    type Agents = Arc<Mutex<Vec<mpsc::UnboundedSender<courier_e2b::Result<CommandEvent>>>>>;
+
+    fn record() -> SandboxRecord {
+        serde_json::from_str(
+            r#"{"templateID":"claude","sandboxID":"sbx1","clientID":"c","envdVersion":"0.6.13"}"#,
+        )
+        .unwrap()
+    }
+
+    fn output(exit_code: i32, stderr: &str) -> CommandOutput {
+        CommandOutput {
+            stdout: String::new(),
+            stderr: stderr.into(),
+            exit_code,
+            error: None,
+        }
+    }
+
+    /// A provider whose commands succeed (or fail when they contain `fail_on`), recording
+    /// every command line, and whose agents stream what the test sends them.
+    fn provider(fail_on: Option<&'static str>, runs: Runs, agents: Agents) -> MockSandboxApi {
+        let mut api = MockSandboxApi::new();
+        api.expect_create().returning(|_| Ok(record()));
+        api.expect_write_file().returning(|_, _, _| Ok(()));
+        let run_log = runs.clone();
+        api.expect_run().returning(move |_, spec| {
+            run_log.lock().unwrap().push(spec.cmd.clone());
+            match fail_on {
+                Some(f) if spec.cmd.contains(f) => Ok(output(128, "fatal: repository not found")),
+                _ => Ok(output(0, "")),
+            }
+        });
+        api.expect_spawn().returning(move |_, spec| {
+            runs.lock().unwrap().push(spec.cmd.clone());
+            let (tx, rx) = mpsc::unbounded();
+            agents.lock().unwrap().push(tx);
+            Ok(SpawnedCommand {
+                pid: 7,
+                events: rx.boxed(),
+            })
+        });
+        api.expect_kill().returning(|_| Ok(true));
+        api.expect_pause().returning(|_| Ok(true));
+        api.expect_connect().returning(|_, _| Ok(record()));
+        api
+    }
+
+    struct World {
+        orchestrator: Orchestrator,
+        store: Arc<dyn Store>,
+        user: UserId,
+        project: ProjectId,
+        runs: Runs,
+        agents: Agents,
+    }
+
+    async fn world(fail_on: Option<&'static str>, with_key: bool) -> World {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let (user, project, _) = crate::testing::seed(store.as_ref()).await;
+        let vault = KeyVault::new(MasterKey::generate(), store.clone());
+        if with_key {
+            vault
+                .put(
+                    KeyOwner::Project(project.id),
+                    Provider::Anthropic,
+                    "sk-ant-api03-key-1234",
+                )
+                .save()
+                .await
+                .unwrap();
+        }
+        let runs = Runs::default();
+        let agents = Agents::default();
+        let api = provider(fail_on, runs.clone(), agents.clone());
+        World {
+            orchestrator: Orchestrator::new(
+                store.clone(),
+                Arc::new(api),
+                vault,
+                EventHub::default(),
+            ),
+            store,
+            user: user.id,
+            project: project.id,
+            runs,
+            agents,
+        }
+    }
+
+    impl World {
+        fn request(&self) -> CreateRequest {
+            CreateRequest {
+                user_id: self.user,
+                project_id: self.project,
+                prompt: "fix the login".into(),
+                repo_url: Some("https://github.com/acme/engine.git".into()),
+                ..Default::default()
+            }
+        }
+
+        async fn active(&self) -> i64 {
+            self.store
+                .get_project(self.project)
+                .await
+                .unwrap()
+                .active_sandboxes
+        }
+
+        /// Streams a recorded Claude run to agent `n` and ends it.
+        async fn finish_agent(&self, n: usize) {
+            let tx = self.agents.lock().unwrap()[n].clone();
+            tx.unbounded_send(Ok(CommandEvent::Stdout(
+                fixture("claude_success.jsonl").into(),
+            )))
+            .unwrap();
+            tx.unbounded_send(Ok(CommandEvent::Exit(ExitStatus {
+                exit_code: 0,
+                exited: true,
+                status: "exit status 0".into(),
+                error: None,
+            })))
+            .unwrap();
+        }
+
+        async fn until(&self, what: &str, mut done: impl FnMut(&Self) -> bool) {
+            for _ in 0..200 {
+                if done(self) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("timed out waiting for {what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn create_sets_up_the_sandbox_starts_the_agent_and_is_running() {
+        let w = world(None, true).await;
+        let sandbox = w.orchestrator.create(w.request()).await.unwrap();
+        assert_eq!(sandbox.status, SandboxStatus::Running);
+        assert_eq!(sandbox.provider_sandbox_id.as_deref(), Some("sbx1"));
+        assert_eq!(w.active().await, 1);
+        let runs = w.runs.lock().unwrap().clone();
+        assert!(runs.iter().any(|c| c.starts_with("git clone")), "{runs:?}");
+        let agent = runs.last().unwrap();
+        assert!(
+            agent.contains("claude") && agent.contains("'fix the login'"),
+            "{agent}"
+        );
+        assert!(
+            !runs.iter().any(|c| c.contains("sk-ant-api03-key-1234")),
+            "no secret on a command line"
+        );
+
+        w.finish_agent(0).await;
+        w.until("the run to end", |w| !w.orchestrator.is_working(sandbox.id))
+            .await;
+        let messages = w.store.list_messages(sandbox.id, 0, 10).await.unwrap();
+        assert_eq!(messages[0].role, MessageRole::User);
+        assert_eq!(messages[1].status, MessageStatus::Completed);
+    }
+
+    #[tokio::test]
+    async fn a_missing_key_fails_before_anything_is_recorded() {
+        let w = world(None, false).await;
+        let err = w.orchestrator.create(w.request()).await.unwrap_err();
+        assert!(matches!(
+            err,
+            OrchestratorError::MissingProviderKey {
+                provider: Provider::Anthropic,
+                ..
+            }
+        ));
+        assert!(w.runs.lock().unwrap().is_empty());
+        let listed = w
+            .store
+            .list_sandboxes(
+                SandboxFilter {
+                    project_id: Some(w.project),
+                    ..Default::default()
+                },
+                PageRequest::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(listed.items.len(), 1, "only the seeded sandbox");
+    }
+
+    #[tokio::test]
+    async fn a_failed_setup_step_ends_in_error_with_the_sandbox_destroyed() {
+        let w = world(Some("git clone"), true).await;
+        let err = w.orchestrator.create(w.request()).await.unwrap_err();
+        assert!(matches!(err, OrchestratorError::Setup { .. }), "{err}");
+        let listed = w
+            .store
+            .list_sandboxes(
+                SandboxFilter {
+                    project_id: Some(w.project),
+                    status: Some(SandboxStatus::Error),
+                    ..Default::default()
+                },
+                PageRequest::default(),
+            )
+            .await
+            .unwrap();
+        let failed = &listed.items[0];
+        assert!(
+            failed
+                .error_message
+                .as_deref()
+                .unwrap()
+                .contains("repository not found")
+        );
+        assert_eq!(w.active().await, 0);
+        assert!(w.agents.lock().unwrap().is_empty(), "no agent started");
+    }
+
+    #[tokio::test]
+    async fn follow_ups_are_queued_while_the_agent_works_and_delivered_in_order() {
+        let w = world(None, true).await;
+        let sandbox = w.orchestrator.create(w.request()).await.unwrap();
+        w.orchestrator
+            .send_message(sandbox.id, "also add tests")
+            .await
+            .unwrap();
+        w.orchestrator
+            .send_message(sandbox.id, "and docs")
+            .await
+            .unwrap();
+        assert_eq!(w.agents.lock().unwrap().len(), 1, "queued while working");
+
+        w.finish_agent(0).await;
+        w.until("the first follow-up", |w| {
+            w.agents.lock().unwrap().len() == 2
+        })
+        .await;
+        let second = w.runs.lock().unwrap().last().unwrap().clone();
+        assert!(
+            second.contains("--continue") && second.contains("'also add tests'"),
+            "{second}"
+        );
+        w.finish_agent(1).await;
+        w.until("the second follow-up", |w| {
+            w.agents.lock().unwrap().len() == 3
+        })
+        .await;
+        assert!(
+            w.runs
+                .lock()
+                .unwrap()
+                .last()
+                .unwrap()
+                .contains("'and docs'")
+        );
+        w.finish_agent(2).await;
+        w.until("idle", |w| !w.orchestrator.is_working(sandbox.id))
+            .await;
+
+        // Idle: the next message starts a run at once.
+        w.orchestrator
+            .send_message(sandbox.id, "one more")
+            .await
+            .unwrap();
+        assert_eq!(w.agents.lock().unwrap().len(), 4);
+        let roles: Vec<_> = w
+            .store
+            .list_messages(sandbox.id, 0, 50)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.role == MessageRole::User)
+            .map(|m| m.content)
+            .collect();
+        assert_eq!(
+            roles,
+            ["fix the login", "also add tests", "and docs", "one more"]
+        );
+    }
+
+    #[tokio::test]
+    async fn kill_stops_the_agent_saves_work_destroys_and_records_compute() {
+        let w = world(None, true).await;
+        let sandbox = w.orchestrator.create(w.request()).await.unwrap();
+        let tx = w.agents.lock().unwrap()[0].clone();
+        // The agent dies when killed: its stream ends.
+        drop(tx);
+        w.agents.lock().unwrap().clear();
+        let killed = w.orchestrator.kill(sandbox.id, None).await.unwrap();
+        assert_eq!(killed.status, SandboxStatus::Killed);
+        assert!(killed.ended_at.is_some());
+        assert_eq!(w.active().await, 0);
+        let runs = w.runs.lock().unwrap().clone();
+        assert!(
+            runs.iter().any(|c| c == "pkill -9 -f '[c]laude'"),
+            "{runs:?}"
+        );
+        assert!(
+            runs.iter()
+                .any(|c| c.contains("git add -A") && c.contains("git push")),
+            "{runs:?}"
+        );
+        let usage = w.store.usage_for_sandbox(sandbox.id).await.unwrap();
+        assert!(
+            usage
+                .iter()
+                .any(|u| u.metric == courier_store::UsageMetric::ComputeSeconds)
+        );
+        assert!(matches!(
+            w.orchestrator.kill(sandbox.id, None).await,
+            Err(OrchestratorError::InvalidState { .. })
+        ));
+        assert!(matches!(
+            w.orchestrator.send_message(sandbox.id, "hello?").await,
+            Err(OrchestratorError::InvalidState { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn pause_and_resume_keep_the_counter_right() {
+        let w = world(None, true).await;
+        let sandbox = w.orchestrator.create(w.request()).await.unwrap();
+        assert_eq!(
+            w.orchestrator.pause(sandbox.id).await.unwrap().status,
+            SandboxStatus::Paused
+        );
+        assert_eq!(w.active().await, 0);
+        assert_eq!(
+            w.orchestrator.resume(sandbox.id).await.unwrap().status,
+            SandboxStatus::Running
+        );
+        assert_eq!(w.active().await, 1);
+    }
+
+    #[tokio::test]
+    async fn soft_delete_restore_and_purge() {
+        let w = world(None, true).await;
+        let sandbox = w.orchestrator.create(w.request()).await.unwrap();
+        w.orchestrator.soft_delete(sandbox.id).await.unwrap();
+        assert_eq!(w.active().await, 0);
+        w.orchestrator.restore(sandbox.id).await.unwrap();
+        assert_eq!(w.active().await, 1);
+        w.agents.lock().unwrap().clear();
+        w.orchestrator.purge(sandbox.id).await.unwrap();
+        assert_eq!(w.active().await, 0);
+        assert!(w.store.get_sandbox(sandbox.id).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn kill_project_and_timeouts_end_every_live_sandbox() {
+        let w = world(None, true).await;
+        let a = w.orchestrator.create(w.request()).await.unwrap();
+        let b = w.orchestrator.create(w.request()).await.unwrap();
+        w.agents.lock().unwrap().clear();
+        assert!(
+            w.orchestrator
+                .tick_timeouts(Utc::now())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let late = a.created_at + chrono::Duration::milliseconds(a.config.timeout_ms);
+        let expired = w.orchestrator.tick_timeouts(late).await.unwrap();
+        assert!(expired.contains(&a.id));
+        let a = w.store.get_sandbox(a.id).await.unwrap();
+        assert_eq!(a.status, SandboxStatus::Killed);
+        assert!(a.error_message.unwrap().contains("timed out"));
+
+        let c = w.orchestrator.create(w.request()).await.unwrap();
+        w.agents.lock().unwrap().clear();
+        let _ = b;
+        let killed = w.orchestrator.kill_project(w.project).await.unwrap();
+        assert!(killed >= 1);
+        assert_eq!(
+            w.store.get_sandbox(c.id).await.unwrap().status,
+            SandboxStatus::Killed
+        );
+        assert_eq!(w.active().await, 0);
+    }
+}
