@@ -10,6 +10,10 @@ command -v runuser >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v git >/dev/null || need+=(git)
+# The `base` sandbox template reuses the host's /usr: these become the sandbox's tools.
+command -v sudo >/dev/null || need+=(sudo)
+command -v tput >/dev/null || need+=(ncurses-bin)
+command -v curl >/dev/null || need+=(curl)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup-machine: installing ${need[*]}"
@@ -19,3 +23,6 @@ if [ ${#need[@]} -gt 0 ]; then
 else
   echo "setup-machine: nothing to install"
 fi
+
+# The dashboard's browser test (headless Chromium driven through chromedriver).
+bash "$(dirname "$0")/../tests/browser/install.sh"

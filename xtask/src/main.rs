@@ -70,10 +70,20 @@ fn cargo() -> Command {
 
 fn run(step: &str, cmd: &mut Command) -> Result<()> {
     println!("\n==> {step}: {cmd:?}");
+    execute(step, cmd)
+}
+
+/// Like [`run`], without printing the command line (it carries a secret).
+fn run_step(step: &str, cmd: &mut Command) -> Result<()> {
+    println!("\n==> {step}");
+    execute(step, cmd)
+}
+
+fn execute(step: &str, cmd: &mut Command) -> Result<()> {
     let started = Instant::now();
     let status = cmd
         .status()
-        .with_context(|| format!("{step}: could not start {cmd:?}"))?;
+        .with_context(|| format!("{step}: could not start {:?}", cmd.get_program()))?;
     println!(
         "<== {step}: {status} in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -193,6 +203,14 @@ fn test(mut env: TestEnv) -> Result<()> {
                 .current_dir(root()),
         ),
     )?;
+    run(
+        "python scenarios against courier-sandboxd (official E2B SDK)",
+        env.apply(
+            Command::new("bash")
+                .arg(root().join("tests/python/run_sandboxd.sh"))
+                .current_dir(root()),
+        ),
+    )?;
     drop(cluster);
     Ok(())
 }
@@ -257,6 +275,117 @@ fn bench() -> Result<()> {
 }
 
 fn demo() -> Result<()> {
+    if !is_root() {
+        println!(
+            "==> not root: sandboxes need namespaces and cgroups, so this demo drives a local \
+             courier-envd with the SDK quickstart instead (run as root for the full stack)"
+        );
+        return envd_demo();
+    }
+    run(
+        "build",
+        cargo().args(["build", "-p", "courier", "-p", "courier-envd-bin"]),
+    )?;
+    let courier = target_dir().join("debug/courier");
+    let data = std::env::temp_dir().join(format!("courier-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&data)?;
+    let user = Command::new(&courier)
+        .args([
+            "admin",
+            "user",
+            "create",
+            "--email",
+            "demo@example.com",
+            "--json",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .context("creating the demo user")?;
+    if !user.status.success() {
+        bail!(
+            "courier admin user create failed: {}",
+            String::from_utf8_lossy(&user.stderr)
+        );
+    }
+    let token = json_field(&String::from_utf8_lossy(&user.stdout), "token")
+        .context("reading the demo user's token")?;
+    let listen = "127.0.0.1:18080";
+    println!(
+        "\n==> courier serve --data-dir {} --listen {listen}",
+        data.display()
+    );
+    let mut server = Command::new(&courier)
+        .args(["serve", "--listen", listen])
+        .arg("--data-dir")
+        .arg(&data)
+        .spawn()
+        .context("starting courier serve")?;
+    let result = demo_session(&courier, listen, &token);
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    result
+}
+
+/// Drives the running server the way a person would: create a sandbox with the `shell`
+/// tool (no model key needed), watch its output, send a follow-up, read the log, kill it.
+fn demo_session(courier: &Path, listen: &str, token: &str) -> Result<()> {
+    let url = format!("http://{listen}");
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(listen).is_ok()
+    });
+    if !ready {
+        bail!("courier serve did not start listening on {listen}");
+    }
+    let cli = |args: &[&str]| {
+        let mut cmd = Command::new(courier);
+        cmd.args(["sandbox", "--url", &url])
+            .env("COURIER_TOKEN", token);
+        cmd.args(args);
+        cmd
+    };
+    run_step(
+        "create a sandbox with the shell tool",
+        &mut cli(&[
+            "create",
+            "--tool",
+            "shell",
+            "--prompt",
+            "echo \"hello from sandbox $(hostname), running as $(whoami)\"; ls -a ~; python3 --version",
+        ]),
+    )?;
+    let listed = cli(&["list", "--json"]).output()?;
+    let id = json_field(&String::from_utf8_lossy(&listed.stdout), "id")
+        .context("finding the demo sandbox in `courier sandbox list --json`")?;
+    run_step(
+        "send a follow-up",
+        &mut cli(&["send", &id, "echo follow-up answered at $(date)"]),
+    )?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    run_step("read the log", &mut cli(&["logs", &id]))?;
+    run_step(
+        "kill it (pushes work, records usage)",
+        &mut cli(&["kill", &id]),
+    )?;
+    run_step("list", &mut cli(&["list"]))?;
+    println!("\n==> the dashboard is served by `courier serve` at http://{listen}/#token=<token>");
+    Ok(())
+}
+
+/// The first `"key":"value"` string in a JSON text (enough for the CLI's own output;
+/// xtask stays free of a JSON dependency).
+fn json_field(text: &str, key: &str) -> Option<String> {
+    let needle = format!("\"{key}\":");
+    let rest = text[text.find(&needle)? + needle.len()..].trim_start();
+    let rest = rest.strip_prefix('"')?;
+    Some(rest[..rest.find('"')?].to_owned())
+}
+
+fn envd_demo() -> Result<()> {
     run(
         "build",
         cargo().args([
@@ -269,12 +398,8 @@ fn demo() -> Result<()> {
         ]),
     )?;
     let envd = target_dir().join("debug/courier-envd");
-    let user = if is_root() { "root" } else { "" };
     let mut daemon = Command::new(&envd);
     daemon.args(["--listen", "127.0.0.1:49983"]);
-    if !user.is_empty() {
-        daemon.args(["--default-user", user]);
-    }
     println!("\n==> starting {daemon:?}");
     let mut child = daemon
         .spawn()

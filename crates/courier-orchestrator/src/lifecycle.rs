@@ -326,7 +326,7 @@ impl Orchestrator {
         &self,
         record: &SandboxRecord,
         spec: CommandSpec,
-        failed: &dyn Fn(String) -> OrchestratorError,
+        failed: &(dyn Fn(String) -> OrchestratorError + Sync),
     ) -> Result<()> {
         let output = self
             .api

@@ -68,6 +68,23 @@ pub enum Error {
         /// The helper's report, e.g. `exec /bin/envd: No such file or directory`.
         message: String,
     },
+    /// The create request named a template this server does not have.
+    #[error("template {0} not found")]
+    UnknownTemplate(String),
+    /// The request conflicts with the sandbox's state (e.g. pausing a paused sandbox).
+    #[error("{0}")]
+    Conflict(String),
+    /// The sandbox started but its envd did not become ready (or rejected `/init`).
+    #[error("sandbox {id}: envd: {message}")]
+    Envd {
+        /// The sandbox id.
+        id: String,
+        /// What went wrong, e.g. `envd not ready after 30s: ...`.
+        message: String,
+    },
+    /// The server's configuration is unusable (e.g. no envd binary).
+    #[error("configuration: {0}")]
+    Config(String),
     /// Persisted sandbox state could not be read or written.
     #[error("sandbox state {path}: {reason}")]
     State {

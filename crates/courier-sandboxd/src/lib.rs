@@ -1,6 +1,13 @@
 //! courier-sandboxd: Courier's local, E2B-compatible sandbox backend.
 //!
-//! This crate currently holds the **sandbox runtime** ([`runtime`]): it creates
+//! Two halves. The **control plane** ([`server::Sandboxd`]) speaks E2B's REST API
+//! ([`api`]) and runs the sandbox proxy ([`proxy`]) that routes envd and user-port
+//! traffic into sandboxes; it keeps per-sandbox records ([`state`]), API keys ([`keys`])
+//! and templates ([`templates`]) in its data dir and times sandboxes out. Each sandbox
+//! runs courier-envd as its init, reached over a Unix socket bind-mounted out of the
+//! sandbox (sandboxes have no network interface but loopback).
+//!
+//! The **sandbox runtime** ([`runtime`]) creates
 //! sandboxes as Linux namespaces (mount, PID, UTS, IPC, network, cgroup) + cgroups
 //! (v1 and v2) + an overlay root file system, runs a given init program in each (in
 //! production courier-envd), freezes, thaws, limits, measures and kills them, and reaps
@@ -17,8 +24,8 @@
 //! - it knows nothing of agents, stores or GitHub.
 //!
 //! Not there yet: outbound network for sandboxes (`allow_internet` returns
-//! [`Error::Unsupported`]; only loopback exists), templates built from recipes, the REST
-//! control plane and the port proxy. The cgroup v2 driver is written and unit-tested
+//! [`Error::Unsupported`]; only loopback exists; the API records `allow_internet_access`
+//! but does not grant it), templates built from recipes, snapshots and fork. The cgroup v2 driver is written and unit-tested
 //! against fake trees but has only run for real on v1 hosts.
 //!
 //! Requirements: root (or equivalent capabilities), overlayfs, and a helper program that
@@ -41,8 +48,16 @@
 //! }
 //! ```
 
+pub mod api;
 pub mod base_layer;
+mod envd_link;
 mod error;
+pub mod keys;
+pub mod proxy;
 pub mod runtime;
+pub mod server;
+pub mod state;
+pub mod templates;
 
 pub use error::{Error, Result};
+pub use server::{CreateRequest, Sandboxd, ServerConfig};

@@ -264,21 +264,20 @@ impl StreamParser {
     }
 
     fn text_line(&mut self, line: &str, out: &mut Vec<AgentEvent>) {
+        // A shell task's output is the text itself, blank lines and line breaks included.
+        if let Inner::Shell(_) = self.inner {
+            out.push(AgentEvent::Text {
+                text: format!("{line}\n"),
+            });
+            return;
+        }
         if line.trim().is_empty() {
             return;
         }
         let start = out.len();
-        let understood = match &mut self.inner {
-            Inner::Shell(_) => {
-                out.push(AgentEvent::Text {
-                    text: line.to_owned(),
-                });
-                true
-            }
-            inner => match serde_json::from_str::<Value>(line) {
-                Ok(value) if value.is_object() => inner.as_parser().object(&value, out),
-                _ => false,
-            },
+        let understood = match serde_json::from_str::<Value>(line) {
+            Ok(value) if value.is_object() => self.inner.as_parser().object(&value, out),
+            _ => false,
         };
         // A second terminal event (never seen from a real tool) is kept, but only as a raw
         // line: a run has exactly one verdict.

@@ -1,4 +1,4 @@
-//! The `shell` tool: plain text output, one `Text` event per line.
+//! The `shell` tool: plain text output, one `Text` event per line (with its line break).
 
 use serde_json::Value;
 

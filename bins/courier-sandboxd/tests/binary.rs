@@ -1,0 +1,214 @@
+//! The real `courier-sandboxd` binary: `keys create`, `serve`, and a restart that finds
+//! the running sandbox again.
+//!
+//! Needs root (sandboxes); without it each test prints why and returns early. Every
+//! server started here is stopped, and every sandbox killed, even when a test fails.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use courier_e2b::{Client, ConnectionConfig, Sandbox};
+
+const BIN: &str = env!("CARGO_BIN_EXE_courier-sandboxd");
+
+/// `COURIER_ENVD_BIN`, else the courier-envd of this target dir (built on first use).
+fn envd_binary() -> PathBuf {
+    static ENVD: OnceLock<PathBuf> = OnceLock::new();
+    ENVD.get_or_init(|| {
+        if let Ok(bin) = std::env::var("COURIER_ENVD_BIN") {
+            return PathBuf::from(bin);
+        }
+        let profile_dir = Path::new(BIN).parent().expect("profile dir");
+        let bin = profile_dir.join("courier-envd");
+        if !bin.is_file() {
+            let target_dir = profile_dir.parent().expect("target dir");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "-p",
+                    "courier-envd-bin",
+                    "--bin",
+                    "courier-envd",
+                    "--target-dir",
+                ])
+                .arg(target_dir)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "building courier-envd failed");
+        }
+        bin
+    })
+    .clone()
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+fn is_root(test: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("skipping {test}: sandboxes need root (namespaces, mounts, cgroups)");
+    }
+    root
+}
+
+/// A running `courier-sandboxd serve`, stopped with SIGTERM on drop.
+struct Server {
+    child: Child,
+    api: SocketAddr,
+    proxy: SocketAddr,
+}
+
+impl Server {
+    fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let (api, proxy) = (free_addr(), free_addr());
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--api-addr",
+                &api.to_string(),
+                "--proxy-addr",
+                &proxy.to_string(),
+            ])
+            .arg("--envd-binary")
+            .arg(envd_binary())
+            .args(extra)
+            .env_remove("COURIER_SANDBOXD_API_KEY")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn courier-sandboxd");
+        let server = Server { child, api, proxy };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(api).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    fn client(&self, key: &str) -> Client {
+        Client::new(
+            ConnectionConfig::builder()
+                .api_key(key)
+                .api_url(format!("http://{}", self.api))
+                .sandbox_url(format!("http://{}", self.proxy))
+                .request_timeout(Duration::from_secs(120))
+                .build()
+                .expect("config"),
+        )
+        .expect("client")
+    }
+
+    /// SIGTERM, then wait (SIGKILL after a minute).
+    fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn keys_create(data_dir: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["keys", "create", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("keys create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn keys_create_prints_an_e2b_key_stored_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keys_create(dir.path());
+    assert!(key.starts_with("e2b_") && key.len() == 44, "{key}");
+    assert!(
+        key[4..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
+    let stored = std::fs::read_to_string(dir.path().join("api-keys.json")).unwrap();
+    assert!(!stored.contains(&key[4..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_finds_its_running_sandboxes_and_kill_on_exit_cleans_up() {
+    if !is_root("restart") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = keys_create(&data);
+
+    let mut first = Server::start(&data, &[]);
+    let client = first.client(&key);
+    let sbx = Sandbox::builder()
+        .metadata("survives", "restart")
+        .create(&client)
+        .await
+        .expect("create");
+    sbx.files()
+        .write("state.txt", "before restart")
+        .await
+        .unwrap();
+    let id = sbx.id().to_owned();
+    let token = sbx.record().envd_access_token.clone();
+    first.stop();
+    drop(first);
+
+    // The sandbox kept running without a server; the next one adopts it.
+    let second = Server::start(&data, &["--kill-on-exit"]);
+    let client = second.client(&key);
+    let info = client.get_info(&id).await.expect("found again");
+    assert_eq!(
+        info.metadata.get("survives").map(String::as_str),
+        Some("restart")
+    );
+    let again = Sandbox::connect(&client, &id).await.expect("connect");
+    assert_eq!(again.record().envd_access_token, token);
+    assert_eq!(
+        again.files().read_text("state.txt").await.unwrap(),
+        "before restart"
+    );
+    assert_eq!(
+        again.commands().run("echo alive").await.unwrap().stdout,
+        "alive\n"
+    );
+    let runtime_dir = data.join("runtime/sandboxes").join(&id);
+    assert!(runtime_dir.exists());
+    drop(second); // SIGTERM with --kill-on-exit
+
+    assert!(!runtime_dir.exists(), "kill-on-exit removed the sandbox");
+    assert!(!data.join("records").join(format!("{id}.json")).exists());
+}

@@ -1,0 +1,136 @@
+//! `courier`: the server (`courier serve`), its admin commands, and the command-line
+//! client that talks to a running server over HTTP.
+//!
+//! Exit codes: 0 success, 1 other failure, 2 bad usage, 3 not authenticated or not
+//! allowed, 4 not found, 5 invalid input, 6 conflict with the current state, 7 rate
+//! limited, 8 server unreachable.
+
+mod client;
+mod serve;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Runs AI coding agents in sandboxes.
+#[derive(Debug, Parser)]
+#[command(name = "courier", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 failure, 2 usage, 3 auth (401/403), 4 not found, \
+5 invalid input, 6 conflict, 7 rate limited, 8 server unreachable.";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server: API, orchestrator, dashboard (one process).
+    Serve(serve::ServeArgs),
+    /// Administration with direct access to the database.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Sandboxes: create, list, get, logs, send, kill, delete, restore.
+    Sandbox {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::SandboxCommand,
+    },
+    /// Provider keys (shown masked).
+    Keys {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::KeysCommand,
+    },
+    /// Usage and cost per project.
+    Usage {
+        #[command(flatten)]
+        conn: client::Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Creates a user with a first project and prints a new API token (shown once).
+    Create(UserCreate),
+}
+
+#[derive(Debug, Args)]
+struct UserCreate {
+    /// E-mail address (unique).
+    #[arg(long)]
+    email: String,
+    /// Display name.
+    #[arg(long, default_value = "")]
+    name: String,
+    /// Name of the user's first project.
+    #[arg(long, default_value = "default")]
+    project: String,
+    /// Data directory (SQLite database, master key); ignored for Postgres.
+    #[arg(long, env = "COURIER_DATA_DIR", default_value = serve::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    // The embedded courier-sandboxd re-executes this binary as its sandbox helper: that
+    // must happen before any thread exists.
+    courier_sandboxd::runtime::init::main_if_requested();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await.map_err(client::Failure::from),
+            Command::Admin {
+                command:
+                    AdminCommand::User {
+                        command: UserCommand::Create(args),
+                    },
+            } => serve::create_user(
+                &args.data_dir,
+                &args.email,
+                &args.name,
+                &args.project,
+                args.json,
+            )
+            .await
+            .map_err(client::Failure::from),
+            Command::Sandbox { conn, command } => client::sandbox(&conn, command).await,
+            Command::Keys { conn, command } => client::keys(&conn, command).await,
+            Command::Usage { conn } => client::usage(&conn).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! `courier serve` and `courier admin`: compose store, key vault, sandbox provider,
+//! orchestrator and API into one process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use bytes::Bytes;
+use clap::Args;
+use courier_api::{Api, ApiConfig, Tokens};
+use courier_e2b::models::{NewSandbox, SandboxRecord};
+use courier_e2b::{CommandOutput, CommandSpec, SandboxApi, SpawnedCommand};
+use courier_orchestrator::keys::{KeyVault, MASTER_KEY_ENV, MasterKey};
+use courier_orchestrator::lifecycle::Orchestrator;
+use courier_orchestrator::stream::EventHub;
+use courier_store::{NewProject, NewUser, PgStore, SqliteStore, Store};
+
+/// Where data lives unless `--data-dir` or `COURIER_DATA_DIR` says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./courier-data";
+
+/// How often sandboxes past their timeout are looked for.
+const TIMEOUT_TICK: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Data directory: SQLite database (`courier.db`) and master key (`master.key`).
+    #[arg(long, env = "COURIER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "COURIER_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Largest request body in bytes.
+    #[arg(long, env = "COURIER_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    body_limit: usize,
+    /// Sandbox creations allowed per user per minute (and back to back).
+    #[arg(long, env = "COURIER_CREATE_RATE", default_value_t = 10)]
+    create_rate: u32,
+}
+
+struct Database {
+    store: Arc<dyn Store>,
+    tokens: Tokens,
+    sqlite: Option<SqliteStore>,
+    postgres: Option<PgStore>,
+}
+
+impl Database {
+    /// SQLite in the data dir, or Postgres when `DATABASE_URL` is a postgres URL.
+    async fn open(data_dir: &Path) -> Result<Database> {
+        if let Ok(url) = std::env::var("DATABASE_URL")
+            && (url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            let pg = PgStore::connect(&url)
+                .await
+                .context("connecting to Postgres")?;
+            let tokens = Tokens::postgres(pg.pool().clone()).await?;
+            return Ok(Database {
+                store: Arc::new(pg.clone()),
+                tokens,
+                sqlite: None,
+                postgres: Some(pg),
+            });
+        }
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let path = data_dir.join("courier.db");
+        let sqlite = SqliteStore::open(&path)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        let tokens = Tokens::sqlite(sqlite.pool().clone()).await?;
+        Ok(Database {
+            store: Arc::new(sqlite.clone()),
+            tokens,
+            sqlite: Some(sqlite),
+            postgres: None,
+        })
+    }
+
+    async fn close(&self) {
+        if let Some(s) = &self.sqlite {
+            s.close().await;
+        }
+        if let Some(p) = &self.postgres {
+            p.close().await;
+        }
+    }
+}
+
+/// The sandbox provider: an E2B-compatible endpoint from the environment (`E2B_API_KEY`,
+/// optional `E2B_API_URL`/`E2B_SANDBOX_URL`), else the embedded courier-sandboxd (needs
+/// root and a `courier-envd` next to this executable or in `COURIER_ENVD_BINARY`), else
+/// none (the API and dashboard work; creating a sandbox says what to configure).
+async fn sandbox_provider(data_dir: &Path) -> Result<Provider> {
+    let configured = ["E2B_API_KEY", "E2B_API_URL"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if configured {
+        let client = courier_e2b::Client::from_env().context("configuring the E2B client")?;
+        return Ok(Provider {
+            api: Arc::new(client),
+            name: "E2B-compatible endpoint",
+            embedded: None,
+        });
+    }
+    match embedded_sandboxd(data_dir).await {
+        Ok(provider) => Ok(provider),
+        Err(reason) => {
+            tracing::warn!("embedded courier-sandboxd unavailable: {reason:#}");
+            Ok(Provider {
+                api: Arc::new(NoProvider),
+                name: "none",
+                embedded: None,
+            })
+        }
+    }
+}
+
+/// What `courier serve` creates sandboxes with.
+struct Provider {
+    api: Arc<dyn SandboxApi>,
+    name: &'static str,
+    embedded: Option<courier_sandboxd::Sandboxd>,
+}
+
+/// Starts courier-sandboxd in this process on loopback ports only this process knows the
+/// key of; the orchestrator then reaches it through courier-e2b like any E2B endpoint, so
+/// there is one code path for the cloud and the local backend.
+async fn embedded_sandboxd(data_dir: &Path) -> Result<Provider> {
+    use std::os::unix::fs::MetadataExt as _;
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+        bail!("it needs root (namespaces, mounts, cgroups); run as root or set E2B_API_KEY");
+    }
+    let envd = match std::env::var_os("COURIER_ENVD_BINARY") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()?.with_file_name("courier-envd"),
+    };
+    if !envd.is_file() {
+        bail!(
+            "no courier-envd at {} (build it with `cargo build -p courier-envd-bin`, or set COURIER_ENVD_BINARY)",
+            envd.display()
+        );
+    }
+    let key = format!("e2b_{}", courier_sandboxd::state::random_hex(20));
+    let mut config = courier_sandboxd::ServerConfig::new(data_dir.join("sandboxd"), envd);
+    config.dev_api_key = Some(key.clone());
+    let sandboxd = courier_sandboxd::Sandboxd::start(config)
+        .await
+        .context("starting the embedded courier-sandboxd")?;
+    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api_url = format!("http://{}", api_listener.local_addr()?);
+    let sandbox_url = format!("http://{}", proxy_listener.local_addr()?);
+    let server = sandboxd.clone();
+    tokio::spawn(async move {
+        let _ = server
+            .serve_api(api_listener, std::future::pending::<()>())
+            .await;
+    });
+    let server = sandboxd.clone();
+    tokio::spawn(async move {
+        let _ = server
+            .serve_proxy(proxy_listener, std::future::pending::<()>())
+            .await;
+    });
+    let client = courier_e2b::Client::new(
+        courier_e2b::ConnectionConfig::builder()
+            .api_key(key)
+            .api_url(api_url)
+            .sandbox_url(sandbox_url)
+            .build()?,
+    )?;
+    Ok(Provider {
+        api: Arc::new(client),
+        name: "embedded courier-sandboxd",
+        embedded: Some(sandboxd),
+    })
+}
+
+/// Stands in while no provider is configured: the API, dashboard and keys work; creating
+/// a sandbox fails with a message saying what to configure.
+struct NoProvider;
+
+const NO_PROVIDER: &str = "no sandbox provider configured: run `courier serve` as root with \
+courier-envd next to it (the embedded courier-sandboxd), or set E2B_API_KEY (E2B cloud), or \
+E2B_API_URL and E2B_SANDBOX_URL (a separate courier-sandboxd), and restart `courier serve`";
+
+fn no_provider<T>() -> courier_e2b::Result<T> {
+    Err(courier_e2b::Error::InvalidArgument {
+        message: NO_PROVIDER.into(),
+    })
+}
+
+#[async_trait]
+impl SandboxApi for NoProvider {
+    async fn create(&self, _: NewSandbox) -> courier_e2b::Result<SandboxRecord> {
+        no_provider()
+    }
+    async fn connect(&self, _: &str, _: Option<Duration>) -> courier_e2b::Result<SandboxRecord> {
+        no_provider()
+    }
+    async fn kill(&self, _: &str) -> courier_e2b::Result<bool> {
+        Ok(false)
+    }
+    async fn set_timeout(&self, _: &str, _: Duration) -> courier_e2b::Result<()> {
+        no_provider()
+    }
+    async fn pause(&self, _: &str) -> courier_e2b::Result<bool> {
+        no_provider()
+    }
+    async fn run(&self, _: &SandboxRecord, _: CommandSpec) -> courier_e2b::Result<CommandOutput> {
+        no_provider()
+    }
+    async fn spawn(
+        &self,
+        _: &SandboxRecord,
+        _: CommandSpec,
+    ) -> courier_e2b::Result<SpawnedCommand> {
+        no_provider()
+    }
+    async fn send_stdin(&self, _: &SandboxRecord, _: u32, _: Bytes) -> courier_e2b::Result<()> {
+        no_provider()
+    }
+    async fn kill_process(&self, _: &SandboxRecord, _: u32) -> courier_e2b::Result<bool> {
+        no_provider()
+    }
+    async fn write_file(&self, _: &SandboxRecord, _: &str, _: Bytes) -> courier_e2b::Result<()> {
+        no_provider()
+    }
+    async fn read_file(&self, _: &SandboxRecord, _: &str) -> courier_e2b::Result<Bytes> {
+        no_provider()
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// `courier serve`.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    init_logging();
+    let db = Database::open(&args.data_dir).await?;
+    let master = MasterKey::load_or_create(
+        std::env::var(MASTER_KEY_ENV).ok().as_deref(),
+        &args.data_dir,
+    )
+    .context("loading the master key")?;
+    let vault = KeyVault::new(master, db.store.clone());
+    let provider = sandbox_provider(&args.data_dir).await?;
+    let provider_name = provider.name;
+    let orchestrator = Orchestrator::new(
+        db.store.clone(),
+        provider.api.clone(),
+        vault.clone(),
+        EventHub::default(),
+    );
+    let config = ApiConfig {
+        body_limit: args.body_limit,
+        create_rate: courier_api::RateLimit {
+            burst: args.create_rate,
+            per_minute: args.create_rate,
+        },
+        ..ApiConfig::default()
+    };
+    let api = Api::new(
+        db.store.clone(),
+        vault,
+        orchestrator.clone(),
+        db.tokens.clone(),
+        config,
+    );
+    let ticker = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TIMEOUT_TICK);
+        loop {
+            tick.tick().await;
+            if let Err(e) = orchestrator.tick_timeouts(chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "timeout sweep failed");
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        data_dir = %args.data_dir.display(),
+        sandboxes = provider_name,
+        "courier is serving: dashboard at http://{}/",
+        listener.local_addr()?
+    );
+    if provider_name == "none" {
+        tracing::warn!("{NO_PROVIDER}");
+    }
+    let stopping = api.clone();
+    axum::serve(listener, api.router())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: ending event streams, finishing requests");
+            // Streams end with a `shutdown` event; every event is already stored, so
+            // clients resume from their Last-Event-ID without losing any.
+            stopping.begin_shutdown();
+        })
+        .await
+        .context("serving")?;
+    ticker.abort();
+    if let Some(sandboxd) = &provider.embedded {
+        // Sandboxes keep running: the next start finds them again.
+        sandboxd.stop();
+    }
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `courier admin user create`.
+pub async fn create_user(
+    data_dir: &Path,
+    email: &str,
+    name: &str,
+    project: &str,
+    json: bool,
+) -> Result<()> {
+    if !email.contains('@') {
+        bail!("invalid --email {email:?}: expected an e-mail address");
+    }
+    let db = Database::open(data_dir).await?;
+    let name = if name.is_empty() {
+        email.split('@').next().unwrap_or(email)
+    } else {
+        name
+    };
+    let user = db
+        .store
+        .create_user(NewUser {
+            email: email.to_owned(),
+            name: name.to_owned(),
+        })
+        .await
+        .with_context(|| format!("creating user {email}"))?;
+    let project = db
+        .store
+        .create_project(NewProject {
+            user_id: user.id,
+            name: project.to_owned(),
+        })
+        .await?;
+    let issued = db.tokens.issue(user.id, "admin user create").await?;
+    db.close().await;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "user_id": user.id, "email": user.email, "project_id": project.id, "token": issued.token
+            })
+        );
+    } else {
+        println!("Created user {} ({})", user.email, user.id);
+        println!("Project {} ({})", project.name, project.id);
+        println!();
+        println!("API token (shown once, store it now):");
+        println!("  export COURIER_TOKEN={}", issued.token);
+    }
+    Ok(())
+}

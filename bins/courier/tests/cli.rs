@@ -1,0 +1,265 @@
+//! The real `courier` binary: `admin user create`, `serve`, the client commands with their
+//! tables, JSON and exit codes, and graceful shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_courier");
+
+fn courier(data: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("DATABASE_URL")
+        .env_remove("E2B_API_KEY")
+        .env_remove("E2B_API_URL")
+        .env_remove("COURIER_TOKEN")
+        .env_remove("COURIER_MASTER_KEY")
+        .env("COURIER_DATA_DIR", data)
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Served {
+    child: Child,
+    url: String,
+    token: String,
+    project: String,
+    data: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Served {
+    fn run(&self, args: &[&str]) -> Output {
+        courier(self.data.path())
+            .env("COURIER_URL", &self.url)
+            .env("COURIER_TOKEN", &self.token)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+fn serve() -> Served {
+    let data = tempfile::tempdir().unwrap();
+    let out = courier(data.path())
+        .args([
+            "admin",
+            "user",
+            "create",
+            "--email",
+            "ada@example.com",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("courier_"));
+    let port = free_port();
+    let child = courier(data.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "courier serve did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Served {
+        child,
+        url,
+        token,
+        project: created["project_id"].as_str().unwrap().to_owned(),
+        data,
+    }
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn err(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn serve_and_client_commands_with_tables_json_and_exit_codes() {
+    let s = serve();
+    // Keys: set from stdin and as an argument, listed masked; the secret never printed.
+    let mut set = courier(s.data.path())
+        .env("COURIER_URL", &s.url)
+        .env("COURIER_TOKEN", &s.token)
+        .args(["keys", "set", "anthropic"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    set.stdin
+        .take()
+        .unwrap()
+        .write_all(b"sk-ant-api03-secret-9876\n")
+        .unwrap();
+    let out = set.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(text(&out), "anthropic key set: ****9876\n");
+    let out = s.run(&[
+        "keys",
+        "set",
+        "github",
+        "ghp_abcdefgh1234",
+        "--project",
+        &s.project,
+    ]);
+    assert!(out.status.success(), "{}", err(&out));
+    let out = s.run(&["keys", "list"]);
+    let listing = text(&out);
+    assert!(listing.starts_with("PROVIDER"), "{listing}");
+    assert!(
+        listing.contains("****9876") && !listing.contains("secret"),
+        "{listing}"
+    );
+    let out = s.run(&["keys", "list", "--project", &s.project, "--json"]);
+    let keys: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(keys["items"][0]["masked"], "****1234");
+    // Lists and usage.
+    let out = s.run(&["sandbox", "list"]);
+    assert!(out.status.success());
+    assert!(text(&out).starts_with("ID"));
+    let out = s.run(&["sandbox", "list", "--json"]);
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 0);
+    let out = s.run(&["usage"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out).contains("default") && text(&out).contains("TOTAL"),
+        "{}",
+        text(&out)
+    );
+    // Exit codes: validation 5, not found 4, auth 3, provider failure 1.
+    let out = s.run(&[
+        "sandbox", "create", "--tool", "shell", "--prompt", "echo hi", "--memory", "100",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", err(&out));
+    assert!(err(&out).contains("memory_mb"), "{}", err(&out));
+    let out = s.run(&["sandbox", "get", "00000000-0000-0000-0000-000000000000"]);
+    assert_eq!(out.status.code(), Some(4));
+    let out = courier(s.data.path())
+        .env("COURIER_URL", &s.url)
+        .env("COURIER_TOKEN", "courier_wrong")
+        .args(["sandbox", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let out = courier(s.data.path())
+        .env("COURIER_URL", &s.url)
+        .args(["usage"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(err(&out).contains("COURIER_TOKEN"));
+    // No provider configured yet: the create fails saying what to set.
+    let out = s.run(&[
+        "sandbox", "create", "--tool", "shell", "--prompt", "echo hi",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err(&out).contains("E2B_API_KEY"), "{}", err(&out));
+    let out = s.run(&["sandbox", "list", "--status", "error", "--json"]);
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = page["items"][0]["id"].as_str().unwrap().to_owned();
+    let out = s.run(&["sandbox", "get", &id]);
+    assert!(text(&out).contains("status    error"), "{}", text(&out));
+    let out = s.run(&["sandbox", "kill", &id]);
+    assert_eq!(out.status.code(), Some(6));
+    let out = s.run(&["sandbox", "delete", &id]);
+    assert!(out.status.success());
+    let out = s.run(&["sandbox", "restore", &id]);
+    assert!(out.status.success(), "{}", err(&out));
+    let out = s.run(&["sandbox", "logs", &id]);
+    assert!(out.status.success());
+    let out = s.run(&["sandbox", "logs", "-f", &id]);
+    assert!(out.status.success(), "{}", err(&out));
+    let out = s.run(&["sandbox", "delete", "--purge", &id]);
+    assert!(out.status.success());
+    // Unreachable server: 8.
+    let out = courier(s.data.path())
+        .env("COURIER_URL", format!("http://127.0.0.1:{}", free_port()))
+        .env("COURIER_TOKEN", &s.token)
+        .args(["sandbox", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(8));
+}
+
+#[test]
+fn serve_stops_gracefully_on_sigterm_and_keeps_its_data() {
+    let mut s = serve();
+    let out = s.run(&["keys", "set", "openai", "sk-openai-0000zzzz"]);
+    assert!(out.status.success());
+    let pid = s.child.id();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    let log: Vec<String> = BufReader::new(s.child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    let log = log.join("\n");
+    assert!(
+        log.contains("shutting down") && log.contains("stopped"),
+        "{log}"
+    );
+    assert!(!log.contains("sk-openai"), "{log}");
+    // Same data dir, same master key: the key is still there and readable.
+    let port = free_port();
+    s.url = format!("http://127.0.0.1:{port}");
+    s.child = courier(s.data.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = s.run(&["keys", "list", "--json"]);
+    let keys: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(keys["items"][0]["masked"], "****zzzz");
+}

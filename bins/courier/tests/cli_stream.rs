@@ -1,0 +1,136 @@
+//! The CLI against a live server whose sandboxes run the `shell` tool's commands on the
+//! host: `sandbox create` streams the output, `send`, `logs`, `logs -f`, `kill`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use courier_api::testing::HostSandboxApi;
+use courier_api::{Api, ApiConfig, Tokens};
+use courier_orchestrator::keys::{KeyVault, MasterKey};
+use courier_orchestrator::lifecycle::Orchestrator;
+use courier_orchestrator::stream::EventHub;
+use courier_store::{NewProject, NewUser, SqliteStore, Store};
+
+struct Live {
+    url: String,
+    token: String,
+}
+
+async fn live() -> Live {
+    let sqlite = SqliteStore::in_memory().await.unwrap();
+    let tokens = Tokens::sqlite(sqlite.pool().clone()).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(sqlite);
+    let vault = KeyVault::new(MasterKey::generate(), store.clone());
+    let orchestrator = Orchestrator::new(
+        store.clone(),
+        Arc::new(HostSandboxApi::new()),
+        vault.clone(),
+        EventHub::default(),
+    );
+    let api = Api::new(
+        store.clone(),
+        vault,
+        orchestrator,
+        tokens.clone(),
+        ApiConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, api.router()).await.unwrap() });
+    let user = store
+        .create_user(NewUser {
+            email: "cli@example.com".into(),
+            name: "cli".into(),
+        })
+        .await
+        .unwrap();
+    store
+        .create_project(NewProject {
+            user_id: user.id,
+            name: "default".into(),
+        })
+        .await
+        .unwrap();
+    let token = tokens.issue(user.id, "test").await.unwrap().token;
+    Live { url, token }
+}
+
+async fn courier(live: &Live, args: &[&str]) -> std::process::Output {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+        .env("COURIER_URL", &live.url)
+        .env("COURIER_TOKEN", &live.token)
+        .args(args)
+        .output();
+    tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("courier hung")
+        .unwrap()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_streams_output_then_send_logs_and_kill() {
+    let live = live().await;
+    // One line of output per command: the shell tool's parser (courier-tools) emits each
+    // line as text without its line break, so lines of one run are joined in the stored
+    // message.
+    let out = courier(
+        &live,
+        &[
+            "sandbox",
+            "create",
+            "--tool",
+            "shell",
+            "--prompt",
+            "echo hi-there",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&out), "> echo hi-there\nhi-there\n");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let id = err
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no id in {err}"))
+        .to_owned();
+    assert!(err.contains("is still running"), "{err}");
+
+    let out = courier(&live, &["sandbox", "send", &id, "echo again"]).await;
+    assert_eq!(stdout(&out), "sent (message 3)\n");
+    // Wait for the follow-up's answer, then read the whole transcript.
+    let mut transcript = String::new();
+    for _ in 0..100 {
+        transcript = stdout(&courier(&live, &["sandbox", "logs", &id]).await);
+        if transcript.ends_with("again\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        transcript,
+        "> echo hi-there\nhi-there\n> echo again\nagain\n"
+    );
+
+    let out = courier(&live, &["sandbox", "list"]).await;
+    assert!(stdout(&out).contains(&id) && stdout(&out).contains("running"));
+    let out = courier(&live, &["sandbox", "kill", &id]).await;
+    assert_eq!(stdout(&out), format!("{id} killed\n"));
+    // `logs -f` of an ended sandbox prints everything once and returns.
+    let out = courier(&live, &["sandbox", "logs", "-f", &id]).await;
+    assert!(out.status.success());
+    assert_eq!(
+        stdout(&out),
+        "> echo hi-there\nhi-there\n> echo again\nagain\n"
+    );
+    let out = courier(&live, &["sandbox", "logs", "-f", "--json", &id]).await;
+    let last = stdout(&out).lines().last().unwrap().to_owned();
+    assert!(last.contains("\"event\":\"end\""), "{last}");
+}

@@ -1,0 +1,314 @@
+//! `GET /v1/sandboxes/{id}/events`: a sandbox's events as server-sent events.
+//!
+//! Event names: `message` (a whole message: upsert it by `seq`), `text` (assistant text
+//! appended to message `seq`), `agent` (any other agent event), `finished` (message `seq`
+//! ended), `end` (the sandbox is final: no more events) and `shutdown` (the server is
+//! stopping: reconnect).
+//!
+//! The SSE `id:` is a sequence number `n` meaning "every message up to `n` was delivered
+//! complete". Reconnecting with `Last-Event-ID: n` (browsers do it by themselves) replays
+//! every message after `n` as a `message` snapshot, then live events: nothing is missed,
+//! and a message that was cut off mid-stream comes back whole as one snapshot that
+//! replaces the partial copy rather than repeating its pieces.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use courier_orchestrator::stream::{EventKind, SandboxEvent};
+use courier_store::{MessageStatus, SandboxId};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::routes::message_view;
+use crate::{Api, ApiError, Result};
+
+/// How often an open stream checks whether its sandbox has ended.
+const STATUS_POLL: Duration = Duration::from_secs(2);
+/// How long a stream waits for the last events once its sandbox has ended.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Query of the events route: `after` for clients that cannot set `Last-Event-ID`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct EventsQuery {
+    after: Option<i64>,
+}
+
+/// The resume point delivered so far: every message up to it is complete.
+#[derive(Debug)]
+struct Watermark {
+    max_seen: i64,
+    open: BTreeSet<i64>,
+}
+
+impl Watermark {
+    fn observe(&mut self, seq: i64, complete: bool) -> i64 {
+        self.max_seen = self.max_seen.max(seq);
+        if complete {
+            self.open.remove(&seq);
+        } else {
+            self.open.insert(seq);
+        }
+        self.open.first().map(|s| s - 1).unwrap_or(self.max_seen)
+    }
+}
+
+fn event_json(event: &SandboxEvent) -> (&'static str, Value, bool) {
+    let seq = event.seq;
+    let id = event.message_id;
+    match &event.kind {
+        EventKind::Message(m) => (
+            "message",
+            json!({ "seq": seq, "message": message_view(m, false) }),
+            m.status != MessageStatus::Streaming,
+        ),
+        EventKind::Text { text, content_end } => (
+            "text",
+            json!({ "seq": seq, "message_id": id, "text": text, "content_end": content_end }),
+            false,
+        ),
+        EventKind::Agent { event, raw_end } => (
+            "agent",
+            json!({ "seq": seq, "message_id": id, "event": event, "raw_end": raw_end }),
+            false,
+        ),
+        EventKind::Finished { status } => (
+            "finished",
+            json!({ "seq": seq, "message_id": id, "status": status }),
+            true,
+        ),
+    }
+}
+
+type Tx = mpsc::Sender<std::result::Result<Event, Infallible>>;
+
+struct Feed {
+    api: Api,
+    tx: Tx,
+    mark: Watermark,
+}
+
+impl Feed {
+    /// Sends one event; `false` once the client is gone.
+    async fn send(&mut self, event: &SandboxEvent) -> bool {
+        let (name, data, complete) = event_json(event);
+        let id = self.mark.observe(event.seq, complete);
+        let sse = Event::default()
+            .event(name)
+            .id(id.to_string())
+            .data(data.to_string());
+        self.api
+            .inner
+            .metrics
+            .sse_events
+            .fetch_add(1, Ordering::Relaxed);
+        self.tx.send(Ok(sse)).await.is_ok()
+    }
+
+    async fn control(&self, name: &str, data: Value) {
+        let _ = self
+            .tx
+            .send(Ok(Event::default().event(name).data(data.to_string())))
+            .await;
+    }
+
+    async fn end(&self, id: SandboxId) {
+        let status = match self.api.inner.store.get_sandbox(id).await {
+            Ok(s) => json!(s.status),
+            Err(_) => Value::Null,
+        };
+        self.control("end", json!({ "status": status })).await;
+    }
+
+    /// A final sandbox: its stored messages after `after`, then `end`.
+    async fn replay_final(&mut self, id: SandboxId, after: i64) {
+        let mut cursor = after;
+        loop {
+            let page = match self.api.inner.store.list_messages(id, cursor, 200).await {
+                Ok(page) => page,
+                Err(e) => {
+                    self.control("error", json!({ "message": e.to_string() }))
+                        .await;
+                    return;
+                }
+            };
+            let full = page.len() == 200;
+            for m in page {
+                cursor = m.seq;
+                let event = SandboxEvent {
+                    sandbox_id: id,
+                    seq: m.seq,
+                    message_id: m.id,
+                    kind: EventKind::Message(m),
+                };
+                if !self.send(&event).await {
+                    return;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        self.end(id).await;
+    }
+
+    /// A live sandbox: the hub's replay-then-live subscription until the sandbox ends,
+    /// the client leaves or the server shuts down.
+    async fn follow(&mut self, id: SandboxId, after: i64) {
+        let hub = self.api.inner.orchestrator.hub().clone();
+        let mut sub = match hub.subscribe(self.api.inner.store.clone(), id, after).await {
+            Ok(sub) => sub,
+            Err(e) => {
+                self.control("error", json!({ "message": e.to_string() }))
+                    .await;
+                return;
+            }
+        };
+        let mut shutdown = self.api.inner.shutdown.subscribe();
+        let mut poll = tokio::time::interval(STATUS_POLL);
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            if *shutdown.borrow_and_update() {
+                self.control("shutdown", json!({})).await;
+                return;
+            }
+            // One `next()` future lives until it yields, so nothing it has read is lost
+            // to cancellation.
+            let next = sub.next();
+            tokio::pin!(next);
+            let item = loop {
+                let drain = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    item = &mut next => break item,
+                    _ = self.tx.closed() => return,
+                    _ = shutdown.changed() => {
+                        self.control("shutdown", json!({})).await;
+                        return;
+                    }
+                    _ = drain => {
+                        self.end(id).await;
+                        return;
+                    }
+                    _ = poll.tick(), if deadline.is_none() => {
+                        if let Ok(s) = self.api.inner.store.get_sandbox(id).await
+                            && s.status.is_final()
+                        {
+                            deadline = Some(tokio::time::Instant::now() + DRAIN);
+                        }
+                    }
+                }
+            };
+            match item {
+                Some(Ok(event)) => {
+                    if !self.send(&event).await {
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    self.control("error", json!({ "message": e.to_string() }))
+                        .await;
+                    return;
+                }
+                None => {
+                    self.end(id).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<i64>().map(|n| Some(n.max(0))).map_err(|_| {
+        ApiError::invalid(
+            "Last-Event-ID",
+            "must be a sequence number sent as an event id",
+        )
+    })
+}
+
+/// The SSE handler.
+pub(crate) async fn stream(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
+    let id = Uuid::parse_str(&raw)
+        .map(SandboxId::from_uuid)
+        .map_err(|_| ApiError::NotFound {
+            entity: "sandbox",
+            id: raw.clone(),
+        })?;
+    let sandbox = api.owned_sandbox(caller, id).await?;
+    let after = last_event_id(&headers)?.or(q.after).unwrap_or(0).max(0);
+    let (tx, mut rx) = mpsc::channel(64);
+    let keep_alive = api.inner.config.keep_alive;
+    let metrics_api = api.clone();
+    tokio::spawn(async move {
+        metrics_api
+            .inner
+            .metrics
+            .sse_streams
+            .fetch_add(1, Ordering::Relaxed);
+        let mut feed = Feed {
+            api: metrics_api.clone(),
+            tx,
+            mark: Watermark {
+                max_seen: after,
+                open: BTreeSet::new(),
+            },
+        };
+        if sandbox.status.is_final() {
+            feed.replay_final(id, after).await;
+        } else {
+            feed.follow(id, after).await;
+        }
+        metrics_api
+            .inner
+            .metrics
+            .sse_streams
+            .fetch_sub(1, Ordering::Relaxed);
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_stays_below_any_open_message() {
+        let mut m = Watermark {
+            max_seen: 0,
+            open: BTreeSet::new(),
+        };
+        assert_eq!(m.observe(1, true), 1);
+        assert_eq!(m.observe(2, false), 1);
+        // A queued user message arrives while message 2 still streams.
+        assert_eq!(m.observe(3, true), 1);
+        assert_eq!(m.observe(2, true), 3);
+    }
+}

@@ -1,0 +1,147 @@
+//! # courier-api
+//!
+//! Courier's HTTP face: the `/v1` REST API, live sandbox events as server-sent events,
+//! bearer-token auth, the OpenAPI document at `/openapi.json`, health, readiness and
+//! Prometheus metrics, and the single-page dashboard at `/`.
+//!
+//! - [`Api`]: the shared state; [`Api::router`] is the axum [`Router`](axum::Router).
+//! - [`tokens`]: bearer tokens, stored as SHA-256 hashes in an `api_tokens` table.
+//! - [`openapi`]: the route table and the OpenAPI 3.1 document built from it.
+//! - [`Metrics`]: the counters behind `/metrics`.
+//!
+//! ## Invariant
+//!
+//! No business logic lives here: handlers authenticate, check that the caller owns the
+//! project, parse input, call the [`Orchestrator`] (or read the
+//! [`Store`](courier_store::Store)) and shape the answer. Secrets (provider keys, tokens)
+//! never appear in responses or logs; keys are listed as `****abcd`.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! # async fn demo(api: courier_api::Api) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, api.router()).await
+//! # }
+//! ```
+
+mod auth;
+mod error;
+mod events;
+mod metrics;
+pub mod openapi;
+mod ratelimit;
+mod routes;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use courier_orchestrator::keys::KeyVault;
+use courier_orchestrator::lifecycle::Orchestrator;
+use courier_store::Store;
+use tokio::sync::watch;
+
+pub use error::{ApiError, Result};
+pub use metrics::Metrics;
+pub use ratelimit::RateLimit;
+pub use tokens::{IssuedToken, Tokens};
+
+/// The dashboard page, served at `/` (vanilla JS, no build step).
+pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// Tunables of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest request body accepted, in bytes (default 1 MiB).
+    pub body_limit: usize,
+    /// Sandbox creations allowed per user.
+    pub create_rate: RateLimit,
+    /// Interval of SSE keep-alive comments (default 15 s).
+    pub keep_alive: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            body_limit: 1024 * 1024,
+            create_rate: RateLimit::default(),
+            keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) vault: KeyVault,
+    pub(crate) orchestrator: Orchestrator,
+    pub(crate) tokens: Tokens,
+    pub(crate) config: ApiConfig,
+    pub(crate) metrics: Metrics,
+    pub(crate) limiter: ratelimit::Limiter,
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+/// The API's shared state. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Api {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Api {
+    /// An API over a store, the key vault, the orchestrator and the token table.
+    pub fn new(
+        store: Arc<dyn Store>,
+        vault: KeyVault,
+        orchestrator: Orchestrator,
+        tokens: Tokens,
+        config: ApiConfig,
+    ) -> Self {
+        let limiter = ratelimit::Limiter::new(config.create_rate);
+        Api {
+            inner: Arc::new(Inner {
+                store,
+                vault,
+                orchestrator,
+                tokens,
+                config,
+                metrics: Metrics::default(),
+                limiter,
+                shutdown: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// The axum router: `/v1/…`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/`.
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.clone())
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Starts shutting down: `/readyz` answers 503 and every open event stream ends after
+    /// a final `shutdown` event (clients resume elsewhere with `Last-Event-ID`; every
+    /// event is in the store already, so none is lost). Call it before awaiting axum's
+    /// graceful shutdown, which otherwise waits for the streams forever.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Whether [`begin_shutdown`](Self::begin_shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+}

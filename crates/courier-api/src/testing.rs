@@ -1,0 +1,183 @@
+//! Test support (feature `testing`): a sandbox provider that runs agent commands on the
+//! host, for API and CLI tests that need real output without a sandbox backend.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use courier_e2b::models::{NewSandbox, SandboxRecord};
+use courier_e2b::{
+    CommandEvent, CommandOutput, CommandSpec, ExitStatus, SandboxApi, SpawnedCommand,
+};
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+
+/// Runs spawned commands with `bash -c` on the host, in a per-sandbox temp dir standing
+/// in for `/home/user/project`. Setup commands (`run`) are recorded, not executed, so
+/// nothing outside the temp dir is touched; the tool's kill command kills the sandbox's
+/// processes.
+#[derive(Debug)]
+pub struct HostSandboxApi {
+    root: tempfile::TempDir,
+    next: Mutex<u32>,
+    pids: Mutex<HashMap<String, Vec<u32>>>,
+}
+
+impl HostSandboxApi {
+    /// A provider rooted in a fresh temp dir.
+    pub fn new() -> Self {
+        HostSandboxApi {
+            root: tempfile::tempdir().unwrap(),
+            next: Mutex::new(0),
+            pids: Mutex::default(),
+        }
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.root.path().join(id)
+    }
+
+    fn kill_all(&self, id: &str) {
+        let pids = self.pids.lock().unwrap().remove(id).unwrap_or_default();
+        for pid in pids {
+            // The whole process group: the command's children hold its stdout open.
+            let _ = std::process::Command::new("kill")
+                .args(["-9", "--", &format!("-{pid}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn record(id: &str) -> SandboxRecord {
+    serde_json::from_value(serde_json::json!({
+        "templateID": "shell", "sandboxID": id, "clientID": "c", "envdVersion": "0.0.0"
+    }))
+    .unwrap()
+}
+
+#[async_trait]
+impl SandboxApi for HostSandboxApi {
+    async fn create(&self, _request: NewSandbox) -> courier_e2b::Result<SandboxRecord> {
+        let id = {
+            let mut n = self.next.lock().unwrap();
+            *n += 1;
+            format!("host{n}")
+        };
+        std::fs::create_dir_all(self.dir(&id)).unwrap();
+        Ok(record(&id))
+    }
+    async fn connect(&self, id: &str, _t: Option<Duration>) -> courier_e2b::Result<SandboxRecord> {
+        Ok(record(id))
+    }
+    async fn kill(&self, id: &str) -> courier_e2b::Result<bool> {
+        self.kill_all(id);
+        Ok(true)
+    }
+    async fn set_timeout(&self, _id: &str, _t: Duration) -> courier_e2b::Result<()> {
+        Ok(())
+    }
+    async fn pause(&self, _id: &str) -> courier_e2b::Result<bool> {
+        Ok(true)
+    }
+    async fn run(
+        &self,
+        sandbox: &SandboxRecord,
+        spec: CommandSpec,
+    ) -> courier_e2b::Result<CommandOutput> {
+        if spec.cmd.contains("pkill") {
+            self.kill_all(&sandbox.sandbox_id);
+        }
+        Ok(CommandOutput {
+            stdout: String::new(),
+            stderr: String::new(),
+            exit_code: 0,
+            error: None,
+        })
+    }
+    async fn spawn(
+        &self,
+        sandbox: &SandboxRecord,
+        spec: CommandSpec,
+    ) -> courier_e2b::Result<SpawnedCommand> {
+        let dir = self.dir(&sandbox.sandbox_id);
+        let cmd = spec
+            .cmd
+            .replace("/home/user/project", dir.to_str().unwrap())
+            .replace("< /dev/null", "");
+        let mut child = tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(&cmd)
+            .current_dir(&dir)
+            .envs(spec.envs)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        self.pids
+            .lock()
+            .unwrap()
+            .entry(sandbox.sandbox_id.clone())
+            .or_default()
+            .push(pid);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut stdout = child.stdout.take().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                match stdout.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let _ =
+                            tx.send(Ok(CommandEvent::Stdout(Bytes::copy_from_slice(&buf[..n]))));
+                    }
+                }
+            }
+            let status = child.wait().await.unwrap();
+            let code = status.code().unwrap_or(-1);
+            let _ = tx.send(Ok(CommandEvent::Exit(ExitStatus {
+                exit_code: code,
+                exited: status.code().is_some(),
+                status: format!("exit status {code}"),
+                error: None,
+            })));
+        });
+        let mut rx = rx;
+        let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
+        Ok(SpawnedCommand { pid, events })
+    }
+    async fn send_stdin(
+        &self,
+        _s: &SandboxRecord,
+        _pid: u32,
+        _d: Bytes,
+    ) -> courier_e2b::Result<()> {
+        Ok(())
+    }
+    async fn kill_process(&self, _s: &SandboxRecord, pid: u32) -> courier_e2b::Result<bool> {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+        Ok(true)
+    }
+    async fn write_file(&self, _s: &SandboxRecord, _p: &str, _d: Bytes) -> courier_e2b::Result<()> {
+        Ok(())
+    }
+    async fn read_file(&self, _s: &SandboxRecord, _p: &str) -> courier_e2b::Result<Bytes> {
+        Ok(Bytes::new())
+    }
+}
+
+impl Default for HostSandboxApi {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,246 @@
+//! The dashboard in a real headless Chromium, driven over WebDriver (Debian's
+//! `chromium` and `chromium-driver`; `tests/browser/install.sh` installs them): launch a
+//! sandbox with the `shell` tool and see its output, send a message and see the answer,
+//! kill it. Skips with a printed reason when chromedriver is not installed.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn find_driver() -> Option<String> {
+    if let Ok(path) = std::env::var("CHROMEDRIVER") {
+        return Some(path);
+    }
+    ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .map(str::to_owned)
+}
+
+fn find_chromium() -> Option<String> {
+    if let Ok(path) = std::env::var("CHROMIUM") {
+        return Some(path);
+    }
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .map(str::to_owned)
+}
+
+struct Driver {
+    child: Child,
+    http: reqwest::Client,
+    base: String,
+    session: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start(driver: &str, chromium: &str) -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.get(format!("{base}/status")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"]
+            }
+        }}});
+        let res: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = res["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {res}"))
+            .to_owned();
+        let mut d = Driver {
+            child,
+            http,
+            base,
+            session,
+        };
+        d.base = format!("{}/session/{}", d.base, d.session);
+        d
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let res: Value = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if res["value"].get("error").is_some() {
+            panic!("webdriver {path}: {res}");
+        }
+        res["value"].clone()
+    }
+
+    async fn go(&self, url: &str) {
+        self.post("/url", json!({ "url": url })).await;
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.post("/execute/sync", json!({ "script": script, "args": [] }))
+            .await
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found: Value = self
+                .http
+                .post(format!("{}/element", self.base))
+                .json(&json!({ "using": "css selector", "value": css }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if let Some(id) = found["value"][ELEMENT].as_str() {
+                return id.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no element {css}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.post(&format!("/element/{id}/click"), json!({})).await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        self.post(&format!("/element/{id}/clear"), json!({})).await;
+        self.post(&format!("/element/{id}/value"), json!({ "text": text }))
+            .await;
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.js(&format!(
+            "const e = document.querySelector({}); return e ? e.textContent : null;",
+            json!(css)
+        ))
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
+    /// Waits until the element's text satisfies `ok`.
+    async fn wait_text(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let t = self.text(css).await;
+            if ok(&t) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never matched; last text: {t:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    async fn quit(&self) {
+        let _ = self.http.delete(&self.base).send().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_launches_a_shell_sandbox_streams_it_talks_to_it_and_kills_it() {
+    let (Some(driver), Some(chromium)) = (find_driver(), find_chromium()) else {
+        // CI installs them (scripts/setup-machine.sh), so there a skip would hide a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the browser test: chromium and chromedriver are missing"
+        );
+        println!(
+            "skipping the browser test: chromium and chromedriver are not installed (run tests/browser/install.sh: apt-get install -y chromium chromium-driver)"
+        );
+        return;
+    };
+    let s = common::server().await;
+    let d = Driver::start(&driver, &chromium).await;
+    d.go(&format!("{}/#token={}", s.url, s.alice.token)).await;
+    d.wait_text("#list", |t| t.contains("No sandboxes yet"))
+        .await;
+    assert_eq!(d.text("#active").await, "0");
+
+    // The launch dialog validates like the API does.
+    d.click("#launch").await;
+    d.js("document.querySelector('#f-tool').value = 'shell';")
+        .await;
+    d.type_into("#f-prompt", "echo hello-from-browser").await;
+    d.type_into("#f-memory", "100").await;
+    d.click("#launch-submit").await;
+    d.wait_text("#launch-error", |t| t.contains("memory_mb"))
+        .await;
+    d.type_into("#f-memory", "1024").await;
+    d.click("#launch-submit").await;
+
+    // The sandbox appears running, with its output streamed into the terminal.
+    d.wait_text("#terminal", |t| {
+        t.contains("hello-from-browser\n") || t.matches("hello-from-browser").count() >= 2
+    })
+    .await;
+    d.wait_text("#list .badge", |t| t == "running").await;
+    d.wait_text("#active", |t| t == "1").await;
+
+    // A follow-up message runs as the next command.
+    d.type_into("#message", "echo second-$((20+22))").await;
+    d.click("#message-form button").await;
+    d.wait_text("#terminal", |t| t.contains("second-42")).await;
+
+    // Kill: the badge turns to killed and the counter drops.
+    d.click("#kill").await;
+    d.wait_text("#detail-status", |t| t == "killed").await;
+    d.wait_text("#active", |t| t == "0").await;
+    let (_, list) = s.get(&s.alice, "/v1/sandboxes").await;
+    assert_eq!(list["items"][0]["status"], "killed");
+    d.quit().await;
+}

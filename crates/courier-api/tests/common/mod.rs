@@ -1,0 +1,207 @@
+//! Test harness: an in-process server on 127.0.0.1:0 over in-memory SQLite, with a
+//! sandbox provider that runs agent commands on the host in a temp dir.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use courier_api::testing::HostSandboxApi;
+use courier_api::{Api, ApiConfig, Tokens};
+use courier_orchestrator::keys::{KeyVault, MasterKey};
+use courier_orchestrator::lifecycle::Orchestrator;
+use courier_orchestrator::stream::EventHub;
+use courier_store::{NewProject, NewUser, SqliteStore, Store};
+use futures::StreamExt;
+use serde_json::Value;
+
+/// A user with a token and a project.
+#[derive(Clone)]
+pub struct Account {
+    pub token: String,
+    pub user_id: String,
+    pub project_id: String,
+}
+
+pub struct Server {
+    pub url: String,
+    pub api: Api,
+    pub store: Arc<dyn Store>,
+    pub tokens: Tokens,
+    pub http: reqwest::Client,
+    pub alice: Account,
+    pub bob: Account,
+}
+
+pub async fn server() -> Server {
+    server_with(ApiConfig::default()).await
+}
+
+pub async fn server_with(config: ApiConfig) -> Server {
+    let sqlite = SqliteStore::in_memory().await.unwrap();
+    let tokens = Tokens::sqlite(sqlite.pool().clone()).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(sqlite);
+    let vault = KeyVault::new(MasterKey::generate(), store.clone());
+    let orchestrator = Orchestrator::new(
+        store.clone(),
+        Arc::new(HostSandboxApi::new()),
+        vault.clone(),
+        EventHub::default(),
+    );
+    let api = Api::new(store.clone(), vault, orchestrator, tokens.clone(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = api.router();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let alice = account(store.as_ref(), &tokens, "alice").await;
+    let bob = account(store.as_ref(), &tokens, "bob").await;
+    Server {
+        url,
+        api,
+        store,
+        tokens,
+        http: reqwest::Client::new(),
+        alice,
+        bob,
+    }
+}
+
+async fn account(store: &dyn Store, tokens: &Tokens, name: &str) -> Account {
+    let user = store
+        .create_user(NewUser {
+            email: format!("{name}@example.com"),
+            name: name.into(),
+        })
+        .await
+        .unwrap();
+    let project = store
+        .create_project(NewProject {
+            user_id: user.id,
+            name: format!("{name}-project"),
+        })
+        .await
+        .unwrap();
+    let issued = tokens.issue(user.id, "test").await.unwrap();
+    Account {
+        token: issued.token,
+        user_id: user.id.to_string(),
+        project_id: project.id.to_string(),
+    }
+}
+
+impl Server {
+    pub fn req(
+        &self,
+        method: reqwest::Method,
+        who: &Account,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&who.token)
+    }
+
+    /// Sends and returns (status, JSON body or Null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        who: &Account,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.req(method, who, path);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, who: &Account, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, who, path, None).await
+    }
+
+    pub async fn post(&self, who: &Account, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, who, path, Some(body))
+            .await
+    }
+
+    /// Creates a shell sandbox running `command` and returns its id.
+    pub async fn shell(&self, who: &Account, command: &str) -> String {
+        let (status, body) = self
+            .post(
+                who,
+                "/v1/sandboxes",
+                serde_json::json!({ "tool": "shell", "prompt": command }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the sandbox's messages satisfy `done`.
+    pub async fn wait_messages(
+        &self,
+        who: &Account,
+        id: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        for _ in 0..200 {
+            let (_, body) = self.get(who, &format!("/v1/sandboxes/{id}/messages")).await;
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            if done(&items) {
+                return items;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("messages of {id} never got there");
+    }
+}
+
+/// One parsed server-sent event.
+#[derive(Debug, Clone, Default)]
+pub struct Sse {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+/// Reads SSE events from a response until `stop` says so or the stream ends.
+pub async fn read_events(res: reqwest::Response, stop: impl Fn(&Sse) -> bool) -> Vec<Sse> {
+    let mut stream = res.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("SSE stream stalled");
+        let Some(chunk) = chunk else { return out };
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut ev = Sse::default();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    ev.event = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    ev.id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            if ev.event.is_empty() {
+                continue; // keep-alive comment
+            }
+            ev.data = serde_json::from_str(&data).unwrap_or(Value::Null);
+            let stop_now = stop(&ev);
+            out.push(ev);
+            if stop_now {
+                return out;
+            }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The REST control plane (E2B's API, see the protocol reference §3): axum handlers over
+//! [`Sandboxd`]. Every route but `GET /health` needs an accepted `X-API-Key`; every
+//! error, including unknown routes and malformed bodies, is JSON `{code, message}`
+//! because the official SDKs parse it unconditionally.
+
+mod list;
+mod models;
+
+pub use models::CLIENT_ID;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::server::{CreateRequest, DEFAULT_TIMEOUT, Sandboxd};
+use list::ListQuery;
+use models::{ConnectBody, NewSandbox, RefreshBody, SandboxDetail, TimeoutBody};
+
+/// An error answer: status plus message, rendered as `{code, message}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::NotFound(_) | Error::UnknownTemplate(_) => StatusCode::NOT_FOUND,
+            Error::InvalidSpec { .. } | Error::Unsupported(_) => StatusCode::BAD_REQUEST,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "request failed");
+        }
+        Self::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"code": self.status.as_u16(), "message": self.message});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Parses a JSON body; an empty body is `T::default()` where the endpoint allows it.
+fn parse_body<T: DeserializeOwned>(body: &Bytes, empty: Option<T>) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace)
+        && let Some(default) = empty
+    {
+        return Ok(default);
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
+fn json(status: StatusCode, value: impl serde::Serialize) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+/// The control plane's router (state included).
+pub fn router(server: Sandboxd) -> Router {
+    Router::new()
+        .route("/sandboxes", post(create).get(list_v1))
+        .route("/v2/sandboxes", post(create).get(list_v2))
+        .route("/sandboxes/{id}", get(get_one).delete(kill))
+        .route("/sandboxes/{id}/connect", post(connect))
+        .route("/v2/sandboxes/{id}/connect", post(connect))
+        .route("/sandboxes/{id}/resume", post(resume))
+        .route("/sandboxes/{id}/timeout", post(set_timeout))
+        .route("/sandboxes/{id}/pause", post(pause))
+        .route("/sandboxes/{id}/refreshes", post(refresh))
+        .route("/sandboxes/{id}/metrics", get(metrics))
+        .route("/templates", get(templates))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
+        .layer(middleware::from_fn_with_state(server.clone(), require_key))
+        // Health needs no key (load balancers and readiness probes).
+        .route("/health", get(|| async { StatusCode::NO_CONTENT }))
+        .with_state(server)
+}
+
+async fn require_key(
+    State(server): State<Sandboxd>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    // HeaderMap lookups are case-insensitive: `X-API-KEY` (Python) and `X-API-Key` both work.
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        });
+    match key {
+        Some(key) if server.keys().verify(key.trim()) => next.run(request).await,
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "Invalid API key").into_response(),
+        None => ApiError::new(StatusCode::UNAUTHORIZED, "missing X-API-Key header").into_response(),
+    }
+}
+
+fn domain(server: &Sandboxd) -> Option<&str> {
+    server.config().domain.as_deref()
+}
+
+async fn create(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<Response> {
+    let body: NewSandbox = parse_body(&body, None)?;
+    let template = body
+        .template_id
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("templateID is required"))?;
+    let request = CreateRequest {
+        template,
+        timeout: body.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
+        metadata: body.metadata.unwrap_or_default(),
+        env_vars: body.env_vars.unwrap_or_default(),
+        auto_pause: body.auto_pause.unwrap_or(false),
+        memory_mb: body.memory_mb,
+        cpu_count: body.cpu_count,
+        allow_internet: body.allow_internet_access.unwrap_or(false),
+    };
+    let record = server.create(request).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        models::Sandbox::new(&record, domain(&server)),
+    ))
+}
+
+async fn connect(
+    State(server): State<Sandboxd>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: ConnectBody = parse_body(&body, Some(ConnectBody::default()))?;
+    let timeout = body.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+    let (record, resumed) = server.connect(&id, timeout).await?;
+    let status = if resumed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(status, models::Sandbox::new(&record, domain(&server))))
+}
+
+/// The deprecated `POST /sandboxes/{id}/resume`: only for paused sandboxes.
+async fn resume(
+    State(server): State<Sandboxd>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body: ConnectBody = parse_body(&body, Some(ConnectBody::default()))?;
+    if server.get(&id)?.state == crate::state::SandboxState::Running {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("sandbox {id} is already running"),
+        ));
+    }
+    let timeout = body.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+    let (record, _) = server.connect(&id, timeout).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        models::Sandbox::new(&record, domain(&server)),
+    ))
+}
+
+async fn get_one(State(server): State<Sandboxd>, Path(id): Path<String>) -> ApiResult<Response> {
+    let record = server.get(&id)?;
+    Ok(json(
+        StatusCode::OK,
+        SandboxDetail::detail(&record, domain(&server)),
+    ))
+}
+
+async fn kill(State(server): State<Sandboxd>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    server.kill(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_timeout(
+    State(server): State<Sandboxd>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let body: TimeoutBody = parse_body(&body, None)?;
+    server.set_timeout(&id, Duration::from_secs(body.timeout))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn pause(State(server): State<Sandboxd>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    // The body (`memory`, `requireHealthyGuest`) does not matter: pause always keeps memory.
+    server.pause(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn refresh(
+    State(server): State<Sandboxd>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let body: RefreshBody = parse_body(&body, Some(RefreshBody::default()))?;
+    let duration = body.duration.unwrap_or(0);
+    if duration > 3600 {
+        return Err(ApiError::bad_request("duration must be 0..=3600 seconds"));
+    }
+    server.refresh(&id, Duration::from_secs(duration))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn metrics(State(server): State<Sandboxd>, Path(id): Path<String>) -> ApiResult<Response> {
+    let metric = server.metrics(&id).await?;
+    Ok(json(StatusCode::OK, [models::SandboxMetric::from(metric)]))
+}
+
+async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+    let query = ListQuery::parse(query.as_deref().unwrap_or("")).map_err(ApiError::bad_request)?;
+    let template_ids: Option<Vec<String>> = query.template.as_ref().map(|name| {
+        server
+            .templates()
+            .resolve(name)
+            .map(|t| vec![t.id.clone()])
+            .unwrap_or_default()
+    });
+    let (page, next) = query.apply(server.list(), template_ids.as_deref());
+    let running = server
+        .list()
+        .iter()
+        .filter(|r| r.state == crate::state::SandboxState::Running)
+        .count();
+    let items: Vec<SandboxDetail> = page.iter().map(SandboxDetail::listed).collect();
+    let mut response = json(StatusCode::OK, items);
+    let headers = response.headers_mut();
+    if let Some(next) = next
+        && let Ok(value) = HeaderValue::from_str(&next)
+    {
+        headers.insert("X-Next-Token", value);
+    }
+    headers.insert("X-Total-Running", HeaderValue::from(running));
+    Ok(response)
+}
+
+/// The deprecated v1 list: running sandboxes only, metadata filter.
+async fn list_v1(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+    let mut metadata = std::collections::BTreeMap::new();
+    for (name, value) in list::query_pairs(query.as_deref().unwrap_or("")) {
+        if name == "metadata" {
+            metadata.extend(list::decode_metadata(&value).map_err(ApiError::bad_request)?);
+        }
+    }
+    let mut items: Vec<_> = server
+        .list()
+        .into_iter()
+        .filter(|r| r.state == crate::state::SandboxState::Running)
+        .filter(|r| metadata.iter().all(|(k, v)| r.metadata.get(k) == Some(v)))
+        .collect();
+    items.sort_by(|a, b| (b.started_at, &b.sandbox_id).cmp(&(a.started_at, &a.sandbox_id)));
+    let items: Vec<SandboxDetail> = items.iter().map(SandboxDetail::listed).collect();
+    Ok(json(StatusCode::OK, items))
+}
+
+async fn templates(State(server): State<Sandboxd>) -> Response {
+    let items: Vec<models::TemplateItem> = server
+        .templates()
+        .all()
+        .iter()
+        .map(|t| models::TemplateItem {
+            template_id: t.id.clone(),
+            build_id: t.id.clone(),
+            aliases: t.aliases.clone(),
+            names: t.aliases.clone(),
+            cpu_count: t.cpu_count,
+            memory_mb: t.memory_mb,
+            disk_size_mb: t.disk_size_mb,
+            public: true,
+            created_at: t.created_at,
+            updated_at: t.created_at,
+            created_by: None,
+            last_spawned_at: None,
+            spawn_count: 0,
+            build_count: 1,
+            envd_version: crate::server::ENVD_VERSION,
+            build_status: "ready",
+        })
+        .collect();
+    json(StatusCode::OK, items)
+}

@@ -1,0 +1,339 @@
+//! The sandbox proxy (protocol reference §2.3, §2.4, §5.7): one HTTP/1.1 listener for
+//! all sandboxes.
+//!
+//! Routing: when the Host is an IP, `localhost` or `sandbox.<domain>` and the
+//! `E2b-Sandbox-Id` header is present, the sandbox and port come from `E2b-Sandbox-Id` /
+//! `E2b-Sandbox-Port` (that is how `E2B_SANDBOX_URL` clients talk); otherwise from the
+//! Host's left-most label `<port>-<id>`.
+//!
+//! Port 49983 is envd itself: the request is forwarded as is over envd's Unix socket,
+//! bodies streaming both ways (long Connect streams included). Any other port goes
+//! through envd's tunnel (`GET /tunnel/{port}`, `Upgrade: courier-tunnel`) to
+//! `127.0.0.1:<port>` inside the sandbox, and the request (HTTP or a WebSocket upgrade)
+//! is passed through it.
+//!
+//! A sandbox that is unknown, killed or paused answers 502
+//! `{"sandboxId":…,"message":"The sandbox was not found","code":502}`, the shape the SDKs
+//! turn into "sandbox not running". Killing or pausing a sandbox cancels its token, which
+//! drops every upstream connection of it and so cuts in-flight streams.
+
+use std::net::IpAddr;
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::envd_link::{self, Body};
+use crate::server::Sandboxd;
+
+/// envd's port.
+pub const ENVD_PORT: u16 = 49983;
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Sandbox id.
+    pub sandbox_id: String,
+    /// Port inside the sandbox.
+    pub port: u16,
+}
+
+fn is_sandbox_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Parses `<port>-<id>` from the left-most label of `host` (port suffix stripped).
+fn route_from_host(host: &str) -> Option<Route> {
+    let label = host.split('.').next()?;
+    let (port, id) = label.split_once('-')?;
+    let port = port.parse().ok()?;
+    is_sandbox_id(id).then(|| Route {
+        sandbox_id: id.to_owned(),
+        port,
+    })
+}
+
+/// Where the request goes, or why it cannot be routed.
+pub fn route(headers: &http::HeaderMap, domain: Option<&str>) -> Result<Route, String> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // Strip the port (IPv6 literals keep their brackets).
+    let hostname = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    };
+    let shared_host = hostname == "localhost"
+        || hostname
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok()
+        || domain.is_some_and(|d| hostname == format!("sandbox.{d}"));
+    let header_route = || -> Option<Result<Route, String>> {
+        let id = headers.get("e2b-sandbox-id")?.to_str().ok()?.to_owned();
+        let port = match headers.get("e2b-sandbox-port") {
+            Some(v) => match v.to_str().ok().and_then(|p| p.parse().ok()) {
+                Some(p) => p,
+                None => return Some(Err("invalid E2b-Sandbox-Port header".to_owned())),
+            },
+            None => ENVD_PORT,
+        };
+        if !is_sandbox_id(&id) {
+            return Some(Err(format!("invalid sandbox id {id:?}")));
+        }
+        Some(Ok(Route {
+            sandbox_id: id,
+            port,
+        }))
+    };
+    if shared_host && let Some(route) = header_route() {
+        return route;
+    }
+    if let Some(route) = route_from_host(hostname) {
+        return Ok(route);
+    }
+    header_route().unwrap_or_else(|| {
+        Err(format!(
+            "cannot route host {host:?}: expected <port>-<sandboxId>.<domain> or the E2b-Sandbox-Id header"
+        ))
+    })
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(envd_link::full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+/// The 502 the SDKs read as "sandbox gone".
+fn not_found(id: &str) -> Response<Body> {
+    json_response(
+        StatusCode::BAD_GATEWAY,
+        serde_json::json!({"sandboxId": id, "message": "The sandbox was not found", "code": 502}),
+    )
+}
+
+fn port_closed(id: &str, port: u16) -> Response<Body> {
+    json_response(
+        StatusCode::BAD_GATEWAY,
+        serde_json::json!({
+            "sandboxId": id,
+            "port": port,
+            "message": "The sandbox is running but port is not open",
+            "code": 502,
+        }),
+    )
+}
+
+fn wants_upgrade<T>(request: &Request<T>) -> bool {
+    request.headers().contains_key(header::UPGRADE)
+}
+
+/// Serves the proxy on `listener` until `shutdown` completes.
+pub(crate) async fn serve(
+    server: Sandboxd,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stop = CancellationToken::new();
+    let stop_on = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stop_on.cancel();
+    });
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = stop.cancelled() => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let server = server.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let server = server.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(server, request).await) }
+            });
+            let conn = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn handle(server: Sandboxd, mut request: Request<Incoming>) -> Response<Body> {
+    let route = match route(request.headers(), server.config().domain.as_deref()) {
+        Ok(route) => route,
+        Err(message) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"code": 400, "message": message}),
+            );
+        }
+    };
+    let id = route.sandbox_id.as_str();
+    let Some(entry) = server.entry(id) else {
+        return not_found(id);
+    };
+    let Some(alive) = entry.alive() else {
+        return not_found(id);
+    };
+    let Ok(mut sender) = envd_link::connect(&entry.socket, alive.clone()).await else {
+        // envd is gone (the sandbox is dying): the same answer as for a dead sandbox.
+        return not_found(id);
+    };
+    if route.port != ENVD_PORT {
+        let token = entry.record().envd_access_token;
+        let tunnel = Request::get(format!("/tunnel/{}", route.port))
+            .header(header::HOST, "localhost")
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "courier-tunnel")
+            .header("X-Access-Token", token)
+            .body(envd_link::empty())
+            .expect("static request");
+        let response = match sender.send_request(tunnel).await {
+            Ok(response) => response,
+            Err(_) => return not_found(id),
+        };
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return port_closed(id, route.port);
+        }
+        let upgraded = match hyper::upgrade::on(response).await {
+            Ok(upgraded) => upgraded,
+            Err(_) => return port_closed(id, route.port),
+        };
+        sender = match envd_link::handshake(TokioIo::new(upgraded), alive.clone()).await {
+            Ok(sender) => sender,
+            Err(_) => return port_closed(id, route.port),
+        };
+    }
+    let client_upgrade = wants_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
+    let request = request.map(|body| body.boxed());
+    let mut response = match sender.send_request(request).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::debug!(sandbox = id, error = %e, "upstream request failed");
+            return if alive.is_cancelled() {
+                not_found(id)
+            } else {
+                json_response(
+                    StatusCode::BAD_GATEWAY,
+                    serde_json::json!({"sandboxId": id, "code": 502, "message": format!("upstream error: {e}")}),
+                )
+            };
+        }
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(bridge(client_upgrade, upstream_upgrade, alive));
+    }
+    response.map(|body| body.boxed())
+}
+
+/// Pipes an upgraded client connection (e.g. a WebSocket) to the upgraded upstream
+/// until either side closes or the sandbox dies.
+async fn bridge(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    alive: CancellationToken,
+) {
+    let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+        return;
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        _ = alive.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn routes_by_headers_on_ip_and_localhost_hosts() {
+        for host in [
+            "127.0.0.1:3001",
+            "localhost",
+            "[::1]:80",
+            "sandbox.courier.test",
+        ] {
+            let h = headers(&[
+                ("host", host),
+                ("e2b-sandbox-id", "abc123"),
+                ("e2b-sandbox-port", "49983"),
+            ]);
+            assert_eq!(
+                route(&h, Some("courier.test")).unwrap(),
+                Route {
+                    sandbox_id: "abc123".into(),
+                    port: 49983
+                },
+                "{host}"
+            );
+        }
+    }
+
+    #[test]
+    fn routes_by_host_label() {
+        let h = headers(&[("host", "8000-abc123.courier.test:3001")]);
+        assert_eq!(
+            route(&h, Some("courier.test")).unwrap(),
+            Route {
+                sandbox_id: "abc123".into(),
+                port: 8000
+            }
+        );
+        // The host wins over headers on a per-sandbox host.
+        let h = headers(&[
+            ("host", "8000-abc123.courier.test"),
+            ("e2b-sandbox-id", "abc123"),
+            ("e2b-sandbox-port", "49983"),
+        ]);
+        assert_eq!(route(&h, Some("courier.test")).unwrap().port, 8000);
+    }
+
+    #[test]
+    fn rejects_unroutable_requests() {
+        assert!(route(&headers(&[("host", "example.com")]), None).is_err());
+        assert!(
+            route(
+                &headers(&[("host", "localhost"), ("e2b-sandbox-id", "BAD-id")]),
+                None
+            )
+            .is_err()
+        );
+    }
+}

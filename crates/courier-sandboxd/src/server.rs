@@ -1,0 +1,832 @@
+//! The control plane's core: [`Sandboxd`] creates, pauses, resumes, times out and kills
+//! sandboxes, keeps their [`SandboxRecord`]s on disk, and serves the REST API
+//! ([`crate::api`]) and the sandbox proxy ([`crate::proxy`]).
+//!
+//! Data dir layout:
+//!
+//! ```text
+//! <data_dir>/runtime/          the runtime's data dir (sandboxes' overlays and state)
+//!            layers/base/      the base template layer
+//!            records/<id>.json the control plane's record of each sandbox
+//!            envd/<id>/        bind-mounted at /run/courier in sandbox <id>; holds envd.sock
+//!            api-keys.json     hashed API keys
+//! ```
+//!
+//! Every sandbox runs `courier-envd --socket /run/courier/envd.sock` as its init; the host
+//! reaches it only through that socket. A sandbox exists for the control plane once its
+//! envd is ready and its record is saved; anything the runtime has without a record
+//! (a crash mid-create) is killed at startup, and records without a live sandbox are
+//! dropped, so nothing is leaked across restarts.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::keys::KeyStore;
+use crate::runtime::{
+    BindMount, Limits, RecoverPolicy, Runtime, RuntimeConfig, SandboxSpec, SandboxStatus,
+};
+use crate::state::{RecordStore, SandboxRecord, SandboxState, new_sandbox_id, random_hex};
+use crate::templates::Templates;
+
+/// The envd version reported to clients (the E2B envd whose features courier-envd has).
+pub const ENVD_VERSION: &str = "0.6.13";
+/// Where envd's socket directory is mounted inside each sandbox.
+pub const ENVD_SOCKET_DIR: &str = "/run/courier";
+/// Where the envd binary is mounted inside each sandbox.
+pub const ENVD_PATH: &str = "/usr/local/bin/courier-envd";
+/// Default sandbox lifetime when a create request names none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest timeout accepted (24 hours, like E2B's largest plan).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// How long create waits for envd to answer `/health` (generous: loaded machines).
+const ENVD_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the deadline reaper looks at the sandboxes.
+const REAPER_TICK: Duration = Duration::from_millis(500);
+
+/// What a server needs to know.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The data directory (see the [module docs](self)).
+    pub data_dir: PathBuf,
+    /// The courier-envd binary run as each sandbox's init (bind-mounted read-only).
+    pub envd_binary: PathBuf,
+    /// The domain sandbox hosts live under (`<port>-<id>.<domain>`); returned to clients
+    /// as `domain` when set.
+    pub domain: Option<String>,
+    /// A fixed API key accepted besides the hashed keys (development and tests).
+    pub dev_api_key: Option<String>,
+    /// The runtime helper program; `None` = the running executable (which must call
+    /// [`crate::runtime::init::main_if_requested`] first thing).
+    pub helper: Option<PathBuf>,
+    /// The cgroup parent directory name; `None` = the runtime's default (`courier`).
+    pub cgroup_parent: Option<String>,
+}
+
+impl ServerConfig {
+    /// A configuration with no domain, no dev key, the default helper and cgroup parent.
+    pub fn new(data_dir: impl Into<PathBuf>, envd_binary: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            envd_binary: envd_binary.into(),
+            domain: None,
+            dev_api_key: None,
+            helper: None,
+            cgroup_parent: None,
+        }
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    /// Template id or alias.
+    pub template: String,
+    /// Lifetime from now.
+    pub timeout: Duration,
+    /// User metadata (returned by get/list, usable as a list filter).
+    pub metadata: BTreeMap<String, String>,
+    /// Environment variables for every process envd starts.
+    pub env_vars: BTreeMap<String, String>,
+    /// Pause instead of kill at the deadline.
+    pub auto_pause: bool,
+    /// Memory limit in MiB; `None` = the template's.
+    pub memory_mb: Option<u64>,
+    /// CPU count; `None` = the template's.
+    pub cpu_count: Option<u32>,
+    /// Outbound internet was asked for (recorded; sandboxes only have loopback today).
+    pub allow_internet: bool,
+}
+
+impl Default for CreateRequest {
+    fn default() -> Self {
+        Self {
+            template: crate::templates::BASE_TEMPLATE.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            metadata: BTreeMap::new(),
+            env_vars: BTreeMap::new(),
+            auto_pause: false,
+            memory_mb: None,
+            cpu_count: None,
+            allow_internet: false,
+        }
+    }
+}
+
+/// One metrics sample of a sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    /// When it was taken.
+    pub timestamp: DateTime<Utc>,
+    /// CPU quota in CPUs.
+    pub cpu_count: u32,
+    /// CPU use since the previous sample (or since start), percent of the quota.
+    pub cpu_used_pct: f64,
+    /// Memory charged to the sandbox's cgroup, bytes.
+    pub mem_used: u64,
+    /// Its memory limit, bytes.
+    pub mem_total: u64,
+    /// Bytes written to the sandbox's own layer.
+    pub disk_used: u64,
+    /// Disk size reported for the sandbox, bytes.
+    pub disk_total: u64,
+}
+
+/// A sandbox the control plane knows about.
+pub(crate) struct Entry {
+    pub(crate) id: String,
+    /// Serializes pause, resume and kill of this sandbox.
+    op: tokio::sync::Mutex<()>,
+    record: Mutex<SandboxRecord>,
+    /// Cancelled when the sandbox is paused or killed: cuts every proxied connection.
+    alive: Mutex<CancellationToken>,
+    pub(crate) socket: PathBuf,
+    cpu_sample: Mutex<Option<(Instant, u64)>>,
+    /// Set while the reaper acts on the deadline, so one expiry is handled once.
+    expiring: AtomicBool,
+}
+
+impl Entry {
+    fn new(record: SandboxRecord, socket: PathBuf) -> Self {
+        Self {
+            id: record.sandbox_id.clone(),
+            op: tokio::sync::Mutex::new(()),
+            record: Mutex::new(record),
+            alive: Mutex::new(CancellationToken::new()),
+            socket,
+            cpu_sample: Mutex::new(None),
+            expiring: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn record(&self) -> SandboxRecord {
+        self.record.lock().expect("record lock").clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut SandboxRecord)) -> SandboxRecord {
+        let mut record = self.record.lock().expect("record lock");
+        f(&mut record);
+        record.clone()
+    }
+
+    /// The token of the current run; `None` when paused.
+    pub(crate) fn alive(&self) -> Option<CancellationToken> {
+        let record = self.record.lock().expect("record lock");
+        (record.state == SandboxState::Running)
+            .then(|| self.alive.lock().expect("alive lock").clone())
+    }
+
+    fn cut(&self) {
+        self.alive.lock().expect("alive lock").cancel();
+    }
+
+    fn renew(&self) {
+        *self.alive.lock().expect("alive lock") = CancellationToken::new();
+    }
+}
+
+struct Inner {
+    config: ServerConfig,
+    runtime: Arc<Runtime>,
+    records: RecordStore,
+    templates: Templates,
+    keys: KeyStore,
+    sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
+    shutdown: CancellationToken,
+    /// Held for the server's lifetime (see `start`).
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// The local E2B-compatible control plane. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Sandboxd {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Sandboxd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandboxd")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Sys {
+            op: "blocking task".to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+}
+
+fn end_at(timeout: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX)
+}
+
+fn check_timeout(field: &'static str, timeout: Duration) -> Result<()> {
+    if timeout > MAX_TIMEOUT {
+        return Err(Error::InvalidSpec {
+            field,
+            reason: format!("must be at most {} seconds", MAX_TIMEOUT.as_secs()),
+        });
+    }
+    Ok(())
+}
+
+impl Sandboxd {
+    /// Opens the data dir, assembles the `base` template, finds the sandboxes a previous
+    /// run left (keeping those that still run and have a record, reaping the rest) and
+    /// starts the deadline reaper. Must run inside a tokio runtime.
+    pub async fn start(config: ServerConfig) -> Result<Self> {
+        if !config.envd_binary.is_file() {
+            return Err(Error::Config(format!(
+                "envd binary {} not found (pass --envd-binary)",
+                config.envd_binary.display()
+            )));
+        }
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(Error::io("create dir", &data_dir))?;
+        // Records hold envd tokens: only root may look inside.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(Error::io("chmod", &data_dir))?;
+        }
+        // One server per data dir: a second one would adopt, and kill as record-less,
+        // the first one's sandboxes.
+        let lock_path = data_dir.join("lock");
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(Error::io("open", &lock_path))?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| {
+                Error::Config(format!(
+                    "data dir {} is in use by another courier-sandboxd",
+                    data_dir.display()
+                ))
+            })?;
+        let cfg = config.clone();
+        let (runtime, templates, adopted) = blocking(move || {
+            let mut rc = RuntimeConfig::new(cfg.data_dir.join("runtime"));
+            if let Some(helper) = &cfg.helper {
+                rc.helper = helper.clone();
+            }
+            if let Some(parent) = &cfg.cgroup_parent {
+                rc.cgroup_parent = parent.clone();
+            }
+            let runtime = Runtime::with_config(rc)?;
+            let report = runtime.recover(RecoverPolicy::Adopt)?;
+            for (id, e) in &report.failed {
+                tracing::warn!(sandbox = %id, error = %e, "could not clean up a sandbox from the previous run");
+            }
+            let templates = Templates::open(&cfg.data_dir)?;
+            let adopted: HashSet<String> = report.adopted.into_iter().map(|h| h.id).collect();
+            Ok((runtime, templates, adopted))
+        })
+        .await?;
+        let runtime = Arc::new(runtime);
+        let records = RecordStore::open(data_dir.join("records"))?;
+        let keys = KeyStore::load(&data_dir, config.dev_api_key.as_deref())?;
+        let mut sandboxes = HashMap::new();
+        for record in records.load_all()? {
+            let id = record.sandbox_id.clone();
+            if !adopted.contains(&id) {
+                tracing::info!(sandbox = %id, "dropping the record of a sandbox that no longer runs");
+                records.remove(&id)?;
+                continue;
+            }
+            // Make the runtime agree with the record (a crash may have come mid-pause).
+            let rt = runtime.clone();
+            let want = record.state;
+            let rid = id.clone();
+            let aligned = blocking(move || match (want, rt.status(&rid)?) {
+                (SandboxState::Running, SandboxStatus::Frozen) => rt.thaw(&rid),
+                (SandboxState::Paused, SandboxStatus::Running) => rt.freeze(&rid),
+                (_, SandboxStatus::Exited) => Err(Error::NotRunning(rid)),
+                _ => Ok(()),
+            })
+            .await;
+            if let Err(e) = aligned {
+                tracing::warn!(sandbox = %id, error = %e, "killing a recovered sandbox");
+                let rt = runtime.clone();
+                let kid = id.clone();
+                let _ = blocking(move || rt.kill(&kid)).await;
+                records.remove(&id)?;
+                continue;
+            }
+            tracing::info!(sandbox = %id, state = record.state.as_str(), "recovered sandbox");
+            let socket = Self::socket_dir_of(&data_dir, &id).join("envd.sock");
+            sandboxes.insert(id, Arc::new(Entry::new(record, socket)));
+        }
+        for id in &adopted {
+            if !sandboxes.contains_key(id) {
+                tracing::info!(sandbox = %id, "killing a sandbox without a record");
+                let rt = runtime.clone();
+                let kid = id.clone();
+                if let Err(e) = blocking(move || rt.kill(&kid)).await {
+                    tracing::warn!(sandbox = %id, error = %e, "kill failed");
+                }
+            }
+        }
+        // Socket directories of sandboxes that are gone.
+        if let Ok(dirs) = std::fs::read_dir(data_dir.join("envd")) {
+            for dir in dirs.flatten() {
+                let name = dir.file_name().to_string_lossy().into_owned();
+                if !sandboxes.contains_key(&name) {
+                    let _ = std::fs::remove_dir_all(dir.path());
+                }
+            }
+        }
+        let server = Self {
+            inner: Arc::new(Inner {
+                config,
+                runtime,
+                records,
+                templates,
+                keys,
+                sandboxes: Mutex::new(sandboxes),
+                shutdown: CancellationToken::new(),
+                _lock: lock,
+            }),
+        };
+        tokio::spawn(reaper(Arc::downgrade(&server.inner)));
+        Ok(server)
+    }
+
+    fn socket_dir_of(data_dir: &Path, id: &str) -> PathBuf {
+        data_dir.join("envd").join(id)
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The templates it offers.
+    pub fn templates(&self) -> &Templates {
+        &self.inner.templates
+    }
+
+    /// The accepted API keys.
+    pub fn keys(&self) -> &KeyStore {
+        &self.inner.keys
+    }
+
+    /// The sandbox runtime underneath.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    pub(crate) fn entry(&self, id: &str) -> Option<Arc<Entry>> {
+        self.inner
+            .sandboxes
+            .lock()
+            .expect("sandboxes lock")
+            .get(id)
+            .cloned()
+    }
+
+    fn entry_or_404(&self, id: &str) -> Result<Arc<Entry>> {
+        self.entry(id).ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    fn still_known(&self, entry: &Arc<Entry>) -> bool {
+        self.entry(&entry.id)
+            .is_some_and(|current| Arc::ptr_eq(&current, entry))
+    }
+
+    /// Creates a sandbox and returns once its envd is ready.
+    pub async fn create(&self, request: CreateRequest) -> Result<SandboxRecord> {
+        check_timeout("timeout", request.timeout)?;
+        let template = self
+            .inner
+            .templates
+            .resolve(&request.template)
+            .ok_or_else(|| Error::UnknownTemplate(request.template.clone()))?
+            .clone();
+        let memory_mb = request.memory_mb.unwrap_or(template.memory_mb);
+        let cpu_count = request.cpu_count.unwrap_or(template.cpu_count);
+        if !(128..=65_536).contains(&memory_mb) {
+            return Err(Error::InvalidSpec {
+                field: "memoryMB",
+                reason: "must be 128..=65536".to_owned(),
+            });
+        }
+        if !(1..=64).contains(&cpu_count) {
+            return Err(Error::InvalidSpec {
+                field: "cpuCount",
+                reason: "must be 1..=64".to_owned(),
+            });
+        }
+        let id = new_sandbox_id();
+        let token = random_hex(32);
+        let socket_dir = Self::socket_dir_of(&self.inner.config.data_dir, &id);
+        std::fs::create_dir_all(&socket_dir).map_err(Error::io("create dir", &socket_dir))?;
+        let socket = socket_dir.join("envd.sock");
+
+        let mut spec = SandboxSpec::new(
+            id.clone(),
+            template.layers.clone(),
+            ENVD_PATH,
+            &[
+                "--socket",
+                &format!("{ENVD_SOCKET_DIR}/envd.sock"),
+                "--default-user",
+                crate::base_layer::USER,
+            ],
+        );
+        // The access token is installed with `/init`, not in envd's environment, so it is
+        // not inherited by the processes envd starts.
+        spec.env.insert("HOME".to_owned(), "/root".to_owned());
+        spec.env.insert("LANG".to_owned(), "C.UTF-8".to_owned());
+        spec.env.insert("RUST_LOG".to_owned(), "warn".to_owned());
+        spec.limits = Limits {
+            memory_mb,
+            cpu_count: f64::from(cpu_count),
+            pids: 4096,
+        };
+        spec.binds = vec![
+            BindMount {
+                source: self.inner.config.envd_binary.clone(),
+                target: PathBuf::from(ENVD_PATH),
+                readonly: true,
+            },
+            BindMount {
+                source: socket_dir.clone(),
+                target: PathBuf::from(ENVD_SOCKET_DIR),
+                readonly: false,
+            },
+        ];
+
+        let runtime = self.inner.runtime.clone();
+        if let Err(e) = blocking(move || runtime.create(spec)).await {
+            let _ = std::fs::remove_dir_all(&socket_dir);
+            return Err(e);
+        }
+        let started = self.finish_create(&id, &token, &socket, &request).await;
+        if let Err(e) = started {
+            self.destroy(&id).await;
+            return Err(e);
+        }
+        let now = Utc::now();
+        let record = SandboxRecord {
+            sandbox_id: id.clone(),
+            template_id: template.id.clone(),
+            alias: template
+                .aliases
+                .iter()
+                .find(|a| **a == request.template)
+                .or(template.aliases.first())
+                .cloned(),
+            envd_access_token: token,
+            started_at: now,
+            end_at: end_at(request.timeout),
+            metadata: request.metadata,
+            cpu_count,
+            memory_mb,
+            disk_size_mb: template.disk_size_mb,
+            state: SandboxState::Running,
+            auto_pause: request.auto_pause,
+            allow_internet_requested: request.allow_internet,
+        };
+        if let Err(e) = self.inner.records.save(&record) {
+            self.destroy(&id).await;
+            return Err(e);
+        }
+        self.inner
+            .sandboxes
+            .lock()
+            .expect("sandboxes lock")
+            .insert(id, Arc::new(Entry::new(record.clone(), socket)));
+        Ok(record)
+    }
+
+    async fn finish_create(
+        &self,
+        id: &str,
+        token: &str,
+        socket: &Path,
+        request: &CreateRequest,
+    ) -> Result<()> {
+        let runtime = self.inner.runtime.clone();
+        let rid = id.to_owned();
+        crate::envd_link::wait_healthy(socket, ENVD_READY_TIMEOUT, move || {
+            !matches!(runtime.status(&rid), Ok(SandboxStatus::Exited) | Err(_))
+        })
+        .await
+        .map_err(|message| Error::Envd {
+            id: id.to_owned(),
+            message,
+        })?;
+        let body = serde_json::json!({
+            "envVars": request.env_vars,
+            "accessToken": token,
+            "defaultUser": crate::base_layer::USER,
+            "defaultWorkdir": format!("/home/{}", crate::base_layer::USER),
+        });
+        crate::envd_link::init(socket, token, &body)
+            .await
+            .map_err(|message| Error::Envd {
+                id: id.to_owned(),
+                message,
+            })
+    }
+
+    /// Kills the runtime sandbox `id` and removes its record and socket directory.
+    async fn destroy(&self, id: &str) {
+        let runtime = self.inner.runtime.clone();
+        let kid = id.to_owned();
+        match blocking(move || runtime.kill(&kid)).await {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => tracing::warn!(sandbox = %id, error = %e, "kill failed"),
+        }
+        if let Err(e) = self.inner.records.remove(id) {
+            tracing::warn!(sandbox = %id, error = %e, "removing the record failed");
+        }
+        let _ = std::fs::remove_dir_all(Self::socket_dir_of(&self.inner.config.data_dir, id));
+    }
+
+    /// The record of sandbox `id`.
+    pub fn get(&self, id: &str) -> Result<SandboxRecord> {
+        Ok(self.entry_or_404(id)?.record())
+    }
+
+    /// Records of all sandboxes (running and paused), unordered.
+    pub fn list(&self) -> Vec<SandboxRecord> {
+        let entries: Vec<Arc<Entry>> = self
+            .inner
+            .sandboxes
+            .lock()
+            .expect("sandboxes lock")
+            .values()
+            .cloned()
+            .collect();
+        entries.iter().map(|e| e.record()).collect()
+    }
+
+    /// Kills sandbox `id`: its in-flight proxied streams are cut, its processes, mounts,
+    /// cgroups, record and socket directory removed.
+    pub async fn kill(&self, id: &str) -> Result<()> {
+        let entry = self
+            .inner
+            .sandboxes
+            .lock()
+            .expect("sandboxes lock")
+            .remove(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let _op = entry.op.lock().await;
+        entry.cut();
+        self.destroy(id).await;
+        Ok(())
+    }
+
+    /// Kills every sandbox (at shutdown, when sandboxes must not outlive the server).
+    pub async fn kill_all(&self) {
+        let ids: Vec<String> = self
+            .inner
+            .sandboxes
+            .lock()
+            .expect("sandboxes lock")
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            let _ = self.kill(&id).await;
+        }
+    }
+
+    /// Pauses (freezes) sandbox `id`, cutting its proxied streams. [`Error::Conflict`]
+    /// when it is already paused.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        let entry = self.entry_or_404(id)?;
+        let _op = entry.op.lock().await;
+        if !self.still_known(&entry) {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        if entry.record().state == SandboxState::Paused {
+            return Err(Error::Conflict(format!("sandbox {id} is already paused")));
+        }
+        entry.cut();
+        let runtime = self.inner.runtime.clone();
+        let fid = id.to_owned();
+        blocking(move || runtime.freeze(&fid)).await?;
+        let record = entry.update(|r| r.state = SandboxState::Paused);
+        self.inner.records.save(&record)
+    }
+
+    /// Connects to sandbox `id`: a running one gets its deadline extended to at least
+    /// `now + timeout` (never shortened); a paused one is resumed with deadline
+    /// `now + timeout`. Returns the record and whether it was resumed.
+    pub async fn connect(&self, id: &str, timeout: Duration) -> Result<(SandboxRecord, bool)> {
+        check_timeout("timeout", timeout)?;
+        let entry = self.entry_or_404(id)?;
+        let _op = entry.op.lock().await;
+        if !self.still_known(&entry) {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        let new_end = end_at(timeout);
+        if entry.record().state == SandboxState::Running {
+            let record = entry.update(|r| r.end_at = r.end_at.max(new_end));
+            self.inner.records.save(&record)?;
+            return Ok((record, false));
+        }
+        let runtime = self.inner.runtime.clone();
+        let tid = id.to_owned();
+        blocking(move || runtime.thaw(&tid)).await?;
+        entry.renew();
+        entry.expiring.store(false, Ordering::SeqCst);
+        let record = entry.update(|r| {
+            r.state = SandboxState::Running;
+            r.end_at = new_end;
+        });
+        self.inner.records.save(&record)?;
+        Ok((record, true))
+    }
+
+    /// Sets the deadline of sandbox `id` to `now + timeout` (may shorten it).
+    pub fn set_timeout(&self, id: &str, timeout: Duration) -> Result<()> {
+        check_timeout("timeout", timeout)?;
+        let entry = self.entry_or_404(id)?;
+        let record = entry.update(|r| r.end_at = end_at(timeout));
+        self.inner.records.save(&record)
+    }
+
+    /// Extends the deadline of sandbox `id` to at least `now + duration`.
+    pub fn refresh(&self, id: &str, duration: Duration) -> Result<()> {
+        let entry = self.entry_or_404(id)?;
+        let new_end = end_at(duration);
+        let record = entry.update(|r| r.end_at = r.end_at.max(new_end));
+        self.inner.records.save(&record)
+    }
+
+    /// A metrics sample of sandbox `id`, read from its cgroup and its writable layer.
+    pub async fn metrics(&self, id: &str) -> Result<Metric> {
+        let entry = self.entry_or_404(id)?;
+        let runtime = self.inner.runtime.clone();
+        let sid = id.to_owned();
+        let upper = self
+            .inner
+            .config
+            .data_dir
+            .join("runtime/sandboxes")
+            .join(id);
+        let (stats, disk_used) =
+            blocking(move || Ok((runtime.stats(&sid)?, dir_size(&upper)))).await?;
+        let record = entry.record();
+        let now = Instant::now();
+        let cpu_used_pct = {
+            let mut sample = entry.cpu_sample.lock().expect("cpu lock");
+            let (since, base) = sample.unwrap_or_else(|| {
+                let age = (Utc::now() - record.started_at)
+                    .to_std()
+                    .unwrap_or_default();
+                (now.checked_sub(age).unwrap_or(now), 0)
+            });
+            *sample = Some((now, stats.cpu_usage_ns));
+            let wall = now.duration_since(since).as_nanos() as f64;
+            if wall <= 0.0 {
+                0.0
+            } else {
+                let used = stats.cpu_usage_ns.saturating_sub(base) as f64;
+                (used / wall / f64::from(record.cpu_count) * 100.0).clamp(0.0, 100.0)
+            }
+        };
+        Ok(Metric {
+            timestamp: Utc::now(),
+            cpu_count: record.cpu_count,
+            cpu_used_pct,
+            mem_used: stats.memory_bytes,
+            mem_total: stats
+                .memory_limit_bytes
+                .unwrap_or(record.memory_mb * 1024 * 1024),
+            disk_used,
+            disk_total: record.disk_size_mb * 1024 * 1024,
+        })
+    }
+
+    /// Serves the REST API on `listener` until `shutdown` completes.
+    pub async fn serve_api(
+        &self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, crate::api::router(self.clone()))
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Serves the sandbox proxy on `listener` until `shutdown` completes (open
+    /// connections are dropped).
+    pub async fn serve_proxy(
+        &self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        crate::proxy::serve(self.clone(), listener, shutdown).await
+    }
+
+    /// Stops the deadline reaper (sandboxes keep running; see [`kill_all`](Self::kill_all)).
+    pub fn stop(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    async fn expire(&self, entry: Arc<Entry>) {
+        let record = entry.record();
+        let result = if record.auto_pause {
+            tracing::info!(sandbox = %entry.id, "timeout reached: pausing");
+            self.pause(&entry.id).await
+        } else {
+            tracing::info!(sandbox = %entry.id, "timeout reached: killing");
+            self.kill(&entry.id).await
+        };
+        match result {
+            Ok(()) | Err(Error::NotFound(_)) | Err(Error::Conflict(_)) => {}
+            Err(e) => {
+                tracing::warn!(sandbox = %entry.id, error = %e, "acting on the timeout failed");
+                entry.expiring.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// Kills (or pauses) sandboxes at their deadline, and kills sandboxes whose envd died.
+async fn reaper(inner: Weak<Inner>) {
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::time::sleep(REAPER_TICK).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.shutdown.is_cancelled() {
+            return;
+        }
+        let server = Sandboxd { inner };
+        ticks += 1;
+        let entries: Vec<Arc<Entry>> = server
+            .inner
+            .sandboxes
+            .lock()
+            .expect("sandboxes lock")
+            .values()
+            .cloned()
+            .collect();
+        let now = Utc::now();
+        for entry in entries {
+            let record = entry.record();
+            let expired = record.state == SandboxState::Running && record.end_at <= now;
+            // Every ~5 s: a sandbox whose init exited is dead for good; clean it up.
+            let dead = ticks.is_multiple_of(10) && {
+                let runtime = server.inner.runtime.clone();
+                let id = entry.id.clone();
+                matches!(
+                    blocking(move || runtime.status(&id)).await,
+                    Ok(SandboxStatus::Exited)
+                )
+            };
+            if dead {
+                tracing::warn!(sandbox = %entry.id, "envd exited: removing the sandbox");
+                let _ = server.kill(&entry.id).await;
+            } else if expired && !entry.expiring.swap(true, Ordering::SeqCst) {
+                let server = server.clone();
+                tokio::spawn(async move { server.expire(entry).await });
+            }
+        }
+    }
+}
+
+/// Total size of the regular files under `dir` (not following symlinks), capped at
+/// 200 000 entries so a huge tree cannot stall a metrics call.
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut seen = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > 200_000 {
+                return total;
+            }
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}

@@ -1,0 +1,225 @@
+//! Sandbox records: what the control plane knows about each sandbox beyond its processes
+//! (template, metadata, timestamps, envd access token, lifecycle), persisted as one JSON
+//! file per sandbox so a restarted server finds its sandboxes again.
+//!
+//! ```text
+//! <data_dir>/records/<id>.json
+//! ```
+//!
+//! Files are written to a temporary name and renamed, so a crash leaves either the old or
+//! the new record, never half of one.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Whether a sandbox's processes run or are frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxState {
+    /// Its processes run and the proxy forwards traffic to it.
+    Running,
+    /// Frozen (memory kept); the proxy answers 502 until it is resumed.
+    Paused,
+}
+
+impl SandboxState {
+    /// The wire name (`running` / `paused`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxState::Running => "running",
+            SandboxState::Paused => "paused",
+        }
+    }
+}
+
+/// Everything the control plane keeps about one sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxRecord {
+    /// The sandbox id (20 of `[a-z0-9]`).
+    pub sandbox_id: String,
+    /// The resolved template id.
+    pub template_id: String,
+    /// The alias the sandbox was created with, when it was one.
+    pub alias: Option<String>,
+    /// The token envd requires in `X-Access-Token`.
+    pub envd_access_token: String,
+    /// When it was created.
+    pub started_at: DateTime<Utc>,
+    /// When it is killed (or paused with `auto_pause`) unless the timeout moves.
+    pub end_at: DateTime<Utc>,
+    /// User metadata from the create request.
+    pub metadata: BTreeMap<String, String>,
+    /// CPU quota in CPUs.
+    pub cpu_count: u32,
+    /// Memory limit in MiB.
+    pub memory_mb: u64,
+    /// Disk size reported to clients, in MiB.
+    pub disk_size_mb: u64,
+    /// Running or paused.
+    pub state: SandboxState,
+    /// Pause instead of kill at the deadline.
+    pub auto_pause: bool,
+    /// Whether the create request asked for outbound internet (sandboxes only have
+    /// loopback today, so this is recorded but not granted).
+    pub allow_internet_requested: bool,
+}
+
+/// The directory of persisted [`SandboxRecord`]s.
+#[derive(Debug, Clone)]
+pub struct RecordStore {
+    dir: PathBuf,
+}
+
+impl RecordStore {
+    /// Opens (creating if needed) the record directory `dir`.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(Error::io("create dir", &dir))?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// Every readable record. Unreadable files are reported and removed: a record that
+    /// cannot be parsed cannot be acted on, and its sandbox is reaped by the runtime.
+    pub fn load_all(&self) -> Result<Vec<SandboxRecord>> {
+        let mut records = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(Error::io("read dir", &self.dir))?;
+        for entry in entries {
+            let path = entry.map_err(Error::io("read dir", &self.dir))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                // Leftover temporary files from an interrupted write.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            match fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(record) => records.push(record),
+                Err(reason) => {
+                    tracing::warn!(path = %path.display(), %reason, "dropping unreadable sandbox record");
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Writes `record` atomically.
+    pub fn save(&self, record: &SandboxRecord) -> Result<()> {
+        let path = self.path(&record.sandbox_id);
+        let tmp = self.dir.join(format!("{}.tmp", record.sandbox_id));
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| Error::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        fs::write(&tmp, bytes).map_err(Error::io("write", &tmp))?;
+        fs::rename(&tmp, &path).map_err(Error::io("rename", &path))
+    }
+
+    /// Removes the record of `id` (missing is fine).
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let path = self.path(id);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("remove", &path)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The record directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// A new sandbox id: 20 characters of `[a-z0-9]`, like E2B's (no `-`, because hosts are
+/// parsed as `<port>-<id>`).
+pub fn new_sandbox_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..20)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// A new random secret: `bytes` random bytes as lowercase hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill(&mut buf[..]);
+    hex::encode(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> SandboxRecord {
+        SandboxRecord {
+            sandbox_id: id.to_owned(),
+            template_id: "base".to_owned(),
+            alias: Some("base".to_owned()),
+            envd_access_token: "t".to_owned(),
+            started_at: Utc::now(),
+            end_at: Utc::now(),
+            metadata: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+            cpu_count: 2,
+            memory_mb: 1024,
+            disk_size_mb: 4096,
+            state: SandboxState::Running,
+            auto_pause: false,
+            allow_internet_requested: false,
+        }
+    }
+
+    #[test]
+    fn sandbox_ids_are_twenty_lowercase_alphanumerics() {
+        for _ in 0..100 {
+            let id = new_sandbox_id();
+            assert_eq!(id.len(), 20);
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            );
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path().join("records")).unwrap();
+        store.save(&record("a1")).unwrap();
+        store.save(&record("b2")).unwrap();
+        fs::write(store.dir().join("broken.json"), "{").unwrap();
+        let mut all = store.load_all().unwrap();
+        all.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
+        assert_eq!(
+            all,
+            vec![record_at(&all[0], "a1"), record_at(&all[1], "b2")]
+        );
+        assert!(!store.dir().join("broken.json").exists());
+        store.remove("a1").unwrap();
+        store.remove("a1").unwrap();
+        assert_eq!(store.load_all().unwrap().len(), 1);
+    }
+
+    fn record_at(found: &SandboxRecord, id: &str) -> SandboxRecord {
+        SandboxRecord {
+            started_at: found.started_at,
+            end_at: found.end_at,
+            ..record(id)
+        }
+    }
+}

@@ -1,0 +1,623 @@
+//! The control plane and the sandbox proxy, driven in-process through courier-e2b (the
+//! same client the orchestrator uses) against real sandboxes.
+//!
+//! They need root (namespaces, mounts, cgroups); without it each test prints why and
+//! returns early. Every fixture kills its sandboxes when dropped, even when a test fails.
+//! Waits are generous polls, never tight timing: the machine may be loaded.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use courier_e2b::models::SandboxState;
+use courier_e2b::{Client, ConnectionConfig, Error as E2bError, Sandbox, SandboxQuery};
+use courier_sandboxd::{Sandboxd, ServerConfig};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_courier-sandbox-init");
+const KEY: &str = "e2b_00112233445566778899aabbccddeeff00112233";
+const DOMAIN: &str = "courier.test";
+
+/// The courier-envd binary: `COURIER_ENVD_BIN`, else the one in this target dir, built
+/// on first use (`cargo nextest -p courier-sandboxd` does not build other packages).
+fn envd_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("COURIER_ENVD_BIN") {
+            return PathBuf::from(bin);
+        }
+        let exe = std::env::current_exe().expect("current exe");
+        // <target>/<profile>/deps/<test>
+        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
+        let bin = profile_dir.join("courier-envd");
+        if !bin.is_file() {
+            let target_dir = profile_dir.parent().expect("target dir");
+            eprintln!("building courier-envd into {}", target_dir.display());
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "-p",
+                    "courier-envd-bin",
+                    "--bin",
+                    "courier-envd",
+                    "--target-dir",
+                ])
+                .arg(target_dir)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "building courier-envd failed");
+        }
+        bin
+    })
+    .clone()
+}
+
+struct Fixture {
+    server: Sandboxd,
+    client: Client,
+    proxy_addr: std::net::SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new(test: &str) -> Option<Self> {
+        Self::with_envd(test, None).await
+    }
+
+    /// A fixture whose sandboxes run `envd` (default: the real courier-envd) as init.
+    async fn with_envd(test: &str, envd: Option<PathBuf>) -> Option<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping {test}: sandboxes need root (namespaces, mounts, cgroups)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let envd = envd.unwrap_or_else(envd_binary);
+        let mut config = ServerConfig::new(dir.path().join("data"), envd);
+        config.helper = Some(PathBuf::from(HELPER));
+        config.domain = Some(DOMAIN.to_owned());
+        config.dev_api_key = Some(KEY.to_owned());
+        let server = Sandboxd::start(config).await.expect("start sandboxd");
+        let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+        let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let (api_addr, proxy_addr) = (api.local_addr().unwrap(), proxy.local_addr().unwrap());
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn({
+            let server = server.clone();
+            let until = stopped(stop_rx.clone());
+            async move { server.serve_api(api, until).await }
+        });
+        tokio::spawn({
+            let server = server.clone();
+            let until = stopped(stop_rx);
+            async move { server.serve_proxy(proxy, until).await }
+        });
+        let client = Client::new(
+            ConnectionConfig::builder()
+                .api_key(KEY)
+                .api_url(format!("http://{api_addr}"))
+                .sandbox_url(format!("http://{proxy_addr}"))
+                .domain(DOMAIN)
+                .request_timeout(Duration::from_secs(120))
+                .build()
+                .expect("config"),
+        )
+        .expect("client");
+        Some(Self {
+            server,
+            client,
+            proxy_addr,
+            stop,
+            _dir: dir,
+        })
+    }
+
+    /// A raw HTTP/1.1 GET to the proxy with an explicit Host header; status and body.
+    async fn get_via_host(&self, host: &str, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.proxy_addr)
+            .await
+            .expect("connect proxy");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+/// Completes once `stop` says so (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|v| *v).await;
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.server.stop();
+        // Kill whatever the test left, even on failure. Drop is synchronous: run the
+        // async kill on a helper thread with its own runtime.
+        let server = self.server.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(server.kill_all());
+        })
+        .join();
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_flow_create_run_files_list_info_pause_resume_timeout_kill() {
+    let Some(fx) = Fixture::new("sdk_flow").await else {
+        return;
+    };
+    let sbx = Sandbox::builder()
+        .template("base")
+        .timeout(Duration::from_secs(600))
+        .metadata("suite", "control-plane")
+        .metadata("odd key & value", "a b=c")
+        .env("GREETING", "hello from courier")
+        .create(&fx.client)
+        .await
+        .expect("create");
+    let id = sbx.id().to_owned();
+    assert_eq!(id.len(), 20);
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    );
+
+    // Commands see the create request's environment, as user `user` in /home/user.
+    let out = sbx
+        .commands()
+        .run("echo $GREETING; whoami; pwd")
+        .await
+        .expect("run");
+    assert_eq!(out.stdout, "hello from courier\nuser\n/home/user\n");
+    match sbx.commands().run("exit 3").await {
+        Err(E2bError::CommandExited { exit_code, .. }) => assert_eq!(exit_code, 3),
+        other => panic!("expected exit 3, got {other:?}"),
+    }
+
+    // Files.
+    sbx.files()
+        .write("notes.txt", "kept across pause")
+        .await
+        .expect("write");
+    assert_eq!(
+        sbx.files().read_text("/home/user/notes.txt").await.unwrap(),
+        "kept across pause"
+    );
+
+    // List with filters (metadata triple-encoding included), and get_info.
+    let other = Sandbox::builder()
+        .metadata("suite", "other")
+        .create(&fx.client)
+        .await
+        .expect("create other");
+    let page = fx
+        .client
+        .list_page(
+            &SandboxQuery::new().metadata("odd key & value", "a b=c"),
+            None,
+        )
+        .await
+        .expect("list");
+    let ids: Vec<_> = page
+        .sandboxes
+        .iter()
+        .map(|s| s.sandbox_id.clone())
+        .collect();
+    assert_eq!(ids, vec![id.clone()]);
+    let page = fx
+        .client
+        .list_page(&SandboxQuery::new().limit(1), None)
+        .await
+        .expect("list");
+    assert_eq!(page.sandboxes.len(), 1);
+    assert_eq!(page.sandboxes[0].sandbox_id, other.id(), "newest first");
+    let second = fx
+        .client
+        .list_page(&SandboxQuery::new().limit(1), page.next_token.as_deref())
+        .await
+        .expect("page 2");
+    assert_eq!(second.sandboxes[0].sandbox_id, id);
+    assert!(second.next_token.is_none());
+    assert!(other.kill().await.expect("kill other"));
+
+    let info = sbx.get_info().await.expect("info");
+    assert_eq!(info.sandbox_id, id);
+    assert_eq!(info.template_id, "base");
+    assert_eq!(info.state, SandboxState::Running);
+    assert_eq!(
+        info.metadata.get("suite").map(String::as_str),
+        Some("control-plane")
+    );
+
+    // A long-running process survives pause and resume, and so do files.
+    let sleeper = sbx
+        .commands()
+        .run("sleep 1000")
+        .timeout(Duration::ZERO)
+        .spawn()
+        .await
+        .expect("spawn sleeper");
+    let pid = sleeper.pid();
+    drop(sleeper);
+    assert!(sbx.pause().await.expect("pause"));
+    assert!(!sbx.pause().await.expect("second pause"), "already paused");
+    assert!(!sbx.is_running().await.expect("is_running while paused"));
+    let listed = fx
+        .client
+        .list_page(&SandboxQuery::new().state(SandboxState::Paused), None)
+        .await
+        .expect("list paused");
+    assert_eq!(listed.sandboxes.len(), 1);
+    assert_eq!(
+        fx.client.get_info(&id).await.unwrap().state,
+        SandboxState::Paused
+    );
+
+    let resumed = Sandbox::connect(&fx.client, &id).await.expect("resume");
+    assert!(resumed.is_running().await.expect("is_running"));
+    assert_eq!(
+        resumed.files().read_text("notes.txt").await.unwrap(),
+        "kept across pause"
+    );
+    let processes = resumed.commands().list().await.expect("list processes");
+    assert!(
+        processes.iter().any(|p| p.pid == pid),
+        "sleeper survived: {processes:?}"
+    );
+
+    // set_timeout moves the deadline both ways; metrics come from the cgroup.
+    resumed
+        .set_timeout(Duration::from_secs(900))
+        .await
+        .expect("extend");
+    let later = fx.client.get_info(&id).await.unwrap().end_at;
+    resumed
+        .set_timeout(Duration::from_secs(300))
+        .await
+        .expect("shorten");
+    assert!(fx.client.get_info(&id).await.unwrap().end_at < later);
+    let metrics = fx.client.metrics(&id, None, None).await.expect("metrics");
+    assert!(metrics[0].mem_used > 0);
+
+    // Kill: gone from the API and the proxy.
+    assert!(resumed.kill().await.expect("kill"));
+    assert!(!resumed.is_running().await.expect("is_running after kill"));
+    assert!(
+        !resumed.kill().await.expect("second kill"),
+        "404 reads as false"
+    );
+    assert!(matches!(
+        fx.client.get_info(&id).await,
+        Err(E2bError::NotFound { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_port_is_reachable_through_the_proxy_by_host_header() {
+    let Some(fx) = Fixture::new("user_port").await else {
+        return;
+    };
+    let sbx = Sandbox::builder().create(&fx.client).await.expect("create");
+    sbx.files()
+        .write("/tmp/www/hello.txt", "served from the sandbox")
+        .await
+        .unwrap();
+    let host = sbx.get_host(8000);
+    assert_eq!(host, format!("8000-{}.{DOMAIN}", sbx.id()));
+    // Closed port: the SDK-compatible 502.
+    let (status, body) = fx.get_via_host(&host, "/hello.txt").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("port is not open"), "{body}");
+
+    let _server = sbx
+        .commands()
+        .run("cd /tmp/www && exec python3 -m http.server 8000")
+        .timeout(Duration::ZERO)
+        .spawn()
+        .await
+        .expect("start http.server");
+    eventually("http.server", Duration::from_secs(60), || async {
+        fx.get_via_host(&host, "/hello.txt").await.0 == 200
+    })
+    .await;
+    let (status, body) = fx.get_via_host(&host, "/hello.txt").await;
+    assert_eq!((status, body.as_str()), (200, "served from the sandbox"));
+
+    sbx.kill().await.expect("kill");
+    let (status, body) = fx.get_via_host(&host, "/hello.txt").await;
+    assert_eq!(status, 502);
+    assert!(body.contains("The sandbox was not found"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_expiry_kills_and_kill_cuts_in_flight_streams() {
+    let Some(fx) = Fixture::new("timeout_expiry").await else {
+        return;
+    };
+    let sbx = Sandbox::builder()
+        .timeout(Duration::from_secs(600))
+        .create(&fx.client)
+        .await
+        .expect("create");
+    // A long stream in flight when the sandbox dies must end, not hang.
+    let stream = sbx
+        .commands()
+        .run("sleep 600")
+        .timeout(Duration::ZERO)
+        .spawn()
+        .await
+        .expect("spawn");
+    sbx.set_timeout(Duration::from_secs(2))
+        .await
+        .expect("set_timeout");
+    let waited = tokio::time::timeout(Duration::from_secs(60), stream.wait()).await;
+    assert!(
+        matches!(waited, Ok(Err(_))),
+        "stream ended with an error: {waited:?}"
+    );
+    eventually("timeout kill", Duration::from_secs(60), || async {
+        !sbx.is_running().await.unwrap_or(true)
+    })
+    .await;
+    assert!(matches!(
+        fx.client.get_info(sbx.id()).await,
+        Err(E2bError::NotFound { .. })
+    ));
+    assert!(fx.server.list().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_are_json_and_auth_is_required() {
+    let Some(fx) = Fixture::new("api_errors").await else {
+        return;
+    };
+    let bad = Client::new(
+        ConnectionConfig::builder()
+            .api_key("e2b_ffffffffffffffffffffffffffffffffffffffff")
+            .api_url(fx.client.config().api_url().as_str())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let err = bad.get_info("nosuchsandbox").await.unwrap_err();
+    assert!(
+        err.to_string().contains("401") || format!("{err:?}").contains("Auth"),
+        "{err:?}"
+    );
+    assert!(matches!(
+        fx.client.get_info("nosuchsandbox").await,
+        Err(E2bError::NotFound { .. })
+    ));
+    let err = Sandbox::builder()
+        .template("no-such-template")
+        .create(&fx.client)
+        .await
+        .unwrap_err();
+    assert!(format!("{err}").contains("no-such-template"), "{err}");
+    // Unknown sandbox through the proxy, header-routed.
+    let (status, body) = fx
+        .get_via_host("8000-nosuchsandbox.courier.test", "/")
+        .await;
+    assert_eq!(status, 502);
+    let body: serde_json::Value = serde_json::from_str(&body).expect("json body");
+    assert_eq!(
+        body,
+        serde_json::json!({"sandboxId": "nosuchsandbox", "message": "The sandbox was not found", "code": 502})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_to_envd_ready_latency() {
+    let Some(fx) = Fixture::new("create_latency").await else {
+        return;
+    };
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let start = Instant::now();
+        let sbx = Sandbox::builder().create(&fx.client).await.expect("create");
+        times.push(start.elapsed());
+        sbx.kill().await.expect("kill");
+    }
+    times.sort();
+    // Measured, not asserted (the machine may be loaded): see `cargo xtask bench`.
+    eprintln!(
+        "create -> envd ready over the API: p50 {:?}, max {:?}",
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+}
+
+/// A minimal upgrade server for port 9000 inside the sandbox: answers 101, then echoes
+/// upper-cased bytes (stands in for a WebSocket server; the proxy only sees an upgrade).
+const UPGRADE_ECHO: &str = r#"
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 9000))
+s.listen()
+while True:
+    c, _ = s.accept()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += c.recv(1024)
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+    while True:
+        d = c.recv(1024)
+        if not d:
+            break
+        c.sendall(d.upper())
+    c.close()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_pass_through_the_tunnel_and_kill_cuts_them() {
+    let Some(fx) = Fixture::new("upgrades").await else {
+        return;
+    };
+    let sbx = Sandbox::builder().create(&fx.client).await.expect("create");
+    sbx.files()
+        .write("/tmp/echo.py", UPGRADE_ECHO)
+        .await
+        .unwrap();
+    let _server = sbx
+        .commands()
+        .run("exec python3 /tmp/echo.py")
+        .timeout(Duration::ZERO)
+        .spawn()
+        .await
+        .expect("start echo server");
+    let host = sbx.get_host(9000);
+
+    // Retry until the server listens (the proxy answers 502 before that).
+    let mut stream;
+    let start = Instant::now();
+    loop {
+        stream = TcpStream::connect(fx.proxy_addr)
+            .await
+            .expect("connect proxy");
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "head ended early");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        if head.starts_with("HTTP/1.1 101") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no upgrade: {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stream.write_all(b"hello through the tunnel").await.unwrap();
+    let mut echoed = vec![0u8; 24];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"HELLO THROUGH THE TUNNEL");
+
+    // Killing the sandbox ends the upgraded connection.
+    sbx.kill().await.expect("kill");
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
+    assert!(
+        ended.is_ok(),
+        "the upgraded connection outlived the sandbox"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envd_requires_the_sandbox_access_token() {
+    let Some(fx) = Fixture::new("access_token").await else {
+        return;
+    };
+    let sbx = Sandbox::builder().create(&fx.client).await.expect("create");
+    let host = format!("49983-{}.{DOMAIN}", sbx.id());
+    let (status, _) = fx.get_via_host(&host, "/health").await;
+    assert_eq!(status, 204);
+    let (status, body) = fx.get_via_host(&host, "/envs").await;
+    assert_eq!(status, 401, "{body}");
+    sbx.kill().await.expect("kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_serves_one_server_at_a_time() {
+    let Some(fx) = Fixture::new("data_dir_lock").await else {
+        return;
+    };
+    let err = Sandboxd::start(fx.server.config().clone())
+        .await
+        .expect_err("second server on the same data dir");
+    assert!(err.to_string().contains("in use"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_pause_pauses_at_the_deadline_and_connect_resumes() {
+    let Some(fx) = Fixture::new("auto_pause").await else {
+        return;
+    };
+    let sbx = Sandbox::builder()
+        .auto_pause(true)
+        .create(&fx.client)
+        .await
+        .expect("create");
+    sbx.files()
+        .write("kept.txt", "paused, not killed")
+        .await
+        .unwrap();
+    sbx.set_timeout(Duration::from_secs(2))
+        .await
+        .expect("set_timeout");
+    eventually("auto-pause", Duration::from_secs(60), || async {
+        matches!(fx.client.get_info(sbx.id()).await, Ok(info) if info.state == SandboxState::Paused)
+    })
+    .await;
+    assert!(!sbx.is_running().await.expect("is_running"));
+    let resumed = Sandbox::connect(&fx.client, sbx.id())
+        .await
+        .expect("resume");
+    assert_eq!(
+        resumed.files().read_text("kept.txt").await.unwrap(),
+        "paused, not killed"
+    );
+    assert!(resumed.kill().await.expect("kill"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_whose_envd_fails_is_reported_and_leaves_nothing_behind() {
+    // `/bin/false` runs (the base layer is the host's /usr) and exits at once.
+    let Some(fx) = Fixture::with_envd("envd_fails", Some(PathBuf::from("/bin/false"))).await else {
+        return;
+    };
+    let err = Sandbox::builder()
+        .create(&fx.client)
+        .await
+        .expect_err("create must fail");
+    assert!(err.to_string().contains("envd"), "{err}");
+    assert!(fx.server.list().is_empty());
+    assert!(fx.server.runtime().list().is_empty());
+    let data = &fx.server.config().data_dir;
+    for dir in ["records", "envd", "runtime/sandboxes"] {
+        let left: Vec<_> = std::fs::read_dir(data.join(dir))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{dir}: {left:?}");
+    }
+}
