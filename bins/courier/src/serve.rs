@@ -130,7 +130,11 @@ struct Provider {
 /// there is one code path for the cloud and the local backend.
 async fn embedded_sandboxd(data_dir: &Path) -> Result<Provider> {
     use std::os::unix::fs::MetadataExt as _;
-    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+    if std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        != 0
+    {
         bail!("it needs root (namespaces, mounts, cgroups); run as root or set E2B_API_KEY");
     }
     let envd = match std::env::var_os("COURIER_ENVD_BINARY") {
