@@ -455,6 +455,7 @@ impl PrPipeline {
                 git.pr_number = Some(number as i64);
                 git.pr_url = Some(url.clone());
                 git.pr_status = Some(PrStatus::Created);
+                git.pr_error = None;
                 self.store.update_sandbox_git(sandbox_id, git).await?;
                 tracing::info!(sandbox = %sandbox_id, %url, "pull request created");
                 Ok(PrOutcome::Created { number, url })
@@ -464,6 +465,7 @@ impl PrPipeline {
             Err(err) => {
                 let reason = err.to_string();
                 git.pr_status = Some(PrStatus::Failed);
+                git.pr_error = Some(reason.clone());
                 self.store.update_sandbox_git(sandbox_id, git).await?;
                 tracing::warn!(sandbox = %sandbox_id, %reason, "pull request failed");
                 Ok(PrOutcome::Failed { reason })

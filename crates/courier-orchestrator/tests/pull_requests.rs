@@ -194,7 +194,9 @@ async fn a_validation_error_fails_with_githubs_reason_and_the_branch_is_kept() {
         reason.contains("A pull request already exists for acme:courier/login."),
         "{reason}"
     );
-    assert_eq!(w.stored().await.git.pr_status, Some(PrStatus::Failed));
+    let stored = w.stored().await.git;
+    assert_eq!(stored.pr_status, Some(PrStatus::Failed));
+    assert_eq!(stored.pr_error.as_deref(), Some(reason.as_str()));
     assert_eq!(
         w.repos.remote_ref("refs/heads/courier/login"),
         Some(w.repos.head()),
@@ -237,7 +239,9 @@ async fn bad_credentials_fail_with_the_401_and_never_echo_the_token() {
         "{reason}"
     );
     assert!(!reason.contains(TOKEN));
-    assert_eq!(w.stored().await.git.pr_status, Some(PrStatus::Failed));
+    let stored = w.stored().await.git;
+    assert_eq!(stored.pr_status, Some(PrStatus::Failed));
+    assert_eq!(stored.pr_error.as_deref(), Some(reason.as_str()));
 }
 
 #[tokio::test]
@@ -279,7 +283,9 @@ async fn a_hanging_push_is_cut_off_and_the_work_stays_committed() {
         w.github.requests().is_empty(),
         "no PR for an unpushed branch"
     );
-    assert_eq!(w.stored().await.git.pr_status, Some(PrStatus::Failed));
+    let stored = w.stored().await.git;
+    assert_eq!(stored.pr_status, Some(PrStatus::Failed));
+    assert_eq!(stored.pr_error.as_deref(), Some(reason.as_str()));
     // Nothing was lost: the branch and its commit are still there.
     assert_eq!(
         support::git(&w.repos.project(), &["rev-parse", "courier/login"]),

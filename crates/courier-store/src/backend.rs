@@ -82,6 +82,7 @@ macro_rules! impl_store {
                     pr_status: pr_status
                         .map(|s| PrStatus::parse_field(&s, "pr status"))
                         .transpose()?,
+                    pr_error: r.try_get("pr_error")?,
                 },
                 learning_status: LearningStatus::parse_field(
                     r.try_get("learning_status")?,
@@ -529,6 +530,7 @@ macro_rules! impl_store {
                         .bind(git.pr_url)
                         .bind(git.pr_number)
                         .bind(git.pr_status.map(PrStatus::as_str))
+                        .bind(git.pr_error)
                         .bind(now_micros()),
                 )
                 .await

@@ -265,7 +265,8 @@ pub async fn sandbox_round_trip(store: &dyn Store) {
         branch: Some("feature".into()),
         pr_url: Some("https://example.invalid/r/pull/7".into()),
         pr_number: Some(7),
-        pr_status: Some(PrStatus::Created),
+        pr_status: Some(PrStatus::Failed),
+        pr_error: Some("push rejected: pre-receive hook declined".into()),
     };
     store.update_sandbox_git(s.id, git.clone()).await.unwrap();
     store

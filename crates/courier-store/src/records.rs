@@ -173,6 +173,8 @@ pub struct GitInfo {
     pub pr_number: Option<i64>,
     /// Pull request step.
     pub pr_status: Option<PrStatus>,
+    /// Why the pull request failed, when `pr_status` is `failed`.
+    pub pr_error: Option<String>,
 }
 
 /// A sandbox and everything known about its run.

@@ -73,7 +73,7 @@ macro_rules! sandbox_cols {
     () => {
         "id, user_id, project_id, provider_sandbox_id, status, error_message, config, cli_tool, \
          model, prompt, run_id, issue_session_id, background_task_id, repo_url, branch, pr_url, \
-         pr_number, pr_status, learning_status, learning_error, created_at, updated_at, \
+         pr_number, pr_status, pr_error, learning_status, learning_error, created_at, updated_at, \
          started_at, ended_at, deleted_at"
     };
 }
@@ -227,7 +227,7 @@ pub(crate) const TRANSITION: &str = concat!(
 pub(crate) const SET_PROVIDER_ID: &str =
     "UPDATE sandboxes SET provider_sandbox_id = $2, updated_at = $3 WHERE id = $1";
 pub(crate) const SET_GIT: &str = "UPDATE sandboxes SET repo_url = $2, branch = $3, pr_url = $4, \
-     pr_number = $5, pr_status = $6, updated_at = $7 WHERE id = $1";
+     pr_number = $5, pr_status = $6, pr_error = $7, updated_at = $8 WHERE id = $1";
 pub(crate) const SET_LEARNING_STATUS: &str = "UPDATE sandboxes SET learning_status = $2, \
      learning_error = $3, updated_at = $4 WHERE id = $1";
 pub(crate) const SOFT_DELETE: &str = "UPDATE sandboxes SET deleted_at = $2, updated_at = $2 \
