@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courier_store::{
-    Learning, LearningCategory, LearningStatus, Message, NewLearning, ProjectId, SandboxId, Store,
+    Learning, LearningCategory, LearningId, LearningStatus, Message, NewLearning, ProjectId,
+    SandboxId, Store,
 };
 use courier_tools::Secret;
 use serde::{Deserialize, Serialize};
@@ -550,20 +551,29 @@ impl LearningPipeline {
         let extracted = parse_learnings(&answer, self.config.max_per_sandbox)?;
         let (fresh, merged) = merge_new(&existing, extracted, self.config.similarity_threshold);
 
-        // Everything above can fail without a trace; from here on only the store writes.
+        // Everything above can fail without a trace; the store then writes the new
+        // learnings and the version compiled from them in one transaction.
+        let now = chrono::Utc::now();
         let mut all = existing;
-        for learning in &fresh {
-            let stored = self
-                .store
-                .create_learning(NewLearning {
-                    project_id: sandbox.project_id,
-                    category: learning.category,
-                    content: learning.stored_content(),
-                    source_sandbox_id: Some(sandbox_id),
-                })
-                .await?;
-            all.push(stored);
-        }
+        let new: Vec<NewLearning> = fresh
+            .iter()
+            .map(|learning| NewLearning {
+                project_id: sandbox.project_id,
+                category: learning.category,
+                content: learning.stored_content(),
+                source_sandbox_id: Some(sandbox_id),
+            })
+            .collect();
+        // The compiled text only reads category, content and recency, so the new
+        // learnings take part as they will be stored.
+        all.extend(new.iter().map(|n| Learning {
+            id: LearningId::new(),
+            project_id: n.project_id,
+            category: n.category,
+            content: n.content.clone(),
+            source_sandbox_id: n.source_sandbox_id,
+            created_at: now,
+        }));
         let needs_version = !fresh.is_empty()
             || (!all.is_empty()
                 && self
@@ -571,16 +581,12 @@ impl LearningPipeline {
                     .active_learning_version(sandbox.project_id)
                     .await?
                     .is_none());
-        let version = if needs_version {
-            let compiled = compile(&all, self.config.compiled_budget);
-            let v = self
-                .store
-                .create_learning_version(sandbox.project_id, compiled, true)
-                .await?;
-            Some(v.version)
-        } else {
-            None
-        };
+        let compiled = needs_version.then(|| compile(&all, self.config.compiled_budget));
+        let (_, version) = self
+            .store
+            .record_learnings(sandbox.project_id, new, compiled)
+            .await?;
+        let version = version.map(|v| v.version);
         Ok(ExtractionOutcome::Completed {
             added: fresh.len(),
             merged,

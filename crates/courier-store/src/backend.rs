@@ -718,6 +718,71 @@ macro_rules! impl_store {
                 rows.iter().map(learning_from_row).collect()
             }
 
+            async fn record_learnings(
+                &self,
+                project_id: ProjectId,
+                learnings: Vec<NewLearning>,
+                compiled: Option<String>,
+            ) -> Result<(Vec<Learning>, Option<LearningVersion>)> {
+                let mut tx = self.write_tx().await?;
+                // Locks the project row first (same order as every other writer) and
+                // proves it exists before anything is inserted.
+                let version: i64 = sqlx::query(if compiled.is_some() {
+                    sql::NEXT_VERSION
+                } else {
+                    sql::LOCK_PROJECT
+                })
+                .bind(project_id.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::not_found("project", project_id))?
+                .try_get("learning_version_seq")?;
+                let mut stored = Vec::with_capacity(learnings.len());
+                for new in learnings {
+                    if new.project_id != project_id {
+                        // Dropping `tx` rolls back what was inserted so far.
+                        return Err(StoreError::InvalidInput {
+                            field: "project_id",
+                            message: format!(
+                                "learning belongs to project {}, not {project_id}",
+                                new.project_id
+                            ),
+                        });
+                    }
+                    let row = sqlx::query(sql::INSERT_LEARNING)
+                        .bind(LearningId::new().as_uuid())
+                        .bind(project_id.as_uuid())
+                        .bind(new.category.as_str())
+                        .bind(&new.content)
+                        .bind(new.source_sandbox_id.map(|s| s.as_uuid()))
+                        .bind(now_micros())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    stored.push(learning_from_row(&row)?);
+                }
+                let version = match compiled {
+                    Some(compiled) => {
+                        sqlx::query(sql::DEACTIVATE_VERSIONS)
+                            .bind(project_id.as_uuid())
+                            .execute(&mut *tx)
+                            .await?;
+                        let row = sqlx::query(sql::INSERT_VERSION)
+                            .bind(LearningVersionId::new().as_uuid())
+                            .bind(project_id.as_uuid())
+                            .bind(version)
+                            .bind(compiled)
+                            .bind(true)
+                            .bind(now_micros())
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        Some(version_from_row(&row)?)
+                    }
+                    None => None,
+                };
+                tx.commit().await?;
+                Ok((stored, version))
+            }
+
             async fn create_learning_version(
                 &self,
                 project_id: ProjectId,

@@ -81,6 +81,7 @@ macro_rules! conformance_tests {
             usage_totals_per_sandbox_project_and_day,
             cost_rates_apply_from_their_start,
             learning_versions_keep_one_active,
+            learnings_and_their_version_are_recorded_together,
             provider_keys_at_user_and_project_level,
             template_builds_record_progress,
         );
@@ -941,6 +942,68 @@ pub async fn cost_rates_apply_from_their_start(store: &dyn Store) {
             .await,
         "usd_per_unit",
     );
+}
+
+/// A batch of learnings and its compiled version are stored together or not at all.
+pub async fn learnings_and_their_version_are_recorded_together(store: &dyn Store) {
+    let p = project(store).await;
+    let other = project(store).await;
+    let s = sandbox(store, &p).await;
+    let new = |project_id, content: &str| NewLearning {
+        project_id,
+        category: LearningCategory::Pattern,
+        content: content.into(),
+        source_sandbox_id: Some(s.id),
+    };
+    let (stored, version) = store
+        .record_learnings(
+            p.id,
+            vec![
+                new(p.id, "use the repo's test helper"),
+                new(p.id, "prefer small PRs"),
+            ],
+            Some("compiled".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+    let version = version.expect("a version was asked for");
+    assert_eq!((version.version, version.active), (1, true));
+    assert_eq!(store.list_learnings(p.id).await.unwrap(), stored);
+    assert_eq!(
+        store.active_learning_version(p.id).await.unwrap(),
+        Some(version)
+    );
+
+    // A learning of another project in the batch: nothing of the batch is kept.
+    let err = store
+        .record_learnings(
+            p.id,
+            vec![new(p.id, "would be lost"), new(other.id, "wrong project")],
+            Some("never".into()),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidInput {
+                field: "project_id",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(store.list_learnings(p.id).await.unwrap().len(), 2);
+    assert_eq!(store.list_learning_versions(p.id).await.unwrap().len(), 1);
+
+    // Unknown project: not found, nothing written.
+    let missing = ProjectId::new();
+    let err = store
+        .record_learnings(missing, vec![new(missing, "x")], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }
 
 /// Versions number 1, 2, 3… per project and exactly one is active at a time.

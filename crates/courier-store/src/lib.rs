@@ -185,6 +185,14 @@ pub trait Store: Send + Sync {
     async fn create_learning(&self, new: NewLearning) -> Result<Learning>;
     /// A project's learnings, oldest first.
     async fn list_learnings(&self, project_id: ProjectId) -> Result<Vec<Learning>>;
+    /// Records `learnings` of one project and, with `compiled`, the project's next learning
+    /// version (made active), in one transaction: either all of it is stored or nothing.
+    async fn record_learnings(
+        &self,
+        project_id: ProjectId,
+        learnings: Vec<NewLearning>,
+        compiled: Option<String>,
+    ) -> Result<(Vec<Learning>, Option<LearningVersion>)>;
     /// Adds the project's next learning version; with `activate`, it becomes the one
     /// active version.
     async fn create_learning_version(
