@@ -55,7 +55,13 @@ impl Served {
     }
 }
 
+/// A served `courier` without a sandbox provider: the embedded courier-sandboxd is kept
+/// off by pointing it at a courier-envd that does not exist.
 fn serve() -> Served {
+    serve_with(false)
+}
+
+fn serve_with(embedded_sandboxd: bool) -> Served {
     let data = tempfile::tempdir().unwrap();
     let out = courier(data.path())
         .args([
@@ -77,7 +83,11 @@ fn serve() -> Served {
     let token = created["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("courier_"));
     let port = free_port();
-    let child = courier(data.path())
+    let mut serve = courier(data.path());
+    if !embedded_sandboxd {
+        serve.env("COURIER_ENVD_BINARY", "/nonexistent/courier-envd");
+    }
+    let child = serve
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -249,6 +259,7 @@ fn serve_stops_gracefully_on_sigterm_and_keeps_its_data() {
     let port = free_port();
     s.url = format!("http://127.0.0.1:{port}");
     s.child = courier(s.data.path())
+        .env("COURIER_ENVD_BINARY", "/nonexistent/courier-envd")
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -262,4 +273,42 @@ fn serve_stops_gracefully_on_sigterm_and_keeps_its_data() {
     let out = s.run(&["keys", "list", "--json"]);
     let keys: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(keys["items"][0]["masked"], "****zzzz");
+}
+
+#[test]
+fn serve_as_root_runs_sandboxes_in_the_embedded_sandboxd() {
+    let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    if uid.ok() != Some(0) {
+        println!("skipping: the embedded courier-sandboxd needs root");
+        return;
+    }
+    let envd = std::path::Path::new(BIN).with_file_name("courier-envd");
+    if !envd.is_file() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "courier-envd-bin"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building courier-envd");
+    }
+    let s = serve_with(true);
+    let out = s.run(&[
+        "sandbox",
+        "create",
+        "--tool",
+        "shell",
+        "--prompt",
+        "echo embedded-$((6*7)) on $(hostname) as $(whoami)",
+    ]);
+    assert!(out.status.success(), "{}{}", text(&out), err(&out));
+    assert!(text(&out).contains("embedded-42 on "), "{}", text(&out));
+    assert!(text(&out).contains(" as user"), "{}", text(&out));
+    let out = s.run(&["sandbox", "list", "--json"]);
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = page["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(page["items"][0]["status"], "running");
+    let out = s.run(&["sandbox", "kill", &id]);
+    assert!(out.status.success(), "{}", err(&out));
+    let out = s.run(&["sandbox", "get", &id, "--json"]);
+    let sandbox: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sandbox["status"], "killed");
 }
