@@ -7,9 +7,9 @@ use bytes::Bytes;
 use futures::{StreamExt, stream::BoxStream};
 
 use crate::{
-    Client, CommandEvent, CommandOutput, Result, Sandbox,
+    Client, CommandEvent, CommandOutput, Error, Result, Sandbox, SandboxQuery,
     envd::DEFAULT_COMMAND_TIMEOUT,
-    models::{NewSandbox, SandboxRecord},
+    models::{ListedSandbox, NewSandbox, SandboxRecord},
 };
 
 /// A command for [`SandboxApi::run`] and [`SandboxApi::spawn`]: run through `bash -l -c`.
@@ -148,6 +148,15 @@ pub trait SandboxApi: Send + Sync {
     async fn write_file(&self, sandbox: &SandboxRecord, path: &str, data: Bytes) -> Result<()>;
     /// Reads a whole file.
     async fn read_file(&self, sandbox: &SandboxRecord, path: &str) -> Result<Bytes>;
+    /// Every sandbox of the account, running or paused (all pages). Used to reconcile a
+    /// caller's records with the provider (e.g. to find orphans by their metadata).
+    ///
+    /// The default answers [`Error::InvalidArgument`]: a provider that cannot list.
+    async fn list(&self) -> Result<Vec<ListedSandbox>> {
+        Err(Error::InvalidArgument {
+            message: "this sandbox provider cannot list sandboxes".to_owned(),
+        })
+    }
 }
 
 fn command(sandbox: &Sandbox, spec: CommandSpec) -> crate::RunCommand {
@@ -233,6 +242,11 @@ impl SandboxApi for Client {
             .read(path)
             .await
     }
+
+    async fn list(&self) -> Result<Vec<ListedSandbox>> {
+        use futures::TryStreamExt as _;
+        Client::list(self, SandboxQuery::new()).try_collect().await
+    }
 }
 
 #[cfg(test)]
@@ -247,5 +261,13 @@ mod tests {
             .returning(|_| Ok(true));
         let api: Box<dyn SandboxApi> = Box::new(mock);
         assert!(api.kill("abc").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn list_is_mockable() {
+        let mut mock = MockSandboxApi::new();
+        mock.expect_list().returning(|| Ok(Vec::new()));
+        let api: Box<dyn SandboxApi> = Box::new(mock);
+        assert!(api.list().await.unwrap().is_empty());
     }
 }

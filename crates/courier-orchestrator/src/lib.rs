@@ -9,7 +9,9 @@
 //! - [`usage`]: compute seconds, tokens and cost without double counting, rate-table prices,
 //!   totals.
 //! - [`lifecycle`]: the [`Orchestrator`](lifecycle::Orchestrator): create, follow-ups,
-//!   kill, pause and resume, soft delete, restore, purge, timeouts.
+//!   kill, pause and resume, soft delete, restore, purge, timeouts (checkpoint before the
+//!   deadline, extension while the agent works), restart reconciliation and re-attaching
+//!   to running agents' output.
 //! - [`pr`]: a finished sandbox's branch pushed and opened as a GitHub pull request,
 //!   followed to `merged` by polling or a signed webhook.
 //! - [`learnings`]: learnings extracted from a finished sandbox's transcript by an LLM,

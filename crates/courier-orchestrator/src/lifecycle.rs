@@ -4,6 +4,38 @@
 //! Every status change is one compare-and-set in the store (which keeps the project's
 //! active-sandbox counter exact); the provider is reached only through
 //! [`SandboxApi`](courier_e2b::SandboxApi).
+//!
+//! ## Timeouts
+//!
+//! [`Orchestrator::tick_timeouts`] (called periodically) looks at each sandbox's deadline.
+//! Within [`TimeoutPolicy::checkpoint_lead`] of it, a sandbox whose agent is working has
+//! its deadline pushed back by [`TimeoutPolicy::extension`] (at the provider too, with
+//! `set_timeout`), never beyond [`TimeoutPolicy::max_lifetime`] from its creation; an idle
+//! one (or one at its maximum) is checkpointed: the work in progress is committed and
+//! pushed ([`save_work_command`]) while the sandbox still lives. At the deadline the
+//! sandbox is killed (which saves the work again, best effort).
+//!
+//! ## Restart safety
+//!
+//! The agent runs as a background process tagged [`AGENT_TAG`] whose stdout is also
+//! copied (`tee`) into a log file in the sandbox ([`AGENT_RUN_DIR`]), next to its pid and,
+//! once it ends, its exit code. envd does not replay past output to a new connection, so
+//! that file is what makes re-attaching exact: [`Orchestrator::reconcile`] (run at
+//! startup) resumes each running sandbox's `streaming` message from the number of lines
+//! its stored raw log already holds (each stdout line is stored as exactly one raw-log
+//! line), following the file until the agent's process ends, with the same sequence
+//! number, so subscribers see neither a gap nor a repeat. The one window left: a process
+//! that dies between storing a line's text and storing its raw line repeats that line's
+//! text on re-attach. The parser's state from before the restart (e.g. the session id) is
+//! not restored; usage is taken from the run's result event as usual.
+//!
+//! Reconcile also ends what a restart left inconsistent: sandboxes `running` or `paused`
+//! in the store but gone at the provider become `killed` with the reason, `creating` ones
+//! (a create cut short) become `error` with their provider sandbox destroyed, and provider
+//! sandboxes carrying Courier's metadata ([`METADATA_SANDBOX_ID`]) whose sandbox is
+//! unknown to the store or already ended are killed as orphans. Follow-ups stored but not
+//! yet delivered (user messages after the streaming answer) are queued again. A sandbox
+//! paused across a restart is followed again when [resumed](Orchestrator::resume).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -11,15 +43,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use courier_e2b::models::{NewSandbox as ProviderSandbox, SandboxRecord};
+use courier_e2b::models::{ListedSandbox, NewSandbox as ProviderSandbox, SandboxRecord};
 use courier_e2b::{CommandSpec, SandboxApi};
 use courier_store::{
-    GitInfo, Message, NewSandbox, PageRequest, Provider, Sandbox, SandboxFilter, SandboxId,
-    SandboxStatus, Store, StoreError,
+    GitInfo, Message, MessageRole, MessageStatus, NewSandbox, PageRequest, Provider, Sandbox,
+    SandboxFilter, SandboxId, SandboxStatus, Store, StoreError,
 };
 use courier_tools::{
-    PROJECT_DIR, RunRequest, SetupContext, SetupStep, ThinkingEffort, ToolId, build_setup_plan,
-    first_run_command, follow_up_command, kill_command, shell_quote,
+    PROJECT_DIR, RunRequest, Secret, SetupContext, SetupStep, ThinkingEffort, ToolId,
+    build_setup_plan, first_run_command, follow_up_command, kill_command, shell_quote,
 };
 use tokio::task::JoinHandle;
 
@@ -35,6 +67,71 @@ use crate::{OrchestratorError, Result};
 pub const METADATA_SANDBOX_ID: &str = "courier_sandbox_id";
 /// Metadata key on provider sandboxes holding the project id.
 pub const METADATA_PROJECT_ID: &str = "courier_project_id";
+
+/// The envd tag of the agent's background process.
+pub const AGENT_TAG: &str = "courier-agent";
+/// The directory in the sandbox holding the current agent run's output copy (`out.log`),
+/// its shell's pid (`pid`) and, once it ended, its exit code (`exit`).
+pub const AGENT_RUN_DIR: &str = "/tmp/courier-agent";
+/// The exit code reported for a re-attached run whose exit code was never written (its
+/// shell was killed).
+const UNKNOWN_EXIT: i32 = 137;
+
+/// How the orchestrator treats deadlines (see the [module docs](self#timeouts)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeoutPolicy {
+    /// How long before a deadline the work is checkpointed or the deadline extended.
+    pub checkpoint_lead: Duration,
+    /// How far a working agent's deadline is pushed back at a time.
+    pub extension: Duration,
+    /// The longest a sandbox may live from its creation, extensions included.
+    pub max_lifetime: Duration,
+}
+
+impl Default for TimeoutPolicy {
+    /// 60 s lead, 10 min extensions, at most 14 400 000 ms (4 h).
+    fn default() -> Self {
+        TimeoutPolicy {
+            checkpoint_lead: Duration::from_secs(60),
+            extension: Duration::from_secs(600),
+            max_lifetime: Duration::from_millis(*crate::config::TIMEOUT_MS.end() as u64),
+        }
+    }
+}
+
+/// What [`Orchestrator::reconcile`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Sandboxes `running`/`paused` in the store but gone at the provider, now `killed`.
+    pub vanished: Vec<SandboxId>,
+    /// Sandboxes left `creating` by an interrupted create, now `error`.
+    pub interrupted: Vec<SandboxId>,
+    /// Provider sandboxes (ids) carrying Courier's metadata but unknown or ended here,
+    /// killed.
+    pub orphans: Vec<String>,
+    /// Running sandboxes whose agent this orchestrator follows again.
+    pub reattached: Vec<SandboxId>,
+}
+
+/// Wraps an agent command line: its stdout also goes to the run's log file, and its
+/// shell's pid and exit code are written next to it (see the [module docs](self)).
+pub fn agent_command(line: &str) -> String {
+    let dir = AGENT_RUN_DIR;
+    format!(
+        "mkdir -p {dir} && rm -f {dir}/exit && echo $$ > {dir}/pid && {{ {line} ; }} | tee {dir}/out.log; \
+         code=${{PIPESTATUS[0]}}; echo $code > {dir}/exit; exit $code"
+    )
+}
+
+/// Follows a run's log file from line `skip + 1` until the run's shell ends, then exits
+/// with the run's exit code (see the [module docs](self)).
+pub fn reattach_command(skip: usize) -> String {
+    let dir = AGENT_RUN_DIR;
+    format!(
+        "tail -n +{} -f --pid=\"$(cat {dir}/pid)\" {dir}/out.log; exit \"$(cat {dir}/exit 2>/dev/null || echo {UNKNOWN_EXIT})\"",
+        skip + 1
+    )
+}
 
 /// How long one setup command may run.
 const SETUP_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
@@ -60,6 +157,10 @@ struct Live {
     working: bool,
     queue: VecDeque<String>,
     agent: Option<JoinHandle<()>>,
+    /// When the sandbox ends unless extended.
+    deadline: DateTime<Utc>,
+    /// The deadline the work was last checkpointed for.
+    checkpointed: Option<DateTime<Utc>>,
 }
 
 /// Runs sandboxes through their lifecycle. Cheap to clone; clones share state.
@@ -72,6 +173,8 @@ pub struct Orchestrator {
     live: Arc<Mutex<HashMap<SandboxId, Live>>>,
     pull_requests: Option<PrPipeline>,
     learnings: Option<LearningPipeline>,
+    tool_path: Vec<String>,
+    timeouts: TimeoutPolicy,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -96,6 +199,44 @@ impl Orchestrator {
             live: Arc::default(),
             pull_requests: None,
             learnings: None,
+            tool_path: Vec::new(),
+            timeouts: TimeoutPolicy::default(),
+        }
+    }
+
+    /// Puts `dirs` first on `PATH` for every command run in a sandbox: operator tools
+    /// mounted into sandboxes (e.g. courier-sandboxd's shared dirs). Set in the command
+    /// line itself, because commands run in a login shell, whose `/etc/profile` resets an
+    /// inherited `PATH`.
+    pub fn with_tool_path(mut self, dirs: Vec<String>) -> Self {
+        self.tool_path = dirs;
+        self
+    }
+
+    /// Replaces the [`TimeoutPolicy`].
+    pub fn with_timeouts(mut self, policy: TimeoutPolicy) -> Self {
+        self.timeouts = policy;
+        self
+    }
+
+    /// A command for a sandbox, with the tool path applied.
+    fn command(&self, cmd: impl Into<String>) -> CommandSpec {
+        let cmd = cmd.into();
+        if self.tool_path.is_empty() {
+            return CommandSpec::new(cmd);
+        }
+        let path: Vec<String> = self.tool_path.iter().map(|d| shell_quote(d)).collect();
+        CommandSpec::new(format!("export PATH={}:\"$PATH\"; {cmd}", path.join(":")))
+    }
+
+    /// Stops following every agent (their processes keep running in the sandboxes) and
+    /// forgets the live state: what a process exit does, for a graceful restart or tests.
+    /// A later orchestrator picks them up again with [`reconcile`](Self::reconcile).
+    pub fn detach_all(&self) {
+        for (_, live) in self.lock().drain() {
+            if let Some(agent) = live.agent {
+                agent.abort();
+            }
         }
     }
 
@@ -218,6 +359,9 @@ impl Orchestrator {
                     working: true,
                     queue: VecDeque::new(),
                     agent: None,
+                    deadline: sandbox.created_at
+                        + chrono::Duration::milliseconds(valid.sandbox.timeout_ms),
+                    checkpointed: None,
                 },
             );
             let running = self
@@ -245,6 +389,11 @@ impl Orchestrator {
 
     /// Ends a failed create: provider sandbox destroyed, `error` with the message.
     async fn fail(&self, id: SandboxId, provider_id: Option<&str>, err: &OrchestratorError) {
+        self.fail_with(id, provider_id, err.to_string()).await;
+    }
+
+    /// Ends a create with `message`: provider sandbox destroyed, `error`.
+    async fn fail_with(&self, id: SandboxId, provider_id: Option<&str>, message: String) {
         if let Some(live) = self.lock().remove(&id)
             && let Some(agent) = live.agent
         {
@@ -255,7 +404,6 @@ impl Orchestrator {
         {
             tracing::warn!(sandbox = %id, error = %e, "could not destroy a failed sandbox");
         }
-        let message = err.to_string();
         for from in [SandboxStatus::Creating, SandboxStatus::Running] {
             match self
                 .store
@@ -296,7 +444,7 @@ impl Orchestrator {
                         .await
                         .map_err(|e| failed(format!("writing {path}: {e}")))?;
                     let chmod = format!("chmod {mode:o} {}", shell_quote(path));
-                    self.run_checked(record, CommandSpec::new(chmod), &failed)
+                    self.run_checked(record, self.command(chmod), &failed)
                         .await?;
                 }
                 SetupStep::Run {
@@ -304,7 +452,7 @@ impl Orchestrator {
                     cwd,
                     env: step_env,
                 } => {
-                    let mut spec = CommandSpec::new(command.clone()).timeout(SETUP_COMMAND_TIMEOUT);
+                    let mut spec = self.command(command.clone()).timeout(SETUP_COMMAND_TIMEOUT);
                     spec.envs = env.clone();
                     spec.envs.extend(
                         step_env
@@ -376,13 +524,27 @@ impl Orchestrator {
             } else {
                 first_run_command(live.tool, &request)
             };
-            let mut spec = CommandSpec::new(line.to_shell()).timeout(Duration::ZERO);
+            let mut spec = self
+                .command(agent_command(&line.to_shell()))
+                .timeout(Duration::ZERO)
+                .tag(AGENT_TAG);
             spec.envs = live.env.clone();
             (live.record.clone(), live.tool, spec)
         };
         let spawned = self.api.spawn(&record, command).await?;
         let recorder =
             StreamRecorder::start(self.store.clone(), self.hub.clone(), id, tool).await?;
+        self.follow(id, spawned, recorder);
+        Ok(())
+    }
+
+    /// Records a spawned run in the background; its end delivers the next queued message.
+    fn follow(
+        &self,
+        id: SandboxId,
+        spawned: courier_e2b::SpawnedCommand,
+        recorder: StreamRecorder,
+    ) {
         let this = self.clone();
         let task = tokio::spawn(async move {
             let outcome = recorder.record(spawned.events).await;
@@ -392,7 +554,6 @@ impl Orchestrator {
             live.working = true;
             live.agent = Some(task);
         }
-        Ok(())
     }
 
     async fn run_ended(&self, id: SandboxId, outcome: Result<RunOutcome>) {
@@ -479,11 +640,11 @@ impl Orchestrator {
         let tool: ToolId = sandbox.cli_tool.parse().unwrap_or_default();
         let record = self.provider_record(&sandbox).await;
         if let Some(record) = &record {
-            let stop = CommandSpec::new(kill_command(tool).to_shell());
+            let stop = self.command(kill_command(tool).to_shell());
             if let Err(e) = self.api.run(record, stop).await {
                 tracing::warn!(sandbox = %id, error = %e, "could not stop the agent");
             }
-            let save = CommandSpec::new(save_work_command()).timeout(SAVE_WORK_TIMEOUT);
+            let save = self.command(save_work_command()).timeout(SAVE_WORK_TIMEOUT);
             match self.api.run(record, save).await {
                 Ok(out) if out.exit_code != 0 => {
                     tracing::info!(sandbox = %id, stderr = %out.stderr, "work not pushed");
@@ -605,13 +766,27 @@ impl Orchestrator {
         };
         let timeout = Duration::from_millis(sandbox.config.timeout_ms.max(0) as u64);
         let record = self.api.connect(&pid, Some(timeout)).await?;
-        if let Some(live) = self.lock().get_mut(&id) {
-            live.record = record;
-        }
-        Ok(self
+        let known = match self.lock().get_mut(&id) {
+            Some(live) => {
+                live.record = record;
+                live.deadline =
+                    Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
+                true
+            }
+            None => false,
+        };
+        let running = self
             .store
             .transition_sandbox(id, SandboxStatus::Paused, SandboxStatus::Running, None)
-            .await?)
+            .await?;
+        if !known {
+            // Paused before a restart: follow it again now that it can be reached.
+            let deadline = Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
+            if let Err(e) = self.reattach(&running, &pid, deadline).await {
+                tracing::warn!(sandbox = %id, error = %e, "could not re-attach a resumed sandbox");
+            }
+        }
+        Ok(running)
     }
 
     /// Hides a sandbox (it stops counting as active).
@@ -667,22 +842,291 @@ impl Orchestrator {
         Ok(killed)
     }
 
-    /// Kills every sandbox this orchestrator runs whose configured lifetime (from its
-    /// creation) has passed at `now`; returns the ids killed.
+    /// Acts on deadlines at `now` (see the [module docs](self#timeouts)): extends working
+    /// sandboxes near their deadline up to the maximum lifetime, checkpoints the others
+    /// once per deadline, and kills every sandbox whose deadline has passed; returns the
+    /// ids killed.
     pub async fn tick_timeouts(&self, now: DateTime<Utc>) -> Result<Vec<SandboxId>> {
         let ids: Vec<SandboxId> = self.lock().keys().copied().collect();
         let mut expired = Vec::new();
+        let lead = chrono::Duration::from_std(self.timeouts.checkpoint_lead).unwrap_or_default();
+        let extension = chrono::Duration::from_std(self.timeouts.extension).unwrap_or_default();
+        let max_lifetime =
+            chrono::Duration::from_std(self.timeouts.max_lifetime).unwrap_or_default();
         for id in ids {
             let sandbox = self.store.get_sandbox(id).await?;
-            let deadline =
-                sandbox.created_at + chrono::Duration::milliseconds(sandbox.config.timeout_ms);
-            if !sandbox.status.is_final() && now >= deadline {
-                let reason = format!("timed out after {} ms", sandbox.config.timeout_ms);
-                self.kill(id, Some(reason)).await?;
-                expired.push(id);
+            let Some((deadline, working, checkpointed, record)) = self
+                .lock()
+                .get(&id)
+                .map(|l| (l.deadline, l.working, l.checkpointed, l.record.clone()))
+            else {
+                continue;
+            };
+            if sandbox.status.is_final() {
+                continue;
+            }
+            if now >= deadline {
+                let lived = (deadline - sandbox.created_at).num_milliseconds();
+                let reason = format!("timed out after {lived} ms");
+                match self.kill(id, Some(reason)).await {
+                    Ok(_) => expired.push(id),
+                    Err(OrchestratorError::InvalidState { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            if sandbox.status != SandboxStatus::Running || now < deadline - lead {
+                continue;
+            }
+            let max_deadline = sandbox.created_at + max_lifetime;
+            if working && deadline < max_deadline {
+                let extended = (deadline + extension).min(max_deadline);
+                let remaining = (extended - now).to_std().unwrap_or_default();
+                match self.api.set_timeout(&record.sandbox_id, remaining).await {
+                    Ok(()) => {
+                        tracing::info!(sandbox = %id, deadline = %extended, "agent working: deadline extended");
+                        if let Some(live) = self.lock().get_mut(&id) {
+                            live.deadline = extended;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(sandbox = %id, error = %e, "could not extend the deadline");
+                    }
+                }
+                continue;
+            }
+            if checkpointed != Some(deadline) {
+                self.checkpoint(id, &record).await;
+                if let Some(live) = self.lock().get_mut(&id) {
+                    live.checkpointed = Some(deadline);
+                }
             }
         }
         Ok(expired)
+    }
+
+    /// Commits and pushes the work in progress (best effort), leaving the agent running.
+    async fn checkpoint(&self, id: SandboxId, record: &SandboxRecord) {
+        let save = self.command(save_work_command()).timeout(SAVE_WORK_TIMEOUT);
+        match self.api.run(record, save).await {
+            Ok(out) if out.exit_code != 0 => {
+                tracing::info!(sandbox = %id, stderr = %out.stderr, "checkpoint: work not pushed");
+            }
+            Err(e) => tracing::warn!(sandbox = %id, error = %e, "checkpoint failed"),
+            Ok(_) => tracing::info!(sandbox = %id, "checkpoint: work pushed"),
+        }
+    }
+
+    /// The deadline this orchestrator holds for a sandbox it runs.
+    pub fn deadline(&self, id: SandboxId) -> Option<DateTime<Utc>> {
+        self.lock().get(&id).map(|l| l.deadline)
+    }
+
+    /// Reconciles the store with the provider at startup, and follows running agents
+    /// again (see the [module docs](self#restart-safety)).
+    ///
+    /// Fails when the provider cannot list its sandboxes; then nothing is changed.
+    pub async fn reconcile(&self) -> Result<ReconcileReport> {
+        let listed = self.api.list().await?;
+        let at_provider: HashMap<&str, &ListedSandbox> =
+            listed.iter().map(|l| (l.sandbox_id.as_str(), l)).collect();
+        let mut report = ReconcileReport::default();
+        let filter = SandboxFilter {
+            deleted: courier_store::DeletedFilter::Include,
+            ..Default::default()
+        };
+        for sandbox in self.live_sandboxes(filter).await? {
+            if self.lock().contains_key(&sandbox.id) {
+                continue;
+            }
+            let provider = sandbox
+                .provider_sandbox_id
+                .as_deref()
+                .and_then(|pid| at_provider.get(pid).copied());
+            match (sandbox.status, provider) {
+                (SandboxStatus::Creating, _) => {
+                    self.fail_with(
+                        sandbox.id,
+                        sandbox.provider_sandbox_id.as_deref(),
+                        "create interrupted by an orchestrator restart".into(),
+                    )
+                    .await;
+                    report.interrupted.push(sandbox.id);
+                }
+                (_, None) => {
+                    let reason = "sandbox vanished at the provider".to_owned();
+                    match self.end_vanished(&sandbox, reason).await {
+                        Ok(()) => report.vanished.push(sandbox.id),
+                        Err(OrchestratorError::InvalidState { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                (SandboxStatus::Running, Some(listed)) => {
+                    match self
+                        .reattach(&sandbox, &listed.sandbox_id, listed.end_at)
+                        .await
+                    {
+                        Ok(()) => report.reattached.push(sandbox.id),
+                        Err(e) => {
+                            tracing::warn!(sandbox = %sandbox.id, error = %e, "could not re-attach");
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for listed in &listed {
+            let Some(courier_id) = listed.metadata.get(METADATA_SANDBOX_ID) else {
+                continue;
+            };
+            let known = match courier_id.parse::<SandboxId>() {
+                Ok(id) => match self.store.get_sandbox(id).await {
+                    Ok(s) => !s.status.is_final(),
+                    Err(StoreError::NotFound { .. }) => false,
+                    Err(e) => return Err(e.into()),
+                },
+                Err(_) => false,
+            };
+            if !known {
+                tracing::warn!(provider_sandbox = %listed.sandbox_id, "killing an orphan sandbox");
+                if let Err(e) = self.api.kill(&listed.sandbox_id).await {
+                    tracing::warn!(provider_sandbox = %listed.sandbox_id, error = %e, "could not kill an orphan");
+                } else {
+                    report.orphans.push(listed.sandbox_id.clone());
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Ends a sandbox whose provider sandbox is gone: `killed` with the reason, compute
+    /// recorded.
+    async fn end_vanished(&self, sandbox: &Sandbox, reason: String) -> Result<()> {
+        if let Some(live) = self.lock().remove(&sandbox.id)
+            && let Some(agent) = live.agent
+        {
+            agent.abort();
+        }
+        let killed = self
+            .transition_to_final(sandbox.id, SandboxStatus::Killed, Some(reason))
+            .await?;
+        let compute = compute_record(self.store.as_ref(), &killed, Utc::now()).await?;
+        self.store.record_usage(&[compute]).await?;
+        self.hub.close(sandbox.id);
+        Ok(())
+    }
+
+    /// The environment the setup plan gives agent runs, rebuilt for a re-attached sandbox.
+    async fn rebuilt_env(
+        &self,
+        sandbox: &Sandbox,
+        tool: ToolId,
+    ) -> Result<HashMap<String, String>> {
+        let keys = self
+            .vault
+            .provider_keys(sandbox.user_id, sandbox.project_id)
+            .await?;
+        let github: Option<Secret> = self
+            .vault
+            .resolve(sandbox.user_id, sandbox.project_id, Provider::GitHub)
+            .await?
+            .map(|k| k.secret);
+        let context = SetupContext {
+            tool,
+            repo_url: sandbox.git.repo_url.clone(),
+            branch_name: sandbox
+                .git
+                .branch
+                .clone()
+                .unwrap_or_else(|| format!("courier/{}", &sandbox.id.to_string()[..8])),
+            github_token: github,
+            keys,
+            ..Default::default()
+        };
+        let plan = build_setup_plan(&context)?;
+        Ok(plan
+            .steps
+            .iter()
+            .filter_map(|step| match step {
+                SetupStep::SetEnv { name, value } => {
+                    Some((name.clone(), value.expose().to_owned()))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Follows a running sandbox again: its live state rebuilt, its `streaming` message
+    /// (if any) resumed from the run's log file, undelivered follow-ups queued again.
+    async fn reattach(&self, sandbox: &Sandbox, pid: &str, deadline: DateTime<Utc>) -> Result<()> {
+        let record = self.api.connect(pid, None).await?;
+        let tool: ToolId = sandbox.cli_tool.parse().unwrap_or_default();
+        let env = self.rebuilt_env(sandbox, tool).await?;
+        let mut messages = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self
+                .store
+                .list_messages(sandbox.id, after, courier_store::MAX_PAGE_LIMIT)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            messages.extend(page);
+        }
+        let streaming = messages
+            .iter()
+            .rev()
+            .find(|m| m.role == MessageRole::Assistant && m.status == MessageStatus::Streaming)
+            .cloned();
+        let answered = messages
+            .iter()
+            .rev()
+            .find(|m| m.role == MessageRole::Assistant)
+            .map_or(0, |m| m.seq);
+        let mut queue: VecDeque<String> = messages
+            .iter()
+            .filter(|m| m.role == MessageRole::User && m.seq > answered)
+            .map(|m| m.content.clone())
+            .collect();
+        // A run whose answer message never started (a restart right after storing the
+        // follow-up) is started again from the queue below.
+        let first_unstarted = if streaming.is_none() && answered > 0 {
+            queue.pop_front()
+        } else {
+            None
+        };
+        self.lock().insert(
+            sandbox.id,
+            Live {
+                record: record.clone(),
+                tool,
+                model: sandbox.model.clone(),
+                thinking_effort: None,
+                env: env.clone(),
+                working: streaming.is_some() || first_unstarted.is_some(),
+                queue,
+                agent: None,
+                deadline,
+                checkpointed: None,
+            },
+        );
+        if let Some(message) = streaming {
+            let skip = message.raw_log.matches('\n').count();
+            let mut spec = self.command(reattach_command(skip)).timeout(Duration::ZERO);
+            spec.envs = env;
+            let spawned = self.api.spawn(&record, spec).await?;
+            let recorder = StreamRecorder::resume(
+                self.store.clone(),
+                self.hub.clone(),
+                sandbox.id,
+                tool,
+                message,
+            );
+            self.follow(sandbox.id, spawned, recorder);
+        } else if let Some(prompt) = first_unstarted {
+            self.start_run(sandbox.id, prompt, true).await?;
+        }
+        Ok(())
     }
 }
 
@@ -699,6 +1143,23 @@ mod tests {
 
     type Runs = Arc<Mutex<Vec<String>>>;
     type Agents = Arc<Mutex<Vec<mpsc::UnboundedSender<courier_e2b::Result<CommandEvent>>>>>;
+    type Listed = Arc<Mutex<Vec<ListedSandbox>>>;
+
+    fn listed(id: &str, courier_id: Option<SandboxId>) -> ListedSandbox {
+        let mut listed: ListedSandbox = serde_json::from_value(serde_json::json!({
+            "templateID": "claude", "sandboxID": id, "clientID": "c",
+            "startedAt": "2026-01-01T00:00:00Z", "endAt": "2026-01-01T01:00:00Z",
+            "envdVersion": "0.6.13", "cpuCount": 2, "memoryMB": 1024, "diskSizeMB": 1024,
+            "state": "running"
+        }))
+        .unwrap();
+        if let Some(courier_id) = courier_id {
+            listed
+                .metadata
+                .insert(METADATA_SANDBOX_ID.to_owned(), courier_id.to_string());
+        }
+        listed
+    }
 
     fn record() -> SandboxRecord {
         serde_json::from_str(
@@ -718,8 +1179,16 @@ mod tests {
 
     /// A provider whose commands succeed (or fail when they contain `fail_on`), recording
     /// every command line, and whose agents stream what the test sends them.
-    fn provider(fail_on: Option<&'static str>, runs: Runs, agents: Agents) -> MockSandboxApi {
+    fn provider(
+        fail_on: Option<&'static str>,
+        runs: Runs,
+        agents: Agents,
+        listed: Listed,
+    ) -> MockSandboxApi {
         let mut api = MockSandboxApi::new();
+        api.expect_list()
+            .returning(move || Ok(listed.lock().unwrap().clone()));
+        api.expect_set_timeout().returning(|_, _| Ok(()));
         api.expect_create().returning(|_| Ok(record()));
         api.expect_write_file().returning(|_, _, _| Ok(()));
         let run_log = runs.clone();
@@ -752,6 +1221,8 @@ mod tests {
         project: ProjectId,
         runs: Runs,
         agents: Agents,
+        listed: Listed,
+        vault: KeyVault,
     }
 
     async fn world(fail_on: Option<&'static str>, with_key: bool) -> World {
@@ -771,12 +1242,13 @@ mod tests {
         }
         let runs = Runs::default();
         let agents = Agents::default();
-        let api = provider(fail_on, runs.clone(), agents.clone());
+        let listed = Listed::default();
+        let api = provider(fail_on, runs.clone(), agents.clone(), listed.clone());
         World {
             orchestrator: Orchestrator::new(
                 store.clone(),
                 Arc::new(api),
-                vault,
+                vault.clone(),
                 EventHub::default(),
             ),
             store,
@@ -784,10 +1256,28 @@ mod tests {
             project: project.id,
             runs,
             agents,
+            listed,
+            vault,
         }
     }
 
     impl World {
+        /// A second orchestrator over the same store, vault and provider (a restart).
+        fn restarted(&self) -> Orchestrator {
+            let api = provider(
+                None,
+                self.runs.clone(),
+                self.agents.clone(),
+                self.listed.clone(),
+            );
+            Orchestrator::new(
+                self.store.clone(),
+                Arc::new(api),
+                self.vault.clone(),
+                EventHub::default(),
+            )
+        }
+
         fn request(&self) -> CreateRequest {
             CreateRequest {
                 user_id: self.user,
@@ -1075,5 +1565,122 @@ mod tests {
             SandboxStatus::Killed
         );
         assert_eq!(w.active().await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_working_agent_is_extended_an_idle_one_checkpointed_before_the_kill() {
+        let w = world(None, true).await;
+        let sandbox = w.orchestrator.create(w.request()).await.unwrap();
+        let deadline = w.orchestrator.deadline(sandbox.id).unwrap();
+        let near = deadline - chrono::Duration::seconds(30);
+        assert!(w.orchestrator.tick_timeouts(near).await.unwrap().is_empty());
+        let extended = w.orchestrator.deadline(sandbox.id).unwrap();
+        assert_eq!(extended, deadline + chrono::Duration::seconds(600));
+        let saves = |w: &World| {
+            w.runs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.contains("git push"))
+                .count()
+        };
+        assert_eq!(saves(&w), 0, "no checkpoint while extending");
+
+        w.finish_agent(0).await;
+        w.until("idle", |w| !w.orchestrator.is_working(sandbox.id))
+            .await;
+        let near = extended - chrono::Duration::seconds(30);
+        assert!(w.orchestrator.tick_timeouts(near).await.unwrap().is_empty());
+        assert_eq!(saves(&w), 1, "checkpointed");
+        assert!(w.orchestrator.tick_timeouts(near).await.unwrap().is_empty());
+        assert_eq!(saves(&w), 1, "once per deadline");
+        assert_eq!(
+            w.store.get_sandbox(sandbox.id).await.unwrap().status,
+            SandboxStatus::Running
+        );
+        assert_eq!(
+            w.orchestrator.tick_timeouts(extended).await.unwrap(),
+            vec![sandbox.id]
+        );
+        assert_eq!(
+            w.store.get_sandbox(sandbox.id).await.unwrap().status,
+            SandboxStatus::Killed
+        );
+    }
+
+    #[tokio::test]
+    async fn the_maximum_lifetime_caps_extensions() {
+        let w = world(None, true).await;
+        let orchestrator = w.orchestrator.clone().with_timeouts(TimeoutPolicy {
+            checkpoint_lead: Duration::from_secs(60),
+            extension: Duration::from_secs(3600),
+            max_lifetime: Duration::from_secs(1000),
+        });
+        let sandbox = orchestrator.create(w.request()).await.unwrap();
+        let deadline = orchestrator.deadline(sandbox.id).unwrap();
+        orchestrator
+            .tick_timeouts(deadline - chrono::Duration::seconds(30))
+            .await
+            .unwrap();
+        assert_eq!(
+            orchestrator.deadline(sandbox.id).unwrap(),
+            sandbox.created_at + chrono::Duration::seconds(1000)
+        );
+    }
+
+    #[tokio::test]
+    async fn reconcile_ends_lost_and_interrupted_kills_orphans_and_reattaches() {
+        let w = world(None, true).await;
+        // The seeded sandbox was left `creating`.
+        let running = w.orchestrator.create(w.request()).await.unwrap();
+        let lost = w.orchestrator.create(w.request()).await.unwrap();
+        w.store
+            .set_provider_sandbox_id(lost.id, "sbx-gone")
+            .await
+            .unwrap();
+        w.orchestrator.detach_all();
+        w.agents.lock().unwrap().clear();
+        w.listed.lock().unwrap().extend([
+            listed("sbx1", Some(running.id)),
+            listed("sbx-orphan", Some(SandboxId::new())),
+            listed("sbx-foreign", None),
+        ]);
+
+        let restarted = w.restarted();
+        let report = restarted.reconcile().await.unwrap();
+        assert_eq!(report.reattached, vec![running.id]);
+        assert_eq!(report.vanished, vec![lost.id]);
+        assert_eq!(report.orphans, vec!["sbx-orphan".to_owned()]);
+        assert_eq!(report.interrupted.len(), 1);
+        let lost = w.store.get_sandbox(lost.id).await.unwrap();
+        assert_eq!(lost.status, SandboxStatus::Killed);
+        assert!(lost.error_message.unwrap().contains("vanished"));
+        let interrupted = w.store.get_sandbox(report.interrupted[0]).await.unwrap();
+        assert_eq!(interrupted.status, SandboxStatus::Error);
+
+        // The streaming message is followed again from the run's log file.
+        assert!(restarted.is_working(running.id));
+        let follow = w.runs.lock().unwrap().last().unwrap().clone();
+        assert!(
+            follow.contains("tail -n +1 -f") && follow.contains(AGENT_RUN_DIR),
+            "{follow}"
+        );
+        w.finish_agent(0).await;
+        w.until("the resumed run to end", |w| {
+            !restarted.is_working(running.id) && w.agents.lock().unwrap().len() == 1
+        })
+        .await;
+        let messages = w.store.list_messages(running.id, 0, 10).await.unwrap();
+        assert_eq!(messages.len(), 2, "the same message, not a new one");
+        assert_eq!(messages[1].status, MessageStatus::Completed);
+        assert_eq!(w.active().await, 1);
+    }
+
+    #[test]
+    fn the_agent_command_copies_its_output_and_keeps_its_exit_code() {
+        let cmd = agent_command("cd /p && claude -p 'x'");
+        assert!(cmd.contains("{ cd /p && claude -p 'x' ; } | tee /tmp/courier-agent/out.log"));
+        assert!(cmd.contains("PIPESTATUS[0]") && cmd.ends_with("exit $code"));
+        assert!(reattach_command(3).starts_with("tail -n +4 -f"));
     }
 }

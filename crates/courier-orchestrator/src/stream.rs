@@ -440,6 +440,33 @@ impl StreamRecorder {
         })
     }
 
+    /// Continues a run whose `streaming` message is already stored (after a restart):
+    /// text and raw lines append to it and events carry its sequence number and positions
+    /// after what is stored, so late subscribers' dedupe stays exact. Nothing is published
+    /// for the message itself (subscribers replay it from the store). Feed it the output
+    /// that follows the lines its raw log holds.
+    pub fn resume(
+        store: Arc<dyn Store>,
+        hub: EventHub,
+        sandbox_id: SandboxId,
+        tool: ToolId,
+        message: Message,
+    ) -> Self {
+        StreamRecorder {
+            store,
+            hub,
+            sandbox_id,
+            service: service_for(tool),
+            parser: StreamParser::new(tool),
+            lines: LineBuffer::new(),
+            content_len: message.content.len(),
+            raw_len: message.raw_log.len(),
+            message,
+            meter: UsageMeter::new(),
+            result: None,
+        }
+    }
+
     /// The assistant message being written.
     pub fn message(&self) -> &Message {
         &self.message

@@ -15,6 +15,9 @@
 //! the host's system directories. The REST control plane and the port proxy are built on
 //! top of [`runtime::Runtime`].
 //!
+//! Operators can hand every sandbox host directories (a local git mirror, tools) as
+//! [`SharedDir`]s in [`ServerConfig::shared_dirs`], bind-mounted at create.
+//!
 //! Invariants:
 //! - a sandbox sees only its layers, its own writes, its binds and fresh `/proc`, `/dev`,
 //!   `/tmp`; never the host's `/root`, `/home`, the data dir or another sandbox;
@@ -60,4 +63,4 @@ pub mod state;
 pub mod templates;
 
 pub use error::{Error, Result};
-pub use server::{CreateRequest, Sandboxd, ServerConfig};
+pub use server::{CreateRequest, Sandboxd, ServerConfig, SharedDir};

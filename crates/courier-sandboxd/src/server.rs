@@ -68,6 +68,35 @@ pub struct ServerConfig {
     pub helper: Option<PathBuf>,
     /// The cgroup parent directory name; `None` = the runtime's default (`courier`).
     pub cgroup_parent: Option<String>,
+    /// Operator-provided host directories bind-mounted into every sandbox (e.g. a local
+    /// git mirror, or tools); empty by default. See [`SharedDir`].
+    pub shared_dirs: Vec<SharedDir>,
+}
+
+/// An operator-provided host directory bind-mounted into every sandbox at create.
+///
+/// Sandboxes have no network, so this is how an operator hands them host resources: a
+/// local git mirror (`file://` remotes), a directory of tools, a package cache. Whatever
+/// is shared is visible to every sandbox (and writable by them unless `read_only`), so
+/// share only what all sandboxes may see; never the data dir.
+///
+/// ```
+/// use courier_sandboxd::{ServerConfig, SharedDir};
+/// let mut config = ServerConfig::new("/var/lib/courier-sandboxd", "/usr/local/bin/courier-envd");
+/// config.shared_dirs.push(SharedDir {
+///     host: "/srv/git".into(),
+///     sandbox: "/srv/git".into(),
+///     read_only: false,
+/// });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedDir {
+    /// Absolute host path (a directory, or a file).
+    pub host: PathBuf,
+    /// Absolute path inside each sandbox (created if missing).
+    pub sandbox: PathBuf,
+    /// Mount it read-only.
+    pub read_only: bool,
 }
 
 impl ServerConfig {
@@ -80,6 +109,7 @@ impl ServerConfig {
             dev_api_key: None,
             helper: None,
             cgroup_parent: None,
+            shared_dirs: Vec::new(),
         }
     }
 }
@@ -251,6 +281,21 @@ impl Sandboxd {
                 "envd binary {} not found (pass --envd-binary)",
                 config.envd_binary.display()
             )));
+        }
+        for shared in &config.shared_dirs {
+            if !shared.host.is_absolute() || !shared.sandbox.is_absolute() {
+                return Err(Error::Config(format!(
+                    "shared dir {} -> {}: both paths must be absolute",
+                    shared.host.display(),
+                    shared.sandbox.display()
+                )));
+            }
+            if !shared.host.exists() {
+                return Err(Error::Config(format!(
+                    "shared dir {} not found",
+                    shared.host.display()
+                )));
+            }
         }
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(Error::io("create dir", &data_dir))?;
@@ -468,6 +513,17 @@ impl Sandboxd {
                 readonly: false,
             },
         ];
+        spec.binds.extend(
+            self.inner
+                .config
+                .shared_dirs
+                .iter()
+                .map(|shared| BindMount {
+                    source: shared.host.clone(),
+                    target: shared.sandbox.clone(),
+                    readonly: shared.read_only,
+                }),
+        );
 
         let runtime = self.inner.runtime.clone();
         if let Err(e) = blocking(move || runtime.create(spec)).await {
