@@ -111,6 +111,23 @@ macro_rules! impl_store {
             })
         }
 
+        /// Concatenates chunk rows (in id order) into (content, raw log).
+        fn fold_chunks(rows: &[DbRow]) -> Result<(String, String)> {
+            let mut content = String::new();
+            let mut raw_log = String::new();
+            for row in rows {
+                let kind: i32 = row.try_get("kind")?;
+                let text: &str = row.try_get("text")?;
+                if kind == sql::CHUNK_RAW_LOG {
+                    raw_log.push_str(text);
+                } else {
+                    debug_assert_eq!(kind, sql::CHUNK_CONTENT);
+                    content.push_str(text);
+                }
+            }
+            Ok((content, raw_log))
+        }
+
         fn learning_from_row(r: &DbRow) -> Result<Learning> {
             let source: Option<Uuid> = r.try_get("source_sandbox_id")?;
             Ok(Learning {
@@ -636,7 +653,6 @@ macro_rules! impl_store {
                 let done = sqlx::query(sql::APPEND_CONTENT)
                     .bind(id.as_uuid())
                     .bind(delta.to_owned())
-                    .bind(now_micros())
                     .execute(&self.pool)
                     .await?;
                 if done.rows_affected() == 0 {
@@ -649,7 +665,6 @@ macro_rules! impl_store {
                 let done = sqlx::query(sql::APPEND_RAW_LOG)
                     .bind(id.as_uuid())
                     .bind(delta.to_owned())
-                    .bind(now_micros())
                     .execute(&self.pool)
                     .await?;
                 if done.rows_affected() == 0 {
@@ -669,15 +684,44 @@ macro_rules! impl_store {
                         "a message finishes as `completed` or `error`",
                     ));
                 }
+                let mut tx = self.write_tx().await?;
+                let chunks = sqlx::query(sql::MESSAGE_CHUNKS)
+                    .bind(id.as_uuid())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if let Some(last) = chunks.last() {
+                    let last: i64 = last.try_get("id")?;
+                    let (content, raw_log) = fold_chunks(&chunks)?;
+                    sqlx::query(sql::FOLD_CHUNKS)
+                        .bind(id.as_uuid())
+                        .bind(content)
+                        .bind(raw_log)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(sql::DELETE_CHUNKS)
+                        .bind(id.as_uuid())
+                        .bind(last)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 let row = sqlx::query(sql::FINISH_MESSAGE)
                     .bind(id.as_uuid())
                     .bind(status.as_str())
                     .bind(now_micros())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *tx)
                     .await?;
                 match row {
-                    Some(row) => message_from_row(&row),
-                    None => Err(self.message_miss(id).await),
+                    Some(row) => {
+                        let message = message_from_row(&row)?;
+                        tx.commit().await?;
+                        Ok(message)
+                    }
+                    None => {
+                        // Dropping `tx` rolls the fold back: nothing of a finished or
+                        // unknown message changes.
+                        drop(tx);
+                        Err(self.message_miss(id).await)
+                    }
                 }
             }
 
@@ -694,7 +738,23 @@ macro_rules! impl_store {
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?;
-                rows.iter().map(message_from_row).collect()
+                let mut messages = rows
+                    .iter()
+                    .map(message_from_row)
+                    .collect::<Result<Vec<_>>>()?;
+                // A streaming message's output so far is its row plus its chunks.
+                for message in &mut messages {
+                    if message.status == MessageStatus::Streaming {
+                        let chunks = sqlx::query(sql::MESSAGE_CHUNKS)
+                            .bind(message.id.as_uuid())
+                            .fetch_all(&self.pool)
+                            .await?;
+                        let (content, raw_log) = fold_chunks(&chunks)?;
+                        message.content.push_str(&content);
+                        message.raw_log.push_str(&raw_log);
+                    }
+                }
+                Ok(messages)
             }
 
             async fn create_learning(&self, new: NewLearning) -> Result<Learning> {

@@ -246,10 +246,19 @@ pub(crate) const INSERT_MESSAGE: &str = concat!(
      created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $7) RETURNING ",
     message_cols!()
 );
-pub(crate) const APPEND_CONTENT: &str = "UPDATE sandbox_messages SET content = content || $2, \
-     updated_at = $3 WHERE id = $1 AND status = 'streaming'";
-pub(crate) const APPEND_RAW_LOG: &str = "UPDATE sandbox_messages SET raw_log = raw_log || $2, \
-     updated_at = $3 WHERE id = $1 AND status = 'streaming'";
+/// Chunk kinds in `message_chunks`.
+pub(crate) const CHUNK_CONTENT: i32 = 0;
+pub(crate) const CHUNK_RAW_LOG: i32 = 1;
+pub(crate) const APPEND_CONTENT: &str = "INSERT INTO message_chunks (message_id, kind, text) \
+     SELECT id, 0, $2 FROM sandbox_messages WHERE id = $1 AND status = 'streaming'";
+pub(crate) const APPEND_RAW_LOG: &str = "INSERT INTO message_chunks (message_id, kind, text) \
+     SELECT id, 1, $2 FROM sandbox_messages WHERE id = $1 AND status = 'streaming'";
+pub(crate) const MESSAGE_CHUNKS: &str =
+    "SELECT id, kind, text FROM message_chunks WHERE message_id = $1 ORDER BY id";
+pub(crate) const FOLD_CHUNKS: &str = "UPDATE sandbox_messages SET content = content || $2, \
+     raw_log = raw_log || $3 WHERE id = $1";
+pub(crate) const DELETE_CHUNKS: &str =
+    "DELETE FROM message_chunks WHERE message_id = $1 AND id <= $2";
 pub(crate) const MESSAGE_STATUS: &str = "SELECT status FROM sandbox_messages WHERE id = $1";
 pub(crate) const FINISH_MESSAGE: &str = concat!(
     "UPDATE sandbox_messages SET status = $2, updated_at = $3 \
