@@ -6,6 +6,7 @@
 //! limited, 8 server unreachable.
 
 mod client;
+mod config;
 mod serve;
 mod table;
 
@@ -81,9 +82,14 @@ struct UserCreate {
     /// Name of the user's first project.
     #[arg(long, default_value = "default")]
     project: String,
-    /// Data directory (SQLite database, master key); ignored for Postgres.
-    #[arg(long, env = "COURIER_DATA_DIR", default_value = serve::DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    /// Data directory (SQLite database, master key); ignored for Postgres
+    /// [default: ./courier-data].
+    #[arg(long, env = "COURIER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Config file, as for `courier serve` (its `data_dir` and `database_url` count)
+    /// [default: courier.toml in the data dir, if it exists].
+    #[arg(long, env = "COURIER_CONFIG")]
+    config: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -113,7 +119,11 @@ fn main() -> ExitCode {
                         command: UserCommand::Create(args),
                     },
             } => serve::create_user(
-                &args.data_dir,
+                config::Overrides {
+                    config: args.config,
+                    data_dir: args.data_dir,
+                    ..config::Overrides::default()
+                },
                 &args.email,
                 &args.name,
                 &args.project,

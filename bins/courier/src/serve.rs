@@ -2,7 +2,7 @@
 //! orchestrator and API into one process.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,26 +18,32 @@ use courier_orchestrator::lifecycle::Orchestrator;
 use courier_orchestrator::stream::EventHub;
 use courier_store::{NewProject, NewUser, PgStore, SqliteStore, Store};
 
-/// Where data lives unless `--data-dir` or `COURIER_DATA_DIR` says otherwise.
-pub const DEFAULT_DATA_DIR: &str = "./courier-data";
+use crate::config::{Overrides, Settings};
 
 /// How often sandboxes past their timeout are looked for.
 const TIMEOUT_TICK: Duration = Duration::from_secs(10);
 
+/// Flags beat `COURIER_*` variables, which beat the config file, which beats the defaults.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Data directory: SQLite database (`courier.db`) and master key (`master.key`).
-    #[arg(long, env = "COURIER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
-    /// Address to listen on.
-    #[arg(long, env = "COURIER_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Largest request body in bytes.
-    #[arg(long, env = "COURIER_BODY_LIMIT", default_value_t = 1024 * 1024)]
-    body_limit: usize,
-    /// Sandbox creations allowed per user per minute (and back to back).
-    #[arg(long, env = "COURIER_CREATE_RATE", default_value_t = 10)]
-    create_rate: u32,
+    /// TOML config file with the same settings as the flags plus `database_url`,
+    /// `master_key`, `envd_binary` and `e2b_*` [default: courier.toml in the data dir, if
+    /// it exists].
+    #[arg(long, env = "COURIER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory: SQLite database (`courier.db`) and master key (`master.key`)
+    /// [default: ./courier-data].
+    #[arg(long, env = "COURIER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "COURIER_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Largest request body in bytes [default: 1048576].
+    #[arg(long, env = "COURIER_BODY_LIMIT")]
+    body_limit: Option<usize>,
+    /// Sandbox creations allowed per user per minute (and back to back) [default: 10].
+    #[arg(long, env = "COURIER_CREATE_RATE")]
+    create_rate: Option<u32>,
 }
 
 struct Database {
@@ -48,12 +54,11 @@ struct Database {
 }
 
 impl Database {
-    /// SQLite in the data dir, or Postgres when `DATABASE_URL` is a postgres URL.
-    async fn open(data_dir: &Path) -> Result<Database> {
-        if let Ok(url) = std::env::var("DATABASE_URL")
-            && (url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        {
-            let pg = PgStore::connect(&url)
+    /// SQLite in the data dir, or Postgres when a PostgreSQL URL is configured.
+    async fn open(settings: &Settings) -> Result<Database> {
+        let data_dir = settings.data_dir.as_path();
+        if let Some(url) = &settings.database_url {
+            let pg = PgStore::connect(url)
                 .await
                 .context("connecting to Postgres")?;
             let tokens = Tokens::postgres(pg.pool().clone()).await?;
@@ -89,23 +94,23 @@ impl Database {
     }
 }
 
-/// The sandbox provider: an E2B-compatible endpoint from the environment (`E2B_API_KEY`,
-/// optional `E2B_API_URL`/`E2B_SANDBOX_URL`), else the embedded courier-sandboxd (needs
+/// The sandbox provider: an E2B-compatible endpoint from the settings (`E2B_API_KEY`,
+/// optional `E2B_API_URL`/`E2B_SANDBOX_URL`, from the environment or the file), else the embedded courier-sandboxd (needs
 /// root and a `courier-envd` next to this executable or in `COURIER_ENVD_BINARY`), else
 /// none (the API and dashboard work; creating a sandbox says what to configure).
-async fn sandbox_provider(data_dir: &Path) -> Result<Provider> {
-    let configured = ["E2B_API_KEY", "E2B_API_URL"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some());
-    if configured {
-        let client = courier_e2b::Client::from_env().context("configuring the E2B client")?;
+async fn sandbox_provider(settings: &Settings) -> Result<Provider> {
+    if settings.e2b_configured() {
+        let config = courier_e2b::ConnectionConfigBuilder::from_vars(&settings.e2b_vars)
+            .build()
+            .context("configuring the E2B client")?;
+        let client = courier_e2b::Client::new(config).context("configuring the E2B client")?;
         return Ok(Provider {
             api: Arc::new(client),
             name: "E2B-compatible endpoint",
             embedded: None,
         });
     }
-    match embedded_sandboxd(data_dir).await {
+    match embedded_sandboxd(settings).await {
         Ok(provider) => Ok(provider),
         Err(reason) => {
             tracing::warn!("embedded courier-sandboxd unavailable: {reason:#}");
@@ -128,7 +133,8 @@ struct Provider {
 /// Starts courier-sandboxd in this process on loopback ports only this process knows the
 /// key of; the orchestrator then reaches it through courier-e2b like any E2B endpoint, so
 /// there is one code path for the cloud and the local backend.
-async fn embedded_sandboxd(data_dir: &Path) -> Result<Provider> {
+async fn embedded_sandboxd(settings: &Settings) -> Result<Provider> {
+    let data_dir = settings.data_dir.as_path();
     use std::os::unix::fs::MetadataExt as _;
     if std::fs::metadata("/proc/self")
         .map(|m| m.uid())
@@ -137,8 +143,8 @@ async fn embedded_sandboxd(data_dir: &Path) -> Result<Provider> {
     {
         bail!("it needs root (namespaces, mounts, cgroups); run as root or set E2B_API_KEY");
     }
-    let envd = match std::env::var_os("COURIER_ENVD_BINARY") {
-        Some(path) => PathBuf::from(path),
+    let envd = match &settings.envd_binary {
+        Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("courier-envd"),
     };
     if !envd.is_file() {
@@ -271,14 +277,22 @@ async fn shutdown_signal() {
 /// `courier serve`.
 pub async fn run(args: ServeArgs) -> Result<()> {
     init_logging();
-    let db = Database::open(&args.data_dir).await?;
-    let master = MasterKey::load_or_create(
-        std::env::var(MASTER_KEY_ENV).ok().as_deref(),
-        &args.data_dir,
-    )
-    .context("loading the master key")?;
+    let settings = crate::config::resolve(Overrides {
+        config: args.config,
+        data_dir: args.data_dir,
+        listen: args.listen,
+        body_limit: args.body_limit,
+        create_rate: args.create_rate,
+    })?;
+    if let Some((path, keys)) = &settings.file {
+        // Key names only: values may be secrets.
+        tracing::info!(path = %path.display(), keys = %keys.join(","), "config file read");
+    }
+    let db = Database::open(&settings).await?;
+    let master = MasterKey::load_or_create(settings.master_key.as_deref(), &settings.data_dir)
+        .with_context(|| format!("loading the master key ({MASTER_KEY_ENV} or `master_key`)"))?;
     let vault = KeyVault::new(master, db.store.clone());
-    let provider = sandbox_provider(&args.data_dir).await?;
+    let provider = sandbox_provider(&settings).await?;
     let provider_name = provider.name;
     let orchestrator = Orchestrator::new(
         db.store.clone(),
@@ -286,11 +300,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         vault.clone(),
         EventHub::default(),
     );
+    // Restart safety: end what the provider lost, kill orphans, follow running agents again.
+    match orchestrator.reconcile().await {
+        Ok(report) => tracing::info!(?report, "sandboxes reconciled with the provider"),
+        Err(e) => tracing::warn!(error = %e, "could not reconcile sandboxes with the provider"),
+    }
     let config = ApiConfig {
-        body_limit: args.body_limit,
+        body_limit: settings.body_limit,
         create_rate: courier_api::RateLimit {
-            burst: args.create_rate,
-            per_minute: args.create_rate,
+            burst: settings.create_rate,
+            per_minute: settings.create_rate,
         },
         ..ApiConfig::default()
     };
@@ -310,12 +329,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+        .with_context(|| format!("listening on {}", settings.listen))?;
     tracing::info!(
         listen = %listener.local_addr()?,
-        data_dir = %args.data_dir.display(),
+        data_dir = %settings.data_dir.display(),
         sandboxes = provider_name,
         "courier is serving: dashboard at http://{}/",
         listener.local_addr()?
@@ -346,7 +365,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
 /// `courier admin user create`.
 pub async fn create_user(
-    data_dir: &Path,
+    over: Overrides,
     email: &str,
     name: &str,
     project: &str,
@@ -355,7 +374,8 @@ pub async fn create_user(
     if !email.contains('@') {
         bail!("invalid --email {email:?}: expected an e-mail address");
     }
-    let db = Database::open(data_dir).await?;
+    let settings = crate::config::resolve(over)?;
+    let db = Database::open(&settings).await?;
     let name = if name.is_empty() {
         email.split('@').next().unwrap_or(email)
     } else {

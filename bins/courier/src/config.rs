@@ -1,0 +1,359 @@
+//! `courier serve` settings from flags, `COURIER_*` (and the provider's own) environment
+//! variables and a TOML file.
+//!
+//! Precedence, highest first: command-line flag, environment variable, config file,
+//! built-in default. The file is `--config PATH` (or `COURIER_CONFIG`), else
+//! `courier.toml` in the data directory when it exists. Unknown keys and bad values are
+//! errors that name the key and what is allowed; secret values (API keys, the master key,
+//! database URLs) never appear in errors or logs.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// Where data lives unless a flag, `COURIER_DATA_DIR` or the config file says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./courier-data";
+/// The address `courier serve` listens on by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default largest request body (1 MiB).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// The default sandbox creations per user per minute.
+pub const DEFAULT_CREATE_RATE: u32 = 10;
+/// The config file looked for in the data directory when none is named.
+pub const DEFAULT_FILE_NAME: &str = "courier.toml";
+
+/// The keys a config file may set, each with the environment variable that beats it and
+/// what it accepts.
+pub const KEYS: &[(&str, &str, &str)] = &[
+    (
+        "data_dir",
+        "COURIER_DATA_DIR",
+        "a directory path (relative to the file)",
+    ),
+    (
+        "listen",
+        "COURIER_LISTEN",
+        "HOST:PORT, e.g. \"127.0.0.1:8080\"",
+    ),
+    (
+        "body_limit",
+        "COURIER_BODY_LIMIT",
+        "a positive integer (bytes)",
+    ),
+    (
+        "create_rate",
+        "COURIER_CREATE_RATE",
+        "a positive integer (per minute)",
+    ),
+    (
+        "database_url",
+        "DATABASE_URL",
+        "a postgres:// or postgresql:// URL",
+    ),
+    ("master_key", "COURIER_MASTER_KEY", "the base64 of 32 bytes"),
+    (
+        "envd_binary",
+        "COURIER_ENVD_BINARY",
+        "a file path (relative to the file)",
+    ),
+    ("e2b_api_key", "E2B_API_KEY", "an E2B API key"),
+    ("e2b_api_url", "E2B_API_URL", "an http:// or https:// URL"),
+    (
+        "e2b_sandbox_url",
+        "E2B_SANDBOX_URL",
+        "an http:// or https:// URL",
+    ),
+    (
+        "e2b_domain",
+        "E2B_DOMAIN",
+        "a domain name, e.g. \"e2b.app\"",
+    ),
+];
+
+/// Keys whose values are secrets: never echoed.
+const SECRET_KEYS: &[&str] = &["database_url", "master_key", "e2b_api_key"];
+
+/// What flags (or their `COURIER_*` variables, which clap reads) set.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub body_limit: Option<usize>,
+    pub create_rate: Option<u32>,
+}
+
+/// The resolved settings of one `courier` process. No `Debug`: it holds secrets.
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub body_limit: usize,
+    pub create_rate: u32,
+    /// A PostgreSQL URL, when the store is PostgreSQL.
+    pub database_url: Option<String>,
+    pub master_key: Option<String>,
+    pub envd_binary: Option<PathBuf>,
+    /// `E2B_*` variables for the provider client: the environment over the file.
+    pub e2b_vars: HashMap<String, String>,
+    /// The file read, and the keys it set (names only).
+    pub file: Option<(PathBuf, Vec<String>)>,
+}
+
+impl Settings {
+    /// Whether an E2B-compatible endpoint is configured (the key or the API URL).
+    pub fn e2b_configured(&self) -> bool {
+        ["E2B_API_KEY", "E2B_API_URL"]
+            .iter()
+            .any(|k| self.e2b_vars.contains_key(*k))
+    }
+}
+
+/// A parsed config file: every value optional.
+#[derive(Default)]
+struct FileValues {
+    keys: Vec<String>,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    body_limit: Option<usize>,
+    create_rate: Option<u32>,
+    strings: HashMap<&'static str, String>,
+    envd_binary: Option<PathBuf>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Resolves the settings: flags and `COURIER_*` variables in `over`, then the other
+/// environment variables, then the config file, then the defaults.
+pub fn resolve(over: Overrides) -> Result<Settings> {
+    let lookup_dir = over
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let path = match &over.config {
+        Some(path) => {
+            if !path.is_file() {
+                bail!("config file {} does not exist", path.display());
+            }
+            Some(path.clone())
+        }
+        None => Some(lookup_dir.join(DEFAULT_FILE_NAME)).filter(|p| p.is_file()),
+    };
+    let file = match &path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            parse(&text, path)?
+        }
+        None => FileValues::default(),
+    };
+    let string = |key: &'static str, var: &str| env(var).or_else(|| file.strings.get(key).cloned());
+    let database_url = match env("DATABASE_URL") {
+        // Only a PostgreSQL URL switches the store (SQLite in the data dir otherwise).
+        Some(url) => Some(url).filter(|u| is_postgres(u)),
+        None => file.strings.get("database_url").cloned(),
+    };
+    let mut e2b_vars: HashMap<String, String> = std::env::vars()
+        .filter(|(k, v)| k.starts_with("E2B_") && !v.is_empty())
+        .collect();
+    for (key, var) in [
+        ("e2b_api_key", "E2B_API_KEY"),
+        ("e2b_api_url", "E2B_API_URL"),
+        ("e2b_sandbox_url", "E2B_SANDBOX_URL"),
+        ("e2b_domain", "E2B_DOMAIN"),
+    ] {
+        if let Some(value) = file.strings.get(key) {
+            e2b_vars
+                .entry(var.to_owned())
+                .or_insert_with(|| value.clone());
+        }
+    }
+    Ok(Settings {
+        data_dir: over
+            .data_dir
+            .or(file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        listen: match over.listen.or(file.listen) {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN.parse()?,
+        },
+        body_limit: over
+            .body_limit
+            .or(file.body_limit)
+            .unwrap_or(DEFAULT_BODY_LIMIT),
+        create_rate: over
+            .create_rate
+            .or(file.create_rate)
+            .unwrap_or(DEFAULT_CREATE_RATE),
+        database_url,
+        master_key: string("master_key", "COURIER_MASTER_KEY"),
+        envd_binary: env("COURIER_ENVD_BINARY")
+            .map(PathBuf::from)
+            .or(file.envd_binary.clone()),
+        e2b_vars,
+        file: path.map(|p| (p, file.keys)),
+    })
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+fn allowed() -> String {
+    KEYS.iter()
+        .map(|(k, _, _)| *k)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn parse(text: &str, path: &Path) -> Result<FileValues> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("config file {} is not valid TOML: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = FileValues::default();
+    for (key, value) in &table {
+        let Some(&(name, _, expected)) = KEYS.iter().find(|(k, _, _)| *k == key.as_str()) else {
+            bail!(
+                "unknown key `{key}` in config file {}; allowed keys: {}",
+                path.display(),
+                allowed()
+            );
+        };
+        let bad = || {
+            let shown = if SECRET_KEYS.contains(&name) {
+                String::new()
+            } else {
+                let shown = match value {
+                    toml::Value::String(s) => format!("{s:?}"),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => format!("a {}", other.type_str()),
+                };
+                format!(", got {shown}")
+            };
+            anyhow::anyhow!(
+                "bad value for `{name}` in config file {}: expected {expected}{shown}",
+                path.display()
+            )
+        };
+        let text = || {
+            value
+                .as_str()
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(bad)
+        };
+        let positive = || value.as_integer().filter(|n| *n > 0).ok_or_else(bad);
+        match name {
+            "data_dir" => out.data_dir = Some(base.join(text()?)),
+            "envd_binary" => out.envd_binary = Some(base.join(text()?)),
+            "listen" => out.listen = Some(text()?.parse().map_err(|_| bad())?),
+            "body_limit" => out.body_limit = Some(usize::try_from(positive()?).map_err(|_| bad())?),
+            "create_rate" => out.create_rate = Some(u32::try_from(positive()?).map_err(|_| bad())?),
+            "database_url" => {
+                let url = text()?;
+                if !is_postgres(url) {
+                    return Err(bad());
+                }
+                out.strings.insert(name, url.to_owned());
+            }
+            "e2b_api_url" | "e2b_sandbox_url" => {
+                let url = text()?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(bad());
+                }
+                out.strings.insert(name, url.to_owned());
+            }
+            _ => {
+                out.strings.insert(name, text()?.to_owned());
+            }
+        }
+        out.keys.push(name.to_owned());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<FileValues> {
+        parse(text, Path::new("/etc/courier/courier.toml"))
+    }
+
+    fn parse_err(text: &str) -> String {
+        match parse_str(text) {
+            Ok(_) => panic!("{text:?} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn parses_every_key() {
+        let v = parse_str(
+            r#"
+data_dir = "data"
+listen = "0.0.0.0:9000"
+body_limit = 2048
+create_rate = 3
+database_url = "postgres://u:p@h/db"
+master_key = "AAAA"
+envd_binary = "/opt/courier-envd"
+e2b_api_key = "e2b_secret"
+e2b_api_url = "https://api.example"
+e2b_sandbox_url = "http://127.0.0.1:3000"
+e2b_domain = "example.com"
+"#,
+        )
+        .unwrap();
+        assert_eq!(v.data_dir.unwrap(), Path::new("/etc/courier/data"));
+        assert_eq!(v.listen.unwrap().port(), 9000);
+        assert_eq!(v.body_limit, Some(2048));
+        assert_eq!(v.create_rate, Some(3));
+        assert_eq!(v.envd_binary.unwrap(), Path::new("/opt/courier-envd"));
+        assert_eq!(v.strings["e2b_api_key"], "e2b_secret");
+        assert_eq!(v.keys.len(), KEYS.len());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = parse_err("lisen = \"x\"");
+        assert!(e.contains("unknown key `lisen`"), "{e}");
+        assert!(
+            e.contains("allowed keys: data_dir, listen, body_limit"),
+            "{e}"
+        );
+        let e = parse_err("listen = \"nowhere\"");
+        assert!(e.contains("`listen`") && e.contains("HOST:PORT"), "{e}");
+        assert!(e.contains("nowhere"), "{e}");
+        let e = parse_err("body_limit = -1");
+        assert!(
+            e.contains("`body_limit`") && e.contains("positive integer"),
+            "{e}"
+        );
+        let e = parse_err("create_rate = \"ten\"");
+        assert!(e.contains("`create_rate`"), "{e}");
+        let e = parse_err("[e2b]\napi_key = 1");
+        assert!(e.contains("unknown key `e2b`"), "{e}");
+        let e = parse_err("not toml =");
+        assert!(e.contains("not valid TOML"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_not_echoed_in_errors() {
+        let e = parse_err("database_url = \"mysql://user:hunter2@db\"");
+        assert!(
+            e.contains("`database_url`") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = parse_err("e2b_api_key = 12345678");
+        assert!(
+            e.contains("`e2b_api_key`") && !e.contains("12345678"),
+            "{e}"
+        );
+    }
+}
