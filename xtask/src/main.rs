@@ -24,7 +24,7 @@ commands:
   bench        print the benchmark figures (codec, envd vs the Python SDK, store)
   demo         run the local stack: courier-envd plus the SDK quickstart against it
   envd-static  build a statically linked courier-envd and check it
-  postgres     start a throwaway PostgreSQL cluster and print its URL until Ctrl-C
+  postgres     start a throwaway PostgreSQL cluster and print its URL until Enter
   loadtest     as root: wrk against list/get and 100 SSE clients on one busy sandbox
 ";
 
@@ -485,10 +485,13 @@ fn has_interpreter(elf: &[u8]) -> bool {
 fn postgres_shell() -> Result<()> {
     let cluster = postgres::Cluster::start()?;
     println!("{}", cluster.url());
-    println!("(Ctrl-C stops the cluster)");
-    loop {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
-    }
+    // Enter (or end of input) stops it: dropping the cluster stops the server and removes
+    // its directory, which a Ctrl-C would skip.
+    println!("(press Enter to stop the cluster)");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    drop(cluster);
+    Ok(())
 }
 
 /// `cargo xtask loadtest`, as root: a release `courier serve` with the embedded
