@@ -14,7 +14,9 @@ use courier_api::{Api, ApiConfig, Tokens};
 use courier_e2b::models::{NewSandbox, SandboxRecord};
 use courier_e2b::{CommandOutput, CommandSpec, SandboxApi, SpawnedCommand};
 use courier_orchestrator::keys::{KeyVault, MASTER_KEY_ENV, MasterKey};
+use courier_orchestrator::learnings::{LearningPipeline, LearningsConfig, LlmConfig};
 use courier_orchestrator::lifecycle::Orchestrator;
+use courier_orchestrator::pr::{PrConfig, PrPipeline};
 use courier_orchestrator::stream::EventHub;
 use courier_store::{NewProject, NewUser, PgStore, SqliteStore, Store};
 
@@ -274,6 +276,25 @@ async fn shutdown_signal() {
     }
 }
 
+/// Learning extraction after each sandbox, when an Anthropic API key is configured
+/// (`COURIER_LEARNINGS_API_KEY`; `COURIER_LEARNINGS_BASE_URL` and `COURIER_LEARNINGS_MODEL`
+/// point it elsewhere). Without one, sandboxes keep the `pending` extraction status.
+fn learnings_pipeline(store: Arc<dyn Store>) -> Result<Option<LearningPipeline>> {
+    let Ok(key) = std::env::var("COURIER_LEARNINGS_API_KEY") else {
+        return Ok(None);
+    };
+    let mut llm = LlmConfig::new(courier_tools::Secret::new(key));
+    if let Ok(url) = std::env::var("COURIER_LEARNINGS_BASE_URL") {
+        llm.base_url = url;
+    }
+    if let Ok(model) = std::env::var("COURIER_LEARNINGS_MODEL") {
+        llm.model = model;
+    }
+    let pipeline = LearningPipeline::new(store, LearningsConfig::new(llm))
+        .context("configuring learning extraction")?;
+    Ok(Some(pipeline))
+}
+
 /// `courier serve`.
 pub async fn run(args: ServeArgs) -> Result<()> {
     init_logging();
@@ -299,7 +320,25 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         provider.api.clone(),
         vault.clone(),
         EventHub::default(),
-    );
+    )
+    .with_pull_requests(PrPipeline::new(
+        db.store.clone(),
+        provider.api.clone(),
+        PrConfig {
+            api_base: std::env::var("COURIER_GITHUB_API_URL")
+                .unwrap_or_else(|_| courier_orchestrator::pr::DEFAULT_GITHUB_API.to_owned()),
+            ..PrConfig::default()
+        },
+    ));
+    let orchestrator = match learnings_pipeline(db.store.clone())? {
+        Some(pipeline) => orchestrator.with_learnings(pipeline),
+        None => {
+            tracing::info!(
+                "learning extraction is off: set COURIER_LEARNINGS_API_KEY (an Anthropic API key) to turn it on"
+            );
+            orchestrator
+        }
+    };
     // Restart safety: end what the provider lost, kill orphans, follow running agents again.
     match orchestrator.reconcile().await {
         Ok(report) => tracing::info!(?report, "sandboxes reconciled with the provider"),
