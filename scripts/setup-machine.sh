@@ -14,6 +14,8 @@ command -v git >/dev/null || need+=(git)
 command -v sudo >/dev/null || need+=(sudo)
 command -v tput >/dev/null || need+=(ncurses-bin)
 command -v curl >/dev/null || need+=(curl)
+# Outbound network for sandboxes that ask for it (user-space stack, no host firewall rules).
+command -v slirp4netns >/dev/null || need+=(slirp4netns)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup-machine: installing ${need[*]}"

@@ -5,7 +5,7 @@
 //! traffic into sandboxes; it keeps per-sandbox records ([`state`]), API keys ([`keys`])
 //! and templates ([`templates`]) in its data dir and times sandboxes out. Each sandbox
 //! runs courier-envd as its init, reached over a Unix socket bind-mounted out of the
-//! sandbox (sandboxes have no network interface but loopback).
+//! sandbox (so envd works whether or not the sandbox has network).
 //!
 //! The **sandbox runtime** ([`runtime`]) creates
 //! sandboxes as Linux namespaces (mount, PID, UTS, IPC, network, cgroup) + cgroups
@@ -26,9 +26,12 @@
 //! - kill and recover leave no process, mount, cgroup or directory behind;
 //! - it knows nothing of agents, stores or GitHub.
 //!
-//! Not there yet: outbound network for sandboxes (`allow_internet` returns
-//! [`Error::Unsupported`]; only loopback exists; the API records `allow_internet_access`
-//! but does not grant it), templates built from recipes, snapshots and fork. The cgroup v2 driver is written and unit-tested
+//! Networking: loopback only, unless the create request sets `allow_internet_access`;
+//! then slirp4netns gives the sandbox outbound access without touching the host's
+//! network configuration (see [`runtime::network`]; without slirp4netns installed such a
+//! request is refused with a clear error).
+//!
+//! Not there yet: snapshots and fork. The cgroup v2 driver is written and unit-tested
 //! against fake trees but has only run for real on v1 hosts.
 //!
 //! Requirements: root (or equivalent capabilities), overlayfs, and a helper program that

@@ -131,7 +131,7 @@ pub struct CreateRequest {
     pub memory_mb: Option<u64>,
     /// CPU count; `None` = the template's.
     pub cpu_count: Option<u32>,
-    /// Outbound internet was asked for (recorded; sandboxes only have loopback today).
+    /// Outbound internet (slirp4netns); without it the sandbox has only loopback.
     pub allow_internet: bool,
 }
 
@@ -501,6 +501,7 @@ impl Sandboxd {
             cpu_count: f64::from(cpu_count),
             pids: 4096,
         };
+        spec.allow_internet = request.allow_internet;
         spec.binds = vec![
             BindMount {
                 source: self.inner.config.envd_binary.clone(),

@@ -67,8 +67,7 @@ pub struct SandboxRecord {
     pub state: SandboxState,
     /// Pause instead of kill at the deadline.
     pub auto_pause: bool,
-    /// Whether the create request asked for outbound internet (sandboxes only have
-    /// loopback today, so this is recorded but not granted).
+    /// Whether the sandbox has outbound internet (slirp4netns); otherwise only loopback.
     pub allow_internet_requested: bool,
 }
 

@@ -127,8 +127,7 @@ impl SandboxDetail {
     pub fn detail(record: &SandboxRecord, domain: Option<&str>) -> Self {
         Self {
             envd_access_token: Some(record.envd_access_token.clone()),
-            // Sandboxes have only loopback networking today.
-            allow_internet_access: Some(false),
+            allow_internet_access: Some(record.allow_internet_requested),
             domain: domain.map(str::to_owned),
             lifecycle: Some(Lifecycle {
                 auto_resume: false,

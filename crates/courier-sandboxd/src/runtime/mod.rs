@@ -9,6 +9,7 @@
 //!                           upper/ work/    the sandbox's writable layer
 //!                           hostdirs/<n>/   writable layers over host directories
 //!                           console.log     the init's stdout and stderr
+//!                           network.log     slirp4netns output (networked sandboxes)
 //! ```
 //!
 //! and one cgroup per sandbox (`courier/<id>` in each hierarchy, see [`cgroup`]).
@@ -103,7 +104,10 @@ pub struct SandboxSpec {
     pub env: BTreeMap<String, String>,
     /// Resource limits.
     pub limits: Limits,
-    /// Outbound network. Not implemented yet: `true` fails with [`Error::Unsupported`].
+    /// Outbound network through slirp4netns (see [`network`]); without it the sandbox
+    /// has only loopback. `true` fails with [`Error::Unsupported`] when slirp4netns is
+    /// not installed.
+    #[serde(default)]
     pub allow_internet: bool,
     /// Hostname inside the sandbox; defaults to the id.
     pub hostname: Option<String>,
@@ -233,6 +237,9 @@ struct Entry {
     cgroup: SandboxCgroup,
     /// The helper's monitor process when this runtime started it (reaped on kill).
     monitor: Option<Child>,
+    /// slirp4netns when this runtime started it for outbound access (it lives in the
+    /// sandbox's cgroup and dies with it; reaped on kill).
+    network: Option<Child>,
 }
 
 /// The sandbox runtime. See the [module docs](self).
@@ -290,7 +297,7 @@ impl Runtime {
     pub fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
         validate_id(&spec.id)?;
         spec.limits.validate()?;
-        network::check_supported(spec.allow_internet)?;
+        let slirp = network::check_supported(spec.allow_internet)?;
         if spec.layers.is_empty() {
             return Err(Error::InvalidSpec {
                 field: "layers",
@@ -330,7 +337,7 @@ impl Runtime {
             Err(e) => return Err(Error::io("create dir", &dirs.base)(e)),
         }
         self.creating.lock().expect("lock").insert(spec.id.clone());
-        let result = self.start(&spec, &dirs, layers, hostname);
+        let result = self.start(&spec, &dirs, layers, hostname, slirp.as_deref());
         self.creating.lock().expect("lock").remove(&spec.id);
         match result {
             Ok((entry, handle)) => {
@@ -342,7 +349,7 @@ impl Runtime {
             }
             Err(err) => {
                 let cgroup = self.cgroups.sandbox(&spec.id);
-                let _ = self.destroy(&spec.id, &cgroup, None);
+                let _ = self.destroy(&spec.id, &cgroup, None, None);
                 Err(err)
             }
         }
@@ -354,6 +361,7 @@ impl Runtime {
         dirs: &SandboxDirs,
         layers: Vec<rootfs::ResolvedLayer>,
         hostname: String,
+        slirp: Option<&Path>,
     ) -> Result<(Entry, SandboxHandle)> {
         let host_dir_count: usize = layers.iter().map(|l| l.host_dirs.len()).sum();
         let mut to_create = vec![dirs.rootfs(), dirs.upper(), dirs.work()];
@@ -363,6 +371,9 @@ impl Runtime {
         }
         for dir in &to_create {
             fs::create_dir_all(dir).map_err(Error::io("create dir", dir))?;
+        }
+        if slirp.is_some() {
+            network::write_resolv_conf(&dirs.upper())?;
         }
         let cgroup = self.cgroups.create(&spec.id, &spec.limits)?;
 
@@ -456,6 +467,20 @@ impl Runtime {
             };
             return fail(why, monitor);
         };
+        let network = match slirp {
+            None => None,
+            Some(program) => {
+                match network::attach(
+                    program,
+                    init_pid,
+                    &cgroup.procs_files(),
+                    &dirs.base.join("network.log"),
+                ) {
+                    Ok(child) => Some(child),
+                    Err(e) => return fail(e.to_string(), monitor),
+                }
+            }
+        };
 
         let handle = SandboxHandle {
             id: spec.id.clone(),
@@ -476,6 +501,7 @@ impl Runtime {
                 state,
                 cgroup,
                 monitor: Some(monitor),
+                network,
             },
             handle,
         ))
@@ -653,11 +679,11 @@ impl Runtime {
         let Some(entry) = entry else {
             // Known on disk only (e.g. before `recover`)?
             if self.dirs(id).base.exists() && !self.creating.lock().expect("lock").contains(id) {
-                return self.destroy(id, &self.cgroups.sandbox(id), None);
+                return self.destroy(id, &self.cgroups.sandbox(id), None, None);
             }
             return Err(Error::NotFound(id.to_string()));
         };
-        self.destroy(id, &entry.cgroup, entry.monitor)
+        self.destroy(id, &entry.cgroup, entry.monitor, entry.network)
     }
 
     /// Kills every sandbox this runtime knows (e.g. at shutdown when sandboxes must not
@@ -681,7 +707,13 @@ impl Runtime {
         first
     }
 
-    fn destroy(&self, id: &str, cgroup: &SandboxCgroup, monitor: Option<Child>) -> Result<()> {
+    fn destroy(
+        &self,
+        id: &str,
+        cgroup: &SandboxCgroup,
+        monitor: Option<Child>,
+        network: Option<Child>,
+    ) -> Result<()> {
         let mut first_err = None;
         let mut note = |r: Result<()>| {
             if let Err(e) = r {
@@ -694,6 +726,10 @@ impl Runtime {
             // The monitor is in the cgroup, so it is dead or dying: reap it.
             let _ = monitor.kill();
             let _ = monitor.wait();
+        }
+        if let Some(mut network) = network {
+            let _ = network.kill();
+            let _ = network.wait();
         }
         let base = self.dirs(id).base;
         note(detach_mounts_under(&base));
@@ -746,11 +782,12 @@ impl Runtime {
                         state,
                         cgroup,
                         monitor: None,
+                        network: None,
                     },
                 );
                 continue;
             }
-            match self.destroy(&id, &cgroup, None) {
+            match self.destroy(&id, &cgroup, None, None) {
                 Ok(()) => report.reaped.push(id),
                 Err(e) => report.failed.push((id, e.to_string())),
             }
