@@ -31,8 +31,10 @@
 //! network configuration (see [`runtime::network`]; without slirp4netns installed such a
 //! request is refused with a clear error).
 //!
-//! Not there yet: snapshots and fork. The cgroup v2 driver is written and unit-tested
-//! against fake trees but has only run for real on v1 hosts.
+//! Not there yet: snapshots and fork. The cgroup v2 driver's limit files are tested
+//! against fake trees and its join/freeze/thaw/kill/remove against the kernel's cgroup2
+//! hierarchy (on hybrid hosts the controller-less `/sys/fs/cgroup/unified`); full
+//! sandboxes have run for real only on v1 hosts so far.
 //!
 //! Requirements: root (or equivalent capabilities), overlayfs, and a helper program that
 //! calls [`runtime::init::main_if_requested`] before anything else — either the embedding
