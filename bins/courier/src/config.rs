@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use courier_tools::Secret;
 
 /// Where data lives unless a flag, `COURIER_DATA_DIR` or the config file says otherwise.
 pub const DEFAULT_DATA_DIR: &str = "./courier-data";
@@ -70,10 +71,20 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "E2B_DOMAIN",
         "a domain name, e.g. \"e2b.app\"",
     ),
+    (
+        "github_webhook_secret",
+        "COURIER_GITHUB_WEBHOOK_SECRET",
+        "the secret set on the GitHub webhook",
+    ),
 ];
 
 /// Keys whose values are secrets: never echoed.
-const SECRET_KEYS: &[&str] = &["database_url", "master_key", "e2b_api_key"];
+const SECRET_KEYS: &[&str] = &[
+    "database_url",
+    "master_key",
+    "e2b_api_key",
+    "github_webhook_secret",
+];
 
 /// What flags (or their `COURIER_*` variables, which clap reads) set.
 #[derive(Debug, Default)]
@@ -97,6 +108,10 @@ pub struct Settings {
     pub envd_binary: Option<PathBuf>,
     /// `E2B_*` variables for the provider client: the environment over the file.
     pub e2b_vars: HashMap<String, String>,
+    /// The GitHub webhook's secret (`COURIER_GITHUB_WEBHOOK_SECRET` over the file's
+    /// `github_webhook_secret`); `None` leaves `POST /v1/github/webhook` off (503). Like
+    /// the other secrets it has no flag: command lines are visible to every local user.
+    pub github_webhook_secret: Option<Secret>,
     /// The file read, and the keys it set (names only).
     pub file: Option<(PathBuf, Vec<String>)>,
 }
@@ -194,6 +209,8 @@ pub fn resolve(over: Overrides) -> Result<Settings> {
             .map(PathBuf::from)
             .or(file.envd_binary.clone()),
         e2b_vars,
+        github_webhook_secret: string("github_webhook_secret", "COURIER_GITHUB_WEBHOOK_SECRET")
+            .map(Secret::new),
         file: path.map(|p| (p, file.keys)),
     })
 }
@@ -307,6 +324,7 @@ e2b_api_key = "e2b_secret"
 e2b_api_url = "https://api.example"
 e2b_sandbox_url = "http://127.0.0.1:3000"
 e2b_domain = "example.com"
+github_webhook_secret = "whsec-from-file"
 "#,
         )
         .unwrap();
@@ -316,6 +334,7 @@ e2b_domain = "example.com"
         assert_eq!(v.create_rate, Some(3));
         assert_eq!(v.envd_binary.unwrap(), Path::new("/opt/courier-envd"));
         assert_eq!(v.strings["e2b_api_key"], "e2b_secret");
+        assert_eq!(v.strings["github_webhook_secret"], "whsec-from-file");
         assert_eq!(v.keys.len(), KEYS.len());
     }
 
@@ -353,6 +372,11 @@ e2b_domain = "example.com"
         let e = parse_err("e2b_api_key = 12345678");
         assert!(
             e.contains("`e2b_api_key`") && !e.contains("12345678"),
+            "{e}"
+        );
+        let e = parse_err("github_webhook_secret = 87654321");
+        assert!(
+            e.contains("`github_webhook_secret`") && !e.contains("87654321"),
             "{e}"
         );
     }

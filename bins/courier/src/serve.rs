@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use bytes::Bytes;
 use clap::Args;
-use courier_api::{Api, ApiConfig, Tokens};
+use courier_api::{Api, ApiConfig, GitHubWebhook, Tokens};
 use courier_e2b::models::{NewSandbox, SandboxRecord};
 use courier_e2b::{CommandOutput, CommandSpec, SandboxApi, SpawnedCommand};
 use courier_orchestrator::keys::{KeyVault, MASTER_KEY_ENV, MasterKey};
@@ -29,8 +29,8 @@ const TIMEOUT_TICK: Duration = Duration::from_secs(10);
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// TOML config file with the same settings as the flags plus `database_url`,
-    /// `master_key`, `envd_binary` and `e2b_*` [default: courier.toml in the data dir, if
-    /// it exists].
+    /// `master_key`, `envd_binary`, `e2b_*` and `github_webhook_secret` [default:
+    /// courier.toml in the data dir, if it exists].
     #[arg(long, env = "COURIER_CONFIG")]
     config: Option<PathBuf>,
     /// Data directory: SQLite database (`courier.db`) and master key (`master.key`)
@@ -315,13 +315,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let vault = KeyVault::new(master, db.store.clone());
     let provider = sandbox_provider(&settings).await?;
     let provider_name = provider.name;
-    let orchestrator = Orchestrator::new(
-        db.store.clone(),
-        provider.api.clone(),
-        vault.clone(),
-        EventHub::default(),
-    )
-    .with_pull_requests(PrPipeline::new(
+    let pull_requests = PrPipeline::new(
         db.store.clone(),
         provider.api.clone(),
         PrConfig {
@@ -329,7 +323,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 .unwrap_or_else(|_| courier_orchestrator::pr::DEFAULT_GITHUB_API.to_owned()),
             ..PrConfig::default()
         },
-    ));
+    );
+    let orchestrator = Orchestrator::new(
+        db.store.clone(),
+        provider.api.clone(),
+        vault.clone(),
+        EventHub::default(),
+    )
+    .with_pull_requests(pull_requests.clone());
     let orchestrator = match learnings_pipeline(db.store.clone())? {
         Some(pipeline) => orchestrator.with_learnings(pipeline),
         None => {
@@ -344,12 +345,32 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Ok(report) => tracing::info!(?report, "sandboxes reconciled with the provider"),
         Err(e) => tracing::warn!(error = %e, "could not reconcile sandboxes with the provider"),
     }
+    // Merged pull requests are learned from GitHub's webhook when a secret is set (and,
+    // later, by the merged-PR poller: see the ticker below).
+    let github_webhook = match settings.github_webhook_secret.clone() {
+        Some(secret) => {
+            tracing::info!(
+                "GitHub webhook on: POST /v1/github/webhook checks deliveries against the configured secret"
+            );
+            Some(GitHubWebhook {
+                secret,
+                pipeline: pull_requests,
+            })
+        }
+        None => {
+            tracing::info!(
+                "GitHub webhook off: set COURIER_GITHUB_WEBHOOK_SECRET (or `github_webhook_secret` in the config file) to the hook's secret to turn it on"
+            );
+            None
+        }
+    };
     let config = ApiConfig {
         body_limit: settings.body_limit,
         create_rate: courier_api::RateLimit {
             burst: settings.create_rate,
             per_minute: settings.create_rate,
         },
+        github_webhook,
         ..ApiConfig::default()
     };
     let api = Api::new(
@@ -359,6 +380,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         db.tokens.clone(),
         config,
     );
+    // Periodic work. The merged-PR poller (`PrPipeline::poll_merged` for sandboxes whose
+    // PR is `created`, for deployments GitHub cannot reach with the webhook) goes here as
+    // a second task with its own interval, aborted next to this one on shutdown.
     let ticker = tokio::spawn(async move {
         let mut tick = tokio::time::interval(TIMEOUT_TICK);
         loop {

@@ -25,6 +25,7 @@ fn courier() -> Command {
         "COURIER_LISTEN",
         "COURIER_BODY_LIMIT",
         "COURIER_CREATE_RATE",
+        "COURIER_GITHUB_WEBHOOK_SECRET",
     ] {
         cmd.env_remove(var);
     }
@@ -108,6 +109,36 @@ fn status(port: u16, method: &str, path: &str, token: &str, body: &str) -> u16 {
         .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"))
 }
 
+/// A GitHub webhook delivery (no bearer token), signed with `secret` when given; the
+/// status code.
+fn deliver(port: u16, event: &str, secret: Option<&str>, body: &str) -> u16 {
+    use hmac::Mac as _;
+    let signature = secret.map(|secret| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        format!(
+            "X-Hub-Signature-256: sha256={}\r\n",
+            hex::encode(mac.finalize().into_bytes())
+        )
+    });
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /v1/github/webhook HTTP/1.1\r\nHost: localhost\r\nX-GitHub-Event: {event}\r\n\
+         {}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        signature.unwrap_or_default(),
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"))
+}
+
 fn create_user(extra: &[&str], envs: &[(&str, &Path)]) -> String {
     let mut cmd = courier();
     cmd.args([
@@ -148,7 +179,8 @@ fn serve_reads_its_settings_from_a_config_file_and_never_logs_its_secrets() {
              master_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n\
              e2b_api_key = \"e2b_topsecretvalue0123\"\n\
              e2b_api_url = \"http://127.0.0.1:9\"\n\
-             e2b_sandbox_url = \"http://127.0.0.1:9\"\n"
+             e2b_sandbox_url = \"http://127.0.0.1:9\"\n\
+             github_webhook_secret = \"whsec-fromthefile-5521\"\n"
         ),
     )
     .unwrap();
@@ -164,10 +196,19 @@ fn serve_reads_its_settings_from_a_config_file_and_never_logs_its_secrets() {
     // body_limit = 64 from the file.
     let big = format!("{{\"prompt\":\"{}\"}}", "x".repeat(200));
     assert_eq!(status(port, "POST", "/v1/sandboxes", &token, &big), 413);
+    // The webhook checks deliveries against the file's secret.
+    let ping = r#"{"zen":"Design for failure.","hook_id":1}"#;
+    assert_eq!(
+        deliver(port, "ping", Some("whsec-fromthefile-5521"), ping),
+        200
+    );
+    assert_eq!(deliver(port, "ping", Some("another-secret"), ping), 401);
+    assert_eq!(deliver(port, "ping", None, ping), 401);
     let log = server.stop();
     assert!(log.contains("config file read"), "{log}");
     assert!(log.contains("E2B-compatible endpoint"), "{log}");
-    for secret in ["topsecretvalue", "AAAAAAAAAAAAAAAA"] {
+    assert!(log.contains("GitHub webhook on"), "{log}");
+    for secret in ["topsecretvalue", "AAAAAAAAAAAAAAAA", "fromthefile"] {
         assert!(!log.contains(secret), "secret in the log: {log}");
     }
 }
@@ -187,22 +228,34 @@ fn flags_beat_env_which_beats_the_file_which_beats_defaults() {
     let token = create_user(&[], &[("COURIER_DATA_DIR", &data)]);
     let big = format!("{{\"prompt\":\"{}\"}}", "x".repeat(200));
 
-    // File over defaults.
+    // File over defaults; no webhook secret anywhere: the route is there but off.
     let mut cmd = courier();
     cmd.env("COURIER_DATA_DIR", &data).arg("serve");
     let mut s = Server::start(cmd, file_port);
     assert_eq!(status(s.port, "POST", "/v1/sandboxes", &token, &big), 413);
+    assert_eq!(deliver(s.port, "ping", Some("any"), "{}"), 503);
     s.stop();
 
     // Env over the file.
+    std::fs::write(
+        data.join("courier.toml"),
+        format!(
+            "listen = \"127.0.0.1:{file_port}\"\nbody_limit = 64\n\
+             github_webhook_secret = \"whsec-file\"\n"
+        ),
+    )
+    .unwrap();
     let mut cmd = courier();
     cmd.env("COURIER_DATA_DIR", &data)
         .env("COURIER_LISTEN", format!("127.0.0.1:{env_port}"))
         .env("COURIER_BODY_LIMIT", "100000")
+        .env("COURIER_GITHUB_WEBHOOK_SECRET", "whsec-env")
         .arg("serve");
     let mut s = Server::start(cmd, env_port);
     // Under the env's body limit the request is read (and refused for other reasons).
     assert_ne!(status(s.port, "POST", "/v1/sandboxes", &token, &big), 413);
+    assert_eq!(deliver(s.port, "ping", Some("whsec-env"), "{}"), 200);
+    assert_eq!(deliver(s.port, "ping", Some("whsec-file"), "{}"), 401);
     s.stop();
 
     // Flags over env; COURIER_CONFIG names the file.

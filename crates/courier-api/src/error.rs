@@ -15,6 +15,11 @@ pub enum ApiError {
     /// No bearer token, or one that is not known (401 `unauthorized`).
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A GitHub webhook delivery whose `X-Hub-Signature-256` is missing or does not match
+    /// its body under the configured secret (401 `bad_signature`). The message says which;
+    /// it never holds the secret or the expected signature.
+    #[error("{0}")]
+    BadSignature(String),
     /// The record exists but belongs to another user (403 `forbidden`).
     #[error("{entity} {id} belongs to another user")]
     Forbidden {
@@ -82,7 +87,7 @@ impl ApiError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::Invalid { .. } | ApiError::MissingProviderKey(_) => {
@@ -102,6 +107,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::BadSignature(_) => "bad_signature",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::NotFound { .. } => "not_found",
             ApiError::NoRoute(_) => "no_route",

@@ -1,8 +1,9 @@
 //! # courier-api
 //!
 //! Courier's HTTP face: the `/v1` REST API, live sandbox events as server-sent events,
-//! bearer-token auth, the OpenAPI document at `/openapi.json`, health, readiness and
-//! Prometheus metrics, and the single-page dashboard at `/`.
+//! bearer-token auth, GitHub's webhook deliveries (`POST /v1/github/webhook`, signed with
+//! the hook's secret instead of a token), the OpenAPI document at `/openapi.json`, health,
+//! readiness and Prometheus metrics, and the single-page dashboard at `/`.
 //!
 //! - [`Api`]: the shared state; [`Api::router`] is the axum [`Router`](axum::Router).
 //! - [`tokens`]: bearer tokens, stored as SHA-256 hashes in an `api_tokens` table.
@@ -13,8 +14,8 @@
 //!
 //! No business logic lives here: handlers authenticate, check that the caller owns the
 //! project, parse input, call the [`Orchestrator`] (or read the
-//! [`Store`](courier_store::Store)) and shape the answer. Secrets (provider keys, tokens)
-//! never appear in responses or logs; keys are listed as `****abcd`.
+//! [`Store`]) and shape the answer. Secrets (provider keys, tokens,
+//! the webhook secret) never appear in responses or logs; keys are listed as `****abcd`.
 //!
 //! ## Example
 //!
@@ -41,7 +42,9 @@ use std::time::Duration;
 
 use courier_orchestrator::keys::KeyVault;
 use courier_orchestrator::lifecycle::Orchestrator;
+use courier_orchestrator::pr::PrPipeline;
 use courier_store::Store;
+use courier_tools::Secret;
 use tokio::sync::watch;
 
 pub use error::{ApiError, Result};
@@ -52,6 +55,15 @@ pub use tokens::{IssuedToken, Tokens};
 /// The dashboard page, served at `/` (vanilla JS, no build step).
 pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 
+/// The default largest GitHub webhook delivery, in bytes (5 MiB).
+///
+/// GitHub caps deliveries at 25 MB, but the events Courier reads are far smaller: a
+/// `pull_request` delivery is tens of kilobytes (a PR body is at most 65 536
+/// characters). Only events Courier ignores (a `push` of many commits) come near the cap;
+/// refusing those with 413 costs nothing and keeps a forged sender from making the server
+/// buffer 25 MB per request before the signature is checked.
+pub const DEFAULT_WEBHOOK_BODY_LIMIT: usize = 5 * 1024 * 1024;
+
 /// Tunables of the API.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -61,6 +73,12 @@ pub struct ApiConfig {
     pub create_rate: RateLimit,
     /// Interval of SSE keep-alive comments (default 15 s).
     pub keep_alive: Duration,
+    /// GitHub webhook deliveries; `None` (the default): `POST /v1/github/webhook` answers
+    /// 503 naming the setting.
+    pub github_webhook: Option<GitHubWebhook>,
+    /// Largest GitHub webhook delivery accepted, in bytes (default
+    /// [`DEFAULT_WEBHOOK_BODY_LIMIT`]); `body_limit` does not apply to that route.
+    pub webhook_body_limit: usize,
 }
 
 impl Default for ApiConfig {
@@ -69,8 +87,23 @@ impl Default for ApiConfig {
             body_limit: 1024 * 1024,
             create_rate: RateLimit::default(),
             keep_alive: Duration::from_secs(15),
+            github_webhook: None,
+            webhook_body_limit: DEFAULT_WEBHOOK_BODY_LIMIT,
         }
     }
+}
+
+/// What `POST /v1/github/webhook` needs: the secret set on the hook in GitHub, against
+/// which every delivery's `X-Hub-Signature-256` is checked, and the pipeline that marks
+/// merged pull requests on their sandboxes.
+///
+/// `Debug` shows the secret only as `****abcd` (see [`Secret`]).
+#[derive(Debug, Clone)]
+pub struct GitHubWebhook {
+    /// The hook's secret (`COURIER_GITHUB_WEBHOOK_SECRET` for `courier serve`).
+    pub secret: Secret,
+    /// Records verified deliveries ([`PrPipeline::record_webhook`]).
+    pub pipeline: PrPipeline,
 }
 
 pub(crate) struct Inner {
@@ -122,7 +155,8 @@ impl Api {
         }
     }
 
-    /// The axum router: `/v1/…`, `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, `/`.
+    /// The axum router: `/v1/…` (with `/v1/github/webhook`), `/healthz`, `/readyz`,
+    /// `/metrics`, `/openapi.json`, `/`.
     pub fn router(&self) -> axum::Router {
         routes::router(self.clone())
     }

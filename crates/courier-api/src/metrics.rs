@@ -13,7 +13,8 @@ pub struct Metrics {
     pub sandbox_create_failures: AtomicU64,
     /// Requests refused by the creation rate limit.
     pub rate_limited: AtomicU64,
-    /// Requests refused for a missing or unknown token.
+    /// Requests refused for a missing or unknown token, or a GitHub webhook delivery
+    /// whose signature is missing or wrong.
     pub auth_failures: AtomicU64,
     /// Server-sent events delivered.
     pub sse_events: AtomicU64,
@@ -65,7 +66,7 @@ impl Metrics {
             (
                 "courier_auth_failures_total",
                 "counter",
-                "Requests refused for a missing or unknown bearer token.",
+                "Requests refused for a missing or unknown bearer token or a bad webhook signature.",
                 self.auth_failures.load(Ordering::Relaxed) as i64,
             ),
             (

@@ -66,6 +66,10 @@ const fn open(
     }
 }
 
+/// The GitHub webhook's path: open (GitHub sends no token), authenticated by the
+/// delivery's `X-Hub-Signature-256`.
+pub const GITHUB_WEBHOOK_PATH: &str = "/v1/github/webhook";
+
 /// Every operation the server answers.
 pub const ROUTES: &[Route] = &[
     open("get", "/", "The dashboard page.", "html"),
@@ -172,11 +176,11 @@ pub const ROUTES: &[Route] = &[
     r(
         "get",
         "/v1/projects/{id}/learnings",
-        "The project's learnings.",
+        "The project's learnings, oldest first, each with its evidence.",
         "learnings",
         None,
         200,
-        Some("ItemList"),
+        Some("LearningList"),
     ),
     r(
         "get",
@@ -349,6 +353,16 @@ pub const ROUTES: &[Route] = &[
         200,
         Some("ItemList"),
     ),
+    Route {
+        method: "post",
+        path: GITHUB_WEBHOOK_PATH,
+        summary: "GitHub webhook deliveries (`pull_request`, `ping`), verified with the hook's secret: a merged pull request marks its sandboxes `merged`. Answers 503 while no secret is configured.",
+        tag: "github",
+        auth: false,
+        body: Some("GitHubWebhookPayload"),
+        ok: 200,
+        response: Some("WebhookResult"),
+    },
 ];
 
 fn schema_ref(name: &str) -> Value {
@@ -367,7 +381,7 @@ fn schemas() -> Value {
                 "type": "object",
                 "required": ["code", "message"],
                 "properties": {
-                    "code": { "type": "string", "examples": ["invalid", "unauthorized", "forbidden", "not_found", "rate_limited"] },
+                    "code": { "type": "string", "examples": ["invalid", "unauthorized", "bad_signature", "forbidden", "not_found", "rate_limited", "unavailable"] },
                     "message": { "type": "string" },
                     "field": { "type": "string", "description": "The offending field, for `invalid` and `missing_provider_key`." }
                 }
@@ -497,6 +511,45 @@ fn schemas() -> Value {
                 "total": schema_ref("Usage")
             }
         },
+        "Learning": {
+            "type": "object",
+            "properties": {
+                "id": { "type": "string", "format": "uuid" },
+                "project_id": { "type": "string", "format": "uuid" },
+                "category": { "type": "string", "enum": ["pattern", "preference", "gotcha", "architecture"] },
+                "content": { "type": "string", "description": "The claim: one piece of advice." },
+                "evidence": {
+                    "type": ["string", "null"],
+                    "description": "What in the source sandbox's transcript shows it: a short quote or a pointer such as `#12` (a message number). Null when none was given."
+                },
+                "source_sandbox_id": { "type": ["string", "null"], "format": "uuid" },
+                "created_at": { "type": "string", "format": "date-time" }
+            }
+        },
+        "LearningList": { "type": "object", "properties": { "items": { "type": "array", "items": schema_ref("Learning") } } },
+        "GitHubWebhookPayload": {
+            "type": "object",
+            "additionalProperties": true,
+            "description": "GitHub's delivery as sent; Courier reads `action`, `pull_request.html_url`, `pull_request.number`, `pull_request.merged` and `repository.owner.login`/`repository.name`. The signature covers the raw bytes.",
+            "properties": {
+                "action": { "type": "string", "examples": ["closed"] },
+                "number": { "type": "integer" },
+                "pull_request": { "type": "object", "additionalProperties": true, "properties": {
+                    "html_url": { "type": "string" },
+                    "number": { "type": "integer" },
+                    "merged": { "type": ["boolean", "null"] }
+                }},
+                "repository": { "type": "object", "additionalProperties": true }
+            }
+        },
+        "WebhookResult": {
+            "type": "object",
+            "properties": {
+                "event": { "type": ["string", "null"], "description": "The X-GitHub-Event header." },
+                "outcome": { "type": "string", "enum": ["ping", "merged", "ignored"] },
+                "marked": { "type": "array", "items": { "type": "string", "format": "uuid" }, "description": "Sandboxes whose PR status became `merged`." }
+            }
+        },
         "ItemList": { "type": "object", "properties": { "items": { "type": "array", "items": any } } }
     })
 }
@@ -523,12 +576,32 @@ fn operation(route: &Route) -> Value {
                 .replace(['{', '}'], "")
         )),
     );
-    let params: Vec<Value> = route
+    let mut params: Vec<Value> = route
         .path
         .split('/')
         .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
         .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
         .collect();
+    if route.path == GITHUB_WEBHOOK_PATH {
+        for (name, required, description) in [
+            (
+                "X-GitHub-Event",
+                true,
+                "The event: `pull_request` and `ping` are read, others ignored.",
+            ),
+            (
+                "X-Hub-Signature-256",
+                true,
+                "`sha256=` + hex HMAC-SHA256 of the raw body under the hook's secret.",
+            ),
+            ("X-GitHub-Delivery", false, "The delivery id, logged."),
+        ] {
+            params.push(json!({
+                "name": name, "in": "header", "required": required,
+                "description": description, "schema": { "type": "string" }
+            }));
+        }
+    }
     if !params.is_empty() {
         op.insert("parameters".into(), json!(params));
     }
@@ -573,9 +646,23 @@ fn operation(route: &Route) -> Value {
             error_response("The body is not the expected JSON."),
         );
         responses.insert("413".into(), error_response("The body is too large."));
+        if route.auth {
+            responses.insert(
+                "422".into(),
+                error_response("A field is invalid (named in `field`)."),
+            );
+        }
+    }
+    if route.path == GITHUB_WEBHOOK_PATH {
         responses.insert(
-            "422".into(),
-            error_response("A field is invalid (named in `field`)."),
+            "401".into(),
+            error_response(
+                "`bad_signature`: X-Hub-Signature-256 is missing or does not match the body.",
+            ),
+        );
+        responses.insert(
+            "503".into(),
+            error_response("No webhook secret is configured (COURIER_GITHUB_WEBHOOK_SECRET)."),
         );
     }
     if route.method != "get" && route.auth {
@@ -649,6 +736,13 @@ mod tests {
                         "{method} {path} lacks parameter {name}"
                     );
                 }
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    assert!(
+                        p["in"] == "header"
+                            || path.contains(&format!("{{{}}}", p["name"].as_str().unwrap())),
+                        "{method} {path}: stray parameter {p}"
+                    );
+                }
                 for r in op["responses"].as_object().unwrap().values() {
                     if let Some(s) = r.pointer("/content/application~1json/schema/$ref") {
                         let name = s.as_str().unwrap().rsplit('/').next().unwrap();
@@ -658,5 +752,26 @@ mod tests {
             }
         }
         assert_eq!(count, ROUTES.len());
+    }
+
+    #[test]
+    fn the_webhook_is_open_signed_and_documented_with_its_answers() {
+        let doc = document();
+        let op = &doc["paths"][GITHUB_WEBHOOK_PATH]["post"];
+        assert!(op.get("security").is_none(), "GitHub sends no bearer token");
+        for status in ["200", "400", "401", "413", "503"] {
+            assert!(op["responses"].get(status).is_some(), "{status}");
+        }
+        assert!(op["responses"].get("422").is_none());
+        let headers: Vec<&str> = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["in"] == "header" && p["required"] == true)
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(headers, ["X-GitHub-Event", "X-Hub-Signature-256"]);
+        let learning = &doc["components"]["schemas"]["Learning"]["properties"];
+        assert_eq!(learning["evidence"]["type"], json!(["string", "null"]));
     }
 }

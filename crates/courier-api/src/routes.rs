@@ -5,13 +5,16 @@ use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use courier_orchestrator::config::CreateRequest;
+use courier_orchestrator::pr::{WebhookEvent, handle_webhook, verify_signature};
 use courier_orchestrator::usage::UsageSummary;
 use courier_store::{
     Cursor, DeletedFilter, KeyOwner, MAX_PAGE_LIMIT, Message, PageRequest, ProjectId, Provider,
@@ -60,7 +63,13 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/sandboxes/{id}/events", get(events::stream))
         .route("/sandboxes/{id}/usage", get(sandbox_usage))
         .route("/usage", get(usage))
-        .route("/template-builds", get(template_builds));
+        .route("/template-builds", get(template_builds))
+        // GitHub sends no token: the route is open and checks the delivery's signature.
+        // Its own body limit replaces the API's (set outside, so it runs first).
+        .route(
+            "/github/webhook",
+            post(github_webhook).layer(DefaultBodyLimit::max(api.inner.config.webhook_body_limit)),
+        );
     let limit = api.inner.config.body_limit;
     Router::new()
         .route("/", get(dashboard))
@@ -718,6 +727,76 @@ async fn template_builds(
 ) -> Result<Json<Value>> {
     let items = api.inner.store.list_template_builds(q.tool).await?;
     Ok(Json(json!({ "items": items })))
+}
+
+// ---- GitHub ----
+
+/// The setting that turns the webhook on, named in the 503 answer.
+pub(crate) const WEBHOOK_SECRET_SETTING: &str = "COURIER_GITHUB_WEBHOOK_SECRET";
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `POST /v1/github/webhook`: verifies the delivery's signature over the raw body, reads
+/// it, and marks the sandboxes of a merged pull request `merged`.
+async fn github_webhook(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>> {
+    let Some(hook) = api
+        .inner
+        .config
+        .github_webhook
+        .as_ref()
+        .filter(|h| !h.secret.expose().is_empty())
+    else {
+        return Err(ApiError::Unavailable(format!(
+            "GitHub webhooks are off: set {WEBHOOK_SECRET_SETTING} (or `github_webhook_secret`              in the config file) to the secret of the hook and restart"
+        )));
+    };
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit: api.inner.config.webhook_body_limit,
+            }
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    })?;
+    let secret = hook.secret.expose().as_bytes();
+    let signature = header_str(&headers, "x-hub-signature-256");
+    // The signature first, so a forged delivery is 401 whatever its body; the messages
+    // say what was wrong, never what was expected.
+    verify_signature(secret, signature, &body).map_err(|e| {
+        api.inner
+            .metrics
+            .auth_failures
+            .fetch_add(1, Ordering::Relaxed);
+        ApiError::BadSignature(e.to_string())
+    })?;
+    let event_name = header_str(&headers, "x-github-event");
+    // Verified above: what fails now is the payload or the event header (400).
+    let event = handle_webhook(secret, event_name, signature, &body)?;
+    let marked = hook.pipeline.record_webhook(&event).await?;
+    let outcome = match &event {
+        WebhookEvent::Ping => "ping",
+        WebhookEvent::PullRequestMerged { .. } => "merged",
+        WebhookEvent::Ignored { .. } => "ignored",
+    };
+    tracing::info!(
+        delivery = header_str(&headers, "x-github-delivery").unwrap_or("-"),
+        event = event_name.unwrap_or("-"),
+        outcome,
+        marked = marked.len(),
+        "GitHub webhook delivery"
+    );
+    Ok(Json(json!({
+        "event": event_name,
+        "outcome": outcome,
+        "marked": marked,
+    })))
 }
 
 #[cfg(test)]

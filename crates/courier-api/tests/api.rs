@@ -899,6 +899,7 @@ async fn usage_learnings_versions_and_template_builds_are_readable() {
             project_id: project,
             category: courier_store::LearningCategory::ALL[0],
             content: "run tests with nextest".into(),
+            evidence: Some("#3: `cargo test` took 9 min, `cargo nextest run` 2".into()),
             source_sandbox_id: None,
         })
         .await
@@ -915,6 +916,10 @@ async fn usage_learnings_versions_and_template_builds_are_readable() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(learnings["items"][0]["content"], "run tests with nextest");
+    assert_eq!(
+        learnings["items"][0]["evidence"],
+        "#3: `cargo test` took 9 min, `cargo nextest run` 2"
+    );
     let (status, versions) = s
         .get(
             &s.alice,

@@ -8,6 +8,11 @@
 //! within a size budget. [`active_learnings`] is what the create path injects into later
 //! sandboxes.
 //!
+//! A learning's evidence (a short quote from its source sandbox's transcript, or a pointer
+//! such as `#12`, the message number) is stored next to the claim in
+//! [`Learning::evidence`], for the people who review learnings; agents get the claims only
+//! (see [`compile`]).
+//!
 //! The sandbox's extraction status moves `pending` → `running` → `completed`, `skipped`
 //! (no messages) or `error` (with the reason). Every LLM answer is checked in full before
 //! anything is written, so a failed extraction adds no learning and no version.
@@ -32,8 +37,6 @@ pub const DEFAULT_LLM_BASE_URL: &str = "https://api.anthropic.com";
 pub const DEFAULT_LLM_MODEL: &str = "claude-sonnet-4-6";
 /// The Messages API version this client speaks.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
-/// Separates a stored learning's claim from its evidence.
-const EVIDENCE_MARKER: &str = "\nEvidence: ";
 /// Longest claim or evidence accepted from the LLM; longer ones are not "one sentence".
 const MAX_FIELD_CHARS: usize = 500;
 /// Page size when reading a transcript.
@@ -51,7 +54,7 @@ Categories:
 Only keep what is specific to this project and still true after the session. Skip one-off task details.
 
 Answer with exactly one JSON object and nothing else, in this format:
-{"learnings":[{"category":"pattern|preference|gotcha|architecture","content":"one sentence, at most 300 characters, written as advice","evidence":"what in the transcript shows it, at most 300 characters"}]}
+{"learnings":[{"category":"pattern|preference|gotcha|architecture","content":"one sentence, at most 300 characters, written as advice","evidence":"a short quote from the transcript that shows it, or a pointer to where it shows (the message number, e.g. #12, and what happened there), at most 300 characters"}]}
 
 Every learning must have all three fields. Answer {"learnings":[]} when there is nothing worth keeping."#;
 
@@ -120,23 +123,10 @@ pub struct ExtractedLearning {
     pub category: LearningCategory,
     /// The advice, one sentence.
     pub content: String,
-    /// What in the transcript shows it.
-    pub evidence: String,
-}
-
-impl ExtractedLearning {
-    /// The text stored for it: the claim, then its evidence on a line of its own.
-    pub fn stored_content(&self) -> String {
-        format!("{}{EVIDENCE_MARKER}{}", self.content, self.evidence)
-    }
-}
-
-/// A stored learning's claim, without its evidence line.
-pub fn claim(content: &str) -> &str {
-    content
-        .split_once(EVIDENCE_MARKER)
-        .map_or(content, |(claim, _)| claim)
-        .trim()
+    /// What in the transcript shows it: a short quote or a pointer (`#12`). `None` when
+    /// the answer gave none (answers recorded before evidence was asked for, or a model
+    /// that left it out).
+    pub evidence: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -148,11 +138,16 @@ struct Answer {
 struct RawLearning {
     category: String,
     content: String,
-    evidence: String,
+    // Missing or null: tolerated (see `ExtractedLearning::evidence`).
+    #[serde(default)]
+    evidence: Option<String>,
 }
 
 /// Reads the LLM's answer in the format of [`SYSTEM_PROMPT`]. One bad entry rejects the
 /// whole answer, so a malformed answer never yields some learnings and not others.
+///
+/// `evidence` may be missing, `null` or blank (read as `None`); when given it is held to
+/// the same length limit as `content`.
 ///
 /// A Markdown code fence around the JSON is tolerated (models add one despite being told
 /// not to); anything else is not.
@@ -179,12 +174,15 @@ pub fn parse_learnings(text: &str, max: usize) -> Result<Vec<ExtractedLearning>>
             let category = LearningCategory::parse_field(raw.category.trim(), "category")
                 .map_err(|e| malformed(format!("learning {i}: {e}")))?;
             let content = raw.content.trim().to_owned();
-            let evidence = raw.evidence.trim().to_owned();
-            for (field, value) in [("content", &content), ("evidence", &evidence)] {
-                if value.is_empty() {
-                    return Err(malformed(format!("learning {i}: empty {field}")));
-                }
-                if value.chars().count() > MAX_FIELD_CHARS {
+            if content.is_empty() {
+                return Err(malformed(format!("learning {i}: empty content")));
+            }
+            let evidence = raw
+                .evidence
+                .map(|e| e.trim().to_owned())
+                .filter(|e| !e.is_empty());
+            for (field, value) in [("content", Some(&content)), ("evidence", evidence.as_ref())] {
+                if value.is_some_and(|v| v.chars().count() > MAX_FIELD_CHARS) {
                     return Err(malformed(format!(
                         "learning {i}: {field} longer than {MAX_FIELD_CHARS} characters"
                     )));
@@ -227,29 +225,60 @@ pub fn similarity(a: &str, b: &str) -> f64 {
 /// Which extracted learnings are new: those not similar (at `threshold`) to an existing
 /// learning's claim or to an earlier one of the same batch. Returns the new ones and how
 /// many merged into what was already known.
+///
+/// Evidence: a learning that repeats an earlier one of the same batch adds its evidence
+/// to that one's (both point into the same transcript, so together they show more; see
+/// [`merge_evidence`]). A learning that repeats a stored one is dropped with its
+/// evidence: the stored learning's evidence points into the transcript of its own source
+/// sandbox, and evidence from another transcript next to it would point at the wrong
+/// place.
 pub fn merge_new(
     existing: &[Learning],
     extracted: Vec<ExtractedLearning>,
     threshold: f64,
 ) -> (Vec<ExtractedLearning>, usize) {
-    let mut known: Vec<String> = existing
-        .iter()
-        .map(|l| claim(&l.content).to_owned())
-        .collect();
-    let mut fresh = Vec::new();
+    let mut fresh: Vec<ExtractedLearning> = Vec::new();
     let mut merged = 0;
     for learning in extracted {
-        if known
-            .iter()
-            .any(|k| similarity(k, &learning.content) >= threshold)
-        {
+        let similar = |claim: &str| similarity(claim, &learning.content) >= threshold;
+        if existing.iter().any(|l| similar(&l.content)) {
+            merged += 1;
+        } else if let Some(earlier) = fresh.iter_mut().find(|f| similar(&f.content)) {
+            earlier.evidence = merge_evidence(earlier.evidence.take(), learning.evidence);
             merged += 1;
         } else {
-            known.push(learning.content.clone());
             fresh.push(learning);
         }
     }
     (fresh, merged)
+}
+
+/// The evidence of two learnings merged into one: both, `; `-separated, when they differ
+/// and fit in the length limit together; otherwise the first (the second when the first
+/// has none). Never longer than the longer of the two or the limit.
+///
+/// ```
+/// use courier_orchestrator::learnings::merge_evidence;
+/// let e = |s: &str| Some(s.to_owned());
+/// assert_eq!(merge_evidence(e("#3"), e("#9")), e("#3; #9"));
+/// assert_eq!(merge_evidence(None, e("#9")), e("#9"));
+/// assert_eq!(merge_evidence(e("#3: x"), e("#3")), e("#3: x"));
+/// ```
+pub fn merge_evidence(first: Option<String>, second: Option<String>) -> Option<String> {
+    match (first, second) {
+        (Some(a), Some(b)) => {
+            if a.contains(b.as_str()) {
+                Some(a)
+            } else if b.contains(a.as_str()) {
+                Some(b)
+            } else if a.chars().count() + 2 + b.chars().count() <= MAX_FIELD_CHARS {
+                Some(format!("{a}; {b}"))
+            } else {
+                Some(a)
+            }
+        }
+        (a, b) => a.or(b),
+    }
 }
 
 fn category_rank(category: LearningCategory) -> u8 {
@@ -267,6 +296,11 @@ fn category_rank(category: LearningCategory) -> u8 {
 /// valuable first (gotchas, architecture, patterns, preferences; newer before older
 /// within each), leaving out whatever would exceed `budget` characters. Never longer than
 /// `budget`.
+///
+/// Evidence is left out on purpose: it quotes or points into transcripts of earlier
+/// sandboxes that a new agent cannot open, so it would spend the budget (about three
+/// times the characters per learning) on context the agent cannot use, and push
+/// learnings out of the text. It stays in the store for people reviewing learnings.
 pub fn compile(learnings: &[Learning], budget: usize) -> String {
     const HEADER: &str = "# Project learnings\n\nLessons from earlier sandboxes on this project, most important first.\n\n";
     let mut ordered: Vec<&Learning> = learnings.iter().collect();
@@ -282,7 +316,7 @@ pub fn compile(learnings: &[Learning], budget: usize) -> String {
     }
     out.push_str(HEADER);
     for learning in ordered {
-        let line = format!("- [{}] {}\n", learning.category, claim(&learning.content));
+        let line = format!("- [{}] {}\n", learning.category, learning.content.trim());
         let len = line.chars().count();
         if used + len <= budget {
             out.push_str(&line);
@@ -541,7 +575,7 @@ impl LearningPipeline {
             // Showing what is known keeps the model from spending its answer on repeats.
             prompt.push_str("Already known (do not repeat):\n");
             for l in &existing {
-                prompt.push_str(&format!("- [{}] {}\n", l.category, claim(&l.content)));
+                prompt.push_str(&format!("- [{}] {}\n", l.category, l.content.trim()));
             }
             prompt.push('\n');
         }
@@ -560,7 +594,8 @@ impl LearningPipeline {
             .map(|learning| NewLearning {
                 project_id: sandbox.project_id,
                 category: learning.category,
-                content: learning.stored_content(),
+                content: learning.content.clone(),
+                evidence: learning.evidence.clone(),
                 source_sandbox_id: Some(sandbox_id),
             })
             .collect();
@@ -571,6 +606,7 @@ impl LearningPipeline {
             project_id: n.project_id,
             category: n.category,
             content: n.content.clone(),
+            evidence: n.evidence.clone(),
             source_sandbox_id: n.source_sandbox_id,
             created_at: now,
         }));
@@ -624,6 +660,7 @@ mod tests {
             project_id: ProjectId::new(),
             category,
             content: content.into(),
+            evidence: Some(format!("#7: the transcript shows that {content}")),
             source_sandbox_id: None,
             created_at: Utc::now() - Age::seconds(age_s),
         }
@@ -634,6 +671,10 @@ mod tests {
         let json = r#"{"learnings":[{"category":"gotcha","content":"Run migrations before tests.","evidence":"cargo test failed: no such table"}]}"#;
         let parsed = parse_learnings(json, 20).unwrap();
         assert_eq!(parsed[0].category, LearningCategory::Gotcha);
+        assert_eq!(
+            parsed[0].evidence.as_deref(),
+            Some("cargo test failed: no such table")
+        );
         assert_eq!(
             parse_learnings(&format!("```json\n{json}\n```"), 20).unwrap(),
             parsed
@@ -646,7 +687,32 @@ mod tests {
     }
 
     #[test]
+    fn answers_without_evidence_are_read_with_none() {
+        // Recorded answers from before evidence was asked for, and models that leave it
+        // out, null it or blank it.
+        let answer = r#"{"learnings":[
+            {"category":"pattern","content":"Tests live next to the code."},
+            {"category":"gotcha","content":"Build before testing.","evidence":null},
+            {"category":"preference","content":"Short commit subjects.","evidence":"  "},
+            {"category":"architecture","content":"The API holds no logic.","evidence":" #3: lib.rs says so "}
+        ]}"#;
+        let evidence: Vec<Option<String>> = parse_learnings(answer, 20)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.evidence)
+            .collect();
+        assert_eq!(
+            evidence,
+            vec![None, None, None, Some("#3: lib.rs says so".to_owned())]
+        );
+    }
+
+    #[test]
     fn one_bad_entry_rejects_the_whole_answer() {
+        let long = "x".repeat(MAX_FIELD_CHARS + 1);
+        let long_evidence = format!(
+            r#"{{"learnings":[{{"category":"pattern","content":"ok","evidence":"{long}"}}]}}"#
+        );
         for (answer, says) in [
             ("Here are the learnings: ...", "not the required JSON"),
             (
@@ -658,8 +724,12 @@ mod tests {
                 "learning 1: empty content",
             ),
             (
-                r#"{"learnings":[{"category":"pattern","content":"no evidence"}]}"#,
-                "evidence",
+                r#"{"learnings":[{"category":"pattern","evidence":"no claim"}]}"#,
+                "content",
+            ),
+            (
+                long_evidence.as_str(),
+                "learning 0: evidence longer than 500 characters",
             ),
         ] {
             let err = parse_learnings(answer, 20).unwrap_err();
@@ -673,50 +743,89 @@ mod tests {
         assert!(parse_learnings(&many, 2).is_err());
     }
 
+    fn extracted(category: LearningCategory, content: &str, evidence: &str) -> ExtractedLearning {
+        ExtractedLearning {
+            category,
+            content: content.into(),
+            evidence: Some(evidence.into()).filter(|e: &String| !e.is_empty()),
+        }
+    }
+
     #[test]
     fn rephrased_duplicates_merge_and_new_insights_do_not() {
         let existing = vec![learning(
             LearningCategory::Gotcha,
-            "Run `sqlx migrate run` before the tests.\nEvidence: earlier",
+            "Run `sqlx migrate run` before the tests.",
             10,
         )];
-        let extracted = vec![
-            ExtractedLearning {
-                category: LearningCategory::Gotcha,
-                content: "Run sqlx migrate run before the tests".into(),
-                evidence: "again".into(),
-            },
-            ExtractedLearning {
-                category: LearningCategory::Architecture,
-                content: "The API crate holds no business logic.".into(),
-                evidence: "README".into(),
-            },
-            ExtractedLearning {
-                category: LearningCategory::Architecture,
-                content: "The api crate holds no business logic".into(),
-                evidence: "same batch".into(),
-            },
+        let batch = vec![
+            extracted(
+                LearningCategory::Gotcha,
+                "Run sqlx migrate run before the tests",
+                "again",
+            ),
+            extracted(
+                LearningCategory::Architecture,
+                "The API crate holds no business logic.",
+                "#2: README",
+            ),
+            extracted(
+                LearningCategory::Architecture,
+                "The api crate holds no business logic",
+                "#9: routes.rs only calls the orchestrator",
+            ),
+            extracted(
+                LearningCategory::Architecture,
+                "The API crate holds no business logic",
+                "",
+            ),
         ];
-        let (fresh, merged) = merge_new(&existing, extracted, 0.75);
-        assert_eq!(merged, 2);
+        let (fresh, merged) = merge_new(&existing, batch, 0.75);
+        assert_eq!(merged, 3);
         assert_eq!(fresh.len(), 1);
         assert_eq!(fresh[0].category, LearningCategory::Architecture);
+        // Same-batch repeats add their evidence; the stored learning's own is untouched
+        // (the repeat's evidence points into another transcript).
+        assert_eq!(
+            fresh[0].evidence.as_deref(),
+            Some("#2: README; #9: routes.rs only calls the orchestrator")
+        );
+    }
+
+    #[test]
+    fn merged_evidence_never_exceeds_the_field_limit() {
+        let a = "a".repeat(300);
+        let b = "b".repeat(300);
+        assert_eq!(
+            merge_evidence(Some(a.clone()), Some(b.clone())),
+            Some(a.clone())
+        );
+        assert_eq!(merge_evidence(None, None), None);
+        assert_eq!(merge_evidence(Some(a.clone()), None), Some(a));
+        assert_eq!(
+            merge_evidence(Some("#4".into()), Some("#4".into())),
+            Some("#4".into())
+        );
     }
 
     #[test]
     fn compiled_text_puts_gotchas_first_omits_evidence_and_fits_the_budget() {
         let learnings = vec![
             learning(LearningCategory::Preference, "Prefer small commits.", 1),
-            learning(LearningCategory::Gotcha, "Old gotcha.\nEvidence: x", 100),
-            learning(LearningCategory::Gotcha, "New gotcha.\nEvidence: y", 1),
+            learning(LearningCategory::Gotcha, "Old gotcha.", 100),
+            learning(LearningCategory::Gotcha, "New gotcha.", 1),
             learning(LearningCategory::Architecture, &"long ".repeat(100), 1),
         ];
+        assert!(learnings.iter().all(|l| l.evidence.is_some()));
         let text = compile(&learnings, 10_000);
         let new = text.find("New gotcha").unwrap();
         let old = text.find("Old gotcha").unwrap();
         let pref = text.find("small commits").unwrap();
         assert!(new < old && old < pref, "{text}");
-        assert!(!text.contains("Evidence"));
+        assert!(
+            !text.contains("#7") && !text.contains("transcript shows"),
+            "{text}"
+        );
         for budget in [0, 50, 150, 200, 400, 700] {
             let text = compile(&learnings, budget);
             assert!(text.chars().count() <= budget, "{budget}: {text}");

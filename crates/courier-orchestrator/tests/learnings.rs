@@ -109,6 +109,7 @@ async fn learnings_are_extracted_merged_compiled_and_made_active() {
             category: LearningCategory::Gotcha,
             content: "Run cargo sqlx prepare after changing a query or the offline build fails."
                 .into(),
+            evidence: Some("#8 of an earlier sandbox: the offline build failed".into()),
             source_sandbox_id: None,
         })
         .await
@@ -149,17 +150,50 @@ async fn learnings_are_extracted_merged_compiled_and_made_active() {
     assert_eq!(body["messages"][0]["role"], "user");
     assert!(user.contains("Fix the login on Safari."), "{user}");
     assert!(user.contains("Already known"), "{user}");
+    // The prompt asks for evidence per learning and the transcript numbers its messages,
+    // which evidence may point at.
+    let system = body["system"].as_str().unwrap();
+    assert!(system.contains(r#""evidence":"#), "{system}");
+    assert!(user.contains("(#2)"), "{user}");
+    assert!(
+        !user.contains("earlier sandbox"),
+        "known claims only: {user}"
+    );
 
-    // Stored with their evidence and source; the duplicate was not stored again.
+    // Stored with their evidence and source; the duplicate was not stored again, and the
+    // known learning kept its own evidence.
     let learnings = w.store.list_learnings(w.project.id).await.unwrap();
     assert_eq!(learnings.len(), 3);
     let architecture = learnings
         .iter()
         .find(|l| l.category == LearningCategory::Architecture)
         .unwrap();
-    assert!(architecture.content.contains("crates/auth"));
-    assert!(architecture.content.contains("Evidence: The agent traced"));
+    assert_eq!(
+        architecture.content,
+        "The login flow lives in crates/auth; the web crate only renders its results."
+    );
+    assert_eq!(
+        architecture.evidence.as_deref(),
+        Some("The agent traced the bug from web/src/login.rs into auth/src/session.rs.")
+    );
     assert_eq!(architecture.source_sandbox_id, Some(w.sandbox.id));
+    let preference = learnings
+        .iter()
+        .find(|l| l.category == LearningCategory::Preference)
+        .unwrap();
+    assert_eq!(
+        preference.evidence.as_deref(),
+        Some("The user asked: 'split this into two commits, imperative subjects please'.")
+    );
+    let known = learnings
+        .iter()
+        .find(|l| l.category == LearningCategory::Gotcha)
+        .unwrap();
+    assert_eq!(known.source_sandbox_id, None);
+    assert_eq!(
+        known.evidence.as_deref(),
+        Some("#8 of an earlier sandbox: the offline build failed")
+    );
 
     // The active version is what later sandboxes get: gotchas first, no evidence.
     let compiled = active_learnings(w.store.as_ref(), w.project.id)
@@ -170,7 +204,10 @@ async fn learnings_are_extracted_merged_compiled_and_made_active() {
     let arch = compiled.find("crates/auth").unwrap();
     let pref = compiled.find("one commit per logical change").unwrap();
     assert!(gotcha < arch && arch < pref, "{compiled}");
-    assert!(!compiled.contains("Evidence"));
+    for l in &learnings {
+        let evidence = l.evidence.as_deref().unwrap();
+        assert!(!compiled.contains(evidence), "{compiled}");
+    }
     let active = w
         .store
         .active_learning_version(w.project.id)
@@ -178,6 +215,43 @@ async fn learnings_are_extracted_merged_compiled_and_made_active() {
         .unwrap()
         .unwrap();
     assert_eq!(active.version, 1);
+}
+
+#[tokio::test]
+async fn an_answer_recorded_without_evidence_is_stored_with_none() {
+    let w = world(
+        answer("anthropic/messages_learnings_no_evidence.json"),
+        LONG,
+    )
+    .await;
+    w.transcript().await;
+    let outcome = w.pipeline.extract(w.sandbox.id).await.unwrap();
+    assert_eq!(
+        outcome,
+        ExtractionOutcome::Completed {
+            added: 2,
+            merged: 0,
+            version: Some(1)
+        }
+    );
+    let learnings = w.store.list_learnings(w.project.id).await.unwrap();
+    let stored: Vec<(&str, Option<&str>)> = learnings
+        .iter()
+        .map(|l| (l.content.as_str(), l.evidence.as_deref()))
+        .collect();
+    assert_eq!(
+        stored,
+        vec![
+            (
+                "Run `cargo sqlx prepare` after changing a query, or the offline build fails.",
+                None
+            ),
+            (
+                "The login flow lives in crates/auth; the web crate only renders its results.",
+                Some("#2: traced from web/src/login.rs into auth/src/session.rs")
+            ),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -135,6 +135,7 @@ macro_rules! impl_store {
                 project_id: ProjectId::from_uuid(r.try_get("project_id")?),
                 category: LearningCategory::parse_field(r.try_get("category")?, "category")?,
                 content: r.try_get("content")?,
+                evidence: r.try_get("evidence")?,
                 source_sandbox_id: source.map(SandboxId::from_uuid),
                 created_at: time(r.try_get("created_at")?)?,
             })
@@ -763,6 +764,7 @@ macro_rules! impl_store {
                     .bind(new.project_id.as_uuid())
                     .bind(new.category.as_str())
                     .bind(&new.content)
+                    .bind(&new.evidence)
                     .bind(new.source_sandbox_id.map(|s| s.as_uuid()))
                     .bind(now_micros())
                     .fetch_one(&self.pool)
@@ -814,6 +816,7 @@ macro_rules! impl_store {
                         .bind(project_id.as_uuid())
                         .bind(new.category.as_str())
                         .bind(&new.content)
+                        .bind(&new.evidence)
                         .bind(new.source_sandbox_id.map(|s| s.as_uuid()))
                         .bind(now_micros())
                         .fetch_one(&mut *tx)

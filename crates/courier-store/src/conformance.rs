@@ -944,7 +944,8 @@ pub async fn cost_rates_apply_from_their_start(store: &dyn Store) {
     );
 }
 
-/// A batch of learnings and its compiled version are stored together or not at all.
+/// A batch of learnings (with their evidence, or none) and its compiled version are stored
+/// together or not at all.
 pub async fn learnings_and_their_version_are_recorded_together(store: &dyn Store) {
     let p = project(store).await;
     let other = project(store).await;
@@ -953,20 +954,35 @@ pub async fn learnings_and_their_version_are_recorded_together(store: &dyn Store
         project_id,
         category: LearningCategory::Pattern,
         content: content.into(),
+        evidence: None,
         source_sandbox_id: Some(s.id),
     };
+    // Evidence is kept verbatim (quotes, new lines, non-ASCII), and its absence as NULL.
+    let evidence = "#4: the user wrote \"tests/helpers.rs, please\"\n— and `cargo t` passed";
     let (stored, version) = store
         .record_learnings(
             p.id,
             vec![
-                new(p.id, "use the repo's test helper"),
+                NewLearning {
+                    evidence: Some(evidence.into()),
+                    ..new(p.id, "use the repo's test helper")
+                },
                 new(p.id, "prefer small PRs"),
             ],
             Some("compiled".into()),
         )
         .await
         .unwrap();
-    assert_eq!(stored.len(), 2);
+    assert_eq!(
+        stored
+            .iter()
+            .map(|l| (l.content.as_str(), l.evidence.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("use the repo's test helper", Some(evidence)),
+            ("prefer small PRs", None)
+        ]
+    );
     let version = version.expect("a version was asked for");
     assert_eq!((version.version, version.active), (1, true));
     assert_eq!(store.list_learnings(p.id).await.unwrap(), stored);
@@ -1015,10 +1031,15 @@ pub async fn learning_versions_keep_one_active(store: &dyn Store) {
             project_id: p.id,
             category: LearningCategory::Gotcha,
             content: "run migrations first".into(),
+            evidence: Some("#12: `cargo test` failed with \"no such table: users\"".into()),
             source_sandbox_id: Some(s.id),
         })
         .await
         .unwrap();
+    assert_eq!(
+        l.evidence.as_deref(),
+        Some("#12: `cargo test` failed with \"no such table: users\"")
+    );
     assert_eq!(store.list_learnings(p.id).await.unwrap(), vec![l]);
     assert_eq!(store.active_learning_version(p.id).await.unwrap(), None);
 

@@ -289,8 +289,11 @@ pub struct Learning {
     pub project_id: ProjectId,
     /// Kind.
     pub category: LearningCategory,
-    /// Text.
+    /// The claim: one piece of advice.
     pub content: String,
+    /// What in the source sandbox's transcript shows it (a short quote or a pointer such
+    /// as a message number); `None` when it was recorded without any.
+    pub evidence: Option<String>,
     /// The sandbox it came from (cleared when that sandbox is purged).
     pub source_sandbox_id: Option<SandboxId>,
     /// When recorded.
@@ -304,8 +307,10 @@ pub struct NewLearning {
     pub project_id: ProjectId,
     /// Kind.
     pub category: LearningCategory,
-    /// Text.
+    /// The claim: one piece of advice.
     pub content: String,
+    /// What in the source sandbox's transcript shows it, if known.
+    pub evidence: Option<String>,
     /// The sandbox it came from.
     pub source_sandbox_id: Option<SandboxId>,
 }

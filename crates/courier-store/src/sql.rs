@@ -84,7 +84,7 @@ macro_rules! message_cols {
 }
 macro_rules! learning_cols {
     () => {
-        "id, project_id, category, content, source_sandbox_id, created_at"
+        "id, project_id, category, content, evidence, source_sandbox_id, created_at"
     };
 }
 macro_rules! version_cols {
@@ -272,8 +272,8 @@ pub(crate) const LIST_MESSAGES: &str = concat!(
 );
 
 pub(crate) const INSERT_LEARNING: &str = concat!(
-    "INSERT INTO learnings (id, project_id, category, content, source_sandbox_id, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+    "INSERT INTO learnings (id, project_id, category, content, evidence, source_sandbox_id, \
+     created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
     learning_cols!()
 );
 pub(crate) const LIST_LEARNINGS: &str = concat!(

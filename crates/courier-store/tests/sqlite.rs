@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use courier_store::conformance::Fixture;
-use courier_store::{NewProject, NewUser, SqliteStore, Store};
+use courier_store::{LearningCategory, NewLearning, NewProject, NewUser, SqliteStore, Store};
 
 async fn setup() -> Option<Fixture> {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -55,4 +55,68 @@ async fn reopened_file_keeps_its_data_and_uses_wal() {
 
     let reopened = SqliteStore::open(&path).await.unwrap();
     assert_eq!(reopened.get_project(project.id).await.unwrap(), project);
+}
+
+/// Learnings extracted before migration 0004 carry their evidence after a
+/// `\nEvidence: ` line in the content; the migration moves it into its own column.
+#[tokio::test]
+async fn migration_0004_moves_folded_evidence_out_of_the_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("courier.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let project = project(&store).await;
+    for content in [
+        "Run migrations first.\nEvidence: #4: no such table: users",
+        "Prefer small commits.",
+    ] {
+        store
+            .create_learning(NewLearning {
+                project_id: project,
+                category: LearningCategory::Gotcha,
+                content: content.into(),
+                evidence: None,
+                source_sandbox_id: None,
+            })
+            .await
+            .unwrap();
+    }
+    // Back to the schema before 0004, holding rows as the old code wrote them.
+    for sql in [
+        "ALTER TABLE learnings DROP COLUMN evidence",
+        "DELETE FROM _sqlx_migrations WHERE version = 4",
+    ] {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+    store.close().await;
+
+    let migrated = SqliteStore::open(&path).await.unwrap();
+    let learnings = migrated.list_learnings(project).await.unwrap();
+    assert_eq!(
+        learnings
+            .iter()
+            .map(|l| (l.content.as_str(), l.evidence.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("Run migrations first.", Some("#4: no such table: users")),
+            ("Prefer small commits.", None),
+        ]
+    );
+}
+
+async fn project(store: &SqliteStore) -> courier_store::ProjectId {
+    let user = store
+        .create_user(NewUser {
+            email: "m@example.com".into(),
+            name: "M".into(),
+        })
+        .await
+        .unwrap();
+    store
+        .create_project(NewProject {
+            user_id: user.id,
+            name: "p".into(),
+        })
+        .await
+        .unwrap()
+        .id
 }

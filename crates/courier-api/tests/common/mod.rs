@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courier_api::testing::HostSandboxApi;
-use courier_api::{Api, ApiConfig, Tokens};
+use courier_api::{Api, ApiConfig, GitHubWebhook, Tokens};
 use courier_orchestrator::keys::{KeyVault, MasterKey};
 use courier_orchestrator::lifecycle::Orchestrator;
+use courier_orchestrator::pr::{PrConfig, PrPipeline};
 use courier_orchestrator::stream::EventHub;
 use courier_store::{NewProject, NewUser, SqliteStore, Store};
+use courier_tools::Secret;
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -38,16 +40,25 @@ pub async fn server() -> Server {
 }
 
 pub async fn server_with(config: ApiConfig) -> Server {
+    server_with_webhook(config, None).await
+}
+
+/// A server whose GitHub webhook checks deliveries against `webhook_secret` and records
+/// merges in the server's store (`None`: the webhook is off).
+pub async fn server_with_webhook(mut config: ApiConfig, webhook_secret: Option<&str>) -> Server {
     let sqlite = SqliteStore::in_memory().await.unwrap();
     let tokens = Tokens::sqlite(sqlite.pool().clone()).await.unwrap();
     let store: Arc<dyn Store> = Arc::new(sqlite);
     let vault = KeyVault::new(MasterKey::generate(), store.clone());
-    let orchestrator = Orchestrator::new(
-        store.clone(),
-        Arc::new(HostSandboxApi::new()),
-        vault.clone(),
-        EventHub::default(),
-    );
+    let sandboxes: Arc<dyn courier_e2b::SandboxApi> = Arc::new(HostSandboxApi::new());
+    if let Some(secret) = webhook_secret {
+        config.github_webhook = Some(GitHubWebhook {
+            secret: Secret::new(secret),
+            pipeline: PrPipeline::new(store.clone(), sandboxes.clone(), PrConfig::default()),
+        });
+    }
+    let orchestrator =
+        Orchestrator::new(store.clone(), sandboxes, vault.clone(), EventHub::default());
     let api = Api::new(store.clone(), vault, orchestrator, tokens.clone(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
