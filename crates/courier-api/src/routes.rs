@@ -753,7 +753,7 @@ async fn github_webhook(
         .filter(|h| !h.secret.expose().is_empty())
     else {
         return Err(ApiError::Unavailable(format!(
-            "GitHub webhooks are off: set {WEBHOOK_SECRET_SETTING} (or `github_webhook_secret`              in the config file) to the secret of the hook and restart"
+            "GitHub webhooks are off: set {WEBHOOK_SECRET_SETTING} (or `github_webhook_secret` in the config file) to the secret of the hook and restart"
         )));
     };
     let body = body.map_err(|rejection| {
