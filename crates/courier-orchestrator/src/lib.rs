@@ -3,6 +3,8 @@
 //! The heart of Courier: it carries a sandbox through its whole life and keeps the store
 //! true at every step.
 //!
+//! - [`clock`]: the [`Clock`](clock::Clock) every time-based decision asks (deadlines,
+//!   checkpoints, billed compute seconds), mockable in tests.
 //! - [`keys`]: the key vault (AES-256-GCM under a master key, project keys beat user keys,
 //!   required providers checked before anything is created).
 //! - [`config`]: create-request validation (ranges, defaults, tool, model, template).
@@ -26,6 +28,7 @@
 //! `courier-tools`. It never speaks HTTP to users. Secrets are held as
 //! [`Secret`](courier_tools::Secret) (shown as `****abcd`) and stored only encrypted.
 
+pub mod clock;
 pub mod config;
 mod error;
 pub mod keys;

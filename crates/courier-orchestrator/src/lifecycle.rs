@@ -55,12 +55,13 @@ use courier_tools::{
 };
 use tokio::task::JoinHandle;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::CreateRequest;
 use crate::keys::{KeyVault, check_required};
 use crate::learnings::{LearningPipeline, active_learnings};
-use crate::pr::PrPipeline;
+use crate::pr::{PrPipeline, github_token};
 use crate::stream::{EventHub, RunOutcome, StreamRecorder, record_user_message};
-use crate::usage::compute_record;
+use crate::usage::compute_record_until;
 use crate::{OrchestratorError, Result};
 
 /// Metadata key on provider sandboxes holding Courier's sandbox id (recognises orphans).
@@ -175,6 +176,7 @@ pub struct Orchestrator {
     learnings: Option<LearningPipeline>,
     tool_path: Vec<String>,
     timeouts: TimeoutPolicy,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -201,7 +203,15 @@ impl Orchestrator {
             learnings: None,
             tool_path: Vec::new(),
             timeouts: TimeoutPolicy::default(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Takes the time for every time-based decision (deadlines, checkpoints, billed
+    /// compute seconds, token usage dates) from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Puts `dirs` first on `PATH` for every command run in a sandbox: operator tools
@@ -240,10 +250,22 @@ impl Orchestrator {
         }
     }
 
-    /// Opens a pull request for every killed sandbox's branch with `pipeline`.
+    /// Opens a pull request for every killed sandbox's branch with `pipeline`. A pipeline
+    /// without a key vault gets this orchestrator's (for its merge polling).
     pub fn with_pull_requests(mut self, pipeline: PrPipeline) -> Self {
+        let pipeline = if pipeline.has_key_vault() {
+            pipeline
+        } else {
+            pipeline.with_key_vault(self.vault.clone())
+        };
         self.pull_requests = Some(pipeline);
         self
+    }
+
+    /// The pull request pipeline, when configured (e.g. to
+    /// [spawn its merge poller](PrPipeline::spawn_merge_poller)).
+    pub fn pull_requests(&self) -> Option<&PrPipeline> {
+        self.pull_requests.as_ref()
     }
 
     /// Queues learning extraction for every killed sandbox with `pipeline`. Without one,
@@ -532,8 +554,9 @@ impl Orchestrator {
             (live.record.clone(), live.tool, spec)
         };
         let spawned = self.api.spawn(&record, command).await?;
-        let recorder =
-            StreamRecorder::start(self.store.clone(), self.hub.clone(), id, tool).await?;
+        let recorder = StreamRecorder::start(self.store.clone(), self.hub.clone(), id, tool)
+            .await?
+            .with_clock(self.clock.clone());
         self.follow(id, spawned, recorder);
         Ok(())
     }
@@ -667,12 +690,8 @@ impl Orchestrator {
         // After the agent's last message is stored (it is the PR's summary), before the
         // sandbox and its repository are gone.
         if let (Some(pipeline), Some(record)) = (&self.pull_requests, &record) {
-            let token = match self
-                .vault
-                .resolve(sandbox.user_id, sandbox.project_id, Provider::GitHub)
-                .await
-            {
-                Ok(key) => key.map(|k| k.secret),
+            let token = match github_token(&self.vault, &sandbox).await {
+                Ok(token) => token,
                 Err(e) => {
                     tracing::warn!(sandbox = %id, error = %e, "GitHub key unreadable");
                     None
@@ -687,10 +706,12 @@ impl Orchestrator {
         {
             tracing::warn!(sandbox = %id, error = %e, "could not destroy the sandbox");
         }
+        // The provider bills until the sandbox is destroyed: now, by our clock.
+        let ended = self.clock.now();
         let killed = self
             .transition_to_final(id, SandboxStatus::Killed, reason)
             .await?;
-        let compute = compute_record(self.store.as_ref(), &killed, Utc::now()).await?;
+        let compute = compute_record_until(self.store.as_ref(), &killed, ended).await?;
         self.store.record_usage(&[compute]).await?;
         self.hub.close(id);
         if let Some(pipeline) = self.learnings.clone() {
@@ -770,7 +791,7 @@ impl Orchestrator {
             Some(live) => {
                 live.record = record;
                 live.deadline =
-                    Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
+                    self.clock.now() + chrono::Duration::from_std(timeout).unwrap_or_default();
                 true
             }
             None => false,
@@ -781,7 +802,8 @@ impl Orchestrator {
             .await?;
         if !known {
             // Paused before a restart: follow it again now that it can be reached.
-            let deadline = Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
+            let deadline =
+                self.clock.now() + chrono::Duration::from_std(timeout).unwrap_or_default();
             if let Err(e) = self.reattach(&running, &pid, deadline).await {
                 tracing::warn!(sandbox = %id, error = %e, "could not re-attach a resumed sandbox");
             }
@@ -840,6 +862,12 @@ impl Orchestrator {
             }
         }
         Ok(killed)
+    }
+
+    /// [`tick_timeouts`](Self::tick_timeouts) at the clock's now: what a periodic timeout
+    /// sweep calls.
+    pub async fn check_timeouts(&self) -> Result<Vec<SandboxId>> {
+        self.tick_timeouts(self.clock.now()).await
     }
 
     /// Acts on deadlines at `now` (see the [module docs](self#timeouts)): extends working
@@ -1010,7 +1038,8 @@ impl Orchestrator {
         let killed = self
             .transition_to_final(sandbox.id, SandboxStatus::Killed, Some(reason))
             .await?;
-        let compute = compute_record(self.store.as_ref(), &killed, Utc::now()).await?;
+        // Billed until it was found gone: the best bound known.
+        let compute = compute_record_until(self.store.as_ref(), &killed, self.clock.now()).await?;
         self.store.record_usage(&[compute]).await?;
         self.hub.close(sandbox.id);
         Ok(())
@@ -1121,7 +1150,8 @@ impl Orchestrator {
                 sandbox.id,
                 tool,
                 message,
-            );
+            )
+            .with_clock(self.clock.clone());
             self.follow(sandbox.id, spawned, recorder);
         } else if let Some(prompt) = first_unstarted {
             self.start_run(sandbox.id, prompt, true).await?;

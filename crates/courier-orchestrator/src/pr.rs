@@ -6,7 +6,14 @@
 //! the agent's final summary. The sandbox's PR status moves `creating` → `created` (with
 //! URL and number) or `failed`; a merge is found later by [`PrPipeline::poll_merged`] or
 //! by a webhook delivery checked with [`handle_webhook`] and applied by
-//! [`PrPipeline::record_webhook`].
+//! [`PrPipeline::record_webhook`]. [`PrPipeline::poll_open_pull_requests`] polls every
+//! sandbox whose PR is open, and [`PrPipeline::spawn_merge_poller`] runs that periodically
+//! for deployments that receive no webhooks.
+//!
+//! GitHub is reached only through the [`GitHubApi`] trait: [`OctocrabGitHub`] is the real
+//! client, `MockGitHubApi` (feature `mocks`) stands in for it in tests. The pipeline's
+//! decisions (skip, adopt an already open PR, record a failure) live here, not in the
+//! client.
 //!
 //! Nothing here rewrites history or deletes refs: whatever fails, the branch and its
 //! commits stay in the sandbox's repository.
@@ -15,18 +22,21 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use courier_e2b::models::SandboxRecord;
 use courier_e2b::{CommandSpec, SandboxApi};
 use courier_store::{
-    DeletedFilter, GitInfo, MessageRole, MessageStatus, PageRequest, PrStatus, SandboxFilter,
-    SandboxId, Store,
+    DeletedFilter, GitInfo, MessageRole, MessageStatus, PageRequest, PrStatus, Provider, Sandbox,
+    SandboxFilter, SandboxId, Store,
 };
 use courier_tools::{PROJECT_DIR, Secret, shell_quote};
 use hmac::{Hmac, Mac};
 use octocrab::Octocrab;
 use serde::Deserialize;
 use sha2::Sha256;
+use tokio::task::JoinHandle;
 
+use crate::keys::KeyVault;
 use crate::{OrchestratorError, Result};
 
 /// GitHub's public API; GitHub Enterprise uses `https://HOST/api/v3`.
@@ -337,26 +347,227 @@ fn github_error(err: octocrab::Error) -> OrchestratorError {
     }
 }
 
+/// A pull request, reduced to what Courier records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    /// Its number in the repository.
+    pub number: u64,
+    /// Its web URL (the API URL when GitHub gave none).
+    pub url: String,
+    /// Whether it was merged.
+    pub merged: bool,
+}
+
+impl From<octocrab::models::pulls::PullRequest> for PullRequest {
+    fn from(pr: octocrab::models::pulls::PullRequest) -> Self {
+        PullRequest {
+            number: pr.number,
+            merged: pr.merged == Some(true) || pr.merged_at.is_some(),
+            url: pr.html_url.map(|u| u.to_string()).unwrap_or(pr.url),
+        }
+    }
+}
+
+/// What a new pull request says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPullRequest {
+    /// The title.
+    pub title: String,
+    /// The branch with the work.
+    pub head: String,
+    /// The branch it should be merged into.
+    pub base: String,
+    /// The description (Markdown).
+    pub body: String,
+}
+
+/// The GitHub requests the pipeline makes. Each call carries its token: sandboxes of
+/// different projects use different keys.
+///
+/// Implementations answer GitHub's refusals with [`OrchestratorError::GitHub`] carrying
+/// the HTTP status and GitHub's message (a pull request that already exists is a 422 whose
+/// message says "already exists"), and a request that takes too long with a `GitHub`
+/// error without status. They never put the token in an error or a log.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait GitHubApi: Send + Sync {
+    /// Opens a pull request in `repo`.
+    async fn create_pull_request(
+        &self,
+        token: &Secret,
+        repo: &RepoSlug,
+        new: &NewPullRequest,
+    ) -> Result<PullRequest>;
+
+    /// The open pull request whose head is `head_branch` of the repository's owner, if
+    /// any.
+    async fn find_open_pull_request(
+        &self,
+        token: &Secret,
+        repo: &RepoSlug,
+        head_branch: &str,
+    ) -> Result<Option<PullRequest>>;
+
+    /// A pull request by number, with its merged state.
+    async fn get_pull_request(
+        &self,
+        token: &Secret,
+        repo: &RepoSlug,
+        number: u64,
+    ) -> Result<PullRequest>;
+}
+
+/// The real [`GitHubApi`]: octocrab against GitHub, GitHub Enterprise (`/api/v3`) or a
+/// stand-in, each request cut off after a timeout.
+#[derive(Debug, Clone)]
+pub struct OctocrabGitHub {
+    api_base: String,
+    timeout: Duration,
+}
+
+impl OctocrabGitHub {
+    /// A client for `api_base` whose requests give up after `timeout`.
+    pub fn new(api_base: impl Into<String>, timeout: Duration) -> Self {
+        OctocrabGitHub {
+            api_base: api_base.into(),
+            timeout,
+        }
+    }
+
+    fn client(&self, token: &Secret) -> Result<Octocrab> {
+        github_client(&self.api_base, token, self.timeout)
+    }
+
+    /// Runs one request under the timeout: octocrab's own timeouts are per connection
+    /// phase, not for the whole request.
+    async fn timed<T>(&self, request: impl Future<Output = octocrab::Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(answer) => answer.map_err(github_error),
+            Err(_) => Err(OrchestratorError::GitHub {
+                status: None,
+                message: format!("no answer within {} s", self.timeout.as_secs()),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl GitHubApi for OctocrabGitHub {
+    async fn create_pull_request(
+        &self,
+        token: &Secret,
+        repo: &RepoSlug,
+        new: &NewPullRequest,
+    ) -> Result<PullRequest> {
+        let client = self.client(token)?;
+        let pulls = client.pulls(&repo.owner, &repo.repo);
+        let request = pulls
+            .create(new.title.clone(), new.head.clone(), new.base.clone())
+            .body(new.body.clone())
+            .send();
+        Ok(self.timed(request).await?.into())
+    }
+
+    async fn find_open_pull_request(
+        &self,
+        token: &Secret,
+        repo: &RepoSlug,
+        head_branch: &str,
+    ) -> Result<Option<PullRequest>> {
+        let client = self.client(token)?;
+        let pulls = client.pulls(&repo.owner, &repo.repo);
+        let request = pulls
+            .list()
+            .state(octocrab::params::State::Open)
+            .head(format!("{}:{head_branch}", repo.owner))
+            .send();
+        Ok(self
+            .timed(request)
+            .await?
+            .items
+            .into_iter()
+            .next()
+            .map(Into::into))
+    }
+
+    async fn get_pull_request(
+        &self,
+        token: &Secret,
+        repo: &RepoSlug,
+        number: u64,
+    ) -> Result<PullRequest> {
+        let client = self.client(token)?;
+        let pulls = client.pulls(&repo.owner, &repo.repo);
+        Ok(self.timed(pulls.get(number)).await?.into())
+    }
+}
+
+/// What one [`PrPipeline::poll_open_pull_requests`] sweep found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergePollReport {
+    /// Sandboxes whose pull request was open and was asked about.
+    pub checked: usize,
+    /// Those now recorded as `merged`.
+    pub merged: Vec<SandboxId>,
+    /// Those that could not be checked, with why (no token, GitHub or store errors). They
+    /// are asked about again on the next sweep.
+    pub failed: Vec<(SandboxId, String)>,
+}
+
 /// Opens pull requests for finished sandboxes and follows them to `merged`.
 #[derive(Clone)]
 pub struct PrPipeline {
     store: Arc<dyn Store>,
     api: Arc<dyn SandboxApi>,
     config: PrConfig,
+    github: Arc<dyn GitHubApi>,
+    vault: Option<KeyVault>,
 }
 
 impl fmt::Debug for PrPipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrPipeline")
             .field("config", &self.config)
+            .field("key_vault", &self.vault.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl PrPipeline {
-    /// A pipeline over the store and the sandbox provider.
+    /// A pipeline over the store and the sandbox provider, reaching GitHub with
+    /// [`OctocrabGitHub`] at `config.api_base`.
     pub fn new(store: Arc<dyn Store>, api: Arc<dyn SandboxApi>, config: PrConfig) -> Self {
-        PrPipeline { store, api, config }
+        let github = Arc::new(OctocrabGitHub::new(
+            config.api_base.clone(),
+            config.request_timeout,
+        ));
+        PrPipeline {
+            store,
+            api,
+            config,
+            github,
+            vault: None,
+        }
+    }
+
+    /// Reaches GitHub through `github` instead (a mock in tests).
+    pub fn with_github(mut self, github: Arc<dyn GitHubApi>) -> Self {
+        self.github = github;
+        self
+    }
+
+    /// Reads sandboxes' GitHub keys from `vault` for [merge
+    /// polling](Self::poll_open_pull_requests). An
+    /// [`Orchestrator`](crate::lifecycle::Orchestrator) given this pipeline hands it its
+    /// own vault when none was set.
+    pub fn with_key_vault(mut self, vault: KeyVault) -> Self {
+        self.vault = Some(vault);
+        self
+    }
+
+    /// Whether a key vault is set.
+    pub fn has_key_vault(&self) -> bool {
+        self.vault.is_some()
     }
 
     /// Its configuration.
@@ -415,38 +626,22 @@ impl PrPipeline {
             self.push(record, &branch).await?;
             let summary = self.final_summary(sandbox_id).await?;
             let (title, body) = pr_text(&sandbox.prompt, summary.as_deref(), sandbox_id);
-            let client = github_client(&self.config.api_base, token, self.config.request_timeout)?;
-            let pulls = client.pulls(&slug.owner, &slug.repo);
-            let request = pulls
-                .create(title, branch.clone(), base)
-                .body(body)
-                .send();
-            let pr = match tokio::time::timeout(self.config.request_timeout, request).await {
-                Err(_) => {
-                    return Err(OrchestratorError::GitHub {
-                        status: None,
-                        message: format!(
-                            "no answer within {} s",
-                            self.config.request_timeout.as_secs()
-                        ),
-                    });
-                }
-                Ok(Ok(pr)) => pr,
-                Ok(Err(err)) => {
-                    let err = github_error(err);
-                    // A later sandbox on the same branch (a work chain) finds its PR
-                    // already open: that PR is the one to record.
-                    match self.existing_pull(&client, &slug, &branch, &err).await {
-                        Some(pr) => pr,
-                        None => return Err(err),
-                    }
-                }
+            let new = NewPullRequest {
+                title,
+                head: branch.clone(),
+                base,
+                body,
             };
-            let url = pr
-                .html_url
-                .map(|u| u.to_string())
-                .unwrap_or_else(|| pr.url.clone());
-            Ok::<_, OrchestratorError>((pr.number, url))
+            let pr = match self.github.create_pull_request(token, &slug, &new).await {
+                Ok(pr) => pr,
+                // A later sandbox on the same branch (a work chain) finds its PR already
+                // open: that PR is the one to record.
+                Err(err) => match self.existing_pull(token, &slug, &branch, &err).await {
+                    Some(pr) => pr,
+                    None => return Err(err),
+                },
+            };
+            Ok::<_, OrchestratorError>((pr.number, pr.url))
         }
         .await;
 
@@ -476,11 +671,11 @@ impl PrPipeline {
     /// The open pull request of `branch`, when creating one failed because it exists.
     async fn existing_pull(
         &self,
-        client: &Octocrab,
+        token: &Secret,
         slug: &RepoSlug,
         branch: &str,
         err: &OrchestratorError,
-    ) -> Option<octocrab::models::pulls::PullRequest> {
+    ) -> Option<PullRequest> {
         let OrchestratorError::GitHub {
             status: Some(422),
             message,
@@ -491,19 +686,16 @@ impl PrPipeline {
         if !message.contains("already exists") {
             return None;
         }
-        let pulls = client.pulls(&slug.owner, &slug.repo);
-        let list = pulls
-            .list()
-            .state(octocrab::params::State::Open)
-            .head(format!("{}:{branch}", slug.owner))
-            .send();
-        match tokio::time::timeout(self.config.request_timeout, list).await {
-            Ok(Ok(page)) => page.items.into_iter().next(),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %github_error(e), "could not look up the existing pull request");
+        match self
+            .github
+            .find_open_pull_request(token, slug, branch)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look up the existing pull request");
                 None
             }
-            Err(_) => None,
         }
     }
 
@@ -588,6 +780,10 @@ impl PrPipeline {
         token: &Secret,
     ) -> Result<Option<PrStatus>> {
         let sandbox = self.store.get_sandbox(sandbox_id).await?;
+        self.poll_sandbox(sandbox, token).await
+    }
+
+    async fn poll_sandbox(&self, sandbox: Sandbox, token: &Secret) -> Result<Option<PrStatus>> {
         let mut git = sandbox.git;
         let (Some(PrStatus::Created), Some(number), Some(remote)) =
             (git.pr_status, git.pr_number, git.repo_url.as_deref())
@@ -595,18 +791,97 @@ impl PrPipeline {
             return Ok(git.pr_status);
         };
         let slug = RepoSlug::parse_remote(remote)?;
-        let client = github_client(&self.config.api_base, token, self.config.request_timeout)?;
-        let pr = client
-            .pulls(&slug.owner, &slug.repo)
-            .get(number as u64)
-            .await
-            .map_err(github_error)?;
-        if pr.merged == Some(true) || pr.merged_at.is_some() {
+        let pr = self
+            .github
+            .get_pull_request(token, &slug, number as u64)
+            .await?;
+        if pr.merged {
             git.pr_status = Some(PrStatus::Merged);
-            self.store.update_sandbox_git(sandbox_id, git).await?;
+            self.store.update_sandbox_git(sandbox.id, git).await?;
             return Ok(Some(PrStatus::Merged));
         }
         Ok(Some(PrStatus::Created))
+    }
+
+    /// Polls every sandbox whose pull request is open (`created`), soft-deleted ones
+    /// included, with the GitHub key PR creation uses (the project's, else its user's),
+    /// and records the merged ones.
+    ///
+    /// One sandbox's failure (no key, GitHub refusing, a bad remote) never stops the
+    /// sweep: it is listed in [`MergePollReport::failed`]. Errors are a store that cannot
+    /// list sandboxes, or no key vault (see [`with_key_vault`](Self::with_key_vault)).
+    pub async fn poll_open_pull_requests(&self) -> Result<MergePollReport> {
+        let vault = self
+            .vault
+            .as_ref()
+            .ok_or_else(|| OrchestratorError::GitHub {
+                status: None,
+                message: "merge polling needs a key vault to read GitHub keys".into(),
+            })?;
+        let filter = SandboxFilter {
+            deleted: DeletedFilter::Include,
+            ..Default::default()
+        };
+        let mut report = MergePollReport::default();
+        let mut page = PageRequest::first(courier_store::MAX_PAGE_LIMIT);
+        loop {
+            let result = self.store.list_sandboxes(filter.clone(), page).await?;
+            for sandbox in result.items {
+                if sandbox.git.pr_status != Some(PrStatus::Created) {
+                    continue;
+                }
+                let id = sandbox.id;
+                report.checked += 1;
+                match self.poll_with_key(vault, sandbox).await {
+                    Ok(Some(PrStatus::Merged)) => report.merged.push(id),
+                    Ok(_) => {}
+                    Err(e) => report.failed.push((id, e.to_string())),
+                }
+            }
+            match result.next_cursor {
+                Some(cursor) => page = PageRequest::after(courier_store::MAX_PAGE_LIMIT, cursor),
+                None => return Ok(report),
+            }
+        }
+    }
+
+    async fn poll_with_key(&self, vault: &KeyVault, sandbox: Sandbox) -> Result<Option<PrStatus>> {
+        let token = github_token(vault, &sandbox)
+            .await?
+            .ok_or_else(|| OrchestratorError::GitHub {
+                status: None,
+                message: "no GitHub token: add a GitHub key in the project settings or in your user settings".into(),
+            })?;
+        self.poll_sandbox(sandbox, &token).await
+    }
+
+    /// Runs [`poll_open_pull_requests`](Self::poll_open_pull_requests) every `interval`
+    /// (the first sweep at once) until the task is aborted, logging each sweep's report
+    /// (sandbox ids and errors, never a key).
+    pub fn spawn_merge_poller(self: Arc<Self>, interval: Duration) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            // A slow sweep delays the next one rather than triggering a burst.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match self.poll_open_pull_requests().await {
+                    Ok(report) if report.checked == 0 => {}
+                    Ok(report) => {
+                        if !report.failed.is_empty() {
+                            tracing::warn!(failed = ?report.failed, "merge poll: some pull requests could not be checked");
+                        }
+                        tracing::info!(
+                            checked = report.checked,
+                            merged = ?report.merged,
+                            failed = report.failed.len(),
+                            "merge poll"
+                        );
+                    }
+                    Err(e) => tracing::warn!(error = %e, "merge poll failed"),
+                }
+            }
+        })
     }
 
     /// Applies a verified webhook event: a merged pull request marks every sandbox whose
@@ -641,6 +916,14 @@ impl PrPipeline {
             }
         }
     }
+}
+
+/// The GitHub key for a sandbox's pull requests: its project's, else its user's.
+pub async fn github_token(vault: &KeyVault, sandbox: &Sandbox) -> Result<Option<Secret>> {
+    Ok(vault
+        .resolve(sandbox.user_id, sandbox.project_id, Provider::GitHub)
+        .await?
+        .map(|k| k.secret))
 }
 
 /// A verified GitHub webhook delivery, reduced to what Courier acts on.
