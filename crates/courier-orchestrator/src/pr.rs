@@ -1172,4 +1172,406 @@ mod tests {
         assert!(cmd.contains("HEAD:refs/heads/courier/ab"), "{cmd}");
         assert!(!cmd.contains("--force") && !cmd.contains(" -f"), "{cmd}");
     }
+
+    /// The pipeline's decisions against mocks: a sandbox provider whose repository is on
+    /// `branch`, an in-memory store, and a GitHub that expects exactly what each test says.
+    mod mocked {
+        use std::collections::HashMap;
+        use std::sync::Arc;
+
+        use courier_e2b::{CommandOutput, MockSandboxApi};
+        use courier_store::{KeyOwner, Project, Sandbox, SqliteStore, User};
+
+        use super::super::*;
+        use crate::keys::MasterKey;
+
+        const TOKEN: &str = "ghp_mocktoken000000000000000000000000abcd";
+        const REMOTE: &str = "https://x-access-token:ghs_clone@github.com/acme/engine.git";
+
+        fn record() -> SandboxRecord {
+            serde_json::from_str(
+                r#"{"templateID":"claude","sandboxID":"sbx1","clientID":"c","envdVersion":"0.6.13"}"#,
+            )
+            .unwrap()
+        }
+
+        fn output(stdout: String) -> CommandOutput {
+            CommandOutput {
+                stdout,
+                stderr: String::new(),
+                exit_code: 0,
+                error: None,
+            }
+        }
+
+        /// A sandbox whose repository has `branch` checked out; pushes succeed.
+        fn sandbox_on(branch: &str, pushes: usize) -> MockSandboxApi {
+            let mut api = MockSandboxApi::new();
+            let state = format!("remote={REMOTE}\nbranch={branch}\nbase=origin/main\n");
+            api.expect_run()
+                .withf(|_, spec| spec.cmd.contains("git config --get remote.origin.url"))
+                .times(1)
+                .returning(move |_, _| Ok(output(state.clone())));
+            api.expect_run()
+                .withf(|_, spec| spec.cmd.contains("git push"))
+                .times(pushes)
+                .returning(|_, _| Ok(output(String::new())));
+            api
+        }
+
+        struct World {
+            store: Arc<dyn Store>,
+            user: User,
+            project: Project,
+            sandbox: Sandbox,
+        }
+
+        async fn world() -> World {
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+            let (user, project, sandbox) = crate::testing::seed(store.as_ref()).await;
+            World {
+                store,
+                user,
+                project,
+                sandbox,
+            }
+        }
+
+        impl World {
+            fn pipeline(&self, api: MockSandboxApi, github: MockGitHubApi) -> PrPipeline {
+                PrPipeline::new(self.store.clone(), Arc::new(api), PrConfig::default())
+                    .with_github(Arc::new(github))
+            }
+
+            async fn open(&self, pipeline: &PrPipeline) -> PrOutcome {
+                pipeline
+                    .open(self.sandbox.id, &record(), Some(&Secret::new(TOKEN)))
+                    .await
+                    .unwrap()
+            }
+
+            async fn git(&self, id: SandboxId) -> GitInfo {
+                self.store.get_sandbox(id).await.unwrap().git
+            }
+
+            /// A sandbox of `project` (the seeded one when `None`) whose PR `number` is
+            /// open.
+            async fn with_open_pr(&self, project: Option<&Project>, number: i64) -> SandboxId {
+                let project = project.unwrap_or(&self.project);
+                let sandbox = self
+                    .store
+                    .create_sandbox(courier_store::NewSandbox {
+                        user_id: project.user_id,
+                        project_id: project.id,
+                        config: Default::default(),
+                        cli_tool: "claude".into(),
+                        model: None,
+                        prompt: "fix it".into(),
+                        links: Default::default(),
+                        repo_url: None,
+                        branch: None,
+                    })
+                    .await
+                    .unwrap();
+                self.store
+                    .update_sandbox_git(
+                        sandbox.id,
+                        GitInfo {
+                            repo_url: Some("https://github.com/acme/engine.git".into()),
+                            branch: Some(format!("courier/{number}")),
+                            pr_url: Some(format!("https://github.com/acme/engine/pull/{number}")),
+                            pr_number: Some(number),
+                            pr_status: Some(PrStatus::Created),
+                            pr_error: None,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                sandbox.id
+            }
+        }
+
+        fn pull(number: u64, merged: bool) -> PullRequest {
+            PullRequest {
+                number,
+                url: format!("https://github.com/acme/engine/pull/{number}"),
+                merged,
+            }
+        }
+
+        #[tokio::test]
+        async fn a_default_branch_is_skipped_without_any_github_call() {
+            let w = world().await;
+            let mut github = MockGitHubApi::new();
+            github.expect_create_pull_request().times(0);
+            github.expect_find_open_pull_request().times(0);
+            let pipeline = w.pipeline(sandbox_on("main", 0), github);
+            assert!(
+                matches!(w.open(&pipeline).await, PrOutcome::Skipped { reason } if reason.contains("main"))
+            );
+            assert_eq!(w.git(w.sandbox.id).await.pr_status, Some(PrStatus::Skipped));
+        }
+
+        #[tokio::test]
+        async fn a_created_pull_request_is_stored_with_its_number_and_url() {
+            let w = world().await;
+            let mut github = MockGitHubApi::new();
+            github
+                .expect_create_pull_request()
+                .withf(|token, repo, new| {
+                    token.expose() == TOKEN
+                        && repo.to_string() == "acme/engine"
+                        && new.head == "courier/login"
+                        && new.base == "main"
+                        && new.title == "fix the login"
+                })
+                .times(1)
+                .returning(|_, _, _| Ok(pull(42, false)));
+            let pipeline = w.pipeline(sandbox_on("courier/login", 1), github);
+            assert_eq!(
+                w.open(&pipeline).await,
+                PrOutcome::Created {
+                    number: 42,
+                    url: "https://github.com/acme/engine/pull/42".into()
+                }
+            );
+            let git = w.git(w.sandbox.id).await;
+            assert_eq!(git.pr_status, Some(PrStatus::Created));
+            assert_eq!(git.pr_number, Some(42));
+            assert_eq!(
+                git.pr_url.as_deref(),
+                Some("https://github.com/acme/engine/pull/42")
+            );
+            assert_eq!(
+                git.repo_url.as_deref(),
+                Some("https://github.com/acme/engine.git"),
+                "the clone token is not stored"
+            );
+        }
+
+        #[tokio::test]
+        async fn an_already_existing_pull_request_of_the_branch_is_adopted() {
+            let w = world().await;
+            let mut github = MockGitHubApi::new();
+            github.expect_create_pull_request().times(1).returning(|_, _, _| {
+                Err(OrchestratorError::GitHub {
+                    status: Some(422),
+                    message: "Validation Failed: A pull request already exists for acme:courier/login."
+                        .into(),
+                })
+            });
+            github
+                .expect_find_open_pull_request()
+                .withf(|token, repo, head| {
+                    token.expose() == TOKEN && repo.owner == "acme" && head == "courier/login"
+                })
+                .times(1)
+                .returning(|_, _, _| Ok(Some(pull(17, false))));
+            let pipeline = w.pipeline(sandbox_on("courier/login", 1), github);
+            assert!(matches!(
+                w.open(&pipeline).await,
+                PrOutcome::Created { number: 17, .. }
+            ));
+            let git = w.git(w.sandbox.id).await;
+            assert_eq!(
+                (git.pr_status, git.pr_number),
+                (Some(PrStatus::Created), Some(17))
+            );
+        }
+
+        #[tokio::test]
+        async fn bad_credentials_fail_with_githubs_reason_and_no_adoption_attempt() {
+            let w = world().await;
+            let mut github = MockGitHubApi::new();
+            github
+                .expect_create_pull_request()
+                .times(1)
+                .returning(|_, _, _| {
+                    Err(OrchestratorError::GitHub {
+                        status: Some(401),
+                        message: "Bad credentials".into(),
+                    })
+                });
+            github.expect_find_open_pull_request().times(0);
+            let pipeline = w.pipeline(sandbox_on("courier/login", 1), github);
+            let PrOutcome::Failed { reason } = w.open(&pipeline).await else {
+                panic!("expected a failure");
+            };
+            assert!(
+                reason.contains("401") && reason.contains("Bad credentials"),
+                "{reason}"
+            );
+            let git = w.git(w.sandbox.id).await;
+            assert_eq!(git.pr_status, Some(PrStatus::Failed));
+            assert_eq!(git.pr_error.as_deref(), Some(reason.as_str()));
+        }
+
+        #[tokio::test]
+        async fn a_merged_pull_request_is_recorded_when_polled() {
+            let w = world().await;
+            let id = w.with_open_pr(None, 9).await;
+            let mut github = MockGitHubApi::new();
+            github
+                .expect_get_pull_request()
+                .withf(|token, repo, number| {
+                    token.expose() == TOKEN && repo.repo == "engine" && *number == 9
+                })
+                .times(1)
+                .returning(|_, _, n| Ok(pull(n, true)));
+            let pipeline = w.pipeline(MockSandboxApi::new(), github);
+            assert_eq!(
+                pipeline.poll_merged(id, &Secret::new(TOKEN)).await.unwrap(),
+                Some(PrStatus::Merged)
+            );
+            assert_eq!(w.git(id).await.pr_status, Some(PrStatus::Merged));
+        }
+
+        #[tokio::test]
+        async fn polling_uses_each_sandboxs_key_and_survives_one_failure() {
+            let w = world().await;
+            let vault = KeyVault::new(MasterKey::generate(), w.store.clone());
+            vault
+                .put(
+                    KeyOwner::User(w.user.id),
+                    Provider::GitHub,
+                    "ghp_user_key_0001",
+                )
+                .save()
+                .await
+                .unwrap();
+            vault
+                .put(
+                    KeyOwner::Project(w.project.id),
+                    Provider::GitHub,
+                    "ghp_project_key_0002",
+                )
+                .save()
+                .await
+                .unwrap();
+            // A second project of the same user, without a key of its own.
+            let other = w
+                .store
+                .create_project(courier_store::NewProject {
+                    user_id: w.user.id,
+                    name: "other".into(),
+                })
+                .await
+                .unwrap();
+            // A project of a user without any GitHub key.
+            let keyless_user = w
+                .store
+                .create_user(courier_store::NewUser {
+                    email: "grace@example.com".into(),
+                    name: "Grace".into(),
+                })
+                .await
+                .unwrap();
+            let keyless = w
+                .store
+                .create_project(courier_store::NewProject {
+                    user_id: keyless_user.id,
+                    name: "keyless".into(),
+                })
+                .await
+                .unwrap();
+            let merged = w.with_open_pr(None, 1).await;
+            let open = w.with_open_pr(Some(&other), 2).await;
+            let broken = w.with_open_pr(None, 3).await;
+            let no_key = w.with_open_pr(Some(&keyless), 4).await;
+            let deleted = w.with_open_pr(None, 5).await;
+            w.store.soft_delete_sandbox(deleted).await.unwrap();
+            // The seeded sandbox has no pull request: never asked about.
+
+            let mut github = MockGitHubApi::new();
+            let key = |n: u64, k: &'static str| {
+                move |t: &Secret, _: &RepoSlug, number: &u64| *number == n && t.expose() == k
+            };
+            github
+                .expect_get_pull_request()
+                .withf(key(1, "ghp_project_key_0002"))
+                .times(1)
+                .returning(|_, _, n| Ok(pull(n, true)));
+            github
+                .expect_get_pull_request()
+                .withf(key(2, "ghp_user_key_0001"))
+                .times(1)
+                .returning(|_, _, n| Ok(pull(n, false)));
+            github
+                .expect_get_pull_request()
+                .withf(key(3, "ghp_project_key_0002"))
+                .times(1)
+                .returning(|_, _, _| {
+                    Err(OrchestratorError::GitHub {
+                        status: Some(502),
+                        message: "Server Error".into(),
+                    })
+                });
+            github
+                .expect_get_pull_request()
+                .withf(key(5, "ghp_project_key_0002"))
+                .times(1)
+                .returning(|_, _, n| Ok(pull(n, true)));
+            let pipeline = w
+                .pipeline(MockSandboxApi::new(), github)
+                .with_key_vault(vault);
+
+            let mut report = pipeline.poll_open_pull_requests().await.unwrap();
+            report.merged.sort();
+            let mut expected = vec![merged, deleted];
+            expected.sort();
+            assert_eq!(report.checked, 5);
+            assert_eq!(report.merged, expected);
+            let failed: HashMap<SandboxId, String> = report.failed.into_iter().collect();
+            assert_eq!(failed.len(), 2, "{failed:?}");
+            assert!(failed[&broken].contains("502"), "{failed:?}");
+            assert!(failed[&no_key].contains("no GitHub token"), "{failed:?}");
+            assert_eq!(w.git(merged).await.pr_status, Some(PrStatus::Merged));
+            assert_eq!(w.git(deleted).await.pr_status, Some(PrStatus::Merged));
+            for id in [open, broken, no_key] {
+                assert_eq!(w.git(id).await.pr_status, Some(PrStatus::Created));
+            }
+        }
+
+        #[tokio::test]
+        async fn polling_without_a_key_vault_is_an_error() {
+            let w = world().await;
+            let pipeline = w.pipeline(MockSandboxApi::new(), MockGitHubApi::new());
+            assert!(matches!(
+                pipeline.poll_open_pull_requests().await,
+                Err(OrchestratorError::GitHub { status: None, .. })
+            ));
+        }
+
+        #[tokio::test]
+        async fn the_merge_poller_sweeps_in_the_background() {
+            let w = world().await;
+            let vault = KeyVault::new(MasterKey::generate(), w.store.clone());
+            vault
+                .put(KeyOwner::Project(w.project.id), Provider::GitHub, TOKEN)
+                .save()
+                .await
+                .unwrap();
+            let id = w.with_open_pr(None, 8).await;
+            let mut github = MockGitHubApi::new();
+            github
+                .expect_get_pull_request()
+                .returning(|_, _, n| Ok(pull(n, true)));
+            let pipeline = Arc::new(
+                w.pipeline(MockSandboxApi::new(), github)
+                    .with_key_vault(vault),
+            );
+            // The first sweep runs at once; the next would be an hour later.
+            let poller = pipeline.spawn_merge_poller(Duration::from_secs(3600));
+            let mut status = None;
+            for _ in 0..500 {
+                status = w.git(id).await.pr_status;
+                if status == Some(PrStatus::Merged) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            poller.abort();
+            assert_eq!(status, Some(PrStatus::Merged));
+        }
+    }
 }
