@@ -3,7 +3,7 @@
 //!
 //! Every status change is one compare-and-set in the store (which keeps the project's
 //! active-sandbox counter exact); the provider is reached only through
-//! [`SandboxApi`](courier_e2b::SandboxApi).
+//! [`SandboxApi`].
 //!
 //! ## Timeouts
 //!
@@ -14,6 +14,10 @@
 //! one (or one at its maximum) is checkpointed: the work in progress is committed and
 //! pushed ([`save_work_command`]) while the sandbox still lives. At the deadline the
 //! sandbox is killed (which saves the work again, best effort).
+//!
+//! "Now" is the orchestrator's [`Clock`] ([`Orchestrator::with_clock`], the system clock
+//! by default): [`Orchestrator::check_timeouts`] sweeps at the clock's time, a resumed
+//! sandbox's deadline counts from it, and a kill bills compute seconds until it.
 //!
 //! ## Restart safety
 //!
