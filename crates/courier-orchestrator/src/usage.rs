@@ -71,7 +71,10 @@ impl UsageMeter {
 /// Seconds between the sandbox's creation (the provider bills from there) and its end, or
 /// `now` while it lives; never negative.
 pub fn compute_seconds(sandbox: &Sandbox, now: DateTime<Utc>) -> f64 {
-    let end = sandbox.ended_at.unwrap_or(now);
+    seconds_since_creation(sandbox, sandbox.ended_at.unwrap_or(now))
+}
+
+fn seconds_since_creation(sandbox: &Sandbox, end: DateTime<Utc>) -> f64 {
     let millis = (end - sandbox.created_at).num_milliseconds().max(0);
     millis as f64 / 1000.0
 }
@@ -162,7 +165,7 @@ pub async fn compute_record_until(
     sandbox: &Sandbox,
     end: DateTime<Utc>,
 ) -> Result<NewUsage> {
-    let seconds = (end - sandbox.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+    let seconds = seconds_since_creation(sandbox, end);
     Ok(NewUsage {
         sandbox_id: sandbox.id,
         service: Service::E2b,
