@@ -21,7 +21,9 @@ commands:
   ci           fmt check, clippy -D warnings, cargo-deny, static envd build, then `test`
   test         the whole test suite: machine setup (as root), a throwaway PostgreSQL,
                nextest, doctests, and the official-E2B-SDK interop suite
-  bench        print the benchmark figures (codec, envd vs the Python SDK, store)
+  bench [NAME...]
+               print the benchmark figures; NAME picks some of: codec, envd (vs the
+               Python SDK), sandboxd, orchestrator, store (default: all)
   demo         run the local stack: courier-envd plus the SDK quickstart against it
   envd-static  build a statically linked courier-envd and check it
   postgres     start a throwaway PostgreSQL cluster and print its URL until Enter
@@ -33,7 +35,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("test") => test(TestEnv::default()),
-        Some("bench") => bench(),
+        Some("bench") => bench(&args[1..]),
         Some("demo") => demo(),
         Some("envd-static") => envd_static(true).map(|_| ()),
         Some("postgres") => postgres_shell(),
@@ -217,24 +219,41 @@ fn test(mut env: TestEnv) -> Result<()> {
     Ok(())
 }
 
-fn bench() -> Result<()> {
-    let mut env = TestEnv::default();
-    let cluster = postgres::Cluster::start();
-    if let Ok(cluster) = &cluster {
-        env.set("COURIER_TEST_PG_URL", cluster.url());
-    } else if let Err(error) = &cluster {
-        println!("==> PostgreSQL unavailable, store bench runs on SQLite only: {error:#}");
+/// The benchmarks `cargo xtask bench` knows, in the order they run.
+const BENCHES: [&str; 5] = ["codec", "envd", "sandboxd", "orchestrator", "store"];
+
+fn bench(names: &[String]) -> Result<()> {
+    if let Some(unknown) = names.iter().find(|n| !BENCHES.contains(&n.as_str())) {
+        bail!(
+            "unknown bench {unknown:?}: choose from {}",
+            BENCHES.join(", ")
+        );
     }
-    run(
-        "codec bench",
-        env.apply(&mut bench_example("courier-e2b", "bench_codec")),
-    )?;
+    let wanted = |name: &str| names.is_empty() || names.iter().any(|n| n == name);
+    let mut env = TestEnv::default();
+    // Only the store bench uses PostgreSQL.
+    let cluster = wanted("store").then(postgres::Cluster::start);
+    match &cluster {
+        Some(Ok(cluster)) => env.set("COURIER_TEST_PG_URL", cluster.url()),
+        Some(Err(error)) => {
+            println!("==> PostgreSQL unavailable, store bench runs on SQLite only: {error:#}")
+        }
+        None => {}
+    }
+    if wanted("codec") {
+        run(
+            "codec bench",
+            env.apply(&mut bench_example("courier-e2b", "bench_codec")),
+        )?;
+    }
     // courier-e2b (both codecs) and the official Python SDK on one in-process courier-envd.
-    run(
-        "envd bench",
-        env.apply(&mut bench_example("courier-envd", "bench_envd")),
-    )?;
-    if is_root() {
+    if wanted("envd") {
+        run(
+            "envd bench",
+            env.apply(&mut bench_example("courier-envd", "bench_envd")),
+        )?;
+    }
+    if wanted("sandboxd") && is_root() {
         run(
             "sandboxd bench: build",
             cargo().args([
@@ -254,22 +273,28 @@ fn bench() -> Result<()> {
             "sandboxd bench",
             env.apply(&mut bench_example("courier-sandboxd", "bench_sandboxd")),
         )?;
-    } else {
+    } else if wanted("sandboxd") {
         println!(
             "\n==> sandboxd bench skipped: courier-sandboxd needs root (namespaces, mounts, cgroups)"
         );
     }
-    run(
-        "orchestrator bench",
-        env.apply(&mut bench_example(
-            "courier-orchestrator",
-            "bench_orchestrator",
-        )),
-    )?;
-    run(
-        "store bench",
-        env.apply(&mut bench_example("courier-store", "bench")),
-    )?;
+    // A real Orchestrator over a fake provider: no sandboxes, no root.
+    if wanted("orchestrator") {
+        run(
+            "orchestrator bench",
+            env.apply(&mut bench_example(
+                "courier-orchestrator",
+                "bench_orchestrator",
+            )),
+        )?;
+    }
+    if wanted("store") {
+        run(
+            "store bench",
+            env.apply(&mut bench_example("courier-store", "bench")),
+        )?;
+    }
+    drop(cluster);
     Ok(())
 }
 

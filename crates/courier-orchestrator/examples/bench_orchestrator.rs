@@ -1,50 +1,68 @@
-//! Measures the orchestrator's streaming path and its memory per running sandbox.
+//! Measures the orchestrator's streaming path and its memory per running sandbox, through
+//! a real [`Orchestrator`] over a fake provider (no sandboxes) and a real SQLite store.
 //!
 //! ```text
+//! cargo xtask bench orchestrator
 //! cargo run --release -p courier-orchestrator --example bench_orchestrator
 //! ```
 //!
-//! 1. Throughput, at the `stream` layer: a recorded Claude stream
-//!    (`courier-tools/tests/fixtures/claude_success.jsonl`) is replayed many times through
-//!    [`StreamRecorder`] (parse → SQLite store in a temp file → [`EventHub`]) for several
-//!    sandboxes at once, each with one live [`Subscription`]: events/s received by the
-//!    subscribers, and the stdout bytes/s they came from.
-//! 2. Latency: every replay's assistant text line carries the instant it was fed; the
-//!    subscriber computes feed → receive for that event (an upper bound on publish →
-//!    receive: it includes the parse and the store writes before the publish).
-//! 3. Memory: [`Orchestrator::create`] for 200 sandboxes against an in-file provider whose
-//!    agents print part of the stream and then keep running; VmRSS delta / 200.
+//! 1. Throughput: [`Orchestrator::create`] for several sandboxes at once; each agent run's
+//!    stdout is a pipe the bench writes a recorded Claude stream into
+//!    (`courier-tools/tests/fixtures/claude_success.jsonl`), then the exit. The orchestrator
+//!    parses it, stores the message (SQLite in a temp file) and publishes to one live
+//!    [`Subscription`] per sandbox; when a run's message finishes, the bench sends a
+//!    follow-up ([`Orchestrator::send_message`]) and the orchestrator starts the next run.
+//!    Prints events/s received by the subscribers and the stdout bytes/s they came from.
+//! 2. Latency: every assistant text line is stamped with the instant it was written to
+//!    the agent's stdout; the subscriber computes stdout write → receive for that event
+//!    (parse, store writes and publish included).
+//! 3. Memory: [`Orchestrator::create`] for 200 sandboxes whose agents print part of the
+//!    stream and then keep running; VmRSS delta / sandboxes.
 //!
-//! Prints figures only; asserts no timing. BENCH_RUNS (250) caps the replays per sandbox,
-//! BENCH_SECONDS (20) the time they may take.
+//! Prints figures only; asserts no timing. BENCH_STREAMS (8) sets the sandboxes streaming
+//! at once, BENCH_RUNS (250) caps the runs per sandbox, BENCH_SECONDS (20) the time they
+//! may take, BENCH_SANDBOXES (200) the sandboxes of the memory phase.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use courier_e2b::models::{NewSandbox as ProviderSandbox, SandboxRecord};
-use courier_e2b::{CommandEvent, CommandOutput, CommandSpec, SandboxApi, SpawnedCommand};
+use courier_e2b::{
+    CommandEvent, CommandOutput, CommandSpec, ExitStatus, SandboxApi, SpawnedCommand,
+};
 use courier_orchestrator::config::CreateRequest;
 use courier_orchestrator::keys::{KeyVault, MasterKey};
 use courier_orchestrator::lifecycle::Orchestrator;
-use courier_orchestrator::stream::{EventHub, EventKind, StreamRecorder, Subscription};
+use courier_orchestrator::stream::{EventHub, EventKind, Subscription};
 use courier_store::{
-    KeyOwner, NewProject, NewSandbox, NewUser, Project, Provider, SandboxConfig, SandboxId,
-    SandboxStatus, SqliteStore, Store, User,
+    KeyOwner, MessageRole, NewProject, NewUser, Project, Provider, SandboxId, SandboxStatus,
+    SqliteStore, Store, User,
 };
-use courier_tools::ToolId;
 use futures::StreamExt;
 use futures::channel::mpsc;
+use tokio::sync::mpsc as tokio_mpsc;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The write end of an agent run's stdout (and exit) as the orchestrator reads it.
+type Pipe = mpsc::UnboundedSender<courier_e2b::Result<CommandEvent>>;
 
-/// Sandboxes streaming at once in the throughput phase.
+/// Sandboxes streaming at once in the throughput phase, by default.
 const STREAMS: usize = 8;
-/// Sandboxes created in the memory phase.
+/// Sandboxes created in the memory phase, by default.
 const SANDBOXES: usize = 200;
-/// The text the stamped assistant line carries before the stamp.
+/// The text the stamped assistant lines carry before the stamp.
 const STAMP: &str = "bench-stamp:";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn fixture() -> Result<Vec<String>, BoxError> {
     let path = format!(
@@ -55,8 +73,8 @@ fn fixture() -> Result<Vec<String>, BoxError> {
     Ok(text.lines().map(str::to_owned).collect())
 }
 
-/// The fixture's lines, with the assistant text line's text replaced by a placeholder
-/// stamped at feed time.
+/// The fixture's lines, with each assistant text part replaced by a placeholder stamped
+/// at write time.
 fn stamped_template(lines: &[String]) -> Result<Vec<(String, bool)>, BoxError> {
     let mut out = Vec::new();
     let mut stamped = false;
@@ -82,7 +100,19 @@ fn stamped_template(lines: &[String]) -> Result<Vec<(String, bool)>, BoxError> {
     Ok(out)
 }
 
-async fn seed_user(store: &dyn Store) -> Result<(User, Project), BoxError> {
+/// A store in a temp file with a user, a project and the project's Anthropic key, and an
+/// orchestrator over it and `api`.
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    user: User,
+    project: Project,
+    orchestrator: Orchestrator,
+}
+
+async fn setup(api: Arc<dyn SandboxApi>) -> Result<Setup, BoxError> {
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("bench.db")).await?);
     let user = store
         .create_user(NewUser {
             email: "bench@example.com".into(),
@@ -95,28 +125,34 @@ async fn seed_user(store: &dyn Store) -> Result<(User, Project), BoxError> {
             name: "bench".into(),
         })
         .await?;
-    Ok((user, project))
+    let vault = KeyVault::new(MasterKey::generate(), store.clone());
+    vault
+        .put(
+            KeyOwner::Project(project.id),
+            Provider::Anthropic,
+            "sk-ant-api03-bench-0000",
+        )
+        .save()
+        .await?;
+    let orchestrator = Orchestrator::new(store.clone(), api, vault, EventHub::default());
+    Ok(Setup {
+        _dir: dir,
+        store,
+        user,
+        project,
+        orchestrator,
+    })
 }
 
-async fn seed_sandbox(
-    store: &dyn Store,
-    user: &User,
-    project: &Project,
-) -> Result<SandboxId, BoxError> {
-    Ok(store
-        .create_sandbox(NewSandbox {
-            user_id: user.id,
-            project_id: project.id,
-            config: SandboxConfig::default(),
-            cli_tool: "claude".into(),
-            model: None,
-            prompt: "bench".into(),
-            links: Default::default(),
-            repo_url: None,
-            branch: None,
-        })
-        .await?
-        .id)
+impl Setup {
+    fn request(&self) -> CreateRequest {
+        CreateRequest {
+            user_id: self.user.id,
+            project_id: self.project.id,
+            prompt: "fix the login".into(),
+            ..Default::default()
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -143,137 +179,75 @@ fn vm_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// What one subscriber saw.
-struct Received {
-    events: u64,
-    latencies: Vec<Duration>,
+fn exit(code: i32) -> CommandEvent {
+    CommandEvent::Exit(ExitStatus {
+        exit_code: code,
+        exited: true,
+        status: format!("exit status {code}"),
+        error: None,
+    })
 }
 
-async fn subscriber(mut sub: Subscription, base: Instant) -> Received {
-    let mut received = Received {
-        events: 0,
-        latencies: Vec::new(),
-    };
-    // Ends when the hub closes the sandbox's channel.
-    while let Some(event) = sub.next().await {
-        let Ok(event) = event else { break };
-        received.events += 1;
-        if let EventKind::Text { text, .. } = event.kind
-            && let Some(nanos) = text.strip_prefix(STAMP).and_then(|n| n.parse::<u64>().ok())
-        {
-            received
-                .latencies
-                .push(base.elapsed().saturating_sub(Duration::from_nanos(nanos)));
+/// What the fake provider's agents do.
+enum Agents {
+    /// Each run's stdout pipe is handed to the bench (per provider sandbox, in order),
+    /// which writes the agent's output into it.
+    Driven(Mutex<HashMap<String, PipeQueue>>),
+    /// Each run prints `output` and keeps running while its pipe is held here.
+    Idle {
+        output: Bytes,
+        running: Mutex<Vec<Pipe>>,
+    },
+}
+
+/// The pipes of one provider sandbox's runs, and the receiving end until the bench takes
+/// it.
+struct PipeQueue {
+    tx: tokio_mpsc::UnboundedSender<Pipe>,
+    rx: Option<tokio_mpsc::UnboundedReceiver<Pipe>>,
+}
+
+impl PipeQueue {
+    fn new() -> Self {
+        let (tx, rx) = tokio_mpsc::unbounded_channel();
+        PipeQueue { tx, rx: Some(rx) }
+    }
+}
+
+/// A provider whose sandboxes cost nothing: setup commands succeed at once, and agent runs
+/// are what [`Agents`] says.
+struct FakeProvider {
+    next: AtomicUsize,
+    agents: Agents,
+}
+
+impl FakeProvider {
+    fn new(agents: Agents) -> Self {
+        FakeProvider {
+            next: AtomicUsize::new(0),
+            agents,
         }
     }
-    received
-}
 
-async fn throughput(lines: &[String], runs: usize, budget: Duration) -> Result<(), BoxError> {
-    let template = stamped_template(lines)?;
-    let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("bench.db")).await?);
-    let (user, project) = seed_user(store.as_ref()).await?;
-    let hub = EventHub::default();
-    let base = Instant::now();
-
-    let mut sandboxes = Vec::new();
-    let mut subscribers = Vec::new();
-    for _ in 0..STREAMS {
-        let id = seed_sandbox(store.as_ref(), &user, &project).await?;
-        let sub = hub.subscribe(store.clone(), id, 0).await?;
-        subscribers.push(tokio::spawn(subscriber(sub, base)));
-        sandboxes.push(id);
+    /// The pipes of the runs of provider sandbox `id`, in the order they start.
+    fn runs_of(&self, id: &str) -> Option<tokio_mpsc::UnboundedReceiver<Pipe>> {
+        let Agents::Driven(queues) = &self.agents else {
+            return None;
+        };
+        let mut queues = queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues
+            .entry(id.to_owned())
+            .or_insert_with(PipeQueue::new)
+            .rx
+            .take()
     }
 
-    let sandboxes_ids = sandboxes.clone();
-    let start = Instant::now();
-    let mut producers = Vec::new();
-    for id in sandboxes {
-        let store = store.clone();
-        let hub = hub.clone();
-        let template = template.clone();
-        producers.push(tokio::spawn(async move {
-            let mut bytes = 0u64;
-            let mut done = 0usize;
-            while done < runs && start.elapsed() < budget {
-                done += 1;
-                let mut recorder =
-                    StreamRecorder::start(store.clone(), hub.clone(), id, ToolId::Claude).await?;
-                for (line, is_text) in &template {
-                    let mut line = if *is_text {
-                        line.replace("@@NANOS@@", &base.elapsed().as_nanos().to_string())
-                    } else {
-                        line.clone()
-                    };
-                    line.push('\n');
-                    bytes += line.len() as u64;
-                    recorder.feed(line.as_bytes()).await?;
-                }
-                recorder.finish(Some(0)).await?;
-            }
-            Ok::<(u64, usize), BoxError>((bytes, done))
-        }));
+    /// Ends every idle agent's stream, as a provider kill would.
+    fn end_idle_agents(&self) {
+        if let Agents::Idle { running, .. } = &self.agents {
+            running.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
     }
-    let (mut bytes, mut total_runs) = (0, 0);
-    for producer in producers {
-        let (b, done) = producer.await??;
-        bytes += b;
-        total_runs += done;
-    }
-    let produced = start.elapsed();
-    for id in &sandboxes_ids {
-        hub.close(*id);
-    }
-    let mut events = 0;
-    let mut latencies = Vec::new();
-    for sub in subscribers {
-        let received = tokio::time::timeout(Duration::from_secs(60), sub).await??;
-        events += received.events;
-        latencies.extend(received.latencies);
-    }
-    let elapsed = start.elapsed();
-    latencies.sort();
-    println!(
-        "stream layer (StreamRecorder -> SqliteStore in a temp file -> EventHub -> Subscription): \
-         {STREAMS} sandboxes replaying claude_success.jsonl ({} lines) up to {runs} times each \
-         or for {}s, 1 subscriber per sandbox",
-        lines.len(),
-        budget.as_secs()
-    );
-    println!(
-        "  agent runs recorded        {total_runs} in {:.2} s ({:.0} runs/s)",
-        produced.as_secs_f64(),
-        total_runs as f64 / produced.as_secs_f64()
-    );
-    println!(
-        "  events to subscribers      {events} in {:.2} s = {:.0} events/s",
-        elapsed.as_secs_f64(),
-        events as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "  agent stdout consumed      {:.2} MB/s ({:.0} lines/s)",
-        bytes as f64 / 1e6 / produced.as_secs_f64(),
-        (total_runs * lines.len()) as f64 / produced.as_secs_f64()
-    );
-    println!(
-        "  event latency (stdout line fed -> subscriber receive, incl. parse + store writes, \
-         n={}): p50 {}  p99 {}  max {}",
-        latencies.len(),
-        ms(percentile(&latencies, 0.50)),
-        ms(percentile(&latencies, 0.99)),
-        ms(latencies.last().copied().unwrap_or_default()),
-    );
-    Ok(())
-}
-
-/// A provider whose sandboxes cost nothing: setup commands succeed, agents print the
-/// recorded stream without its verdict and then keep running.
-struct IdleProvider {
-    record: SandboxRecord,
-    agent_output: Bytes,
-    /// The running agents' streams stay open while their sender lives.
-    agents: Mutex<Vec<mpsc::UnboundedSender<courier_e2b::Result<CommandEvent>>>>,
 }
 
 fn unsupported(what: &str) -> courier_e2b::Error {
@@ -283,12 +257,17 @@ fn unsupported(what: &str) -> courier_e2b::Error {
 }
 
 #[async_trait]
-impl SandboxApi for IdleProvider {
-    async fn create(&self, _: ProviderSandbox) -> courier_e2b::Result<SandboxRecord> {
-        Ok(self.record.clone())
+impl SandboxApi for FakeProvider {
+    async fn create(&self, request: ProviderSandbox) -> courier_e2b::Result<SandboxRecord> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        serde_json::from_value(serde_json::json!({
+            "templateID": request.template_id, "sandboxID": format!("bench-{n}"),
+            "clientID": "x", "envdVersion": "0.6.13",
+        }))
+        .map_err(|e| unsupported(&format!("a record: {e}")))
     }
     async fn connect(&self, _: &str, _: Option<Duration>) -> courier_e2b::Result<SandboxRecord> {
-        Ok(self.record.clone())
+        Err(unsupported("connect"))
     }
     async fn kill(&self, _: &str) -> courier_e2b::Result<bool> {
         Ok(true)
@@ -309,15 +288,26 @@ impl SandboxApi for IdleProvider {
     }
     async fn spawn(
         &self,
-        _: &SandboxRecord,
+        record: &SandboxRecord,
         _: CommandSpec,
     ) -> courier_e2b::Result<SpawnedCommand> {
         let (tx, rx) = mpsc::unbounded();
-        let _ = tx.unbounded_send(Ok(CommandEvent::Stdout(self.agent_output.clone())));
-        self.agents
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tx);
+        match &self.agents {
+            Agents::Driven(queues) => {
+                let mut queues = queues.lock().unwrap_or_else(|e| e.into_inner());
+                let queue = queues
+                    .entry(record.sandbox_id.clone())
+                    .or_insert_with(PipeQueue::new);
+                // The bench gone means the run is never written to: end it at once.
+                if let Err(tokio_mpsc::error::SendError(tx)) = queue.tx.send(tx) {
+                    let _ = tx.unbounded_send(Ok(exit(0)));
+                }
+            }
+            Agents::Idle { output, running } => {
+                let _ = tx.unbounded_send(Ok(CommandEvent::Stdout(output.clone())));
+                running.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+            }
+        }
         Ok(SpawnedCommand {
             pid: 7,
             events: rx.boxed(),
@@ -337,45 +327,211 @@ impl SandboxApi for IdleProvider {
     }
 }
 
-async fn memory(lines: &[String]) -> Result<(), BoxError> {
-    let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("bench.db")).await?);
-    let (user, project) = seed_user(store.as_ref()).await?;
-    let vault = KeyVault::new(MasterKey::generate(), store.clone());
-    vault
-        .put(
-            KeyOwner::Project(project.id),
-            Provider::Anthropic,
-            "sk-ant-api03-bench-0000",
-        )
-        .save()
-        .await?;
+/// What one subscriber saw.
+#[derive(Default)]
+struct Received {
+    events: u64,
+    latencies: Vec<Duration>,
+}
+
+/// Counts a sandbox's events until its channel closes; tells the driver when an assistant
+/// message (a run) finished.
+async fn subscriber(
+    mut sub: Subscription,
+    base: Instant,
+    finished: tokio_mpsc::UnboundedSender<()>,
+) -> Received {
+    let mut received = Received::default();
+    let mut assistant_seqs = std::collections::HashSet::new();
+    while let Some(event) = sub.next().await {
+        let Ok(event) = event else { break };
+        received.events += 1;
+        match event.kind {
+            EventKind::Message(m) if m.role == MessageRole::Assistant => {
+                assistant_seqs.insert(event.seq);
+            }
+            EventKind::Text { text, .. } => {
+                if let Some(nanos) = text.strip_prefix(STAMP).and_then(|n| n.parse::<u64>().ok()) {
+                    received
+                        .latencies
+                        .push(base.elapsed().saturating_sub(Duration::from_nanos(nanos)));
+                }
+            }
+            EventKind::Finished { .. } if assistant_seqs.contains(&event.seq) => {
+                let _ = finished.send(());
+            }
+            _ => {}
+        }
+    }
+    received
+}
+
+/// What one sandbox's driver did.
+struct Driven {
+    runs: usize,
+    bytes: u64,
+}
+
+/// Writes the stamped stream into each run of one sandbox and asks for the next run when
+/// the previous one's message finished.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    orchestrator: Orchestrator,
+    id: SandboxId,
+    mut pipes: tokio_mpsc::UnboundedReceiver<Pipe>,
+    mut finished: tokio_mpsc::UnboundedReceiver<()>,
+    template: Arc<Vec<(String, bool)>>,
+    base: Instant,
+    start: Instant,
+    runs: usize,
+    budget: Duration,
+) -> Result<Driven, BoxError> {
+    let mut driven = Driven { runs: 0, bytes: 0 };
+    loop {
+        let pipe = pipes
+            .recv()
+            .await
+            .ok_or("the provider stopped starting runs")?;
+        for (line, is_text) in template.iter() {
+            let mut line = if *is_text {
+                line.replace("@@NANOS@@", &base.elapsed().as_nanos().to_string())
+            } else {
+                line.clone()
+            };
+            line.push('\n');
+            driven.bytes += line.len() as u64;
+            pipe.unbounded_send(Ok(CommandEvent::Stdout(Bytes::from(line))))?;
+        }
+        pipe.unbounded_send(Ok(exit(0)))?;
+        finished
+            .recv()
+            .await
+            .ok_or("the subscription ended before the run finished")?;
+        driven.runs += 1;
+        if driven.runs >= runs || start.elapsed() >= budget {
+            return Ok(driven);
+        }
+        orchestrator.send_message(id, "go on").await?;
+    }
+}
+
+async fn throughput(
+    lines: &[String],
+    streams: usize,
+    runs: usize,
+    budget: Duration,
+) -> Result<(), BoxError> {
+    let template = Arc::new(stamped_template(lines)?);
+    let provider = Arc::new(FakeProvider::new(Agents::Driven(Mutex::default())));
+    let s = setup(provider.clone()).await?;
+    let hub = s.orchestrator.hub().clone();
+    let base = Instant::now();
+
+    // Every sandbox is created (its first run started, nothing written yet) and
+    // subscribed to before the clock starts.
+    let mut sandboxes = Vec::new();
+    for _ in 0..streams {
+        let sandbox = s.orchestrator.create(s.request()).await?;
+        let provider_id = sandbox
+            .provider_sandbox_id
+            .clone()
+            .ok_or("created without a provider sandbox")?;
+        let pipes = provider.runs_of(&provider_id).ok_or("no run was started")?;
+        let sub = hub.subscribe(s.store.clone(), sandbox.id, 0).await?;
+        let (finished_tx, finished_rx) = tokio_mpsc::unbounded_channel();
+        let subscriber = tokio::spawn(subscriber(sub, base, finished_tx));
+        sandboxes.push((sandbox.id, pipes, finished_rx, subscriber));
+    }
+
+    let start = Instant::now();
+    let mut drivers = Vec::new();
+    let mut subscribers = Vec::new();
+    let mut ids = Vec::new();
+    for (id, pipes, finished, subscriber) in sandboxes {
+        drivers.push(tokio::spawn(drive(
+            s.orchestrator.clone(),
+            id,
+            pipes,
+            finished,
+            template.clone(),
+            base,
+            start,
+            runs,
+            budget,
+        )));
+        subscribers.push(subscriber);
+        ids.push(id);
+    }
+    let (mut bytes, mut total_runs) = (0, 0);
+    for driver in drivers {
+        let driven = driver.await??;
+        bytes += driven.bytes;
+        total_runs += driven.runs;
+    }
+    // Every run's message has finished and reached its subscriber.
+    let elapsed = start.elapsed();
+    for id in &ids {
+        s.orchestrator.kill(*id, None).await?;
+    }
+    let mut events = 0;
+    let mut latencies = Vec::new();
+    for sub in subscribers {
+        let received = tokio::time::timeout(Duration::from_secs(60), sub).await??;
+        events += received.events;
+        latencies.extend(received.latencies);
+    }
+    latencies.sort();
+    println!(
+        "orchestrator streaming (fake provider's agent stdout -> Orchestrator -> parse -> \
+         SqliteStore in a temp file -> EventHub -> Subscription): {streams} sandboxes, each \
+         running claude_success.jsonl ({} lines) up to {runs} times (first run + follow-ups) \
+         or for {}s, 1 subscriber per sandbox",
+        lines.len(),
+        budget.as_secs()
+    );
+    println!(
+        "  agent runs                 {total_runs} in {:.2} s ({:.0} runs/s)",
+        elapsed.as_secs_f64(),
+        total_runs as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  events to subscribers      {events} = {:.0} events/s (stored messages, text, agent \
+         events, finishes, follow-up user messages)",
+        events as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  agent stdout consumed      {:.2} MB/s ({:.0} lines/s)",
+        bytes as f64 / 1e6 / elapsed.as_secs_f64(),
+        (total_runs * lines.len()) as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  event latency (stdout line written -> subscriber receive, n={}): p50 {}  p99 {}  \
+         max {}",
+        latencies.len(),
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99)),
+        ms(latencies.last().copied().unwrap_or_default()),
+    );
+    Ok(())
+}
+
+async fn memory(lines: &[String], sandboxes: usize) -> Result<(), BoxError> {
     // Everything but the verdict: the agent is still working.
-    let agent_output = lines[..lines.len() - 1].join("\n") + "\n";
-    let record: SandboxRecord = serde_json::from_value(serde_json::json!({
-        "templateID": "base", "sandboxID": "bench", "clientID": "x", "envdVersion": "0.6.13",
-    }))?;
-    let api = Arc::new(IdleProvider {
-        record,
-        agent_output: Bytes::from(agent_output),
-        agents: Mutex::default(),
-    });
-    let orchestrator = Orchestrator::new(store.clone(), api.clone(), vault, EventHub::default());
+    let output = lines[..lines.len() - 1].join("\n") + "\n";
+    let provider = Arc::new(FakeProvider::new(Agents::Idle {
+        output: Bytes::from(output),
+        running: Mutex::default(),
+    }));
+    let s = setup(provider.clone()).await?;
 
     // One sandbox first so lazily built state (pool connections, parsers) is not counted.
-    let request = || CreateRequest {
-        user_id: user.id,
-        project_id: project.id,
-        prompt: "fix the login".into(),
-        ..Default::default()
-    };
-    let warm = orchestrator.create(request()).await?;
+    let warm = s.orchestrator.create(s.request()).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = vm_rss_kib();
     let start = Instant::now();
     let mut ids = vec![warm.id];
-    for _ in 0..SANDBOXES - 1 {
-        ids.push(orchestrator.create(request()).await?.id);
+    for _ in 0..sandboxes.saturating_sub(1) {
+        ids.push(s.orchestrator.create(s.request()).await?.id);
     }
     let created = start.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -383,24 +539,24 @@ async fn memory(lines: &[String]) -> Result<(), BoxError> {
     let mut running = 0;
     let mut working = 0;
     for id in &ids {
-        if store.get_sandbox(*id).await?.status == SandboxStatus::Running {
+        if s.store.get_sandbox(*id).await?.status == SandboxStatus::Running {
             running += 1;
         }
-        if orchestrator.is_working(*id) {
+        if s.orchestrator.is_working(*id) {
             working += 1;
         }
     }
+    let counted = sandboxes.saturating_sub(1).max(1);
     println!(
-        "orchestrator: {SANDBOXES} sandboxes through Orchestrator::create with an in-file \
+        "orchestrator memory: {sandboxes} sandboxes through Orchestrator::create with a fake \
          provider (agents printed {} lines, still running), SqliteStore in a temp file",
         lines.len() - 1
     );
     println!(
-        "  creates                    {} in {:.2} s ({:.2} ms each); {running} running, \
+        "  creates                    {counted} in {:.2} s ({:.2} ms each); {running} running, \
          {working} with a working agent",
-        SANDBOXES - 1,
         created.as_secs_f64(),
-        created.as_secs_f64() * 1e3 / (SANDBOXES - 1) as f64
+        created.as_secs_f64() * 1e3 / counted as f64
     );
     println!(
         "  process VmRSS              {:.1} MiB before, {:.1} MiB after",
@@ -408,32 +564,24 @@ async fn memory(lines: &[String]) -> Result<(), BoxError> {
         after as f64 / 1024.0
     );
     println!(
-        "  memory per running sandbox {:.1} KiB (VmRSS delta / {})",
-        after.saturating_sub(before) as f64 / (SANDBOXES - 1) as f64,
-        SANDBOXES - 1
+        "  memory per running sandbox {:.1} KiB (VmRSS delta / {counted})",
+        after.saturating_sub(before) as f64 / counted as f64,
     );
-    // End every agent's stream, as a provider kill would, then kill the sandboxes.
-    api.agents.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    provider.end_idle_agents();
     for id in ids {
-        orchestrator.kill(id, None).await?;
+        s.orchestrator.kill(id, None).await?;
     }
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(250);
-    let budget = Duration::from_secs(
-        std::env::var("BENCH_SECONDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(20),
-    );
+    let streams = env_or("BENCH_STREAMS", STREAMS).max(1);
+    let runs = env_or("BENCH_RUNS", 250usize).max(1);
+    let budget = Duration::from_secs(env_or("BENCH_SECONDS", 20));
+    let sandboxes = env_or("BENCH_SANDBOXES", SANDBOXES).max(1);
     let lines = fixture()?;
-    throughput(&lines, runs, budget).await?;
-    memory(&lines).await?;
+    throughput(&lines, streams, runs, budget).await?;
+    memory(&lines, sandboxes).await?;
     Ok(())
 }

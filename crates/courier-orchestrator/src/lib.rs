@@ -3,6 +3,12 @@
 //! The heart of Courier: it carries a sandbox through its whole life and keeps the store
 //! true at every step.
 //!
+//! Feature `mocks` exports mockall doubles of its own seams, `MockClock` and
+//! `MockGitHubApi`, for other crates' tests (with `courier-e2b`'s `MockSandboxApi` and
+//! `courier-store`'s `MockStore`).
+//!
+//! - [`clock`]: the [`Clock`](clock::Clock) every time-based decision asks (deadlines,
+//!   checkpoints, billed compute seconds), mockable in tests.
 //! - [`keys`]: the key vault (AES-256-GCM under a master key, project keys beat user keys,
 //!   required providers checked before anything is created).
 //! - [`config`]: create-request validation (ranges, defaults, tool, model, template).
@@ -22,10 +28,12 @@
 //! ## Invariant
 //!
 //! The orchestrator talks to sandboxes only through `courier-e2b`, to storage only through
-//! the [`Store`](courier_store::Store) trait, and takes every per-tool decision from
-//! `courier-tools`. It never speaks HTTP to users. Secrets are held as
+//! the [`Store`](courier_store::Store) trait, to GitHub only through
+//! [`GitHubApi`](pr::GitHubApi), to time only through [`Clock`](clock::Clock), and takes
+//! every per-tool decision from `courier-tools`. It never speaks HTTP to users. Secrets are held as
 //! [`Secret`](courier_tools::Secret) (shown as `****abcd`) and stored only encrypted.
 
+pub mod clock;
 pub mod config;
 mod error;
 pub mod keys;

@@ -3,7 +3,7 @@
 //!
 //! Every status change is one compare-and-set in the store (which keeps the project's
 //! active-sandbox counter exact); the provider is reached only through
-//! [`SandboxApi`](courier_e2b::SandboxApi).
+//! [`SandboxApi`].
 //!
 //! ## Timeouts
 //!
@@ -14,6 +14,10 @@
 //! one (or one at its maximum) is checkpointed: the work in progress is committed and
 //! pushed ([`save_work_command`]) while the sandbox still lives. At the deadline the
 //! sandbox is killed (which saves the work again, best effort).
+//!
+//! "Now" is the orchestrator's [`Clock`] ([`Orchestrator::with_clock`], the system clock
+//! by default): [`Orchestrator::check_timeouts`] sweeps at the clock's time, a resumed
+//! sandbox's deadline counts from it, and a kill bills compute seconds until it.
 //!
 //! ## Restart safety
 //!
@@ -55,12 +59,13 @@ use courier_tools::{
 };
 use tokio::task::JoinHandle;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::CreateRequest;
 use crate::keys::{KeyVault, check_required};
 use crate::learnings::{LearningPipeline, active_learnings};
-use crate::pr::PrPipeline;
+use crate::pr::{PrPipeline, github_token};
 use crate::stream::{EventHub, RunOutcome, StreamRecorder, record_user_message};
-use crate::usage::compute_record;
+use crate::usage::compute_record_until;
 use crate::{OrchestratorError, Result};
 
 /// Metadata key on provider sandboxes holding Courier's sandbox id (recognises orphans).
@@ -175,6 +180,7 @@ pub struct Orchestrator {
     learnings: Option<LearningPipeline>,
     tool_path: Vec<String>,
     timeouts: TimeoutPolicy,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -201,7 +207,15 @@ impl Orchestrator {
             learnings: None,
             tool_path: Vec::new(),
             timeouts: TimeoutPolicy::default(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Takes the time for every time-based decision (deadlines, checkpoints, billed
+    /// compute seconds, token usage dates) from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Puts `dirs` first on `PATH` for every command run in a sandbox: operator tools
@@ -240,10 +254,22 @@ impl Orchestrator {
         }
     }
 
-    /// Opens a pull request for every killed sandbox's branch with `pipeline`.
+    /// Opens a pull request for every killed sandbox's branch with `pipeline`. A pipeline
+    /// without a key vault gets this orchestrator's (for its merge polling).
     pub fn with_pull_requests(mut self, pipeline: PrPipeline) -> Self {
+        let pipeline = if pipeline.has_key_vault() {
+            pipeline
+        } else {
+            pipeline.with_key_vault(self.vault.clone())
+        };
         self.pull_requests = Some(pipeline);
         self
+    }
+
+    /// The pull request pipeline, when configured (e.g. to
+    /// [spawn its merge poller](PrPipeline::spawn_merge_poller)).
+    pub fn pull_requests(&self) -> Option<&PrPipeline> {
+        self.pull_requests.as_ref()
     }
 
     /// Queues learning extraction for every killed sandbox with `pipeline`. Without one,
@@ -532,8 +558,9 @@ impl Orchestrator {
             (live.record.clone(), live.tool, spec)
         };
         let spawned = self.api.spawn(&record, command).await?;
-        let recorder =
-            StreamRecorder::start(self.store.clone(), self.hub.clone(), id, tool).await?;
+        let recorder = StreamRecorder::start(self.store.clone(), self.hub.clone(), id, tool)
+            .await?
+            .with_clock(self.clock.clone());
         self.follow(id, spawned, recorder);
         Ok(())
     }
@@ -667,12 +694,8 @@ impl Orchestrator {
         // After the agent's last message is stored (it is the PR's summary), before the
         // sandbox and its repository are gone.
         if let (Some(pipeline), Some(record)) = (&self.pull_requests, &record) {
-            let token = match self
-                .vault
-                .resolve(sandbox.user_id, sandbox.project_id, Provider::GitHub)
-                .await
-            {
-                Ok(key) => key.map(|k| k.secret),
+            let token = match github_token(&self.vault, &sandbox).await {
+                Ok(token) => token,
                 Err(e) => {
                     tracing::warn!(sandbox = %id, error = %e, "GitHub key unreadable");
                     None
@@ -687,10 +710,12 @@ impl Orchestrator {
         {
             tracing::warn!(sandbox = %id, error = %e, "could not destroy the sandbox");
         }
+        // The provider bills until the sandbox is destroyed: now, by our clock.
+        let ended = self.clock.now();
         let killed = self
             .transition_to_final(id, SandboxStatus::Killed, reason)
             .await?;
-        let compute = compute_record(self.store.as_ref(), &killed, Utc::now()).await?;
+        let compute = compute_record_until(self.store.as_ref(), &killed, ended).await?;
         self.store.record_usage(&[compute]).await?;
         self.hub.close(id);
         if let Some(pipeline) = self.learnings.clone() {
@@ -770,7 +795,7 @@ impl Orchestrator {
             Some(live) => {
                 live.record = record;
                 live.deadline =
-                    Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
+                    self.clock.now() + chrono::Duration::from_std(timeout).unwrap_or_default();
                 true
             }
             None => false,
@@ -781,7 +806,8 @@ impl Orchestrator {
             .await?;
         if !known {
             // Paused before a restart: follow it again now that it can be reached.
-            let deadline = Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
+            let deadline =
+                self.clock.now() + chrono::Duration::from_std(timeout).unwrap_or_default();
             if let Err(e) = self.reattach(&running, &pid, deadline).await {
                 tracing::warn!(sandbox = %id, error = %e, "could not re-attach a resumed sandbox");
             }
@@ -840,6 +866,12 @@ impl Orchestrator {
             }
         }
         Ok(killed)
+    }
+
+    /// [`tick_timeouts`](Self::tick_timeouts) at the clock's now: what a periodic timeout
+    /// sweep calls.
+    pub async fn check_timeouts(&self) -> Result<Vec<SandboxId>> {
+        self.tick_timeouts(self.clock.now()).await
     }
 
     /// Acts on deadlines at `now` (see the [module docs](self#timeouts)): extends working
@@ -1010,7 +1042,8 @@ impl Orchestrator {
         let killed = self
             .transition_to_final(sandbox.id, SandboxStatus::Killed, Some(reason))
             .await?;
-        let compute = compute_record(self.store.as_ref(), &killed, Utc::now()).await?;
+        // Billed until it was found gone: the best bound known.
+        let compute = compute_record_until(self.store.as_ref(), &killed, self.clock.now()).await?;
         self.store.record_usage(&[compute]).await?;
         self.hub.close(sandbox.id);
         Ok(())
@@ -1121,7 +1154,8 @@ impl Orchestrator {
                 sandbox.id,
                 tool,
                 message,
-            );
+            )
+            .with_clock(self.clock.clone());
             self.follow(sandbox.id, spawned, recorder);
         } else if let Some(prompt) = first_unstarted {
             self.start_run(sandbox.id, prompt, true).await?;
@@ -1682,5 +1716,248 @@ mod tests {
         assert!(cmd.contains("{ cd /p && claude -p 'x' ; } | tee /tmp/courier-agent/out.log"));
         assert!(cmd.contains("PIPESTATUS[0]") && cmd.ends_with("exit $code"));
         assert!(reattach_command(3).starts_with("tail -n +4 -f"));
+    }
+
+    /// Decisions taken against mocked time and a mocked store.
+    mod mocked {
+        use courier_store::{MockStore, UsageMetric};
+        use mockall::Sequence;
+
+        use super::*;
+        use crate::clock::MockClock;
+
+        /// A clock reading whatever the test last put in `at`.
+        fn clock(at: Arc<Mutex<DateTime<Utc>>>) -> Arc<dyn Clock> {
+            let mut clock = MockClock::new();
+            clock.expect_now().returning(move || *at.lock().unwrap());
+            Arc::new(clock)
+        }
+
+        fn set(at: &Mutex<DateTime<Utc>>, to: DateTime<Utc>) {
+            *at.lock().unwrap() = to;
+        }
+
+        async fn compute_seconds(store: &dyn Store, id: SandboxId) -> f64 {
+            store
+                .usage_for_sandbox(id)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|u| u.metric == UsageMetric::ComputeSeconds)
+                .map(|u| u.quantity)
+                .sum()
+        }
+
+        #[tokio::test]
+        async fn a_provider_failure_during_setup_ends_in_error_with_the_sandbox_destroyed() {
+            // Keys come from a real vault; the orchestrator's own store is a mock that
+            // expects each write in order.
+            let keys: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+            let (user, project, creating) = crate::testing::seed(keys.as_ref()).await;
+            let vault = KeyVault::new(MasterKey::generate(), keys.clone());
+            vault
+                .put(
+                    KeyOwner::Project(project.id),
+                    Provider::Anthropic,
+                    "sk-ant-api03-key-1234",
+                )
+                .save()
+                .await
+                .unwrap();
+            let id = creating.id;
+            let errored = Sandbox {
+                status: SandboxStatus::Error,
+                ..creating.clone()
+            };
+
+            let mut seq = Sequence::new();
+            let mut store = MockStore::new();
+            let mut api = MockSandboxApi::new();
+            store
+                .expect_create_sandbox()
+                .withf(|new| new.prompt == "fix the login" && new.cli_tool == "claude")
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(move |_| Ok(creating.clone()));
+            store
+                .expect_active_learning_version()
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(|_| Ok(None));
+            store
+                .expect_update_sandbox_git()
+                .withf(move |s, git| {
+                    *s == id
+                        && git
+                            .branch
+                            .as_deref()
+                            .is_some_and(|b| b.starts_with("courier/"))
+                })
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(|_, _| Ok(()));
+            api.expect_create()
+                .withf(move |new| new.metadata.get(METADATA_SANDBOX_ID) == Some(&id.to_string()))
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(|_| Ok(record()));
+            store
+                .expect_set_provider_sandbox_id()
+                .withf(move |s, pid| *s == id && pid == "sbx1")
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(|_, _| Ok(()));
+            // The first setup step, whichever kind it is, hits a provider that stopped
+            // answering.
+            let gone = || courier_e2b::Error::Timeout {
+                message: "envd did not answer".into(),
+            };
+            api.expect_write_file()
+                .times(0..=1)
+                .returning(move |_, _, _| Err(gone()));
+            api.expect_run()
+                .times(0..=1)
+                .returning(move |_, _| Err(gone()));
+            api.expect_spawn().times(0);
+            api.expect_kill()
+                .withf(|pid| pid == "sbx1")
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(|_| Ok(true));
+            store
+                .expect_transition_sandbox()
+                .withf(move |s, from, to, message| {
+                    *s == id
+                        && *from == SandboxStatus::Creating
+                        && *to == SandboxStatus::Error
+                        && message.as_deref().is_some_and(|m| {
+                            m.contains("setup step 1") && m.contains("envd did not answer")
+                        })
+                })
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(move |_, _, _, _| Ok(errored.clone()));
+
+            let orchestrator =
+                Orchestrator::new(Arc::new(store), Arc::new(api), vault, EventHub::default());
+            let err = orchestrator
+                .create(CreateRequest {
+                    user_id: user.id,
+                    project_id: project.id,
+                    prompt: "fix the login".into(),
+                    repo_url: Some("https://github.com/acme/engine.git".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, OrchestratorError::Setup { step: 1, message } if message.contains("envd did not answer")),
+                "{err}"
+            );
+            assert!(!orchestrator.is_working(id));
+            // Dropping the mocks checks every `times`.
+            drop(orchestrator);
+        }
+
+        #[tokio::test]
+        async fn the_timeout_sweep_extends_up_to_the_maximum_checkpoints_and_kills_at_the_clocks_time()
+         {
+            let w = world(None, true).await;
+            let now = Arc::new(Mutex::new(Utc::now()));
+            let orchestrator = w
+                .orchestrator
+                .clone()
+                .with_clock(clock(now.clone()))
+                .with_timeouts(TimeoutPolicy {
+                    checkpoint_lead: Duration::from_secs(60),
+                    extension: Duration::from_secs(600),
+                    max_lifetime: Duration::from_secs(1200),
+                });
+            let sandbox = orchestrator.create(w.request()).await.unwrap();
+            let id = sandbox.id;
+            let deadline = orchestrator.deadline(id).unwrap();
+            assert_eq!(
+                deadline,
+                sandbox.created_at + chrono::Duration::seconds(900)
+            );
+            let saves = || {
+                w.runs
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| c.contains("git push"))
+                    .count()
+            };
+            let secs = chrono::Duration::seconds;
+
+            // Just before the checkpoint lead: nothing to do.
+            set(&now, deadline - secs(61));
+            assert!(orchestrator.check_timeouts().await.unwrap().is_empty());
+            assert_eq!(orchestrator.deadline(id), Some(deadline));
+
+            // Within the lead while the agent works: extended, but only to the maximum
+            // lifetime (1200 s, not 900 + 600).
+            set(&now, deadline - secs(30));
+            assert!(orchestrator.check_timeouts().await.unwrap().is_empty());
+            let capped = sandbox.created_at + secs(1200);
+            assert_eq!(orchestrator.deadline(id), Some(capped));
+            assert_eq!(saves(), 0, "no checkpoint while extending");
+
+            // At the maximum, still working: the work is checkpointed instead, once.
+            set(&now, capped - secs(30));
+            assert!(orchestrator.check_timeouts().await.unwrap().is_empty());
+            assert!(orchestrator.check_timeouts().await.unwrap().is_empty());
+            assert_eq!(orchestrator.deadline(id), Some(capped));
+            assert_eq!(saves(), 1, "one checkpoint per deadline");
+            assert_eq!(
+                w.store.get_sandbox(id).await.unwrap().status,
+                SandboxStatus::Running
+            );
+
+            // At the deadline: killed, and billed until the clock's time.
+            w.agents.lock().unwrap().clear();
+            set(&now, capped);
+            assert_eq!(orchestrator.check_timeouts().await.unwrap(), vec![id]);
+            let killed = w.store.get_sandbox(id).await.unwrap();
+            assert_eq!(killed.status, SandboxStatus::Killed);
+            assert!(
+                killed
+                    .error_message
+                    .unwrap()
+                    .contains("timed out after 1200000 ms")
+            );
+            assert_eq!(compute_seconds(w.store.as_ref(), id).await, 1200.0);
+        }
+
+        #[tokio::test]
+        async fn a_kill_bills_compute_seconds_until_the_clocks_time() {
+            let w = world(None, true).await;
+            let now = Arc::new(Mutex::new(Utc::now()));
+            let orchestrator = w.orchestrator.clone().with_clock(clock(now.clone()));
+            let sandbox = orchestrator.create(w.request()).await.unwrap();
+            w.agents.lock().unwrap().clear();
+            set(
+                &now,
+                sandbox.created_at + chrono::Duration::milliseconds(90_500),
+            );
+            orchestrator.kill(sandbox.id, None).await.unwrap();
+            assert_eq!(compute_seconds(w.store.as_ref(), sandbox.id).await, 90.5);
+        }
+
+        #[tokio::test]
+        async fn a_resumed_sandbox_gets_its_full_timeout_from_the_clocks_time() {
+            let w = world(None, true).await;
+            let now = Arc::new(Mutex::new(Utc::now()));
+            let orchestrator = w.orchestrator.clone().with_clock(clock(now.clone()));
+            let sandbox = orchestrator.create(w.request()).await.unwrap();
+            orchestrator.pause(sandbox.id).await.unwrap();
+            let resumed_at = sandbox.created_at + chrono::Duration::hours(3);
+            set(&now, resumed_at);
+            orchestrator.resume(sandbox.id).await.unwrap();
+            assert_eq!(
+                orchestrator.deadline(sandbox.id),
+                Some(resumed_at + chrono::Duration::milliseconds(sandbox.config.timeout_ms))
+            );
+        }
     }
 }

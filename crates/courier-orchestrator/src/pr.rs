@@ -6,7 +6,14 @@
 //! the agent's final summary. The sandbox's PR status moves `creating` → `created` (with
 //! URL and number) or `failed`; a merge is found later by [`PrPipeline::poll_merged`] or
 //! by a webhook delivery checked with [`handle_webhook`] and applied by
-//! [`PrPipeline::record_webhook`].
+//! [`PrPipeline::record_webhook`]. [`PrPipeline::poll_open_pull_requests`] polls every
+//! sandbox whose PR is open, and [`PrPipeline::spawn_merge_poller`] runs that periodically
+//! for deployments that receive no webhooks.
+//!
+//! GitHub is reached only through the [`GitHubApi`] trait: [`OctocrabGitHub`] is the real
+//! client, `MockGitHubApi` (feature `mocks`) stands in for it in tests. The pipeline's
+//! decisions (skip, adopt an already open PR, record a failure) live here, not in the
+//! client.
 //!
 //! Nothing here rewrites history or deletes refs: whatever fails, the branch and its
 //! commits stay in the sandbox's repository.
@@ -15,18 +22,21 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use courier_e2b::models::SandboxRecord;
 use courier_e2b::{CommandSpec, SandboxApi};
 use courier_store::{
-    DeletedFilter, GitInfo, MessageRole, MessageStatus, PageRequest, PrStatus, SandboxFilter,
-    SandboxId, Store,
+    DeletedFilter, GitInfo, MessageRole, MessageStatus, PageRequest, PrStatus, Provider, Sandbox,
+    SandboxFilter, SandboxId, Store,
 };
 use courier_tools::{PROJECT_DIR, Secret, shell_quote};
 use hmac::{Hmac, Mac};
 use octocrab::Octocrab;
 use serde::Deserialize;
 use sha2::Sha256;
+use tokio::task::JoinHandle;
 
+use crate::keys::KeyVault;
 use crate::{OrchestratorError, Result};
 
 /// GitHub's public API; GitHub Enterprise uses `https://HOST/api/v3`.
@@ -337,26 +347,227 @@ fn github_error(err: octocrab::Error) -> OrchestratorError {
     }
 }
 
+/// A pull request, reduced to what Courier records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    /// Its number in the repository.
+    pub number: u64,
+    /// Its web URL (the API URL when GitHub gave none).
+    pub url: String,
+    /// Whether it was merged.
+    pub merged: bool,
+}
+
+impl From<octocrab::models::pulls::PullRequest> for PullRequest {
+    fn from(pr: octocrab::models::pulls::PullRequest) -> Self {
+        PullRequest {
+            number: pr.number,
+            merged: pr.merged == Some(true) || pr.merged_at.is_some(),
+            url: pr.html_url.map(|u| u.to_string()).unwrap_or(pr.url),
+        }
+    }
+}
+
+/// What a new pull request says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPullRequest {
+    /// The title.
+    pub title: String,
+    /// The branch with the work.
+    pub head: String,
+    /// The branch it should be merged into.
+    pub base: String,
+    /// The description (Markdown).
+    pub body: String,
+}
+
+/// The GitHub requests the pipeline makes. Each call carries its token: sandboxes of
+/// different projects use different keys.
+///
+/// Implementations answer GitHub's refusals with [`OrchestratorError::GitHub`] carrying
+/// the HTTP status and GitHub's message (a pull request that already exists is a 422 whose
+/// message says "already exists"), and a request that takes too long with a `GitHub`
+/// error without status. They never put the token in an error or a log.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait GitHubApi: Send + Sync {
+    /// Opens a pull request in `repo`.
+    async fn create_pull_request(
+        &self,
+        token: &Secret,
+        repo: &RepoSlug,
+        new: &NewPullRequest,
+    ) -> Result<PullRequest>;
+
+    /// The open pull request whose head is `head_branch` of the repository's owner, if
+    /// any.
+    async fn find_open_pull_request(
+        &self,
+        token: &Secret,
+        repo: &RepoSlug,
+        head_branch: &str,
+    ) -> Result<Option<PullRequest>>;
+
+    /// A pull request by number, with its merged state.
+    async fn get_pull_request(
+        &self,
+        token: &Secret,
+        repo: &RepoSlug,
+        number: u64,
+    ) -> Result<PullRequest>;
+}
+
+/// The real [`GitHubApi`]: octocrab against GitHub, GitHub Enterprise (`/api/v3`) or a
+/// stand-in, each request cut off after a timeout.
+#[derive(Debug, Clone)]
+pub struct OctocrabGitHub {
+    api_base: String,
+    timeout: Duration,
+}
+
+impl OctocrabGitHub {
+    /// A client for `api_base` whose requests give up after `timeout`.
+    pub fn new(api_base: impl Into<String>, timeout: Duration) -> Self {
+        OctocrabGitHub {
+            api_base: api_base.into(),
+            timeout,
+        }
+    }
+
+    fn client(&self, token: &Secret) -> Result<Octocrab> {
+        github_client(&self.api_base, token, self.timeout)
+    }
+
+    /// Runs one request under the timeout: octocrab's own timeouts are per connection
+    /// phase, not for the whole request.
+    async fn timed<T>(&self, request: impl Future<Output = octocrab::Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(answer) => answer.map_err(github_error),
+            Err(_) => Err(OrchestratorError::GitHub {
+                status: None,
+                message: format!("no answer within {} s", self.timeout.as_secs()),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl GitHubApi for OctocrabGitHub {
+    async fn create_pull_request(
+        &self,
+        token: &Secret,
+        repo: &RepoSlug,
+        new: &NewPullRequest,
+    ) -> Result<PullRequest> {
+        let client = self.client(token)?;
+        let pulls = client.pulls(&repo.owner, &repo.repo);
+        let request = pulls
+            .create(new.title.clone(), new.head.clone(), new.base.clone())
+            .body(new.body.clone())
+            .send();
+        Ok(self.timed(request).await?.into())
+    }
+
+    async fn find_open_pull_request(
+        &self,
+        token: &Secret,
+        repo: &RepoSlug,
+        head_branch: &str,
+    ) -> Result<Option<PullRequest>> {
+        let client = self.client(token)?;
+        let pulls = client.pulls(&repo.owner, &repo.repo);
+        let request = pulls
+            .list()
+            .state(octocrab::params::State::Open)
+            .head(format!("{}:{head_branch}", repo.owner))
+            .send();
+        Ok(self
+            .timed(request)
+            .await?
+            .items
+            .into_iter()
+            .next()
+            .map(Into::into))
+    }
+
+    async fn get_pull_request(
+        &self,
+        token: &Secret,
+        repo: &RepoSlug,
+        number: u64,
+    ) -> Result<PullRequest> {
+        let client = self.client(token)?;
+        let pulls = client.pulls(&repo.owner, &repo.repo);
+        Ok(self.timed(pulls.get(number)).await?.into())
+    }
+}
+
+/// What one [`PrPipeline::poll_open_pull_requests`] sweep found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergePollReport {
+    /// Sandboxes whose pull request was open and was asked about.
+    pub checked: usize,
+    /// Those now recorded as `merged`.
+    pub merged: Vec<SandboxId>,
+    /// Those that could not be checked, with why (no token, GitHub or store errors). They
+    /// are asked about again on the next sweep.
+    pub failed: Vec<(SandboxId, String)>,
+}
+
 /// Opens pull requests for finished sandboxes and follows them to `merged`.
 #[derive(Clone)]
 pub struct PrPipeline {
     store: Arc<dyn Store>,
     api: Arc<dyn SandboxApi>,
     config: PrConfig,
+    github: Arc<dyn GitHubApi>,
+    vault: Option<KeyVault>,
 }
 
 impl fmt::Debug for PrPipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrPipeline")
             .field("config", &self.config)
+            .field("key_vault", &self.vault.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl PrPipeline {
-    /// A pipeline over the store and the sandbox provider.
+    /// A pipeline over the store and the sandbox provider, reaching GitHub with
+    /// [`OctocrabGitHub`] at `config.api_base`.
     pub fn new(store: Arc<dyn Store>, api: Arc<dyn SandboxApi>, config: PrConfig) -> Self {
-        PrPipeline { store, api, config }
+        let github = Arc::new(OctocrabGitHub::new(
+            config.api_base.clone(),
+            config.request_timeout,
+        ));
+        PrPipeline {
+            store,
+            api,
+            config,
+            github,
+            vault: None,
+        }
+    }
+
+    /// Reaches GitHub through `github` instead (a mock in tests).
+    pub fn with_github(mut self, github: Arc<dyn GitHubApi>) -> Self {
+        self.github = github;
+        self
+    }
+
+    /// Reads sandboxes' GitHub keys from `vault` for [merge
+    /// polling](Self::poll_open_pull_requests). An
+    /// [`Orchestrator`](crate::lifecycle::Orchestrator) given this pipeline hands it its
+    /// own vault when none was set.
+    pub fn with_key_vault(mut self, vault: KeyVault) -> Self {
+        self.vault = Some(vault);
+        self
+    }
+
+    /// Whether a key vault is set.
+    pub fn has_key_vault(&self) -> bool {
+        self.vault.is_some()
     }
 
     /// Its configuration.
@@ -415,38 +626,22 @@ impl PrPipeline {
             self.push(record, &branch).await?;
             let summary = self.final_summary(sandbox_id).await?;
             let (title, body) = pr_text(&sandbox.prompt, summary.as_deref(), sandbox_id);
-            let client = github_client(&self.config.api_base, token, self.config.request_timeout)?;
-            let pulls = client.pulls(&slug.owner, &slug.repo);
-            let request = pulls
-                .create(title, branch.clone(), base)
-                .body(body)
-                .send();
-            let pr = match tokio::time::timeout(self.config.request_timeout, request).await {
-                Err(_) => {
-                    return Err(OrchestratorError::GitHub {
-                        status: None,
-                        message: format!(
-                            "no answer within {} s",
-                            self.config.request_timeout.as_secs()
-                        ),
-                    });
-                }
-                Ok(Ok(pr)) => pr,
-                Ok(Err(err)) => {
-                    let err = github_error(err);
-                    // A later sandbox on the same branch (a work chain) finds its PR
-                    // already open: that PR is the one to record.
-                    match self.existing_pull(&client, &slug, &branch, &err).await {
-                        Some(pr) => pr,
-                        None => return Err(err),
-                    }
-                }
+            let new = NewPullRequest {
+                title,
+                head: branch.clone(),
+                base,
+                body,
             };
-            let url = pr
-                .html_url
-                .map(|u| u.to_string())
-                .unwrap_or_else(|| pr.url.clone());
-            Ok::<_, OrchestratorError>((pr.number, url))
+            let pr = match self.github.create_pull_request(token, &slug, &new).await {
+                Ok(pr) => pr,
+                // A later sandbox on the same branch (a work chain) finds its PR already
+                // open: that PR is the one to record.
+                Err(err) => match self.existing_pull(token, &slug, &branch, &err).await {
+                    Some(pr) => pr,
+                    None => return Err(err),
+                },
+            };
+            Ok::<_, OrchestratorError>((pr.number, pr.url))
         }
         .await;
 
@@ -476,11 +671,11 @@ impl PrPipeline {
     /// The open pull request of `branch`, when creating one failed because it exists.
     async fn existing_pull(
         &self,
-        client: &Octocrab,
+        token: &Secret,
         slug: &RepoSlug,
         branch: &str,
         err: &OrchestratorError,
-    ) -> Option<octocrab::models::pulls::PullRequest> {
+    ) -> Option<PullRequest> {
         let OrchestratorError::GitHub {
             status: Some(422),
             message,
@@ -491,19 +686,16 @@ impl PrPipeline {
         if !message.contains("already exists") {
             return None;
         }
-        let pulls = client.pulls(&slug.owner, &slug.repo);
-        let list = pulls
-            .list()
-            .state(octocrab::params::State::Open)
-            .head(format!("{}:{branch}", slug.owner))
-            .send();
-        match tokio::time::timeout(self.config.request_timeout, list).await {
-            Ok(Ok(page)) => page.items.into_iter().next(),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %github_error(e), "could not look up the existing pull request");
+        match self
+            .github
+            .find_open_pull_request(token, slug, branch)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look up the existing pull request");
                 None
             }
-            Err(_) => None,
         }
     }
 
@@ -588,6 +780,10 @@ impl PrPipeline {
         token: &Secret,
     ) -> Result<Option<PrStatus>> {
         let sandbox = self.store.get_sandbox(sandbox_id).await?;
+        self.poll_sandbox(sandbox, token).await
+    }
+
+    async fn poll_sandbox(&self, sandbox: Sandbox, token: &Secret) -> Result<Option<PrStatus>> {
         let mut git = sandbox.git;
         let (Some(PrStatus::Created), Some(number), Some(remote)) =
             (git.pr_status, git.pr_number, git.repo_url.as_deref())
@@ -595,18 +791,97 @@ impl PrPipeline {
             return Ok(git.pr_status);
         };
         let slug = RepoSlug::parse_remote(remote)?;
-        let client = github_client(&self.config.api_base, token, self.config.request_timeout)?;
-        let pr = client
-            .pulls(&slug.owner, &slug.repo)
-            .get(number as u64)
-            .await
-            .map_err(github_error)?;
-        if pr.merged == Some(true) || pr.merged_at.is_some() {
+        let pr = self
+            .github
+            .get_pull_request(token, &slug, number as u64)
+            .await?;
+        if pr.merged {
             git.pr_status = Some(PrStatus::Merged);
-            self.store.update_sandbox_git(sandbox_id, git).await?;
+            self.store.update_sandbox_git(sandbox.id, git).await?;
             return Ok(Some(PrStatus::Merged));
         }
         Ok(Some(PrStatus::Created))
+    }
+
+    /// Polls every sandbox whose pull request is open (`created`), soft-deleted ones
+    /// included, with the GitHub key PR creation uses (the project's, else its user's),
+    /// and records the merged ones.
+    ///
+    /// One sandbox's failure (no key, GitHub refusing, a bad remote) never stops the
+    /// sweep: it is listed in [`MergePollReport::failed`]. Errors are a store that cannot
+    /// list sandboxes, or no key vault (see [`with_key_vault`](Self::with_key_vault)).
+    pub async fn poll_open_pull_requests(&self) -> Result<MergePollReport> {
+        let vault = self
+            .vault
+            .as_ref()
+            .ok_or_else(|| OrchestratorError::GitHub {
+                status: None,
+                message: "merge polling needs a key vault to read GitHub keys".into(),
+            })?;
+        let filter = SandboxFilter {
+            deleted: DeletedFilter::Include,
+            ..Default::default()
+        };
+        let mut report = MergePollReport::default();
+        let mut page = PageRequest::first(courier_store::MAX_PAGE_LIMIT);
+        loop {
+            let result = self.store.list_sandboxes(filter.clone(), page).await?;
+            for sandbox in result.items {
+                if sandbox.git.pr_status != Some(PrStatus::Created) {
+                    continue;
+                }
+                let id = sandbox.id;
+                report.checked += 1;
+                match self.poll_with_key(vault, sandbox).await {
+                    Ok(Some(PrStatus::Merged)) => report.merged.push(id),
+                    Ok(_) => {}
+                    Err(e) => report.failed.push((id, e.to_string())),
+                }
+            }
+            match result.next_cursor {
+                Some(cursor) => page = PageRequest::after(courier_store::MAX_PAGE_LIMIT, cursor),
+                None => return Ok(report),
+            }
+        }
+    }
+
+    async fn poll_with_key(&self, vault: &KeyVault, sandbox: Sandbox) -> Result<Option<PrStatus>> {
+        let token = github_token(vault, &sandbox)
+            .await?
+            .ok_or_else(|| OrchestratorError::GitHub {
+                status: None,
+                message: "no GitHub token: add a GitHub key in the project settings or in your user settings".into(),
+            })?;
+        self.poll_sandbox(sandbox, &token).await
+    }
+
+    /// Runs [`poll_open_pull_requests`](Self::poll_open_pull_requests) every `interval`
+    /// (the first sweep at once) until the task is aborted, logging each sweep's report
+    /// (sandbox ids and errors, never a key).
+    pub fn spawn_merge_poller(self: Arc<Self>, interval: Duration) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            // A slow sweep delays the next one rather than triggering a burst.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match self.poll_open_pull_requests().await {
+                    Ok(report) if report.checked == 0 => {}
+                    Ok(report) => {
+                        if !report.failed.is_empty() {
+                            tracing::warn!(failed = ?report.failed, "merge poll: some pull requests could not be checked");
+                        }
+                        tracing::info!(
+                            checked = report.checked,
+                            merged = ?report.merged,
+                            failed = report.failed.len(),
+                            "merge poll"
+                        );
+                    }
+                    Err(e) => tracing::warn!(error = %e, "merge poll failed"),
+                }
+            }
+        })
     }
 
     /// Applies a verified webhook event: a merged pull request marks every sandbox whose
@@ -641,6 +916,14 @@ impl PrPipeline {
             }
         }
     }
+}
+
+/// The GitHub key for a sandbox's pull requests: its project's, else its user's.
+pub async fn github_token(vault: &KeyVault, sandbox: &Sandbox) -> Result<Option<Secret>> {
+    Ok(vault
+        .resolve(sandbox.user_id, sandbox.project_id, Provider::GitHub)
+        .await?
+        .map(|k| k.secret))
 }
 
 /// A verified GitHub webhook delivery, reduced to what Courier acts on.
@@ -888,5 +1171,407 @@ mod tests {
         let cmd = push_command("/home/user/project", "courier/ab");
         assert!(cmd.contains("HEAD:refs/heads/courier/ab"), "{cmd}");
         assert!(!cmd.contains("--force") && !cmd.contains(" -f"), "{cmd}");
+    }
+
+    /// The pipeline's decisions against mocks: a sandbox provider whose repository is on
+    /// `branch`, an in-memory store, and a GitHub that expects exactly what each test says.
+    mod mocked {
+        use std::collections::HashMap;
+        use std::sync::Arc;
+
+        use courier_e2b::{CommandOutput, MockSandboxApi};
+        use courier_store::{KeyOwner, Project, Sandbox, SqliteStore, User};
+
+        use super::super::*;
+        use crate::keys::MasterKey;
+
+        const TOKEN: &str = "ghp_mocktoken000000000000000000000000abcd";
+        const REMOTE: &str = "https://x-access-token:ghs_clone@github.com/acme/engine.git";
+
+        fn record() -> SandboxRecord {
+            serde_json::from_str(
+                r#"{"templateID":"claude","sandboxID":"sbx1","clientID":"c","envdVersion":"0.6.13"}"#,
+            )
+            .unwrap()
+        }
+
+        fn output(stdout: String) -> CommandOutput {
+            CommandOutput {
+                stdout,
+                stderr: String::new(),
+                exit_code: 0,
+                error: None,
+            }
+        }
+
+        /// A sandbox whose repository has `branch` checked out; pushes succeed.
+        fn sandbox_on(branch: &str, pushes: usize) -> MockSandboxApi {
+            let mut api = MockSandboxApi::new();
+            let state = format!("remote={REMOTE}\nbranch={branch}\nbase=origin/main\n");
+            api.expect_run()
+                .withf(|_, spec| spec.cmd.contains("git config --get remote.origin.url"))
+                .times(1)
+                .returning(move |_, _| Ok(output(state.clone())));
+            api.expect_run()
+                .withf(|_, spec| spec.cmd.contains("git push"))
+                .times(pushes)
+                .returning(|_, _| Ok(output(String::new())));
+            api
+        }
+
+        struct World {
+            store: Arc<dyn Store>,
+            user: User,
+            project: Project,
+            sandbox: Sandbox,
+        }
+
+        async fn world() -> World {
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+            let (user, project, sandbox) = crate::testing::seed(store.as_ref()).await;
+            World {
+                store,
+                user,
+                project,
+                sandbox,
+            }
+        }
+
+        impl World {
+            fn pipeline(&self, api: MockSandboxApi, github: MockGitHubApi) -> PrPipeline {
+                PrPipeline::new(self.store.clone(), Arc::new(api), PrConfig::default())
+                    .with_github(Arc::new(github))
+            }
+
+            async fn open(&self, pipeline: &PrPipeline) -> PrOutcome {
+                pipeline
+                    .open(self.sandbox.id, &record(), Some(&Secret::new(TOKEN)))
+                    .await
+                    .unwrap()
+            }
+
+            async fn git(&self, id: SandboxId) -> GitInfo {
+                self.store.get_sandbox(id).await.unwrap().git
+            }
+
+            /// A sandbox of `project` (the seeded one when `None`) whose PR `number` is
+            /// open.
+            async fn with_open_pr(&self, project: Option<&Project>, number: i64) -> SandboxId {
+                let project = project.unwrap_or(&self.project);
+                let sandbox = self
+                    .store
+                    .create_sandbox(courier_store::NewSandbox {
+                        user_id: project.user_id,
+                        project_id: project.id,
+                        config: Default::default(),
+                        cli_tool: "claude".into(),
+                        model: None,
+                        prompt: "fix it".into(),
+                        links: Default::default(),
+                        repo_url: None,
+                        branch: None,
+                    })
+                    .await
+                    .unwrap();
+                self.store
+                    .update_sandbox_git(
+                        sandbox.id,
+                        GitInfo {
+                            repo_url: Some("https://github.com/acme/engine.git".into()),
+                            branch: Some(format!("courier/{number}")),
+                            pr_url: Some(format!("https://github.com/acme/engine/pull/{number}")),
+                            pr_number: Some(number),
+                            pr_status: Some(PrStatus::Created),
+                            pr_error: None,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                sandbox.id
+            }
+        }
+
+        fn pull(number: u64, merged: bool) -> PullRequest {
+            PullRequest {
+                number,
+                url: format!("https://github.com/acme/engine/pull/{number}"),
+                merged,
+            }
+        }
+
+        #[tokio::test]
+        async fn a_default_branch_is_skipped_without_any_github_call() {
+            let w = world().await;
+            let mut github = MockGitHubApi::new();
+            github.expect_create_pull_request().times(0);
+            github.expect_find_open_pull_request().times(0);
+            let pipeline = w.pipeline(sandbox_on("main", 0), github);
+            assert!(
+                matches!(w.open(&pipeline).await, PrOutcome::Skipped { reason } if reason.contains("main"))
+            );
+            assert_eq!(w.git(w.sandbox.id).await.pr_status, Some(PrStatus::Skipped));
+        }
+
+        #[tokio::test]
+        async fn a_created_pull_request_is_stored_with_its_number_and_url() {
+            let w = world().await;
+            let mut github = MockGitHubApi::new();
+            github
+                .expect_create_pull_request()
+                .withf(|token, repo, new| {
+                    token.expose() == TOKEN
+                        && repo.to_string() == "acme/engine"
+                        && new.head == "courier/login"
+                        && new.base == "main"
+                        && new.title == "fix the login"
+                })
+                .times(1)
+                .returning(|_, _, _| Ok(pull(42, false)));
+            let pipeline = w.pipeline(sandbox_on("courier/login", 1), github);
+            assert_eq!(
+                w.open(&pipeline).await,
+                PrOutcome::Created {
+                    number: 42,
+                    url: "https://github.com/acme/engine/pull/42".into()
+                }
+            );
+            let git = w.git(w.sandbox.id).await;
+            assert_eq!(git.pr_status, Some(PrStatus::Created));
+            assert_eq!(git.pr_number, Some(42));
+            assert_eq!(
+                git.pr_url.as_deref(),
+                Some("https://github.com/acme/engine/pull/42")
+            );
+            assert_eq!(
+                git.repo_url.as_deref(),
+                Some("https://github.com/acme/engine.git"),
+                "the clone token is not stored"
+            );
+        }
+
+        #[tokio::test]
+        async fn an_already_existing_pull_request_of_the_branch_is_adopted() {
+            let w = world().await;
+            let mut github = MockGitHubApi::new();
+            github.expect_create_pull_request().times(1).returning(|_, _, _| {
+                Err(OrchestratorError::GitHub {
+                    status: Some(422),
+                    message: "Validation Failed: A pull request already exists for acme:courier/login."
+                        .into(),
+                })
+            });
+            github
+                .expect_find_open_pull_request()
+                .withf(|token, repo, head| {
+                    token.expose() == TOKEN && repo.owner == "acme" && head == "courier/login"
+                })
+                .times(1)
+                .returning(|_, _, _| Ok(Some(pull(17, false))));
+            let pipeline = w.pipeline(sandbox_on("courier/login", 1), github);
+            assert!(matches!(
+                w.open(&pipeline).await,
+                PrOutcome::Created { number: 17, .. }
+            ));
+            let git = w.git(w.sandbox.id).await;
+            assert_eq!(
+                (git.pr_status, git.pr_number),
+                (Some(PrStatus::Created), Some(17))
+            );
+        }
+
+        #[tokio::test]
+        async fn bad_credentials_fail_with_githubs_reason_and_no_adoption_attempt() {
+            let w = world().await;
+            let mut github = MockGitHubApi::new();
+            github
+                .expect_create_pull_request()
+                .times(1)
+                .returning(|_, _, _| {
+                    Err(OrchestratorError::GitHub {
+                        status: Some(401),
+                        message: "Bad credentials".into(),
+                    })
+                });
+            github.expect_find_open_pull_request().times(0);
+            let pipeline = w.pipeline(sandbox_on("courier/login", 1), github);
+            let PrOutcome::Failed { reason } = w.open(&pipeline).await else {
+                panic!("expected a failure");
+            };
+            assert!(
+                reason.contains("401") && reason.contains("Bad credentials"),
+                "{reason}"
+            );
+            let git = w.git(w.sandbox.id).await;
+            assert_eq!(git.pr_status, Some(PrStatus::Failed));
+            assert_eq!(git.pr_error.as_deref(), Some(reason.as_str()));
+        }
+
+        #[tokio::test]
+        async fn a_merged_pull_request_is_recorded_when_polled() {
+            let w = world().await;
+            let id = w.with_open_pr(None, 9).await;
+            let mut github = MockGitHubApi::new();
+            github
+                .expect_get_pull_request()
+                .withf(|token, repo, number| {
+                    token.expose() == TOKEN && repo.repo == "engine" && *number == 9
+                })
+                .times(1)
+                .returning(|_, _, n| Ok(pull(n, true)));
+            let pipeline = w.pipeline(MockSandboxApi::new(), github);
+            assert_eq!(
+                pipeline.poll_merged(id, &Secret::new(TOKEN)).await.unwrap(),
+                Some(PrStatus::Merged)
+            );
+            assert_eq!(w.git(id).await.pr_status, Some(PrStatus::Merged));
+        }
+
+        #[tokio::test]
+        async fn polling_uses_each_sandboxs_key_and_survives_one_failure() {
+            let w = world().await;
+            let vault = KeyVault::new(MasterKey::generate(), w.store.clone());
+            vault
+                .put(
+                    KeyOwner::User(w.user.id),
+                    Provider::GitHub,
+                    "ghp_user_key_0001",
+                )
+                .save()
+                .await
+                .unwrap();
+            vault
+                .put(
+                    KeyOwner::Project(w.project.id),
+                    Provider::GitHub,
+                    "ghp_project_key_0002",
+                )
+                .save()
+                .await
+                .unwrap();
+            // A second project of the same user, without a key of its own.
+            let other = w
+                .store
+                .create_project(courier_store::NewProject {
+                    user_id: w.user.id,
+                    name: "other".into(),
+                })
+                .await
+                .unwrap();
+            // A project of a user without any GitHub key.
+            let keyless_user = w
+                .store
+                .create_user(courier_store::NewUser {
+                    email: "grace@example.com".into(),
+                    name: "Grace".into(),
+                })
+                .await
+                .unwrap();
+            let keyless = w
+                .store
+                .create_project(courier_store::NewProject {
+                    user_id: keyless_user.id,
+                    name: "keyless".into(),
+                })
+                .await
+                .unwrap();
+            let merged = w.with_open_pr(None, 1).await;
+            let open = w.with_open_pr(Some(&other), 2).await;
+            let broken = w.with_open_pr(None, 3).await;
+            let no_key = w.with_open_pr(Some(&keyless), 4).await;
+            let deleted = w.with_open_pr(None, 5).await;
+            w.store.soft_delete_sandbox(deleted).await.unwrap();
+            // The seeded sandbox has no pull request: never asked about.
+
+            let mut github = MockGitHubApi::new();
+            let key = |n: u64, k: &'static str| {
+                move |t: &Secret, _: &RepoSlug, number: &u64| *number == n && t.expose() == k
+            };
+            github
+                .expect_get_pull_request()
+                .withf(key(1, "ghp_project_key_0002"))
+                .times(1)
+                .returning(|_, _, n| Ok(pull(n, true)));
+            github
+                .expect_get_pull_request()
+                .withf(key(2, "ghp_user_key_0001"))
+                .times(1)
+                .returning(|_, _, n| Ok(pull(n, false)));
+            github
+                .expect_get_pull_request()
+                .withf(key(3, "ghp_project_key_0002"))
+                .times(1)
+                .returning(|_, _, _| {
+                    Err(OrchestratorError::GitHub {
+                        status: Some(502),
+                        message: "Server Error".into(),
+                    })
+                });
+            github
+                .expect_get_pull_request()
+                .withf(key(5, "ghp_project_key_0002"))
+                .times(1)
+                .returning(|_, _, n| Ok(pull(n, true)));
+            let pipeline = w
+                .pipeline(MockSandboxApi::new(), github)
+                .with_key_vault(vault);
+
+            let mut report = pipeline.poll_open_pull_requests().await.unwrap();
+            report.merged.sort();
+            let mut expected = vec![merged, deleted];
+            expected.sort();
+            assert_eq!(report.checked, 5);
+            assert_eq!(report.merged, expected);
+            let failed: HashMap<SandboxId, String> = report.failed.into_iter().collect();
+            assert_eq!(failed.len(), 2, "{failed:?}");
+            assert!(failed[&broken].contains("502"), "{failed:?}");
+            assert!(failed[&no_key].contains("no GitHub token"), "{failed:?}");
+            assert_eq!(w.git(merged).await.pr_status, Some(PrStatus::Merged));
+            assert_eq!(w.git(deleted).await.pr_status, Some(PrStatus::Merged));
+            for id in [open, broken, no_key] {
+                assert_eq!(w.git(id).await.pr_status, Some(PrStatus::Created));
+            }
+        }
+
+        #[tokio::test]
+        async fn polling_without_a_key_vault_is_an_error() {
+            let w = world().await;
+            let pipeline = w.pipeline(MockSandboxApi::new(), MockGitHubApi::new());
+            assert!(matches!(
+                pipeline.poll_open_pull_requests().await,
+                Err(OrchestratorError::GitHub { status: None, .. })
+            ));
+        }
+
+        #[tokio::test]
+        async fn the_merge_poller_sweeps_in_the_background() {
+            let w = world().await;
+            let vault = KeyVault::new(MasterKey::generate(), w.store.clone());
+            vault
+                .put(KeyOwner::Project(w.project.id), Provider::GitHub, TOKEN)
+                .save()
+                .await
+                .unwrap();
+            let id = w.with_open_pr(None, 8).await;
+            let mut github = MockGitHubApi::new();
+            github
+                .expect_get_pull_request()
+                .returning(|_, _, n| Ok(pull(n, true)));
+            let pipeline = Arc::new(
+                w.pipeline(MockSandboxApi::new(), github)
+                    .with_key_vault(vault),
+            );
+            // The first sweep runs at once; the next would be an hour later.
+            let poller = pipeline.spawn_merge_poller(Duration::from_secs(3600));
+            let mut status = None;
+            for _ in 0..500 {
+                status = w.git(id).await.pr_status;
+                if status == Some(PrStatus::Merged) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            poller.abort();
+            assert_eq!(status, Some(PrStatus::Merged));
+        }
     }
 }

@@ -17,7 +17,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use chrono::Utc;
 use courier_e2b::CommandEvent;
 use courier_store::{
     Message, MessageId, MessageRole, MessageStatus, NewMessage, SandboxId, Service, Store,
@@ -27,6 +26,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 
 use crate::Result;
+use crate::clock::{Clock, SystemClock};
 use crate::usage::{UsageMeter, service_for, token_records};
 
 /// How many events a slow subscriber may fall behind before it resynchronises from the
@@ -392,6 +392,7 @@ pub struct StreamRecorder {
     raw_len: usize,
     meter: UsageMeter,
     result: Option<RunResult>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for StreamRecorder {
@@ -437,6 +438,7 @@ impl StreamRecorder {
             message,
             meter: UsageMeter::new(),
             result: None,
+            clock: Arc::new(SystemClock),
         })
     }
 
@@ -464,7 +466,15 @@ impl StreamRecorder {
             message,
             meter: UsageMeter::new(),
             result: None,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Dates the run's token usage (and picks its rate) with `clock` instead of the system
+    /// clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The assistant message being written.
@@ -588,7 +598,7 @@ impl StreamRecorder {
                 self.sandbox_id,
                 service,
                 &self.meter.total(),
-                Utc::now(),
+                self.clock.now(),
             )
             .await?;
             if !records.is_empty() {

@@ -71,7 +71,10 @@ impl UsageMeter {
 /// Seconds between the sandbox's creation (the provider bills from there) and its end, or
 /// `now` while it lives; never negative.
 pub fn compute_seconds(sandbox: &Sandbox, now: DateTime<Utc>) -> f64 {
-    let end = sandbox.ended_at.unwrap_or(now);
+    seconds_since_creation(sandbox, sandbox.ended_at.unwrap_or(now))
+}
+
+fn seconds_since_creation(sandbox: &Sandbox, end: DateTime<Utc>) -> f64 {
     let millis = (end - sandbox.created_at).num_milliseconds().max(0);
     millis as f64 / 1000.0
 }
@@ -145,14 +148,24 @@ pub async fn token_records(
 }
 
 /// The compute record of a sandbox that ended (E2B compute seconds, priced by the rate
-/// table at its end).
+/// table at its end): billed until its recorded end, or `now` while it lives.
 pub async fn compute_record(
     store: &dyn Store,
     sandbox: &Sandbox,
     now: DateTime<Utc>,
 ) -> Result<NewUsage> {
-    let seconds = compute_seconds(sandbox, now);
-    let at = sandbox.ended_at.unwrap_or(now);
+    compute_record_until(store, sandbox, sandbox.ended_at.unwrap_or(now)).await
+}
+
+/// The compute record of a sandbox billed from its creation until `end` (the orchestrator
+/// passes its clock's time when it destroyed the provider sandbox), priced by the rate in
+/// force at `end`; never negative.
+pub async fn compute_record_until(
+    store: &dyn Store,
+    sandbox: &Sandbox,
+    end: DateTime<Utc>,
+) -> Result<NewUsage> {
+    let seconds = seconds_since_creation(sandbox, end);
     Ok(NewUsage {
         sandbox_id: sandbox.id,
         service: Service::E2b,
@@ -163,10 +176,10 @@ pub async fn compute_record(
             Service::E2b,
             UsageMetric::ComputeSeconds,
             seconds,
-            at,
+            end,
         )
         .await?,
-        recorded_at: at,
+        recorded_at: end,
     })
 }
 
