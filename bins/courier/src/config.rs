@@ -76,7 +76,20 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "COURIER_GITHUB_WEBHOOK_SECRET",
         "the secret set on the GitHub webhook",
     ),
+    (
+        "pr_poll_interval",
+        "COURIER_PR_POLL_INTERVAL",
+        "a whole number of seconds, 0 to turn polling off",
+    ),
+    (
+        "sandbox_internet",
+        "COURIER_SANDBOX_INTERNET",
+        "true or false",
+    ),
 ];
+
+/// How often open pull requests are checked for a merge when nothing else is set.
+pub const DEFAULT_PR_POLL_INTERVAL_SECS: u64 = 300;
 
 /// Keys whose values are secrets: never echoed.
 const SECRET_KEYS: &[&str] = &[
@@ -112,6 +125,10 @@ pub struct Settings {
     /// `github_webhook_secret`); `None` leaves `POST /v1/github/webhook` off (503). Like
     /// the other secrets it has no flag: command lines are visible to every local user.
     pub github_webhook_secret: Option<Secret>,
+    /// Seconds between merged-PR polls; 0 = off (the webhook alone).
+    pub pr_poll_interval_secs: u64,
+    /// Whether sandboxes get outbound internet; `None` = decide from the provider.
+    pub sandbox_internet: Option<bool>,
     /// The file read, and the keys it set (names only).
     pub file: Option<(PathBuf, Vec<String>)>,
 }
@@ -133,6 +150,8 @@ struct FileValues {
     listen: Option<SocketAddr>,
     body_limit: Option<usize>,
     create_rate: Option<u32>,
+    pr_poll_interval: Option<u64>,
+    sandbox_internet: Option<bool>,
     strings: HashMap<&'static str, String>,
     envd_binary: Option<PathBuf>,
 }
@@ -211,8 +230,34 @@ pub fn resolve(over: Overrides) -> Result<Settings> {
         e2b_vars,
         github_webhook_secret: string("github_webhook_secret", "COURIER_GITHUB_WEBHOOK_SECRET")
             .map(Secret::new),
+        pr_poll_interval_secs: match env("COURIER_PR_POLL_INTERVAL") {
+            Some(v) => v.trim().parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "bad value for COURIER_PR_POLL_INTERVAL: expected a whole number of seconds, 0 to turn polling off, got {v:?}"
+                )
+            })?,
+            None => file
+                .pr_poll_interval
+                .unwrap_or(DEFAULT_PR_POLL_INTERVAL_SECS),
+        },
+        sandbox_internet: match env("COURIER_SANDBOX_INTERNET") {
+            Some(v) => Some(parse_bool(&v).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "bad value for COURIER_SANDBOX_INTERNET: expected true or false, got {v:?}"
+                )
+            })?),
+            None => file.sandbox_internet,
+        },
         file: path.map(|p| (p, file.keys)),
     })
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
 }
 
 fn is_postgres(url: &str) -> bool {
@@ -271,6 +316,11 @@ fn parse(text: &str, path: &Path) -> Result<FileValues> {
             "listen" => out.listen = Some(text()?.parse().map_err(|_| bad())?),
             "body_limit" => out.body_limit = Some(usize::try_from(positive()?).map_err(|_| bad())?),
             "create_rate" => out.create_rate = Some(u32::try_from(positive()?).map_err(|_| bad())?),
+            "pr_poll_interval" => {
+                let secs = value.as_integer().filter(|n| *n >= 0).ok_or_else(bad)?;
+                out.pr_poll_interval = Some(u64::try_from(secs).map_err(|_| bad())?);
+            }
+            "sandbox_internet" => out.sandbox_internet = Some(value.as_bool().ok_or_else(bad)?),
             "database_url" => {
                 let url = text()?;
                 if !is_postgres(url) {
@@ -325,6 +375,8 @@ e2b_api_url = "https://api.example"
 e2b_sandbox_url = "http://127.0.0.1:3000"
 e2b_domain = "example.com"
 github_webhook_secret = "whsec-from-file"
+pr_poll_interval = 0
+sandbox_internet = false
 "#,
         )
         .unwrap();
@@ -335,6 +387,8 @@ github_webhook_secret = "whsec-from-file"
         assert_eq!(v.envd_binary.unwrap(), Path::new("/opt/courier-envd"));
         assert_eq!(v.strings["e2b_api_key"], "e2b_secret");
         assert_eq!(v.strings["github_webhook_secret"], "whsec-from-file");
+        assert_eq!(v.pr_poll_interval, Some(0));
+        assert_eq!(v.sandbox_internet, Some(false));
         assert_eq!(v.keys.len(), KEYS.len());
     }
 
@@ -356,6 +410,19 @@ github_webhook_secret = "whsec-from-file"
         );
         let e = parse_err("create_rate = \"ten\"");
         assert!(e.contains("`create_rate`"), "{e}");
+        let e = parse_err("pr_poll_interval = -5");
+        assert!(
+            e.contains("`pr_poll_interval`") && e.contains("0 to turn polling off"),
+            "{e}"
+        );
+        let e = parse_err("sandbox_internet = \"maybe\"");
+        assert!(
+            e.contains("`sandbox_internet`") && e.contains("true or false"),
+            "{e}"
+        );
+        assert_eq!(parse_bool("Off"), Some(false));
+        assert_eq!(parse_bool("1"), Some(true));
+        assert_eq!(parse_bool("perhaps"), None);
         let e = parse_err("[e2b]\napi_key = 1");
         assert!(e.contains("unknown key `e2b`"), "{e}");
         let e = parse_err("not toml =");

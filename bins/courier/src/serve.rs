@@ -324,12 +324,28 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             ..PrConfig::default()
         },
     );
+    let sandbox_internet = match settings.sandbox_internet {
+        Some(allow) => allow,
+        // courier-sandboxd grants outbound access through slirp4netns; without it a
+        // sandbox asking for internet is refused, so start without rather than fail
+        // every create.
+        None if provider.embedded.is_some()
+            && courier_sandboxd::runtime::network::find_slirp4netns().is_none() =>
+        {
+            tracing::warn!(
+                "sandboxes get no internet access: slirp4netns is not installed (apt-get install slirp4netns); agents that call remote APIs will fail. Set COURIER_SANDBOX_INTERNET=false to silence this"
+            );
+            false
+        }
+        None => true,
+    };
     let orchestrator = Orchestrator::new(
         db.store.clone(),
         provider.api.clone(),
         vault.clone(),
         EventHub::default(),
     )
+    .with_sandbox_internet(sandbox_internet)
     .with_pull_requests(pull_requests.clone());
     let orchestrator = match learnings_pipeline(db.store.clone())? {
         Some(pipeline) => orchestrator.with_learnings(pipeline),
@@ -345,8 +361,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Ok(report) => tracing::info!(?report, "sandboxes reconciled with the provider"),
         Err(e) => tracing::warn!(error = %e, "could not reconcile sandboxes with the provider"),
     }
-    // Merged pull requests are learned from GitHub's webhook when a secret is set (and,
-    // later, by the merged-PR poller: see the ticker below).
+    // Merged pull requests are learned from GitHub's webhook when a secret is set, and by
+    // the merged-PR poller below (for deployments GitHub cannot reach).
     let github_webhook = match settings.github_webhook_secret.clone() {
         Some(secret) => {
             tracing::info!(
@@ -380,14 +396,24 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         db.tokens.clone(),
         config,
     );
-    // Periodic work. The merged-PR poller (`PrPipeline::poll_merged` for sandboxes whose
-    // PR is `created`, for deployments GitHub cannot reach with the webhook) goes here as
-    // a second task with its own interval, aborted next to this one on shutdown.
+    // Periodic work: the merged-PR poller (sandboxes whose PR is `created`; it uses the
+    // orchestrator's pipeline, which holds the key vault for each project's GitHub key)
+    // and the timeout sweep.
+    let merge_poller = match (settings.pr_poll_interval_secs, orchestrator.pull_requests()) {
+        (0, _) | (_, None) => {
+            tracing::info!("merged-PR polling is off (pr_poll_interval = 0)");
+            None
+        }
+        (secs, Some(pipeline)) => {
+            tracing::info!(every_secs = secs, "polling open pull requests for merges");
+            Some(Arc::new(pipeline.clone()).spawn_merge_poller(Duration::from_secs(secs)))
+        }
+    };
     let ticker = tokio::spawn(async move {
         let mut tick = tokio::time::interval(TIMEOUT_TICK);
         loop {
             tick.tick().await;
-            if let Err(e) = orchestrator.tick_timeouts(chrono::Utc::now()).await {
+            if let Err(e) = orchestrator.check_timeouts().await {
                 tracing::warn!(error = %e, "timeout sweep failed");
             }
         }
@@ -417,6 +443,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .context("serving")?;
     ticker.abort();
+    if let Some(poller) = merge_poller {
+        poller.abort();
+    }
     if let Some(sandboxd) = &provider.embedded {
         // Sandboxes keep running: the next start finds them again.
         sandboxd.stop();

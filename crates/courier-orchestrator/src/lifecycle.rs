@@ -181,6 +181,7 @@ pub struct Orchestrator {
     tool_path: Vec<String>,
     timeouts: TimeoutPolicy,
     clock: Arc<dyn Clock>,
+    sandbox_internet: bool,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -208,7 +209,17 @@ impl Orchestrator {
             tool_path: Vec::new(),
             timeouts: TimeoutPolicy::default(),
             clock: Arc::new(SystemClock),
+            sandbox_internet: true,
         }
+    }
+
+    /// Whether sandboxes are created with outbound internet access (default `true`:
+    /// agents reach their LLM APIs, package registries and git remotes). The request says
+    /// so explicitly, because providers differ in their default (E2B: on;
+    /// courier-sandboxd: off).
+    pub fn with_sandbox_internet(mut self, allow: bool) -> Self {
+        self.sandbox_internet = allow;
+        self
     }
 
     /// Takes the time for every time-based decision (deadlines, checkpoints, billed
@@ -364,6 +375,7 @@ impl Orchestrator {
                     template_id: valid.template.clone(),
                     timeout: Some((valid.sandbox.timeout_ms / 1000) as u64),
                     metadata,
+                    allow_internet_access: Some(self.sandbox_internet),
                     ..Default::default()
                 })
                 .await?;
@@ -1797,7 +1809,11 @@ mod tests {
                 .in_sequence(&mut seq)
                 .returning(|_, _| Ok(()));
             api.expect_create()
-                .withf(move |new| new.metadata.get(METADATA_SANDBOX_ID) == Some(&id.to_string()))
+                .withf(move |new| {
+                    new.metadata.get(METADATA_SANDBOX_ID) == Some(&id.to_string())
+                        // Asked for explicitly: providers differ in their default.
+                        && new.allow_internet_access == Some(true)
+                })
                 .times(1)
                 .in_sequence(&mut seq)
                 .returning(|_| Ok(record()));
