@@ -488,15 +488,32 @@ impl StreamRecorder {
     }
 
     /// Feeds bytes of the agent's stdout, whatever the read boundaries.
+    ///
+    /// All complete lines of one read are stored with one content append and one raw-log
+    /// append: an agent printing faster than the store takes single lines would otherwise
+    /// build a backlog that every subscriber waits behind.
     pub async fn feed(&mut self, bytes: &[u8]) -> Result<()> {
-        for line in self.lines.push(bytes) {
-            self.line(line).await?;
+        let lines = self.lines.push(bytes);
+        if lines.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let parsed = lines
+            .into_iter()
+            .map(|line| {
+                let (raw, events) = self.parse(line);
+                (Some(raw), events)
+            })
+            .collect();
+        self.apply(parsed).await
     }
 
     async fn line(&mut self, line: Line) -> Result<()> {
-        let (raw, events) = match line {
+        let (raw, events) = self.parse(line);
+        self.apply(vec![(Some(raw), events)]).await
+    }
+
+    fn parse(&mut self, line: Line) -> (String, Vec<AgentEvent>) {
+        match line {
             Line::Text(text) => {
                 let events = self.parser.parse_line(&text);
                 (text, events)
@@ -507,51 +524,75 @@ impl StreamRecorder {
                     message: format!("output line of {len} bytes exceeds the line limit"),
                 }],
             ),
-        };
-        self.apply(Some(raw), events).await
+        }
     }
 
-    async fn apply(&mut self, raw: Option<String>, events: Vec<AgentEvent>) -> Result<()> {
+    /// Stores and publishes parsed lines (each its raw text, if any, and its events).
+    ///
+    /// Content first, then the raw log, then publishing (see the module docs), so a
+    /// subscriber never sees an event the store cannot replay. Each event carries the
+    /// content or raw-log length as of its own line. Lines after a verdict add nothing.
+    async fn apply(&mut self, lines: Vec<(Option<String>, Vec<AgentEvent>)>) -> Result<()> {
         if self.result.is_some() {
             // The message is finished; a tool printing after its verdict adds nothing.
             return Ok(());
         }
-        // Content first, then the raw log, then publishing: see the module docs.
-        let mut published = Vec::with_capacity(events.len());
-        for event in events {
-            self.meter.observe(&event);
-            match event {
-                AgentEvent::Text { text } => {
-                    self.store
-                        .append_message_content(self.message.id, &text)
-                        .await?;
-                    self.content_len += text.len();
-                    published.push(EventKind::Text {
-                        text,
-                        content_end: self.content_len,
-                    });
-                }
-                other => published.push(EventKind::Agent {
-                    event: other,
-                    raw_end: 0,
-                }),
-            }
-        }
-        if let Some(mut raw) = raw {
-            raw.push('\n');
-            self.store
-                .append_message_raw_log(self.message.id, &raw)
-                .await?;
-            self.raw_len += raw.len();
-        }
+        let mut content = String::new();
+        let mut raw_log = String::new();
+        let mut published = Vec::new();
         let mut result = None;
-        for mut kind in published {
-            if let EventKind::Agent { event, raw_end } = &mut kind {
-                *raw_end = self.raw_len;
-                if let AgentEvent::Result(r) = event {
-                    result = Some(r.clone());
+        for (raw, events) in lines {
+            let first_agent_event = published.len();
+            for event in events {
+                self.meter.observe(&event);
+                match event {
+                    AgentEvent::Text { text } => {
+                        content.push_str(&text);
+                        published.push(EventKind::Text {
+                            text,
+                            content_end: self.content_len + content.len(),
+                        });
+                    }
+                    AgentEvent::Result(r) => {
+                        result.get_or_insert_with(|| r.clone());
+                        published.push(EventKind::Agent {
+                            event: AgentEvent::Result(r),
+                            raw_end: 0,
+                        });
+                    }
+                    other => published.push(EventKind::Agent {
+                        event: other,
+                        raw_end: 0,
+                    }),
                 }
             }
+            if let Some(raw) = raw {
+                raw_log.push_str(&raw);
+                raw_log.push('\n');
+            }
+            let raw_end = self.raw_len + raw_log.len();
+            for kind in &mut published[first_agent_event..] {
+                if let EventKind::Agent { raw_end: end, .. } = kind {
+                    *end = raw_end;
+                }
+            }
+            if result.is_some() {
+                break;
+            }
+        }
+        if !content.is_empty() {
+            self.store
+                .append_message_content(self.message.id, &content)
+                .await?;
+            self.content_len += content.len();
+        }
+        if !raw_log.is_empty() {
+            self.store
+                .append_message_raw_log(self.message.id, &raw_log)
+                .await?;
+            self.raw_len += raw_log.len();
+        }
+        for kind in published {
             self.publish(kind);
         }
         if let Some(result) = result {
@@ -616,7 +657,7 @@ impl StreamRecorder {
             self.line(line).await?;
         }
         let tail = self.parser.finish(exit_code);
-        self.apply(None, tail).await?;
+        self.apply(vec![(None, tail)]).await?;
         // `StreamParser::finish` always yields a verdict; this fallback only keeps the
         // type honest.
         let result = self.result.clone().unwrap_or(RunResult {
@@ -737,6 +778,59 @@ mod tests {
         assert_eq!(
             usage.cost,
             courier_store::Money::from_usd(outcome.result.cost_usd.unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_whole_run_in_one_read_keeps_each_events_own_positions_and_stops_at_the_verdict() {
+        let (store, hub, sandbox) = setup().await;
+        let mut sub = hub.subscribe(store.clone(), sandbox, 0).await.unwrap();
+        let mut bytes = fixture("claude_success.jsonl");
+        bytes.extend_from_slice(b"{\"type\":\"assistant\",\"after\":\"the verdict\"}\n");
+        let mut recorder = StreamRecorder::start(store.clone(), hub, sandbox, ToolId::Claude)
+            .await
+            .unwrap();
+        recorder.feed(&bytes).await.unwrap();
+        let outcome = recorder.finish(Some(0)).await.unwrap();
+        assert!(outcome.result.success);
+
+        let m = &store.list_messages(sandbox, 0, 10).await.unwrap()[0];
+        // The line printed after the verdict is not part of the run.
+        assert_eq!(
+            m.raw_log.as_bytes(),
+            fixture("claude_success.jsonl").as_slice()
+        );
+        let events = drain(&mut sub).await;
+        let (mut text, mut last_raw_end, mut agent_events) = (String::new(), 0, 0);
+        for e in events.iter().filter(|e| e.seq == m.seq) {
+            match &e.kind {
+                EventKind::Text {
+                    text: t,
+                    content_end,
+                } => {
+                    text.push_str(t);
+                    assert_eq!(*content_end, text.len(), "content_end of {t:?}");
+                    assert_eq!(&m.content[..*content_end], text);
+                }
+                EventKind::Agent { raw_end, .. } => {
+                    agent_events += 1;
+                    // Each event points at the end of its own line, not of the batch.
+                    assert!(*raw_end >= last_raw_end && *raw_end <= m.raw_log.len());
+                    assert_eq!(&m.raw_log[*raw_end - 1..*raw_end], "\n");
+                    last_raw_end = *raw_end;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(text, m.content);
+        assert!(agent_events > 1);
+        let first_agent_end = events.iter().find_map(|e| match &e.kind {
+            EventKind::Agent { raw_end, .. } => Some(*raw_end),
+            _ => None,
+        });
+        assert!(
+            first_agent_end.unwrap() < m.raw_log.len(),
+            "per-line, not per-batch ends"
         );
     }
 
