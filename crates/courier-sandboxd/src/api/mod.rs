@@ -5,6 +5,7 @@
 
 mod list;
 mod models;
+mod templates;
 
 pub use models::CLIENT_ID;
 
@@ -96,7 +97,7 @@ pub fn router(server: Sandboxd) -> Router {
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/refreshes", post(refresh))
         .route("/sandboxes/{id}/metrics", get(metrics))
-        .route("/templates", get(templates))
+        .merge(templates::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -286,31 +287,4 @@ async fn list_v1(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
     items.sort_by(|a, b| (b.started_at, &b.sandbox_id).cmp(&(a.started_at, &a.sandbox_id)));
     let items: Vec<SandboxDetail> = items.iter().map(SandboxDetail::listed).collect();
     Ok(json(StatusCode::OK, items))
-}
-
-async fn templates(State(server): State<Sandboxd>) -> Response {
-    let items: Vec<models::TemplateItem> = server
-        .templates()
-        .all()
-        .iter()
-        .map(|t| models::TemplateItem {
-            template_id: t.id.clone(),
-            build_id: t.id.clone(),
-            aliases: t.aliases.clone(),
-            names: t.aliases.clone(),
-            cpu_count: t.cpu_count,
-            memory_mb: t.memory_mb,
-            disk_size_mb: t.disk_size_mb,
-            public: true,
-            created_at: t.created_at,
-            updated_at: t.created_at,
-            created_by: None,
-            last_spawned_at: None,
-            spawn_count: 0,
-            build_count: 1,
-            envd_version: crate::server::ENVD_VERSION,
-            build_status: "ready",
-        })
-        .collect();
-    json(StatusCode::OK, items)
 }

@@ -1,0 +1,508 @@
+//! Running a template build: a build sandbox from the parent template (created through
+//! the control plane like any sandbox), the recipe's steps run one by one through the
+//! sandbox's envd (`process.Process/Start`, as the SDKs run commands), each output line
+//! logged, then the sandbox's writes captured as the new template's layer
+//! ([`crate::runtime::Runtime::capture_layer`]).
+//!
+//! Steps run as `user` in its home unless a USER or WORKDIR step (or the parent
+//! template) says otherwise, like E2B's builder; RUN is `/bin/bash -c <command>`. The
+//! first failing step stops the build (status `error`, the reason naming the step and
+//! its exit code); nothing of a failed build is kept but its log.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::{BuildReason, BuiltVersion, LogEntry, LogLevel};
+use crate::envd_link::{self, ProcessSpec, Stream};
+use crate::error::{Error, Result};
+use crate::server::{CreateRequest, Sandboxd};
+
+/// Metadata key marking a build sandbox (value `<templateID>/<buildID>`): such sandboxes
+/// are killed at startup, since the build that used them cannot go on.
+pub const BUILD_SANDBOX_METADATA: &str = "courier.templateBuild";
+/// Lifetime of a build sandbox: a bound on the whole build.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest log line kept; longer output lines are cut.
+const MAX_LINE: usize = 4096;
+/// Output lines of the failing step quoted in the failure reason.
+const REASON_LINES: usize = 5;
+
+/// One recipe step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Run a shell command (`/bin/bash -c`), as `user` when given, else as the current
+    /// user.
+    Run {
+        /// The command line.
+        command: String,
+        /// Its user, overriding the current one for this step only.
+        user: Option<String>,
+    },
+    /// Set environment variables for later steps and the template's sandboxes.
+    Env(Vec<(String, String)>),
+    /// Set (and create) the working directory of later steps and of the template's
+    /// sandboxes.
+    Workdir(String),
+    /// Set the user of later steps and of the template's sandboxes.
+    User(String),
+}
+
+impl Step {
+    fn describe(&self) -> String {
+        match self {
+            Step::Run { command, user } => match user {
+                Some(user) => format!("RUN {command} (as {user})"),
+                None => format!("RUN {command}"),
+            },
+            Step::Env(pairs) => {
+                let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+                format!("ENV {}", names.join(" "))
+            }
+            Step::Workdir(dir) => format!("WORKDIR {dir}"),
+            Step::User(user) => format!("USER {user}"),
+        }
+    }
+}
+
+/// What to build: a parent template and steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipe {
+    /// The parent template (id or alias; `base` or a built one).
+    pub from_template: String,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// Checks the recipe against the server's templates, marks the build started and runs it
+/// in the background. Errors: unknown build (`NotFound`), build already started
+/// (`Conflict`), unknown or unready parent (`UnknownTemplate`).
+pub async fn start(
+    server: &Sandboxd,
+    template_id: &str,
+    build_id: &str,
+    recipe: Recipe,
+) -> Result<()> {
+    let templates = server.templates();
+    // Fails first when the build does not exist.
+    templates.build_view(template_id, build_id, 0)?;
+    let parent = templates
+        .resolve(&recipe.from_template)
+        .ok_or_else(|| Error::UnknownTemplate(recipe.from_template.clone()))?;
+    if parent.id == template_id {
+        return Err(Error::InvalidSpec {
+            field: "fromTemplate",
+            reason: "a template cannot be built from itself".to_owned(),
+        });
+    }
+    templates.start_build(template_id, build_id, &parent.id)?;
+    let server = server.clone();
+    let (template_id, build_id) = (template_id.to_owned(), build_id.to_owned());
+    tokio::spawn(async move {
+        let build = Build {
+            server: &server,
+            template_id: &template_id,
+            build_id: &build_id,
+        };
+        build.run(recipe).await;
+    });
+    Ok(())
+}
+
+/// Kills the build sandboxes a previous run left (their builds were failed when the
+/// templates were loaded).
+pub(crate) async fn reap_build_sandboxes(server: &Sandboxd) {
+    for record in server.list() {
+        if record.metadata.contains_key(BUILD_SANDBOX_METADATA) {
+            tracing::info!(sandbox = %record.sandbox_id, "killing the sandbox of an interrupted template build");
+            let _ = server.kill(&record.sandbox_id).await;
+        }
+    }
+}
+
+struct Build<'a> {
+    server: &'a Sandboxd,
+    template_id: &'a str,
+    build_id: &'a str,
+}
+
+/// A step failure: the reason and the step it names.
+struct Failure {
+    step: String,
+    message: String,
+}
+
+impl Build<'_> {
+    fn log(&self, level: LogLevel, step: &str, message: impl Into<String>) {
+        self.server.templates().log(
+            self.template_id,
+            self.build_id,
+            LogEntry {
+                timestamp: Utc::now(),
+                level,
+                message: message.into(),
+                step: Some(step.to_owned()),
+            },
+        );
+    }
+
+    async fn run(&self, recipe: Recipe) {
+        let result = self.run_steps(&recipe).await;
+        let templates = self.server.templates();
+        let outcome = match result {
+            Ok(version) => templates.finish_build(self.template_id, version).map(|()| {
+                self.log(LogLevel::Info, "finalize", "Build finished: template ready");
+            }),
+            Err(failure) => {
+                self.log(
+                    LogLevel::Error,
+                    &failure.step,
+                    format!("Build failed: {}", failure.message),
+                );
+                templates.fail_build(
+                    self.template_id,
+                    self.build_id,
+                    BuildReason {
+                        message: failure.message,
+                        step: Some(failure.step),
+                    },
+                )
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::error!(template = self.template_id, build = self.build_id, error = %e, "recording the build's outcome failed");
+        }
+    }
+
+    async fn run_steps(&self, recipe: &Recipe) -> Result<BuiltVersion, Failure> {
+        let base_failure = |message: String| Failure {
+            step: "base".to_owned(),
+            message,
+        };
+        let parent = self
+            .server
+            .templates()
+            .resolve(&recipe.from_template)
+            .ok_or_else(|| base_failure(format!("template {} not found", recipe.from_template)))?;
+        let own = self
+            .server
+            .templates()
+            .find(self.template_id)
+            .ok_or_else(|| base_failure(format!("template {} was deleted", self.template_id)))?;
+        self.log(
+            LogLevel::Info,
+            "base",
+            format!(
+                "Building from template {} ({} steps)",
+                parent.id,
+                recipe.steps.len()
+            ),
+        );
+        let mut metadata = BTreeMap::new();
+        metadata.insert(
+            BUILD_SANDBOX_METADATA.to_owned(),
+            format!("{}/{}", self.template_id, self.build_id),
+        );
+        let record = self
+            .server
+            .create(CreateRequest {
+                template: parent.id.clone(),
+                timeout: BUILD_TIMEOUT,
+                metadata,
+                memory_mb: Some(own.memory_mb),
+                cpu_count: Some(own.cpu_count),
+                ..CreateRequest::default()
+            })
+            .await
+            .map_err(|e| base_failure(format!("could not start the build sandbox: {e}")))?;
+        let sandbox = record.sandbox_id.clone();
+        self.log(
+            LogLevel::Info,
+            "base",
+            format!("Build sandbox {sandbox} started"),
+        );
+        let mut env = Environment {
+            envs: parent.envs.clone(),
+            user: parent.user.clone(),
+            workdir: parent.workdir.clone(),
+        };
+        let stepped = self
+            .run_in(&sandbox, &record.envd_access_token, recipe, &mut env)
+            .await;
+        if let Err(failure) = stepped {
+            let _ = self.server.kill(&sandbox).await;
+            return Err(failure);
+        }
+        self.log(
+            LogLevel::Info,
+            "finalize",
+            "Capturing the file system as a new layer",
+        );
+        let layer = self
+            .server
+            .templates()
+            .layer_dir(self.template_id, self.build_id);
+        let runtime_server = self.server.clone();
+        let (sid, dest) = (sandbox.clone(), layer.clone());
+        let captured = tokio::task::spawn_blocking(move || {
+            runtime_server.runtime().capture_layer(&sid, &dest)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        // The control plane's record and socket dir go too (the runtime sandbox is gone
+        // already when the capture ran).
+        let _ = self.server.kill(&sandbox).await;
+        if let Err(e) = captured {
+            let _ = std::fs::remove_dir_all(&layer);
+            return Err(Failure {
+                step: "finalize".to_owned(),
+                message: format!("capturing the layer failed: {e}"),
+            });
+        }
+        let mut layers = parent.layers.clone();
+        layers.push(layer);
+        Ok(BuiltVersion {
+            build_id: self.build_id.to_owned(),
+            layers,
+            envs: env.envs,
+            user: env.user,
+            workdir: env.workdir,
+        })
+    }
+
+    async fn run_in(
+        &self,
+        sandbox: &str,
+        token: &str,
+        recipe: &Recipe,
+        env: &mut Environment,
+    ) -> Result<(), Failure> {
+        let socket = self
+            .server
+            .entry(sandbox)
+            .map(|e| e.socket.clone())
+            .ok_or_else(|| Failure {
+                step: "base".to_owned(),
+                message: format!("build sandbox {sandbox} vanished"),
+            })?;
+        let total = recipe.steps.len();
+        for (index, step) in recipe.steps.iter().enumerate() {
+            let number = (index + 1).to_string();
+            self.log(
+                LogLevel::Info,
+                &number,
+                format!("[{number}/{total}] {}", step.describe()),
+            );
+            let fail = |message: String| Failure {
+                step: number.clone(),
+                message: format!("step {number} ({}) failed: {message}", step.describe()),
+            };
+            match step {
+                Step::Env(pairs) => env.envs.extend(pairs.iter().cloned()),
+                Step::User(user) => env.user = Some(user.clone()),
+                Step::Workdir(dir) => {
+                    // Like Docker's WORKDIR the directory exists afterwards; one it had to
+                    // create belongs to the user the steps run as, so they can work in it.
+                    let user = env
+                        .user
+                        .clone()
+                        .unwrap_or_else(|| crate::base_layer::USER.to_owned());
+                    let args = vec![
+                        "-c".to_owned(),
+                        r#"[ -d "$1" ] || { mkdir -p -- "$1" && chown -- "$2:" "$1"; }"#.to_owned(),
+                        "workdir".to_owned(),
+                        dir.clone(),
+                        user,
+                    ];
+                    let (code, tail) = self
+                        .exec(
+                            &socket,
+                            token,
+                            &number,
+                            "/bin/bash",
+                            &args,
+                            "root",
+                            None,
+                            &env.envs,
+                        )
+                        .await
+                        .map_err(fail)?;
+                    if code != 0 {
+                        return Err(fail(exit_message(code, &tail)));
+                    }
+                    env.workdir = Some(dir.clone());
+                }
+                Step::Run { command, user } => {
+                    let user = user
+                        .clone()
+                        .or_else(|| env.user.clone())
+                        .unwrap_or_else(|| crate::base_layer::USER.to_owned());
+                    let args = vec!["-c".to_owned(), command.clone()];
+                    let (code, tail) = self
+                        .exec(
+                            &socket,
+                            token,
+                            &number,
+                            "/bin/bash",
+                            &args,
+                            &user,
+                            env.workdir.as_deref(),
+                            &env.envs,
+                        )
+                        .await
+                        .map_err(fail)?;
+                    if code != 0 {
+                        return Err(fail(exit_message(code, &tail)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one process, logging its output line by line; returns its exit code and its
+    /// last output lines.
+    #[allow(clippy::too_many_arguments)]
+    async fn exec(
+        &self,
+        socket: &std::path::Path,
+        token: &str,
+        step: &str,
+        cmd: &str,
+        args: &[String],
+        user: &str,
+        cwd: Option<&str>,
+        envs: &BTreeMap<String, String>,
+    ) -> Result<(i32, Vec<String>), String> {
+        let mut lines = LineSplitter::default();
+        let mut tail: Vec<String> = Vec::new();
+        let mut emit = |line: String| {
+            if tail.len() == REASON_LINES {
+                tail.remove(0);
+            }
+            tail.push(line.clone());
+            self.log(LogLevel::Info, step, line);
+        };
+        let spec = ProcessSpec {
+            cmd,
+            args,
+            envs,
+            cwd,
+            user,
+        };
+        let code = envd_link::run_process(socket, token, &spec, |stream, bytes| {
+            for line in lines.push(stream, bytes) {
+                emit(line);
+            }
+        })
+        .await;
+        for line in lines.finish() {
+            emit(line);
+        }
+        Ok((code?, tail))
+    }
+}
+
+fn exit_message(code: i32, tail: &[String]) -> String {
+    let mut message = if code < 0 {
+        "killed by a signal".to_owned()
+    } else {
+        format!("exit code {code}")
+    };
+    if !tail.is_empty() {
+        message.push_str(": ");
+        message.push_str(&tail.join("\n"));
+    }
+    message
+}
+
+/// What steps carry forward.
+struct Environment {
+    envs: BTreeMap<String, String>,
+    user: Option<String>,
+    workdir: Option<String>,
+}
+
+/// Cuts output chunks into lines, per stream (chunks may end mid-line).
+#[derive(Default)]
+struct LineSplitter {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn push(&mut self, stream: Stream, bytes: &[u8]) -> Vec<String> {
+        let buffer = match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        };
+        buffer.extend_from_slice(bytes);
+        let mut lines = Vec::new();
+        while let Some(pos) = buffer.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=pos).collect();
+            lines.push(clean(&line[..line.len() - 1]));
+        }
+        // A line with no end in sight is logged in pieces rather than kept forever.
+        if buffer.len() > MAX_LINE {
+            let line: Vec<u8> = std::mem::take(buffer);
+            lines.push(clean(&line));
+        }
+        lines
+    }
+
+    fn finish(&mut self) -> Vec<String> {
+        [
+            std::mem::take(&mut self.stdout),
+            std::mem::take(&mut self.stderr),
+        ]
+        .into_iter()
+        .filter(|rest| !rest.is_empty())
+        .map(|rest| clean(&rest))
+        .collect()
+    }
+}
+
+fn clean(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut text = String::from_utf8_lossy(line).into_owned();
+    if text.len() > MAX_LINE {
+        let mut cut = MAX_LINE;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_split_into_lines_per_stream() {
+        let mut splitter = LineSplitter::default();
+        assert!(splitter.push(Stream::Stdout, b"hel").is_empty());
+        assert_eq!(splitter.push(Stream::Stderr, b"err\r\n"), ["err"]);
+        assert_eq!(splitter.push(Stream::Stdout, b"lo\nwor"), ["hello"]);
+        assert_eq!(splitter.finish(), ["wor"]);
+        assert!(splitter.finish().is_empty());
+    }
+
+    #[test]
+    fn endless_lines_are_cut() {
+        let mut splitter = LineSplitter::default();
+        let lines = splitter.push(Stream::Stdout, &vec![b'x'; MAX_LINE + 10]);
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].len() <= MAX_LINE + '…'.len_utf8());
+    }
+
+    #[test]
+    fn failure_messages_name_the_exit_code_and_quote_the_output() {
+        assert_eq!(exit_message(3, &["boom".to_owned()]), "exit code 3: boom");
+        assert_eq!(exit_message(-1, &[]), "killed by a signal");
+    }
+}
