@@ -170,8 +170,30 @@ pub(crate) async fn run_process(
     socket: &Path,
     token: &str,
     spec: &ProcessSpec<'_>,
-    mut on_output: impl FnMut(Stream, &[u8]),
+    on_output: impl FnMut(Stream, &[u8]),
 ) -> Result<i32, String> {
+    let body = start_stream(socket, token, spec).await?;
+    read_events(body, on_output, false).await
+}
+
+/// Starts a process in the sandbox like [`run_process`] but returns as soon as envd
+/// reports it started, leaving it running (envd keeps processes whose client went away
+/// and drops their output). Used for templates' start commands.
+pub(crate) async fn start_process(
+    socket: &Path,
+    token: &str,
+    spec: &ProcessSpec<'_>,
+) -> Result<(), String> {
+    let body = start_stream(socket, token, spec).await?;
+    read_events(body, |_, _| {}, true).await.map(|_| ())
+}
+
+/// Sends `process.Process/Start` and returns the response stream.
+async fn start_stream(
+    socket: &Path,
+    token: &str,
+    spec: &ProcessSpec<'_>,
+) -> Result<hyper::body::Incoming, String> {
     use base64::Engine as _;
     let engine = base64::engine::general_purpose::STANDARD;
     let mut process = serde_json::json!({
@@ -203,7 +225,7 @@ pub(crate) async fn run_process(
         .map_err(|e| format!("connect {}: {e}", socket.display()))?;
     let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = response.status();
-    let mut body = response.into_body();
+    let body = response.into_body();
     if !status.is_success() {
         let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
         return Err(format!(
@@ -211,6 +233,19 @@ pub(crate) async fn run_process(
             String::from_utf8_lossy(&bytes)
         ));
     }
+    Ok(body)
+}
+
+/// Reads Start's event stream: output to `on_output`, then the exit code. With
+/// `until_started` it returns (with 0) at the start event instead.
+async fn read_events(
+    mut body: hyper::body::Incoming,
+    mut on_output: impl FnMut(Stream, &[u8]),
+    until_started: bool,
+) -> Result<i32, String> {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+
     let mut buffer: Vec<u8> = Vec::new();
     let mut exit_code = None;
     loop {
@@ -239,6 +274,9 @@ pub(crate) async fn run_process(
                     .ok_or_else(|| "the process stream ended without an end event".to_owned());
             }
             let event = &payload["event"];
+            if until_started && event.get("start").is_some() {
+                return Ok(0);
+            }
             if let Some(data) = event.get("data") {
                 for (key, stream) in [("stdout", Stream::Stdout), ("stderr", Stream::Stderr)] {
                     if let Some(chunk) = data.get(key).and_then(|v| v.as_str()) {

@@ -613,6 +613,12 @@ impl Sandboxd {
             .map_err(|message| Error::Envd {
                 id: id.to_owned(),
                 message,
+            })?;
+        crate::templates::build::start_template_processes(socket, token, template)
+            .await
+            .map_err(|message| Error::Envd {
+                id: id.to_owned(),
+                message,
             })
     }
 

@@ -81,6 +81,11 @@ pub struct Template {
     pub user: Option<String>,
     /// Default working directory of its sandboxes (last WORKDIR step); `None` = home.
     pub workdir: Option<String>,
+    /// Command started in the background in each of its sandboxes at create (`startCmd`).
+    pub start_cmd: Option<String>,
+    /// Command that must succeed before a create returns (`readyCmd`), retried for up to
+    /// [`build::READY_TIMEOUT`].
+    pub ready_cmd: Option<String>,
 }
 
 impl Template {
@@ -172,6 +177,12 @@ pub struct BuiltVersion {
     pub user: Option<String>,
     /// Default working directory, if a WORKDIR step set one.
     pub workdir: Option<String>,
+    /// Started in the background in each of its sandboxes at create.
+    #[serde(default)]
+    pub start_cmd: Option<String>,
+    /// Run until it succeeds (bounded) before a create of its sandboxes returns.
+    #[serde(default)]
+    pub ready_cmd: Option<String>,
 }
 
 /// A built template's persisted record (`template.json`).
@@ -380,6 +391,8 @@ impl Templates {
             envs: BTreeMap::new(),
             user: None,
             workdir: None,
+            start_cmd: None,
+            ready_cmd: None,
         };
         let dir = data_dir.join("templates");
         fs::create_dir_all(&dir).map_err(Error::io("create dir", &dir))?;
@@ -488,7 +501,9 @@ impl Templates {
             build_count: record.builds.len() as u64,
             envs: ready.as_ref().map(|r| r.envs.clone()).unwrap_or_default(),
             user: ready.as_ref().and_then(|r| r.user.clone()),
-            workdir: ready.and_then(|r| r.workdir),
+            workdir: ready.as_ref().and_then(|r| r.workdir.clone()),
+            start_cmd: ready.as_ref().and_then(|r| r.start_cmd.clone()),
+            ready_cmd: ready.and_then(|r| r.ready_cmd),
         }
     }
 

@@ -674,3 +674,48 @@ async fn templates_survive_a_restart_and_interrupted_builds_fail() {
     );
     sbx.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_command_runs_in_every_sandbox_once_ready_and_a_never_ready_template_fails() {
+    let Some(fx) = Fixture::new("start_ready").await else {
+        return;
+    };
+    let (template_id, build_id, status, body) = fx
+        .build(
+            "courier-it-start",
+            json!({
+                "fromTemplate": "base",
+                "steps": [{"type": "ENV", "args": ["STARTED_BY", "startCmd"]}],
+                // The file appears only after a while: create must wait for readyCmd.
+                "startCmd": "sleep 1; echo \"$STARTED_BY as $(id -un)\" > /tmp/started; exec sleep infinity",
+                "readyCmd": "test -f /tmp/started",
+            }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (done, entries) = fx.wait_build(&template_id, &build_id).await;
+    assert_eq!(done["status"], "ready", "{done}\n{:#?}", messages(&entries));
+    for _ in 0..2 {
+        let sbx = fx.sandbox("courier-it-start").await;
+        // /tmp is each sandbox's own tmpfs: the file is this sandbox's start command's.
+        assert_eq!(stdout(&sbx, "cat /tmp/started").await, "startCmd as user\n");
+        sbx.kill().await.unwrap();
+    }
+
+    let (template_id, build_id, status, body) = fx
+        .build(
+            "courier-it-never-ready",
+            json!({"fromTemplate": "base", "steps": [], "readyCmd": "echo not-yet; exit 1"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (done, _) = fx.wait_build(&template_id, &build_id).await;
+    assert_eq!(done["status"], "error", "{done}");
+    assert_eq!(done["reason"]["step"], "finalize");
+    let reason = done["reason"]["message"].as_str().unwrap();
+    assert!(
+        reason.contains("readyCmd") && reason.contains("not-yet"),
+        "{reason}"
+    );
+    assert!(fx.run().server.list().is_empty());
+}

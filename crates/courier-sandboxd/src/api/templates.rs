@@ -5,8 +5,9 @@
 //!
 //! Supported recipes: `fromTemplate` (any ready template) or `fromImage` `e2bdev/base`
 //! (the SDK's default image, mapped to `base`), with RUN, ENV, WORKDIR and USER steps.
-//! Other images, registries, COPY (it needs file uploads), `startCmd` and `readyCmd` are
-//! answered 400 naming what is supported.
+//! `startCmd` and `readyCmd` are supported (see [`crate::templates::build`]). Other
+//! images, registries and COPY (it needs file uploads) are answered 400 naming what is
+//! supported.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -219,13 +220,6 @@ fn recipe(body: BuildStart) -> Result<Recipe, String> {
              (fromTemplate, or fromImage {DEFAULT_IMAGE:?})"
         ));
     }
-    if body.start_cmd.is_some() || body.ready_cmd.is_some() {
-        return Err(
-            "startCmd and readyCmd are not supported by courier-sandboxd yet; start \
-             processes after Sandbox.create instead"
-                .to_owned(),
-        );
-    }
     let from_template = match (body.from_template, body.from_image) {
         (Some(t), _) if !t.is_empty() => t,
         (_, Some(image))
@@ -299,6 +293,8 @@ fn recipe(body: BuildStart) -> Result<Recipe, String> {
     Ok(Recipe {
         from_template,
         steps,
+        start_cmd: body.start_cmd.filter(|c| !c.is_empty()),
+        ready_cmd: body.ready_cmd.filter(|c| !c.is_empty()),
     })
 }
 
@@ -490,8 +486,6 @@ mod tests {
             err.contains("step 1 (COPY)") && err.contains(SUPPORTED_STEPS),
             "{err}"
         );
-        let err = start(serde_json::json!({"fromTemplate": "base", "startCmd": "x"})).unwrap_err();
-        assert!(err.contains("startCmd"), "{err}");
         let err = start(serde_json::json!({
             "fromTemplate": "base",
             "steps": [{"type": "ENV", "args": ["A"]}],

@@ -8,6 +8,12 @@
 //! template) says otherwise, like E2B's builder; RUN is `/bin/bash -c <command>`. The
 //! first failing step stops the build (status `error`, the reason naming the step and
 //! its exit code); nothing of a failed build is kept but its log.
+//!
+//! `startCmd` and `readyCmd` are tried once at the end of the build (step `finalize`),
+//! then at every create of the template's sandboxes: the start command is started in
+//! the background as the template's user (envd keeps it after the request ends) and the
+//! ready command re-run until it exits 0, for at most [`READY_TIMEOUT`]; a create whose
+//! ready command never succeeds fails and its sandbox is removed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,6 +30,10 @@ use crate::server::{CreateRequest, Sandboxd};
 pub const BUILD_SANDBOX_METADATA: &str = "courier.templateBuild";
 /// Lifetime of a build sandbox: a bound on the whole build.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long a template's `readyCmd` may keep failing (at build and at each create).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause between two runs of a failing `readyCmd`.
+const READY_RETRY: Duration = Duration::from_millis(250);
 /// Longest log line kept; longer output lines are cut.
 const MAX_LINE: usize = 4096;
 /// Output lines of the failing step quoted in the failure reason.
@@ -73,6 +83,12 @@ pub struct Recipe {
     pub from_template: String,
     /// The steps, in order.
     pub steps: Vec<Step>,
+    /// Started in the background in every sandbox of the template (`startCmd`); `None`
+    /// keeps the parent's.
+    pub start_cmd: Option<String>,
+    /// Must succeed before a sandbox of the template is handed out (`readyCmd`); `None`
+    /// keeps the parent's.
+    pub ready_cmd: Option<String>,
 }
 
 /// Checks the recipe against the server's templates, marks the build started and runs it
@@ -227,9 +243,24 @@ impl Build<'_> {
             user: parent.user.clone(),
             workdir: parent.workdir.clone(),
         };
-        let stepped = self
+        let start_cmd = recipe.start_cmd.clone().or(parent.start_cmd.clone());
+        let ready_cmd = recipe.ready_cmd.clone().or(parent.ready_cmd.clone());
+        let mut stepped = self
             .run_in(&sandbox, &record.envd_access_token, recipe, &mut env)
             .await;
+        if stepped.is_ok() && (recipe.start_cmd.is_some() || recipe.ready_cmd.is_some()) {
+            // Like E2B, the start and ready commands are tried once at the end of the
+            // build, so a template whose sandboxes could never become ready fails here.
+            stepped = self
+                .check_start(
+                    &sandbox,
+                    &record.envd_access_token,
+                    &env,
+                    start_cmd.as_deref(),
+                    ready_cmd.as_deref(),
+                )
+                .await;
+        }
         if let Err(failure) = stepped {
             let _ = self.server.kill(&sandbox).await;
             return Err(failure);
@@ -269,7 +300,55 @@ impl Build<'_> {
             envs: env.envs,
             user: env.user,
             workdir: env.workdir,
+            start_cmd,
+            ready_cmd,
         })
+    }
+
+    async fn check_start(
+        &self,
+        sandbox: &str,
+        token: &str,
+        env: &Environment,
+        start_cmd: Option<&str>,
+        ready_cmd: Option<&str>,
+    ) -> Result<(), Failure> {
+        let fail = |message: String| Failure {
+            step: "finalize".to_owned(),
+            message,
+        };
+        let socket = self
+            .server
+            .entry(sandbox)
+            .map(|e| e.socket.clone())
+            .ok_or_else(|| fail(format!("build sandbox {sandbox} vanished")))?;
+        let launch = Launch {
+            user: env
+                .user
+                .clone()
+                .unwrap_or_else(|| crate::base_layer::USER.to_owned()),
+            workdir: env.workdir.clone(),
+            envs: env.envs.clone(),
+        };
+        if let Some(cmd) = start_cmd {
+            self.log(
+                LogLevel::Info,
+                "finalize",
+                format!("Starting the start command: {cmd}"),
+            );
+        }
+        if let Some(cmd) = ready_cmd {
+            self.log(
+                LogLevel::Info,
+                "finalize",
+                format!("Waiting for the ready command: {cmd}"),
+            );
+        }
+        start_and_wait(&socket, token, &launch, start_cmd, ready_cmd)
+            .await
+            .map_err(fail)?;
+        self.log(LogLevel::Info, "finalize", "Template is ready");
+        Ok(())
     }
 
     async fn run_in(
@@ -403,6 +482,105 @@ impl Build<'_> {
         }
         Ok((code?, tail))
     }
+}
+
+/// Who runs a template's start and ready commands, where, with what environment.
+struct Launch {
+    user: String,
+    workdir: Option<String>,
+    envs: BTreeMap<String, String>,
+}
+
+/// Starts `start_cmd` in the background and runs `ready_cmd` until it exits 0, for at
+/// most [`READY_TIMEOUT`]. The error says which command failed and how.
+async fn start_and_wait(
+    socket: &std::path::Path,
+    token: &str,
+    launch: &Launch,
+    start_cmd: Option<&str>,
+    ready_cmd: Option<&str>,
+) -> Result<(), String> {
+    if let Some(cmd) = start_cmd {
+        let args = ["-c".to_owned(), cmd.to_owned()];
+        envd_link::start_process(
+            socket,
+            token,
+            &ProcessSpec {
+                cmd: "/bin/bash",
+                args: &args,
+                envs: &launch.envs,
+                cwd: launch.workdir.as_deref(),
+                user: &launch.user,
+            },
+        )
+        .await
+        .map_err(|e| format!("startCmd {cmd:?} could not start: {e}"))?;
+    }
+    let Some(cmd) = ready_cmd else {
+        return Ok(());
+    };
+    let args = ["-c".to_owned(), cmd.to_owned()];
+    let process = ProcessSpec {
+        cmd: "/bin/bash",
+        args: &args,
+        envs: &launch.envs,
+        cwd: launch.workdir.as_deref(),
+        user: &launch.user,
+    };
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let mut last;
+    loop {
+        let mut output = LineSplitter::default();
+        let mut lines = Vec::new();
+        let run = envd_link::run_process(socket, token, &process, |stream, bytes| {
+            lines.extend(output.push(stream, bytes));
+        });
+        match tokio::time::timeout_at(deadline, run).await {
+            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(code)) => {
+                lines.extend(output.finish());
+                last = exit_message(code, &lines[lines.len().saturating_sub(REASON_LINES)..]);
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => last = "still running at the deadline".to_owned(),
+        }
+        if tokio::time::Instant::now() + READY_RETRY >= deadline {
+            return Err(format!(
+                "readyCmd {cmd:?} did not succeed within {}s (last run: {last})",
+                READY_TIMEOUT.as_secs()
+            ));
+        }
+        tokio::time::sleep(READY_RETRY).await;
+    }
+}
+
+/// Starts template `template`'s start command and waits for its ready command in a new
+/// sandbox (envd at `socket`, already initialised with the template's environment).
+pub(crate) async fn start_template_processes(
+    socket: &std::path::Path,
+    token: &str,
+    template: &super::Template,
+) -> Result<(), String> {
+    if template.start_cmd.is_none() && template.ready_cmd.is_none() {
+        return Ok(());
+    }
+    let launch = Launch {
+        user: template
+            .user
+            .clone()
+            .unwrap_or_else(|| crate::base_layer::USER.to_owned()),
+        workdir: template.workdir.clone(),
+        // `/init` gave envd the template's and the request's variables already.
+        envs: BTreeMap::new(),
+    };
+    start_and_wait(
+        socket,
+        token,
+        &launch,
+        template.start_cmd.as_deref(),
+        template.ready_cmd.as_deref(),
+    )
+    .await
 }
 
 fn exit_message(code: i32, tail: &[String]) -> String {
