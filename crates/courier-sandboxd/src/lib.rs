@@ -17,8 +17,8 @@
 //!
 //! Templates ([`templates`]): the built-in `base`, and templates built from recipes through
 //! E2B's template build API (what the official SDKs' `Template.build` calls): a parent
-//! template plus RUN, ENV, WORKDIR and USER steps run once in a build sandbox through its
-//! envd, whose writes are captured as a new read-only layer
+//! template plus RUN, ENV, WORKDIR, USER and COPY steps run once in a build sandbox
+//! through its envd, whose writes are captured as a new read-only layer
 //! ([`runtime::Runtime::capture_layer`]) stacked on the parent's layers; a template's
 //! `startCmd` runs in each of its sandboxes and its `readyCmd` is awaited at create.
 //! Builds, their logs and the templates persist in the data dir.
@@ -36,8 +36,8 @@
 //!
 //! Not there yet: outbound network for sandboxes (`allow_internet` returns
 //! [`Error::Unsupported`]; only loopback exists; the API records `allow_internet_access`
-//! but does not grant it), snapshots and fork; template recipes with COPY steps or
-//! images other than `e2bdev/base` (answered 400). The cgroup v2 driver is written and unit-tested
+//! but does not grant it), snapshots and fork; template recipes from images other than
+//! `e2bdev/base` or from registries (answered 400). The cgroup v2 driver is written and unit-tested
 //! against fake trees but has only run for real on v1 hosts.
 //!
 //! Requirements: root (or equivalent capabilities), overlayfs, and a helper program that

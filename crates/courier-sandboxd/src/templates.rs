@@ -4,7 +4,7 @@
 //! `base` (alias `base`) is assembled from the host's system directories by
 //! [`crate::base_layer`] into `<data_dir>/layers/base`. Every other template is built
 //! from a recipe through E2B's template build API ([`build`]): a parent template plus
-//! steps (RUN, ENV, WORKDIR, USER) run once in a build sandbox, whose writes are
+//! steps (RUN, ENV, WORKDIR, USER, COPY) run once in a build sandbox, whose writes are
 //! captured as one new read-only layer ([`crate::runtime::Runtime::capture_layer`]). A
 //! built template's layers are its parent's plus that layer, so templates stack.
 //!
@@ -14,6 +14,7 @@
 //! <data_dir>/templates/<templateID>/template.json        a TemplateRecord
 //!                                  /builds/<buildID>.json  a BuildRecord
 //!                                  /builds/<buildID>.log   its log, one JSON entry a line
+//!                                  /files/<hash>           archives uploaded for COPY steps
 //! <data_dir>/layers/<templateID>/<buildID>/               the captured layer
 //! ```
 //!
@@ -468,6 +469,12 @@ impl Templates {
         self.template_dir(template_id)
             .join("builds")
             .join(format!("{build_id}.{ext}"))
+    }
+
+    /// Where the files uploaded for template `template_id` with hash `hash` (COPY
+    /// steps) are kept: with the template, so deleting it removes them.
+    pub fn files_path(&self, template_id: &str, hash: &str) -> PathBuf {
+        self.template_dir(template_id).join("files").join(hash)
     }
 
     /// Where build `build_id` of `template_id` puts its layer.

@@ -540,24 +540,37 @@ async fn failing_step_and_unsupported_recipes_are_reported() {
     );
     assert!(fx.run().server.list().is_empty());
 
-    // Unsupported recipes: 400 naming what is supported; the build fails, not hangs.
+    // A COPY whose files were never uploaded: 400 naming the step; the build fails
+    // instead of waiting forever.
     let (template_id, build_id, status, body) = fx
         .build(
             "courier-it-copy",
             json!({
                 "fromTemplate": "base",
-                "steps": [{"type": "COPY", "args": ["src", "/dst"], "filesHash": "abc"}],
+                "steps": [{"type": "COPY", "args": ["src", "/dst", "", ""], "filesHash": "abc"}],
             }),
         )
         .await;
     assert_eq!(status, 400, "{body}");
     let message = body["message"].as_str().unwrap();
     assert!(
-        message.contains("COPY") && message.contains("RUN, ENV, WORKDIR, USER"),
+        message.contains("step 1 (COPY)") && message.contains("not uploaded"),
         "{message}"
     );
     let (done, _) = fx.wait_build(&template_id, &build_id).await;
     assert_eq!(done["status"], "error");
+    let (_, _, status, body) = fx
+        .build(
+            "courier-it-add",
+            json!({"fromTemplate": "base", "steps": [{"type": "ADD", "args": ["x", "/x"]}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("RUN, ENV, WORKDIR, USER, COPY"),
+        "{message}"
+    );
     let (_, _, status, body) = fx
         .build(
             "courier-it-image",
@@ -718,4 +731,87 @@ async fn start_command_runs_in_every_sandbox_once_ready_and_a_never_ready_templa
         "{reason}"
     );
     assert!(fx.run().server.list().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_steps_use_uploaded_archives() {
+    let Some(fx) = Fixture::new("copy").await else {
+        return;
+    };
+    // The archive the SDK would upload: paths relative to the context directory.
+    let context = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(context.path().join("app/lib")).unwrap();
+    std::fs::write(context.path().join("app/main.py"), "print('main')\n").unwrap();
+    std::fs::write(context.path().join("app/lib/util.py"), "UTIL = 1\n").unwrap();
+    std::fs::write(context.path().join("notes.txt"), "some notes\n").unwrap();
+    let archive = context.path().join("upload.tar.gz");
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(context.path())
+        .args(["app", "notes.txt"])
+        .status()
+        .expect("run tar");
+    assert!(status.success());
+
+    let (status, requested) = fx
+        .call(
+            reqwest::Method::POST,
+            "/v3/templates",
+            Some(json!({"name": "courier-it-copy-ok"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{requested}");
+    let template_id = requested["templateID"].as_str().unwrap().to_owned();
+    let build_id = requested["buildID"].as_str().unwrap().to_owned();
+    let files = format!("/templates/{template_id}/files/hash-one");
+    let (status, link) = fx.call(reqwest::Method::GET, &files, None).await;
+    assert_eq!(status, 201, "{link}");
+    assert_eq!(link["present"], false);
+    // Upload the way the SDK does: to the returned URL with the returned headers.
+    let mut put = fx.run().http.put(link["url"].as_str().unwrap());
+    for (name, value) in link["headers"].as_object().unwrap() {
+        put = put.header(name.as_str(), value.as_str().unwrap());
+    }
+    let response = put
+        .body(std::fs::read(&archive).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let (status, link) = fx.call(reqwest::Method::GET, &files, None).await;
+    assert_eq!((status, link["present"].as_bool()), (201, Some(true)));
+
+    let (status, body) = fx
+        .call(
+            reqwest::Method::POST,
+            &format!("/v2/templates/{template_id}/builds/{build_id}"),
+            Some(json!({
+                "fromTemplate": "base",
+                "steps": [
+                    // A directory: its content goes to dest, owned by the steps' user.
+                    {"type": "COPY", "args": ["app", "/srv/app", "", ""], "filesHash": "hash-one"},
+                    // A file into a directory, as root, with a mode.
+                    {"type": "COPY", "args": ["notes.txt", "/opt/", "root", "0600"], "filesHash": "hash-one"},
+                    {"type": "RUN", "args": ["python3 /srv/app/main.py"]},
+                ],
+            })),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (done, entries) = fx.wait_build(&template_id, &build_id).await;
+    assert_eq!(done["status"], "ready", "{done}\n{:#?}", messages(&entries));
+    assert!(messages(&entries).iter().any(|l| l == "main"));
+    let sbx = fx.sandbox("courier-it-copy-ok").await;
+    assert_eq!(
+        stdout(
+            &sbx,
+            "cat /srv/app/lib/util.py; stat -c '%U %a' /srv/app/main.py /opt/notes.txt; \
+             sudo cat /opt/notes.txt; ls -A /tmp"
+        )
+        .await,
+        "UTIL = 1\nuser 644\nroot 600\nsome notes\n"
+    );
+    sbx.kill().await.unwrap();
 }

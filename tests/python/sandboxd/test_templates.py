@@ -2,8 +2,9 @@
 ``Template().from_template("base").run_cmd(...).set_envs(...)`` built with
 ``Template.build`` (``POST /v3/templates``, ``POST /v2/templates/{id}/builds/{build}``,
 status polling with log offsets), then ``Sandbox.create("<name>")`` on the result; a
-start command with a ready check runs in each sandbox; a failing step raises ``BuildException`` with the step's message; unsupported recipes
-(COPY) fail with a clear message."""
+start command with a ready check runs in each sandbox; a failing step raises
+``BuildException`` with the step's message; COPY uploads files from the context
+directory."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import httpx
 import pytest
 
 from e2b import BuildException, Sandbox, Template, wait_for_file
-from e2b.exceptions import FileUploadException
 from e2b.template.logger import LogEntry
 
 
@@ -104,9 +104,24 @@ def _not_startable(name: str) -> bool:
     return False
 
 
-def test_copy_steps_are_refused_with_a_clear_message(tmp_path, template_name):
-    (tmp_path / "data.txt").write_text("x")
-    template = Template(file_context_path=tmp_path).from_template("base").copy("data.txt", "/home/user/")
-    with pytest.raises((BuildException, FileUploadException)) as raised:
-        Template.build(template, template_name)
-    assert "COPY" in str(raised.value), str(raised.value)
+def test_copy_uploads_files_from_the_context_directory(tmp_path, template_name):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text("print('hello from the copied app')\n")
+    (tmp_path / "config.txt").write_text("setting=1\n")
+    template = (
+        Template(file_context_path=tmp_path)
+        .from_template("base")
+        .copy("app", "/home/user/app")
+        .copy("config.txt", "/etc/courier-test/", user="root", mode=0o640)
+        .run_cmd("python3 /home/user/app/main.py")
+    )
+    logs: list[LogEntry] = []
+    Template.build(template, template_name, on_build_logs=logs.append)
+    assert "hello from the copied app" in [entry.message for entry in logs]
+    sbx = Sandbox.create(template_name, timeout=120)
+    try:
+        result = sbx.commands.run("stat -c '%U %a' /home/user/app/main.py /etc/courier-test/config.txt")
+        assert result.stdout == "user 644\nroot 640\n"
+        assert sbx.commands.run("sudo cat /etc/courier-test/config.txt").stdout == "setting=1\n"
+    finally:
+        sbx.kill()

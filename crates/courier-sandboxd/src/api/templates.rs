@@ -4,10 +4,12 @@
 //! `GET /templates/{id}/builds/{build}/status`).
 //!
 //! Supported recipes: `fromTemplate` (any ready template) or `fromImage` `e2bdev/base`
-//! (the SDK's default image, mapped to `base`), with RUN, ENV, WORKDIR and USER steps.
-//! `startCmd` and `readyCmd` are supported (see [`crate::templates::build`]). Other
-//! images, registries and COPY (it needs file uploads) are answered 400 naming what is
-//! supported.
+//! (the SDK's default image, mapped to `base`), with RUN, ENV, WORKDIR, USER and COPY
+//! steps.
+//! `startCmd` and `readyCmd` and COPY steps (files uploaded with
+//! `GET`/`PUT /templates/{id}/files/{hash}`) are supported too (see
+//! [`crate::templates::build`]). Other images and registries are answered 400 naming
+//! what is supported.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -24,7 +26,9 @@ use crate::templates::build::{Recipe, Step};
 use crate::templates::{BASE_TEMPLATE, BuildReason, LogEntry, Template};
 
 /// The step types a recipe may use.
-const SUPPORTED_STEPS: &str = "RUN, ENV, WORKDIR, USER";
+const SUPPORTED_STEPS: &str = "RUN, ENV, WORKDIR, USER, COPY";
+/// Largest upload accepted for COPY steps.
+const MAX_UPLOAD_BYTES: u64 = 4 << 30;
 /// The image `Template()` starts from unless told otherwise; it is E2B's `base`.
 const DEFAULT_IMAGE: &str = "e2bdev/base";
 
@@ -41,7 +45,10 @@ pub(super) fn routes() -> Router<Sandboxd> {
             "/templates/{template_id}/builds/{build_id}/status",
             get(build_status),
         )
-        .route("/templates/{template_id}/files/{hash}", get(file_upload))
+        .route(
+            "/templates/{template_id}/files/{hash}",
+            get(file_link).put(file_put),
+        )
         .route("/templates/aliases/{alias}", get(alias))
         .route("/templates/{template_id}", axum::routing::delete(delete))
 }
@@ -96,6 +103,7 @@ struct StepBody {
     kind: String,
     #[serde(default)]
     args: Vec<String>,
+    files_hash: Option<String>,
 }
 
 /// `TemplateBuildInfo` (the status answer).
@@ -277,10 +285,32 @@ fn recipe(body: BuildStart) -> Result<Recipe, String> {
                 _ => return bad("args must be [user]"),
             },
             "COPY" => {
-                return bad(&format!(
-                    "COPY is not supported by courier-sandboxd (it needs file uploads); \
-                     supported steps: {SUPPORTED_STEPS}"
-                ));
+                let Some(files_hash) = step.files_hash.clone().filter(|h| valid_hash(h)) else {
+                    return bad("filesHash is required (1-128 of [A-Za-z0-9_-])");
+                };
+                let (src, dest, user, mode) = match args.as_slice() {
+                    [src, dest] => (src, dest, "", ""),
+                    [src, dest, user] => (src, dest, user.as_str(), ""),
+                    [src, dest, user, mode, ..] => (src, dest, user.as_str(), mode.as_str()),
+                    _ => return bad("args must be [src, dest, user?, mode?]"),
+                };
+                if src.is_empty() || src.starts_with('/') || src.split('/').any(|c| c == "..") {
+                    return bad("src must be a relative path inside the context, without `..`");
+                }
+                if dest.is_empty() {
+                    return bad("dest must not be empty");
+                }
+                let octal = mode.len() <= 4 && mode.bytes().all(|b| (b'0'..=b'7').contains(&b));
+                if !octal {
+                    return bad("mode must be octal, e.g. 0644");
+                }
+                Step::Copy {
+                    src: src.clone(),
+                    dest: dest.clone(),
+                    user: (!user.is_empty()).then(|| user.to_owned()),
+                    mode: (!mode.is_empty()).then(|| mode.to_owned()),
+                    files_hash,
+                }
             }
             _ => {
                 return bad(&format!(
@@ -308,7 +338,24 @@ async fn start_build(
     let body: BuildStart = parse_body(&body, None)?;
     // Unknown builds are 404 before anything else.
     server.templates().build_view(&template_id, &build_id, 0)?;
-    let recipe = match recipe(body) {
+    let uploaded = |recipe: &Recipe| -> Result<(), String> {
+        for (index, step) in recipe.steps.iter().enumerate() {
+            if let Step::Copy { files_hash, .. } = step
+                && !server
+                    .templates()
+                    .files_path(&template_id, files_hash)
+                    .is_file()
+            {
+                return Err(format!(
+                    "step {} (COPY): files {files_hash} were not uploaded (GET then PUT \
+                     /templates/{template_id}/files/{files_hash} first)",
+                    index + 1
+                ));
+            }
+        }
+        Ok(())
+    };
+    let recipe = match recipe(body).and_then(|r| uploaded(&r).map(|()| r)) {
         Ok(recipe) => recipe,
         Err(message) => {
             let reason = BuildReason {
@@ -384,12 +431,149 @@ async fn build_status(
     ))
 }
 
-/// `GET /templates/{templateID}/files/{hash}`: COPY's upload link. Not supported.
-async fn file_upload() -> ApiError {
-    ApiError::bad_request(format!(
-        "COPY steps are not supported by courier-sandboxd (no file uploads); supported \
-         steps: {SUPPORTED_STEPS}"
+fn valid_hash(hash: &str) -> bool {
+    (1..=128).contains(&hash.len())
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `TemplateBuildFileUpload`.
+#[derive(Debug, Serialize)]
+struct FileUpload {
+    present: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `GET /templates/{templateID}/files/{hash}`: whether COPY's files are here already,
+/// else where to `PUT` them: this same path on this API server. The answer's `headers`
+/// (which the SDKs send with the upload) repeat the caller's own credentials, so the
+/// upload passes the same API key check as every other request.
+async fn file_link(
+    State(server): State<Sandboxd>,
+    Path((template_id, hash)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    let path = upload_path(&server, &template_id, &hash)?;
+    // 201 either way: it is the only success status the SDKs parse here.
+    if path.is_file() {
+        return Ok(json(
+            StatusCode::CREATED,
+            FileUpload {
+                present: true,
+                url: None,
+                headers: None,
+            },
+        ));
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::bad_request("a Host header is required"))?;
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| *p == "https")
+        .unwrap_or("http");
+    let encode = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let mut upload_headers = std::collections::BTreeMap::new();
+    for name in ["x-api-key", "authorization"] {
+        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            upload_headers.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    Ok(json(
+        StatusCode::CREATED,
+        FileUpload {
+            present: false,
+            url: Some(format!(
+                "{scheme}://{host}/templates/{}/files/{}",
+                encode(&template_id),
+                encode(&hash)
+            )),
+            headers: Some(upload_headers),
+        },
     ))
+}
+
+/// Checks the template and hash and returns where the upload lives.
+fn upload_path(server: &Sandboxd, template_id: &str, hash: &str) -> ApiResult<std::path::PathBuf> {
+    if !valid_hash(hash) {
+        return Err(ApiError::bad_request(
+            "the files hash must be 1-128 of [A-Za-z0-9_-]",
+        ));
+    }
+    let template = server
+        .templates()
+        .find(template_id)
+        .filter(|t| t.id == template_id && t.id != BASE_TEMPLATE)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("template {template_id} not found"),
+            )
+        })?;
+    Ok(server.templates().files_path(&template.id, hash))
+}
+
+/// `PUT /templates/{templateID}/files/{hash}`: the upload (a tar archive, gzipped or
+/// not), streamed to a temp file and renamed into place, so a build never sees half an
+/// upload.
+async fn file_put(
+    State(server): State<Sandboxd>,
+    Path((template_id, hash)): Path<(String, String)>,
+    body: axum::body::Body,
+) -> ApiResult<StatusCode> {
+    use http_body_util::BodyExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let path = upload_path(&server, &template_id, &hash)?;
+    let dir = path
+        .parent()
+        .expect("files path has a parent")
+        .to_path_buf();
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| crate::error::Error::io("create dir", &dir)(e))?;
+    let tmp = dir.join(format!(".{hash}.{}.upload", crate::state::random_hex(6)));
+    let result: ApiResult<()> = async {
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| crate::error::Error::io("create", &tmp)(e))?;
+        let mut body = body;
+        let mut size = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ApiError::bad_request(format!("upload failed: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                size += data.len() as u64;
+                if size > MAX_UPLOAD_BYTES {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("uploads are limited to {MAX_UPLOAD_BYTES} bytes"),
+                    ));
+                }
+                file.write_all(&data)
+                    .await
+                    .map_err(|e| crate::error::Error::io("write", &tmp)(e))?;
+            }
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| crate::error::Error::io("sync", &tmp)(e))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| crate::error::Error::io("rename", &path)(e))?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result.map(|()| StatusCode::OK)
 }
 
 /// `GET /templates/aliases/{alias}`: 200 for a template of that name (any build
@@ -445,6 +629,7 @@ mod tests {
                 {"type": "ENV", "args": ["A", "1", "B", "2"], "force": false},
                 {"type": "WORKDIR", "args": ["/app"], "force": false},
                 {"type": "USER", "args": ["root"], "force": false},
+                {"type": "COPY", "args": ["app/*.py", "/srv/", "", "0755"], "filesHash": "abc", "force": false},
             ],
         }))
         .unwrap();
@@ -463,6 +648,13 @@ mod tests {
                 Step::Env(vec![("A".into(), "1".into()), ("B".into(), "2".into())]),
                 Step::Workdir("/app".into()),
                 Step::User("root".into()),
+                Step::Copy {
+                    src: "app/*.py".into(),
+                    dest: "/srv/".into(),
+                    user: None,
+                    mode: Some("0755".into()),
+                    files_hash: "abc".into(),
+                },
             ]
         );
         let default_image =
@@ -479,13 +671,34 @@ mod tests {
         );
         let err = start(serde_json::json!({
             "fromTemplate": "base",
-            "steps": [{"type": "COPY", "args": ["a", "/a"], "filesHash": "x"}],
+            "steps": [{"type": "ADD", "args": ["a", "/a"]}],
         }))
         .unwrap_err();
         assert!(
-            err.contains("step 1 (COPY)") && err.contains(SUPPORTED_STEPS),
+            err.contains("step 1 (ADD)") && err.contains(SUPPORTED_STEPS),
             "{err}"
         );
+        let err = start(serde_json::json!({
+            "fromTemplate": "base",
+            "steps": [{"type": "COPY", "args": ["../etc", "/a", "", ""], "filesHash": "x"}],
+        }))
+        .unwrap_err();
+        assert!(
+            err.contains("step 1 (COPY)") && err.contains("src"),
+            "{err}"
+        );
+        let err = start(serde_json::json!({
+            "fromTemplate": "base",
+            "steps": [{"type": "COPY", "args": ["a", "/a"]}],
+        }))
+        .unwrap_err();
+        assert!(err.contains("filesHash"), "{err}");
+        let err = start(serde_json::json!({
+            "fromTemplate": "base",
+            "steps": [{"type": "COPY", "args": ["a", "/a", "", "999"], "filesHash": "x"}],
+        }))
+        .unwrap_err();
+        assert!(err.contains("mode"), "{err}");
         let err = start(serde_json::json!({
             "fromTemplate": "base",
             "steps": [{"type": "ENV", "args": ["A"]}],

@@ -5,7 +5,9 @@
 //! ([`crate::runtime::Runtime::capture_layer`]).
 //!
 //! Steps run as `user` in its home unless a USER or WORKDIR step (or the parent
-//! template) says otherwise, like E2B's builder; RUN is `/bin/bash -c <command>`. The
+//! template) says otherwise, like E2B's builder; RUN is `/bin/bash -c <command>`. COPY
+//! unpacks the client's upload (see [`crate::api`]) like Docker's COPY, the files owned
+//! by the step's user (given, else the current one) and optionally chmod'ed. The
 //! first failing step stops the build (status `error`, the reason naming the step and
 //! its exit code); nothing of a failed build is kept but its log.
 //!
@@ -57,6 +59,22 @@ pub enum Step {
     Workdir(String),
     /// Set the user of later steps and of the template's sandboxes.
     User(String),
+    /// Copy files uploaded by the client (a tar archive, `GET`/`PUT
+    /// /templates/{id}/files/{hash}`) into the image, like Docker's COPY.
+    Copy {
+        /// Path (or glob) of the files inside the archive, relative to the client's
+        /// context directory.
+        src: String,
+        /// Destination: a directory when it ends with `/` or exists as one; relative
+        /// paths are taken from the current working directory.
+        dest: String,
+        /// Owner (`user` or `user:group`); `None` = the user the steps run as.
+        user: Option<String>,
+        /// Octal mode applied to the copied files (not directories).
+        mode: Option<String>,
+        /// The upload holding the files.
+        files_hash: String,
+    },
 }
 
 impl Step {
@@ -72,6 +90,7 @@ impl Step {
             }
             Step::Workdir(dir) => format!("WORKDIR {dir}"),
             Step::User(user) => format!("USER {user}"),
+            Step::Copy { src, dest, .. } => format!("COPY {src} {dest}"),
         }
     }
 }
@@ -413,6 +432,45 @@ impl Build<'_> {
                     }
                     env.workdir = Some(dir.clone());
                 }
+                Step::Copy {
+                    src,
+                    dest,
+                    user,
+                    mode,
+                    files_hash,
+                } => {
+                    let owner = user
+                        .clone()
+                        .or_else(|| env.user.clone())
+                        .unwrap_or_else(|| crate::base_layer::USER.to_owned());
+                    let copy = CopyJob {
+                        archive: self
+                            .server
+                            .templates()
+                            .files_path(self.template_id, files_hash),
+                        src: src.clone(),
+                        dest: dest.clone(),
+                        owner,
+                        mode: mode.clone().unwrap_or_default(),
+                        workdir: env.workdir.clone(),
+                    };
+                    let server = self.server.clone();
+                    let id = sandbox.to_owned();
+                    let output = tokio::task::spawn_blocking(move || copy.run(&server, &id))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r)
+                        .map_err(&fail)?;
+                    let mut tail = Vec::new();
+                    for line in output.lines {
+                        self.log(LogLevel::Info, &number, line.clone());
+                        tail.push(line);
+                    }
+                    if output.code != 0 {
+                        let from = tail.len().saturating_sub(REASON_LINES);
+                        return Err(fail(exit_message(output.code, &tail[from..])));
+                    }
+                }
                 Step::Run { command, user } => {
                     let user = user
                         .clone()
@@ -481,6 +539,115 @@ impl Build<'_> {
             emit(line);
         }
         Ok((code?, tail))
+    }
+}
+
+/// Copies files of an uploaded archive into the build sandbox: the archive is streamed
+/// into `tar` running inside the sandbox (never written through the sandbox's paths from
+/// the host, where the sandbox's symlinks could redirect it), unpacked into a scratch
+/// directory in its `/tmp` (a tmpfs, so not part of the captured layer), given its owner
+/// and mode there, then copied with `cp -a` to the destination.
+struct CopyJob {
+    archive: std::path::PathBuf,
+    src: String,
+    dest: String,
+    owner: String,
+    mode: String,
+    workdir: Option<String>,
+}
+
+/// The outcome of a [`CopyJob`].
+struct CopyOutput {
+    code: i32,
+    lines: Vec<String>,
+}
+
+/// `$1` src glob, `$2` dest, `$3` owner, `$4` mode (may be empty), `$5` workdir, `$6`
+/// tar's decompression flag (may be empty).
+const COPY_SCRIPT: &str = r#"set -eu
+stage=$(mktemp -d /tmp/.courier-copy.XXXXXX)
+trap 'rm -rf "$stage"' EXIT
+tar -x $6 --no-same-owner -C "$stage"
+src=$1 dest=$2 owner=$3 mode=$4
+case "$owner" in *:*) ;; *) owner="$owner:" ;; esac
+case "$dest" in /*) ;; *) dest="$5/$dest" ;; esac
+cd "$stage"
+shopt -s nullglob dotglob
+IFS=$'
+'
+matches=( $src )
+unset IFS
+if [ ${#matches[@]} -eq 0 ]; then
+  echo "COPY: $src matches nothing in the uploaded files" >&2
+  exit 1
+fi
+chown -R -- "$owner" "${matches[@]}"
+if [ -n "$mode" ]; then
+  find "${matches[@]}" -type f -exec chmod "$mode" {} +
+fi
+many=0
+[ ${#matches[@]} -gt 1 ] && many=1
+case "$dest" in */) many=1 ;; esac
+[ $many -eq 1 ] && mkdir -p -- "$dest"
+for m in "${matches[@]}"; do
+  if [ -d "$m" ]; then
+    mkdir -p -- "$dest"
+    cp -a -- "$m/." "$dest/"
+  elif [ -d "$dest" ]; then
+    cp -a -- "$m" "$dest/"
+  else
+    mkdir -p -- "$(dirname -- "$dest")"
+    cp -a -- "$m" "$dest"
+  fi
+done
+"#;
+
+impl CopyJob {
+    fn run(self, server: &Sandboxd, sandbox: &str) -> Result<CopyOutput, String> {
+        use std::io::Read as _;
+        let mut archive = std::fs::File::open(&self.archive).map_err(|e| {
+            format!(
+                "the uploaded files are missing ({}): {e}",
+                self.archive.display()
+            )
+        })?;
+        let mut magic = [0u8; 2];
+        let gzip =
+            archive.read(&mut magic).map_err(|e| e.to_string())? == 2 && magic == [0x1f, 0x8b];
+        let archive = std::fs::File::open(&self.archive).map_err(|e| e.to_string())?;
+        let workdir = self.workdir.clone().unwrap_or_else(|| {
+            let user = self.owner.split(':').next().unwrap_or_default();
+            if user == "root" {
+                "/root".to_owned()
+            } else {
+                format!("/home/{user}")
+            }
+        });
+        let mut cmd = server
+            .runtime()
+            .command_with(
+                sandbox,
+                "/bin/bash",
+                &crate::runtime::ExecOptions::default(),
+            )
+            .map_err(|e| e.to_string())?;
+        cmd.args(["-c", COPY_SCRIPT, "copy"])
+            .args([&self.src, &self.dest, &self.owner, &self.mode, &workdir])
+            .arg(if gzip { "-z" } else { "" })
+            .stdin(archive)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let output = cmd
+            .output()
+            .map_err(|e| format!("run tar in the sandbox: {e}"))?;
+        let mut splitter = LineSplitter::default();
+        let mut lines = splitter.push(Stream::Stdout, &output.stdout);
+        lines.extend(splitter.push(Stream::Stderr, &output.stderr));
+        lines.extend(splitter.finish());
+        Ok(CopyOutput {
+            code: output.status.code().unwrap_or(-1),
+            lines,
+        })
     }
 }
 
