@@ -186,9 +186,29 @@ impl Build<'_> {
         let result = self.run_steps(&recipe).await;
         let templates = self.server.templates();
         let outcome = match result {
-            Ok(version) => templates.finish_build(self.template_id, version).map(|()| {
+            Ok(version) => {
+                // Logged before the status flips: a client stops reading the log once it
+                // has seen `ready` and drained what was there.
                 self.log(LogLevel::Info, "finalize", "Build finished: template ready");
-            }),
+                let finished = templates.finish_build(self.template_id, version);
+                if let Err(e) = &finished {
+                    self.log(
+                        LogLevel::Error,
+                        "finalize",
+                        format!("Build failed: recording the template failed: {e}"),
+                    );
+                    // The layer stays: the template record may already name it.
+                    let _ = templates.fail_build(
+                        self.template_id,
+                        self.build_id,
+                        BuildReason {
+                            message: format!("recording the template failed: {e}"),
+                            step: Some("finalize".to_owned()),
+                        },
+                    );
+                }
+                finished
+            }
             Err(failure) => {
                 self.log(
                     LogLevel::Error,
