@@ -406,8 +406,13 @@ async fn recipe_build_captures_writes_deletions_and_env_and_templates_stack() {
             json!({
                 "fromTemplate": "courier-it-tpl",
                 "steps": [
-                    {"type": "WORKDIR", "args": ["/srv/app"]},
+                    {"type": "WORKDIR", "args": ["/srv"]},
+                    // Relative: continues from /srv.
+                    {"type": "WORKDIR", "args": ["app"]},
                     {"type": "RUN", "args": ["cat /opt/marker > child.txt; echo \"$COURIER_TPL_GREETING\" >> child.txt"]},
+                    {"type": "USER", "args": ["root"]},
+                    {"type": "RUN", "args": ["id -un > /opt/built-as"]},
+                    {"type": "USER", "args": ["user"]},
                 ],
             }),
         )
@@ -419,10 +424,11 @@ async fn recipe_build_captures_writes_deletions_and_env_and_templates_stack() {
     assert_eq!(
         stdout(
             &child,
-            "pwd; cat child.txt; courier-tool; test -e /etc/debian_version || echo gone"
+            "pwd; whoami; cat child.txt /opt/built-as; courier-tool; \
+             test -e /etc/debian_version || echo gone"
         )
         .await,
-        "/srv/app\nroot-file\nhi from template\ntool-ok\ngone\n"
+        "/srv/app\nuser\nroot-file\nhi from template\nroot\ntool-ok\ngone\n"
     );
 
     // Delete: refused for base, while sandboxes run, while a child stacks on it.
@@ -539,6 +545,20 @@ async fn failing_step_and_unsupported_recipes_are_reported() {
             .exists()
     );
     assert!(fx.run().server.list().is_empty());
+
+    // A USER step naming nobody fails at that step.
+    let (template_id, build_id, status, body) = fx
+        .build(
+            "courier-it-nobody",
+            json!({"fromTemplate": "base", "steps": [{"type": "USER", "args": ["nobody-here"]}]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (done, _) = fx.wait_build(&template_id, &build_id).await;
+    assert_eq!(done["status"], "error", "{done}");
+    assert_eq!(done["reason"]["step"], "1");
+    let reason = done["reason"]["message"].as_str().unwrap();
+    assert!(reason.contains("no user nobody-here"), "{reason}");
 
     // A COPY whose files were never uploaded: 400 naming the step; the build fails
     // instead of waiting forever.

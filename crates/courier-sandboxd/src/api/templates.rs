@@ -277,8 +277,8 @@ fn recipe(body: BuildStart) -> Result<Recipe, String> {
                 )
             }
             "WORKDIR" => match args.as_slice() {
-                [dir] if dir.starts_with('/') => Step::Workdir(dir.clone()),
-                _ => return bad("args must be [absolute directory]"),
+                [dir] if !dir.is_empty() => Step::Workdir(dir.clone()),
+                _ => return bad("args must be [directory]"),
             },
             "USER" => match args.as_slice() {
                 [user] if !user.is_empty() => Step::User(user.clone()),

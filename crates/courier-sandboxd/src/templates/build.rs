@@ -419,8 +419,26 @@ impl Build<'_> {
             };
             match step {
                 Step::Env(pairs) => env.envs.extend(pairs.iter().cloned()),
-                Step::User(user) => env.user = Some(user.clone()),
+                Step::User(user) => {
+                    // Checked now so a typo fails here, not at the next step or at create.
+                    let args = vec!["-u".to_owned(), "--".to_owned(), user.clone()];
+                    let (code, tail) = self
+                        .exec(
+                            &socket, token, &number, "id", &args, "root", None, &env.envs,
+                        )
+                        .await
+                        .map_err(fail)?;
+                    if code != 0 {
+                        return Err(fail(format!(
+                            "no user {user} in the image ({})",
+                            exit_message(code, &tail)
+                        )));
+                    }
+                    env.user = Some(user.clone());
+                }
                 Step::Workdir(dir) => {
+                    // A relative WORKDIR continues from the current one, like Docker's.
+                    let dir = &absolute_workdir(dir, env);
                     // Like Docker's WORKDIR the directory exists afterwards; one it had to
                     // create belongs to the user the steps run as, so they can work in it.
                     let user = env
@@ -783,6 +801,21 @@ fn exit_message(code: i32, tail: &[String]) -> String {
     message
 }
 
+/// `dir` made absolute against the current working directory (default: the current
+/// user's home).
+fn absolute_workdir(dir: &str, env: &Environment) -> String {
+    if dir.starts_with('/') {
+        return dir.to_owned();
+    }
+    let base = env.workdir.clone().unwrap_or_else(|| {
+        match env.user.as_deref().unwrap_or(crate::base_layer::USER) {
+            "root" => "/root".to_owned(),
+            user => format!("/home/{user}"),
+        }
+    });
+    format!("{}/{dir}", base.trim_end_matches('/'))
+}
+
 /// What steps carry forward.
 struct Environment {
     envs: BTreeMap<String, String>,
@@ -863,6 +896,21 @@ mod tests {
         let lines = splitter.push(Stream::Stdout, &vec![b'x'; MAX_LINE + 10]);
         assert_eq!(lines.len(), 1);
         assert!(lines[0].len() <= MAX_LINE + '…'.len_utf8());
+    }
+
+    #[test]
+    fn relative_workdirs_continue_from_the_current_one() {
+        let mut env = Environment {
+            envs: BTreeMap::new(),
+            user: None,
+            workdir: None,
+        };
+        assert_eq!(absolute_workdir("/srv", &env), "/srv");
+        assert_eq!(absolute_workdir("app", &env), "/home/user/app");
+        env.user = Some("root".to_owned());
+        assert_eq!(absolute_workdir("app", &env), "/root/app");
+        env.workdir = Some("/srv/".to_owned());
+        assert_eq!(absolute_workdir("app/x", &env), "/srv/app/x");
     }
 
     #[test]
