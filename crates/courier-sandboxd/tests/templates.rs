@@ -835,3 +835,46 @@ async fn copy_steps_use_uploaded_archives() {
     );
     sbx.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_sandboxes_are_not_listed() {
+    let Some(fx) = Fixture::new("build_sandbox_hidden").await else {
+        return;
+    };
+    let (template_id, build_id, status, body) = fx
+        .build(
+            "courier-it-hidden",
+            json!({"fromTemplate": "base", "steps": [{"type": "RUN", "args": ["echo step-started; exec sleep 600"]}]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    // Once the step has printed, its build sandbox certainly exists.
+    let start = Instant::now();
+    loop {
+        let (_, page) = fx
+            .call(
+                reqwest::Method::GET,
+                &format!("/templates/{template_id}/builds/{build_id}/status"),
+                None,
+            )
+            .await;
+        if messages(page["logEntries"].as_array().unwrap())
+            .iter()
+            .any(|l| l == "step-started")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < BUILD_WAIT,
+            "the step never started: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(fx.run().server.list().len(), 1, "the build sandbox runs");
+    for path in ["/v2/sandboxes", "/sandboxes"] {
+        let (status, listed) = fx.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(listed, json!([]), "{path}");
+    }
+    // The fixture kills the build sandbox when dropped; the build then fails.
+}

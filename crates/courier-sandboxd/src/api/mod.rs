@@ -252,9 +252,8 @@ async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
             .map(|t| vec![t.id.clone()])
             .unwrap_or_default()
     });
-    let (page, next) = query.apply(server.list(), template_ids.as_deref());
-    let running = server
-        .list()
+    let (page, next) = query.apply(listed(&server), template_ids.as_deref());
+    let running = listed(&server)
         .iter()
         .filter(|r| r.state == crate::state::SandboxState::Running)
         .count();
@@ -278,8 +277,7 @@ async fn list_v1(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
             metadata.extend(list::decode_metadata(&value).map_err(ApiError::bad_request)?);
         }
     }
-    let mut items: Vec<_> = server
-        .list()
+    let mut items: Vec<_> = listed(&server)
         .into_iter()
         .filter(|r| r.state == crate::state::SandboxState::Running)
         .filter(|r| metadata.iter().all(|(k, v)| r.metadata.get(k) == Some(v)))
@@ -287,4 +285,15 @@ async fn list_v1(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
     items.sort_by(|a, b| (b.started_at, &b.sandbox_id).cmp(&(a.started_at, &a.sandbox_id)));
     let items: Vec<SandboxDetail> = items.iter().map(SandboxDetail::listed).collect();
     Ok(json(StatusCode::OK, items))
+}
+
+/// The sandboxes the list endpoints show: not template build sandboxes, which belong to
+/// the server (their builds report on them), as E2B's build machines are not listed.
+fn listed(server: &Sandboxd) -> Vec<crate::state::SandboxRecord> {
+    let mut records = server.list();
+    records.retain(|r| {
+        !r.metadata
+            .contains_key(crate::templates::build::BUILD_SANDBOX_METADATA)
+    });
+    records
 }

@@ -28,7 +28,8 @@ use crate::error::{Error, Result};
 use crate::server::{CreateRequest, Sandboxd};
 
 /// Metadata key marking a build sandbox (value `<templateID>/<buildID>`): such sandboxes
-/// are killed at startup, since the build that used them cannot go on.
+/// are left out of the list endpoints and killed at startup, since the build that used
+/// them cannot go on.
 pub const BUILD_SANDBOX_METADATA: &str = "courier.templateBuild";
 /// Lifetime of a build sandbox: a bound on the whole build.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
