@@ -134,3 +134,186 @@ pub(crate) async fn init(
         )),
     }
 }
+
+/// Which output stream a chunk of a process's output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What to run with [`run_process`].
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessSpec<'a> {
+    /// The program (absolute or found on `PATH` by envd).
+    pub cmd: &'a str,
+    /// Its arguments.
+    pub args: &'a [String],
+    /// Extra environment (over envd's and `/init`'s).
+    pub envs: &'a std::collections::BTreeMap<String, String>,
+    /// Working directory; `None` = the user's home.
+    pub cwd: Option<&'a str>,
+    /// The Unix user it runs as (sent as `Authorization: Basic base64("<user>:")`).
+    pub user: &'a str,
+}
+
+/// Connect-RPC envelope flag of the stream's last message (trailers as JSON).
+const END_STREAM: u8 = 0x02;
+/// Largest envelope accepted from envd (its output chunks are far smaller).
+const MAX_ENVELOPE: usize = 16 * 1024 * 1024;
+
+/// Runs a process in the sandbox through envd's `process.Process/Start` (server
+/// streaming, Connect JSON codec: the same RPC the SDKs use), hands each output chunk to
+/// `on_output` as it arrives and returns the exit code. An `Err` means the RPC itself
+/// failed (envd unreachable, process could not start, stream cut): not a non-zero exit.
+pub(crate) async fn run_process(
+    socket: &Path,
+    token: &str,
+    spec: &ProcessSpec<'_>,
+    on_output: impl FnMut(Stream, &[u8]),
+) -> Result<i32, String> {
+    let body = start_stream(socket, token, spec).await?;
+    read_events(body, on_output, false).await
+}
+
+/// Starts a process in the sandbox like [`run_process`] but returns as soon as envd
+/// reports it started, leaving it running (envd keeps processes whose client went away
+/// and drops their output). Used for templates' start commands.
+pub(crate) async fn start_process(
+    socket: &Path,
+    token: &str,
+    spec: &ProcessSpec<'_>,
+) -> Result<(), String> {
+    let body = start_stream(socket, token, spec).await?;
+    read_events(body, |_, _| {}, true).await.map(|_| ())
+}
+
+/// Sends `process.Process/Start` and returns the response stream.
+async fn start_stream(
+    socket: &Path,
+    token: &str,
+    spec: &ProcessSpec<'_>,
+) -> Result<hyper::body::Incoming, String> {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut process = serde_json::json!({
+        "cmd": spec.cmd,
+        "args": spec.args,
+        "envs": spec.envs,
+    });
+    if let Some(cwd) = spec.cwd {
+        process["cwd"] = serde_json::Value::from(cwd);
+    }
+    let message = serde_json::json!({ "process": process }).to_string();
+    let mut envelope = Vec::with_capacity(5 + message.len());
+    envelope.push(0);
+    envelope.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    envelope.extend_from_slice(message.as_bytes());
+    let req = Request::post("/process.Process/Start")
+        .header(header::HOST, "localhost")
+        .header(header::CONTENT_TYPE, "application/connect+json")
+        .header("Connect-Protocol-Version", "1")
+        .header("X-Access-Token", token)
+        .header(
+            header::AUTHORIZATION,
+            format!("Basic {}", engine.encode(format!("{}:", spec.user))),
+        )
+        .body(full(envelope))
+        .map_err(|e| e.to_string())?;
+    let mut sender = connect(socket, CancellationToken::new())
+        .await
+        .map_err(|e| format!("connect {}: {e}", socket.display()))?;
+    let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response.into_body();
+    if !status.is_success() {
+        let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        return Err(format!(
+            "process.Process/Start answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        ));
+    }
+    Ok(body)
+}
+
+/// Reads Start's event stream: output to `on_output`, then the exit code. With
+/// `until_started` it returns (with 0) at the start event instead.
+async fn read_events(
+    mut body: hyper::body::Incoming,
+    mut on_output: impl FnMut(Stream, &[u8]),
+    until_started: bool,
+) -> Result<i32, String> {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut exit_code = None;
+    loop {
+        // Take every complete envelope out of the buffer.
+        while buffer.len() >= 5 {
+            let flags = buffer[0];
+            let len = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+            if len > MAX_ENVELOPE {
+                return Err(format!("envd sent a {len}-byte message"));
+            }
+            if buffer.len() < 5 + len {
+                break;
+            }
+            let payload: serde_json::Value = serde_json::from_slice(&buffer[5..5 + len])
+                .map_err(|e| format!("envd sent invalid JSON: {e}"))?;
+            buffer.drain(..5 + len);
+            if flags & END_STREAM != 0 {
+                if let Some(error) = payload.get("error") {
+                    return Err(format!(
+                        "envd: {}: {}",
+                        error["code"].as_str().unwrap_or("unknown"),
+                        error["message"].as_str().unwrap_or("")
+                    ));
+                }
+                return exit_code
+                    .ok_or_else(|| "the process stream ended without an end event".to_owned());
+            }
+            let event = &payload["event"];
+            if until_started && event.get("start").is_some() {
+                return Ok(0);
+            }
+            if let Some(data) = event.get("data") {
+                for (key, stream) in [("stdout", Stream::Stdout), ("stderr", Stream::Stderr)] {
+                    if let Some(chunk) = data.get(key).and_then(|v| v.as_str()) {
+                        let bytes = engine
+                            .decode(chunk)
+                            .map_err(|e| format!("envd sent invalid base64: {e}"))?;
+                        on_output(stream, &bytes);
+                    }
+                }
+            } else if let Some(end) = event.get("end") {
+                // pbjson leaves out zero values: a missing exitCode is 0.
+                let code = end.get("exitCode").and_then(|v| v.as_i64()).unwrap_or(0);
+                let exited = end.get("exited").and_then(|v| v.as_bool()).unwrap_or(false);
+                exit_code = Some(if exited {
+                    i32::try_from(code).unwrap_or(-1)
+                } else {
+                    // Killed by a signal: no exit code, report like a shell (-1).
+                    -1
+                });
+                // For a normal exit envd's error only repeats the status ("exit status
+                // 1"); otherwise it says what happened.
+                if !exited && let Some(error) = end.get("error").and_then(|v| v.as_str()) {
+                    on_output(Stream::Stderr, format!("{error}\n").as_bytes());
+                }
+            }
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buffer.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => return Err(format!("process stream failed: {e}")),
+            None => {
+                return exit_code
+                    .ok_or_else(|| "the process stream ended without an end event".to_owned());
+            }
+        }
+    }
+}

@@ -15,6 +15,14 @@
 //! the host's system directories. The REST control plane and the port proxy are built on
 //! top of [`runtime::Runtime`].
 //!
+//! Templates ([`templates`]): the built-in `base`, and templates built from recipes through
+//! E2B's template build API (what the official SDKs' `Template.build` calls): a parent
+//! template plus RUN, ENV, WORKDIR, USER and COPY steps run once in a build sandbox
+//! through its envd, whose writes are captured as a new read-only layer
+//! ([`runtime::Runtime::capture_layer`]) stacked on the parent's layers; a template's
+//! `startCmd` runs in each of its sandboxes and its `readyCmd` is awaited at create.
+//! Builds, their logs and the templates persist in the data dir.
+//!
 //! Operators can hand every sandbox host directories (a local git mirror, tools) as
 //! [`SharedDir`]s in [`ServerConfig::shared_dirs`], bind-mounted at create.
 //!
@@ -31,10 +39,11 @@
 //! network configuration (see [`runtime::network`]; without slirp4netns installed such a
 //! request is refused with a clear error).
 //!
-//! Not there yet: snapshots and fork. The cgroup v2 driver's limit files are tested
-//! against fake trees and its join/freeze/thaw/kill/remove against the kernel's cgroup2
-//! hierarchy (on hybrid hosts the controller-less `/sys/fs/cgroup/unified`); full
-//! sandboxes have run for real only on v1 hosts so far.
+//! Not there yet: snapshots and fork; template recipes from images other than
+//! `e2bdev/base` or from registries (answered 400). The cgroup v2 driver's limit files
+//! are tested against fake trees and its join/freeze/thaw/kill/remove against the
+//! kernel's cgroup2 hierarchy (on hybrid hosts the controller-less
+//! `/sys/fs/cgroup/unified`); full sandboxes have run for real only on v1 hosts so far.
 //!
 //! Requirements: root (or equivalent capabilities), overlayfs, and a helper program that
 //! calls [`runtime::init::main_if_requested`] before anything else — either the embedding

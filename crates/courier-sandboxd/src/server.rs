@@ -7,6 +7,8 @@
 //! ```text
 //! <data_dir>/runtime/          the runtime's data dir (sandboxes' overlays and state)
 //!            layers/base/      the base template layer
+//!            layers/<tpl>/<build>/  the layer of each template build
+//!            templates/<tpl>/  built templates: record, builds, build logs
 //!            records/<id>.json the control plane's record of each sandbox
 //!            envd/<id>/        bind-mounted at /run/courier in sandbox <id>; holds envd.sock
 //!            api-keys.json     hashed API keys
@@ -34,7 +36,7 @@ use crate::runtime::{
     BindMount, Limits, RecoverPolicy, Runtime, RuntimeConfig, SandboxSpec, SandboxStatus,
 };
 use crate::state::{RecordStore, SandboxRecord, SandboxState, new_sandbox_id, random_hex};
-use crate::templates::Templates;
+use crate::templates::{Template, Templates};
 
 /// The envd version reported to clients (the E2B envd whose features courier-envd has).
 pub const ENVD_VERSION: &str = "0.6.13";
@@ -405,6 +407,7 @@ impl Sandboxd {
                 _lock: lock,
             }),
         };
+        crate::templates::build::reap_build_sandboxes(&server).await;
         tokio::spawn(reaper(Arc::downgrade(&server.inner)));
         Ok(server)
     }
@@ -458,8 +461,7 @@ impl Sandboxd {
             .inner
             .templates
             .resolve(&request.template)
-            .ok_or_else(|| Error::UnknownTemplate(request.template.clone()))?
-            .clone();
+            .ok_or_else(|| Error::UnknownTemplate(request.template.clone()))?;
         let memory_mb = request.memory_mb.unwrap_or(template.memory_mb);
         let cpu_count = request.cpu_count.unwrap_or(template.cpu_count);
         if !(128..=65_536).contains(&memory_mb) {
@@ -531,7 +533,9 @@ impl Sandboxd {
             let _ = std::fs::remove_dir_all(&socket_dir);
             return Err(e);
         }
-        let started = self.finish_create(&id, &token, &socket, &request).await;
+        let started = self
+            .finish_create(&id, &token, &socket, &request, &template)
+            .await;
         if let Err(e) = started {
             self.destroy(&id).await;
             return Err(e);
@@ -575,6 +579,7 @@ impl Sandboxd {
         token: &str,
         socket: &Path,
         request: &CreateRequest,
+        template: &Template,
     ) -> Result<()> {
         let runtime = self.inner.runtime.clone();
         let rid = id.to_owned();
@@ -586,13 +591,31 @@ impl Sandboxd {
             id: id.to_owned(),
             message,
         })?;
+        // A built template's environment, user and workdir (from its recipe's ENV, USER
+        // and WORKDIR steps) are the defaults; the request's variables win.
+        let mut env_vars = template.envs.clone();
+        env_vars.extend(request.env_vars.clone());
+        let user = template.user.as_deref().unwrap_or(crate::base_layer::USER);
+        let workdir = template.workdir.clone().unwrap_or_else(|| {
+            if user == "root" {
+                "/root".to_owned()
+            } else {
+                format!("/home/{user}")
+            }
+        });
         let body = serde_json::json!({
-            "envVars": request.env_vars,
+            "envVars": env_vars,
             "accessToken": token,
-            "defaultUser": crate::base_layer::USER,
-            "defaultWorkdir": format!("/home/{}", crate::base_layer::USER),
+            "defaultUser": user,
+            "defaultWorkdir": workdir,
         });
         crate::envd_link::init(socket, token, &body)
+            .await
+            .map_err(|message| Error::Envd {
+                id: id.to_owned(),
+                message,
+            })?;
+        crate::templates::build::start_template_processes(socket, token, template)
             .await
             .map_err(|message| Error::Envd {
                 id: id.to_owned(),

@@ -5,6 +5,7 @@
 
 mod list;
 mod models;
+mod templates;
 
 pub use models::CLIENT_ID;
 
@@ -96,7 +97,7 @@ pub fn router(server: Sandboxd) -> Router {
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/refreshes", post(refresh))
         .route("/sandboxes/{id}/metrics", get(metrics))
-        .route("/templates", get(templates))
+        .merge(templates::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -251,9 +252,8 @@ async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
             .map(|t| vec![t.id.clone()])
             .unwrap_or_default()
     });
-    let (page, next) = query.apply(server.list(), template_ids.as_deref());
-    let running = server
-        .list()
+    let (page, next) = query.apply(listed(&server), template_ids.as_deref());
+    let running = listed(&server)
         .iter()
         .filter(|r| r.state == crate::state::SandboxState::Running)
         .count();
@@ -277,8 +277,7 @@ async fn list_v1(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
             metadata.extend(list::decode_metadata(&value).map_err(ApiError::bad_request)?);
         }
     }
-    let mut items: Vec<_> = server
-        .list()
+    let mut items: Vec<_> = listed(&server)
         .into_iter()
         .filter(|r| r.state == crate::state::SandboxState::Running)
         .filter(|r| metadata.iter().all(|(k, v)| r.metadata.get(k) == Some(v)))
@@ -288,29 +287,13 @@ async fn list_v1(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
     Ok(json(StatusCode::OK, items))
 }
 
-async fn templates(State(server): State<Sandboxd>) -> Response {
-    let items: Vec<models::TemplateItem> = server
-        .templates()
-        .all()
-        .iter()
-        .map(|t| models::TemplateItem {
-            template_id: t.id.clone(),
-            build_id: t.id.clone(),
-            aliases: t.aliases.clone(),
-            names: t.aliases.clone(),
-            cpu_count: t.cpu_count,
-            memory_mb: t.memory_mb,
-            disk_size_mb: t.disk_size_mb,
-            public: true,
-            created_at: t.created_at,
-            updated_at: t.created_at,
-            created_by: None,
-            last_spawned_at: None,
-            spawn_count: 0,
-            build_count: 1,
-            envd_version: crate::server::ENVD_VERSION,
-            build_status: "ready",
-        })
-        .collect();
-    json(StatusCode::OK, items)
+/// The sandboxes the list endpoints show: not template build sandboxes, which belong to
+/// the server (their builds report on them), as E2B's build machines are not listed.
+fn listed(server: &Sandboxd) -> Vec<crate::state::SandboxRecord> {
+    let mut records = server.list();
+    records.retain(|r| {
+        !r.metadata
+            .contains_key(crate::templates::build::BUILD_SANDBOX_METADATA)
+    });
+    records
 }

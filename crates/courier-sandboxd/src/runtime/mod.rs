@@ -22,6 +22,7 @@
 
 pub mod cgroup;
 pub mod init;
+mod layer_capture;
 pub mod network;
 pub mod rootfs;
 mod sys;

@@ -1,0 +1,711 @@
+//! E2B's template API: the list, alias lookup, delete, and the template build API the
+//! official SDKs' `Template.build` drives (`POST /v3/templates`, then
+//! `POST /v2/templates/{id}/builds/{build}` with the recipe, then polling
+//! `GET /templates/{id}/builds/{build}/status`).
+//!
+//! Supported recipes: `fromTemplate` (any ready template) or `fromImage` `e2bdev/base`
+//! (the SDK's default image, mapped to `base`), with RUN, ENV, WORKDIR, USER and COPY
+//! steps.
+//! `startCmd` and `readyCmd` and COPY steps (files uploaded with
+//! `GET`/`PUT /templates/{id}/files/{hash}`) are supported too (see
+//! [`crate::templates::build`]). Other images and registries are answered 400 naming
+//! what is supported.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiResult, json, models, parse_body};
+use crate::server::Sandboxd;
+use crate::templates::build::{Recipe, Step};
+use crate::templates::{BASE_TEMPLATE, BuildReason, LogEntry, Template};
+
+/// The step types a recipe may use.
+const SUPPORTED_STEPS: &str = "RUN, ENV, WORKDIR, USER, COPY";
+/// Largest upload accepted for COPY steps.
+const MAX_UPLOAD_BYTES: u64 = 4 << 30;
+/// The image `Template()` starts from unless told otherwise; it is E2B's `base`.
+const DEFAULT_IMAGE: &str = "e2bdev/base";
+
+/// The template routes (mounted behind the API key check).
+pub(super) fn routes() -> Router<Sandboxd> {
+    Router::new()
+        .route("/templates", get(list))
+        .route("/v3/templates", post(request_build))
+        .route(
+            "/v2/templates/{template_id}/builds/{build_id}",
+            post(start_build),
+        )
+        .route(
+            "/templates/{template_id}/builds/{build_id}/status",
+            get(build_status),
+        )
+        .route(
+            "/templates/{template_id}/files/{hash}",
+            get(file_link).put(file_put),
+        )
+        .route("/templates/aliases/{alias}", get(alias))
+        .route("/templates/{template_id}", axum::routing::delete(delete))
+}
+
+/// `TemplateBuildRequestV3`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BuildRequest {
+    name: Option<String>,
+    /// Deprecated spelling of `name`.
+    alias: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    cpu_count: Option<u32>,
+    #[serde(rename = "memoryMB")]
+    memory_mb: Option<u64>,
+}
+
+/// `TemplateRequestResponseV3`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BuildRequested {
+    #[serde(rename = "templateID")]
+    template_id: String,
+    #[serde(rename = "buildID")]
+    build_id: String,
+    public: bool,
+    names: Vec<String>,
+    tags: Vec<String>,
+    aliases: Vec<String>,
+}
+
+/// `TemplateBuildStartV2`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BuildStart {
+    from_image: Option<String>,
+    from_template: Option<String>,
+    from_image_registry: Option<serde_json::Value>,
+    #[serde(default)]
+    steps: Vec<StepBody>,
+    start_cmd: Option<String>,
+    ready_cmd: Option<String>,
+}
+
+/// `TemplateStep`. `force` and `filesHash` are accepted and have no effect: there is
+/// no build cache, every build runs every step.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StepBody {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    args: Vec<String>,
+    files_hash: Option<String>,
+}
+
+/// `TemplateBuildInfo` (the status answer).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BuildInfo {
+    #[serde(rename = "templateID")]
+    template_id: String,
+    #[serde(rename = "buildID")]
+    build_id: String,
+    status: &'static str,
+    log_entries: Vec<LogEntryBody>,
+    logs: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<ReasonBody>,
+}
+
+/// `BuildLogEntry`.
+#[derive(Debug, Serialize)]
+struct LogEntryBody {
+    timestamp: DateTime<Utc>,
+    level: crate::templates::LogLevel,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<String>,
+}
+
+impl From<LogEntry> for LogEntryBody {
+    fn from(e: LogEntry) -> Self {
+        Self {
+            timestamp: e.timestamp,
+            level: e.level,
+            message: e.message,
+            step: e.step,
+        }
+    }
+}
+
+/// `BuildStatusReason`.
+#[derive(Debug, Serialize)]
+struct ReasonBody {
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<String>,
+}
+
+impl From<BuildReason> for ReasonBody {
+    fn from(r: BuildReason) -> Self {
+        Self {
+            message: r.message,
+            step: r.step,
+        }
+    }
+}
+
+/// `TemplateAliasResponse`.
+#[derive(Debug, Serialize)]
+struct AliasBody {
+    #[serde(rename = "templateID")]
+    template_id: String,
+    public: bool,
+}
+
+fn item(t: &Template) -> models::TemplateItem {
+    models::TemplateItem {
+        template_id: t.id.clone(),
+        build_id: t.build_id.clone(),
+        aliases: t.aliases.clone(),
+        names: t.aliases.clone(),
+        cpu_count: t.cpu_count,
+        memory_mb: t.memory_mb,
+        disk_size_mb: t.disk_size_mb,
+        public: t.id == BASE_TEMPLATE,
+        created_at: t.created_at,
+        updated_at: t.updated_at,
+        created_by: None,
+        last_spawned_at: None,
+        spawn_count: 0,
+        build_count: t.build_count,
+        envd_version: crate::server::ENVD_VERSION,
+        build_status: t.build_status.as_str(),
+    }
+}
+
+/// `GET /templates`: `base` and every built template (also those still building or
+/// failed, with their `buildStatus`).
+async fn list(State(server): State<Sandboxd>) -> Response {
+    let items: Vec<models::TemplateItem> = server.templates().all().iter().map(item).collect();
+    json(StatusCode::OK, items)
+}
+
+/// `POST /v3/templates`: registers a build (status `waiting`).
+async fn request_build(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<Response> {
+    let body: BuildRequest = parse_body(&body, None)?;
+    let name = body
+        .name
+        .or(body.alias)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("name is required (\"name\" or \"name:tag\")"))?;
+    let requested =
+        server
+            .templates()
+            .request_build(&name, &body.tags, body.cpu_count, body.memory_mb)?;
+    Ok(json(
+        StatusCode::ACCEPTED,
+        BuildRequested {
+            template_id: requested.template_id,
+            build_id: requested.build_id,
+            public: false,
+            names: vec![requested.name.clone()],
+            tags: requested.tags,
+            aliases: vec![requested.name],
+        },
+    ))
+}
+
+/// Turns the wire recipe into a [`Recipe`], or says precisely what is not supported.
+fn recipe(body: BuildStart) -> Result<Recipe, String> {
+    if body.from_image_registry.is_some() {
+        return Err(format!(
+            "fromImageRegistry is not supported: courier-sandboxd builds only from templates \
+             (fromTemplate, or fromImage {DEFAULT_IMAGE:?})"
+        ));
+    }
+    let from_template = match (body.from_template, body.from_image) {
+        (Some(t), _) if !t.is_empty() => t,
+        (_, Some(image))
+            if image == DEFAULT_IMAGE || image.starts_with(&format!("{DEFAULT_IMAGE}:")) =>
+        {
+            BASE_TEMPLATE.to_owned()
+        }
+        (_, Some(image)) => {
+            return Err(format!(
+                "fromImage {image:?} is not supported: courier-sandboxd has no image registry; \
+                 use fromTemplate (e.g. \"base\" or a built template) or fromImage {DEFAULT_IMAGE:?}"
+            ));
+        }
+        _ => return Err("fromTemplate (or fromImage) is required".to_owned()),
+    };
+    let mut steps = Vec::with_capacity(body.steps.len());
+    for (index, step) in body.steps.into_iter().enumerate() {
+        let n = index + 1;
+        let args = step.args;
+        let bad = |what: &str| Err(format!("step {n} ({}): {what}", step.kind));
+        let parsed = match step.kind.as_str() {
+            "RUN" => match args.as_slice() {
+                [command] if !command.is_empty() => Step::Run {
+                    command: command.clone(),
+                    user: None,
+                },
+                [command, user] if !command.is_empty() => Step::Run {
+                    command: command.clone(),
+                    user: (!user.is_empty()).then(|| user.clone()),
+                },
+                _ => return bad("args must be [command] or [command, user]"),
+            },
+            "ENV" => {
+                if args.is_empty() || args.len() % 2 != 0 {
+                    return bad("args must be name, value pairs");
+                }
+                if args
+                    .chunks(2)
+                    .any(|p| p[0].is_empty() || p[0].contains('='))
+                {
+                    return bad("variable names must be non-empty and contain no '='");
+                }
+                Step::Env(
+                    args.chunks(2)
+                        .map(|p| (p[0].clone(), p[1].clone()))
+                        .collect(),
+                )
+            }
+            "WORKDIR" => match args.as_slice() {
+                [dir] if !dir.is_empty() => Step::Workdir(dir.clone()),
+                _ => return bad("args must be [directory]"),
+            },
+            "USER" => match args.as_slice() {
+                [user] if !user.is_empty() => Step::User(user.clone()),
+                _ => return bad("args must be [user]"),
+            },
+            "COPY" => {
+                let Some(files_hash) = step.files_hash.clone().filter(|h| valid_hash(h)) else {
+                    return bad("filesHash is required (1-128 of [A-Za-z0-9_-])");
+                };
+                let (src, dest, user, mode) = match args.as_slice() {
+                    [src, dest] => (src, dest, "", ""),
+                    [src, dest, user] => (src, dest, user.as_str(), ""),
+                    [src, dest, user, mode, ..] => (src, dest, user.as_str(), mode.as_str()),
+                    _ => return bad("args must be [src, dest, user?, mode?]"),
+                };
+                if src.is_empty() || src.starts_with('/') || src.split('/').any(|c| c == "..") {
+                    return bad("src must be a relative path inside the context, without `..`");
+                }
+                if dest.is_empty() {
+                    return bad("dest must not be empty");
+                }
+                let octal = mode.len() <= 4 && mode.bytes().all(|b| (b'0'..=b'7').contains(&b));
+                if !octal {
+                    return bad("mode must be octal, e.g. 0644");
+                }
+                Step::Copy {
+                    src: src.clone(),
+                    dest: dest.clone(),
+                    user: (!user.is_empty()).then(|| user.to_owned()),
+                    mode: (!mode.is_empty()).then(|| mode.to_owned()),
+                    files_hash,
+                }
+            }
+            _ => {
+                return bad(&format!(
+                    "unknown step type; supported steps: {SUPPORTED_STEPS}"
+                ));
+            }
+        };
+        steps.push(parsed);
+    }
+    Ok(Recipe {
+        from_template,
+        steps,
+        start_cmd: body.start_cmd.filter(|c| !c.is_empty()),
+        ready_cmd: body.ready_cmd.filter(|c| !c.is_empty()),
+    })
+}
+
+/// `POST /v2/templates/{templateID}/builds/{buildID}`: starts the build in the
+/// background. An unsupported recipe fails the build too, so it does not wait forever.
+async fn start_build(
+    State(server): State<Sandboxd>,
+    Path((template_id, build_id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let body: BuildStart = parse_body(&body, None)?;
+    // Unknown builds are 404 before anything else.
+    server.templates().build_view(&template_id, &build_id, 0)?;
+    let uploaded = |recipe: &Recipe| -> Result<(), String> {
+        for (index, step) in recipe.steps.iter().enumerate() {
+            if let Step::Copy { files_hash, .. } = step
+                && !server
+                    .templates()
+                    .files_path(&template_id, files_hash)
+                    .is_file()
+            {
+                return Err(format!(
+                    "step {} (COPY): files {files_hash} were not uploaded (GET then PUT \
+                     /templates/{template_id}/files/{files_hash} first)",
+                    index + 1
+                ));
+            }
+        }
+        Ok(())
+    };
+    let recipe = match recipe(body).and_then(|r| uploaded(&r).map(|()| r)) {
+        Ok(recipe) => recipe,
+        Err(message) => {
+            let reason = BuildReason {
+                message: message.clone(),
+                step: None,
+            };
+            // Only a waiting build is failed: a running one is not this request's to end.
+            if server
+                .templates()
+                .build_view(&template_id, &build_id, 0)
+                .is_ok_and(|b| b.record.status == crate::templates::BuildStatus::Waiting)
+            {
+                server
+                    .templates()
+                    .fail_build(&template_id, &build_id, reason)?;
+            }
+            return Err(ApiError::bad_request(message));
+        }
+    };
+    crate::templates::build::start(&server, &template_id, &build_id, recipe).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `GET /templates/{templateID}/builds/{buildID}/status?logsOffset=N&limit=M`.
+async fn build_status(
+    State(server): State<Sandboxd>,
+    Path((template_id, build_id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let mut offset = 0usize;
+    let mut limit = crate::templates::MAX_LOG_ENTRIES;
+    for (name, value) in super::list::query_pairs(query.as_deref().unwrap_or("")) {
+        match name.as_str() {
+            "logsOffset" => {
+                offset = value.parse().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "logsOffset must be a non-negative integer, got {value:?}"
+                    ))
+                })?;
+            }
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=crate::templates::MAX_LOG_ENTRIES).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "limit must be 1..={}, got {value:?}",
+                            crate::templates::MAX_LOG_ENTRIES
+                        ))
+                    })?;
+            }
+            _ => {}
+        }
+    }
+    let view = server
+        .templates()
+        .build_view(&template_id, &build_id, offset)?;
+    let entries: Vec<LogEntry> = view.entries.into_iter().take(limit).collect();
+    Ok(json(
+        StatusCode::OK,
+        BuildInfo {
+            template_id: view.record.template_id,
+            build_id: view.record.build_id,
+            status: view.record.status.as_str(),
+            logs: entries
+                .iter()
+                .map(|e| format!("{} {}", e.timestamp.to_rfc3339(), e.message))
+                .collect(),
+            log_entries: entries.into_iter().map(LogEntryBody::from).collect(),
+            reason: view.record.reason.map(ReasonBody::from),
+        },
+    ))
+}
+
+fn valid_hash(hash: &str) -> bool {
+    (1..=128).contains(&hash.len())
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `TemplateBuildFileUpload`.
+#[derive(Debug, Serialize)]
+struct FileUpload {
+    present: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `GET /templates/{templateID}/files/{hash}`: whether COPY's files are here already,
+/// else where to `PUT` them: this same path on this API server. The answer's `headers`
+/// (which the SDKs send with the upload) repeat the caller's own credentials, so the
+/// upload passes the same API key check as every other request.
+async fn file_link(
+    State(server): State<Sandboxd>,
+    Path((template_id, hash)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    let path = upload_path(&server, &template_id, &hash)?;
+    // 201 either way: it is the only success status the SDKs parse here.
+    if path.is_file() {
+        return Ok(json(
+            StatusCode::CREATED,
+            FileUpload {
+                present: true,
+                url: None,
+                headers: None,
+            },
+        ));
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::bad_request("a Host header is required"))?;
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| *p == "https")
+        .unwrap_or("http");
+    let encode = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let mut upload_headers = std::collections::BTreeMap::new();
+    for name in ["x-api-key", "authorization"] {
+        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            upload_headers.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    Ok(json(
+        StatusCode::CREATED,
+        FileUpload {
+            present: false,
+            url: Some(format!(
+                "{scheme}://{host}/templates/{}/files/{}",
+                encode(&template_id),
+                encode(&hash)
+            )),
+            headers: Some(upload_headers),
+        },
+    ))
+}
+
+/// Checks the template and hash and returns where the upload lives.
+fn upload_path(server: &Sandboxd, template_id: &str, hash: &str) -> ApiResult<std::path::PathBuf> {
+    if !valid_hash(hash) {
+        return Err(ApiError::bad_request(
+            "the files hash must be 1-128 of [A-Za-z0-9_-]",
+        ));
+    }
+    let template = server
+        .templates()
+        .find(template_id)
+        .filter(|t| t.id == template_id && t.id != BASE_TEMPLATE)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("template {template_id} not found"),
+            )
+        })?;
+    Ok(server.templates().files_path(&template.id, hash))
+}
+
+/// `PUT /templates/{templateID}/files/{hash}`: the upload (a tar archive, gzipped or
+/// not), streamed to a temp file and renamed into place, so a build never sees half an
+/// upload.
+async fn file_put(
+    State(server): State<Sandboxd>,
+    Path((template_id, hash)): Path<(String, String)>,
+    body: axum::body::Body,
+) -> ApiResult<StatusCode> {
+    use http_body_util::BodyExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let path = upload_path(&server, &template_id, &hash)?;
+    let dir = path
+        .parent()
+        .expect("files path has a parent")
+        .to_path_buf();
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| crate::error::Error::io("create dir", &dir)(e))?;
+    let tmp = dir.join(format!(".{hash}.{}.upload", crate::state::random_hex(6)));
+    let result: ApiResult<()> = async {
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| crate::error::Error::io("create", &tmp)(e))?;
+        let mut body = body;
+        let mut size = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ApiError::bad_request(format!("upload failed: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                size += data.len() as u64;
+                if size > MAX_UPLOAD_BYTES {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("uploads are limited to {MAX_UPLOAD_BYTES} bytes"),
+                    ));
+                }
+                file.write_all(&data)
+                    .await
+                    .map_err(|e| crate::error::Error::io("write", &tmp)(e))?;
+            }
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| crate::error::Error::io("sync", &tmp)(e))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| crate::error::Error::io("rename", &path)(e))?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result.map(|()| StatusCode::OK)
+}
+
+/// `GET /templates/aliases/{alias}`: 200 for a template of that name (any build
+/// status), 404 otherwise.
+async fn alias(State(server): State<Sandboxd>, Path(alias): Path<String>) -> ApiResult<Response> {
+    let template = server
+        .templates()
+        .find(&alias)
+        .filter(|t| {
+            t.aliases
+                .iter()
+                .any(|a| a == alias.split(':').next().unwrap_or(""))
+        })
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("alias {alias} not found")))?;
+    Ok(json(
+        StatusCode::OK,
+        AliasBody {
+            public: template.id == BASE_TEMPLATE,
+            template_id: template.id,
+        },
+    ))
+}
+
+/// `DELETE /templates/{templateID}` (id or alias): 204, 404, or 409 while it is in use
+/// (see [`crate::templates::Templates::delete`]).
+async fn delete(
+    State(server): State<Sandboxd>,
+    Path(template_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let records = server.list();
+    server.templates().delete(&template_id, |id| {
+        records.iter().any(|r| r.template_id == id)
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(value: serde_json::Value) -> Result<Recipe, String> {
+        recipe(serde_json::from_value(value).unwrap())
+    }
+
+    #[test]
+    fn sdk_recipes_parse_into_steps() {
+        let parsed = start(serde_json::json!({
+            "fromTemplate": "base",
+            "force": false,
+            "steps": [
+                {"type": "RUN", "args": ["echo hi"], "force": false},
+                {"type": "RUN", "args": ["apt-get update", "root"], "force": false},
+                {"type": "ENV", "args": ["A", "1", "B", "2"], "force": false},
+                {"type": "WORKDIR", "args": ["/app"], "force": false},
+                {"type": "USER", "args": ["root"], "force": false},
+                {"type": "COPY", "args": ["app/*.py", "/srv/", "", "0755"], "filesHash": "abc", "force": false},
+            ],
+        }))
+        .unwrap();
+        assert_eq!(parsed.from_template, "base");
+        assert_eq!(
+            parsed.steps,
+            vec![
+                Step::Run {
+                    command: "echo hi".into(),
+                    user: None
+                },
+                Step::Run {
+                    command: "apt-get update".into(),
+                    user: Some("root".into())
+                },
+                Step::Env(vec![("A".into(), "1".into()), ("B".into(), "2".into())]),
+                Step::Workdir("/app".into()),
+                Step::User("root".into()),
+                Step::Copy {
+                    src: "app/*.py".into(),
+                    dest: "/srv/".into(),
+                    user: None,
+                    mode: Some("0755".into()),
+                    files_hash: "abc".into(),
+                },
+            ]
+        );
+        let default_image =
+            start(serde_json::json!({"fromImage": "e2bdev/base", "steps": []})).unwrap();
+        assert_eq!(default_image.from_template, "base");
+    }
+
+    #[test]
+    fn unsupported_recipes_name_what_is_supported() {
+        let err = start(serde_json::json!({"fromImage": "python:3.11"})).unwrap_err();
+        assert!(
+            err.contains("fromImage") && err.contains("fromTemplate"),
+            "{err}"
+        );
+        let err = start(serde_json::json!({
+            "fromTemplate": "base",
+            "steps": [{"type": "ADD", "args": ["a", "/a"]}],
+        }))
+        .unwrap_err();
+        assert!(
+            err.contains("step 1 (ADD)") && err.contains(SUPPORTED_STEPS),
+            "{err}"
+        );
+        let err = start(serde_json::json!({
+            "fromTemplate": "base",
+            "steps": [{"type": "COPY", "args": ["../etc", "/a", "", ""], "filesHash": "x"}],
+        }))
+        .unwrap_err();
+        assert!(
+            err.contains("step 1 (COPY)") && err.contains("src"),
+            "{err}"
+        );
+        let err = start(serde_json::json!({
+            "fromTemplate": "base",
+            "steps": [{"type": "COPY", "args": ["a", "/a"]}],
+        }))
+        .unwrap_err();
+        assert!(err.contains("filesHash"), "{err}");
+        let err = start(serde_json::json!({
+            "fromTemplate": "base",
+            "steps": [{"type": "COPY", "args": ["a", "/a", "", "999"], "filesHash": "x"}],
+        }))
+        .unwrap_err();
+        assert!(err.contains("mode"), "{err}");
+        let err = start(serde_json::json!({
+            "fromTemplate": "base",
+            "steps": [{"type": "ENV", "args": ["A"]}],
+        }))
+        .unwrap_err();
+        assert!(err.contains("step 1 (ENV)"), "{err}");
+        let err = start(serde_json::json!({"steps": []})).unwrap_err();
+        assert!(err.contains("fromTemplate"), "{err}");
+    }
+}
