@@ -73,12 +73,15 @@ pub struct ServerConfig {
     /// Operator-provided host directories bind-mounted into every sandbox (e.g. a local
     /// git mirror, or tools); empty by default. See [`SharedDir`].
     pub shared_dirs: Vec<SharedDir>,
+    /// How long a template's ready command may take to succeed in a new sandbox (and at
+    /// the end of its build); default [`crate::templates::build::READY_TIMEOUT`].
+    pub template_ready_timeout: Duration,
 }
 
 /// An operator-provided host directory bind-mounted into every sandbox at create.
 ///
-/// Sandboxes have no network, so this is how an operator hands them host resources: a
-/// local git mirror (`file://` remotes), a directory of tools, a package cache. Whatever
+/// This is how an operator hands sandboxes host resources without any network: a local
+/// git mirror (`file://` remotes), a directory of tools, a package cache. Whatever
 /// is shared is visible to every sandbox (and writable by them unless `read_only`), so
 /// share only what all sandboxes may see; never the data dir.
 ///
@@ -112,6 +115,7 @@ impl ServerConfig {
             helper: None,
             cgroup_parent: None,
             shared_dirs: Vec::new(),
+            template_ready_timeout: crate::templates::build::READY_TIMEOUT,
         }
     }
 }
@@ -615,7 +619,8 @@ impl Sandboxd {
                 id: id.to_owned(),
                 message,
             })?;
-        crate::templates::build::start_template_processes(socket, token, template)
+        let timeout = self.inner.config.template_ready_timeout;
+        crate::templates::build::start_template_processes(socket, token, template, timeout)
             .await
             .map_err(|message| Error::Envd {
                 id: id.to_owned(),

@@ -96,6 +96,9 @@ impl Fixture {
         let mut config = ServerConfig::new(self.data_dir(), envd_binary());
         config.helper = Some(PathBuf::from(HELPER));
         config.dev_api_key = Some(KEY.to_owned());
+        // Short enough that the never-ready template fails fast, long enough for a
+        // loaded machine to run `test -f` a few times.
+        config.template_ready_timeout = Duration::from_secs(10);
         let server = Sandboxd::start(config).await.expect("start sandboxd");
         let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
         let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");

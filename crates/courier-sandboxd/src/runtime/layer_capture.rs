@@ -49,6 +49,11 @@ impl Runtime {
         }
         let captured = killed.and_then(|()| {
             let dirs = self.dirs(id);
+            if entry.state.spec.allow_internet {
+                // The resolver the runtime wrote for slirp4netns belongs to this sandbox,
+                // not to the layer (a recipe that wrote its own is kept).
+                super::network::forget_resolv_conf(&dirs.upper())?;
+            }
             let mut targets = Vec::new();
             for layer in &entry.state.spec.layers {
                 targets.extend(
@@ -65,7 +70,7 @@ impl Runtime {
                 .collect();
             assemble(&dirs.upper(), &host_uppers, dest)
         });
-        let cleaned = self.destroy(id, &entry.cgroup, None);
+        let cleaned = self.destroy(id, &entry.cgroup, None, entry.network);
         captured?;
         cleaned
     }

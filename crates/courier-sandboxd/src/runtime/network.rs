@@ -95,9 +95,24 @@ pub(crate) fn write_resolv_conf(upper: &Path) -> Result<()> {
     let path = etc.join("resolv.conf");
     fs::write(
         &path,
-        format!("# written by courier-sandboxd: slirp4netns DNS forwarder\nnameserver {SANDBOX_NAMESERVER}\n"),
+        format!("{RESOLV_CONF_MARKER}\nnameserver {SANDBOX_NAMESERVER}\n"),
     )
     .map_err(Error::io("write", &path))
+}
+
+/// First line of the `/etc/resolv.conf` the runtime writes.
+const RESOLV_CONF_MARKER: &str = "# written by courier-sandboxd: slirp4netns DNS forwarder";
+
+/// Removes the `/etc/resolv.conf` [`write_resolv_conf`] put into `upper`, unless
+/// something inside the sandbox replaced it since.
+pub(crate) fn forget_resolv_conf(upper: &Path) -> Result<()> {
+    let path = upper.join("etc/resolv.conf");
+    match fs::read_to_string(&path) {
+        Ok(text) if text.starts_with(RESOLV_CONF_MARKER) => {
+            fs::remove_file(&path).map_err(Error::io("remove", &path))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Starts slirp4netns for the network namespace of `init_pid`, moves it into the
@@ -210,5 +225,15 @@ mod tests {
         write_resolv_conf(dir.path()).unwrap();
         let text = fs::read_to_string(dir.path().join("etc/resolv.conf")).unwrap();
         assert!(text.lines().any(|l| l == "nameserver 10.0.2.3"), "{text}");
+        forget_resolv_conf(dir.path()).unwrap();
+        assert!(!dir.path().join("etc/resolv.conf").exists());
+        // One the sandbox wrote itself stays.
+        fs::write(
+            dir.path().join("etc/resolv.conf"),
+            "nameserver 192.0.2.53\n",
+        )
+        .unwrap();
+        forget_resolv_conf(dir.path()).unwrap();
+        assert!(dir.path().join("etc/resolv.conf").exists());
     }
 }

@@ -387,7 +387,8 @@ impl Build<'_> {
                 format!("Waiting for the ready command: {cmd}"),
             );
         }
-        start_and_wait(&socket, token, &launch, start_cmd, ready_cmd)
+        let timeout = self.server.config().template_ready_timeout;
+        start_and_wait(&socket, token, &launch, start_cmd, ready_cmd, timeout)
             .await
             .map_err(fail)?;
         self.log(LogLevel::Info, "finalize", "Template is ready");
@@ -701,13 +702,14 @@ struct Launch {
 }
 
 /// Starts `start_cmd` in the background and runs `ready_cmd` until it exits 0, for at
-/// most [`READY_TIMEOUT`]. The error says which command failed and how.
+/// most `timeout`. The error says which command failed and how.
 async fn start_and_wait(
     socket: &std::path::Path,
     token: &str,
     launch: &Launch,
     start_cmd: Option<&str>,
     ready_cmd: Option<&str>,
+    timeout: Duration,
 ) -> Result<(), String> {
     if let Some(cmd) = start_cmd {
         let args = ["-c".to_owned(), cmd.to_owned()];
@@ -736,7 +738,7 @@ async fn start_and_wait(
         cwd: launch.workdir.as_deref(),
         user: &launch.user,
     };
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut last;
     loop {
         let mut output = LineSplitter::default();
@@ -756,7 +758,7 @@ async fn start_and_wait(
         if tokio::time::Instant::now() + READY_RETRY >= deadline {
             return Err(format!(
                 "readyCmd {cmd:?} did not succeed within {}s (last run: {last})",
-                READY_TIMEOUT.as_secs()
+                timeout.as_secs()
             ));
         }
         tokio::time::sleep(READY_RETRY).await;
@@ -769,6 +771,7 @@ pub(crate) async fn start_template_processes(
     socket: &std::path::Path,
     token: &str,
     template: &super::Template,
+    timeout: Duration,
 ) -> Result<(), String> {
     if template.start_cmd.is_none() && template.ready_cmd.is_none() {
         return Ok(());
@@ -788,6 +791,7 @@ pub(crate) async fn start_template_processes(
         &launch,
         template.start_cmd.as_deref(),
         template.ready_cmd.as_deref(),
+        timeout,
     )
     .await
 }
