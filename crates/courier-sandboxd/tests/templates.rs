@@ -792,17 +792,22 @@ async fn copy_steps_use_uploaded_archives() {
     let (status, link) = fx.call(reqwest::Method::GET, &files, None).await;
     assert_eq!(status, 201, "{link}");
     assert_eq!(link["present"], false);
-    // Upload the way the SDK does: to the returned URL with the returned headers.
-    let mut put = fx.run().http.put(link["url"].as_str().unwrap());
-    for (name, value) in link["headers"].as_object().unwrap() {
-        put = put.header(name.as_str(), value.as_str().unwrap());
-    }
-    let response = put
-        .body(std::fs::read(&archive).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    // The link carries a one-time token (like a presigned URL); no credentials are
+    // echoed back.
+    assert!(link.get("headers").is_none(), "{link}");
+    assert!(!link.to_string().contains(KEY), "{link}");
+    let url = link["url"].as_str().unwrap().to_owned();
+    let put = |url: String| {
+        let http = fx.run().http.clone();
+        let body = std::fs::read(&archive).unwrap();
+        async move { http.put(url).body(body).send().await.unwrap().status().as_u16() }
+    };
+    let (base, _) = url.split_once("?token=").expect("token in the upload link");
+    assert_eq!(put(format!("{base}?token=forged")).await, 401);
+    assert_eq!(put(base.to_owned()).await, 401, "no token, no key");
+    // Upload the way the SDK does: a plain PUT to the returned URL.
+    assert_eq!(put(url.clone()).await, 200);
+    assert_eq!(put(url).await, 401, "an upload link works once");
     let (status, link) = fx.call(reqwest::Method::GET, &files, None).await;
     assert_eq!((status, link["present"].as_bool()), (201, Some(true)));
 

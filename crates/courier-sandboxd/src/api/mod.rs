@@ -103,9 +103,30 @@ pub fn router(server: Sandboxd) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
         .layer(middleware::from_fn_with_state(server.clone(), require_key))
+        // COPY uploads authorize themselves (an upload link's token, or the API key).
+        .merge(templates::upload_routes())
         // Health needs no key (load balancers and readiness probes).
         .route("/health", get(|| async { StatusCode::NO_CONTENT }))
         .with_state(server)
+}
+
+/// The API key a request carries (`X-API-Key`, or `Authorization: Bearer`).
+fn request_key(headers: &HeaderMap) -> Option<&str> {
+    // HeaderMap lookups are case-insensitive: `X-API-KEY` (Python) and `X-API-Key` both work.
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+}
+
+/// Whether the request carries a valid API key.
+fn authorized(server: &Sandboxd, headers: &HeaderMap) -> bool {
+    request_key(headers).is_some_and(|key| server.keys().verify(key.trim()))
 }
 
 async fn require_key(
@@ -114,17 +135,7 @@ async fn require_key(
     request: Request,
     next: Next,
 ) -> Response {
-    // HeaderMap lookups are case-insensitive: `X-API-KEY` (Python) and `X-API-Key` both work.
-    let key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-        });
-    match key {
+    match request_key(&headers) {
         Some(key) if server.keys().verify(key.trim()) => next.run(request).await,
         Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "Invalid API key").into_response(),
         None => ApiError::new(StatusCode::UNAUTHORIZED, "missing X-API-Key header").into_response(),

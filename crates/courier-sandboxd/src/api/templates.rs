@@ -32,6 +32,19 @@ const MAX_UPLOAD_BYTES: u64 = 4 << 30;
 /// The image `Template()` starts from unless told otherwise; it is E2B's `base`.
 const DEFAULT_IMAGE: &str = "e2bdev/base";
 
+/// How long an upload link from `GET /templates/{id}/files/{hash}` stays valid.
+const UPLOAD_LINK_TTL_SECS: u64 = 3600;
+
+/// The route the SDKs `PUT` COPY archives to: outside the API key check, because the
+/// link itself carries a one-time upload token (like a presigned URL), or the caller
+/// sends its API key as usual.
+pub(super) fn upload_routes() -> Router<Sandboxd> {
+    Router::new().route(
+        "/templates/{template_id}/files/{hash}",
+        axum::routing::put(file_put),
+    )
+}
+
 /// The template routes (mounted behind the API key check).
 pub(super) fn routes() -> Router<Sandboxd> {
     Router::new()
@@ -45,10 +58,7 @@ pub(super) fn routes() -> Router<Sandboxd> {
             "/templates/{template_id}/builds/{build_id}/status",
             get(build_status),
         )
-        .route(
-            "/templates/{template_id}/files/{hash}",
-            get(file_link).put(file_put),
-        )
+        .route("/templates/{template_id}/files/{hash}", get(file_link))
         .route("/templates/aliases/{alias}", get(alias))
         .route("/templates/{template_id}", axum::routing::delete(delete))
 }
@@ -449,9 +459,9 @@ struct FileUpload {
 }
 
 /// `GET /templates/{templateID}/files/{hash}`: whether COPY's files are here already,
-/// else where to `PUT` them: this same path on this API server. The answer's `headers`
-/// (which the SDKs send with the upload) repeat the caller's own credentials, so the
-/// upload passes the same API key check as every other request.
+/// else where to `PUT` them: this same path on this API server with a one-time upload
+/// token in the query (valid for [`UPLOAD_LINK_TTL_SECS`], for this template and hash
+/// only; only its SHA-256 is kept). No credentials are echoed back.
 async fn file_link(
     State(server): State<Sandboxd>,
     Path((template_id, hash)): Path<(String, String)>,
@@ -481,24 +491,64 @@ async fn file_link(
     let encode = |s: &str| {
         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
     };
-    let mut upload_headers = std::collections::BTreeMap::new();
-    for name in ["x-api-key", "authorization"] {
-        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
-            upload_headers.insert(name.to_owned(), value.to_owned());
-        }
+    let token = crate::state::random_hex(24);
+    let expires = unix_now() + UPLOAD_LINK_TTL_SECS;
+    let token_path = upload_token_path(&path);
+    if let Some(dir) = token_path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io("create dir", dir)(e))?;
     }
+    std::fs::write(&token_path, format!("{} {expires}\n", token_digest(&token)))
+        .map_err(|e| crate::error::Error::io("write", &token_path)(e))?;
     Ok(json(
         StatusCode::CREATED,
         FileUpload {
             present: false,
             url: Some(format!(
-                "{scheme}://{host}/templates/{}/files/{}",
+                "{scheme}://{host}/templates/{}/files/{}?token={token}",
                 encode(&template_id),
                 encode(&hash)
             )),
-            headers: Some(upload_headers),
+            headers: None,
         },
     ))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Where the digest of an upload link's token is kept, beside the upload itself.
+fn upload_token_path(upload: &std::path::Path) -> std::path::PathBuf {
+    let mut name = upload.file_name().unwrap_or_default().to_os_string();
+    name.push(".token");
+    upload.with_file_name(format!(".{}", name.to_string_lossy()))
+}
+
+fn token_digest(token: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// Whether `token` is the live upload token for `upload`. Digests are compared, so the
+/// comparison time says nothing about the token.
+fn upload_token_valid(upload: &std::path::Path, token: &str) -> bool {
+    let Ok(stored) = std::fs::read_to_string(upload_token_path(upload)) else {
+        return false;
+    };
+    let mut parts = stored.split_whitespace();
+    let (Some(digest), Some(expires)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let expires: u64 = expires.parse().unwrap_or(0);
+    digest == token_digest(token) && unix_now() <= expires
+}
+
+/// `?token=` of an upload link.
+#[derive(Debug, Deserialize)]
+struct UploadQuery {
+    token: Option<String>,
 }
 
 /// Checks the template and hash and returns where the upload lives.
@@ -527,11 +577,23 @@ fn upload_path(server: &Sandboxd, template_id: &str, hash: &str) -> ApiResult<st
 async fn file_put(
     State(server): State<Sandboxd>,
     Path((template_id, hash)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<UploadQuery>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<StatusCode> {
     use http_body_util::BodyExt as _;
     use tokio::io::AsyncWriteExt as _;
     let path = upload_path(&server, &template_id, &hash)?;
+    let by_token = query
+        .token
+        .as_deref()
+        .is_some_and(|t| upload_token_valid(&path, t));
+    if !by_token && !super::authorized(&server, &headers) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "upload needs a valid, unexpired upload link (GET /templates/{templateID}/files/{hash}) or an API key",
+        ));
+    }
     let dir = path
         .parent()
         .expect("files path has a parent")
@@ -572,6 +634,9 @@ async fn file_put(
     .await;
     if result.is_err() {
         let _ = tokio::fs::remove_file(&tmp).await;
+    } else {
+        // One upload per link.
+        let _ = tokio::fs::remove_file(upload_token_path(&path)).await;
     }
     result.map(|()| StatusCode::OK)
 }
