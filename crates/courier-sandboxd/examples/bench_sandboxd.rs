@@ -341,6 +341,30 @@ async fn bench(
         ms(p99)
     );
 
+    // The same with outbound network (slirp4netns attached and moved into the cgroup).
+    if courier_sandboxd::runtime::network::find_slirp4netns().is_some() {
+        let mut networked = Vec::new();
+        for _ in 0..creates.min(10) {
+            let start = Instant::now();
+            let sandbox = Sandbox::builder()
+                .allow_internet_access(true)
+                .create(&proto)
+                .await?;
+            networked.push(start.elapsed());
+            sandbox.kill().await?;
+        }
+        let n = networked.len();
+        let (p50, p99) = percentiles(networked);
+        println!(
+            "  with internet access    p50 {}  p99 {}  (n={n}; slirp4netns configured before \
+             create returns)",
+            ms(p50),
+            ms(p99)
+        );
+    } else {
+        println!("  with internet access    skipped: slirp4netns is not installed");
+    }
+
     // Idle memory: let them settle, then one metrics sample each.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut used = Vec::new();

@@ -800,7 +800,15 @@ async fn copy_steps_use_uploaded_archives() {
     let put = |url: String| {
         let http = fx.run().http.clone();
         let body = std::fs::read(&archive).unwrap();
-        async move { http.put(url).body(body).send().await.unwrap().status().as_u16() }
+        async move {
+            http.put(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
     let (base, _) = url.split_once("?token=").expect("token in the upload link");
     assert_eq!(put(format!("{base}?token=forged")).await, 401);
