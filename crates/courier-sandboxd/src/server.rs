@@ -412,6 +412,7 @@ impl Sandboxd {
             }),
         };
         crate::templates::build::reap_build_sandboxes(&server).await;
+        server.collect_layer_garbage().await;
         tokio::spawn(reaper(Arc::downgrade(&server.inner)));
         Ok(server)
     }
@@ -628,6 +629,21 @@ impl Sandboxd {
             })
     }
 
+    /// Removes template layers nothing uses any more (older builds of rebuilt
+    /// templates once their last sandbox is gone).
+    pub(crate) async fn collect_layer_garbage(&self) {
+        let server = self.clone();
+        let removed = blocking(move || {
+            let in_use = server.inner.runtime.layers_in_use();
+            Ok(server.templates().collect_garbage(&in_use))
+        })
+        .await
+        .unwrap_or_default();
+        for layer in removed {
+            tracing::info!(layer = %layer.display(), "removed an unused template layer");
+        }
+    }
+
     /// Kills the runtime sandbox `id` and removes its record and socket directory.
     async fn destroy(&self, id: &str) {
         let runtime = self.inner.runtime.clone();
@@ -636,6 +652,7 @@ impl Sandboxd {
             Ok(()) | Err(Error::NotFound(_)) => {}
             Err(e) => tracing::warn!(sandbox = %id, error = %e, "kill failed"),
         }
+        self.collect_layer_garbage().await;
         if let Err(e) = self.inner.records.remove(id) {
             tracing::warn!(sandbox = %id, error = %e, "removing the record failed");
         }

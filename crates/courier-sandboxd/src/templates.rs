@@ -773,6 +773,43 @@ impl Templates {
         Ok(())
     }
 
+    /// Removes the layers of earlier builds that nothing uses any more: not the current
+    /// version of any template (a rebuilt template's children keep its older layers),
+    /// not a build in progress, and not `in_use` (layers of running sandboxes, which
+    /// may still be on an older version). Returns what was removed.
+    pub fn collect_garbage(&self, in_use: &std::collections::HashSet<PathBuf>) -> Vec<PathBuf> {
+        let state = self.state.lock().expect("templates lock");
+        let referenced: std::collections::HashSet<&PathBuf> = state
+            .templates
+            .values()
+            .filter_map(|t| t.ready.as_ref())
+            .flat_map(|v| v.layers.iter())
+            .collect();
+        let mut removed = Vec::new();
+        for record in state.templates.values() {
+            for build_id in &record.builds {
+                let Some(build) = state.builds.get(build_id) else {
+                    continue;
+                };
+                let layer = self.layer_dir(&record.id, build_id);
+                if !build.record.status.finished()
+                    || referenced.contains(&layer)
+                    || in_use.contains(&layer)
+                    || !layer.exists()
+                {
+                    continue;
+                }
+                match fs::remove_dir_all(&layer) {
+                    Ok(()) => removed.push(layer),
+                    Err(e) => {
+                        tracing::warn!(layer = %layer.display(), error = %e, "could not remove an unused template layer")
+                    }
+                }
+            }
+        }
+        removed
+    }
+
     /// Deletes template `id` (id or alias), its builds, logs and layers. `in_use` says
     /// whether a sandbox runs from a template id. Refused (`Conflict`) for `base`, while
     /// a build of it runs, while a sandbox uses it and while another template stacks on

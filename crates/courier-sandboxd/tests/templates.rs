@@ -894,3 +894,80 @@ async fn build_sandboxes_are_not_listed() {
     }
     // The fixture kills the build sandbox when dropped; the build then fails.
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_layers_go_once_no_template_or_sandbox_uses_them() {
+    let Some(fx) = Fixture::new("layer_gc").await else {
+        return;
+    };
+    let layer =
+        |template: &str, build: &str| fx.data_dir().join("layers").join(template).join(build);
+    let build = |version: &'static str| {
+        let fx = &fx;
+        async move {
+            let (template_id, build_id, status, body) = fx
+                .build(
+                    "courier-it-gc",
+                    json!({"fromTemplate": "base", "steps": [
+                        {"type": "RUN", "args": [format!("echo {version} > /opt/version"), "root"]}
+                    ]}),
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+            let (done, _) = fx.wait_build(&template_id, &build_id).await;
+            assert_eq!(done["status"], "ready", "{done}");
+            (template_id, build_id)
+        }
+    };
+
+    let (template, v1) = build("v1").await;
+    let old_sandbox = fx.sandbox("courier-it-gc").await;
+    assert_eq!(stdout(&old_sandbox, "cat /opt/version").await, "v1\n");
+
+    // A rebuild: the running sandbox still stands on v1's layer, so it stays.
+    let (_, v2) = build("v2").await;
+    assert!(layer(&template, &v1).is_dir());
+    assert_eq!(stdout(&old_sandbox, "cat /opt/version").await, "v1\n");
+    let new_sandbox = fx.sandbox("courier-it-gc").await;
+    assert_eq!(stdout(&new_sandbox, "cat /opt/version").await, "v2\n");
+
+    // A child template stacks on v2's layer: rebuilding the parent must keep it.
+    let (status, body) = fx
+        .call(
+            reqwest::Method::POST,
+            "/v3/templates",
+            Some(json!({"name": "courier-it-gc-child"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (child, child_build) = (
+        body["templateID"].as_str().unwrap().to_owned(),
+        body["buildID"].as_str().unwrap().to_owned(),
+    );
+    let (status, body) = fx
+        .call(
+            reqwest::Method::POST,
+            &format!("/v2/templates/{child}/builds/{child_build}"),
+            Some(json!({"fromTemplate": "courier-it-gc", "steps": []})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (done, _) = fx.wait_build(&child, &child_build).await;
+    assert_eq!(done["status"], "ready", "{done}");
+
+    old_sandbox.kill().await.unwrap();
+    new_sandbox.kill().await.unwrap();
+    assert!(
+        !layer(&template, &v1).exists(),
+        "v1 is used by nothing any more"
+    );
+    let (_, v3) = build("v3").await;
+    assert!(
+        layer(&template, &v2).is_dir(),
+        "the child template stands on v2"
+    );
+    assert!(layer(&template, &v3).is_dir());
+    let child_sandbox = fx.sandbox("courier-it-gc-child").await;
+    assert_eq!(stdout(&child_sandbox, "cat /opt/version").await, "v2\n");
+    child_sandbox.kill().await.unwrap();
+}

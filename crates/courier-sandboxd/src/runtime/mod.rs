@@ -535,6 +535,15 @@ impl Runtime {
         list
     }
 
+    /// Every layer directory a known sandbox is built on (their overlays use them as
+    /// lower dirs, so they must stay until those sandboxes are gone).
+    pub fn layers_in_use(&self) -> HashSet<PathBuf> {
+        let map = self.sandboxes.lock().expect("lock");
+        map.values()
+            .flat_map(|e| e.state.spec.layers.iter().cloned())
+            .collect()
+    }
+
     /// The handle of sandbox `id`.
     pub fn get(&self, id: &str) -> Result<SandboxHandle> {
         self.with_entry(id, |e| Ok(e.state.handle.clone()))

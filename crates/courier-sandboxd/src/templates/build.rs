@@ -229,6 +229,8 @@ impl Build<'_> {
         if let Err(e) = outcome {
             tracing::error!(template = self.template_id, build = self.build_id, error = %e, "recording the build's outcome failed");
         }
+        // A new version may have made the previous one's layer unused.
+        self.server.collect_layer_garbage().await;
     }
 
     async fn run_steps(&self, recipe: &Recipe) -> Result<BuiltVersion, Failure> {
