@@ -76,3 +76,18 @@ def test_allow_internet_access_reaches_outside_but_not_host_loopback(outside_url
         assert blocked.stdout.strip().endswith("blocked")
     finally:
         sbx.kill()
+
+
+def test_egress_rules_are_refused_not_silently_ignored():
+    from e2b.exceptions import SandboxException
+
+    with pytest.raises(SandboxException) as refused:
+        Sandbox.create(timeout=SANDBOX_TIMEOUT, network={"deny_out": ["8.8.8.8"]})
+    assert "network.denyOut" in str(refused.value)
+
+    # E2B's own spelling of "no internet" is understood.
+    sbx = Sandbox.create(timeout=SANDBOX_TIMEOUT, network={"deny_out": ["0.0.0.0/0"]})
+    try:
+        assert _interfaces(sbx) == ["lo"]
+    finally:
+        sbx.kill()

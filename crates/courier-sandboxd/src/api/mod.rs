@@ -152,6 +152,15 @@ async fn create(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<Respon
         .template_id
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::bad_request("templateID is required"))?;
+    let network_allows = match &body.network {
+        Some(network) => models::network_allows_internet(network).map_err(ApiError::bad_request)?,
+        None => None,
+    };
+    if network_allows == Some(false) && body.allow_internet_access == Some(true) {
+        return Err(ApiError::bad_request(
+            "allow_internet_access = true contradicts network.denyOut = [\"0.0.0.0/0\"]",
+        ));
+    }
     let request = CreateRequest {
         template,
         timeout: body.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs),

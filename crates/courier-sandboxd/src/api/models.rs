@@ -29,6 +29,54 @@ pub(crate) struct NewSandbox {
     pub memory_mb: Option<u64>,
     /// Courier extension: CPU count.
     pub cpu_count: Option<u32>,
+    /// `SandboxNetworkConfig`: only what maps onto on/off outbound access is accepted
+    /// (see [`network_allows_internet`]).
+    pub network: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Reads a create request's `network` config: `None` when it says nothing about
+/// outbound access, `Some(false)` for `denyOut: ["0.0.0.0/0"]` (E2B's spelling of no
+/// internet). Anything finer (allow/deny lists, DNS servers, egress proxy, rules,
+/// private sandbox URLs) is refused with the field named, rather than accepted and not
+/// enforced: a sandbox must never have more access than its creator asked for.
+pub(crate) fn network_allows_internet(
+    network: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<bool>, String> {
+    use serde_json::Value;
+    let unsupported = |field: &str| {
+        Err(format!(
+            "network.{field} is not supported by courier-sandboxd: outbound access is all or \
+             nothing; use allow_internet_access (true or false)"
+        ))
+    };
+    let mut allows = None;
+    for (field, value) in network {
+        let empty = match value {
+            Value::Null => true,
+            Value::Array(items) => items.is_empty(),
+            Value::Object(map) => map.is_empty(),
+            Value::String(s) => s.is_empty(),
+            _ => false,
+        };
+        match field.as_str() {
+            _ if empty => {}
+            "denyOut" => match value.as_array().map(Vec::as_slice) {
+                Some([only]) if only == "0.0.0.0/0" => allows = Some(false),
+                _ => return unsupported("denyOut"),
+            },
+            "allowPublicTraffic" if value == &Value::Bool(true) => {}
+            "allowPublicTraffic" => {
+                return Err(
+                    "network.allowPublicTraffic = false (token-protected sandbox URLs) \
+                            is not supported by courier-sandboxd: sandbox URLs are reachable by \
+                            whoever can reach its proxy"
+                        .to_owned(),
+                );
+            }
+            other => return unsupported(other),
+        }
+    }
+    Ok(allows)
 }
 
 /// Body of connect (v2 and legacy) and the deprecated resume.
@@ -215,4 +263,40 @@ pub(crate) struct TemplateItem {
     pub build_count: u64,
     pub envd_version: &'static str,
     pub build_status: &'static str,
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::network_allows_internet;
+
+    fn check(json: &str) -> Result<Option<bool>, String> {
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        network_allows_internet(value.as_object().unwrap())
+    }
+
+    #[test]
+    fn only_all_or_nothing_outbound_access_is_accepted() {
+        assert_eq!(check("{}"), Ok(None));
+        assert_eq!(
+            check(r#"{"allowPublicTraffic": true, "allowOut": []}"#),
+            Ok(None)
+        );
+        assert_eq!(check(r#"{"denyOut": ["0.0.0.0/0"]}"#), Ok(Some(false)));
+        for (json, field) in [
+            (r#"{"denyOut": ["8.8.8.8"]}"#, "network.denyOut"),
+            (r#"{"allowOut": ["example.com"]}"#, "network.allowOut"),
+            (r#"{"dnsServers": ["1.1.1.1"]}"#, "network.dnsServers"),
+            (
+                r#"{"egressProxy": {"url": "socks5://x"}}"#,
+                "network.egressProxy",
+            ),
+            (
+                r#"{"allowPublicTraffic": false}"#,
+                "network.allowPublicTraffic",
+            ),
+        ] {
+            let err = check(json).unwrap_err();
+            assert!(err.contains(field), "{json}: {err}");
+        }
+    }
 }
