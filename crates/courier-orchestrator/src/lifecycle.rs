@@ -138,6 +138,19 @@ pub fn reattach_command(skip: usize) -> String {
     )
 }
 
+/// A create the provider answered 404: the sandbox does not exist yet, so what is
+/// missing is its template. Says so and names the fix.
+fn missing_template(error: courier_e2b::Error, tool: ToolId, template: &str) -> OrchestratorError {
+    match error {
+        courier_e2b::Error::NotFound { .. } => OrchestratorError::TemplateMissing {
+            template: template.to_owned(),
+            tool: tool.as_str(),
+            hint: crate::templates::build_hint(tool),
+        },
+        other => other.into(),
+    }
+}
+
 /// How long one setup command may run.
 const SETUP_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long the kill-time commit and push may take.
@@ -378,7 +391,8 @@ impl Orchestrator {
                     allow_internet_access: Some(self.sandbox_internet),
                     ..Default::default()
                 })
-                .await?;
+                .await
+                .map_err(|e| missing_template(e, valid.tool, &valid.template))?;
             provider_id = Some(record.sandbox_id.clone());
             self.store
                 .set_provider_sandbox_id(sandbox.id, &record.sandbox_id)
@@ -1394,6 +1408,54 @@ mod tests {
         let messages = w.store.list_messages(sandbox.id, 0, 10).await.unwrap();
         assert_eq!(messages[0].role, MessageRole::User);
         assert_eq!(messages[1].status, MessageStatus::Completed);
+    }
+
+    #[tokio::test]
+    async fn a_create_whose_tool_template_is_missing_says_so_and_names_the_fix() {
+        let w = world(None, true).await;
+        let mut api = MockSandboxApi::new();
+        api.expect_create().times(1).returning(|new| {
+            Err(courier_e2b::Error::NotFound {
+                kind: courier_e2b::NotFoundKind::Sandbox,
+                message: format!("template {} not found", new.template_id),
+            })
+        });
+        api.expect_kill().times(0);
+        let orchestrator = Orchestrator::new(
+            w.store.clone(),
+            Arc::new(api),
+            w.vault.clone(),
+            EventHub::default(),
+        );
+        let err = orchestrator.create(w.request()).await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(&err, OrchestratorError::TemplateMissing { template, tool: "claude", .. } if template == "claude"),
+            "{err:?}"
+        );
+        assert!(
+            message.contains("courier templates build claude")
+                && message.contains("POST /v1/template-builds")
+                && message.contains("template_id"),
+            "{message}"
+        );
+        let listed = w
+            .store
+            .list_sandboxes(
+                SandboxFilter {
+                    project_id: Some(w.project),
+                    ..Default::default()
+                },
+                PageRequest::default(),
+            )
+            .await
+            .unwrap();
+        let failed = listed
+            .items
+            .iter()
+            .find(|s| s.status == SandboxStatus::Error)
+            .expect("the failed create is recorded");
+        assert_eq!(failed.error_message.as_deref(), Some(message.as_str()));
     }
 
     #[tokio::test]
