@@ -65,6 +65,7 @@ use crate::keys::{KeyVault, check_required};
 use crate::learnings::{LearningPipeline, active_learnings};
 use crate::pr::{PrPipeline, github_token};
 use crate::stream::{EventHub, RunOutcome, StreamRecorder, record_user_message};
+use crate::templates::ToolTemplates;
 use crate::usage::compute_record_until;
 use crate::{OrchestratorError, Result};
 
@@ -195,6 +196,7 @@ pub struct Orchestrator {
     timeouts: TimeoutPolicy,
     clock: Arc<dyn Clock>,
     sandbox_internet: bool,
+    templates: ToolTemplates,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -212,6 +214,7 @@ impl Orchestrator {
         hub: EventHub,
     ) -> Self {
         Orchestrator {
+            templates: ToolTemplates::new(store.clone(), api.clone()),
             store,
             api,
             vault,
@@ -301,6 +304,31 @@ impl Orchestrator {
     pub fn with_learnings(mut self, pipeline: LearningPipeline) -> Self {
         self.learnings = Some(pipeline);
         self
+    }
+
+    /// Adjusts how the tools' templates are built (install commands, poll interval); the
+    /// default builds them over this orchestrator's store and provider with the
+    /// registry's install commands.
+    ///
+    /// ```no_run
+    /// # fn demo(orchestrator: courier_orchestrator::lifecycle::Orchestrator) {
+    /// use courier_tools::ToolId;
+    /// let orchestrator = orchestrator
+    ///     .with_tool_templates(|t| t.with_install_command(ToolId::Claude, "npm install -g @anthropic-ai/claude-code@2.1.197"));
+    /// # }
+    /// ```
+    pub fn with_tool_templates(
+        mut self,
+        adjust: impl FnOnce(ToolTemplates) -> ToolTemplates,
+    ) -> Self {
+        self.templates = adjust(self.templates);
+        self
+    }
+
+    /// The tools' templates at this orchestrator's provider: build them, find the missing
+    /// ones.
+    pub fn tool_templates(&self) -> &ToolTemplates {
+        &self.templates
     }
 
     /// The event hub subscribers listen on.
