@@ -123,7 +123,7 @@ impl ToolTemplates {
     }
 
     /// The recipe of `tool`'s template: from `base`, RUN as root the install command,
-    /// then RUN (as the template's user) `<cli> --version`, printed after
+    /// then RUN (as the template's user) `<cli> --version` (stdout and stderr), printed after
     /// [`VERSION_MARKER`]. A tool without a template is [`OrchestratorError::InvalidConfig`]
     /// naming `tool` and the tools that have one.
     ///
@@ -155,8 +155,9 @@ impl ToolTemplates {
             })?;
         Ok(Recipe::from_template(BASE_TEMPLATE)
             .step(Step::run_as(install, "root"))
+            // Some CLIs print their version on stderr.
             .step(Step::run(format!(
-                "v=$({} --version) && echo \"{VERSION_MARKER}$v\"",
+                "v=$({} --version 2>&1) && echo \"{VERSION_MARKER}$v\"",
                 spec.binary
             ))))
     }
@@ -399,7 +400,7 @@ mod tests {
             recipe.steps,
             [
                 Step::run_as("npm install -g @anthropic-ai/claude-code", "root"),
-                Step::run("v=$(claude --version) && echo \"courier-cli-version: $v\""),
+                Step::run("v=$(claude --version 2>&1) && echo \"courier-cli-version: $v\""),
             ]
         );
         let recipe = templates
