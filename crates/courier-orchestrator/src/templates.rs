@@ -202,9 +202,13 @@ impl ToolTemplates {
         let follower = self.clone();
         let id = row.id;
         let finished = tokio::spawn(async move {
-            follower
+            let recorded = follower
                 .follow(tool, id, &requested.template_id, &requested.build_id)
-                .await
+                .await;
+            if let Err(e) = &recorded {
+                tracing::error!(tool = %tool, build = %id, error = %e, "could not record the end of a template build");
+            }
+            recorded
         });
         Ok(StartedBuild { row, finished })
     }
@@ -506,6 +510,35 @@ mod tests {
         assert_eq!(
             done.error.as_deref(),
             Some("step 1: command exited with code 1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_build_the_provider_loses_is_failed_saying_so() {
+        let mut api = MockSandboxApi::new();
+        api.expect_build_template()
+            .returning(|_, _| Ok(requested()));
+        api.expect_template_build_status()
+            .times(1)
+            .returning(|_, _, _| {
+                Err(courier_e2b::Error::NotFound {
+                    kind: courier_e2b::NotFoundKind::Template,
+                    message: "build bld1 not found".into(),
+                })
+            });
+        let (_, templates) = templates(api).await;
+        let done = templates
+            .build(ToolId::Opencode)
+            .await
+            .unwrap()
+            .finished
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.status, TemplateBuildStatus::Failed);
+        assert_eq!(
+            done.error.as_deref(),
+            Some("the provider lost the build: build bld1 not found")
         );
     }
 
