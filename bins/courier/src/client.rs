@@ -208,6 +208,22 @@ pub enum KeysCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Builds a tool's sandbox template at the server's provider (from `base`, with the
+    /// CLI installed); needed once on the embedded backend.
+    Build {
+        /// claude, opencode, codex or pi.
+        tool: String,
+    },
+    /// Lists template builds, newest first.
+    List {
+        /// Only this tool's builds.
+        #[arg(long)]
+        tool: Option<String>,
+    },
+}
+
 struct Http {
     client: reqwest::Client,
     base: String,
@@ -785,6 +801,75 @@ pub async fn keys(conn: &Conn, command: KeysCommand) -> Result<()> {
             )
             .await?;
             println!("{provider} key deleted");
+            Ok(())
+        }
+    }
+}
+
+fn template_build_row(b: &Value) -> Vec<String> {
+    vec![
+        s(&b["id"]),
+        s(&b["tool_id"]),
+        s(&b["template_name"]),
+        s(&b["status"]),
+        short_time(&b["created_at"]),
+        b["error"].as_str().unwrap_or("").to_owned(),
+    ]
+}
+
+const TEMPLATE_BUILD_HEADERS: [&str; 6] = ["ID", "TOOL", "TEMPLATE", "STATUS", "CREATED", "ERROR"];
+
+/// `courier templates build|list`.
+pub async fn templates(conn: &Conn, command: TemplatesCommand) -> Result<()> {
+    let http = Http::new(conn)?;
+    match command {
+        TemplatesCommand::Build { tool } => {
+            let build = http
+                .call(
+                    Method::POST,
+                    "/v1/template-builds",
+                    Some(json!({ "tool": tool })),
+                )
+                .await?;
+            if conn.json {
+                print_json(&build);
+            } else {
+                print!(
+                    "{}",
+                    table::render(&TEMPLATE_BUILD_HEADERS, &[template_build_row(&build)])
+                );
+                println!("follow it with: courier templates list --tool {tool}");
+            }
+            Ok(())
+        }
+        TemplatesCommand::List { tool } => {
+            let path = match &tool {
+                Some(tool) if tool.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                    format!("/v1/template-builds?tool={tool}")
+                }
+                Some(tool) => {
+                    return Err(fail(
+                        5,
+                        format!(
+                            "invalid tool {tool:?}: a tool id such as claude, opencode, codex or pi"
+                        ),
+                    ));
+                }
+                None => "/v1/template-builds".to_owned(),
+            };
+            let list = http.call(Method::GET, &path, None).await?;
+            if conn.json {
+                print_json(&list);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(template_build_row)
+                .collect();
+            print!("{}", table::render(&TEMPLATE_BUILD_HEADERS, &rows));
             Ok(())
         }
     }

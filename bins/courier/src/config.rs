@@ -86,6 +86,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "COURIER_SANDBOX_INTERNET",
         "true or false",
     ),
+    (
+        "build_tool_templates",
+        "COURIER_BUILD_TOOL_TEMPLATES",
+        "true or false",
+    ),
 ];
 
 /// How often open pull requests are checked for a merge when nothing else is set.
@@ -129,6 +134,9 @@ pub struct Settings {
     pub pr_poll_interval_secs: u64,
     /// Whether sandboxes get outbound internet; `None` = decide from the provider.
     pub sandbox_internet: Option<bool>,
+    /// Whether `serve` with the embedded backend starts builds of the tool templates it
+    /// lacks (default `true`).
+    pub build_tool_templates: bool,
     /// The file read, and the keys it set (names only).
     pub file: Option<(PathBuf, Vec<String>)>,
 }
@@ -152,6 +160,7 @@ struct FileValues {
     create_rate: Option<u32>,
     pr_poll_interval: Option<u64>,
     sandbox_internet: Option<bool>,
+    build_tool_templates: Option<bool>,
     strings: HashMap<&'static str, String>,
     envd_binary: Option<PathBuf>,
 }
@@ -248,6 +257,14 @@ pub fn resolve(over: Overrides) -> Result<Settings> {
             })?),
             None => file.sandbox_internet,
         },
+        build_tool_templates: match env("COURIER_BUILD_TOOL_TEMPLATES") {
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "bad value for COURIER_BUILD_TOOL_TEMPLATES: expected true or false, got {v:?}"
+                )
+            })?,
+            None => file.build_tool_templates.unwrap_or(true),
+        },
         file: path.map(|p| (p, file.keys)),
     })
 }
@@ -321,6 +338,9 @@ fn parse(text: &str, path: &Path) -> Result<FileValues> {
                 out.pr_poll_interval = Some(u64::try_from(secs).map_err(|_| bad())?);
             }
             "sandbox_internet" => out.sandbox_internet = Some(value.as_bool().ok_or_else(bad)?),
+            "build_tool_templates" => {
+                out.build_tool_templates = Some(value.as_bool().ok_or_else(bad)?)
+            }
             "database_url" => {
                 let url = text()?;
                 if !is_postgres(url) {
@@ -377,6 +397,7 @@ e2b_domain = "example.com"
 github_webhook_secret = "whsec-from-file"
 pr_poll_interval = 0
 sandbox_internet = false
+build_tool_templates = false
 "#,
         )
         .unwrap();
@@ -389,6 +410,7 @@ sandbox_internet = false
         assert_eq!(v.strings["github_webhook_secret"], "whsec-from-file");
         assert_eq!(v.pr_poll_interval, Some(0));
         assert_eq!(v.sandbox_internet, Some(false));
+        assert_eq!(v.build_tool_templates, Some(false));
         assert_eq!(v.keys.len(), KEYS.len());
     }
 

@@ -49,6 +49,13 @@ enum Command {
         #[command(subcommand)]
         command: client::KeysCommand,
     },
+    /// Tool templates at the server's sandbox provider: build, list builds.
+    Templates {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::TemplatesCommand,
+    },
     /// Usage and cost per project.
     Usage {
         #[command(flatten)]
@@ -133,6 +140,7 @@ fn main() -> ExitCode {
             .map_err(client::Failure::from),
             Command::Sandbox { conn, command } => client::sandbox(&conn, command).await,
             Command::Keys { conn, command } => client::keys(&conn, command).await,
+            Command::Templates { conn, command } => client::templates(&conn, command).await,
             Command::Usage { conn } => client::usage(&conn).await,
         }
     });

@@ -361,6 +361,32 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Ok(report) => tracing::info!(?report, "sandboxes reconciled with the provider"),
         Err(e) => tracing::warn!(error = %e, "could not reconcile sandboxes with the provider"),
     }
+    // The embedded backend starts with `base` only: build the tool templates it lacks in
+    // the background (a create needs them; E2B cloud has them already).
+    if provider.embedded.is_some() {
+        if settings.build_tool_templates {
+            let templates = orchestrator.tool_templates().clone();
+            tokio::spawn(async move {
+                match templates.build_missing().await {
+                    Ok(started) if started.is_empty() => {
+                        tracing::info!("every tool template exists at the embedded backend")
+                    }
+                    Ok(started) => {
+                        let tools: Vec<_> = started.iter().map(|b| b.row.tool_id.clone()).collect();
+                        tracing::info!(
+                            ?tools,
+                            "building missing tool templates in the background (courier templates list)"
+                        );
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not check the tool templates"),
+                }
+            });
+        } else {
+            tracing::info!(
+                "tool templates are not built at start (build_tool_templates = false): build one with `courier templates build <tool>`"
+            );
+        }
+    }
     // Merged pull requests are learned from GitHub's webhook when a secret is set, and by
     // the merged-PR poller below (for deployments GitHub cannot reach).
     let github_webhook = match settings.github_webhook_secret.clone() {

@@ -84,6 +84,9 @@ fn serve_with(embedded_sandboxd: bool) -> Served {
     assert!(token.starts_with("courier_"));
     let port = free_port();
     let mut serve = courier(data.path());
+    // Tests build no tool templates at start (npm installs of every CLI); the template
+    // commands are tested on their own.
+    serve.env("COURIER_BUILD_TOOL_TEMPLATES", "false");
     if !embedded_sandboxd {
         serve.env("COURIER_ENVD_BINARY", "/nonexistent/courier-envd");
     }
@@ -223,6 +226,46 @@ fn serve_and_client_commands_with_tables_json_and_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(8));
+}
+
+#[test]
+fn templates_build_and_list_report_what_the_provider_did() {
+    let s = serve();
+    // A tool without a template: invalid input, naming the tools that have one.
+    let out = s.run(&["templates", "build", "shell"]);
+    assert_eq!(out.status.code(), Some(5), "{}", err(&out));
+    assert!(
+        err(&out).contains("allowed: claude, opencode, codex, pi"),
+        "{}",
+        err(&out)
+    );
+    // No sandbox provider here: the build is recorded as failed with the reason.
+    let out = s.run(&["templates", "build", "claude"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out), err(&out));
+    assert!(
+        err(&out).contains("cannot build templates"),
+        "{}",
+        err(&out)
+    );
+    let out = s.run(&["templates", "list"]);
+    assert!(out.status.success(), "{}", err(&out));
+    let table = text(&out);
+    assert!(
+        table.starts_with("ID") && table.contains("claude") && table.contains("failed"),
+        "{table}"
+    );
+    let out = s.run(&["templates", "list", "--tool", "claude", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["items"][0]["tool_id"], "claude");
+    assert_eq!(list["items"][0]["status"], "failed");
+    assert!(
+        list["items"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot build templates")
+    );
+    let out = s.run(&["templates", "list", "--tool", "a&b"]);
+    assert_eq!(out.status.code(), Some(5));
 }
 
 #[test]

@@ -188,6 +188,9 @@ impl From<OrchestratorError> for ApiError {
                 ApiError::MissingProviderKey(e.to_string())
             }
             OrchestratorError::InvalidState { .. } => ApiError::Conflict(e.to_string()),
+            OrchestratorError::TemplateMissing { .. } => {
+                ApiError::invalid("template_id", e.to_string())
+            }
             OrchestratorError::Store(s) => s.into(),
             OrchestratorError::Tools(t) => match t {
                 courier_tools::ToolsError::InvalidValue { field, .. }

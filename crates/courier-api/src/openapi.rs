@@ -353,6 +353,15 @@ pub const ROUTES: &[Route] = &[
         200,
         Some("ItemList"),
     ),
+    r(
+        "post",
+        "/v1/template-builds",
+        "Starts a build of a tool's sandbox template at the provider (from `base`, with the CLI installed); 202 with the build, followed to `succeeded` or `failed`. 422 `invalid` naming `tool` (and the allowed tools) for a tool without a template.",
+        "templates",
+        Some("TemplateBuildRequest"),
+        202,
+        Some("TemplateBuild"),
+    ),
     Route {
         method: "post",
         path: GITHUB_WEBHOOK_PATH,
@@ -548,6 +557,27 @@ fn schemas() -> Value {
                 "event": { "type": ["string", "null"], "description": "The X-GitHub-Event header." },
                 "outcome": { "type": "string", "enum": ["ping", "merged", "ignored"] },
                 "marked": { "type": "array", "items": { "type": "string", "format": "uuid" }, "description": "Sandboxes whose PR status became `merged`." }
+            }
+        },
+        "TemplateBuildRequest": {
+            "type": "object",
+            "required": ["tool"],
+            "properties": {
+                "tool": { "type": "string", "enum": ["claude", "opencode", "codex", "pi"] }
+            }
+        },
+        "TemplateBuild": {
+            "type": "object",
+            "properties": {
+                "id": { "type": "string", "format": "uuid" },
+                "tool_id": { "type": "string" },
+                "template_name": { "type": "string" },
+                "cli_version": { "type": "string" },
+                "status": { "type": "string", "enum": ["pending", "building", "succeeded", "failed"] },
+                "error": nullable_string,
+                "created_at": { "type": "string", "format": "date-time" },
+                "updated_at": { "type": "string", "format": "date-time" },
+                "finished_at": nullable_string
             }
         },
         "ItemList": { "type": "object", "properties": { "items": { "type": "array", "items": any } } }

@@ -63,7 +63,10 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/sandboxes/{id}/events", get(events::stream))
         .route("/sandboxes/{id}/usage", get(sandbox_usage))
         .route("/usage", get(usage))
-        .route("/template-builds", get(template_builds))
+        .route(
+            "/template-builds",
+            get(template_builds).post(build_template),
+        )
         // GitHub sends no token: the route is open and checks the delivery's signature.
         // Its own body limit replaces the API's (set outside, so it runs first).
         .route(
@@ -727,6 +730,47 @@ async fn template_builds(
 ) -> Result<Json<Value>> {
     let items = api.inner.store.list_template_builds(q.tool).await?;
     Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuildTemplateBody {
+    tool: String,
+}
+
+/// `POST /v1/template-builds`: starts a build of the tool's template at the sandbox
+/// provider (server-wide, like the list; any authenticated caller). 202 with the build
+/// row; it is followed to `succeeded` or `failed` in the background.
+async fn build_template(
+    State(api): State<Api>,
+    _caller: Caller,
+    Body(body): Body<BuildTemplateBody>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let buildable = courier_orchestrator::templates::buildable_tools();
+    let allowed = || {
+        buildable
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let tool = body
+        .tool
+        .parse::<courier_tools::ToolId>()
+        .ok()
+        .filter(|t| buildable.contains(t))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "tool",
+                format!(
+                    "{:?} has no template to build; allowed: {}",
+                    body.tool,
+                    allowed()
+                ),
+            )
+        })?;
+    let started = api.inner.orchestrator.tool_templates().build(tool).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(started.row))))
 }
 
 // ---- GitHub ----

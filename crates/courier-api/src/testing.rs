@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use courier_e2b::models::{NewSandbox, SandboxRecord};
 use courier_e2b::{
-    CommandEvent, CommandOutput, CommandSpec, ExitStatus, SandboxApi, SpawnedCommand,
+    BuildRequested, BuildState, BuildStatus, CommandEvent, CommandOutput, CommandSpec, ExitStatus,
+    Recipe, SandboxApi, SpawnedCommand,
 };
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
@@ -18,12 +19,14 @@ use tokio::io::AsyncReadExt;
 /// Runs spawned commands with `bash -c` on the host, in a per-sandbox temp dir standing
 /// in for `/home/user/project`. Setup commands (`run`) are recorded, not executed, so
 /// nothing outside the temp dir is touched; the tool's kill command kills the sandbox's
-/// processes.
+/// processes. Template builds are recorded (see [`HostSandboxApi::built`]), not run, and
+/// report `ready` at once.
 #[derive(Debug)]
 pub struct HostSandboxApi {
     root: tempfile::TempDir,
     next: Mutex<u32>,
     pids: Mutex<HashMap<String, Vec<u32>>>,
+    builds: Mutex<Vec<(String, Recipe)>>,
 }
 
 impl HostSandboxApi {
@@ -33,7 +36,13 @@ impl HostSandboxApi {
             root: tempfile::tempdir().unwrap(),
             next: Mutex::new(0),
             pids: Mutex::default(),
+            builds: Mutex::default(),
         }
+    }
+
+    /// The template builds asked for so far: (template name, recipe).
+    pub fn built(&self) -> Vec<(String, Recipe)> {
+        self.builds.lock().unwrap().clone()
     }
 
     fn dir(&self, id: &str) -> PathBuf {
@@ -173,6 +182,36 @@ impl SandboxApi for HostSandboxApi {
     }
     async fn read_file(&self, _s: &SandboxRecord, _p: &str) -> courier_e2b::Result<Bytes> {
         Ok(Bytes::new())
+    }
+    async fn build_template(
+        &self,
+        name: &str,
+        recipe: Recipe,
+    ) -> courier_e2b::Result<BuildRequested> {
+        let mut builds = self.builds.lock().unwrap();
+        builds.push((name.to_owned(), recipe));
+        Ok(BuildRequested {
+            template_id: format!("tpl-{name}"),
+            build_id: format!("build{}", builds.len()),
+            public: false,
+            names: vec![name.to_owned()],
+            tags: Vec::new(),
+            aliases: vec![name.to_owned()],
+        })
+    }
+    async fn template_build_status(
+        &self,
+        template_id: &str,
+        build_id: &str,
+        _logs_offset: usize,
+    ) -> courier_e2b::Result<BuildStatus> {
+        Ok(BuildStatus {
+            template_id: template_id.to_owned(),
+            build_id: build_id.to_owned(),
+            status: BuildState::Ready,
+            log_entries: Vec::new(),
+            reason: None,
+        })
     }
 }
 

@@ -962,3 +962,65 @@ async fn shutdown_ends_open_streams_and_fails_readiness() {
     s.post(&s.alice, &format!("/v1/sandboxes/{id}/kill"), json!({}))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_builds_start_for_tools_with_a_template_and_are_followed_to_their_end() {
+    let s = server().await;
+    for bad in [json!({"tool": "shell"}), json!({"tool": "nope"})] {
+        let (status, body) = s
+            .call(
+                Method::POST,
+                &s.alice,
+                "/v1/template-builds",
+                Some(bad.clone()),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (422, Some("tool")),
+            "{bad}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("allowed: claude, opencode, codex, pi"),
+            "{message}"
+        );
+    }
+    let (status, _) = s
+        .call(
+            Method::POST,
+            &s.alice,
+            "/v1/template-builds",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    let (status, build) = s
+        .call(
+            Method::POST,
+            &s.alice,
+            "/v1/template-builds",
+            Some(json!({"tool": "claude"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{build}");
+    assert_eq!(build["tool_id"], "claude");
+    assert_eq!(build["template_name"], "claude");
+    assert_eq!(build["cli_version"], "latest");
+    assert_eq!(build["status"], "building");
+    // The provider (the host stand-in) reports the build ready: the row follows.
+    let mut finished = Value::Null;
+    for _ in 0..200 {
+        let (_, list) = s.get(&s.bob, "/v1/template-builds?tool=claude").await;
+        let row = list["items"][0].clone();
+        if row["status"] != "building" {
+            finished = row;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(finished["id"], build["id"]);
+    assert_eq!(finished["status"], "succeeded");
+    assert_eq!(finished["error"], Value::Null);
+}

@@ -13,6 +13,8 @@ pub enum NotFoundKind {
     File,
     /// A process inside a sandbox.
     Process,
+    /// A template or template build (the template routes' 404).
+    Template,
 }
 
 impl std::fmt::Display for NotFoundKind {
@@ -21,6 +23,7 @@ impl std::fmt::Display for NotFoundKind {
             NotFoundKind::Sandbox => "sandbox",
             NotFoundKind::File => "file",
             NotFoundKind::Process => "process",
+            NotFoundKind::Template => "template",
         })
     }
 }
@@ -97,6 +100,18 @@ pub enum Error {
     #[error("protocol error: {message}")]
     Protocol {
         /// What was wrong.
+        message: String,
+    },
+    /// A template build ended in `error` ([`Templates::wait`](crate::Templates::wait)).
+    #[error("template build {template_id}/{build_id} failed{}: {message}", step.as_deref().map(|s| format!(" at step {s}")).unwrap_or_default())]
+    BuildFailed {
+        /// The template.
+        template_id: String,
+        /// The build.
+        build_id: String,
+        /// The failed step as the provider names it (1-based index, or `base`/`finalize`).
+        step: Option<String>,
+        /// The provider's reason.
         message: String,
     },
     /// The connection failed (DNS, TCP, TLS, reset).

@@ -65,6 +65,11 @@
 //! [`ConnectionConfigBuilder::codec`] to [`codec::Codec::Json`] to send exactly what the
 //! official SDKs send.
 //!
+//! **Build templates.** [`Client::templates`] is E2B's template build API: request a
+//! build, start it from a typed [`Recipe`] of [`Step`]s, follow its logs with
+//! [`Templates::wait`] (a failed build is [`Error::BuildFailed`], naming the step), list
+//! and delete templates.
+//!
 //! **Testing your code.** [`SandboxApi`] is the slice an orchestrator needs, as a
 //! dyn-compatible trait; with the `mocks` feature, `MockSandboxApi` (mockall) implements it.
 
@@ -87,8 +92,9 @@ mod secret;
 
 #[cfg(feature = "client")]
 pub use api::{
-    Client, DEBUG_ENVD_VERSION, DEBUG_SANDBOX_ID, SandboxPage, SandboxQuery, SandboxStream,
-    SortOrder, models,
+    BuildLogEntry, BuildReason, BuildRequest, BuildRequested, BuildState, BuildStatus, Client,
+    DEBUG_ENVD_VERSION, DEBUG_SANDBOX_ID, DEFAULT_BUILD_POLL_INTERVAL, Recipe, SandboxPage,
+    SandboxQuery, SandboxStream, SortOrder, Step, TemplateInfo, Templates, models,
 };
 #[cfg(feature = "client")]
 pub use config::{

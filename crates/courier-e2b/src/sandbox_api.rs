@@ -7,7 +7,8 @@ use bytes::Bytes;
 use futures::{StreamExt, stream::BoxStream};
 
 use crate::{
-    Client, CommandEvent, CommandOutput, Error, Result, Sandbox, SandboxQuery,
+    BuildRequest, BuildRequested, BuildStatus, Client, CommandEvent, CommandOutput, Error, Recipe,
+    Result, Sandbox, SandboxQuery, TemplateInfo,
     envd::DEFAULT_COMMAND_TIMEOUT,
     models::{ListedSandbox, NewSandbox, SandboxRecord},
 };
@@ -157,6 +158,39 @@ pub trait SandboxApi: Send + Sync {
             message: "this sandbox provider cannot list sandboxes".to_owned(),
         })
     }
+    /// Requests a build of template `name` and starts it with `recipe`; the build runs in
+    /// the background (follow it with [`SandboxApi::template_build_status`]).
+    ///
+    /// The default answers [`Error::InvalidArgument`]: a provider that cannot build.
+    async fn build_template(&self, name: &str, recipe: Recipe) -> Result<BuildRequested> {
+        let _ = (name, recipe);
+        Err(Error::InvalidArgument {
+            message: "this sandbox provider cannot build templates".to_owned(),
+        })
+    }
+    /// A build's status with its log entries from `logs_offset` on.
+    ///
+    /// The default answers [`Error::InvalidArgument`]: a provider that cannot build.
+    async fn template_build_status(
+        &self,
+        template_id: &str,
+        build_id: &str,
+        logs_offset: usize,
+    ) -> Result<BuildStatus> {
+        let _ = (template_id, build_id, logs_offset);
+        Err(Error::InvalidArgument {
+            message: "this sandbox provider cannot build templates".to_owned(),
+        })
+    }
+    /// Every template the provider has, whatever its build status.
+    ///
+    /// The default answers [`Error::InvalidArgument`]: a provider that cannot list
+    /// templates.
+    async fn list_templates(&self) -> Result<Vec<TemplateInfo>> {
+        Err(Error::InvalidArgument {
+            message: "this sandbox provider cannot list templates".to_owned(),
+        })
+    }
 }
 
 fn command(sandbox: &Sandbox, spec: CommandSpec) -> crate::RunCommand {
@@ -247,6 +281,30 @@ impl SandboxApi for Client {
         use futures::TryStreamExt as _;
         Client::list(self, SandboxQuery::new()).try_collect().await
     }
+
+    async fn build_template(&self, name: &str, recipe: Recipe) -> Result<BuildRequested> {
+        let templates = self.templates();
+        let build = templates.request_build(&BuildRequest::new(name)).await?;
+        templates
+            .start_build(&build.template_id, &build.build_id, &recipe)
+            .await?;
+        Ok(build)
+    }
+
+    async fn template_build_status(
+        &self,
+        template_id: &str,
+        build_id: &str,
+        logs_offset: usize,
+    ) -> Result<BuildStatus> {
+        self.templates()
+            .build_status(template_id, build_id, logs_offset)
+            .await
+    }
+
+    async fn list_templates(&self) -> Result<Vec<TemplateInfo>> {
+        self.templates().list().await
+    }
 }
 
 #[cfg(test)]
@@ -261,6 +319,25 @@ mod tests {
             .returning(|_| Ok(true));
         let api: Box<dyn SandboxApi> = Box::new(mock);
         assert!(api.kill("abc").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn template_builds_are_mockable() {
+        let mut mock = MockSandboxApi::new();
+        mock.expect_template_build_status()
+            .withf(|t, b, offset| t == "t1" && b == "b1" && *offset == 3)
+            .returning(|t, b, _| {
+                Ok(BuildStatus {
+                    template_id: t.to_owned(),
+                    build_id: b.to_owned(),
+                    status: crate::BuildState::Ready,
+                    log_entries: Vec::new(),
+                    reason: None,
+                })
+            });
+        let api: Box<dyn SandboxApi> = Box::new(mock);
+        let status = api.template_build_status("t1", "b1", 3).await.unwrap();
+        assert_eq!(status.status, crate::BuildState::Ready);
     }
 
     #[tokio::test]

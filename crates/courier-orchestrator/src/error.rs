@@ -39,6 +39,17 @@ pub enum OrchestratorError {
         /// The key's provider.
         provider: Provider,
     },
+    /// The sandbox's template does not exist at the provider (a tool template that was
+    /// never built there, or a custom template that is not there).
+    #[error("template {template} for {tool} does not exist at the sandbox provider: {hint}")]
+    TemplateMissing {
+        /// The template asked for.
+        template: String,
+        /// The tool id, e.g. `claude`.
+        tool: &'static str,
+        /// How to fix it (the build command and route, or a custom `template_id`).
+        hint: String,
+    },
     /// The operation is not allowed in the sandbox's current state.
     #[error("sandbox {id} is {status}: cannot {action}")]
     InvalidState {

@@ -22,6 +22,8 @@
 //!   followed to `merged` by polling or a signed webhook.
 //! - [`learnings`]: learnings extracted from a finished sandbox's transcript by an LLM,
 //!   merged, compiled into the project's active version and given to later sandboxes.
+//! - [`templates`]: each tool's sandbox template built at the provider from `base` with
+//!   the CLI installed, recorded in `template_builds` and followed to its end.
 //! - [`stream`]: an agent's output bytes turned into persisted messages and published
 //!   events, with late subscribers replaying from the store without gaps or duplicates.
 //!
@@ -41,6 +43,7 @@ pub mod learnings;
 pub mod lifecycle;
 pub mod pr;
 pub mod stream;
+pub mod templates;
 pub mod usage;
 
 #[cfg(test)]

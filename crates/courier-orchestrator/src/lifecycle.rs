@@ -65,6 +65,7 @@ use crate::keys::{KeyVault, check_required};
 use crate::learnings::{LearningPipeline, active_learnings};
 use crate::pr::{PrPipeline, github_token};
 use crate::stream::{EventHub, RunOutcome, StreamRecorder, record_user_message};
+use crate::templates::ToolTemplates;
 use crate::usage::compute_record_until;
 use crate::{OrchestratorError, Result};
 
@@ -138,6 +139,19 @@ pub fn reattach_command(skip: usize) -> String {
     )
 }
 
+/// A create the provider answered 404: the sandbox does not exist yet, so what is
+/// missing is its template. Says so and names the fix.
+fn missing_template(error: courier_e2b::Error, tool: ToolId, template: &str) -> OrchestratorError {
+    match error {
+        courier_e2b::Error::NotFound { .. } => OrchestratorError::TemplateMissing {
+            template: template.to_owned(),
+            tool: tool.as_str(),
+            hint: crate::templates::build_hint(tool),
+        },
+        other => other.into(),
+    }
+}
+
 /// How long one setup command may run.
 const SETUP_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long the kill-time commit and push may take.
@@ -182,6 +196,7 @@ pub struct Orchestrator {
     timeouts: TimeoutPolicy,
     clock: Arc<dyn Clock>,
     sandbox_internet: bool,
+    templates: ToolTemplates,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -199,6 +214,7 @@ impl Orchestrator {
         hub: EventHub,
     ) -> Self {
         Orchestrator {
+            templates: ToolTemplates::new(store.clone(), api.clone()),
             store,
             api,
             vault,
@@ -290,6 +306,31 @@ impl Orchestrator {
         self
     }
 
+    /// Adjusts how the tools' templates are built (install commands, poll interval); the
+    /// default builds them over this orchestrator's store and provider with the
+    /// registry's install commands.
+    ///
+    /// ```no_run
+    /// # fn demo(orchestrator: courier_orchestrator::lifecycle::Orchestrator) {
+    /// use courier_tools::ToolId;
+    /// let orchestrator = orchestrator
+    ///     .with_tool_templates(|t| t.with_install_command(ToolId::Claude, "npm install -g @anthropic-ai/claude-code@2.1.197"));
+    /// # }
+    /// ```
+    pub fn with_tool_templates(
+        mut self,
+        adjust: impl FnOnce(ToolTemplates) -> ToolTemplates,
+    ) -> Self {
+        self.templates = adjust(self.templates);
+        self
+    }
+
+    /// The tools' templates at this orchestrator's provider: build them, find the missing
+    /// ones.
+    pub fn tool_templates(&self) -> &ToolTemplates {
+        &self.templates
+    }
+
     /// The event hub subscribers listen on.
     pub fn hub(&self) -> &EventHub {
         &self.hub
@@ -378,7 +419,8 @@ impl Orchestrator {
                     allow_internet_access: Some(self.sandbox_internet),
                     ..Default::default()
                 })
-                .await?;
+                .await
+                .map_err(|e| missing_template(e, valid.tool, &valid.template))?;
             provider_id = Some(record.sandbox_id.clone());
             self.store
                 .set_provider_sandbox_id(sandbox.id, &record.sandbox_id)
@@ -1394,6 +1436,54 @@ mod tests {
         let messages = w.store.list_messages(sandbox.id, 0, 10).await.unwrap();
         assert_eq!(messages[0].role, MessageRole::User);
         assert_eq!(messages[1].status, MessageStatus::Completed);
+    }
+
+    #[tokio::test]
+    async fn a_create_whose_tool_template_is_missing_says_so_and_names_the_fix() {
+        let w = world(None, true).await;
+        let mut api = MockSandboxApi::new();
+        api.expect_create().times(1).returning(|new| {
+            Err(courier_e2b::Error::NotFound {
+                kind: courier_e2b::NotFoundKind::Sandbox,
+                message: format!("template {} not found", new.template_id),
+            })
+        });
+        api.expect_kill().times(0);
+        let orchestrator = Orchestrator::new(
+            w.store.clone(),
+            Arc::new(api),
+            w.vault.clone(),
+            EventHub::default(),
+        );
+        let err = orchestrator.create(w.request()).await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(&err, OrchestratorError::TemplateMissing { template, tool: "claude", .. } if template == "claude"),
+            "{err:?}"
+        );
+        assert!(
+            message.contains("courier templates build claude")
+                && message.contains("POST /v1/template-builds")
+                && message.contains("template_id"),
+            "{message}"
+        );
+        let listed = w
+            .store
+            .list_sandboxes(
+                SandboxFilter {
+                    project_id: Some(w.project),
+                    ..Default::default()
+                },
+                PageRequest::default(),
+            )
+            .await
+            .unwrap();
+        let failed = listed
+            .items
+            .iter()
+            .find(|s| s.status == SandboxStatus::Error)
+            .expect("the failed create is recorded");
+        assert_eq!(failed.error_message.as_deref(), Some(message.as_str()));
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 pub mod models;
 mod query;
 mod retry;
+mod templates;
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -14,6 +15,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use url::Url;
 
 pub use query::{SandboxPage, SandboxQuery, SortOrder};
+pub use templates::{
+    BuildLogEntry, BuildReason, BuildRequest, BuildRequested, BuildState, BuildStatus,
+    DEFAULT_BUILD_POLL_INTERVAL, Recipe, Step, TemplateInfo, Templates,
+};
 
 use crate::{
     ConnectionConfig, Error, Result,

@@ -1,0 +1,604 @@
+//! Tool templates: each agent CLI's sandbox template (`claude`, `opencode`, …) built at
+//! the provider from `base` with the CLI installed, each build recorded in the store's
+//! `template_builds` table and followed to `succeeded` or `failed`.
+//!
+//! E2B cloud has these templates; an embedded courier-sandboxd starts with `base` only,
+//! so [`ToolTemplates::build`] (or [`ToolTemplates::build_missing`] at start) makes them.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use courier_e2b::{BuildState, Recipe, SandboxApi, Step};
+use courier_store::{NewTemplateBuild, Store, TemplateBuild, TemplateBuildStatus};
+use courier_tools::{ToolId, registry::spec};
+use tokio::task::JoinHandle;
+
+use crate::{OrchestratorError, Result};
+
+/// The template every tool template is built from.
+pub const BASE_TEMPLATE: &str = "base";
+/// What the recipe's version step prints before the CLI's `--version` output.
+pub const VERSION_MARKER: &str = "courier-cli-version: ";
+/// Recorded as a build's `cli_version`: the install command takes whatever is current.
+pub const LATEST: &str = "latest";
+/// How often a build's status is polled by default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Status reads that may fail in a row (provider restarting, network blip) before the
+/// build is recorded as failed.
+const MAX_STATUS_ERRORS: u32 = 30;
+
+/// The tools that have a template of their own (an install command in the registry).
+///
+/// ```
+/// use courier_orchestrator::templates::buildable_tools;
+/// use courier_tools::ToolId;
+/// assert!(buildable_tools().contains(&ToolId::Claude));
+/// assert!(!buildable_tools().contains(&ToolId::Shell));
+/// ```
+pub fn buildable_tools() -> Vec<ToolId> {
+    ToolId::ALL
+        .into_iter()
+        .filter(|t| spec(*t).install_command.is_some())
+        .collect()
+}
+
+/// The CLI version in a build log line printed by the recipe's version step.
+///
+/// ```
+/// use courier_orchestrator::templates::cli_version_in;
+/// assert_eq!(cli_version_in("courier-cli-version: 2.1.197 (Claude Code)"), Some("2.1.197 (Claude Code)"));
+/// assert_eq!(cli_version_in("[2/2] RUN claude --version"), None);
+/// ```
+pub fn cli_version_in(line: &str) -> Option<&str> {
+    line.trim()
+        .strip_prefix(VERSION_MARKER)
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// A build that was started: its row (`building`) and the task following it to its end.
+#[derive(Debug)]
+pub struct StartedBuild {
+    /// The `template_builds` row, as of the start.
+    pub row: TemplateBuild,
+    /// Ends with the row as finally recorded. Dropping it does not stop the following.
+    pub finished: JoinHandle<Result<TemplateBuild>>,
+}
+
+/// Builds the tools' templates at the provider and records each build.
+///
+/// ```no_run
+/// # async fn demo(store: std::sync::Arc<dyn courier_store::Store>, api: std::sync::Arc<dyn courier_e2b::SandboxApi>) -> courier_orchestrator::Result<()> {
+/// use courier_orchestrator::templates::ToolTemplates;
+/// use courier_tools::ToolId;
+/// let templates = ToolTemplates::new(store, api);
+/// let started = templates.build(ToolId::Claude).await?;
+/// println!("build {} is {}", started.row.id, started.row.status);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ToolTemplates {
+    store: Arc<dyn Store>,
+    api: Arc<dyn SandboxApi>,
+    install: HashMap<ToolId, String>,
+    poll_interval: Duration,
+}
+
+impl std::fmt::Debug for ToolTemplates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolTemplates")
+            .field("install", &self.install)
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ToolTemplates {
+    /// Tool templates over this store and provider, with the registry's install commands.
+    pub fn new(store: Arc<dyn Store>, api: Arc<dyn SandboxApi>) -> ToolTemplates {
+        ToolTemplates {
+            store,
+            api,
+            install: HashMap::new(),
+            poll_interval: DEFAULT_POLL_INTERVAL,
+        }
+    }
+
+    /// Installs `tool` with `command` (run as root) instead of the registry's install
+    /// command: a pinned version, a mirror, or a test's fake CLI.
+    pub fn with_install_command(mut self, tool: ToolId, command: impl Into<String>) -> Self {
+        self.install.insert(tool, command.into());
+        self
+    }
+
+    /// Installs with these commands (tool → command) instead of the registry's.
+    pub fn with_install_commands(mut self, commands: HashMap<ToolId, String>) -> Self {
+        self.install.extend(commands);
+        self
+    }
+
+    /// Polls build status every `interval` (default [`DEFAULT_POLL_INTERVAL`]).
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// The recipe of `tool`'s template: from `base`, RUN as root the install command,
+    /// then RUN (as the template's user) `<cli> --version` (stdout and stderr), printed after
+    /// [`VERSION_MARKER`]. A tool without a template is [`OrchestratorError::InvalidConfig`]
+    /// naming `tool` and the tools that have one.
+    ///
+    /// ```
+    /// # async fn demo(store: std::sync::Arc<dyn courier_store::Store>, api: std::sync::Arc<dyn courier_e2b::SandboxApi>) {
+    /// use courier_orchestrator::templates::ToolTemplates;
+    /// let recipe = ToolTemplates::new(store, api).recipe(courier_tools::ToolId::Claude).unwrap();
+    /// assert_eq!(recipe.from_template, "base");
+    /// # }
+    /// ```
+    pub fn recipe(&self, tool: ToolId) -> Result<Recipe> {
+        let spec = spec(tool);
+        let install = self
+            .install
+            .get(&tool)
+            .map(String::as_str)
+            .or(spec.install_command)
+            .ok_or_else(|| OrchestratorError::InvalidConfig {
+                field: "tool",
+                message: format!(
+                    "{tool} has no template to build (it runs in {}); tools with one: {}",
+                    spec.default_template,
+                    buildable_tools()
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
+        Ok(Recipe::from_template(BASE_TEMPLATE)
+            .step(Step::run_as(install, "root"))
+            // Some CLIs print their version on stderr.
+            .step(Step::run(format!(
+                "v=$({} --version 2>&1) && echo \"{VERSION_MARKER}$v\"",
+                spec.binary
+            ))))
+    }
+
+    /// Starts a build of `tool`'s template (named after its `default_template`): a
+    /// `template_builds` row (`cli_version` [`LATEST`]) goes `pending` → `building`, and
+    /// a background task follows the provider's build to `succeeded`, or `failed` with
+    /// the provider's reason (step and message). If the provider refuses to start it the
+    /// row is `failed` and the provider's error returned.
+    pub async fn build(&self, tool: ToolId) -> Result<StartedBuild> {
+        let recipe = self.recipe(tool)?;
+        let template = spec(tool).default_template;
+        let row = self
+            .store
+            .create_template_build(NewTemplateBuild {
+                tool_id: tool.as_str().to_owned(),
+                template_name: template.to_owned(),
+                cli_version: LATEST.to_owned(),
+            })
+            .await?;
+        let requested = match self.api.build_template(template, recipe).await {
+            Ok(requested) => requested,
+            Err(e) => {
+                let message = format!("the provider did not start the build: {e}");
+                self.store
+                    .update_template_build(row.id, TemplateBuildStatus::Failed, Some(message))
+                    .await?;
+                return Err(e.into());
+            }
+        };
+        let row = self
+            .store
+            .update_template_build(row.id, TemplateBuildStatus::Building, None)
+            .await?;
+        tracing::info!(
+            tool = %tool,
+            template,
+            template_id = %requested.template_id,
+            build_id = %requested.build_id,
+            "template build started"
+        );
+        let follower = self.clone();
+        let id = row.id;
+        let finished = tokio::spawn(async move {
+            let recorded = follower
+                .follow(tool, id, &requested.template_id, &requested.build_id)
+                .await;
+            if let Err(e) = &recorded {
+                tracing::error!(tool = %tool, build = %id, error = %e, "could not record the end of a template build");
+            }
+            recorded
+        });
+        Ok(StartedBuild { row, finished })
+    }
+
+    /// The buildable tools whose template the provider lacks, or has only as a failed
+    /// build.
+    pub async fn missing(&self) -> Result<Vec<TemplateMissing>> {
+        let templates = self.api.list_templates().await?;
+        Ok(buildable_tools()
+            .into_iter()
+            .filter_map(|tool| {
+                let name = spec(tool).default_template;
+                let found = templates.iter().find(|t| t.is_named(name));
+                match found {
+                    None => Some(TemplateMissing {
+                        tool,
+                        failed: false,
+                    }),
+                    Some(t) if t.build_status == BuildState::Error => {
+                        Some(TemplateMissing { tool, failed: true })
+                    }
+                    Some(_) => None,
+                }
+            })
+            .collect())
+    }
+
+    /// Starts a build for every tool in [`ToolTemplates::missing`]; a tool whose build
+    /// does not start is logged and skipped.
+    pub async fn build_missing(&self) -> Result<Vec<StartedBuild>> {
+        let mut started = Vec::new();
+        for missing in self.missing().await? {
+            match self.build(missing.tool).await {
+                Ok(build) => started.push(build),
+                Err(e) => {
+                    tracing::warn!(tool = %missing.tool, error = %e, "tool template build did not start")
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    /// Polls the provider's build until it ends, logging its lines, and records the end.
+    async fn follow(
+        &self,
+        tool: ToolId,
+        id: courier_store::TemplateBuildId,
+        template_id: &str,
+        build_id: &str,
+    ) -> Result<TemplateBuild> {
+        let mut offset = 0usize;
+        let mut errors = 0u32;
+        let mut version = None::<String>;
+        let outcome = loop {
+            match self
+                .api
+                .template_build_status(template_id, build_id, offset)
+                .await
+            {
+                Ok(status) => {
+                    errors = 0;
+                    offset += status.log_entries.len();
+                    for entry in &status.log_entries {
+                        if let Some(v) = cli_version_in(&entry.message) {
+                            version = Some(v.to_owned());
+                        }
+                        tracing::debug!(tool = %tool, build_id, step = entry.step.as_deref().unwrap_or(""), "{}", entry.message);
+                    }
+                    match status.status {
+                        BuildState::Ready if status.log_entries.is_empty() => break Ok(()),
+                        BuildState::Error if status.log_entries.is_empty() => {
+                            break Err(status.reason.map_or_else(
+                                || "the build failed without a reason".to_owned(),
+                                |r| match r.step {
+                                    Some(step) => format!("step {step}: {}", r.message),
+                                    None => r.message,
+                                },
+                            ));
+                        }
+                        // Finished with lines still coming (100 per answer): drain them.
+                        BuildState::Ready | BuildState::Error => continue,
+                        BuildState::Waiting | BuildState::Building => {}
+                    }
+                }
+                Err(courier_e2b::Error::NotFound { message, .. }) => {
+                    break Err(format!("the provider lost the build: {message}"));
+                }
+                Err(e) => {
+                    errors += 1;
+                    if errors >= MAX_STATUS_ERRORS {
+                        break Err(format!("build status unreadable: {e}"));
+                    }
+                }
+            }
+            tokio::time::sleep(self.poll_interval).await;
+        };
+        let (status, error) = match outcome {
+            Ok(()) => {
+                tracing::info!(tool = %tool, build_id, cli_version = version.as_deref().unwrap_or("unknown"), "tool template ready");
+                (TemplateBuildStatus::Succeeded, None)
+            }
+            Err(reason) => {
+                tracing::warn!(tool = %tool, build_id, reason = %reason, "tool template build failed");
+                (TemplateBuildStatus::Failed, Some(reason))
+            }
+        };
+        Ok(self.store.update_template_build(id, status, error).await?)
+    }
+}
+
+/// A tool whose template the provider lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemplateMissing {
+    /// The tool.
+    pub tool: ToolId,
+    /// Whether the provider has it, but only as a failed build.
+    pub failed: bool,
+}
+
+/// The fix for a missing tool template, as error messages name it.
+pub(crate) fn build_hint(tool: ToolId) -> String {
+    format!(
+        "build it with `courier templates build {tool}` (POST /v1/template-builds \
+         {{\"tool\": \"{tool}\"}}), or pass a custom template_id"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use courier_e2b::{BuildLogEntry, BuildReason, BuildRequested, BuildStatus, MockSandboxApi};
+    use courier_store::SqliteStore;
+
+    fn entry(message: &str) -> BuildLogEntry {
+        BuildLogEntry {
+            timestamp: chrono::Utc::now(),
+            level: "info".into(),
+            message: message.into(),
+            step: Some("2".into()),
+        }
+    }
+
+    fn status(state: BuildState, lines: &[&str], reason: Option<BuildReason>) -> BuildStatus {
+        BuildStatus {
+            template_id: "tpl1".into(),
+            build_id: "bld1".into(),
+            status: state,
+            log_entries: lines.iter().map(|l| entry(l)).collect(),
+            reason,
+        }
+    }
+
+    fn requested() -> BuildRequested {
+        BuildRequested {
+            template_id: "tpl1".into(),
+            build_id: "bld1".into(),
+            public: false,
+            names: vec!["claude".into()],
+            tags: Vec::new(),
+            aliases: vec!["claude".into()],
+        }
+    }
+
+    /// A mock whose build answers `statuses` in order (by call), checking offsets.
+    fn provider(statuses: Vec<(usize, BuildStatus)>) -> MockSandboxApi {
+        let mut api = MockSandboxApi::new();
+        api.expect_build_template()
+            .returning(|_, _| Ok(requested()));
+        let mut seq = mockall::Sequence::new();
+        for (offset, answer) in statuses {
+            api.expect_template_build_status()
+                .withf(move |t, b, o| t == "tpl1" && b == "bld1" && *o == offset)
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(move |_, _, _| Ok(answer.clone()));
+        }
+        api
+    }
+
+    async fn templates(api: MockSandboxApi) -> (Arc<dyn Store>, ToolTemplates) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let templates =
+            ToolTemplates::new(store.clone(), Arc::new(api)).with_poll_interval(Duration::ZERO);
+        (store, templates)
+    }
+
+    #[tokio::test]
+    async fn the_recipe_installs_as_root_then_checks_the_version_as_the_user() {
+        let (_, templates) = templates(MockSandboxApi::new()).await;
+        let recipe = templates.recipe(ToolId::Claude).unwrap();
+        assert_eq!(recipe.from_template, "base");
+        assert_eq!(
+            recipe.steps,
+            [
+                Step::run_as("npm install -g @anthropic-ai/claude-code", "root"),
+                Step::run("v=$(claude --version 2>&1) && echo \"courier-cli-version: $v\""),
+            ]
+        );
+        let recipe = templates
+            .with_install_command(ToolId::Codex, "install-fake codex")
+            .recipe(ToolId::Codex)
+            .unwrap();
+        assert_eq!(recipe.steps[0], Step::run_as("install-fake codex", "root"));
+    }
+
+    #[tokio::test]
+    async fn a_tool_without_a_template_names_the_field_and_the_tools_that_have_one() {
+        let (_, templates) = templates(MockSandboxApi::new()).await;
+        let err = templates.build(ToolId::Shell).await.unwrap_err();
+        match err {
+            OrchestratorError::InvalidConfig { field, message } => {
+                assert_eq!(field, "tool");
+                assert!(message.contains("claude, opencode, codex, pi"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_build_is_recorded_started_and_followed_to_succeeded() {
+        let mut api = MockSandboxApi::new();
+        api.expect_build_template()
+            .withf(|name, recipe| {
+                name == "claude"
+                    && recipe.steps[0]
+                        == Step::run_as("npm install -g @anthropic-ai/claude-code", "root")
+            })
+            .times(1)
+            .returning(|_, _| Ok(requested()));
+        let mut seq = mockall::Sequence::new();
+        for (offset, answer) in [
+            (0, status(BuildState::Building, &["[1/2] RUN npm i"], None)),
+            (
+                1,
+                status(
+                    BuildState::Ready,
+                    &["courier-cli-version: 2.1.197 (Claude Code)"],
+                    None,
+                ),
+            ),
+            (2, status(BuildState::Ready, &[], None)),
+        ] {
+            api.expect_template_build_status()
+                .withf(move |t, b, o| t == "tpl1" && b == "bld1" && *o == offset)
+                .times(1)
+                .in_sequence(&mut seq)
+                .returning(move |_, _, _| Ok(answer.clone()));
+        }
+        let (store, templates) = templates(api).await;
+        let started = templates.build(ToolId::Claude).await.unwrap();
+        assert_eq!(started.row.status, TemplateBuildStatus::Building);
+        assert_eq!(started.row.tool_id, "claude");
+        assert_eq!(started.row.template_name, "claude");
+        assert_eq!(started.row.cli_version, "latest");
+        let done = started.finished.await.unwrap().unwrap();
+        assert_eq!(done.status, TemplateBuildStatus::Succeeded);
+        assert_eq!(done.error, None);
+        assert!(done.finished_at.is_some());
+        let stored = store.get_template_build(done.id).await.unwrap();
+        assert_eq!(stored, done);
+    }
+
+    #[tokio::test]
+    async fn a_failed_build_records_the_providers_step_and_reason() {
+        let api = provider(vec![
+            (
+                0,
+                status(
+                    BuildState::Error,
+                    &["npm ERR! 404"],
+                    Some(BuildReason {
+                        message: "command exited with code 1".into(),
+                        step: Some("1".into()),
+                    }),
+                ),
+            ),
+            (
+                1,
+                status(
+                    BuildState::Error,
+                    &[],
+                    Some(BuildReason {
+                        message: "command exited with code 1".into(),
+                        step: Some("1".into()),
+                    }),
+                ),
+            ),
+        ]);
+        let (_, templates) = templates(api).await;
+        let done = templates
+            .build(ToolId::Claude)
+            .await
+            .unwrap()
+            .finished
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.status, TemplateBuildStatus::Failed);
+        assert_eq!(
+            done.error.as_deref(),
+            Some("step 1: command exited with code 1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_build_the_provider_loses_is_failed_saying_so() {
+        let mut api = MockSandboxApi::new();
+        api.expect_build_template()
+            .returning(|_, _| Ok(requested()));
+        api.expect_template_build_status()
+            .times(1)
+            .returning(|_, _, _| {
+                Err(courier_e2b::Error::NotFound {
+                    kind: courier_e2b::NotFoundKind::Template,
+                    message: "build bld1 not found".into(),
+                })
+            });
+        let (_, templates) = templates(api).await;
+        let done = templates
+            .build(ToolId::Opencode)
+            .await
+            .unwrap()
+            .finished
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.status, TemplateBuildStatus::Failed);
+        assert_eq!(
+            done.error.as_deref(),
+            Some("the provider lost the build: build bld1 not found")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_build_the_provider_refuses_is_failed_and_the_error_returned() {
+        let mut api = MockSandboxApi::new();
+        api.expect_build_template().returning(|_, _| {
+            Err(courier_e2b::Error::InvalidArgument {
+                message: "fromTemplate base not found".into(),
+            })
+        });
+        let (store, templates) = templates(api).await;
+        let err = templates.build(ToolId::Pi).await.unwrap_err();
+        assert!(matches!(err, OrchestratorError::Provider(_)), "{err:?}");
+        let rows = store.list_template_builds(Some("pi".into())).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].status, TemplateBuildStatus::Failed);
+        assert!(
+            rows[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("fromTemplate base not found")
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_lists_tools_without_a_ready_or_building_template() {
+        let mut api = MockSandboxApi::new();
+        api.expect_list_templates().returning(|| {
+            let t = |id: &str, alias: &str, state: BuildState| courier_e2b::TemplateInfo {
+                template_id: id.into(),
+                build_id: "b".into(),
+                aliases: vec![alias.into()],
+                names: vec![alias.into()],
+                cpu_count: 2,
+                memory_mb: 1024,
+                build_status: state,
+                public: false,
+            };
+            Ok(vec![
+                t("base", "base", BuildState::Ready),
+                t("t1", "claude", BuildState::Ready),
+                t("t2", "codex", BuildState::Building),
+                t("t3", "pi", BuildState::Error),
+            ])
+        });
+        let (_, templates) = templates(api).await;
+        assert_eq!(
+            templates.missing().await.unwrap(),
+            [
+                TemplateMissing {
+                    tool: ToolId::Opencode,
+                    failed: false
+                },
+                TemplateMissing {
+                    tool: ToolId::Pi,
+                    failed: true
+                },
+            ]
+        );
+    }
+}
