@@ -350,6 +350,9 @@ fn demo() -> Result<()> {
         .args(["serve", "--listen", listen])
         .arg("--data-dir")
         .arg(&data)
+        // The demo uses the `shell` tool: no need to build the agents' templates (npm
+        // installs) in the background of a one-minute run.
+        .env("COURIER_BUILD_TOOL_TEMPLATES", "false")
         .spawn()
         .context("starting courier serve")?;
     let result = demo_session(&courier, listen, &token);
@@ -608,6 +611,7 @@ fn loadtest() -> Result<()> {
         .env_remove("DATABASE_URL")
         .env_remove("E2B_API_KEY")
         .env_remove("E2B_API_URL")
+        .env("COURIER_BUILD_TOOL_TEMPLATES", "false")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)
