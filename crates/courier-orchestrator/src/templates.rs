@@ -308,6 +308,16 @@ impl ToolTemplates {
         let (status, error) = match outcome {
             Ok(()) => {
                 tracing::info!(tool = %tool, build_id, cli_version = version.as_deref().unwrap_or("unknown"), "tool template ready");
+                // What `latest` resolved to, for the dashboard and `courier templates list`.
+                if let Some(version) = version.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                    let mut end = version.len().min(200);
+                    while !version.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    self.store
+                        .set_template_build_version(id, &version[..end])
+                        .await?;
+                }
                 (TemplateBuildStatus::Succeeded, None)
             }
             Err(reason) => {
@@ -467,6 +477,8 @@ mod tests {
         assert_eq!(done.status, TemplateBuildStatus::Succeeded);
         assert_eq!(done.error, None);
         assert!(done.finished_at.is_some());
+        // `latest` resolved to what the version step printed.
+        assert_eq!(done.cli_version, "2.1.197 (Claude Code)");
         let stored = store.get_template_build(done.id).await.unwrap();
         assert_eq!(stored, done);
     }

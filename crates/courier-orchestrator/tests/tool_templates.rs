@@ -97,6 +97,8 @@ async fn the_claude_template_is_built_from_base_and_a_create_without_template_us
         "{:?}",
         done.error
     );
+    // The version the fake CLI reports, read from the build log.
+    assert_eq!(done.cli_version, "2.1.197 (Claude Code, fake)");
     assert_eq!(
         world
             .store

@@ -973,6 +973,27 @@ macro_rules! impl_store {
                 build_from_row(&row)
             }
 
+            async fn set_template_build_version(
+                &self,
+                id: TemplateBuildId,
+                cli_version: &str,
+            ) -> Result<TemplateBuild> {
+                if cli_version.trim().is_empty() || cli_version.len() > 200 {
+                    return Err(StoreError::invalid(
+                        "cli_version",
+                        "must be 1-200 bytes and not blank",
+                    ));
+                }
+                let row = sqlx::query(sql::SET_BUILD_VERSION)
+                    .bind(id.as_uuid())
+                    .bind(cli_version)
+                    .bind(now_micros())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("template build", id))?;
+                build_from_row(&row)
+            }
+
             async fn list_template_builds(
                 &self,
                 tool_id: Option<String>,

@@ -1226,6 +1226,18 @@ pub async fn template_builds_record_progress(store: &dyn Store) {
     assert!(failed.finished_at.is_some());
     assert_eq!(failed.error.as_deref(), Some("apt failed"));
     assert_eq!(store.get_template_build(b.id).await.unwrap(), failed);
+    let versioned = store
+        .set_template_build_version(b.id, "2.1.197 (Claude Code)")
+        .await
+        .unwrap();
+    assert_eq!(versioned.cli_version, "2.1.197 (Claude Code)");
+    assert_eq!(
+        (versioned.status, versioned.error.as_deref()),
+        (TemplateBuildStatus::Failed, Some("apt failed"))
+    );
+    assert!(store.set_template_build_version(b.id, "  ").await.is_err());
+    let failed = store.get_template_build(b.id).await.unwrap();
+    assert_eq!(failed.cli_version, "2.1.197 (Claude Code)");
 
     let c = store.create_template_build(new("codex")).await.unwrap();
     let d = store.create_template_build(new("claude")).await.unwrap();

@@ -228,6 +228,12 @@ pub trait Store: Send + Sync {
         status: TemplateBuildStatus,
         error: Option<String>,
     ) -> Result<TemplateBuild>;
+    /// Records the CLI version a build actually installed (known only once it ran).
+    async fn set_template_build_version(
+        &self,
+        id: TemplateBuildId,
+        cli_version: &str,
+    ) -> Result<TemplateBuild>;
     /// Template builds, newest first, optionally of one tool.
     async fn list_template_builds(&self, tool_id: Option<String>) -> Result<Vec<TemplateBuild>>;
 

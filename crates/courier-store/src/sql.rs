@@ -323,6 +323,10 @@ pub(crate) const UPDATE_BUILD: &str = concat!(
      finished_at = COALESCE($5, finished_at) WHERE id = $1 RETURNING ",
     build_cols!()
 );
+pub(crate) const SET_BUILD_VERSION: &str = concat!(
+    "UPDATE template_builds SET cli_version = $2, updated_at = $3 WHERE id = $1 RETURNING ",
+    build_cols!()
+);
 pub(crate) const LIST_BUILDS: &str = concat!(
     "SELECT ",
     build_cols!(),
