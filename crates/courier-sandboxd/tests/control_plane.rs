@@ -621,3 +621,43 @@ async fn a_sandbox_whose_envd_fails_is_reported_and_leaves_nothing_behind() {
         assert!(left.is_empty(), "{dir}: {left:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internet_access_through_courier_e2b_is_granted_only_when_asked_for() {
+    let Some(fx) = Fixture::new("internet").await else {
+        return;
+    };
+    if courier_sandboxd::runtime::network::find_slirp4netns().is_none() {
+        match Sandbox::builder()
+            .allow_internet_access(true)
+            .create(&fx.client)
+            .await
+        {
+            Err(e) => assert!(e.to_string().contains("slirp4netns"), "{e}"),
+            Ok(_) => panic!("internet access granted without slirp4netns"),
+        }
+        eprintln!("slirp4netns is not installed: only the refusal was checked");
+        return;
+    }
+    let interfaces = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '";
+    for (asked, expected) in [
+        (Some(true), "lo tap0 "),
+        (Some(false), "lo "),
+        (None, "lo "),
+    ] {
+        let mut builder = Sandbox::builder().timeout(Duration::from_secs(300));
+        if let Some(allow) = asked {
+            builder = builder.allow_internet_access(allow);
+        }
+        let sbx = builder.create(&fx.client).await.expect("create");
+        let out = sbx.commands().run(interfaces).await.expect("run");
+        assert_eq!(out.stdout, expected, "allow_internet_access = {asked:?}");
+        let info = sbx.get_info().await.expect("info");
+        assert_eq!(
+            info.allow_internet_access,
+            Some(asked == Some(true)),
+            "reported back for {asked:?}"
+        );
+        sbx.kill().await.expect("kill");
+    }
+}
