@@ -1,13 +1,15 @@
 //! The dashboard in a real headless Chromium, driven over WebDriver (Debian's
 //! `chromium` and `chromium-driver`; `tests/browser/install.sh` installs them): launch a
 //! sandbox with the `shell` tool and see its output, send a message and see the answer,
-//! kill it. Skips with a printed reason when chromedriver is not installed.
+//! kill it; and the templates panel: build rows, building one, launching from one.
+//! Skips with a printed reason when chromedriver is not installed.
 
 mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use courier_store::{NewTemplateBuild, TemplateBuildStatus};
 use serde_json::{Value, json};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -191,8 +193,9 @@ impl Driver {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_launches_a_shell_sandbox_streams_it_talks_to_it_and_kills_it() {
+/// A test server and a browser on its dashboard as Alice, or `None` (skip) when
+/// chromium or chromedriver is missing outside CI.
+async fn dashboard() -> Option<(common::Server, Driver)> {
     let (Some(driver), Some(chromium)) = (find_driver(), find_chromium()) else {
         // CI installs them (scripts/setup-machine.sh), so there a skip would hide a failure.
         assert!(
@@ -202,10 +205,18 @@ async fn dashboard_launches_a_shell_sandbox_streams_it_talks_to_it_and_kills_it(
         println!(
             "skipping the browser test: chromium and chromedriver are not installed (run tests/browser/install.sh: apt-get install -y chromium chromium-driver)"
         );
-        return;
+        return None;
     };
     let s = common::server().await;
     let d = Driver::start(&driver, &chromium).await;
+    Some((s, d))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_launches_a_shell_sandbox_streams_it_talks_to_it_and_kills_it() {
+    let Some((s, d)) = dashboard().await else {
+        return;
+    };
     d.go(&format!("{}/#token={}", s.url, s.alice.token)).await;
     d.wait_text("#list", |t| t.contains("No sandboxes yet"))
         .await;
@@ -242,5 +253,187 @@ async fn dashboard_launches_a_shell_sandbox_streams_it_talks_to_it_and_kills_it(
     d.wait_text("#active", |t| t == "0").await;
     let (_, list) = s.get(&s.alice, "/v1/sandboxes").await;
     assert_eq!(list["items"][0]["status"], "killed");
+    // "tool default" sends no template.
+    assert_eq!(list["items"][0]["config"]["template_id"], Value::Null);
+    d.quit().await;
+}
+
+/// Seeds a template build for `tool` and moves it to `status` (with `error`), recording
+/// `version` as its CLI version.
+async fn seed_build(
+    s: &common::Server,
+    tool: &str,
+    name: &str,
+    version: &str,
+    status: TemplateBuildStatus,
+    error: Option<&str>,
+) {
+    let b = s
+        .store
+        .create_template_build(NewTemplateBuild {
+            tool_id: tool.into(),
+            template_name: name.into(),
+            cli_version: "latest".into(),
+        })
+        .await
+        .unwrap();
+    s.store
+        .update_template_build(b.id, TemplateBuildStatus::Building, None)
+        .await
+        .unwrap();
+    s.store
+        .update_template_build(b.id, status, error.map(str::to_owned))
+        .await
+        .unwrap();
+    s.store
+        .set_template_build_version(b.id, version)
+        .await
+        .unwrap();
+}
+
+/// The newest of Alice's sandboxes, once there are `count`.
+async fn newest_sandbox(s: &common::Server, count: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, list) = s.get(&s.alice, "/v1/sandboxes").await;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        if items.len() >= count {
+            return items[0].clone();
+        }
+        assert!(Instant::now() < deadline, "no sandbox #{count}: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_template_builds_launches_from_one_and_starts_builds() {
+    let Some((s, d)) = dashboard().await else {
+        return;
+    };
+    let (status, key) = s
+        .call(
+            reqwest::Method::PUT,
+            &s.alice,
+            "/v1/keys/anthropic",
+            Some(json!({ "value": "sk-ant-api03-browser-test-abcd" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{key}");
+    seed_build(
+        &s,
+        "claude",
+        "team-claude:v2",
+        "2.1.197 (Claude Code)",
+        TemplateBuildStatus::Succeeded,
+        None,
+    )
+    .await;
+    seed_build(
+        &s,
+        "codex",
+        "codex",
+        "latest",
+        TemplateBuildStatus::Failed,
+        Some("<b>npm</b> install exited 1"),
+    )
+    .await;
+
+    // The panel: the latest build per tool, its error as text.
+    d.go(&format!("{}/#token={}", s.url, s.alice.token)).await;
+    d.wait_text("#tpl-claude .badge", |t| t == "succeeded")
+        .await;
+    let meta = d.text("#tpl-claude .meta").await;
+    assert!(
+        meta.contains("team-claude:v2") && meta.contains("2.1.197 (Claude Code)"),
+        "{meta}"
+    );
+    d.wait_text("#tpl-codex .badge", |t| t == "failed").await;
+    assert_eq!(
+        d.text("#tpl-codex .tpl-error").await,
+        "<b>npm</b> install exited 1"
+    );
+    assert_eq!(
+        d.js("return document.querySelectorAll('.tpl-error *').length;")
+            .await,
+        json!(0)
+    );
+    assert_eq!(d.text("#tpl-opencode .badge").await, "none");
+
+    // Launch from the succeeded template: the create request carries it.
+    d.click("#launch").await;
+    d.js("const t = document.querySelector('#f-tool'); t.value = 'claude'; t.dispatchEvent(new Event('change'));")
+        .await;
+    d.wait_text("#f-template", |t| t.contains("team-claude:v2"))
+        .await;
+    let options = d
+        .js("return [...document.querySelectorAll('#f-template option')].map((o) => o.textContent);")
+        .await;
+    assert_eq!(
+        options,
+        json!(["tool default", "team-claude:v2", "custom…"])
+    );
+    d.js("const t = document.querySelector('#f-template'); t.value = 'team-claude:v2'; t.dispatchEvent(new Event('change'));")
+        .await;
+    d.type_into("#f-prompt", "add a health check").await;
+    d.click("#launch-submit").await;
+    let sandbox = newest_sandbox(&s, 1).await;
+    assert_eq!(sandbox["cli_tool"], "claude");
+    assert_eq!(sandbox["config"]["template_id"], "team-claude:v2");
+    d.element("#detail-status").await;
+
+    // A custom template typed in.
+    d.wait_text("#launch-error", |t| t.is_empty()).await;
+    d.click("#launch").await;
+    d.js("const t = document.querySelector('#f-template'); t.selectedIndex = t.options.length - 1; t.dispatchEvent(new Event('change'));")
+        .await;
+    d.type_into("#f-template-custom", "data-team:v3").await;
+    d.type_into("#f-prompt", "and a readme").await;
+    d.click("#launch-submit").await;
+    let sandbox = newest_sandbox(&s, 2).await;
+    assert_eq!(sandbox["config"]["template_id"], "data-team:v3");
+
+    // Build: the host provider starts it and reports it ready; the row follows.
+    d.wait_text("#launch-error", |t| t.is_empty()).await;
+    d.click("#tpl-opencode .tpl-build").await;
+    d.wait_text("#tpl-opencode .badge", |t| t == "succeeded")
+        .await;
+    assert!(d.text("#tpl-opencode .meta").await.contains("opencode"));
+    let builds = s
+        .store
+        .list_template_builds(Some("opencode".into()))
+        .await
+        .unwrap();
+    assert_eq!(builds.len(), 1);
+    assert_eq!(builds[0].status, TemplateBuildStatus::Succeeded);
+
+    // The API's refusal is shown (a tool without a template, as a stale page might send).
+    d.js("document.querySelector('#tpl-pi .tpl-build').dataset.tool = 'shell';")
+        .await;
+    d.click("#tpl-pi .tpl-build").await;
+    d.wait_text("#templates-error", |t| {
+        t.contains("has no template to build")
+    })
+    .await;
+    assert_eq!(d.text("#tpl-pi .badge").await, "none");
+
+    // A build in progress is polled until it ends, then polling stops.
+    let pi = s
+        .store
+        .create_template_build(NewTemplateBuild {
+            tool_id: "pi".into(),
+            template_name: "pi".into(),
+            cli_version: "latest".into(),
+        })
+        .await
+        .unwrap();
+    d.click("#launch").await; // opening the dialog reloads the builds
+    d.wait_text("#tpl-pi .badge", |t| t == "pending").await;
+    d.click("#launch-cancel").await;
+    s.store
+        .update_template_build(pi.id, TemplateBuildStatus::Succeeded, None)
+        .await
+        .unwrap();
+    d.wait_text("#tpl-pi .badge", |t| t == "succeeded").await;
+    assert_eq!(d.js("return state.buildsTimer;").await, Value::Null);
     d.quit().await;
 }
