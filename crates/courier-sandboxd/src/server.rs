@@ -863,6 +863,9 @@ impl Sandboxd {
 }
 
 /// Kills (or pauses) sandboxes at their deadline, and kills sandboxes whose envd died.
+///
+/// Paused sandboxes have no deadline, as on E2B: a paused sandbox is kept (frozen, its
+/// memory held) until it is resumed, which gives it a new deadline, or killed.
 async fn reaper(inner: Weak<Inner>) {
     let mut ticks: u64 = 0;
     loop {
