@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use courier_e2b::{Client, ConnectionConfig, Sandbox};
@@ -16,44 +15,13 @@ use courier_sandboxd::{Sandboxd, ServerConfig};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+mod support;
+use support::envd_binary;
+
 const HELPER: &str = env!("CARGO_BIN_EXE_courier-sandbox-init");
 const KEY: &str = "e2b_00112233445566778899aabbccddeeff00112233";
 /// How long a build may take on a loaded machine before the test gives up.
 const BUILD_WAIT: Duration = Duration::from_secs(300);
-
-/// The courier-envd binary: `COURIER_ENVD_BIN`, else the one in this target dir, built
-/// on first use.
-fn envd_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(bin) = std::env::var("COURIER_ENVD_BIN") {
-            return PathBuf::from(bin);
-        }
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
-        let bin = profile_dir.join("courier-envd");
-        if !bin.is_file() {
-            let target_dir = profile_dir.parent().expect("target dir");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = Command::new(cargo)
-                .args([
-                    "build",
-                    "-p",
-                    "courier-envd-bin",
-                    "--bin",
-                    "courier-envd",
-                    "--target-dir",
-                ])
-                .arg(target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building courier-envd failed");
-        }
-        bin
-    })
-    .clone()
-}
 
 /// A server on a data dir that outlives it (for restarts), its API on a local port.
 struct Fixture {
