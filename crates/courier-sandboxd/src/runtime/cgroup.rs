@@ -591,6 +591,17 @@ mod tests {
         driver.prepare_parent().unwrap();
         let cg = driver.sandbox("s");
         fs::create_dir(&cg.dirs()[0]).unwrap();
+        // The host's hierarchy outlives the test: leave nothing there, pass or fail.
+        struct Cleanup(SandboxCgroup, PathBuf);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = self.0.thaw();
+                let _ = self.0.kill_all();
+                let _ = self.0.remove();
+                let _ = fs::remove_dir(&self.1);
+            }
+        }
+        let _cleanup = Cleanup(cg.clone(), mount.join(&parent));
 
         let controllers = fs::read_to_string(mount.join("cgroup.controllers")).unwrap();
         let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
@@ -634,6 +645,5 @@ mod tests {
         );
         cg.remove().unwrap();
         assert!(!cg.exists());
-        fs::remove_dir(mount.join(&parent)).unwrap();
     }
 }
