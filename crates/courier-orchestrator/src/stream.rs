@@ -189,23 +189,29 @@ impl Subscription {
 
     async fn replay(&mut self, after: i64) -> Result<()> {
         for message in self.stored_after(after).await? {
-            self.seen.insert(
-                message.seq,
-                Seen {
-                    content_len: message.content.len(),
-                    raw_len: message.raw_log.len(),
-                    finished: message.status != MessageStatus::Streaming,
-                },
-            );
-            self.last_seq = self.last_seq.max(message.seq);
-            self.pending.push_back(SandboxEvent {
-                sandbox_id: self.sandbox_id,
-                seq: message.seq,
-                message_id: message.id,
-                kind: EventKind::Message(message),
-            });
+            self.deliver_whole(message);
         }
         Ok(())
+    }
+
+    /// Queues a stored message as one whole `Message` event and remembers how much of it
+    /// the subscriber now has.
+    fn deliver_whole(&mut self, message: Message) {
+        self.seen.insert(
+            message.seq,
+            Seen {
+                content_len: message.content.len(),
+                raw_len: message.raw_log.len(),
+                finished: message.status != MessageStatus::Streaming,
+            },
+        );
+        self.last_seq = self.last_seq.max(message.seq);
+        self.pending.push_back(SandboxEvent {
+            sandbox_id: self.sandbox_id,
+            seq: message.seq,
+            message_id: message.id,
+            kind: EventKind::Message(message),
+        });
     }
 
     /// After falling behind the channel: what the store has beyond what was delivered
@@ -220,21 +226,7 @@ impl Subscription {
             .unwrap_or(self.last_seq);
         for message in self.stored_after(from).await? {
             let Some(seen) = self.seen.get_mut(&message.seq) else {
-                self.seen.insert(
-                    message.seq,
-                    Seen {
-                        content_len: message.content.len(),
-                        raw_len: message.raw_log.len(),
-                        finished: message.status != MessageStatus::Streaming,
-                    },
-                );
-                self.last_seq = self.last_seq.max(message.seq);
-                self.pending.push_back(SandboxEvent {
-                    sandbox_id: self.sandbox_id,
-                    seq: message.seq,
-                    message_id: message.id,
-                    kind: EventKind::Message(message),
-                });
+                self.deliver_whole(message);
                 continue;
             };
             let (seq, id) = (message.seq, message.id);
