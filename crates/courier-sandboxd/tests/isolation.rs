@@ -108,6 +108,30 @@ impl Drop for Fixture {
     }
 }
 
+/// Whether the data of the sparse file `image` contains `needle` (only the allocated
+/// ranges are read).
+fn image_contains(image: &Path, needle: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::fd::AsFd;
+    let mut file = fs::File::open(image).expect("open image");
+    let len = file.metadata().unwrap().len() as i64;
+    let mut pos = 0i64;
+    while pos < len {
+        let Ok(start) = nix::unistd::lseek(file.as_fd(), pos, nix::unistd::Whence::SeekData) else {
+            break;
+        };
+        let end = nix::unistd::lseek(file.as_fd(), start, nix::unistd::Whence::SeekHole).unwrap();
+        let mut buf = vec![0u8; (end - start) as usize];
+        file.seek(SeekFrom::Start(start as u64)).unwrap();
+        file.read_exact(&mut buf).unwrap();
+        if buf.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+        pos = end;
+    }
+    false
+}
+
 fn alive(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -192,16 +216,21 @@ fn sandboxes_see_neither_each_others_files_nor_host_private_paths() {
     let a = fx.runtime.create(fx.sleeper()).expect("create a");
     let b = fx.runtime.create(fx.sleeper()).expect("create b");
 
+    let marker = format!("secret-{}-{}", std::process::id(), a.id);
     fx.sh_ok(
         &a.id,
-        "echo secret > /home/user/a-secret && echo x > /usr/local/a-usr && echo t > /tmp/a-tmp",
+        &format!(
+            "echo {marker} > /home/user/a-secret && echo x > /usr/local/a-usr && echo t > /tmp/a-tmp && sync"
+        ),
     );
-    // Writes land in A's own writable layers on the host, nowhere else.
-    let a_dir = fx.data_dir().join("sandboxes").join(&a.id);
-    assert_eq!(
-        fs::read_to_string(a_dir.join("upper/home/user/a-secret")).unwrap(),
-        "secret\n"
+    // Writes land on A's own disk (an image file the host never mounts), nowhere else.
+    let a_disk = fx.data_dir().join("sandboxes").join(&a.id).join("disk.img");
+    assert!(
+        image_contains(&a_disk, marker.as_bytes()),
+        "the write is not on A's disk"
     );
+    let b_disk = fx.data_dir().join("sandboxes").join(&b.id).join("disk.img");
+    assert!(!image_contains(&b_disk, marker.as_bytes()));
     assert!(
         !Path::new("/usr/local/a-usr").exists(),
         "a sandbox write reached the host's /usr"

@@ -4,9 +4,9 @@
 //! Every sandbox gets `<parent>/<id>` in each hierarchy it uses (`courier/<id>` by
 //! default), created at the *root* of the hierarchy rather than below the server's own
 //! cgroup, so a restarted server finds it again at a fixed place (see
-//! [`CgroupDriver::leftovers`]). v1 uses the `memory`, `cpu`, `cpuacct`, `pids` and
-//! `freezer` hierarchies (co-mounted ones like `cpu,cpuacct` are handled); v2 enables
-//! `memory cpu pids` in the parent's `cgroup.subtree_control`.
+//! [`CgroupDriver::leftovers`]). v1 uses the `memory`, `cpu`, `cpuacct`, `pids`,
+//! `freezer` and `blkio` hierarchies (co-mounted ones like `cpu,cpuacct` are handled); v2
+//! enables `memory cpu pids io` in the parent's `cgroup.subtree_control`.
 //!
 //! The driver never forks: processes join a sandbox cgroup by writing `0` to its
 //! `cgroup.procs` themselves ([`SandboxCgroup::procs_files`]), before they start any
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::Limits;
+use super::{IoLimits, Limits};
 use crate::error::{Error, Result};
 
 /// The CFS period written with every CPU quota, in microseconds.
@@ -28,7 +28,7 @@ const CPU_PERIOD_US: u64 = 100_000;
 /// How long freeze, kill and remove wait for the kernel before giving up.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// v1 controllers a sandbox joins (`cpuset` is left out: it needs cpus/mems seeded).
-const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "freezer"];
+const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "freezer", "blkio"];
 
 /// Which cgroup interface the host offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -150,7 +150,7 @@ impl CgroupDriver {
         }
         if self.version == CgroupVersion::V2 {
             for dir in [self.mount.clone(), self.mount.join(&self.parent)] {
-                for controller in ["+memory", "+cpu", "+pids"] {
+                for controller in ["+memory", "+cpu", "+pids", "+io"] {
                     // A controller the kernel lacks is reported by `create` when its
                     // limit file is missing, not here.
                     let _ = fs::write(dir.join("cgroup.subtree_control"), controller);
@@ -257,6 +257,70 @@ impl SandboxCgroup {
             }
         }
         self.write("pids.max", &limits.pids.to_string())
+    }
+
+    /// The cgroup files and values that throttle I/O on the block device `major:minor`
+    /// (the sandbox's own disk), written by whoever knows the device number: v1
+    /// `blkio.throttle.*_device`, v2 one `io.max` line. Empty when the hierarchy lacks the
+    /// controller or `io` sets nothing.
+    pub fn io_limit_files(&self, io: &IoLimits) -> Vec<(PathBuf, String)> {
+        let mut files = Vec::new();
+        match self.version {
+            CgroupVersion::V1 => {
+                for (file, value) in [
+                    ("blkio.throttle.read_bps_device", io.read_bps),
+                    ("blkio.throttle.write_bps_device", io.write_bps),
+                    ("blkio.throttle.read_iops_device", io.read_iops),
+                    ("blkio.throttle.write_iops_device", io.write_iops),
+                ] {
+                    if let (Some(value), Some(dir)) = (value, self.dir_with(file)) {
+                        files.push((dir.join(file), value.to_string()));
+                    }
+                }
+            }
+            CgroupVersion::V2 => {
+                let parts: Vec<String> = [
+                    ("rbps", io.read_bps),
+                    ("wbps", io.write_bps),
+                    ("riops", io.read_iops),
+                    ("wiops", io.write_iops),
+                ]
+                .iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+                .collect();
+                if let (false, Some(dir)) = (parts.is_empty(), self.dir_with("io.max")) {
+                    files.push((dir.join("io.max"), parts.join(" ")));
+                }
+            }
+        }
+        files
+    }
+
+    /// Whether host process `pid` belongs to this sandbox's cgroup (read from
+    /// `/proc/<pid>/cgroup`, as seen from the host's cgroup namespace).
+    pub fn contains(&self, pid: i32) -> bool {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            return false;
+        };
+        let Some(name) = self.dirs.first().and_then(|d| d.file_name()) else {
+            return false;
+        };
+        let Some(parent) = self
+            .dirs
+            .first()
+            .and_then(|d| d.parent())
+            .and_then(|p| p.file_name())
+        else {
+            return false;
+        };
+        let suffix = format!(
+            "/{}/{}",
+            parent.to_string_lossy(),
+            name.to_string_lossy()
+        );
+        text.lines()
+            .filter_map(|l| l.splitn(3, ':').nth(2))
+            .any(|path| path == suffix)
     }
 
     /// Pids (host view) of the processes in the sandbox.

@@ -1,61 +1,119 @@
 //! The sandbox helper: the code that runs in the re-executed process and becomes the
-//! sandbox (the "namespaces" side of the runtime).
+//! sandbox (the "namespaces" side of the runtime), or captures a sandbox's disk as a layer.
 //!
-//! [`Runtime::create`](super::Runtime::create) starts the helper executable (by default
-//! `/proc/self/exe`, i.e. the program embedding this crate) with the argument
-//! [`HELPER_MARKER`], the sandbox's configuration as JSON on stdin and a status pipe as
-//! descriptor 3. Any program that may serve as helper must call [`main_if_requested`]
-//! first thing in `main`, before it starts a thread. This crate ships one such program,
-//! the `courier-sandbox-init` binary.
+//! [`Runtime`](super::Runtime) starts the helper executable (by default `/proc/self/exe`,
+//! i.e. the program embedding this crate) with the argument [`HELPER_MARKER`], its task
+//! as JSON on stdin and these descriptors:
 //!
-//! Process tree (host PIDs on the left):
+//! | fd | what |
+//! |----|------|
+//! | 3 | status pipe (lines to the runtime) |
+//! | 4 | "go" pipe: the runtime writes one byte once the sandbox's network is attached |
+//! | 5 | the control socket envd serves on (namespace sandboxes), bound by the runtime |
+//! | 6 | the runtime's lifeline (optional): EOF when the runtime's process is gone |
+//!
+//! Any program that may serve as helper must call [`main_if_requested`] first thing in
+//! `main`, before it starts a thread. This crate ships one such program, the
+//! `courier-sandbox-init` binary.
+//!
+//! Process tree of a namespace sandbox (host PIDs on the left):
 //!
 //! ```text
-//! server ── helper "monitor"   host PID ns; joins the cgroups, setsid, unshare(mnt, uts,
-//!            │                 ipc, net, pid, cgroup), reports the PID of its child, then
-//!            │                 waits for it and exits with its status
-//!            └─ PID 1 "reaper" new PID ns; builds the root (rootfs::enter_root), hostname,
-//!                │             loopback; forks the init and reports "ready" once exec
-//!                │             succeeded; then reaps orphans and forwards signals, and
-//!                │             exits with the init's status (which ends the sandbox)
-//!                └─ init       e.g. courier-envd: PID 2, capabilities bounded
+//! server ── helper "monitor"   joins the cgroups, setsid, private mount namespace,
+//!            │                 creates the user namespace, assembles the root
+//!            │                 (rootfs::assemble), joins the user namespace and unshares
+//!            │                 the others, reports "netns", waits for "go", forks PID 1,
+//!            │                 reports its pid; then copies the console (capped), watches
+//!            │                 the lifeline and exits with PID 1's status
+//!            └─ PID 1 "reaper" new PID ns; /proc, /sys, pivot_root, /dev, /tmp
+//!                │             (rootfs::enter_root), hostname, loopback, a fresh
+//!                │             keyring; forks the init and reports "ready" once exec
+//!                │             succeeded; then reaps orphans and forwards signals
+//!                └─ init       e.g. courier-envd: PID 2, capabilities bounded, syscall
+//!                              filter installed, control socket on fd 3
 //! ```
 //!
-//! Status lines on descriptor 3: `pid <host pid of PID 1>`, then `ready <pid of init in
-//! the sandbox>` or `error <message>`.
+//! A gVisor sandbox has the same monitor up to the root; it then unshares only a network
+//! namespace (for slirp4netns), becomes a child subreaper and runs `runsc run --detach`
+//! (its own syscall filter installed), which leaves runsc's sandbox and gofer processes
+//! as the monitor's children.
+//!
+//! Status lines on descriptor 3: `netns <pid>` (the network namespace is ready for
+//! slirp4netns), `pid <host pid>` (the sandbox's anchor process), then `ready <pid of the
+//! init in the sandbox>` or `error <message>`. A capture reports `done` or `error …`.
 
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
-use nix::sched::{CloneFlags, unshare};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::stat::{Mode, umask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, setsid};
 
+use super::idmap::{self, IdRange};
 use super::rootfs::{self, RootfsPlan};
-use super::{network, sys};
+use super::seccomp::{self, Profile};
+use super::{layer_capture, sys};
 
 /// The first argument that turns a program into the sandbox helper.
 pub const HELPER_MARKER: &str = "--courier-sandbox-helper";
 /// Descriptor on which the helper reports progress.
-pub(crate) const STATUS_FD: i32 = 3;
+pub(crate) const STATUS_FD: RawFd = 3;
+/// Descriptor on which the runtime says "go" (network attached).
+pub(crate) const GO_FD: RawFd = 4;
+/// Descriptor of the control socket handed to a namespace sandbox's init.
+pub(crate) const CONTROL_FD: RawFd = 5;
+/// Descriptor of the runtime's lifeline.
+pub(crate) const LIFELINE_FD: RawFd = 6;
+/// The descriptor a namespace sandbox's init finds its control socket on (a Unix stream
+/// socket the runtime bound but did not `listen()` on).
+pub const INIT_CONTROL_FD: RawFd = 3;
 
-/// What the runtime sends the helper.
+/// What the runtime asks of the helper.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct HelperConfig {
+pub(crate) enum HelperTask {
+    /// Become a sandbox.
+    Sandbox(SandboxTask),
+    /// Copy a dead sandbox's disk into a layer.
+    Capture(layer_capture::CaptureTask),
+}
+
+/// How the sandbox runs once its root is assembled.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Launch {
+    /// Namespaces + user namespace + seccomp, running `init` as PID 2.
+    Container {
+        init: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: PathBuf,
+        nested_namespaces: bool,
+    },
+    /// `runsc` with these arguments (after the program name).
+    Gvisor { runsc: PathBuf, args: Vec<String> },
+}
+
+/// A sandbox to become.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SandboxTask {
     pub id: String,
     pub cgroup_procs: Vec<PathBuf>,
+    /// cgroup files written with `"<major>:<minor> <value>"` for the disk's loop device.
+    pub blkio: Vec<(PathBuf, String)>,
     pub rootfs: RootfsPlan,
-    pub init: PathBuf,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub cwd: PathBuf,
+    /// The sandbox's host ids (namespace sandboxes).
+    pub ids: Option<IdRange>,
+    pub launch: Launch,
+    /// Bytes of console output kept; the rest is dropped (one marker line says so).
+    pub console_cap: u64,
 }
 
 /// If this process was started as the sandbox helper, runs it and never returns;
@@ -69,73 +127,250 @@ pub fn main_if_requested() {
         return;
     }
     // Without the status pipe there is nobody to report to: exit with a distinctive code.
-    let Some(status) = sys::take_status_fd(STATUS_FD) else {
+    let Some(status) = sys::take_inherited_fd(STATUS_FD) else {
         std::process::exit(125);
     };
-    std::process::exit(run_helper(File::from(status)));
-}
-
-/// The monitor: everything before the PID namespace's first process exists.
-fn run_helper(mut status: File) -> i32 {
-    // The init must not inherit the status pipe: its closing signals a finished setup.
+    let mut status = File::from(status);
+    // Nothing started later may inherit the status pipe: its closing signals a finished
+    // setup.
     let _ = fcntl(&status, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-    let cfg = match prepare() {
-        Ok(cfg) => cfg,
+    let task = match read_task() {
+        Ok(task) => task,
         Err(message) => {
             report(&mut status, &format!("error {message}"));
-            return 1;
+            std::process::exit(1);
         }
     };
-    match sys::fork_helper() {
-        Err(e) => {
-            report(&mut status, &format!("error fork PID 1: {e}"));
-            1
-        }
-        Ok(ForkResult::Child) => std::process::exit(reaper(&cfg, status)),
-        Ok(ForkResult::Parent { child }) => {
-            report(&mut status, &format!("pid {child}"));
-            drop(status);
-            wait_exit_code(child)
-        }
-    }
+    let code = match task {
+        HelperTask::Sandbox(task) => run_sandbox(task, status),
+        HelperTask::Capture(task) => match layer_capture::run(&task) {
+            Ok(()) => {
+                report(&mut status, "done");
+                0
+            }
+            Err(message) => {
+                report(&mut status, &format!("error {message}"));
+                1
+            }
+        },
+    };
+    std::process::exit(code);
 }
 
-/// Reads the configuration, joins the cgroups and unshares the namespaces.
-fn prepare() -> Result<HelperConfig, String> {
-    // Detach from the server's session: a Ctrl-C aimed at the server must not reach
-    // sandboxes, which outlive a server restart.
-    setsid().map_err(|e| format!("setsid: {e}"))?;
+fn read_task() -> Result<HelperTask, String> {
     let mut raw = Vec::new();
     std::io::stdin()
         .read_to_end(&mut raw)
-        .map_err(|e| format!("read config: {e}"))?;
-    let cfg: HelperConfig =
-        serde_json::from_slice(&raw).map_err(|e| format!("parse config: {e}"))?;
+        .map_err(|e| format!("read task: {e}"))?;
     let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
     nix::unistd::dup2_stdin(&null).map_err(|e| format!("stdin: {e}"))?;
-    // Joining before unsharing puts every later process in the cgroups (no escape
-    // window) and makes them the root of the new cgroup namespace.
-    for procs in &cfg.cgroup_procs {
-        fs::write(procs, "0").map_err(|e| format!("join cgroup {}: {e}", procs.display()))?;
-    }
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWNET
-            | CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWCGROUP,
-    )
-    .map_err(|e| format!("unshare namespaces: {e}"))?;
-    Ok(cfg)
+    serde_json::from_slice(&raw).map_err(|e| format!("parse task: {e}"))
 }
 
-/// PID 1 of the sandbox: sets the sandbox up, starts the init, then reaps and forwards.
-fn reaper(cfg: &HelperConfig, mut status: File) -> i32 {
-    if let Err(message) = setup(cfg) {
+/// Descriptors the runtime passes beyond the status pipe.
+struct Inherited {
+    go: Option<OwnedFd>,
+    control: Option<OwnedFd>,
+    lifeline: Option<OwnedFd>,
+}
+
+impl Inherited {
+    fn take() -> Self {
+        let cloexec = |fd: OwnedFd| {
+            let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+            fd
+        };
+        Self {
+            go: sys::take_inherited_fd(GO_FD).map(cloexec),
+            control: sys::take_inherited_fd(CONTROL_FD).map(cloexec),
+            lifeline: sys::take_inherited_fd(LIFELINE_FD).map(cloexec),
+        }
+    }
+}
+
+/// The monitor: everything before the sandbox's first process exists, then watching it.
+fn run_sandbox(task: SandboxTask, status: File) -> i32 {
+    let inherited = Inherited::take();
+    // Handed on (and closed) once the sandbox runs: the runtime reads the pipe to EOF.
+    let mut status = Some(status);
+    match prepare(&task, inherited, &mut status) {
+        Ok(code) => code,
+        Err(message) => {
+            if let Some(status) = status.as_mut() {
+                report(status, &format!("error {message}"));
+            }
+            1
+        }
+    }
+}
+
+fn prepare(
+    task: &SandboxTask,
+    inherited: Inherited,
+    status_slot: &mut Option<File>,
+) -> Result<i32, String> {
+    let status = status_slot.as_mut().ok_or("no status pipe")?;
+    // Detach from the server's session: a Ctrl-C aimed at the server must not reach
+    // sandboxes, which outlive a server restart.
+    setsid().map_err(|e| format!("setsid: {e}"))?;
+    umask(Mode::from_bits_truncate(0o022));
+    // Joining before anything else puts every later process in the cgroups (no escape
+    // window) and makes them the root of the sandbox's cgroup namespace.
+    for procs in &task.cgroup_procs {
+        fs::write(procs, "0").map_err(|e| format!("join cgroup {}: {e}", procs.display()))?;
+    }
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
+    let userns = match task.ids {
+        Some(range) => Some(idmap::create_userns(range)?),
+        None => None,
+    };
+    let assembled = rootfs::assemble(
+        &task.rootfs,
+        task.ids.zip(userns.as_ref().map(|ns| ns.as_fd())),
+    )?;
+    for (file, value) in &task.blkio {
+        // Throttles apply to the sandbox's own disk device (loop major 7).
+        let line = format!("7:{} {value}", assembled.disk_minor);
+        fs::write(file, &line).map_err(|e| format!("write {line} to {}: {e}", file.display()))?;
+    }
+    drop(assembled);
+    // The namespaces unshared below inherit this working directory: PID 1 of a namespace
+    // sandbox starts from it (see rootfs::enter_root).
+    nix::unistd::chdir(&task.rootfs.dirs.rootfs())
+        .map_err(|e| format!("enter the sandbox root: {e}"))?;
+    let (console_read, console_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("console pipe: {e}"))?;
+    match &task.launch {
+        Launch::Container { .. } => {
+            let userns = userns.ok_or("a namespace sandbox needs its id range")?;
+            setns(&userns, CloneFlags::CLONE_NEWUSER)
+                .map_err(|e| format!("join the user namespace: {e}"))?;
+            drop(userns);
+            // Root of the new namespace (the sandbox's host id, not host root).
+            nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+                .map_err(|e| format!("setresgid in the user namespace: {e}"))?;
+            nix::unistd::setresuid(0.into(), 0.into(), 0.into())
+                .map_err(|e| format!("setresuid in the user namespace: {e}"))?;
+            unshare(
+                CloneFlags::CLONE_NEWNS
+                    | CloneFlags::CLONE_NEWUTS
+                    | CloneFlags::CLONE_NEWIPC
+                    | CloneFlags::CLONE_NEWNET
+                    | CloneFlags::CLONE_NEWPID
+                    | CloneFlags::CLONE_NEWCGROUP,
+            )
+            .map_err(|e| format!("unshare namespaces: {e}"))?;
+            wait_for_go(status, inherited.go)?;
+            match sys::fork_helper().map_err(|e| format!("fork PID 1: {e}"))? {
+                ForkResult::Child => {
+                    drop(console_read);
+                    drop(inherited.lifeline);
+                    let status = status_slot.take().expect("status pipe");
+                    std::process::exit(reaper(task, status, console_write, inherited.control))
+                }
+                ForkResult::Parent { child } => {
+                    report(status, &format!("pid {child}"));
+                    *status_slot = None;
+                    drop(console_write);
+                    drop(inherited.control);
+                    Ok(watch_pid1(child, console_read, inherited.lifeline, task.console_cap))
+                }
+            }
+        }
+        Launch::Gvisor { runsc, args } => {
+            unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("unshare network namespace: {e}"))?;
+            wait_for_go(status, inherited.go)?;
+            rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+                .map_err(|e| format!("become a child subreaper: {e}"))?;
+            let mut cmd = Command::new(runsc);
+            cmd.args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(File::from(
+                    console_write
+                        .try_clone()
+                        .map_err(|e| format!("dup console: {e}"))?,
+                ))
+                .stderr(File::from(console_write))
+                .env_clear()
+                .env("PATH", super::DEFAULT_PATH)
+                .current_dir("/");
+            sys::seccomp_before_exec(&mut cmd, seccomp::compile(Profile::Runsc));
+            let mut run = cmd
+                .spawn()
+                .map_err(|e| format!("start {}: {e}", runsc.display()))?;
+            report(status, &format!("pid {}", std::process::id()));
+            let mut console = Console::new(task.console_cap);
+            // `runsc run --detach` exits once the container's init runs.
+            let started = loop {
+                let mut fds = [PollFd::new(console_read.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::from(50u16));
+                console.pump(&console_read, false);
+                if let Ok(Some(code)) = run.try_wait() {
+                    break code;
+                }
+            };
+            if !started.success() {
+                console.pump(&console_read, false);
+                return Err(format!(
+                    "runsc run failed ({started}): {}",
+                    console.tail().trim()
+                ));
+            }
+            report(status, "ready 1");
+            *status_slot = None;
+            Ok(watch_children(
+                console_read,
+                inherited.lifeline,
+                console,
+                &task.cgroup_procs,
+            ))
+        }
+    }
+}
+
+/// Reports the network namespace and waits for the runtime's go (it attaches the
+/// sandbox's network in between). EOF means the runtime gave up.
+fn wait_for_go(status: &mut File, go: Option<OwnedFd>) -> Result<(), String> {
+    report(status, &format!("netns {}", std::process::id()));
+    let Some(go) = go else { return Ok(()) };
+    let mut byte = [0u8; 1];
+    match File::from(go).read(&mut byte) {
+        Ok(1) => Ok(()),
+        Ok(_) => Err("the runtime went away before the network was attached".into()),
+        Err(e) => Err(format!("read go: {e}")),
+    }
+}
+
+/// PID 1 of a namespace sandbox: sets the sandbox up, starts the init, then reaps and
+/// forwards.
+fn reaper(
+    task: &SandboxTask,
+    mut status: File,
+    console: OwnedFd,
+    control: Option<OwnedFd>,
+) -> i32 {
+    let Launch::Container {
+        init,
+        args,
+        env,
+        cwd,
+        nested_namespaces,
+    } = &task.launch
+    else {
+        return 1;
+    };
+    // Our own output goes to the console too.
+    let _ = nix::unistd::dup2_stdout(&console);
+    let _ = nix::unistd::dup2_stderr(&console);
+    drop(console);
+    if let Err(message) = setup_pid1(&task.rootfs) {
         report(&mut status, &format!("error {message}"));
         return 1;
     }
+    let filter = seccomp::compile(Profile::Sandbox {
+        nested_namespaces: *nested_namespaces,
+    });
     // Signals are taken with sigwait below; block them before the init exists so none
     // is lost. The init unblocks them before exec.
     let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None);
@@ -153,13 +388,13 @@ fn reaper(cfg: &HelperConfig, mut status: File) -> i32 {
         }
         Ok(ForkResult::Child) => {
             drop(err_read);
-            drop(status);
-            let message = exec_init(cfg);
+            let message = exec_init(init, args, env, cwd, &filter, control);
             let _ = File::from(err_write).write_all(message.as_bytes());
             std::process::exit(127);
         }
         Ok(ForkResult::Parent { child }) => {
             drop(err_write);
+            drop(control);
             let mut message = String::new();
             let _ = File::from(err_read).read_to_string(&mut message);
             if !message.is_empty() {
@@ -167,33 +402,60 @@ fn reaper(cfg: &HelperConfig, mut status: File) -> i32 {
                 return 1;
             }
             report(&mut status, &format!("ready {child}"));
+            // Closing the status pipe tells the runtime the setup is over.
             drop(status);
+            // PID 1 needs nothing privileged any more: bound it like the sandbox.
+            let _ = sys::drop_capabilities();
+            let _ = sys::install_seccomp(&filter);
             reap_until_exit(child)
         }
     }
 }
 
-fn setup(cfg: &HelperConfig) -> Result<(), String> {
-    umask(Mode::from_bits_truncate(0o022));
-    rootfs::enter_root(&cfg.rootfs)?;
-    nix::unistd::sethostname(&cfg.rootfs.hostname).map_err(|e| format!("sethostname: {e}"))?;
-    network::configure_isolated()
+fn setup_pid1(plan: &RootfsPlan) -> Result<(), String> {
+    // The sandbox dies with its monitor (which dies with the sandbox's cgroup).
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| format!("set parent death signal: {e}"))?;
+    // Nothing inside may read this process's memory or descriptors through /proc.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| format!("make PID 1 non-dumpable: {e}"))?;
+    rootfs::enter_root()?;
+    nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    sys::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
+    // A fresh session keyring: nothing of the server's is reachable.
+    sys::join_new_session_keyring().map_err(|e| format!("new session keyring: {e}"))
 }
 
 /// Replaces the forked child with the init program; returns only on failure.
-fn exec_init(cfg: &HelperConfig) -> String {
+fn exec_init(
+    init: &PathBuf,
+    args: &[String],
+    env: &[(String, String)],
+    cwd: &PathBuf,
+    filter: &sys::BpfProgram,
+    control: Option<OwnedFd>,
+) -> String {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     let _ = setsid();
+    if let Some(control) = control {
+        // The copy at INIT_CONTROL_FD is inherited; the original closes at exec.
+        if let Err(e) = sys::dup_onto(control.as_fd(), INIT_CONTROL_FD) {
+            return format!("pass the control socket: {e}");
+        }
+    }
     if let Err(e) = sys::drop_capabilities() {
         return format!("drop capabilities: {e}");
     }
-    let err = Command::new(&cfg.init)
-        .args(&cfg.args)
+    if let Err(e) = sys::install_seccomp(filter) {
+        return format!("install the syscall filter: {e}");
+    }
+    let err = Command::new(init)
+        .args(args)
         .env_clear()
-        .envs(cfg.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&cfg.cwd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(cwd)
         .exec();
-    format!("exec {}: {err}", cfg.init.display())
+    format!("exec {}: {err}", init.display())
 }
 
 /// PID 1's loop: reap every child (orphans are re-parented to us), forward termination
@@ -232,10 +494,197 @@ fn reap_until_exit(init: Pid) -> i32 {
     }
 }
 
+/// The sandbox's console: output copied to the helper's stdout (the console log) up to a
+/// cap; the rest is counted and dropped, so a sandbox cannot fill the host's disk through
+/// its output. The last bytes are kept in memory for error messages.
+struct Console {
+    written: u64,
+    cap: u64,
+    dropped: u64,
+    tail: Vec<u8>,
+}
+
+impl Console {
+    fn new(cap: u64) -> Self {
+        Self {
+            written: 0,
+            cap,
+            dropped: 0,
+            tail: Vec::new(),
+        }
+    }
+
+    /// Copies what `pipe` has now; with `until_eof`, until every writer closed it.
+    /// Returns false once the pipe is at EOF.
+    fn pump(&mut self, pipe: &OwnedFd, until_eof: bool) -> bool {
+        let _ = fcntl(pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match nix::unistd::read(pipe, &mut buf) {
+                Ok(0) => return false,
+                Ok(n) => self.take(&buf[..n]),
+                Err(nix::errno::Errno::EAGAIN) if !until_eof => return true,
+                Err(nix::errno::Errno::EAGAIN) => {
+                    let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+                    let _ = poll(&mut fds, PollTimeout::from(100u16));
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        self.tail.extend_from_slice(bytes);
+        if self.tail.len() > 4096 {
+            let cut = self.tail.len() - 4096;
+            self.tail.drain(..cut);
+        }
+        let room = self.cap.saturating_sub(self.written) as usize;
+        let keep = bytes.len().min(room);
+        if keep > 0 {
+            let _ = std::io::stdout().write_all(&bytes[..keep]);
+            self.written += keep as u64;
+        }
+        if keep < bytes.len() {
+            if self.dropped == 0 {
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "\n[courier-sandboxd: console log limit of {} bytes reached; further output is dropped]",
+                    self.cap
+                );
+            }
+            self.dropped += (bytes.len() - keep) as u64;
+        }
+    }
+
+    fn tail(&self) -> String {
+        String::from_utf8_lossy(&self.tail).into_owned()
+    }
+}
+
+/// The monitor of a namespace sandbox: copies the console, kills PID 1 when the lifeline
+/// breaks, and returns PID 1's status once it exits.
+fn watch_pid1(pid1: Pid, console_read: OwnedFd, lifeline: Option<OwnedFd>, cap: u64) -> i32 {
+    let mut console = Console::new(cap);
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid1.as_raw()).expect("PID 1 has a pid"),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok();
+    let mut console_open = true;
+    let mut lifeline = lifeline;
+    loop {
+        let mut fds = Vec::new();
+        if let Some(fd) = &pidfd {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        }
+        if console_open {
+            fds.push(PollFd::new(console_read.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(fd) = &lifeline {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        }
+        let timeout = if pidfd.is_some() { PollTimeout::NONE } else { PollTimeout::from(200u16) };
+        let _ = poll(&mut fds, timeout);
+        drop(fds);
+        if console_open {
+            console_open = console.pump(&console_read, false);
+        }
+        if let Some(fd) = &lifeline
+            && lifeline_broken(fd)
+        {
+            // The runtime that asked for this sandbox to die with it is gone.
+            let _ = kill(pid1, Signal::SIGKILL);
+            lifeline = None;
+        }
+        match waitpid(pid1, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                console.pump(&console_read, false);
+                return code;
+            }
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                console.pump(&console_read, false);
+                return 128 + sig as i32;
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return 1,
+        }
+    }
+}
+
+/// The monitor of a gVisor sandbox: runsc's processes are its children (it is their
+/// subreaper); it returns once none is left.
+fn watch_children(
+    console_read: OwnedFd,
+    lifeline: Option<OwnedFd>,
+    mut console: Console,
+    cgroup_procs: &[PathBuf],
+) -> i32 {
+    let mut console_open = true;
+    let mut lifeline = lifeline;
+    loop {
+        let mut fds = Vec::new();
+        if console_open {
+            fds.push(PollFd::new(console_read.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(fd) = &lifeline {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        }
+        let _ = poll(&mut fds, PollTimeout::from(200u16));
+        drop(fds);
+        if console_open {
+            console_open = console.pump(&console_read, false);
+        }
+        if let Some(fd) = &lifeline
+            && lifeline_broken(fd)
+        {
+            // The runtime is gone: kill every other process of the sandbox's cgroup (runsc
+            // and its sandbox, gofer and stubs); this monitor exits once they are reaped.
+            kill_cgroup_but_self(cgroup_procs);
+            lifeline = None;
+        }
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return 0,
+            }
+        }
+    }
+}
+
+/// SIGKILLs every process listed in the sandbox's `cgroup.procs` files except this one.
+fn kill_cgroup_but_self(cgroup_procs: &[PathBuf]) {
+    let me = std::process::id() as i32;
+    for file in cgroup_procs {
+        let Ok(text) = fs::read_to_string(file) else {
+            continue;
+        };
+        for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            if pid != me {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Whether the lifeline pipe reports EOF (every writer, i.e. the runtime, is gone).
+fn lifeline_broken(fd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(n) if n > 0 => fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLIN)),
+        _ => false,
+    }
+}
+
 /// Writes one status line with a single `write` (atomic for a pipe, below `PIPE_BUF`):
 /// the monitor and PID 1 report concurrently, and `writeln!` on a `File` would
 /// interleave their pieces.
-fn report(status: &mut File, line: &str) {
+pub(crate) fn report(status: &mut File, line: &str) {
     let mut line = line.replace('\n', " ");
     let mut end = line.len().min(4000);
     while !line.is_char_boundary(end) {
@@ -244,16 +693,4 @@ fn report(status: &mut File, line: &str) {
     line.truncate(end);
     line.push('\n');
     let _ = status.write_all(line.as_bytes());
-}
-
-/// Waits for `child` and turns its end into an exit code (128 + signal when killed).
-fn wait_exit_code(child: Pid) -> i32 {
-    loop {
-        match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, code)) => return code,
-            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return 1,
-        }
-    }
 }

@@ -1,10 +1,10 @@
 //! Turning a sandbox's writes into a new read-only layer (template builds).
 //!
-//! A sandbox writes to `<sandbox>/upper` (the root overlay's upper dir) and, for each host
-//! directory a layer presents, to `<sandbox>/hostdirs/<n>/upper`, whose content belongs at
-//! that host directory's target path (e.g. `/usr`). [`Runtime::capture_layer`] kills the
-//! sandbox, then moves those upper dirs (renames, no copies: they live on the data dir's
-//! file system) into one structured layer:
+//! A sandbox writes to its disk (see [`super::disk`]): `upper/` (the root overlay's upper
+//! dir) and, for each host directory a layer presents, `hostdirs/<n>/upper`, whose content
+//! belongs at that host directory's target path (e.g. `/usr`). [`Runtime::capture_layer`]
+//! kills the sandbox, then a helper process (in a private mount namespace) mounts the
+//! disk read-only and copies those upper dirs into one structured layer:
 //!
 //! ```text
 //! <dest>/rootfs/        the root upper, with each host-dir upper merged in at its target
@@ -13,17 +13,41 @@
 //!                       their target up as a lower dir above the host directory
 //! ```
 //!
-//! Overlay whiteouts (0/0 character devices) and opaque directories (the
-//! `trusted.overlay.opaque` xattr) move with the files, and overlayfs honours both in
-//! lower layers, so a file the sandbox deleted stays deleted in sandboxes stacked on the
-//! captured layer.
+//! The copy (`cp -a`) keeps overlay whiteouts (0/0 character devices), opaque directories
+//! (the `trusted.overlay.opaque` xattr), ownership, modes, hard links and other xattrs, so
+//! a file the sandbox deleted stays deleted in sandboxes stacked on the layer. A namespace
+//! sandbox stored its files with its own host ids; the copy shifts them back to the ids
+//! seen inside (`root` = 0), which is how every layer is stored, so any sandbox — with any
+//! id range, or under gVisor — can stack on it. File capabilities written inside a user
+//! namespace (`security.capability` v3, tied to that namespace's root) are rewritten for
+//! root 0 the same way.
 
 use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use super::Runtime;
-use super::rootfs::{self, LAYER_MANIFEST, LAYER_ROOTFS, LayerManifest};
+use super::idmap::IdRange;
+use super::rootfs::{self, DISK_UPPER, LAYER_MANIFEST, LAYER_ROOTFS, LayerManifest};
 use crate::error::{Error, Result};
+
+/// What the capture helper does.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CaptureTask {
+    /// The dead sandbox's disk image.
+    pub image: PathBuf,
+    /// Where to mount it (a directory of the runtime's own).
+    pub mount_at: PathBuf,
+    /// The layer to create (must not exist).
+    pub dest: PathBuf,
+    /// The sandbox's host ids, when it stored its files shifted.
+    pub ids: Option<IdRange>,
+    /// Targets of the host-dir overlays, in their order on the disk.
+    pub host_targets: Vec<PathBuf>,
+    /// Remove the `/etc/resolv.conf` the runtime wrote (not one the sandbox wrote).
+    pub drop_resolv_conf: bool,
+}
 
 impl Runtime {
     /// Kills sandbox `id` and captures everything it wrote as a structured layer at
@@ -38,39 +62,36 @@ impl Runtime {
             .expect("lock")
             .remove(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        // Every process must be gone before the upper dirs move: nothing may write to
-        // them any more, and the sandbox's mount namespace (holding the overlays) dies
-        // with its last process.
+        // Every process must be gone before the disk is read: nothing may write to it any
+        // more, and its mount (in the sandbox's namespace) goes with the last process.
         let killed = entry.cgroup.kill_all();
         let mut monitor = entry.monitor;
         if let Some(monitor) = monitor.as_mut() {
             let _ = monitor.kill();
             let _ = monitor.wait();
         }
+        let dirs = self.dirs(id);
         let captured = killed.and_then(|()| {
-            let dirs = self.dirs(id);
-            if entry.state.spec.allow_internet {
-                // The resolver the runtime wrote for slirp4netns belongs to this sandbox,
-                // not to the layer (a recipe that wrote its own is kept).
-                super::network::forget_resolv_conf(&dirs.upper())?;
-            }
-            let mut targets = Vec::new();
+            let mut host_targets = Vec::new();
             for layer in &entry.state.spec.layers {
-                targets.extend(
+                host_targets.extend(
                     rootfs::resolve_layer(layer)?
                         .host_dirs
                         .into_iter()
                         .map(|h| h.target),
                 );
             }
-            let host_uppers: Vec<(PathBuf, PathBuf)> = targets
-                .into_iter()
-                .enumerate()
-                .map(|(n, target)| (dirs.host_dir(n).0, target))
-                .collect();
-            assemble(&dirs.upper(), &host_uppers, dest)
+            let task = CaptureTask {
+                image: dirs.disk_image(),
+                mount_at: dirs.base.join("capture"),
+                dest: dest.to_path_buf(),
+                ids: entry.state.ids,
+                host_targets,
+                drop_resolv_conf: entry.state.spec.allow_internet,
+            };
+            self.run_capture(&task)
         });
-        let cleaned = self.destroy(id, &entry.cgroup, None, entry.network);
+        let cleaned = self.destroy(id, &entry.cgroup, None, entry.network, entry.state.ids);
         captured?;
         cleaned
     }
@@ -86,9 +107,46 @@ fn check_dest(dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The capture itself, in the helper: mount the disk read-only in a private mount
+/// namespace and assemble the layer.
+pub(crate) fn run(task: &CaptureTask) -> std::result::Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    use nix::sched::{CloneFlags, unshare};
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make / private: {e}"))?;
+    super::disk::attach_and_mount(&task.image, &task.mount_at, true)?;
+    let uppers: Vec<(PathBuf, PathBuf)> = task
+        .host_targets
+        .iter()
+        .enumerate()
+        .map(|(n, target)| (task.mount_at.join(rootfs::disk_host_dir(n).0), target.clone()))
+        .collect();
+    assemble(
+        &task.mount_at.join(DISK_UPPER),
+        &uppers,
+        &task.dest,
+        task.ids,
+        task.drop_resolv_conf,
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Builds the layer at `dest` from the root upper dir and the host-dir upper dirs (each
 /// with its target path inside the sandbox), through a staging directory.
-fn assemble(root_upper: &Path, host_uppers: &[(PathBuf, PathBuf)], dest: &Path) -> Result<()> {
+fn assemble(
+    root_upper: &Path,
+    host_uppers: &[(PathBuf, PathBuf)],
+    dest: &Path,
+    ids: Option<IdRange>,
+    drop_resolv_conf: bool,
+) -> Result<()> {
     check_dest(dest)?;
     let parent = dest.parent().ok_or_else(|| Error::InvalidSpec {
         field: "dest",
@@ -104,12 +162,32 @@ fn assemble(root_upper: &Path, host_uppers: &[(PathBuf, PathBuf)], dest: &Path) 
     let result = (|| {
         fs::create_dir(&staging).map_err(Error::io("create dir", &staging))?;
         let tree = staging.join(LAYER_ROOTFS);
-        fs::rename(root_upper, &tree).map_err(Error::io("move", root_upper))?;
+        copy_tree(root_upper, &tree)?;
         for (upper, target) in host_uppers {
-            if upper.is_dir() {
-                let at = tree.join(target.strip_prefix("/").unwrap_or(target));
-                replace_with(upper, &at)?;
+            if upper.is_dir()
+                && fs::read_dir(upper)
+                    .map_err(Error::io("read dir", upper))?
+                    .next()
+                    .is_some()
+            {
+                let at = beneath(&tree, target)?;
+                // In the sandbox the host directory's overlay was mounted over this path,
+                // so the root upper's content below it was never visible: replace it.
+                match fs::symlink_metadata(&at) {
+                    Ok(meta) if meta.is_dir() => {
+                        fs::remove_dir_all(&at).map_err(Error::io("remove", &at))?
+                    }
+                    Ok(_) => fs::remove_file(&at).map_err(Error::io("remove", &at))?,
+                    Err(_) => {}
+                }
+                copy_tree(upper, &at)?;
             }
+        }
+        if drop_resolv_conf {
+            forget_resolv_conf(&tree)?;
+        }
+        if let Some(ids) = ids {
+            shift_to_inner(&tree, ids)?;
         }
         let manifest =
             serde_json::to_vec_pretty(&LayerManifest::default()).map_err(|e| Error::State {
@@ -126,28 +204,146 @@ fn assemble(root_upper: &Path, host_uppers: &[(PathBuf, PathBuf)], dest: &Path) 
     result
 }
 
-/// Puts host-dir upper `src` at `dst`, replacing whatever the root upper had there: in
-/// the sandbox the host directory's overlay was mounted over that path, so the root
-/// upper's content below it was never visible and every write under it went to `src`.
-fn replace_with(src: &Path, dst: &Path) -> Result<()> {
-    if fs::read_dir(src)
-        .map_err(Error::io("read dir", src))?
-        .next()
-        .is_none()
-    {
-        // Nothing written there; an empty directory would only shadow nothing.
-        return Ok(());
-    }
-    match fs::symlink_metadata(dst) {
-        Ok(meta) if meta.is_dir() => fs::remove_dir_all(dst).map_err(Error::io("remove", dst))?,
-        Ok(_) => fs::remove_file(dst).map_err(Error::io("remove", dst))?,
-        Err(_) => {
-            if let Some(parent) = dst.parent() {
-                fs::create_dir_all(parent).map_err(Error::io("create dir", parent))?;
+/// `tree` joined with the absolute in-sandbox `target`, refusing a target whose parents
+/// are symlinks in the captured tree (they would lead the copy out of the layer).
+fn beneath(tree: &Path, target: &Path) -> Result<PathBuf> {
+    let mut at = tree.to_path_buf();
+    let parts: Vec<_> = target.components().skip(1).collect();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        let last = i + 1 == parts.len();
+        match fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() && !last => {
+                return Err(Error::InvalidSpec {
+                    field: "layer",
+                    reason: format!(
+                        "{} is a symlink in the sandbox's writes; cannot merge {} there",
+                        at.display(),
+                        target.display()
+                    ),
+                });
             }
+            Ok(_) => {}
+            Err(_) if !last => fs::create_dir_all(&at).map_err(Error::io("create dir", &at))?,
+            Err(_) => {}
         }
     }
-    fs::rename(src, dst).map_err(Error::io("move", src))
+    Ok(at)
+}
+
+/// `cp -a` (ownership, modes, times, xattrs incl. `trusted.overlay.*`, hard links,
+/// device nodes, sparse files) of directory `src` to the new path `dst`.
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let out = Command::new("cp")
+        .args(["-a", "--sparse=always", "--no-target-directory"])
+        .arg(src)
+        .arg(dst)
+        .output()
+        .map_err(Error::sys("run cp -a"))?;
+    if !out.status.success() {
+        return Err(Error::Sys {
+            op: format!("cp -a {} {}", src.display(), dst.display()),
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+        });
+    }
+    Ok(())
+}
+
+/// Removes the `/etc/resolv.conf` the runtime wrote, unless the sandbox replaced it.
+fn forget_resolv_conf(tree: &Path) -> Result<()> {
+    let etc = tree.join("etc");
+    if fs::symlink_metadata(&etc).is_ok_and(|m| m.is_dir()) {
+        let path = etc.join("resolv.conf");
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
+            && fs::read_to_string(&path).is_ok_and(|t| t.starts_with(rootfs::RESOLV_CONF_MARKER))
+        {
+            fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites host ids of `ids` to the ids seen inside (base → 0). Ids outside the range
+/// (overlay's own whiteouts, made by host root) stay as they are. `chown` clears setuid
+/// bits and file capabilities, so both are put back afterwards.
+fn shift_to_inner(tree: &Path, ids: IdRange) -> Result<()> {
+    let mut stack = vec![tree.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
+        if meta.is_dir() {
+            for entry in fs::read_dir(&path).map_err(Error::io("read dir", &path))? {
+                stack.push(entry.map_err(Error::io("read dir", &path))?.path());
+            }
+        }
+        let uid = ids.to_inner(meta.uid());
+        let gid = ids.to_inner(meta.gid());
+        if uid.is_none() && gid.is_none() {
+            continue;
+        }
+        let caps = if meta.is_file() {
+            read_capability(&path)
+        } else {
+            None
+        };
+        std::os::unix::fs::lchown(&path, uid, gid).map_err(Error::io("chown", &path))?;
+        if !meta.file_type().is_symlink() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                .map_err(Error::io("chmod", &path))?;
+        }
+        if let Some(caps) = caps {
+            write_capability(&path, &unshift_capability(caps, ids))?;
+        }
+    }
+    Ok(())
+}
+
+const CAPABILITY_XATTR: &str = "security.capability";
+
+fn read_capability(path: &Path) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 64];
+    let n = rustix::fs::lgetxattr(path, CAPABILITY_XATTR, &mut buf[..]).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+fn write_capability(path: &Path, value: &[u8]) -> Result<()> {
+    rustix::fs::lsetxattr(path, CAPABILITY_XATTR, value, rustix::fs::XattrFlags::empty())
+        .map_err(|e| Error::io("set file capabilities", path)(e.into()))
+}
+
+/// A v3 file capability names the root of the user namespace it was set in; one set by
+/// the sandbox's root (host `ids.base`) is rewritten for root 0. Others pass unchanged.
+fn unshift_capability(mut value: Vec<u8>, ids: IdRange) -> Vec<u8> {
+    const VFS_CAP_REVISION_3: u32 = 0x0300_0000;
+    if value.len() == 24 {
+        let magic = u32::from_le_bytes(value[0..4].try_into().expect("4 bytes"));
+        let rootid = u32::from_le_bytes(value[20..24].try_into().expect("4 bytes"));
+        if magic & 0xff00_0000 == VFS_CAP_REVISION_3
+            && let Some(inner) = ids.to_inner(rootid)
+        {
+            value[20..24].copy_from_slice(&inner.to_le_bytes());
+        }
+    }
+    value
+}
+
+impl Runtime {
+    /// Runs a capture task in the helper and waits for it.
+    fn run_capture(&self, task: &CaptureTask) -> Result<()> {
+        let report = self.run_helper_task(&super::init::HelperTask::Capture(task.clone()))?;
+        if report.lines().any(|l| l == "done") {
+            return Ok(());
+        }
+        let message = report
+            .lines()
+            .find_map(|l| l.strip_prefix("error "))
+            .unwrap_or("the capture helper ended without a report")
+            .to_owned();
+        Err(Error::Setup {
+            id: task.dest.display().to_string(),
+            message,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -160,6 +356,11 @@ mod tests {
         let root = dir.path().join("upper");
         fs::create_dir_all(root.join("etc")).unwrap();
         fs::write(root.join("etc/motd"), "hi").unwrap();
+        fs::write(
+            root.join("etc/resolv.conf"),
+            format!("{}\nnameserver 10.0.2.3\n", rootfs::RESOLV_CONF_MARKER),
+        )
+        .unwrap();
         fs::create_dir_all(root.join("usr/local")).unwrap();
         fs::write(root.join("usr/local/hidden"), "was under the /usr mount").unwrap();
         let usr = dir.path().join("hostdirs/0/upper");
@@ -171,10 +372,13 @@ mod tests {
             &root,
             &[(usr, "/usr".into()), (missing, "/lib".into())],
             &dest,
+            None,
+            true,
         )
         .unwrap();
         let tree = dest.join(LAYER_ROOTFS);
         assert_eq!(fs::read_to_string(tree.join("etc/motd")).unwrap(), "hi");
+        assert!(!tree.join("etc/resolv.conf").exists());
         assert_eq!(
             fs::read_to_string(tree.join("usr/local/bin/tool")).unwrap(),
             "tool"
@@ -187,7 +391,58 @@ mod tests {
             serde_json::from_slice(&fs::read(dest.join(LAYER_MANIFEST)).unwrap()).unwrap();
         assert!(manifest.host_dirs.is_empty());
         assert!(!dir.path().join("layers/t/b.partial").exists());
-        assert!(!root.exists(), "the upper dir was moved, not copied");
+        // The disk is only read.
+        assert!(root.join("etc/motd").exists());
+    }
+
+    #[test]
+    fn shifted_ids_come_back_as_seen_inside() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: chown to other ids needs root");
+            return;
+        }
+        let ids = IdRange {
+            base: 1 << 30,
+            count: 65_536,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("upper");
+        fs::create_dir_all(root.join("home/user")).unwrap();
+        fs::write(root.join("home/user/f"), "x").unwrap();
+        fs::write(root.join("sudo"), "x").unwrap();
+        std::os::unix::fs::lchown(&root, Some(ids.base), Some(ids.base)).unwrap();
+        std::os::unix::fs::lchown(root.join("home"), Some(ids.base), Some(ids.base)).unwrap();
+        let user = ids.base + 1000;
+        std::os::unix::fs::lchown(root.join("home/user"), Some(user), Some(user)).unwrap();
+        std::os::unix::fs::lchown(root.join("home/user/f"), Some(user), Some(user)).unwrap();
+        std::os::unix::fs::lchown(root.join("sudo"), Some(ids.base), Some(ids.base)).unwrap();
+        fs::set_permissions(root.join("sudo"), fs::Permissions::from_mode(0o4755)).unwrap();
+        let dest = dir.path().join("layer");
+        assemble(&root, &[], &dest, Some(ids), false).unwrap();
+        let tree = dest.join(LAYER_ROOTFS);
+        let f = fs::metadata(tree.join("home/user/f")).unwrap();
+        assert_eq!((f.uid(), f.gid()), (1000, 1000));
+        let sudo = fs::metadata(tree.join("sudo")).unwrap();
+        assert_eq!((sudo.uid(), sudo.gid()), (0, 0));
+        // chown cleared the setuid bit; the shift puts it back.
+        assert_eq!(sudo.mode() & 0o7777, 0o4755);
+    }
+
+    #[test]
+    fn file_capabilities_of_the_sandbox_root_are_rewritten_for_root_zero() {
+        let ids = IdRange {
+            base: 1 << 30,
+            count: 65_536,
+        };
+        let mut v3 = vec![0u8; 24];
+        v3[0..4].copy_from_slice(&0x0300_0001u32.to_le_bytes());
+        v3[20..24].copy_from_slice(&ids.base.to_le_bytes());
+        let out = unshift_capability(v3.clone(), ids);
+        assert_eq!(&out[20..24], &0u32.to_le_bytes());
+        assert_eq!(&out[..20], &v3[..20]);
+        // v2 (no root id) and foreign roots pass unchanged.
+        let v2 = vec![1u8; 20];
+        assert_eq!(unshift_capability(v2.clone(), ids), v2);
     }
 
     #[test]
@@ -197,8 +452,7 @@ mod tests {
         fs::create_dir_all(&root).unwrap();
         let dest = dir.path().join("layer");
         fs::create_dir_all(&dest).unwrap();
-        let err = assemble(&root, &[], &dest).unwrap_err();
+        let err = assemble(&root, &[], &dest, None, false).unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
-        assert!(root.exists());
     }
 }

@@ -3,34 +3,55 @@
 //! A [`Runtime`] owns a data directory:
 //!
 //! ```text
-//! <data_dir>/sandboxes/<id>/state.json      what `recover` needs after a restart
-//!                           rootfs/         mount point of the overlay root (only
-//!                                           mounted inside the sandbox's namespace)
-//!                           upper/ work/    the sandbox's writable layer
-//!                           hostdirs/<n>/   writable layers over host directories
-//!                           console.log     the init's stdout and stderr
-//!                           network.log     slirp4netns output (networked sandboxes)
+//! <data_dir>/disks/golden-<MB>.img   empty ext4 file systems, copied for each sandbox
+//!            sandboxes/<id>/state.json   what `recover` needs after a restart
+//!                           disk.img     the sandbox's own disk (its writable layer)
+//!                           rootfs/      mount point of the overlay root (only mounted
+//!                                        inside the sandbox's namespaces), with disk/,
+//!                                        lower/, hostlower/ beside it
+//!                           control.sock the control socket (namespace sandboxes)
+//!                           control/     the control socket's directory (gVisor)
+//!                           bundle/ runsc/   OCI bundle and runsc state (gVisor)
+//!                           console.log  the init's and the runtime's output (capped)
+//!                           network.log  slirp4netns output (networked sandboxes)
 //! ```
 //!
 //! and one cgroup per sandbox (`courier/<id>` in each hierarchy, see [`cgroup`]).
+//!
+//! Two isolations share all of that ([`Isolation`]): **container** (the host kernel
+//! behind namespaces: a user namespace with the sandbox's own host ids ([`idmap`]), PID,
+//! mount, UTS, IPC, network and cgroup namespaces, a syscall filter ([`seccomp`]) and a
+//! minimal capability bounding set) and **gVisor** (a kernel of its own per sandbox,
+//! [`gvisor`]). The seam between them is [`Isolation`] + the helper's [`init::Launch`]:
+//! how the assembled root is run, how its control socket is reached, how its processes
+//! are entered. A microVM isolation (see ARCHITECTURE.md) would add a third launch that
+//! boots a VM from the same disk and layers.
+//!
 //! Invariants: a sandbox's processes are all in its cgroup from their first instruction;
-//! its mounts exist only in its own mount namespace; after [`Runtime::kill`] or
-//! [`Runtime::recover`] nothing of it is left (processes, cgroups, directories).
+//! its mounts exist only in its own mount namespaces; everything the host writes into a
+//! sandbox's tree is resolved inside that tree; after [`Runtime::kill`] or
+//! [`Runtime::recover`] nothing of it is left (processes, cgroups, directories, loop
+//! devices, host id range).
 //!
 //! The API is blocking (it waits for the kernel and for the helper); async callers wrap it
 //! in `spawn_blocking`.
 
 pub mod cgroup;
+pub mod disk;
+pub mod gvisor;
+pub mod idmap;
 pub mod init;
 mod layer_capture;
 pub mod network;
 pub mod rootfs;
+pub mod seccomp;
 mod sys;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -39,11 +60,56 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::mount::{MntFlags, umount2};
 
 pub use cgroup::{CgroupDriver, CgroupStats, CgroupVersion, SandboxCgroup};
+pub use gvisor::RunscConfig;
+pub use idmap::IdRange;
 pub use rootfs::{BindMount, HostDir, LayerManifest};
 
 use crate::error::{Error, Result};
-use init::{HELPER_MARKER, HelperConfig, STATUS_FD};
+use init::{CONTROL_FD, GO_FD, HELPER_MARKER, HelperTask, LIFELINE_FD, Launch, STATUS_FD};
 use rootfs::{RootfsPlan, SandboxDirs};
+
+/// How a sandbox is isolated from the host.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Namespaces, a user namespace, a syscall filter and cgroups around the host kernel.
+    #[default]
+    Container,
+    /// gVisor: a kernel of its own (runsc's Sentry), in the same cgroup and root.
+    Gvisor,
+}
+
+impl Isolation {
+    /// Its name in flags, config files and APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Container => "container",
+            Isolation::Gvisor => "gvisor",
+        }
+    }
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "container" => Ok(Isolation::Container),
+            "gvisor" => Ok(Isolation::Gvisor),
+            other => Err(Error::InvalidSpec {
+                field: "isolation",
+                reason: format!("{other:?} is not one of \"gvisor\", \"container\""),
+            }),
+        }
+    }
+}
 
 /// Resource limits of one sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -89,6 +155,38 @@ impl Limits {
     }
 }
 
+/// I/O throttles on a sandbox's own disk (bytes or operations per second; `None` = not
+/// throttled). On cgroup v1 the kernel throttles reads and direct writes; buffered
+/// writes are flushed by kernel threads outside the sandbox's cgroup and escape v1's
+/// throttle (v2 accounts them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IoLimits {
+    /// Read bytes per second.
+    pub read_bps: Option<u64>,
+    /// Write bytes per second.
+    pub write_bps: Option<u64>,
+    /// Read operations per second.
+    pub read_iops: Option<u64>,
+    /// Write operations per second.
+    pub write_iops: Option<u64>,
+}
+
+impl IoLimits {
+    /// 512 MiB/s and 20 000 operations/s each way: far above what one agent needs, low
+    /// enough that one sandbox cannot take a shared disk's whole bandwidth.
+    pub fn standard() -> Self {
+        Self {
+            read_bps: Some(512 << 20),
+            write_bps: Some(512 << 20),
+            read_iops: Some(20_000),
+            write_iops: Some(20_000),
+        }
+    }
+}
+
+/// Default size of a sandbox's disk, MiB.
+pub const DEFAULT_DISK_MB: u64 = 4096;
+
 /// What to create.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SandboxSpec {
@@ -112,11 +210,43 @@ pub struct SandboxSpec {
     pub allow_internet: bool,
     /// Hostname inside the sandbox; defaults to the id.
     pub hostname: Option<String>,
-    /// Host paths bind-mounted into this sandbox only.
+    /// Host paths bind-mounted into this sandbox only (`nosuid`, `nodev`).
     pub binds: Vec<BindMount>,
     /// Working directory of the init; defaults to `/`.
     pub cwd: Option<PathBuf>,
+    /// How the sandbox is isolated.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Size of the sandbox's own disk (its writable layer), MiB: writing more fails with
+    /// `ENOSPC`.
+    #[serde(default = "default_disk_mb")]
+    pub disk_mb: u64,
+    /// I/O throttles on the sandbox's disk.
+    #[serde(default)]
+    pub io: IoLimits,
+    /// Let the sandbox create namespaces of its own (nested user namespaces, mounts in
+    /// them); off by default: the syscall filter refuses them.
+    #[serde(default)]
+    pub nested_namespaces: bool,
+    /// Give the init a control socket: on descriptor [`init::INIT_CONTROL_FD`] (a socket
+    /// bound but not listening) for a namespace sandbox, or the directory
+    /// [`GVISOR_CONTROL_DIR`] for a gVisor one; the runtime reaches it with
+    /// [`Runtime::connect_control`].
+    #[serde(default)]
+    pub control_socket: bool,
+    /// Kill the sandbox when the process running this runtime exits (for sandboxes that
+    /// must not outlive their server, like template build sandboxes). Others survive a
+    /// server restart and are adopted by [`Runtime::recover`].
+    #[serde(default)]
+    pub die_with_runtime: bool,
 }
+
+fn default_disk_mb() -> u64 {
+    DEFAULT_DISK_MB
+}
+
+/// Where a gVisor sandbox's init finds the directory to create its control socket in.
+pub const GVISOR_CONTROL_DIR: &str = "/run/courier";
 
 impl SandboxSpec {
     /// A spec with default limits, no network, no binds, `PATH` set, running `init args`.
@@ -139,6 +269,12 @@ impl SandboxSpec {
             hostname: None,
             binds: Vec::new(),
             cwd: None,
+            isolation: Isolation::Container,
+            disk_mb: DEFAULT_DISK_MB,
+            io: IoLimits::default(),
+            nested_namespaces: false,
+            control_socket: false,
+            die_with_runtime: false,
         }
     }
 }
@@ -151,10 +287,14 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 pub struct SandboxHandle {
     /// The sandbox id.
     pub id: String,
-    /// Host PID of the sandbox's PID 1 (the runtime's reaper; the init is its child).
+    /// Host PID of the process the sandbox lives as long as: PID 1 of a namespace sandbox
+    /// (the runtime's reaper; the init is its child), the helper's monitor for gVisor.
     pub init_pid: i32,
     /// The init program's PID inside the sandbox.
     pub init_pid_in_sandbox: i32,
+    /// How it is isolated.
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 /// What a sandbox is doing right now.
@@ -202,7 +342,7 @@ pub struct RecoveryReport {
 /// Where the runtime keeps things and which program it re-executes as helper.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// The data directory (created if missing). Sandboxes never see it.
+    /// The data directory (created if missing, mode 0700). Sandboxes never see it.
     pub data_dir: PathBuf,
     /// The helper program; it must call [`init::main_if_requested`] first thing.
     /// Default `/proc/self/exe` (the running program).
@@ -210,15 +350,25 @@ pub struct RuntimeConfig {
     /// Name of the directory under each cgroup hierarchy holding the sandboxes' cgroups.
     /// Runtimes sharing a host should share it only if they share the data dir.
     pub cgroup_parent: String,
+    /// First host id of the sandboxes' id ranges (see [`idmap`]); default 2^30.
+    pub first_id: u32,
+    /// runsc, when gVisor sandboxes are to be offered (see [`gvisor::probe`]).
+    pub runsc: Option<RunscConfig>,
+    /// Bytes of console output kept per sandbox (default 16 MiB).
+    pub console_cap: u64,
 }
 
 impl RuntimeConfig {
-    /// Defaults for `data_dir`: helper `/proc/self/exe`, cgroup parent `courier`.
+    /// Defaults for `data_dir`: helper `/proc/self/exe`, cgroup parent `courier`, ids from
+    /// 2^30, no gVisor, 16 MiB of console per sandbox.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
             helper: PathBuf::from("/proc/self/exe"),
             cgroup_parent: "courier".into(),
+            first_id: idmap::DEFAULT_FIRST_ID,
+            runsc: None,
+            console_cap: 16 << 20,
         }
     }
 }
@@ -227,10 +377,13 @@ impl RuntimeConfig {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct SandboxState {
     handle: SandboxHandle,
-    /// `starttime` of the PID-1 process, to tell it from a recycled PID.
+    /// `starttime` of the anchor process, to tell it from a recycled PID.
     init_start_time: u64,
     created_unix_ms: u128,
     spec: SandboxSpec,
+    /// The sandbox's host ids (namespace sandboxes).
+    #[serde(default)]
+    ids: Option<IdRange>,
 }
 
 struct Entry {
@@ -247,9 +400,14 @@ struct Entry {
 pub struct Runtime {
     config: RuntimeConfig,
     cgroups: CgroupDriver,
+    ids: idmap::IdAllocator,
     sandboxes: Mutex<HashMap<String, Entry>>,
     /// Ids being created right now (their directory exists but no state yet).
     creating: Mutex<HashSet<String>>,
+    /// The lifeline: sandboxes that must die with this process hold the read end; the
+    /// write end lives (close-on-exec) as long as this process, so its end — however it
+    /// comes — is EOF for them.
+    lifeline: (OwnedFd, OwnedFd),
 }
 
 impl std::fmt::Debug for Runtime {
@@ -260,6 +418,9 @@ impl std::fmt::Debug for Runtime {
             .finish()
     }
 }
+
+/// How long the helper may take to set a sandbox up before `create` gives up on it.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Runtime {
     /// A runtime on `data_dir` with the default [`RuntimeConfig`].
@@ -272,18 +433,39 @@ impl Runtime {
     pub fn with_config(config: RuntimeConfig) -> Result<Self> {
         let sandboxes_dir = config.data_dir.join("sandboxes");
         fs::create_dir_all(&sandboxes_dir).map_err(Error::io("create dir", &sandboxes_dir))?;
+        // Sandboxes' disks, sockets and state: only root may look inside.
+        fs::set_permissions(&config.data_dir, fs::Permissions::from_mode(0o700))
+            .map_err(Error::io("chmod", &config.data_dir))?;
         let cgroups = CgroupDriver::detect_at(Path::new("/sys/fs/cgroup"), &config.cgroup_parent)?;
+        let lifeline = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::sys("lifeline pipe")(e.into()))?;
         Ok(Self {
+            ids: idmap::IdAllocator::new(config.first_id),
             config,
             cgroups,
             sandboxes: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
+            lifeline,
         })
     }
 
     /// The cgroup driver in use.
     pub fn cgroups(&self) -> &CgroupDriver {
         &self.cgroups
+    }
+
+    /// The isolations this runtime can create.
+    pub fn isolations(&self) -> Vec<Isolation> {
+        let mut all = vec![Isolation::Container];
+        if self.config.runsc.is_some() {
+            all.push(Isolation::Gvisor);
+        }
+        all
+    }
+
+    /// The runsc configuration gVisor sandboxes use, if any.
+    pub fn runsc(&self) -> Option<&RunscConfig> {
+        self.config.runsc.as_ref()
     }
 
     fn dirs(&self, id: &str) -> SandboxDirs {
@@ -298,7 +480,7 @@ impl Runtime {
     pub fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
         validate_id(&spec.id)?;
         spec.limits.validate()?;
-        let slirp = network::check_supported(spec.allow_internet)?;
+        disk::validate_size(spec.disk_mb)?;
         if spec.layers.is_empty() {
             return Err(Error::InvalidSpec {
                 field: "layers",
@@ -311,6 +493,10 @@ impl Runtime {
                 reason: "must be an absolute path inside the sandbox".into(),
             });
         }
+        if spec.isolation == Isolation::Gvisor {
+            gvisor::require(self.config.runsc.as_ref())?;
+        }
+        let slirp = network::check_supported(spec.allow_internet)?;
         let hostname = spec.hostname.clone().unwrap_or_else(|| spec.id.clone());
         if hostname.is_empty() || hostname.len() > 64 {
             return Err(Error::InvalidSpec {
@@ -338,7 +524,18 @@ impl Runtime {
             Err(e) => return Err(Error::io("create dir", &dirs.base)(e)),
         }
         self.creating.lock().expect("lock").insert(spec.id.clone());
-        let result = self.start(&spec, &dirs, layers, hostname, slirp.as_deref());
+        let ids = match spec.isolation {
+            Isolation::Container => match self.ids.allocate() {
+                Ok(range) => Some(range),
+                Err(e) => {
+                    self.creating.lock().expect("lock").remove(&spec.id);
+                    let _ = fs::remove_dir_all(&dirs.base);
+                    return Err(e);
+                }
+            },
+            Isolation::Gvisor => None,
+        };
+        let result = self.start(&spec, &dirs, layers, hostname, slirp.as_deref(), ids);
         self.creating.lock().expect("lock").remove(&spec.id);
         match result {
             Ok((entry, handle)) => {
@@ -350,7 +547,7 @@ impl Runtime {
             }
             Err(err) => {
                 let cgroup = self.cgroups.sandbox(&spec.id);
-                let _ = self.destroy(&spec.id, &cgroup, None, None);
+                let _ = self.destroy(&spec.id, &cgroup, None, None, ids);
                 Err(err)
             }
         }
@@ -363,72 +560,129 @@ impl Runtime {
         layers: Vec<rootfs::ResolvedLayer>,
         hostname: String,
         slirp: Option<&Path>,
+        ids: Option<IdRange>,
     ) -> Result<(Entry, SandboxHandle)> {
-        let host_dir_count: usize = layers.iter().map(|l| l.host_dirs.len()).sum();
-        let mut to_create = vec![dirs.rootfs(), dirs.upper(), dirs.work()];
-        for n in 0..host_dir_count {
-            let (upper, work) = dirs.host_dir(n);
-            to_create.extend([upper, work]);
-        }
-        for dir in &to_create {
-            fs::create_dir_all(dir).map_err(Error::io("create dir", dir))?;
-        }
-        if slirp.is_some() {
-            network::write_resolv_conf(&dirs.upper())?;
-        }
+        let golden = disk::golden(&self.config.data_dir.join("disks"), spec.disk_mb)?;
+        disk::copy_sparse(&golden, &dirs.disk_image())?;
         let cgroup = self.cgroups.create(&spec.id, &spec.limits)?;
 
-        let config = HelperConfig {
+        let mut binds = spec.binds.clone();
+        let mut control = None;
+        if spec.control_socket {
+            match spec.isolation {
+                Isolation::Container => control = Some(bind_control_socket(&dirs.control_socket())?),
+                Isolation::Gvisor => {
+                    let dir = dirs.control_dir();
+                    fs::create_dir(&dir).map_err(Error::io("create dir", &dir))?;
+                    binds.push(BindMount {
+                        source: dir,
+                        target: PathBuf::from(GVISOR_CONTROL_DIR),
+                        readonly: false,
+                    });
+                }
+            }
+        }
+        let env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let cwd = spec.cwd.clone().unwrap_or_else(|| PathBuf::from("/"));
+        let launch = match spec.isolation {
+            Isolation::Container => Launch::Container {
+                init: spec.init.clone(),
+                args: spec.args.clone(),
+                env: env.clone(),
+                cwd: cwd.clone(),
+                nested_namespaces: spec.nested_namespaces,
+            },
+            Isolation::Gvisor => {
+                let runsc = gvisor::require(self.config.runsc.as_ref())?;
+                Launch::Gvisor {
+                    runsc: runsc.program.clone(),
+                    args: gvisor::run_args(
+                        runsc,
+                        &dirs.runsc_root(),
+                        &dirs.bundle(),
+                        &spec.id,
+                        spec.allow_internet,
+                    ),
+                }
+            }
+        };
+        let task = HelperTask::Sandbox(init::SandboxTask {
             id: spec.id.clone(),
             cgroup_procs: cgroup.procs_files(),
+            blkio: cgroup.io_limit_files(&spec.io),
             rootfs: RootfsPlan {
                 dirs: dirs.clone(),
                 layers,
-                binds: spec.binds.clone(),
-                hostname,
+                binds,
+                hostname: hostname.clone(),
+                resolv_conf: slirp.map(|_| format!("nameserver {}\n", network::SANDBOX_NAMESERVER)),
             },
-            init: spec.init.clone(),
-            args: spec.args.clone(),
-            env: spec
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            cwd: spec.cwd.clone().unwrap_or_else(|| PathBuf::from("/")),
-        };
-        let config_json = serde_json::to_vec(&config).map_err(|e| Error::State {
-            path: dirs.base.clone(),
-            reason: format!("encode helper config: {e}"),
-        })?;
+            ids,
+            launch,
+            console_cap: self.config.console_cap,
+        });
 
-        let console_path = dirs.base.join("console.log");
-        let console = File::create(&console_path).map_err(Error::io("create", &console_path))?;
-        let console2 = console
-            .try_clone()
-            .map_err(Error::io("dup", &console_path))?;
-        let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Error::sys("status pipe")(e.into()))?;
-        let mut cmd = Command::new(&self.config.helper);
-        cmd.arg(HELPER_MARKER)
-            .arg(&spec.id)
-            .stdin(Stdio::piped())
-            .stdout(console)
-            .stderr(console2)
-            .env_clear()
-            .current_dir("/");
-        sys::pass_fd_as(&mut cmd, status_write, STATUS_FD);
-        let mut monitor = cmd.spawn().map_err(Error::sys(format!(
-            "spawn helper {}",
-            self.config.helper.display()
-        )))?;
-        // Close our copy of the write end (it was moved into the Command's closure).
-        drop(cmd);
-        let mut stdin = monitor.stdin.take().expect("piped stdin");
-        let written = stdin.write_all(&config_json);
-        drop(stdin);
-
+        let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::sys("go pipe")(e.into()))?;
+        let mut extra = vec![(go_read, GO_FD)];
+        if let Some(control) = control {
+            extra.push((control, CONTROL_FD));
+        }
+        if spec.die_with_runtime {
+            let read = self
+                .lifeline
+                .0
+                .try_clone()
+                .map_err(|e| Error::sys("dup lifeline")(e))?;
+            extra.push((read, LIFELINE_FD));
+        }
+        let (mut monitor, mut status) = self.spawn_helper(&spec.id, &dirs.console(), &task, extra)?;
+        let deadline = Instant::now() + HELPER_TIMEOUT;
         let mut report = String::new();
-        let read = read_status(status_read, HELPER_TIMEOUT, &mut report);
+        let fail = |message: String, mut monitor: Child| {
+            let _ = cgroup.kill_all();
+            let _ = monitor.kill();
+            let _ = monitor.wait();
+            Err(Error::Setup {
+                id: spec.id.clone(),
+                message,
+            })
+        };
+
+        // Phase 1: the sandbox's network namespace exists; attach the network (and, for
+        // gVisor, write the bundle naming that namespace) before it goes on.
+        let netns_pid = match status.until(deadline, &mut report, "netns ") {
+            Ok(Some(pid)) => pid,
+            Ok(None) => return fail(self.helper_failure(&report, &dirs.console()), monitor),
+            Err(e) => return fail(format!("reading helper status: {e}"), monitor),
+        };
+        let network = match slirp {
+            None => None,
+            Some(program) => match network::attach(
+                program,
+                netns_pid,
+                &cgroup.procs_files(),
+                &dirs.base.join("network.log"),
+            ) {
+                Ok(child) => Some(child),
+                Err(e) => return fail(e.to_string(), monitor),
+            },
+        };
+        if spec.isolation == Isolation::Gvisor
+            && let Err(e) = write_bundle(dirs, spec, &hostname, netns_pid)
+        {
+            return fail(e.to_string(), monitor);
+        }
+        if let Err(e) = File::from(go_write).write_all(b"g") {
+            return fail(format!("telling the helper to go on: {e}"), monitor);
+        }
+
+        // Phase 2: PID 1 (or runsc) runs; the init is exec'd.
+        let read = status.to_end(deadline, &mut report);
         let mut pid = None;
         let mut ready = None;
         let mut error = None;
@@ -441,52 +695,22 @@ impl Runtime {
                 error = Some(v.to_string());
             }
         }
-        let fail = |message: String, mut monitor: Child| {
-            let _ = cgroup.kill_all();
-            let _ = monitor.kill();
-            let _ = monitor.wait();
-            Err(Error::Setup {
-                id: spec.id.clone(),
-                message,
-            })
-        };
         if let Some(message) = error {
             return fail(message, monitor);
         }
         let (Some(init_pid), Some(init_pid_in_sandbox)) = (pid, ready) else {
-            let why = match (written, read) {
-                (Err(e), _) => format!("sending config to helper: {e}"),
-                (_, Err(e)) => format!("reading helper status: {e}"),
-                _ => {
-                    let console = fs::read_to_string(&console_path).unwrap_or_default();
-                    format!(
-                        "helper {} ended without reporting (is `main_if_requested` called first in its main?): {report:?} {}",
-                        self.config.helper.display(),
-                        console.trim()
-                    )
-                }
+            let why = match read {
+                Err(e) => format!("reading helper status: {e}"),
+                Ok(()) => self.helper_failure(&report, &dirs.console()),
             };
             return fail(why, monitor);
-        };
-        let network = match slirp {
-            None => None,
-            Some(program) => {
-                match network::attach(
-                    program,
-                    init_pid,
-                    &cgroup.procs_files(),
-                    &dirs.base.join("network.log"),
-                ) {
-                    Ok(child) => Some(child),
-                    Err(e) => return fail(e.to_string(), monitor),
-                }
-            }
         };
 
         let handle = SandboxHandle {
             id: spec.id.clone(),
             init_pid,
             init_pid_in_sandbox,
+            isolation: spec.isolation,
         };
         let state = SandboxState {
             handle: handle.clone(),
@@ -495,8 +719,12 @@ impl Runtime {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis()),
             spec: spec.clone(),
+            ids,
         };
         self.save_state(&dirs.base, &state)?;
+        // Not waited for by anyone else: a monitor whose sandbox ended is reaped here or
+        // at kill.
+        let _ = monitor.try_wait();
         Ok((
             Entry {
                 state,
@@ -506,6 +734,79 @@ impl Runtime {
             },
             handle,
         ))
+    }
+
+    /// Starts the helper with `task` on stdin and the given descriptors; returns it and
+    /// its status pipe.
+    fn spawn_helper(
+        &self,
+        id: &str,
+        console: &Path,
+        task: &HelperTask,
+        extra: Vec<(OwnedFd, i32)>,
+    ) -> Result<(Child, StatusReader)> {
+        let json = serde_json::to_vec(task).map_err(|e| Error::State {
+            path: console.to_path_buf(),
+            reason: format!("encode helper task: {e}"),
+        })?;
+        let console_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(console)
+            .map_err(Error::io("create", console))?;
+        let console2 = console_file
+            .try_clone()
+            .map_err(Error::io("dup", console))?;
+        let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::sys("status pipe")(e.into()))?;
+        let mut cmd = Command::new(&self.config.helper);
+        cmd.arg(HELPER_MARKER)
+            .arg(id)
+            .stdin(Stdio::piped())
+            .stdout(console_file)
+            .stderr(console2)
+            .env_clear()
+            .current_dir("/");
+        let mut fds = vec![(status_write, STATUS_FD)];
+        fds.extend(extra);
+        sys::pass_fds(&mut cmd, fds);
+        let mut child = cmd.spawn().map_err(Error::sys(format!(
+            "spawn helper {}",
+            self.config.helper.display()
+        )))?;
+        // Close our copies of the passed descriptors (moved into the Command's closure).
+        drop(cmd);
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let written = stdin.write_all(&json);
+        drop(stdin);
+        if let Err(e) = written {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::sys("send the task to the helper")(e));
+        }
+        Ok((child, StatusReader::new(status_read)))
+    }
+
+    /// Runs a helper task that needs no sandbox (a capture) and returns its report.
+    fn run_helper_task(&self, task: &HelperTask) -> Result<String> {
+        let scratch = self.config.data_dir.join("helper.log");
+        let (mut child, mut status) = self.spawn_helper("capture", &scratch, task, Vec::new())?;
+        let mut report = String::new();
+        let read = status.to_end(Instant::now() + Duration::from_secs(3600), &mut report);
+        let _ = child.wait();
+        read.map_err(Error::sys("read the helper's report"))?;
+        Ok(report)
+    }
+
+    fn helper_failure(&self, report: &str, console: &Path) -> String {
+        let console = fs::read_to_string(console).unwrap_or_default();
+        let console = console.trim();
+        let tail = &console[console.len().saturating_sub(2000)..];
+        format!(
+            "helper {} ended without reporting (is `main_if_requested` called first in its main?): {report:?} {tail}",
+            self.config.helper.display()
+        )
     }
 
     fn save_state(&self, base: &Path, state: &SandboxState) -> Result<()> {
@@ -547,6 +848,11 @@ impl Runtime {
     /// The handle of sandbox `id`.
     pub fn get(&self, id: &str) -> Result<SandboxHandle> {
         self.with_entry(id, |e| Ok(e.state.handle.clone()))
+    }
+
+    /// The host ids of namespace sandbox `id` (`None` under gVisor).
+    pub fn id_range(&self, id: &str) -> Result<Option<IdRange>> {
+        self.with_entry(id, |e| Ok(e.state.ids))
     }
 
     /// Running, frozen or exited.
@@ -599,16 +905,73 @@ impl Runtime {
         Ok(self.cgroup_of(id)?.stats())
     }
 
+    /// Bytes the sandbox's disk occupies on the host, and its size limit in bytes.
+    pub fn disk_usage(&self, id: &str) -> Result<(u64, u64)> {
+        let size = self.with_entry(id, |e| Ok(e.state.spec.disk_mb))?;
+        Ok((
+            disk::allocated_bytes(&self.dirs(id).disk_image()),
+            size * 1024 * 1024,
+        ))
+    }
+
     /// The sandbox's root file system as seen from the host (`/proc/<pid>/root`), for
-    /// reading and writing files from outside. Valid while the sandbox runs.
+    /// reading files from outside. Valid while a namespace sandbox runs; gVisor's root
+    /// is the Sentry's, not reachable this way.
     pub fn root_path(&self, id: &str) -> Result<PathBuf> {
         self.with_entry(id, |e| {
             let pid = e.state.handle.init_pid;
+            if e.state.spec.isolation == Isolation::Gvisor {
+                return Err(Error::Unsupported(
+                    "root_path: a gVisor sandbox's files live in its own kernel".into(),
+                ));
+            }
             if !process_alive(pid, e.state.init_start_time) {
                 return Err(Error::NotRunning(id.to_string()));
             }
             Ok(PathBuf::from(format!("/proc/{pid}/root")))
         })
+    }
+
+    /// Connects to the control socket of sandbox `id` (see
+    /// [`SandboxSpec::control_socket`]) and checks that the process answering belongs to
+    /// the sandbox.
+    ///
+    /// A namespace sandbox's socket lives where only the runtime can reach it. A gVisor
+    /// sandbox's lives in a directory the sandbox can write: it is opened without
+    /// following symlinks, must be a socket, and is connected through its descriptor, so
+    /// a sandbox that swaps it for a link to a host socket (Docker's, say) reaches
+    /// nothing; at most it answers itself.
+    pub fn connect_control(&self, id: &str) -> Result<std::os::unix::net::UnixStream> {
+        let (isolation, cgroup) = self.with_entry(id, |e| {
+            if !e.state.spec.control_socket {
+                return Err(Error::Unsupported(format!(
+                    "sandbox {id} was created without a control socket"
+                )));
+            }
+            Ok((e.state.spec.isolation, e.cgroup.clone()))
+        })?;
+        let dirs = self.dirs(id);
+        let stream = match isolation {
+            Isolation::Container => {
+                let path = dirs.control_socket();
+                std::os::unix::net::UnixStream::connect(&path)
+                    .map_err(Error::io("connect", &path))?
+            }
+            Isolation::Gvisor => connect_beneath(&dirs.control_dir(), "envd.sock")?,
+        };
+        let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+            .map_err(|e| Error::sys("read the control socket's peer")(e.into()))?;
+        if !cgroup.contains(peer.pid()) {
+            return Err(Error::Envd {
+                id: id.to_owned(),
+                message: format!(
+                    "the control socket is served by process {} (uid {}), which is not part of the sandbox: refusing it",
+                    peer.pid(),
+                    peer.uid()
+                ),
+            });
+        }
+        Ok(stream)
     }
 
     /// A [`Command`] for `program` that runs *inside* the sandbox as root in `/`; see
@@ -617,28 +980,54 @@ impl Runtime {
         self.command_with(id, program, &ExecOptions::default())
     }
 
-    /// A [`Command`] for `program` that runs *inside* the sandbox: in its cgroups and all
-    /// its namespaces, with the sandbox's root, the same capability bounds as the
-    /// sandbox's own processes, an empty environment except `PATH` (and `HOME` for a
-    /// user), in `options.cwd` as `options.user`. The caller adds arguments, stdio and
-    /// environment, then spawns it as usual; it must not use `Command::uid`, `gid`,
-    /// `groups` or `current_dir` (they act before the sandbox is entered). The sandbox
-    /// must be running and not frozen (a frozen sandbox would freeze the spawn itself).
+    /// A [`Command`] for `program` that runs *inside* the sandbox: in its cgroups, user
+    /// namespace and all its other namespaces, with the sandbox's root, capability bounds,
+    /// syscall filter and a fresh keyring (a gVisor sandbox: through `runsc exec`), an
+    /// empty environment except `PATH` (and `HOME` for a user), in `options.cwd` as
+    /// `options.user`. The caller adds arguments, stdio and environment, then spawns it
+    /// as usual; it must not use `Command::uid`, `gid`, `groups` or `current_dir` (they act
+    /// before the sandbox is entered). The sandbox must be running and not frozen (a
+    /// frozen sandbox would freeze the spawn itself).
     pub fn command_with(
         &self,
         id: &str,
         program: impl AsRef<std::ffi::OsStr>,
         options: &ExecOptions,
     ) -> Result<Command> {
-        let (pid, cgroup) = self.with_entry(id, |e| {
+        let (pid, cgroup, spec) = self.with_entry(id, |e| {
             if !process_alive(e.state.handle.init_pid, e.state.init_start_time) {
                 return Err(Error::NotRunning(id.to_string()));
             }
             if e.cgroup.is_frozen() {
                 return Err(Error::NotRunning(format!("{id} (frozen)")));
             }
-            Ok((e.state.handle.init_pid, e.cgroup.clone()))
+            Ok((e.state.handle.init_pid, e.cgroup.clone(), e.state.spec.clone()))
         })?;
+        let home = |cmd: &mut Command| {
+            if let Some(user) = options.user {
+                cmd.env(
+                    "HOME",
+                    if user.0 == 0 {
+                        "/root".to_string()
+                    } else {
+                        format!("/home/{}", crate::base_layer::USER)
+                    },
+                );
+            }
+        };
+        if spec.isolation == Isolation::Gvisor {
+            let runsc = gvisor::require(self.config.runsc.as_ref())?;
+            let mut cmd = gvisor::exec_command(
+                runsc,
+                &self.dirs(id).runsc_root(),
+                id,
+                program.as_ref(),
+                options.user,
+                options.cwd.as_deref(),
+            );
+            home(&mut cmd);
+            return Ok(cmd);
+        }
         let mut procs = Vec::new();
         for path in cgroup.procs_files() {
             let file = fs::OpenOptions::new()
@@ -647,12 +1036,15 @@ impl Runtime {
                 .map_err(Error::io("open", &path))?;
             procs.push(OwnedFd::from(file));
         }
+        let open_ns = |ns: &str| -> Result<OwnedFd> {
+            let path = PathBuf::from(format!("/proc/{pid}/ns/{ns}"));
+            Ok(OwnedFd::from(File::open(&path).map_err(Error::io("open", &path))?))
+        };
+        let userns = Some(open_ns("user")?);
         let mut namespaces = Vec::new();
         // The mount namespace goes last: entering it changes root and cwd.
         for ns in ["cgroup", "ipc", "uts", "net", "pid", "mnt"] {
-            let path = PathBuf::from(format!("/proc/{pid}/ns/{ns}"));
-            let file = File::open(&path).map_err(Error::io("open", &path))?;
-            namespaces.push(OwnedFd::from(file));
+            namespaces.push(open_ns(ns)?);
         }
         let cwd = match &options.cwd {
             Some(dir) => Some(
@@ -667,33 +1059,44 @@ impl Runtime {
         };
         let mut cmd = Command::new(program);
         cmd.env_clear().env("PATH", DEFAULT_PATH);
-        if let Some(user) = options.user {
-            cmd.env(
-                "HOME",
-                if user.0 == 0 {
-                    "/root".to_string()
-                } else {
-                    format!("/home/{}", crate::base_layer::USER)
-                },
-            );
-        }
-        sys::enter_sandbox(&mut cmd, procs, namespaces, cwd, options.user);
+        home(&mut cmd);
+        sys::enter_sandbox(
+            &mut cmd,
+            sys::Entry {
+                cgroup_procs: procs,
+                userns,
+                namespaces,
+                cwd,
+                user: options.user,
+                seccomp: seccomp::compile(seccomp::Profile::Sandbox {
+                    nested_namespaces: spec.nested_namespaces,
+                }),
+            },
+        );
         Ok(cmd)
     }
 
     /// Kills the sandbox: SIGKILL to every process in its cgroup, then its cgroups and
-    /// directories are removed. Its mounts die with its mount namespace; any that leaked
-    /// onto the host are detached.
+    /// directories are removed and its host id range freed. Its mounts (and its disk's
+    /// loop device) die with its mount namespace; any that leaked onto the host are
+    /// detached.
     pub fn kill(&self, id: &str) -> Result<()> {
         let entry = self.sandboxes.lock().expect("lock").remove(id);
         let Some(entry) = entry else {
             // Known on disk only (e.g. before `recover`)?
             if self.dirs(id).base.exists() && !self.creating.lock().expect("lock").contains(id) {
-                return self.destroy(id, &self.cgroups.sandbox(id), None, None);
+                let ids = self.read_state(id).and_then(|s| s.ids);
+                return self.destroy(id, &self.cgroups.sandbox(id), None, None, ids);
             }
             return Err(Error::NotFound(id.to_string()));
         };
-        self.destroy(id, &entry.cgroup, entry.monitor, entry.network)
+        self.destroy(
+            id,
+            &entry.cgroup,
+            entry.monitor,
+            entry.network,
+            entry.state.ids,
+        )
     }
 
     /// Kills every sandbox this runtime knows (e.g. at shutdown when sandboxes must not
@@ -717,12 +1120,20 @@ impl Runtime {
         first
     }
 
+    fn read_state(&self, id: &str) -> Option<SandboxState> {
+        let path = self.dirs(id).base.join("state.json");
+        fs::read(&path)
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok())
+    }
+
     fn destroy(
         &self,
         id: &str,
         cgroup: &SandboxCgroup,
         monitor: Option<Child>,
         network: Option<Child>,
+        ids: Option<IdRange>,
     ) -> Result<()> {
         let mut first_err = None;
         let mut note = |r: Result<()>| {
@@ -746,6 +1157,12 @@ impl Runtime {
         note(cgroup.remove());
         if base.exists() {
             note(fs::remove_dir_all(&base).map_err(Error::io("remove", &base)));
+        }
+        // Every process with these ids is gone and the disk holding their files deleted.
+        if let Some(ids) = ids
+            && first_err.is_none()
+        {
+            self.ids.release(ids);
         }
         match first_err {
             Some(e) => Err(e),
@@ -776,10 +1193,12 @@ impl Runtime {
                 continue;
             }
             let cgroup = self.cgroups.sandbox(&id);
-            let state_path = sandboxes_dir.join(&id).join("state.json");
-            let state: Option<SandboxState> = fs::read(&state_path)
-                .ok()
-                .and_then(|raw| serde_json::from_slice(&raw).ok());
+            let state = self.read_state(&id);
+            let range = state.as_ref().and_then(|s| s.ids);
+            if let Some(range) = range {
+                // Taken until its sandbox is reaped below or killed later.
+                self.ids.adopt(range);
+            }
             if policy == RecoverPolicy::Adopt
                 && let Some(state) = state
                 && process_alive(state.handle.init_pid, state.init_start_time)
@@ -797,12 +1216,168 @@ impl Runtime {
                 );
                 continue;
             }
-            match self.destroy(&id, &cgroup, None, None) {
+            match self.destroy(&id, &cgroup, None, None, range) {
                 Ok(()) => report.reaped.push(id),
                 Err(e) => report.failed.push((id, e.to_string())),
             }
         }
         Ok(report)
+    }
+}
+
+/// Creates the control socket of a namespace sandbox: bound at `path` (mode 0600, in a
+/// directory the sandbox never sees) but not listening — the init calls `listen()`
+/// itself, which makes it the socket's peer for `SO_PEERCRED`.
+fn bind_control_socket(path: &Path) -> Result<OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::sys("control socket")(e.into()))?;
+    let addr = UnixAddr::new(path).map_err(|e| Error::sys("control socket address")(e.into()))?;
+    bind(fd.as_raw_fd(), &addr).map_err(|e| Error::io("bind", path)(e.into()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(Error::io("chmod", path))?;
+    Ok(fd)
+}
+
+/// Connects to the socket `name` in `dir` without following any symlink: the socket is
+/// opened `O_PATH` beneath `dir`, must be a socket, and is connected through its
+/// descriptor.
+fn connect_beneath(dir: &Path, name: &str) -> Result<std::os::unix::net::UnixStream> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir_fd = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("open", dir)(e.into()))?;
+    let path = dir.join(name);
+    let sock = rustix::fs::openat2(
+        &dir_fd,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH
+            | ResolveFlags::NO_SYMLINKS
+            | ResolveFlags::NO_MAGICLINKS
+            | ResolveFlags::NO_XDEV,
+    )
+    .map_err(|e| Error::io("open", &path)(e.into()))?;
+    let stat = rustix::fs::fstat(&sock).map_err(|e| Error::io("stat", &path)(e.into()))?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+        return Err(Error::Envd {
+            id: path.display().to_string(),
+            message: "the control socket was replaced by something that is not a socket".into(),
+        });
+    }
+    let via = rootfs::fd_path(sock.as_fd());
+    std::os::unix::net::UnixStream::connect(&via).map_err(Error::io("connect", &path))
+}
+
+/// Writes a gVisor sandbox's OCI bundle: its root is the assembled overlay, its network
+/// namespace the helper's.
+fn write_bundle(dirs: &SandboxDirs, spec: &SandboxSpec, hostname: &str, netns_pid: i32) -> Result<()> {
+    let bundle = dirs.bundle();
+    fs::create_dir_all(&bundle).map_err(Error::io("create dir", &bundle))?;
+    let env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut args = vec![spec.init.display().to_string()];
+    args.extend(spec.args.iter().cloned());
+    let netns = PathBuf::from(format!("/proc/{netns_pid}/ns/net"));
+    let config = gvisor::oci_spec(
+        &dirs.rootfs(),
+        &gvisor::Process {
+            args,
+            env: &env,
+            cwd: spec.cwd.as_deref().unwrap_or(Path::new("/")),
+            hostname,
+            netns: Some(&netns),
+        },
+    );
+    let path = bundle.join("config.json");
+    fs::write(&path, serde_json::to_vec_pretty(&config).expect("json"))
+        .map_err(Error::io("write", &path))
+}
+
+/// Reads the helper's status pipe line by line, with deadlines (a helper stuck in the
+/// kernel must not hang `create` forever).
+struct StatusReader {
+    file: File,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl StatusReader {
+    fn new(pipe: OwnedFd) -> Self {
+        Self {
+            file: File::from(pipe),
+            buf: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// Reads until a line starting with `prefix` arrives (returning the number after it)
+    /// or the pipe ends (`None`). Every line read is appended to `report`.
+    fn until(&mut self, deadline: Instant, report: &mut String, prefix: &str) -> std::io::Result<Option<i32>> {
+        loop {
+            while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line).into_owned();
+                report.push_str(&line);
+                if let Some(rest) = line.trim_end().strip_prefix(prefix) {
+                    return Ok(rest.trim().parse().ok());
+                }
+                if line.starts_with("error ") {
+                    return Ok(None);
+                }
+            }
+            if self.eof || !self.fill(deadline)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads everything up to EOF into `report`.
+    fn to_end(&mut self, deadline: Instant, report: &mut String) -> std::io::Result<()> {
+        while !self.eof && self.fill(deadline)? {}
+        report.push_str(&String::from_utf8_lossy(&self.buf));
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// One read; false at EOF.
+    fn fill(&mut self, deadline: Instant) -> std::io::Result<bool> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no report from the helper in time",
+                ));
+            }
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let mut chunk = [0u8; 512];
+            let n = self.file.read(&mut chunk)?;
+            if n == 0 {
+                self.eof = true;
+                return Ok(false);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            return Ok(true);
+        }
     }
 }
 
@@ -820,42 +1395,6 @@ fn validate_id(id: &str) -> Result<()> {
             field: "id",
             reason: format!("{id:?} must be 1-64 of [A-Za-z0-9_-], not starting with '-'"),
         })
-    }
-}
-
-/// How long the helper may take to set a sandbox up before `create` gives up on it.
-const HELPER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Reads the helper's status pipe until EOF, giving up after `timeout` (a helper stuck
-/// in the kernel must not hang `create` forever).
-fn read_status(pipe: OwnedFd, timeout: Duration, out: &mut String) -> std::io::Result<()> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::os::fd::AsFd;
-    let deadline = Instant::now() + timeout;
-    let mut file = File::from(pipe);
-    let mut buf = [0u8; 512];
-    let mut raw = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no report from the helper within {timeout:?}"),
-            ));
-        }
-        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            *out = String::from_utf8_lossy(&raw).into_owned();
-            return Ok(());
-        }
-        raw.extend_from_slice(&buf[..n]);
     }
 }
 

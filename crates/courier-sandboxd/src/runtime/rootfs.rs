@@ -1,5 +1,5 @@
 //! The sandbox's root file system: layers, the per-sandbox writable layer, and the mounts
-//! made inside the sandbox's own mount namespace.
+//! made inside the sandbox's own mount namespaces.
 //!
 //! A *layer* is a read-only directory. It is either a plain directory tree, or a
 //! structured layer: a directory holding `rootfs/` (the tree) and `layer.json`
@@ -7,21 +7,33 @@
 //! the layer presents at a path without copying them (see [`crate::base_layer`]).
 //!
 //! Inside the sandbox the root is an overlay with the layers as lower dirs (the last layer
-//! on top) and `<sandbox>/upper` as the upper dir; each host directory is a nested overlay
-//! at its path with (the layers' own content at that path, then) the host directory as
-//! lower dirs and `<sandbox>/hostdirs/<n>/upper` as upper. So every path is writable in
-//! the sandbox, every write lands in the sandbox's own directory, and nothing the sandbox
-//! does reaches a layer or the host. All these mounts live only in the sandbox's mount
-//! namespace: they disappear with its last process, and the host's mount table never
-//! holds them.
+//! on top) and the sandbox's own disk (see [`super::disk`]) as upper; each host directory
+//! is a nested overlay at its path with (the layers' own content at that path, then) the
+//! host directory as lower dirs. So every path is writable in the sandbox, every write
+//! lands on the sandbox's own disk, and nothing the sandbox does reaches a layer or the
+//! host. For a namespace sandbox every lower dir is an *idmapped* mount through the
+//! sandbox's user namespace, so host-root-owned files (the layers, the host's `/usr`)
+//! appear owned by the sandbox's root; writes are stored with the sandbox's host ids.
+//!
+//! **Path safety.** A layer is content a sandbox (or a recipe author) wrote: any of its
+//! paths may be a symlink, e.g. `/etc -> /host/etc` or `/proc -> /`. Everything the
+//! helper creates, mounts or writes inside the sandbox's tree is therefore resolved with
+//! `openat2(RESOLVE_IN_ROOT)` from a descriptor of the sandbox's root (a symlink resolves
+//! as it would inside the sandbox, never on the host), and mounts target the resolved
+//! descriptor (`/proc/self/fd/N`), not a path. All these mounts live only in the
+//! sandbox's mount namespaces: they disappear with its last process, and the host's mount
+//! table never holds them.
 
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::io::Write as _;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 
+use super::idmap::IdRange;
 use crate::error::{Error, Result};
 
 /// File name of a structured layer's manifest.
@@ -47,12 +59,13 @@ pub struct HostDir {
     pub target: PathBuf,
 }
 
-/// A host file or directory bind-mounted into one sandbox.
+/// A host file or directory bind-mounted into one sandbox (always `nosuid`, `nodev`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BindMount {
     /// Absolute host path.
     pub source: PathBuf,
-    /// Absolute path inside the sandbox (created if missing).
+    /// Absolute path inside the sandbox (created if missing, resolved inside the
+    /// sandbox's root).
     pub target: PathBuf,
     /// Mount it read-only (the usual choice, e.g. for the envd binary).
     pub readonly: bool,
@@ -126,7 +139,7 @@ pub(crate) fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> 
     )
 }
 
-/// Per-sandbox directories on the host.
+/// Per-sandbox directories and files on the host.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SandboxDirs {
     /// `<data>/sandboxes/<id>`.
@@ -134,19 +147,57 @@ pub(crate) struct SandboxDirs {
 }
 
 impl SandboxDirs {
+    /// Mount point of the overlay root (mounted only in the sandbox's namespaces).
     pub fn rootfs(&self) -> PathBuf {
         self.base.join("rootfs")
     }
-    pub fn upper(&self) -> PathBuf {
-        self.base.join("upper")
+    /// The sandbox's disk image.
+    pub fn disk_image(&self) -> PathBuf {
+        self.base.join("disk.img")
     }
-    pub fn work(&self) -> PathBuf {
-        self.base.join("work")
+    /// Where the helper mounts the disk image.
+    pub fn disk(&self) -> PathBuf {
+        self.base.join("disk")
     }
-    pub fn host_dir(&self, n: usize) -> (PathBuf, PathBuf) {
-        let d = self.base.join("hostdirs").join(n.to_string());
-        (d.join("upper"), d.join("work"))
+    /// Mount points of the (idmapped) layers.
+    pub fn lower(&self, n: usize) -> PathBuf {
+        self.base.join("lower").join(n.to_string())
     }
+    /// Mount points of the (idmapped) host directories.
+    pub fn host_lower(&self, n: usize) -> PathBuf {
+        self.base.join("hostlower").join(n.to_string())
+    }
+    /// The control socket of a namespace sandbox (never visible inside it).
+    pub fn control_socket(&self) -> PathBuf {
+        self.base.join("control.sock")
+    }
+    /// The directory a gVisor sandbox's envd creates its socket in (bound at
+    /// `/run/courier` inside).
+    pub fn control_dir(&self) -> PathBuf {
+        self.base.join("control")
+    }
+    /// The OCI bundle of a gVisor sandbox.
+    pub fn bundle(&self) -> PathBuf {
+        self.base.join("bundle")
+    }
+    /// runsc's state directory for this sandbox.
+    pub fn runsc_root(&self) -> PathBuf {
+        self.base.join("runsc")
+    }
+    /// The console log (the init's and the runtime's output, capped).
+    pub fn console(&self) -> PathBuf {
+        self.base.join("console.log")
+    }
+}
+
+/// Relative to a mounted disk: the root overlay's upper and work dirs.
+pub(crate) const DISK_UPPER: &str = "upper";
+pub(crate) const DISK_WORK: &str = "work";
+
+/// Relative to a mounted disk: the upper and work dirs of host-dir overlay `n`.
+pub(crate) fn disk_host_dir(n: usize) -> (PathBuf, PathBuf) {
+    let d = PathBuf::from("hostdirs").join(n.to_string());
+    (d.join("upper"), d.join("work"))
 }
 
 /// Everything the helper needs to build the root file system.
@@ -156,19 +207,226 @@ pub(crate) struct RootfsPlan {
     pub layers: Vec<ResolvedLayer>,
     pub binds: Vec<BindMount>,
     pub hostname: String,
+    /// Contents for `/etc/resolv.conf` (networked sandboxes), written into the sandbox.
+    pub resolv_conf: Option<String>,
 }
 
-fn step(what: impl FnOnce() -> String) -> impl FnOnce(nix::Error) -> String {
-    move |e| format!("{}: {e}", what())
+/// First line of the `/etc/resolv.conf` the runtime writes (so a capture can tell it
+/// from one the sandbox wrote).
+pub(crate) const RESOLV_CONF_MARKER: &str = "# written by courier-sandboxd";
+
+fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
 }
 
-fn io_step(what: impl FnOnce() -> String) -> impl FnOnce(std::io::Error) -> String {
-    move |e| format!("{}: {e}", what())
+/// `/proc/self/fd/N` for a descriptor: a path naming exactly that file, for system calls
+/// that take paths (mount, overlay's lowerdir) without following anything else.
+pub(crate) fn fd_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
-/// Builds the sandbox's root and makes it `/`. Runs in the helper, as PID 1 of the new
-/// PID namespace, inside the new (still host-shaped) mount namespace.
-pub(crate) fn enter_root(plan: &RootfsPlan) -> Result<(), String> {
+/// What to create when a path inside the root does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    /// Nothing: a missing path is an error.
+    No,
+    /// Directories, for every missing component.
+    Dir,
+    /// Directories for the parents, an empty file for the last component.
+    File,
+}
+
+/// Opens `path` (absolute, inside the sandbox) as an `O_PATH` descriptor, resolving every
+/// component — symlinks included — inside `root` (`RESOLVE_IN_ROOT`): a symlink in the
+/// tree can never lead outside it. Missing components are created per `create`, owned by
+/// `owner` (host ids).
+pub(crate) fn open_in_root(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    create: Create,
+    owner: Option<(u32, u32)>,
+) -> std::result::Result<OwnedFd, String> {
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let open = |p: &Path, dir: bool| {
+        let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+        if dir {
+            flags |= OFlags::DIRECTORY;
+        }
+        rustix::fs::openat2(root, p, flags, Mode::empty(), resolve)
+    };
+    let parts: Vec<&std::ffi::OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
+        return open(Path::new("/"), true).map_err(|e| err("open /", e));
+    }
+    let mut at = PathBuf::from("/");
+    for (i, name) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let next = at.join(name);
+        match open(&next, false) {
+            Ok(fd) => {
+                at = next;
+                if last {
+                    return Ok(fd);
+                }
+                continue;
+            }
+            Err(rustix::io::Errno::NOENT) if create != Create::No => {}
+            Err(e) => return Err(err(format!("open {} in the sandbox", next.display()), e)),
+        }
+        let parent = open(&at, true).map_err(|e| err(format!("open {}", at.display()), e))?;
+        if last && create == Create::File {
+            let file = rustix::fs::openat(
+                &parent,
+                *name,
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .map_err(|e| err(format!("create {}", next.display()), e))?;
+            if let Some((uid, gid)) = owner {
+                chown_fd(file.as_fd(), uid, gid)?;
+            }
+        } else {
+            match rustix::fs::mkdirat(&parent, *name, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(err(format!("create {}", next.display()), e)),
+            }
+            if let Some((uid, gid)) = owner {
+                let dir = rustix::fs::openat(
+                    &parent,
+                    *name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| err(format!("open {}", next.display()), e))?;
+                chown_fd(dir.as_fd(), uid, gid)?;
+            }
+        }
+        at = next;
+        if last {
+            return open(&at, create == Create::Dir)
+                .map_err(|e| err(format!("open {}", at.display()), e));
+        }
+    }
+    unreachable!("the loop returns at the last component")
+}
+
+fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> std::result::Result<(), String> {
+    rustix::fs::fchown(
+        fd,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )
+    .map_err(|e| err("chown", e))
+}
+
+/// Writes `content` to `path` inside `root` (resolved in root; an existing file, or a
+/// symlink at that name, is replaced — never followed), owned by `owner`.
+pub(crate) fn write_in_root(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    content: &[u8],
+    owner: Option<(u32, u32)>,
+) -> std::result::Result<(), String> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{} has no file name", path.display()))?;
+    let dir_path = open_in_root(root, parent, Create::Dir, owner)?;
+    // An O_PATH descriptor cannot be written through; reopen the directory for *at calls.
+    let dir = rustix::fs::openat(
+        &dir_path,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err(format!("open {}", parent.display()), e))?;
+    match rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(err(format!("replace {}", path.display()), e)),
+    }
+    let file = rustix::fs::openat(
+        &dir,
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(|e| err(format!("create {}", path.display()), e))?;
+    if let Some((uid, gid)) = owner {
+        chown_fd(file.as_fd(), uid, gid)?;
+    }
+    fs::File::from(file)
+        .write_all(content)
+        .map_err(|e| err(format!("write {}", path.display()), e))
+}
+
+/// A directory descriptor for reading (not `O_PATH`), opened without following a final
+/// symlink.
+fn open_dir(path: &Path) -> std::result::Result<OwnedFd, String> {
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err(format!("open {}", path.display()), e))
+}
+
+/// Clones the tree at `source` (a host path the operator or the runtime chose) as a
+/// detached mount with `attrs` set (and through `idmap` when given).
+fn clone_tree(
+    source: &Path,
+    attrs: u64,
+    idmap: Option<BorrowedFd<'_>>,
+) -> std::result::Result<OwnedFd, String> {
+    let tree = rustix::mount::open_tree(
+        rustix::fs::CWD,
+        source,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE,
+    )
+    .map_err(|e| err(format!("clone {}", source.display()), e))?;
+    if attrs != 0 || idmap.is_some() {
+        super::sys::mount_setattr(tree.as_fd(), attrs, 0, idmap)
+            .map_err(|e| err(format!("set mount attributes of {}", source.display()), e))?;
+    }
+    Ok(tree)
+}
+
+/// Attaches the detached mount `tree` on the directory or file `target`.
+fn attach(tree: BorrowedFd<'_>, target: BorrowedFd<'_>, what: &str) -> std::result::Result<(), String> {
+    rustix::mount::move_mount(
+        tree,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| err(format!("mount {what}"), e))
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// What [`assemble`] leaves for the next steps.
+pub(crate) struct Assembled {
+    /// Minor number of the sandbox disk's loop device.
+    pub disk_minor: u32,
+}
+
+/// Builds the sandbox's root at `plan.dirs.rootfs()`, in the helper's private mount
+/// namespace, as host root: mounts the disk, (idmapped) lower layers, the root overlay,
+/// the host-dir overlays and the binds, and writes `/etc/hostname`, `/etc/hosts` and
+/// (networked) `/etc/resolv.conf`. With `ids` (a namespace sandbox) the lower layers are
+/// mapped through `userns` and what the helper creates is owned by the sandbox's root.
+pub(crate) fn assemble(
+    plan: &RootfsPlan,
+    ids: Option<(IdRange, BorrowedFd<'_>)>,
+) -> std::result::Result<Assembled, String> {
     // Nothing we mount may propagate back to the host.
     mount(
         None::<&str>,
@@ -177,199 +435,275 @@ pub(crate) fn enter_root(plan: &RootfsPlan) -> Result<(), String> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(step(|| "make / private".into()))?;
+    .map_err(|e| err("make / private", e))?;
+    let dirs = &plan.dirs;
+    let owner = ids.map(|(r, _)| (r.base, r.base));
+    let idmap = ids.map(|(_, ns)| ns);
 
-    let root = plan.dirs.rootfs();
-    let lowers: Vec<PathBuf> = plan.layers.iter().map(|l| l.tree.clone()).collect();
-    let opts = overlay_options(&lowers, &plan.dirs.upper(), &plan.dirs.work());
+    let disk = dirs.disk();
+    let disk_minor = super::disk::attach_and_mount(&dirs.disk_image(), &disk, false)?;
+    let host_dir_count: usize = plan.layers.iter().map(|l| l.host_dirs.len()).sum();
+    let mut writable = vec![disk.join(DISK_UPPER)];
+    let mut scratch = vec![disk.join(DISK_WORK)];
+    for n in 0..host_dir_count {
+        let (upper, work) = disk_host_dir(n);
+        writable.push(disk.join(upper));
+        scratch.push(disk.join(work));
+    }
+    for dir in writable.iter().chain(&scratch) {
+        fs::create_dir_all(dir).map_err(|e| err(format!("create {}", dir.display()), e))?;
+    }
+    // The upper dirs' roots become the roots of the sandbox's overlays: they must belong
+    // to the sandbox's root, or it could not write to `/`.
+    if let Some((uid, gid)) = owner {
+        for dir in &writable {
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                .map_err(|e| err(format!("chown {}", dir.display()), e))?;
+        }
+    }
+
+    // Lower layers: mapped through the sandbox's user namespace, or as they are.
+    let mut lowers = Vec::new();
+    for (n, layer) in plan.layers.iter().enumerate() {
+        lowers.push(match idmap {
+            Some(ns) => {
+                let at = dirs.lower(n);
+                mount_clone_at(&layer.tree, &at, MOUNT_ATTR_RDONLY, Some(ns))?;
+                at
+            }
+            None => layer.tree.clone(),
+        });
+    }
+    let root_path = dirs.rootfs();
+    fs::create_dir_all(&root_path).map_err(|e| err("create rootfs", e))?;
+    let opts = overlay_options(&lowers, &disk.join(DISK_UPPER), &disk.join(DISK_WORK));
     mount(
         Some("overlay"),
-        &root,
+        &root_path,
         Some("overlay"),
-        MsFlags::empty(),
+        MsFlags::MS_NODEV,
         Some(opts.as_str()),
     )
-    .map_err(step(|| format!("mount overlay root ({opts})")))?;
+    .map_err(|e| err(format!("mount overlay root ({opts})"), e))?;
+    let root = rustix::fs::open(
+        &root_path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err("open the sandbox root", e))?;
 
     // Host directories, in layer order; a later layer may present the same target again.
     let host_dirs: Vec<&HostDir> = plan.layers.iter().flat_map(|l| &l.host_dirs).collect();
     for (n, hd) in host_dirs.iter().enumerate() {
-        let target = inside(&root, &hd.target);
-        fs::create_dir_all(&target).map_err(io_step(|| format!("create {}", target.display())))?;
-        // The layers' own content at this path sits above the host directory.
-        let mut lower = vec![hd.source.clone()];
-        for layer in &plan.layers {
-            let own = inside(&layer.tree, &hd.target);
-            if own.is_dir() && fs::read_dir(&own).is_ok_and(|mut d| d.next().is_some()) {
-                lower.push(own);
+        let target = open_in_root(root.as_fd(), &hd.target, Create::Dir, owner)?;
+        let mut keep = Vec::new();
+        let bottom = match idmap {
+            Some(ns) => {
+                let at = dirs.host_lower(n);
+                mount_clone_at(&hd.source, &at, MOUNT_ATTR_RDONLY, Some(ns))?;
+                at
+            }
+            None => hd.source.clone(),
+        };
+        let mut lower = vec![bottom];
+        // The layers' own content at this path sits above the host directory; a layer
+        // where that path is a symlink or missing contributes nothing.
+        for (i, layer) in plan.layers.iter().enumerate() {
+            let tree = if idmap.is_some() { dirs.lower(i) } else { layer.tree.clone() };
+            let tree_fd = open_dir(&tree)?;
+            let Ok(own) = rustix::fs::openat2(
+                &tree_fd,
+                &hd.target,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            ) else {
+                continue;
+            };
+            let path = PathBuf::from(fd_path(own.as_fd()));
+            if fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some()) {
+                lower.push(path);
+                keep.push(own);
             }
         }
-        let (upper, work) = plan.dirs.host_dir(n);
-        let opts = overlay_options(&lower, &upper, &work);
+        let (upper, work) = disk_host_dir(n);
+        let opts = overlay_options(&lower, &disk.join(upper), &disk.join(work));
         mount(
             Some("overlay"),
-            &target,
+            fd_path(target.as_fd()).as_str(),
             Some("overlay"),
-            MsFlags::empty(),
+            MsFlags::MS_NODEV,
             Some(opts.as_str()),
         )
-        .map_err(step(|| {
-            format!("mount overlay {} ({opts})", hd.target.display())
-        }))?;
+        .map_err(|e| err(format!("mount overlay {} ({opts})", hd.target.display()), e))?;
+        drop(keep);
     }
 
     for bind in &plan.binds {
-        bind_into(&root, bind)?;
-    }
-
-    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount_fs(
-        &root,
-        "/proc",
-        "proc",
-        nosuid_nodev | MsFlags::MS_NOEXEC,
-        None,
-    )?;
-    // Kernel knobs stay read-only even for the sandbox's root.
-    for knob in ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"] {
-        let path = inside(&root, Path::new(knob));
-        if path.exists() {
-            readonly_bind(&path, &path).map_err(|e| format!("protect {knob}: {e}"))?;
+        let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        if bind.readonly {
+            attrs |= MOUNT_ATTR_RDONLY;
         }
+        let tree = clone_tree(&bind.source, attrs, None)?;
+        let create = if bind.source.is_dir() { Create::Dir } else { Create::File };
+        let target = open_in_root(root.as_fd(), &bind.target, create, owner)?;
+        attach(tree.as_fd(), target.as_fd(), &bind.target.display().to_string())?;
     }
-    // sysfs is informative (python and friends read it) and mounted read-only.
-    let _ = mount_fs(
-        &root,
-        "/sys",
-        "sysfs",
-        nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
-        None,
-    );
-    mount_fs(&root, "/tmp", "tmpfs", nosuid_nodev, Some("mode=1777"))?;
-    populate_dev(&root)?;
-    write_identity(&root, &plan.hostname)?;
 
-    // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only
-    // the sandbox's tree.
-    nix::unistd::chdir(&root).map_err(step(|| "chdir to new root".into()))?;
-    nix::unistd::pivot_root(".", ".").map_err(step(|| "pivot_root".into()))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(step(|| "detach old root".into()))?;
-    nix::unistd::chdir("/").map_err(step(|| "chdir /".into()))?;
-    Ok(())
+    write_identity(root.as_fd(), &plan.hostname, owner)?;
+    if let Some(resolv) = &plan.resolv_conf {
+        write_in_root(
+            root.as_fd(),
+            Path::new("/etc/resolv.conf"),
+            format!("{RESOLV_CONF_MARKER}\n{resolv}").as_bytes(),
+            owner,
+        )?;
+    }
+    Ok(Assembled { disk_minor })
 }
 
-/// `root` joined with an absolute in-sandbox path.
-fn inside(root: &Path, path: &Path) -> PathBuf {
-    root.join(path.strip_prefix("/").unwrap_or(path))
+/// Mounts a clone of `source` (read-only, through `idmap`) at `at` (a directory of the
+/// runtime's own, created here).
+fn mount_clone_at(
+    source: &Path,
+    at: &Path,
+    attrs: u64,
+    idmap: Option<BorrowedFd<'_>>,
+) -> std::result::Result<(), String> {
+    fs::create_dir_all(at).map_err(|e| err(format!("create {}", at.display()), e))?;
+    let tree = clone_tree(source, attrs, idmap)?;
+    let target = rustix::fs::open(
+        at,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| err(format!("open {}", at.display()), e))?;
+    attach(tree.as_fd(), target.as_fd(), &source.display().to_string())
 }
 
-fn mount_fs(
-    root: &Path,
-    at: &str,
-    fstype: &str,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> Result<(), String> {
-    let target = inside(root, Path::new(at));
-    fs::create_dir_all(&target).map_err(io_step(|| format!("create {at}")))?;
-    mount(Some(fstype), &target, Some(fstype), flags, data)
-        .map_err(step(|| format!("mount {fstype} on {at}")))
+/// `/etc/hostname` and `/etc/hosts` for the sandbox's hostname.
+fn write_identity(
+    root: BorrowedFd<'_>,
+    hostname: &str,
+    owner: Option<(u32, u32)>,
+) -> std::result::Result<(), String> {
+    write_in_root(
+        root,
+        Path::new("/etc/hostname"),
+        format!("{hostname}\n").as_bytes(),
+        owner,
+    )?;
+    let hosts =
+        format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    write_in_root(root, Path::new("/etc/hosts"), hosts.as_bytes(), owner)
 }
 
-fn readonly_bind(source: &Path, target: &Path) -> nix::Result<()> {
+/// Devices a sandbox gets in `/dev`, bound from the host's (harmless character devices).
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The second half for a namespace sandbox, run by its PID 1 inside its own (user-owned)
+/// mount, PID and network namespaces, with the assembled root as working directory: `/proc` and `/sys`, then `pivot_root` into the
+/// assembled root, then `/tmp`, `/dev` (a small tmpfs with the host's harmless character
+/// devices bound in, a private devpts, `/dev/shm`). After the pivot, every path resolves
+/// inside the sandbox's tree by construction.
+pub(crate) fn enter_root() -> std::result::Result<(), String> {
+    // The working directory is the assembled root: the monitor went there before
+    // unsharing, and the kernel moved it into this namespace. Paths from `/` are no use
+    // here: the data dir above the root is host root's (0700) and we are the sandbox's
+    // root. The root came from the parent mount namespace, where it is locked to its
+    // parent; pivot_root needs a mount of this namespace's own, so bind it onto itself
+    // and step into that bind through `..` (which needs no access above the root's own
+    // directory).
+    let here = std::env::current_dir().map_err(|e| err("read the working directory", e))?;
+    let name = here
+        .file_name()
+        .ok_or("the sandbox root has no directory name")?
+        .to_owned();
     mount(
-        Some(source),
-        target,
+        Some("."),
+        ".",
         None::<&str>,
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
-    )?;
+    )
+    .map_err(|e| err("bind the root onto itself", e))?;
+    nix::unistd::chdir(&Path::new("..").join(&name))
+        .map_err(|e| err("enter the root's own mount", e))?;
+    let root = rustix::fs::open(
+        ".",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err("open the sandbox root", e))?;
+    // proc and sysfs must be mounted while the host's own are still visible: the kernel
+    // refuses a new one in a user namespace otherwise ("mount too revealing").
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let proc_dir = open_in_root(root.as_fd(), Path::new("/proc"), Create::Dir, None)?;
     mount(
-        None::<&str>,
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        Some("proc"),
+        fd_path(proc_dir.as_fd()).as_str(),
+        Some("proc"),
+        nosuid_nodev_noexec,
         None::<&str>,
     )
-}
-
-fn bind_into(root: &Path, bind: &BindMount) -> Result<(), String> {
-    let target = inside(root, &bind.target);
-    if bind.source.is_dir() {
-        fs::create_dir_all(&target)
-            .map_err(io_step(|| format!("create {}", bind.target.display())))?;
-    } else {
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(io_step(|| {
-                format!("create parent of {}", bind.target.display())
-            }))?;
-        }
-        if !target.exists() {
-            fs::write(&target, b"")
-                .map_err(io_step(|| format!("create {}", bind.target.display())))?;
+    .map_err(|e| err("mount /proc", e))?;
+    // Kernel knobs stay read-only even for the sandbox's root. Reopened after the mount
+    // so the path walks into the new proc, not the directory under it.
+    let proc_root = open_in_root(root.as_fd(), Path::new("/proc"), Create::No, None)?;
+    for knob in ["sys", "sysrq-trigger", "irq", "bus"] {
+        let path = PathBuf::from(format!("{}/{knob}", fd_path(proc_root.as_fd())));
+        if fs::symlink_metadata(&path).is_ok() {
+            readonly_bind(&path).map_err(|e| err(format!("protect /proc/{knob}"), e))?;
         }
     }
-    let what = || {
-        format!(
-            "bind {} to {}",
-            bind.source.display(),
-            bind.target.display()
-        )
-    };
-    if bind.readonly {
-        readonly_bind(&bind.source, &target).map_err(step(what))
-    } else {
-        mount(
-            Some(&bind.source),
-            &target,
+    // sysfs is informative (python and friends read it) and mounted read-only.
+    if let Ok(sys_dir) = open_in_root(root.as_fd(), Path::new("/sys"), Create::Dir, None) {
+        let _ = mount(
+            Some("sysfs"),
+            fd_path(sys_dir.as_fd()).as_str(),
+            Some("sysfs"),
+            nosuid_nodev_noexec | MsFlags::MS_RDONLY,
             None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(step(what))
+        );
     }
-}
+    let mut devices = Vec::new();
+    for name in DEVICES {
+        let host = Path::new("/dev").join(name);
+        devices.push((name, clone_tree(&host, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, None)?));
+    }
+    drop(root);
 
-/// A minimal `/dev`: a small tmpfs with the harmless character devices, a private devpts
-/// instance for PTYs and `/dev/shm`.
-fn populate_dev(root: &Path) -> Result<(), String> {
+    // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only
+    // the sandbox's tree.
+    nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detach the old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| err("chdir /", e))?;
+
+    mount_fs("/tmp", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
     mount_fs(
-        root,
         "/dev",
         "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("mode=755,size=65536k"),
     )?;
-    let dev = inside(root, Path::new("/dev"));
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        let path = dev.join(name);
-        mknod(
+    for (name, tree) in &devices {
+        let path = Path::new("/dev").join(name);
+        fs::write(&path, b"").map_err(|e| err(format!("create /dev/{name}"), e))?;
+        let target = rustix::fs::open(
             &path,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            makedev(major, minor),
+            OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
         )
-        .map_err(step(|| format!("mknod /dev/{name}")))?;
-        // mknod honours the umask; the mode must be exactly 0666.
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
-            .map_err(io_step(|| format!("chmod /dev/{name}")))?;
+        .map_err(|e| err(format!("open /dev/{name}"), e))?;
+        attach(tree.as_fd(), target.as_fd(), &format!("/dev/{name}"))?;
     }
     mount_fs(
-        root,
         "/dev/pts",
         "devpts",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     )?;
     mount_fs(
-        root,
         "/dev/shm",
         "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
@@ -382,21 +716,34 @@ fn populate_dev(root: &Path) -> Result<(), String> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        symlink(to, dev.join(link)).map_err(io_step(|| format!("symlink /dev/{link}")))?;
+        std::os::unix::fs::symlink(to, Path::new("/dev").join(link))
+            .map_err(|e| err(format!("symlink /dev/{link}"), e))?;
     }
     Ok(())
 }
 
-/// `/etc/hostname` and `/etc/hosts` for the sandbox's hostname (written to its upper dir).
-fn write_identity(root: &Path, hostname: &str) -> Result<(), String> {
-    let etc = inside(root, Path::new("/etc"));
-    fs::create_dir_all(&etc).map_err(io_step(|| "create /etc".into()))?;
-    fs::write(etc.join("hostname"), format!("{hostname}\n"))
-        .map_err(io_step(|| "write /etc/hostname".into()))?;
-    let hosts =
-        format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    fs::write(etc.join("hosts"), hosts).map_err(io_step(|| "write /etc/hosts".into()))?;
-    Ok(())
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+fn mount_fs(at: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> std::result::Result<(), String> {
+    fs::create_dir_all(at).map_err(|e| err(format!("create {at}"), e))?;
+    mount(Some(fstype), at, Some(fstype), flags, data).map_err(|e| err(format!("mount {fstype} on {at}"), e))
+}
+
+fn readonly_bind(path: &Path) -> nix::Result<()> {
+    mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )?;
+    mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
 }
 
 #[cfg(test)]
@@ -449,5 +796,47 @@ mod tests {
         assert_eq!(resolved.host_dirs, manifest.host_dirs);
 
         assert!(resolve_layer(&dir.path().join("missing")).is_err());
+    }
+
+    /// A template whose `/etc` is a symlink to a host directory (written by a RUN step or
+    /// an npm postinstall script) must not make the runtime write on the host: every path
+    /// resolves inside the sandbox's tree.
+    #[test]
+    fn writes_in_root_never_follow_symlinks_out_of_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host-etc");
+        fs::create_dir(&host).unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink(&host, root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/", root.join("up")).unwrap();
+        let root_fd = rustix::fs::open(
+            &root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+
+        write_in_root(root_fd.as_fd(), Path::new("/etc/hosts"), b"x", None).unwrap();
+        assert!(!host.join("hosts").exists(), "wrote through the symlink");
+        // The absolute symlink resolved inside the tree: <root>/<host-etc path>/hosts.
+        let inside = root.join(host.strip_prefix("/").unwrap()).join("hosts");
+        assert_eq!(fs::read(&inside).unwrap(), b"x");
+
+        // `..` and absolute links stay in the tree too.
+        let fd = open_in_root(root_fd.as_fd(), Path::new("/up/../../x/y"), Create::Dir, None)
+            .unwrap();
+        drop(fd);
+        assert!(root.join("x/y").is_dir());
+        assert!(!Path::new("/x/y").exists());
+
+        // A symlink at the file's own name is replaced, not followed.
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        fs::create_dir_all(root.join("data")).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("data/file")).unwrap();
+        write_in_root(root_fd.as_fd(), Path::new("/data/file"), b"new", None).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(fs::read(root.join("data/file")).unwrap(), b"new");
     }
 }

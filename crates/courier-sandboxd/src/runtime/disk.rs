@@ -1,0 +1,217 @@
+//! Each sandbox's own disk: a sparse ext4 image holding its writable layer, so the size
+//! a sandbox may write is a hard limit (`ENOSPC` when full) and nothing it writes lands on
+//! the host's file systems.
+//!
+//! Why an image per sandbox: the writable layer of an overlay needs a file system with
+//! quotas to be capped, and this kernel has neither XFS nor ext4 project quotas (no
+//! `CONFIG_XFS_QUOTA`, no `CONFIG_QFMT_V2`). A loop-mounted ext4 image is a quota that
+//! works on every Linux with loop devices, costs nothing until written (sparse), and
+//! disappears with the sandbox.
+//!
+//! Layout: `<data>/disks/golden-<MB>.img` is an empty ext4 file system of that size,
+//! made once with `mkfs.ext4` (no journal: a sandbox's disk does not outlive a host
+//! crash anyway). A sandbox's `disk.img` is a sparse copy of it (a few MB of metadata, ~1
+//! ms). The helper attaches it to an auto-clearing loop device and mounts it inside the
+//! sandbox's private mount namespace; the image is unmounted and the device freed when the
+//! sandbox's last process exits. Inside the file system:
+//!
+//! ```text
+//! upper/  work/            the root overlay's upper and work dirs
+//! hostdirs/<n>/upper|work  the overlays over host directories (e.g. /usr)
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::mount::{MsFlags, mount};
+use nix::unistd::{Whence, lseek};
+
+use crate::error::{Error, Result};
+
+/// Smallest disk accepted, MiB (ext4 metadata plus a little room).
+pub const MIN_DISK_MB: u64 = 64;
+/// Largest disk accepted, MiB (16 TiB: ext4's limit with 4 KiB blocks).
+pub const MAX_DISK_MB: u64 = 16 * 1024 * 1024;
+
+/// Checks a requested disk size.
+pub(crate) fn validate_size(mb: u64) -> Result<()> {
+    if !(MIN_DISK_MB..=MAX_DISK_MB).contains(&mb) {
+        return Err(Error::InvalidSpec {
+            field: "disk_mb",
+            reason: format!("must be {MIN_DISK_MB}..={MAX_DISK_MB} (MiB), got {mb}"),
+        });
+    }
+    Ok(())
+}
+
+/// The golden image of `mb` MiB under `dir`, made on first use.
+pub(crate) fn golden(dir: &Path, mb: u64) -> Result<PathBuf> {
+    validate_size(mb)?;
+    let path = dir.join(format!("golden-{mb}.img"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    fs::create_dir_all(dir).map_err(Error::io("create dir", dir))?;
+    // Made under a unique name and renamed: concurrent creates each make one, the last
+    // rename wins, and nobody ever copies a half-made image.
+    let tmp = dir.join(format!(
+        ".golden-{mb}.{}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let result = (|| {
+        let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+        file.set_len(mb * 1024 * 1024)
+            .map_err(Error::io("size", &tmp))?;
+        drop(file);
+        let out = Command::new("mkfs.ext4")
+            .args([
+                "-q",
+                "-F",
+                "-O",
+                "^has_journal",
+                "-E",
+                "lazy_itable_init=1,nodiscard,root_owner=0:0",
+                "-m",
+                "0",
+                "-L",
+                "courier-disk",
+            ])
+            .arg(&tmp)
+            .output()
+            .map_err(|e| {
+                Error::Unsupported(format!(
+                    "disk_mb: sandbox disks need mkfs.ext4 (Debian: apt-get install e2fsprogs): {e}"
+                ))
+            })?;
+        if !out.status.success() {
+            return Err(Error::Sys {
+                op: format!("mkfs.ext4 {}", tmp.display()),
+                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+            });
+        }
+        fs::rename(&tmp, &path).map_err(Error::io("rename", &tmp))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| path)
+}
+
+/// Makes `dest` a sparse copy of `golden`: only the ranges holding data are copied.
+pub(crate) fn copy_sparse(golden: &Path, dest: &Path) -> Result<()> {
+    let src = File::open(golden).map_err(Error::io("open", golden))?;
+    let len = src.metadata().map_err(Error::io("stat", golden))?.len();
+    let dst = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(Error::io("create", dest))?;
+    dst.set_len(len).map_err(Error::io("size", dest))?;
+    let mut pos: i64 = 0;
+    let len = len as i64;
+    while pos < len {
+        let start = match lseek(src.as_fd(), pos, Whence::SeekData) {
+            Ok(start) => start,
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(Error::sys(format!("seek data in {}", golden.display()))(e.into())),
+        };
+        let end = lseek(src.as_fd(), start, Whence::SeekHole)
+            .map_err(|e| Error::sys(format!("seek hole in {}", golden.display()))(e.into()))?;
+        let mut off_in = start;
+        let mut off_out = start;
+        while off_in < end {
+            let want = (end - off_in) as usize;
+            let n = nix::fcntl::copy_file_range(
+                src.as_fd(),
+                Some(&mut off_in),
+                dst.as_fd(),
+                Some(&mut off_out),
+                want,
+            )
+            .map_err(|e| Error::sys(format!("copy {}", golden.display()))(e.into()))?;
+            if n == 0 {
+                break;
+            }
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+/// Bytes the image occupies on the host (its allocated blocks): what the sandbox wrote,
+/// plus the file system's own metadata.
+pub(crate) fn allocated_bytes(image: &Path) -> u64 {
+    fs::metadata(image).map_or(0, |m| m.blocks() * 512)
+}
+
+/// Attaches `image` to a loop device and mounts it at `at` (in the caller's mount
+/// namespace; the helper calls it in the sandbox's private one). Returns the loop
+/// device's minor number (for I/O limits). Runs in the helper.
+pub(crate) fn attach_and_mount(
+    image: &Path,
+    at: &Path,
+    read_only: bool,
+) -> std::result::Result<u32, String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .open(image)
+        .map_err(|e| format!("open disk image {}: {e}", image.display()))?;
+    let (_device, minor) = super::sys::loop_attach(&file, read_only)
+        .map_err(|e| format!("attach {} to a loop device: {e}", image.display()))?;
+    let device = format!("/dev/loop{minor}");
+    let mut flags = MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOATIME;
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    fs::create_dir_all(at).map_err(|e| format!("create {}: {e}", at.display()))?;
+    mount(
+        Some(device.as_str()),
+        at,
+        Some("ext4"),
+        flags,
+        Some("errors=remount-ro"),
+    )
+    .map_err(|e| format!("mount {device} ({}) on {}: {e}", image.display(), at.display()))?;
+    // The device stays attached while mounted (autoclear detaches it at unmount); our
+    // descriptor of it may close now.
+    Ok(minor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_outside_the_range_name_the_field() {
+        assert!(validate_size(4096).is_ok());
+        let err = validate_size(1).unwrap_err().to_string();
+        assert!(err.contains("disk_mb"), "{err}");
+        assert!(validate_size(MAX_DISK_MB + 1).is_err());
+    }
+
+    #[test]
+    fn a_sparse_copy_keeps_data_and_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let f = File::create(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"superblock", 1024).unwrap();
+        f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+        drop(f);
+        let dst = dir.path().join("dst");
+        copy_sparse(&src, &dst).unwrap();
+        let a = fs::read(&src).unwrap();
+        let b = fs::read(&dst).unwrap();
+        assert_eq!(a, b);
+        // Holes stay holes: far less than 64 MiB allocated.
+        assert!(allocated_bytes(&dst) < 1 << 20, "{}", allocated_bytes(&dst));
+        // Never overwrites.
+        assert!(copy_sparse(&src, &dst).is_err());
+    }
+}

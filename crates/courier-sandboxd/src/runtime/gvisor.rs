@@ -1,0 +1,310 @@
+//! The gVisor isolation: each sandbox gets a kernel of its own, gVisor's Sentry (a Linux
+//! kernel in user space), driven through `runsc` as the OCI runtime it is.
+//!
+//! Everything around the sandbox is the runtime's common machinery: the same layers and
+//! per-sandbox disk assembled into the same overlay root (by the helper, in a private
+//! mount namespace), the same cgroup (limits, freezer for pause, kill), the same
+//! slirp4netns network and egress supervision, the same console cap and lifeline. What
+//! differs is the last step: instead of namespaces around the host kernel, the helper
+//! writes an OCI bundle whose root is that overlay and runs
+//! `runsc run --detach --bundle <bundle> <id>`; envd is the container's init.
+//!
+//! - **Control channel**: this runsc cannot hand a descriptor to the container, so envd
+//!   binds its socket in `/run/courier`, a directory of the runtime bound into the
+//!   sandbox (`--host-uds=create` lets gVisor create that one host socket). The sandbox
+//!   can replace what is in that directory, so the runtime opens the socket without
+//!   following symlinks, checks it is a socket, connects through the descriptor, and
+//!   checks the peer is a process of this sandbox's cgroup: a redirected socket reaches
+//!   nothing outside the sandbox.
+//! - **Network**: without internet `--network=none` (gVisor's own netstack, loopback
+//!   only); with internet `--network=host` inside the sandbox's own network namespace, to
+//!   which slirp4netns is attached: the Sentry's sockets are host sockets in that
+//!   namespace, and the egress policy is enforced on slirp4netns as for every sandbox.
+//!   (runsc's `--network=sandbox` cannot be used with the runsc Debian ships: its check
+//!   for "not the root namespace" misfires on kernels ≥ 6.x.)
+//! - **Defence in depth**: runsc runs the Sentry as `nobody` in a user namespace of its
+//!   own, chrooted, under its own seccomp filter, with `no_new_privs`; the gofer under
+//!   its own filter; and the runtime adds [`super::seccomp::Profile::Runsc`] under all of
+//!   it.
+//! - **Platform**: `systrap` where the installed runsc has it, else `ptrace` (the `kvm`
+//!   platform hangs on this machine's PVM `/dev/kvm`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// How to run runsc.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunscConfig {
+    /// The runsc binary.
+    pub program: PathBuf,
+    /// The platform (`systrap` or `ptrace`).
+    pub platform: String,
+}
+
+/// Finds runsc in `PATH` or the usual places.
+pub fn find_runsc() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/usr/local/bin", "/usr/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join("runsc"))
+        .find(|p| p.is_file())
+}
+
+/// Checks that `program` runs sandboxes on this host: picks the fastest platform it
+/// offers (systrap, else ptrace) and runs `runsc do true` on it, within a few seconds,
+/// with its state under `scratch` (created and removed). The error says why gVisor
+/// cannot be used (the caller logs it and falls back).
+pub fn probe(program: &Path, scratch: &Path) -> std::result::Result<RunscConfig, String> {
+    let platforms = Command::new(program)
+        .args(["help", "platforms"])
+        .output()
+        .map_err(|e| format!("{} does not run: {e}", program.display()))?;
+    let listed = String::from_utf8_lossy(&platforms.stdout).into_owned()
+        + &String::from_utf8_lossy(&platforms.stderr);
+    let platform = if listed.lines().any(|l| l.trim() == "systrap") {
+        "systrap"
+    } else if listed.lines().any(|l| l.trim() == "ptrace") {
+        "ptrace"
+    } else {
+        return Err(format!(
+            "{} offers neither the systrap nor the ptrace platform ({})",
+            program.display(),
+            listed.trim()
+        ));
+    };
+    std::fs::create_dir_all(scratch).map_err(|e| format!("probe dir {}: {e}", scratch.display()))?;
+    let result = probe_in(program, platform, scratch);
+    let _ = std::fs::remove_dir_all(scratch);
+    result
+}
+
+fn probe_in(program: &Path, platform: &str, root: &Path) -> std::result::Result<RunscConfig, String> {
+    let started = Instant::now();
+    let mut child = Command::new(program)
+        .arg("--root")
+        .arg(root)
+        .args([
+            &format!("--platform={platform}"),
+            "--network=none",
+            "--ignore-cgroups",
+            "do",
+            "/bin/true",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run {}: {e}", program.display()))?;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => break,
+            Ok(Some(status)) => {
+                let out = child.wait_with_output().map_err(|e| e.to_string())?;
+                return Err(format!(
+                    "`runsc do true` failed on platform {platform} ({status}): {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            Ok(None) if started.elapsed() > Duration::from_secs(20) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "`runsc do true` did not finish within 20 s on platform {platform}"
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(RunscConfig {
+        program: program.to_path_buf(),
+        platform: platform.to_owned(),
+    })
+}
+
+/// The arguments of `runsc run` for a sandbox.
+pub(crate) fn run_args(
+    config: &RunscConfig,
+    state_root: &Path,
+    bundle: &Path,
+    id: &str,
+    internet: bool,
+) -> Vec<String> {
+    vec![
+        "--root".into(),
+        state_root.display().to_string(),
+        format!("--platform={}", config.platform),
+        format!("--network={}", if internet { "host" } else { "none" }),
+        "--host-uds=create".into(),
+        // The runtime put every process in the sandbox's cgroup already.
+        "--ignore-cgroups".into(),
+        "run".into(),
+        "--detach".into(),
+        "--bundle".into(),
+        bundle.display().to_string(),
+        id.to_owned(),
+    ]
+}
+
+/// What the container runs.
+pub(crate) struct Process<'a> {
+    pub args: Vec<String>,
+    pub env: &'a [(String, String)],
+    pub cwd: &'a Path,
+    pub hostname: &'a str,
+    pub netns: Option<&'a Path>,
+}
+
+/// The OCI runtime spec of a sandbox whose root is `rootfs` (already assembled).
+pub(crate) fn oci_spec(rootfs: &Path, process: &Process<'_>) -> serde_json::Value {
+    let caps: Vec<String> = super::sys::KEPT_CAPS
+        .iter()
+        .map(|&c| cap_name(c).to_owned())
+        .collect();
+    let mut namespaces = vec![
+        serde_json::json!({"type": "pid"}),
+        serde_json::json!({"type": "ipc"}),
+        serde_json::json!({"type": "uts"}),
+        serde_json::json!({"type": "mount"}),
+    ];
+    namespaces.push(match process.netns {
+        Some(path) => serde_json::json!({"type": "network", "path": path}),
+        None => serde_json::json!({"type": "network"}),
+    });
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": process.args,
+            "env": process.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            "cwd": process.cwd,
+            "capabilities": {
+                "bounding": caps,
+                "effective": caps,
+                "permitted": caps,
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1_048_576u64, "soft": 1_048_576u64}],
+            // sudo inside must work: setuid stays meaningful (inside gVisor's kernel).
+            "noNewPrivileges": false,
+        },
+        "root": {"path": rootfs, "readonly": false},
+        "hostname": process.hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "nodev", "mode=1777"]},
+        ],
+        "linux": {
+            "namespaces": namespaces,
+            "maskedPaths": ["/proc/kcore", "/proc/sysrq-trigger"],
+            "readonlyPaths": ["/proc/sys", "/proc/irq", "/proc/bus"],
+        },
+    })
+}
+
+fn cap_name(cap: u32) -> &'static str {
+    match cap {
+        0 => "CAP_CHOWN",
+        1 => "CAP_DAC_OVERRIDE",
+        3 => "CAP_FOWNER",
+        4 => "CAP_FSETID",
+        5 => "CAP_KILL",
+        6 => "CAP_SETGID",
+        7 => "CAP_SETUID",
+        10 => "CAP_NET_BIND_SERVICE",
+        _ => "CAP_UNKNOWN",
+    }
+}
+
+/// A command running `program` inside gVisor sandbox `id` (`runsc exec`).
+pub(crate) fn exec_command(
+    config: &RunscConfig,
+    state_root: &Path,
+    id: &str,
+    program: &std::ffi::OsStr,
+    user: Option<(u32, u32)>,
+    cwd: Option<&Path>,
+) -> Command {
+    let (uid, gid) = user.unwrap_or((0, 0));
+    let mut cmd = Command::new(&config.program);
+    cmd.arg("--root")
+        .arg(state_root)
+        .arg(format!("--platform={}", config.platform))
+        .args(["exec", "--user", &format!("{uid}:{gid}")]);
+    if let Some(cwd) = cwd {
+        cmd.arg("--cwd").arg(cwd);
+    }
+    cmd.arg(id).arg(program);
+    cmd.env_clear().env("PATH", super::DEFAULT_PATH);
+    cmd
+}
+
+/// Checks a runsc configuration is usable for `field` (the operator's choice).
+pub(crate) fn require(config: Option<&RunscConfig>) -> Result<&RunscConfig> {
+    config.ok_or_else(|| {
+        Error::Unsupported(
+            "isolation: gvisor needs runsc (Debian: apt-get install runsc), which this \
+             server did not find working; use isolation \"container\" or install it"
+                .into(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_runs_envd_as_root_with_the_bounded_capabilities() {
+        let env = vec![("PATH".to_owned(), "/bin".to_owned())];
+        let spec = oci_spec(
+            Path::new("/data/sandboxes/a/rootfs"),
+            &Process {
+                args: vec!["/usr/local/bin/courier-envd".into()],
+                env: &env,
+                cwd: Path::new("/"),
+                hostname: "a",
+                netns: Some(Path::new("/proc/42/ns/net")),
+            },
+        );
+        assert_eq!(spec["root"]["path"], "/data/sandboxes/a/rootfs");
+        assert_eq!(spec["process"]["env"][0], "PATH=/bin");
+        let caps = spec["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert!(caps.iter().any(|c| c == "CAP_SETUID"));
+        assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_RAW"));
+        assert!(!caps.iter().any(|c| c == "CAP_UNKNOWN"));
+        let net = spec["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["type"] == "network")
+            .unwrap();
+        assert_eq!(net["path"], "/proc/42/ns/net");
+    }
+
+    #[test]
+    fn run_args_pick_the_network_mode() {
+        let config = RunscConfig {
+            program: "/usr/bin/runsc".into(),
+            platform: "ptrace".into(),
+        };
+        let args = run_args(&config, Path::new("/s"), Path::new("/b"), "x", false);
+        assert!(args.contains(&"--network=none".to_owned()));
+        assert!(args.contains(&"--host-uds=create".to_owned()));
+        assert_eq!(args.last().unwrap(), "x");
+        let args = run_args(&config, Path::new("/s"), Path::new("/b"), "x", true);
+        assert!(args.contains(&"--network=host".to_owned()));
+    }
+}
