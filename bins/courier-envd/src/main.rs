@@ -20,6 +20,10 @@ struct Args {
     /// Serve on this Unix socket instead of TCP.
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// Serve on an inherited Unix stream socket (bound by the control plane; envd calls
+    /// `listen()` on it).
+    #[arg(long, conflicts_with = "socket")]
+    listen_fd: Option<i32>,
     /// User for requests that name none (default: `user` when it exists, else the current user).
     #[arg(long)]
     default_user: Option<String>,
@@ -53,7 +57,15 @@ async fn main() -> anyhow::Result<()> {
         builder = builder.access_token(token);
     }
     let envd = builder.build();
-    if let Some(socket) = args.socket {
+    if let Some(fd) = args.listen_fd {
+        let listener = inherited_listener(fd).with_context(|| format!("--listen-fd {fd}"))?;
+        tracing::info!(
+            fd,
+            version = courier_envd::ENVD_VERSION,
+            "courier-envd listening"
+        );
+        envd.serve_unix(listener).await.context("serving")?;
+    } else if let Some(socket) = args.socket {
         let _ = std::fs::remove_file(&socket);
         let listener = tokio::net::UnixListener::bind(&socket)
             .with_context(|| format!("binding unix socket {}", socket.display()))?;
@@ -67,4 +79,22 @@ async fn main() -> anyhow::Result<()> {
         envd.serve(listener).await.context("serving")?;
     }
     Ok(())
+}
+
+/// The Unix socket the control plane handed over as descriptor `fd`.
+#[allow(unsafe_code)]
+fn inherited_listener(fd: i32) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::fd::FromRawFd as _;
+    anyhow::ensure!(fd > 2, "must be a descriptor above 2");
+    // SAFETY: the control plane passed this descriptor to us and nothing else in this
+    // process refers to it; it is taken once, here.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    nix::sys::socket::listen(&owned, nix::sys::socket::Backlog::new(1024)?)?;
+    let _ = nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    let std = std::os::unix::net::UnixListener::from(owned);
+    std.set_nonblocking(true)?;
+    Ok(tokio::net::UnixListener::from_std(std)?)
 }

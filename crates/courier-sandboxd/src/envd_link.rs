@@ -1,8 +1,10 @@
-//! The host's side of a sandbox's envd: HTTP/1.1 over the Unix socket envd serves inside
-//! the sandbox (bind-mounted to a per-sandbox host directory). Sandboxes have no network
-//! interface the host could reach, so this socket is the only way in.
+//! The host's side of a sandbox's envd: HTTP/1.1 over the sandbox's control socket
+//! ([`Runtime::connect_control`]: a socket the runtime created where the sandbox cannot
+//! reach it, or — under gVisor — one opened without following anything the sandbox
+//! planted, and always checked to be served by a process of the sandbox). Sandboxes have
+//! no network interface the host could reach, so this socket is the only way in.
 
-use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,6 +14,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
+
+use crate::runtime::Runtime;
 
 /// Body type of everything the server sends (proxied bodies and its own).
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
@@ -48,22 +52,66 @@ where
     Ok(sender)
 }
 
-/// Connects to the envd socket at `socket`.
+/// How to reach one sandbox's envd: cheap to clone, opens a checked connection per
+/// [`connect`].
+#[derive(Clone)]
+pub(crate) struct EnvdEndpoint {
+    runtime: Arc<Runtime>,
+    id: String,
+}
+
+impl std::fmt::Debug for EnvdEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "envd of sandbox {}", self.id)
+    }
+}
+
+impl std::fmt::Display for EnvdEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "envd of sandbox {}", self.id)
+    }
+}
+
+impl EnvdEndpoint {
+    /// The envd of sandbox `id` run by `runtime`.
+    pub(crate) fn new(runtime: Arc<Runtime>, id: impl Into<String>) -> Self {
+        Self {
+            runtime,
+            id: id.into(),
+        }
+    }
+
+    /// A new connection, its peer checked to be the sandbox's.
+    async fn stream(&self) -> std::io::Result<UnixStream> {
+        // A local connect and a read of /proc: quick enough to run in place.
+        let stream = self
+            .runtime
+            .connect_control(&self.id)
+            .map_err(std::io::Error::other)?;
+        stream.set_nonblocking(true)?;
+        UnixStream::from_std(stream)
+    }
+}
+
+/// Connects to the sandbox's envd.
 pub(crate) async fn connect(
-    socket: &Path,
+    envd: &EnvdEndpoint,
     alive: CancellationToken,
 ) -> std::io::Result<SendRequest<Body>> {
-    let stream = UnixStream::connect(socket).await?;
+    let stream = envd.stream().await?;
     handshake(stream, alive)
         .await
         .map_err(std::io::Error::other)
 }
 
 /// One request on a fresh connection; returns the status and the whole body.
-async fn request(socket: &Path, request: Request<Body>) -> Result<(StatusCode, Bytes), String> {
-    let mut sender = connect(socket, CancellationToken::new())
+async fn request(
+    envd: &EnvdEndpoint,
+    request: Request<Body>,
+) -> Result<(StatusCode, Bytes), String> {
+    let mut sender = connect(envd, CancellationToken::new())
         .await
-        .map_err(|e| format!("connect {}: {e}", socket.display()))?;
+        .map_err(|e| format!("connect to the {envd}: {e}"))?;
     let response = sender
         .send_request(request)
         .await
@@ -85,7 +133,7 @@ const FAST_POLL_WINDOW: Duration = Duration::from_millis(200);
 /// usually up within milliseconds) and more slowly later. `alive` is asked between
 /// attempts so a crashed envd fails fast instead of waiting out the whole `timeout`.
 pub(crate) async fn wait_healthy(
-    socket: &Path,
+    envd: &EnvdEndpoint,
     timeout: Duration,
     mut alive: impl FnMut() -> bool,
 ) -> Result<(), String> {
@@ -93,18 +141,14 @@ pub(crate) async fn wait_healthy(
     let mut delay = Duration::from_micros(500);
     let mut last_error;
     loop {
-        if socket.exists() {
-            let req = Request::get("/health")
-                .header(header::HOST, "localhost")
-                .body(empty())
-                .expect("static request");
-            match request(socket, req).await {
-                Ok((StatusCode::NO_CONTENT, _)) => return Ok(()),
-                Ok((status, _)) => last_error = format!("GET /health answered {status}"),
-                Err(e) => last_error = e,
-            }
-        } else {
-            last_error = format!("{} does not exist yet", socket.display());
+        let req = Request::get("/health")
+            .header(header::HOST, "localhost")
+            .body(empty())
+            .expect("static request");
+        match request(envd, req).await {
+            Ok((StatusCode::NO_CONTENT, _)) => return Ok(()),
+            Ok((status, _)) => last_error = format!("GET /health answered {status}"),
+            Err(e) => last_error = e,
         }
         if !alive() {
             return Err(format!("envd exited before it was ready ({last_error})"));
@@ -125,7 +169,7 @@ pub(crate) async fn wait_healthy(
 
 /// `POST /init` with `body` (env vars, token, default user and workdir).
 pub(crate) async fn init(
-    socket: &Path,
+    envd: &EnvdEndpoint,
     token: &str,
     body: &serde_json::Value,
 ) -> Result<(), String> {
@@ -135,12 +179,68 @@ pub(crate) async fn init(
         .header("X-Access-Token", token)
         .body(full(body.to_string()))
         .map_err(|e| e.to_string())?;
-    match request(socket, req).await? {
+    match request(envd, req).await? {
         (status, _) if status.is_success() => Ok(()),
         (status, body) => Err(format!(
             "POST /init answered {status}: {}",
             String::from_utf8_lossy(&body)
         )),
+    }
+}
+
+/// Uploads the file at `source` (on the host) to `path` in the sandbox as `user`, through
+/// envd's `POST /files` (raw body, streamed): the file is written by envd inside the
+/// sandbox with that user's permissions, never through the sandbox's paths from the host.
+pub(crate) async fn upload(
+    envd: &EnvdEndpoint,
+    token: &str,
+    source: &std::path::Path,
+    path: &str,
+    user: &str,
+) -> Result<(), String> {
+    use futures::StreamExt as _;
+    let file = tokio::fs::File::open(source)
+        .await
+        .map_err(|e| format!("open {}: {e}", source.display()))?;
+    let frames =
+        tokio_util::io::ReaderStream::new(file).map(|chunk| chunk.map(hyper::body::Frame::data));
+    let body = http_body_util::StreamBody::new(frames);
+    let stream = envd
+        .stream()
+        .await
+        .map_err(|e| format!("connect to the {envd}: {e}"))?;
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let encode = |v: &str| {
+        percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let req = Request::post(format!(
+        "/files?path={}&username={}",
+        encode(path),
+        encode(user)
+    ))
+    .header(header::HOST, "localhost")
+    .header(header::CONTENT_TYPE, "application/octet-stream")
+    .header("X-Access-Token", token)
+    .body(body)
+    .map_err(|e| e.to_string())?;
+    let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "POST /files answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        ))
     }
 }
 
@@ -176,12 +276,12 @@ const MAX_ENVELOPE: usize = 16 * 1024 * 1024;
 /// `on_output` as it arrives and returns the exit code. An `Err` means the RPC itself
 /// failed (envd unreachable, process could not start, stream cut): not a non-zero exit.
 pub(crate) async fn run_process(
-    socket: &Path,
+    envd: &EnvdEndpoint,
     token: &str,
     spec: &ProcessSpec<'_>,
     on_output: impl FnMut(Stream, &[u8]),
 ) -> Result<i32, String> {
-    let body = start_stream(socket, token, spec).await?;
+    let body = start_stream(envd, token, spec).await?;
     read_events(body, on_output, false).await
 }
 
@@ -189,17 +289,17 @@ pub(crate) async fn run_process(
 /// reports it started, leaving it running (envd keeps processes whose client went away
 /// and drops their output). Used for templates' start commands.
 pub(crate) async fn start_process(
-    socket: &Path,
+    envd: &EnvdEndpoint,
     token: &str,
     spec: &ProcessSpec<'_>,
 ) -> Result<(), String> {
-    let body = start_stream(socket, token, spec).await?;
+    let body = start_stream(envd, token, spec).await?;
     read_events(body, |_, _| {}, true).await.map(|_| ())
 }
 
 /// Sends `process.Process/Start` and returns the response stream.
 async fn start_stream(
-    socket: &Path,
+    envd: &EnvdEndpoint,
     token: &str,
     spec: &ProcessSpec<'_>,
 ) -> Result<hyper::body::Incoming, String> {
@@ -229,9 +329,9 @@ async fn start_stream(
         )
         .body(full(envelope))
         .map_err(|e| e.to_string())?;
-    let mut sender = connect(socket, CancellationToken::new())
+    let mut sender = connect(envd, CancellationToken::new())
         .await
-        .map_err(|e| format!("connect {}: {e}", socket.display()))?;
+        .map_err(|e| format!("connect to the {envd}: {e}"))?;
     let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = response.status();
     let body = response.into_body();

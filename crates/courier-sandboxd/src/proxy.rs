@@ -195,7 +195,7 @@ async fn handle(server: Sandboxd, mut request: Request<Incoming>) -> Response<Bo
     let Some(alive) = entry.alive() else {
         return not_found(id);
     };
-    let Ok(mut sender) = envd_link::connect(&entry.socket, alive.clone()).await else {
+    let Ok(mut sender) = envd_link::connect(&entry.envd, alive.clone()).await else {
         // envd is gone (the sandbox is dying): the same answer as for a dead sandbox.
         return not_found(id);
     };

@@ -10,18 +10,18 @@
 //!            layers/<tpl>/<build>/  the layer of each template build
 //!            templates/<tpl>/  built templates: record, builds, build logs
 //!            records/<id>.json the control plane's record of each sandbox
-//!            envd/<id>/        bind-mounted at /run/courier in sandbox <id>; holds envd.sock
 //!            api-keys.json     hashed API keys
 //! ```
 //!
-//! Every sandbox runs `courier-envd --socket /run/courier/envd.sock` as its init; the host
-//! reaches it only through that socket. A sandbox exists for the control plane once its
+//! Every sandbox runs courier-envd as its init, serving on the sandbox's control socket
+//! (see [`crate::runtime::Runtime::connect_control`]); the host reaches it only through
+//! that socket. A sandbox exists for the control plane once its
 //! envd is ready and its record is saved; anything the runtime has without a record
 //! (a crash mid-create) is killed at startup, and records without a live sandbox are
 //! dropped, so nothing is leaked across restarts.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -30,18 +30,18 @@ use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::envd_link::EnvdEndpoint;
 use crate::error::{Error, Result};
 use crate::keys::KeyStore;
 use crate::runtime::{
-    BindMount, Limits, RecoverPolicy, Runtime, RuntimeConfig, SandboxSpec, SandboxStatus,
+    BindMount, IoLimits, Isolation, Limits, RecoverPolicy, Runtime, RuntimeConfig, SandboxSpec,
+    SandboxStatus,
 };
 use crate::state::{RecordStore, SandboxRecord, SandboxState, new_sandbox_id, random_hex};
 use crate::templates::{Template, Templates};
 
 /// The envd version reported to clients (the E2B envd whose features courier-envd has).
 pub const ENVD_VERSION: &str = "0.6.13";
-/// Where envd's socket directory is mounted inside each sandbox.
-pub const ENVD_SOCKET_DIR: &str = "/run/courier";
 /// Where the envd binary is mounted inside each sandbox.
 pub const ENVD_PATH: &str = "/usr/local/bin/courier-envd";
 /// Default sandbox lifetime when a create request names none.
@@ -76,6 +76,16 @@ pub struct ServerConfig {
     /// How long a template's ready command may take to succeed in a new sandbox (and at
     /// the end of its build); default [`crate::templates::build::READY_TIMEOUT`].
     pub template_ready_timeout: Duration,
+    /// How sandboxes are isolated unless their template says otherwise; `None` = gVisor
+    /// where runsc is installed and works, else container (the reason is logged).
+    pub isolation: Option<Isolation>,
+    /// The runsc program; `None` = found on `PATH`.
+    pub runsc: Option<PathBuf>,
+    /// Let sandboxes create namespaces of their own (nested user namespaces); off by
+    /// default (see [`crate::runtime::seccomp`]).
+    pub nested_namespaces: bool,
+    /// I/O throttles on each sandbox's disk.
+    pub io: IoLimits,
 }
 
 /// An operator-provided host directory bind-mounted into every sandbox at create.
@@ -116,6 +126,10 @@ impl ServerConfig {
             cgroup_parent: None,
             shared_dirs: Vec::new(),
             template_ready_timeout: crate::templates::build::READY_TIMEOUT,
+            isolation: None,
+            runsc: None,
+            nested_namespaces: false,
+            io: IoLimits::standard(),
         }
     }
 }
@@ -139,6 +153,8 @@ pub struct CreateRequest {
     pub cpu_count: Option<u32>,
     /// Outbound internet (slirp4netns); without it the sandbox has only loopback.
     pub allow_internet: bool,
+    /// Kill the sandbox when this server's process exits (template build sandboxes).
+    pub die_with_server: bool,
 }
 
 impl Default for CreateRequest {
@@ -152,6 +168,7 @@ impl Default for CreateRequest {
             memory_mb: None,
             cpu_count: None,
             allow_internet: false,
+            die_with_server: false,
         }
     }
 }
@@ -183,20 +200,20 @@ pub(crate) struct Entry {
     record: Mutex<SandboxRecord>,
     /// Cancelled when the sandbox is paused or killed: cuts every proxied connection.
     alive: Mutex<CancellationToken>,
-    pub(crate) socket: PathBuf,
+    pub(crate) envd: EnvdEndpoint,
     cpu_sample: Mutex<Option<(Instant, u64)>>,
     /// Set while the reaper acts on the deadline, so one expiry is handled once.
     expiring: AtomicBool,
 }
 
 impl Entry {
-    fn new(record: SandboxRecord, socket: PathBuf) -> Self {
+    fn new(record: SandboxRecord, envd: EnvdEndpoint) -> Self {
         Self {
             id: record.sandbox_id.clone(),
             op: tokio::sync::Mutex::new(()),
             record: Mutex::new(record),
             alive: Mutex::new(CancellationToken::new()),
-            socket,
+            envd,
             cpu_sample: Mutex::new(None),
             expiring: AtomicBool::new(false),
         }
@@ -231,6 +248,8 @@ impl Entry {
 struct Inner {
     config: ServerConfig,
     runtime: Arc<Runtime>,
+    /// How sandboxes are isolated unless their template says otherwise.
+    isolation: Isolation,
     records: RecordStore,
     templates: Templates,
     keys: KeyStore,
@@ -328,7 +347,7 @@ impl Sandboxd {
                 ))
             })?;
         let cfg = config.clone();
-        let (runtime, templates, adopted) = blocking(move || {
+        let (runtime, templates, adopted, isolation) = blocking(move || {
             let mut rc = RuntimeConfig::new(cfg.data_dir.join("runtime"));
             if let Some(helper) = &cfg.helper {
                 rc.helper = helper.clone();
@@ -336,6 +355,8 @@ impl Sandboxd {
             if let Some(parent) = &cfg.cgroup_parent {
                 rc.cgroup_parent = parent.clone();
             }
+            let (runsc, isolation) = choose_isolation(&cfg)?;
+            rc.runsc = runsc;
             let runtime = Runtime::with_config(rc)?;
             let report = runtime.recover(RecoverPolicy::Adopt)?;
             for (id, e) in &report.failed {
@@ -343,7 +364,7 @@ impl Sandboxd {
             }
             let templates = Templates::open(&cfg.data_dir)?;
             let adopted: HashSet<String> = report.adopted.into_iter().map(|h| h.id).collect();
-            Ok((runtime, templates, adopted))
+            Ok((runtime, templates, adopted, isolation))
         })
         .await?;
         let runtime = Arc::new(runtime);
@@ -377,8 +398,8 @@ impl Sandboxd {
                 continue;
             }
             tracing::info!(sandbox = %id, state = record.state.as_str(), "recovered sandbox");
-            let socket = Self::socket_dir_of(&data_dir, &id).join("envd.sock");
-            sandboxes.insert(id, Arc::new(Entry::new(record, socket)));
+            let envd = EnvdEndpoint::new(runtime.clone(), id.clone());
+            sandboxes.insert(id, Arc::new(Entry::new(record, envd)));
         }
         for id in &adopted {
             if !sandboxes.contains_key(id) {
@@ -390,19 +411,13 @@ impl Sandboxd {
                 }
             }
         }
-        // Socket directories of sandboxes that are gone.
-        if let Ok(dirs) = std::fs::read_dir(data_dir.join("envd")) {
-            for dir in dirs.flatten() {
-                let name = dir.file_name().to_string_lossy().into_owned();
-                if !sandboxes.contains_key(&name) {
-                    let _ = std::fs::remove_dir_all(dir.path());
-                }
-            }
-        }
+        // Left by versions that kept envd's socket in a directory the sandbox could write.
+        let _ = std::fs::remove_dir_all(data_dir.join("envd"));
         let server = Self {
             inner: Arc::new(Inner {
                 config,
                 runtime,
+                isolation,
                 records,
                 templates,
                 keys,
@@ -415,10 +430,6 @@ impl Sandboxd {
         server.collect_layer_garbage().await;
         tokio::spawn(reaper(Arc::downgrade(&server.inner)));
         Ok(server)
-    }
-
-    fn socket_dir_of(data_dir: &Path, id: &str) -> PathBuf {
-        data_dir.join("envd").join(id)
     }
 
     /// The configuration it runs with.
@@ -439,6 +450,11 @@ impl Sandboxd {
     /// The sandbox runtime underneath.
     pub fn runtime(&self) -> &Runtime {
         &self.inner.runtime
+    }
+
+    /// How sandboxes are isolated unless their template says otherwise.
+    pub fn default_isolation(&self) -> Isolation {
+        self.inner.isolation
     }
 
     pub(crate) fn entry(&self, id: &str) -> Option<Arc<Entry>> {
@@ -483,21 +499,23 @@ impl Sandboxd {
         }
         let id = new_sandbox_id();
         let token = random_hex(32);
-        let socket_dir = Self::socket_dir_of(&self.inner.config.data_dir, &id);
-        std::fs::create_dir_all(&socket_dir).map_err(Error::io("create dir", &socket_dir))?;
-        let socket = socket_dir.join("envd.sock");
-
-        let mut spec = SandboxSpec::new(
-            id.clone(),
-            template.layers.clone(),
-            ENVD_PATH,
-            &[
-                "--socket",
-                &format!("{ENVD_SOCKET_DIR}/envd.sock"),
-                "--default-user",
-                crate::base_layer::USER,
+        let isolation = template.isolation.unwrap_or(self.inner.isolation);
+        let mut args = match isolation {
+            Isolation::Container => vec![
+                "--listen-fd".to_owned(),
+                crate::runtime::init::INIT_CONTROL_FD.to_string(),
             ],
-        );
+            Isolation::Gvisor => vec![
+                "--socket".to_owned(),
+                format!("{}/envd.sock", crate::runtime::GVISOR_CONTROL_DIR),
+            ],
+        };
+        args.extend([
+            "--default-user".to_owned(),
+            crate::base_layer::USER.to_owned(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut spec = SandboxSpec::new(id.clone(), template.layers.clone(), ENVD_PATH, &args);
         // The access token is installed with `/init`, not in envd's environment, so it is
         // not inherited by the processes envd starts.
         spec.env.insert("HOME".to_owned(), "/root".to_owned());
@@ -509,18 +527,17 @@ impl Sandboxd {
             pids: 4096,
         };
         spec.allow_internet = request.allow_internet;
-        spec.binds = vec![
-            BindMount {
-                source: self.inner.config.envd_binary.clone(),
-                target: PathBuf::from(ENVD_PATH),
-                readonly: true,
-            },
-            BindMount {
-                source: socket_dir.clone(),
-                target: PathBuf::from(ENVD_SOCKET_DIR),
-                readonly: false,
-            },
-        ];
+        spec.isolation = isolation;
+        spec.disk_mb = template.disk_size_mb;
+        spec.io = self.inner.config.io;
+        spec.nested_namespaces = self.inner.config.nested_namespaces;
+        spec.control_socket = true;
+        spec.die_with_runtime = request.die_with_server;
+        spec.binds = vec![BindMount {
+            source: self.inner.config.envd_binary.clone(),
+            target: PathBuf::from(ENVD_PATH),
+            readonly: true,
+        }];
         spec.binds.extend(
             self.inner
                 .config
@@ -534,12 +551,10 @@ impl Sandboxd {
         );
 
         let runtime = self.inner.runtime.clone();
-        if let Err(e) = blocking(move || runtime.create(spec)).await {
-            let _ = std::fs::remove_dir_all(&socket_dir);
-            return Err(e);
-        }
+        blocking(move || runtime.create(spec)).await?;
+        let envd = EnvdEndpoint::new(self.inner.runtime.clone(), id.clone());
         let started = self
-            .finish_create(&id, &token, &socket, &request, &template)
+            .finish_create(&id, &token, &envd, &request, &template)
             .await;
         if let Err(e) = started {
             self.destroy(&id).await;
@@ -574,7 +589,7 @@ impl Sandboxd {
             .sandboxes
             .lock()
             .expect("sandboxes lock")
-            .insert(id, Arc::new(Entry::new(record.clone(), socket)));
+            .insert(id, Arc::new(Entry::new(record.clone(), envd)));
         Ok(record)
     }
 
@@ -582,13 +597,13 @@ impl Sandboxd {
         &self,
         id: &str,
         token: &str,
-        socket: &Path,
+        envd: &EnvdEndpoint,
         request: &CreateRequest,
         template: &Template,
     ) -> Result<()> {
         let runtime = self.inner.runtime.clone();
         let rid = id.to_owned();
-        crate::envd_link::wait_healthy(socket, ENVD_READY_TIMEOUT, move || {
+        crate::envd_link::wait_healthy(envd, ENVD_READY_TIMEOUT, move || {
             !matches!(runtime.status(&rid), Ok(SandboxStatus::Exited) | Err(_))
         })
         .await
@@ -614,14 +629,14 @@ impl Sandboxd {
             "defaultUser": user,
             "defaultWorkdir": workdir,
         });
-        crate::envd_link::init(socket, token, &body)
+        crate::envd_link::init(envd, token, &body)
             .await
             .map_err(|message| Error::Envd {
                 id: id.to_owned(),
                 message,
             })?;
         let timeout = self.inner.config.template_ready_timeout;
-        crate::templates::build::start_template_processes(socket, token, template, timeout)
+        crate::templates::build::start_template_processes(envd, token, template, timeout)
             .await
             .map_err(|message| Error::Envd {
                 id: id.to_owned(),
@@ -656,7 +671,6 @@ impl Sandboxd {
         if let Err(e) = self.inner.records.remove(id) {
             tracing::warn!(sandbox = %id, error = %e, "removing the record failed");
         }
-        let _ = std::fs::remove_dir_all(Self::socket_dir_of(&self.inner.config.data_dir, id));
     }
 
     /// The record of sandbox `id`.
@@ -777,14 +791,8 @@ impl Sandboxd {
         let entry = self.entry_or_404(id)?;
         let runtime = self.inner.runtime.clone();
         let sid = id.to_owned();
-        let upper = self
-            .inner
-            .config
-            .data_dir
-            .join("runtime/sandboxes")
-            .join(id);
-        let (stats, disk_used) =
-            blocking(move || Ok((runtime.stats(&sid)?, dir_size(&upper)))).await?;
+        let (stats, (disk_used, disk_total)) =
+            blocking(move || Ok((runtime.stats(&sid)?, runtime.disk_usage(&sid)?))).await?;
         let record = entry.record();
         let now = Instant::now();
         let cpu_used_pct = {
@@ -813,7 +821,7 @@ impl Sandboxd {
                 .memory_limit_bytes
                 .unwrap_or(record.memory_mb * 1024 * 1024),
             disk_used,
-            disk_total: record.disk_size_mb * 1024 * 1024,
+            disk_total,
         })
     }
 
@@ -908,30 +916,34 @@ async fn reaper(inner: Weak<Inner>) {
     }
 }
 
-/// Total size of the regular files under `dir` (not following symlinks), capped at
-/// 200 000 entries so a huge tree cannot stall a metrics call.
-fn dir_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut seen = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            seen += 1;
-            if seen > 200_000 {
-                return total;
-            }
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if meta.is_file() {
-                total += meta.len();
-            }
+/// Picks the default isolation: the operator's choice, or gVisor when runsc is installed
+/// and works, else container. gVisor is offered (per template) whenever it works.
+fn choose_isolation(
+    config: &ServerConfig,
+) -> Result<(Option<crate::runtime::RunscConfig>, Isolation)> {
+    let program = config
+        .runsc
+        .clone()
+        .or_else(crate::runtime::gvisor::find_runsc);
+    let probed = match &program {
+        Some(program) => {
+            crate::runtime::gvisor::probe(program, &config.data_dir.join("runsc-probe"))
+        }
+        None => Err("runsc is not installed (Debian: apt-get install runsc)".to_owned()),
+    };
+    match (config.isolation, probed) {
+        (Some(Isolation::Gvisor), Err(why)) => Err(Error::Config(format!(
+            "isolation gvisor was asked for but cannot be used: {why}"
+        ))),
+        (Some(choice), Ok(runsc)) => Ok((Some(runsc), choice)),
+        (Some(choice), Err(_)) => Ok((None, choice)),
+        (None, Ok(runsc)) => {
+            tracing::info!(platform = %runsc.platform, "isolation: gvisor (runsc works here)");
+            Ok((Some(runsc), Isolation::Gvisor))
+        }
+        (None, Err(why)) => {
+            tracing::warn!(reason = %why, "isolation: container (gVisor unavailable)");
+            Ok((None, Isolation::Container))
         }
     }
-    total
 }

@@ -37,6 +37,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::runtime::Isolation;
 
 /// The id (and alias) of the built-in template.
 pub const BASE_TEMPLATE: &str = "base";
@@ -64,8 +65,10 @@ pub struct Template {
     pub cpu_count: u32,
     /// Default memory of its sandboxes, in MiB.
     pub memory_mb: u64,
-    /// Disk size reported for its sandboxes, in MiB.
+    /// Size of its sandboxes' disks (their writable layer), in MiB.
     pub disk_size_mb: u64,
+    /// How its sandboxes are isolated; `None` = the server's default.
+    pub isolation: Option<Isolation>,
     /// When it was first requested (or, for `base`, its layer assembled).
     pub created_at: DateTime<Utc>,
     /// When it last changed (a build requested or finished).
@@ -94,6 +97,19 @@ impl Template {
     pub fn is_ready(&self) -> bool {
         !self.layers.is_empty()
     }
+}
+
+/// Sandbox settings a build request may give its template (`None`: keep / default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildSettings {
+    /// Default CPU count of its sandboxes (1..=64).
+    pub cpu_count: Option<u32>,
+    /// Default memory of its sandboxes, MiB (128..=65536).
+    pub memory_mb: Option<u64>,
+    /// Disk size of its sandboxes, MiB.
+    pub disk_size_mb: Option<u64>,
+    /// How its sandboxes are isolated.
+    pub isolation: Option<Isolation>,
 }
 
 /// Where a build is.
@@ -199,6 +215,12 @@ pub struct TemplateRecord {
     pub cpu_count: u32,
     /// Default memory of its sandboxes, MiB.
     pub memory_mb: u64,
+    /// Size of its sandboxes' disks, MiB (`None`: the default).
+    #[serde(default)]
+    pub disk_size_mb: Option<u64>,
+    /// How its sandboxes are isolated (`None`: the server's default).
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
     /// When it was first requested.
     pub created_at: DateTime<Utc>,
     /// When it last changed.
@@ -384,6 +406,7 @@ impl Templates {
             cpu_count: DEFAULT_CPU_COUNT,
             memory_mb: DEFAULT_MEMORY_MB,
             disk_size_mb: DISK_SIZE_MB,
+            isolation: None,
             created_at,
             updated_at: created_at,
             build_id: BASE_TEMPLATE.to_owned(),
@@ -500,7 +523,8 @@ impl Templates {
             layers: ready.as_ref().map(|r| r.layers.clone()).unwrap_or_default(),
             cpu_count: record.cpu_count,
             memory_mb: record.memory_mb,
-            disk_size_mb: DISK_SIZE_MB,
+            disk_size_mb: record.disk_size_mb.unwrap_or(DISK_SIZE_MB),
+            isolation: record.isolation,
             created_at: record.created_at,
             updated_at: record.updated_at,
             build_id,
@@ -555,9 +579,24 @@ impl Templates {
         &self,
         full_name: &str,
         extra_tags: &[String],
-        cpu_count: Option<u32>,
-        memory_mb: Option<u64>,
+        settings: &BuildSettings,
     ) -> Result<RequestedBuild> {
+        let BuildSettings {
+            cpu_count,
+            memory_mb,
+            disk_size_mb,
+            isolation,
+        } = *settings;
+        if let Some(disk) = disk_size_mb {
+            crate::runtime::disk::validate_size(disk).map_err(|_| Error::InvalidSpec {
+                field: "diskSizeMB",
+                reason: format!(
+                    "must be {}..={}",
+                    crate::runtime::disk::MIN_DISK_MB,
+                    crate::runtime::disk::MAX_DISK_MB
+                ),
+            })?;
+        }
         let (name, tag) = parse_name(full_name)?;
         for tag in extra_tags {
             check_tag(tag)?;
@@ -593,6 +632,8 @@ impl Templates {
             tags: Vec::new(),
             cpu_count: DEFAULT_CPU_COUNT,
             memory_mb: DEFAULT_MEMORY_MB,
+            disk_size_mb: None,
+            isolation: None,
             created_at: now,
             updated_at: now,
             builds: Vec::new(),
@@ -600,6 +641,8 @@ impl Templates {
         });
         record.cpu_count = cpu_count.unwrap_or(record.cpu_count);
         record.memory_mb = memory_mb.unwrap_or(record.memory_mb);
+        record.disk_size_mb = disk_size_mb.or(record.disk_size_mb);
+        record.isolation = isolation.or(record.isolation);
         for tag in &tags {
             if !record.tags.contains(tag) {
                 record.tags.push(tag.clone());

@@ -170,6 +170,7 @@ async fn create(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<Respon
         memory_mb: body.memory_mb,
         cpu_count: body.cpu_count,
         allow_internet: body.allow_internet_access.unwrap_or(false),
+        die_with_server: false,
     };
     let record = server.create(request).await?;
     Ok(json(

@@ -75,6 +75,10 @@ struct BuildRequest {
     cpu_count: Option<u32>,
     #[serde(rename = "memoryMB")]
     memory_mb: Option<u64>,
+    #[serde(rename = "diskSizeMB")]
+    disk_size_mb: Option<u64>,
+    /// Courier's extension: `"gvisor"` or `"container"` for the template's sandboxes.
+    isolation: Option<String>,
 }
 
 /// `TemplateRequestResponseV3`.
@@ -213,10 +217,34 @@ async fn request_build(State(server): State<Sandboxd>, body: Bytes) -> ApiResult
         .or(body.alias)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad_request("name is required (\"name\" or \"name:tag\")"))?;
-    let requested =
-        server
-            .templates()
-            .request_build(&name, &body.tags, body.cpu_count, body.memory_mb)?;
+    let isolation = match body.isolation.as_deref() {
+        None => None,
+        Some(name) => {
+            let isolation: crate::runtime::Isolation = name.parse()?;
+            if !server.runtime().isolations().contains(&isolation) {
+                return Err(ApiError::bad_request(format!(
+                    "isolation {name:?} is not available on this server (available: {})",
+                    server
+                        .runtime()
+                        .isolations()
+                        .iter()
+                        .map(|i| format!("\"{i}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            Some(isolation)
+        }
+    };
+    let settings = crate::templates::BuildSettings {
+        cpu_count: body.cpu_count,
+        memory_mb: body.memory_mb,
+        disk_size_mb: body.disk_size_mb,
+        isolation,
+    };
+    let requested = server
+        .templates()
+        .request_build(&name, &body.tags, &settings)?;
     Ok(json(
         StatusCode::ACCEPTED,
         BuildRequested {

@@ -313,11 +313,7 @@ impl SandboxCgroup {
         else {
             return false;
         };
-        let suffix = format!(
-            "/{}/{}",
-            parent.to_string_lossy(),
-            name.to_string_lossy()
-        );
+        let suffix = format!("/{}/{}", parent.to_string_lossy(), name.to_string_lossy());
         text.lines()
             .filter_map(|l| l.splitn(3, ':').nth(2))
             .any(|path| path == suffix)

@@ -117,7 +117,11 @@ pub(crate) fn copy_sparse(golden: &Path, dest: &Path) -> Result<()> {
         let start = match lseek(src.as_fd(), pos, Whence::SeekData) {
             Ok(start) => start,
             Err(nix::errno::Errno::ENXIO) => break,
-            Err(e) => return Err(Error::sys(format!("seek data in {}", golden.display()))(e.into())),
+            Err(e) => {
+                return Err(Error::sys(format!("seek data in {}", golden.display()))(
+                    e.into(),
+                ));
+            }
         };
         let end = lseek(src.as_fd(), start, Whence::SeekHole)
             .map_err(|e| Error::sys(format!("seek hole in {}", golden.display()))(e.into()))?;
@@ -176,7 +180,13 @@ pub(crate) fn attach_and_mount(
         flags,
         Some("errors=remount-ro"),
     )
-    .map_err(|e| format!("mount {device} ({}) on {}: {e}", image.display(), at.display()))?;
+    .map_err(|e| {
+        format!(
+            "mount {device} ({}) on {}: {e}",
+            image.display(),
+            at.display()
+        )
+    })?;
     // The device stays attached while mounted (autoclear detaches it at unmount); our
     // descriptor of it may close now.
     Ok(minor)

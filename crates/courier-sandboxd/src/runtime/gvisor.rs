@@ -75,13 +75,18 @@ pub fn probe(program: &Path, scratch: &Path) -> std::result::Result<RunscConfig,
             listed.trim()
         ));
     };
-    std::fs::create_dir_all(scratch).map_err(|e| format!("probe dir {}: {e}", scratch.display()))?;
+    std::fs::create_dir_all(scratch)
+        .map_err(|e| format!("probe dir {}: {e}", scratch.display()))?;
     let result = probe_in(program, platform, scratch);
     let _ = std::fs::remove_dir_all(scratch);
     result
 }
 
-fn probe_in(program: &Path, platform: &str, root: &Path) -> std::result::Result<RunscConfig, String> {
+fn probe_in(
+    program: &Path,
+    platform: &str,
+    root: &Path,
+) -> std::result::Result<RunscConfig, String> {
     let started = Instant::now();
     let mut child = Command::new(program)
         .arg("--root")
@@ -281,9 +286,15 @@ mod tests {
         );
         assert_eq!(spec["root"]["path"], "/data/sandboxes/a/rootfs");
         assert_eq!(spec["process"]["env"][0], "PATH=/bin");
-        let caps = spec["process"]["capabilities"]["bounding"].as_array().unwrap();
+        let caps = spec["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap();
         assert!(caps.iter().any(|c| c == "CAP_SETUID"));
-        assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_RAW"));
+        assert!(
+            !caps
+                .iter()
+                .any(|c| c == "CAP_SYS_ADMIN" || c == "CAP_NET_RAW")
+        );
         assert!(!caps.iter().any(|c| c == "CAP_UNKNOWN"));
         let net = spec["linux"]["namespaces"]
             .as_array()

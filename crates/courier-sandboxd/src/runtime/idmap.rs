@@ -121,8 +121,7 @@ impl IdAllocator {
 /// single-threaded helper, as host root: a short-lived child unshares the namespace, the
 /// helper writes the maps and keeps the namespace alive through the descriptor.
 pub(crate) fn create_userns(range: IdRange) -> std::result::Result<OwnedFd, String> {
-    let (ready_read, ready_write) =
-        nix::unistd::pipe().map_err(|e| format!("userns pipe: {e}"))?;
+    let (ready_read, ready_write) = nix::unistd::pipe().map_err(|e| format!("userns pipe: {e}"))?;
     let (done_read, done_write) = nix::unistd::pipe().map_err(|e| format!("userns pipe: {e}"))?;
     match super::sys::fork_helper().map_err(|e| format!("fork for userns: {e}"))? {
         ForkResult::Child => {

@@ -273,7 +273,12 @@ fn prepare(
                     *status_slot = None;
                     drop(console_write);
                     drop(inherited.control);
-                    Ok(watch_pid1(child, console_read, inherited.lifeline, task.console_cap))
+                    Ok(watch_pid1(
+                        child,
+                        console_read,
+                        inherited.lifeline,
+                        task.console_cap,
+                    ))
                 }
             }
         }
@@ -344,12 +349,7 @@ fn wait_for_go(status: &mut File, go: Option<OwnedFd>) -> Result<(), String> {
 
 /// PID 1 of a namespace sandbox: sets the sandbox up, starts the init, then reaps and
 /// forwards.
-fn reaper(
-    task: &SandboxTask,
-    mut status: File,
-    console: OwnedFd,
-    control: Option<OwnedFd>,
-) -> i32 {
+fn reaper(task: &SandboxTask, mut status: File, console: OwnedFd, control: Option<OwnedFd>) -> i32 {
     let Launch::Container {
         init,
         args,
@@ -585,7 +585,11 @@ fn watch_pid1(pid1: Pid, console_read: OwnedFd, lifeline: Option<OwnedFd>, cap: 
         if let Some(fd) = &lifeline {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
         }
-        let timeout = if pidfd.is_some() { PollTimeout::NONE } else { PollTimeout::from(200u16) };
+        let timeout = if pidfd.is_some() {
+            PollTimeout::NONE
+        } else {
+            PollTimeout::from(200u16)
+        };
         let _ = poll(&mut fds, timeout);
         drop(fds);
         if console_open {

@@ -126,7 +126,12 @@ pub(crate) fn run(task: &CaptureTask) -> std::result::Result<(), String> {
         .host_targets
         .iter()
         .enumerate()
-        .map(|(n, target)| (task.mount_at.join(rootfs::disk_host_dir(n).0), target.clone()))
+        .map(|(n, target)| {
+            (
+                task.mount_at.join(rootfs::disk_host_dir(n).0),
+                target.clone(),
+            )
+        })
         .collect();
     assemble(
         &task.mount_at.join(DISK_UPPER),
@@ -307,8 +312,13 @@ fn read_capability(path: &Path) -> Option<Vec<u8>> {
 }
 
 fn write_capability(path: &Path, value: &[u8]) -> Result<()> {
-    rustix::fs::lsetxattr(path, CAPABILITY_XATTR, value, rustix::fs::XattrFlags::empty())
-        .map_err(|e| Error::io("set file capabilities", path)(e.into()))
+    rustix::fs::lsetxattr(
+        path,
+        CAPABILITY_XATTR,
+        value,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .map_err(|e| Error::io("set file capabilities", path)(e.into()))
 }
 
 /// A v3 file capability names the root of the user namespace it was set in; one set by

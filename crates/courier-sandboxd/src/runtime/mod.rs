@@ -570,7 +570,9 @@ impl Runtime {
         let mut control = None;
         if spec.control_socket {
             match spec.isolation {
-                Isolation::Container => control = Some(bind_control_socket(&dirs.control_socket())?),
+                Isolation::Container => {
+                    control = Some(bind_control_socket(&dirs.control_socket())?)
+                }
                 Isolation::Gvisor => {
                     let dir = dirs.control_dir();
                     fs::create_dir(&dir).map_err(Error::io("create dir", &dir))?;
@@ -640,7 +642,8 @@ impl Runtime {
                 .map_err(|e| Error::sys("dup lifeline")(e))?;
             extra.push((read, LIFELINE_FD));
         }
-        let (mut monitor, mut status) = self.spawn_helper(&spec.id, &dirs.console(), &task, extra)?;
+        let (mut monitor, mut status) =
+            self.spawn_helper(&spec.id, &dirs.console(), &task, extra)?;
         let deadline = Instant::now() + HELPER_TIMEOUT;
         let mut report = String::new();
         let fail = |message: String, mut monitor: Child| {
@@ -959,8 +962,9 @@ impl Runtime {
             }
             Isolation::Gvisor => connect_beneath(&dirs.control_dir(), "envd.sock")?,
         };
-        let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
-            .map_err(|e| Error::sys("read the control socket's peer")(e.into()))?;
+        let peer =
+            nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                .map_err(|e| Error::sys("read the control socket's peer")(e.into()))?;
         if !cgroup.contains(peer.pid()) {
             return Err(Error::Envd {
                 id: id.to_owned(),
@@ -1001,7 +1005,11 @@ impl Runtime {
             if e.cgroup.is_frozen() {
                 return Err(Error::NotRunning(format!("{id} (frozen)")));
             }
-            Ok((e.state.handle.init_pid, e.cgroup.clone(), e.state.spec.clone()))
+            Ok((
+                e.state.handle.init_pid,
+                e.cgroup.clone(),
+                e.state.spec.clone(),
+            ))
         })?;
         let home = |cmd: &mut Command| {
             if let Some(user) = options.user {
@@ -1038,7 +1046,9 @@ impl Runtime {
         }
         let open_ns = |ns: &str| -> Result<OwnedFd> {
             let path = PathBuf::from(format!("/proc/{pid}/ns/{ns}"));
-            Ok(OwnedFd::from(File::open(&path).map_err(Error::io("open", &path))?))
+            Ok(OwnedFd::from(
+                File::open(&path).map_err(Error::io("open", &path))?,
+            ))
         };
         let userns = Some(open_ns("user")?);
         let mut namespaces = Vec::new();
@@ -1239,7 +1249,8 @@ fn bind_control_socket(path: &Path) -> Result<OwnedFd> {
     .map_err(|e| Error::sys("control socket")(e.into()))?;
     let addr = UnixAddr::new(path).map_err(|e| Error::sys("control socket address")(e.into()))?;
     bind(fd.as_raw_fd(), &addr).map_err(|e| Error::io("bind", path)(e.into()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(Error::io("chmod", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .map_err(Error::io("chmod", path))?;
     Ok(fd)
 }
 
@@ -1279,7 +1290,12 @@ fn connect_beneath(dir: &Path, name: &str) -> Result<std::os::unix::net::UnixStr
 
 /// Writes a gVisor sandbox's OCI bundle: its root is the assembled overlay, its network
 /// namespace the helper's.
-fn write_bundle(dirs: &SandboxDirs, spec: &SandboxSpec, hostname: &str, netns_pid: i32) -> Result<()> {
+fn write_bundle(
+    dirs: &SandboxDirs,
+    spec: &SandboxSpec,
+    hostname: &str,
+    netns_pid: i32,
+) -> Result<()> {
     let bundle = dirs.bundle();
     fs::create_dir_all(&bundle).map_err(Error::io("create dir", &bundle))?;
     let env: Vec<(String, String)> = spec
@@ -1324,7 +1340,12 @@ impl StatusReader {
 
     /// Reads until a line starting with `prefix` arrives (returning the number after it)
     /// or the pipe ends (`None`). Every line read is appended to `report`.
-    fn until(&mut self, deadline: Instant, report: &mut String, prefix: &str) -> std::io::Result<Option<i32>> {
+    fn until(
+        &mut self,
+        deadline: Instant,
+        report: &mut String,
+        prefix: &str,
+    ) -> std::io::Result<Option<i32>> {
         loop {
             while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=pos).collect();

@@ -81,40 +81,6 @@ pub(crate) fn check_supported(allow_internet: bool) -> Result<Option<PathBuf>> {
     })
 }
 
-/// Configures the current (fresh) network namespace: loopback up. Runs in the helper.
-pub(crate) fn configure_isolated() -> Result<(), String> {
-    super::sys::loopback_up().map_err(|e| format!("bring up lo: {e}"))
-}
-
-/// Points the sandbox's resolver at slirp4netns's DNS forwarder by writing
-/// `/etc/resolv.conf` into the sandbox's writable layer (the template's copy names the
-/// host's resolver, which may live on the host's loopback).
-pub(crate) fn write_resolv_conf(upper: &Path) -> Result<()> {
-    let etc = upper.join("etc");
-    fs::create_dir_all(&etc).map_err(Error::io("create dir", &etc))?;
-    let path = etc.join("resolv.conf");
-    fs::write(
-        &path,
-        format!("{RESOLV_CONF_MARKER}\nnameserver {SANDBOX_NAMESERVER}\n"),
-    )
-    .map_err(Error::io("write", &path))
-}
-
-/// First line of the `/etc/resolv.conf` the runtime writes.
-const RESOLV_CONF_MARKER: &str = "# written by courier-sandboxd: slirp4netns DNS forwarder";
-
-/// Removes the `/etc/resolv.conf` [`write_resolv_conf`] put into `upper`, unless
-/// something inside the sandbox replaced it since.
-pub(crate) fn forget_resolv_conf(upper: &Path) -> Result<()> {
-    let path = upper.join("etc/resolv.conf");
-    match fs::read_to_string(&path) {
-        Ok(text) if text.starts_with(RESOLV_CONF_MARKER) => {
-            fs::remove_file(&path).map_err(Error::io("remove", &path))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Starts slirp4netns for the network namespace of `init_pid`, moves it into the
 /// sandbox's cgroup (`cgroup_procs`), and waits until `tap0` is configured. Its output
 /// goes to `log`. The returned child is killed with the sandbox's cgroup.
@@ -217,23 +183,5 @@ mod tests {
         let err = check_supported(true).unwrap_err().to_string();
         assert!(err.contains("allow_internet"), "{err}");
         assert!(err.contains("apt-get install slirp4netns"), "{err}");
-    }
-
-    #[test]
-    fn resolv_conf_points_at_the_forwarder() {
-        let dir = tempfile::tempdir().unwrap();
-        write_resolv_conf(dir.path()).unwrap();
-        let text = fs::read_to_string(dir.path().join("etc/resolv.conf")).unwrap();
-        assert!(text.lines().any(|l| l == "nameserver 10.0.2.3"), "{text}");
-        forget_resolv_conf(dir.path()).unwrap();
-        assert!(!dir.path().join("etc/resolv.conf").exists());
-        // One the sandbox wrote itself stays.
-        fs::write(
-            dir.path().join("etc/resolv.conf"),
-            "nameserver 192.0.2.53\n",
-        )
-        .unwrap();
-        forget_resolv_conf(dir.path()).unwrap();
-        assert!(dir.path().join("etc/resolv.conf").exists());
     }
 }

@@ -386,7 +386,9 @@ fn clone_tree(
     let tree = rustix::mount::open_tree(
         rustix::fs::CWD,
         source,
-        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE,
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_RECURSIVE,
     )
     .map_err(|e| err(format!("clone {}", source.display()), e))?;
     if attrs != 0 || idmap.is_some() {
@@ -397,7 +399,11 @@ fn clone_tree(
 }
 
 /// Attaches the detached mount `tree` on the directory or file `target`.
-fn attach(tree: BorrowedFd<'_>, target: BorrowedFd<'_>, what: &str) -> std::result::Result<(), String> {
+fn attach(
+    tree: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    what: &str,
+) -> std::result::Result<(), String> {
     rustix::mount::move_mount(
         tree,
         "",
@@ -509,7 +515,11 @@ pub(crate) fn assemble(
         // The layers' own content at this path sits above the host directory; a layer
         // where that path is a symlink or missing contributes nothing.
         for (i, layer) in plan.layers.iter().enumerate() {
-            let tree = if idmap.is_some() { dirs.lower(i) } else { layer.tree.clone() };
+            let tree = if idmap.is_some() {
+                dirs.lower(i)
+            } else {
+                layer.tree.clone()
+            };
             let tree_fd = open_dir(&tree)?;
             let Ok(own) = rustix::fs::openat2(
                 &tree_fd,
@@ -545,9 +555,17 @@ pub(crate) fn assemble(
             attrs |= MOUNT_ATTR_RDONLY;
         }
         let tree = clone_tree(&bind.source, attrs, None)?;
-        let create = if bind.source.is_dir() { Create::Dir } else { Create::File };
+        let create = if bind.source.is_dir() {
+            Create::Dir
+        } else {
+            Create::File
+        };
         let target = open_in_root(root.as_fd(), &bind.target, create, owner)?;
-        attach(tree.as_fd(), target.as_fd(), &bind.target.display().to_string())?;
+        attach(
+            tree.as_fd(),
+            target.as_fd(),
+            &bind.target.display().to_string(),
+        )?;
     }
 
     write_identity(root.as_fd(), &plan.hostname, owner)?;
@@ -669,7 +687,10 @@ pub(crate) fn enter_root() -> std::result::Result<(), String> {
     let mut devices = Vec::new();
     for name in DEVICES {
         let host = Path::new("/dev").join(name);
-        devices.push((name, clone_tree(&host, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, None)?));
+        devices.push((
+            name,
+            clone_tree(&host, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, None)?,
+        ));
     }
     drop(root);
 
@@ -679,7 +700,12 @@ pub(crate) fn enter_root() -> std::result::Result<(), String> {
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detach the old root", e))?;
     nix::unistd::chdir("/").map_err(|e| err("chdir /", e))?;
 
-    mount_fs("/tmp", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+    mount_fs(
+        "/tmp",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
     mount_fs(
         "/dev",
         "tmpfs",
@@ -724,9 +750,15 @@ pub(crate) fn enter_root() -> std::result::Result<(), String> {
 
 const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 
-fn mount_fs(at: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> std::result::Result<(), String> {
+fn mount_fs(
+    at: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> std::result::Result<(), String> {
     fs::create_dir_all(at).map_err(|e| err(format!("create {at}"), e))?;
-    mount(Some(fstype), at, Some(fstype), flags, data).map_err(|e| err(format!("mount {fstype} on {at}"), e))
+    mount(Some(fstype), at, Some(fstype), flags, data)
+        .map_err(|e| err(format!("mount {fstype} on {at}"), e))
 }
 
 fn readonly_bind(path: &Path) -> nix::Result<()> {
@@ -824,8 +856,13 @@ mod tests {
         assert_eq!(fs::read(&inside).unwrap(), b"x");
 
         // `..` and absolute links stay in the tree too.
-        let fd = open_in_root(root_fd.as_fd(), Path::new("/up/../../x/y"), Create::Dir, None)
-            .unwrap();
+        let fd = open_in_root(
+            root_fd.as_fd(),
+            Path::new("/up/../../x/y"),
+            Create::Dir,
+            None,
+        )
+        .unwrap();
         drop(fd);
         assert!(root.join("x/y").is_dir());
         assert!(!Path::new("/x/y").exists());

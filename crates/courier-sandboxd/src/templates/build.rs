@@ -273,6 +273,8 @@ impl Build<'_> {
                 // Recipes install packages (apt, pip, npm): give the build sandbox
                 // outbound access wherever this host can provide it.
                 allow_internet: crate::runtime::network::find_slirp4netns().is_some(),
+                // A build must not outlive its server: nothing would capture or kill it.
+                die_with_server: true,
                 ..CreateRequest::default()
             })
             .await
@@ -365,7 +367,7 @@ impl Build<'_> {
         let socket = self
             .server
             .entry(sandbox)
-            .map(|e| e.socket.clone())
+            .map(|e| e.envd.clone())
             .ok_or_else(|| fail(format!("build sandbox {sandbox} vanished")))?;
         let launch = Launch {
             user: env
@@ -407,7 +409,7 @@ impl Build<'_> {
         let socket = self
             .server
             .entry(sandbox)
-            .map(|e| e.socket.clone())
+            .map(|e| e.envd.clone())
             .ok_or_else(|| Failure {
                 step: "base".to_owned(),
                 message: format!("build sandbox {sandbox} vanished"),
@@ -499,21 +501,12 @@ impl Build<'_> {
                         mode: mode.clone().unwrap_or_default(),
                         workdir: env.workdir.clone(),
                     };
-                    let server = self.server.clone();
-                    let id = sandbox.to_owned();
-                    let output = tokio::task::spawn_blocking(move || copy.run(&server, &id))
+                    let (code, tail) = copy
+                        .run(self, &socket, token, &number)
                         .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r)
                         .map_err(&fail)?;
-                    let mut tail = Vec::new();
-                    for line in output.lines {
-                        self.log(LogLevel::Info, &number, line.clone());
-                        tail.push(line);
-                    }
-                    if output.code != 0 {
-                        let from = tail.len().saturating_sub(REASON_LINES);
-                        return Err(fail(exit_message(output.code, &tail[from..])));
+                    if code != 0 {
+                        return Err(fail(exit_message(code, &tail)));
                     }
                 }
                 Step::Run { command, user } => {
@@ -549,7 +542,7 @@ impl Build<'_> {
     #[allow(clippy::too_many_arguments)]
     async fn exec(
         &self,
-        socket: &std::path::Path,
+        socket: &envd_link::EnvdEndpoint,
         token: &str,
         step: &str,
         cmd: &str,
@@ -587,11 +580,11 @@ impl Build<'_> {
     }
 }
 
-/// Copies files of an uploaded archive into the build sandbox: the archive is streamed
-/// into `tar` running inside the sandbox (never written through the sandbox's paths from
-/// the host, where the sandbox's symlinks could redirect it), unpacked into a scratch
-/// directory in its `/tmp` (a tmpfs, so not part of the captured layer), given its owner
-/// and mode there, then copied with `cp -a` to the destination.
+/// Copies files of an uploaded archive into the build sandbox: the archive is uploaded
+/// through envd into the sandbox's `/tmp` (a tmpfs, so not part of the captured layer;
+/// never written through the sandbox's paths from the host, where the sandbox's symlinks
+/// could redirect it), unpacked by `tar` inside the sandbox into a scratch directory,
+/// given its owner and mode there, then copied with `cp -a` to the destination.
 struct CopyJob {
     archive: std::path::PathBuf,
     src: String,
@@ -601,18 +594,12 @@ struct CopyJob {
     workdir: Option<String>,
 }
 
-/// The outcome of a [`CopyJob`].
-struct CopyOutput {
-    code: i32,
-    lines: Vec<String>,
-}
-
 /// `$1` src glob, `$2` dest, `$3` owner, `$4` mode (may be empty), `$5` workdir, `$6`
-/// tar's decompression flag (may be empty).
+/// tar's decompression flag (may be empty), `$7` the uploaded archive (removed).
 const COPY_SCRIPT: &str = r#"set -eu
 stage=$(mktemp -d /tmp/.courier-copy.XXXXXX)
-trap 'rm -rf "$stage"' EXIT
-tar -x $6 --no-same-owner -C "$stage"
+trap 'rm -rf "$stage" "$7"' EXIT
+tar -x $6 --no-same-owner -C "$stage" -f "$7"
 src=$1 dest=$2 owner=$3 mode=$4
 case "$owner" in *:*) ;; *) owner="$owner:" ;; esac
 case "$dest" in /*) ;; *) dest="$5/$dest" ;; esac
@@ -648,18 +635,28 @@ done
 "#;
 
 impl CopyJob {
-    fn run(self, server: &Sandboxd, sandbox: &str) -> Result<CopyOutput, String> {
+    /// Uploads the archive into the sandbox's `/tmp` through envd (as root, with envd's
+    /// own file access: nothing on the host follows the sandbox's paths), then unpacks
+    /// and copies it there with [`COPY_SCRIPT`] as root.
+    async fn run(
+        self,
+        build: &Build<'_>,
+        envd: &envd_link::EnvdEndpoint,
+        token: &str,
+        step: &str,
+    ) -> Result<(i32, Vec<String>), String> {
         use std::io::Read as _;
-        let mut archive = std::fs::File::open(&self.archive).map_err(|e| {
-            format!(
-                "the uploaded files are missing ({}): {e}",
-                self.archive.display()
-            )
-        })?;
         let mut magic = [0u8; 2];
-        let gzip =
-            archive.read(&mut magic).map_err(|e| e.to_string())? == 2 && magic == [0x1f, 0x8b];
-        let archive = std::fs::File::open(&self.archive).map_err(|e| e.to_string())?;
+        let gzip = std::fs::File::open(&self.archive)
+            .and_then(|mut f| f.read(&mut magic))
+            .map_err(|e| {
+                format!(
+                    "the uploaded files are missing ({}): {e}",
+                    self.archive.display()
+                )
+            })?
+            == 2
+            && magic == [0x1f, 0x8b];
         let workdir = self.workdir.clone().unwrap_or_else(|| {
             let user = self.owner.split(':').next().unwrap_or_default();
             if user == "root" {
@@ -668,31 +665,34 @@ impl CopyJob {
                 format!("/home/{user}")
             }
         });
-        let mut cmd = server
-            .runtime()
-            .command_with(
-                sandbox,
+        let inside = format!("/tmp/.courier-copy-{}.tar", crate::state::random_hex(8));
+        envd_link::upload(envd, token, &self.archive, &inside, "root")
+            .await
+            .map_err(|e| format!("upload the files into the sandbox: {e}"))?;
+        let args = vec![
+            "-c".to_owned(),
+            COPY_SCRIPT.to_owned(),
+            "copy".to_owned(),
+            self.src,
+            self.dest,
+            self.owner,
+            self.mode,
+            workdir,
+            if gzip { "-z" } else { "" }.to_owned(),
+            inside,
+        ];
+        build
+            .exec(
+                envd,
+                token,
+                step,
                 "/bin/bash",
-                &crate::runtime::ExecOptions::default(),
+                &args,
+                "root",
+                None,
+                &BTreeMap::new(),
             )
-            .map_err(|e| e.to_string())?;
-        cmd.args(["-c", COPY_SCRIPT, "copy"])
-            .args([&self.src, &self.dest, &self.owner, &self.mode, &workdir])
-            .arg(if gzip { "-z" } else { "" })
-            .stdin(archive)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let output = cmd
-            .output()
-            .map_err(|e| format!("run tar in the sandbox: {e}"))?;
-        let mut splitter = LineSplitter::default();
-        let mut lines = splitter.push(Stream::Stdout, &output.stdout);
-        lines.extend(splitter.push(Stream::Stderr, &output.stderr));
-        lines.extend(splitter.finish());
-        Ok(CopyOutput {
-            code: output.status.code().unwrap_or(-1),
-            lines,
-        })
+            .await
     }
 }
 
@@ -706,7 +706,7 @@ struct Launch {
 /// Starts `start_cmd` in the background and runs `ready_cmd` until it exits 0, for at
 /// most `timeout`. The error says which command failed and how.
 async fn start_and_wait(
-    socket: &std::path::Path,
+    socket: &envd_link::EnvdEndpoint,
     token: &str,
     launch: &Launch,
     start_cmd: Option<&str>,
@@ -768,9 +768,9 @@ async fn start_and_wait(
 }
 
 /// Starts template `template`'s start command and waits for its ready command in a new
-/// sandbox (envd at `socket`, already initialised with the template's environment).
+/// sandbox (its envd, already initialised with the template's environment).
 pub(crate) async fn start_template_processes(
-    socket: &std::path::Path,
+    socket: &envd_link::EnvdEndpoint,
     token: &str,
     template: &super::Template,
     timeout: Duration,
