@@ -30,6 +30,7 @@ pub mod auth;
 mod error;
 mod files;
 pub mod filesystem;
+mod identity;
 pub mod paths;
 mod process;
 mod rpc;
