@@ -238,6 +238,14 @@ impl Envd {
     pub async fn serve_unix(self, listener: UnixListener) -> std::io::Result<()> {
         axum::serve(listener, self.router()).await
     }
+
+    /// Serves on an inherited Unix stream socket that the control plane bound (and may
+    /// not have listened on yet) until the listener fails; see
+    /// [`crate::listener::unix_listener_from_fd`].
+    pub async fn serve_unix_fd(self, fd: std::os::fd::OwnedFd) -> std::io::Result<()> {
+        let listener = crate::listener::unix_listener_from_fd(fd)?;
+        self.serve_unix(listener).await
+    }
 }
 
 /// A JSON error response `{"code": <status>, "message": "..."}`, as envd's HTTP API sends.
