@@ -26,7 +26,7 @@
 
 use std::cell::Cell;
 
-use nix::unistd::{getegid, geteuid, getgroups};
+use nix::unistd::{getegid, geteuid, getgroups, getuid};
 use rustix::thread::{
     Gid, Uid, capabilities, set_thread_groups, set_thread_res_gid, set_thread_res_uid,
 };
@@ -83,6 +83,8 @@ thread_local! {
 ///
 /// Threads the work starts keep the credentials it ran with, for their whole life: that is
 /// how a watcher's notify thread reads directories as the user who asked for the watch.
+/// So `work` must not start tokio blocking tasks: a pool thread born then would be the
+/// user's forever (and is refused here, see below, rather than trusted).
 pub(crate) fn run_as<T>(
     identity: Option<&Identity>,
     work: impl FnOnce() -> Result<T, Error>,
@@ -97,6 +99,15 @@ pub(crate) fn run_as<T>(
                 "refusing a nested switch from uid {current:?} to {wanted:?}"
             )))
         };
+    }
+    // A thread with the daemon's own credentials has equal real and effective ids; one
+    // born from a switched thread would not, and must neither act as the daemon nor take
+    // the user's ids as the ones to switch back to.
+    let (real, effective) = (getuid(), geteuid());
+    if real != effective {
+        return Err(Error::Internal(format!(
+            "this thread runs as uid {effective} instead of {real}; refusing file access on it"
+        )));
     }
     let Some(identity) = identity else {
         return work();
@@ -239,6 +250,31 @@ mod tests {
         assert!(caught.is_err());
         assert_eq!((geteuid().as_raw(), getegid().as_raw()), (0, 0));
         assert_eq!(SWITCHED_TO.get(), None);
+    }
+
+    #[test]
+    fn a_thread_born_while_switched_is_never_trusted() {
+        let Some(nobody) = nobody() else { return };
+        // If work ever started a pool thread, that thread would be `user` for good: it
+        // must not serve root's work, nor a switch that would "restore" to `user`.
+        let born = run_as(Some(&nobody), || {
+            Ok(std::thread::spawn(|| {
+                let as_daemon = run_as(None, || Ok(geteuid().as_raw()));
+                let as_nobody = run_as(
+                    Some(&Identity {
+                        uid: 65534,
+                        gid: 65534,
+                        groups: vec![65534],
+                    }),
+                    || Ok(()),
+                );
+                (as_daemon.is_err(), as_nobody.is_err(), geteuid().as_raw())
+            }))
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+        assert_eq!(born, (true, true, 65534));
     }
 
     #[test]
