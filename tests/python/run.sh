@@ -72,6 +72,9 @@ fi
 # ---------------------------------------------------------------- daemon
 rundir="$(mktemp -d "${TMPDIR:-/tmp}/courier-envd-interop.XXXXXX")"
 mkdir -p "$rundir/tmp" "$rundir/home"
+# Traversable by everyone: a scenario checks that envd acts as another user (nobody)
+# below it, which needs the way there open (each test's own directory is 0700).
+chmod 755 "$rundir" "$rundir/tmp"
 envd_log="$target/courier-envd-interop.log"
 mkdir -p "$target"
 : >"$envd_log"
