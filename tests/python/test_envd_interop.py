@@ -863,7 +863,7 @@ def test_files_are_read_and_written_as_the_requesting_user(sandbox: Sandbox, tmp
     # Attack: code running as an unprivileged user plants a link to a file only root may
     # read (or write), then asks envd, which runs as root, to read or write it for them.
     if os.geteuid() != 0:
-        pytest.skip("envd runs as the current user here: it cannot act as another user")
+        pytest.skip("needs root: envd acts as another user only when it runs as root")
     os.chmod(tmp_dir, 0o755)  # run.sh makes the directories above it traversable
     secret = os.path.join(tmp_dir, "secret")
     with open(secret, "w") as f:
