@@ -7,7 +7,8 @@
 #    CARGO_TARGET_DIR; skipped when COURIER_ENVD_BIN points at a binary),
 # 2. prepares the virtualenv (tests/python/venv.sh),
 # 3. starts courier-envd on 127.0.0.1:49983 (the address the SDK uses when
-#    E2B_DEBUG=true) as the current user, from a throw-away run directory,
+#    E2B_DEBUG=true) as the current user, from a throw-away run directory, with
+#    --insecure-no-token (debug mode sends no token; envd refuses TCP without one),
 # 4. waits for GET /health = 204, runs pytest with E2B_DEBUG=true,
 # 5. stops the daemon on exit and returns pytest's exit code.
 #
@@ -71,6 +72,9 @@ fi
 # ---------------------------------------------------------------- daemon
 rundir="$(mktemp -d "${TMPDIR:-/tmp}/courier-envd-interop.XXXXXX")"
 mkdir -p "$rundir/tmp" "$rundir/home"
+# Traversable by everyone: a scenario checks that envd acts as another user (nobody)
+# below it, which needs the way there open (each test's own directory is 0700).
+chmod 755 "$rundir" "$rundir/tmp"
 envd_log="$target/courier-envd-interop.log"
 mkdir -p "$target"
 : >"$envd_log"
@@ -110,7 +114,7 @@ log "starting $bin on 127.0.0.1:$port as $user (log: $envd_log)"
   export HOME="$rundir/home"
   unset COURIER_ENVD_ACCESS_TOKEN  # debug mode: the SDK has no token to send
   export RUST_LOG="${RUST_LOG:-info}"
-  exec setsid "$bin" --listen "127.0.0.1:$port" --default-user "$user"
+  exec setsid "$bin" --listen "127.0.0.1:$port" --default-user "$user" --insecure-no-token
 ) >>"$envd_log" 2>&1 &
 daemon_pid=$!
 

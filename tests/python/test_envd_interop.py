@@ -30,6 +30,7 @@ from e2b import (
     NotFoundException,
     PtySize,
     Sandbox,
+    SandboxException,
     TimeoutException,
 )
 
@@ -853,3 +854,44 @@ def test_download_url_missing_file_is_json_404(sandbox: Sandbox, tmp_dir: str):
     body = json.loads(info.value.read())
     assert body["code"] == 404
     assert isinstance(body["message"], str) and body["message"]
+
+
+# --------------------------------------------------------------------------- acting as the requesting user
+
+
+def test_files_are_read_and_written_as_the_requesting_user(sandbox: Sandbox, tmp_dir: str):
+    # Attack: code running as an unprivileged user plants a link to a file only root may
+    # read (or write), then asks envd, which runs as root, to read or write it for them.
+    if os.geteuid() != 0:
+        pytest.skip("needs root: envd acts as another user only when it runs as root")
+    os.chmod(tmp_dir, 0o755)  # run.sh makes the directories above it traversable
+    secret = os.path.join(tmp_dir, "secret")
+    with open(secret, "w") as f:
+        f.write("root-only secret")
+    os.chmod(secret, 0o600)
+    link = os.path.join(tmp_dir, "link")
+    os.symlink(secret, link)
+    # Positive control: what `nobody` may read, it reads; so the refusals below are about
+    # the linked file's mode, not a directory on the way.
+    public = os.path.join(tmp_dir, "public")
+    with open(public, "w") as f:
+        f.write("for everyone")
+    os.chmod(public, 0o644)
+    assert sandbox.files.read(public, user="nobody") == "for everyone"
+
+    with pytest.raises(SandboxException) as err:
+        sandbox.files.read(link, user="nobody")
+    assert "403" in str(err.value)
+    assert "root-only secret" not in str(err.value)
+    with pytest.raises(SandboxException) as err:
+        sandbox.files.write(link, "pwned", user="nobody")
+    assert "403" in str(err.value)
+    with pytest.raises(SandboxException) as err:
+        sandbox.files.make_dir(os.path.join(tmp_dir, "made"), user="nobody")
+    assert "PERMISSION_DENIED" in str(err.value).upper()
+
+    with open(secret) as f:
+        assert f.read() == "root-only secret"
+    assert not os.path.exists(os.path.join(tmp_dir, "made"))
+    # Root still reads it through the same link.
+    assert sandbox.files.read(link, user="root") == "root-only secret"

@@ -433,7 +433,8 @@ fn envd_demo() -> Result<()> {
     )?;
     let envd = target_dir().join("debug/courier-envd");
     let mut daemon = Command::new(&envd);
-    daemon.args(["--listen", "127.0.0.1:49983"]);
+    // E2B debug mode sends no token.
+    daemon.args(["--listen", "127.0.0.1:49983", "--insecure-no-token"]);
     println!("\n==> starting {daemon:?}");
     let mut child = daemon
         .spawn()

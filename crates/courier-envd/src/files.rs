@@ -1,8 +1,11 @@
 //! `GET /files` (download) and `POST /files` (multipart or raw upload), with the access
 //! token or a v1 signed URL, user-relative paths, owned parent directories, an upload
 //! size limit and `X-Metadata-*` headers stored as `user.e2b.*` xattrs.
+//!
+//! Files are opened, created and removed as the requesting user ([`crate::identity`]);
+//! only the bytes then flow through the open descriptor on the daemon's threads.
 
-use std::{collections::HashSet, io::Write as _, path::PathBuf};
+use std::{collections::HashSet, io::Write as _, os::unix::fs::OpenOptionsExt as _, path::PathBuf};
 
 use axum::{
     Json,
@@ -19,9 +22,11 @@ use tokio::io::AsyncWriteExt as _;
 use crate::{
     Envd, Error,
     auth::{self, Operation, SignedQuery},
-    filesystem::{chown, create_dir_all_owned, write_metadata},
+    filesystem::{announce_file_owner, create_dir_all, read_metadata, write_metadata},
+    identity::as_user,
     paths,
-    server::json_error,
+    process::Identity,
+    server::{Caller, json_error},
     users::User,
 };
 
@@ -53,13 +58,13 @@ fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// Authorizes the request and returns the user it acts as.
+/// Authorizes the request and returns whom it acts as.
 fn authorize(
     envd: &Envd,
     headers: &HeaderMap,
     query: &FilesQuery,
     op: Operation,
-) -> Result<User, Error> {
+) -> Result<Caller, Error> {
     let token = envd.shared.access_token();
     let signed = SignedQuery {
         path: query.path.as_deref().unwrap_or(""),
@@ -68,7 +73,7 @@ fn authorize(
         expiration: query.signature_expiration.as_deref(),
     };
     auth::check_files_access(headers, token.as_deref(), op, signed, now_unix())?;
-    envd.shared.user(query.username.as_deref())
+    envd.shared.caller(query.username.as_deref())
 }
 
 fn resolve(envd: &Envd, raw: &str, user: &User) -> Result<PathBuf, Error> {
@@ -84,24 +89,32 @@ pub(crate) async fn download(
 ) -> Response {
     let result = async {
         let Query(query) = query.map_err(|e| Error::InvalidArgument(format!("bad query: {e}")))?;
-        let user = authorize(&envd, &headers, &query, Operation::Read)?;
-        let path = resolve(&envd, query.path.as_deref().unwrap_or(""), &user)?;
+        let caller = authorize(&envd, &headers, &query, Operation::Read)?;
+        let path = resolve(&envd, query.path.as_deref().unwrap_or(""), &caller.user)?;
         let shown = paths::display(&path);
-        let meta = tokio::fs::metadata(&path).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::NotFound(format!("path '{shown}' does not exist"))
-            } else {
-                Error::io(format!("stat '{shown}'"), &e)
+        // Opened as the user: a link the user planted to a file only root may read is
+        // refused by the kernel, as it would be for the user's own `cat`.
+        let opened = path.clone();
+        let (file, meta) = as_user(caller.identity.clone(), move || {
+            let file = std::fs::File::open(&opened).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Error::NotFound(format!("path '{shown}' does not exist"))
+                } else {
+                    Error::io(format!("opening '{shown}'"), &e)
+                }
+            })?;
+            let meta = file
+                .metadata()
+                .map_err(|e| Error::io(format!("stat '{shown}'"), &e))?;
+            if meta.is_dir() {
+                return Err(Error::InvalidArgument(format!(
+                    "path '{shown}' is a directory"
+                )));
             }
-        })?;
-        if meta.is_dir() {
-            return Err(Error::InvalidArgument(format!(
-                "path '{shown}' is a directory"
-            )));
-        }
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| Error::io(format!("opening '{shown}'"), &e))?;
+            Ok((file, meta))
+        })
+        .await?;
+        let file = tokio::fs::File::from_std(file);
         let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
             file,
             256 * 1024,
@@ -165,6 +178,8 @@ fn upload_metadata(headers: &HeaderMap) -> Result<Vec<(String, String)>, Error> 
 struct FileSink {
     file: tokio::fs::File,
     path: PathBuf,
+    /// Whom the file was opened as; metadata and clean-up run as them too.
+    identity: Option<Identity>,
 }
 
 struct Budget {
@@ -173,39 +188,44 @@ struct Budget {
 }
 
 impl FileSink {
-    async fn create(path: PathBuf, user: &User) -> Result<FileSink, Error> {
-        let shown = paths::display(&path);
-        if tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_dir()) {
-            return Err(Error::InvalidArgument(format!(
-                "path '{shown}' is a directory"
-            )));
-        }
-        if let Some(parent) = path.parent() {
-            let (parent, user) = (parent.to_path_buf(), user.clone());
-            tokio::task::spawn_blocking(move || {
-                create_dir_all_owned(&parent, &user).map_err(|e| (parent, e))
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("creating directories: {e}")))?
-            .map_err(|(parent, e)| {
-                Error::io(
-                    format!("creating directory '{}'", paths::display(&parent)),
-                    &e,
-                )
-            })?;
-        }
-        // Create, chown, then write: watchers see CREATE, CHMOD, WRITE as with envd.
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&path)
-            .await
-            .map_err(|e| Error::io(format!("opening '{shown}' for writing"), &e))?;
-        chown(&path, user)
-            .map_err(|e| Error::io(format!("changing the owner of '{shown}'"), &e))?;
-        Ok(FileSink { file, path })
+    async fn create(path: PathBuf, caller: &Caller) -> Result<FileSink, Error> {
+        let identity = caller.identity.clone();
+        let target = path.clone();
+        // As the user: parents, the file and its owner are the user's, and a link the user
+        // planted to a file they may not write is refused instead of followed as root.
+        let file = as_user(identity.clone(), move || {
+            let shown = paths::display(&target);
+            if std::fs::metadata(&target).is_ok_and(|m| m.is_dir()) {
+                return Err(Error::InvalidArgument(format!(
+                    "path '{shown}' is a directory"
+                )));
+            }
+            if let Some(parent) = target.parent() {
+                create_dir_all(parent).map_err(|e| {
+                    Error::io(
+                        format!("creating directory '{}'", paths::display(parent)),
+                        &e,
+                    )
+                })?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(&target)
+                .map_err(|e| Error::io(format!("opening '{shown}' for writing"), &e))?;
+            // Create, (no-op) chown, then write: watchers see CREATE, CHMOD, WRITE as with envd.
+            announce_file_owner(&file)
+                .map_err(|e| Error::io(format!("changing the owner of '{shown}'"), &e))?;
+            Ok(file)
+        })
+        .await?;
+        Ok(FileSink {
+            file: tokio::fs::File::from_std(file),
+            path,
+            identity,
+        })
     }
 
     async fn write(&mut self, data: &[u8], budget: &mut Budget) -> Result<(), Error> {
@@ -228,17 +248,22 @@ impl FileSink {
             .flush()
             .await
             .map_err(|e| Error::io(format!("writing '{shown}'"), &e))?;
-        if !metadata.is_empty() || !crate::filesystem::read_metadata(&self.path).is_empty() {
-            write_metadata(&self.path, metadata)
-                .map_err(|e| Error::io(format!("setting metadata of '{shown}'"), &e))?;
-        }
+        let (path, pairs) = (self.path.clone(), metadata.to_vec());
+        as_user(self.identity.clone(), move || {
+            if !pairs.is_empty() || !read_metadata(&path).is_empty() {
+                write_metadata(&path, &pairs)
+                    .map_err(|e| Error::io(format!("setting metadata of '{shown}'"), &e))?;
+            }
+            Ok(())
+        })
+        .await?;
         Ok(WrittenEntry {
             name: self
                 .path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            path: shown,
+            path: paths::display(&self.path),
             r#type: "file",
             metadata: metadata.to_vec(),
         })
@@ -247,7 +272,15 @@ impl FileSink {
     /// Removes a partly written file after a failure.
     async fn abandon(self) {
         drop(self.file);
-        let _ = tokio::fs::remove_file(&self.path).await;
+        let path = self.path;
+        let removed = as_user(self.identity, move || {
+            std::fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("removing '{}'", paths::display(&path)), &e))
+        })
+        .await;
+        if let Err(err) = removed {
+            tracing::debug!(%err, "removing a partly written upload");
+        }
     }
 }
 
@@ -263,7 +296,7 @@ pub(crate) async fn upload(State(envd): State<Envd>, req: Request) -> Response {
 async fn upload_inner(envd: Envd, req: Request) -> Result<Vec<WrittenEntry>, Error> {
     let Query(query) = Query::<FilesQuery>::try_from_uri(req.uri())
         .map_err(|e| Error::InvalidArgument(format!("bad query: {e}")))?;
-    let user = authorize(&envd, req.headers(), &query, Operation::Write)?;
+    let caller = authorize(&envd, req.headers(), &query, Operation::Write)?;
     let metadata = upload_metadata(req.headers())?;
     let mut budget = Budget {
         used: 0,
@@ -298,14 +331,14 @@ async fn upload_inner(envd: Envd, req: Request) -> Result<Vec<WrittenEntry>, Err
                     "a file part has no filename and no path was given".to_owned(),
                 ));
             }
-            let path = resolve(&envd, &raw, &user)?;
+            let path = resolve(&envd, &raw, &caller.user)?;
             if !seen.insert(path.clone()) {
                 return Err(Error::InvalidArgument(format!(
                     "path '{}' is given more than once",
                     paths::display(&path)
                 )));
             }
-            let mut sink = FileSink::create(path, &user).await?;
+            let mut sink = FileSink::create(path, &caller).await?;
             loop {
                 let chunk = match field.chunk().await {
                     Ok(Some(chunk)) => chunk,
@@ -338,8 +371,8 @@ async fn upload_inner(envd: Envd, req: Request) -> Result<Vec<WrittenEntry>, Err
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
-    let path = resolve(&envd, &raw, &user)?;
-    let mut sink = FileSink::create(path, &user).await?;
+    let path = resolve(&envd, &raw, &caller.user)?;
+    let mut sink = FileSink::create(path, &caller).await?;
     match copy_body(req.into_body(), gzip, &mut sink, &mut budget).await {
         Ok(()) => Ok(vec![sink.finish(&metadata).await?]),
         Err(err) => {

@@ -15,6 +15,12 @@
 //! Once an access token is set (flag or `/init`), every request but `/health` needs
 //! `X-Access-Token`; `/files` also accepts v1 signed URLs ([`auth::sign`]).
 //!
+//! The daemon runs as root in the sandbox, but every file-system operation it performs
+//! for a request runs with the requesting user's credentials (a per-thread switch, see
+//! the `identity` module), so the kernel checks permissions and resolves symlinks as that
+//! user's. It serves on TCP, on a Unix socket, or on a socket the control plane bound and
+//! handed over ([`listener`], [`Envd::serve_unix_fd`]).
+//!
 //! Invariant: this crate knows nothing of the orchestrator or the control plane; it only
 //! speaks the envd protocol. Users come from `/etc/passwd` and `/etc/group` read by hand
 //! (no NSS), so the binary can be linked statically.
@@ -30,6 +36,8 @@ pub mod auth;
 mod error;
 mod files;
 pub mod filesystem;
+mod identity;
+pub mod listener;
 pub mod paths;
 mod process;
 mod rpc;

@@ -5,7 +5,7 @@
 //! Errors: unary calls answer with the code's HTTP status and a JSON `{code, message}`
 //! body; streams answer 200 and carry the error in the end-of-stream trailer.
 
-use std::{convert::Infallible, future::Future, time::Duration};
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -18,7 +18,11 @@ use courier_e2b::codec::{Codec, ConnectError, EndOfStream, Envelope, EnvelopeDec
 use http_body_util::BodyExt as _;
 use tokio::sync::mpsc;
 
-use crate::{Envd, Error, auth, users::User};
+use crate::{
+    Envd, Error, auth,
+    process::Identity,
+    users::{User, UserDb},
+};
 
 /// Largest request message accepted (a SendInput chunk, a path, ...).
 const MAX_REQUEST_BYTES: usize = 32 << 20;
@@ -34,6 +38,10 @@ pub(crate) struct Ctx {
     pub envd: Envd,
     /// The Unix user the call acts as (Basic auth, else the default user).
     pub user: User,
+    /// The credentials the call's file-system work runs with (`None`: the daemon's own).
+    pub identity: Option<Identity>,
+    /// The account database, for owner and group names.
+    pub db: Arc<UserDb>,
     /// `Connect-Timeout-Ms`, `None` when absent or 0.
     pub timeout: Option<Duration>,
     /// How long a stream may stay silent before a keepalive event.
@@ -256,7 +264,7 @@ async fn prepare(envd: Envd, kind: Kind, req: Request) -> Result<(Ctx, Codec, Bo
     let headers = req.headers();
     let parsed = (|| -> Result<Ctx, Error> {
         let user_name = auth::basic_user(headers)?;
-        let user = envd.shared.user(user_name.as_deref())?;
+        let caller = envd.shared.caller(user_name.as_deref())?;
         let timeout = match headers.get("connect-timeout-ms") {
             None => None,
             Some(value) => {
@@ -279,7 +287,9 @@ async fn prepare(envd: Envd, kind: Kind, req: Request) -> Result<(Ctx, Codec, Bo
             .map_or(DEFAULT_KEEPALIVE, Duration::from_secs);
         Ok(Ctx {
             envd: envd.clone(),
-            user,
+            user: caller.user,
+            identity: caller.identity,
+            db: caller.db,
             timeout,
             keepalive,
         })

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, UnixListener};
 use crate::{
     Error, auth,
     filesystem::watch::Watchers,
-    process::Table,
+    process::{Identity, Table},
     users::{User, UserDb},
 };
 
@@ -127,27 +127,45 @@ impl Shared {
             .clone()
     }
 
-    /// The account for `name` (or the default user); unknown ⇒ `unauthenticated`.
-    pub fn user(&self, name: Option<&str>) -> Result<User, Error> {
+    /// Who a request for `name` (or the default user) acts as; unknown ⇒ `unauthenticated`.
+    pub fn caller(&self, name: Option<&str>) -> Result<Caller, Error> {
         let default = self.runtime().default_user;
         let name = name.filter(|n| !n.is_empty()).unwrap_or(&default);
         let db = UserDb::load();
-        if let Some(user) = db.user(name) {
-            return Ok(user.clone());
-        }
-        // A root file system without a passwd entry for us must still work for our own user.
-        if name == crate::users::current_user_name() {
-            return Ok(User {
+        let user = match db.user(name) {
+            Some(user) => user.clone(),
+            // A root file system without a passwd entry for us must still work for our own user.
+            None if name == crate::users::current_user_name() => User {
                 name: name.to_owned(),
                 uid: nix::unistd::geteuid().as_raw(),
                 gid: nix::unistd::getegid().as_raw(),
                 home: std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from),
-            });
-        }
-        Err(Error::Unauthenticated(format!(
-            "invalid username: '{name}'"
-        )))
+            },
+            None => {
+                return Err(Error::Unauthenticated(format!(
+                    "invalid username: '{name}'"
+                )));
+            }
+        };
+        let identity = crate::identity::acting_as(&user, &db)?;
+        Ok(Caller {
+            user,
+            identity,
+            db: Arc::new(db),
+        })
     }
+}
+
+/// Who a request acts as.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    /// The account (Basic auth or `username`, else the default user).
+    pub user: User,
+    /// The credentials its file-system work runs with ([`crate::identity::as_user`]);
+    /// `None`: the daemon's own.
+    pub identity: Option<Identity>,
+    /// The account database, read as root before any switch (for owner and group names).
+    pub db: Arc<UserDb>,
 }
 
 /// The envd daemon: cheap to clone, all clones share state.
@@ -219,6 +237,14 @@ impl Envd {
     /// Serves on a Unix socket listener until the listener fails.
     pub async fn serve_unix(self, listener: UnixListener) -> std::io::Result<()> {
         axum::serve(listener, self.router()).await
+    }
+
+    /// Serves on an inherited Unix stream socket that the control plane bound (and may
+    /// not have listened on yet) until the listener fails; see
+    /// [`crate::listener::unix_listener_from_fd`].
+    pub async fn serve_unix_fd(self, fd: std::os::fd::OwnedFd) -> std::io::Result<()> {
+        let listener = crate::listener::unix_listener_from_fd(fd)?;
+        self.serve_unix(listener).await
     }
 }
 

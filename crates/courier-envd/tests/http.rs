@@ -1,5 +1,6 @@
 //! Plain-HTTP endpoints: /health, /init, /envs, /files (upload, download, gzip, limits,
-//! signed URLs), the access token, the tunnel and malformed RPC bodies.
+//! signed URLs), the access token, the tunnel, malformed RPC bodies and the Unix sockets
+//! envd serves on (bound by itself or handed over).
 
 mod common;
 
@@ -425,6 +426,62 @@ async fn serves_on_a_unix_socket() {
         .unwrap();
     assert_eq!(sender.send_request(req).await.unwrap().status(), 204);
     server.abort();
+}
+
+#[tokio::test]
+async fn serves_on_a_handed_over_socket_and_hides_it_from_children() {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    use std::os::fd::AsRawFd as _;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("envd.sock");
+    // Bound by the "control plane", not listening, inheritable: as handed over.
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::empty(),
+        None,
+    )
+    .unwrap();
+    rustix::net::bind(&fd, &SocketAddrUnix::new(&socket).unwrap()).unwrap();
+    let number = fd.as_raw_fd();
+    let server = tokio::spawn(courier_envd::Envd::builder().build().serve_unix_fd(fd));
+    let stream = loop {
+        match tokio::net::UnixStream::connect(&socket).await {
+            Ok(stream) => break stream,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    };
+    // Attack: a process envd starts inherits the control socket and answers the control
+    // plane in envd's place. Taking the socket marks it close-on-exec.
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{number}")).unwrap();
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+        .unwrap();
+    assert_eq!(flags & 0o2_000_000, 0o2_000_000, "{info}");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("/health")
+        .header("host", "envd")
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 204);
+    server.abort();
+    // What is not a Unix stream socket is refused, naming the descriptor.
+    let datagram = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let err = courier_envd::listener::unix_listener_from_fd(datagram).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("not a stream socket"), "{err}");
 }
 
 #[tokio::test]

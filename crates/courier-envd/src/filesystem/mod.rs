@@ -15,7 +15,7 @@ use std::{
 
 use courier_e2b::proto::filesystem::{EntryInfo, FileType};
 
-use crate::users::{User, UserDb};
+use crate::users::UserDb;
 
 /// xattr prefix holding upload metadata (`X-Metadata-<key>` headers).
 pub(crate) const METADATA_XATTR_PREFIX: &str = "user.e2b.";
@@ -190,9 +190,12 @@ pub(crate) fn entry_from_metadata(path: &Path, lstat: &Metadata, db: &UserDb) ->
     }
 }
 
-/// Creates `dir` and its missing parents, each one owned by `user` (mode 0755 with the
-/// default umask). Returns whether `dir` itself was created.
-pub(crate) fn create_dir_all_owned(dir: &Path, user: &User) -> io::Result<bool> {
+/// Creates `dir` and its missing parents (mode 0755 with the default umask). Returns
+/// whether `dir` itself was created.
+///
+/// Run as the requesting user ([`crate::identity`]): the kernel then checks that the user
+/// may create each one, and each one belongs to that user without a chown.
+pub(crate) fn create_dir_all(dir: &Path) -> io::Result<bool> {
     let mut missing: Vec<PathBuf> = Vec::new();
     let mut cursor = Some(dir);
     while let Some(path) = cursor {
@@ -219,7 +222,7 @@ pub(crate) fn create_dir_all_owned(dir: &Path, user: &User) -> io::Result<bool> 
     let created = !missing.is_empty();
     for path in missing.into_iter().rev() {
         match fs::create_dir(&path) {
-            Ok(()) => chown(&path, user)?,
+            Ok(()) => announce_owner(&path)?,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
@@ -227,10 +230,25 @@ pub(crate) fn create_dir_all_owned(dir: &Path, user: &User) -> io::Result<bool> 
     Ok(created)
 }
 
-/// Gives `path` to `user` (a no-op when the daemon is not root and it is already ours).
-pub(crate) fn chown(path: &Path, user: &User) -> io::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
+/// Re-asserts the owner of an entry this thread just created, changing nothing.
+///
+/// Why: envd chowns every entry it creates, and inotify reports that as CHMOD; clients
+/// count those events (writing a new file through `POST /files` is CREATE, CHMOD, WRITE).
+/// Entries are now created as their owner, so the chown is a no-op kept for its event.
+/// Only done for entries the current credentials own (anything else would be refused).
+pub(crate) fn announce_owner(path: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
         return Ok(());
     }
-    std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid))
+    std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid()))
+}
+
+/// [`announce_owner`] for an open file.
+pub(crate) fn announce_file_owner(file: &fs::File) -> io::Result<()> {
+    let meta = file.metadata()?;
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid()))
 }

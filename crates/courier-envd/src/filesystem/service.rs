@@ -1,4 +1,5 @@
-//! The `filesystem.Filesystem` RPC handlers.
+//! The `filesystem.Filesystem` RPC handlers. Every file-system call runs as the
+//! requesting user ([`crate::identity`]), so the kernel decides what they may see and change.
 
 use std::{fs, io, path::Path};
 
@@ -11,20 +12,21 @@ use courier_e2b::proto::filesystem::{
 };
 use tokio::{sync::mpsc, time::Instant};
 
-use super::{create_dir_all_owned, entry_from_metadata, entry_info, watch};
+use super::{create_dir_all, entry_from_metadata, entry_info, watch};
 use crate::{
-    Error, paths,
+    Error,
+    identity::as_user,
+    paths,
     rpc::{Ctx, StreamWriter},
     users::UserDb,
 };
 
-/// Runs blocking file system work off the async threads.
+/// Runs blocking file system work off the async threads, as the caller.
 async fn blocking<T: Send + 'static>(
+    ctx: &Ctx,
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::Internal(format!("file system task failed: {e}")))?
+    as_user(ctx.identity.clone(), work).await
 }
 
 fn resolve(ctx: &Ctx, raw: &str) -> Result<std::path::PathBuf, Error> {
@@ -43,9 +45,9 @@ fn not_found_or(path: &Path, what: &str, e: &io::Error) -> Error {
 /// `Stat`.
 pub(crate) async fn stat(ctx: Ctx, request: StatRequest) -> Result<StatResponse, Error> {
     let path = resolve(&ctx, &request.path)?;
-    blocking(move || {
-        let entry =
-            entry_info(&path, &UserDb::load()).map_err(|e| not_found_or(&path, "stat", &e))?;
+    let db = ctx.db.clone();
+    blocking(&ctx, move || {
+        let entry = entry_info(&path, &db).map_err(|e| not_found_or(&path, "stat", &e))?;
         Ok(StatResponse { entry: Some(entry) })
     })
     .await
@@ -54,8 +56,8 @@ pub(crate) async fn stat(ctx: Ctx, request: StatRequest) -> Result<StatResponse,
 /// `MakeDir`: creates parents; an existing directory is `already_exists`.
 pub(crate) async fn make_dir(ctx: Ctx, request: MakeDirRequest) -> Result<MakeDirResponse, Error> {
     let path = resolve(&ctx, &request.path)?;
-    let user = ctx.user.clone();
-    blocking(move || {
+    let db = ctx.db.clone();
+    blocking(&ctx, move || {
         match fs::metadata(&path) {
             Ok(meta) if meta.is_dir() => {
                 return Err(Error::AlreadyExists(format!(
@@ -71,14 +73,13 @@ pub(crate) async fn make_dir(ctx: Ctx, request: MakeDirRequest) -> Result<MakeDi
             }
             Err(_) => {}
         }
-        create_dir_all_owned(&path, &user).map_err(|e| {
+        create_dir_all(&path).map_err(|e| {
             Error::io(
                 format!("creating directory '{}'", paths::display(&path)),
                 &e,
             )
         })?;
-        let entry =
-            entry_info(&path, &UserDb::load()).map_err(|e| not_found_or(&path, "stat", &e))?;
+        let entry = entry_info(&path, &db).map_err(|e| not_found_or(&path, "stat", &e))?;
         Ok(MakeDirResponse { entry: Some(entry) })
     })
     .await
@@ -93,8 +94,8 @@ pub(crate) async fn move_entry(ctx: Ctx, request: MoveRequest) -> Result<MoveRes
     }
     let source = resolve(&ctx, &request.source)?;
     let destination = resolve(&ctx, &request.destination)?;
-    let user = ctx.user.clone();
-    blocking(move || {
+    let db = ctx.db.clone();
+    blocking(&ctx, move || {
         if source == Path::new("/") {
             return Err(Error::PermissionDenied("refusing to move '/'".to_owned()));
         }
@@ -109,7 +110,7 @@ pub(crate) async fn move_entry(ctx: Ctx, request: MoveRequest) -> Result<MoveRes
             });
         }
         if let Some(parent) = destination.parent() {
-            create_dir_all_owned(parent, &user).map_err(|e| {
+            create_dir_all(parent).map_err(|e| {
                 Error::io(
                     format!("creating directory '{}'", paths::display(parent)),
                     &e,
@@ -126,8 +127,8 @@ pub(crate) async fn move_entry(ctx: Ctx, request: MoveRequest) -> Result<MoveRes
                 &e,
             )
         })?;
-        let entry = entry_info(&destination, &UserDb::load())
-            .map_err(|e| not_found_or(&destination, "stat", &e))?;
+        let entry =
+            entry_info(&destination, &db).map_err(|e| not_found_or(&destination, "stat", &e))?;
         Ok(MoveResponse { entry: Some(entry) })
     })
     .await
@@ -137,7 +138,8 @@ pub(crate) async fn move_entry(ctx: Ctx, request: MoveRequest) -> Result<MoveRes
 pub(crate) async fn list_dir(ctx: Ctx, request: ListDirRequest) -> Result<ListDirResponse, Error> {
     let path = resolve(&ctx, &request.path)?;
     let depth = request.depth.max(1);
-    blocking(move || {
+    let db = ctx.db.clone();
+    blocking(&ctx, move || {
         // Follows a symlinked root, as envd does.
         let meta = fs::metadata(&path).map_err(|e| not_found_or(&path, "stat", &e))?;
         if !meta.is_dir() {
@@ -146,7 +148,6 @@ pub(crate) async fn list_dir(ctx: Ctx, request: ListDirRequest) -> Result<ListDi
                 paths::display(&path)
             )));
         }
-        let db = UserDb::load();
         let mut entries = Vec::new();
         walk(&path, 1, depth, &db, &mut entries)
             .map_err(|e| Error::io(format!("listing '{}'", paths::display(&path)), &e))?;
@@ -188,7 +189,7 @@ pub(crate) async fn remove(ctx: Ctx, request: RemoveRequest) -> Result<RemoveRes
     if path == Path::new("/") {
         return Err(Error::PermissionDenied("refusing to remove '/'".to_owned()));
     }
-    blocking(move || {
+    blocking(&ctx, move || {
         let result = match fs::symlink_metadata(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RemoveResponse {}),
             Err(e) => Err(e),
@@ -215,15 +216,22 @@ pub(crate) async fn watch_dir(
 ) -> Result<(), Error> {
     let root = resolve(&ctx, &request.path)?;
     let (tx, mut events) = mpsc::channel(4096);
-    let _watch = watch::watch(
-        &root,
-        request.recursive,
-        request.include_entry,
-        move |event| {
-            // Blocking here (full channel) slows only this watcher's own notify thread.
-            let _ = tx.blocking_send(event);
-        },
-    )?;
+    let db = ctx.db.clone();
+    // Started as the user: the watcher's thread keeps the user's credentials, so a
+    // directory they may not read cannot be watched, nor its entries described.
+    let _watch = blocking(&ctx, move || {
+        watch::watch(
+            &root,
+            request.recursive,
+            request.include_entry,
+            db,
+            move |event| {
+                // Blocking here (full channel) slows only this watcher's own notify thread.
+                let _ = tx.blocking_send(event);
+            },
+        )
+    })
+    .await?;
     let deadline = ctx.timeout.map(|t| Instant::now() + t);
     let message = |event| WatchDirResponse { event: Some(event) };
     if !out
@@ -263,11 +271,14 @@ pub(crate) async fn create_watcher(
     request: CreateWatcherRequest,
 ) -> Result<CreateWatcherResponse, Error> {
     let root = resolve(&ctx, &request.path)?;
-    let watcher_id =
-        ctx.envd
-            .shared
+    let (envd, db) = (ctx.envd.clone(), ctx.db.clone());
+    // As the user, for the reason given in `watch_dir`.
+    let watcher_id = blocking(&ctx, move || {
+        envd.shared
             .watchers
-            .create(&root, request.recursive, request.include_entry)?;
+            .create(&root, request.recursive, request.include_entry, db)
+    })
+    .await?;
     Ok(CreateWatcherResponse { watcher_id })
 }
 

@@ -3,9 +3,15 @@
 //!
 //! Events keep inotify's granularity (fsnotify's mapping), because clients count them:
 //! writing a new file through `POST /files` yields CREATE, CHMOD (the chown), WRITE.
+//!
+//! Watches are started as the requesting user ([`crate::identity::run_as`]): notify's
+//! thread is born then and keeps that user's credentials for its whole life, so every
+//! inotify watch it adds (the root, and subdirectories as they appear) and every entry it
+//! describes is checked by the kernel against that user.
 
 use std::{
     collections::HashMap,
+    io,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError},
 };
@@ -63,16 +69,17 @@ pub(crate) fn check_root(root: &Path) -> Result<(), Error> {
     }
 }
 
-/// Starts watching `root`, handing each event to `sink` (on notify's thread).
+/// Starts watching `root`, handing each event to `sink` (on notify's thread). Call it as
+/// the requesting user: the watcher's thread inherits the caller's credentials.
 pub(crate) fn watch(
     root: &Path,
     recursive: bool,
     include_entry: bool,
+    db: Arc<UserDb>,
     sink: impl Fn(FilesystemEvent) + Send + 'static,
 ) -> Result<Watch, Error> {
     check_root(root)?;
     let base: PathBuf = root.to_path_buf();
-    let db = UserDb::load();
     let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
         let Ok(event) = result else { return };
         let Some(kind) = event_type(&event.kind) else {
@@ -105,9 +112,14 @@ pub(crate) fn watch(
     } else {
         RecursiveMode::NonRecursive
     };
-    watcher
-        .watch(root, mode)
-        .map_err(|e| Error::Internal(format!("watching '{}': {e}", paths::display(root))))?;
+    watcher.watch(root, mode).map_err(|e| {
+        let what = format!("watching '{}'", paths::display(root));
+        match e.kind {
+            notify::ErrorKind::Io(io) => Error::io(what, &io),
+            notify::ErrorKind::PathNotFound => Error::io(what, &io::ErrorKind::NotFound.into()),
+            _ => Error::Internal(format!("{what}: {e}")),
+        }
+    })?;
     Ok(Watch { _watcher: watcher })
 }
 
@@ -123,16 +135,18 @@ pub(crate) struct Watchers {
 }
 
 impl Watchers {
-    /// Starts a polling watcher and returns its id.
+    /// Starts a polling watcher and returns its id (call it as the requesting user, as
+    /// [`watch`]).
     pub fn create(
         &self,
         root: &Path,
         recursive: bool,
         include_entry: bool,
+        db: Arc<UserDb>,
     ) -> Result<String, Error> {
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink_events = events.clone();
-        let watch = watch(root, recursive, include_entry, move |event| {
+        let watch = watch(root, recursive, include_entry, db, move |event| {
             let mut events = sink_events.lock().unwrap_or_else(PoisonError::into_inner);
             if events.len() >= MAX_PENDING_EVENTS {
                 events.remove(0);

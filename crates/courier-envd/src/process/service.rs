@@ -19,7 +19,9 @@ use tokio::time::Instant;
 
 use super::{Attach, EndInfo, Event, Identity, Output, Process, SpawnSpec, spawn};
 use crate::{
-    Error, paths,
+    Error,
+    identity::as_user,
+    paths,
     rpc::{Ctx, MessageReader, StreamWriter},
     users::UserDb,
 };
@@ -46,11 +48,26 @@ pub(crate) async fn start(ctx: Ctx, request: StartRequest, out: StreamWriter) ->
             .clone()
             .unwrap_or_else(|| user.home.clone()),
     };
-    if !tokio::fs::metadata(&cwd).await.is_ok_and(|m| m.is_dir()) {
-        return Err(Error::InvalidArgument(format!(
-            "cwd '{}' does not exist",
-            paths::display(&cwd)
-        )));
+    // Checked as the user: the child changes directory before it drops to the user, so
+    // this is where a directory the user may not enter is refused. `<cwd>/.` makes the
+    // kernel check search permission on the cwd itself too, as chdir does.
+    let probe = cwd.join(".");
+    let usable = as_user(ctx.identity.clone(), move || Ok(std::fs::metadata(probe))).await?;
+    match usable {
+        Ok(meta) if meta.is_dir() => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Error::PermissionDenied(format!(
+                "cwd '{}' is not accessible to user '{}'",
+                paths::display(&cwd),
+                user.name
+            )));
+        }
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "cwd '{}' does not exist",
+                paths::display(&cwd)
+            )));
+        }
     }
     // Later entries win: daemon PATH and identity, sandbox variables, then the request's.
     let mut env = BTreeMap::new();
