@@ -17,6 +17,9 @@ command -v curl >/dev/null || need+=(curl)
 # Outbound network for sandboxes that ask for it (user-space stack, no host firewall rules).
 command -v slirp4netns >/dev/null || need+=(slirp4netns)
 
+# Filesystems for sandbox disks (mkfs.ext4).
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup-machine: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -24,6 +27,25 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${need[@]}"
 else
   echo "setup-machine: nothing to install"
+fi
+
+# gVisor for sandboxes with a kernel of their own. Debian 12 ships runsc 20221219, which
+# lacks the systrap platform and fails Debian 12's own coreutils (statx with
+# AT_NO_AUTOMOUNT answers EINVAL); Debian 13's runsc (20240729, a static binary without
+# dependencies) works, so it is taken from trixie without adding trixie to apt's sources.
+runsc_ok() { command -v runsc >/dev/null && runsc --version 2>/dev/null | grep -qE 'version 0\.0~20(2[4-9]|[3-9][0-9])'; }
+if ! runsc_ok; then
+  echo "setup-machine: installing runsc from Debian 13 (trixie)"
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp"
+  mkdir -p "$tmp/lists/partial"
+  echo "deb http://deb.debian.org/debian trixie main" > "$tmp/trixie.list"
+  apt_trixie=(-o "Dir::Etc::SourceList=$tmp/trixie.list" -o Dir::Etc::SourceParts=/dev/null -o "Dir::State::Lists=$tmp/lists")
+  apt-get "${apt_trixie[@]}" update -q
+  (cd "$tmp" && apt-get "${apt_trixie[@]}" download runsc)
+  dpkg -i "$tmp"/runsc_*.deb
+  rm -rf "$tmp"
+  runsc_ok || { echo "setup-machine: runsc from trixie does not run" >&2; exit 1; }
 fi
 
 # The dashboard's browser test (headless Chromium driven through chromedriver).

@@ -267,6 +267,46 @@ fn sandboxes_see_neither_each_others_files_nor_host_private_paths() {
     }
 }
 
+/// Root inside is nobody outside, yet the sandbox's own `sudo` works: the user namespace
+/// maps the sandbox's root to an unprivileged host id, and setuid binaries only gain
+/// that id.
+#[test]
+fn sudo_works_inside_and_root_inside_is_an_unprivileged_host_id() {
+    let Some(fx) = Fixture::new("sudo") else {
+        return;
+    };
+    let sbx = fx.runtime.create(fx.sleeper()).expect("create");
+    let options = ExecOptions {
+        user: Some((1000, 1000)),
+        cwd: Some("/home/user".into()),
+    };
+    let out = fx
+        .runtime
+        .command_with(&sbx.id, "/bin/sh", &options)
+        .unwrap()
+        .args(["-c", "sudo -n id -u && sudo -n sh -c 'echo hi > /root/by-sudo && cat /root/by-sudo'"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{out:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\nhi\n");
+    // uid 0 inside is the sandbox's own host id, not host root.
+    let map = fx.sh_ok(&sbx.id, "cat /proc/self/uid_map");
+    let fields: Vec<u64> = map.split_whitespace().map(|f| f.parse().unwrap()).collect();
+    assert_eq!(fields[0], 0);
+    assert!(fields[1] >= 1 << 30, "{map}");
+    assert_eq!(fields[2], 65_536);
+    let status = fs::read_to_string(format!("/proc/{}/status", sbx.init_pid)).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == fields[1].to_string()),
+        "{uid_line}"
+    );
+}
+
 #[test]
 fn commands_can_run_as_the_sandbox_user() {
     let Some(fx) = Fixture::new("user") else {

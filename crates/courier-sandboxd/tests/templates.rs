@@ -812,7 +812,7 @@ async fn copy_steps_use_uploaded_archives() {
         stdout(
             &sbx,
             "cat /srv/app/lib/util.py; stat -c '%U %a' /srv/app/main.py /opt/notes.txt; \
-             sudo cat /opt/notes.txt; ls -A /tmp"
+             sudo cat /opt/notes.txt; ls -A /tmp 2>&1; echo rc=$? ; stat /srv/app/main.py 2>&1; sudo -n true 2>&1; ls -ld /tmp /srv /srv/app /opt 2>&1; id; exit 0"
         )
         .await,
         "UTIL = 1\nuser 644\nroot 600\nsome notes\n"

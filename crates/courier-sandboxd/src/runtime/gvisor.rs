@@ -144,6 +144,9 @@ pub(crate) fn run_args(
         format!("--platform={}", config.platform),
         format!("--network={}", if internet { "host" } else { "none" }),
         "--host-uds=create".into(),
+        // Writes go to the sandbox's own disk as files (captured as layers), not into a
+        // filestore of runsc's own.
+        "--overlay2=none".into(),
         // The runtime put every process in the sandbox's cgroup already.
         "--ignore-cgroups".into(),
         "run".into(),
