@@ -43,6 +43,7 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let envd = envd.unwrap_or_else(envd_binary);
         let mut config = ServerConfig::new(dir.path().join("data"), envd);
+        config.isolation = Some(support::isolation());
         config.helper = Some(PathBuf::from(HELPER));
         config.domain = Some(DOMAIN.to_owned());
         config.dev_api_key = Some(KEY.to_owned());

@@ -1,6 +1,19 @@
 //! What the control-plane and template tests share.
 
 use std::path::PathBuf;
+
+use courier_sandboxd::runtime::Isolation;
+
+/// The isolation the suites run under: `COURIER_TEST_ISOLATION` (`container` or
+/// `gvisor`), default `container`. CI runs the suites once each way.
+pub fn isolation() -> Isolation {
+    match std::env::var("COURIER_TEST_ISOLATION") {
+        Ok(value) if !value.is_empty() => value
+            .parse()
+            .unwrap_or_else(|e| panic!("COURIER_TEST_ISOLATION: {e}")),
+        _ => Isolation::Container,
+    }
+}
 use std::process::Command;
 use std::sync::OnceLock;
 
