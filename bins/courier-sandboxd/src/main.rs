@@ -55,6 +55,43 @@ struct ServeArgs {
     /// again by the next start).
     #[arg(long)]
     kill_on_exit: bool,
+    /// How sandboxes are isolated unless their template says otherwise: `gvisor` (a kernel
+    /// of their own) or `container` (namespaces around the host kernel). Default: gvisor
+    /// where runsc is installed and works, else container (the reason is logged).
+    #[arg(long, env = "COURIER_SANDBOXD_ISOLATION", value_parser = ["gvisor", "container"])]
+    isolation: Option<String>,
+    /// The runsc binary for gVisor sandboxes (default: `runsc` on PATH).
+    #[arg(long, env = "COURIER_SANDBOXD_RUNSC")]
+    runsc: Option<PathBuf>,
+    /// Let sandboxes create namespaces of their own (nested user namespaces, e.g. for
+    /// rootless containers inside); off by default.
+    #[arg(long, env = "COURIER_SANDBOXD_NESTED_NAMESPACES")]
+    nested_namespaces: bool,
+    /// A TOML file with the settings above (`isolation`, `runsc`, `nested_namespaces`,
+    /// `domain`); a flag or environment variable beats the file.
+    #[arg(long, env = "COURIER_SANDBOXD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Settings a `--config` file may hold.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    isolation: Option<String>,
+    runsc: Option<PathBuf>,
+    nested_namespaces: Option<bool>,
+    domain: Option<String>,
+}
+
+impl FileConfig {
+    fn load(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,8 +145,18 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = FileConfig::load(args.config.as_deref())?;
     let mut config = ServerConfig::new(&args.data_dir, envd_binary(args.envd_binary)?);
-    config.domain = args.domain;
+    config.domain = args.domain.or(file.domain);
+    config.isolation = match args.isolation.or(file.isolation) {
+        Some(name) => Some(
+            name.parse()
+                .map_err(|e| anyhow::anyhow!("isolation: {e}"))?,
+        ),
+        None => None,
+    };
+    config.runsc = args.runsc.or(file.runsc);
+    config.nested_namespaces = args.nested_namespaces || file.nested_namespaces.unwrap_or(false);
     config.dev_api_key = args.dev_api_key.filter(|k| !k.is_empty());
     let api = tokio::net::TcpListener::bind(args.api_addr)
         .await
