@@ -55,6 +55,52 @@ struct ServeArgs {
     /// again by the next start).
     #[arg(long)]
     kill_on_exit: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Server-wide limits (see `courier_sandboxd::limits`); a create past the capacity
+/// answers 429 naming the limit.
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
+    /// Most sandboxes at once (running and paused, template build sandboxes included).
+    #[arg(long, env = "COURIER_SANDBOXD_MAX_SANDBOXES", default_value_t = courier_sandboxd::limits::DEFAULT_MAX_SANDBOXES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_sandboxes: u32,
+    /// Most committed memory in MiB: the sum of the sandboxes' `memoryMB` [default: the
+    /// host's MemTotal].
+    #[arg(long, env = "COURIER_SANDBOXD_MAX_MEMORY_MB", value_parser = clap::value_parser!(u64).range(128..))]
+    max_memory_mb: Option<u64>,
+    /// Deadline of each template build step (RUN, COPY, USER, WORKDIR), in seconds.
+    #[arg(long, env = "COURIER_SANDBOXD_TEMPLATE_STEP_TIMEOUT", default_value_t = courier_sandboxd::limits::DEFAULT_TEMPLATE_STEP_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    template_step_timeout: u64,
+    /// Deadline of a whole template build, in seconds.
+    #[arg(long, env = "COURIER_SANDBOXD_TEMPLATE_BUILD_TIMEOUT", default_value_t = courier_sandboxd::limits::DEFAULT_TEMPLATE_BUILD_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=courier_sandboxd::server::MAX_TIMEOUT.as_secs()))]
+    template_build_timeout: u64,
+    /// Largest COPY upload (`PUT /templates/{id}/files/{hash}`), in bytes.
+    #[arg(long, env = "COURIER_SANDBOXD_MAX_UPLOAD_BYTES", default_value_t = courier_sandboxd::limits::DEFAULT_MAX_UPLOAD_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_upload_bytes: u64,
+    /// Largest total of stored COPY uploads, in bytes.
+    #[arg(long, env = "COURIER_SANDBOXD_MAX_UPLOADS_TOTAL_BYTES", default_value_t = courier_sandboxd::limits::DEFAULT_MAX_UPLOADS_TOTAL_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_uploads_total_bytes: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> courier_sandboxd::ServerLimits {
+        use std::time::Duration;
+        courier_sandboxd::ServerLimits {
+            max_sandboxes: self.max_sandboxes,
+            max_memory_mb: self.max_memory_mb,
+            template_step_timeout: Duration::from_secs(self.template_step_timeout),
+            template_build_timeout: Duration::from_secs(self.template_build_timeout),
+            max_upload_bytes: self.max_upload_bytes,
+            max_uploads_total_bytes: self.max_uploads_total_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +157,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(&args.data_dir, envd_binary(args.envd_binary)?);
     config.domain = args.domain;
     config.dev_api_key = args.dev_api_key.filter(|k| !k.is_empty());
+    config.limits = args.limits.limits();
     let api = tokio::net::TcpListener::bind(args.api_addr)
         .await
         .with_context(|| format!("binding {}", args.api_addr))?;
@@ -118,7 +165,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.proxy_addr))?;
     let server = Sandboxd::start(config).await.context("starting")?;
-    tracing::info!(api = %args.api_addr, proxy = %args.proxy_addr, "courier-sandboxd listening");
+    let capacity = server.capacity();
+    tracing::info!(
+        api = %args.api_addr,
+        proxy = %args.proxy_addr,
+        max_sandboxes = capacity.max_sandboxes,
+        max_memory_mb = capacity.max_memory_mb,
+        "courier-sandboxd listening"
+    );
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = move || {

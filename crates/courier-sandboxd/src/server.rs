@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::keys::KeyStore;
+use crate::limits::{Capacity, CapacityUsage, Reservation, ServerLimits};
 use crate::runtime::{
     BindMount, Limits, RecoverPolicy, Runtime, RuntimeConfig, SandboxSpec, SandboxStatus,
 };
@@ -76,6 +77,9 @@ pub struct ServerConfig {
     /// How long a template's ready command may take to succeed in a new sandbox (and at
     /// the end of its build); default [`crate::templates::build::READY_TIMEOUT`].
     pub template_ready_timeout: Duration,
+    /// Server-wide capacity, template build deadlines and upload caps (see
+    /// [`crate::limits`]); defaults documented on [`ServerLimits::default`].
+    pub limits: ServerLimits,
 }
 
 /// An operator-provided host directory bind-mounted into every sandbox at create.
@@ -116,6 +120,7 @@ impl ServerConfig {
             cgroup_parent: None,
             shared_dirs: Vec::new(),
             template_ready_timeout: crate::templates::build::READY_TIMEOUT,
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -187,11 +192,14 @@ pub(crate) struct Entry {
     cpu_sample: Mutex<Option<(Instant, u64)>>,
     /// Set while the reaper acts on the deadline, so one expiry is handled once.
     expiring: AtomicBool,
+    /// Its share of the server's capacity, released when it is killed.
+    reservation: Reservation,
 }
 
 impl Entry {
-    fn new(record: SandboxRecord, socket: PathBuf) -> Self {
+    fn new(record: SandboxRecord, socket: PathBuf, reservation: Reservation) -> Self {
         Self {
+            reservation,
             id: record.sandbox_id.clone(),
             op: tokio::sync::Mutex::new(()),
             record: Mutex::new(record),
@@ -234,6 +242,7 @@ struct Inner {
     records: RecordStore,
     templates: Templates,
     keys: KeyStore,
+    capacity: Capacity,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
     shutdown: CancellationToken,
     /// Held for the server's lifetime (see `start`).
@@ -349,6 +358,7 @@ impl Sandboxd {
         let runtime = Arc::new(runtime);
         let records = RecordStore::open(data_dir.join("records"))?;
         let keys = KeyStore::load(&data_dir, config.dev_api_key.as_deref())?;
+        let capacity = Capacity::new(config.limits.max_sandboxes, config.limits.memory_limit_mb());
         let mut sandboxes = HashMap::new();
         for record in records.load_all()? {
             let id = record.sandbox_id.clone();
@@ -378,7 +388,8 @@ impl Sandboxd {
             }
             tracing::info!(sandbox = %id, state = record.state.as_str(), "recovered sandbox");
             let socket = Self::socket_dir_of(&data_dir, &id).join("envd.sock");
-            sandboxes.insert(id, Arc::new(Entry::new(record, socket)));
+            let reservation = capacity.adopt(record.memory_mb);
+            sandboxes.insert(id, Arc::new(Entry::new(record, socket, reservation)));
         }
         for id in &adopted {
             if !sandboxes.contains_key(id) {
@@ -406,6 +417,7 @@ impl Sandboxd {
                 records,
                 templates,
                 keys,
+                capacity,
                 sandboxes: Mutex::new(sandboxes),
                 shutdown: CancellationToken::new(),
                 _lock: lock,
@@ -434,6 +446,11 @@ impl Sandboxd {
     /// The accepted API keys.
     pub fn keys(&self) -> &KeyStore {
         &self.inner.keys
+    }
+
+    /// Sandboxes and committed memory in use against the server's limits.
+    pub fn capacity(&self) -> CapacityUsage {
+        self.inner.capacity.usage()
     }
 
     /// The sandbox runtime underneath.
@@ -481,6 +498,9 @@ impl Sandboxd {
                 reason: "must be 1..=64".to_owned(),
             });
         }
+        // Before anything is made: a create past the server's capacity leaves nothing
+        // behind. Dropped (released) on every early return below.
+        let reservation = self.inner.capacity.reserve(memory_mb)?;
         let id = new_sandbox_id();
         let token = random_hex(32);
         let socket_dir = Self::socket_dir_of(&self.inner.config.data_dir, &id);
@@ -570,11 +590,10 @@ impl Sandboxd {
             self.destroy(&id).await;
             return Err(e);
         }
-        self.inner
-            .sandboxes
-            .lock()
-            .expect("sandboxes lock")
-            .insert(id, Arc::new(Entry::new(record.clone(), socket)));
+        self.inner.sandboxes.lock().expect("sandboxes lock").insert(
+            id,
+            Arc::new(Entry::new(record.clone(), socket, reservation)),
+        );
         Ok(record)
     }
 
@@ -690,6 +709,7 @@ impl Sandboxd {
         let _op = entry.op.lock().await;
         entry.cut();
         self.destroy(id).await;
+        entry.reservation.release();
         Ok(())
     }
 
