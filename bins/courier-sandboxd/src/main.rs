@@ -197,6 +197,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server.stop();
     if args.kill_on_exit {
         server.kill_all().await;
+    } else {
+        // Their builds end with this process: no build sandbox outlives its build.
+        courier_sandboxd::templates::build::kill_build_sandboxes(&server).await;
     }
     let _ = api_task.await;
     let _ = proxy_task.await;

@@ -523,8 +523,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         poller.abort();
     }
     if let Some(sandboxd) = &provider.embedded {
-        // Sandboxes keep running: the next start finds them again.
+        // Sandboxes keep running: the next start finds them again. Build sandboxes do
+        // not: their builds end with this process (the next start fails them as
+        // interrupted), so nothing is left building for nobody.
         sandboxd.stop();
+        courier_sandboxd::templates::build::kill_build_sandboxes(sandboxd).await;
     }
     db.close().await;
     tracing::info!("stopped");

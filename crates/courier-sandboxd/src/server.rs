@@ -423,7 +423,7 @@ impl Sandboxd {
                 _lock: lock,
             }),
         };
-        crate::templates::build::reap_build_sandboxes(&server).await;
+        crate::templates::build::kill_build_sandboxes(&server).await;
         server.collect_layer_garbage().await;
         tokio::spawn(reaper(Arc::downgrade(&server.inner)));
         Ok(server)

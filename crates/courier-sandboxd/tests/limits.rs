@@ -215,6 +215,19 @@ impl Drop for Fixture {
     }
 }
 
+/// Whether a process with exactly this command line runs on the host.
+fn process_runs(cmdline: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .any(|raw| {
+            let args: Vec<&[u8]> = raw.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+            args.join(&b' ') == cmdline.as_bytes()
+        })
+}
+
 /// The statuses and error messages of create answers (never their envd tokens).
 fn summary(answers: &[(u16, Value)]) -> Vec<String> {
     answers
@@ -407,17 +420,19 @@ async fn a_step_past_its_deadline_fails_the_build_and_kills_the_build_sandbox() 
     // for 70 minutes): the step deadline fails the build, naming the step and the
     // deadline, and the build sandbox is gone by the time the build reports `error`.
     let limits = ServerLimits {
-        template_step_timeout: Duration::from_secs(4),
+        template_step_timeout: Duration::from_secs(8),
         ..ServerLimits::default()
     };
     let Some(fx) = Fixture::new("step_deadline", limits).await else {
         return;
     };
+    // A command line no other test runs, so its process can be told apart.
+    let sleep = format!("sleep 600.{}", std::process::id());
     let (template_id, build_id) = fx
         .build(
             "courier-it-endless-step",
             json!({"fromTemplate": "base", "steps": [
-                {"type": "RUN", "args": ["echo step-started; exec sleep 600"]},
+                {"type": "RUN", "args": [format!("echo step-started; exec {sleep}")]},
             ]}),
         )
         .await;
@@ -437,6 +452,11 @@ async fn a_step_past_its_deadline_fails_the_build_and_kills_the_build_sandbox() 
         assert!(start.elapsed() < BUILD_WAIT, "the step never started");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let seen = Instant::now();
+    while !process_runs(&sleep) {
+        assert!(seen.elapsed() < Duration::from_secs(5), "no {sleep} process");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     if let Some(record) = fx.server.list().first() {
         let lifetime = (record.end_at - record.started_at).num_seconds();
         assert!((3650..=3670).contains(&lifetime), "{lifetime}");
@@ -447,20 +467,15 @@ async fn a_step_past_its_deadline_fails_the_build_and_kills_the_build_sandbox() 
     let reason = done["reason"]["message"].as_str().unwrap();
     assert!(
         reason.contains("step 1 (RUN")
-            && reason.contains("4 s")
+            && reason.contains("8 s")
             && reason.contains("template_step_timeout"),
         "{reason}"
     );
     // Killed before the failure was recorded: no build sandbox, no `sleep` left.
     fx.assert_sandboxes(0);
-    let sleeping = std::process::Command::new("pgrep")
-        .args(["-f", "^sleep 600$"])
-        .output()
-        .expect("pgrep");
     assert!(
-        sleeping.stdout.is_empty(),
-        "the step's process outlived its build: {}",
-        String::from_utf8_lossy(&sleeping.stdout)
+        !process_runs(&sleep),
+        "the step's process outlived its build"
     );
 }
 

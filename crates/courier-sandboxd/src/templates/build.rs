@@ -159,9 +159,11 @@ pub async fn start(
     Ok(())
 }
 
-/// Kills the build sandboxes a previous run left (their builds were failed when the
-/// templates were loaded).
-pub(crate) async fn reap_build_sandboxes(server: &Sandboxd) {
+/// Kills every build sandbox: at start, those a previous run left (their builds were
+/// failed when the templates were loaded); at shutdown, those of builds the stopping
+/// server can no longer finish (call it after [`Sandboxd::stop`]; the next start records
+/// those builds as interrupted). Other sandboxes are left alone.
+pub async fn kill_build_sandboxes(server: &Sandboxd) {
     for record in server.list() {
         if record.metadata.contains_key(BUILD_SANDBOX_METADATA) {
             tracing::info!(sandbox = %record.sandbox_id, "killing the sandbox of an interrupted template build");
@@ -723,7 +725,7 @@ impl Drop for KillOnDrop {
                 });
             }
             // No runtime left (the server is going away): the deadline reaper of the next
-            // start, or `reap_build_sandboxes`, removes it.
+            // start, or `kill_build_sandboxes`, removes it.
             Err(_) => tracing::warn!(sandbox = %id, "a build sandbox is left to the next start"),
         }
     }
