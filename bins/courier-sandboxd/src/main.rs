@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -23,7 +24,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the control plane and the sandbox proxy.
-    Serve(ServeArgs),
+    // Boxed: the flags make it much larger than the other commands.
+    Serve(Box<ServeArgs>),
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -75,6 +77,11 @@ struct LimitArgs {
     #[arg(long, env = "COURIER_SANDBOXD_TEMPLATE_STEP_TIMEOUT", default_value_t = courier_sandboxd::limits::DEFAULT_TEMPLATE_STEP_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     template_step_timeout: u64,
+    /// How long a template's ready command may keep failing, in seconds: at the end of its
+    /// build and at each create of its sandboxes (the start/ready step's deadline).
+    #[arg(long, env = "COURIER_SANDBOXD_TEMPLATE_READY_TIMEOUT", default_value_t = courier_sandboxd::templates::build::READY_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    template_ready_timeout: u64,
     /// Deadline of a whole template build, in seconds.
     #[arg(long, env = "COURIER_SANDBOXD_TEMPLATE_BUILD_TIMEOUT", default_value_t = courier_sandboxd::limits::DEFAULT_TEMPLATE_BUILD_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=courier_sandboxd::server::MAX_TIMEOUT.as_secs()))]
@@ -91,7 +98,6 @@ struct LimitArgs {
 
 impl LimitArgs {
     fn limits(&self) -> courier_sandboxd::ServerLimits {
-        use std::time::Duration;
         courier_sandboxd::ServerLimits {
             max_sandboxes: self.max_sandboxes,
             max_memory_mb: self.max_memory_mb,
@@ -149,7 +155,7 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("starting tokio")?
-            .block_on(serve(args)),
+            .block_on(serve(*args)),
     }
 }
 
@@ -158,6 +164,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.domain = args.domain;
     config.dev_api_key = args.dev_api_key.filter(|k| !k.is_empty());
     config.limits = args.limits.limits();
+    config.template_ready_timeout = Duration::from_secs(args.limits.template_ready_timeout);
     let api = tokio::net::TcpListener::bind(args.api_addr)
         .await
         .with_context(|| format!("binding {}", args.api_addr))?;

@@ -241,6 +241,10 @@ async fn a_stopped_server_kills_its_build_sandboxes_and_keeps_the_others() {
     // and the server stopped under it. The build cannot go on without its server, so its
     // build sandbox must not keep running; ordinary sandboxes survive as before.
     if !is_root("build_sandboxes_at_shutdown") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test as root"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -323,5 +327,48 @@ async fn a_stopped_server_kills_its_build_sandboxes_and_keeps_the_others() {
         .await
         .expect("status");
     assert_eq!(status.status, courier_e2b::BuildState::Error, "{status:?}");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_flags_are_checked_and_applied() {
+    // An operator's typo must not start a server without limits.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args(["--max-sandboxes", "0"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-sandboxes"));
+    if !is_root("limit_flags") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test as root"
+        );
+        return;
+    }
+    // What an API-key holder tries: a second sandbox on a server allowed one. The flag
+    // reaches the server: 429 naming the limit, through the SDK as a rate-limit error.
+    let key = keys_create(&data);
+    let server = Server::start(&data, &["--max-sandboxes", "1", "--kill-on-exit"]);
+    let client = server.client(&key);
+    let first = Sandbox::builder().create(&client).await.expect("create");
+    match Sandbox::builder().create(&client).await {
+        Err(courier_e2b::Error::RateLimited { message, .. }) => {
+            assert!(
+                message.contains("max_sandboxes") && message.contains("is 1"),
+                "{message}"
+            );
+        }
+        other => panic!("expected 429, got {:?}", other.map(|s| s.id().to_owned())),
+    }
+    first.kill().await.expect("kill");
+    Sandbox::builder()
+        .create(&client)
+        .await
+        .expect("room again after the kill");
     drop(server);
 }

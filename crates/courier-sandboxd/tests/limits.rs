@@ -454,7 +454,10 @@ async fn a_step_past_its_deadline_fails_the_build_and_kills_the_build_sandbox() 
     }
     let seen = Instant::now();
     while !process_runs(&sleep) {
-        assert!(seen.elapsed() < Duration::from_secs(5), "no {sleep} process");
+        assert!(
+            seen.elapsed() < Duration::from_secs(5),
+            "no {sleep} process"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if let Some(record) = fx.server.list().first() {
