@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -23,7 +24,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the control plane and the sandbox proxy.
-    Serve(ServeArgs),
+    // Boxed: the flags make it much larger than the other commands.
+    Serve(Box<ServeArgs>),
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -71,6 +73,8 @@ struct ServeArgs {
     /// `domain`); a flag or environment variable beats the file.
     #[arg(long, env = "COURIER_SANDBOXD_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 /// Settings a `--config` file may hold.
@@ -91,6 +95,55 @@ impl FileConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+
+    }
+}
+
+/// Server-wide limits (see `courier_sandboxd::limits`); a create past the capacity
+/// answers 429 naming the limit.
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
+    /// Most sandboxes at once (running and paused, template build sandboxes included).
+    #[arg(long, env = "COURIER_SANDBOXD_MAX_SANDBOXES", default_value_t = courier_sandboxd::limits::DEFAULT_MAX_SANDBOXES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_sandboxes: u32,
+    /// Most committed memory in MiB: the sum of the sandboxes' `memoryMB` [default: the
+    /// host's MemTotal].
+    #[arg(long, env = "COURIER_SANDBOXD_MAX_MEMORY_MB", value_parser = clap::value_parser!(u64).range(128..))]
+    max_memory_mb: Option<u64>,
+    /// Deadline of each template build step (RUN, COPY, USER, WORKDIR), in seconds.
+    #[arg(long, env = "COURIER_SANDBOXD_TEMPLATE_STEP_TIMEOUT", default_value_t = courier_sandboxd::limits::DEFAULT_TEMPLATE_STEP_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    template_step_timeout: u64,
+    /// How long a template's ready command may keep failing, in seconds: at the end of its
+    /// build and at each create of its sandboxes (the start/ready step's deadline).
+    #[arg(long, env = "COURIER_SANDBOXD_TEMPLATE_READY_TIMEOUT", default_value_t = courier_sandboxd::templates::build::READY_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    template_ready_timeout: u64,
+    /// Deadline of a whole template build, in seconds.
+    #[arg(long, env = "COURIER_SANDBOXD_TEMPLATE_BUILD_TIMEOUT", default_value_t = courier_sandboxd::limits::DEFAULT_TEMPLATE_BUILD_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=courier_sandboxd::server::MAX_TIMEOUT.as_secs()))]
+    template_build_timeout: u64,
+    /// Largest COPY upload (`PUT /templates/{id}/files/{hash}`), in bytes.
+    #[arg(long, env = "COURIER_SANDBOXD_MAX_UPLOAD_BYTES", default_value_t = courier_sandboxd::limits::DEFAULT_MAX_UPLOAD_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_upload_bytes: u64,
+    /// Largest total of stored COPY uploads, in bytes.
+    #[arg(long, env = "COURIER_SANDBOXD_MAX_UPLOADS_TOTAL_BYTES", default_value_t = courier_sandboxd::limits::DEFAULT_MAX_UPLOADS_TOTAL_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_uploads_total_bytes: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> courier_sandboxd::ServerLimits {
+        courier_sandboxd::ServerLimits {
+            max_sandboxes: self.max_sandboxes,
+            max_memory_mb: self.max_memory_mb,
+            template_step_timeout: Duration::from_secs(self.template_step_timeout),
+            template_build_timeout: Duration::from_secs(self.template_build_timeout),
+            max_upload_bytes: self.max_upload_bytes,
+            max_uploads_total_bytes: self.max_uploads_total_bytes,
+        }
     }
 }
 
@@ -140,7 +193,7 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("starting tokio")?
-            .block_on(serve(args)),
+            .block_on(serve(*args)),
     }
 }
 
@@ -158,6 +211,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.runsc = args.runsc.or(file.runsc);
     config.nested_namespaces = args.nested_namespaces || file.nested_namespaces.unwrap_or(false);
     config.dev_api_key = args.dev_api_key.filter(|k| !k.is_empty());
+    config.limits = args.limits.limits();
+    config.template_ready_timeout = Duration::from_secs(args.limits.template_ready_timeout);
     let api = tokio::net::TcpListener::bind(args.api_addr)
         .await
         .with_context(|| format!("binding {}", args.api_addr))?;
@@ -165,7 +220,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.proxy_addr))?;
     let server = Sandboxd::start(config).await.context("starting")?;
-    tracing::info!(api = %args.api_addr, proxy = %args.proxy_addr, "courier-sandboxd listening");
+    let capacity = server.capacity();
+    tracing::info!(
+        api = %args.api_addr,
+        proxy = %args.proxy_addr,
+        max_sandboxes = capacity.max_sandboxes,
+        max_memory_mb = capacity.max_memory_mb,
+        "courier-sandboxd listening"
+    );
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = move || {
@@ -190,6 +252,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server.stop();
     if args.kill_on_exit {
         server.kill_all().await;
+    } else {
+        // Their builds end with this process: no build sandbox outlives its build.
+        courier_sandboxd::templates::build::kill_build_sandboxes(&server).await;
     }
     let _ = api_task.await;
     let _ = proxy_task.await;

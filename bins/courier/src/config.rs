@@ -91,7 +91,40 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "COURIER_BUILD_TOOL_TEMPLATES",
         "true or false",
     ),
+    (
+        "max_sandboxes_per_user",
+        "COURIER_MAX_SANDBOXES_PER_USER",
+        "a whole number of live sandboxes, 0 for no limit",
+    ),
+    (
+        "max_sandboxes_per_project",
+        "COURIER_MAX_SANDBOXES_PER_PROJECT",
+        "a whole number of live sandboxes, 0 for no limit",
+    ),
+    (
+        "template_step_timeout",
+        "COURIER_TEMPLATE_STEP_TIMEOUT",
+        "a positive whole number of seconds",
+    ),
+    (
+        "template_build_timeout",
+        "COURIER_TEMPLATE_BUILD_TIMEOUT",
+        "a positive whole number of seconds, at most 86400",
+    ),
 ];
+
+/// Live sandboxes (creating, running, paused) one user may have at once by default.
+pub const DEFAULT_MAX_SANDBOXES_PER_USER: u32 = 20;
+/// Live sandboxes one project may have at once by default.
+pub const DEFAULT_MAX_SANDBOXES_PER_PROJECT: u32 = 20;
+/// Deadline of one template build step (embedded courier-sandboxd) by default, seconds.
+pub const DEFAULT_TEMPLATE_STEP_TIMEOUT_SECS: u64 =
+    courier_sandboxd::limits::DEFAULT_TEMPLATE_STEP_TIMEOUT.as_secs();
+/// Deadline of a whole template build by default, seconds.
+pub const DEFAULT_TEMPLATE_BUILD_TIMEOUT_SECS: u64 =
+    courier_sandboxd::limits::DEFAULT_TEMPLATE_BUILD_TIMEOUT.as_secs();
+/// Longest template build deadline accepted (a day, the longest sandbox lifetime).
+const MAX_TEMPLATE_BUILD_TIMEOUT_SECS: u64 = 86_400;
 
 /// How often open pull requests are checked for a merge when nothing else is set.
 pub const DEFAULT_PR_POLL_INTERVAL_SECS: u64 = 300;
@@ -137,6 +170,15 @@ pub struct Settings {
     /// Whether `serve` with the embedded backend starts builds of the tool templates it
     /// lacks (default `true`).
     pub build_tool_templates: bool,
+    /// Live sandboxes one user may have at once; `None` = no limit (set as 0).
+    pub max_sandboxes_per_user: Option<u32>,
+    /// Live sandboxes one project may have at once; `None` = no limit (set as 0).
+    pub max_sandboxes_per_project: Option<u32>,
+    /// Deadline of each template build step at the embedded courier-sandboxd, seconds.
+    pub template_step_timeout_secs: u64,
+    /// Deadline of a whole template build, seconds: the embedded courier-sandboxd's, and
+    /// (plus a margin) how long a build is followed before it is recorded failed.
+    pub template_build_timeout_secs: u64,
     /// The file read, and the keys it set (names only).
     pub file: Option<(PathBuf, Vec<String>)>,
 }
@@ -161,6 +203,10 @@ struct FileValues {
     pr_poll_interval: Option<u64>,
     sandbox_internet: Option<bool>,
     build_tool_templates: Option<bool>,
+    max_sandboxes_per_user: Option<u32>,
+    max_sandboxes_per_project: Option<u32>,
+    template_step_timeout: Option<u64>,
+    template_build_timeout: Option<u64>,
     strings: HashMap<&'static str, String>,
     envd_binary: Option<PathBuf>,
 }
@@ -265,8 +311,59 @@ pub fn resolve(over: Overrides) -> Result<Settings> {
             })?,
             None => file.build_tool_templates.unwrap_or(true),
         },
+        max_sandboxes_per_user: quota(
+            env_number("COURIER_MAX_SANDBOXES_PER_USER", "max_sandboxes_per_user", 0, u32::MAX.into())?
+                .map(|n| n as u32)
+                .or(file.max_sandboxes_per_user)
+                .unwrap_or(DEFAULT_MAX_SANDBOXES_PER_USER),
+        ),
+        max_sandboxes_per_project: quota(
+            env_number("COURIER_MAX_SANDBOXES_PER_PROJECT", "max_sandboxes_per_project", 0, u32::MAX.into())?
+                .map(|n| n as u32)
+                .or(file.max_sandboxes_per_project)
+                .unwrap_or(DEFAULT_MAX_SANDBOXES_PER_PROJECT),
+        ),
+        template_step_timeout_secs: env_number(
+            "COURIER_TEMPLATE_STEP_TIMEOUT",
+            "template_step_timeout",
+            1,
+            u64::MAX,
+        )?
+        .or(file.template_step_timeout)
+        .unwrap_or(DEFAULT_TEMPLATE_STEP_TIMEOUT_SECS),
+        template_build_timeout_secs: env_number(
+            "COURIER_TEMPLATE_BUILD_TIMEOUT",
+            "template_build_timeout",
+            1,
+            MAX_TEMPLATE_BUILD_TIMEOUT_SECS,
+        )?
+        .or(file.template_build_timeout)
+        .unwrap_or(DEFAULT_TEMPLATE_BUILD_TIMEOUT_SECS),
         file: path.map(|p| (p, file.keys)),
     })
+}
+
+/// A quota setting: 0 means no limit.
+fn quota(n: u32) -> Option<u32> {
+    (n > 0).then_some(n)
+}
+
+/// A whole number from environment variable `var` (for config key `key`) in
+/// `min..=max`; `None` when unset. A bad value names the variable and what it accepts.
+fn env_number(var: &str, key: &str, min: u64, max: u64) -> Result<Option<u64>> {
+    let Some(text) = env(var) else {
+        return Ok(None);
+    };
+    let expected = KEYS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map_or("a whole number", |(_, _, e)| *e);
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .map(Some)
+        .ok_or_else(|| anyhow::anyhow!("bad value for {var}: expected {expected}, got {text:?}"))
 }
 
 fn parse_bool(text: &str) -> Option<bool> {
@@ -341,6 +438,25 @@ fn parse(text: &str, path: &Path) -> Result<FileValues> {
             "build_tool_templates" => {
                 out.build_tool_templates = Some(value.as_bool().ok_or_else(bad)?)
             }
+            "max_sandboxes_per_user" | "max_sandboxes_per_project" => {
+                let n = value.as_integer().filter(|n| *n >= 0).ok_or_else(bad)?;
+                let n = u32::try_from(n).map_err(|_| bad())?;
+                if name == "max_sandboxes_per_user" {
+                    out.max_sandboxes_per_user = Some(n);
+                } else {
+                    out.max_sandboxes_per_project = Some(n);
+                }
+            }
+            "template_step_timeout" => {
+                out.template_step_timeout = Some(u64::try_from(positive()?).map_err(|_| bad())?);
+            }
+            "template_build_timeout" => {
+                let secs = u64::try_from(positive()?).map_err(|_| bad())?;
+                if secs > MAX_TEMPLATE_BUILD_TIMEOUT_SECS {
+                    return Err(bad());
+                }
+                out.template_build_timeout = Some(secs);
+            }
             "database_url" => {
                 let url = text()?;
                 if !is_postgres(url) {
@@ -398,6 +514,10 @@ github_webhook_secret = "whsec-from-file"
 pr_poll_interval = 0
 sandbox_internet = false
 build_tool_templates = false
+max_sandboxes_per_user = 5
+max_sandboxes_per_project = 0
+template_step_timeout = 600
+template_build_timeout = 1200
 "#,
         )
         .unwrap();
@@ -411,6 +531,10 @@ build_tool_templates = false
         assert_eq!(v.pr_poll_interval, Some(0));
         assert_eq!(v.sandbox_internet, Some(false));
         assert_eq!(v.build_tool_templates, Some(false));
+        assert_eq!(v.max_sandboxes_per_user, Some(5));
+        assert_eq!(v.max_sandboxes_per_project, Some(0));
+        assert_eq!(v.template_step_timeout, Some(600));
+        assert_eq!(v.template_build_timeout, Some(1200));
         assert_eq!(v.keys.len(), KEYS.len());
     }
 
@@ -445,6 +569,20 @@ build_tool_templates = false
         assert_eq!(parse_bool("Off"), Some(false));
         assert_eq!(parse_bool("1"), Some(true));
         assert_eq!(parse_bool("perhaps"), None);
+        let e = parse_err("max_sandboxes_per_user = -1");
+        assert!(
+            e.contains("`max_sandboxes_per_user`") && e.contains("0 for no limit"),
+            "{e}"
+        );
+        let e = parse_err("template_build_timeout = 100000");
+        assert!(
+            e.contains("`template_build_timeout`") && e.contains("at most 86400"),
+            "{e}"
+        );
+        let e = parse_err("template_step_timeout = 0");
+        assert!(e.contains("`template_step_timeout`"), "{e}");
+        assert_eq!(quota(0), None);
+        assert_eq!(quota(7), Some(7));
         let e = parse_err("[e2b]\napi_key = 1");
         assert!(e.contains("unknown key `e2b`"), "{e}");
         let e = parse_err("not toml =");

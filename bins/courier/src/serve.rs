@@ -18,7 +18,7 @@ use courier_orchestrator::learnings::{LearningPipeline, LearningsConfig, LlmConf
 use courier_orchestrator::lifecycle::Orchestrator;
 use courier_orchestrator::pr::{PrConfig, PrPipeline};
 use courier_orchestrator::stream::EventHub;
-use courier_store::{NewProject, NewUser, PgStore, SqliteStore, Store};
+use courier_store::{NewProject, NewUser, PgStore, SandboxQuota, SqliteStore, Store};
 
 use crate::config::{Overrides, Settings};
 
@@ -156,11 +156,21 @@ async fn embedded_sandboxd(settings: &Settings) -> Result<Provider> {
         );
     }
     let key = format!("e2b_{}", courier_sandboxd::state::random_hex(20));
+    crate::data_dir::relax_umask_for_sandboxes();
     let mut config = courier_sandboxd::ServerConfig::new(data_dir.join("sandboxd"), envd);
     config.dev_api_key = Some(key.clone());
+    config.limits.template_step_timeout = Duration::from_secs(settings.template_step_timeout_secs);
+    config.limits.template_build_timeout =
+        Duration::from_secs(settings.template_build_timeout_secs);
     let sandboxd = courier_sandboxd::Sandboxd::start(config)
         .await
         .context("starting the embedded courier-sandboxd")?;
+    let capacity = sandboxd.capacity();
+    tracing::info!(
+        max_sandboxes = capacity.max_sandboxes,
+        max_memory_mb = capacity.max_memory_mb,
+        "embedded courier-sandboxd capacity (a create past it answers 429)"
+    );
     let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let api_url = format!("http://{}", api_listener.local_addr()?);
@@ -295,9 +305,30 @@ fn learnings_pipeline(store: Arc<dyn Store>) -> Result<Option<LearningPipeline>>
     Ok(Some(pipeline))
 }
 
+/// Makes the data dir owner-only (see [`crate::data_dir`]), logging each entry it had to
+/// fix.
+fn secure_data_dir(settings: &Settings) -> Result<()> {
+    for fixed in crate::data_dir::secure(&settings.data_dir)? {
+        tracing::warn!(
+            path = %fixed.path.display(),
+            from = %format_args!("{:04o}", fixed.from),
+            to = %format_args!("{:04o}", fixed.to),
+            "other users could read this: permissions fixed"
+        );
+    }
+    Ok(())
+}
+
+/// How much longer than the provider's build deadline a build is followed: the
+/// provider's own reason for a build past its deadline arrives first.
+const BUILD_FOLLOW_MARGIN: Duration = Duration::from_secs(600);
+
 /// `courier serve`.
 pub async fn run(args: ServeArgs) -> Result<()> {
     init_logging();
+    // Before anything is written: the database, its WAL, the master key and the embedded
+    // sandbox server's state are owner-only from their first byte.
+    crate::data_dir::restrict_umask();
     let settings = crate::config::resolve(Overrides {
         config: args.config,
         data_dir: args.data_dir,
@@ -305,6 +336,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         body_limit: args.body_limit,
         create_rate: args.create_rate,
     })?;
+    secure_data_dir(&settings)?;
     if let Some((path, keys)) = &settings.file {
         // Key names only: values may be secrets.
         tracing::info!(path = %path.display(), keys = %keys.join(","), "config file read");
@@ -346,7 +378,25 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         EventHub::default(),
     )
     .with_sandbox_internet(sandbox_internet)
-    .with_pull_requests(pull_requests.clone());
+    .with_pull_requests(pull_requests.clone())
+    .with_sandbox_quota(SandboxQuota {
+        per_user: settings.max_sandboxes_per_user,
+        per_project: settings.max_sandboxes_per_project,
+    })
+    .with_tool_templates(|t| {
+        t.with_build_deadline(
+            Duration::from_secs(settings.template_build_timeout_secs) + BUILD_FOLLOW_MARGIN,
+        )
+    });
+    tracing::info!(
+        per_user = settings
+            .max_sandboxes_per_user
+            .map_or("none".to_owned(), |n| n.to_string()),
+        per_project = settings
+            .max_sandboxes_per_project
+            .map_or("none".to_owned(), |n| n.to_string()),
+        "live sandbox quotas"
+    );
     let orchestrator = match learnings_pipeline(db.store.clone())? {
         Some(pipeline) => orchestrator.with_learnings(pipeline),
         None => {
@@ -473,8 +523,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         poller.abort();
     }
     if let Some(sandboxd) = &provider.embedded {
-        // Sandboxes keep running: the next start finds them again.
+        // Sandboxes keep running: the next start finds them again. Build sandboxes do
+        // not: their builds end with this process (the next start fails them as
+        // interrupted), so nothing is left building for nobody.
         sandboxd.stop();
+        courier_sandboxd::templates::build::kill_build_sandboxes(sandboxd).await;
     }
     db.close().await;
     tracing::info!("stopped");
@@ -492,7 +545,9 @@ pub async fn create_user(
     if !email.contains('@') {
         bail!("invalid --email {email:?}: expected an e-mail address");
     }
+    crate::data_dir::restrict_umask();
     let settings = crate::config::resolve(over)?;
+    secure_data_dir(&settings)?;
     let db = Database::open(&settings).await?;
     let name = if name.is_empty() {
         email.split('@').next().unwrap_or(email)

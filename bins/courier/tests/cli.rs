@@ -345,6 +345,26 @@ fn serve_as_root_runs_sandboxes_in_the_embedded_sandboxd() {
     assert!(out.status.success(), "{}{}", text(&out), err(&out));
     assert!(text(&out).contains("embedded-42 on "), "{}", text(&out));
     assert!(text(&out).contains(" as user"), "{}", text(&out));
+    // Another local user must not read the database (prompts, logs, repository URLs),
+    // the master key or the sandbox server's state: all owner-only, also after the
+    // embedded sandbox server set its own umask.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |name: &str| {
+        std::fs::metadata(s.data.path().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(""), 0o700);
+    assert_eq!(mode("courier.db"), 0o600);
+    assert_eq!(mode("master.key"), 0o600);
+    assert_eq!(mode("sandboxd"), 0o700);
+    for wal in ["courier.db-wal", "courier.db-shm"] {
+        if s.data.path().join(wal).exists() {
+            assert_eq!(mode(wal), 0o600, "{wal}");
+        }
+    }
     let out = s.run(&["sandbox", "list", "--json"]);
     let page: Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = page["items"][0]["id"].as_str().unwrap().to_owned();

@@ -309,6 +309,34 @@ fn unknown_keys_and_bad_values_are_errors_naming_the_key() {
         "{err}"
     );
     assert!(!err.contains("hunter2"), "{err}");
+    let err = serve("max_sandboxes_per_user = \"lots\"\n");
+    assert!(
+        err.contains("`max_sandboxes_per_user`") && err.contains("0 for no limit"),
+        "{err}"
+    );
+    // The environment variables of the quotas and deadlines are checked the same way.
+    for (var, value, expected) in [
+        ("COURIER_MAX_SANDBOXES_PER_PROJECT", "-3", "0 for no limit"),
+        ("COURIER_TEMPLATE_BUILD_TIMEOUT", "0", "at most 86400"),
+        (
+            "COURIER_TEMPLATE_STEP_TIMEOUT",
+            "1h",
+            "positive whole number",
+        ),
+    ] {
+        let out = courier()
+            .env(var, value)
+            .args([
+                "serve",
+                "--data-dir",
+                dir.path().join("data").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{var}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(var) && err.contains(expected), "{err}");
+    }
     let out = courier()
         .args(["serve", "--config", "/nonexistent/courier.toml"])
         .output()

@@ -69,6 +69,14 @@ pub enum ApiError {
         /// Seconds until one more creation is allowed.
         retry_after_secs: u64,
     },
+    /// The user or the project has as many live sandboxes as its quota allows (429
+    /// `quota_exceeded`); the message names the quota, its value and the count.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The sandbox provider is full (429 `provider_at_capacity`): its server-wide
+    /// capacity is reached; the message is the provider's (naming its limit).
+    #[error("the sandbox provider is at capacity: {0}")]
+    ProviderAtCapacity(String),
     /// The sandbox provider or a setup step failed (502 `upstream`).
     #[error("{0}")]
     Upstream(String),
@@ -96,7 +104,9 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. }
+            | ApiError::QuotaExceeded(_)
+            | ApiError::ProviderAtCapacity(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -117,6 +127,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::QuotaExceeded(_) => "quota_exceeded",
+            ApiError::ProviderAtCapacity(_) => "provider_at_capacity",
             ApiError::Upstream(_) => "upstream",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -165,6 +177,21 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What a caller over its sandbox quota is told: the quota (and the setting that sets
+/// it), its value, the count, and the way out.
+fn quota_message(scope: courier_store::QuotaScope, limit: u32, in_use: i64) -> String {
+    let (whose, setting, have) = match scope {
+        courier_store::QuotaScope::User => ("a user", "max_sandboxes_per_user", "you have"),
+        courier_store::QuotaScope::Project => {
+            ("a project", "max_sandboxes_per_project", "this project has")
+        }
+    };
+    format!(
+        "sandbox quota reached: {whose} may have {limit} live sandboxes (creating, running \
+         or paused) at once ({setting}) and {have} {in_use}; kill one to start another"
+    )
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -173,6 +200,11 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict(e.to_string())
             }
             StoreError::InvalidInput { field, message } => ApiError::invalid(field, message),
+            StoreError::QuotaExceeded {
+                scope,
+                limit,
+                in_use,
+            } => ApiError::QuotaExceeded(quota_message(scope, limit, in_use)),
             StoreError::Database(_) => ApiError::Internal(e.to_string()),
         }
     }
@@ -192,6 +224,9 @@ impl From<OrchestratorError> for ApiError {
                 ApiError::invalid("template_id", e.to_string())
             }
             OrchestratorError::Store(s) => s.into(),
+            OrchestratorError::Provider(courier_e2b::Error::RateLimited { message, .. }) => {
+                ApiError::ProviderAtCapacity(message)
+            }
             OrchestratorError::Tools(t) => match t {
                 courier_tools::ToolsError::InvalidValue { field, .. }
                 | courier_tools::ToolsError::InvalidName { field, .. } => {
@@ -217,5 +252,36 @@ impl From<OrchestratorError> for ApiError {
             #[allow(unreachable_patterns)]
             _ => ApiError::Internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_and_capacity_refusals_are_429_naming_the_limit() {
+        let quota: ApiError = StoreError::QuotaExceeded {
+            scope: courier_store::QuotaScope::User,
+            limit: 20,
+            in_use: 20,
+        }
+        .into();
+        assert_eq!(quota.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(quota.code(), "quota_exceeded");
+        let message = quota.to_string();
+        assert!(
+            message.contains("max_sandboxes_per_user") && message.contains("20"),
+            "{message}"
+        );
+        // A courier-sandboxd at capacity answers 429: the caller is told so, not 502.
+        let full: ApiError = OrchestratorError::Provider(courier_e2b::Error::RateLimited {
+            message: "server at capacity: the sandbox limit (max_sandboxes) is 2".into(),
+            retry_after: None,
+        })
+        .into();
+        assert_eq!(full.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(full.code(), "provider_at_capacity");
+        assert!(full.to_string().contains("max_sandboxes"), "{full}");
     }
 }

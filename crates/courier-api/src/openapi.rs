@@ -390,7 +390,7 @@ fn schemas() -> Value {
                 "type": "object",
                 "required": ["code", "message"],
                 "properties": {
-                    "code": { "type": "string", "examples": ["invalid", "unauthorized", "bad_signature", "forbidden", "not_found", "rate_limited", "unavailable"] },
+                    "code": { "type": "string", "examples": ["invalid", "unauthorized", "bad_signature", "forbidden", "not_found", "rate_limited", "quota_exceeded", "unavailable"] },
                     "message": { "type": "string" },
                     "field": { "type": "string", "description": "The offending field, for `invalid` and `missing_provider_key`." }
                 }
@@ -704,7 +704,11 @@ fn operation(route: &Route) -> Value {
     if route.path == "/v1/sandboxes" && route.method == "post" {
         responses.insert(
             "429".into(),
-            error_response("Too many creations; see Retry-After."),
+            error_response(
+                "`rate_limited`: too many creations, see Retry-After. `quota_exceeded`: the \
+                 user or the project has as many live sandboxes as its quota allows. \
+                 `provider_at_capacity`: the sandbox provider is full.",
+            ),
         );
         responses.insert(
             "502".into(),

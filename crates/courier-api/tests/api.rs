@@ -5,9 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Sse, read_events, server, server_with};
+use common::{Sse, read_events, server, server_with, server_with_quota};
 use courier_api::ApiConfig;
 use courier_api::openapi::ROUTES;
+use courier_store::SandboxQuota;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -868,6 +869,86 @@ async fn sandbox_creation_is_rate_limited_per_user_with_retry_after() {
         metrics.contains("courier_sandboxes_created_total 3\n"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_quotas_per_user_and_project_answer_429_until_a_sandbox_ends() {
+    // What an API-key holder tries: more live sandboxes than the quotas allow, in one
+    // project or spread over several, and paused ones kept around. Every create past a
+    // quota is 429 `quota_exceeded` naming it; other users are not affected; a killed
+    // sandbox frees its place.
+    let s = server_with_quota(SandboxQuota {
+        per_user: Some(3),
+        per_project: Some(2),
+    })
+    .await;
+    let first = s.shell(&s.alice, "sleep 30").await;
+    let second = s.shell(&s.alice, "sleep 30").await;
+    let (status, paused) = s
+        .post(
+            &s.alice,
+            &format!("/v1/sandboxes/{second}/pause"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{paused}");
+    let (status, body) = s
+        .post(
+            &s.alice,
+            "/v1/sandboxes",
+            json!({ "tool": "shell", "prompt": "true" }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("quota_exceeded")),
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("max_sandboxes_per_project")
+            && message.contains("may have 2 live sandboxes")
+            && message.contains("this project has 2"),
+        "{message}"
+    );
+    // A second project: the user's quota still holds.
+    let (status, project) = s
+        .post(&s.alice, "/v1/projects", json!({ "name": "second" }))
+        .await;
+    assert_eq!(status, 201, "{project}");
+    let other = project["id"].as_str().unwrap();
+    let (status, body) = s
+        .post(
+            &s.alice,
+            "/v1/sandboxes",
+            json!({ "tool": "shell", "prompt": "sleep 30", "project_id": other }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = s
+        .post(
+            &s.alice,
+            "/v1/sandboxes",
+            json!({ "tool": "shell", "prompt": "true", "project_id": other }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("quota_exceeded"))
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("max_sandboxes_per_user") && message.contains("you have 3"),
+        "{message}"
+    );
+    // Bob has his own quota.
+    s.shell(&s.bob, "true").await;
+    // Killing one frees its place.
+    let (status, killed) = s
+        .post(&s.alice, &format!("/v1/sandboxes/{first}/kill"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{killed}");
+    s.shell(&s.alice, "true").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,7 +51,7 @@ use courier_e2b::models::{ListedSandbox, NewSandbox as ProviderSandbox, SandboxR
 use courier_e2b::{CommandSpec, SandboxApi};
 use courier_store::{
     GitInfo, Message, MessageRole, MessageStatus, NewSandbox, PageRequest, Provider, Sandbox,
-    SandboxFilter, SandboxId, SandboxStatus, Store, StoreError,
+    SandboxFilter, SandboxId, SandboxQuota, SandboxStatus, Store, StoreError,
 };
 use courier_tools::{
     PROJECT_DIR, RunRequest, Secret, SetupContext, SetupStep, ThinkingEffort, ToolId,
@@ -197,6 +197,7 @@ pub struct Orchestrator {
     clock: Arc<dyn Clock>,
     sandbox_internet: bool,
     templates: ToolTemplates,
+    quota: SandboxQuota,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -226,7 +227,18 @@ impl Orchestrator {
             timeouts: TimeoutPolicy::default(),
             clock: Arc::new(SystemClock),
             sandbox_internet: true,
+            quota: SandboxQuota::default(),
         }
+    }
+
+    /// Limits how many live sandboxes (`creating`, `running` or `paused`) one user and
+    /// one project may have at once (default: no limit). A create past a quota fails with
+    /// [`StoreError::QuotaExceeded`] (inside [`OrchestratorError::Store`]) before anything
+    /// is made; killed and failed sandboxes free their place. Counted and recorded in one
+    /// store transaction, so concurrent creates cannot overshoot.
+    pub fn with_sandbox_quota(mut self, quota: SandboxQuota) -> Self {
+        self.quota = quota;
+        self
     }
 
     /// Whether sandboxes are created with outbound internet access (default `true`:
@@ -348,7 +360,8 @@ impl Orchestrator {
     /// Creates a sandbox and starts its agent on the prompt.
     ///
     /// Validates the request and the keys before anything is recorded; then records
-    /// `creating`, creates the provider sandbox, executes the setup plan, starts the agent
+    /// `creating` (within the [sandbox quota](Self::with_sandbox_quota)), creates the
+    /// provider sandbox, executes the setup plan, starts the agent
     /// in the background and moves to `running`. Any failure after recording ends in
     /// `error` with its message and the provider sandbox destroyed.
     pub async fn create(&self, request: CreateRequest) -> Result<Sandbox> {
@@ -365,17 +378,20 @@ impl Orchestrator {
             .map(|k| k.secret);
         let sandbox = self
             .store
-            .create_sandbox(NewSandbox {
-                user_id: request.user_id,
-                project_id: request.project_id,
-                config: valid.sandbox.clone(),
-                cli_tool: valid.tool.as_str().to_owned(),
-                model: valid.model.clone(),
-                prompt: request.prompt.clone(),
-                links: request.links.clone(),
-                repo_url: request.repo_url.clone(),
-                branch: request.branch.clone(),
-            })
+            .create_sandbox_within(
+                NewSandbox {
+                    user_id: request.user_id,
+                    project_id: request.project_id,
+                    config: valid.sandbox.clone(),
+                    cli_tool: valid.tool.as_str().to_owned(),
+                    model: valid.model.clone(),
+                    prompt: request.prompt.clone(),
+                    links: request.links.clone(),
+                    repo_url: request.repo_url.clone(),
+                    branch: request.branch.clone(),
+                },
+                self.quota,
+            )
             .await?;
         let branch = request
             .branch
@@ -1876,11 +1892,15 @@ mod tests {
             let mut store = MockStore::new();
             let mut api = MockSandboxApi::new();
             store
-                .expect_create_sandbox()
-                .withf(|new| new.prompt == "fix the login" && new.cli_tool == "claude")
+                .expect_create_sandbox_within()
+                .withf(|new, quota| {
+                    new.prompt == "fix the login"
+                        && new.cli_tool == "claude"
+                        && *quota == SandboxQuota::default()
+                })
                 .times(1)
                 .in_sequence(&mut seq)
-                .returning(move |_| Ok(creating.clone()));
+                .returning(move |_, _| Ok(creating.clone()));
             store
                 .expect_active_learning_version()
                 .times(1)

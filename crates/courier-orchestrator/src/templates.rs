@@ -22,6 +22,9 @@ pub const VERSION_MARKER: &str = "courier-cli-version: ";
 pub const LATEST: &str = "latest";
 /// How often a build's status is polled by default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a build is followed by default before it is recorded as failed: courier-sandboxd's
+/// default build deadline (1 h) plus ten minutes for its queue and its capture of the layer.
+pub const DEFAULT_BUILD_DEADLINE: Duration = Duration::from_secs(70 * 60);
 /// Status reads that may fail in a row (provider restarting, network blip) before the
 /// build is recorded as failed.
 const MAX_STATUS_ERRORS: u32 = 30;
@@ -81,6 +84,7 @@ pub struct ToolTemplates {
     api: Arc<dyn SandboxApi>,
     install: HashMap<ToolId, String>,
     poll_interval: Duration,
+    deadline: Duration,
 }
 
 impl std::fmt::Debug for ToolTemplates {
@@ -88,6 +92,7 @@ impl std::fmt::Debug for ToolTemplates {
         f.debug_struct("ToolTemplates")
             .field("install", &self.install)
             .field("poll_interval", &self.poll_interval)
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +105,7 @@ impl ToolTemplates {
             api,
             install: HashMap::new(),
             poll_interval: DEFAULT_POLL_INTERVAL,
+            deadline: DEFAULT_BUILD_DEADLINE,
         }
     }
 
@@ -119,6 +125,15 @@ impl ToolTemplates {
     /// Polls build status every `interval` (default [`DEFAULT_POLL_INTERVAL`]).
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
+        self
+    }
+
+    /// Gives up on a build that has not ended `deadline` after it started (default
+    /// [`DEFAULT_BUILD_DEADLINE`]): its row becomes `failed` with the reason. Set it
+    /// above the provider's own build deadline, so the provider's reason wins when it
+    /// has one.
+    pub fn with_build_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
         self
     }
 
@@ -165,7 +180,8 @@ impl ToolTemplates {
     /// Starts a build of `tool`'s template (named after its `default_template`): a
     /// `template_builds` row (`cli_version` [`LATEST`]) goes `pending` → `building`, and
     /// a background task follows the provider's build to `succeeded`, or `failed` with
-    /// the provider's reason (step and message). If the provider refuses to start it the
+    /// the provider's reason (step and message), or `failed` saying so when the build
+    /// outlives its deadline ([`with_build_deadline`](Self::with_build_deadline)). If the provider refuses to start it the
     /// row is `failed` and the provider's error returned.
     pub async fn build(&self, tool: ToolId) -> Result<StartedBuild> {
         let recipe = self.recipe(tool)?;
@@ -251,7 +267,11 @@ impl ToolTemplates {
         Ok(started)
     }
 
-    /// Polls the provider's build until it ends, logging its lines, and records the end.
+    /// Polls the provider's build until it ends or its deadline passes, logging its lines,
+    /// and records the end.
+    ///
+    /// The deadline is measured on tokio's clock, like the poll interval it paces (tests
+    /// run it with paused time); it bounds the whole follow, status calls included.
     async fn follow(
         &self,
         tool: ToolId,
@@ -262,12 +282,25 @@ impl ToolTemplates {
         let mut offset = 0usize;
         let mut errors = 0u32;
         let mut version = None::<String>;
+        let give_up_at = tokio::time::Instant::now() + self.deadline;
+        let past_deadline = || {
+            format!(
+                "the build did not finish within {} (the template build deadline); \
+                 Courier stopped following it",
+                whole_or_millis(self.deadline)
+            )
+        };
         let outcome = loop {
-            match self
-                .api
-                .template_build_status(template_id, build_id, offset)
-                .await
-            {
+            let status = tokio::time::timeout_at(
+                give_up_at,
+                self.api
+                    .template_build_status(template_id, build_id, offset),
+            )
+            .await;
+            let Ok(status) = status else {
+                break Err(past_deadline());
+            };
+            match status {
                 Ok(status) => {
                     errors = 0;
                     offset += status.log_entries.len();
@@ -303,6 +336,9 @@ impl ToolTemplates {
                     }
                 }
             }
+            if tokio::time::Instant::now() + self.poll_interval >= give_up_at {
+                break Err(past_deadline());
+            }
             tokio::time::sleep(self.poll_interval).await;
         };
         let (status, error) = match outcome {
@@ -326,6 +362,15 @@ impl ToolTemplates {
             }
         };
         Ok(self.store.update_template_build(id, status, error).await?)
+    }
+}
+
+/// `90 s`, or `300 ms` below a whole second.
+fn whole_or_millis(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
     }
 }
 
@@ -523,6 +568,37 @@ mod tests {
             done.error.as_deref(),
             Some("step 1: command exited with code 1")
         );
+    }
+
+    #[tokio::test]
+    async fn a_build_past_its_deadline_is_recorded_failed_with_the_reason() {
+        // A recipe whose install never ends (the issue's `npm install` spinning for 70
+        // minutes): the provider keeps answering `building`; Courier gives up at the
+        // deadline and records why, instead of following it forever.
+        let mut api = MockSandboxApi::new();
+        api.expect_build_template()
+            .returning(|_, _| Ok(requested()));
+        api.expect_template_build_status()
+            .returning(|_, _, _| Ok(status(BuildState::Building, &[], None)));
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let templates = ToolTemplates::new(store.clone(), Arc::new(api))
+            .with_poll_interval(Duration::from_millis(20))
+            .with_build_deadline(Duration::from_millis(300));
+        let done = templates
+            .build(ToolId::Claude)
+            .await
+            .unwrap()
+            .finished
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.status, TemplateBuildStatus::Failed);
+        let error = done.error.as_deref().unwrap();
+        assert!(
+            error.contains("did not finish within 300 ms") && error.contains("deadline"),
+            "{error}"
+        );
+        assert_eq!(store.get_template_build(done.id).await.unwrap(), done);
     }
 
     #[tokio::test]

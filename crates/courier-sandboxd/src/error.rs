@@ -85,6 +85,10 @@ pub enum Error {
     /// The server's configuration is unusable (e.g. no envd binary).
     #[error("configuration: {0}")]
     Config(String),
+    /// The server is at capacity: the create would go past a server-wide limit (see
+    /// [`crate::limits`]). Nothing was created.
+    #[error(transparent)]
+    Capacity(#[from] crate::limits::CapacityExceeded),
     /// Persisted sandbox state could not be read or written.
     #[error("sandbox state {path}: {reason}")]
     State {

@@ -23,6 +23,10 @@
 //! `startCmd` runs in each of its sandboxes and its `readyCmd` is awaited at create.
 //! Builds, their logs and the templates persist in the data dir.
 //!
+//! Server-wide limits ([`limits`], in [`ServerConfig::limits`]): the number of sandboxes
+//! and their committed memory (a create past either answers 429 naming it), deadlines of
+//! template build steps and builds, and caps on COPY uploads.
+//!
 //! Operators can hand every sandbox host directories (a local git mirror, tools) as
 //! [`SharedDir`]s in [`ServerConfig::shared_dirs`], bind-mounted at create.
 //!
@@ -70,6 +74,7 @@ pub mod base_layer;
 mod envd_link;
 mod error;
 pub mod keys;
+pub mod limits;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
@@ -77,4 +82,5 @@ pub mod state;
 pub mod templates;
 
 pub use error::{Error, Result};
+pub use limits::ServerLimits;
 pub use server::{CreateRequest, Sandboxd, ServerConfig, SharedDir};

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::envd_link::EnvdEndpoint;
 use crate::error::{Error, Result};
 use crate::keys::KeyStore;
+use crate::limits::{Capacity, CapacityUsage, Reservation, ServerLimits};
 use crate::runtime::{
     BindMount, IoLimits, Isolation, Limits, RecoverPolicy, Runtime, RuntimeConfig, SandboxSpec,
     SandboxStatus,
@@ -86,6 +87,9 @@ pub struct ServerConfig {
     pub nested_namespaces: bool,
     /// I/O throttles on each sandbox's disk.
     pub io: IoLimits,
+    /// Server-wide capacity, template build deadlines and upload caps (see
+    /// [`crate::limits`]); defaults documented on [`ServerLimits::default`].
+    pub limits: ServerLimits,
 }
 
 /// An operator-provided host directory bind-mounted into every sandbox at create.
@@ -130,6 +134,7 @@ impl ServerConfig {
             runsc: None,
             nested_namespaces: false,
             io: IoLimits::standard(),
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -204,11 +209,14 @@ pub(crate) struct Entry {
     cpu_sample: Mutex<Option<(Instant, u64)>>,
     /// Set while the reaper acts on the deadline, so one expiry is handled once.
     expiring: AtomicBool,
+    /// Its share of the server's capacity, released when it is killed.
+    reservation: Reservation,
 }
 
 impl Entry {
-    fn new(record: SandboxRecord, envd: EnvdEndpoint) -> Self {
+    fn new(record: SandboxRecord, envd: EnvdEndpoint, reservation: Reservation) -> Self {
         Self {
+            reservation,
             id: record.sandbox_id.clone(),
             op: tokio::sync::Mutex::new(()),
             record: Mutex::new(record),
@@ -253,6 +261,7 @@ struct Inner {
     records: RecordStore,
     templates: Templates,
     keys: KeyStore,
+    capacity: Capacity,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
     shutdown: CancellationToken,
     /// Held for the server's lifetime (see `start`).
@@ -370,6 +379,7 @@ impl Sandboxd {
         let runtime = Arc::new(runtime);
         let records = RecordStore::open(data_dir.join("records"))?;
         let keys = KeyStore::load(&data_dir, config.dev_api_key.as_deref())?;
+        let capacity = Capacity::new(config.limits.max_sandboxes, config.limits.memory_limit_mb());
         let mut sandboxes = HashMap::new();
         for record in records.load_all()? {
             let id = record.sandbox_id.clone();
@@ -399,7 +409,8 @@ impl Sandboxd {
             }
             tracing::info!(sandbox = %id, state = record.state.as_str(), "recovered sandbox");
             let envd = EnvdEndpoint::new(runtime.clone(), id.clone());
-            sandboxes.insert(id, Arc::new(Entry::new(record, envd)));
+            let reservation = capacity.adopt(record.memory_mb);
+            sandboxes.insert(id, Arc::new(Entry::new(record, envd, reservation)));
         }
         for id in &adopted {
             if !sandboxes.contains_key(id) {
@@ -421,12 +432,13 @@ impl Sandboxd {
                 records,
                 templates,
                 keys,
+                capacity,
                 sandboxes: Mutex::new(sandboxes),
                 shutdown: CancellationToken::new(),
                 _lock: lock,
             }),
         };
-        crate::templates::build::reap_build_sandboxes(&server).await;
+        crate::templates::build::kill_build_sandboxes(&server).await;
         server.collect_layer_garbage().await;
         tokio::spawn(reaper(Arc::downgrade(&server.inner)));
         Ok(server)
@@ -445,6 +457,11 @@ impl Sandboxd {
     /// The accepted API keys.
     pub fn keys(&self) -> &KeyStore {
         &self.inner.keys
+    }
+
+    /// Sandboxes and committed memory in use against the server's limits.
+    pub fn capacity(&self) -> CapacityUsage {
+        self.inner.capacity.usage()
     }
 
     /// The sandbox runtime underneath.
@@ -497,6 +514,9 @@ impl Sandboxd {
                 reason: "must be 1..=64".to_owned(),
             });
         }
+        // Before anything is made: a create past the server's capacity leaves nothing
+        // behind. Dropped (released) on every early return below.
+        let reservation = self.inner.capacity.reserve(memory_mb)?;
         let id = new_sandbox_id();
         let token = random_hex(32);
         let isolation = template.isolation.unwrap_or(self.inner.isolation);
@@ -585,11 +605,10 @@ impl Sandboxd {
             self.destroy(&id).await;
             return Err(e);
         }
-        self.inner
-            .sandboxes
-            .lock()
-            .expect("sandboxes lock")
-            .insert(id, Arc::new(Entry::new(record.clone(), envd)));
+        self.inner.sandboxes.lock().expect("sandboxes lock").insert(
+            id,
+            Arc::new(Entry::new(record.clone(), envd, reservation)),
+        );
         Ok(record)
     }
 
@@ -704,6 +723,7 @@ impl Sandboxd {
         let _op = entry.op.lock().await;
         entry.cut();
         self.destroy(id).await;
+        entry.reservation.release();
         Ok(())
     }
 

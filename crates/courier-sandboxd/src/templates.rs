@@ -15,6 +15,8 @@
 //!                                  /builds/<buildID>.json  a BuildRecord
 //!                                  /builds/<buildID>.log   its log, one JSON entry a line
 //!                                  /files/<hash>           archives uploaded for COPY steps
+//!                                                          (until no build of the template
+//!                                                          waits or runs; see [`uploads`])
 //! <data_dir>/layers/<templateID>/<buildID>/               the captured layer
 //! ```
 //!
@@ -26,6 +28,7 @@
 //! of that template's stack); the caller deletes the dependants first.
 
 pub mod build;
+pub mod uploads;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -291,6 +294,7 @@ pub struct Templates {
     layers_dir: PathBuf,
     base: Template,
     state: Mutex<State>,
+    uploads: uploads::UploadBudget,
 }
 
 impl std::fmt::Debug for State {
@@ -425,8 +429,22 @@ impl Templates {
             layers_dir,
             base,
             state: Mutex::new(State::default()),
+            uploads: uploads::UploadBudget::default(),
         };
         templates.load()?;
+        // No build waits or runs after a restart (interrupted ones failed in `load`):
+        // the uploads left from before serve nothing.
+        let ids: Vec<String> = templates
+            .state
+            .lock()
+            .expect("templates lock")
+            .templates
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            templates.release_uploads(&id);
+        }
         Ok(templates)
     }
 
@@ -498,6 +516,37 @@ impl Templates {
     /// steps) are kept: with the template, so deleting it removes them.
     pub fn files_path(&self, template_id: &str, hash: &str) -> PathBuf {
         self.template_dir(template_id).join("files").join(hash)
+    }
+
+    /// Starts counting one COPY upload against `limits` (blocking: measures the stored
+    /// uploads).
+    pub(crate) fn begin_upload(&self, limits: &crate::ServerLimits) -> uploads::UploadTicket {
+        self.uploads.begin(&self.dir, limits)
+    }
+
+    /// Removes the COPY uploads of `template_id` unless one of its builds is waiting or
+    /// running (they may need them). Checked and done under the templates lock, so a build
+    /// requested meanwhile either keeps them or finds them gone (and is told to upload).
+    pub(crate) fn release_uploads(&self, template_id: &str) {
+        let state = self.state.lock().expect("templates lock");
+        let busy = state.templates.get(template_id).is_some_and(|record| {
+            record.builds.iter().any(|b| {
+                state
+                    .builds
+                    .get(b)
+                    .is_some_and(|b| !b.record.status.finished())
+            })
+        });
+        if !busy {
+            let removed = uploads::remove_stored(&self.template_dir(template_id).join("files"));
+            if removed > 0 {
+                tracing::info!(
+                    template = template_id,
+                    removed,
+                    "removed the COPY uploads its builds no longer need"
+                );
+            }
+        }
     }
 
     /// Where build `build_id` of `template_id` puts its layer.

@@ -441,6 +441,77 @@ macro_rules! impl_store {
                 sandbox_from_row(&row)
             }
 
+            async fn create_sandbox_within(
+                &self,
+                new: NewSandbox,
+                quota: SandboxQuota,
+            ) -> Result<Sandbox> {
+                let config = serde_json::to_string(&new.config)
+                    .map_err(|e| StoreError::invalid("config", e.to_string()))?;
+                let missing = || StoreError::NotFound {
+                    entity: "user or project",
+                    id: format!("{} / {}", new.user_id, new.project_id),
+                };
+                let mut tx = self.write_tx().await?;
+                // User first, then project: one lock order, so racing creates queue up
+                // instead of deadlocking.
+                for (lock, id) in [
+                    (sql::LOCK_USER, new.user_id.as_uuid()),
+                    (sql::LOCK_PROJECT, new.project_id.as_uuid()),
+                ] {
+                    let locked = sqlx::query(lock).bind(id).execute(&mut *tx).await?;
+                    if locked.rows_affected() == 0 {
+                        return Err(missing());
+                    }
+                }
+                let counts = sqlx::query(sql::COUNT_LIVE_SANDBOXES)
+                    .bind(new.user_id.as_uuid())
+                    .bind(new.project_id.as_uuid())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                for (scope, limit, in_use) in [
+                    (
+                        QuotaScope::User,
+                        quota.per_user,
+                        counts.try_get::<i64, _>("by_user")?,
+                    ),
+                    (
+                        QuotaScope::Project,
+                        quota.per_project,
+                        counts.try_get::<i64, _>("by_project")?,
+                    ),
+                ] {
+                    if let Some(limit) = limit
+                        && in_use >= i64::from(limit)
+                    {
+                        return Err(StoreError::QuotaExceeded {
+                            scope,
+                            limit,
+                            in_use,
+                        });
+                    }
+                }
+                let row = sqlx::query(sql::INSERT_SANDBOX)
+                    .bind(SandboxId::new().as_uuid())
+                    .bind(new.user_id.as_uuid())
+                    .bind(new.project_id.as_uuid())
+                    .bind(config)
+                    .bind(&new.cli_tool)
+                    .bind(&new.model)
+                    .bind(&new.prompt)
+                    .bind(&new.links.run_id)
+                    .bind(&new.links.issue_session_id)
+                    .bind(&new.links.background_task_id)
+                    .bind(&new.repo_url)
+                    .bind(&new.branch)
+                    .bind(now_micros())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let sandbox = sandbox_from_row(&row)?;
+                tx.commit().await?;
+                Ok(sandbox)
+            }
+
             async fn get_sandbox(&self, id: SandboxId) -> Result<Sandbox> {
                 let row = sqlx::query(sql::GET_SANDBOX)
                     .bind(id.as_uuid())

@@ -36,6 +36,18 @@ pub enum StoreError {
         /// What was wrong and what is allowed.
         message: String,
     },
+    /// Creating the sandbox would give its user or project more live sandboxes than its
+    /// quota allows (see [`Store::create_sandbox_within`](crate::Store::create_sandbox_within));
+    /// nothing was recorded.
+    #[error("the {scope}'s quota of {limit} live sandboxes is reached ({in_use} live)")]
+    QuotaExceeded {
+        /// Whose quota.
+        scope: crate::QuotaScope,
+        /// The quota.
+        limit: u32,
+        /// Live sandboxes it has now.
+        in_use: i64,
+    },
     /// The database failed (connection, I/O, corrupt data, failed migration).
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),

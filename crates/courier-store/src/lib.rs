@@ -68,8 +68,8 @@ pub use postgres::PgStore;
 pub use records::{
     CliOverrides, CostRate, DailyUsage, GitInfo, KeyOwner, Learning, LearningVersion, Message,
     Money, NewCostRate, NewLearning, NewMessage, NewProject, NewProviderKey, NewSandbox,
-    NewTemplateBuild, NewUsage, NewUser, Project, ProviderKey, Sandbox, SandboxConfig,
-    SandboxLinks, TemplateBuild, UsageRecord, UsageTotal, User,
+    NewTemplateBuild, NewUsage, NewUser, Project, ProviderKey, QuotaScope, Sandbox, SandboxConfig,
+    SandboxLinks, SandboxQuota, TemplateBuild, UsageRecord, UsageTotal, User,
 };
 pub use sqlite::SqliteStore;
 
@@ -119,6 +119,13 @@ pub trait Store: Send + Sync {
 
     /// Records a new sandbox in `creating`.
     async fn create_sandbox(&self, new: NewSandbox) -> Result<Sandbox>;
+    /// Records a new sandbox in `creating` like [`create_sandbox`](Store::create_sandbox),
+    /// only if its user and its project stay within `quota` of live sandboxes
+    /// (`creating`, `running`, `paused`; soft-deleted ones included); otherwise
+    /// [`StoreError::QuotaExceeded`] and nothing is recorded. Count and insert are one
+    /// transaction that first locks the user's and the project's rows, so concurrent
+    /// creates cannot pass the count together.
+    async fn create_sandbox_within(&self, new: NewSandbox, quota: SandboxQuota) -> Result<Sandbox>;
     /// Gets a sandbox, soft-deleted or not.
     async fn get_sandbox(&self, id: SandboxId) -> Result<Sandbox>;
     /// Lists sandboxes newest first, continuing after `page.cursor` (see [`Cursor`]).

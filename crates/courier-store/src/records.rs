@@ -220,6 +220,36 @@ pub struct Sandbox {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
+/// How many live sandboxes (`creating`, `running` or `paused`; soft-deleted ones too,
+/// since hiding a sandbox does not stop it) one user and one project may have, for
+/// [`Store::create_sandbox_within`](crate::Store::create_sandbox_within). `None` = no
+/// limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SandboxQuota {
+    /// Most live sandboxes of one user, across their projects.
+    pub per_user: Option<u32>,
+    /// Most live sandboxes in one project.
+    pub per_project: Option<u32>,
+}
+
+/// Whose quota a [`StoreError::QuotaExceeded`](crate::StoreError::QuotaExceeded) is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaScope {
+    /// [`SandboxQuota::per_user`].
+    User,
+    /// [`SandboxQuota::per_project`].
+    Project,
+}
+
+impl std::fmt::Display for QuotaScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QuotaScope::User => "user",
+            QuotaScope::Project => "project",
+        })
+    }
+}
+
 /// Input for [`Store::create_sandbox`](crate::Store::create_sandbox); the sandbox starts
 /// in `creating` with learning status `pending`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

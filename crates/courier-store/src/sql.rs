@@ -198,6 +198,17 @@ pub(crate) const INSERT_SANDBOX: &str = concat!(
      RETURNING ",
     sandbox_cols!()
 );
+/// Locks the user's row for the rest of the transaction (a no-op write: SQLite's write
+/// transaction is exclusive already, PostgreSQL takes the row lock), so quota counts of
+/// one user are serialized. The project's row is locked after it with [`LOCK_PROJECT`].
+pub(crate) const LOCK_USER: &str = "UPDATE users SET email = email WHERE id = $1";
+/// Live sandboxes of a user (`$1`) and of a project (`$2`), soft-deleted ones included:
+/// hiding a sandbox does not stop it.
+pub(crate) const COUNT_LIVE_SANDBOXES: &str = "SELECT \
+     (SELECT COUNT(*) FROM sandboxes WHERE user_id = $1 \
+        AND status IN ('creating', 'running', 'paused')) AS by_user, \
+     (SELECT COUNT(*) FROM sandboxes WHERE project_id = $2 \
+        AND status IN ('creating', 'running', 'paused')) AS by_project";
 pub(crate) const GET_SANDBOX: &str =
     concat!("SELECT ", sandbox_cols!(), " FROM sandboxes WHERE id = $1");
 pub(crate) const SANDBOX_STATE: &str = "SELECT status, deleted_at FROM sandboxes WHERE id = $1";

@@ -12,7 +12,7 @@ use courier_orchestrator::keys::{KeyVault, MasterKey};
 use courier_orchestrator::lifecycle::Orchestrator;
 use courier_orchestrator::pr::{PrConfig, PrPipeline};
 use courier_orchestrator::stream::EventHub;
-use courier_store::{NewProject, NewUser, SqliteStore, Store};
+use courier_store::{NewProject, NewUser, SandboxQuota, SqliteStore, Store};
 use courier_tools::Secret;
 use futures::StreamExt;
 use serde_json::Value;
@@ -43,9 +43,22 @@ pub async fn server_with(config: ApiConfig) -> Server {
     server_with_webhook(config, None).await
 }
 
+/// A server whose orchestrator enforces `quota` of live sandboxes per user and project.
+pub async fn server_with_quota(quota: SandboxQuota) -> Server {
+    server_built(ApiConfig::default(), None, quota).await
+}
+
 /// A server whose GitHub webhook checks deliveries against `webhook_secret` and records
 /// merges in the server's store (`None`: the webhook is off).
-pub async fn server_with_webhook(mut config: ApiConfig, webhook_secret: Option<&str>) -> Server {
+pub async fn server_with_webhook(config: ApiConfig, webhook_secret: Option<&str>) -> Server {
+    server_built(config, webhook_secret, SandboxQuota::default()).await
+}
+
+async fn server_built(
+    mut config: ApiConfig,
+    webhook_secret: Option<&str>,
+    quota: SandboxQuota,
+) -> Server {
     let sqlite = SqliteStore::in_memory().await.unwrap();
     let tokens = Tokens::sqlite(sqlite.pool().clone()).await.unwrap();
     let store: Arc<dyn Store> = Arc::new(sqlite);
@@ -58,7 +71,8 @@ pub async fn server_with_webhook(mut config: ApiConfig, webhook_secret: Option<&
         });
     }
     let orchestrator =
-        Orchestrator::new(store.clone(), sandboxes, vault.clone(), EventHub::default());
+        Orchestrator::new(store.clone(), sandboxes, vault.clone(), EventHub::default())
+            .with_sandbox_quota(quota);
     let api = Api::new(store.clone(), vault, orchestrator, tokens.clone(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -51,6 +51,8 @@ impl From<Error> for ApiError {
             Error::NotFound(_) | Error::UnknownTemplate(_) => StatusCode::NOT_FOUND,
             Error::InvalidSpec { .. } | Error::Unsupported(_) => StatusCode::BAD_REQUEST,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            // E2B answers 429 when a team is at its concurrent-sandbox limit.
+            Error::Capacity(_) => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {

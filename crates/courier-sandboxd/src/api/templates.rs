@@ -27,8 +27,6 @@ use crate::templates::{BASE_TEMPLATE, BuildReason, LogEntry, Template};
 
 /// The step types a recipe may use.
 const SUPPORTED_STEPS: &str = "RUN, ENV, WORKDIR, USER, COPY";
-/// Largest upload accepted for COPY steps.
-const MAX_UPLOAD_BYTES: u64 = 4 << 30;
 /// The image `Template()` starts from unless told otherwise; it is E2B's `base`.
 const DEFAULT_IMAGE: &str = "e2bdev/base";
 
@@ -601,7 +599,9 @@ fn upload_path(server: &Sandboxd, template_id: &str, hash: &str) -> ApiResult<st
 
 /// `PUT /templates/{templateID}/files/{hash}`: the upload (a tar archive, gzipped or
 /// not), streamed to a temp file and renamed into place, so a build never sees half an
-/// upload.
+/// upload. Each chunk is counted against the upload caps (see
+/// [`crate::templates::uploads`]); past one the answer is 413 naming it, and nothing of
+/// the upload is kept.
 async fn file_put(
     State(server): State<Sandboxd>,
     Path((template_id, hash)): Path<(String, String)>,
@@ -630,22 +630,24 @@ async fn file_put(
         .await
         .map_err(|e| crate::error::Error::io("create dir", &dir)(e))?;
     let tmp = dir.join(format!(".{hash}.{}.upload", crate::state::random_hex(6)));
+    let counted = server.clone();
+    let mut ticket = tokio::task::spawn_blocking(move || {
+        counted.templates().begin_upload(&counted.config().limits)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let result: ApiResult<()> = async {
         let mut file = tokio::fs::File::create(&tmp)
             .await
             .map_err(|e| crate::error::Error::io("create", &tmp)(e))?;
         let mut body = body;
-        let mut size = 0u64;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| ApiError::bad_request(format!("upload failed: {e}")))?;
             if let Ok(data) = frame.into_data() {
-                size += data.len() as u64;
-                if size > MAX_UPLOAD_BYTES {
-                    return Err(ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("uploads are limited to {MAX_UPLOAD_BYTES} bytes"),
-                    ));
-                }
+                // Counted before it is written: a refused chunk never reaches the disk.
+                ticket
+                    .add(data.len() as u64)
+                    .map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
                 file.write_all(&data)
                     .await
                     .map_err(|e| crate::error::Error::io("write", &tmp)(e))?;
@@ -654,12 +656,16 @@ async fn file_put(
         file.sync_all()
             .await
             .map_err(|e| crate::error::Error::io("sync", &tmp)(e))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(|e| crate::error::Error::io("rename", &path)(e))?;
         Ok(())
     }
     .await;
+    // Renamed into place under the counters' lock, so the upload turns from arriving to
+    // stored in one step for every other upload's count.
+    let result = result.and_then(|()| {
+        ticket
+            .complete(|| std::fs::rename(&tmp, &path))
+            .map_err(|e| crate::error::Error::io("rename", &path)(e).into())
+    });
     if result.is_err() {
         let _ = tokio::fs::remove_file(&tmp).await;
     } else {

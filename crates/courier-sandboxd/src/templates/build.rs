@@ -16,6 +16,18 @@
 //! the background as the template's user (envd keeps it after the request ends) and the
 //! ready command re-run until it exits 0, for at most [`READY_TIMEOUT`]; a create whose
 //! ready command never succeeds fails and its sandbox is removed.
+//!
+//! Deadlines (see [`crate::limits`]): each step must end within
+//! [`ServerLimits::template_step_timeout`](crate::ServerLimits::template_step_timeout),
+//! the start and ready commands within the ready timeout, and everything up to the
+//! capture of the layer within
+//! [`ServerLimits::template_build_timeout`](crate::ServerLimits::template_build_timeout)
+//! from the build's start. A step past a deadline fails the build, naming the step and
+//! the deadline. The build sandbox never outlives its build: it is killed when the build
+//! ends, fails or times out (also if the build's task is dropped or panics), and its own
+//! sandbox timeout is the build deadline plus [`BUILD_SANDBOX_GRACE`], so the deadline
+//! reaper removes it even if nothing else does. (A build whose *server* is gone is the
+//! runtime's business: the server's tasks are gone with it.)
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,8 +43,9 @@ use crate::server::{CreateRequest, Sandboxd};
 /// are left out of the list endpoints and killed at startup, since the build that used
 /// them cannot go on.
 pub const BUILD_SANDBOX_METADATA: &str = "courier.templateBuild";
-/// Lifetime of a build sandbox: a bound on the whole build.
-const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long a build sandbox may outlive its build's deadline before the deadline reaper
+/// kills it (the build kills it itself well before; this covers a lost build task).
+pub const BUILD_SANDBOX_GRACE: Duration = Duration::from_secs(60);
 /// How long a template's `readyCmd` may keep failing (at build and at each create).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause between two runs of a failing `readyCmd`.
@@ -146,9 +159,11 @@ pub async fn start(
     Ok(())
 }
 
-/// Kills the build sandboxes a previous run left (their builds were failed when the
-/// templates were loaded).
-pub(crate) async fn reap_build_sandboxes(server: &Sandboxd) {
+/// Kills every build sandbox: at start, those a previous run left (their builds were
+/// failed when the templates were loaded); at shutdown, those of builds the stopping
+/// server can no longer finish (call it after [`Sandboxd::stop`]; the next start records
+/// those builds as interrupted). Other sandboxes are left alone.
+pub async fn kill_build_sandboxes(server: &Sandboxd) {
     for record in server.list() {
         if record.metadata.contains_key(BUILD_SANDBOX_METADATA) {
             tracing::info!(sandbox = %record.sandbox_id, "killing the sandbox of an interrupted template build");
@@ -229,11 +244,19 @@ impl Build<'_> {
         if let Err(e) = outcome {
             tracing::error!(template = self.template_id, build = self.build_id, error = %e, "recording the build's outcome failed");
         }
+        // The COPY uploads served this build; keep them only for builds still to come.
+        templates.release_uploads(self.template_id);
         // A new version may have made the previous one's layer unused.
         self.server.collect_layer_garbage().await;
     }
 
     async fn run_steps(&self, recipe: &Recipe) -> Result<BuiltVersion, Failure> {
+        let limits = &self.server.config().limits;
+        let deadlines = Deadlines {
+            step: limits.template_step_timeout,
+            build: limits.template_build_timeout,
+            build_end: tokio::time::Instant::now() + limits.template_build_timeout,
+        };
         let base_failure = |message: String| Failure {
             step: "base".to_owned(),
             message,
@@ -262,11 +285,18 @@ impl Build<'_> {
             BUILD_SANDBOX_METADATA.to_owned(),
             format!("{}/{}", self.template_id, self.build_id),
         );
+        // The build sandbox's own deadline backs the build's: if this task is lost, the
+        // reaper still kills the sandbox shortly after the build's deadline.
+        let sandbox_timeout =
+            (deadlines.build + BUILD_SANDBOX_GRACE).min(crate::server::MAX_TIMEOUT);
+        // Not cut short by the build deadline: a create dropped half-way could leave a
+        // sandbox without a record. It is bounded on its own (envd readiness, the parent's
+        // ready command).
         let record = self
             .server
             .create(CreateRequest {
                 template: parent.id.clone(),
-                timeout: BUILD_TIMEOUT,
+                timeout: sandbox_timeout,
                 metadata,
                 memory_mb: Some(own.memory_mb),
                 cpu_count: Some(own.cpu_count),
@@ -280,6 +310,11 @@ impl Build<'_> {
             .await
             .map_err(|e| base_failure(format!("could not start the build sandbox: {e}")))?;
         let sandbox = record.sandbox_id.clone();
+        // From here on the build sandbox dies with the build, however it ends.
+        let _guard = KillOnDrop {
+            server: self.server.clone(),
+            id: sandbox.clone(),
+        };
         self.log(
             LogLevel::Info,
             "base",
@@ -293,20 +328,36 @@ impl Build<'_> {
         let start_cmd = recipe.start_cmd.clone().or(parent.start_cmd.clone());
         let ready_cmd = recipe.ready_cmd.clone().or(parent.ready_cmd.clone());
         let mut stepped = self
-            .run_in(&sandbox, &record.envd_access_token, recipe, &mut env)
+            .run_in(
+                &sandbox,
+                &record.envd_access_token,
+                recipe,
+                &mut env,
+                &deadlines,
+            )
             .await;
         if stepped.is_ok() && (recipe.start_cmd.is_some() || recipe.ready_cmd.is_some()) {
             // Like E2B, the start and ready commands are tried once at the end of the
             // build, so a template whose sandboxes could never become ready fails here.
-            stepped = self
-                .check_start(
-                    &sandbox,
-                    &record.envd_access_token,
-                    &env,
-                    start_cmd.as_deref(),
-                    ready_cmd.as_deref(),
-                )
-                .await;
+            // They have their own (ready) deadline; the build's still applies.
+            let checked = self.check_start(
+                &sandbox,
+                &record.envd_access_token,
+                &env,
+                start_cmd.as_deref(),
+                ready_cmd.as_deref(),
+            );
+            stepped = match tokio::time::timeout_at(deadlines.build_end, checked).await {
+                Ok(checked) => checked,
+                Err(_) => Err(Failure {
+                    step: "finalize".to_owned(),
+                    message: format!(
+                        "the start and ready commands were still running at the build's \
+                         deadline: {}",
+                        deadlines.build_message()
+                    ),
+                }),
+            };
         }
         if let Err(failure) = stepped {
             let _ = self.server.kill(&sandbox).await;
@@ -405,6 +456,7 @@ impl Build<'_> {
         token: &str,
         recipe: &Recipe,
         env: &mut Environment,
+        deadlines: &Deadlines,
     ) -> Result<(), Failure> {
         let socket = self
             .server
@@ -422,115 +474,136 @@ impl Build<'_> {
                 &number,
                 format!("[{number}/{total}] {}", step.describe()),
             );
-            let fail = |message: String| Failure {
-                step: number.clone(),
-                message: format!("step {number} ({}) failed: {message}", step.describe()),
-            };
-            match step {
-                Step::Env(pairs) => env.envs.extend(pairs.iter().cloned()),
-                Step::User(user) => {
-                    // Checked now so a typo fails here, not at the next step or at create.
-                    let args = vec!["-u".to_owned(), "--".to_owned(), user.clone()];
-                    let (code, tail) = self
-                        .exec(
-                            &socket, token, &number, "id", &args, "root", None, &env.envs,
-                        )
-                        .await
-                        .map_err(fail)?;
-                    if code != 0 {
-                        return Err(fail(format!(
-                            "no user {user} in the image ({})",
-                            exit_message(code, &tail)
-                        )));
-                    }
-                    env.user = Some(user.clone());
+            // The step's own deadline, or the build's when that comes first. A step cut
+            // short keeps running in the sandbox only until the sandbox is killed, which
+            // the failed build does next.
+            let (deadline, passed) = deadlines.for_step();
+            let ran = self.run_step(&socket, token, &number, step, env);
+            match tokio::time::timeout_at(deadline, ran).await {
+                Ok(ran) => ran?,
+                Err(_) => {
+                    return Err(Failure {
+                        step: number.clone(),
+                        message: format!("step {number} ({}) failed: {passed}", step.describe()),
+                    });
                 }
-                Step::Workdir(dir) => {
-                    // A relative WORKDIR continues from the current one, like Docker's.
-                    let dir = &absolute_workdir(dir, env);
-                    // Like Docker's WORKDIR the directory exists afterwards; one it had to
-                    // create belongs to the user the steps run as, so they can work in it.
-                    let user = env
-                        .user
-                        .clone()
-                        .unwrap_or_else(|| crate::base_layer::USER.to_owned());
-                    let args = vec![
-                        "-c".to_owned(),
-                        r#"[ -d "$1" ] || { mkdir -p -- "$1" && chown -- "$2:" "$1"; }"#.to_owned(),
-                        "workdir".to_owned(),
-                        dir.clone(),
-                        user,
-                    ];
-                    let (code, tail) = self
-                        .exec(
-                            &socket,
-                            token,
-                            &number,
-                            "/bin/bash",
-                            &args,
-                            "root",
-                            None,
-                            &env.envs,
-                        )
-                        .await
-                        .map_err(fail)?;
-                    if code != 0 {
-                        return Err(fail(exit_message(code, &tail)));
-                    }
-                    env.workdir = Some(dir.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one recipe step.
+    async fn run_step(
+        &self,
+        socket: &envd_link::EnvdEndpoint,
+        token: &str,
+        number: &str,
+        step: &Step,
+        env: &mut Environment,
+    ) -> Result<(), Failure> {
+        let fail = |message: String| Failure {
+            step: number.to_owned(),
+            message: format!("step {number} ({}) failed: {message}", step.describe()),
+        };
+        match step {
+            Step::Env(pairs) => env.envs.extend(pairs.iter().cloned()),
+            Step::User(user) => {
+                // Checked now so a typo fails here, not at the next step or at create.
+                let args = vec!["-u".to_owned(), "--".to_owned(), user.clone()];
+                let (code, tail) = self
+                    .exec(socket, token, number, "id", &args, "root", None, &env.envs)
+                    .await
+                    .map_err(fail)?;
+                if code != 0 {
+                    return Err(fail(format!(
+                        "no user {user} in the image ({})",
+                        exit_message(code, &tail)
+                    )));
                 }
-                Step::Copy {
-                    src,
-                    dest,
+                env.user = Some(user.clone());
+            }
+            Step::Workdir(dir) => {
+                // A relative WORKDIR continues from the current one, like Docker's.
+                let dir = &absolute_workdir(dir, env);
+                // Like Docker's WORKDIR the directory exists afterwards; one it had to
+                // create belongs to the user the steps run as, so they can work in it.
+                let user = env
+                    .user
+                    .clone()
+                    .unwrap_or_else(|| crate::base_layer::USER.to_owned());
+                let args = vec![
+                    "-c".to_owned(),
+                    r#"[ -d "$1" ] || { mkdir -p -- "$1" && chown -- "$2:" "$1"; }"#.to_owned(),
+                    "workdir".to_owned(),
+                    dir.clone(),
                     user,
-                    mode,
-                    files_hash,
-                } => {
-                    let owner = user
-                        .clone()
-                        .or_else(|| env.user.clone())
-                        .unwrap_or_else(|| crate::base_layer::USER.to_owned());
-                    let copy = CopyJob {
-                        archive: self
-                            .server
-                            .templates()
-                            .files_path(self.template_id, files_hash),
-                        src: src.clone(),
-                        dest: dest.clone(),
-                        owner,
-                        mode: mode.clone().unwrap_or_default(),
-                        workdir: env.workdir.clone(),
-                    };
-                    let (code, tail) = copy
-                        .run(self, &socket, token, &number)
-                        .await
-                        .map_err(&fail)?;
-                    if code != 0 {
-                        return Err(fail(exit_message(code, &tail)));
-                    }
+                ];
+                let (code, tail) = self
+                    .exec(
+                        socket,
+                        token,
+                        number,
+                        "/bin/bash",
+                        &args,
+                        "root",
+                        None,
+                        &env.envs,
+                    )
+                    .await
+                    .map_err(fail)?;
+                if code != 0 {
+                    return Err(fail(exit_message(code, &tail)));
                 }
-                Step::Run { command, user } => {
-                    let user = user
-                        .clone()
-                        .or_else(|| env.user.clone())
-                        .unwrap_or_else(|| crate::base_layer::USER.to_owned());
-                    let args = vec!["-c".to_owned(), command.clone()];
-                    let (code, tail) = self
-                        .exec(
-                            &socket,
-                            token,
-                            &number,
-                            "/bin/bash",
-                            &args,
-                            &user,
-                            env.workdir.as_deref(),
-                            &env.envs,
-                        )
-                        .await
-                        .map_err(fail)?;
-                    if code != 0 {
-                        return Err(fail(exit_message(code, &tail)));
-                    }
+                env.workdir = Some(dir.clone());
+            }
+            Step::Copy {
+                src,
+                dest,
+                user,
+                mode,
+                files_hash,
+            } => {
+                let owner = user
+                    .clone()
+                    .or_else(|| env.user.clone())
+                    .unwrap_or_else(|| crate::base_layer::USER.to_owned());
+                let copy = CopyJob {
+                    archive: self
+                        .server
+                        .templates()
+                        .files_path(self.template_id, files_hash),
+                    src: src.clone(),
+                    dest: dest.clone(),
+                    owner,
+                    mode: mode.clone().unwrap_or_default(),
+                    workdir: env.workdir.clone(),
+                };
+                let (code, tail) = copy.run(self, socket, token, number).await.map_err(&fail)?;
+                if code != 0 {
+                    return Err(fail(exit_message(code, &tail)));
+                }
+            }
+            Step::Run { command, user } => {
+                let user = user
+                    .clone()
+                    .or_else(|| env.user.clone())
+                    .unwrap_or_else(|| crate::base_layer::USER.to_owned());
+                let args = vec!["-c".to_owned(), command.clone()];
+                let (code, tail) = self
+                    .exec(
+                        socket,
+                        token,
+                        number,
+                        "/bin/bash",
+                        &args,
+                        &user,
+                        env.workdir.as_deref(),
+                        &env.envs,
+                    )
+                    .await
+                    .map_err(fail)?;
+                if code != 0 {
+                    return Err(fail(exit_message(code, &tail)));
                 }
             }
         }
@@ -577,6 +650,73 @@ impl Build<'_> {
             emit(line);
         }
         Ok((code?, tail))
+    }
+}
+
+/// A build's deadlines.
+struct Deadlines {
+    /// Each step's.
+    step: Duration,
+    /// The whole build's, from its start.
+    build: Duration,
+    /// When the build's deadline passes.
+    build_end: tokio::time::Instant,
+}
+
+impl Deadlines {
+    /// When the next step must end, and what to say when it does not: the step's
+    /// deadline from now, or the build's when that is sooner.
+    fn for_step(&self) -> (tokio::time::Instant, String) {
+        let step_end = tokio::time::Instant::now() + self.step;
+        if step_end < self.build_end {
+            (
+                step_end,
+                format!(
+                    "still running after {} s, the deadline of a build step \
+                     (template_step_timeout)",
+                    self.step.as_secs()
+                ),
+            )
+        } else {
+            (self.build_end, self.build_message())
+        }
+    }
+
+    fn build_message(&self) -> String {
+        format!(
+            "the build did not finish within {} s, the deadline of a whole build \
+             (template_build_timeout)",
+            self.build.as_secs()
+        )
+    }
+}
+
+/// Kills the build sandbox when dropped: whether the build returns, fails, or its task
+/// is dropped or panics, no build sandbox outlives its build. (The build kills it itself
+/// on every path it controls; this is the net under them, a no-op when it is gone.)
+struct KillOnDrop {
+    server: Sandboxd,
+    id: String,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.server.entry(&self.id).is_none() {
+            return;
+        }
+        let (server, id) = (self.server.clone(), std::mem::take(&mut self.id));
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    if let Err(e) = server.kill(&id).await {
+                        tracing::warn!(sandbox = %id, error = %e, "killing a build sandbox failed");
+                    }
+                });
+            }
+            // No runtime left (the server is going away): the deadline reaper of the next
+            // start, or `kill_build_sandboxes`, removes it.
+            Err(_) => tracing::warn!(sandbox = %id, "a build sandbox is left to the next start"),
+        }
     }
 }
 
@@ -682,16 +822,7 @@ impl CopyJob {
             inside,
         ];
         build
-            .exec(
-                envd,
-                token,
-                step,
-                "/bin/bash",
-                &args,
-                "root",
-                None,
-                &BTreeMap::new(),
-            )
+            .exec(envd, token, step, "/bin/bash", &args, "root", None, &BTreeMap::new())
             .await
     }
 }
@@ -921,6 +1052,35 @@ mod tests {
         assert_eq!(absolute_workdir("app", &env), "/root/app");
         env.workdir = Some("/srv/".to_owned());
         assert_eq!(absolute_workdir("app/x", &env), "/srv/app/x");
+    }
+
+    #[test]
+    fn a_step_gets_its_own_deadline_or_the_builds_when_that_is_sooner() {
+        // What a recipe author tries: a step that never ends (`sleep infinity`, a
+        // hanging `npm install`), or many steps that each stay under the step deadline.
+        let now = tokio::time::Instant::now();
+        let roomy = Deadlines {
+            step: Duration::from_secs(10),
+            build: Duration::from_secs(3600),
+            build_end: now + Duration::from_secs(3600),
+        };
+        let (end, passed) = roomy.for_step();
+        assert!(end < roomy.build_end);
+        assert!(
+            passed.contains("10 s") && passed.contains("template_step_timeout"),
+            "{passed}"
+        );
+        let late = Deadlines {
+            step: Duration::from_secs(600),
+            build: Duration::from_secs(60),
+            build_end: now + Duration::from_secs(5),
+        };
+        let (end, passed) = late.for_step();
+        assert_eq!(end, late.build_end);
+        assert!(
+            passed.contains("60 s") && passed.contains("template_build_timeout"),
+            "{passed}"
+        );
     }
 
     #[test]
