@@ -95,7 +95,6 @@ impl FileConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
-
     }
 }
 

@@ -30,18 +30,6 @@ pub fn restrict_umask() {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 }
 
-/// Sets the umask back to 022 for the embedded courier-sandboxd.
-///
-/// Its runtime creates each sandbox's writable layer with the process umask, and that
-/// layer's root is the sandbox's `/`: under 077 the sandbox's `user` cannot even run
-/// `/bin/bash`. What `serve` writes after this stays owner-only all the same: SQLite
-/// gives `-wal`/`-shm` files the database's 0600 mode, the master key is written 0600
-/// explicitly, and the sandbox server's files live in its own 0700 directory inside the
-/// 0700 data dir. (Once the runtime sets its layers' modes explicitly, this goes.)
-pub fn relax_umask_for_sandboxes() {
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-}
-
 /// Creates `dir` (0700) or fixes it to 0700, then takes group and other permissions off
 /// its direct entries; returns what it changed. Deeper entries are unreachable by others
 /// once `dir` is 0700.

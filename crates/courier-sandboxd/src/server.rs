@@ -605,10 +605,11 @@ impl Sandboxd {
             self.destroy(&id).await;
             return Err(e);
         }
-        self.inner.sandboxes.lock().expect("sandboxes lock").insert(
-            id,
-            Arc::new(Entry::new(record.clone(), envd, reservation)),
-        );
+        self.inner
+            .sandboxes
+            .lock()
+            .expect("sandboxes lock")
+            .insert(id, Arc::new(Entry::new(record.clone(), envd, reservation)));
         Ok(record)
     }
 

@@ -523,6 +523,14 @@ impl Runtime {
             }
             Err(e) => return Err(Error::io("create dir", &dirs.base)(e)),
         }
+        // Search but no read for others, whatever the server's umask: the sandbox's PID 1
+        // (an unprivileged host id) steps from its root into the root's own mount through
+        // this directory (see rootfs::enter_root); nobody can list it.
+        if let Err(e) = fs::set_permissions(&dirs.base, fs::Permissions::from_mode(0o711)) {
+            self.creating.lock().expect("lock").remove(&spec.id);
+            let _ = fs::remove_dir_all(&dirs.base);
+            return Err(Error::io("chmod", &dirs.base)(e));
+        }
         self.creating.lock().expect("lock").insert(spec.id.clone());
         let ids = match spec.isolation {
             Isolation::Container => match self.ids.allocate() {

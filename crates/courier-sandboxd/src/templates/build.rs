@@ -822,7 +822,16 @@ impl CopyJob {
             inside,
         ];
         build
-            .exec(envd, token, step, "/bin/bash", &args, "root", None, &BTreeMap::new())
+            .exec(
+                envd,
+                token,
+                step,
+                "/bin/bash",
+                &args,
+                "root",
+                None,
+                &BTreeMap::new(),
+            )
             .await
     }
 }
