@@ -1,8 +1,12 @@
-//! courier-sandboxd through its control plane and proxy, driven by courier-e2b: create →
-//! envd ready p50/p99 (sequential creates), creates in parallel (wall time), memory per idle
-//! sandbox (the metrics endpoint: the sandbox's cgroup), and `run("true")` through the
-//! proxy, courier-e2b vs the official Python SDK side by side. Needs root; prints a skip
-//! line otherwise.
+//! courier-sandboxd through its control plane and proxy, driven by courier-e2b, once per
+//! isolation (`container`, and `gvisor` where runsc works), printed side by side: create →
+//! envd ready p50/p99 (sequential creates), creates in parallel (wall time), memory per
+//! idle sandbox (the metrics endpoint: the sandbox's cgroup, which holds gVisor's Sentry
+//! and gofer too), `run("true")` through the proxy (courier-e2b; the official Python SDK
+//! for the container isolation), and agent-like workloads: system-call-heavy loops (stat,
+//! small file writes), an `npm install` of a CLI from a local npm cache (no network), and
+//! `git clone` of a bundle plus a small Python test suite. Needs root; prints a skip line
+//! otherwise.
 //!
 //! ```text
 //! cargo build --release -p courier-sandboxd-bin -p courier-envd-bin
@@ -12,8 +16,10 @@
 //! Starts `courier-sandboxd serve --kill-on-exit` (next to this example in the target
 //! directory, or COURIER_SANDBOXD_BIN / COURIER_ENVD_BIN) on free loopback ports with a
 //! throw-away data dir and dev API key, kills every sandbox it creates, then stops the
-//! server. BENCH_CREATES (30), BENCH_PARALLEL (50) and BENCH_RUNS (200) change the sizes.
-//! Prints figures only; asserts no timing.
+//! server. BENCH_CREATES (30), BENCH_PARALLEL (20), BENCH_RUNS (200) and BENCH_NPM_PACKAGE
+//! (`eslint@9.39.1`: ~100 packages, thousands of small files) change the sizes;
+//! BENCH_ISOLATIONS (`container,gvisor`) picks the isolations. Prints figures only; asserts
+//! no timing.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -211,6 +217,119 @@ fn python_run_true(
     Ok(percentiles(samples))
 }
 
+/// What one isolation measured.
+struct Figures {
+    isolation: String,
+    create: Option<(Duration, Duration)>,
+    create_net: Option<(Duration, Duration)>,
+    idle_mib: Option<f64>,
+    parallel: Option<(usize, usize, Duration, Duration)>,
+    run_true: Option<(Duration, Duration)>,
+    run_true_json: Option<(Duration, Duration)>,
+    run_true_python: Option<(Duration, Duration)>,
+    stat_20k: Option<Duration>,
+    writes_300: Option<Duration>,
+    npm: Result<Duration, String>,
+    git_tests: Result<Duration, String>,
+}
+
+/// Host-side inputs of the agent-like workloads, made once.
+struct Workloads {
+    /// A tarball of an npm cache holding the package and its dependencies.
+    npm_cache: Result<Vec<u8>, String>,
+    npm_package: String,
+    /// A git bundle of a small Python project with a unittest suite.
+    git_bundle: Result<Vec<u8>, String>,
+}
+
+fn prepare_workloads(dir: &Path) -> Workloads {
+    let npm_package =
+        std::env::var("BENCH_NPM_PACKAGE").unwrap_or_else(|_| "eslint@9.39.1".to_owned());
+    let npm_cache = (|| {
+        let cache = dir.join("npmcache");
+        let project = dir.join("npmproject");
+        std::fs::create_dir_all(&project).map_err(|e| e.to_string())?;
+        let out = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--cache"])
+            .arg(&cache)
+            .arg("--prefix")
+            .arg(&project)
+            .arg(&npm_package)
+            .output()
+            .map_err(|e| format!("npm: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "npm install {npm_package} (to fill the local cache) failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        tar_dir(dir, "npmcache")
+    })();
+    let git_bundle = (|| {
+        let repo = dir.join("repo");
+        std::fs::create_dir_all(repo.join("tests")).map_err(|e| e.to_string())?;
+        for module in 0..40 {
+            let mut text = String::from("import os, tempfile, unittest\n\n");
+            text.push_str(&format!("class Test{module}(unittest.TestCase):\n"));
+            for case in 0..25 {
+                text.push_str(&format!(
+                    "    def test_{case}(self):\n        with tempfile.NamedTemporaryFile('w') as f:\n            f.write('x' * {n})\n            f.flush()\n            self.assertEqual(os.stat(f.name).st_size, {n})\n        self.assertEqual(sum(range({n})), {sum})\n",
+                    n = case * 10 + 1,
+                    sum = (0..(case * 10 + 1)).sum::<u64>()
+                ));
+            }
+            std::fs::write(repo.join(format!("tests/test_m{module}.py")), text)
+                .map_err(|e| e.to_string())?;
+        }
+        std::fs::write(repo.join("tests/__init__.py"), "").map_err(|e| e.to_string())?;
+        let git = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=bench",
+                    "-c",
+                    "user.email=bench@example.invalid",
+                ])
+                .args(args)
+                .current_dir(&repo)
+                .output()
+                .map_err(|e| format!("git: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "git {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        git(&["init", "-q", "-b", "main"])?;
+        git(&["add", "."])?;
+        git(&["commit", "-q", "-m", "tests"])?;
+        git(&["bundle", "create", "-q", "../repo.bundle", "--all"])?;
+        std::fs::read(dir.join("repo.bundle")).map_err(|e| e.to_string())
+    })();
+    Workloads {
+        npm_cache,
+        npm_package,
+        git_bundle,
+    }
+}
+
+/// `tar czf` of `dir/name`, in memory.
+fn tar_dir(dir: &Path, name: &str) -> Result<Vec<u8>, String> {
+    let out = Command::new("tar")
+        .args(["czf", "-", "-C"])
+        .arg(dir)
+        .arg(name)
+        .output()
+        .map_err(|e| format!("tar: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("tar: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(out.stdout)
+}
+
 fn main() -> Result<(), BoxError> {
     if !nix::unistd::geteuid().is_root() {
         println!(
@@ -218,11 +337,52 @@ fn main() -> Result<(), BoxError> {
         );
         return Ok(());
     }
-    let creates = env_usize("BENCH_CREATES", 30);
-    let parallel = env_usize("BENCH_PARALLEL", 50);
-    let runs = env_usize("BENCH_RUNS", 200);
+    let sizes = Sizes {
+        creates: env_usize("BENCH_CREATES", 30),
+        parallel: env_usize("BENCH_PARALLEL", 20),
+        runs: env_usize("BENCH_RUNS", 200),
+    };
     let server_bin = binary("COURIER_SANDBOXD_BIN", "courier-sandboxd")?;
     let envd_bin = binary("COURIER_ENVD_BIN", "courier-envd")?;
+    let scratch = tempfile::tempdir()?;
+    println!("preparing the agent-like workloads (npm cache, git bundle)...");
+    let workloads = prepare_workloads(scratch.path());
+    let wanted = std::env::var("BENCH_ISOLATIONS").unwrap_or_else(|_| "container,gvisor".into());
+    let mut all = Vec::new();
+    for isolation in wanted.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if isolation == "gvisor"
+            && let Err(why) = courier_sandboxd::runtime::gvisor::find_runsc()
+                .ok_or_else(|| "runsc is not installed".to_owned())
+                .and_then(|p| {
+                    courier_sandboxd::runtime::gvisor::probe(&p, &scratch.path().join("probe"))
+                })
+        {
+            println!("gvisor skipped: {why}");
+            continue;
+        }
+        println!("\n== isolation {isolation} ==");
+        match bench_isolation(&server_bin, &envd_bin, isolation, &sizes, &workloads) {
+            Ok(figures) => all.push(figures),
+            Err(e) => println!("isolation {isolation} failed: {e}"),
+        }
+    }
+    print_table(&all, &sizes, &workloads.npm_package);
+    Ok(())
+}
+
+struct Sizes {
+    creates: usize,
+    parallel: usize,
+    runs: usize,
+}
+
+fn bench_isolation(
+    server_bin: &Path,
+    envd_bin: &Path,
+    isolation: &str,
+    sizes: &Sizes,
+    workloads: &Workloads,
+) -> Result<Figures, BoxError> {
     let data = tempfile::tempdir()?;
     let api_port = free_port()?;
     let mut proxy_port = free_port()?;
@@ -232,15 +392,16 @@ fn main() -> Result<(), BoxError> {
     let key = format!("e2b_{:040x}", u128::from(std::process::id()) << 64 | 0xbe4c);
     let log_path = data.path().join("server.log");
     let log = std::fs::File::create(&log_path)?;
-    let child = Command::new(&server_bin)
+    let child = Command::new(server_bin)
         .arg("serve")
         .arg("--data-dir")
         .arg(data.path().join("data"))
         .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
         .args(["--proxy-addr", &format!("127.0.0.1:{proxy_port}")])
         .args(["--domain", "courier.test"])
+        .args(["--isolation", isolation])
         .arg("--envd-binary")
-        .arg(&envd_bin)
+        .arg(envd_bin)
         .arg("--kill-on-exit")
         .env("COURIER_SANDBOXD_API_KEY", &key)
         .env("RUST_LOG", "warn")
@@ -266,8 +427,29 @@ fn main() -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let mut figures = Figures {
+        isolation: isolation.to_owned(),
+        create: None,
+        create_net: None,
+        idle_mib: None,
+        parallel: None,
+        run_true: None,
+        run_true_json: None,
+        run_true_python: None,
+        stat_20k: None,
+        writes_300: None,
+        npm: Err("not run".into()),
+        git_tests: Err("not run".into()),
+    };
     let result = runtime.block_on(bench(
-        &api, &proxy, &key, server_pid, creates, parallel, runs,
+        &api,
+        &proxy,
+        &key,
+        server_pid,
+        sizes,
+        workloads,
+        isolation == "container",
+        &mut figures,
     ));
     drop(runtime);
     drop(server);
@@ -279,36 +461,39 @@ fn main() -> Result<(), BoxError> {
             eprintln!("server: {line}");
         }
     }
-    result
+    result.map(|()| figures)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn bench(
     api: &str,
     proxy: &str,
     key: &str,
     server_pid: u32,
-    creates: usize,
-    parallel: usize,
-    runs: usize,
+    sizes: &Sizes,
+    workloads: &Workloads,
+    with_python: bool,
+    figures: &mut Figures,
 ) -> Result<(), BoxError> {
+    let Sizes {
+        creates,
+        parallel,
+        runs,
+    } = *sizes;
     let client = |codec: Codec| -> Result<Client, BoxError> {
         Ok(Client::new(
             ConnectionConfig::builder()
                 .api_key(key)
                 .api_url(api)
                 .sandbox_url(proxy)
-                .request_timeout(Duration::from_secs(120))
+                .request_timeout(Duration::from_secs(600))
                 .codec(codec)
                 .build()?,
         )?)
     };
     let proto = client(Codec::Proto)?;
-    println!(
-        "courier-sandboxd on {api} (proxy {proxy}), template base, driven by courier-e2b; \
-         {creates} sequential creates, {parallel} parallel, run(\"true\") x{runs}"
-    );
 
-    // The first create may assemble the base layer: not counted.
+    // The first create may assemble the base layer and its disk image: not counted.
     let warm = Sandbox::builder().create(&proto).await?;
     warm.kill().await?;
 
@@ -333,15 +518,14 @@ async fn bench(
         kill_all(sandboxes).await;
         return Err(e.into());
     }
-    let (p50, p99) = percentiles(latencies);
+    figures.create = Some(percentiles(latencies));
     println!(
-        "create -> envd ready      p50 {}  p99 {}  (n={creates}, one after another; create \
-         returns once envd answers /health)",
-        ms(p50),
-        ms(p99)
+        "create -> envd ready      p50 {}  p99 {}",
+        ms(figures.create.unwrap().0),
+        ms(figures.create.unwrap().1)
     );
 
-    // The same with outbound network (slirp4netns attached and moved into the cgroup).
+    // The same with outbound network (slirp4netns attached before the init runs).
     if courier_sandboxd::runtime::network::find_slirp4netns().is_some() {
         let mut networked = Vec::new();
         for _ in 0..creates.min(10) {
@@ -353,45 +537,23 @@ async fn bench(
             networked.push(start.elapsed());
             sandbox.kill().await?;
         }
-        let n = networked.len();
-        let (p50, p99) = percentiles(networked);
-        println!(
-            "  with internet access    p50 {}  p99 {}  (n={n}; slirp4netns configured before \
-             create returns)",
-            ms(p50),
-            ms(p99)
-        );
-    } else {
-        println!("  with internet access    skipped: slirp4netns is not installed");
+        figures.create_net = Some(percentiles(networked));
     }
 
     // Idle memory: let them settle, then one metrics sample each.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut used = Vec::new();
-    let mut cache = Vec::new();
     for sandbox in &sandboxes {
         if let Ok(metrics) = sandbox.metrics(None, None).await
             && let Some(last) = metrics.last()
         {
             used.push(last.mem_used);
-            cache.push(last.mem_cache);
         }
     }
     let rss_after = vm_rss_kib(server_pid);
-    if used.is_empty() {
-        println!("memory per idle sandbox   n/a (the metrics endpoint returned no sample)");
-    } else {
-        used.sort_unstable();
+    if !used.is_empty() {
         let mean = used.iter().sum::<u64>() as f64 / used.len() as f64;
-        let mean_cache = cache.iter().sum::<u64>() as f64 / cache.len() as f64;
-        println!(
-            "memory per idle sandbox   {:.2} MiB mean, {:.2} MiB median (cgroup mem_used from \
-             GET /sandboxes/{{id}}/metrics, n={}; page cache {:.2} MiB mean)",
-            mean / 1048576.0,
-            used[used.len() / 2] as f64 / 1048576.0,
-            used.len(),
-            mean_cache / 1048576.0
-        );
+        figures.idle_mib = Some(mean / 1048576.0);
     }
     println!(
         "server VmRSS              {:.1} MiB with {} sandboxes ({:+.1} KiB per sandbox)",
@@ -402,18 +564,24 @@ async fn bench(
 
     // run("true") through the proxy, on one of them.
     let first = sandboxes.first().ok_or("no sandbox created")?.clone();
-    let (rs_p50, rs_p99) = run_true(&first, runs).await?;
-    let json_sandbox = first.with_codec(Codec::Json);
-    let (js_p50, js_p99) = run_true(&json_sandbox, runs).await?;
-    let (api_s, proxy_s, key_s, id) = (
-        api.to_owned(),
-        proxy.to_owned(),
-        key.to_owned(),
-        first.id().to_owned(),
-    );
-    let python =
-        tokio::task::spawn_blocking(move || python_run_true(&api_s, &proxy_s, &key_s, &id, runs))
-            .await?;
+    figures.run_true = Some(run_true(&first, runs).await?);
+    figures.run_true_json = Some(run_true(&first.with_codec(Codec::Json), runs).await?);
+    if with_python {
+        let (api_s, proxy_s, key_s, id) = (
+            api.to_owned(),
+            proxy.to_owned(),
+            key.to_owned(),
+            first.id().to_owned(),
+        );
+        match tokio::task::spawn_blocking(move || {
+            python_run_true(&api_s, &proxy_s, &key_s, &id, runs)
+        })
+        .await?
+        {
+            Ok(p) => figures.run_true_python = Some(p),
+            Err(why) => println!("(official Python SDK run(\"true\") skipped: {why})"),
+        }
+    }
     kill_all(sandboxes).await;
 
     // Creates in parallel.
@@ -442,49 +610,144 @@ async fn bench(
     let wall = start.elapsed();
     let ok = created.len();
     kill_all(created).await;
-    let (each_p50, each_p99) = percentiles(each);
-    println!(
-        "{parallel} creates in parallel  wall {}  ({ok} ok; per create p50 {}  p99 {})",
-        ms(wall),
-        ms(each_p50),
-        ms(each_p99)
-    );
+    let (each_p50, _) = percentiles(each);
+    figures.parallel = Some((parallel, ok, wall, each_p50));
     if let Some(first_error) = errors.first() {
-        println!("  {} failed, first: {first_error}", errors.len());
+        println!(
+            "  {} parallel creates failed, first: {first_error}",
+            errors.len()
+        );
     }
 
-    println!();
-    println!(
-        "{:<22} {:>16} {:>16} {:>18} {:>14}",
-        "run(\"true\") via proxy", "e2b-rs Proto", "e2b-rs JSON", "official Python", "Proto/Python"
-    );
-    let (py50, py99, r50, r99) = match &python {
-        Ok((p50, p99)) => (
-            ms(*p50),
-            ms(*p99),
-            format!("{:.1}x", p50.as_secs_f64() / rs_p50.as_secs_f64()),
-            format!("{:.1}x", p99.as_secs_f64() / rs_p99.as_secs_f64()),
-        ),
-        Err(_) => ("n/a".into(), "n/a".into(), "-".into(), "-".into()),
+    // Agent-like work in one sandbox, as `user`.
+    let sandbox = Sandbox::builder()
+        .timeout(Duration::from_secs(1800))
+        .create(&proto)
+        .await?;
+    let timed = |command: String| {
+        let sandbox = sandbox.clone();
+        async move {
+            let start = Instant::now();
+            let out = sandbox
+                .commands()
+                .run(command.clone())
+                .timeout(Duration::from_secs(1200))
+                .await;
+            match out {
+                Ok(out) if out.exit_code == 0 => Ok(start.elapsed()),
+                Ok(out) => Err(format!(
+                    "`{command}` exited {}: {}",
+                    out.exit_code,
+                    out.stderr.lines().last().unwrap_or_default()
+                )),
+                Err(e) => Err(format!("`{command}`: {e}")),
+            }
+        }
     };
-    println!(
-        "{:<22} {:>16} {:>16} {:>18} {:>14}",
-        "p50",
-        ms(rs_p50),
-        ms(js_p50),
-        py50,
-        r50
-    );
-    println!(
-        "{:<22} {:>16} {:>16} {:>18} {:>14}",
-        "p99",
-        ms(rs_p99),
-        ms(js_p99),
-        py99,
-        r99
-    );
-    if let Err(why) = &python {
-        println!("(official Python SDK column skipped: {why})");
-    }
+    figures.stat_20k = timed(
+        "python3 -c 'import os\nfor _ in range(20000): os.stat(\"/usr/bin/env\")'".to_owned(),
+    )
+    .await
+    .ok();
+    figures.writes_300 = timed(
+        "python3 -c 'import os\nos.makedirs(\"/tmp/w\", exist_ok=True)\nfor i in range(300):\n    open(f\"/tmp/w/{i}\", \"w\").write(\"x\" * 100)'"
+            .to_owned(),
+    )
+    .await
+    .ok();
+    figures.npm = match &workloads.npm_cache {
+        Err(why) => Err(why.clone()),
+        Ok(tarball) => {
+            sandbox
+                .files()
+                .write("/tmp/npmcache.tgz", tarball.clone())
+                .await?;
+            timed(format!(
+                "tar xzf /tmp/npmcache.tgz -C /tmp && mkdir -p ~/npmproj && cd ~/npmproj && \
+                 npm install --offline --no-audit --no-fund --cache /tmp/npmcache {} >/dev/null",
+                workloads.npm_package
+            ))
+            .await
+        }
+    };
+    figures.git_tests = match &workloads.git_bundle {
+        Err(why) => Err(why.clone()),
+        Ok(bundle) => {
+            sandbox
+                .files()
+                .write("/tmp/repo.bundle", bundle.clone())
+                .await?;
+            timed(
+                "git clone -q /tmp/repo.bundle ~/repo && cd ~/repo && python3 -m unittest discover -q -s tests -t . 2>/dev/null"
+                    .to_owned(),
+            )
+            .await
+        }
+    };
+    sandbox.kill().await?;
     Ok(())
+}
+
+fn print_table(all: &[Figures], sizes: &Sizes, npm_package: &str) {
+    println!();
+    let mut header = format!("{:<44}", "");
+    for f in all {
+        header.push_str(&format!("{:>24}", f.isolation));
+    }
+    println!("{header}");
+    let row = |label: &str, cell: &dyn Fn(&Figures) -> String| {
+        let mut line = format!("{label:<44}");
+        for f in all {
+            line.push_str(&format!("{:>24}", cell(f)));
+        }
+        println!("{line}");
+    };
+    let pair = |v: Option<(Duration, Duration)>| {
+        v.map_or("n/a".to_owned(), |(a, b)| format!("{} / {}", ms(a), ms(b)))
+    };
+    let secs = |v: &Result<Duration, String>| match v {
+        Ok(d) => format!("{:.2} s", d.as_secs_f64()),
+        Err(_) => "n/a".to_owned(),
+    };
+    let one =
+        |v: Option<Duration>| v.map_or("n/a".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
+    row(
+        &format!("create -> envd ready p50 / p99 (n={})", sizes.creates),
+        &|f| pair(f.create),
+    );
+    row("  with internet access p50 / p99", &|f| pair(f.create_net));
+    row("memory per idle sandbox (cgroup, mean)", &|f| {
+        f.idle_mib.map_or("n/a".into(), |m| format!("{m:.1} MiB"))
+    });
+    row(
+        &format!("{} creates in parallel: wall (ok)", sizes.parallel),
+        &|f| {
+            f.parallel.map_or("n/a".into(), |(_, ok, wall, _)| {
+                format!("{} ({ok})", ms(wall))
+            })
+        },
+    );
+    row(
+        &format!("run(\"true\") p50 / p99 (n={})", sizes.runs),
+        &|f| pair(f.run_true),
+    );
+    row("  JSON codec p50 / p99", &|f| pair(f.run_true_json));
+    row("  official Python SDK p50 / p99", &|f| {
+        pair(f.run_true_python)
+    });
+    row("20 000 stat() calls (python3)", &|f| one(f.stat_20k));
+    row("300 small file writes (python3)", &|f| one(f.writes_300));
+    row(
+        &format!("npm install {npm_package} (offline cache)"),
+        &|f| secs(&f.npm),
+    );
+    row("git clone + 1000 unit tests", &|f| secs(&f.git_tests));
+    for f in all {
+        if let Err(why) = &f.npm {
+            println!("({} npm workload: {why})", f.isolation);
+        }
+        if let Err(why) = &f.git_tests {
+            println!("({} git workload: {why})", f.isolation);
+        }
+    }
 }
