@@ -207,14 +207,41 @@ fn test(mut env: TestEnv) -> Result<()> {
                 .current_dir(root()),
         ),
     )?;
+    // The sandbox suites once more with every sandbox under gVisor (the first pass ran
+    // them under the container isolation).
     run(
-        "python scenarios against courier-sandboxd (official E2B SDK)",
-        env.apply(
-            Command::new("bash")
-                .arg(root().join("tests/python/run_sandboxd.sh"))
-                .current_dir(root()),
-        ),
+        "sandboxd suites under gVisor",
+        env.apply(cargo().args([
+            "nextest",
+            "run",
+            "-p",
+            "courier-sandboxd",
+            "--test",
+            "isolation",
+            "--test",
+            "control_plane",
+            "--test",
+            "templates",
+            "--profile",
+            "ci",
+            "--no-fail-fast",
+        ]))
+        .env("COURIER_TEST_ISOLATION", "gvisor"),
     )?;
+    for isolation in ["container", "gvisor"] {
+        run(
+            &format!(
+                "python scenarios against courier-sandboxd, isolation {isolation} (official E2B SDK)"
+            ),
+            env.apply(
+                Command::new("bash")
+                    .arg(root().join("tests/python/run_sandboxd.sh"))
+                    .current_dir(root()),
+            )
+            .env("COURIER_SANDBOXD_ISOLATION", isolation)
+            .env("COURIER_TEST_ISOLATION", isolation),
+        )?;
+    }
     drop(cluster);
     Ok(())
 }

@@ -24,7 +24,7 @@ use courier_store::{
     Message, MessageRole, MessageStatus, NewSandbox, PageRequest, SandboxConfig, SandboxFilter,
     SandboxId, SandboxStatus,
 };
-use e2e_support::{Backend, LONG, REPO_URL, TEMPLATE, World, eventually};
+use e2e_support::{Backend, Isolation, LONG, REPO_URL, TEMPLATE, World, eventually};
 
 type Events = Arc<Mutex<Vec<SandboxEvent>>>;
 
@@ -101,7 +101,19 @@ fn assert_events_match(events: &Events, stored: &[Message]) {
 }
 
 async fn create_stream_follow_up_kill(backend: Backend) {
-    let Some(world) = World::new("create_stream_follow_up_kill", backend).await else {
+    create_stream_follow_up_kill_on(backend, Isolation::Container).await;
+}
+
+/// One agent sandbox under gVisor, end to end (the fake CLI, the bare remote, the push).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runs_end_to_end_under_gvisor() {
+    create_stream_follow_up_kill_on(Backend::Sqlite, Isolation::Gvisor).await;
+}
+
+async fn create_stream_follow_up_kill_on(backend: Backend, isolation: Isolation) {
+    let Some(world) =
+        World::with_isolation("create_stream_follow_up_kill", backend, isolation).await
+    else {
         return;
     };
     world.put_anthropic_key().await;

@@ -23,6 +23,7 @@ use courier_e2b::{Client, ConnectionConfig};
 use courier_orchestrator::keys::{KeyVault, MasterKey};
 use courier_orchestrator::lifecycle::Orchestrator;
 use courier_orchestrator::stream::EventHub;
+pub use courier_sandboxd::runtime::Isolation;
 use courier_sandboxd::{Sandboxd, ServerConfig, SharedDir};
 use courier_store::{
     KeyOwner, NewProject, NewUser, PgStore, ProjectId, Provider, SqliteStore, Store, UserId,
@@ -157,6 +158,16 @@ impl World {
     /// A world for `test` on `backend`; `None` (with the reason printed) without root, or
     /// on Postgres without `COURIER_TEST_PG_URL` (outside CI, where that fails instead).
     pub async fn new(test: &str, backend: Backend) -> Option<World> {
+        Self::with_isolation(test, backend, Isolation::Container).await
+    }
+
+    /// Like [`new`](Self::new), with the sandboxes isolated as `isolation` (gVisor needs
+    /// runsc: without it the test prints why and returns `None`, or fails in CI).
+    pub async fn with_isolation(
+        test: &str,
+        backend: Backend,
+        isolation: Isolation,
+    ) -> Option<World> {
         if !is_root() {
             eprintln!("skipping {test}: sandboxes need root (namespaces, mounts, cgroups)");
             return None;
@@ -228,7 +239,17 @@ impl World {
             .join("../courier-tools/fake-clis")
             .canonicalize()
             .expect("fake CLIs dir");
+        if isolation == Isolation::Gvisor && courier_sandboxd::runtime::gvisor::find_runsc().is_none()
+        {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test}: runsc is not installed (scripts/setup-machine.sh installs it)"
+            );
+            eprintln!("skipping {test}: runsc (gVisor) is not installed");
+            return None;
+        }
         let mut config = ServerConfig::new(dir.path().join("sandboxd"), envd);
+        config.isolation = Some(isolation);
         config.helper = Some(helper);
         config.dev_api_key = Some(API_KEY.to_owned());
         config.shared_dirs = vec![
