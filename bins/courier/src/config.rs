@@ -92,6 +92,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "true or false",
     ),
     (
+        "sandbox_isolation",
+        "COURIER_SANDBOX_ISOLATION",
+        "\"gvisor\" or \"container\"",
+    ),
+    (
         "max_sandboxes_per_user",
         "COURIER_MAX_SANDBOXES_PER_USER",
         "a whole number of live sandboxes, 0 for no limit",
@@ -167,6 +172,9 @@ pub struct Settings {
     pub pr_poll_interval_secs: u64,
     /// Whether sandboxes get outbound internet; `None` = decide from the provider.
     pub sandbox_internet: Option<bool>,
+    /// How the embedded courier-sandboxd isolates sandboxes by default (`None`: gVisor
+    /// where runsc works, else container).
+    pub sandbox_isolation: Option<courier_sandboxd::runtime::Isolation>,
     /// Whether `serve` with the embedded backend starts builds of the tool templates it
     /// lacks (default `true`).
     pub build_tool_templates: bool,
@@ -202,6 +210,7 @@ struct FileValues {
     create_rate: Option<u32>,
     pr_poll_interval: Option<u64>,
     sandbox_internet: Option<bool>,
+    sandbox_isolation: Option<courier_sandboxd::runtime::Isolation>,
     build_tool_templates: Option<bool>,
     max_sandboxes_per_user: Option<u32>,
     max_sandboxes_per_project: Option<u32>,
@@ -302,6 +311,14 @@ pub fn resolve(over: Overrides) -> Result<Settings> {
                 )
             })?),
             None => file.sandbox_internet,
+        },
+        sandbox_isolation: match env("COURIER_SANDBOX_ISOLATION") {
+            Some(v) => Some(v.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "bad value for COURIER_SANDBOX_ISOLATION: expected \"gvisor\" or \"container\", got {v:?}"
+                )
+            })?),
+            None => file.sandbox_isolation,
         },
         build_tool_templates: match env("COURIER_BUILD_TOOL_TEMPLATES") {
             Some(v) => parse_bool(&v).ok_or_else(|| {
@@ -435,6 +452,9 @@ fn parse(text: &str, path: &Path) -> Result<FileValues> {
                 out.pr_poll_interval = Some(u64::try_from(secs).map_err(|_| bad())?);
             }
             "sandbox_internet" => out.sandbox_internet = Some(value.as_bool().ok_or_else(bad)?),
+            "sandbox_isolation" => {
+                out.sandbox_isolation = Some(text()?.parse().map_err(|_| bad())?)
+            }
             "build_tool_templates" => {
                 out.build_tool_templates = Some(value.as_bool().ok_or_else(bad)?)
             }

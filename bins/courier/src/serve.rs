@@ -157,6 +157,7 @@ async fn embedded_sandboxd(settings: &Settings) -> Result<Provider> {
     }
     let key = format!("e2b_{}", courier_sandboxd::state::random_hex(20));
     let mut config = courier_sandboxd::ServerConfig::new(data_dir.join("sandboxd"), envd);
+    config.isolation = settings.sandbox_isolation;
     config.dev_api_key = Some(key.clone());
     config.limits.template_step_timeout = Duration::from_secs(settings.template_step_timeout_secs);
     config.limits.template_build_timeout =

@@ -571,8 +571,10 @@ impl Sandboxd {
         );
 
         let runtime = self.inner.runtime.clone();
+        let clock = Instant::now();
         blocking(move || runtime.create(spec)).await?;
         let envd = EnvdEndpoint::new(self.inner.runtime.clone(), id.clone());
+        let runtime_done = clock.elapsed();
         let started = self
             .finish_create(&id, &token, &envd, &request, &template)
             .await;
@@ -580,6 +582,12 @@ impl Sandboxd {
             self.destroy(&id).await;
             return Err(e);
         }
+        tracing::debug!(
+            sandbox = %id,
+            runtime_ms = runtime_done.as_secs_f64() * 1e3,
+            envd_ready_ms = clock.elapsed().as_secs_f64() * 1e3,
+            "sandbox created"
+        );
         let now = Utc::now();
         let record = SandboxRecord {
             sandbox_id: id.clone(),

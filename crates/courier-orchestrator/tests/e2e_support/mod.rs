@@ -239,7 +239,8 @@ impl World {
             .join("../courier-tools/fake-clis")
             .canonicalize()
             .expect("fake CLIs dir");
-        if isolation == Isolation::Gvisor && courier_sandboxd::runtime::gvisor::find_runsc().is_none()
+        if isolation == Isolation::Gvisor
+            && courier_sandboxd::runtime::gvisor::find_runsc().is_none()
         {
             assert!(
                 std::env::var_os("CI").is_none(),

@@ -570,9 +570,12 @@ impl Runtime {
         slirp: Option<&Path>,
         ids: Option<IdRange>,
     ) -> Result<(Entry, SandboxHandle)> {
+        let started = Instant::now();
         let golden = disk::golden(&self.config.data_dir.join("disks"), spec.disk_mb)?;
         disk::copy_sparse(&golden, &dirs.disk_image())?;
+        let disk_done = started.elapsed();
         let cgroup = self.cgroups.create(&spec.id, &spec.limits)?;
+        let cgroup_done = started.elapsed();
 
         let mut binds = spec.binds.clone();
         let mut control = None;
@@ -671,6 +674,7 @@ impl Runtime {
             Ok(None) => return fail(self.helper_failure(&report, &dirs.console()), monitor),
             Err(e) => return fail(format!("reading helper status: {e}"), monitor),
         };
+        let root_done = started.elapsed();
         let network = match slirp {
             None => None,
             Some(program) => match network::attach(
@@ -691,6 +695,7 @@ impl Runtime {
         if let Err(e) = File::from(go_write).write_all(b"g") {
             return fail(format!("telling the helper to go on: {e}"), monitor);
         }
+        let network_done = started.elapsed();
 
         // Phase 2: PID 1 (or runsc) runs; the init is exec'd.
         let read = status.to_end(deadline, &mut report);
@@ -717,6 +722,16 @@ impl Runtime {
             return fail(why, monitor);
         };
 
+        tracing::debug!(
+            sandbox = %spec.id,
+            isolation = %spec.isolation,
+            disk_ms = disk_done.as_secs_f64() * 1e3,
+            cgroup_ms = cgroup_done.as_secs_f64() * 1e3,
+            root_ms = root_done.as_secs_f64() * 1e3,
+            network_ms = network_done.as_secs_f64() * 1e3,
+            init_ms = started.elapsed().as_secs_f64() * 1e3,
+            "sandbox started (cumulative times)"
+        );
         let handle = SandboxHandle {
             id: spec.id.clone(),
             init_pid,
