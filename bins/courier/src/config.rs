@@ -533,6 +533,7 @@ e2b_domain = "example.com"
 github_webhook_secret = "whsec-from-file"
 pr_poll_interval = 0
 sandbox_internet = false
+sandbox_isolation = "container"
 build_tool_templates = false
 max_sandboxes_per_user = 5
 max_sandboxes_per_project = 0
@@ -550,6 +551,10 @@ template_build_timeout = 1200
         assert_eq!(v.strings["github_webhook_secret"], "whsec-from-file");
         assert_eq!(v.pr_poll_interval, Some(0));
         assert_eq!(v.sandbox_internet, Some(false));
+        assert_eq!(
+            v.sandbox_isolation,
+            Some(courier_sandboxd::runtime::Isolation::Container)
+        );
         assert_eq!(v.build_tool_templates, Some(false));
         assert_eq!(v.max_sandboxes_per_user, Some(5));
         assert_eq!(v.max_sandboxes_per_project, Some(0));
@@ -579,6 +584,11 @@ template_build_timeout = 1200
         let e = parse_err("pr_poll_interval = -5");
         assert!(
             e.contains("`pr_poll_interval`") && e.contains("0 to turn polling off"),
+            "{e}"
+        );
+        let e = parse_err("sandbox_isolation = \"vm\"");
+        assert!(
+            e.contains("`sandbox_isolation`") && e.contains("gvisor"),
             "{e}"
         );
         let e = parse_err("sandbox_internet = \"maybe\"");
