@@ -67,6 +67,7 @@
 
 pub mod api;
 pub mod base_layer;
+pub mod egress;
 mod envd_link;
 mod error;
 pub mod keys;

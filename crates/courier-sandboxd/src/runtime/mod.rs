@@ -110,6 +110,11 @@ pub struct SandboxSpec {
     /// not installed.
     #[serde(default)]
     pub allow_internet: bool,
+    /// The egress policy slirp4netns is held to when `allow_internet` is set (shared: the
+    /// server may replace its rules live). Not persisted; default: no rules, internal
+    /// destinations refused (see [`crate::egress`]).
+    #[serde(skip)]
+    pub egress: crate::egress::SandboxEgress,
     /// Hostname inside the sandbox; defaults to the id.
     pub hostname: Option<String>,
     /// Host paths bind-mounted into this sandbox only.
@@ -136,6 +141,7 @@ impl SandboxSpec {
             env,
             limits: Limits::default(),
             allow_internet: false,
+            egress: Default::default(),
             hostname: None,
             binds: Vec::new(),
             cwd: None,
@@ -240,7 +246,7 @@ struct Entry {
     monitor: Option<Child>,
     /// slirp4netns when this runtime started it for outbound access (it lives in the
     /// sandbox's cgroup and dies with it; reaped on kill).
-    network: Option<Child>,
+    network: Option<network::Attached>,
 }
 
 /// The sandbox runtime. See the [module docs](self).
@@ -476,6 +482,7 @@ impl Runtime {
                     init_pid,
                     &cgroup.procs_files(),
                     &dirs.base.join("network.log"),
+                    &spec.egress,
                 ) {
                     Ok(child) => Some(child),
                     Err(e) => return fail(e.to_string(), monitor),
@@ -722,7 +729,7 @@ impl Runtime {
         id: &str,
         cgroup: &SandboxCgroup,
         monitor: Option<Child>,
-        network: Option<Child>,
+        network: Option<network::Attached>,
     ) -> Result<()> {
         let mut first_err = None;
         let mut note = |r: Result<()>| {
