@@ -55,6 +55,17 @@ struct ServeArgs {
     /// again by the next start).
     #[arg(long)]
     kill_on_exit: bool,
+    /// An internal range networked sandboxes may reach anyway (repeatable, or a comma
+    /// list in the environment variable). Loopback, link-local (cloud metadata), private,
+    /// CGNAT and this host's own addresses are refused otherwise, whatever a sandbox's
+    /// own rules say; e.g. `--egress-allow 10.1.2.3/32` for a package mirror.
+    #[arg(
+        long = "egress-allow",
+        value_name = "CIDR",
+        env = "COURIER_SANDBOXD_EGRESS_ALLOW",
+        value_delimiter = ','
+    )]
+    egress_allow: Vec<courier_sandboxd::egress::Cidr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +122,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(&args.data_dir, envd_binary(args.envd_binary)?);
     config.domain = args.domain;
     config.dev_api_key = args.dev_api_key.filter(|k| !k.is_empty());
+    config.egress_allow = args.egress_allow;
+    if !config.egress_allow.is_empty() {
+        let ranges: Vec<String> = config
+            .egress_allow
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(ranges = %ranges.join(", "), "sandboxes may reach these internal ranges");
+    }
     let api = tokio::net::TcpListener::bind(args.api_addr)
         .await
         .with_context(|| format!("binding {}", args.api_addr))?;

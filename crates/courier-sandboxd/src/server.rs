@@ -30,12 +30,16 @@ use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::egress::{Egress, EgressRules, SandboxEgress};
 use crate::error::{Error, Result};
 use crate::keys::KeyStore;
 use crate::runtime::{
     BindMount, Limits, RecoverPolicy, Runtime, RuntimeConfig, SandboxSpec, SandboxStatus,
 };
-use crate::state::{RecordStore, SandboxRecord, SandboxState, new_sandbox_id, random_hex};
+use crate::state::{
+    NetworkRecord, RecordStore, SandboxRecord, SandboxState, SecretToken, new_sandbox_id,
+    random_hex,
+};
 use crate::templates::{Template, Templates};
 
 /// The envd version reported to clients (the E2B envd whose features courier-envd has).
@@ -76,6 +80,10 @@ pub struct ServerConfig {
     /// How long a template's ready command may take to succeed in a new sandbox (and at
     /// the end of its build); default [`crate::templates::build::READY_TIMEOUT`].
     pub template_ready_timeout: Duration,
+    /// Internal ranges networked sandboxes may reach anyway (loopback, link-local,
+    /// private, CGNAT, the host's own addresses... are refused otherwise; see
+    /// [`crate::egress`]). Empty by default. A sandbox's own `denyOut` still applies.
+    pub egress_allow: Vec<crate::egress::Cidr>,
 }
 
 /// An operator-provided host directory bind-mounted into every sandbox at create.
@@ -116,6 +124,7 @@ impl ServerConfig {
             cgroup_parent: None,
             shared_dirs: Vec::new(),
             template_ready_timeout: crate::templates::build::READY_TIMEOUT,
+            egress_allow: Vec::new(),
         }
     }
 }
@@ -137,8 +146,15 @@ pub struct CreateRequest {
     pub memory_mb: Option<u64>,
     /// CPU count; `None` = the template's.
     pub cpu_count: Option<u32>,
-    /// Outbound internet (slirp4netns); without it the sandbox has only loopback.
+    /// Outbound internet (slirp4netns); without it the sandbox has only loopback. Also
+    /// off when [`egress`](Self::egress) denies all traffic.
     pub allow_internet: bool,
+    /// E2B's egress rules (`network.allowOut`/`denyOut`) on top of the server's internal
+    /// ranges; default none (everything but internal destinations).
+    pub egress: EgressRules,
+    /// Whether the sandbox's ports other than envd's are reachable without its traffic
+    /// access token (E2B's `network.allowPublicTraffic`, default true).
+    pub allow_public_traffic: bool,
 }
 
 impl Default for CreateRequest {
@@ -152,6 +168,8 @@ impl Default for CreateRequest {
             memory_mb: None,
             cpu_count: None,
             allow_internet: false,
+            egress: EgressRules::default(),
+            allow_public_traffic: true,
         }
     }
 }
@@ -187,11 +205,15 @@ pub(crate) struct Entry {
     cpu_sample: Mutex<Option<(Instant, u64)>>,
     /// Set while the reaper acts on the deadline, so one expiry is handled once.
     expiring: AtomicBool,
+    /// The sandbox's egress policy (its slirp4netns supervisor reads it; network updates
+    /// replace its rules).
+    pub(crate) egress: SandboxEgress,
 }
 
 impl Entry {
-    fn new(record: SandboxRecord, socket: PathBuf) -> Self {
+    fn new(record: SandboxRecord, socket: PathBuf, egress: SandboxEgress) -> Self {
         Self {
+            egress,
             id: record.sandbox_id.clone(),
             op: tokio::sync::Mutex::new(()),
             record: Mutex::new(record),
@@ -236,6 +258,8 @@ struct Inner {
     keys: KeyStore,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
     shutdown: CancellationToken,
+    /// Egress settings shared by every sandbox (operator allow list, domain proxy).
+    egress: Egress,
     /// Held for the server's lifetime (see `start`).
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -348,6 +372,7 @@ impl Sandboxd {
         .await?;
         let runtime = Arc::new(runtime);
         let records = RecordStore::open(data_dir.join("records"))?;
+        let egress = Egress::new(config.egress_allow.clone());
         let keys = KeyStore::load(&data_dir, config.dev_api_key.as_deref())?;
         let mut sandboxes = HashMap::new();
         for record in records.load_all()? {
@@ -378,7 +403,8 @@ impl Sandboxd {
             }
             tracing::info!(sandbox = %id, state = record.state.as_str(), "recovered sandbox");
             let socket = Self::socket_dir_of(&data_dir, &id).join("envd.sock");
-            sandboxes.insert(id, Arc::new(Entry::new(record, socket)));
+            let sandbox_egress = egress.sandbox(&id, recorded_rules(&record));
+            sandboxes.insert(id, Arc::new(Entry::new(record, socket, sandbox_egress)));
         }
         for id in &adopted {
             if !sandboxes.contains_key(id) {
@@ -408,6 +434,7 @@ impl Sandboxd {
                 keys,
                 sandboxes: Mutex::new(sandboxes),
                 shutdown: CancellationToken::new(),
+                egress,
                 _lock: lock,
             }),
         };
@@ -483,6 +510,10 @@ impl Sandboxd {
         }
         let id = new_sandbox_id();
         let token = random_hex(32);
+        // Outbound access only when the rules let something out: a sandbox whose rules
+        // deny everything gets no interface at all.
+        let internet = request.allow_internet && request.egress.allows_any_traffic();
+        let sandbox_egress = self.inner.egress.sandbox(&id, request.egress.clone());
         let socket_dir = Self::socket_dir_of(&self.inner.config.data_dir, &id);
         std::fs::create_dir_all(&socket_dir).map_err(Error::io("create dir", &socket_dir))?;
         let socket = socket_dir.join("envd.sock");
@@ -508,7 +539,8 @@ impl Sandboxd {
             cpu_count: f64::from(cpu_count),
             pids: 4096,
         };
-        spec.allow_internet = request.allow_internet;
+        spec.allow_internet = internet;
+        spec.egress = sandbox_egress.clone();
         spec.binds = vec![
             BindMount {
                 source: self.inner.config.envd_binary.clone(),
@@ -564,18 +596,54 @@ impl Sandboxd {
             disk_size_mb: template.disk_size_mb,
             state: SandboxState::Running,
             auto_pause: request.auto_pause,
-            allow_internet_requested: request.allow_internet,
+            allow_internet_requested: internet,
+            network: NetworkRecord {
+                allow_out: request.egress.allow_out().to_vec(),
+                deny_out: request.egress.deny_out().to_vec(),
+                allow_public_traffic: request.allow_public_traffic,
+            },
+            traffic_access_token: (!request.allow_public_traffic)
+                .then(|| SecretToken::new(random_hex(32))),
         };
         if let Err(e) = self.inner.records.save(&record) {
             self.destroy(&id).await;
             return Err(e);
         }
-        self.inner
-            .sandboxes
-            .lock()
-            .expect("sandboxes lock")
-            .insert(id, Arc::new(Entry::new(record.clone(), socket)));
+        self.inner.sandboxes.lock().expect("sandboxes lock").insert(
+            id,
+            Arc::new(Entry::new(record.clone(), socket, sandbox_egress)),
+        );
         Ok(record)
+    }
+
+    /// Replaces sandbox `id`'s egress rules (E2B's `PUT /sandboxes/{id}/network`): every
+    /// connection it opens from now on is decided by `rules`; established ones stay.
+    /// [`Error::Conflict`] when the rules would let traffic out of a sandbox created
+    /// without internet access: it has no outbound interface to open.
+    pub fn update_network(&self, id: &str, rules: EgressRules) -> Result<SandboxRecord> {
+        let entry = self.entry_or_404(id)?;
+        let record = entry.record();
+        if !record.allow_internet_requested && rules.allows_any_traffic() {
+            return Err(Error::Conflict(format!(
+                "sandbox {id} was created without internet access, so it has no outbound \
+                 interface and its egress rules can only deny; create the sandbox with \
+                 allow_internet_access or network rules that allow traffic to change them \
+                 later"
+            )));
+        }
+        entry.egress.set_rules(rules.clone());
+        let record = entry.update(|r| {
+            r.network.allow_out = rules.allow_out().to_vec();
+            r.network.deny_out = rules.deny_out().to_vec();
+        });
+        self.inner.records.save(&record)?;
+        Ok(record)
+    }
+
+    /// Sandbox `id`'s egress policy handle (what its slirp4netns supervisor enforces), for
+    /// re-attaching its network after a restart.
+    pub fn sandbox_egress(&self, id: &str) -> Result<SandboxEgress> {
+        Ok(self.entry_or_404(id)?.egress.clone())
     }
 
     async fn finish_create(
@@ -906,6 +974,17 @@ async fn reaper(inner: Weak<Inner>) {
             }
         }
     }
+}
+
+/// The egress rules a record persisted. They were validated when they were stored; a
+/// record that no longer parses (edited by hand) gets every outbound connection refused
+/// rather than none.
+fn recorded_rules(record: &SandboxRecord) -> EgressRules {
+    EgressRules::parse(&record.network.allow_out, &record.network.deny_out, "network.")
+        .unwrap_or_else(|e| {
+            tracing::warn!(sandbox = %record.sandbox_id, error = %e, "unreadable egress rules in the record: denying all traffic");
+            EgressRules::deny_all()
+        })
 }
 
 /// Total size of the regular files under `dir` (not following symlinks), capped at
