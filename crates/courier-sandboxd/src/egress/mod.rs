@@ -190,7 +190,7 @@ pub(crate) fn filter_program() -> Option<Vec<nix::libc::sock_filter>> {
     filter::program()
 }
 
-pub(crate) use sys::{install_filter_before_exec, pidfd_open};
+pub(crate) use sys::{install_filter_before_exec, pidfd_open, private_mounts_before_exec};
 
 /// The parent's half of the listener handoff (see [`install_filter_before_exec`]):
 /// reads `[pid, fd]` from `report` within `timeout`, takes the listener with

@@ -1,5 +1,6 @@
 //! Every system call of the egress supervisor that needs `unsafe`, each with its
-//! justification: installing the seccomp filter between fork and exec, the seccomp
+//! justification: preparing slirp4netns between fork and exec (a private mount
+//! namespace, the seccomp filter), the seccomp
 //! notification ioctls, `pidfd_open`/`pidfd_getfd`, and two socket calls nix has no
 //! wrapper for. Everything else (memory reads, socket calls) uses nix's safe wrappers.
 #![allow(unsafe_code)]
@@ -69,6 +70,40 @@ pub(crate) fn install_filter_before_exec(
                 }
             }
             libc::close(listener as RawFd);
+            Ok(())
+        });
+    }
+}
+
+/// In the child of `cmd`, before `exec`: a new mount namespace in which every mount is
+/// private.
+///
+/// slirp4netns's `--enable-sandbox` unshares a mount namespace, makes only `/` private
+/// (not recursively), pivots into a tmpfs and detaches the old root: every mount whose
+/// parent is a shared mount (`/run/netns/*` under iproute2's shared `/run/netns`, and on
+/// hosts where systemd made everything shared, much more) is then unmounted in the
+/// host's namespace too, through propagation. Started from a namespace where nothing
+/// propagates, its unmounts stay its own.
+pub(crate) fn private_mounts_before_exec(cmd: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only makes raw syscalls
+    // (unshare, mount) with constant arguments and static C strings; it neither
+    // allocates nor takes locks.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let root = c"/";
+            if libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
             Ok(())
         });
     }

@@ -211,6 +211,7 @@ pub fn attach(
     .env_clear()
     .current_dir("/");
     super::sys::pass_fd_as(&mut cmd, ready_write, READY_FD);
+    crate::egress::private_mounts_before_exec(&mut cmd);
     // The go pipe's write end stays open here until the spawn returns (see
     // `install_filter_before_exec`); the handoff thread writes through a clone.
     let go_write = std::sync::Arc::new(go_write);
