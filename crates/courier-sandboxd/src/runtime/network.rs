@@ -18,15 +18,25 @@
 //! - `--disable-host-loopback` keeps the sandbox away from the host's `127.0.0.0/8`
 //!   services (databases, the control plane when bound to loopback);
 //! - `--enable-sandbox --enable-seccomp` confine slirp4netns itself (own mount namespace,
-//!   capabilities dropped, syscall filter);
+//!   capabilities dropped, syscall filter); it starts in a mount namespace of its own with
+//!   private propagation, because its sandbox detaches the old root, which would unmount
+//!   host mounts under shared parents (`/run/netns/*`...) through propagation;
+//! - every connection and datagram it sends for the sandbox is decided by the sandbox's
+//!   egress policy ([`crate::egress`]): a seccomp filter stops `connect`/`sendto`/
+//!   `sendmsg` and a supervisor thread in courier-sandboxd performs or refuses them.
+//!   Cloud metadata, the host's own addresses, loopback and private ranges are refused
+//!   unless the operator allows them; E2B's `allowOut`/`denyOut` apply on top;
 //! - the slirp4netns process is moved into the sandbox's cgroup, so its CPU and memory
 //!   count against the sandbox, pausing the sandbox freezes its network too, and killing
 //!   the sandbox's cgroup kills it — no separate cleanup path to get wrong.
 //!
 //! The cost is throughput (a user-space stack; hundreds of MB/s, plenty for package
-//! installs and LLM APIs) and one extra process per networked sandbox (~2 MB). The host's
-//! other addresses (e.g. its LAN address) are reachable like any outside host: put
-//! sandboxd's listeners on loopback, or firewall them, when sandboxes must not reach them.
+//! installs and LLM APIs), one extra process per networked sandbox (~2 MB) and one
+//! supervisor thread in courier-sandboxd.
+//!
+//! After a server restart a running sandbox's slirp4netns has lost its supervisor (it
+//! can open nothing new: fail closed); [`detach_stale`] then [`attach`] give it a new
+//! one.
 //!
 //! [slirp4netns]: https://github.com/rootless-containers/slirp4netns
 
