@@ -46,6 +46,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const PENDING_TTL: Duration = Duration::from_secs(60);
 /// Splice buffer size, each direction.
 const SPLICE_BUFFER: usize = 64 * 1024;
+/// Most registered connections not yet accepted (all sandboxes together).
+const MAX_PENDING: usize = 4096;
 
 /// A redirected connection the proxy expects.
 struct Pending {
@@ -97,10 +99,18 @@ impl DomainProxy {
     }
 
     /// Registers that the connection coming from `127.0.0.1:<local_port>` was meant for
-    /// `destination`, under `egress`'s rules.
-    pub(crate) fn expect(&self, local_port: u16, destination: SocketAddr, egress: SandboxEgress) {
+    /// `destination`, under `egress`'s rules; false when too many are waiting already.
+    pub(crate) fn expect(
+        &self,
+        local_port: u16,
+        destination: SocketAddr,
+        egress: SandboxEgress,
+    ) -> bool {
         let mut pending = self.pending.lock().expect("pending lock");
         pending.retain(|_, p| p.registered.elapsed() < PENDING_TTL);
+        if pending.len() >= MAX_PENDING {
+            return false;
+        }
         pending.insert(
             local_port,
             Pending {
@@ -109,6 +119,7 @@ impl DomainProxy {
                 registered: Instant::now(),
             },
         );
+        true
     }
 }
 

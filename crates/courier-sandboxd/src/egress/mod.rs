@@ -67,6 +67,8 @@
 //!   it runs with slirp4netns's own sandbox (`--enable-sandbox --enable-seccomp`: its
 //!   own mount namespace, no capabilities but `CAP_NET_BIND_SERVICE`).
 
+#[cfg(test)]
+mod attack_tests;
 mod domain_proxy;
 mod filter;
 pub mod policy;
@@ -77,7 +79,8 @@ mod sys;
 use std::fmt;
 use std::io::{self, Read as _};
 use std::net::IpAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -184,22 +187,80 @@ impl Egress {
     }
 }
 
-/// The seccomp filter for slirp4netns on this architecture (`None` where it has not been
-/// written: anything but x86_64 and aarch64).
-pub(crate) fn filter_program() -> Option<Vec<nix::libc::sock_filter>> {
-    filter::program()
+pub(crate) use sys::pidfd_open;
+
+/// How long a spawned program may take to install its filter and hand over the listener.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Spawns `cmd` (slirp4netns) under the egress filter, in a mount namespace of its own
+/// with private propagation, and starts the supervisor that enforces `egress` on it (DNS
+/// allowed to `resolvers`). The program never holds its filter's listener; the returned
+/// supervisor is the only one who does.
+pub(crate) fn spawn_supervised(
+    mut cmd: Command,
+    egress: &SandboxEgress,
+    resolvers: Vec<IpAddr>,
+) -> io::Result<(Child, supervisor::Supervisor)> {
+    let filter = filter::program().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "the egress filter is written for x86_64 and aarch64, not {}",
+                std::env::consts::ARCH
+            ),
+        )
+    })?;
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    sys::private_mounts_before_exec(&mut cmd);
+    // The go pipe's write end stays open here until the spawn returns (see
+    // `install_filter_before_exec`); the handoff thread writes through a clone.
+    let go_write = Arc::new(go_write);
+    sys::install_filter_before_exec(
+        &mut cmd,
+        filter,
+        report_write,
+        go_read,
+        go_write.as_raw_fd(),
+    );
+    let handoff = {
+        let go_write = go_write.clone();
+        std::thread::Builder::new()
+            .name("egress-handoff".into())
+            .spawn(move || take_listener(report_read, &go_write, HANDOFF_TIMEOUT))?
+    };
+    let spawned = cmd.spawn();
+    drop(cmd);
+    let listener = handoff
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("handoff thread panicked")));
+    drop(go_write);
+    let mut child = spawned?;
+    let started = listener
+        .map_err(|e| io::Error::new(e.kind(), format!("taking the filter's listener: {e}")))
+        .and_then(|listener| {
+            supervisor::Supervisor::start(
+                listener,
+                supervisor::Context {
+                    egress: egress.clone(),
+                    resolvers,
+                },
+            )
+        });
+    match started {
+        Ok(supervisor) => Ok((child, supervisor)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
 }
 
-pub(crate) use sys::{install_filter_before_exec, pidfd_open, private_mounts_before_exec};
-
-/// The parent's half of the listener handoff (see [`install_filter_before_exec`]):
+/// The parent's half of the listener handoff (see [`sys::install_filter_before_exec`]):
 /// reads `[pid, fd]` from `report` within `timeout`, takes the listener with
 /// `pidfd_getfd`, and tells the child through `go` to go on (1) or to fail (0).
-pub(crate) fn take_listener(
-    report: OwnedFd,
-    go: &OwnedFd,
-    timeout: Duration,
-) -> io::Result<OwnedFd> {
+fn take_listener(report: OwnedFd, go: &OwnedFd, timeout: Duration) -> io::Result<OwnedFd> {
     let taken = (|| {
         let mut fds = [PollFd::new(report.as_fd(), PollFlags::POLLIN)];
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
@@ -220,16 +281,6 @@ pub(crate) fn take_listener(
     // The child may already be gone (then the spawn reports why).
     let _ = nix::unistd::write(go, &[go_on]);
     taken
-}
-
-/// Starts the supervisor answering `listener` under `egress`, DNS allowed to
-/// `resolvers`.
-pub(crate) fn start_supervisor(
-    listener: OwnedFd,
-    egress: SandboxEgress,
-    resolvers: Vec<IpAddr>,
-) -> io::Result<supervisor::Supervisor> {
-    supervisor::Supervisor::start(listener, supervisor::Context { egress, resolvers })
 }
 
 /// SIGKILL to the process behind `pidfd`.

@@ -34,6 +34,7 @@ use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use nix::errno::Errno;
@@ -56,6 +57,9 @@ const MAX_SOCKADDR: usize = 128;
 const MAX_IOV: usize = 1024;
 /// Largest control buffer accepted.
 const MAX_CONTROL: usize = 4096;
+/// Most calls on blocking sockets performed at once (each on its own thread): an intact
+/// slirp4netns makes none, an exploited one must not exhaust the server's threads.
+const MAX_DEFERRED: usize = 16;
 
 /// What a supervisor decides with.
 pub(crate) struct Context {
@@ -79,6 +83,7 @@ impl Supervisor {
         let handler = Handler {
             listener: Arc::new(listener),
             context: Arc::new(context),
+            deferred: Arc::new(AtomicUsize::new(0)),
         };
         let thread = std::thread::Builder::new()
             .name("egress-supervisor".into())
@@ -297,6 +302,8 @@ fn is_blocking(sock: &OwnedFd) -> bool {
 struct Handler {
     listener: Arc<OwnedFd>,
     context: Arc<Context>,
+    /// Calls being performed on their own thread.
+    deferred: Arc<AtomicUsize>,
 }
 
 impl Handler {
@@ -388,14 +395,25 @@ impl Handler {
         if !blocking {
             return call();
         }
+        if self.deferred.fetch_add(1, Ordering::SeqCst) >= MAX_DEFERRED {
+            self.deferred.fetch_sub(1, Ordering::SeqCst);
+            return Reply::Fail(Errno::EAGAIN);
+        }
         let listener = self.listener.clone();
+        let deferred = self.deferred.clone();
         let id = n.id;
-        match std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("egress-call".into())
-            .spawn(move || respond(&listener, id, call()))
-        {
+            .spawn(move || {
+                respond(&listener, id, call());
+                deferred.fetch_sub(1, Ordering::SeqCst);
+            });
+        match spawned {
             Ok(_) => Reply::Deferred,
-            Err(_) => Reply::Fail(Errno::EAGAIN),
+            Err(_) => {
+                self.deferred.fetch_sub(1, Ordering::SeqCst);
+                Reply::Fail(Errno::EAGAIN)
+            }
         }
     }
 
@@ -491,7 +509,12 @@ impl Handler {
         let Some(port) = port.filter(|p| *p != 0) else {
             return Reply::Fail(Errno::ECONNREFUSED);
         };
-        proxy.expect(port, addr, self.context.egress.clone());
+        if !proxy.expect(port, addr, self.context.egress.clone()) {
+            self.context
+                .egress
+                .log_refused(&addr, &"too many connections waiting for the domain proxy");
+            return Reply::Fail(Errno::ECONNREFUSED);
+        }
         let blocking = is_blocking(&sock);
         self.perform(n, blocking, move || {
             let storage = SockaddrStorage::from(remote);

@@ -43,7 +43,7 @@
 use std::fs::{self, File};
 use std::io::Read;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -128,9 +128,6 @@ pub(crate) fn forget_resolv_conf(upper: &Path) -> Result<()> {
     }
 }
 
-/// How long slirp4netns may take to install its egress filter and hand over its listener.
-const HANDOFF_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// slirp4netns serving one sandbox, and the supervisor enforcing its egress policy (see
 /// [`crate::egress`]). Killed with the sandbox's cgroup; [`kill`](Self::kill) and
 /// [`wait`](Self::wait) also stop the supervisor. Dropping it stops the supervisor only,
@@ -186,24 +183,13 @@ pub fn attach(
     log: &Path,
     egress: &SandboxEgress,
 ) -> Result<Attached> {
-    let filter = crate::egress::filter_program().ok_or_else(|| {
-        Error::Unsupported(format!(
-            "allow_internet: the egress filter is written for x86_64 and aarch64, not {}",
-            std::env::consts::ARCH
-        ))
-    })?;
     // Read now: DNS to these resolvers is what slirp4netns forwards the sandbox's
     // 10.0.2.3 to, and is allowed even when they are internal.
     let resolvers = host_resolvers(Path::new("/etc/resolv.conf"));
     let out = File::create(log).map_err(Error::io("create", log))?;
     let err = out.try_clone().map_err(Error::io("dup", log))?;
-    let pipe = || {
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Error::sys("slirp4netns pipe")(e.into()))
-    };
-    let (ready_read, ready_write) = pipe()?;
-    let (report_read, report_write) = pipe()?;
-    let (go_read, go_write) = pipe()?;
+    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::sys("slirp4netns ready pipe")(e.into()))?;
     let mut cmd = Command::new(program);
     cmd.args([
         "--configure",
@@ -221,34 +207,17 @@ pub fn attach(
     .env_clear()
     .current_dir("/");
     super::sys::pass_fd_as(&mut cmd, ready_write, READY_FD);
-    crate::egress::private_mounts_before_exec(&mut cmd);
-    // The go pipe's write end stays open here until the spawn returns (see
-    // `install_filter_before_exec`); the handoff thread writes through a clone.
-    let go_write = std::sync::Arc::new(go_write);
-    crate::egress::install_filter_before_exec(
-        &mut cmd,
-        filter,
-        report_write,
-        go_read,
-        go_write.as_raw_fd(),
-    );
-    let handoff = {
-        let go_write = go_write.clone();
-        std::thread::Builder::new()
-            .name("egress-handoff".into())
-            .spawn(move || crate::egress::take_listener(report_read, &go_write, HANDOFF_TIMEOUT))
-            .map_err(Error::sys("spawn the egress handoff thread"))?
-    };
-    let spawned = cmd.spawn();
-    drop(cmd);
-    let listener = handoff
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("handoff thread panicked")));
-    drop(go_write);
-    let mut child = spawned.map_err(Error::sys(format!(
-        "spawn {} (outbound network)",
-        program.display()
-    )))?;
+    let (child, supervisor) =
+        crate::egress::spawn_supervised(cmd, egress, resolvers).map_err(|e| {
+            let output = fs::read_to_string(log).unwrap_or_default();
+            Error::Sys {
+                op: format!("start {} (outbound network)", program.display()),
+                source: std::io::Error::new(
+                    e.kind(),
+                    format!("{e}; its output: {}", output.trim()),
+                ),
+            }
+        })?;
 
     let fail = |child: &mut Child, why: String| {
         let _ = child.kill();
@@ -258,19 +227,6 @@ pub fn attach(
             op: "start slirp4netns (outbound network)".into(),
             source: std::io::Error::other(format!("{why}; its output: {}", output.trim())),
         })
-    };
-    let listener = match listener {
-        Ok(listener) => listener,
-        Err(e) => {
-            return fail(
-                &mut child,
-                format!("taking its egress filter's listener: {e}"),
-            );
-        }
-    };
-    let supervisor = match crate::egress::start_supervisor(listener, egress.clone(), resolvers) {
-        Ok(supervisor) => supervisor,
-        Err(e) => return fail(&mut child, format!("starting its egress supervisor: {e}")),
     };
     let mut attached = Attached { child, supervisor };
     // Into the sandbox's cgroup before it carries any traffic: its resources are the
