@@ -807,10 +807,18 @@ fn a_dead_supervisor_fails_closed_and_a_new_one_can_be_attached() {
     };
     lab.start_sandboxd(&[]);
     let id = lab.with_api(|api| async move {
-        let sbx = api.create(Some(true), None).await;
+        let sbx = api
+            .create(
+                Some(true),
+                Some(serde_json::json!({"denyOut": ["203.0.113.20/32"]})),
+            )
+            .await;
         fetch(&sbx, "http://203.0.113.10/")
             .await
             .assert_reached("public", "203.0.113.10");
+        fetch(&sbx, "http://203.0.113.20/")
+            .await
+            .assert_refused_fast("denied");
         // Without the operator's allow list the private host stays closed.
         fetch(&sbx, "http://10.77.0.5/")
             .await
@@ -861,7 +869,14 @@ fn a_dead_supervisor_fails_closed_and_a_new_one_can_be_attached() {
     lab.start_sandboxd(&[]);
     lab.with_api(|api| async move {
         api.assert_serving().await;
-        assert_eq!(api.detail(&id).await["sandboxID"], serde_json::json!(id));
+        // The recovered sandbox's rules came back from its record.
+        let detail = api.detail(&id).await;
+        assert_eq!(detail["sandboxID"], serde_json::json!(id));
+        assert_eq!(
+            detail["network"]["denyOut"],
+            serde_json::json!(["203.0.113.20/32"]),
+            "{detail}"
+        );
     });
 }
 

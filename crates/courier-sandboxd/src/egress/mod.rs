@@ -22,9 +22,9 @@
 //! sandbox (its root included) can change the host side, so the policy is enforced
 //! there:
 //!
-//! - **a seccomp filter on slirp4netns** ([`filter`]), installed between fork and exec,
+//! - **a seccomp filter on slirp4netns** (`filter.rs`), installed between fork and exec,
 //!   stops `connect`, `sendto` with an address, `sendmsg` and `sendmmsg` and hands them
-//!   to a **supervisor** in courier-sandboxd ([`supervisor`], one thread per sandbox)
+//!   to a **supervisor** in courier-sandboxd (`supervisor.rs`, one thread per sandbox)
 //!   through the filter's listener (`SECCOMP_FILTER_FLAG_NEW_LISTENER`). The filter also
 //!   refuses io_uring and exotic socket families/protocols, and kills the process on a
 //!   foreign calling convention, so an exploited slirp4netns has no side door;
@@ -43,7 +43,7 @@
 //!   replace slirp4netns and its supervisor for a running sandbox;
 //! - **domains** (`allowOut: ["api.example.com", "*.example.com"]`): a TCP connection
 //!   to port 80 or 443 of a denied address is connected to the in-process domain proxy
-//!   instead ([`domain_proxy`]), which reads the TLS SNI or HTTP `Host`, requires an
+//!   instead (`domain_proxy.rs`), which reads the TLS SNI or HTTP `Host`, requires an
 //!   allowed name that resolves (on the host) to the original address, and splices;
 //! - **the operator** lifts the internal refusal for chosen ranges with
 //!   [`Egress::new`]'s allow list (`--egress-allow CIDR`); a sandbox's own `allowOut`
@@ -62,7 +62,7 @@
 //! - The host's addresses are re-read every [`HOST_ADDRS_TTL`]: an address added to the
 //!   host is refused at most that long after it appears. Addresses that reach the host
 //!   without being on its interfaces (a NAT in front of it) are not known here.
-//! - Domain checks see the first request's name only (see [`domain_proxy`]).
+//! - Domain checks see the first request's name only (see `domain_proxy.rs`).
 //! - An exploited slirp4netns can still listen on host ports and talk to the sandbox;
 //!   it runs with slirp4netns's own sandbox (`--enable-sandbox --enable-seccomp`: its
 //!   own mount namespace, no capabilities but `CAP_NET_BIND_SERVICE`).
