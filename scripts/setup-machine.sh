@@ -16,6 +16,9 @@ command -v tput >/dev/null || need+=(ncurses-bin)
 command -v curl >/dev/null || need+=(curl)
 # Outbound network for sandboxes that ask for it (user-space stack, no host firewall rules).
 command -v slirp4netns >/dev/null || need+=(slirp4netns)
+# The egress tests build their own network namespaces (ip) and TLS test host (openssl).
+command -v ip >/dev/null || need+=(iproute2)
+command -v openssl >/dev/null || need+=(openssl)
 
 # Filesystems for sandbox disks (mkfs.ext4).
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)

@@ -9,7 +9,9 @@
 #    COURIER_SANDBOXD_BIN and COURIER_ENVD_BIN point at binaries),
 # 3. prepares the virtualenv (tests/python/venv.sh),
 # 4. starts `courier-sandboxd serve --kill-on-exit` on two free loopback ports with a
-#    throw-away data dir and a random dev API key,
+#    throw-away data dir and a random dev API key; `--egress-allow <this host's outward
+#    address>/32` lets sandboxes reach test servers there (the network tests' stand-in
+#    for the internet; the host's addresses are refused to sandboxes otherwise),
 # 5. runs pytest on tests/python/sandboxd with E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY,
 # 6. stops the server on exit (SIGTERM: it kills every sandbox), removes the data dir,
 #    and returns pytest's exit code.
@@ -59,6 +61,23 @@ api_port="$(free_port)"
 proxy_port="$(free_port)"
 while [[ "$proxy_port" == "$api_port" ]]; do proxy_port="$(free_port)"; done
 api_key="e2b_$("$python" -c 'import secrets; print(secrets.token_hex(20))')"
+# This host's outward IPv4 address (the source of a route out; nothing is sent).
+outside_ip="$("$python" - <<'PY'
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.connect(("192.0.2.254", 9))
+    ip = s.getsockname()[0]
+    print("" if ip.startswith("127.") or ip == "0.0.0.0" else ip)
+except OSError:
+    print("")
+PY
+)"
+egress_args=()
+if [[ -n "$outside_ip" ]]; then
+  egress_args=(--egress-allow "$outside_ip/32")
+  export COURIER_EGRESS_OUTSIDE_IP="$outside_ip"
+fi
 
 # ---------------------------------------------------------------- server
 rundir="$(mktemp -d "${TMPDIR:-/tmp}/courier-sandboxd-scenarios.XXXXXX")"
@@ -109,7 +128,8 @@ log "starting $server_bin (api 127.0.0.1:$api_port, proxy 127.0.0.1:$proxy_port,
 COURIER_SANDBOXD_API_KEY="$api_key" RUST_LOG="${RUST_LOG:-info}" \
   "$server_bin" serve --data-dir "$rundir/data" \
   --api-addr "127.0.0.1:$api_port" --proxy-addr "127.0.0.1:$proxy_port" \
-  --domain courier.test --envd-binary "$envd_bin" --kill-on-exit >>"$server_log" 2>&1 &
+  --domain courier.test --envd-binary "$envd_bin" --kill-on-exit "${egress_args[@]}" \
+  >>"$server_log" 2>&1 &
 server_pid=$!
 
 health() {

@@ -73,6 +73,17 @@ struct ServeArgs {
     /// `domain`); a flag or environment variable beats the file.
     #[arg(long, env = "COURIER_SANDBOXD_CONFIG")]
     config: Option<PathBuf>,
+    /// An internal range networked sandboxes may reach anyway (repeatable, or a comma
+    /// list in the environment variable). Loopback, link-local (cloud metadata), private,
+    /// CGNAT and this host's own addresses are refused otherwise, whatever a sandbox's
+    /// own rules say; e.g. `--egress-allow 10.1.2.3/32` for a package mirror.
+    #[arg(
+        long = "egress-allow",
+        value_name = "CIDR",
+        env = "COURIER_SANDBOXD_EGRESS_ALLOW",
+        value_delimiter = ','
+    )]
+    egress_allow: Vec<courier_sandboxd::egress::Cidr>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -212,6 +223,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.dev_api_key = args.dev_api_key.filter(|k| !k.is_empty());
     config.limits = args.limits.limits();
     config.template_ready_timeout = Duration::from_secs(args.limits.template_ready_timeout);
+    config.egress_allow = args.egress_allow;
+    if !config.egress_allow.is_empty() {
+        let ranges: Vec<String> = config
+            .egress_allow
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(ranges = %ranges.join(", "), "sandboxes may reach these internal ranges");
+    }
     let api = tokio::net::TcpListener::bind(args.api_addr)
         .await
         .with_context(|| format!("binding {}", args.api_addr))?;

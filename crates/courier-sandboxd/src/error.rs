@@ -82,6 +82,10 @@ pub enum Error {
         /// What went wrong, e.g. `envd not ready after 30s: ...`.
         message: String,
     },
+    /// An egress rule (`network.allowOut[2]`, `denyOut[0]`...) was rejected; the error
+    /// names the field with its index and what is allowed.
+    #[error("invalid network rule: {0}")]
+    InvalidEgressRule(#[from] crate::egress::RuleError),
     /// The server's configuration is unusable (e.g. no envd binary).
     #[error("configuration: {0}")]
     Config(String),

@@ -36,12 +36,20 @@
 //! - every process of a sandbox is in its cgroup from its first instruction;
 //! - sandbox mounts exist only in the sandbox's mount namespace;
 //! - kill and recover leave no process, mount, cgroup or directory behind;
+//! - a sandbox's outbound traffic is decided outside it: what its slirp4netns sends is
+//!   checked by a supervisor it cannot reach, and fails closed without one;
 //! - it knows nothing of agents, stores or GitHub.
 //!
-//! Networking: loopback only, unless the create request sets `allow_internet_access`;
-//! then slirp4netns gives the sandbox outbound access without touching the host's
-//! network configuration (see [`runtime::network`]; without slirp4netns installed such a
-//! request is refused with a clear error).
+//! Networking: loopback only, unless the create request sets `allow_internet_access`
+//! (or network rules that let traffic out); then slirp4netns gives the sandbox outbound
+//! access without touching the host's network configuration (see [`runtime::network`];
+//! without slirp4netns installed such a request is refused with a clear error), under an
+//! egress policy enforced outside the sandbox ([`egress`]): never cloud metadata, the
+//! host's own addresses, loopback or private ranges unless the operator allows them
+//! (`ServerConfig::egress_allow`), and E2B's `network.allowOut`/`denyOut` (CIDRs, IPs,
+//! domains), changeable live with `PUT /sandboxes/{id}/network`. A sandbox created with
+//! `network.allowPublicTraffic: false` gets a traffic access token its ports other than
+//! envd's require ([`proxy`]).
 //!
 //! Not there yet: snapshots and fork; template recipes from images other than
 //! `e2bdev/base` or from registries (answered 400). The cgroup v2 driver's limit files
@@ -71,6 +79,7 @@
 
 pub mod api;
 pub mod base_layer;
+pub mod egress;
 mod envd_link;
 mod error;
 pub mod keys;

@@ -12,6 +12,10 @@
 //! `127.0.0.1:<port>` inside the sandbox, and the request (HTTP or a WebSocket upgrade)
 //! is passed through it.
 //!
+//! Ports other than envd's of a sandbox created with `network.allowPublicTraffic: false`
+//! require its traffic access token in `e2b-traffic-access-token` (403 otherwise, E2B's
+//! `{sandboxId, message, code}`); envd's port keeps using envd's own access token.
+//!
 //! A sandbox that is unknown, killed or paused answers 502
 //! `{"sandboxId":…,"message":"The sandbox was not found","code":502}`, the shape the SDKs
 //! turn into "sandbox not running". Killing or pausing a sandbox cancels its token, which
@@ -33,6 +37,9 @@ use crate::server::Sandboxd;
 
 /// envd's port.
 pub const ENVD_PORT: u16 = 49983;
+
+/// The header carrying a private sandbox's traffic access token.
+pub const TRAFFIC_TOKEN_HEADER: &str = "e2b-traffic-access-token";
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +133,48 @@ fn not_found(id: &str) -> Response<Body> {
     )
 }
 
+/// The 403 for a missing or wrong traffic access token (E2B's messages).
+fn traffic_token_refused(id: &str, missing: bool) -> Response<Body> {
+    let message = if missing {
+        format!(
+            "Sandbox is secured with traffic access token. Token header '{TRAFFIC_TOKEN_HEADER}' is missing"
+        )
+    } else {
+        "Sandbox is secured with traffic access token. Provided token is invalid.".to_owned()
+    };
+    json_response(
+        StatusCode::FORBIDDEN,
+        serde_json::json!({"sandboxId": id, "message": message, "code": 403}),
+    )
+}
+
+/// Compares secrets in time that depends on their lengths only.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// The refusal of a request to `port`, if it is refused: envd's port always passes
+/// (envd checks its own token), other ports when the sandbox is public or the request
+/// carries its token.
+fn traffic_token_refusal(
+    id: &str,
+    port: u16,
+    token: Option<&crate::state::SecretToken>,
+    headers: &http::HeaderMap,
+) -> Option<Response<Body>> {
+    let token = token.filter(|_| port != ENVD_PORT)?;
+    match headers.get(TRAFFIC_TOKEN_HEADER) {
+        None => Some(traffic_token_refused(id, true)),
+        Some(given) if same_secret(given.as_bytes(), token.expose().as_bytes()) => None,
+        Some(_) => Some(traffic_token_refused(id, false)),
+    }
+}
+
 fn port_closed(id: &str, port: u16) -> Response<Body> {
     json_response(
         StatusCode::BAD_GATEWAY,
@@ -192,6 +241,14 @@ async fn handle(server: Sandboxd, mut request: Request<Incoming>) -> Response<Bo
     let Some(entry) = server.entry(id) else {
         return not_found(id);
     };
+    if let Some(refused) = traffic_token_refusal(
+        id,
+        route.port,
+        entry.record().traffic_access_token.as_ref(),
+        request.headers(),
+    ) {
+        return refused;
+    }
     let Some(alive) = entry.alive() else {
         return not_found(id);
     };
@@ -323,6 +380,27 @@ mod tests {
             ("e2b-sandbox-port", "49983"),
         ]);
         assert_eq!(route(&h, Some("courier.test")).unwrap().port, 8000);
+    }
+
+    #[test]
+    fn private_sandboxes_need_their_traffic_token_on_every_port_but_envds() {
+        // An attacker who knows a private sandbox's id tries its ports without the
+        // token, with a wrong one, and with one of the right length.
+        let token = crate::state::SecretToken::new("a".repeat(64));
+        let refused = |port, headers: &http::HeaderMap| {
+            traffic_token_refusal("sbx", port, Some(&token), headers).map(|r| r.status())
+        };
+        let none = headers(&[]);
+        assert_eq!(refused(8000, &none), Some(StatusCode::FORBIDDEN));
+        let wrong = headers(&[("e2b-traffic-access-token", &"b".repeat(64))]);
+        assert_eq!(refused(8000, &wrong), Some(StatusCode::FORBIDDEN));
+        let short = headers(&[("e2b-traffic-access-token", "a")]);
+        assert_eq!(refused(8000, &short), Some(StatusCode::FORBIDDEN));
+        let right = headers(&[("E2B-Traffic-Access-Token", &"a".repeat(64))]);
+        assert_eq!(refused(8000, &right), None);
+        // envd's port uses envd's own token; public sandboxes need none.
+        assert_eq!(refused(ENVD_PORT, &none), None);
+        assert!(traffic_token_refusal("sbx", 8000, None, &none).is_none());
     }
 
     #[test]

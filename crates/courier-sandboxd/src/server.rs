@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::envd_link::EnvdEndpoint;
+use crate::egress::{Egress, EgressRules, SandboxEgress};
 use crate::error::{Error, Result};
 use crate::keys::KeyStore;
 use crate::limits::{Capacity, CapacityUsage, Reservation, ServerLimits};
@@ -38,7 +39,10 @@ use crate::runtime::{
     BindMount, IoLimits, Isolation, Limits, RecoverPolicy, Runtime, RuntimeConfig, SandboxSpec,
     SandboxStatus,
 };
-use crate::state::{RecordStore, SandboxRecord, SandboxState, new_sandbox_id, random_hex};
+use crate::state::{
+    NetworkRecord, RecordStore, SandboxRecord, SandboxState, SecretToken, new_sandbox_id,
+    random_hex,
+};
 use crate::templates::{Template, Templates};
 
 /// The envd version reported to clients (the E2B envd whose features courier-envd has).
@@ -90,6 +94,10 @@ pub struct ServerConfig {
     /// Server-wide capacity, template build deadlines and upload caps (see
     /// [`crate::limits`]); defaults documented on [`ServerLimits::default`].
     pub limits: ServerLimits,
+    /// Internal ranges networked sandboxes may reach anyway (loopback, link-local,
+    /// private, CGNAT, the host's own addresses... are refused otherwise; see
+    /// [`crate::egress`]). Empty by default. A sandbox's own `denyOut` still applies.
+    pub egress_allow: Vec<crate::egress::Cidr>,
 }
 
 /// An operator-provided host directory bind-mounted into every sandbox at create.
@@ -135,6 +143,7 @@ impl ServerConfig {
             nested_namespaces: false,
             io: IoLimits::standard(),
             limits: ServerLimits::default(),
+            egress_allow: Vec::new(),
         }
     }
 }
@@ -156,10 +165,17 @@ pub struct CreateRequest {
     pub memory_mb: Option<u64>,
     /// CPU count; `None` = the template's.
     pub cpu_count: Option<u32>,
-    /// Outbound internet (slirp4netns); without it the sandbox has only loopback.
+    /// Outbound internet (slirp4netns); without it the sandbox has only loopback. Also
+    /// off when [`egress`](Self::egress) denies all traffic.
     pub allow_internet: bool,
     /// Kill the sandbox when this server's process exits (template build sandboxes).
     pub die_with_server: bool,
+    /// E2B's egress rules (`network.allowOut`/`denyOut`) on top of the server's internal
+    /// ranges; default none (everything but internal destinations).
+    pub egress: EgressRules,
+    /// Whether the sandbox's ports other than envd's are reachable without its traffic
+    /// access token (E2B's `network.allowPublicTraffic`, default true).
+    pub allow_public_traffic: bool,
 }
 
 impl Default for CreateRequest {
@@ -174,6 +190,8 @@ impl Default for CreateRequest {
             cpu_count: None,
             allow_internet: false,
             die_with_server: false,
+            egress: EgressRules::default(),
+            allow_public_traffic: true,
         }
     }
 }
@@ -211,12 +229,21 @@ pub(crate) struct Entry {
     expiring: AtomicBool,
     /// Its share of the server's capacity, released when it is killed.
     reservation: Reservation,
+    /// The sandbox's egress policy (its slirp4netns supervisor reads it; network updates
+    /// replace its rules).
+    pub(crate) egress: SandboxEgress,
 }
 
 impl Entry {
-    fn new(record: SandboxRecord, envd: EnvdEndpoint, reservation: Reservation) -> Self {
+    fn new(
+        record: SandboxRecord,
+        envd: EnvdEndpoint,
+        reservation: Reservation,
+        egress: SandboxEgress,
+    ) -> Self {
         Self {
             reservation,
+            egress,
             id: record.sandbox_id.clone(),
             op: tokio::sync::Mutex::new(()),
             record: Mutex::new(record),
@@ -264,6 +291,8 @@ struct Inner {
     capacity: Capacity,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
     shutdown: CancellationToken,
+    /// Egress settings shared by every sandbox (operator allow list, domain proxy).
+    egress: Egress,
     /// Held for the server's lifetime (see `start`).
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -378,6 +407,7 @@ impl Sandboxd {
         .await?;
         let runtime = Arc::new(runtime);
         let records = RecordStore::open(data_dir.join("records"))?;
+        let egress = Egress::new(config.egress_allow.clone());
         let keys = KeyStore::load(&data_dir, config.dev_api_key.as_deref())?;
         let capacity = Capacity::new(config.limits.max_sandboxes, config.limits.memory_limit_mb());
         let mut sandboxes = HashMap::new();
@@ -410,7 +440,20 @@ impl Sandboxd {
             tracing::info!(sandbox = %id, state = record.state.as_str(), "recovered sandbox");
             let envd = EnvdEndpoint::new(runtime.clone(), id.clone());
             let reservation = capacity.adopt(record.memory_mb);
-            sandboxes.insert(id, Arc::new(Entry::new(record, envd, reservation)));
+            let sandbox_egress = egress.sandbox(&id, recorded_rules(&record));
+            if record.allow_internet_requested {
+                // Its slirp4netns answered to the previous server's supervisor, which is
+                // gone: it can open nothing new until a fresh one is attached.
+                let rt = runtime.clone();
+                let (rid, eg) = (id.clone(), sandbox_egress.clone());
+                if let Err(e) = blocking(move || rt.reattach_network(&rid, &eg)).await {
+                    tracing::warn!(sandbox = %id, error = %e, "could not re-attach the sandbox's network; its outbound access stays closed");
+                }
+            }
+            sandboxes.insert(
+                id,
+                Arc::new(Entry::new(record, envd, reservation, sandbox_egress)),
+            );
         }
         for id in &adopted {
             if !sandboxes.contains_key(id) {
@@ -435,6 +478,7 @@ impl Sandboxd {
                 capacity,
                 sandboxes: Mutex::new(sandboxes),
                 shutdown: CancellationToken::new(),
+                egress,
                 _lock: lock,
             }),
         };
@@ -519,6 +563,10 @@ impl Sandboxd {
         let reservation = self.inner.capacity.reserve(memory_mb)?;
         let id = new_sandbox_id();
         let token = random_hex(32);
+        // Outbound access only when the rules let something out: a sandbox whose rules
+        // deny everything gets no interface at all.
+        let internet = request.allow_internet && request.egress.allows_any_traffic();
+        let sandbox_egress = self.inner.egress.sandbox(&id, request.egress.clone());
         let isolation = template.isolation.unwrap_or(self.inner.isolation);
         let mut args = match isolation {
             Isolation::Container => vec![
@@ -546,7 +594,8 @@ impl Sandboxd {
             cpu_count: f64::from(cpu_count),
             pids: 4096,
         };
-        spec.allow_internet = request.allow_internet;
+        spec.allow_internet = internet;
+        spec.egress = sandbox_egress.clone();
         spec.isolation = isolation;
         spec.disk_mb = template.disk_size_mb;
         spec.io = self.inner.config.io;
@@ -607,18 +656,54 @@ impl Sandboxd {
             disk_size_mb: template.disk_size_mb,
             state: SandboxState::Running,
             auto_pause: request.auto_pause,
-            allow_internet_requested: request.allow_internet,
+            allow_internet_requested: internet,
+            network: NetworkRecord {
+                allow_out: request.egress.allow_out().to_vec(),
+                deny_out: request.egress.deny_out().to_vec(),
+                allow_public_traffic: request.allow_public_traffic,
+            },
+            traffic_access_token: (!request.allow_public_traffic)
+                .then(|| SecretToken::new(random_hex(32))),
         };
         if let Err(e) = self.inner.records.save(&record) {
             self.destroy(&id).await;
             return Err(e);
         }
-        self.inner
-            .sandboxes
-            .lock()
-            .expect("sandboxes lock")
-            .insert(id, Arc::new(Entry::new(record.clone(), envd, reservation)));
+        self.inner.sandboxes.lock().expect("sandboxes lock").insert(
+            id,
+            Arc::new(Entry::new(record.clone(), envd, reservation, sandbox_egress)),
+        );
         Ok(record)
+    }
+
+    /// Replaces sandbox `id`'s egress rules (E2B's `PUT /sandboxes/{id}/network`): every
+    /// connection it opens from now on is decided by `rules`; established ones stay.
+    /// [`Error::Conflict`] when the rules would let traffic out of a sandbox created
+    /// without internet access: it has no outbound interface to open.
+    pub fn update_network(&self, id: &str, rules: EgressRules) -> Result<SandboxRecord> {
+        let entry = self.entry_or_404(id)?;
+        let record = entry.record();
+        if !record.allow_internet_requested && rules.allows_any_traffic() {
+            return Err(Error::Conflict(format!(
+                "sandbox {id} was created without internet access, so it has no outbound \
+                 interface and its egress rules can only deny; create the sandbox with \
+                 allow_internet_access or network rules that allow traffic to change them \
+                 later"
+            )));
+        }
+        entry.egress.set_rules(rules.clone());
+        let record = entry.update(|r| {
+            r.network.allow_out = rules.allow_out().to_vec();
+            r.network.deny_out = rules.deny_out().to_vec();
+        });
+        self.inner.records.save(&record)?;
+        Ok(record)
+    }
+
+    /// Sandbox `id`'s egress policy handle (what its slirp4netns supervisor enforces), for
+    /// re-attaching its network after a restart.
+    pub fn sandbox_egress(&self, id: &str) -> Result<SandboxEgress> {
+        Ok(self.entry_or_404(id)?.egress.clone())
     }
 
     async fn finish_create(
@@ -943,6 +1028,17 @@ async fn reaper(inner: Weak<Inner>) {
             }
         }
     }
+}
+
+/// The egress rules a record persisted. They were validated when they were stored; a
+/// record that no longer parses (edited by hand) gets every outbound connection refused
+/// rather than none.
+fn recorded_rules(record: &SandboxRecord) -> EgressRules {
+    EgressRules::parse(&record.network.allow_out, &record.network.deny_out, "network.")
+        .unwrap_or_else(|e| {
+            tracing::warn!(sandbox = %record.sandbox_id, error = %e, "unreadable egress rules in the record: denying all traffic");
+            EgressRules::deny_all()
+        })
 }
 
 /// Picks the default isolation: the operator's choice, or gVisor when runsc is installed

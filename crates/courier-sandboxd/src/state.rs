@@ -69,6 +69,66 @@ pub struct SandboxRecord {
     pub auto_pause: bool,
     /// Whether the sandbox has outbound internet (slirp4netns); otherwise only loopback.
     pub allow_internet_requested: bool,
+    /// E2B's `network` settings as enforced (records from before they existed read as no
+    /// rules, public traffic allowed).
+    #[serde(default)]
+    pub network: NetworkRecord,
+    /// The token ports other than envd's require in `e2b-traffic-access-token`; `None`
+    /// when the sandbox's ports are public (`allowPublicTraffic`, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_access_token: Option<SecretToken>,
+}
+
+/// A sandbox's E2B network settings, persisted so that they survive a server restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkRecord {
+    /// `allowOut`: CIDRs, IPs and domains let through.
+    #[serde(default)]
+    pub allow_out: Vec<String>,
+    /// `denyOut`: CIDRs and IPs refused (`0.0.0.0/0` = all traffic).
+    #[serde(default)]
+    pub deny_out: Vec<String>,
+    /// Whether the sandbox's ports are reachable without the traffic access token.
+    #[serde(default = "default_true")]
+    pub allow_public_traffic: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for NetworkRecord {
+    fn default() -> Self {
+        Self {
+            allow_out: Vec::new(),
+            deny_out: Vec::new(),
+            allow_public_traffic: true,
+        }
+    }
+}
+
+/// A secret string (a traffic access token): serialized as is, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretToken(String);
+
+impl SecretToken {
+    /// Wraps `token`.
+    pub fn new(token: String) -> Self {
+        Self(token)
+    }
+
+    /// The token itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretToken([redacted])")
+    }
 }
 
 /// The directory of persisted [`SandboxRecord`]s.
@@ -180,6 +240,12 @@ mod tests {
             state: SandboxState::Running,
             auto_pause: false,
             allow_internet_requested: false,
+            network: NetworkRecord {
+                allow_out: vec!["example.com".to_owned()],
+                deny_out: vec!["0.0.0.0/0".to_owned()],
+                allow_public_traffic: false,
+            },
+            traffic_access_token: Some(SecretToken::new("tok".to_owned())),
         }
     }
 
@@ -212,6 +278,26 @@ mod tests {
         store.remove("a1").unwrap();
         store.remove("a1").unwrap();
         assert_eq!(store.load_all().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn records_without_network_settings_read_as_public_with_no_rules() {
+        let mut json = serde_json::to_value(record("old")).unwrap();
+        let map = json.as_object_mut().unwrap();
+        map.remove("network");
+        map.remove("trafficAccessToken");
+        let old: SandboxRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(old.network, NetworkRecord::default());
+        assert!(old.network.allow_public_traffic);
+        assert_eq!(old.traffic_access_token, None);
+    }
+
+    #[test]
+    fn the_traffic_token_is_persisted_but_never_debug_printed() {
+        let r = record("a1");
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"trafficAccessToken\":\"tok\""), "{json}");
+        assert!(!format!("{r:?}").contains("\"tok\""));
     }
 
     fn record_at(found: &SandboxRecord, id: &str) -> SandboxRecord {

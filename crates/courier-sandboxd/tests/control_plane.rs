@@ -84,10 +84,16 @@ impl Fixture {
 
     /// A raw HTTP/1.1 GET to the proxy with an explicit Host header; status and body.
     async fn get_via_host(&self, host: &str, path: &str) -> (u16, String) {
+        self.get_via_host_with(host, path, "").await
+    }
+
+    /// [`get_via_host`](Self::get_via_host) with extra header lines (`Name: value\r\n`).
+    async fn get_via_host_with(&self, host: &str, path: &str, headers: &str) -> (u16, String) {
         let mut stream = TcpStream::connect(self.proxy_addr)
             .await
             .expect("connect proxy");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.unwrap();
@@ -326,6 +332,77 @@ async fn user_port_is_reachable_through_the_proxy_by_host_header() {
     let (status, body) = fx.get_via_host(&host, "/hello.txt").await;
     assert_eq!(status, 502);
     assert!(body.contains("The sandbox was not found"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_sandbox_ports_need_the_traffic_token() {
+    let Some(fx) = Fixture::new("private_ports").await else {
+        return;
+    };
+    let network = courier_e2b::api::models::NetworkConfig {
+        allow_public_traffic: Some(false),
+        ..Default::default()
+    };
+    let sbx = Sandbox::builder()
+        .network(network)
+        .create(&fx.client)
+        .await
+        .expect("create");
+    let token = sbx
+        .record()
+        .traffic_access_token
+        .clone()
+        .expect("a private sandbox gets a traffic access token");
+    let token = token.expose().to_owned();
+    let detail = fx.server.get(sbx.id()).unwrap();
+    assert!(!detail.network.allow_public_traffic);
+    sbx.files()
+        .write("/tmp/www/hello.txt", "private")
+        .await
+        .unwrap();
+    let _server = sbx
+        .commands()
+        .run("cd /tmp/www && exec python3 -m http.server 8000")
+        .timeout(Duration::ZERO)
+        .spawn()
+        .await
+        .expect("start http.server");
+    let host = sbx.get_host(8000);
+    let with_token = format!("e2b-traffic-access-token: {token}\r\n");
+    eventually("http.server", Duration::from_secs(60), || async {
+        fx.get_via_host_with(&host, "/hello.txt", &with_token)
+            .await
+            .0
+            == 200
+    })
+    .await;
+    // Anyone who learns the sandbox's id or host tries its port without the token, or
+    // with a guessed one: 403 with E2B's body, nothing forwarded.
+    let (status, body) = fx.get_via_host(&host, "/hello.txt").await;
+    assert_eq!(status, 403, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["code"], 403);
+    assert_eq!(body["sandboxId"], sbx.id());
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("e2b-traffic-access-token"),
+        "{body}"
+    );
+    let guessed = format!("e2b-traffic-access-token: {}\r\n", "0".repeat(token.len()));
+    let (status, body) = fx.get_via_host_with(&host, "/hello.txt", &guessed).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("invalid"), "{body}");
+    let (status, body) = fx.get_via_host_with(&host, "/hello.txt", &with_token).await;
+    assert_eq!((status, body.as_str()), (200, "private"));
+    // envd's own port keeps its own token: the SDK works without the traffic token.
+    assert_eq!(sbx.commands().run("echo ok").await.unwrap().stdout, "ok\n");
+    // A public sandbox needs none.
+    let public = Sandbox::builder().create(&fx.client).await.expect("create");
+    assert!(public.record().traffic_access_token.is_none());
+    public.kill().await.unwrap();
+    sbx.kill().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

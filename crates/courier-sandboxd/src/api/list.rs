@@ -211,6 +211,8 @@ mod tests {
             state,
             auto_pause: false,
             allow_internet_requested: false,
+            network: Default::default(),
+            traffic_access_token: None,
         }
     }
 

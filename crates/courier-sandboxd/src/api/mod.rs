@@ -17,7 +17,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
@@ -49,7 +49,9 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match &e {
             Error::NotFound(_) | Error::UnknownTemplate(_) => StatusCode::NOT_FOUND,
-            Error::InvalidSpec { .. } | Error::Unsupported(_) => StatusCode::BAD_REQUEST,
+            Error::InvalidSpec { .. } | Error::Unsupported(_) | Error::InvalidEgressRule(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Error::Conflict(_) => StatusCode::CONFLICT,
             // E2B answers 429 when a team is at its concurrent-sandbox limit.
             Error::Capacity(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -99,6 +101,7 @@ pub fn router(server: Sandboxd) -> Router {
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/refreshes", post(refresh))
         .route("/sandboxes/{id}/metrics", get(metrics))
+        .route("/sandboxes/{id}/network", put(update_network))
         .merge(templates::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -154,15 +157,7 @@ async fn create(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<Respon
         .template_id
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::bad_request("templateID is required"))?;
-    let network_allows = match &body.network {
-        Some(network) => models::network_allows_internet(network).map_err(ApiError::bad_request)?,
-        None => None,
-    };
-    if network_allows == Some(false) && body.allow_internet_access == Some(true) {
-        return Err(ApiError::bad_request(
-            "allow_internet_access = true contradicts network.denyOut = [\"0.0.0.0/0\"]",
-        ));
-    }
+    let network = models::create_network(body.allow_internet_access, body.network.as_ref())?;
     let request = CreateRequest {
         template,
         timeout: body.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
@@ -171,7 +166,9 @@ async fn create(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<Respon
         auto_pause: body.auto_pause.unwrap_or(false),
         memory_mb: body.memory_mb,
         cpu_count: body.cpu_count,
-        allow_internet: body.allow_internet_access.unwrap_or(false),
+        allow_internet: network.internet,
+        egress: network.rules,
+        allow_public_traffic: network.allow_public_traffic,
         die_with_server: false,
     };
     let record = server.create(request).await?;
@@ -258,6 +255,20 @@ async fn refresh(
         return Err(ApiError::bad_request("duration must be 0..=3600 seconds"));
     }
     server.refresh(&id, Duration::from_secs(duration))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /sandboxes/{id}/network`: replaces the sandbox's egress rules; new connections
+/// follow them at once.
+async fn update_network(
+    State(server): State<Sandboxd>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let body: serde_json::Map<String, serde_json::Value> =
+        parse_body(&body, Some(serde_json::Map::new()))?;
+    let rules = models::update_network(&body)?;
+    server.update_network(&id, rules)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -4,9 +4,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
+use crate::egress::EgressRules;
+use crate::egress::policy::ALL_TRAFFIC;
+use crate::error::Error;
 use crate::server::{ENVD_VERSION, Metric};
-use crate::state::SandboxRecord;
+use crate::state::{NetworkRecord, SandboxRecord};
 
 /// The constant E2B's API returns as the deprecated `clientID`.
 pub const CLIENT_ID: &str = "6532622b";
@@ -29,54 +33,184 @@ pub(crate) struct NewSandbox {
     pub memory_mb: Option<u64>,
     /// Courier extension: CPU count.
     pub cpu_count: Option<u32>,
-    /// `SandboxNetworkConfig`: only what maps onto on/off outbound access is accepted
-    /// (see [`network_allows_internet`]).
-    pub network: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `SandboxNetworkConfig` (see [`create_network`]).
+    pub network: Option<Map<String, Value>>,
 }
 
-/// Reads a create request's `network` config: `None` when it says nothing about
-/// outbound access, `Some(false)` for `denyOut: ["0.0.0.0/0"]` (E2B's spelling of no
-/// internet). Anything finer (allow/deny lists, DNS servers, egress proxy, rules,
-/// private sandbox URLs) is refused with the field named, rather than accepted and not
-/// enforced: a sandbox must never have more access than its creator asked for.
-pub(crate) fn network_allows_internet(
-    network: &serde_json::Map<String, serde_json::Value>,
-) -> Result<Option<bool>, String> {
-    use serde_json::Value;
-    let unsupported = |field: &str| {
-        Err(format!(
-            "network.{field} is not supported by courier-sandboxd: outbound access is all or \
-             nothing; use allow_internet_access (true or false)"
-        ))
+/// A create request's network settings, validated.
+#[derive(Debug)]
+pub(crate) struct CreateNetwork {
+    /// The egress rules to enforce (`allow_internet_access: false` folded in as
+    /// `denyOut: ["0.0.0.0/0"]`, as E2B defines it).
+    pub rules: EgressRules,
+    /// Whether outbound access was asked for at all.
+    pub internet: bool,
+    /// `network.allowPublicTraffic` (default true).
+    pub allow_public_traffic: bool,
+}
+
+/// Fields of E2B's `SandboxNetworkConfig` this server does not implement, and why: a
+/// non-empty value is refused naming the field, rather than accepted and not enforced (a
+/// sandbox must never get more than its creator asked for).
+const UNSUPPORTED_NETWORK_FIELDS: [(&str, &str); 5] = [
+    (
+        "egressProxy",
+        "outbound traffic is not tunneled through a SOCKS5 proxy",
+    ),
+    (
+        "rules",
+        "requests are not rewritten (no per-domain transforms)",
+    ),
+    (
+        "maskRequestHost",
+        "the Host of proxied requests is not rewritten",
+    ),
+    (
+        "dnsServers",
+        "the sandbox resolves through the host's resolver",
+    ),
+    ("httpsPorts", "domain rules apply to ports 80 and 443"),
+];
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(items) => items.is_empty(),
+        Value::Object(map) => map.is_empty(),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+/// A list of strings (absent or null = empty).
+fn string_list(
+    network: &Map<String, Value>,
+    name: &str,
+    field: &'static str,
+) -> Result<Vec<String>, Error> {
+    let not_a_list = || Error::InvalidSpec {
+        field,
+        reason: "must be a list of strings (CIDRs, IP addresses or domains)".to_owned(),
     };
-    let mut allows = None;
+    match network.get(name) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned).ok_or_else(not_a_list))
+            .collect(),
+        Some(_) => Err(not_a_list()),
+    }
+}
+
+/// Refuses fields outside `known` and set fields of [`UNSUPPORTED_NETWORK_FIELDS`].
+fn check_network_fields(
+    network: &Map<String, Value>,
+    prefix: &str,
+    known: &[&str],
+) -> Result<(), Error> {
     for (field, value) in network {
-        let empty = match value {
-            Value::Null => true,
-            Value::Array(items) => items.is_empty(),
-            Value::Object(map) => map.is_empty(),
-            Value::String(s) => s.is_empty(),
-            _ => false,
-        };
-        match field.as_str() {
-            _ if empty => {}
-            "denyOut" => match value.as_array().map(Vec::as_slice) {
-                Some([only]) if only == "0.0.0.0/0" => allows = Some(false),
-                _ => return unsupported("denyOut"),
-            },
-            "allowPublicTraffic" if value == &Value::Bool(true) => {}
-            "allowPublicTraffic" => {
-                return Err(
-                    "network.allowPublicTraffic = false (token-protected sandbox URLs) \
-                            is not supported by courier-sandboxd: sandbox URLs are reachable by \
-                            whoever can reach its proxy"
-                        .to_owned(),
-                );
+        if known.contains(&field.as_str()) || is_empty(value) {
+            continue;
+        }
+        let why = UNSUPPORTED_NETWORK_FIELDS
+            .iter()
+            .find(|(name, _)| name == field)
+            .map_or("unknown field", |(_, why)| why);
+        return Err(Error::Unsupported(format!(
+            "{prefix}{field} is not supported by courier-sandboxd ({why}); supported: \
+             {}",
+            known.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a create request's `allow_internet_access` and `network`: `allowOut` and
+/// `denyOut` are enforced (see [`crate::egress`]), `allowPublicTraffic: false` protects
+/// the sandbox's ports with a traffic access token; the other fields are refused.
+///
+/// Without `allow_internet_access`, the sandbox gets outbound access when network rules
+/// are given (courier's default is no network); `allow_internet_access: false` is
+/// `denyOut: ["0.0.0.0/0"]`, so an `allowOut` still lets its destinations through.
+pub(crate) fn create_network(
+    allow_internet_access: Option<bool>,
+    network: Option<&Map<String, Value>>,
+) -> Result<CreateNetwork, Error> {
+    let empty = Map::new();
+    let network = network.unwrap_or(&empty);
+    check_network_fields(
+        network,
+        "network.",
+        &["allowOut", "denyOut", "allowPublicTraffic"],
+    )?;
+    let allow = string_list(network, "allowOut", "network.allowOut")?;
+    let mut deny = string_list(network, "denyOut", "network.denyOut")?;
+    let allow_public_traffic = match network.get("allowPublicTraffic") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(Error::InvalidSpec {
+                field: "network.allowPublicTraffic",
+                reason: "must be true or false".to_owned(),
+            });
+        }
+    };
+    let internet = match allow_internet_access {
+        Some(true) => true,
+        Some(false) => !allow.is_empty(),
+        None => !allow.is_empty() || !deny.is_empty(),
+    };
+    if allow_internet_access == Some(false) && !deny.iter().any(|d| d == ALL_TRAFFIC) {
+        deny.push(ALL_TRAFFIC.to_owned());
+    }
+    Ok(CreateNetwork {
+        rules: EgressRules::parse(&allow, &deny, "network.")?,
+        internet,
+        allow_public_traffic,
+    })
+}
+
+/// Reads `PUT /sandboxes/{id}/network` (`SandboxNetworkUpdateConfig`): the new rules,
+/// replacing all the old ones (omitted lists are cleared); `allow_internet_access: false`
+/// adds `0.0.0.0/0` to `denyOut`.
+pub(crate) fn update_network(body: &Map<String, Value>) -> Result<EgressRules, Error> {
+    check_network_fields(body, "", &["allowOut", "denyOut", "allow_internet_access"])?;
+    let allow = string_list(body, "allowOut", "allowOut")?;
+    let mut deny = string_list(body, "denyOut", "denyOut")?;
+    match body.get("allow_internet_access") {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => {
+            if !deny.iter().any(|d| d == ALL_TRAFFIC) {
+                deny.push(ALL_TRAFFIC.to_owned());
             }
-            other => return unsupported(other),
+        }
+        Some(_) => {
+            return Err(Error::InvalidSpec {
+                field: "allow_internet_access",
+                reason: "must be true or false".to_owned(),
+            });
         }
     }
-    Ok(allows)
+    Ok(EgressRules::parse(&allow, &deny, "")?)
+}
+
+/// `SandboxNetworkConfig` as a sandbox's detail reports it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct NetworkInfo {
+    pub allow_out: Vec<String>,
+    pub deny_out: Vec<String>,
+    pub allow_public_traffic: bool,
+}
+
+impl From<&NetworkRecord> for NetworkInfo {
+    fn from(n: &NetworkRecord) -> Self {
+        Self {
+            allow_out: n.allow_out.clone(),
+            deny_out: n.deny_out.clone(),
+            allow_public_traffic: n.allow_public_traffic,
+        }
+    }
 }
 
 /// Body of connect (v2 and legacy) and the deprecated resume.
@@ -124,7 +258,10 @@ impl Sandbox {
             envd_version: ENVD_VERSION,
             alias: record.alias.clone(),
             envd_access_token: record.envd_access_token.clone(),
-            traffic_access_token: None,
+            traffic_access_token: record
+                .traffic_access_token
+                .as_ref()
+                .map(|t| t.expose().to_owned()),
             domain: domain.map(str::to_owned),
         }
     }
@@ -168,6 +305,10 @@ pub(crate) struct SandboxDetail {
     pub domain: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Lifecycle>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic_access_token: Option<String>,
 }
 
 impl SandboxDetail {
@@ -181,6 +322,11 @@ impl SandboxDetail {
                 auto_resume: false,
                 on_timeout: if record.auto_pause { "pause" } else { "kill" },
             }),
+            network: Some(NetworkInfo::from(&record.network)),
+            traffic_access_token: record
+                .traffic_access_token
+                .as_ref()
+                .map(|t| t.expose().to_owned()),
             ..Self::listed(record)
         }
     }
@@ -204,6 +350,8 @@ impl SandboxDetail {
             allow_internet_access: None,
             domain: None,
             lifecycle: None,
+            network: None,
+            traffic_access_token: None,
         }
     }
 }
@@ -267,36 +415,100 @@ pub(crate) struct TemplateItem {
 
 #[cfg(test)]
 mod network_tests {
-    use super::network_allows_internet;
+    use super::*;
 
-    fn check(json: &str) -> Result<Option<bool>, String> {
-        let value: serde_json::Value = serde_json::from_str(json).unwrap();
-        network_allows_internet(value.as_object().unwrap())
+    fn create(allow_internet_access: Option<bool>, json: &str) -> Result<CreateNetwork, Error> {
+        let value: Value = serde_json::from_str(json).unwrap();
+        create_network(allow_internet_access, value.as_object())
     }
 
     #[test]
-    fn only_all_or_nothing_outbound_access_is_accepted() {
-        assert_eq!(check("{}"), Ok(None));
-        assert_eq!(
-            check(r#"{"allowPublicTraffic": true, "allowOut": []}"#),
-            Ok(None)
+    fn allow_and_deny_lists_are_enforced_and_imply_internet() {
+        let n = create(
+            None,
+            r#"{"allowOut": ["example.com"], "denyOut": ["0.0.0.0/0"]}"#,
+        )
+        .unwrap();
+        assert!(n.internet && n.allow_public_traffic);
+        assert!(n.rules.allows_domain("example.com"));
+        let n = create(None, r#"{"denyOut": ["8.8.8.8"]}"#).unwrap();
+        assert!(n.internet);
+        // Nothing said: courier's default, no network.
+        assert!(!create(None, "{}").unwrap().internet);
+        assert!(create(Some(true), "{}").unwrap().internet);
+        // E2B's "no internet", alone or spelled as a deny-all rule.
+        let n = create(Some(false), "{}").unwrap();
+        assert!(!n.internet && !n.rules.allows_any_traffic());
+        let n = create(None, r#"{"denyOut": ["0.0.0.0/0"]}"#).unwrap();
+        assert!(!n.rules.allows_any_traffic());
+        // allow_internet_access: false is denyOut 0.0.0.0/0, so allowOut still allows.
+        let n = create(Some(false), r#"{"allowOut": ["1.1.1.1"]}"#).unwrap();
+        assert!(n.internet && n.rules.allows_any_traffic());
+        assert_eq!(n.rules.deny_out(), ["0.0.0.0/0"]);
+    }
+
+    #[test]
+    fn private_traffic_is_a_setting() {
+        let n = create(None, r#"{"allowPublicTraffic": false}"#).unwrap();
+        assert!(!n.allow_public_traffic);
+        let err = create(None, r#"{"allowPublicTraffic": "no"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("network.allowPublicTraffic"),
+            "{err}"
         );
-        assert_eq!(check(r#"{"denyOut": ["0.0.0.0/0"]}"#), Ok(Some(false)));
+    }
+
+    #[test]
+    fn unsupported_or_malformed_fields_are_refused_naming_the_field() {
         for (json, field) in [
-            (r#"{"denyOut": ["8.8.8.8"]}"#, "network.denyOut"),
-            (r#"{"allowOut": ["example.com"]}"#, "network.allowOut"),
             (r#"{"dnsServers": ["1.1.1.1"]}"#, "network.dnsServers"),
             (
-                r#"{"egressProxy": {"url": "socks5://x"}}"#,
+                r#"{"egressProxy": {"address": "p:1080"}}"#,
                 "network.egressProxy",
             ),
+            (r#"{"rules": {"a.com": []}}"#, "network.rules"),
             (
-                r#"{"allowPublicTraffic": false}"#,
-                "network.allowPublicTraffic",
+                r#"{"maskRequestHost": "${PORT}-x.test"}"#,
+                "network.maskRequestHost",
+            ),
+            (r#"{"whatever": 1}"#, "network.whatever"),
+            (r#"{"allowOut": "example.com"}"#, "network.allowOut"),
+            (r#"{"denyOut": [1]}"#, "network.denyOut"),
+            (r#"{"denyOut": ["example.com"]}"#, "network.denyOut[0]"),
+            (
+                r#"{"allowOut": ["ok.com", "not ok"]}"#,
+                "network.allowOut[1]",
             ),
         ] {
-            let err = check(json).unwrap_err();
+            let err = create(None, json).unwrap_err().to_string();
             assert!(err.contains(field), "{json}: {err}");
         }
+        // Empty unsupported fields are fine (SDKs send defaults).
+        assert!(
+            create(
+                None,
+                r#"{"rules": {}, "egressProxy": null, "allowOut": []}"#
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn network_updates_replace_every_rule() {
+        let update = |json: &str| {
+            let value: Value = serde_json::from_str(json).unwrap();
+            update_network(value.as_object().unwrap())
+        };
+        let rules = update(r#"{"allowOut": ["10.0.0.0/8"], "denyOut": ["0.0.0.0/0"]}"#).unwrap();
+        assert_eq!(rules.allow_out(), ["10.0.0.0/8"]);
+        assert!(update("{}").unwrap().allows_any_traffic());
+        let rules = update(r#"{"allow_internet_access": false}"#).unwrap();
+        assert!(!rules.allows_any_traffic());
+        let err = update(r#"{"denyOut": ["x.com"]}"#).unwrap_err().to_string();
+        assert!(err.contains("denyOut[0]"), "{err}");
+        let err = update(r#"{"egressProxy": {"address": "p:1"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("egressProxy"), "{err}");
     }
 }

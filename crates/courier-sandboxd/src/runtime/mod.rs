@@ -208,6 +208,11 @@ pub struct SandboxSpec {
     /// not installed.
     #[serde(default)]
     pub allow_internet: bool,
+    /// The egress policy slirp4netns is held to when `allow_internet` is set (shared: the
+    /// server may replace its rules live). Not persisted; default: no rules, internal
+    /// destinations refused (see [`crate::egress`]).
+    #[serde(skip)]
+    pub egress: crate::egress::SandboxEgress,
     /// Hostname inside the sandbox; defaults to the id.
     pub hostname: Option<String>,
     /// Host paths bind-mounted into this sandbox only (`nosuid`, `nodev`).
@@ -266,6 +271,7 @@ impl SandboxSpec {
             env,
             limits: Limits::default(),
             allow_internet: false,
+            egress: Default::default(),
             hostname: None,
             binds: Vec::new(),
             cwd: None,
@@ -393,7 +399,7 @@ struct Entry {
     monitor: Option<Child>,
     /// slirp4netns when this runtime started it for outbound access (it lives in the
     /// sandbox's cgroup and dies with it; reaped on kill).
-    network: Option<Child>,
+    network: Option<network::Attached>,
 }
 
 /// The sandbox runtime. See the [module docs](self).
@@ -682,6 +688,7 @@ impl Runtime {
                 netns_pid,
                 &cgroup.procs_files(),
                 &dirs.base.join("network.log"),
+                &spec.egress,
             ) {
                 Ok(child) => Some(child),
                 Err(e) => return fail(e.to_string(), monitor),
@@ -958,6 +965,39 @@ impl Runtime {
         })
     }
 
+    /// Gives running sandbox `id` a fresh slirp4netns under `egress` (after a server
+    /// restart: the previous server's slirp4netns is failed closed, its supervisor gone).
+    /// The stale one is killed first. A sandbox without internet is left alone.
+    pub fn reattach_network(&self, id: &str, egress: &crate::egress::SandboxEgress) -> Result<()> {
+        let (pid, internet, cgroup) = self.with_entry(id, |e| {
+            Ok((
+                e.state.handle.init_pid,
+                e.state.spec.allow_internet,
+                e.cgroup.clone(),
+            ))
+        })?;
+        if !internet {
+            return Ok(());
+        }
+        let Some(program) = network::find_slirp4netns() else {
+            return Err(Error::Unsupported(
+                "allow_internet: slirp4netns is no longer installed".into(),
+            ));
+        };
+        network::detach_stale(pid)?;
+        let attached = network::attach(
+            &program,
+            pid,
+            &cgroup.procs_files(),
+            &self.dirs(id).base.join("network.log"),
+            egress,
+        )?;
+        self.with_entry(id, |e| {
+            e.network = Some(attached);
+            Ok(())
+        })
+    }
+
     /// Connects to the control socket of sandbox `id` (see
     /// [`SandboxSpec::control_socket`]) and checks that the process answering belongs to
     /// the sandbox.
@@ -1165,7 +1205,7 @@ impl Runtime {
         id: &str,
         cgroup: &SandboxCgroup,
         monitor: Option<Child>,
-        network: Option<Child>,
+        network: Option<network::Attached>,
         ids: Option<IdRange>,
     ) -> Result<()> {
         let mut first_err = None;

@@ -18,25 +18,38 @@
 //! - `--disable-host-loopback` keeps the sandbox away from the host's `127.0.0.0/8`
 //!   services (databases, the control plane when bound to loopback);
 //! - `--enable-sandbox --enable-seccomp` confine slirp4netns itself (own mount namespace,
-//!   capabilities dropped, syscall filter);
+//!   capabilities dropped, syscall filter); it starts in a mount namespace of its own with
+//!   private propagation, because its sandbox detaches the old root, which would unmount
+//!   host mounts under shared parents (`/run/netns/*`...) through propagation;
+//! - every connection and datagram it sends for the sandbox is decided by the sandbox's
+//!   egress policy ([`crate::egress`]): a seccomp filter stops `connect`/`sendto`/
+//!   `sendmsg` and a supervisor thread in courier-sandboxd performs or refuses them.
+//!   Cloud metadata, the host's own addresses, loopback and private ranges are refused
+//!   unless the operator allows them; E2B's `allowOut`/`denyOut` apply on top;
 //! - the slirp4netns process is moved into the sandbox's cgroup, so its CPU and memory
 //!   count against the sandbox, pausing the sandbox freezes its network too, and killing
 //!   the sandbox's cgroup kills it — no separate cleanup path to get wrong.
 //!
 //! The cost is throughput (a user-space stack; hundreds of MB/s, plenty for package
-//! installs and LLM APIs) and one extra process per networked sandbox (~2 MB). The host's
-//! other addresses (e.g. its LAN address) are reachable like any outside host: put
-//! sandboxd's listeners on loopback, or firewall them, when sandboxes must not reach them.
+//! installs and LLM APIs), one extra process per networked sandbox (~2 MB) and one
+//! supervisor thread in courier-sandboxd.
+//!
+//! After a server restart a running sandbox's slirp4netns has lost its supervisor (it
+//! can open nothing new: fail closed); [`detach_stale`] then [`attach`] give it a new
+//! one.
 //!
 //! [slirp4netns]: https://github.com/rootless-containers/slirp4netns
 
 use std::fs::{self, File};
 use std::io::Read;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::egress::SandboxEgress;
+use crate::egress::supervisor::Supervisor;
 use crate::error::{Error, Result};
 
 /// The program that provides outbound access.
@@ -81,15 +94,64 @@ pub(crate) fn check_supported(allow_internet: bool) -> Result<Option<PathBuf>> {
     })
 }
 
-/// Starts slirp4netns for the network namespace of `init_pid`, moves it into the
-/// sandbox's cgroup (`cgroup_procs`), and waits until `tap0` is configured. Its output
-/// goes to `log`. The returned child is killed with the sandbox's cgroup.
-pub(crate) fn attach(
+/// slirp4netns serving one sandbox, and the supervisor enforcing its egress policy (see
+/// [`crate::egress`]). Killed with the sandbox's cgroup; [`kill`](Self::kill) and
+/// [`wait`](Self::wait) also stop the supervisor. Dropping it stops the supervisor only,
+/// after which slirp4netns can open no new connection (fail closed).
+pub struct Attached {
+    child: Child,
+    supervisor: Supervisor,
+}
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attached")
+            .field("pid", &self.child.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Attached {
+    /// slirp4netns's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGKILL to slirp4netns and stops the supervisor.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        let killed = self.child.kill();
+        self.supervisor.stop();
+        killed
+    }
+
+    /// Waits for slirp4netns to exit (e.g. after the sandbox's cgroup was killed) and
+    /// stops the supervisor.
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let status = self.child.wait();
+        self.supervisor.stop();
+        status
+    }
+}
+
+/// Starts slirp4netns for the network namespace of `init_pid` under the egress policy
+/// `egress`, moves it into the sandbox's cgroup (`cgroup_procs`), and waits until `tap0`
+/// is configured. Its output goes to `log`.
+///
+/// slirp4netns runs with a seccomp filter whose listener only the returned
+/// [`Attached`]'s supervisor holds: every connection it makes for the sandbox is decided
+/// by `egress` (see [`crate::egress`]). Works for a sandbox that is already running
+/// too, e.g. after a server restart: first [`detach_stale`] the slirp4netns the previous
+/// server started (its supervisor died with that server, so it can open nothing new).
+pub fn attach(
     program: &Path,
     init_pid: i32,
     cgroup_procs: &[PathBuf],
     log: &Path,
-) -> Result<Child> {
+    egress: &SandboxEgress,
+) -> Result<Attached> {
+    // Read now: DNS to these resolvers is what slirp4netns forwards the sandbox's
+    // 10.0.2.3 to, and is allowed even when they are internal.
+    let resolvers = host_resolvers(Path::new("/etc/resolv.conf"));
     let out = File::create(log).map_err(Error::io("create", log))?;
     let err = out.try_clone().map_err(Error::io("dup", log))?;
     let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -111,11 +173,17 @@ pub(crate) fn attach(
     .env_clear()
     .current_dir("/");
     super::sys::pass_fd_as(&mut cmd, ready_write, READY_FD);
-    let mut child = cmd.spawn().map_err(Error::sys(format!(
-        "spawn {} (outbound network)",
-        program.display()
-    )))?;
-    drop(cmd);
+    let (child, supervisor) =
+        crate::egress::spawn_supervised(cmd, egress, resolvers).map_err(|e| {
+            let output = fs::read_to_string(log).unwrap_or_default();
+            Error::Sys {
+                op: format!("start {} (outbound network)", program.display()),
+                source: std::io::Error::new(
+                    e.kind(),
+                    format!("{e}; its output: {}", output.trim()),
+                ),
+            }
+        })?;
 
     let fail = |child: &mut Child, why: String| {
         let _ = child.kill();
@@ -126,17 +194,100 @@ pub(crate) fn attach(
             source: std::io::Error::other(format!("{why}; its output: {}", output.trim())),
         })
     };
+    let mut attached = Attached { child, supervisor };
     // Into the sandbox's cgroup before it carries any traffic: its resources are the
     // sandbox's, and the cgroup's kill takes it along.
     for procs in cgroup_procs {
-        if let Err(e) = fs::write(procs, child.id().to_string()) {
-            return fail(&mut child, format!("join cgroup {}: {e}", procs.display()));
+        if let Err(e) = fs::write(procs, attached.child.id().to_string()) {
+            return fail(
+                &mut attached.child,
+                format!("join cgroup {}: {e}", procs.display()),
+            );
         }
     }
     match wait_ready(ready_read, READY_TIMEOUT) {
-        Ok(()) => Ok(child),
-        Err(why) => fail(&mut child, why),
+        Ok(()) => Ok(attached),
+        Err(why) => fail(&mut attached.child, why),
     }
+}
+
+/// The nameservers of a `resolv.conf` (the resolvers slirp4netns forwards DNS to).
+fn host_resolvers(path: &Path) -> Vec<IpAddr> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    parse_resolvers(&text)
+}
+
+fn parse_resolvers(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
+        })
+        // An IPv6 resolver may carry a zone (`fe80::1%eth0`).
+        .filter_map(|addr| addr.split('%').next()?.parse().ok())
+        .collect()
+}
+
+/// Kills the slirp4netns processes serving the network namespace of `init_pid` that a
+/// previous server started (their supervisor is gone, so they can open no new
+/// connection), and waits until they are gone. Returns their PIDs.
+///
+/// Found by scanning `/proc`: a process whose executable is slirp4netns and whose
+/// arguments are the ones [`attach`] passes for `init_pid`. Call it before
+/// [`attach`]ing again to a running sandbox; the sandbox's existing connections end
+/// with the old process.
+pub fn detach_stale(init_pid: i32) -> Result<Vec<i32>> {
+    let Some(program) = find_slirp4netns() else {
+        return Ok(Vec::new());
+    };
+    let identity = |path: &Path| {
+        fs::metadata(path).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        })
+    };
+    let wanted = identity(&program);
+    let me = std::process::id() as i32;
+    let mut killed = Vec::new();
+    let entries = fs::read_dir("/proc").map_err(Error::io("read dir", "/proc"))?;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .collect();
+        let target = init_pid.to_string();
+        let ours = args.len() >= 3
+            && args[args.len() - 1] == b"tap0"
+            && args[args.len() - 2] == target.as_bytes()
+            && args.iter().any(|a| a.starts_with(b"--ready-fd="));
+        if !ours || identity(&entry.path().join("exe")) != wanted || wanted.is_none() {
+            continue;
+        }
+        // A pidfd: the kill and the wait are for this process even if the PID is reused.
+        let Ok(pidfd) = crate::egress::pidfd_open(pid) else {
+            continue;
+        };
+        if crate::egress::pidfd_kill(&pidfd).is_ok() {
+            crate::egress::pidfd_wait_exit(&pidfd, Duration::from_secs(5));
+            killed.push(pid);
+        }
+    }
+    Ok(killed)
 }
 
 /// Waits for slirp4netns to write to its ready descriptor.
@@ -184,4 +335,18 @@ mod tests {
         assert!(err.contains("allow_internet"), "{err}");
         assert!(err.contains("apt-get install slirp4netns"), "{err}");
     }
+
+    #[test]
+    fn resolvers_are_the_nameserver_lines() {
+        let text = "# comment\nnameserver 10.255.255.53\nsearch x\nnameserver fe80::1%eth0\n\
+                    nameserver bogus\noptions ndots:1\n";
+        assert_eq!(
+            parse_resolvers(text),
+            vec![
+                "10.255.255.53".parse::<IpAddr>().unwrap(),
+                "fe80::1".parse().unwrap()
+            ]
+        );
+    }
+
 }

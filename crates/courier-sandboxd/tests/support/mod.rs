@@ -1,4 +1,5 @@
-//! What the control-plane and template tests share.
+//! What the control-plane, template and egress tests share.
+#![allow(dead_code)] // each test crate uses part of it
 
 use std::path::PathBuf;
 
@@ -22,33 +23,52 @@ use std::sync::OnceLock;
 pub fn envd_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Ok(bin) = std::env::var("COURIER_ENVD_BIN") {
-            return PathBuf::from(bin);
-        }
-        let exe = std::env::current_exe().expect("current exe");
-        // <target>/<profile>/deps/<test>
-        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
-        let bin = profile_dir.join("courier-envd");
-        if !bin.is_file() {
-            let target_dir = profile_dir.parent().expect("target dir");
-            eprintln!("building courier-envd into {}", target_dir.display());
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = Command::new(cargo)
-                .args([
-                    "build",
-                    "-p",
-                    "courier-envd-bin",
-                    "--bin",
-                    "courier-envd",
-                    "--target-dir",
-                ])
-                .arg(target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building courier-envd failed");
-        }
-        bin
+        workspace_binary(
+            "COURIER_ENVD_BIN",
+            "courier-envd-bin",
+            "courier-envd",
+            false,
+        )
     })
     .clone()
+}
+
+/// The courier-sandboxd server binary: `COURIER_SANDBOXD_BIN`, else the one in this
+/// target dir, (re)built on first use so that it runs this crate's current code.
+pub fn sandboxd_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        workspace_binary(
+            "COURIER_SANDBOXD_BIN",
+            "courier-sandboxd-bin",
+            "courier-sandboxd",
+            true,
+        )
+    })
+    .clone()
+}
+
+/// `$env` when set, else `<target>/<profile>/<bin>`, built from `package` when missing
+/// (or always, which cargo makes a no-op when it is up to date).
+fn workspace_binary(env: &str, package: &str, bin: &str, always_build: bool) -> PathBuf {
+    if let Ok(path) = std::env::var(env) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // <target>/<profile>/deps/<test>
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
+    let path = profile_dir.join(bin);
+    if always_build || !path.is_file() {
+        let target_dir = profile_dir.parent().expect("target dir");
+        eprintln!("building {bin} into {}", target_dir.display());
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "-p", package, "--bin", bin, "--target-dir"])
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building {bin} failed");
+    }
+    path
 }

@@ -1,0 +1,242 @@
+//! The domain proxy: where the supervisor points a sandbox's HTTP or HTTPS connection to
+//! an address its rules deny, when its `allowOut` names domains.
+//!
+//! The supervisor connects slirp4netns's own socket to this listener (loopback,
+//! ephemeral port) instead of the original destination, after registering the
+//! destination under the socket's local port ([`DomainProxy::expect`]). The proxy then:
+//!
+//! 1. reads the first bytes (at most [`MAX_SNIFF`], within [`SNIFF_TIMEOUT`]) and takes
+//!    the TLS SNI or the HTTP `Host` ([`super::sniff`]); nothing usable: closed;
+//! 2. requires the name to match a domain of the sandbox's current `allowOut`;
+//! 3. resolves the name itself and requires the original address to be among the
+//!    answers (so a sandbox cannot send an allowed name to an address of its choosing),
+//!    and the address still not internal (the host's addresses may have changed);
+//! 4. connects to the original destination, replays the bytes it read and splices both
+//!    directions until either side closes.
+//!
+//! Limits: the name is checked once per connection (an HTTP keep-alive connection may
+//! carry later requests for other names served at the same address; inside TLS the
+//! `Host` is not visible, so a shared front such as a CDN can be asked for another of
+//! its sites — "domain fronting"). The sandbox and the proxy must get the same DNS
+//! answers: both use the host's resolver, but a name whose answers rotate can make a
+//! connection to an address the proxy's lookup did not return fail.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::SandboxEgress;
+use super::policy::canonical;
+use super::sniff::{MAX_SNIFF, Sniff, sniff};
+
+/// How long a client may take to send its ClientHello or request head.
+pub(crate) const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long resolving the name may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting to the destination may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a registered destination waits for its connection.
+const PENDING_TTL: Duration = Duration::from_secs(60);
+/// Splice buffer size, each direction.
+const SPLICE_BUFFER: usize = 64 * 1024;
+/// Most registered connections not yet accepted (all sandboxes together).
+const MAX_PENDING: usize = 4096;
+
+/// A redirected connection the proxy expects.
+struct Pending {
+    destination: SocketAddr,
+    egress: SandboxEgress,
+    registered: Instant,
+}
+
+type PendingMap = Arc<Mutex<HashMap<u16, Pending>>>;
+
+/// The running proxy: one thread with its own small tokio runtime, shared by every
+/// sandbox of the server. Stopped when dropped.
+pub(crate) struct DomainProxy {
+    addr: SocketAddr,
+    pending: PendingMap,
+    stop: CancellationToken,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DomainProxy {
+    /// Binds `127.0.0.1:0` and starts serving.
+    pub(crate) fn start() -> io::Result<Self> {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let pending = PendingMap::default();
+        let stop = CancellationToken::new();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("egress-domain-proxy".into())
+            .spawn({
+                let pending = pending.clone();
+                let stop = stop.clone();
+                move || runtime.block_on(serve(listener, pending, stop))
+            })?;
+        Ok(Self {
+            addr,
+            pending,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The listener's address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Registers that the connection coming from `127.0.0.1:<local_port>` was meant for
+    /// `destination`, under `egress`'s rules; false when too many are waiting already.
+    pub(crate) fn expect(
+        &self,
+        local_port: u16,
+        destination: SocketAddr,
+        egress: SandboxEgress,
+    ) -> bool {
+        let mut pending = self.pending.lock().expect("pending lock");
+        pending.retain(|_, p| p.registered.elapsed() < PENDING_TTL);
+        if pending.len() >= MAX_PENDING {
+            return false;
+        }
+        pending.insert(
+            local_port,
+            Pending {
+                destination,
+                egress,
+                registered: Instant::now(),
+            },
+        );
+        true
+    }
+}
+
+impl Drop for DomainProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(listener: std::net::TcpListener, pending: PendingMap, stop: CancellationToken) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "egress domain proxy cannot listen");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                // Only slirp4netns's redirected sockets are expected: they connect from
+                // loopback with a registered port. Anything else finds no entry.
+                let entry = (canonical(peer.ip()) == Ipv4Addr::LOCALHOST)
+                    .then(|| pending.lock().expect("pending lock").remove(&peer.port()))
+                    .flatten();
+                if let Some(entry) = entry {
+                    tokio::spawn(relay(stream, entry, stop.clone()));
+                }
+            }
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "egress domain proxy: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn relay(mut client: TcpStream, entry: Pending, stop: CancellationToken) {
+    let destination = entry.destination;
+    let (name, head, mut upstream) = match check(&mut client, &entry).await {
+        Ok(ok) => ok,
+        Err(why) => {
+            entry.egress.log_refused(&destination, &why);
+            return;
+        }
+    };
+    tracing::debug!(sandbox = entry.egress.label(), %destination, name, "egress allowed by domain");
+    if upstream.write_all(&head).await.is_err() {
+        return;
+    }
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional_with_sizes(
+            &mut client, &mut upstream, SPLICE_BUFFER, SPLICE_BUFFER) => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
+/// Reads the name, checks it against the rules and DNS, and connects. Returns the name,
+/// the bytes read so far and the upstream connection, or why the connection is refused.
+async fn check(
+    client: &mut TcpStream,
+    entry: &Pending,
+) -> Result<(String, Vec<u8>, TcpStream), String> {
+    let destination = entry.destination;
+    let mut head = Vec::with_capacity(2048);
+    let name = tokio::time::timeout(SNIFF_TIMEOUT, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match sniff(&head) {
+                Sniff::Name(name) => return Ok(name),
+                Sniff::NoName(why) => return Err(why.to_owned()),
+                Sniff::NeedMore if head.len() >= MAX_SNIFF => {
+                    return Err("no server name within the first 16 KiB".to_owned());
+                }
+                Sniff::NeedMore => {}
+            }
+            let room = (MAX_SNIFF - head.len()).min(chunk.len());
+            match client.read(&mut chunk[..room]).await {
+                Ok(0) => return Err("closed before naming a host".to_owned()),
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    })
+    .await
+    .map_err(|_| format!("no TLS ClientHello or HTTP request within {SNIFF_TIMEOUT:?}"))??;
+
+    if !entry.egress.rules().allows_domain(&name) {
+        return Err(format!("{name} is not an allowOut domain"));
+    }
+    let answers = tokio::time::timeout(
+        RESOLVE_TIMEOUT,
+        tokio::net::lookup_host((name.as_str(), destination.port())),
+    )
+    .await
+    .map_err(|_| format!("resolving {name} took longer than {RESOLVE_TIMEOUT:?}"))?
+    .map_err(|e| format!("resolving {name}: {e}"))?;
+    let target = canonical(destination.ip());
+    if !answers.into_iter().any(|a| canonical(a.ip()) == target) {
+        return Err(format!("{name} does not resolve to {}", destination.ip()));
+    }
+    if let Some(refused) = entry.egress.internal(destination.ip()) {
+        return Err(format!("{name}: {refused}"));
+    }
+    let upstream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(destination))
+        .await
+        .map_err(|_| format!("connecting took longer than {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| format!("connect: {e}"))?;
+    Ok((name, head, upstream))
+}
