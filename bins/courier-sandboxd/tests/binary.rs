@@ -82,6 +82,15 @@ impl Server {
             ])
             .arg("--envd-binary")
             .arg(envd_binary())
+            // The suites' isolation (`COURIER_TEST_ISOLATION`, default container): these
+            // tests look at the sandboxes' processes from the host.
+            .args([
+                "--isolation",
+                &std::env::var("COURIER_TEST_ISOLATION")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| "container".to_owned()),
+            ])
             .args(extra)
             .env_remove("COURIER_SANDBOXD_API_KEY")
             .stdin(Stdio::null())

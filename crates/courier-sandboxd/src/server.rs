@@ -30,8 +30,8 @@ use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::envd_link::EnvdEndpoint;
 use crate::egress::{Egress, EgressRules, SandboxEgress};
+use crate::envd_link::EnvdEndpoint;
 use crate::error::{Error, Result};
 use crate::keys::KeyStore;
 use crate::limits::{Capacity, CapacityUsage, Reservation, ServerLimits};
@@ -671,7 +671,12 @@ impl Sandboxd {
         }
         self.inner.sandboxes.lock().expect("sandboxes lock").insert(
             id,
-            Arc::new(Entry::new(record.clone(), envd, reservation, sandbox_egress)),
+            Arc::new(Entry::new(
+                record.clone(),
+                envd,
+                reservation,
+                sandbox_egress,
+            )),
         );
         Ok(record)
     }

@@ -61,6 +61,7 @@ impl Fixture {
         config.helper = Some(PathBuf::from(HELPER));
         config.dev_api_key = Some(KEY.to_owned());
         config.limits = limits;
+        config.isolation = Some(support::isolation());
         let server = Sandboxd::start(config).await.expect("start sandboxd");
         let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
         let api_addr = api.local_addr().unwrap();
@@ -107,8 +108,8 @@ impl Fixture {
         .await
     }
 
-    /// Entries of a directory of the data dir (records, envd socket dirs, runtime
-    /// sandboxes): what a half-made create would leave behind.
+    /// Entries of a directory of the data dir (records, runtime sandboxes): what a
+    /// half-made create would leave behind.
     fn entries(&self, sub: &str) -> usize {
         std::fs::read_dir(self.dir.path().join("data").join(sub))
             .map(|d| d.count())
@@ -120,7 +121,7 @@ impl Fixture {
         assert_eq!(self.server.list().len(), n, "control-plane entries");
         assert_eq!(self.server.runtime().list().len(), n, "runtime sandboxes");
         assert_eq!(self.entries("records"), n, "records");
-        assert_eq!(self.entries("envd"), n, "envd socket dirs");
+        assert_eq!(self.entries("runtime/sandboxes"), n, "runtime sandbox dirs");
         assert_eq!(self.server.capacity().sandboxes as usize, n, "reservations");
     }
 

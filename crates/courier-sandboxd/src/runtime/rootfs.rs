@@ -27,6 +27,7 @@
 use std::fs;
 use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -246,6 +247,19 @@ pub(crate) fn open_in_root(
     create: Create,
     owner: Option<(u32, u32)>,
 ) -> std::result::Result<OwnedFd, String> {
+    open_in_root_at_depth(root, path, create, owner, 0)
+}
+
+/// How many dangling symlinks [`open_in_root`] follows to create their targets.
+const MAX_LINKS: usize = 40;
+
+fn open_in_root_at_depth(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    create: Create,
+    owner: Option<(u32, u32)>,
+    depth: usize,
+) -> std::result::Result<OwnedFd, String> {
     let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     let open = |p: &Path, dir: bool| {
         let mut flags = OFlags::PATH | OFlags::CLOEXEC;
@@ -280,6 +294,26 @@ pub(crate) fn open_in_root(
             Err(e) => return Err(err(format!("open {} in the sandbox", next.display()), e)),
         }
         let parent = open(&at, true).map_err(|e| err(format!("open {}", at.display()), e))?;
+        // A dangling symlink (e.g. a template's `/etc -> /somewhere/else`): create what it
+        // points at, resolved inside the root like everything else.
+        if let Ok(target) = rustix::fs::readlinkat(&parent, *name, Vec::new()) {
+            if depth >= MAX_LINKS {
+                return Err(format!(
+                    "{}: too many levels of symbolic links",
+                    next.display()
+                ));
+            }
+            let target = PathBuf::from(std::ffi::OsStr::from_bytes(target.as_bytes()));
+            let mut rest = if target.is_absolute() {
+                target
+            } else {
+                at.join(target)
+            };
+            for part in &parts[i + 1..] {
+                rest.push(part);
+            }
+            return open_in_root_at_depth(root, &rest, create, owner, depth + 1);
+        }
         if last && create == Create::File {
             let file = rustix::fs::openat(
                 &parent,
