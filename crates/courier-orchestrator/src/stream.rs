@@ -369,6 +369,33 @@ pub struct RunOutcome {
     pub usage: Usage,
     /// The tool's session id, when it reported one.
     pub session_id: Option<String>,
+    /// The provider refused the credentials: the recorder ended the message at once
+    /// (the agent may still be retrying and must be stopped).
+    pub auth_failed: bool,
+}
+
+/// The message a run that the provider refused ends with: what the tool said, and which
+/// key to fix where.
+pub fn auth_failure_text(tool: ToolId, status: Option<u16>, message: &str) -> String {
+    let spec = courier_tools::registry::spec(tool);
+    let provider = spec
+        .required_keys
+        .first()
+        .map(|k| crate::keys::provider_of(*k).to_string())
+        .unwrap_or_else(|| "provider".to_owned());
+    let needs = spec
+        .required_keys
+        .iter()
+        .map(|k| k.describe())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let status = status.map(|s| format!("HTTP {s}: ")).unwrap_or_default();
+    format!(
+        "{} could not authenticate ({status}{message}). The {provider} key was refused: \
+         set a valid one ({needs}) with `courier keys set {provider}` or in the project or \
+         user settings, then send the message again.",
+        spec.display_name
+    )
 }
 
 /// Records one agent run into one assistant message (see the [module docs](self)).
@@ -385,6 +412,8 @@ pub struct StreamRecorder {
     meter: UsageMeter,
     result: Option<RunResult>,
     clock: Arc<dyn Clock>,
+    tool: ToolId,
+    auth_failed: bool,
 }
 
 impl std::fmt::Debug for StreamRecorder {
@@ -431,6 +460,8 @@ impl StreamRecorder {
             meter: UsageMeter::new(),
             result: None,
             clock: Arc::new(SystemClock),
+            tool,
+            auth_failed: false,
         })
     }
 
@@ -459,7 +490,17 @@ impl StreamRecorder {
             meter: UsageMeter::new(),
             result: None,
             clock: Arc::new(SystemClock),
+            tool,
+            auth_failed: false,
         }
+    }
+
+    /// Continues a session whose tool reports cumulative usage (Codex): `session_total`
+    /// is the previous run's [`RunResult::session_usage`]; this run records only what
+    /// grew since (see [`StreamParser::continuing`]).
+    pub fn continuing(mut self, session_total: Option<Usage>) -> Self {
+        self.parser = StreamParser::new(self.tool).continuing(session_total);
+        self
     }
 
     /// Dates the run's token usage (and picks its rate) with `clock` instead of the system
@@ -537,6 +578,20 @@ impl StreamRecorder {
             let first_agent_event = published.len();
             for event in events {
                 self.meter.observe(&event);
+                if let AgentEvent::AuthFailed { status, message } = &event {
+                    // A refused key never heals: the run ends now, not after the CLI's
+                    // retries.
+                    self.auth_failed = true;
+                    result.get_or_insert_with(|| RunResult {
+                        success: false,
+                        text: Some(auth_failure_text(self.tool, *status, message)),
+                        cost_usd: None,
+                        usage: None,
+                        num_turns: None,
+                        duration_ms: None,
+                        session_usage: None,
+                    });
+                }
                 match event {
                     AgentEvent::Text { text } => {
                         content.push_str(&text);
@@ -659,12 +714,14 @@ impl StreamRecorder {
             usage: None,
             num_turns: None,
             duration_ms: None,
+            session_usage: None,
         });
         Ok(RunOutcome {
             session_id: self.parser.session_id().map(str::to_owned),
             message: self.message,
             result,
             usage: self.meter.total(),
+            auth_failed: self.auth_failed,
         })
     }
 
@@ -683,6 +740,10 @@ impl StreamRecorder {
                     exit_code = Some(status.exit_code);
                     break;
                 }
+            }
+            if self.auth_failed {
+                // Ended: the caller stops the agent, which may still be retrying.
+                break;
             }
         }
         self.finish(exit_code).await
