@@ -202,13 +202,43 @@ fn marker(text: &str) -> Option<(String, bool)> {
     Some((path.to_owned(), rest[end..].contains("[[slow]]")))
 }
 
+/// Tools offered in the Responses `input` (`additional_tools` items, as Codex sends them
+/// for models in code mode), namespaces flattened.
+fn additional_tools(body: &Value) -> Vec<Value> {
+    fn flatten(tools: &[Value], out: &mut Vec<Value>) {
+        for t in tools {
+            match t.get("tools").and_then(Value::as_array) {
+                Some(nested) => flatten(nested, out),
+                None => out.push(t.clone()),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for item in body
+        .get("input")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if item.get("type").and_then(Value::as_str) == Some("additional_tools")
+            && let Some(tools) = item.get("tools").and_then(Value::as_array)
+        {
+            flatten(tools, &mut out);
+        }
+    }
+    out
+}
+
 /// The tools a request offers: `(name, JSON schema of its input or null, is custom)`.
 fn offered_tools(api: Api, body: &Value) -> Vec<(String, Value, bool)> {
-    let tools = body
+    let mut tools = body
         .get("tools")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    if api == Api::Responses {
+        tools.extend(additional_tools(body));
+    }
     tools
         .iter()
         .filter_map(|t| {
@@ -247,8 +277,8 @@ fn shell_write(path: &str) -> String {
 }
 
 /// The call that writes `path` with one of the offered tools, in order of preference: a
-/// `write` tool, `apply_patch`, `exec_command`, `shell`, `Bash`. `None` when none is
-/// offered.
+/// `write` tool, `apply_patch`, `exec_command`, `shell`, Codex's code-mode `exec`
+/// (JavaScript calling its nested `apply_patch`), `Bash`. `None` when none is offered.
 pub fn write_call(api: Api, body: &Value, path: &str) -> Option<ToolCall> {
     let tools = offered_tools(api, body);
     let content = format!("{WRITTEN_PREFIX}{path}\n");
@@ -297,6 +327,20 @@ pub fn write_call(api: Api, body: &Value, path: &str) -> Option<ToolCall> {
         return Some(ToolCall {
             name: name.clone(),
             input: CallInput::Json(json!({ "command": ["bash", "-c", shell_write(path)] })),
+        });
+    }
+    if let Some((name, _, true)) = find("exec") {
+        let patch = format!(
+            "*** Begin Patch\n*** Add File: {path}\n+{}\n*** End Patch\n",
+            content.trim_end()
+        );
+        let js = format!(
+            "const out = await tools.apply_patch({});\ntext(out);\n",
+            Value::String(patch)
+        );
+        return Some(ToolCall {
+            name: name.clone(),
+            input: CallInput::Text(js),
         });
     }
     find("bash").map(|(name, ..)| ToolCall {
@@ -715,6 +759,28 @@ mod tests {
             } => {
                 assert_eq!(name, "apply_patch");
                 assert!(patch.contains("*** Add File: /w/g\n+standin wrote /w/g\n"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn codex_code_mode_tools_in_the_input_get_a_javascript_exec_call() {
+        let body = json!({"input": [
+            {"type": "additional_tools", "role": "developer", "tools": [{"type": "namespace", "name": "functions",
+                "tools": [{"type": "custom", "name": "exec"}, {"type": "function", "name": "wait"}]}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "[[write:/w/h]]"}]}]});
+        match classify(Api::Responses, &body) {
+            Turn::ToolCall {
+                call:
+                    ToolCall {
+                        name,
+                        input: CallInput::Text(js),
+                    },
+                ..
+            } => {
+                assert_eq!(name, "exec");
+                assert!(js.starts_with("const out = await tools.apply_patch(\"*** Begin Patch"));
             }
             other => panic!("{other:?}"),
         }

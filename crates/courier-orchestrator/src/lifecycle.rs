@@ -180,6 +180,7 @@ struct Live {
     env: HashMap<String, String>,
     working: bool,
     queue: VecDeque<String>,
+    /// The task following the current run.
     agent: Option<JoinHandle<()>>,
     /// The session's running usage total as the tool last reported it (tools that report
     /// cumulative figures: the next run's baseline).
@@ -659,12 +660,22 @@ impl Orchestrator {
         recorder: StreamRecorder,
     ) {
         let this = self.clone();
+        // The run's sandbox and the session's total before it, for billing a run that is
+        // stopped before its stream reports usage (even once a kill forgot the sandbox).
+        let before = self
+            .lock()
+            .get(&id)
+            .map(|l| (l.record.clone(), l.tool, l.session_usage.clone()));
         let task = tokio::spawn(async move {
             let outcome = recorder.record(spawned.events).await;
             if matches!(&outcome, Ok(o) if o.auth_failed) {
                 // The message already says which key to fix; the CLI may still be
                 // retrying with the refused key.
                 this.stop_agent(id).await;
+            }
+            if let (Ok(outcome), Some((record, tool, baseline))) = (&outcome, before) {
+                this.bill_stopped_run(id, tool, &record, outcome, baseline)
+                    .await;
             }
             this.run_ended(id, outcome).await;
         });
@@ -690,6 +701,65 @@ impl Orchestrator {
             }
             Err(e) => tracing::warn!(sandbox = %id, error = %e, "could not stop the agent"),
             Ok(_) => {}
+        }
+    }
+
+    /// Bills what a stopped run used when its stream could not say (Codex reports usage
+    /// only when a turn ends): the session's total from the CLI's own log, minus what
+    /// earlier runs billed. Best effort: a failure is logged.
+    async fn bill_stopped_run(
+        &self,
+        id: SandboxId,
+        tool: ToolId,
+        record: &SandboxRecord,
+        outcome: &RunOutcome,
+        baseline: Option<Usage>,
+    ) {
+        let reported = outcome.usage.input_tokens
+            + outcome.usage.output_tokens
+            + outcome.usage.cache_read_tokens
+            + outcome.usage.cache_write_tokens
+            > 0;
+        let (Some(service), Some(session)) = (
+            crate::usage::service_for(tool),
+            outcome.session_id.as_deref(),
+        ) else {
+            return;
+        };
+        if reported || outcome.result.session_usage.is_some() {
+            return;
+        }
+        let Some(probe) = courier_tools::command::stopped_run_usage_command(tool, session) else {
+            return;
+        };
+        let total = match self.api.run(record, self.command(probe.to_shell())).await {
+            Ok(out) => courier_tools::command::parse_stopped_run_usage(tool, &out.stdout),
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "could not read a stopped run's usage");
+                return;
+            }
+        };
+        let Some(total) = total else { return };
+        let used = match &baseline {
+            Some(base) if total.covers(base) => total.minus(base),
+            _ => total,
+        };
+        let billed = async {
+            let records = crate::usage::token_records(
+                self.store.as_ref(),
+                id,
+                service,
+                &used,
+                self.clock.now(),
+            )
+            .await?;
+            if !records.is_empty() {
+                self.store.record_usage(&records).await?;
+            }
+            Ok::<_, OrchestratorError>(())
+        };
+        if let Err(e) = billed.await {
+            tracing::warn!(sandbox = %id, error = %e, "could not bill a stopped run");
         }
     }
 
@@ -797,7 +867,7 @@ impl Orchestrator {
         let agent = self.lock().remove(&id).and_then(|l| l.agent);
         if let Some(agent) = agent {
             // The agent was killed, so its stream ends; give the recorder a moment to
-            // store the verdict before cutting it off.
+            // store the verdict (and bill the run) before cutting it off.
             if tokio::time::timeout(Duration::from_secs(5), agent)
                 .await
                 .is_err()

@@ -143,7 +143,12 @@ impl EventHub {
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     content_len: usize,
+    /// Raw log bytes covered by what the store delivered (replay or resync): live agent
+    /// events up to here are repeats.
     raw_len: usize,
+    /// The raw-log end of the last live agent event delivered: later events of the same
+    /// line carry the same end and are new.
+    live_raw_end: Option<usize>,
     finished: bool,
 }
 
@@ -202,6 +207,7 @@ impl Subscription {
             Seen {
                 content_len: message.content.len(),
                 raw_len: message.raw_log.len(),
+                live_raw_end: None,
                 finished: message.status != MessageStatus::Streaming,
             },
         );
@@ -278,6 +284,7 @@ impl Subscription {
                     Seen {
                         content_len: message.content.len(),
                         raw_len: message.raw_log.len(),
+                        live_raw_end: None,
                         finished: message.status != MessageStatus::Streaming,
                     },
                 );
@@ -293,9 +300,17 @@ impl Subscription {
                 None => true,
             },
             EventKind::Agent { raw_end, .. } => match self.seen.get_mut(&event.seq) {
-                Some(seen) if *raw_end <= seen.raw_len => false,
+                // One line can give several events (a tool use and its result), all
+                // with the line's end: the first one admitted lets its siblings through.
+                Some(seen)
+                    if *raw_end < seen.raw_len
+                        || (*raw_end == seen.raw_len && seen.live_raw_end != Some(*raw_end)) =>
+                {
+                    false
+                }
                 Some(seen) => {
                     seen.raw_len = *raw_end;
+                    seen.live_raw_end = Some(*raw_end);
                     true
                 }
                 None => true,
@@ -787,6 +802,65 @@ mod tests {
             }
         }
         out
+    }
+
+    #[tokio::test]
+    async fn every_event_of_one_line_reaches_a_live_subscriber() {
+        let (store, hub, sandbox) = setup().await;
+        let mut sub = hub.subscribe(store.clone(), sandbox, 0).await.unwrap();
+        let mut recorder = StreamRecorder::start(store.clone(), hub, sandbox, ToolId::Opencode)
+            .await
+            .unwrap();
+        // One OpenCode line is a tool use and its result.
+        recorder
+            .feed(br#"{"type":"tool_use","sessionID":"ses_1","part":{"type":"tool","callID":"c1","tool":"write","state":{"status":"completed","input":{},"output":"ok"}}}
+"#)
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = drain(&mut sub)
+            .await
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Agent {
+                    event: AgentEvent::ToolUse { .. },
+                    ..
+                } => Some("use"),
+                EventKind::Agent {
+                    event: AgentEvent::ToolResult { .. },
+                    ..
+                } => Some("result"),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(kinds, ["use", "result"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_key_ends_the_run_at_once_naming_the_key() {
+        let (store, hub, sandbox) = setup().await;
+        let recorder = StreamRecorder::start(store.clone(), hub, sandbox, ToolId::Claude)
+            .await
+            .unwrap();
+        // The CLI would go on retrying; the stream never ends by itself.
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        tx.unbounded_send(Ok(CommandEvent::Stdout(bytes::Bytes::from_static(
+            br#"{"type":"system","subtype":"api_retry","attempt":1,"max_retries":3,"error_status":401,"error":"authentication_failed","session_id":"s"}
+"#,
+        ))))
+        .unwrap();
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), recorder.record(rx))
+            .await
+            .expect("the recorder stops at the refusal")
+            .unwrap();
+        assert!(outcome.auth_failed && !outcome.result.success);
+        let m = &store.list_messages(sandbox, 0, 10).await.unwrap()[0];
+        assert_eq!(m.status, MessageStatus::Error);
+        assert!(
+            m.content.contains("HTTP 401") && m.content.contains("courier keys set anthropic"),
+            "{}",
+            m.content
+        );
+        drop(tx);
     }
 
     #[tokio::test]

@@ -116,6 +116,61 @@ pub fn shell_quote(word: &str) -> String {
     out
 }
 
+/// For a tool whose stream reports usage only when a turn ends (Codex: `turn.completed`),
+/// the command that prints the session's latest running total from the CLI's own session
+/// log, to bill a run that was stopped before its end (parse the output with
+/// [`parse_stopped_run_usage`]). `None` for tools whose stream reports each model call as
+/// it ends, and for a session id that is not a plain id.
+///
+/// ```
+/// use courier_tools::{ToolId, command::stopped_run_usage_command};
+/// assert!(stopped_run_usage_command(ToolId::Codex, "01a24dc4-e95b-7da0-ba6a-58d805dfd6c3").is_some());
+/// assert!(stopped_run_usage_command(ToolId::Codex, "x'; rm -rf /").is_none());
+/// assert!(stopped_run_usage_command(ToolId::Pi, "01a24dc4").is_none());
+/// ```
+pub fn stopped_run_usage_command(tool: ToolId, session_id: &str) -> Option<CommandLine> {
+    let plain = !session_id.is_empty()
+        && session_id.len() <= 64
+        && session_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if tool != ToolId::Codex || !plain {
+        return None;
+    }
+    // Codex writes every model call's `token_count` (the thread's running total) to its
+    // rollout file as soon as the call ends.
+    let script = r#"d="${CODEX_HOME:-$HOME/.codex}/sessions"; f=$(find "$d" -name "rollout-*-$1.jsonl" 2>/dev/null | head -n 1); [ -n "$f" ] || exit 0; grep '"type":"token_count"' "$f" | tail -n 1"#;
+    Some(CommandLine::new(
+        "sh",
+        ["-c", script, "courier-usage", session_id],
+    ))
+}
+
+/// The session's running total in the output of [`stopped_run_usage_command`]; `None`
+/// when it holds none.
+pub fn parse_stopped_run_usage(tool: ToolId, output: &str) -> Option<crate::Usage> {
+    if tool != ToolId::Codex {
+        return None;
+    }
+    let line = output.lines().rev().find(|l| !l.trim().is_empty())?;
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let total = value.pointer("/payload/info/total_token_usage")?;
+    let n = |k: &str| {
+        total
+            .get(k)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    let cached = n("cached_input_tokens");
+    Some(crate::Usage {
+        input_tokens: n("input_tokens").saturating_sub(cached),
+        output_tokens: n("output_tokens"),
+        cache_read_tokens: cached,
+        cache_write_tokens: n("cache_write_input_tokens"),
+        cost_usd: None,
+    })
+}
+
 /// What to run: the prompt and the per-run choices.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RunRequest {
@@ -480,6 +535,22 @@ mod tests {
                 .args
                 .contains(&"--title".into())
         );
+    }
+
+    #[test]
+    fn a_codex_rollout_token_count_is_the_sessions_total() {
+        let line = r#"{"timestamp":"t","type":"event_msg","payload":{"type":"token_count","info":{"total_token_usage":{"input_tokens":5100,"cached_input_tokens":1200,"cache_write_input_tokens":0,"output_tokens":105,"reasoning_output_tokens":0,"total_tokens":5205}}}}"#;
+        let usage = parse_stopped_run_usage(ToolId::Codex, &format!("{line}\n")).unwrap();
+        assert_eq!(
+            (
+                usage.input_tokens,
+                usage.cache_read_tokens,
+                usage.output_tokens
+            ),
+            (3900, 1200, 105)
+        );
+        assert_eq!(parse_stopped_run_usage(ToolId::Codex, ""), None);
+        assert_eq!(parse_stopped_run_usage(ToolId::Claude, line), None);
     }
 
     #[test]

@@ -157,6 +157,16 @@ impl World {
     /// A world for `test` on `backend`; `None` (with the reason printed) without root, or
     /// on Postgres without `COURIER_TEST_PG_URL` (outside CI, where that fails instead).
     pub async fn new(test: &str, backend: Backend) -> Option<World> {
+        Self::with_shared_dirs(test, backend, Vec::new()).await
+    }
+
+    /// [`World::new`] with more host directories shared into every sandbox (build
+    /// sandboxes too).
+    pub async fn with_shared_dirs(
+        test: &str,
+        backend: Backend,
+        extra: Vec<SharedDir>,
+    ) -> Option<World> {
         if !is_root() {
             eprintln!("skipping {test}: sandboxes need root (namespaces, mounts, cgroups)");
             return None;
@@ -243,6 +253,7 @@ impl World {
                 read_only: true,
             },
         ];
+        config.shared_dirs.extend(extra);
         let server = Sandboxd::start(config).await.expect("start sandboxd");
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
