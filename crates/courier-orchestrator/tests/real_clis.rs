@@ -614,6 +614,53 @@ fn session_of(events: &[AgentEvent]) -> Option<String> {
     })
 }
 
+/// The models the pinned CLI's own catalog lists, read in a sandbox of its template:
+/// `None` for a CLI without a catalog command (Claude Code takes any model id).
+async fn catalog(h: &Harness, id: SandboxId) -> Option<Vec<String>> {
+    let out = match h.tool {
+        ToolId::Codex => {
+            h.run(id, "CODEX_API_KEY=catalog codex debug models 2>/dev/null")
+                .await
+        }
+        ToolId::Pi => {
+            h.run(id, "OPENROUTER_API_KEY=catalog pi --list-models 2>&1")
+                .await
+        }
+        ToolId::Opencode => {
+            h.run(
+                id,
+                "OPENCODE_DISABLE_MODELS_FETCH=1 opencode models openrouter 2>/dev/null",
+            )
+            .await
+        }
+        _ => return None,
+    };
+    assert_eq!(out.exit_code, 0, "{}: catalog: {}", h.tool, out.stderr);
+    Some(match h.tool {
+        ToolId::Codex => {
+            let catalog: Value =
+                serde_json::from_str(&out.stdout).expect("codex's catalog is JSON");
+            catalog["models"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["slug"].as_str().map(str::to_owned))
+                .collect()
+        }
+        // `provider  model  context …` (on stderr): the registry names them
+        // `provider/model`.
+        ToolId::Pi => out
+            .stdout
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                Some(format!("{}/{}", words.next()?, words.next()?))
+            })
+            .collect(),
+        _ => out.stdout.lines().map(|l| l.trim().to_owned()).collect(),
+    })
+}
+
 /// The whole scenario for one tool (see the module docs).
 async fn real_cli(tool: ToolId) {
     if !enabled(&format!("real_{tool}")) {
@@ -636,6 +683,16 @@ async fn real_cli(tool: ToolId) {
         )
         .await;
     assert_eq!(sandbox.status, SandboxStatus::Running);
+    if let Some(models) = catalog(&h, sandbox.id).await {
+        for m in registry::spec(tool).models {
+            assert!(
+                models.iter().any(|c| c == m.id),
+                "{tool} {}: the registry's model {} is not in the CLI's catalog",
+                h.version,
+                m.id
+            );
+        }
+    }
     let mut sub = h
         .hub
         .subscribe(h.world.store.clone(), sandbox.id, 0)

@@ -291,6 +291,15 @@ impl ToolParser for ClaudeParser {
             Some("system") if str_field(value, "subtype") == Some("api_retry") => {
                 Self::api_retry(value, out)
             }
+            // Progress notes ("requesting") and context compaction: nothing to show.
+            Some("system")
+                if matches!(
+                    str_field(value, "subtype"),
+                    Some("status" | "compact_boundary")
+                ) =>
+            {
+                true
+            }
             Some("stream_event") => self.stream_event(value, out),
             Some("assistant") => self.assistant(value, out),
             Some("user") => Self::user(value, out),
