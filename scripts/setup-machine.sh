@@ -16,6 +16,11 @@ command -v tput >/dev/null || need+=(ncurses-bin)
 command -v curl >/dev/null || need+=(curl)
 # Outbound network for sandboxes that ask for it (user-space stack, no host firewall rules).
 command -v slirp4netns >/dev/null || need+=(slirp4netns)
+# The agent CLIs' templates `npm install -g` them over the host's /usr (Node >= 20.6 for
+# Pi); `ps` is how an agent's processes are found and stopped.
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+command -v ps >/dev/null || need+=(procps)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup-machine: installing ${need[*]}"

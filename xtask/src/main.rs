@@ -28,6 +28,10 @@ commands:
   envd-static  build a statically linked courier-envd and check it
   postgres     start a throwaway PostgreSQL cluster and print its URL until Enter
   loadtest     as root: wrk against list/get and 100 SSE clients on one busy sandbox
+  test-real-clis [--record]
+               as root: the real agent CLIs at their pinned versions (npm) through
+               template build, create, stream, follow-up, kill and a refused key, against
+               the stand-in LLM; --record rewrites their recordings
 ";
 
 fn main() -> ExitCode {
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
         Some("envd-static") => envd_static(true).map(|_| ()),
         Some("postgres") => postgres_shell(),
         Some("loadtest") => loadtest(),
+        Some("test-real-clis") => test_real_clis(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -216,6 +221,51 @@ fn test(mut env: TestEnv) -> Result<()> {
         ),
     )?;
     drop(cluster);
+    Ok(())
+}
+
+/// `cargo xtask test-real-clis [--record]`: the real-CLI suite of courier-orchestrator
+/// (`tests/real_clis.rs`), one CLI at a time, then the parser tests over the recordings.
+/// The npm cache (`COURIER_NPM_CACHE`, default `target/real-clis/npm-cache`) is shared into
+/// the template builds, so only the first run downloads the CLIs.
+fn test_real_clis(args: &[String]) -> Result<()> {
+    let record = match args {
+        [] => false,
+        [flag] if flag == "--record" => true,
+        other => bail!("test-real-clis takes only --record, not {other:?}"),
+    };
+    if !is_root() {
+        bail!("test-real-clis needs root: it runs real sandboxes (namespaces, mounts, cgroups)");
+    }
+    setup_machine()?;
+    let started = Instant::now();
+    let mut env = TestEnv::default();
+    env.set("COURIER_REAL_CLIS", "1");
+    if record {
+        env.set("COURIER_REAL_CLIS_RECORD", "1");
+    }
+    run(
+        "real agent CLIs",
+        env.apply(cargo().args([
+            "test",
+            "-p",
+            "courier-orchestrator",
+            "--test",
+            "real_clis",
+            "--",
+            "--test-threads",
+            "1",
+            "--nocapture",
+        ])),
+    )?;
+    run(
+        "parsers over the recordings",
+        cargo().args(["test", "-p", "courier-tools", "--test", "parsers"]),
+    )?;
+    println!(
+        "==> real-CLI suite passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
