@@ -18,7 +18,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci           fmt check, clippy -D warnings, cargo-deny, static envd build, then `test`
+  ci           fmt check, clippy -D warnings, cargo-deny, static envd build, `test`, then
+               (as root) `test-real-clis`
   test         the whole test suite: machine setup (as root), a throwaway PostgreSQL,
                nextest, doctests, and the official-E2B-SDK interop suite
   bench [NAME...]
@@ -132,7 +133,15 @@ fn ci() -> Result<()> {
     let mut env = TestEnv::default();
     // Tests that need a service fail instead of skipping when CI is set.
     env.set("CI", "true");
-    test(env)
+    test(env)?;
+    // About two minutes (npm cache warm or cold): cheap enough to check every change
+    // against the real CLIs (see the README).
+    if is_root() {
+        test_real_clis(&[])
+    } else {
+        println!("==> real-CLI suite skipped: not root (it runs real sandboxes)");
+        Ok(())
+    }
 }
 
 /// Environment for the test commands: `std::env::set_var` is `unsafe` in edition 2024 and
@@ -226,8 +235,9 @@ fn test(mut env: TestEnv) -> Result<()> {
 
 /// `cargo xtask test-real-clis [--record]`: the real-CLI suite of courier-orchestrator
 /// (`tests/real_clis.rs`), one CLI at a time, then the parser tests over the recordings.
-/// The npm cache (`COURIER_NPM_CACHE`, default `target/real-clis/npm-cache`) is shared into
-/// the template builds, so only the first run downloads the CLIs.
+/// The npm cache (`COURIER_NPM_CACHE`, default `~/.cache/courier/npm-cache`, outside the
+/// clone so CI runs on one machine share it) is shared into the template builds, so only
+/// the first run downloads the CLIs.
 fn test_real_clis(args: &[String]) -> Result<()> {
     let record = match args {
         [] => false,

@@ -111,11 +111,20 @@ fn standin_dir(tmp: &Path) -> PathBuf {
     dir
 }
 
-/// The host npm cache (`COURIER_NPM_CACHE`, else `target/real-clis/npm-cache`), writable
-/// by whatever uid a build sandbox's root maps to.
+/// The host npm cache (`COURIER_NPM_CACHE`, else `$XDG_CACHE_HOME` or `~/.cache`, then
+/// `courier/npm-cache`: outside the clone, so fresh CI clones on one machine share it),
+/// writable by whatever uid a build sandbox's root maps to. It holds only public npm
+/// packages: a sandbox that writes into it can only spoil later test installs, which then
+/// fail their version check.
 fn npm_cache() -> PathBuf {
     let dir = std::env::var_os("COURIER_NPM_CACHE")
         .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("courier/npm-cache"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/courier/npm-cache"))
+        })
         .unwrap_or_else(|| workspace().join("target/real-clis/npm-cache"));
     std::fs::create_dir_all(&dir).unwrap();
     let _ = std::process::Command::new("chmod")
