@@ -268,10 +268,18 @@ fn test_real_clis(args: &[String]) -> Result<()> {
             "--nocapture",
         ])),
     )?;
-    run(
-        "parsers over the recordings",
-        cargo().args(["test", "-p", "courier-tools", "--test", "parsers"]),
-    )?;
+    let mut parsers = cargo();
+    parsers.args(["test", "-p", "courier-tools", "--test", "parsers"]);
+    if record {
+        // New recordings change the snapshots: write them as `.snap.new` for review.
+        parsers
+            .env("INSTA_UPDATE", "new")
+            .env("INSTA_FORCE_PASS", "1");
+    }
+    run("parsers over the recordings", &mut parsers)?;
+    if record {
+        println!("==> recordings rewritten: review the parser snapshots with `cargo insta review`");
+    }
     println!(
         "==> real-CLI suite passed in {:.0}s",
         started.elapsed().as_secs_f64()

@@ -531,6 +531,46 @@ impl Harness {
     }
 }
 
+/// What a CLI sent, without the bodies' bulk (system prompts, tool schemas): method,
+/// path, the headers (credentials were never recorded), the model, the tools offered and
+/// what the stand-in answered.
+fn summarize(request: &Value) -> Value {
+    let body = &request["body"];
+    let tools: Vec<Value> = body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            t.get("name")
+                .or_else(|| t.pointer("/function/name"))
+                .or_else(|| t.get("type"))
+                .cloned()
+        })
+        .collect();
+    let mut headers = request["headers"].clone();
+    if let Some(h) = headers.as_object_mut() {
+        // Per-request ids and lengths would make every recording differ.
+        h.retain(|k, _| {
+            !matches!(
+                k.as_str(),
+                "content-length" | "x-client-request-id" | "session_id" | "x-stainless-retry-count"
+            ) && !k.starts_with("x-codex-")
+                && !k.contains("session")
+                && !k.contains("request-id")
+        });
+    }
+    serde_json::json!({
+        "method": request["method"],
+        "path": request["path"],
+        "headers": headers,
+        "model": body["model"],
+        "stream": body["stream"],
+        "body_keys": body.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        "tools": tools,
+        "answer": request["answer"],
+    })
+}
+
 /// What must stay the same between two runs of one version against the stand-in: each
 /// event's kind, and the values that do not depend on ids or clocks.
 fn shape(events: &[AgentEvent]) -> Vec<String> {
@@ -692,16 +732,6 @@ async fn real_cli(tool: ToolId) {
         )
         .await;
     assert_eq!(sandbox.status, SandboxStatus::Running);
-    if let Some(models) = catalog(&h, sandbox.id).await {
-        for m in registry::spec(tool).models {
-            assert!(
-                models.iter().any(|c| c == m.id),
-                "{tool} {}: the registry's model {} is not in the CLI's catalog",
-                h.version,
-                m.id
-            );
-        }
-    }
     let mut sub = h
         .hub
         .subscribe(h.world.store.clone(), sandbox.id, 0)
@@ -736,7 +766,27 @@ async fn real_cli(tool: ToolId) {
         format!("{}{}\n", courier_llm_standin::WRITTEN_PREFIX, file(1)),
         "{tool}: the agent wrote the file"
     );
-    let first = agent_events(&events.lock().unwrap(), messages[1].seq);
+    // After the run: OpenCode's first start migrates its database, and a second opencode
+    // process at the same time makes the agent fail.
+    if let Some(models) = catalog(&h, sandbox.id).await {
+        for m in registry::spec(tool).models {
+            assert!(
+                models.iter().any(|c| c == m.id),
+                "{tool} {}: the registry's model {} is not in the CLI's catalog",
+                h.version,
+                m.id
+            );
+        }
+    }
+    // The subscription began after the create returned, so the run's first events may
+    // have been replayed inside the stored message: the stored stream is the reference,
+    // and the live events must show the run streaming.
+    let first = StreamParser::parse_all(tool, messages[1].raw_log.as_bytes(), Some(0));
+    let live = agent_events(&events.lock().unwrap(), messages[1].seq);
+    assert!(
+        live.iter().any(|e| matches!(e, AgentEvent::Result(_))),
+        "{tool}: the run's events streamed to the subscriber: {live:?}"
+    );
     let session = session_of(&first).unwrap_or_else(|| panic!("{tool}: no session id: {first:?}"));
     for (what, found) in [
         ("tool use", first.iter().any(|e| matches!(e, AgentEvent::ToolUse { .. }))),
@@ -793,6 +843,13 @@ async fn real_cli(tool: ToolId) {
     let written = h.run(sandbox.id, &format!("cat {}", file(2))).await;
     assert!(written.stdout.contains(&file(2)), "{tool}: second file");
     let second = agent_events(&events.lock().unwrap(), messages[3].seq);
+    assert!(
+        second
+            .iter()
+            .any(|e| matches!(e, AgentEvent::ToolUse { .. }))
+            && second.iter().any(|e| matches!(e, AgentEvent::Usage(_))),
+        "{tool}: the follow-up streamed live: {second:?}"
+    );
     assert_eq!(
         session_of(&second).as_deref(),
         Some(session.as_str()),
@@ -832,6 +889,7 @@ async fn real_cli(tool: ToolId) {
             .cloned()
             .collect::<Vec<_>>(),
     );
+    let mut sent: Vec<Value> = requests.iter().map(summarize).collect();
     let sid = h.run(sandbox.id, "cat /tmp/courier-agent/sid").await.stdout;
     let killed = h.orchestrator.kill(sandbox.id, None).await.unwrap();
     assert_eq!(killed.status, SandboxStatus::Killed);
@@ -892,6 +950,19 @@ async fn real_cli(tool: ToolId) {
         "the refused key is never shown"
     );
     h.stream_matches_recording("unauthorized", &messages[1].raw_log, 1);
+    let refused_requests = h.requests(refused.id).await;
+    assert!(
+        refused_requests
+            .iter()
+            .all(|r| !r.to_string().contains(BAD_KEY)),
+        "the stand-in never records a key"
+    );
+    sent.extend(refused_requests.iter().map(summarize));
+    if std::env::var("COURIER_REAL_CLIS_RECORD").as_deref() == Ok("1") {
+        let path = h.fixture_path("requests").with_extension("json");
+        std::fs::write(&path, serde_json::to_string_pretty(&sent).unwrap() + "\n").unwrap();
+        eprintln!("recorded {}", path.display());
+    }
     h.orchestrator.kill(refused.id, None).await.unwrap();
     eprintln!(
         "{tool} {}: real-CLI scenario passed in {:.0}s",

@@ -431,7 +431,7 @@ fn build(tool: ToolId, request: &RunRequest, follow_up: bool) -> CommandLine {
             env.insert("PI_TELEMETRY".to_owned(), "0".to_owned());
         }
         ToolId::Shell => {
-            // `$0` names the task so `kill_command` can find it.
+            // `$0` names the task in process listings.
             args.extend(["-c".into(), request.prompt.clone(), SHELL_TASK_NAME.into()]);
         }
     }
