@@ -22,6 +22,11 @@ command -v openssl >/dev/null || need+=(openssl)
 
 # Filesystems for sandbox disks (mkfs.ext4).
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+# The agent CLIs' templates `npm install -g` them over the host's /usr (Node >= 20.6 for
+# Pi); `ps` is how an agent's processes are found and stopped.
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+command -v ps >/dev/null || need+=(procps)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup-machine: installing ${need[*]}"

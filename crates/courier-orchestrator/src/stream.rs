@@ -143,7 +143,12 @@ impl EventHub {
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     content_len: usize,
+    /// Raw log bytes covered by what the store delivered (replay or resync): live agent
+    /// events up to here are repeats.
     raw_len: usize,
+    /// The raw-log end of the last live agent event delivered: later events of the same
+    /// line carry the same end and are new.
+    live_raw_end: Option<usize>,
     finished: bool,
 }
 
@@ -202,6 +207,7 @@ impl Subscription {
             Seen {
                 content_len: message.content.len(),
                 raw_len: message.raw_log.len(),
+                live_raw_end: None,
                 finished: message.status != MessageStatus::Streaming,
             },
         );
@@ -278,6 +284,7 @@ impl Subscription {
                     Seen {
                         content_len: message.content.len(),
                         raw_len: message.raw_log.len(),
+                        live_raw_end: None,
                         finished: message.status != MessageStatus::Streaming,
                     },
                 );
@@ -293,9 +300,17 @@ impl Subscription {
                 None => true,
             },
             EventKind::Agent { raw_end, .. } => match self.seen.get_mut(&event.seq) {
-                Some(seen) if *raw_end <= seen.raw_len => false,
+                // One line can give several events (a tool use and its result), all
+                // with the line's end: the first one admitted lets its siblings through.
+                Some(seen)
+                    if *raw_end < seen.raw_len
+                        || (*raw_end == seen.raw_len && seen.live_raw_end != Some(*raw_end)) =>
+                {
+                    false
+                }
                 Some(seen) => {
                     seen.raw_len = *raw_end;
+                    seen.live_raw_end = Some(*raw_end);
                     true
                 }
                 None => true,
@@ -369,6 +384,33 @@ pub struct RunOutcome {
     pub usage: Usage,
     /// The tool's session id, when it reported one.
     pub session_id: Option<String>,
+    /// The provider refused the credentials: the recorder ended the message at once
+    /// (the agent may still be retrying and must be stopped).
+    pub auth_failed: bool,
+}
+
+/// The message a run that the provider refused ends with: what the tool said, and which
+/// key to fix where.
+pub fn auth_failure_text(tool: ToolId, status: Option<u16>, message: &str) -> String {
+    let spec = courier_tools::registry::spec(tool);
+    let provider = spec
+        .required_keys
+        .first()
+        .map(|k| crate::keys::provider_of(*k).to_string())
+        .unwrap_or_else(|| "provider".to_owned());
+    let needs = spec
+        .required_keys
+        .iter()
+        .map(|k| k.describe())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let status = status.map(|s| format!("HTTP {s}: ")).unwrap_or_default();
+    format!(
+        "{} could not authenticate ({status}{message}). The {provider} key was refused: \
+         set a valid one ({needs}) with `courier keys set {provider}` or in the project or \
+         user settings, then send the message again.",
+        spec.display_name
+    )
 }
 
 /// Records one agent run into one assistant message (see the [module docs](self)).
@@ -385,6 +427,8 @@ pub struct StreamRecorder {
     meter: UsageMeter,
     result: Option<RunResult>,
     clock: Arc<dyn Clock>,
+    tool: ToolId,
+    auth_failed: bool,
 }
 
 impl std::fmt::Debug for StreamRecorder {
@@ -431,6 +475,8 @@ impl StreamRecorder {
             meter: UsageMeter::new(),
             result: None,
             clock: Arc::new(SystemClock),
+            tool,
+            auth_failed: false,
         })
     }
 
@@ -459,7 +505,17 @@ impl StreamRecorder {
             meter: UsageMeter::new(),
             result: None,
             clock: Arc::new(SystemClock),
+            tool,
+            auth_failed: false,
         }
+    }
+
+    /// Continues a session whose tool reports cumulative usage (Codex): `session_total`
+    /// is the previous run's [`RunResult::session_usage`]; this run records only what
+    /// grew since (see [`StreamParser::continuing`]).
+    pub fn continuing(mut self, session_total: Option<Usage>) -> Self {
+        self.parser = StreamParser::new(self.tool).continuing(session_total);
+        self
     }
 
     /// Dates the run's token usage (and picks its rate) with `clock` instead of the system
@@ -537,6 +593,20 @@ impl StreamRecorder {
             let first_agent_event = published.len();
             for event in events {
                 self.meter.observe(&event);
+                if let AgentEvent::AuthFailed { status, message } = &event {
+                    // A refused key never heals: the run ends now, not after the CLI's
+                    // retries.
+                    self.auth_failed = true;
+                    result.get_or_insert_with(|| RunResult {
+                        success: false,
+                        text: Some(auth_failure_text(self.tool, *status, message)),
+                        cost_usd: None,
+                        usage: None,
+                        num_turns: None,
+                        duration_ms: None,
+                        session_usage: None,
+                    });
+                }
                 match event {
                     AgentEvent::Text { text } => {
                         content.push_str(&text);
@@ -659,12 +729,14 @@ impl StreamRecorder {
             usage: None,
             num_turns: None,
             duration_ms: None,
+            session_usage: None,
         });
         Ok(RunOutcome {
             session_id: self.parser.session_id().map(str::to_owned),
             message: self.message,
             result,
             usage: self.meter.total(),
+            auth_failed: self.auth_failed,
         })
     }
 
@@ -683,6 +755,10 @@ impl StreamRecorder {
                     exit_code = Some(status.exit_code);
                     break;
                 }
+            }
+            if self.auth_failed {
+                // Ended: the caller stops the agent, which may still be retrying.
+                break;
             }
         }
         self.finish(exit_code).await
@@ -726,6 +802,65 @@ mod tests {
             }
         }
         out
+    }
+
+    #[tokio::test]
+    async fn every_event_of_one_line_reaches_a_live_subscriber() {
+        let (store, hub, sandbox) = setup().await;
+        let mut sub = hub.subscribe(store.clone(), sandbox, 0).await.unwrap();
+        let mut recorder = StreamRecorder::start(store.clone(), hub, sandbox, ToolId::Opencode)
+            .await
+            .unwrap();
+        // One OpenCode line is a tool use and its result.
+        recorder
+            .feed(br#"{"type":"tool_use","sessionID":"ses_1","part":{"type":"tool","callID":"c1","tool":"write","state":{"status":"completed","input":{},"output":"ok"}}}
+"#)
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = drain(&mut sub)
+            .await
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Agent {
+                    event: AgentEvent::ToolUse { .. },
+                    ..
+                } => Some("use"),
+                EventKind::Agent {
+                    event: AgentEvent::ToolResult { .. },
+                    ..
+                } => Some("result"),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(kinds, ["use", "result"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_key_ends_the_run_at_once_naming_the_key() {
+        let (store, hub, sandbox) = setup().await;
+        let recorder = StreamRecorder::start(store.clone(), hub, sandbox, ToolId::Claude)
+            .await
+            .unwrap();
+        // The CLI would go on retrying; the stream never ends by itself.
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        tx.unbounded_send(Ok(CommandEvent::Stdout(bytes::Bytes::from_static(
+            br#"{"type":"system","subtype":"api_retry","attempt":1,"max_retries":3,"error_status":401,"error":"authentication_failed","session_id":"s"}
+"#,
+        ))))
+        .unwrap();
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), recorder.record(rx))
+            .await
+            .expect("the recorder stops at the refusal")
+            .unwrap();
+        assert!(outcome.auth_failed && !outcome.result.success);
+        let m = &store.list_messages(sandbox, 0, 10).await.unwrap()[0];
+        assert_eq!(m.status, MessageStatus::Error);
+        assert!(
+            m.content.contains("HTTP 401") && m.content.contains("courier keys set anthropic"),
+            "{}",
+            m.content
+        );
+        drop(tx);
     }
 
     #[tokio::test]

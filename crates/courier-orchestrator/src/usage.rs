@@ -94,10 +94,12 @@ async fn priced(
 
 /// The usage records for one run's tokens: one per non-zero token metric.
 ///
-/// When the agent reported a cost, the whole of it is put on the output-token record (or
-/// the first record when there are no output tokens) so the sandbox's total equals what the
-/// agent reported; otherwise each record is priced from the rate in force at `at` (no rate
-/// = free).
+/// Each record is priced from Courier's rate table (the rate in force at `at` for the
+/// service and metric): the CLIs' own figures are estimates (OpenCode, Pi) or add up the
+/// whole session (Claude's `total_cost_usd`). Only when the table has no rate for any of
+/// the run's metrics is the cost the agent reported used, all of it on the output-token
+/// record (or the first record when there are no output tokens), so the sandbox's total
+/// equals what the agent reported; with neither, the tokens are free.
 pub async fn token_records(
     store: &dyn Store,
     sandbox_id: SandboxId,
@@ -112,10 +114,14 @@ pub async fn token_records(
         (UsageMetric::CacheWriteTokens, usage.cache_write_tokens),
     ];
     let mut records = Vec::new();
+    let mut any_rate = false;
     for (metric, quantity) in quantities.into_iter().filter(|(_, q)| *q > 0) {
-        let cost = match usage.cost_usd {
-            Some(_) => Money::default(),
-            None => priced(store, service, metric, quantity as f64, at).await?,
+        let cost = match store.cost_rate_at(service, metric, at).await? {
+            Some(rate) => {
+                any_rate = true;
+                Money::from_usd(quantity as f64 * rate.usd_per_unit)
+            }
+            None => Money::default(),
         };
         records.push(NewUsage {
             sandbox_id,
@@ -126,7 +132,7 @@ pub async fn token_records(
             recorded_at: at,
         });
     }
-    if let Some(cost) = usage.cost_usd {
+    if let Some(cost) = usage.cost_usd.filter(|_| !any_rate) {
         let index = records
             .iter()
             .position(|r| r.metric == UsageMetric::OutputTokens)
@@ -254,6 +260,7 @@ mod tests {
             usage,
             num_turns: None,
             duration_ms: None,
+            session_usage: None,
         })
     }
 

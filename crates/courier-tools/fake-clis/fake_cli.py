@@ -21,6 +21,14 @@ Scripted behaviour through the prompt:
 - `CRASH`    stop mid-stream without a terminal event, exit 137.
 
 Optional: FAKE_CLI_REQUIRE_KEYS=1 makes each fake require its provider key variable.
+
+Replay mode: with FAKE_CLI_RECORDINGS=<dir> (courier-tools' tests/fixtures/real), the fake
+prints what the REAL CLI printed against the stand-in LLM, byte for byte: the recording
+`<tool>-<version>-<scenario>.jsonl` of the newest recorded version (or FAKE_CLI_VERSION),
+scenario `follow_up` when continuing, `unauthorized` when the prompt says FAIL, `killed`
+(then it waits to be stopped) when it says SLEEP, else `first`; it writes the file the
+recorded tool call wrote (under the working directory instead of /home/user/project) and
+`--version` prints the recorded version.
 """
 
 import hashlib
@@ -553,10 +561,72 @@ def run_pi(args):
     return 0
 
 
+RECORDED_PROJECT = "/home/user/project/"
+
+
+def recording(tool, scenario):
+    """(version, path) of the recording to replay, or None."""
+    root = os.environ["FAKE_CLI_RECORDINGS"]
+    want = os.environ.get("FAKE_CLI_VERSION")
+    found = []
+    for name in os.listdir(root):
+        m = re.match(r"^%s-(.+)-(first|follow_up|killed|unauthorized)\.jsonl$" % tool, name)
+        if m and m.group(2) == scenario and (want is None or m.group(1) == want):
+            key = tuple(int(x) if x.isdigit() else 0 for x in re.split(r"[.-]", m.group(1)))
+            found.append((key, m.group(1), os.path.join(root, name)))
+    if not found:
+        return None
+    found.sort()
+    return found[-1][1], found[-1][2]
+
+
+def replay(tool, args):
+    """Replays a real CLI's recorded stream (see the module docs)."""
+    if "--version" in args[:2]:
+        rec = recording(tool, "first")
+        if rec is None:
+            sys.stderr.write("fake_cli: no recording of %s\n" % tool)
+            return 1
+        print({"claude": "%s (Claude Code)", "codex": "codex-cli %s"}.get(tool, "%s") % rec[0])
+        return 0
+    if tool == "codex" and args[:1] == ["login"]:
+        sys.stdin.read()
+        print("Successfully logged in")
+        return 0
+    prompt = " ".join(args)
+    # Codex's `-c` sets config; it continues with `exec resume`.
+    continuing = "resume" in args if tool == "codex" else any(a in ("--continue", "-c") for a in args)
+    scenario = ("unauthorized" if "FAIL" in prompt else "killed" if "SLEEP" in prompt
+                else "follow_up" if continuing else "first")
+    rec = recording(tool, scenario)
+    if rec is None:
+        sys.stderr.write("fake_cli: no %s recording of %s\n" % (scenario, tool))
+        return 1
+    with open(rec[1], encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        # The written path: in the tool call's content, or (Codex) in its file change.
+        written = re.findall(r"standin wrote (/home/user/project/[^\s\\\"']+)", line)
+        written += re.findall(r'"path":"(/home/user/project/[^"]+)","kind":"add"', line)
+        for recorded in written:
+            path = os.path.join(os.getcwd(), recorded[len(RECORDED_PROJECT):])
+            if not os.path.exists(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "w", encoding="utf-8") as out:
+                    out.write("standin wrote %s\n" % recorded)
+    if scenario == "killed":
+        time.sleep(3600)
+    return 1 if scenario == "unauthorized" else 0
+
+
 def main():
     tool = os.environ.get("FAKE_CLI_TOOL") or os.path.basename(sys.argv[0])
     if tool.endswith(".py"):
         tool = tool[:-3]
+    if tool in TOOLS and os.environ.get("FAKE_CLI_RECORDINGS"):
+        return replay(tool, sys.argv[1:])
     runners = {"claude": run_claude, "codex": run_codex, "opencode": run_opencode, "pi": run_pi}
     if tool not in runners:
         sys.stderr.write("fake_cli: run me as one of %s (symlink or FAKE_CLI_TOOL)\n" % ", ".join(TOOLS))

@@ -18,6 +18,29 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Whether every count is at least `other`'s (the cost is not compared).
+    pub fn covers(&self, other: &Usage) -> bool {
+        self.input_tokens >= other.input_tokens
+            && self.output_tokens >= other.output_tokens
+            && self.cache_read_tokens >= other.cache_read_tokens
+            && self.cache_write_tokens >= other.cache_write_tokens
+    }
+
+    /// This usage minus `earlier` (counts only; saturating; the cost is kept).
+    pub fn minus(&self, earlier: &Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.saturating_sub(earlier.input_tokens),
+            output_tokens: self.output_tokens.saturating_sub(earlier.output_tokens),
+            cache_read_tokens: self
+                .cache_read_tokens
+                .saturating_sub(earlier.cache_read_tokens),
+            cache_write_tokens: self
+                .cache_write_tokens
+                .saturating_sub(earlier.cache_write_tokens),
+            cost_usd: self.cost_usd,
+        }
+    }
+
     /// Adds another usage to this one (costs add when either is known).
     pub fn add(&mut self, other: &Usage) {
         self.input_tokens += other.input_tokens;
@@ -40,11 +63,17 @@ pub struct RunResult {
     pub text: Option<String>,
     /// The run's total cost, when the tool reports it.
     pub cost_usd: Option<f64>,
-    /// The run's total usage, when the tool reports totals (Claude, Codex).
+    /// The run's total usage, when the tool reports totals (Claude, Codex): this run's
+    /// own tokens, of every model it called (cumulative figures are already turned into
+    /// this run's share).
     ///
     /// Consumers that bill from [`AgentEvent::Usage`] events must not add this on top: it
     /// is the same tokens, summed by the tool.
     pub usage: Option<Usage>,
+    /// The session's running total as the tool reported it, for tools that report
+    /// cumulative figures (Codex after `exec resume`): the next run's baseline (see
+    /// [`StreamParser::continuing`](crate::StreamParser::continuing)).
+    pub session_usage: Option<Usage>,
     /// Model turns, when reported.
     pub num_turns: Option<u64>,
     /// Wall time in milliseconds, when reported.
@@ -94,6 +123,15 @@ pub enum AgentEvent {
     Usage(Usage),
     /// The run finished (the tool's terminal event, or the end of the stream).
     Result(RunResult),
+    /// The provider rejected the credentials (HTTP 401 or 403, or the CLI's own
+    /// "authentication failed"). Retrying cannot help, so the run should be stopped at
+    /// once and the person told which key to fix.
+    AuthFailed {
+        /// The HTTP status, when the tool says.
+        status: Option<u16>,
+        /// The tool's message.
+        message: String,
+    },
     /// An error the tool reported (not necessarily fatal; the verdict is in `Result`).
     Error {
         /// The message.

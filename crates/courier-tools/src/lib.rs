@@ -7,7 +7,7 @@
 //!   install commands and templates ([`ToolId`], [`ToolSpec`], [`select_template`]).
 //! - [`plan`]: how a sandbox is prepared for a tool, as an ordered list of typed steps
 //!   ([`SetupContext`] → [`SetupPlan`] of [`SetupStep`]s).
-//! - [`command`]: how a tool is started, continued and killed ([`CommandLine`] with a
+//! - [`command`]: how a tool is started, continued and stopped ([`CommandLine`] with a
 //!   safely quoted [`CommandLine::to_shell`]).
 //! - [`parse`]: how a tool's output is read ([`LineBuffer`], [`StreamParser`]) into the
 //!   normalized [`AgentEvent`]s of [`events`].
@@ -27,7 +27,7 @@
 //!
 //! let tool: ToolId = "claude".parse().unwrap();
 //! assert_eq!(registry::spec(tool).default_model, Some("claude-opus-4-6"));
-//! assert_eq!(courier_tools::kill_command(tool).to_shell(), "pkill -9 -f '[c]laude'");
+//! assert!(courier_tools::registry::install_command(tool, None).unwrap().contains("@anthropic-ai/claude-code@"));
 //! ```
 
 pub mod command;
@@ -39,18 +39,19 @@ pub mod registry;
 pub mod secret;
 
 pub use command::{
-    CommandLine, RunRequest, first_run_command, follow_up_command, kill_command, shell_quote,
+    AGENT_RUN_DIR, CommandLine, RunRequest, first_run_command, follow_up_command, shell_quote,
+    stop_agent_command, tracked,
 };
 pub use error::ToolsError;
 pub use events::{AgentEvent, RunResult, Usage};
 pub use parse::{Line, LineBuffer, StreamParser};
 pub use plan::{
-    CommandFile, ProviderKeys, SetupContext, SetupPlan, SetupStep, Skill, StepValue,
-    build_setup_plan,
+    CommandFile, ProviderEndpoints, ProviderKeys, SetupContext, SetupPlan, SetupStep, Skill,
+    StepValue, build_setup_plan,
 };
 pub use registry::{
-    Capabilities, ModelSpec, ProviderKeyKind, ThinkingEffort, ToolId, ToolSpec, build_custom_tag,
-    checker_template, select_template,
+    Capabilities, ModelSpec, NpmPackage, ProviderKeyKind, ThinkingEffort, ToolId, ToolSpec,
+    build_custom_tag, checker_template, install_command, select_template,
 };
 pub use secret::Secret;
 

@@ -202,6 +202,58 @@ pub struct SetupContext {
     pub learnings: Option<String>,
     /// Provider keys.
     pub keys: ProviderKeys,
+    /// Where the agents reach their model providers, when not the providers' own hosts
+    /// (an LLM gateway; tests point them at a stand-in).
+    pub endpoints: ProviderEndpoints,
+}
+
+/// Base URLs replacing the providers' own, per provider; `None` keeps the CLI's default.
+///
+/// Each CLI takes its endpoint from its own setting: Claude `ANTHROPIC_BASE_URL`; Codex
+/// `openai_base_url` in `~/.codex/config.toml`; OpenCode
+/// `provider.openrouter.options.baseURL` in its config; Pi `baseUrl` of the `openrouter`
+/// provider in `~/.pi/agent/models.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ProviderEndpoints {
+    /// The Anthropic API root (without `/v1`), e.g. `https://gateway.example/anthropic`.
+    pub anthropic: Option<String>,
+    /// The OpenAI API root including `/v1`, e.g. `https://gateway.example/openai/v1`.
+    pub openai: Option<String>,
+    /// The OpenRouter API root including `/api/v1`.
+    pub openrouter: Option<String>,
+}
+
+impl ProviderEndpoints {
+    /// Checks every URL: `http://` or `https://`, then only URL characters (no quotes,
+    /// backslashes, spaces or control characters: they end up inside TOML and JSON
+    /// config files). The error names the field and the rule.
+    pub fn validate(&self) -> Result<(), ToolsError> {
+        for (field, url) in [
+            ("endpoints.anthropic", &self.anthropic),
+            ("endpoints.openai", &self.openai),
+            ("endpoints.openrouter", &self.openrouter),
+        ] {
+            let Some(url) = url else { continue };
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            let ok = rest.is_some_and(|r| {
+                !r.is_empty()
+                    && url.len() <= 2048
+                    && r.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&()*+,;=%".contains(&b)
+                    })
+            });
+            if !ok {
+                return Err(invalid(
+                    field,
+                    url,
+                    "an http:// or https:// URL of at most 2048 URL characters (no quotes, backslashes or spaces)",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn invalid(field: &'static str, value: &str, rule: &'static str) -> ToolsError {
@@ -333,6 +385,12 @@ impl Steps {
             env: BTreeMap::new(),
         });
     }
+    fn set_plain(&mut self, name: &str, value: &str) {
+        self.0.push(SetupStep::SetEnv {
+            name: name.to_owned(),
+            value: StepValue::Plain(value.to_owned()),
+        });
+    }
     fn set_secret(&mut self, name: &str, value: &Secret) {
         self.0.push(SetupStep::SetEnv {
             name: name.to_owned(),
@@ -386,6 +444,7 @@ pub fn build_setup_plan(ctx: &SetupContext) -> Result<SetupPlan, ToolsError> {
     for c in &ctx.commands {
         validate_command_name(&c.name)?;
     }
+    ctx.endpoints.validate()?;
 
     let mut steps = Steps(Vec::new());
 
@@ -506,6 +565,9 @@ fn claude_steps(
         memory.push('\n');
     }
     steps.write(format!("{HOME_DIR}/.claude/CLAUDE.md"), memory, 0o644);
+    if let Some(url) = &ctx.endpoints.anthropic {
+        steps.set_plain("ANTHROPIC_BASE_URL", url);
+    }
     // An API key beats a subscription token; setting both would be ambiguous.
     if let Some(key) = &ctx.keys.anthropic_api_key {
         steps.set_secret("ANTHROPIC_API_KEY", key);
@@ -515,10 +577,14 @@ fn claude_steps(
 }
 
 fn opencode_steps(ctx: &SetupContext, steps: &mut Steps) {
+    let mut options = serde_json::json!({ "apiKey": "{env:OPENROUTER_API_KEY}" });
+    if let Some(url) = &ctx.endpoints.openrouter {
+        options["baseURL"] = serde_json::Value::String(url.clone());
+    }
     let config = serde_json::json!({
         "$schema": "https://opencode.ai/config.json",
         "instructions": [SYSTEM_PROMPT_PATH],
-        "provider": { "openrouter": { "options": { "apiKey": "{env:OPENROUTER_API_KEY}" } } },
+        "provider": { "openrouter": { "options": options } },
         "permission": { "*": "allow", "external_directory": "allow" },
         "autoupdate": false,
         "share": "disabled"
@@ -539,7 +605,7 @@ fn codex_steps(ctx: &SetupContext, system_prompt: &str, steps: &mut Steps) {
         // Codex reads CODEX_API_KEY for exec, not OPENAI_API_KEY.
         steps.set_secret("CODEX_API_KEY", key);
     }
-    if let Some(install) = spec(ToolId::Codex).install_command {
+    if let Some(install) = crate::registry::install_command(ToolId::Codex, None) {
         steps.run(
             format!("command -v codex >/dev/null 2>&1 || {install}"),
             None,
@@ -547,9 +613,14 @@ fn codex_steps(ctx: &SetupContext, system_prompt: &str, steps: &mut Steps) {
     }
     // The key comes from the environment set above, never from the command line.
     steps.run("printenv CODEX_API_KEY | codex login --with-api-key", None);
-    let config = "approval_policy = \"never\"\n\
-                  sandbox_mode = \"danger-full-access\"\n\
-                  project_doc_fallback_filenames = [\"CLAUDE.md\"]\n";
+    let mut config = "approval_policy = \"never\"\n\
+                      sandbox_mode = \"danger-full-access\"\n\
+                      project_doc_fallback_filenames = [\"CLAUDE.md\"]\n"
+        .to_owned();
+    if let Some(url) = &ctx.endpoints.openai {
+        // Validated: no quote or backslash can end the TOML string.
+        config.push_str(&format!("openai_base_url = \"{url}\"\n"));
+    }
     steps.write(format!("{HOME_DIR}/.codex/config.toml"), config, 0o644);
     steps.write(format!("{HOME_DIR}/.codex/AGENTS.md"), system_prompt, 0o644);
 }
@@ -569,6 +640,11 @@ fn pi_steps(
         system_prompt,
         0o644,
     );
+    if let Some(url) = &ctx.endpoints.openrouter {
+        let models = serde_json::json!({ "providers": { "openrouter": { "baseUrl": url } } });
+        let text = serde_json::to_string_pretty(&models).unwrap_or_default() + "\n";
+        steps.write(format!("{HOME_DIR}/.pi/agent/models.json"), text, 0o644);
+    }
 }
 
 #[cfg(test)]
@@ -691,6 +767,74 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn endpoints_reach_each_clis_own_setting() {
+        let mut c = ctx(ToolId::Claude);
+        c.endpoints = ProviderEndpoints {
+            anthropic: Some("http://127.0.0.1:8787".into()),
+            openai: Some("http://127.0.0.1:8787/v1".into()),
+            openrouter: Some("http://127.0.0.1:8787/api/v1".into()),
+        };
+        let plan = build_setup_plan(&c).unwrap();
+        assert_eq!(
+            plan.env()["ANTHROPIC_BASE_URL"].expose(),
+            "http://127.0.0.1:8787"
+        );
+        let file = |tool, suffix: &str| {
+            let mut c = c.clone();
+            c.tool = tool;
+            build_setup_plan(&c)
+                .unwrap()
+                .steps
+                .into_iter()
+                .find_map(|s| match s {
+                    SetupStep::WriteFile { path, contents, .. } if path.ends_with(suffix) => {
+                        Some(contents.expose().to_owned())
+                    }
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert!(
+            file(ToolId::Codex, "config.toml")
+                .contains("openai_base_url = \"http://127.0.0.1:8787/v1\"\n")
+        );
+        assert!(
+            file(ToolId::Opencode, "opencode.json")
+                .contains("\"baseURL\": \"http://127.0.0.1:8787/api/v1\"")
+        );
+        assert!(
+            file(ToolId::Pi, "models.json")
+                .contains("\"baseUrl\": \"http://127.0.0.1:8787/api/v1\"")
+        );
+    }
+
+    #[test]
+    fn an_endpoint_that_could_break_out_of_a_config_file_is_refused() {
+        // An operator typo or a hostile value must not inject TOML keys into Codex's
+        // config (e.g. a second line turning the sandbox policy off).
+        for url in [
+            "http://x\"\nsandbox_mode = \"read-only",
+            "ftp://x",
+            "http://",
+            "http://a b",
+            "http://a\\b",
+        ] {
+            let mut c = ctx(ToolId::Codex);
+            c.endpoints.openai = Some(url.into());
+            assert!(
+                matches!(
+                    build_setup_plan(&c),
+                    Err(ToolsError::InvalidName {
+                        field: "endpoints.openai",
+                        ..
+                    })
+                ),
+                "{url}"
+            );
+        }
     }
 
     #[test]

@@ -239,10 +239,26 @@ pub struct ToolSpec {
     pub default_model: Option<&'static str>,
     /// What the tool supports.
     pub capabilities: Capabilities,
-    /// A shell command installing the CLI when a template lacks it (`None` if built in).
-    pub install_command: Option<&'static str>,
-    /// The `pkill -f` pattern that matches the running CLI but not the `pkill` itself.
-    pub kill_pattern: &'static str,
+    /// The npm package the CLI is installed from, at its pinned version (`None` if built
+    /// in). See [`install_command`].
+    pub package: Option<NpmPackage>,
+}
+
+/// An agent CLI's npm package, pinned.
+///
+/// Templates install exactly [`NpmPackage::version`] (a deployment may pin another, see
+/// [`install_command`]) so every sandbox of a template runs the CLI whose stream format
+/// Courier's parsers were checked against (`tests/fixtures/real/<tool>-<version>-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NpmPackage {
+    /// The package name, e.g. `@anthropic-ai/claude-code`.
+    pub name: &'static str,
+    /// The pinned version, e.g. `2.1.332`.
+    pub version: &'static str,
+    /// Packages of its dependency tree whose install scripts must run (npm's
+    /// `--allow-scripts`): the CLIs that copy their native binary in a postinstall, and
+    /// native helpers.
+    pub allow_scripts: &'static [&'static str],
 }
 
 const CLAUDE_MODELS: &[ModelSpec] = &[
@@ -275,18 +291,20 @@ const OPENCODE_MODELS: &[ModelSpec] = &[
     },
 ];
 
+/// Every id here is in the model catalog of the pinned Codex (`codex debug models`):
+/// a model outside it runs on fallback metadata, without the `apply_patch` tool.
 const CODEX_MODELS: &[ModelSpec] = &[
     ModelSpec {
-        id: "gpt-5.4",
-        description: "GPT-5.4: the default Codex model",
+        id: "gpt-6.2-sol",
+        description: "GPT-6.2-Sol: fast, go-to model for coding (Codex's default)",
+    },
+    ModelSpec {
+        id: "gpt-6.2-astra",
+        description: "GPT-6.2-Astra: most capable, for complex work",
     },
     ModelSpec {
         id: "gpt-5.5",
-        description: "GPT-5.5: newer, slower",
-    },
-    ModelSpec {
-        id: "gpt-5.3-codex",
-        description: "GPT-5.3 Codex: tuned for coding",
+        description: "GPT-5.5: the previous coding model",
     },
 ];
 
@@ -324,8 +342,12 @@ const CLAUDE: ToolSpec = ToolSpec {
         thinking_effort: true,
         continue_session: true,
     },
-    install_command: Some("npm install -g @anthropic-ai/claude-code"),
-    kill_pattern: "[c]laude",
+    package: Some(NpmPackage {
+        name: "@anthropic-ai/claude-code",
+        version: "2.1.332",
+        // Its postinstall copies the native binary out of an optional dependency.
+        allow_scripts: &["@anthropic-ai/claude-code"],
+    }),
 };
 
 const OPENCODE: ToolSpec = ToolSpec {
@@ -344,8 +366,12 @@ const OPENCODE: ToolSpec = ToolSpec {
         thinking_effort: true,
         continue_session: true,
     },
-    install_command: Some("npm install -g opencode-ai"),
-    kill_pattern: "[o]pencode",
+    package: Some(NpmPackage {
+        name: "opencode-ai",
+        version: "1.18.33",
+        // Its postinstall copies the native binary out of an optional dependency.
+        allow_scripts: &["opencode-ai"],
+    }),
 };
 
 const CODEX: ToolSpec = ToolSpec {
@@ -355,7 +381,7 @@ const CODEX: ToolSpec = ToolSpec {
     default_template: "codex",
     required_keys: &[ProviderKeyKind::OpenaiApiKey],
     models: CODEX_MODELS,
-    default_model: Some("gpt-5.4"),
+    default_model: Some("gpt-6.2-sol"),
     capabilities: Capabilities {
         stream_json: true,
         claude_md: false,
@@ -364,8 +390,11 @@ const CODEX: ToolSpec = ToolSpec {
         thinking_effort: true,
         continue_session: true,
     },
-    install_command: Some("npm install -g @openai/codex"),
-    kill_pattern: "[c]odex",
+    package: Some(NpmPackage {
+        name: "@openai/codex",
+        version: "0.171.0",
+        allow_scripts: &[],
+    }),
 };
 
 const PI: ToolSpec = ToolSpec {
@@ -384,9 +413,11 @@ const PI: ToolSpec = ToolSpec {
         thinking_effort: true,
         continue_session: true,
     },
-    install_command: Some("npm install -g @mariozechner/pi-coding-agent"),
-    // `[p]i` alone would match any command line containing "pi" (pip, pipx, …).
-    kill_pattern: "[p]i --mode json",
+    package: Some(NpmPackage {
+        name: "@mariozechner/pi-coding-agent",
+        version: "0.73.1",
+        allow_scripts: &["koffi", "protobufjs", "@google/genai"],
+    }),
 };
 
 const SHELL: ToolSpec = ToolSpec {
@@ -405,8 +436,7 @@ const SHELL: ToolSpec = ToolSpec {
         thinking_effort: false,
         continue_session: false,
     },
-    install_command: None,
-    kill_pattern: "[c]ourier-shell-task",
+    package: None,
 };
 
 /// The registry entry for a tool.
@@ -423,6 +453,60 @@ pub fn spec(tool: ToolId) -> &'static ToolSpec {
 /// Every registry entry, in registry order.
 pub fn all() -> impl Iterator<Item = &'static ToolSpec> {
     ToolId::ALL.into_iter().map(spec)
+}
+
+/// The shell command that installs `tool`'s CLI (run as root): `npm install -g` of its
+/// [`NpmPackage`] at `version` (the pinned one when `None`), allowing exactly the install
+/// scripts it needs. `None` for tools without a package.
+///
+/// ```
+/// use courier_tools::{ToolId, registry::install_command};
+///
+/// assert_eq!(
+///     install_command(ToolId::Claude, None).unwrap(),
+///     "npm install -g --no-fund --no-audit --allow-scripts=@anthropic-ai/claude-code @anthropic-ai/claude-code@2.1.332"
+/// );
+/// assert!(install_command(ToolId::Codex, Some("0.170.0")).unwrap().ends_with(" @openai/codex@0.170.0"));
+/// assert_eq!(install_command(ToolId::Shell, None), None);
+/// ```
+pub fn install_command(tool: ToolId, version: Option<&str>) -> Option<String> {
+    let package = spec(tool).package?;
+    let version = version
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or(package.version);
+    let mut words = vec!["npm install -g --no-fund --no-audit".to_owned()];
+    if !package.allow_scripts.is_empty() {
+        words.push(format!(
+            "--allow-scripts={}",
+            package.allow_scripts.join(",")
+        ));
+    }
+    words.push(crate::command::shell_quote(&format!(
+        "{}@{version}",
+        package.name
+    )));
+    Some(words.join(" "))
+}
+
+/// Checks a CLI version a deployment pins (`tool_versions`): an npm version or dist-tag
+/// (`1.2.3`, `1.2.3-beta.1`, `latest`). The error names the field and the rule.
+pub fn validate_cli_version(version: &str) -> Result<(), ToolsError> {
+    let ok = !version.is_empty()
+        && version.len() <= 64
+        && version.as_bytes()[0].is_ascii_alphanumeric()
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-+_".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ToolsError::InvalidName {
+            field: "cli_version",
+            value: version.to_owned(),
+            rule: "an npm version or dist-tag: 1 to 64 characters of A-Za-z0-9 . - + _, starting with a letter or digit",
+        })
+    }
 }
 
 /// The model to run: the requested one (trimmed, when not empty) or the tool's default.

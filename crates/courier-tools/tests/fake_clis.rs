@@ -228,3 +228,67 @@ fn a_crash_without_a_terminal_event_is_a_failure() {
         assert!(!result(&events).success, "{tool}");
     }
 }
+
+/// The fake CLIs regenerated from the real ones: in replay mode each prints its pinned
+/// version's recording verbatim, so the stream parses exactly like the recording, and it
+/// writes the file the real CLI's tool call wrote.
+#[test]
+fn each_fake_cli_replays_the_real_clis_recordings_of_its_pinned_version() {
+    let recordings = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real");
+    for tool in AGENTS {
+        let version = courier_tools::registry::spec(tool).package.unwrap().version;
+        for (request, scenario, exit) in [
+            (
+                first_run_command(tool, &request("Create the file")),
+                "first",
+                0,
+            ),
+            (
+                follow_up_command(tool, &request("Now another")),
+                "follow_up",
+                0,
+            ),
+            (
+                first_run_command(tool, &request("please FAIL")),
+                "unauthorized",
+                1,
+            ),
+        ] {
+            let sbx = sandbox();
+            let mut cmd = Command::new("python3");
+            cmd.arg(fake_cli(tool))
+                .args(&request.args)
+                .current_dir(&sbx.repo)
+                .env("HOME", &sbx.home)
+                .env("FAKE_CLI_RECORDINGS", &recordings)
+                .env("FAKE_CLI_VERSION", version)
+                .stdin(Stdio::null());
+            let out = cmd.output().expect("python3 runs");
+            assert_eq!(out.status.code(), Some(exit), "{tool} {scenario}");
+            let recorded =
+                std::fs::read(recordings.join(format!("{tool}-{version}-{scenario}.jsonl")))
+                    .unwrap();
+            assert_eq!(out.stdout, recorded, "{tool} {scenario}: replayed verbatim");
+            assert_eq!(
+                StreamParser::parse_all(tool, &out.stdout, Some(exit)),
+                StreamParser::parse_all(tool, &recorded, Some(exit)),
+            );
+            if scenario != "unauthorized" {
+                let n = if scenario == "first" { 1 } else { 2 };
+                let written = std::fs::read_to_string(sbx.repo.join(format!("standin-{n}.txt")))
+                    .unwrap_or_else(|e| panic!("{tool} {scenario}: {e}"));
+                assert!(written.starts_with("standin wrote "), "{written}");
+            }
+        }
+        let version_out = Command::new("python3")
+            .arg(fake_cli(tool))
+            .arg("--version")
+            .env("FAKE_CLI_RECORDINGS", &recordings)
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&version_out.stdout).contains(version),
+            "{tool}: the fake reports the recorded version"
+        );
+    }
+}

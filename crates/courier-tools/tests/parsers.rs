@@ -266,3 +266,84 @@ proptest! {
         prop_assert_eq!(parse_split(tool, &bytes, &cuts, exit), parse_whole(tool, &bytes, exit));
     }
 }
+
+/// The recordings of the real CLIs (`fixtures/real/<tool>-<version>-<scenario>.jsonl`,
+/// written by the real-CLI suite with `COURIER_REAL_CLIS_RECORD=1`).
+fn real_recordings() -> Vec<(String, ToolId, String, String)> {
+    let dir = format!("{}/tests/fixtures/real", env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".jsonl") else {
+            continue;
+        };
+        let mut parts = stem.splitn(3, '-');
+        let (Some(tool), Some(version), Some(scenario)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            panic!("{name}: not <tool>-<version>-<scenario>.jsonl");
+        };
+        out.push((
+            name.clone(),
+            tool.parse().unwrap(),
+            version.to_owned(),
+            scenario.to_owned(),
+        ));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn real_cli_recordings_parse_to_their_snapshots_and_verdicts() {
+    for (name, tool, _, scenario) in real_recordings() {
+        // The exit codes the runs had: a kill is SIGTERM (143), a refused key exits 1.
+        let exit = match scenario.as_str() {
+            "killed" => 143,
+            "unauthorized" => 1,
+            _ => 0,
+        };
+        let events = parse_whole(tool, &fixture(&format!("real/{name}")), exit);
+        assert!(
+            !events.iter().any(|e| matches!(e, AgentEvent::Raw { .. })),
+            "{name}: a line the parser does not understand: {events:#?}"
+        );
+        let r = result(&events);
+        match scenario.as_str() {
+            "first" | "follow_up" => assert!(r.success, "{name}: {r:?}"),
+            "killed" => assert!(!r.success, "{name}"),
+            "unauthorized" => assert!(
+                events
+                    .iter()
+                    .any(|e| matches!(e, AgentEvent::AuthFailed { .. })),
+                "{name}: the refused key is reported as such: {events:#?}"
+            ),
+            other => panic!("{name}: unknown scenario {other}"),
+        }
+        insta::assert_yaml_snapshot!(format!("real_{}", name.replace('.', "_")), events);
+    }
+}
+
+/// Moving a pin without recording the new version fails here: the parsers were checked
+/// against what the pinned CLI prints.
+#[test]
+fn every_pinned_cli_version_has_its_recordings() {
+    let recordings = real_recordings();
+    for spec in courier_tools::registry::all() {
+        let Some(package) = spec.package else {
+            continue;
+        };
+        for scenario in ["first", "follow_up", "killed", "unauthorized"] {
+            assert!(
+                recordings
+                    .iter()
+                    .any(|(_, tool, version, s)| *tool == spec.id
+                        && version == package.version
+                        && s == scenario),
+                "no recording of {} {} ({scenario}): run `cargo xtask test-real-clis --record`",
+                spec.id,
+                package.version
+            );
+        }
+    }
+}

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use courier_tools::{
     CommandFile, ProviderKeys, RunRequest, Secret, SetupContext, SetupStep, Skill, ThinkingEffort,
-    ToolId, build_setup_plan, first_run_command, follow_up_command, kill_command,
+    ToolId, build_setup_plan, first_run_command, follow_up_command,
 };
 
 fn full_context(tool: ToolId) -> SetupContext {
@@ -33,6 +33,7 @@ fn full_context(tool: ToolId) -> SetupContext {
             openrouter_api_key: Some(Secret::new("sk-or-v1-BBBBBBBBBBBBBBBB2222")),
             openai_api_key: Some(Secret::new("sk-proj-CCCCCCCCCCCCCCCC3333")),
         },
+        endpoints: Default::default(),
     }
 }
 
@@ -94,7 +95,6 @@ struct Commands {
     first_run: courier_tools::CommandLine,
     first_run_shell: String,
     follow_up_shell: String,
-    kill_shell: String,
 }
 
 #[test]
@@ -118,7 +118,6 @@ fn every_tools_command_lines() {
                 },
             )
             .to_shell(),
-            kill_shell: kill_command(tool).to_shell(),
         };
         insta::assert_yaml_snapshot!(format!("commands_{tool}"), commands);
     }

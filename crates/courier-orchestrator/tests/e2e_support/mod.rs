@@ -168,6 +168,25 @@ impl World {
         backend: Backend,
         isolation: Isolation,
     ) -> Option<World> {
+        Self::build(test, backend, isolation, Vec::new()).await
+    }
+
+    /// [`World::new`] with more host directories shared into every sandbox (build
+    /// sandboxes too).
+    pub async fn with_shared_dirs(
+        test: &str,
+        backend: Backend,
+        extra: Vec<SharedDir>,
+    ) -> Option<World> {
+        Self::build(test, backend, Isolation::Container, extra).await
+    }
+
+    async fn build(
+        test: &str,
+        backend: Backend,
+        isolation: Isolation,
+        extra: Vec<SharedDir>,
+    ) -> Option<World> {
         if !is_root() {
             eprintln!("skipping {test}: sandboxes need root (namespaces, mounts, cgroups)");
             return None;
@@ -265,6 +284,7 @@ impl World {
                 read_only: true,
             },
         ];
+        config.shared_dirs.extend(extra);
         let server = Sandboxd::start(config).await.expect("start sandboxd");
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

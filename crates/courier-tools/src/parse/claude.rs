@@ -1,6 +1,6 @@
 //! Claude Code `--output-format stream-json --verbose`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -12,7 +12,17 @@ pub(super) struct ClaudeParser {
     /// Message ids whose usage was already counted: one API message arrives as several
     /// `assistant` events (one per content block) with identical usage.
     counted: HashSet<String>,
+    /// With `--include-partial-messages`: each message's usage from its `message_start`,
+    /// completed by its `message_delta` (the only place the final output count appears).
+    partial: HashMap<String, Usage>,
+    /// The message the partial events currently describe.
+    current: Option<String>,
     last_text: Option<String>,
+}
+
+/// Whether an HTTP status means the credentials were refused.
+pub(super) fn is_auth_status(status: u64) -> bool {
+    status == 401 || status == 403
 }
 
 fn usage_of(u: &Value) -> Usage {
@@ -25,7 +35,96 @@ fn usage_of(u: &Value) -> Usage {
     }
 }
 
+/// The sum of a `modelUsage`-shaped object (`{model: {inputTokens, …, costUSD}}`).
+fn model_usage_sum(models: &Value) -> Option<Usage> {
+    let models = models.as_object()?;
+    let mut total = Usage::default();
+    let mut cost = None;
+    for m in models.values() {
+        total.add(&Usage {
+            input_tokens: u64_field(m, "inputTokens"),
+            output_tokens: u64_field(m, "outputTokens"),
+            cache_read_tokens: u64_field(m, "cacheReadInputTokens"),
+            cache_write_tokens: u64_field(m, "cacheCreationInputTokens"),
+            cost_usd: None,
+        });
+        if let Some(c) = m.get("costUSD").and_then(Value::as_f64) {
+            cost = Some(cost.unwrap_or(0.0) + c);
+        }
+    }
+    total.cost_usd = cost;
+    Some(total)
+}
+
 impl ClaudeParser {
+    /// `stream_event` lines (`--include-partial-messages`): usage is taken here, once per
+    /// message, when its `message_delta` gives the final output count. Text and tool
+    /// input deltas are not re-emitted: the `assistant` lines carry the whole blocks.
+    fn stream_event(&mut self, value: &Value, out: &mut Vec<AgentEvent>) -> bool {
+        let Some(event) = value.get("event") else {
+            return false;
+        };
+        match str_field(event, "type") {
+            Some("message_start") => {
+                let message = event.get("message").unwrap_or(&Value::Null);
+                if let Some(id) = str_field(message, "id") {
+                    let usage = message.get("usage").map(usage_of).unwrap_or_default();
+                    self.partial.insert(id.to_owned(), usage);
+                    self.current = Some(id.to_owned());
+                }
+            }
+            Some("message_delta") => {
+                if let (Some(id), Some(delta)) = (self.current.clone(), event.get("usage"))
+                    && let Some(usage) = self.partial.get_mut(&id)
+                {
+                    // The delta's counts are cumulative for the message: later ones win.
+                    for (field, slot) in [
+                        ("input_tokens", &mut usage.input_tokens),
+                        ("output_tokens", &mut usage.output_tokens),
+                        ("cache_read_input_tokens", &mut usage.cache_read_tokens),
+                        ("cache_creation_input_tokens", &mut usage.cache_write_tokens),
+                    ] {
+                        if delta.get(field).is_some_and(|v| !v.is_null()) {
+                            *slot = u64_field(delta, field);
+                        }
+                    }
+                    if self.counted.insert(id.clone()) {
+                        out.push(AgentEvent::Usage(usage.clone()));
+                    }
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// `system/api_retry`: a failed API call about to be retried. A refused key never
+    /// heals, so it is reported as [`AgentEvent::AuthFailed`] at the first attempt.
+    fn api_retry(value: &Value, out: &mut Vec<AgentEvent>) -> bool {
+        let status = value.get("error_status").and_then(Value::as_u64);
+        let error = str_field(value, "error").unwrap_or("api_error");
+        let attempt = u64_field(value, "attempt");
+        let max = value.get("max_retries").and_then(Value::as_u64);
+        if status.is_some_and(is_auth_status) || error == "authentication_failed" {
+            out.push(AgentEvent::AuthFailed {
+                status: status.and_then(|s| u16::try_from(s).ok()),
+                message: format!(
+                    "the API refused the credentials ({})",
+                    status.map_or_else(|| error.to_owned(), |s| format!("HTTP {s}"))
+                ),
+            });
+        } else {
+            out.push(AgentEvent::Error {
+                message: format!(
+                    "API call failed ({}), retry {attempt}{}",
+                    status.map_or_else(|| error.to_owned(), |s| format!("HTTP {s}")),
+                    max.map(|m| format!(" of {m}")).unwrap_or_default()
+                ),
+            });
+        }
+        true
+    }
+
     fn assistant(&mut self, value: &Value, out: &mut Vec<AgentEvent>) -> bool {
         let Some(message) = value.get("message") else {
             return false;
@@ -45,7 +144,14 @@ impl ClaudeParser {
             } else {
                 format!("{kind}: {text}")
             };
-            out.push(AgentEvent::Error { message });
+            if kind == "authentication_failed" {
+                out.push(AgentEvent::AuthFailed {
+                    status: None,
+                    message,
+                });
+            } else {
+                out.push(AgentEvent::Error { message });
+            }
             return true;
         }
         for block in content {
@@ -72,7 +178,12 @@ impl ClaudeParser {
             }
         }
         if let Some(usage) = message.get("usage") {
-            let fresh = match str_field(message, "id") {
+            let id = str_field(message, "id");
+            // With partial messages, this line's usage is `message_start`'s placeholder
+            // (one output token): the `message_delta` counts the message instead.
+            let partial = id.is_some_and(|id| self.partial.contains_key(id));
+            let fresh = match id {
+                _ if partial => false,
                 Some(id) => self.counted.insert(id.to_owned()),
                 None => true,
             };
@@ -129,14 +240,26 @@ impl ClaudeParser {
             .or_else(|| (!errors.is_empty()).then(|| errors.join("\n")))
             .or_else(|| is_error.then(|| subtype.unwrap_or("error").to_owned()))
             .or_else(|| self.last_text.clone());
-        let cost = value
-            .get("total_cost_usd")
-            .or_else(|| value.get("cost_usd"))
-            .and_then(Value::as_f64);
-        let usage = value.get("usage").map(|u| Usage {
-            cost_usd: cost,
-            ..usage_of(u)
-        });
+        // Since 2.1.3xx `total_cost_usd` and `modelUsage` add up the whole session (a
+        // `--continue` run reports the earlier runs too); `model_usage_since_last_result`
+        // is this run's, per model, side models included.
+        let since = value
+            .get("model_usage_since_last_result")
+            .and_then(model_usage_sum);
+        let (usage, cost) = match since {
+            Some(since) => (Some(since.clone()), since.cost_usd),
+            None => {
+                let cost = value
+                    .get("total_cost_usd")
+                    .or_else(|| value.get("cost_usd"))
+                    .and_then(Value::as_f64);
+                let usage = value.get("usage").map(|u| Usage {
+                    cost_usd: cost,
+                    ..usage_of(u)
+                });
+                (usage, cost)
+            }
+        };
         out.push(AgentEvent::Result(RunResult {
             success: !is_error,
             text,
@@ -144,6 +267,7 @@ impl ClaudeParser {
             usage,
             num_turns: value.get("num_turns").and_then(Value::as_u64),
             duration_ms: value.get("duration_ms").and_then(Value::as_u64),
+            session_usage: None,
         }));
         true
     }
@@ -164,6 +288,19 @@ impl ToolParser for ClaudeParser {
                     None => false,
                 }
             }
+            Some("system") if str_field(value, "subtype") == Some("api_retry") => {
+                Self::api_retry(value, out)
+            }
+            // Progress notes ("requesting") and context compaction: nothing to show.
+            Some("system")
+                if matches!(
+                    str_field(value, "subtype"),
+                    Some("status" | "compact_boundary")
+                ) =>
+            {
+                true
+            }
+            Some("stream_event") => self.stream_event(value, out),
             Some("assistant") => self.assistant(value, out),
             Some("user") => Self::user(value, out),
             Some("result") => self.result(value, out),
@@ -182,6 +319,7 @@ impl ToolParser for ClaudeParser {
             usage: None,
             num_turns: None,
             duration_ms: None,
+            session_usage: None,
         }
     }
 }

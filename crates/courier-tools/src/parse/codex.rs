@@ -12,6 +12,20 @@ pub(super) struct CodexParser {
     /// Items whose `ToolUse` was already emitted on `item.started`.
     started: HashSet<String>,
     last_message: Option<String>,
+    /// The session's running total before this run (`exec resume` reports cumulative
+    /// figures over the thread).
+    pub(super) baseline: Option<Usage>,
+}
+
+/// The HTTP status an error message names as `401 Unauthorized` / `403 Forbidden`.
+fn auth_status_in(message: &str) -> Option<u16> {
+    if message.contains("401 Unauthorized") {
+        Some(401)
+    } else if message.contains("403 Forbidden") {
+        Some(403)
+    } else {
+        None
+    }
 }
 
 impl CodexParser {
@@ -153,12 +167,18 @@ impl ToolParser for CodexParser {
                 let u = value.get("usage").unwrap_or(&Value::Null);
                 let cached = u64_field(u, "cached_input_tokens");
                 // Codex's input_tokens include the cached ones.
-                let usage = Usage {
+                let session = Usage {
                     input_tokens: u64_field(u, "input_tokens").saturating_sub(cached),
                     output_tokens: u64_field(u, "output_tokens"),
                     cache_read_tokens: cached,
-                    cache_write_tokens: 0,
+                    cache_write_tokens: u64_field(u, "cache_write_input_tokens"),
                     cost_usd: None,
+                };
+                // The figures add up the thread: this run's share is what grew since the
+                // baseline. Figures below it mean a new thread started.
+                let usage = match &self.baseline {
+                    Some(base) if session.covers(base) => session.minus(base),
+                    _ => session.clone(),
                 };
                 out.push(AgentEvent::Usage(usage.clone()));
                 out.push(AgentEvent::Result(RunResult {
@@ -168,6 +188,7 @@ impl ToolParser for CodexParser {
                     usage: Some(usage),
                     num_turns: Some(1),
                     duration_ms: None,
+                    session_usage: Some(session),
                 }));
                 true
             }
@@ -176,6 +197,12 @@ impl ToolParser for CodexParser {
                     .get("error")
                     .and_then(|e| str_field(e, "message"))
                     .unwrap_or("turn failed");
+                if let Some(status) = auth_status_in(message) {
+                    out.push(AgentEvent::AuthFailed {
+                        status: Some(status),
+                        message: message.to_owned(),
+                    });
+                }
                 out.push(AgentEvent::Result(RunResult {
                     success: false,
                     text: Some(message.to_owned()),
@@ -183,14 +210,21 @@ impl ToolParser for CodexParser {
                     usage: None,
                     num_turns: Some(1),
                     duration_ms: None,
+                    session_usage: None,
                 }));
                 true
             }
-            // Not terminal: Codex reports retries ("Reconnecting... 1/5") this way.
+            // Not terminal: Codex reports retries ("Reconnecting... 1/5") this way. A
+            // refused key is reported at its first retry: retrying cannot help.
             Some("error") => {
-                out.push(AgentEvent::Error {
-                    message: str_field(value, "message").unwrap_or_default().to_owned(),
-                });
+                let message = str_field(value, "message").unwrap_or_default().to_owned();
+                match auth_status_in(&message) {
+                    Some(status) => out.push(AgentEvent::AuthFailed {
+                        status: Some(status),
+                        message,
+                    }),
+                    None => out.push(AgentEvent::Error { message }),
+                }
                 true
             }
             _ => false,
@@ -208,6 +242,7 @@ impl ToolParser for CodexParser {
             usage: None,
             num_turns: None,
             duration_ms: None,
+            session_usage: None,
         }
     }
 }

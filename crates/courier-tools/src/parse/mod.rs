@@ -27,7 +27,7 @@ mod shell;
 
 use serde_json::Value;
 
-use crate::events::{AgentEvent, RunResult};
+use crate::events::{AgentEvent, RunResult, Usage};
 use crate::registry::ToolId;
 
 /// One line out of a [`LineBuffer`].
@@ -179,6 +179,17 @@ impl StreamParser {
     /// A parser for `tool`'s machine-readable output.
     pub fn new(tool: ToolId) -> Self {
         Self::with_line_buffer(tool, LineBuffer::new())
+    }
+
+    /// A parser for a run that continues a session whose tool reports cumulative usage
+    /// (Codex after `exec resume`): `session_total` is the previous run's
+    /// [`RunResult::session_usage`], and this run's usage events and result carry only
+    /// what grew since. Tools that report per-run figures ignore it.
+    pub fn continuing(mut self, session_total: Option<Usage>) -> Self {
+        if let Inner::Codex(p) = &mut self.inner {
+            p.baseline = session_total;
+        }
+        self
     }
 
     /// A parser with a custom line buffer (e.g. a smaller line cap).

@@ -34,6 +34,7 @@ impl OpencodeParser {
             usage: self.any_usage.then(|| self.total.clone()),
             num_turns: None,
             duration_ms: None,
+            session_usage: None,
         }
     }
 }
@@ -124,7 +125,21 @@ impl ToolParser for OpencodeParser {
                     .unwrap_or("opencode error")
                     .to_owned();
                 self.last_error = Some(message.clone());
-                out.push(AgentEvent::Error { message });
+                let status = error
+                    .get("data")
+                    .and_then(|d| d.get("statusCode"))
+                    .and_then(Value::as_u64)
+                    .filter(|s| super::claude::is_auth_status(*s));
+                let auth =
+                    status.is_some() || str_field(error, "name") == Some("ProviderAuthError");
+                if auth {
+                    out.push(AgentEvent::AuthFailed {
+                        status: status.and_then(|s| u16::try_from(s).ok()),
+                        message,
+                    });
+                } else {
+                    out.push(AgentEvent::Error { message });
+                }
             }
             "done" => {
                 let rejected: Vec<&str> = value

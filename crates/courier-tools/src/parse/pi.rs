@@ -63,11 +63,22 @@ impl PiParser {
         let stop = str_field(message, "stopReason").map(str::to_owned);
         let error = str_field(message, "errorMessage").map(str::to_owned);
         if matches!(stop.as_deref(), Some("error" | "aborted")) {
-            out.push(AgentEvent::Error {
-                message: error.clone().unwrap_or_else(|| {
-                    format!("model stopped: {}", stop.as_deref().unwrap_or_default())
-                }),
+            let message = error.clone().unwrap_or_else(|| {
+                format!("model stopped: {}", stop.as_deref().unwrap_or_default())
             });
+            // Pi's error message starts with the HTTP status ("401 Incorrect API key …").
+            let status = message
+                .split_whitespace()
+                .next()
+                .and_then(|w| w.parse::<u16>().ok())
+                .filter(|s| super::claude::is_auth_status(u64::from(*s)));
+            match status {
+                Some(status) => out.push(AgentEvent::AuthFailed {
+                    status: Some(status),
+                    message,
+                }),
+                None => out.push(AgentEvent::Error { message }),
+            }
         }
         self.last_stop_reason = stop;
         self.last_error = error;
@@ -151,6 +162,7 @@ impl ToolParser for PiParser {
                     usage: any.then(|| self.total.clone()),
                     num_turns: Some(self.assistant_messages),
                     duration_ms: None,
+                    session_usage: None,
                 }));
                 true
             }
@@ -169,6 +181,7 @@ impl ToolParser for PiParser {
             usage: (self.assistant_messages > 0).then(|| self.total.clone()),
             num_turns: Some(self.assistant_messages),
             duration_ms: None,
+            session_usage: None,
         }
     }
 }

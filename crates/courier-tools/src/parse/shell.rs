@@ -26,6 +26,7 @@ impl ToolParser for ShellParser {
             usage: None,
             num_turns: None,
             duration_ms: None,
+            session_usage: None,
         }
     }
 }
