@@ -107,6 +107,11 @@ pub struct ServerConfig {
 /// is shared is visible to every sandbox (and writable by them unless `read_only`), so
 /// share only what all sandboxes may see; never the data dir.
 ///
+/// Ownership: files of host uid/gid 1000 are the sandbox `user`'s (under gVisor every
+/// host id shows as itself); in a namespace sandbox every other host id appears as
+/// `nobody`, so make what sandboxes should write belong to host uid 1000, and nothing a
+/// sandbox writes there can become host root's.
+///
 /// ```
 /// use courier_sandboxd::{ServerConfig, SharedDir};
 /// let mut config = ServerConfig::new("/var/lib/courier-sandboxd", "/usr/local/bin/courier-envd");
@@ -606,6 +611,7 @@ impl Sandboxd {
             source: self.inner.config.envd_binary.clone(),
             target: PathBuf::from(ENVD_PATH),
             readonly: true,
+            map_user: false,
         }];
         spec.binds.extend(
             self.inner
@@ -616,6 +622,7 @@ impl Sandboxd {
                     source: shared.host.clone(),
                     target: shared.sandbox.clone(),
                     readonly: shared.read_only,
+                    map_user: true,
                 }),
         );
 

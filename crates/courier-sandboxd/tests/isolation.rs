@@ -384,6 +384,7 @@ fn host_binary_can_be_bound_in_as_init() {
         source: "/usr/bin/sleep".into(),
         target: "/courier/init".into(),
         readonly: true,
+        map_user: false,
     });
     let sbx = fx.runtime.create(spec).expect("create");
     assert_eq!(

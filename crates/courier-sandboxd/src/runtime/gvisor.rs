@@ -22,10 +22,14 @@
 //!   namespace, and the egress policy is enforced on slirp4netns as for every sandbox.
 //!   (runsc's `--network=sandbox` cannot be used with the runsc Debian ships: its check
 //!   for "not the root namespace" misfires on kernels ≥ 6.x.)
-//! - **Defence in depth**: runsc runs the Sentry as `nobody` in a user namespace of its
-//!   own, chrooted, under its own seccomp filter, with `no_new_privs`; the gofer under
-//!   its own filter; and the runtime adds [`super::seccomp::Profile::Runsc`] under all of
-//!   it.
+//! - **Defence in depth**: the OCI spec gives the container a user namespace mapping
+//!   the sandbox's own host id range (allocated as for namespace sandboxes; the lower
+//!   layers are idmapped to match), so runsc's Sentry and gofer run as that range's root
+//!   — an unprivileged host uid no other sandbox shares — not as host root (runsc's
+//!   default with `--directfs`); both run chrooted under runsc's own seccomp filters with
+//!   `no_new_privs`; and the runtime adds [`super::seccomp::Profile::Runsc`] under all of
+//!   it. runsc sees the root at [`super::init::GVISOR_ROOT`], a bind in the helper's
+//!   private mount namespace: those ids could not walk down the runtime's 0700 data dir.
 //! - **Platform**: `systrap` where the installed runsc has it, else `ptrace` (the `kvm`
 //!   platform hangs on this machine's PVM `/dev/kvm`).
 
@@ -138,7 +142,7 @@ pub(crate) fn run_args(
     id: &str,
     internet: bool,
 ) -> Vec<String> {
-    vec![
+    let mut args = vec![
         "--root".into(),
         state_root.display().to_string(),
         format!("--platform={}", config.platform),
@@ -149,12 +153,23 @@ pub(crate) fn run_args(
         "--overlay2=none".into(),
         // The runtime put every process in the sandbox's cgroup already.
         "--ignore-cgroups".into(),
+    ];
+    // Operators chasing a gVisor problem: runsc's debug logs per sandbox.
+    if let Some(dir) = std::env::var_os("COURIER_RUNSC_DEBUG_LOG") {
+        args.push("--debug".into());
+        args.push(format!(
+            "--debug-log={}/",
+            Path::new(&dir).join(id).display()
+        ));
+    }
+    args.extend([
         "run".into(),
         "--detach".into(),
         "--bundle".into(),
         bundle.display().to_string(),
         id.to_owned(),
-    ]
+    ]);
+    args
 }
 
 /// What the container runs.
@@ -164,6 +179,9 @@ pub(crate) struct Process<'a> {
     pub cwd: &'a Path,
     pub hostname: &'a str,
     pub netns: Option<&'a Path>,
+    /// The sandbox's host ids: runsc runs the Sentry and the gofer in a user namespace
+    /// mapping them (the root file system's lower layers are idmapped to match).
+    pub ids: Option<super::IdRange>,
 }
 
 /// The OCI runtime spec of a sandbox whose root is `rootfs` (already assembled).
@@ -181,6 +199,10 @@ pub(crate) fn oci_spec(rootfs: &Path, process: &Process<'_>) -> serde_json::Valu
     namespaces.push(match process.netns {
         Some(path) => serde_json::json!({"type": "network", "path": path}),
         None => serde_json::json!({"type": "network"}),
+    });
+    let mappings = process.ids.map(|ids| {
+        namespaces.push(serde_json::json!({"type": "user"}));
+        serde_json::json!([{"containerID": 0, "hostID": ids.base, "size": ids.count}])
     });
     serde_json::json!({
         "ociVersion": "1.0.2",
@@ -216,6 +238,8 @@ pub(crate) fn oci_spec(rootfs: &Path, process: &Process<'_>) -> serde_json::Valu
         ],
         "linux": {
             "namespaces": namespaces,
+            "uidMappings": mappings.clone().unwrap_or_default(),
+            "gidMappings": mappings.unwrap_or_default(),
             "maskedPaths": ["/proc/kcore", "/proc/sysrq-trigger"],
             "readonlyPaths": ["/proc/sys", "/proc/irq", "/proc/bus"],
         },
@@ -285,6 +309,10 @@ mod tests {
                 cwd: Path::new("/"),
                 hostname: "a",
                 netns: Some(Path::new("/proc/42/ns/net")),
+                ids: Some(super::super::IdRange {
+                    base: 1 << 30,
+                    count: 65_536,
+                }),
             },
         );
         assert_eq!(spec["root"]["path"], "/data/sandboxes/a/rootfs");
@@ -306,6 +334,15 @@ mod tests {
             .find(|n| n["type"] == "network")
             .unwrap();
         assert_eq!(net["path"], "/proc/42/ns/net");
+        // runsc's own processes run as the sandbox's host ids, not host root.
+        assert_eq!(spec["linux"]["uidMappings"][0]["hostID"], 1u64 << 30);
+        assert!(
+            spec["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["type"] == "user")
+        );
     }
 
     #[test]

@@ -121,6 +121,27 @@ impl IdAllocator {
 /// single-threaded helper, as host root: a short-lived child unshares the namespace, the
 /// helper writes the maps and keeps the namespace alive through the descriptor.
 pub(crate) fn create_userns(range: IdRange) -> std::result::Result<OwnedFd, String> {
+    create_userns_mapping(&range.map_line())
+}
+
+/// The user namespace of a sandbox's shared directories: host uid and gid
+/// [`SHARED_USER_ID`] map to the sandbox's `user`, and nothing else maps. Used as the
+/// idmap of operator directories bound into a namespace sandbox: files of that host
+/// account are the sandbox user's, every other file appears as `nobody`, and nothing
+/// the sandbox writes there can belong to host root (its root has no id in this map).
+pub(crate) fn create_shared_userns(range: IdRange) -> std::result::Result<OwnedFd, String> {
+    let inner = range
+        .to_host(SHARED_USER_ID)
+        .ok_or("the sandbox's id range has no user id")?;
+    create_userns_mapping(&format!("{SHARED_USER_ID} {inner} 1\n"))
+}
+
+/// The host account whose files a namespace sandbox's `user` owns in shared directories
+/// (the base layer's `user`, uid and gid 1000).
+pub const SHARED_USER_ID: u32 = 1000;
+
+/// Creates a user namespace with `map` as its uid and gid map (see [`create_userns`]).
+fn create_userns_mapping(map: &str) -> std::result::Result<OwnedFd, String> {
     let (ready_read, ready_write) = nix::unistd::pipe().map_err(|e| format!("userns pipe: {e}"))?;
     let (done_read, done_write) = nix::unistd::pipe().map_err(|e| format!("userns pipe: {e}"))?;
     match super::sys::fork_helper().map_err(|e| format!("fork for userns: {e}"))? {
@@ -147,10 +168,9 @@ pub(crate) fn create_userns(range: IdRange) -> std::result::Result<OwnedFd, Stri
                 if code[0] != 0 {
                     return Err("unshare(CLONE_NEWUSER) failed in the userns child".to_owned());
                 }
-                let line = range.map_line();
-                for map in ["uid_map", "gid_map"] {
-                    let path = format!("/proc/{child}/{map}");
-                    fs::write(&path, &line).map_err(|e| format!("write {path}: {e}"))?;
+                for file in ["uid_map", "gid_map"] {
+                    let path = format!("/proc/{child}/{file}");
+                    fs::write(&path, map).map_err(|e| format!("write {path}: {e}"))?;
                 }
                 let path = format!("/proc/{child}/ns/user");
                 let ns = fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;

@@ -283,6 +283,7 @@ fn prepare(
             }
         }
         Launch::Gvisor { runsc, args } => {
+            expose_root_for_runsc(&task.rootfs.dirs.rootfs())?;
             unshare(CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("unshare network namespace: {e}"))?;
             wait_for_go(status, inherited.go)?;
@@ -332,6 +333,34 @@ fn prepare(
             ))
         }
     }
+}
+
+/// Where runsc finds a gVisor sandbox's root, in the helper's private mount namespace.
+pub(crate) const GVISOR_ROOT: &str = "/run/courier-sandbox";
+
+/// Makes the assembled root reachable at [`GVISOR_ROOT`] for runsc's gofer and Sentry,
+/// which run as the sandbox's host ids and so cannot walk down the runtime's 0700 data
+/// dir: a fresh tmpfs over `/run` (in this private mount namespace only) holding a bind
+/// of the root.
+fn expose_root_for_runsc(root: &std::path::Path) -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    mount(
+        Some("tmpfs"),
+        "/run",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=64k"),
+    )
+    .map_err(|e| format!("mount a private /run: {e}"))?;
+    fs::create_dir(GVISOR_ROOT).map_err(|e| format!("create {GVISOR_ROOT}: {e}"))?;
+    mount(
+        Some(root),
+        GVISOR_ROOT,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind the root at {GVISOR_ROOT}: {e}"))
 }
 
 /// Reports the network namespace and waits for the runtime's go (it attaches the

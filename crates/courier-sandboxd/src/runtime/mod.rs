@@ -538,16 +538,15 @@ impl Runtime {
             return Err(Error::io("chmod", &dirs.base)(e));
         }
         self.creating.lock().expect("lock").insert(spec.id.clone());
-        let ids = match spec.isolation {
-            Isolation::Container => match self.ids.allocate() {
-                Ok(range) => Some(range),
-                Err(e) => {
-                    self.creating.lock().expect("lock").remove(&spec.id);
-                    let _ = fs::remove_dir_all(&dirs.base);
-                    return Err(e);
-                }
-            },
-            Isolation::Gvisor => None,
+        // Both isolations run under the sandbox's own host ids: the namespace sandbox's
+        // processes, and gVisor's Sentry and gofer (a user namespace in its OCI spec).
+        let ids = match self.ids.allocate() {
+            Ok(range) => Some(range),
+            Err(e) => {
+                self.creating.lock().expect("lock").remove(&spec.id);
+                let _ = fs::remove_dir_all(&dirs.base);
+                return Err(e);
+            }
         };
         let result = self.start(&spec, &dirs, layers, hostname, slirp.as_deref(), ids);
         self.creating.lock().expect("lock").remove(&spec.id);
@@ -593,10 +592,16 @@ impl Runtime {
                 Isolation::Gvisor => {
                     let dir = dirs.control_dir();
                     fs::create_dir(&dir).map_err(Error::io("create dir", &dir))?;
+                    // gVisor creates envd's socket here as the sandbox's root.
+                    if let Some(range) = ids {
+                        std::os::unix::fs::chown(&dir, Some(range.base), Some(range.base))
+                            .map_err(Error::io("chown", &dir))?;
+                    }
                     binds.push(BindMount {
                         source: dir,
                         target: PathBuf::from(GVISOR_CONTROL_DIR),
                         readonly: false,
+                        map_user: false,
                     });
                 }
             }
@@ -695,7 +700,7 @@ impl Runtime {
             },
         };
         if spec.isolation == Isolation::Gvisor
-            && let Err(e) = write_bundle(dirs, spec, &hostname, netns_pid)
+            && let Err(e) = write_bundle(dirs, spec, &hostname, netns_pid, ids)
         {
             return fail(e.to_string(), monitor);
         }
@@ -1358,6 +1363,7 @@ fn write_bundle(
     spec: &SandboxSpec,
     hostname: &str,
     netns_pid: i32,
+    ids: Option<IdRange>,
 ) -> Result<()> {
     let bundle = dirs.bundle();
     fs::create_dir_all(&bundle).map_err(Error::io("create dir", &bundle))?;
@@ -1370,13 +1376,14 @@ fn write_bundle(
     args.extend(spec.args.iter().cloned());
     let netns = PathBuf::from(format!("/proc/{netns_pid}/ns/net"));
     let config = gvisor::oci_spec(
-        &dirs.rootfs(),
+        Path::new(init::GVISOR_ROOT),
         &gvisor::Process {
             args,
             env: &env,
             cwd: spec.cwd.as_deref().unwrap_or(Path::new("/")),
             hostname,
             netns: Some(&netns),
+            ids,
         },
     );
     let path = bundle.join("config.json");

@@ -70,6 +70,13 @@ pub struct BindMount {
     pub target: PathBuf,
     /// Mount it read-only (the usual choice, e.g. for the envd binary).
     pub readonly: bool,
+    /// In a namespace sandbox, present the files of host uid/gid 1000 as the sandbox's
+    /// `user` (and every other id as `nobody`) through an idmapped mount (see
+    /// [`super::idmap::create_shared_userns`]); for operator directories the sandbox's
+    /// user should own. Without it the tree keeps host ownership, which the sandbox sees
+    /// as `nobody` throughout.
+    #[serde(default)]
+    pub map_user: bool,
 }
 
 /// A resolved layer: the directory used as overlay lower dir plus its host dirs.
@@ -583,12 +590,22 @@ pub(crate) fn assemble(
         drop(keep);
     }
 
+    let mut shared_userns = None;
     for bind in &plan.binds {
         let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
         if bind.readonly {
             attrs |= MOUNT_ATTR_RDONLY;
         }
-        let tree = clone_tree(&bind.source, attrs, None)?;
+        let map = match (bind.map_user, ids) {
+            (true, Some((range, _))) => {
+                if shared_userns.is_none() {
+                    shared_userns = Some(super::idmap::create_shared_userns(range)?);
+                }
+                shared_userns.as_ref().map(|ns| ns.as_fd())
+            }
+            _ => None,
+        };
+        let tree = clone_tree(&bind.source, attrs, map)?;
         let create = if bind.source.is_dir() {
             Create::Dir
         } else {
