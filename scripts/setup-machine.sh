@@ -19,6 +19,11 @@ command -v slirp4netns >/dev/null || need+=(slirp4netns)
 
 # Filesystems for sandbox disks (mkfs.ext4).
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+# The attack suite (tests/python/sandboxd/test_attacks.py): keyctl stores a host key that
+# sandboxes must not see; nft (in the sandboxes too, through the shared /usr) tries to
+# reach nf_tables from inside.
+command -v keyctl >/dev/null || need+=(keyutils)
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup-machine: installing ${need[*]}"
