@@ -207,14 +207,19 @@ fn test(mut env: TestEnv) -> Result<()> {
                 .current_dir(root()),
         ),
     )?;
-    run(
-        "python scenarios against courier-sandboxd (official E2B SDK)",
-        env.apply(
-            Command::new("bash")
-                .arg(root().join("tests/python/run_sandboxd.sh"))
-                .current_dir(root()),
-        ),
-    )?;
+    // Once per isolation: the scenario and attack suites must hold under both runtimes
+    // (the attack suite adapts where they differ).
+    for isolation in ["container", "gvisor"] {
+        run(
+            &format!("python scenarios against courier-sandboxd, {isolation} (official E2B SDK)"),
+            env.apply(
+                Command::new("bash")
+                    .arg(root().join("tests/python/run_sandboxd.sh"))
+                    .env("COURIER_SANDBOXD_ISOLATION", isolation)
+                    .current_dir(root()),
+            ),
+        )?;
+    }
     drop(cluster);
     Ok(())
 }
