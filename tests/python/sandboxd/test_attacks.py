@@ -770,6 +770,55 @@ def test_signed_urls_for_user_do_not_follow_links_out_of_users_reach():
         _kill(sbx)
 
 
+def test_envd_refuses_requests_without_a_valid_token_or_signature():
+    """Attacker: someone who knows a sandbox's id (it is in every URL) and maybe holds
+    one signed URL of it. Tries: start a process and read a file with no access token;
+    reuse a signed URL for another path, for root instead of ``user``, after it expired;
+    a made-up signature.
+
+    Stopped by: envd's access token, installed by the server at create and never shown
+    to the sandbox's processes: every request needs it or a signature made with it over
+    (path, operation, user, expiry), checked before anything is read.
+    """
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    sbx = _create(secure=True)
+    try:
+        assert sh(sbx, "echo root-only > /root/note && chmod 600 /root/note").exit_code == 0
+        sbx.files.write("/home/user/other.txt", "user-readable", user="user")
+        routed = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": str(ENVD_PORT)}
+        start = httpx.post(
+            f"{PROXY}/process.Process/Start",
+            headers={**routed, "Content-Type": "application/json", "Connect-Protocol-Version": "1"},
+            json={"process": {"cmd": "/bin/sh", "args": ["-c", "touch /tmp/pwned"]}},
+            timeout=30,
+        )
+        assert start.status_code == 401, start.text
+        unsigned = httpx.get(f"{PROXY}/files", params={"path": "/root/note", "username": "root"}, headers=routed, timeout=30)
+        assert unsigned.status_code == 401, unsigned.text
+
+        signed = urlsplit(sbx.download_url("/home/user/.bashrc", user="user", use_signature_expiration=60))
+        query = {k: v[0] for k, v in parse_qs(signed.query).items()}
+        # Each would be served (200) if envd did not check the signature: user may read
+        # other.txt, root may read .bashrc and the note.
+        tampered = {
+            "other path": {**query, "path": "/home/user/other.txt"},
+            "other user": {**query, "username": "root"},
+            "made-up signature": {**query, "signature": "v1_" + "A" * 43},
+        }
+        expired = urlsplit(sbx.download_url("/root/note", user="root", use_signature_expiration=-10))
+        tampered["expired"] = {k: v[0] for k, v in parse_qs(expired.query).items()}
+        for what, params in tampered.items():
+            answer = httpx.get(f"{PROXY}/files?{urlencode(params)}", headers=routed, timeout=30)
+            assert answer.status_code in (401, 403), (what, answer.status_code, answer.text)
+            assert "root-only" not in answer.text and "user-readable" not in answer.text, what
+        genuine = httpx.get(f"{PROXY}/files?{signed.query}", headers=routed, timeout=30)
+        assert genuine.status_code == 200, genuine.text  # the untampered URL works
+        assert sh(sbx, "test -e /tmp/pwned").exit_code != 0
+    finally:
+        _kill(sbx)
+
+
 # --------------------------------------------------------------- 7. the host around
 
 
@@ -870,3 +919,41 @@ def test_sandbox_cannot_learn_other_sandboxes_ids(victim):
         assert other.sandbox_id not in out, f"another sandbox's id is visible inside: {other.sandbox_id}"
     finally:
         _kill(other)
+
+
+def test_private_sandbox_urls_are_enforced_or_refused_never_ignored():
+    """Attacker: anyone who learns a sandbox's id (it is in every URL of it) and reaches
+    the proxy, against a sandbox created with E2B's ``allowPublicTraffic: false`` (its
+    ports should need ``e2b-traffic-access-token``). Tries: an app port without the
+    token.
+
+    Stopped by: either the server enforces the token (no answer without it, the app's
+    answer with it), or it refuses the create naming ``allowPublicTraffic``: a request
+    for private URLs is never accepted and left public.
+    """
+    from e2b.exceptions import SandboxException
+
+    try:
+        sbx = _create(network={"allow_public_traffic": False})
+    except SandboxException as refused:
+        assert "allowPublicTraffic" in str(refused), refused
+        return
+    try:
+        sbx.files.write("/tmp/www/index.html", "private page")
+        sbx.commands.run("cd /tmp/www && python3 -m http.server 8000", background=True, timeout=0)
+        host = sbx.get_host(8000)
+        token = sbx.traffic_access_token
+        assert token, "a private sandbox came back without a traffic access token"
+
+        def get(headers: dict) -> httpx.Response:
+            return httpx.get(PROXY + "/index.html", headers={"Host": host, **headers}, timeout=30)
+
+        deadline = time.monotonic() + 30
+        while get({"e2b-traffic-access-token": token}).status_code != 200:
+            assert time.monotonic() < deadline, "the app never answered with the token"
+            time.sleep(0.3)
+        for headers in ({}, {"e2b-traffic-access-token": "not-the-token"}):
+            denied = get(headers)
+            assert denied.status_code != 200 and "private page" not in denied.text, (headers, denied.status_code)
+    finally:
+        _kill(sbx)
