@@ -105,15 +105,17 @@ def host_dir() -> Iterator[str]:
 
 class FakeHostSocket:
     """A Unix socket on the host standing in for ``/var/run/docker.sock`` (any host
-    service that obeys whoever connects): it records every connection and the first
-    bytes sent, so a test can prove nothing reached it."""
+    service that obeys whoever connects; a path starting with NUL is an abstract name,
+    like containerd-shim's): it records every connection and the first bytes sent, so a
+    test can prove nothing reached it."""
 
     def __init__(self, path: str):
         self.path = path
         self.connections: list[bytes] = []
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(path)
-        os.chmod(path, 0o777)  # anyone may connect: only the redirect decides
+        if not path.startswith("\0"):  # abstract names have no file
+            os.chmod(path, 0o777)  # anyone may connect: only the redirect decides
         self._server.listen(16)
         self._server.settimeout(0.2)
         self._stop = threading.Event()
@@ -957,3 +959,46 @@ def test_private_sandbox_urls_are_enforced_or_refused_never_ignored():
             assert denied.status_code != 200 and "private page" not in denied.text, (headers, denied.status_code)
     finally:
         _kill(sbx)
+
+
+def test_sandbox_shares_no_abstract_sockets_or_ipc_with_the_host(victim):
+    """Attacker: root inside a sandbox going for host services that are not files:
+    abstract Unix sockets (no path, no permissions: containerd-shim's API was one,
+    CVE-2020-15257) and System V shared memory of host processes. The test serves an
+    abstract socket and holds a shared memory segment on the host first. Tries: connect
+    to the socket by name, list and attach the segment.
+
+    Stopped by: each sandbox has its own network namespace (abstract names are per
+    namespace; under gVisor the Sentry's own network stack) and its own IPC namespace.
+    """
+    name = f"courier-attack-{secrets.token_hex(6)}"
+    fake = FakeHostSocket("\0" + name)
+    made = subprocess.run(["ipcmk", "-M", "4096"], capture_output=True, text=True, check=True).stdout
+    shmid = made.strip().rsplit(" ", 1)[-1]
+    try:
+        connect = (
+            "import socket,sys\n"
+            "s=socket.socket(socket.AF_UNIX)\n"
+            "try:\n"
+            "  s.connect('\\0'+sys.argv[1]); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); print('CONNECTED')\n"
+            "except OSError as e: print('refused', e.errno)\n"
+        )
+        victim.files.write("/tmp/abstract.py", connect)
+        out = sh(victim, f"python3 /tmp/abstract.py {name}").stdout
+        time.sleep(0.3)
+        assert "CONNECTED" not in out and fake.connections == [], (out, fake.connections)
+
+        with open("/proc/sysvipc/shm") as table:
+            key = next(line.split()[0] for line in table if line.split()[1:2] == [shmid])
+        # The segment by its key, as any process of the host could find it: shmget(key, 0, 0).
+        lookup = sh(
+            victim,
+            "python3 -c \"import ctypes; l=ctypes.CDLL(None, use_errno=True);"
+            f" r=l.shmget({key}, 0, 0); print('FOUND' if r >= 0 else 'absent', ctypes.get_errno())\";"
+            " cat /proc/sysvipc/shm 2>/dev/null; true",
+        ).stdout
+        assert "FOUND" not in lookup, lookup
+        assert all(line.split()[0] != key for line in lookup.splitlines()[1:] if line.split()), lookup
+    finally:
+        fake.close()
+        subprocess.run(["ipcrm", "-m", shmid], capture_output=True)
