@@ -27,6 +27,11 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v ps >/dev/null || need+=(procps)
+# The attack suite (tests/python/sandboxd/test_attacks.py): keyctl stores a host key that
+# sandboxes must not see; nft (in the sandboxes too, through the shared /usr) tries to
+# reach nf_tables from inside.
+command -v keyctl >/dev/null || need+=(keyutils)
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup-machine: installing ${need[*]}"

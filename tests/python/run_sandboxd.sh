@@ -13,6 +13,8 @@
 #    address>/32` lets sandboxes reach test servers there (the network tests' stand-in
 #    for the internet; the host's addresses are refused to sandboxes otherwise),
 # 5. runs pytest on tests/python/sandboxd with E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY,
+#    COURIER_SANDBOXD_DATA_DIR (the server's data dir) and COURIER_SANDBOXD_ISOLATION
+#    (passed to the server too: `container` or `gvisor`; unset, the server picks),
 # 6. stops the server on exit (SIGTERM: it kills every sandbox), removes the data dir,
 #    and returns pytest's exit code.
 #
@@ -162,6 +164,8 @@ export E2B_API_URL="http://127.0.0.1:$api_port"
 export E2B_SANDBOX_URL="http://127.0.0.1:$proxy_port"
 export E2B_API_KEY="$api_key"
 export COURIER_SANDBOXD_SUITE=1
+# Host-side checks of the attack suite (console logs, control sockets) read the data dir.
+export COURIER_SANDBOXD_DATA_DIR="$rundir/data"
 export PYTHONDONTWRITEBYTECODE=1
 
 set +e

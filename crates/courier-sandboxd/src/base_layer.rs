@@ -12,7 +12,10 @@
 //! - `/etc`: a copy of the host's, with generated `passwd`, `group`, `shadow`,
 //!   `gshadow` (no host password hashes), user `user` (uid/gid 1000, home `/home/user`,
 //!   shell `/bin/bash`, in group `sudo`), `/etc/sudoers.d/courier-user` granting
-//!   passwordless sudo, and no SSH host private keys;
+//!   passwordless sudo, no SSH host private keys, and none of the files other host users
+//!   may not read (TLS private keys, `security/opasswd`, service credentials): root
+//!   inside a sandbox would read them. sudo's policy (`sudoers`, `sudoers.d/`) is kept;
+//!   it holds no secret and sudo needs it;
 //! - `/home/user` from `/etc/skel`, an empty `/root` (mode 0700), `/tmp`, `/var/*`
 //!   skeleton, and empty mount points (`/proc`, `/sys`, `/dev`, `/run`, ...).
 //!
@@ -22,7 +25,7 @@
 //! host's and changes with it.
 
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -165,6 +168,7 @@ fn copy_etc(source: &Path, dest: &Path) -> Result<()> {
     } else {
         mkdir(dest, 0o755)?;
     }
+    drop_private_files(dest, Path::new(""), false)?;
 
     let read = |name: &str| fs::read_to_string(dest.join(name)).unwrap_or_default();
     let passwd = accounts_passwd(&read("passwd"));
@@ -199,6 +203,31 @@ fn copy_etc(source: &Path, dest: &Path) -> Result<()> {
             if name.starts_with("ssh_host_") && name.ends_with("_key") {
                 let _ = fs::remove_file(entry.path());
             }
+        }
+    }
+    Ok(())
+}
+
+/// Removes from the copy of `/etc` at `dir` every file other users of the host may not
+/// read: a regular file without the "other" read bit, or anything below a directory
+/// without the "other" search bit (`ssl/private/`). On the host those are root's (or a
+/// service's) secrets; in a sandbox they would belong to the sandbox's root. Directories
+/// stay (empty), with their modes; sudo's policy stays. `rel` is `dir`'s path below
+/// `/etc`, `private` whether an ancestor already denies other users.
+fn drop_private_files(dir: &Path, rel: &Path, private: bool) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(Error::io("read dir", dir))? {
+        let entry = entry.map_err(Error::io("read dir", dir))?;
+        let path = entry.path();
+        let rel = rel.join(entry.file_name());
+        let meta = fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
+        if meta.is_dir() {
+            drop_private_files(&path, &rel, private || meta.mode() & 0o001 == 0)?;
+            continue;
+        }
+        let sudo_policy = rel == Path::new("sudoers") || rel.starts_with("sudoers.d");
+        let unreadable = meta.is_file() && meta.mode() & 0o004 == 0;
+        if !sudo_policy && (private || unreadable) {
+            fs::remove_file(&path).map_err(Error::io("remove", &path))?;
         }
     }
     Ok(())
@@ -343,6 +372,23 @@ mod tests {
         fs::write(h.join("etc/shadow"), "root:$6$hash:1::::::\n").unwrap();
         fs::create_dir_all(h.join("root")).unwrap();
         fs::write(h.join("root/secret"), "x").unwrap();
+        // Root-only files of the host's /etc: by mode, or behind a closed directory.
+        let private = |path: &str, text: &str, mode: u32| {
+            let path = h.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, text).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        };
+        private("etc/security/opasswd", "root:1:$6$old", 0o600);
+        private(
+            "etc/ssl/private/host.key",
+            "-----BEGIN PRIVATE KEY-----",
+            0o644,
+        );
+        fs::set_permissions(h.join("etc/ssl/private"), fs::Permissions::from_mode(0o710)).unwrap();
+        private("etc/ssl/certs/host.pem", "public cert", 0o644);
+        private("etc/sudoers", "root ALL=(ALL:ALL) ALL\n", 0o440);
+        private("etc/sudoers.d/admins", "%admin ALL=(ALL) ALL\n", 0o440);
 
         let out = tempfile::tempdir().unwrap();
         let dest = out.path().join("base");
@@ -384,6 +430,12 @@ mod tests {
         );
         assert!(!root.join("etc/ssh/ssh_host_ed25519_key").exists());
         assert!(root.join("etc/ssh/ssh_host_ed25519_key.pub").exists());
+        assert!(!root.join("etc/security/opasswd").exists());
+        assert!(!root.join("etc/ssl/private/host.key").exists());
+        assert!(root.join("etc/ssl/private").is_dir());
+        assert!(root.join("etc/ssl/certs/host.pem").exists());
+        assert!(root.join("etc/sudoers").exists());
+        assert!(root.join("etc/sudoers.d/admins").exists());
         assert!(root.join("home/user/.bashrc").exists());
         assert_eq!(fs::read_dir(root.join("root")).unwrap().count(), 0);
         // A second call keeps the existing layer.

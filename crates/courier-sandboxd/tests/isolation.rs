@@ -286,6 +286,16 @@ fn sandboxes_see_neither_each_others_files_nor_host_private_paths() {
         &b.id,
         &format!("test ! -e '{data}' && test ! -e /work && test ! -e /opt/skills"),
     );
+    // Nor A's id: the host's loop devices (A's disk among them) name their images in
+    // sysfs, and an id is a sandbox's address at the proxy.
+    let sysfs = fx.sh_ok(
+        &b.id,
+        "cat /sys/block/*/loop/backing_file /sys/devices/virtual/block/*/loop/backing_file 2>/dev/null; true",
+    );
+    assert!(
+        !sysfs.contains(&a.id),
+        "A's disk is named in B's sysfs: {sysfs}"
+    );
 
     // The base userland works and has the sandbox user.
     assert_eq!(fx.sh_ok(&b.id, "id -u user").trim(), "1000");

@@ -26,6 +26,8 @@ else:
 
 from e2b import AsyncSandbox, Sandbox  # noqa: E402
 
+ISOLATIONS = ("container", "gvisor")
+
 #: Lifetime of fixture sandboxes: long enough for a slow machine, short enough that a
 #: crashed run does not keep them for long.
 SANDBOX_TIMEOUT = 300
@@ -70,3 +72,35 @@ def kill_everything_at_the_end() -> Iterator[None]:
                 Sandbox.kill(info.sandbox_id)
     except Exception as e:  # the server may already be gone
         print(f"cleanup: {e}")
+
+
+@pytest.fixture(scope="session")
+def isolation() -> str:
+    """The isolation the server under test gives its sandboxes: ``container`` or
+    ``gvisor``. ``run_sandboxd.sh`` passes ``COURIER_SANDBOXD_ISOLATION`` to the server
+    (CI runs the suite once with each); without it the server picks gVisor where runsc
+    works. Either way a sandbox is asked: only gVisor's Sentry reports a kernel release
+    other than the host's, so a suite told one isolation never silently tests the other."""
+    wanted = os.environ.get("COURIER_SANDBOXD_ISOLATION") or None
+    if wanted is not None and wanted not in ISOLATIONS:
+        raise pytest.UsageError(f"COURIER_SANDBOXD_ISOLATION={wanted!r} is not one of {ISOLATIONS}")
+    sbx = Sandbox.create(timeout=SANDBOX_TIMEOUT)
+    try:
+        release = sbx.commands.run("uname -r").stdout.strip()
+    finally:
+        _kill_quietly(sbx)
+    seen = "container" if release == os.uname().release else "gvisor"
+    if wanted is not None and wanted != seen:
+        pytest.fail(f"COURIER_SANDBOXD_ISOLATION={wanted} but the server's sandboxes run {seen} (kernel {release})")
+    return seen
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> str:
+    """The server's data directory (``COURIER_SANDBOXD_DATA_DIR``, set by
+    ``run_sandboxd.sh``): host-side checks read sandboxes' console logs and control
+    sockets there, and attacks from inside try to reach it."""
+    path = os.environ.get("COURIER_SANDBOXD_DATA_DIR")
+    if not path or not os.path.isdir(path):
+        pytest.fail("COURIER_SANDBOXD_DATA_DIR is not the server's data dir; use `bash tests/python/run_sandboxd.sh`")
+    return path

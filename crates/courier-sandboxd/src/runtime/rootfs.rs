@@ -726,14 +726,17 @@ pub(crate) fn enter_root() -> std::result::Result<(), String> {
         }
     }
     // sysfs is informative (python and friends read it) and mounted read-only.
-    if let Ok(sys_dir) = open_in_root(root.as_fd(), Path::new("/sys"), Create::Dir, None) {
-        let _ = mount(
+    if let Ok(sys_dir) = open_in_root(root.as_fd(), Path::new("/sys"), Create::Dir, None)
+        && mount(
             Some("sysfs"),
             fd_path(sys_dir.as_fd()).as_str(),
             Some("sysfs"),
             nosuid_nodev_noexec | MsFlags::MS_RDONLY,
             None::<&str>,
-        );
+        )
+        .is_ok()
+    {
+        mask_virtual_block_devices(root.as_fd())?;
     }
     let mut devices = Vec::new();
     for name in DEVICES {
@@ -795,6 +798,37 @@ pub(crate) fn enter_root() -> std::result::Result<(), String> {
     ] {
         std::os::unix::fs::symlink(to, Path::new("/dev").join(link))
             .map_err(|e| err(format!("symlink /dev/{link}"), e))?;
+    }
+    Ok(())
+}
+
+/// Hides the host's virtual block devices in the sandbox's sysfs (just mounted at the
+/// root's `/sys`) under an empty read-only tmpfs: every sandbox's disk is a loop device
+/// whose `loop/backing_file` is the image's host path, which names the sandbox, and a
+/// sandbox's id is its address at the proxy. `/sys/block` and `/sys/dev/block` only link
+/// there. If the mask cannot be mounted, the sandbox gets no sysfs at all.
+fn mask_virtual_block_devices(root: BorrowedFd<'_>) -> std::result::Result<(), String> {
+    let sys = open_in_root(root, Path::new("/sys"), Create::No, None)?;
+    // Reopened after the mount: this descriptor is the new sysfs, whose tree is the
+    // kernel's (no link the sandbox controls below it).
+    let block = PathBuf::from(format!("{}/devices/virtual/block", fd_path(sys.as_fd())));
+    if fs::symlink_metadata(&block).is_err() {
+        return Ok(());
+    }
+    let masked = mount(
+        Some("tmpfs"),
+        &block,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+        Some("size=4k,mode=555"),
+    );
+    if let Err(e) = masked {
+        umount2(fd_path(sys.as_fd()).as_str(), MntFlags::MNT_DETACH).map_err(|u| {
+            err(
+                format!("mask /sys/devices/virtual/block ({e}), then unmount /sys"),
+                u,
+            )
+        })?;
     }
     Ok(())
 }
