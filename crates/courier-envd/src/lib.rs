@@ -42,6 +42,7 @@ pub mod paths;
 mod process;
 mod rpc;
 mod server;
+pub mod sudo;
 pub mod tunnel;
 pub mod users;
 

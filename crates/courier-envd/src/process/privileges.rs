@@ -1,4 +1,5 @@
-//! Dropping root privileges in the child between fork and exec.
+//! Dropping root privileges in the child between fork and exec (for the process service
+//! and for commands the sudo broker starts).
 //!
 //! The only unsafe code of the crate: `pre_exec` is unsafe because the closure runs in
 //! the forked child, where only async-signal-safe calls are allowed. std's own `uid()` /
@@ -6,7 +7,9 @@
 //! after `setuid`, when `setgroups` is no longer permitted.
 #![allow(unsafe_code)]
 
-use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+use std::os::fd::OwnedFd;
+
+use nix::unistd::{Gid, Uid, fchdir, setgid, setgroups, setuid};
 
 use super::Identity;
 
@@ -44,4 +47,27 @@ pub(super) fn apply_pty(
     let (groups, gid, uid) = parts(identity);
     // SAFETY: as in `apply`: only async-signal-safe system calls on pre-built data.
     unsafe { command.pre_exec(move || switch(&groups, gid, uid)) }
+}
+
+/// Makes a child enter the directory `dir` refers to, then run as `identity`: how the
+/// sudo broker starts a command in its caller's working directory.
+///
+/// The directory is entered while still root, as a real sudo's child inherits the
+/// caller's directory whatever the target user may enter. `dir` must be close-on-exec
+/// (the command must not inherit it); it is closed when `command` is dropped.
+pub(crate) fn apply_in_dir(
+    command: &mut tokio::process::Command,
+    identity: &Identity,
+    dir: OwnedFd,
+) {
+    let (groups, gid, uid) = parts(identity);
+    // SAFETY: the closure only issues the fchdir/setgroups/setgid/setuid system calls
+    // (all async-signal-safe) on a descriptor and data prepared before fork; it
+    // allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            fchdir(&dir)?;
+            switch(&groups, gid, uid)
+        });
+    }
 }
