@@ -1,6 +1,7 @@
 //! The privilege broker: envd's side of sudo. Listens on an abstract Unix socket,
-//! authorizes each connection from `SO_PEERCRED`, starts the command as the target user
-//! with the caller's descriptors, forwards its signals and answers its exit status.
+//! authorizes each request from the credentials the kernel attaches to it
+//! (`SCM_CREDENTIALS`), starts the command as the target user with the caller's
+//! descriptors, forwards its signals and answers its exit status.
 
 use std::{
     io,
@@ -19,10 +20,7 @@ use nix::{
     sys::signal::{Signal, killpg},
     unistd::Pid,
 };
-use rustix::{
-    fs::{Mode, OFlags},
-    net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg},
-};
+use rustix::fs::{Mode, OFlags};
 use tokio::{
     io::{AsyncWriteExt as _, Interest},
     net::{UnixStream, unix::OwnedWriteHalf},
@@ -30,7 +28,7 @@ use tokio::{
 
 use super::{
     policy::{self, Invoker, Refusal},
-    wire::{self, Control, FrameReader, RUN_FDS, Reply, Request},
+    wire::{self, Control, FrameReader, RUN_FDS, Reply, Request, Sender, recv_segment},
 };
 use crate::{
     process::{Identity, privileges},
@@ -97,6 +95,9 @@ impl Broker {
         let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
         // std creates it close-on-exec: no command envd starts inherits the listener.
         let listener = std::os::unix::net::UnixListener::bind_addr(&address)?;
+        // Connections inherit it: what a client writes before accept() carries its
+        // credentials too.
+        rustix::net::sockopt::set_socket_passcred(&listener, true)?;
         Ok(Broker {
             name: name.to_owned(),
             listener,
@@ -149,24 +150,31 @@ impl Broker {
     }
 }
 
-/// One connection: who, what, then run it or say why not.
+/// One connection: hello, who, what, then run it or say why not.
 async fn handle(stream: UnixStream, accounts: Arc<Accounts>) {
-    let credentials = match rustix::net::sockopt::socket_peercred(&stream) {
-        Ok(credentials) => credentials,
-        Err(e) => {
-            tracing::warn!(error = %e, "sudo broker: no peer credentials; connection dropped");
-            return;
-        }
-    };
-    let uid = credentials.uid.as_raw();
-    let gid = credentials.gid.as_raw();
-    let peer_pid = credentials.pid.as_raw_nonzero().get();
+    // Before anything is written: from now on the kernel attaches the writer's
+    // credentials to what the client sends, and the client learns ours from the hello.
+    if let Err(e) = rustix::net::sockopt::set_socket_passcred(&stream, true) {
+        tracing::warn!(error = %e, "sudo broker: SO_PASSCRED failed; connection dropped");
+        return;
+    }
+    if send(
+        &stream,
+        &Reply::Hello {
+            protocol: wire::PROTOCOL,
+        },
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
     let mut reader = FrameReader::default();
     let first = tokio::time::timeout(REQUEST_TIMEOUT, read_first(&stream, &mut reader)).await;
-    let (payload, fds) = match first {
+    let (payload, fds, sender) = match first {
         Ok(Ok(first)) => first,
         Ok(Err(e)) => {
-            tracing::debug!(uid, peer_pid, error = %e, "sudo broker: no request");
+            tracing::debug!(error = %e, "sudo broker: no usable request");
             let _ = send(
                 &stream,
                 &Reply::Refused {
@@ -177,16 +185,44 @@ async fn handle(stream: UnixStream, accounts: Arc<Accounts>) {
             return;
         }
         Err(_) => {
-            tracing::debug!(uid, peer_pid, "sudo broker: no request in time");
+            tracing::debug!("sudo broker: no request in time");
             return;
         }
     };
+    let peer_pid = sender.pid;
+    // Where the kernel implements SO_PEERCRED, whoever connected must be the same user as
+    // whoever wrote the request: a socket handed to another process does not carry its
+    // first owner's rights. gVisor answers SO_PEERCRED with the caller's own credentials
+    // (the broker's pid and uid 0), so there it says nothing and is skipped.
+    if let Ok(connector) = rustix::net::sockopt::socket_peercred(&stream) {
+        let pid = connector.pid.as_raw_nonzero().get();
+        let uid = connector.uid.as_raw();
+        if u32::try_from(pid).ok() != Some(std::process::id()) && uid != sender.uid {
+            tracing::warn!(
+                peer_pid,
+                uid,
+                writer_uid = sender.uid,
+                "sudo refused: connector and writer differ"
+            );
+            let message = format!(
+                "the connection was opened by uid {uid} but the request written by uid {}",
+                sender.uid
+            );
+            let _ = send(&stream, &Reply::Refused { message }).await;
+            return;
+        }
+    }
     let db = accounts.load();
     // Judge the caller before even parsing what it wants.
-    let invoker = match policy::authorize(uid, gid, &db) {
+    let invoker = match policy::authorize(sender.uid, sender.gid, &db) {
         Ok(invoker) => invoker,
         Err(refusal) => {
-            tracing::warn!(uid, gid, peer_pid, "sudo refused: {refusal}");
+            tracing::warn!(
+                uid = sender.uid,
+                gid = sender.gid,
+                peer_pid,
+                "sudo refused: {refusal}"
+            );
             let _ = send(&stream, &Reply::Refused { message: refusal.0 }).await;
             return;
         }
@@ -217,54 +253,45 @@ async fn handle(stream: UnixStream, accounts: Arc<Accounts>) {
     let _ = send(&stream, &reply).await;
 }
 
-/// Reads the first frame and the descriptors sent with it. Descriptors arrive
-/// close-on-exec (`MSG_CMSG_CLOEXEC`): no other command envd starts may inherit a
-/// caller's terminal or files.
+/// Reads the first frame, the descriptors sent with it and who wrote it. Every byte of it
+/// must carry the same credentials: a request pieced together from two writers (one
+/// passing descriptors, another writing the rest) is refused.
 async fn read_first(
     stream: &UnixStream,
     reader: &mut FrameReader,
-) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+) -> io::Result<(Vec<u8>, Vec<OwnedFd>, Sender)> {
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
     let mut fds: Vec<OwnedFd> = Vec::new();
+    let mut writer: Option<Sender> = None;
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
         if let Some(frame) = reader.take().map_err(io::Error::other)? {
-            return Ok((frame, fds));
+            let writer = writer.ok_or_else(|| invalid("no credentials".into()))?;
+            return Ok((frame, fds, writer));
         }
         stream.readable().await?;
-        let mut chunk = vec![0u8; 64 * 1024];
-        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(RUN_FDS))];
-        let received = stream.try_io(Interest::READABLE, || {
-            let mut control = RecvAncillaryBuffer::new(&mut space);
-            let message = recvmsg(
-                stream,
-                &mut [io::IoSliceMut::new(&mut chunk)],
-                &mut control,
-                RecvFlags::CMSG_CLOEXEC,
-            )?;
-            let mut got = Vec::new();
-            for ancillary in control.drain() {
-                if let RecvAncillaryMessage::ScmRights(rights) = ancillary {
-                    got.extend(rights);
-                }
-            }
-            Ok((message.bytes, message.flags, got))
-        });
-        let (bytes, flags, got) = match received {
-            Ok(received) => received,
+        let segment = match stream.try_io(Interest::READABLE, || recv_segment(stream, &mut chunk)) {
+            Ok(segment) => segment,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         };
-        fds.extend(got);
-        // More descriptors than a request passes: the kernel dropped the rest (CTRUNC).
-        if flags.contains(ReturnFlags::CTRUNC) || fds.len() > RUN_FDS {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("more than {RUN_FDS} descriptors sent"),
-            ));
-        }
-        if bytes == 0 {
+        if segment.bytes == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        reader.push(&chunk[..bytes]);
+        let Some(sender) = segment.sender else {
+            return Err(invalid(
+                "the kernel attached no credentials to the request".into(),
+            ));
+        };
+        if writer.is_some_and(|w| w != sender) {
+            return Err(invalid("the request was written by two processes".into()));
+        }
+        writer = Some(sender);
+        fds.extend(segment.fds);
+        if segment.truncated || fds.len() > RUN_FDS {
+            return Err(invalid(format!("more than {RUN_FDS} descriptors sent")));
+        }
+        reader.push(&chunk[..segment.bytes]);
     }
 }
 

@@ -5,8 +5,7 @@ use std::{
     io::{IoSlice, Write as _},
     os::{
         fd::{AsFd as _, OwnedFd},
-        linux::net::SocketAddrExt as _,
-        unix::net::{SocketAddr, UnixStream},
+        unix::net::UnixStream,
     },
 };
 
@@ -24,7 +23,7 @@ use tokio::{
 use super::{
     DEFAULT_SOCKET_NAME, SOCKET_NAME_ENV, SudoError,
     options::{self, Invocation, USAGE},
-    wire::{self, Control, FrameReader, PreserveEnv, Reply, Request},
+    wire::{self, Control, FrameReader, PreserveEnv, Reply, Request, recv_segment},
 };
 
 /// Signals forwarded to the command's process group. SIGTSTP is forwarded too, then
@@ -94,9 +93,9 @@ fn ask(mut request: Request) -> Result<i32, SudoError> {
             .ok()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| DEFAULT_SOCKET_NAME.to_owned());
-        let stream = connect(&name)?;
+        let (stream, reader) = connect(&name)?;
         send_request(&stream, &request)?;
-        follow(stream, signals).await
+        follow(stream, reader, signals).await
     })
 }
 
@@ -136,26 +135,73 @@ fn signals() -> Result<mpsc::UnboundedReceiver<Signal>, SudoError> {
     Ok(receiver)
 }
 
-/// Connects to `@name` and checks that root listens there: a process that bound the name
-/// before envd (or after it died) must receive nothing, not the caller's command line,
-/// environment or terminal.
-fn connect(name: &str) -> Result<UnixStream, SudoError> {
-    let unreachable = |source| SudoError::Unreachable {
+/// How long the broker has to say hello: a process squatting the name that never
+/// answers must not hang the caller.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connects to `@name` and checks that root listens there (from the credentials the
+/// kernel attaches to the broker's hello): a process that bound the name before envd (or
+/// after it died) must receive nothing, not the caller's command line, environment or
+/// terminal. Returns the stream and what was read past the hello.
+fn connect(name: &str) -> Result<(UnixStream, FrameReader), SudoError> {
+    let unreachable = |source: std::io::Error| SudoError::Unreachable {
         socket: name.to_owned(),
         source,
     };
-    let address = SocketAddr::from_abstract_name(name.as_bytes()).map_err(unreachable)?;
-    let stream = UnixStream::connect_addr(&address).map_err(unreachable)?;
-    let credentials =
-        rustix::net::sockopt::socket_peercred(&stream).map_err(|e| unreachable(e.into()))?;
-    let uid = credentials.uid.as_raw();
-    if uid != 0 {
-        return Err(SudoError::UntrustedBroker {
-            socket: name.to_owned(),
-            uid,
-        });
+    let socket = rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| unreachable(e.into()))?;
+    // Before connecting, so that the hello, sent right after accept, carries credentials.
+    rustix::net::sockopt::set_socket_passcred(&socket, true).map_err(|e| unreachable(e.into()))?;
+    let address = rustix::net::SocketAddrUnix::new_abstract_name(name.as_bytes())
+        .map_err(|e| unreachable(e.into()))?;
+    rustix::net::connect(&socket, &address).map_err(|e| unreachable(e.into()))?;
+    let stream = UnixStream::from(socket);
+    stream
+        .set_read_timeout(Some(HELLO_TIMEOUT))
+        .map_err(unreachable)?;
+    let untrusted = |who: String| SudoError::UntrustedBroker {
+        socket: name.to_owned(),
+        who,
+    };
+    let mut reader = FrameReader::default();
+    let mut buffer = [0u8; 4096];
+    let hello = loop {
+        if let Some(frame) = reader
+            .take()
+            .map_err(|e| SudoError::Broker(e.to_string()))?
+        {
+            break frame;
+        }
+        let segment = recv_segment(&stream, &mut buffer).map_err(|e| {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
+                untrusted(format!("said nothing within {} s", HELLO_TIMEOUT.as_secs()))
+            } else {
+                unreachable(e)
+            }
+        })?;
+        if segment.bytes == 0 {
+            return Err(untrusted("closed the connection without a hello".into()));
+        }
+        match segment.sender {
+            Some(sender) if sender.uid == 0 => reader.push(&buffer[..segment.bytes]),
+            Some(sender) => return Err(untrusted(format!("runs as uid {}, not root", sender.uid))),
+            None => return Err(untrusted("sent no credentials".into())),
+        }
+    };
+    match wire::decode::<Reply>(&hello) {
+        Ok(Reply::Hello { .. }) => {}
+        _ => return Err(untrusted("did not say hello".into())),
     }
-    Ok(stream)
+    stream.set_read_timeout(None).map_err(unreachable)?;
+    Ok((stream, reader))
 }
 
 /// Sends the request; a `run` request carries stdin, stdout, stderr and the working
@@ -195,13 +241,13 @@ fn send_request(stream: &UnixStream, request: &Request) -> Result<(), SudoError>
 /// Relays signals to the broker and waits for its answer; returns the exit code.
 async fn follow(
     stream: UnixStream,
+    mut reader: FrameReader,
     mut signals: mpsc::UnboundedReceiver<Signal>,
 ) -> Result<i32, SudoError> {
     let broken = |e: std::io::Error| SudoError::Broker(e.to_string());
     stream.set_nonblocking(true).map_err(broken)?;
     let stream = tokio::net::UnixStream::from_std(stream).map_err(broken)?;
     let (mut from_broker, mut to_broker) = stream.into_split();
-    let mut reader = FrameReader::default();
     loop {
         tokio::select! {
             frame = reader.next(&mut from_broker) => {
@@ -211,7 +257,7 @@ async fn follow(
                     ));
                 };
                 match wire::decode::<Reply>(&payload).map_err(|e| SudoError::Broker(e.to_string()))? {
-                    Reply::Started { .. } => {}
+                    Reply::Hello { .. } | Reply::Started { .. } => {}
                     Reply::Exited { code } => return Ok(code),
                     Reply::Output { text, code } => {
                         let mut stdout = std::io::stdout().lock();

@@ -8,19 +8,26 @@
 //! under the name `sudo` is the client ([`client_main`]): it connects, checks the broker
 //! is root, sends the request and its stdin, stdout, stderr and working directory
 //! (`SCM_RIGHTS`), forwards the signals it receives, and exits with the command's status.
+//! The protocol is described in the `wire` module: length-prefixed JSON frames.
 //!
 //! Why an abstract name: inside gVisor, Unix sockets are the Sentry's own, and an abstract
 //! name never touches a file system (a path on the root file system would become a host
 //! socket, runsc running with `--host-uds=create`), so nothing in the sandbox can replace
 //! or redirect it by editing files.
 //!
-//! **Authorization** comes from `SO_PEERCRED` of the connection, never from the request:
-//! root may run anything; other users only when their account is in group `sudo` (read
-//! from `/etc/passwd` and `/etc/group` at each request), matching the base template's
-//! sudoers (`user ALL=(ALL) NOPASSWD:ALL`). Everyone else is refused with sudo's wording
-//! and nothing runs. The client in turn refuses a broker whose `SO_PEERCRED` is not root,
-//! so a process that bound the name first learns nothing (no command line, environment
-//! or terminal).
+//! **Authorization** comes from the credentials the kernel attaches to the request's
+//! bytes (`SCM_CREDENTIALS`, both ends set `SO_PASSCRED`), never from the request: root
+//! may run anything; other users only when their account is in group `sudo` (read from
+//! `/etc/passwd` and `/etc/group` at each request), matching the base template's sudoers
+//! (`user ALL=(ALL) NOPASSWD:ALL`). Everyone else is refused with sudo's wording and
+//! nothing runs. Why not `SO_PEERCRED`: gVisor (runsc 20240729 and its current source)
+//! answers it with the *caller's own* credentials, so the broker would see every client
+//! as root (uid 0, its own pid). `SCM_CREDENTIALS` is checked by both kernels: a process
+//! may only claim its own pid and one of its own uids (else `EPERM`). Where `SO_PEERCRED`
+//! works (its pid is not the broker's), the connecting user must also be the writing one.
+//! The client in turn reads the broker's first frame (`hello`) and refuses a broker whose
+//! credentials are not root's, so a process that bound the name first learns nothing (no
+//! command line, environment or terminal).
 //!
 //! **Environment** (built by the broker, see `policy`): sudo's `env_reset` with this
 //! policy's defaults: a safe set of the caller's variables (`TERM`, `LANG`, `LC_*`, `TZ`,
@@ -138,16 +145,17 @@ pub enum SudoError {
         /// Why.
         source: std::io::Error,
     },
-    /// What listens on the socket is not root: someone else bound the name.
+    /// What listens on the socket is not root (or does not speak as the broker does):
+    /// someone else bound the name.
     #[error(
-        "the process listening on @{socket} runs as uid {uid}, not root: it is not the \
-         privilege broker; nothing was sent to it"
+        "the process listening on @{socket} is not the privilege broker ({who}); nothing \
+         was sent to it"
     )]
     UntrustedBroker {
         /// The abstract socket name.
         socket: String,
-        /// The listener's uid.
-        uid: u32,
+        /// What gave it away ("runs as uid 1000, not root", ...).
+        who: String,
     },
     /// The conversation with the broker failed.
     #[error("talking to the privilege broker: {0}")]

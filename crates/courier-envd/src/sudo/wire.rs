@@ -1,15 +1,26 @@
 //! The broker protocol: length-prefixed JSON frames on a Unix stream socket.
 //!
-//! A frame is a 4-byte big-endian length followed by that many bytes of JSON. The client
-//! sends one [`Request`]; a `run` request carries, as `SCM_RIGHTS` on its first bytes, four
-//! descriptors: the command's stdin, stdout, stderr and the directory to start in. Then
-//! the client may send [`Control`] frames (signals) and the broker answers [`Reply`]
-//! frames: `started` then `exited`, or one `output`, or one `refused`.
+//! A frame is a 4-byte big-endian length followed by that many bytes of JSON. Both ends
+//! set `SO_PASSCRED`, so the kernel attaches the sender's credentials (`SCM_CREDENTIALS`:
+//! pid, uid, gid, checked by the kernel) to everything either side writes.
 //!
-//! Nothing in a request says who the caller is: the broker takes that from `SO_PEERCRED`.
-//! Unknown fields are ignored, so a request that claims a uid changes nothing.
+//! The broker speaks first: a `hello` [`Reply`], whose credentials tell the client it is
+//! root. The client then sends one [`Request`]; a `run` request carries, as `SCM_RIGHTS`
+//! on its first bytes, four descriptors: the command's stdin, stdout, stderr and the
+//! directory to start in. Then the client may send [`Control`] frames (signals) and the
+//! broker answers: `started` then `exited`, or one `output`, or one `refused`.
+//!
+//! Nothing in a request says who the caller is: the broker takes that from the
+//! credentials on the request's bytes. Unknown fields are ignored, so a request that
+//! claims a uid changes nothing.
 
-use std::fmt;
+use std::{
+    fmt, io,
+    mem::MaybeUninit,
+    os::fd::{AsFd, OwnedFd},
+};
+
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
@@ -20,6 +31,68 @@ pub(crate) const MAX_FRAME: usize = 4 << 20;
 
 /// Descriptors a `run` request passes: stdin, stdout, stderr, working directory.
 pub(crate) const RUN_FDS: usize = 4;
+
+/// The protocol version the broker announces in its `hello`.
+pub(crate) const PROTOCOL: u32 = 1;
+
+/// Who wrote some bytes, as the kernel attests (`SCM_CREDENTIALS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sender {
+    /// Process id (in the receiver's pid namespace).
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// What one `recvmsg` brought.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    /// Bytes read into the buffer (0 at end of stream).
+    pub bytes: usize,
+    /// Descriptors that came with them, close-on-exec.
+    pub fds: Vec<OwnedFd>,
+    /// Their writer; `None` when the kernel attached no credentials.
+    pub sender: Option<Sender>,
+    /// The kernel dropped descriptors that did not fit (`MSG_CTRUNC`).
+    pub truncated: bool,
+}
+
+/// One `recvmsg` on a socket with `SO_PASSCRED` set. Descriptors arrive close-on-exec
+/// (`MSG_CMSG_CLOEXEC`): no command envd starts may inherit another caller's terminal.
+/// Linux never returns bytes of two writers with different credentials in one call.
+pub(crate) fn recv_segment(socket: impl AsFd, buffer: &mut [u8]) -> io::Result<Segment> {
+    let mut space =
+        [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(RUN_FDS), ScmCredentials(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let message = recvmsg(
+        socket,
+        &mut [io::IoSliceMut::new(buffer)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut segment = Segment {
+        bytes: message.bytes,
+        fds: Vec::new(),
+        sender: None,
+        truncated: message.flags.contains(ReturnFlags::CTRUNC),
+    };
+    for ancillary in control.drain() {
+        match ancillary {
+            RecvAncillaryMessage::ScmRights(rights) => segment.fds.extend(rights),
+            RecvAncillaryMessage::ScmCredentials(credentials) => {
+                segment.sender = Some(Sender {
+                    pid: credentials.pid.as_raw_nonzero().get(),
+                    uid: credentials.uid.as_raw(),
+                    gid: credentials.gid.as_raw(),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(segment)
+}
 
 /// What the client asks for.
 #[derive(Debug, Serialize, Deserialize)]
@@ -117,6 +190,11 @@ pub(crate) enum Control {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum Reply {
+    /// The broker's first frame: its credentials prove who listens.
+    Hello {
+        /// Protocol version ([`PROTOCOL`]).
+        protocol: u32,
+    },
     /// The command runs, as this process (and process group).
     Started {
         /// Its pid.
