@@ -68,10 +68,12 @@ impl Fixture {
         std::os::unix::fs::symlink(ENVD, path("sudo")).unwrap();
         let name = format!("courier-sudo-bin-{}-{test}", std::process::id());
         let log = std::fs::File::create(path("envd.log")).unwrap();
-        // unshare and sh exec in place: the child is envd itself.
+        // unshare and sh exec in place: the child is envd itself. envd starts with
+        // SIGINT, SIGQUIT and SIGHUP ignored, as a shell's background job would: the
+        // commands it runs must not inherit that (Ctrl-C must still stop them).
         let daemon = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg(r#"mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && shift 2 && exec "$@""#)
+            .arg(r#"trap '' INT QUIT HUP && mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && shift 2 && exec "$@""#)
             .arg("sh")
             .arg(path("passwd"))
             .arg(path("group"))
@@ -221,6 +223,24 @@ fn sudo_n_id_u_prints_0_for_a_member_of_group_sudo() {
         b"",
     );
     assert_eq!(stdout(&output), "user 1000 root\n");
+    // No signal ignored, though envd ignores SIGINT, SIGQUIT and SIGHUP.
+    let ignored = |status: &str| -> u64 {
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .unwrap();
+        u64::from_str_radix(line.trim(), 16).unwrap()
+    };
+    let daemon = std::fs::read_to_string(format!("/proc/{}/status", fx.daemon.id())).unwrap();
+    assert_eq!(ignored(&daemon) & 0b111, 0b111, "{daemon}");
+    let output = fx.run(USER, &["cat", "/proc/self/status"], &[], b"");
+    // Signals 1 to 31 (libc keeps 32 and 33 for itself; real-time ones are left as they are).
+    assert_eq!(
+        ignored(&stdout(&output)) & 0x7fff_ffff,
+        0,
+        "{}",
+        stdout(&output)
+    );
     assert!(
         fx.log()
             .contains("invoker=user target=root program=/usr/bin/id"),
@@ -546,4 +566,67 @@ echo "outsider: $(setpriv --reuid 1001 --regid 1001 --clear-groups {dir}/sudo -n
         out.contains("outsider: sudo: other is not in the sudoers file"),
         "{out}"
     );
+}
+
+#[test]
+fn a_terminal_keeps_working_through_sudo() {
+    // `script` gives the caller a terminal (a pseudo-terminal it is the session of), as
+    // the E2B SDK's PTY does: the command sees a terminal on its stdin and stdout, reads
+    // from it, and Ctrl-C typed on it stops the command.
+    let Some(fx) = Fixture::new("terminal") else {
+        return;
+    };
+    let command = format!(
+        "{} sh -c 'test -t 0 && test -t 1 && echo is-a-tty; read x; echo got:$x; echo ready; sleep 30; echo not-interrupted'",
+        fx.path("sudo").display()
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env(courier_envd::sudo::SOCKET_NAME_ENV, &fx.name)
+        .current_dir(fx.path("work"))
+        .uid(USER)
+        .gid(USER)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let output = output.clone();
+        let mut stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                output
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        })
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    let seen = |text: &str| output.lock().unwrap().contains(text);
+    wait_for(|| seen("is-a-tty"), "the command to see a terminal");
+    stdin.write_all(b"typed\n").unwrap();
+    wait_for(|| seen("ready"), "the command to read the line");
+    std::thread::sleep(Duration::from_millis(200));
+    stdin.write_all(b"\x03").unwrap();
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let output = output.lock().unwrap().clone();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "Ctrl-C did not stop it: {output}"
+    );
+    assert!(output.contains("got:typed"), "{output}");
+    assert!(!output.contains("not-interrupted"), "{output}");
+    assert!(!status.success(), "{output}");
+    drop(stdin);
 }
