@@ -430,6 +430,30 @@ fn accounts_outside_group_sudo_are_refused_and_nothing_runs() {
 }
 
 #[test]
+fn an_outsider_is_refused_at_its_first_bytes() {
+    // Attack: many connections each announcing a request of megabytes, to make envd (the
+    // sandbox's init) hold them all in memory. The broker judges the writer of the first
+    // bytes and answers before the rest arrives.
+    let Some(fixture) = Fixture::new("firstbytes") else {
+        return;
+    };
+    let reply = as_uid(OTHER, OTHER, || {
+        let mut stream = fixture.connect();
+        let mut start = (3u32 << 20).to_be_bytes().to_vec();
+        start.extend_from_slice(br#"{"type":"run","command":["true"],"env":[["PAD",""#);
+        stream.write_all(&start).unwrap();
+        read_frame(&mut stream).unwrap()
+    });
+    assert_eq!(reply["type"], "refused", "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("other is not in the sudoers file")
+    );
+}
+
+#[test]
 fn a_request_claiming_another_identity_is_judged_by_the_kernels_credentials() {
     // Attack: the request says it comes from root (fields the protocol does not have,
     // sudo's own variables in the environment and on the command line).
@@ -481,8 +505,6 @@ fn a_request_claiming_another_identity_is_judged_by_the_kernels_credentials() {
 
 #[test]
 fn a_request_written_by_two_processes_is_refused() {
-    // Attack: an outsider connects and passes its descriptors, then gets a sudo member's
-    // process to write the rest of the request into the connection.
     let Some(fixture) = Fixture::new("twowriters") else {
         return;
     };
@@ -493,20 +515,32 @@ fn a_request_written_by_two_processes_is_refused() {
         "command": ["sh", "-c", format!("touch {}", marker.display())],
     }));
     let (head, tail) = request.split_at(10);
-    let mut stream = as_uid(OTHER, OTHER, || {
-        let stream = fixture.connect();
-        send_with_fds(&stream, head, &stdio.fds());
-        stream
-    });
-    let clone = stream.try_clone().unwrap();
-    as_uid(USER, USER, move || (&clone).write_all(tail).unwrap());
-    let reply = read_frame(&mut stream).unwrap();
-    assert_eq!(reply["type"], "refused", "{reply}");
-    assert!(
-        reply["message"].as_str().unwrap().contains("two processes"),
-        "{reply}"
-    );
-    assert!(!marker.exists());
+    // Each way round: `first` connects, passes descriptors and writes the start, `second`
+    // (holding the same connection) the rest.
+    // - Attack: a sudo member starts a request; an outsider it handed the connection to
+    //   finishes it with a command of its choosing. Refused: two writers.
+    // - Attack: an outsider starts and gets a member's process to write the rest.
+    //   Refused at the outsider's first bytes.
+    for (first, second, expected) in [
+        (USER, OTHER, "two processes"),
+        (OTHER, USER, "other is not in the sudoers file"),
+    ] {
+        let mut stream = as_uid(first, first, || {
+            let stream = fixture.connect();
+            send_with_fds(&stream, head, &stdio.fds());
+            stream
+        });
+        let clone = stream.try_clone().unwrap();
+        // The broker may have hung up already: a failed write is part of the refusal.
+        as_uid(second, second, move || {
+            let _ = (&clone).write_all(tail);
+        });
+        let reply = read_frame(&mut stream).unwrap();
+        assert_eq!(reply["type"], "refused", "{reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{first} then {second}: {reply}");
+        assert!(!marker.exists());
+    }
 }
 
 #[test]

@@ -169,19 +169,33 @@ async fn handle(stream: UnixStream, accounts: Arc<Accounts>) {
     {
         return;
     }
+    let db = accounts.load();
+    let mut invoker: Option<Invoker> = None;
+    // Judged at the request's first bytes: an outsider is refused before the broker
+    // buffers anything more of it (a request may be megabytes long).
+    let judge = |sender: Sender| -> Result<(), Refusal> {
+        connector_is_writer(&stream, sender)?;
+        invoker = Some(policy::authorize(sender.uid, sender.gid, &db)?);
+        Ok(())
+    };
     let mut reader = FrameReader::default();
-    let first = tokio::time::timeout(REQUEST_TIMEOUT, read_first(&stream, &mut reader)).await;
-    let (payload, fds, sender) = match first {
+    let first = tokio::time::timeout(REQUEST_TIMEOUT, read_first(&stream, &mut reader, judge));
+    let (payload, fds, sender) = match first.await {
         Ok(Ok(first)) => first,
-        Ok(Err(e)) => {
+        Ok(Err(First::Refused(sender, refusal))) => {
+            tracing::warn!(
+                uid = sender.uid,
+                gid = sender.gid,
+                peer_pid = sender.pid,
+                "sudo refused: {refusal}"
+            );
+            let _ = send(&stream, &Reply::Refused { message: refusal.0 }).await;
+            return;
+        }
+        Ok(Err(First::Bad(e))) => {
             tracing::debug!(error = %e, "sudo broker: no usable request");
-            let _ = send(
-                &stream,
-                &Reply::Refused {
-                    message: format!("bad request: {e}"),
-                },
-            )
-            .await;
+            let message = format!("bad request: {e}");
+            let _ = send(&stream, &Reply::Refused { message }).await;
             return;
         }
         Err(_) => {
@@ -189,44 +203,10 @@ async fn handle(stream: UnixStream, accounts: Arc<Accounts>) {
             return;
         }
     };
-    let peer_pid = sender.pid;
-    // Where the kernel implements SO_PEERCRED, whoever connected must be the same user as
-    // whoever wrote the request: a socket handed to another process does not carry its
-    // first owner's rights. gVisor answers SO_PEERCRED with the caller's own credentials
-    // (the broker's pid and uid 0), so there it says nothing and is skipped.
-    if let Ok(connector) = rustix::net::sockopt::socket_peercred(&stream) {
-        let pid = connector.pid.as_raw_nonzero().get();
-        let uid = connector.uid.as_raw();
-        if u32::try_from(pid).ok() != Some(std::process::id()) && uid != sender.uid {
-            tracing::warn!(
-                peer_pid,
-                uid,
-                writer_uid = sender.uid,
-                "sudo refused: connector and writer differ"
-            );
-            let message = format!(
-                "the connection was opened by uid {uid} but the request written by uid {}",
-                sender.uid
-            );
-            let _ = send(&stream, &Reply::Refused { message }).await;
-            return;
-        }
-    }
-    let db = accounts.load();
-    // Judge the caller before even parsing what it wants.
-    let invoker = match policy::authorize(sender.uid, sender.gid, &db) {
-        Ok(invoker) => invoker,
-        Err(refusal) => {
-            tracing::warn!(
-                uid = sender.uid,
-                gid = sender.gid,
-                peer_pid,
-                "sudo refused: {refusal}"
-            );
-            let _ = send(&stream, &Reply::Refused { message: refusal.0 }).await;
-            return;
-        }
+    let Some(invoker) = invoker else {
+        return;
     };
+    let peer_pid = sender.pid;
     let request: Request = match wire::decode(&payload) {
         Ok(request) => request,
         Err(e) => {
@@ -253,14 +233,49 @@ async fn handle(stream: UnixStream, accounts: Arc<Accounts>) {
     let _ = send(&stream, &reply).await;
 }
 
-/// Reads the first frame, the descriptors sent with it and who wrote it. Every byte of it
-/// must carry the same credentials: a request pieced together from two writers (one
-/// passing descriptors, another writing the rest) is refused.
+/// Why [`read_first`] stopped.
+enum First {
+    /// The writer of the first bytes may not use sudo.
+    Refused(Sender, Refusal),
+    /// The request is unusable (ended early, two writers, too many descriptors, ...).
+    Bad(io::Error),
+}
+
+impl From<io::Error> for First {
+    fn from(e: io::Error) -> First {
+        First::Bad(e)
+    }
+}
+
+/// Where the kernel implements `SO_PEERCRED`, whoever connected must be the same user as
+/// whoever writes the request: a socket handed to another process does not carry its
+/// first owner's rights. gVisor answers `SO_PEERCRED` with the caller's own credentials
+/// (the broker's pid and uid 0), so there it says nothing and is skipped.
+fn connector_is_writer(stream: &UnixStream, writer: Sender) -> Result<(), Refusal> {
+    let Ok(connector) = rustix::net::sockopt::socket_peercred(stream) else {
+        return Ok(());
+    };
+    let pid = connector.pid.as_raw_nonzero().get();
+    let uid = connector.uid.as_raw();
+    if u32::try_from(pid).ok() == Some(std::process::id()) || uid == writer.uid {
+        return Ok(());
+    }
+    Err(Refusal(format!(
+        "the connection was opened by uid {uid} but the request written by uid {}",
+        writer.uid
+    )))
+}
+
+/// Reads the first frame, the descriptors sent with it and who wrote it; `judge` decides
+/// on the writer of the first bytes before more is read. Every byte of the frame must
+/// carry the same credentials: a request pieced together from two writers (one passing
+/// descriptors, another writing the rest) is refused.
 async fn read_first(
     stream: &UnixStream,
     reader: &mut FrameReader,
-) -> io::Result<(Vec<u8>, Vec<OwnedFd>, Sender)> {
-    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+    mut judge: impl FnMut(Sender) -> Result<(), Refusal>,
+) -> Result<(Vec<u8>, Vec<OwnedFd>, Sender), First> {
+    let invalid = |what: String| First::Bad(io::Error::new(io::ErrorKind::InvalidInput, what));
     let mut fds: Vec<OwnedFd> = Vec::new();
     let mut writer: Option<Sender> = None;
     let mut chunk = vec![0u8; 64 * 1024];
@@ -273,18 +288,22 @@ async fn read_first(
         let segment = match stream.try_io(Interest::READABLE, || recv_segment(stream, &mut chunk)) {
             Ok(segment) => segment,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         if segment.bytes == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         }
         let Some(sender) = segment.sender else {
             return Err(invalid(
                 "the kernel attached no credentials to the request".into(),
             ));
         };
-        if writer.is_some_and(|w| w != sender) {
-            return Err(invalid("the request was written by two processes".into()));
+        match writer {
+            None => judge(sender).map_err(|refusal| First::Refused(sender, refusal))?,
+            Some(first) if first != sender => {
+                return Err(invalid("the request was written by two processes".into()));
+            }
+            Some(_) => {}
         }
         writer = Some(sender);
         fds.extend(segment.fds);
