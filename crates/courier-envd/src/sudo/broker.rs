@@ -453,8 +453,8 @@ fn start(
         gid: target.gid,
         groups: db.supplementary_groups(&target),
     };
-    // -i starts in the target's home; when it has none, where the caller is (sudo
-    // warns and goes on the same way).
+    // -i starts in the target's home; when it has none, where the caller is (sudo warns,
+    // then goes on the same way).
     let dir = if plan.in_home {
         rustix::fs::open(
             &target.home,
