@@ -284,10 +284,7 @@ fn sudo_works_inside_and_root_inside_is_an_unprivileged_host_id() {
         .runtime
         .command_with(&sbx.id, "/bin/sh", &options)
         .unwrap()
-        .args([
-            "-c",
-            "sudo -n id -u && sudo -n sh -c 'echo hi > /root/by-sudo && cat /root/by-sudo'",
-        ])
+        .args(["-c", "sudo -n id -u && sudo -n sh -c 'echo hi > /root/by-sudo && cat /root/by-sudo'"])
         .output()
         .unwrap();
     assert!(
@@ -305,10 +302,7 @@ fn sudo_works_inside_and_root_inside_is_an_unprivileged_host_id() {
     let status = fs::read_to_string(format!("/proc/{}/status", sbx.init_pid)).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(
-        uid_line
-            .split_whitespace()
-            .skip(1)
-            .all(|u| u == fields[1].to_string()),
+        uid_line.split_whitespace().skip(1).all(|u| u == fields[1].to_string()),
         "{uid_line}"
     );
 }
