@@ -6,6 +6,10 @@
 //! default). TCP refuses to start without an access token unless told
 //! `--insecure-no-token`: whoever reaches the port runs commands and reads and writes
 //! files as any user of the machine, and the first `POST /init` would set the token.
+//!
+//! Executed under the name `sudo` (a second bind of this binary at
+//! `/usr/local/bin/sudo`), it is instead the sudo client of the privilege broker that
+//! `--sudo-socket` starts ([`courier_envd::sudo`]): gVisor ignores setuid bits.
 
 use std::{os::fd::RawFd, path::PathBuf};
 
@@ -47,6 +51,17 @@ struct Args {
     /// Largest upload accepted by `POST /files`, in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     max_upload_bytes: u64,
+    /// Also serve sudo for the sandbox's users: a privilege broker on the abstract Unix
+    /// socket @NAME (default `courier-sudo`), for this binary run as `sudo`. For sandboxes
+    /// whose kernel ignores setuid bits (gVisor). Needs root.
+    #[arg(
+        long,
+        value_name = "NAME",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = courier_envd::sudo::DEFAULT_SOCKET_NAME
+    )]
+    sudo_socket: Option<String>,
 }
 
 /// Where to serve.
@@ -80,8 +95,18 @@ impl Args {
     }
 }
 
+fn main() -> anyhow::Result<()> {
+    if std::env::args_os()
+        .next()
+        .is_some_and(|argv0| courier_envd::sudo::invoked_as_sudo(&argv0))
+    {
+        std::process::exit(courier_envd::sudo::client_main());
+    }
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn serve() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -104,6 +129,17 @@ async fn main() -> anyhow::Result<()> {
     }
     let envd = builder.build();
     let version = courier_envd::ENVD_VERSION;
+    if let Some(name) = &args.sudo_socket {
+        // Bound before anything is served: no process of the sandbox exists yet that
+        // could have taken the name first.
+        let broker = courier_envd::sudo::Broker::bind(name)
+            .with_context(|| format!("--sudo-socket: binding @{name}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = broker.serve().await {
+                tracing::error!(error = %e, "sudo broker stopped; sudo will not work");
+            }
+        });
+    }
     match mode {
         Mode::Fd(fd) => {
             let listener = courier_envd::listener::unix_listener_from_fd(inherited::take(fd)?)
@@ -221,5 +257,20 @@ mod tests {
         );
         assert!(parse(&["--listen-fd", "3", "--socket", "/x"]).is_err());
         assert!(parse(&["--listen-fd", "3", "--listen", "127.0.0.1:1"]).is_err());
+    }
+
+    #[test]
+    fn sudo_socket_is_off_unless_asked_and_takes_an_optional_name() {
+        assert_eq!(parse(&["--listen-fd", "3"]).unwrap().sudo_socket, None);
+        assert_eq!(
+            parse(&["--sudo-socket", "--listen-fd", "3"])
+                .unwrap()
+                .sudo_socket
+                .as_deref(),
+            Some("courier-sudo")
+        );
+        let named = parse(&["--sudo-socket=test-1", "--listen-fd", "3"]).unwrap();
+        assert_eq!(named.sudo_socket.as_deref(), Some("test-1"));
+        assert_eq!(named.mode().unwrap(), Mode::Fd(3));
     }
 }

@@ -304,6 +304,7 @@ mod tests {
             uid: u32::MAX,
             gid: 1000,
             home: "/".into(),
+            shell: "/bin/sh".into(),
         };
         assert!(acting_as(&user, &UserDb::default()).is_err());
         let root = User {
@@ -311,6 +312,7 @@ mod tests {
             uid: 0,
             gid: 0,
             home: "/root".into(),
+            shell: "/bin/sh".into(),
         };
         assert!(acting_as(&root, &UserDb::default()).unwrap().is_none());
     }

@@ -21,6 +21,10 @@
 //! user's. It serves on TCP, on a Unix socket, or on a socket the control plane bound and
 //! handed over ([`listener`], [`Envd::serve_unix_fd`]).
 //!
+//! In sandboxes whose kernel ignores setuid bits (gVisor), envd also provides `sudo`: a
+//! privilege broker on an abstract Unix socket and a sudo-compatible client, the same
+//! binary run under the name `sudo` ([`sudo`]).
+//!
 //! Invariant: this crate knows nothing of the orchestrator or the control plane; it only
 //! speaks the envd protocol. Users come from `/etc/passwd` and `/etc/group` read by hand
 //! (no NSS), so the binary can be linked statically.
@@ -42,6 +46,7 @@ pub mod paths;
 mod process;
 mod rpc;
 mod server;
+pub mod sudo;
 pub mod tunnel;
 pub mod users;
 

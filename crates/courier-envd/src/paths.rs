@@ -11,7 +11,7 @@ use crate::{Error, users::User};
 /// ```
 /// use std::path::{Path, PathBuf};
 /// use courier_envd::{paths::resolve, users::User};
-/// let user = User { name: "user".into(), uid: 1000, gid: 1000, home: "/home/user".into() };
+/// let user = User { name: "user".into(), uid: 1000, gid: 1000, home: "/home/user".into(), shell: "/bin/bash".into() };
 /// assert_eq!(resolve("a.txt", &user, None).unwrap(), PathBuf::from("/home/user/a.txt"));
 /// assert_eq!(resolve("~/x/../y", &user, None).unwrap(), PathBuf::from("/home/user/y"));
 /// assert_eq!(resolve("/../../etc", &user, None).unwrap(), PathBuf::from("/etc"));

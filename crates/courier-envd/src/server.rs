@@ -140,6 +140,7 @@ impl Shared {
                 uid: nix::unistd::geteuid().as_raw(),
                 gid: nix::unistd::getegid().as_raw(),
                 home: std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from),
+                shell: PathBuf::from("/bin/sh"),
             },
             None => {
                 return Err(Error::Unauthenticated(format!(

@@ -16,6 +16,8 @@ pub struct User {
     pub gid: u32,
     /// Home directory (relative paths resolve against it).
     pub home: PathBuf,
+    /// Login shell (`/bin/sh` when the entry leaves it empty, as login(1) does).
+    pub shell: PathBuf,
 }
 
 /// A snapshot of the account database.
@@ -60,6 +62,11 @@ impl UserDb {
                     uid: fields[2].parse().ok()?,
                     gid: fields[3].parse().ok()?,
                     home: PathBuf::from(if fields[5].is_empty() { "/" } else { fields[5] }),
+                    shell: PathBuf::from(if fields[6].is_empty() {
+                        "/bin/sh"
+                    } else {
+                        fields[6]
+                    }),
                 })
             })
             .collect();
@@ -104,6 +111,25 @@ impl UserDb {
         self.groups
             .get(&gid)
             .map_or_else(|| gid.to_string(), |(name, _)| name.clone())
+    }
+
+    /// Whether `user` belongs to the group called `group`: listed as a member, or it is
+    /// the user's primary group (as sudoers' `%group` matches).
+    ///
+    /// ```
+    /// let db = courier_envd::users::UserDb::parse(
+    ///     "user:x:1000:1000::/home/user:/bin/bash\nadm1:x:1001:27::/:/bin/sh\nx:x:1002:1002::/:\n",
+    ///     "sudo:x:27:user\nuser:x:1000:\n",
+    /// );
+    /// assert!(db.in_group(db.user("user").unwrap(), "sudo"));
+    /// assert!(db.in_group(db.user("adm1").unwrap(), "sudo"));
+    /// assert!(!db.in_group(db.user("x").unwrap(), "sudo"));
+    /// assert_eq!(db.user("x").unwrap().shell, std::path::PathBuf::from("/bin/sh"));
+    /// ```
+    pub fn in_group(&self, user: &User, group: &str) -> bool {
+        self.groups.iter().any(|(gid, (name, members))| {
+            name == group && (*gid == user.gid || members.contains(&user.name))
+        })
     }
 
     /// Every group `user` belongs to (listed as a member, plus its primary group), sorted.

@@ -587,6 +587,11 @@ impl Sandboxd {
             "--default-user".to_owned(),
             crate::base_layer::USER.to_owned(),
         ]);
+        if isolation == Isolation::Gvisor {
+            // gVisor ignores setuid bits: envd brokers `sudo` instead (see
+            // courier_envd::sudo), its client bound over the sandbox's sudo below.
+            args.push("--sudo-socket".to_owned());
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut spec = SandboxSpec::new(id.clone(), template.layers.clone(), ENVD_PATH, &args);
         // The access token is installed with `/init`, not in envd's environment, so it is
@@ -613,6 +618,18 @@ impl Sandboxd {
             readonly: true,
             map_user: false,
         }];
+        if isolation == Isolation::Gvisor {
+            // The envd binary run as `sudo` is the broker's client; over both places a
+            // script may name sudo by.
+            for target in ["/usr/local/bin/sudo", "/usr/bin/sudo"] {
+                spec.binds.push(BindMount {
+                    source: self.inner.config.envd_binary.clone(),
+                    target: PathBuf::from(target),
+                    readonly: true,
+                    map_user: false,
+                });
+            }
+        }
         spec.binds.extend(
             self.inner
                 .config

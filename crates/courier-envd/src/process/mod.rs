@@ -6,7 +6,7 @@
 //! (its pipe fills and it blocks) instead of losing bytes. Output produced while no client
 //! is attached is discarded, as envd does.
 
-mod privileges;
+pub(crate) mod privileges;
 pub(crate) mod service;
 mod spawn;
 

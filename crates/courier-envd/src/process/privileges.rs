@@ -1,4 +1,5 @@
-//! Dropping root privileges in the child between fork and exec.
+//! Dropping root privileges in the child between fork and exec (for the process service
+//! and for commands the sudo broker starts).
 //!
 //! The only unsafe code of the crate: `pre_exec` is unsafe because the closure runs in
 //! the forked child, where only async-signal-safe calls are allowed. std's own `uid()` /
@@ -6,7 +7,12 @@
 //! after `setuid`, when `setgroups` is no longer permitted.
 #![allow(unsafe_code)]
 
-use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+use std::os::fd::OwnedFd;
+
+use nix::{
+    sys::signal::{SigHandler, Signal, signal},
+    unistd::{Gid, Uid, fchdir, setgid, setgroups, setuid},
+};
 
 use super::Identity;
 
@@ -44,4 +50,38 @@ pub(super) fn apply_pty(
     let (groups, gid, uid) = parts(identity);
     // SAFETY: as in `apply`: only async-signal-safe system calls on pre-built data.
     unsafe { command.pre_exec(move || switch(&groups, gid, uid)) }
+}
+
+/// Makes a child enter the directory `dir` refers to, then run as `identity`, with every
+/// signal's disposition at its default: how the sudo broker starts a command in its
+/// caller's working directory.
+///
+/// The directory is entered while still root, as a real sudo's child inherits the
+/// caller's directory whatever the target user may enter. `dir` must be close-on-exec
+/// (the command must not inherit it); it is closed when `command` is dropped. Signals
+/// ignored by envd (a shell starting it in the background ignores SIGINT and SIGQUIT)
+/// would stay ignored across exec: Ctrl-C could not stop the command. (The standard
+/// signals 1 to 31; real-time ones are left as they are.)
+pub(crate) fn apply_in_dir(
+    command: &mut tokio::process::Command,
+    identity: &Identity,
+    dir: OwnedFd,
+) {
+    let (groups, gid, uid) = parts(identity);
+    // SAFETY: the closure only issues the sigaction/fchdir/setgroups/setgid/setuid
+    // system calls (all async-signal-safe) on a descriptor and data prepared before fork;
+    // it allocates nothing (Signal::iterator walks a static table).
+    unsafe {
+        command.pre_exec(move || {
+            for each in Signal::iterator() {
+                if !matches!(each, Signal::SIGKILL | Signal::SIGSTOP) {
+                    // SIG_DFL runs no code of ours in a handler; the only effect is on
+                    // this (single-threaded, about to exec) child.
+                    signal(each, SigHandler::SigDfl)?;
+                }
+            }
+            fchdir(&dir)?;
+            switch(&groups, gid, uid)
+        });
+    }
 }
