@@ -81,7 +81,7 @@ pub const INIT_CONTROL_FD: RawFd = 3;
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum HelperTask {
     /// Become a sandbox.
-    Sandbox(SandboxTask),
+    Sandbox(Box<SandboxTask>),
     /// Copy a dead sandbox's disk into a layer.
     Capture(layer_capture::CaptureTask),
 }
@@ -142,7 +142,7 @@ pub fn main_if_requested() {
         }
     };
     let code = match task {
-        HelperTask::Sandbox(task) => run_sandbox(task, status),
+        HelperTask::Sandbox(task) => run_sandbox(*task, status),
         HelperTask::Capture(task) => match layer_capture::run(&task) {
             Ok(()) => {
                 report(&mut status, "done");
@@ -233,7 +233,6 @@ fn prepare(
         let line = format!("7:{} {value}", assembled.disk_minor);
         fs::write(file, &line).map_err(|e| format!("write {line} to {}: {e}", file.display()))?;
     }
-    drop(assembled);
     // The namespaces unshared below inherit this working directory: PID 1 of a namespace
     // sandbox starts from it (see rootfs::enter_root).
     nix::unistd::chdir(&task.rootfs.dirs.rootfs())

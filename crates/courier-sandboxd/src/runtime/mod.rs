@@ -634,7 +634,7 @@ impl Runtime {
                 }
             }
         };
-        let task = HelperTask::Sandbox(init::SandboxTask {
+        let task = HelperTask::Sandbox(Box::new(init::SandboxTask {
             id: spec.id.clone(),
             cgroup_procs: cgroup.procs_files(),
             blkio: cgroup.io_limit_files(&spec.io),
@@ -648,7 +648,7 @@ impl Runtime {
             ids,
             launch,
             console_cap: self.config.console_cap,
-        });
+        }));
 
         let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::sys("go pipe")(e.into()))?;
@@ -710,7 +710,7 @@ impl Runtime {
         let network_done = started.elapsed();
 
         // Phase 2: PID 1 (or runsc) runs; the init is exec'd.
-        let read = status.to_end(deadline, &mut report);
+        let read = status.read_to_end(deadline, &mut report);
         let mut pid = None;
         let mut ready = None;
         let mut error = None;
@@ -831,7 +831,7 @@ impl Runtime {
         let scratch = self.config.data_dir.join("helper.log");
         let (mut child, mut status) = self.spawn_helper("capture", &scratch, task, Vec::new())?;
         let mut report = String::new();
-        let read = status.to_end(Instant::now() + Duration::from_secs(3600), &mut report);
+        let read = status.read_to_end(Instant::now() + Duration::from_secs(3600), &mut report);
         let _ = child.wait();
         read.map_err(Error::sys("read the helper's report"))?;
         Ok(report)
@@ -1435,7 +1435,7 @@ impl StatusReader {
     }
 
     /// Reads everything up to EOF into `report`.
-    fn to_end(&mut self, deadline: Instant, report: &mut String) -> std::io::Result<()> {
+    fn read_to_end(&mut self, deadline: Instant, report: &mut String) -> std::io::Result<()> {
         while !self.eof && self.fill(deadline)? {}
         report.push_str(&String::from_utf8_lossy(&self.buf));
         self.buf.clear();

@@ -201,7 +201,7 @@ fn denied(profile: Profile) -> BTreeMap<i64, Vec<SeccompRule>> {
                     1,
                     SeccompCmpArgLen::Dword,
                     SeccompCmpOp::Eq,
-                    request as u64,
+                    request,
                 )])
             })
             .collect(),
@@ -479,17 +479,13 @@ mod tests {
             decide(SANDBOX, libc::SYS_personality, [0x0040_0000, 0, 0, 0, 0, 0]),
             EPERM
         );
-        let tiocsti = libc::TIOCSTI as u64;
+        let tiocsti = libc::TIOCSTI;
         assert_eq!(
             decide(SANDBOX, libc::SYS_ioctl, [0, tiocsti, 0, 0, 0, 0]),
             EPERM
         );
         assert_eq!(
-            decide(
-                SANDBOX,
-                libc::SYS_ioctl,
-                [0, libc::TIOCGWINSZ as u64, 0, 0, 0, 0]
-            ),
+            decide(SANDBOX, libc::SYS_ioctl, [0, libc::TIOCGWINSZ, 0, 0, 0, 0]),
             ALLOW
         );
     }
