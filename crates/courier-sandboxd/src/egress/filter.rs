@@ -238,32 +238,10 @@ fn assemble(source: &[Ins]) -> Vec<libc::sock_filter> {
 mod tests {
     use super::*;
 
-    /// Runs `prog` over a `seccomp_data` the way the kernel does (for the opcodes used).
+    /// Runs `prog` over a `seccomp_data` the way the kernel does (the interpreter the
+    /// runtime's own filter is tested with).
     fn run(prog: &[libc::sock_filter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
-        let mut data = Vec::new();
-        data.extend_from_slice(&nr.to_ne_bytes());
-        data.extend_from_slice(&arch.to_ne_bytes());
-        data.extend_from_slice(&0u64.to_ne_bytes());
-        for a in args {
-            data.extend_from_slice(&a.to_ne_bytes());
-        }
-        let mut acc = 0u32;
-        let mut pc = 0usize;
-        loop {
-            let ins = prog[pc];
-            pc += 1;
-            match ins.code {
-                LD_W_ABS => {
-                    let o = ins.k as usize;
-                    acc = u32::from_ne_bytes(data[o..o + 4].try_into().unwrap());
-                }
-                ALU_AND_K => acc &= ins.k,
-                JEQ_K => pc += usize::from(if acc == ins.k { ins.jt } else { ins.jf }),
-                JGE_K => pc += usize::from(if acc >= ins.k { ins.jt } else { ins.jf }),
-                RET_K => return ins.k,
-                other => panic!("unexpected opcode {other:#x}"),
-            }
-        }
+        crate::runtime::seccomp::interpret(prog, arch, nr, args)
     }
 
     const ARCH: u32 = 0xC000_003E;

@@ -322,59 +322,60 @@ fn chain(guard: BpfProgram, first: Option<BpfProgram>, last: BpfProgram) -> BpfP
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A tiny interpreter for the classic-BPF subset seccompiler and this module emit, to
-    /// check the compiled programs' decisions without installing them.
-    fn run(program: &[libc::sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
-        let mut data = Vec::new();
-        data.extend_from_slice(&nr.to_ne_bytes());
-        data.extend_from_slice(&arch.to_ne_bytes());
-        data.extend_from_slice(&0u64.to_ne_bytes());
-        for a in args {
-            data.extend_from_slice(&a.to_ne_bytes());
-        }
-        let word = |off: u32| {
-            let o = off as usize;
-            u32::from_ne_bytes(data[o..o + 4].try_into().unwrap())
-        };
-        let (mut acc, mut pc) = (0u32, 0usize);
-        loop {
-            let ins = &program[pc];
-            let class = (ins.code & 0x07) as u32;
-            match class {
-                libc::BPF_LD => acc = word(ins.k),
-                libc::BPF_ALU => {
-                    if (ins.code as u32 & 0xf0) == libc::BPF_AND {
-                        acc &= ins.k;
-                    } else {
-                        panic!("unexpected ALU op {:#x}", ins.code);
-                    }
+/// A tiny interpreter for the classic-BPF subset seccompiler and this module emit, to
+/// check the compiled programs' decisions without installing them.
+pub(crate) fn interpret(program: &[libc::sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+    let mut data = Vec::new();
+    data.extend_from_slice(&nr.to_ne_bytes());
+    data.extend_from_slice(&arch.to_ne_bytes());
+    data.extend_from_slice(&0u64.to_ne_bytes());
+    for a in args {
+        data.extend_from_slice(&a.to_ne_bytes());
+    }
+    let word = |off: u32| {
+        let o = off as usize;
+        u32::from_ne_bytes(data[o..o + 4].try_into().unwrap())
+    };
+    let (mut acc, mut pc) = (0u32, 0usize);
+    loop {
+        let ins = &program[pc];
+        let class = (ins.code & 0x07) as u32;
+        match class {
+            libc::BPF_LD => acc = word(ins.k),
+            libc::BPF_ALU => {
+                if (ins.code as u32 & 0xf0) == libc::BPF_AND {
+                    acc &= ins.k;
+                } else {
+                    panic!("unexpected ALU op {:#x}", ins.code);
                 }
-                libc::BPF_JMP => {
-                    let op = ins.code as u32 & 0xf0;
-                    if op == libc::BPF_JA {
-                        pc += ins.k as usize + 1;
-                        continue;
-                    }
-                    let taken = match op {
-                        libc::BPF_JEQ => acc == ins.k,
-                        libc::BPF_JGE => acc >= ins.k,
-                        libc::BPF_JGT => acc > ins.k,
-                        libc::BPF_JSET => acc & ins.k != 0,
-                        _ => panic!("unexpected jump {:#x}", ins.code),
-                    };
-                    pc += 1 + if taken { ins.jt } else { ins.jf } as usize;
+            }
+            libc::BPF_JMP => {
+                let op = ins.code as u32 & 0xf0;
+                if op == libc::BPF_JA {
+                    pc += ins.k as usize + 1;
                     continue;
                 }
-                libc::BPF_RET => return ins.k,
-                libc::BPF_MISC => {}
-                _ => panic!("unexpected class {class}"),
+                let taken = match op {
+                    libc::BPF_JEQ => acc == ins.k,
+                    libc::BPF_JGE => acc >= ins.k,
+                    libc::BPF_JGT => acc > ins.k,
+                    libc::BPF_JSET => acc & ins.k != 0,
+                    _ => panic!("unexpected jump {:#x}", ins.code),
+                };
+                pc += 1 + if taken { ins.jt } else { ins.jf } as usize;
+                continue;
             }
-            pc += 1;
+            libc::BPF_RET => return ins.k,
+            libc::BPF_MISC => {}
+            _ => panic!("unexpected class {class}"),
         }
+        pc += 1;
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[cfg(target_arch = "x86_64")]
     const ARCH: u32 = 0xC000_003E;
@@ -385,7 +386,7 @@ mod tests {
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 
     fn decide(profile: Profile, nr: libc::c_long, args: [u64; 6]) -> u32 {
-        run(&compile(profile), ARCH, nr as u32, args)
+        interpret(&compile(profile), ARCH, nr as u32, args)
     }
 
     const SANDBOX: Profile = Profile::Sandbox {
@@ -495,10 +496,10 @@ mod tests {
     fn x32_and_foreign_architectures_are_refused() {
         let program = compile(SANDBOX);
         // x32 read: would otherwise bypass every rule written for x86_64 numbers.
-        assert_eq!(run(&program, ARCH, 0x4000_0000, [0; 6]), ENOSYS);
+        assert_eq!(interpret(&program, ARCH, 0x4000_0000, [0; 6]), ENOSYS);
         // i386 (int 0x80): the architecture check kills the process.
         assert_eq!(
-            run(&program, 0x4000_0003, 0, [0; 6]),
+            interpret(&program, 0x4000_0003, 0, [0; 6]),
             libc::SECCOMP_RET_KILL_PROCESS
         );
     }
