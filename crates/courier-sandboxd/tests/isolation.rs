@@ -360,6 +360,50 @@ fn sudo_works_inside_and_root_inside_is_an_unprivileged_host_id() {
     );
 }
 
+/// Under gVisor the sandbox has a kernel of its own: it reports gVisor's version, answers
+/// a system call gVisor does not implement with ENOSYS (the host's kernel implements
+/// it: the call never reached the host), and its kernel log is gVisor's, not the host's.
+#[test]
+fn a_gvisor_sandbox_has_a_kernel_of_its_own() {
+    let Some(fx) = Fixture::new("gvisor kernel") else {
+        return;
+    };
+    if !fx.gvisor() {
+        eprintln!("skipping: the container isolation shares the host's kernel by design");
+        return;
+    }
+    let sbx = fx.runtime.create(fx.sleeper()).expect("create");
+    let host_release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let host_version = fs::read_to_string("/proc/version").unwrap();
+    let release = fx.sh_ok(&sbx.id, "uname -r");
+    assert_ne!(release.trim(), host_release.trim());
+    let version = fx.sh_ok(&sbx.id, "cat /proc/version");
+    assert_ne!(version.trim(), host_version.trim());
+    // sysfs(2) (option 3: the number of file system types): implemented by Linux, not by
+    // gVisor's Sentry.
+    let probe = "import ctypes, os; l = ctypes.CDLL(None, use_errno=True); \
+                 r = l.syscall(139, 3); print(r, os.strerror(ctypes.get_errno()) if r < 0 else 'ok')";
+    let inside = fx.sh_ok(&sbx.id, &format!("python3 -c '{probe}'"));
+    assert!(inside.starts_with("-1 "), "{inside}");
+    assert!(inside.contains("not implemented"), "{inside}");
+    let on_host = std::process::Command::new("python3")
+        .args(["-c", probe])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&on_host.stdout)
+            .trim()
+            .ends_with("ok"),
+        "the host implements sysfs(2): {on_host:?}"
+    );
+    let dmesg = fx.sh(&sbx.id, "dmesg 2>&1 | head -3");
+    let log = String::from_utf8_lossy(&dmesg.stdout);
+    assert!(
+        !log.contains(host_release.trim()),
+        "the host's kernel log: {log}"
+    );
+}
+
 #[test]
 fn commands_can_run_as_the_sandbox_user() {
     let Some(fx) = Fixture::new("user") else {

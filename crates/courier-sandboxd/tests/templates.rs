@@ -460,6 +460,55 @@ async fn recipe_build_captures_writes_deletions_and_env_and_templates_stack() {
     assert!(fx.run().server.list().is_empty());
 }
 
+/// What the agents' tool templates do: `npm install -g` of a CLI as root, from the npm
+/// registry (a public address the egress policy lets build sandboxes reach), then the CLI
+/// runs in a sandbox of the template as `user`. Runs under the suites' isolation, so CI
+/// checks it for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipe_installs_an_npm_cli_as_root() {
+    let Some(fx) = Fixture::new("npm_cli").await else {
+        return;
+    };
+    if courier_sandboxd::runtime::network::find_slirp4netns().is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "slirp4netns is missing (scripts/setup-machine.sh installs it)"
+        );
+        eprintln!("skipping: build sandboxes need slirp4netns to reach npm");
+        return;
+    }
+    let (template_id, build_id, status, body) = fx
+        .build(
+            "courier-it-npm-cli",
+            json!({
+                "fromTemplate": "base",
+                "steps": [{"type": "RUN", "args": [
+                    "npm install -g --no-audit --no-fund semver@7.6.3 && semver 7.6.3",
+                    "root"
+                ]}],
+            }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (done, entries) = fx.wait_build(&template_id, &build_id).await;
+    assert_eq!(done["status"], "ready", "{done}\n{:#?}", messages(&entries));
+    assert!(
+        messages(&entries).iter().any(|l| l == "7.6.3"),
+        "{:#?}",
+        messages(&entries)
+    );
+    let sbx = fx.sandbox("courier-it-npm-cli").await;
+    assert_eq!(
+        stdout(
+            &sbx,
+            "semver -r '>=7' 7.6.3; stat -c %U $(command -v semver)"
+        )
+        .await,
+        "7.6.3\nroot\n"
+    );
+    sbx.kill().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_step_and_unsupported_recipes_are_reported() {
     let Some(fx) = Fixture::new("failing_step").await else {

@@ -33,10 +33,14 @@
 //! - **Platform**: `systrap` where the installed runsc has it, else `ptrace` (the `kvm`
 //!   platform hangs on this machine's PVM `/dev/kvm`).
 
+use std::fs;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::rootfs::{self, SandboxDirs};
+use super::{IdRange, SandboxSpec, init};
 use crate::error::{Error, Result};
 
 /// How to run runsc.
@@ -281,6 +285,163 @@ pub(crate) fn exec_command(
     cmd.arg(id).arg(program);
     cmd.env_clear().env("PATH", super::DEFAULT_PATH);
     cmd
+}
+
+/// gVisor: runsc runs the assembled root as an OCI bundle.
+#[derive(Debug)]
+pub(crate) struct GvisorIsolator {
+    runsc: RunscConfig,
+}
+
+impl GvisorIsolator {
+    pub(crate) fn new(runsc: RunscConfig) -> Self {
+        Self { runsc }
+    }
+}
+
+impl super::Isolator for GvisorIsolator {
+    fn prepare_control(
+        &self,
+        dirs: &SandboxDirs,
+        ids: Option<super::IdRange>,
+    ) -> Result<super::Control> {
+        // This runsc cannot hand a descriptor to the container: envd binds its socket in
+        // a runtime directory bound into the sandbox, created by gVisor as the sandbox's
+        // root.
+        let dir = dirs.control_dir();
+        std::fs::create_dir(&dir).map_err(Error::io("create dir", &dir))?;
+        if let Some(range) = ids {
+            std::os::unix::fs::chown(&dir, Some(range.base), Some(range.base))
+                .map_err(Error::io("chown", &dir))?;
+        }
+        Ok(super::Control {
+            fd: None,
+            binds: vec![super::BindMount {
+                source: dir,
+                target: PathBuf::from(super::GVISOR_CONTROL_DIR),
+                readonly: false,
+                map_user: false,
+            }],
+        })
+    }
+
+    fn launch(&self, spec: &super::SandboxSpec, dirs: &SandboxDirs) -> Result<super::init::Launch> {
+        Ok(super::init::Launch::Gvisor {
+            runsc: self.runsc.program.clone(),
+            args: run_args(
+                &self.runsc,
+                &dirs.runsc_root(),
+                &dirs.bundle(),
+                &spec.id,
+                spec.allow_internet,
+            ),
+        })
+    }
+
+    fn before_start(
+        &self,
+        spec: &super::SandboxSpec,
+        dirs: &SandboxDirs,
+        hostname: &str,
+        netns_pid: i32,
+        ids: Option<super::IdRange>,
+    ) -> Result<()> {
+        write_bundle(dirs, spec, hostname, netns_pid, ids)
+    }
+
+    fn connect_control(&self, dirs: &SandboxDirs) -> Result<std::os::unix::net::UnixStream> {
+        connect_beneath(&dirs.control_dir(), "envd.sock")
+    }
+
+    fn command(
+        &self,
+        sandbox: &super::Running<'_>,
+        program: &std::ffi::OsStr,
+        options: &super::ExecOptions,
+    ) -> Result<Command> {
+        Ok(exec_command(
+            &self.runsc,
+            &sandbox.dirs.runsc_root(),
+            sandbox.id,
+            program,
+            options.user,
+            options.cwd.as_deref(),
+        ))
+    }
+
+    fn host_visible_root(&self) -> bool {
+        // The sandbox's files live in gVisor's kernel.
+        false
+    }
+}
+
+/// Connects to the socket `name` in `dir` without following any symlink: the socket is
+/// opened `O_PATH` beneath `dir`, must be a socket, and is connected through its
+/// descriptor.
+fn connect_beneath(dir: &Path, name: &str) -> Result<std::os::unix::net::UnixStream> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir_fd = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("open", dir)(e.into()))?;
+    let path = dir.join(name);
+    let sock = rustix::fs::openat2(
+        &dir_fd,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH
+            | ResolveFlags::NO_SYMLINKS
+            | ResolveFlags::NO_MAGICLINKS
+            | ResolveFlags::NO_XDEV,
+    )
+    .map_err(|e| Error::io("open", &path)(e.into()))?;
+    let stat = rustix::fs::fstat(&sock).map_err(|e| Error::io("stat", &path)(e.into()))?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+        return Err(Error::Envd {
+            id: path.display().to_string(),
+            message: "the control socket was replaced by something that is not a socket".into(),
+        });
+    }
+    let via = rootfs::fd_path(sock.as_fd());
+    std::os::unix::net::UnixStream::connect(&via).map_err(Error::io("connect", &path))
+}
+
+/// Writes a gVisor sandbox's OCI bundle: its root is the assembled overlay, its network
+/// namespace the helper's.
+fn write_bundle(
+    dirs: &SandboxDirs,
+    spec: &SandboxSpec,
+    hostname: &str,
+    netns_pid: i32,
+    ids: Option<IdRange>,
+) -> Result<()> {
+    let bundle = dirs.bundle();
+    fs::create_dir_all(&bundle).map_err(Error::io("create dir", &bundle))?;
+    let env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut args = vec![spec.init.display().to_string()];
+    args.extend(spec.args.iter().cloned());
+    let netns = PathBuf::from(format!("/proc/{netns_pid}/ns/net"));
+    let config = oci_spec(
+        Path::new(init::GVISOR_ROOT),
+        &Process {
+            args,
+            env: &env,
+            cwd: spec.cwd.as_deref().unwrap_or(Path::new("/")),
+            hostname,
+            netns: Some(&netns),
+            ids,
+        },
+    );
+    let path = bundle.join("config.json");
+    fs::write(&path, serde_json::to_vec_pretty(&config).expect("json"))
+        .map_err(Error::io("write", &path))
 }
 
 /// Checks a runsc configuration is usable for `field` (the operator's choice).

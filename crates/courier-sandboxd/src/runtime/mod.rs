@@ -37,6 +37,7 @@
 //! in `spawn_blocking`.
 
 pub mod cgroup;
+mod container;
 pub mod disk;
 pub mod gvisor;
 pub mod idmap;
@@ -50,7 +51,7 @@ mod sys;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -414,6 +415,8 @@ pub struct Runtime {
     /// write end lives (close-on-exec) as long as this process, so its end — however it
     /// comes — is EOF for them.
     lifeline: (OwnedFd, OwnedFd),
+    container: container::ContainerIsolator,
+    gvisor: Option<gvisor::GvisorIsolator>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -447,6 +450,8 @@ impl Runtime {
             .map_err(|e| Error::sys("lifeline pipe")(e.into()))?;
         Ok(Self {
             ids: idmap::IdAllocator::new(config.first_id),
+            container: container::ContainerIsolator,
+            gvisor: config.runsc.clone().map(gvisor::GvisorIsolator::new),
             config,
             cgroups,
             sandboxes: Mutex::new(HashMap::new()),
@@ -460,10 +465,22 @@ impl Runtime {
         &self.cgroups
     }
 
+    /// The isolation strategy for `isolation`.
+    fn isolator(&self, isolation: Isolation) -> Result<&dyn Isolator> {
+        match isolation {
+            Isolation::Container => Ok(&self.container),
+            Isolation::Gvisor => self
+                .gvisor
+                .as_ref()
+                .map(|g| g as &dyn Isolator)
+                .ok_or_else(|| gvisor::require(None).unwrap_err()),
+        }
+    }
+
     /// The isolations this runtime can create.
     pub fn isolations(&self) -> Vec<Isolation> {
         let mut all = vec![Isolation::Container];
-        if self.config.runsc.is_some() {
+        if self.gvisor.is_some() {
             all.push(Isolation::Gvisor);
         }
         all
@@ -499,9 +516,7 @@ impl Runtime {
                 reason: "must be an absolute path inside the sandbox".into(),
             });
         }
-        if spec.isolation == Isolation::Gvisor {
-            gvisor::require(self.config.runsc.as_ref())?;
-        }
+        self.isolator(spec.isolation)?;
         let slirp = network::check_supported(spec.allow_internet)?;
         let hostname = spec.hostname.clone().unwrap_or_else(|| spec.id.clone());
         if hostname.is_empty() || hostname.len() > 64 {
@@ -582,58 +597,15 @@ impl Runtime {
         let cgroup = self.cgroups.create(&spec.id, &spec.limits)?;
         let cgroup_done = started.elapsed();
 
+        let isolator = self.isolator(spec.isolation)?;
         let mut binds = spec.binds.clone();
         let mut control = None;
         if spec.control_socket {
-            match spec.isolation {
-                Isolation::Container => {
-                    control = Some(bind_control_socket(&dirs.control_socket())?)
-                }
-                Isolation::Gvisor => {
-                    let dir = dirs.control_dir();
-                    fs::create_dir(&dir).map_err(Error::io("create dir", &dir))?;
-                    // gVisor creates envd's socket here as the sandbox's root.
-                    if let Some(range) = ids {
-                        std::os::unix::fs::chown(&dir, Some(range.base), Some(range.base))
-                            .map_err(Error::io("chown", &dir))?;
-                    }
-                    binds.push(BindMount {
-                        source: dir,
-                        target: PathBuf::from(GVISOR_CONTROL_DIR),
-                        readonly: false,
-                        map_user: false,
-                    });
-                }
-            }
+            let prepared = isolator.prepare_control(dirs, ids)?;
+            control = prepared.fd;
+            binds.extend(prepared.binds);
         }
-        let env: Vec<(String, String)> = spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let cwd = spec.cwd.clone().unwrap_or_else(|| PathBuf::from("/"));
-        let launch = match spec.isolation {
-            Isolation::Container => Launch::Container {
-                init: spec.init.clone(),
-                args: spec.args.clone(),
-                env: env.clone(),
-                cwd: cwd.clone(),
-                nested_namespaces: spec.nested_namespaces,
-            },
-            Isolation::Gvisor => {
-                let runsc = gvisor::require(self.config.runsc.as_ref())?;
-                Launch::Gvisor {
-                    runsc: runsc.program.clone(),
-                    args: gvisor::run_args(
-                        runsc,
-                        &dirs.runsc_root(),
-                        &dirs.bundle(),
-                        &spec.id,
-                        spec.allow_internet,
-                    ),
-                }
-            }
-        };
+        let launch = isolator.launch(spec, dirs)?;
         let task = HelperTask::Sandbox(Box::new(init::SandboxTask {
             id: spec.id.clone(),
             cgroup_procs: cgroup.procs_files(),
@@ -699,9 +671,7 @@ impl Runtime {
                 Err(e) => return fail(e.to_string(), monitor),
             },
         };
-        if spec.isolation == Isolation::Gvisor
-            && let Err(e) = write_bundle(dirs, spec, &hostname, netns_pid, ids)
-        {
+        if let Err(e) = isolator.before_start(spec, dirs, &hostname, netns_pid, ids) {
             return fail(e.to_string(), monitor);
         }
         if let Err(e) = File::from(go_write).write_all(b"g") {
@@ -958,10 +928,11 @@ impl Runtime {
     pub fn root_path(&self, id: &str) -> Result<PathBuf> {
         self.with_entry(id, |e| {
             let pid = e.state.handle.init_pid;
-            if e.state.spec.isolation == Isolation::Gvisor {
-                return Err(Error::Unsupported(
-                    "root_path: a gVisor sandbox's files live in its own kernel".into(),
-                ));
+            if !self.isolator(e.state.spec.isolation)?.host_visible_root() {
+                return Err(Error::Unsupported(format!(
+                    "root_path: a {} sandbox's files are not the host's to read",
+                    e.state.spec.isolation
+                )));
             }
             if !process_alive(pid, e.state.init_start_time) {
                 return Err(Error::NotRunning(id.to_string()));
@@ -1021,15 +992,7 @@ impl Runtime {
             }
             Ok((e.state.spec.isolation, e.cgroup.clone()))
         })?;
-        let dirs = self.dirs(id);
-        let stream = match isolation {
-            Isolation::Container => {
-                let path = dirs.control_socket();
-                std::os::unix::net::UnixStream::connect(&path)
-                    .map_err(Error::io("connect", &path))?
-            }
-            Isolation::Gvisor => connect_beneath(&dirs.control_dir(), "envd.sock")?,
-        };
+        let stream = self.isolator(isolation)?.connect_control(&self.dirs(id))?;
         let peer =
             nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
                 .map_err(|e| Error::sys("read the control socket's peer")(e.into()))?;
@@ -1079,78 +1042,27 @@ impl Runtime {
                 e.state.spec.clone(),
             ))
         })?;
-        let home = |cmd: &mut Command| {
-            if let Some(user) = options.user {
-                cmd.env(
-                    "HOME",
-                    if user.0 == 0 {
-                        "/root".to_string()
-                    } else {
-                        format!("/home/{}", crate::base_layer::USER)
-                    },
-                );
-            }
-        };
-        if spec.isolation == Isolation::Gvisor {
-            let runsc = gvisor::require(self.config.runsc.as_ref())?;
-            let mut cmd = gvisor::exec_command(
-                runsc,
-                &self.dirs(id).runsc_root(),
+        let mut cmd = self.isolator(spec.isolation)?.command(
+            &Running {
                 id,
-                program.as_ref(),
-                options.user,
-                options.cwd.as_deref(),
-            );
-            home(&mut cmd);
-            return Ok(cmd);
-        }
-        let mut procs = Vec::new();
-        for path in cgroup.procs_files() {
-            let file = fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(Error::io("open", &path))?;
-            procs.push(OwnedFd::from(file));
-        }
-        let open_ns = |ns: &str| -> Result<OwnedFd> {
-            let path = PathBuf::from(format!("/proc/{pid}/ns/{ns}"));
-            Ok(OwnedFd::from(
-                File::open(&path).map_err(Error::io("open", &path))?,
-            ))
-        };
-        let userns = Some(open_ns("user")?);
-        let mut namespaces = Vec::new();
-        // The mount namespace goes last: entering it changes root and cwd.
-        for ns in ["cgroup", "ipc", "uts", "net", "pid", "mnt"] {
-            namespaces.push(open_ns(ns)?);
-        }
-        let cwd = match &options.cwd {
-            Some(dir) => Some(
-                std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| {
-                    Error::InvalidSpec {
-                        field: "cwd",
-                        reason: "contains a NUL byte".into(),
-                    }
-                })?,
-            ),
-            None => None,
-        };
-        let mut cmd = Command::new(program);
-        cmd.env_clear().env("PATH", DEFAULT_PATH);
-        home(&mut cmd);
-        sys::enter_sandbox(
-            &mut cmd,
-            sys::Entry {
-                cgroup_procs: procs,
-                userns,
-                namespaces,
-                cwd,
-                user: options.user,
-                seccomp: seccomp::compile(seccomp::Profile::Sandbox {
-                    nested_namespaces: spec.nested_namespaces,
-                }),
+                init_pid: pid,
+                cgroup: &cgroup,
+                spec: &spec,
+                dirs: &self.dirs(id),
             },
-        );
+            program.as_ref(),
+            options,
+        )?;
+        if let Some(user) = options.user {
+            cmd.env(
+                "HOME",
+                if user.0 == 0 {
+                    "/root".to_string()
+                } else {
+                    format!("/home/{}", crate::base_layer::USER)
+                },
+            );
+        }
         Ok(cmd)
     }
 
@@ -1303,92 +1215,62 @@ impl Runtime {
     }
 }
 
-/// Creates the control socket of a namespace sandbox: bound at `path` (mode 0600, in a
-/// directory the sandbox never sees) but not listening — the init calls `listen()`
-/// itself, which makes it the socket's peer for `SO_PEERCRED`.
-fn bind_control_socket(path: &Path) -> Result<OwnedFd> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(|e| Error::sys("control socket")(e.into()))?;
-    let addr = UnixAddr::new(path).map_err(|e| Error::sys("control socket address")(e.into()))?;
-    bind(fd.as_raw_fd(), &addr).map_err(|e| Error::io("bind", path)(e.into()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-        .map_err(Error::io("chmod", path))?;
-    Ok(fd)
-}
+/// What differs between isolations — the seam a third one (a microVM booting the same
+/// disk and layers, envd over vsock; see ARCHITECTURE.md) would implement. Everything
+/// else (ids, disks, cgroups, the helper's root assembly, network, state, recovery,
+/// capture) is the [`Runtime`]'s and shared.
+pub(crate) trait Isolator: Send + Sync {
+    /// Sets up a sandbox's control channel before it starts: a descriptor for the init
+    /// (it receives it as [`init::INIT_CONTROL_FD`]) and/or binds into the sandbox.
+    fn prepare_control(&self, dirs: &SandboxDirs, ids: Option<IdRange>) -> Result<Control>;
 
-/// Connects to the socket `name` in `dir` without following any symlink: the socket is
-/// opened `O_PATH` beneath `dir`, must be a socket, and is connected through its
-/// descriptor.
-fn connect_beneath(dir: &Path, name: &str) -> Result<std::os::unix::net::UnixStream> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let dir_fd = rustix::fs::open(
-        dir,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::io("open", dir)(e.into()))?;
-    let path = dir.join(name);
-    let sock = rustix::fs::openat2(
-        &dir_fd,
-        name,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::BENEATH
-            | ResolveFlags::NO_SYMLINKS
-            | ResolveFlags::NO_MAGICLINKS
-            | ResolveFlags::NO_XDEV,
-    )
-    .map_err(|e| Error::io("open", &path)(e.into()))?;
-    let stat = rustix::fs::fstat(&sock).map_err(|e| Error::io("stat", &path)(e.into()))?;
-    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
-        return Err(Error::Envd {
-            id: path.display().to_string(),
-            message: "the control socket was replaced by something that is not a socket".into(),
-        });
+    /// How the helper runs the assembled root.
+    fn launch(&self, spec: &SandboxSpec, dirs: &SandboxDirs) -> Result<Launch>;
+
+    /// Called once the sandbox's network namespace exists (`netns_pid` is in it) and
+    /// its network is attached, right before the sandbox starts.
+    fn before_start(
+        &self,
+        _spec: &SandboxSpec,
+        _dirs: &SandboxDirs,
+        _hostname: &str,
+        _netns_pid: i32,
+        _ids: Option<IdRange>,
+    ) -> Result<()> {
+        Ok(())
     }
-    let via = rootfs::fd_path(sock.as_fd());
-    std::os::unix::net::UnixStream::connect(&via).map_err(Error::io("connect", &path))
+
+    /// Connects to the control socket (the runtime then checks the peer).
+    fn connect_control(&self, dirs: &SandboxDirs) -> Result<std::os::unix::net::UnixStream>;
+
+    /// A command running `program` inside the running sandbox.
+    fn command(
+        &self,
+        sandbox: &Running<'_>,
+        program: &std::ffi::OsStr,
+        options: &ExecOptions,
+    ) -> Result<Command>;
+
+    /// Whether the host can read the sandbox's files through `/proc/<pid>/root`.
+    fn host_visible_root(&self) -> bool;
 }
 
-/// Writes a gVisor sandbox's OCI bundle: its root is the assembled overlay, its network
-/// namespace the helper's.
-fn write_bundle(
-    dirs: &SandboxDirs,
-    spec: &SandboxSpec,
-    hostname: &str,
-    netns_pid: i32,
-    ids: Option<IdRange>,
-) -> Result<()> {
-    let bundle = dirs.bundle();
-    fs::create_dir_all(&bundle).map_err(Error::io("create dir", &bundle))?;
-    let env: Vec<(String, String)> = spec
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut args = vec![spec.init.display().to_string()];
-    args.extend(spec.args.iter().cloned());
-    let netns = PathBuf::from(format!("/proc/{netns_pid}/ns/net"));
-    let config = gvisor::oci_spec(
-        Path::new(init::GVISOR_ROOT),
-        &gvisor::Process {
-            args,
-            env: &env,
-            cwd: spec.cwd.as_deref().unwrap_or(Path::new("/")),
-            hostname,
-            netns: Some(&netns),
-            ids,
-        },
-    );
-    let path = bundle.join("config.json");
-    fs::write(&path, serde_json::to_vec_pretty(&config).expect("json"))
-        .map_err(Error::io("write", &path))
+/// A control channel prepared by [`Isolator::prepare_control`].
+#[derive(Default)]
+pub(crate) struct Control {
+    /// Handed to the init as [`init::INIT_CONTROL_FD`].
+    pub fd: Option<OwnedFd>,
+    /// Bound into the sandbox.
+    pub binds: Vec<BindMount>,
+}
+
+/// A running sandbox, as [`Isolator::command`] needs it.
+pub(crate) struct Running<'a> {
+    pub id: &'a str,
+    pub init_pid: i32,
+    pub cgroup: &'a SandboxCgroup,
+    pub spec: &'a SandboxSpec,
+    pub dirs: &'a SandboxDirs,
 }
 
 /// Reads the helper's status pipe line by line, with deadlines (a helper stuck in the
