@@ -22,10 +22,11 @@
 //! behind namespaces: a user namespace with the sandbox's own host ids ([`idmap`]), PID,
 //! mount, UTS, IPC, network and cgroup namespaces, a syscall filter ([`seccomp`]) and a
 //! minimal capability bounding set) and **gVisor** (a kernel of its own per sandbox,
-//! [`gvisor`]). The seam between them is [`Isolation`] + the helper's [`init::Launch`]:
-//! how the assembled root is run, how its control socket is reached, how its processes
-//! are entered. A microVM isolation (see ARCHITECTURE.md) would add a third launch that
-//! boots a VM from the same disk and layers.
+//! [`gvisor`]). The seam between them is the crate-internal `Isolator` trait
+//! (`container.rs`, `gvisor.rs`) with the helper's [`init::Launch`]: how the control
+//! socket is prepared and reached, how the assembled root is run, how a program is run
+//! inside. A microVM isolation (see ARCHITECTURE.md) would be a third implementation
+//! that boots a VM from the same disk and layers.
 //!
 //! Invariants: a sandbox's processes are all in its cgroup from their first instruction;
 //! its mounts exist only in its own mount namespaces; everything the host writes into a
