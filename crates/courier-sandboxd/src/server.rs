@@ -107,10 +107,9 @@ pub struct ServerConfig {
 /// is shared is visible to every sandbox (and writable by them unless `read_only`), so
 /// share only what all sandboxes may see; never the data dir.
 ///
-/// Ownership: files of host uid/gid 1000 are the sandbox `user`'s (under gVisor every
-/// host id shows as itself); in a namespace sandbox every other host id appears as
-/// `nobody`, so make what sandboxes should write belong to host uid 1000, and nothing a
-/// sandbox writes there can become host root's.
+/// Ownership: files of host uid/gid 1000 are the sandbox `user`'s and every other host
+/// id appears as `nobody`, so make what sandboxes should write belong to host uid 1000;
+/// what a sandbox's root writes there belongs to host `nobody`, never to host root.
 ///
 /// ```
 /// use courier_sandboxd::{ServerConfig, SharedDir};

@@ -125,20 +125,28 @@ pub(crate) fn create_userns(range: IdRange) -> std::result::Result<OwnedFd, Stri
 }
 
 /// The user namespace of a sandbox's shared directories: host uid and gid
-/// [`SHARED_USER_ID`] map to the sandbox's `user`, and nothing else maps. Used as the
-/// idmap of operator directories bound into a namespace sandbox: files of that host
-/// account are the sandbox user's, every other file appears as `nobody`, and nothing
-/// the sandbox writes there can belong to host root (its root has no id in this map).
+/// [`SHARED_USER_ID`] map to the sandbox's `user`, host `nobody` (65534) to the sandbox's
+/// root, and nothing else maps. Used as the idmap of operator directories bound into a
+/// sandbox: files of that host account are the sandbox user's, every other file appears
+/// as `nobody`, and whatever the sandbox's root writes there (gVisor's Sentry creates
+/// every file as that root before giving it to its owner) belongs to host `nobody` —
+/// never to host root.
 pub(crate) fn create_shared_userns(range: IdRange) -> std::result::Result<OwnedFd, String> {
     let inner = range
         .to_host(SHARED_USER_ID)
         .ok_or("the sandbox's id range has no user id")?;
-    create_userns_mapping(&format!("{SHARED_USER_ID} {inner} 1\n"))
+    create_userns_mapping(&format!(
+        "{SHARED_USER_ID} {inner} 1\n{HOST_NOBODY} {} 1\n",
+        range.base
+    ))
 }
 
 /// The host account whose files a namespace sandbox's `user` owns in shared directories
 /// (the base layer's `user`, uid and gid 1000).
 pub const SHARED_USER_ID: u32 = 1000;
+
+/// Host `nobody`: what the sandbox's root writes in a shared directory belongs to.
+const HOST_NOBODY: u32 = 65_534;
 
 /// Creates a user namespace with `map` as its uid and gid map (see [`create_userns`]).
 fn create_userns_mapping(map: &str) -> std::result::Result<OwnedFd, String> {
