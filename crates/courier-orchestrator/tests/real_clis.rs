@@ -113,9 +113,10 @@ fn standin_dir(tmp: &Path) -> PathBuf {
 
 /// The host npm cache (`COURIER_NPM_CACHE`, else `$XDG_CACHE_HOME` or `~/.cache`, then
 /// `courier/npm-cache`: outside the clone, so fresh CI clones on one machine share it),
-/// writable by whatever uid a build sandbox's root maps to. It holds only public npm
-/// packages: a sandbox that writes into it can only spoil later test installs, which then
-/// fail their version check.
+/// owned by host `nobody`: a shared directory maps host `nobody` to the sandbox's root (see
+/// the runtime's shared-dir idmap), so npm running as root in a build sandbox owns its cache
+/// and nothing in it belongs to host root. It holds only public npm packages: a sandbox that
+/// writes into it can only spoil later test installs, which then fail their version check.
 fn npm_cache() -> PathBuf {
     let dir = std::env::var_os("COURIER_NPM_CACHE")
         .map(PathBuf::from)
@@ -127,8 +128,14 @@ fn npm_cache() -> PathBuf {
         })
         .unwrap_or_else(|| workspace().join("target/real-clis/npm-cache"));
     std::fs::create_dir_all(&dir).unwrap();
+    // Only root can hand the cache to `nobody`; without root the suite cannot build
+    // sandboxes anyway.
+    let _ = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&dir)
+        .status();
     let _ = std::process::Command::new("chmod")
-        .args(["-R", "a+rwX"])
+        .args(["-R", "u+rwX"])
         .arg(&dir)
         .status();
     dir
