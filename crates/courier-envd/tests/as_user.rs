@@ -11,6 +11,7 @@
 mod common;
 
 use std::{
+    net::SocketAddr,
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
@@ -22,6 +23,16 @@ use serde_json::json;
 /// `Authorization: Basic base64("nobody:")`, how the SDK names the user of an RPC.
 const AS_NOBODY: (&str, &str) = ("authorization", "Basic bm9ib2R5Og==");
 const AS_ROOT: (&str, &str) = ("authorization", "Basic cm9vdDo=");
+
+/// A unary call made as the unprivileged user (`nobody` here).
+async fn as_user(addr: SocketAddr, method: &str, body: serde_json::Value) -> Reply {
+    unary_with(addr, method, body, &[AS_NOBODY]).await
+}
+
+/// A unary call made as root.
+async fn as_root(addr: SocketAddr, method: &str, body: serde_json::Value) -> Reply {
+    unary_with(addr, method, body, &[AS_ROOT]).await
+}
 const TOKEN: &str = "envd-test-token";
 
 /// A directory tree with root's files next to the user's home.
@@ -235,11 +246,10 @@ async fn make_dir_in_a_root_only_dir_fails_for_the_user() {
         format!("{link}/made"),
         fx.text("rootonly/made"),
     ] {
-        let reply = unary_with(
+        let reply = as_user(
             envd.addr,
             "filesystem.Filesystem/MakeDir",
             json!({"path": path}),
-            &[AS_NOBODY],
         )
         .await;
         assert_eq!(reply.status, 403, "{path}: {}", reply.text());
@@ -247,11 +257,10 @@ async fn make_dir_in_a_root_only_dir_fails_for_the_user() {
     }
     assert!(!fx.path("rootdir/made").exists());
     assert!(!fx.path("rootonly/made").exists());
-    let reply = unary_with(
+    let reply = as_root(
         envd.addr,
         "filesystem.Filesystem/MakeDir",
         json!({"path": fx.text("rootdir/made")}),
-        &[AS_ROOT],
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -267,21 +276,19 @@ async fn list_dir_and_stat_of_a_root_only_dir_fail_for_the_user() {
     // sizes and owners the user may not see.
     let link = fx.plant_link("r", "rootonly");
     for path in [fx.text("rootonly"), link.clone()] {
-        let reply = unary_with(
+        let reply = as_user(
             envd.addr,
             "filesystem.Filesystem/ListDir",
             json!({"path": path, "depth": 1}),
-            &[AS_NOBODY],
         )
         .await;
         assert_eq!(reply.status, 403, "{path}: {}", reply.text());
         assert_eq!(reply.json()["code"], "permission_denied");
     }
-    let reply = unary_with(
+    let reply = as_user(
         envd.addr,
         "filesystem.Filesystem/Stat",
         json!({"path": format!("{link}/inside")}),
-        &[AS_NOBODY],
     )
     .await;
     assert_eq!(
@@ -291,11 +298,10 @@ async fn list_dir_and_stat_of_a_root_only_dir_fail_for_the_user() {
         reply.text()
     );
     // Listing the home, even deep, shows the link but nothing behind it.
-    let reply = unary_with(
+    let reply = as_user(
         envd.addr,
         "filesystem.Filesystem/ListDir",
         json!({"path": fx.text("home"), "depth": 3}),
-        &[AS_NOBODY],
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -303,11 +309,10 @@ async fn list_dir_and_stat_of_a_root_only_dir_fail_for_the_user() {
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert!(!reply.text().contains("inside"));
     // Root lists it.
-    let reply = unary_with(
+    let reply = as_root(
         envd.addr,
         "filesystem.Filesystem/ListDir",
         json!({"path": fx.text("rootonly"), "depth": 1}),
-        &[AS_ROOT],
     )
     .await;
     assert_eq!(reply.status, 200);
@@ -323,11 +328,10 @@ async fn remove_and_move_of_root_files_fail_for_the_user() {
     // Attack: delete or steal root's files, directly or through a planted link to their
     // directory.
     let link = fx.plant_link("etc", "rootdir");
-    let reply = unary_with(
+    let reply = as_user(
         envd.addr,
         "filesystem.Filesystem/Remove",
         json!({"path": format!("{link}/file")}),
-        &[AS_NOBODY],
     )
     .await;
     assert_eq!(
@@ -336,11 +340,10 @@ async fn remove_and_move_of_root_files_fail_for_the_user() {
         "{}",
         reply.text()
     );
-    let reply = unary_with(
+    let reply = as_user(
         envd.addr,
         "filesystem.Filesystem/Move",
         json!({"source": fx.text("rootdir/file"), "destination": fx.text("home/stolen")}),
-        &[AS_NOBODY],
     )
     .await;
     assert_eq!(
@@ -357,20 +360,18 @@ async fn remove_and_move_of_root_files_fail_for_the_user() {
     // The user's own files move and go as before.
     std::fs::write(fx.path("home/mine"), "mine").unwrap();
     std::os::unix::fs::chown(fx.path("home/mine"), Some(fx.uid), Some(fx.gid)).unwrap();
-    let reply = unary_with(
+    let reply = as_user(
         envd.addr,
         "filesystem.Filesystem/Move",
         json!({"source": fx.text("home/mine"), "destination": fx.text("home/sub/moved")}),
-        &[AS_NOBODY],
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(owner(fx.path("home/sub")), (fx.uid, fx.gid));
-    let reply = unary_with(
+    let reply = as_user(
         envd.addr,
         "filesystem.Filesystem/Remove",
         json!({"path": fx.text("home/sub")}),
-        &[AS_NOBODY],
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -401,11 +402,10 @@ async fn files_and_directories_made_by_the_user_belong_to_the_user() {
     }
     let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode & 0o600, 0o600, "{mode:o}");
-    let reply = unary_with(
+    let reply = as_user(
         envd.addr,
         "filesystem.Filesystem/MakeDir",
         json!({"path": fx.text("home/x/y")}),
-        &[AS_NOBODY],
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -421,11 +421,10 @@ async fn watching_a_root_only_dir_fails_for_the_user() {
     };
     let envd = start().await;
     // Attack: watch `/root` to learn the names of the files root creates there.
-    let reply = unary_with(
+    let reply = as_user(
         envd.addr,
         "filesystem.Filesystem/CreateWatcher",
         json!({"path": fx.text("rootonly"), "recursive": false}),
-        &[AS_NOBODY],
     )
     .await;
     assert_eq!(reply.status, 403, "{}", reply.text());
@@ -442,19 +441,17 @@ async fn watching_a_root_only_dir_fails_for_the_user() {
     assert!(messages.is_empty(), "{messages:?}");
     assert_eq!(trailer["error"]["code"], "permission_denied", "{trailer}");
     // A directory the user may read (but not write) can be watched.
-    let reply = unary_with(
+    let reply = as_user(
         envd.addr,
         "filesystem.Filesystem/CreateWatcher",
         json!({"path": fx.text("rootdir"), "recursive": true}),
-        &[AS_NOBODY],
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let reply = unary_with(
+    let reply = as_root(
         envd.addr,
         "filesystem.Filesystem/CreateWatcher",
         json!({"path": fx.text("rootonly")}),
-        &[AS_ROOT],
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());

@@ -36,8 +36,7 @@ impl Fixture {
 
     /// A fixture whose sandboxes run `envd` (default: the real courier-envd) as init.
     async fn with_envd(test: &str, envd: Option<PathBuf>) -> Option<Self> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipping {test}: sandboxes need root (namespaces, mounts, cgroups)");
+        if !support::root_or_skip(test) {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -54,12 +53,12 @@ impl Fixture {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn({
             let server = server.clone();
-            let until = stopped(stop_rx.clone());
+            let until = support::stopped(stop_rx.clone());
             async move { server.serve_api(api, until).await }
         });
         tokio::spawn({
             let server = server.clone();
-            let until = stopped(stop_rx);
+            let until = support::stopped(stop_rx);
             async move { server.serve_proxy(proxy, until).await }
         });
         let client = Client::new(
@@ -109,11 +108,6 @@ impl Fixture {
             .unwrap_or_default();
         (status, body)
     }
-}
-
-/// Completes once `stop` says so (or its sender is gone).
-async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|v| *v).await;
 }
 
 impl Drop for Fixture {

@@ -32,8 +32,7 @@ struct Fixture {
 impl Fixture {
     /// A runtime on a fresh data dir with a fresh base layer, or `None` when not root.
     fn new(test: &str) -> Option<Self> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipping {test}: sandboxes need root (namespaces, mounts, cgroups)");
+        if !support::root_or_skip(test) {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");

@@ -35,25 +35,9 @@ struct Fixture {
     dir: tempfile::TempDir,
 }
 
-fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root (namespaces, mounts, cgroups) and CI must run it"
-    );
-    eprintln!("skipping {test}: sandboxes need root (namespaces, mounts, cgroups)");
-    false
-}
-
-async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|v| *v).await;
-}
-
 impl Fixture {
     async fn new(test: &str, limits: ServerLimits) -> Option<Self> {
-        if !root_or_skip(test) {
+        if !support::root_or_skip(test) {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -68,7 +52,7 @@ impl Fixture {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn({
             let server = server.clone();
-            let until = stopped(stop_rx);
+            let until = support::stopped(stop_rx);
             async move { server.serve_api(api, until).await }
         });
         Some(Self {
@@ -81,22 +65,7 @@ impl Fixture {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.api))
-            .header("X-API-Key", KEY);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
-        };
-        (status, value)
+        support::call_api(&self.http, &self.api, KEY, method, path, body).await
     }
 
     async fn create(&self, memory_mb: u64) -> (u16, Value) {

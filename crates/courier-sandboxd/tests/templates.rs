@@ -38,14 +38,9 @@ struct Running {
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|v| *v).await;
-}
-
 impl Fixture {
     async fn new(test: &str) -> Option<Self> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipping {test}: sandboxes need root (namespaces, mounts, cgroups)");
+        if !support::root_or_skip(test) {
             return None;
         }
         let mut fx = Self {
@@ -76,12 +71,12 @@ impl Fixture {
         let tasks = vec![
             tokio::spawn({
                 let server = server.clone();
-                let until = stopped(stop_rx.clone());
+                let until = support::stopped(stop_rx.clone());
                 async move { server.serve_api(api, until).await }
             }),
             tokio::spawn({
                 let server = server.clone();
-                let until = stopped(stop_rx);
+                let until = support::stopped(stop_rx);
                 async move { server.serve_proxy(proxy, until).await }
             }),
         ];
@@ -123,22 +118,7 @@ impl Fixture {
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let run = self.run();
-        let mut request = run
-            .http
-            .request(method, format!("{}{path}", run.api))
-            .header("X-API-Key", KEY);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
-        };
-        (status, value)
+        support::call_api(&run.http, &run.api, KEY, method, path, body).await
     }
 
     /// `POST /v3/templates` then `POST /v2/.../builds/...`; returns (templateID,

@@ -413,32 +413,10 @@ macro_rules! impl_store {
             }
 
             async fn create_sandbox(&self, new: NewSandbox) -> Result<Sandbox> {
-                let config = serde_json::to_string(&new.config)
-                    .map_err(|e| StoreError::invalid("config", e.to_string()))?;
-                let row = sqlx::query(sql::INSERT_SANDBOX)
-                    .bind(SandboxId::new().as_uuid())
-                    .bind(new.user_id.as_uuid())
-                    .bind(new.project_id.as_uuid())
-                    .bind(config)
-                    .bind(&new.cli_tool)
-                    .bind(&new.model)
-                    .bind(&new.prompt)
-                    .bind(&new.links.run_id)
-                    .bind(&new.links.issue_session_id)
-                    .bind(&new.links.background_task_id)
-                    .bind(&new.repo_url)
-                    .bind(&new.branch)
-                    .bind(now_micros())
-                    .fetch_one(&self.pool)
+                // The same transaction as a quota'd create, without limits: one insert
+                // path, and the row locks double as the user/project existence check.
+                self.create_sandbox_within(new, SandboxQuota::default())
                     .await
-                    .map_err(|e| match StoreError::from(e) {
-                        StoreError::NotFound { .. } => StoreError::NotFound {
-                            entity: "user or project",
-                            id: format!("{} / {}", new.user_id, new.project_id),
-                        },
-                        other => other,
-                    })?;
-                sandbox_from_row(&row)
             }
 
             async fn create_sandbox_within(
@@ -464,31 +442,33 @@ macro_rules! impl_store {
                         return Err(missing());
                     }
                 }
-                let counts = sqlx::query(sql::COUNT_LIVE_SANDBOXES)
-                    .bind(new.user_id.as_uuid())
-                    .bind(new.project_id.as_uuid())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                for (scope, limit, in_use) in [
-                    (
-                        QuotaScope::User,
-                        quota.per_user,
-                        counts.try_get::<i64, _>("by_user")?,
-                    ),
-                    (
-                        QuotaScope::Project,
-                        quota.per_project,
-                        counts.try_get::<i64, _>("by_project")?,
-                    ),
-                ] {
-                    if let Some(limit) = limit
-                        && in_use >= i64::from(limit)
-                    {
-                        return Err(StoreError::QuotaExceeded {
-                            scope,
-                            limit,
-                            in_use,
-                        });
+                if quota != SandboxQuota::default() {
+                    let counts = sqlx::query(sql::COUNT_LIVE_SANDBOXES)
+                        .bind(new.user_id.as_uuid())
+                        .bind(new.project_id.as_uuid())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    for (scope, limit, in_use) in [
+                        (
+                            QuotaScope::User,
+                            quota.per_user,
+                            counts.try_get::<i64, _>("by_user")?,
+                        ),
+                        (
+                            QuotaScope::Project,
+                            quota.per_project,
+                            counts.try_get::<i64, _>("by_project")?,
+                        ),
+                    ] {
+                        if let Some(limit) = limit
+                            && in_use >= i64::from(limit)
+                        {
+                            return Err(StoreError::QuotaExceeded {
+                                scope,
+                                limit,
+                                in_use,
+                            });
+                        }
                     }
                 }
                 let row = sqlx::query(sql::INSERT_SANDBOX)

@@ -110,17 +110,9 @@ fn check_dest(dest: &Path) -> Result<()> {
 /// The capture itself, in the helper: mount the disk read-only in a private mount
 /// namespace and assemble the layer.
 pub(crate) fn run(task: &CaptureTask) -> std::result::Result<(), String> {
-    use nix::mount::{MsFlags, mount};
     use nix::sched::{CloneFlags, unshare};
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("make / private: {e}"))?;
+    super::rootfs::make_mounts_private()?;
     super::disk::attach_and_mount(&task.image, &task.mount_at, true)?;
     let uppers: Vec<(PathBuf, PathBuf)> = task
         .host_targets

@@ -465,6 +465,19 @@ pub(crate) struct Assembled {
     pub disk_minor: u32,
 }
 
+/// Makes every mount in the caller's (already unshared) mount namespace private, so
+/// nothing mounted from here on propagates back to the host.
+pub(crate) fn make_mounts_private() -> std::result::Result<(), String> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| err("make / private", e))
+}
+
 /// Builds the sandbox's root at `plan.dirs.rootfs()`, in the helper's private mount
 /// namespace, as host root: mounts the disk, (idmapped) lower layers, the root overlay,
 /// the host-dir overlays and the binds, and writes `/etc/hostname`, `/etc/hosts` and
@@ -474,15 +487,7 @@ pub(crate) fn assemble(
     plan: &RootfsPlan,
     ids: Option<(IdRange, BorrowedFd<'_>)>,
 ) -> std::result::Result<Assembled, String> {
-    // Nothing we mount may propagate back to the host.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| err("make / private", e))?;
+    make_mounts_private()?;
     let dirs = &plan.dirs;
     let owner = ids.map(|(r, _)| (r.base, r.base));
     let idmap = ids.map(|(_, ns)| ns);

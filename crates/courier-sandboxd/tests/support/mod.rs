@@ -18,6 +18,54 @@ pub fn isolation() -> Isolation {
 use std::process::Command;
 use std::sync::OnceLock;
 
+use serde_json::Value;
+
+/// Whether `test` can run: sandboxes need root (namespaces, mounts, cgroups). Without
+/// root the test is skipped, except under CI (`CI` set), where a skip would hide that the
+/// suite never ran, so it fails instead.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root (namespaces, mounts, cgroups) and CI must run it"
+    );
+    eprintln!("skipping {test}: sandboxes need root (namespaces, mounts, cgroups)");
+    false
+}
+
+/// Completes once `stop` says so (or its sender is gone).
+pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|v| *v).await;
+}
+
+/// One control-plane call with the dev API key: status and JSON body (`Null` when empty).
+pub async fn call_api(
+    http: &reqwest::Client,
+    api: &str,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http
+        .request(method, format!("{api}{path}"))
+        .header("X-API-Key", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+    };
+    (status, value)
+}
+
 /// The courier-envd binary: `COURIER_ENVD_BIN`, else the one in this target dir, built
 /// on first use (`cargo nextest -p courier-sandboxd` does not build other packages).
 pub fn envd_binary() -> PathBuf {
