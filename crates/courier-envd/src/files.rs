@@ -293,71 +293,96 @@ pub(crate) async fn upload(State(envd): State<Envd>, req: Request) -> Response {
     }
 }
 
+/// How much of a refused upload's unread body is read (and dropped) before the error is
+/// sent, and for how long at most.
+///
+/// A server that answers before the client has finished sending and then closes makes the
+/// client's kernel see a reset, and the answer is lost: the SDK, or the sandboxd proxy in
+/// between, reports an unreachable sandbox instead of "permission denied". Reading the rest
+/// first (as nginx's lingering close does) delivers the answer. Bounded, so a caller cannot
+/// hold the connection longer than an upload it is allowed to make anyway.
+const DRAIN_MAX_BYTES: u64 = 64 << 20;
+const DRAIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and drops the rest of `body`, within [`DRAIN_MAX_BYTES`] and [`DRAIN_WINDOW`].
+async fn drain_body(mut body: Body) {
+    let drain = async {
+        let mut read = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if read > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_WINDOW, drain).await;
+}
+
+/// [`drain_body`] for a multipart body: the rest of the current part and all later ones.
+async fn drain_parts(multipart: &mut Multipart) {
+    let drain = async {
+        let mut read = 0u64;
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(chunk)) = field.chunk().await {
+                read += chunk.len() as u64;
+                if read > DRAIN_MAX_BYTES {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_WINDOW, drain).await;
+}
+
 async fn upload_inner(envd: Envd, req: Request) -> Result<Vec<WrittenEntry>, Error> {
-    let Query(query) = Query::<FilesQuery>::try_from_uri(req.uri())
-        .map_err(|e| Error::InvalidArgument(format!("bad query: {e}")))?;
-    let caller = authorize(&envd, req.headers(), &query, Operation::Write)?;
-    let metadata = upload_metadata(req.headers())?;
+    let (parts, body) = req.into_parts();
+    let checked = Query::<FilesQuery>::try_from_uri(&parts.uri)
+        .map_err(|e| Error::InvalidArgument(format!("bad query: {e}")))
+        .and_then(|Query(query)| {
+            let caller = authorize(&envd, &parts.headers, &query, Operation::Write)?;
+            let metadata = upload_metadata(&parts.headers)?;
+            Ok((query, caller, metadata))
+        });
+    let (query, caller, metadata) = match checked {
+        Ok(checked) => checked,
+        Err(err) => {
+            drain_body(body).await;
+            return Err(err);
+        }
+    };
     let mut budget = Budget {
         used: 0,
         limit: envd.shared.max_upload_bytes,
     };
-    let content_type = req
-        .headers()
+    let multipart = parts
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if content_type
-        .to_ascii_lowercase()
-        .starts_with("multipart/form-data")
-    {
-        let mut multipart = Multipart::from_request(req, &())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if multipart {
+        let mut multipart = Multipart::from_request(Request::from_parts(parts, body), &())
             .await
             .map_err(|e| Error::InvalidArgument(format!("bad multipart body: {e}")))?;
-        let mut seen = HashSet::new();
-        let mut entries = Vec::new();
-        while let Some(mut field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| Error::InvalidArgument(format!("bad multipart body: {e}")))?
-        {
-            let raw = query
-                .path
-                .clone()
-                .or_else(|| field.file_name().map(str::to_owned))
-                .unwrap_or_default();
-            if raw.is_empty() {
-                return Err(Error::InvalidArgument(
-                    "a file part has no filename and no path was given".to_owned(),
-                ));
-            }
-            let path = resolve(&envd, &raw, &caller.user)?;
-            if !seen.insert(path.clone()) {
-                return Err(Error::InvalidArgument(format!(
-                    "path '{}' is given more than once",
-                    paths::display(&path)
-                )));
-            }
-            let mut sink = FileSink::create(path, &caller).await?;
-            loop {
-                let chunk = match field.chunk().await {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break,
-                    Err(e) => {
-                        sink.abandon().await;
-                        return Err(Error::InvalidArgument(format!("bad multipart body: {e}")));
-                    }
-                };
-                if let Err(err) = sink.write(&chunk, &mut budget).await {
-                    sink.abandon().await;
-                    return Err(err);
-                }
-            }
-            entries.push(sink.finish(&metadata).await?);
+        let written = write_parts(
+            &envd,
+            &query,
+            &caller,
+            &metadata,
+            &mut multipart,
+            &mut budget,
+        )
+        .await;
+        if written.is_err() {
+            drain_parts(&mut multipart).await;
         }
-        return Ok(entries);
+        return written;
     }
-    let raw = query
+    let gzip = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    let sink = query
         .path
         .clone()
         .filter(|p| !p.is_empty())
@@ -365,25 +390,85 @@ async fn upload_inner(envd: Envd, req: Request) -> Result<Vec<WrittenEntry>, Err
             Error::InvalidArgument(
                 "the path query parameter is required for a raw upload".to_owned(),
             )
-        })?;
-    let gzip = req
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
-    let path = resolve(&envd, &raw, &caller.user)?;
-    let mut sink = FileSink::create(path, &caller).await?;
-    match copy_body(req.into_body(), gzip, &mut sink, &mut budget).await {
+        })
+        .and_then(|raw| resolve(&envd, &raw, &caller.user));
+    let sink = match sink {
+        Ok(path) => FileSink::create(path, &caller).await,
+        Err(err) => Err(err),
+    };
+    let mut sink = match sink {
+        Ok(sink) => sink,
+        Err(err) => {
+            drain_body(body).await;
+            return Err(err);
+        }
+    };
+    let mut body = body;
+    match copy_body(&mut body, gzip, &mut sink, &mut budget).await {
         Ok(()) => Ok(vec![sink.finish(&metadata).await?]),
         Err(err) => {
             sink.abandon().await;
+            drain_body(body).await;
             Err(err)
         }
     }
 }
 
+/// Writes each part of a multipart upload to its file (the part's filename, or `path`).
+async fn write_parts(
+    envd: &Envd,
+    query: &FilesQuery,
+    caller: &Caller,
+    metadata: &[(String, String)],
+    multipart: &mut Multipart,
+    budget: &mut Budget,
+) -> Result<Vec<WrittenEntry>, Error> {
+    let mut seen = HashSet::new();
+    let mut entries = Vec::new();
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| Error::InvalidArgument(format!("bad multipart body: {e}")))?
+    {
+        let raw = query
+            .path
+            .clone()
+            .or_else(|| field.file_name().map(str::to_owned))
+            .unwrap_or_default();
+        if raw.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a file part has no filename and no path was given".to_owned(),
+            ));
+        }
+        let path = resolve(envd, &raw, &caller.user)?;
+        if !seen.insert(path.clone()) {
+            return Err(Error::InvalidArgument(format!(
+                "path '{}' is given more than once",
+                paths::display(&path)
+            )));
+        }
+        let mut sink = FileSink::create(path, caller).await?;
+        loop {
+            let chunk = match field.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    sink.abandon().await;
+                    return Err(Error::InvalidArgument(format!("bad multipart body: {e}")));
+                }
+            };
+            if let Err(err) = sink.write(&chunk, budget).await {
+                sink.abandon().await;
+                return Err(err);
+            }
+        }
+        entries.push(sink.finish(metadata).await?);
+    }
+    Ok(entries)
+}
+
 async fn copy_body(
-    mut body: Body,
+    body: &mut Body,
     gzip: bool,
     sink: &mut FileSink,
     budget: &mut Budget,

@@ -233,6 +233,35 @@ async fn an_upload_as_the_user_through_a_planted_link_does_not_modify_a_root_fil
 }
 
 #[tokio::test]
+async fn a_refused_multipart_upload_is_answered_while_its_body_is_still_coming() {
+    let Some(fx) = Fixture::new("refused multipart upload mid-body") else {
+        return;
+    };
+    let envd = start().await;
+    // The refusal comes from the part's path (a planted link), after envd has started
+    // reading the body; the caller still gets a 403 and not a reset connection.
+    let dir_link = fx.plant_link("etc", "rootdir");
+    let boundary = "courierBoundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{dir_link}/new\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(std::iter::repeat_n(b'x', 4 << 20));
+    body.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+    let head = format!(
+        "POST /files?username=nobody HTTP/1.1\r\nHost: envd\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let stream = tokio::net::TcpStream::connect(envd.addr).await.unwrap();
+    let answer = slow_post(stream, &head, &body)
+        .await
+        .unwrap_or_else(|e| panic!("the refusal was lost: {e}"));
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(!fx.path("rootdir/new").exists());
+}
+
+#[tokio::test]
 async fn make_dir_in_a_root_only_dir_fails_for_the_user() {
     let Some(fx) = Fixture::new("make_dir in root's dir") else {
         return;

@@ -174,6 +174,59 @@ async fn raw_upload_accepts_gzip_and_enforces_the_size_limit() {
     assert_eq!(reply.status, 400);
 }
 
+/// A refused upload's answer reaches a client that is still sending its body, over TCP and
+/// over a Unix socket (how sandboxd's proxy reaches envd). Answering and closing on unread
+/// data makes the client's next write fail (or the connection reset) and the answer is
+/// lost: through the proxy, the official SDK reported an unreachable sandbox instead of the
+/// refusal. envd reads (and drops, within a bound) the rest of the body first.
+#[tokio::test]
+async fn a_refused_upload_is_answered_while_its_body_is_still_coming() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("envd.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let builder = || courier_envd::Envd::builder().access_token("secret");
+    let unix_server = tokio::spawn(builder().build().serve_unix(listener));
+    let envd = start_with(builder()).await;
+    let path = dir.path().join("big.bin").display().to_string();
+    let data = vec![b'x'; 4 << 20];
+    let (multipart_type, multipart_body) = multipart(&[(&path, &data)]);
+    let raw_path = format!("/files?path={}", q(&path));
+    for (what, uri, content_type, body) in [
+        (
+            "raw",
+            raw_path.as_str(),
+            "application/octet-stream",
+            data.clone(),
+        ),
+        (
+            "multipart",
+            "/files",
+            multipart_type.as_str(),
+            multipart_body,
+        ),
+    ] {
+        let head = format!(
+            "POST {uri} HTTP/1.1\r\nHost: envd\r\nContent-Type: {content_type}\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let tcp = tokio::net::TcpStream::connect(envd.addr).await.unwrap();
+        let unix = tokio::net::UnixStream::connect(&socket).await.unwrap();
+        for (over, answer) in [
+            ("tcp", slow_post(tcp, &head, &body).await),
+            ("unix", slow_post(unix, &head, &body).await),
+        ] {
+            let answer = answer.unwrap_or_else(|e| panic!("{what} over {over}: lost: {e}"));
+            assert!(
+                answer.starts_with("HTTP/1.1 401"),
+                "{what} over {over}: {answer}"
+            );
+        }
+    }
+    assert!(!std::path::Path::new(&path).exists());
+    unix_server.abort();
+}
+
 #[tokio::test]
 async fn access_token_and_signed_urls() {
     let envd = start_with(courier_envd::Envd::builder().access_token("secret")).await;

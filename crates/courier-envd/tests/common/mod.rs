@@ -67,7 +67,35 @@ pub async fn open(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Response<Incoming> {
+    try_open(addr, method, path, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// [`open`], with the client's error (a reset connection, say) returned instead of a panic.
+pub async fn try_open(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Response<Incoming>, hyper::Error> {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    try_open_on(stream, &addr.to_string(), method, path, headers, body).await
+}
+
+/// [`try_open`] over a connected stream (TCP or Unix), with `host` as the Host header.
+pub async fn try_open_on<S>(
+    stream: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Response<Incoming>, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
@@ -77,14 +105,13 @@ pub async fn open(
     let mut request = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", addr.to_string());
+        .header("host", host);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
     sender
         .send_request(request.body(Full::new(body.into())).unwrap())
         .await
-        .unwrap()
 }
 
 pub async fn request(
@@ -239,4 +266,23 @@ pub fn pty_of(messages: &[Value]) -> String {
 
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// Sends `head` and the first part of `body`, pauses (envd has refused by then), sends the
+/// rest, then reads the answer's status line.
+pub async fn slow_post<S>(mut stream: S, head: &str, body: &[u8]) -> std::io::Result<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (first, rest) = body.split_at(64 << 10);
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(first).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for chunk in rest.chunks(64 << 10) {
+        stream.write_all(chunk).await?;
+    }
+    let mut answer = vec![0; 256];
+    let n = stream.read(&mut answer).await?;
+    Ok(String::from_utf8_lossy(&answer[..n]).into_owned())
 }
