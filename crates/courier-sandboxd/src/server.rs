@@ -89,6 +89,9 @@ pub struct ServerConfig {
     /// Let sandboxes create namespaces of their own (nested user namespaces); off by
     /// default (see [`crate::runtime::seccomp`]).
     pub nested_namespaces: bool,
+    /// Disks kept ready per disk size in use, so creates skip preparing one (default
+    /// [`crate::runtime::DEFAULT_READY_DISKS`]; 0 turns it off).
+    pub ready_disks: usize,
     /// I/O throttles on each sandbox's disk.
     pub io: IoLimits,
     /// Server-wide capacity, template build deadlines and upload caps (see
@@ -145,6 +148,7 @@ impl ServerConfig {
             isolation: None,
             runsc: None,
             nested_namespaces: false,
+            ready_disks: crate::runtime::DEFAULT_READY_DISKS,
             io: IoLimits::standard(),
             limits: ServerLimits::default(),
             egress_allow: Vec::new(),
@@ -399,8 +403,10 @@ impl Sandboxd {
             }
             let (runsc, isolation) = choose_isolation(&cfg)?;
             rc.runsc = runsc;
+            rc.ready_disks = cfg.ready_disks;
             let runtime = Runtime::with_config(rc)?;
             let report = runtime.recover(RecoverPolicy::Adopt)?;
+            runtime.prewarm_disks(crate::runtime::DEFAULT_DISK_MB);
             for (id, e) in &report.failed {
                 tracing::warn!(sandbox = %id, error = %e, "could not clean up a sandbox from the previous run");
             }

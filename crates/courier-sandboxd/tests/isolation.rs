@@ -668,6 +668,169 @@ fn kill_leaves_no_process_mount_cgroup_or_directory() {
     ));
 }
 
+/// The loop devices on the host whose image lies under `dir`.
+fn loop_devices_under(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter(|file| file.contains(&needle))
+        .collect()
+}
+
+#[test]
+fn ready_disks_are_fresh_private_and_gone_with_the_runtime() {
+    let Some(fx) = Fixture::new("ready disks") else {
+        return;
+    };
+    // Attack: a tenant writes into its disk hoping a later tenant is handed the same one
+    // (a pool that recycles disks), or that a prepared disk is reachable before its
+    // sandbox exists. Each ready disk is a fresh copy of the golden image, taken once.
+    fx.runtime
+        .prewarm_disks(courier_sandboxd::runtime::DEFAULT_DISK_MB);
+    wait_for("two ready disks", Duration::from_secs(30), || {
+        fx.runtime.ready_disks() == 2
+    });
+    let a = fx.runtime.create(fx.sleeper()).expect("create a");
+    let b = fx.runtime.create(fx.sleeper()).expect("create b");
+    fx.sh_ok(&a.id, "echo a-was-here > /home/user/mark && sync");
+    fx.sh_ok(&b.id, "test ! -e /home/user/mark");
+    // Each sandbox's image is its own (renamed out of the pool), holding only its writes.
+    let image = |id: &str| fx.data_dir().join("sandboxes").join(id).join("disk.img");
+    assert!(image_contains(&image(&a.id), b"a-was-here"));
+    assert!(!image_contains(&image(&b.id), b"a-was-here"));
+    // The writable layer still has its quota on a ready disk.
+    let out = fx.sh(&a.id, "fallocate -l 5G /home/user/big");
+    assert!(!out.status.success(), "5 GiB on a 4 GiB disk");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No space left"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The pool refills behind the creates; the next create takes a fresh disk again.
+    wait_for("the pool refilled", Duration::from_secs(30), || {
+        fx.runtime.ready_disks() == 2
+    });
+    let c = fx.runtime.create(fx.sleeper()).expect("create c");
+    fx.sh_ok(&c.id, "test ! -e /home/user/mark");
+    for id in [&a.id, &b.id, &c.id] {
+        fx.runtime.kill(id).expect("kill");
+    }
+    // Ready disks hold loop devices; the runtime's end lets them go.
+    let data = fx.data_dir().to_path_buf();
+    assert!(
+        !loop_devices_under(&data).is_empty(),
+        "the pool holds its disks"
+    );
+    drop(fx);
+    wait_for(
+        "the pool's loop devices detached",
+        Duration::from_secs(10),
+        || loop_devices_under(&data).is_empty(),
+    );
+}
+
+/// Children of this test process that are helpers still waiting for a task, with what
+/// their descriptors point at.
+fn waiting_helpers() -> Vec<(i32, Vec<String>)> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let parent = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(1));
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .collect();
+        if parent != Some(me.as_str()) || args.len() != 2 || args[1] != b"--courier-sandbox-helper"
+        {
+            continue;
+        }
+        // A helper with a task (a sandbox's monitor) has /dev/null on stdin; one still
+        // waiting has its task channel there.
+        let stdin = fs::read_link(entry.path().join("fd/0")).unwrap_or_default();
+        if !stdin.to_string_lossy().starts_with("socket:") {
+            continue;
+        }
+        let mut fds: Vec<String> = fs::read_dir(entry.path().join("fd"))
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|fd| {
+                        let target = fs::read_link(fd.path()).ok()?;
+                        Some(format!(
+                            "{}={}",
+                            fd.file_name().to_string_lossy(),
+                            target.display()
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        fds.sort();
+        found.push((pid, fds));
+    }
+    found
+}
+
+#[test]
+fn the_next_helper_waits_holding_nothing_of_any_sandbox() {
+    let Some(fx) = Fixture::new("waiting helper") else {
+        return;
+    };
+    // Attack: a helper is host root; one started ahead of its task must not carry
+    // anything of the sandbox created before it (its disk, console, control socket,
+    // namespaces) for the next tenant's setup to inherit.
+    // A descriptor the embedding process left inheritable by mistake.
+    let stray = fs::File::open(fx.data_dir()).unwrap();
+    nix::fcntl::fcntl(
+        &stray,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .unwrap();
+    let a = fx.runtime.create(fx.sleeper()).expect("create");
+    wait_for("the next helper", Duration::from_secs(10), || {
+        !waiting_helpers().is_empty()
+    });
+    let data = fx.data_dir().display().to_string();
+    for (pid, fds) in waiting_helpers() {
+        // Its task channel on stdin (and the copy it reads from), /dev/null where the
+        // console will go, and the status pipe: nothing else, notably nothing its parent
+        // happened to have open.
+        let channel = fds.iter().find(|fd| fd.starts_with("0=")).unwrap()[2..].to_string();
+        for fd in &fds {
+            let (number, target) = fd.split_once('=').unwrap();
+            let expected = target == channel
+                || target == "/dev/null" && ["1", "2"].contains(&number)
+                || number == "3" && target.starts_with("pipe:");
+            assert!(expected, "helper {pid} holds {fd}: {fds:?}");
+        }
+        assert!(
+            fds.iter()
+                .all(|fd| !fd.contains(&data) && !fd.contains(&a.id)),
+            "helper {pid} holds sandbox state: {fds:?}"
+        );
+    }
+    // It is the one the next create uses, and the runtime's end takes the last one.
+    let b = fx
+        .runtime
+        .create(fx.sleeper())
+        .expect("create with the waiting helper");
+    fx.sh_ok(&b.id, "true");
+    drop(fx);
+    wait_for("waiting helpers gone", Duration::from_secs(10), || {
+        waiting_helpers().is_empty()
+    });
+}
+
 #[test]
 fn recover_adopts_running_sandboxes_and_reaps_the_rest() {
     let Some(fx) = Fixture::new("recover") else {

@@ -38,18 +38,27 @@ def test_pty_runs_an_interactive_shell(sandbox: Sandbox):
 
     handle = sandbox.pty.create(PtySize(rows=24, cols=80), timeout=120)
 
+    failures: list[BaseException] = []
+
     def reader():
-        for _stdout, _stderr, pty in handle:
-            if pty:
-                output.extend(pty)
-                if b"pty-42" in output:
-                    seen.set()
+        try:
+            for _stdout, _stderr, pty in handle:
+                if pty:
+                    output.extend(pty)
+                    if b"pty-42" in output:
+                        seen.set()
+        except BaseException as e:  # reported by the test, not lost in the thread
+            failures.append(e)
 
     t = threading.Thread(target=reader, daemon=True)
     t.start()
     sandbox.pty.send_stdin(handle.pid, b"echo pty-$((40+2))\n")
     assert seen.wait(60), output.decode(errors="replace")
     assert sandbox.pty.kill(handle.pid)
+    # The kill ends the stream cleanly (an end event), not by the sandbox going away.
+    t.join(30)
+    assert not t.is_alive(), "the PTY stream did not end after the kill"
+    assert not failures, failures
 
 
 def test_files_write_read_list_and_remove(sandbox: Sandbox):

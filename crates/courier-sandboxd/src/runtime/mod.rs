@@ -41,6 +41,7 @@ pub mod cgroup;
 mod container;
 pub mod disk;
 pub mod gvisor;
+mod handover;
 pub mod idmap;
 pub mod init;
 mod layer_capture;
@@ -56,7 +57,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::mount::{MntFlags, umount2};
@@ -67,7 +68,7 @@ pub use idmap::IdRange;
 pub use rootfs::{BindMount, HostDir, LayerManifest};
 
 use crate::error::{Error, Result};
-use init::{CONTROL_FD, GO_FD, HELPER_MARKER, HelperTask, LIFELINE_FD, Launch, STATUS_FD};
+use init::{CONTROL_FD, DISK_FD, GO_FD, HELPER_MARKER, HelperTask, LIFELINE_FD, Launch, STATUS_FD};
 use rootfs::{RootfsPlan, SandboxDirs};
 
 /// How a sandbox is isolated from the host.
@@ -364,11 +365,14 @@ pub struct RuntimeConfig {
     pub runsc: Option<RunscConfig>,
     /// Bytes of console output kept per sandbox (default 16 MiB).
     pub console_cap: u64,
+    /// Disks kept ready (copied, attached, mounted) per disk size in use, so that creates
+    /// skip that work (see [`disk`]'s module docs); default 2, 0 turns it off.
+    pub ready_disks: usize,
 }
 
 impl RuntimeConfig {
     /// Defaults for `data_dir`: helper `/proc/self/exe`, cgroup parent `courier`, ids from
-    /// 2^30, no gVisor, 16 MiB of console per sandbox.
+    /// 2^30, no gVisor, 16 MiB of console per sandbox, 2 ready disks per size.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -377,9 +381,13 @@ impl RuntimeConfig {
             first_id: idmap::DEFAULT_FIRST_ID,
             runsc: None,
             console_cap: 16 << 20,
+            ready_disks: DEFAULT_READY_DISKS,
         }
     }
 }
+
+/// Default of [`RuntimeConfig::ready_disks`].
+pub const DEFAULT_READY_DISKS: usize = 2;
 
 /// Persisted per-sandbox state (`state.json`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -418,6 +426,9 @@ pub struct Runtime {
     lifeline: (OwnedFd, OwnedFd),
     container: container::ContainerIsolator,
     gvisor: Option<gvisor::GvisorIsolator>,
+    disks: Arc<disk::DiskPool>,
+    /// The next helper, started ahead of its task.
+    helpers: Arc<HelperSlot>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -451,6 +462,8 @@ impl Runtime {
             .map_err(|e| Error::sys("lifeline pipe")(e.into()))?;
         Ok(Self {
             ids: idmap::IdAllocator::new(config.first_id),
+            disks: disk::DiskPool::new(config.data_dir.join("disks"), config.ready_disks),
+            helpers: Arc::new(HelperSlot::default()),
             container: container::ContainerIsolator,
             gvisor: config.runsc.clone().map(gvisor::GvisorIsolator::new),
             config,
@@ -459,6 +472,17 @@ impl Runtime {
             creating: Mutex::new(HashSet::new()),
             lifeline,
         })
+    }
+
+    /// Starts preparing ready disks of `disk_mb` MiB (see [`RuntimeConfig::ready_disks`])
+    /// before the first create of that size asks for one.
+    pub fn prewarm_disks(&self, disk_mb: u64) {
+        self.disks.prewarm(disk_mb);
+    }
+
+    /// How many ready disks wait, all sizes together.
+    pub fn ready_disks(&self) -> usize {
+        self.disks.ready_count()
     }
 
     /// The cgroup driver in use.
@@ -592,8 +616,22 @@ impl Runtime {
         ids: Option<IdRange>,
     ) -> Result<(Entry, SandboxHandle)> {
         let started = Instant::now();
-        let golden = disk::golden(&self.config.data_dir.join("disks"), spec.disk_mb)?;
-        disk::copy_sparse(&golden, &dirs.disk_image())?;
+        // A ready disk when one waits (its image becomes this sandbox's), else this
+        // sandbox's own copy of the golden image, attached and mounted by the helper.
+        let ready_disk = self.disks.take(spec.disk_mb).and_then(|ready| {
+            match fs::rename(&ready.image, dirs.disk_image()) {
+                Ok(()) => Some(ready),
+                Err(error) => {
+                    tracing::debug!(%error, "taking a ready disk; preparing one instead");
+                    let _ = fs::remove_file(&ready.image);
+                    None
+                }
+            }
+        });
+        if ready_disk.is_none() {
+            let golden = disk::golden(&self.config.data_dir.join("disks"), spec.disk_mb)?;
+            disk::copy_sparse(&golden, &dirs.disk_image())?;
+        }
         let disk_done = started.elapsed();
         let cgroup = self.cgroups.create(&spec.id, &spec.limits)?;
         let cgroup_done = started.elapsed();
@@ -617,6 +655,7 @@ impl Runtime {
                 binds,
                 hostname: hostname.clone(),
                 resolv_conf: slirp.map(|_| format!("nameserver {}\n", network::SANDBOX_NAMESERVER)),
+                ready_disk_minor: ready_disk.as_ref().map(|d| d.minor),
             },
             ids,
             launch,
@@ -626,6 +665,9 @@ impl Runtime {
         let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::sys("go pipe")(e.into()))?;
         let mut extra = vec![(go_read, GO_FD)];
+        if let Some(ready) = ready_disk {
+            extra.push((ready.mount, DISK_FD));
+        }
         if let Some(control) = control {
             extra.push((control, CONTROL_FD));
         }
@@ -637,8 +679,7 @@ impl Runtime {
                 .map_err(|e| Error::sys("dup lifeline")(e))?;
             extra.push((read, LIFELINE_FD));
         }
-        let (mut monitor, mut status) =
-            self.spawn_helper(&spec.id, &dirs.console(), &task, extra)?;
+        let (mut monitor, mut status) = self.spawn_helper(&dirs.console(), &task, extra)?;
         let deadline = Instant::now() + HELPER_TIMEOUT;
         let mut report = String::new();
         let fail = |message: String, mut monitor: Child| {
@@ -713,6 +754,7 @@ impl Runtime {
             root_ms = root_done.as_secs_f64() * 1e3,
             network_ms = network_done.as_secs_f64() * 1e3,
             init_ms = started.elapsed().as_secs_f64() * 1e3,
+            helper_us = %helper_times(&report),
             "sandbox started (cumulative times)"
         );
         let handle = SandboxHandle {
@@ -747,9 +789,11 @@ impl Runtime {
 
     /// Starts the helper with `task` on stdin and the given descriptors; returns it and
     /// its status pipe.
+    /// Hands `task` to a helper (the one started ahead of time when it waits, else a new
+    /// one), with its console on stdout and stderr and `extra` descriptors at their
+    /// numbers; returns the helper and its status pipe. Starts the next helper behind.
     fn spawn_helper(
         &self,
-        id: &str,
         console: &Path,
         task: &HelperTask,
         extra: Vec<(OwnedFd, i32)>,
@@ -767,40 +811,34 @@ impl Runtime {
         let console2 = console_file
             .try_clone()
             .map_err(Error::io("dup", console))?;
-        let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Error::sys("status pipe")(e.into()))?;
-        let mut cmd = Command::new(&self.config.helper);
-        cmd.arg(HELPER_MARKER)
-            .arg(id)
-            .stdin(Stdio::piped())
-            .stdout(console_file)
-            .stderr(console2)
-            .env_clear()
-            .current_dir("/");
-        let mut fds = vec![(status_write, STATUS_FD)];
+        let waiting = self.helpers.take();
+        let helper = match waiting {
+            Some(helper) => helper,
+            None => WaitingHelper::start(&self.config.helper)?,
+        };
+        self.helpers.start_next(&self.config.helper);
+        let mut fds = vec![
+            (OwnedFd::from(console_file), 1),
+            (OwnedFd::from(console2), 2),
+        ];
         fds.extend(extra);
-        sys::pass_fds(&mut cmd, fds);
-        let mut child = cmd.spawn().map_err(Error::sys(format!(
-            "spawn helper {}",
-            self.config.helper.display()
-        )))?;
-        // Close our copies of the passed descriptors (moved into the Command's closure).
-        drop(cmd);
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        let written = stdin.write_all(&json);
-        drop(stdin);
-        if let Err(e) = written {
+        let WaitingHelper {
+            mut child,
+            channel,
+            status,
+        } = helper;
+        if let Err(e) = handover::send_task(channel, &json, &fds) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(Error::sys("send the task to the helper")(e));
+            return Err(Error::sys("hand the task to the helper")(e));
         }
-        Ok((child, StatusReader::new(status_read)))
+        Ok((child, StatusReader::new(status)))
     }
 
     /// Runs a helper task that needs no sandbox (a capture) and returns its report.
     fn run_helper_task(&self, task: &HelperTask) -> Result<String> {
         let scratch = self.config.data_dir.join("helper.log");
-        let (mut child, mut status) = self.spawn_helper("capture", &scratch, task, Vec::new())?;
+        let (mut child, mut status) = self.spawn_helper(&scratch, task, Vec::new())?;
         let mut report = String::new();
         let read = status.read_to_end(Instant::now() + Duration::from_secs(3600), &mut report);
         let _ = child.wait();
@@ -1274,6 +1312,122 @@ pub(crate) struct Running<'a> {
     pub dirs: &'a SandboxDirs,
 }
 
+/// A helper process started ahead of its task: it waits on `channel` (its stdin) for the
+/// task and descriptors (see [`handover`]), holding nothing of any sandbox.
+struct WaitingHelper {
+    child: Child,
+    channel: std::os::unix::net::UnixStream,
+    /// The read end of its status pipe.
+    status: OwnedFd,
+}
+
+impl WaitingHelper {
+    fn start(program: &Path) -> Result<Self> {
+        let (channel, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| Error::sys("helper task channel")(e))?;
+        let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::sys("status pipe")(e.into()))?;
+        let mut cmd = Command::new(program);
+        cmd.arg(HELPER_MARKER)
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .env_clear()
+            .current_dir("/");
+        sys::pass_fds(&mut cmd, vec![(status_write, STATUS_FD)]);
+        let child = cmd
+            .spawn()
+            .map_err(Error::sys(format!("spawn helper {}", program.display())))?;
+        Ok(Self {
+            child,
+            channel,
+            status: status_read,
+        })
+    }
+
+    /// Ends a helper that never got a task: its channel closes and it exits.
+    fn dismiss(self) {
+        let Self {
+            mut child, channel, ..
+        } = self;
+        drop(channel);
+        let _ = child.wait();
+    }
+}
+
+/// How long work done ahead of creates (the next helper, ready disks) waits after the
+/// create that triggered it: on a small machine it would otherwise compete with that
+/// create for the CPUs and slow the very thing it exists to speed up.
+const BACKGROUND_START_DELAY: Duration = Duration::from_millis(10);
+
+/// Where the next [`WaitingHelper`] waits.
+#[derive(Default)]
+struct HelperSlot {
+    waiting: Mutex<Option<WaitingHelper>>,
+    starting: std::sync::atomic::AtomicBool,
+}
+
+impl HelperSlot {
+    /// The waiting helper, if there is one and it is still alive.
+    fn take(&self) -> Option<WaitingHelper> {
+        let mut helper = self.waiting.lock().expect("helper slot lock").take()?;
+        match helper.child.try_wait() {
+            Ok(None) => Some(helper),
+            _ => {
+                helper.dismiss();
+                None
+            }
+        }
+    }
+
+    /// Starts the next helper on a thread of its own, unless one is starting or waiting.
+    fn start_next(self: &Arc<Self>, program: &Path) {
+        use std::sync::atomic::Ordering;
+        if self.starting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let slot = Arc::downgrade(self);
+        let program = program.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("courier-helper-start".into())
+            .spawn(move || {
+                std::thread::sleep(BACKGROUND_START_DELAY);
+                let started = WaitingHelper::start(&program);
+                let Some(slot) = slot.upgrade() else {
+                    if let Ok(helper) = started {
+                        helper.dismiss();
+                    }
+                    return;
+                };
+                match started {
+                    Ok(helper) => {
+                        let previous = slot
+                            .waiting
+                            .lock()
+                            .expect("helper slot lock")
+                            .replace(helper);
+                        if let Some(previous) = previous {
+                            previous.dismiss();
+                        }
+                    }
+                    Err(error) => tracing::debug!(%error, "starting the next helper"),
+                }
+                slot.starting.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.starting.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for HelperSlot {
+    fn drop(&mut self) {
+        if let Some(helper) = self.waiting.get_mut().ok().and_then(Option::take) {
+            helper.dismiss();
+        }
+    }
+}
+
 /// Reads the helper's status pipe line by line, with deadlines (a helper stuck in the
 /// kernel must not hang `create` forever).
 struct StatusReader {
@@ -1414,6 +1568,16 @@ fn detach_mounts_under(dir: &Path) -> Result<()> {
             .map_err(|e| Error::sys(format!("umount {}", point.display()))(e.into()))?;
     }
     Ok(())
+}
+
+/// The helper's `time <phase> <µs>` lines of `report`, as `phase=µs` pairs.
+fn helper_times(report: &str) -> String {
+    report
+        .lines()
+        .filter_map(|line| line.strip_prefix("time "))
+        .map(|rest| rest.replacen(' ', "=", 1))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

@@ -217,6 +217,10 @@ pub(crate) struct RootfsPlan {
     pub hostname: String,
     /// Contents for `/etc/resolv.conf` (networked sandboxes), written into the sandbox.
     pub resolv_conf: Option<String>,
+    /// The loop minor of a ready disk (already mounted, detached) the runtime hands the
+    /// helper at `DISK_FD`; `None`: the helper attaches and mounts `disk.img` itself.
+    #[serde(default)]
+    pub ready_disk_minor: Option<u32>,
 }
 
 /// First line of the `/etc/resolv.conf` the runtime writes (so a capture can tell it
@@ -486,6 +490,7 @@ pub(crate) fn make_mounts_private() -> std::result::Result<(), String> {
 pub(crate) fn assemble(
     plan: &RootfsPlan,
     ids: Option<(IdRange, BorrowedFd<'_>)>,
+    ready_disk: Option<OwnedFd>,
 ) -> std::result::Result<Assembled, String> {
     make_mounts_private()?;
     let dirs = &plan.dirs;
@@ -493,7 +498,14 @@ pub(crate) fn assemble(
     let idmap = ids.map(|(_, ns)| ns);
 
     let disk = dirs.disk();
-    let disk_minor = super::disk::attach_and_mount(&dirs.disk_image(), &disk, false)?;
+    let disk_minor = match (plan.ready_disk_minor, ready_disk) {
+        (Some(minor), Some(mount)) => {
+            attach_at(mount.as_fd(), &disk, "the ready disk")?;
+            minor
+        }
+        (Some(_), None) => return Err("the ready disk's mount was not handed over".to_owned()),
+        (None, _) => super::disk::attach_and_mount(&dirs.disk_image(), &disk, false)?,
+    };
     let host_dir_count: usize = plan.layers.iter().map(|l| l.host_dirs.len()).sum();
     let mut writable = vec![disk.join(DISK_UPPER)];
     let mut scratch = vec![disk.join(DISK_WORK)];
@@ -644,15 +656,21 @@ fn mount_clone_at(
     attrs: u64,
     idmap: Option<BorrowedFd<'_>>,
 ) -> std::result::Result<(), String> {
-    fs::create_dir_all(at).map_err(|e| err(format!("create {}", at.display()), e))?;
     let tree = clone_tree(source, attrs, idmap)?;
+    attach_at(tree.as_fd(), at, &source.display().to_string())
+}
+
+/// Attaches the detached mount `tree` on the directory `at` (a runtime path, created if
+/// missing; a final symlink is refused).
+fn attach_at(tree: BorrowedFd<'_>, at: &Path, what: &str) -> std::result::Result<(), String> {
+    fs::create_dir_all(at).map_err(|e| err(format!("create {}", at.display()), e))?;
     let target = rustix::fs::open(
         at,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),
     )
     .map_err(|e| err(format!("open {}", at.display()), e))?;
-    attach(tree.as_fd(), target.as_fd(), &source.display().to_string())
+    attach(tree, target.as_fd(), what)
 }
 
 /// `/etc/hostname` and `/etc/hosts` for the sandbox's hostname.

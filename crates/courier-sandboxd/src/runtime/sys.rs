@@ -318,6 +318,16 @@ pub(crate) fn pass_fds(cmd: &mut Command, fds: Vec<(OwnedFd, RawFd)>) {
     }
 }
 
+/// Closes every descriptor from `first` up, at the start of a process that owns none of
+/// them (std opens none before `main`): what a parent left open without meaning to.
+pub(crate) fn close_unowned_from(first: RawFd) {
+    // SAFETY: nothing in this process owns these descriptors yet, so no OwnedFd or File
+    // is invalidated; close_range only closes.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0);
+    }
+}
+
 /// Makes `fd` appear as descriptor `target` (without close-on-exec) in the spawned child.
 pub(crate) fn pass_fd_as(cmd: &mut Command, fd: OwnedFd, target: RawFd) {
     pass_fds(cmd, vec![(fd, target)]);
@@ -455,6 +465,13 @@ pub(crate) fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
     // other code in the helper process refers to it, so taking ownership is sound; each
     // number is taken once, at the start of `main_if_requested`.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Takes ownership of a descriptor that arrived with `SCM_RIGHTS`.
+pub(crate) fn own_received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the kernel installed this descriptor in this process when the message was
+    // received, and nothing else has its number: ours alone to own and close.
+    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// `dup2(fd, target)`: a copy of `fd` at `target`, without close-on-exec, replacing
