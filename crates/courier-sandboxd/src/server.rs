@@ -407,6 +407,7 @@ impl Sandboxd {
             let runtime = Runtime::with_config(rc)?;
             let report = runtime.recover(RecoverPolicy::Adopt)?;
             runtime.prewarm_disks(crate::runtime::DEFAULT_DISK_MB);
+            runtime.preload(&cfg.envd_binary);
             for (id, e) in &report.failed {
                 tracing::warn!(sandbox = %id, error = %e, "could not clean up a sandbox from the previous run");
             }

@@ -454,6 +454,94 @@ fn host_binary_can_be_bound_in_as_init() {
     );
 }
 
+/// Bytes of `path` in the page cache (util-linux `fincore`).
+fn resident_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("run fincore");
+    assert!(out.status.success(), "fincore: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn an_ended_sandbox_leaves_no_page_cache_charged_to_it() {
+    let Some(fx) = Fixture::new("page cache") else {
+        return;
+    };
+    // A removed memory cgroup stays in the kernel, dying, while any page is charged to
+    // it: sandboxes that read host files would leave one behind each, by the thousand on
+    // a busy server (memory, and slower creates). What a sandbox read is reclaimed when
+    // it ends.
+    let blob = fx.dir.path().join("blob");
+    let written = std::process::Command::new("dd")
+        .args([
+            "if=/dev/urandom",
+            "bs=1M",
+            "count=8",
+            "oflag=direct",
+            "status=none",
+        ])
+        .arg(format!("of={}", blob.display()))
+        .status()
+        .unwrap();
+    assert!(written.success());
+    assert_eq!(resident_bytes(&blob), 0, "written around the page cache");
+    let mut spec = fx.sleeper();
+    spec.binds.push(BindMount {
+        source: blob.clone(),
+        target: "/data/blob".into(),
+        readonly: true,
+        map_user: false,
+    });
+    let sbx = fx.runtime.create(spec).expect("create");
+    fx.sh_ok(&sbx.id, "cat /data/blob > /dev/null");
+    assert!(
+        resident_bytes(&blob) >= 4 << 20,
+        "the sandbox's read is cached"
+    );
+    fx.runtime.kill(&sbx.id).expect("kill");
+    assert_eq!(resident_bytes(&blob), 0, "charged to the ended sandbox");
+}
+
+#[test]
+fn a_preloaded_file_stays_cached_across_sandbox_ends() {
+    let Some(fx) = Fixture::new("preload") else {
+        return;
+    };
+    // What every sandbox runs (envd) is read on the runtime's account, so the reclaim
+    // at each sandbox's end does not send the next create to the disk for it.
+    let blob = fx.dir.path().join("envd-like");
+    let written = std::process::Command::new("dd")
+        .args([
+            "if=/dev/urandom",
+            "bs=1M",
+            "count=8",
+            "oflag=direct",
+            "status=none",
+        ])
+        .arg(format!("of={}", blob.display()))
+        .status()
+        .unwrap();
+    assert!(written.success());
+    fx.runtime.preload(&blob);
+    wait_for("the preload", Duration::from_secs(10), || {
+        resident_bytes(&blob) == 8 << 20
+    });
+    let mut spec = fx.sleeper();
+    spec.binds.push(BindMount {
+        source: blob.clone(),
+        target: "/data/blob".into(),
+        readonly: true,
+        map_user: false,
+    });
+    let sbx = fx.runtime.create(spec).expect("create");
+    fx.sh_ok(&sbx.id, "cat /data/blob > /dev/null");
+    fx.runtime.kill(&sbx.id).expect("kill");
+    assert_eq!(resident_bytes(&blob), 8 << 20);
+}
+
 #[test]
 fn memory_hog_is_killed_at_its_limit() {
     let Some(fx) = Fixture::new("memory") else {

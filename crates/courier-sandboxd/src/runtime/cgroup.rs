@@ -420,6 +420,7 @@ impl SandboxCgroup {
 
     /// Removes the sandbox's cgroup directories (they must be empty of processes).
     pub fn remove(&self) -> Result<()> {
+        self.release_memory();
         for dir in &self.dirs {
             if !dir.exists() {
                 continue;
@@ -439,6 +440,23 @@ impl SandboxCgroup {
             }
         }
         Ok(())
+    }
+
+    /// Reclaims the page cache still charged to the sandbox (best effort). A removed
+    /// memory cgroup lingers in the kernel, "dying", for as long as any page is charged
+    /// to it; one per ended sandbox, they pile up by the thousand on a busy server,
+    /// costing memory and slowing every later cgroup creation and reclaim.
+    fn release_memory(&self) {
+        let result = match self.version {
+            CgroupVersion::V1 => self.write("memory.force_empty", "0"),
+            CgroupVersion::V2 => match self.read_u64("memory.current") {
+                Some(0) | None => Ok(()),
+                Some(bytes) => self.write("memory.reclaim", &bytes.to_string()),
+            },
+        };
+        if let Err(error) = result {
+            tracing::debug!(%error, "reclaiming an ended sandbox's page cache");
+        }
     }
 
     /// Reads memory, CPU and pids usage.

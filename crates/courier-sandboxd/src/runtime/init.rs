@@ -215,21 +215,27 @@ fn run_sandbox(task: SandboxTask, status: File) -> i32 {
     }
 }
 
+/// When the helper's setup began (inherited by PID 1, which marks its own phases).
+static BEGAN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Reports a phase time for the runtime's debug log (`time <phase> <µs since the helper
+/// began>`): what a create spends where, measured without a tracer's overhead.
+fn mark(status: &mut File, phase: &str) {
+    if let Some(began) = BEGAN.get() {
+        report(
+            status,
+            &format!("time {phase} {}", began.elapsed().as_micros()),
+        );
+    }
+}
+
 fn prepare(
     task: &SandboxTask,
     inherited: Inherited,
     status_slot: &mut Option<File>,
 ) -> Result<i32, String> {
     let status = status_slot.as_mut().ok_or("no status pipe")?;
-    // Phase times for the runtime's debug log (`time <phase> <µs since the helper began>`):
-    // what a create spends where, measured without a tracer's overhead.
-    let began = std::time::Instant::now();
-    let mark = |status: &mut File, phase: &str| {
-        report(
-            status,
-            &format!("time {phase} {}", began.elapsed().as_micros()),
-        );
-    };
+    let _ = BEGAN.set(std::time::Instant::now());
     // Detach from the server's session: a Ctrl-C aimed at the server must not reach
     // sandboxes, which outlive a server restart.
     setsid().map_err(|e| format!("setsid: {e}"))?;
@@ -285,6 +291,7 @@ fn prepare(
             .map_err(|e| format!("unshare namespaces: {e}"))?;
             mark(status, "namespaces");
             wait_for_go(status, inherited.go)?;
+            mark(status, "go");
             match sys::fork_helper().map_err(|e| format!("fork PID 1: {e}"))? {
                 ForkResult::Child => {
                     drop(console_read);
@@ -430,9 +437,11 @@ fn reaper(task: &SandboxTask, mut status: File, console: OwnedFd, control: Optio
         report(&mut status, &format!("error {message}"));
         return 1;
     }
+    mark(&mut status, "pid1_root");
     let filter = seccomp::compile(Profile::Sandbox {
         nested_namespaces: *nested_namespaces,
     });
+    mark(&mut status, "seccomp");
     // Signals are taken with sigwait below; block them before the init exists so none
     // is lost. The init unblocks them before exec.
     let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None);
@@ -463,6 +472,7 @@ fn reaper(task: &SandboxTask, mut status: File, console: OwnedFd, control: Optio
                 report(&mut status, &format!("error {message}"));
                 return 1;
             }
+            mark(&mut status, "exec");
             report(&mut status, &format!("ready {child}"));
             // Closing the status pipe tells the runtime the setup is over.
             drop(status);

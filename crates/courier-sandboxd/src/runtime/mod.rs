@@ -480,6 +480,24 @@ impl Runtime {
         self.disks.prewarm(disk_mb);
     }
 
+    /// Reads a file every sandbox runs (the envd binary) into the page cache on the
+    /// runtime's own account, on a thread of its own. A page is charged to the cgroup
+    /// that first reads it, and an ended sandbox's charged pages are reclaimed (so that
+    /// its memory cgroup is freed, see [`cgroup`]): left to the first sandbox, such a
+    /// file would be read from disk again after every sandbox's end.
+    pub fn preload(&self, path: &Path) {
+        let path = path.to_path_buf();
+        let _ = std::thread::Builder::new()
+            .name("courier-preload".into())
+            .spawn(move || {
+                let copied = File::open(&path)
+                    .and_then(|mut file| std::io::copy(&mut file, &mut std::io::sink()));
+                if let Err(error) = copied {
+                    tracing::debug!(%error, path = %path.display(), "preloading");
+                }
+            });
+    }
+
     /// How many ready disks wait, all sizes together.
     pub fn ready_disks(&self) -> usize {
         self.disks.ready_count()
@@ -680,6 +698,7 @@ impl Runtime {
             extra.push((read, LIFELINE_FD));
         }
         let (mut monitor, mut status) = self.spawn_helper(&dirs.console(), &task, extra)?;
+        let handed_over = started.elapsed();
         let deadline = Instant::now() + HELPER_TIMEOUT;
         let mut report = String::new();
         let fail = |message: String, mut monitor: Child| {
@@ -751,6 +770,7 @@ impl Runtime {
             isolation = %spec.isolation,
             disk_ms = disk_done.as_secs_f64() * 1e3,
             cgroup_ms = cgroup_done.as_secs_f64() * 1e3,
+            handed_over_ms = handed_over.as_secs_f64() * 1e3,
             root_ms = root_done.as_secs_f64() * 1e3,
             network_ms = network_done.as_secs_f64() * 1e3,
             init_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -787,8 +807,6 @@ impl Runtime {
         ))
     }
 
-    /// Starts the helper with `task` on stdin and the given descriptors; returns it and
-    /// its status pipe.
     /// Hands `task` to a helper (the one started ahead of time when it waits, else a new
     /// one), with its console on stdout and stderr and `extra` descriptors at their
     /// numbers; returns the helper and its status pipe. Starts the next helper behind.
@@ -814,7 +832,10 @@ impl Runtime {
         let waiting = self.helpers.take();
         let helper = match waiting {
             Some(helper) => helper,
-            None => WaitingHelper::start(&self.config.helper)?,
+            None => {
+                tracing::debug!("no helper waiting: starting one for this task");
+                WaitingHelper::start(&self.config.helper)?
+            }
         };
         self.helpers.start_next(&self.config.helper);
         let mut fds = vec![
@@ -1357,30 +1378,34 @@ impl WaitingHelper {
 
 /// How long work done ahead of creates (the next helper, ready disks) waits after the
 /// create that triggered it: on a small machine it would otherwise compete with that
-/// create for the CPUs and slow the very thing it exists to speed up.
+/// create for the CPUs and slow the very thing it exists to speed up. (Running it at
+/// idle priority instead was measured slower: the pools then often ran dry.)
 const BACKGROUND_START_DELAY: Duration = Duration::from_millis(10);
 
-/// Where the next [`WaitingHelper`] waits.
+/// Helpers kept waiting: two, so that creates arriving back to back (faster than one
+/// helper is started after the create before it) still find one.
+const WAITING_HELPERS: usize = 2;
+
+/// Where the next [`WaitingHelper`]s wait.
 #[derive(Default)]
 struct HelperSlot {
-    waiting: Mutex<Option<WaitingHelper>>,
+    waiting: Mutex<std::collections::VecDeque<WaitingHelper>>,
     starting: std::sync::atomic::AtomicBool,
 }
 
 impl HelperSlot {
-    /// The waiting helper, if there is one and it is still alive.
+    /// A waiting helper that is still alive, if there is one.
     fn take(&self) -> Option<WaitingHelper> {
-        let mut helper = self.waiting.lock().expect("helper slot lock").take()?;
-        match helper.child.try_wait() {
-            Ok(None) => Some(helper),
-            _ => {
-                helper.dismiss();
-                None
+        loop {
+            let mut helper = self.waiting.lock().expect("helper slot lock").pop_front()?;
+            match helper.child.try_wait() {
+                Ok(None) => return Some(helper),
+                _ => helper.dismiss(),
             }
         }
     }
 
-    /// Starts the next helper on a thread of its own, unless one is starting or waiting.
+    /// Tops the waiting helpers up on a thread of its own, unless that is under way.
     fn start_next(self: &Arc<Self>, program: &Path) {
         use std::sync::atomic::Ordering;
         if self.starting.swap(true, Ordering::AcqRel) {
@@ -1392,27 +1417,37 @@ impl HelperSlot {
             .name("courier-helper-start".into())
             .spawn(move || {
                 std::thread::sleep(BACKGROUND_START_DELAY);
-                let started = WaitingHelper::start(&program);
-                let Some(slot) = slot.upgrade() else {
-                    if let Ok(helper) = started {
-                        helper.dismiss();
+                loop {
+                    let Some(strong) = slot.upgrade() else {
+                        return;
+                    };
+                    if strong.waiting.lock().expect("helper slot lock").len() >= WAITING_HELPERS {
+                        strong.starting.store(false, Ordering::Release);
+                        return;
                     }
-                    return;
-                };
-                match started {
-                    Ok(helper) => {
-                        let previous = slot
+                    // Not holding the slot while the helper starts: the runtime may end
+                    // meanwhile, and its end must not wait for this thread.
+                    drop(strong);
+                    let started = WaitingHelper::start(&program);
+                    let Some(strong) = slot.upgrade() else {
+                        if let Ok(helper) = started {
+                            helper.dismiss();
+                        }
+                        return;
+                    };
+                    match started {
+                        Ok(helper) => strong
                             .waiting
                             .lock()
                             .expect("helper slot lock")
-                            .replace(helper);
-                        if let Some(previous) = previous {
-                            previous.dismiss();
+                            .push_back(helper),
+                        Err(error) => {
+                            tracing::debug!(%error, "starting the next helper");
+                            strong.starting.store(false, Ordering::Release);
+                            return;
                         }
                     }
-                    Err(error) => tracing::debug!(%error, "starting the next helper"),
                 }
-                slot.starting.store(false, Ordering::Release);
             });
         if spawned.is_err() {
             self.starting.store(false, Ordering::Release);
@@ -1422,8 +1457,10 @@ impl HelperSlot {
 
 impl Drop for HelperSlot {
     fn drop(&mut self) {
-        if let Some(helper) = self.waiting.get_mut().ok().and_then(Option::take) {
-            helper.dismiss();
+        if let Ok(waiting) = self.waiting.get_mut() {
+            for helper in waiting.drain(..) {
+                helper.dismiss();
+            }
         }
     }
 }
