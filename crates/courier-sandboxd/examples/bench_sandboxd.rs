@@ -349,6 +349,9 @@ fn main() -> Result<(), BoxError> {
     let scratch = tempfile::tempdir()?;
     println!("preparing the agent-like workloads (npm cache, git bundle)...");
     let workloads = prepare_workloads(scratch.path());
+    // The preparation dirtied hundreds of MiB (npm cache): written back now, not in the
+    // middle of the create figures.
+    nix::unistd::sync();
     let wanted = std::env::var("BENCH_ISOLATIONS").unwrap_or_else(|_| "container,gvisor".into());
     let mut all = Vec::new();
     let mut failed = Vec::new();

@@ -256,6 +256,7 @@ fn prepare(
         &task.rootfs,
         task.ids.zip(userns.as_ref().map(|ns| ns.as_fd())),
         inherited.disk,
+        &mut |phase| mark(status, phase),
     )?;
     mark(status, "root");
     for (file, value) in &task.blkio {

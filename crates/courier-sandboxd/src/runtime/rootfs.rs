@@ -487,10 +487,12 @@ pub(crate) fn make_mounts_private() -> std::result::Result<(), String> {
 /// the host-dir overlays and the binds, and writes `/etc/hostname`, `/etc/hosts` and
 /// (networked) `/etc/resolv.conf`. With `ids` (a namespace sandbox) the lower layers are
 /// mapped through `userns` and what the helper creates is owned by the sandbox's root.
+/// `mark` is told each step's end (phase times for the runtime's debug log).
 pub(crate) fn assemble(
     plan: &RootfsPlan,
     ids: Option<(IdRange, BorrowedFd<'_>)>,
     ready_disk: Option<OwnedFd>,
+    mark: &mut dyn FnMut(&str),
 ) -> std::result::Result<Assembled, String> {
     make_mounts_private()?;
     let dirs = &plan.dirs;
@@ -506,6 +508,7 @@ pub(crate) fn assemble(
         (Some(_), None) => return Err("the ready disk's mount was not handed over".to_owned()),
         (None, _) => super::disk::attach_and_mount(&dirs.disk_image(), &disk, false)?,
     };
+    mark("disk");
     let host_dir_count: usize = plan.layers.iter().map(|l| l.host_dirs.len()).sum();
     let mut writable = vec![disk.join(DISK_UPPER)];
     let mut scratch = vec![disk.join(DISK_WORK)];
@@ -525,6 +528,7 @@ pub(crate) fn assemble(
                 .map_err(|e| err(format!("chown {}", dir.display()), e))?;
         }
     }
+    mark("dirs");
 
     // Lower layers: mapped through the sandbox's user namespace, or as they are.
     let mut lowers = Vec::new();
@@ -555,6 +559,7 @@ pub(crate) fn assemble(
         Mode::empty(),
     )
     .map_err(|e| err("open the sandbox root", e))?;
+    mark("overlay");
 
     // Host directories, in layer order; a later layer may present the same target again.
     let host_dirs: Vec<&HostDir> = plan.layers.iter().flat_map(|l| &l.host_dirs).collect();
@@ -606,6 +611,7 @@ pub(crate) fn assemble(
         .map_err(|e| err(format!("mount overlay {} ({opts})", hd.target.display()), e))?;
         drop(keep);
     }
+    mark("host_dirs");
 
     let mut shared_userns = None;
     for bind in &plan.binds {
@@ -635,6 +641,7 @@ pub(crate) fn assemble(
             &bind.target.display().to_string(),
         )?;
     }
+    mark("binds");
 
     write_identity(root.as_fd(), &plan.hostname, owner)?;
     if let Some(resolv) = &plan.resolv_conf {
