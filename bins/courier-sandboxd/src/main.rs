@@ -73,6 +73,11 @@ struct ServeArgs {
     /// creates skip that work (~4 ms each); 0 turns it off.
     #[arg(long, env = "COURIER_SANDBOXD_READY_DISKS", default_value_t = courier_sandboxd::runtime::DEFAULT_READY_DISKS)]
     ready_disks: usize,
+    /// gVisor sandboxes kept started per recently created shape (template, memory, CPUs,
+    /// internet), so a create takes one instead of waiting for runsc (~0.2 s); 0 turns it
+    /// off.
+    #[arg(long, env = "COURIER_SANDBOXD_WARM_SANDBOXES", default_value_t = courier_sandboxd::server::DEFAULT_WARM_SANDBOXES)]
+    warm_sandboxes: usize,
     /// A TOML file with the settings above (`isolation`, `runsc`, `nested_namespaces`,
     /// `domain`); a flag or environment variable beats the file.
     #[arg(long, env = "COURIER_SANDBOXD_CONFIG")]
@@ -225,6 +230,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.runsc = args.runsc.or(file.runsc);
     config.nested_namespaces = args.nested_namespaces || file.nested_namespaces.unwrap_or(false);
     config.ready_disks = args.ready_disks;
+    config.warm_sandboxes = args.warm_sandboxes;
     config.dev_api_key = args.dev_api_key.filter(|k| !k.is_empty());
     config.limits = args.limits.limits();
     config.template_ready_timeout = Duration::from_secs(args.limits.template_ready_timeout);

@@ -223,6 +223,7 @@ fn python_run_true(
 struct Figures {
     isolation: String,
     create: Option<(Duration, Duration)>,
+    create_warm: Option<(Duration, Duration)>,
     create_net: Option<(Duration, Duration)>,
     idle_mib: Option<f64>,
     parallel: Option<(usize, usize, Duration, Duration)>,
@@ -388,13 +389,25 @@ struct Sizes {
     runs: usize,
 }
 
-fn bench_isolation(
+/// A running `courier-sandboxd serve` of the bench's, stopped (SIGTERM) when dropped.
+struct Started {
+    server: Server,
+    api: String,
+    proxy: String,
+    key: String,
+    log_path: PathBuf,
+    _data: tempfile::TempDir,
+}
+
+/// Starts a server of `isolation` keeping `warm` sandboxes per shape (see
+/// `--warm-sandboxes`) and waits for its API.
+fn start_server(
     server_bin: &Path,
     envd_bin: &Path,
     isolation: &str,
-    sizes: &Sizes,
-    workloads: &Workloads,
-) -> Result<Figures, BoxError> {
+    warm: usize,
+    log_name: &str,
+) -> Result<Started, BoxError> {
     let data = tempfile::tempdir()?;
     let api_port = free_port()?;
     let mut proxy_port = free_port()?;
@@ -404,7 +417,7 @@ fn bench_isolation(
     let key = format!("e2b_{:040x}", u128::from(std::process::id()) << 64 | 0xbe4c);
     let server_log = std::env::var("BENCH_SERVER_LOG").ok();
     let log_path = match server_log {
-        Some(_) => PathBuf::from(format!("bench-sandboxd-{isolation}.log")),
+        Some(_) => PathBuf::from(format!("bench-sandboxd-{log_name}.log")),
         None => data.path().join("server.log"),
     };
     let log = std::fs::File::create(&log_path)?;
@@ -422,6 +435,7 @@ fn bench_isolation(
         // The bench keeps its sequential creates alive to weigh them idle: lift the
         // committed-memory capacity (default: the host's RAM), which it measures nothing of.
         .args(["--max-memory-mb", "16777216", "--max-sandboxes", "1000"])
+        .args(["--warm-sandboxes", &warm.to_string()])
         .env("COURIER_SANDBOXD_API_KEY", &key)
         .env("RUST_LOG", server_log.as_deref().unwrap_or("warn"))
         .stdin(Stdio::null())
@@ -440,15 +454,43 @@ fn bench_isolation(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let server_pid = server.child.id();
-    let api = format!("http://127.0.0.1:{api_port}");
-    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    Ok(Started {
+        server,
+        api: format!("http://127.0.0.1:{api_port}"),
+        proxy: format!("http://127.0.0.1:{proxy_port}"),
+        key,
+        log_path,
+        _data: data,
+    })
+}
+
+fn print_server_log_tail(log_path: &Path) {
+    if let Ok(log) = std::fs::read_to_string(log_path) {
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        for line in tail.into_iter().rev() {
+            eprintln!("server: {line}");
+        }
+    }
+}
+
+fn bench_isolation(
+    server_bin: &Path,
+    envd_bin: &Path,
+    isolation: &str,
+    sizes: &Sizes,
+    workloads: &Workloads,
+) -> Result<Figures, BoxError> {
+    // Cold creates: no sandbox kept warm (the figures compare with earlier versions, and
+    // a pool refilling in the background would weigh on every other figure).
+    let started = start_server(server_bin, envd_bin, isolation, 0, isolation)?;
+    let server_pid = started.server.child.id();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let mut figures = Figures {
         isolation: isolation.to_owned(),
         create: None,
+        create_warm: None,
         create_net: None,
         idle_mib: None,
         parallel: None,
@@ -461,26 +503,68 @@ fn bench_isolation(
         git_tests: Err("not run".into()),
     };
     let result = runtime.block_on(bench(
-        &api,
-        &proxy,
-        &key,
+        &started.api,
+        &started.proxy,
+        &started.key,
         server_pid,
         sizes,
         workloads,
         isolation == "container",
         &mut figures,
     ));
-    drop(runtime);
-    drop(server);
-    if result.is_err()
-        && let Ok(log) = std::fs::read_to_string(&log_path)
-    {
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        for line in tail.into_iter().rev() {
-            eprintln!("server: {line}");
+    let log_path = started.log_path.clone();
+    drop(started);
+    if result.is_err() {
+        print_server_log_tail(&log_path);
+    }
+    result?;
+    // gVisor's start is worth a pool of started sandboxes: creates arriving one a second
+    // (time enough for the pool to refill) take one each.
+    if isolation == "gvisor" {
+        let started = start_server(server_bin, envd_bin, isolation, 1, "gvisor-warm")?;
+        let warm = runtime.block_on(bench_warm(&started, sizes.creates.min(20)));
+        let log_path = started.log_path.clone();
+        drop(started);
+        match warm {
+            Ok(figure) => {
+                println!(
+                    "create from the warm pool p50 {}  p99 {}  (one create a second)",
+                    ms(figure.0),
+                    ms(figure.1)
+                );
+                figures.create_warm = Some(figure);
+            }
+            Err(e) => {
+                print_server_log_tail(&log_path);
+                println!("warm pool figures failed: {e}");
+            }
         }
     }
-    result.map(|()| figures)
+    drop(runtime);
+    Ok(figures)
+}
+
+/// Creates `n` sandboxes one a second on a server keeping sandboxes warm; p50/p99.
+async fn bench_warm(started: &Started, n: usize) -> Result<(Duration, Duration), BoxError> {
+    let client = Client::new(
+        ConnectionConfig::builder()
+            .api_key(started.key.as_str())
+            .api_url(&started.api)
+            .sandbox_url(&started.proxy)
+            .request_timeout(Duration::from_secs(600))
+            .build()?,
+    )?;
+    // The first create of a shape is cold; it has the pool start the next.
+    Sandbox::builder().create(&client).await?.kill().await?;
+    let mut latencies = Vec::new();
+    for _ in 0..n {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let start = Instant::now();
+        let sandbox = Sandbox::builder().create(&client).await?;
+        latencies.push(start.elapsed());
+        sandbox.kill().await?;
+    }
+    Ok(percentiles(latencies))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -750,6 +834,9 @@ fn print_table(all: &[Figures], sizes: &Sizes, npm_package: &str) {
         &format!("create -> envd ready p50 / p99 (n={})", sizes.creates),
         &|f| pair(f.create),
     );
+    row("  from the warm pool, one a second p50 / p99", &|f| {
+        pair(f.create_warm)
+    });
     row("  with internet access p50 / p99", &|f| pair(f.create_net));
     row("memory per idle sandbox (cgroup, mean)", &|f| {
         f.idle_mib.map_or("n/a".into(), |m| format!("{m:.1} MiB"))

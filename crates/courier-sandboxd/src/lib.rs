@@ -89,6 +89,7 @@ pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod templates;
+mod warm;
 
 pub use error::{Error, Result};
 pub use limits::ServerLimits;

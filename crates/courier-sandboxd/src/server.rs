@@ -44,6 +44,7 @@ use crate::state::{
     random_hex,
 };
 use crate::templates::{Template, Templates};
+use crate::warm::{Shape, WarmPool, WarmSandbox};
 
 /// The envd version reported to clients (the E2B envd whose features courier-envd has).
 pub const ENVD_VERSION: &str = "0.6.13";
@@ -53,6 +54,8 @@ pub const ENVD_PATH: &str = "/usr/local/bin/courier-envd";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest timeout accepted (24 hours, like E2B's largest plan).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// Default of [`ServerConfig::warm_sandboxes`].
+pub const DEFAULT_WARM_SANDBOXES: usize = 1;
 /// How long create waits for envd to answer `/health` (generous: loaded machines).
 const ENVD_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the deadline reaper looks at the sandboxes.
@@ -92,6 +95,10 @@ pub struct ServerConfig {
     /// Disks kept ready per disk size in use, so creates skip preparing one (default
     /// [`crate::runtime::DEFAULT_READY_DISKS`]; 0 turns it off).
     pub ready_disks: usize,
+    /// gVisor sandboxes kept started per recently created shape (template, memory, CPUs,
+    /// internet), for creates to take instead of waiting ~0.2 s for runsc; default
+    /// [`DEFAULT_WARM_SANDBOXES`], 0 turns it off. See [`crate::warm`].
+    pub warm_sandboxes: usize,
     /// I/O throttles on each sandbox's disk.
     pub io: IoLimits,
     /// Server-wide capacity, template build deadlines and upload caps (see
@@ -149,6 +156,7 @@ impl ServerConfig {
             runsc: None,
             nested_namespaces: false,
             ready_disks: crate::runtime::DEFAULT_READY_DISKS,
+            warm_sandboxes: DEFAULT_WARM_SANDBOXES,
             io: IoLimits::standard(),
             limits: ServerLimits::default(),
             egress_allow: Vec::new(),
@@ -288,6 +296,25 @@ impl Entry {
     }
 }
 
+/// A started sandbox: what a create, or the warm pool, keeps of it.
+struct Started {
+    id: String,
+    envd: EnvdEndpoint,
+    egress: SandboxEgress,
+    reservation: Reservation,
+}
+
+/// What [`Sandboxd::start_sandbox`] starts.
+struct StartPlan<'a> {
+    id: String,
+    template: &'a Template,
+    shape: &'a Shape,
+    isolation: Isolation,
+    egress: SandboxEgress,
+    reservation: Reservation,
+    die_with_server: bool,
+}
+
 struct Inner {
     config: ServerConfig,
     runtime: Arc<Runtime>,
@@ -298,6 +325,8 @@ struct Inner {
     keys: KeyStore,
     capacity: Capacity,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Sandboxes started ahead of creates (see [`crate::warm`]).
+    warm: WarmPool<Started>,
     shutdown: CancellationToken,
     /// Egress settings shared by every sandbox (operator allow list, domain proxy).
     egress: Egress,
@@ -478,6 +507,7 @@ impl Sandboxd {
         }
         // Left by versions that kept envd's socket in a directory the sandbox could write.
         let _ = std::fs::remove_dir_all(data_dir.join("envd"));
+        let warm_sandboxes = config.warm_sandboxes;
         let server = Self {
             inner: Arc::new(Inner {
                 config,
@@ -488,6 +518,7 @@ impl Sandboxd {
                 keys,
                 capacity,
                 sandboxes: Mutex::new(sandboxes),
+                warm: WarmPool::new(warm_sandboxes),
                 shutdown: CancellationToken::new(),
                 egress,
                 _lock: lock,
@@ -569,104 +600,80 @@ impl Sandboxd {
                 reason: "must be 1..=64".to_owned(),
             });
         }
-        // Before anything is made: a create past the server's capacity leaves nothing
-        // behind. Dropped (released) on every early return below.
-        let reservation = self.inner.capacity.reserve(memory_mb)?;
-        let id = new_sandbox_id();
-        let token = random_hex(32);
         // Outbound access only when the rules let something out: a sandbox whose rules
         // deny everything gets no interface at all.
         let internet = request.allow_internet && request.egress.allows_any_traffic();
-        let sandbox_egress = self.inner.egress.sandbox(&id, request.egress.clone());
         let isolation = template.isolation.unwrap_or(self.inner.isolation);
-        let mut args = match isolation {
-            Isolation::Container => vec![
-                "--listen-fd".to_owned(),
-                crate::runtime::init::INIT_CONTROL_FD.to_string(),
-            ],
-            Isolation::Gvisor => vec![
-                "--socket".to_owned(),
-                format!("{}/envd.sock", crate::runtime::GVISOR_CONTROL_DIR),
-            ],
-        };
-        args.extend([
-            "--default-user".to_owned(),
-            crate::base_layer::USER.to_owned(),
-        ]);
-        if isolation == Isolation::Gvisor {
-            // gVisor ignores setuid bits: envd brokers `sudo` instead (see
-            // courier_envd::sudo), its client bound over the sandbox's sudo below.
-            args.push("--sudo-socket".to_owned());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut spec = SandboxSpec::new(id.clone(), template.layers.clone(), ENVD_PATH, &args);
-        // The access token is installed with `/init`, not in envd's environment, so it is
-        // not inherited by the processes envd starts.
-        spec.env.insert("HOME".to_owned(), "/root".to_owned());
-        spec.env.insert("LANG".to_owned(), "C.UTF-8".to_owned());
-        spec.env.insert("RUST_LOG".to_owned(), "warn".to_owned());
-        spec.limits = Limits {
+        let shape = Shape {
+            template: template.id.clone(),
+            build: template.build_id.clone(),
             memory_mb,
-            cpu_count: f64::from(cpu_count),
-            pids: 4096,
+            cpu_count,
+            internet,
         };
-        spec.allow_internet = internet;
-        spec.egress = sandbox_egress.clone();
-        spec.isolation = isolation;
-        spec.disk_mb = template.disk_size_mb;
-        spec.io = self.inner.config.io;
-        spec.nested_namespaces = self.inner.config.nested_namespaces;
-        spec.control_socket = true;
-        spec.die_with_runtime = request.die_with_server;
-        spec.binds = vec![BindMount {
-            source: self.inner.config.envd_binary.clone(),
-            target: PathBuf::from(ENVD_PATH),
-            readonly: true,
-            map_user: false,
-        }];
-        if isolation == Isolation::Gvisor {
-            // The envd binary run as `sudo` is the broker's client; over both places a
-            // script may name sudo by.
-            for target in ["/usr/local/bin/sudo", "/usr/bin/sudo"] {
-                spec.binds.push(BindMount {
-                    source: self.inner.config.envd_binary.clone(),
-                    target: PathBuf::from(target),
-                    readonly: true,
-                    map_user: false,
-                });
-            }
-        }
-        spec.binds.extend(
-            self.inner
-                .config
-                .shared_dirs
-                .iter()
-                .map(|shared| BindMount {
-                    source: shared.host.clone(),
-                    target: shared.sandbox.clone(),
-                    readonly: shared.read_only,
-                    map_user: true,
-                }),
-        );
-
-        let runtime = self.inner.runtime.clone();
+        // Template build sandboxes die with the server; only gVisor's slow start is
+        // worth a sandbox kept running ahead (see crate::warm).
+        let poolable = isolation == Isolation::Gvisor && !request.die_with_server;
         let clock = Instant::now();
-        blocking(move || runtime.create(spec)).await?;
-        let envd = EnvdEndpoint::new(self.inner.runtime.clone(), id.clone());
-        let runtime_done = clock.elapsed();
-        let started = self
-            .finish_create(&id, &token, &envd, &request, &template)
-            .await;
-        if let Err(e) = started {
+        let warm = match poolable.then(|| self.inner.warm.take(&shape)).flatten() {
+            Some(warm) => self.claim_warm(warm, &request.egress).await,
+            None => None,
+        };
+        let from_pool = warm.is_some();
+        let started = match warm {
+            Some(started) => started,
+            None => {
+                // Before anything is made: a create past the server's capacity leaves
+                // nothing behind (dropped, i.e. released, on every early return below).
+                // A warm sandbox's share goes to a create that would not fit otherwise.
+                let reservation = match self.inner.capacity.reserve(memory_mb) {
+                    Ok(reservation) => reservation,
+                    Err(full) => match self.inner.warm.take_any() {
+                        Some(warm) => {
+                            self.destroy(&warm.id).await;
+                            drop(warm);
+                            self.inner.capacity.reserve(memory_mb)?
+                        }
+                        None => return Err(full.into()),
+                    },
+                };
+                let id = new_sandbox_id();
+                let egress = self.inner.egress.sandbox(&id, request.egress.clone());
+                self.start_sandbox(StartPlan {
+                    id,
+                    template: &template,
+                    shape: &shape,
+                    isolation,
+                    egress,
+                    reservation,
+                    die_with_server: request.die_with_server,
+                })
+                .await?
+            }
+        };
+        let Started {
+            id,
+            envd,
+            egress: sandbox_egress,
+            reservation,
+        } = started;
+        let token = random_hex(32);
+        if let Err(e) = self
+            .init_sandbox(&id, &token, &envd, &request, &template)
+            .await
+        {
             self.destroy(&id).await;
             return Err(e);
         }
         tracing::debug!(
             sandbox = %id,
-            runtime_ms = runtime_done.as_secs_f64() * 1e3,
+            from_pool,
             envd_ready_ms = clock.elapsed().as_secs_f64() * 1e3,
             "sandbox created"
         );
+        if poolable {
+            self.keep_warm(shape, template.clone(), isolation);
+        }
         let now = Utc::now();
         let record = SandboxRecord {
             sandbox_id: id.clone(),
@@ -711,6 +718,208 @@ impl Sandboxd {
         Ok(record)
     }
 
+    /// Makes a warm sandbox the create's: it outlives the server from now on, and its
+    /// egress rules are the create's before anything of the tenant's runs. `None` (the
+    /// sandbox killed) when that fails: the create starts one of its own.
+    async fn claim_warm(
+        &self,
+        warm: WarmSandbox<Started>,
+        rules: &crate::egress::EgressRules,
+    ) -> Option<Started> {
+        warm.started.egress.set_rules(rules.clone());
+        let runtime = self.inner.runtime.clone();
+        let id = warm.id.clone();
+        match blocking(move || runtime.outlive_runtime(&id)).await {
+            Ok(()) => Some(warm.started),
+            Err(error) => {
+                tracing::warn!(sandbox = %warm.id, %error, "taking a warm sandbox");
+                self.destroy(&warm.id).await;
+                None
+            }
+        }
+    }
+
+    /// Starts a sandbox of `plan`'s shape and waits for its envd (not yet initialised:
+    /// no token, no environment). Cleans up after itself on failure.
+    async fn start_sandbox(&self, plan: StartPlan<'_>) -> Result<Started> {
+        let StartPlan {
+            id,
+            template,
+            shape,
+            isolation,
+            egress,
+            reservation,
+            die_with_server,
+        } = plan;
+        let mut args = match isolation {
+            Isolation::Container => vec![
+                "--listen-fd".to_owned(),
+                crate::runtime::init::INIT_CONTROL_FD.to_string(),
+            ],
+            Isolation::Gvisor => vec![
+                "--socket".to_owned(),
+                format!("{}/envd.sock", crate::runtime::GVISOR_CONTROL_DIR),
+            ],
+        };
+        args.extend([
+            "--default-user".to_owned(),
+            crate::base_layer::USER.to_owned(),
+        ]);
+        if isolation == Isolation::Gvisor {
+            // gVisor ignores setuid bits: envd brokers `sudo` instead (see
+            // courier_envd::sudo), its client bound over the sandbox's sudo below.
+            args.push("--sudo-socket".to_owned());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut spec = SandboxSpec::new(id.clone(), template.layers.clone(), ENVD_PATH, &args);
+        // The access token is installed with `/init`, not in envd's environment, so it is
+        // not inherited by the processes envd starts.
+        spec.env.insert("HOME".to_owned(), "/root".to_owned());
+        spec.env.insert("LANG".to_owned(), "C.UTF-8".to_owned());
+        spec.env.insert("RUST_LOG".to_owned(), "warn".to_owned());
+        spec.limits = Limits {
+            memory_mb: shape.memory_mb,
+            cpu_count: f64::from(shape.cpu_count),
+            pids: 4096,
+        };
+        spec.allow_internet = shape.internet;
+        spec.egress = egress.clone();
+        spec.isolation = isolation;
+        spec.disk_mb = template.disk_size_mb;
+        spec.io = self.inner.config.io;
+        spec.nested_namespaces = self.inner.config.nested_namespaces;
+        spec.control_socket = true;
+        spec.die_with_runtime = die_with_server;
+        spec.binds = vec![BindMount {
+            source: self.inner.config.envd_binary.clone(),
+            target: PathBuf::from(ENVD_PATH),
+            readonly: true,
+            map_user: false,
+        }];
+        if isolation == Isolation::Gvisor {
+            // The envd binary run as `sudo` is the broker's client; over both places a
+            // script may name sudo by.
+            for target in ["/usr/local/bin/sudo", "/usr/bin/sudo"] {
+                spec.binds.push(BindMount {
+                    source: self.inner.config.envd_binary.clone(),
+                    target: PathBuf::from(target),
+                    readonly: true,
+                    map_user: false,
+                });
+            }
+        }
+        spec.binds.extend(
+            self.inner
+                .config
+                .shared_dirs
+                .iter()
+                .map(|shared| BindMount {
+                    source: shared.host.clone(),
+                    target: shared.sandbox.clone(),
+                    readonly: shared.read_only,
+                    map_user: true,
+                }),
+        );
+
+        let runtime = self.inner.runtime.clone();
+        let clock = Instant::now();
+        blocking(move || runtime.create(spec)).await?;
+        let envd = EnvdEndpoint::new(self.inner.runtime.clone(), id.clone());
+        let runtime_done = clock.elapsed();
+        let runtime = self.inner.runtime.clone();
+        let rid = id.clone();
+        let ready = crate::envd_link::wait_healthy(&envd, ENVD_READY_TIMEOUT, move || {
+            !matches!(runtime.status(&rid), Ok(SandboxStatus::Exited) | Err(_))
+        })
+        .await;
+        if let Err(message) = ready {
+            self.destroy(&id).await;
+            return Err(Error::Envd { id, message });
+        }
+        tracing::debug!(
+            sandbox = %id,
+            runtime_ms = runtime_done.as_secs_f64() * 1e3,
+            envd_ready_ms = clock.elapsed().as_secs_f64() * 1e3,
+            "sandbox started"
+        );
+        Ok(Started {
+            id,
+            envd,
+            egress,
+            reservation,
+        })
+    }
+
+    /// Starts a sandbox of `shape` for the warm pool in the background, unless the pool
+    /// has its share of that shape (or is starting one). Also kills warm sandboxes whose
+    /// template changed since.
+    fn keep_warm(&self, shape: Shape, template: Template, isolation: Isolation) {
+        if self.inner.shutdown.is_cancelled() || !self.inner.warm.wants(&shape) {
+            return;
+        }
+        let server = self.clone();
+        tokio::spawn(async move {
+            let stale = server.inner.warm.remove_stale(|s| {
+                server
+                    .inner
+                    .templates
+                    .resolve(&s.template)
+                    .is_none_or(|t| t.build_id != s.build)
+            });
+            for warm in stale {
+                server.destroy(&warm.id).await;
+            }
+            // Only into room the server has: a warm sandbox never makes a create wait.
+            let Ok(reservation) = server.inner.capacity.reserve(shape.memory_mb) else {
+                server.inner.warm.failed(&shape);
+                return;
+            };
+            let id = new_sandbox_id();
+            let egress = server
+                .inner
+                .egress
+                .sandbox(&id, crate::egress::EgressRules::default());
+            let started = server
+                .start_sandbox(StartPlan {
+                    id,
+                    template: &template,
+                    shape: &shape,
+                    isolation,
+                    egress,
+                    reservation,
+                    // Until a create takes it: a warm sandbox never outlives its server.
+                    die_with_server: true,
+                })
+                .await;
+            match started {
+                Ok(started) if !server.inner.shutdown.is_cancelled() => {
+                    let evicted = server.inner.warm.put(WarmSandbox {
+                        id: started.id.clone(),
+                        shape,
+                        started,
+                    });
+                    for warm in evicted {
+                        server.destroy(&warm.id).await;
+                    }
+                }
+                Ok(started) => {
+                    server.inner.warm.failed(&shape);
+                    server.destroy(&started.id).await;
+                }
+                Err(error) => {
+                    server.inner.warm.failed(&shape);
+                    tracing::warn!(%error, template = %shape.template, "starting a warm sandbox");
+                }
+            }
+        });
+    }
+
+    /// Ids of the sandboxes started ahead of creates (see [`crate::warm`]): running, but
+    /// no sandbox of the API's until a create takes one.
+    pub fn warm_sandboxes(&self) -> Vec<String> {
+        self.inner.warm.ids()
+    }
+
     /// Replaces sandbox `id`'s egress rules (E2B's `PUT /sandboxes/{id}/network`): every
     /// connection it opens from now on is decided by `rules`; established ones stay.
     /// [`Error::Conflict`] when the rules would let traffic out of a sandbox created
@@ -741,7 +950,9 @@ impl Sandboxd {
         Ok(self.entry_or_404(id)?.egress.clone())
     }
 
-    async fn finish_create(
+    /// `POST /init` (environment, token, user, workdir) and the template's start and
+    /// ready commands: what makes a started sandbox the create's.
+    async fn init_sandbox(
         &self,
         id: &str,
         token: &str,
@@ -749,16 +960,6 @@ impl Sandboxd {
         request: &CreateRequest,
         template: &Template,
     ) -> Result<()> {
-        let runtime = self.inner.runtime.clone();
-        let rid = id.to_owned();
-        crate::envd_link::wait_healthy(envd, ENVD_READY_TIMEOUT, move || {
-            !matches!(runtime.status(&rid), Ok(SandboxStatus::Exited) | Err(_))
-        })
-        .await
-        .map_err(|message| Error::Envd {
-            id: id.to_owned(),
-            message,
-        })?;
         // A built template's environment, user and workdir (from its recipe's ENV, USER
         // and WORKDIR steps) are the defaults; the request's variables win.
         let mut env_vars = template.envs.clone();
@@ -856,8 +1057,12 @@ impl Sandboxd {
         Ok(())
     }
 
-    /// Kills every sandbox (at shutdown, when sandboxes must not outlive the server).
+    /// Kills every sandbox (at shutdown, when sandboxes must not outlive the server),
+    /// the warm ones too.
     pub async fn kill_all(&self) {
+        for warm in self.inner.warm.drain() {
+            self.destroy(&warm.id).await;
+        }
         let ids: Vec<String> = self
             .inner
             .sandboxes

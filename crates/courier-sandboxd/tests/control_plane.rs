@@ -36,6 +36,16 @@ impl Fixture {
 
     /// A fixture whose sandboxes run `envd` (default: the real courier-envd) as init.
     async fn with_envd(test: &str, envd: Option<PathBuf>) -> Option<Self> {
+        Self::with_config(test, envd, |_| {}).await
+    }
+
+    /// A fixture whose server configuration `tweak` changes last. Sandboxes are not kept
+    /// warm unless `tweak` says so (the tests count sandboxes).
+    async fn with_config(
+        test: &str,
+        envd: Option<PathBuf>,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> Option<Self> {
         if !support::root_or_skip(test) {
             return None;
         }
@@ -46,6 +56,8 @@ impl Fixture {
         config.helper = Some(PathBuf::from(HELPER));
         config.domain = Some(DOMAIN.to_owned());
         config.dev_api_key = Some(KEY.to_owned());
+        config.warm_sandboxes = 0;
+        tweak(&mut config);
         let server = Sandboxd::start(config).await.expect("start sandboxd");
         let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
         let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
@@ -697,4 +709,124 @@ async fn internet_access_through_courier_e2b_is_granted_only_when_asked_for() {
         );
         sbx.kill().await.expect("kill");
     }
+}
+
+/// Whether gVisor can run here (runsc installed); CI must have it.
+fn gvisor_or_skip(test: &str) -> bool {
+    if courier_sandboxd::runtime::gvisor::find_runsc().is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs runsc and CI must run it"
+    );
+    eprintln!("skipping {test}: runsc is not installed");
+    false
+}
+
+/// The first warm sandbox whose id is not in `not`, within a minute.
+async fn next_warm(server: &Sandboxd, not: &[&str]) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(id) = server
+            .warm_sandboxes()
+            .into_iter()
+            .find(|id| !not.contains(&id.as_str()))
+        {
+            return id;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no warm sandbox started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_takes_a_warm_gvisor_sandbox_and_makes_it_its_own() {
+    if !gvisor_or_skip("warm") {
+        return;
+    }
+    let Some(fx) = Fixture::with_config("warm", None, |config| {
+        config.isolation = Some(courier_sandboxd::runtime::Isolation::Gvisor);
+        config.warm_sandboxes = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let first = Sandbox::builder()
+        .env("WHO", "first")
+        .create(&fx.client)
+        .await
+        .expect("create");
+    // After a create, one of its shape is started ahead of the next.
+    let warm = next_warm(&fx.server, &[first.id()]).await;
+    // Attack: before a create takes it, nobody reaches it: no record, unknown to the API
+    // and to the proxy (its envd has no access token yet).
+    assert!(fx.server.get(&warm).is_err());
+    assert!(fx.server.list().iter().all(|r| r.sandbox_id != warm));
+    let (status, _) = fx
+        .get_via_host(&format!("49983-{warm}.{DOMAIN}"), "/health")
+        .await;
+    assert!(status >= 400, "the proxy reached a warm sandbox: {status}");
+
+    let second = Sandbox::builder()
+        .env("WHO", "second")
+        .create(&fx.client)
+        .await
+        .expect("create");
+    assert_eq!(second.id(), warm, "the create took the warm sandbox");
+    // It is the create's own: its environment, its id as hostname, its access token.
+    let out = second.commands().run("echo $WHO; hostname").await.unwrap();
+    assert_eq!(out.stdout, format!("second\n{warm}\n"));
+    assert!(fx.server.get(&warm).is_ok());
+    // And the next one is on its way.
+    let next = next_warm(&fx.server, &[first.id(), &warm]).await;
+    // A shutdown kills warm sandboxes too.
+    fx.server.kill_all().await;
+    assert!(fx.server.warm_sandboxes().is_empty());
+    assert!(
+        fx.server.runtime().get(&next).is_err(),
+        "{next} outlived kill_all"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_sandbox_gives_its_room_to_a_create() {
+    if !gvisor_or_skip("warm capacity") {
+        return;
+    }
+    let Some(fx) = Fixture::with_config("warm capacity", None, |config| {
+        config.isolation = Some(courier_sandboxd::runtime::Isolation::Gvisor);
+        config.warm_sandboxes = 1;
+        config.limits.max_sandboxes = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let first = Sandbox::builder()
+        .allow_internet_access(false)
+        .create(&fx.client)
+        .await
+        .expect("create");
+    let warm = next_warm(&fx.server, &[first.id()]).await;
+    // The server is full (one sandbox, one warm); a create of another shape (with
+    // internet) cannot take the warm one, but gets its room.
+    let second = Sandbox::builder()
+        .allow_internet_access(true)
+        .create(&fx.client)
+        .await
+        .expect("a create refused for a warm sandbox's sake");
+    assert_ne!(second.id(), warm);
+    assert!(
+        fx.server.runtime().get(&warm).is_err(),
+        "the warm one lives on"
+    );
+    // Full now: no warm sandbox is started into room the server does not have.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(fx.server.warm_sandboxes().is_empty());
+    assert_eq!(fx.server.capacity().sandboxes, 2);
 }

@@ -920,6 +920,35 @@ fn the_next_helper_waits_holding_nothing_of_any_sandbox() {
 }
 
 #[test]
+fn a_sandbox_dies_with_its_runtime_unless_released() {
+    let Some(fx) = Fixture::new("lifeline") else {
+        return;
+    };
+    // A sandbox started ahead of a create (or a template build's) must not outlive the
+    // server that started it: nobody would know it any more, and whatever it runs would
+    // go on unowned. Once a create takes it, it outlives the server like any other.
+    let server = Runtime::with_config(fx.config.clone()).unwrap();
+    let mut bound = fx.sleeper();
+    bound.die_with_runtime = true;
+    let mut released = fx.sleeper();
+    released.die_with_runtime = true;
+    let bound = server.create(bound).expect("create");
+    let released = server.create(released).expect("create");
+    server.outlive_runtime(&released.id).expect("release");
+    drop(server);
+    wait_for("the bound sandbox's end", Duration::from_secs(20), || {
+        !alive(bound.init_pid)
+    });
+    sleep(Duration::from_millis(500));
+    assert!(alive(released.init_pid), "the released sandbox died too");
+    // The restarted runtime finds it as an ordinary sandbox.
+    let report = fx.runtime.recover(RecoverPolicy::Adopt).unwrap();
+    let adopted: Vec<&str> = report.adopted.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(adopted, vec![released.id.as_str()]);
+    fx.sh_ok(&released.id, "true");
+}
+
+#[test]
 fn recover_adopts_running_sandboxes_and_reaps_the_rest() {
     let Some(fx) = Fixture::new("recover") else {
         return;

@@ -47,6 +47,9 @@ impl Fixture {
         config.dev_api_key = Some(KEY.to_owned());
         config.limits = limits;
         config.isolation = Some(support::isolation());
+        // These tests count sandboxes and reservations exactly (see control_plane.rs for
+        // how warm sandboxes share the capacity).
+        config.warm_sandboxes = 0;
         let server = Sandboxd::start(config).await.expect("start sandboxd");
         let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
         let api_addr = api.local_addr().unwrap();

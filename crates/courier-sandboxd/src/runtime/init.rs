@@ -10,7 +10,7 @@
 //! | 3 | status pipe (lines to the runtime) |
 //! | 4 | "go" pipe: the runtime writes one byte once the sandbox's network is attached |
 //! | 5 | the control socket envd serves on (namespace sandboxes), bound by the runtime |
-//! | 6 | the runtime's lifeline (optional): EOF when the runtime's process is gone |
+//! | 6 | the sandbox's lifeline (optional): EOF when the runtime's process is gone, `r` when it may outlive it |
 //!
 //! Any program that may serve as helper must call [`main_if_requested`] first thing in
 //! `main`, before it starts a thread. This crate ships one such program, the
@@ -71,6 +71,9 @@ pub(crate) const STATUS_FD: RawFd = 3;
 pub(crate) const GO_FD: RawFd = 4;
 /// Descriptor of the control socket handed to a namespace sandbox's init.
 pub(crate) const CONTROL_FD: RawFd = 5;
+/// What the runtime writes on a sandbox's lifeline to let it outlive the runtime
+/// ([`super::Runtime::outlive_runtime`]).
+pub(crate) const LIFELINE_RELEASE: u8 = b'r';
 /// Descriptor of the runtime's lifeline.
 pub(crate) const LIFELINE_FD: RawFd = 6;
 /// Where the helper finds a ready disk's detached mount (see `disk::DiskPool`).
@@ -668,12 +671,16 @@ fn watch_pid1(pid1: Pid, console_read: OwnedFd, lifeline: Option<OwnedFd>, cap: 
         if console_open {
             console_open = console.pump(&console_read, false);
         }
-        if let Some(fd) = &lifeline
-            && lifeline_broken(fd)
-        {
-            // The runtime that asked for this sandbox to die with it is gone.
-            let _ = kill(pid1, Signal::SIGKILL);
-            lifeline = None;
+        if let Some(fd) = &lifeline {
+            match lifeline_state(fd) {
+                Lifeline::Holds => {}
+                Lifeline::Released => lifeline = None,
+                Lifeline::Broken => {
+                    // The runtime that asked for this sandbox to die with it is gone.
+                    let _ = kill(pid1, Signal::SIGKILL);
+                    lifeline = None;
+                }
+            }
         }
         match waitpid(pid1, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => {
@@ -713,13 +720,18 @@ fn watch_children(
         if console_open {
             console_open = console.pump(&console_read, false);
         }
-        if let Some(fd) = &lifeline
-            && lifeline_broken(fd)
-        {
-            // The runtime is gone: kill every other process of the sandbox's cgroup (runsc
-            // and its sandbox, gofer and stubs); this monitor exits once they are reaped.
-            kill_cgroup_but_self(cgroup_procs);
-            lifeline = None;
+        if let Some(fd) = &lifeline {
+            match lifeline_state(fd) {
+                Lifeline::Holds => {}
+                Lifeline::Released => lifeline = None,
+                Lifeline::Broken => {
+                    // The runtime is gone: kill every other process of the sandbox's
+                    // cgroup (runsc and its sandbox, gofer and stubs); this monitor exits
+                    // once they are reaped.
+                    kill_cgroup_but_self(cgroup_procs);
+                    lifeline = None;
+                }
+            }
         }
         loop {
             match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
@@ -747,14 +759,30 @@ fn kill_cgroup_but_self(cgroup_procs: &[PathBuf]) {
     }
 }
 
-/// Whether the lifeline pipe reports EOF (every writer, i.e. the runtime, is gone).
-fn lifeline_broken(fd: &OwnedFd) -> bool {
+/// What the lifeline says.
+#[derive(Debug, PartialEq, Eq)]
+enum Lifeline {
+    /// Nothing yet: the runtime lives.
+    Holds,
+    /// EOF: every writer, i.e. the runtime's process, is gone.
+    Broken,
+    /// The runtime wrote [`LIFELINE_RELEASE`]: the sandbox outlives it from now on.
+    Released,
+}
+
+fn lifeline_state(fd: &OwnedFd) -> Lifeline {
     let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
     match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(n) if n > 0 => fds[0]
-            .revents()
-            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLIN)),
-        _ => false,
+        Ok(n) if n > 0 => {}
+        _ => return Lifeline::Holds,
+    }
+    let mut byte = [0u8; 1];
+    match nix::unistd::read(fd, &mut byte) {
+        Ok(1) if byte[0] == LIFELINE_RELEASE => Lifeline::Released,
+        Ok(0) => Lifeline::Broken,
+        Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => Lifeline::Holds,
+        // Anything else on it is no message of the runtime's: treat it as gone.
+        _ => Lifeline::Broken,
     }
 }
 

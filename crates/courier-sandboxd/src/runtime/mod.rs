@@ -410,6 +410,10 @@ struct Entry {
     /// slirp4netns when this runtime started it for outbound access (it lives in the
     /// sandbox's cgroup and dies with it; reaped on kill).
     network: Option<network::Attached>,
+    /// The write end of the sandbox's lifeline ([`SandboxSpec::die_with_runtime`]):
+    /// close-on-exec, so it lives exactly as long as this process, whose end — however
+    /// it comes — is EOF for the sandbox's monitor, which then kills it.
+    lifeline: Option<OwnedFd>,
 }
 
 /// The sandbox runtime. See the [module docs](self).
@@ -420,10 +424,6 @@ pub struct Runtime {
     sandboxes: Mutex<HashMap<String, Entry>>,
     /// Ids being created right now (their directory exists but no state yet).
     creating: Mutex<HashSet<String>>,
-    /// The lifeline: sandboxes that must die with this process hold the read end; the
-    /// write end lives (close-on-exec) as long as this process, so its end — however it
-    /// comes — is EOF for them.
-    lifeline: (OwnedFd, OwnedFd),
     container: container::ContainerIsolator,
     gvisor: Option<gvisor::GvisorIsolator>,
     disks: Arc<disk::DiskPool>,
@@ -458,8 +458,6 @@ impl Runtime {
         fs::set_permissions(&config.data_dir, fs::Permissions::from_mode(0o700))
             .map_err(Error::io("chmod", &config.data_dir))?;
         let cgroups = CgroupDriver::detect_at(Path::new("/sys/fs/cgroup"), &config.cgroup_parent)?;
-        let lifeline = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Error::sys("lifeline pipe")(e.into()))?;
         Ok(Self {
             ids: idmap::IdAllocator::new(config.first_id),
             disks: disk::DiskPool::new(config.data_dir.join("disks"), config.ready_disks),
@@ -470,7 +468,6 @@ impl Runtime {
             cgroups,
             sandboxes: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
-            lifeline,
         })
     }
 
@@ -689,13 +686,12 @@ impl Runtime {
         if let Some(control) = control {
             extra.push((control, CONTROL_FD));
         }
+        let mut lifeline = None;
         if spec.die_with_runtime {
-            let read = self
-                .lifeline
-                .0
-                .try_clone()
-                .map_err(|e| Error::sys("dup lifeline")(e))?;
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| Error::sys("lifeline pipe")(e.into()))?;
             extra.push((read, LIFELINE_FD));
+            lifeline = Some(write);
         }
         let (mut monitor, mut status) = self.spawn_helper(&dirs.console(), &task, extra)?;
         let handed_over = started.elapsed();
@@ -802,6 +798,7 @@ impl Runtime {
                 cgroup,
                 monitor: Some(monitor),
                 network,
+                lifeline,
             },
             handle,
         ))
@@ -954,6 +951,22 @@ impl Runtime {
     /// Resumes a frozen sandbox.
     pub fn thaw(&self, id: &str) -> Result<()> {
         self.cgroup_of(id)?.thaw()
+    }
+
+    /// Lets a sandbox created to die with this runtime ([`SandboxSpec::die_with_runtime`])
+    /// outlive it from now on, like any other (a sandbox started ahead of a create, once
+    /// the create takes it). Its monitor is told so through the lifeline itself.
+    pub fn outlive_runtime(&self, id: &str) -> Result<()> {
+        let base = self.dirs(id).base;
+        self.with_entry(id, |e| {
+            if let Some(lifeline) = e.lifeline.take() {
+                File::from(lifeline)
+                    .write_all(&[init::LIFELINE_RELEASE])
+                    .map_err(|e| Error::sys("release the lifeline")(e))?;
+            }
+            e.state.spec.die_with_runtime = false;
+            self.save_state(&base, &e.state)
+        })
     }
 
     /// Changes a running sandbox's limits (lowering memory below usage triggers its OOM
@@ -1262,6 +1275,7 @@ impl Runtime {
                         cgroup,
                         monitor: None,
                         network: None,
+                        lifeline: None,
                     },
                 );
                 continue;
