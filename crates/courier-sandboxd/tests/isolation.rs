@@ -88,6 +88,18 @@ impl Fixture {
         self.spec("/bin/sleep", &["infinity"])
     }
 
+    /// A sleeper with the host file `source` bound read-only at `target`.
+    fn with_file(&self, source: &Path, target: &str) -> SandboxSpec {
+        let mut spec = self.sleeper();
+        spec.binds.push(BindMount {
+            source: source.to_path_buf(),
+            target: target.into(),
+            readonly: true,
+            map_user: false,
+        });
+        spec
+    }
+
     /// Runs `sh -c script` inside sandbox `id` and returns its output.
     fn sh(&self, id: &str, script: &str) -> Output {
         self.runtime
@@ -454,6 +466,23 @@ fn host_binary_can_be_bound_in_as_init() {
     );
 }
 
+/// Writes 8 MiB to `path` around the page cache (`O_DIRECT`): none of it is cached.
+fn write_uncached(path: &Path) {
+    let written = std::process::Command::new("dd")
+        .args([
+            "if=/dev/urandom",
+            "bs=1M",
+            "count=8",
+            "oflag=direct",
+            "status=none",
+        ])
+        .arg(format!("of={}", path.display()))
+        .status()
+        .unwrap();
+    assert!(written.success());
+    assert_eq!(resident_bytes(path), 0, "written around the page cache");
+}
+
 /// Bytes of `path` in the page cache (util-linux `fincore`).
 fn resident_bytes(path: &Path) -> u64 {
     let out = std::process::Command::new("fincore")
@@ -475,26 +504,8 @@ fn an_ended_sandbox_leaves_no_page_cache_charged_to_it() {
     // a busy server (memory, and slower creates). What a sandbox read is reclaimed when
     // it ends.
     let blob = fx.dir.path().join("blob");
-    let written = std::process::Command::new("dd")
-        .args([
-            "if=/dev/urandom",
-            "bs=1M",
-            "count=8",
-            "oflag=direct",
-            "status=none",
-        ])
-        .arg(format!("of={}", blob.display()))
-        .status()
-        .unwrap();
-    assert!(written.success());
-    assert_eq!(resident_bytes(&blob), 0, "written around the page cache");
-    let mut spec = fx.sleeper();
-    spec.binds.push(BindMount {
-        source: blob.clone(),
-        target: "/data/blob".into(),
-        readonly: true,
-        map_user: false,
-    });
+    write_uncached(&blob);
+    let spec = fx.with_file(&blob, "/data/blob");
     let sbx = fx.runtime.create(spec).expect("create");
     fx.sh_ok(&sbx.id, "cat /data/blob > /dev/null");
     assert!(
@@ -513,29 +524,12 @@ fn a_preloaded_file_stays_cached_across_sandbox_ends() {
     // What every sandbox runs (envd) is read on the runtime's account, so the reclaim
     // at each sandbox's end does not send the next create to the disk for it.
     let blob = fx.dir.path().join("envd-like");
-    let written = std::process::Command::new("dd")
-        .args([
-            "if=/dev/urandom",
-            "bs=1M",
-            "count=8",
-            "oflag=direct",
-            "status=none",
-        ])
-        .arg(format!("of={}", blob.display()))
-        .status()
-        .unwrap();
-    assert!(written.success());
+    write_uncached(&blob);
     fx.runtime.preload(&blob);
     wait_for("the preload", Duration::from_secs(10), || {
         resident_bytes(&blob) == 8 << 20
     });
-    let mut spec = fx.sleeper();
-    spec.binds.push(BindMount {
-        source: blob.clone(),
-        target: "/data/blob".into(),
-        readonly: true,
-        map_user: false,
-    });
+    let spec = fx.with_file(&blob, "/data/blob");
     let sbx = fx.runtime.create(spec).expect("create");
     fx.sh_ok(&sbx.id, "cat /data/blob > /dev/null");
     fx.runtime.kill(&sbx.id).expect("kill");
