@@ -859,16 +859,7 @@ impl Sandboxd {
         }
         let server = self.clone();
         tokio::spawn(async move {
-            let stale = server.inner.warm.remove_stale(|s| {
-                server
-                    .inner
-                    .templates
-                    .resolve(&s.template)
-                    .is_none_or(|t| t.build_id != s.build)
-            });
-            for warm in stale {
-                server.destroy(&warm.id).await;
-            }
+            server.drop_stale_warm().await;
             // Only into room the server has: a warm sandbox never makes a create wait.
             let Ok(reservation) = server.inner.capacity.reserve(shape.memory_mb) else {
                 server.inner.warm.failed(&shape);
@@ -912,6 +903,20 @@ impl Sandboxd {
                 }
             }
         });
+    }
+
+    /// Kills the warm sandboxes of templates deleted or rebuilt since they started: no
+    /// create would take them.
+    pub(crate) async fn drop_stale_warm(&self) {
+        let stale = self.inner.warm.remove_stale(|s| {
+            self.inner
+                .templates
+                .resolve(&s.template)
+                .is_none_or(|t| t.build_id != s.build)
+        });
+        for warm in stale {
+            self.destroy(&warm.id).await;
+        }
     }
 
     /// Ids of the sandboxes started ahead of creates (see [`crate::warm`]): running, but

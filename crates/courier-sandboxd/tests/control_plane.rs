@@ -711,41 +711,9 @@ async fn internet_access_through_courier_e2b_is_granted_only_when_asked_for() {
     }
 }
 
-/// Whether gVisor can run here (runsc installed); CI must have it.
-fn gvisor_or_skip(test: &str) -> bool {
-    if courier_sandboxd::runtime::gvisor::find_runsc().is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs runsc and CI must run it"
-    );
-    eprintln!("skipping {test}: runsc is not installed");
-    false
-}
-
-/// The first warm sandbox whose id is not in `not`, within a minute.
-async fn next_warm(server: &Sandboxd, not: &[&str]) -> String {
-    let start = Instant::now();
-    loop {
-        if let Some(id) = server
-            .warm_sandboxes()
-            .into_iter()
-            .find(|id| !not.contains(&id.as_str()))
-        {
-            return id;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no warm sandbox started"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_takes_a_warm_gvisor_sandbox_and_makes_it_its_own() {
-    if !gvisor_or_skip("warm") {
+    if !support::gvisor_or_skip("warm") {
         return;
     }
     let Some(fx) = Fixture::with_config("warm", None, |config| {
@@ -762,7 +730,7 @@ async fn a_create_takes_a_warm_gvisor_sandbox_and_makes_it_its_own() {
         .await
         .expect("create");
     // After a create, one of its shape is started ahead of the next.
-    let warm = next_warm(&fx.server, &[first.id()]).await;
+    let warm = support::next_warm(&fx.server, &[first.id()]).await;
     // Attack: before a create takes it, nobody reaches it: no record, unknown to the API
     // and to the proxy (its envd has no access token yet).
     assert!(fx.server.get(&warm).is_err());
@@ -783,7 +751,7 @@ async fn a_create_takes_a_warm_gvisor_sandbox_and_makes_it_its_own() {
     assert_eq!(out.stdout, format!("second\n{warm}\n"));
     assert!(fx.server.get(&warm).is_ok());
     // And the next one is on its way.
-    let next = next_warm(&fx.server, &[first.id(), &warm]).await;
+    let next = support::next_warm(&fx.server, &[first.id(), &warm]).await;
     // A shutdown kills warm sandboxes too.
     fx.server.kill_all().await;
     assert!(fx.server.warm_sandboxes().is_empty());
@@ -795,7 +763,7 @@ async fn a_create_takes_a_warm_gvisor_sandbox_and_makes_it_its_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_sandbox_gives_its_room_to_a_create() {
-    if !gvisor_or_skip("warm capacity") {
+    if !support::gvisor_or_skip("warm capacity") {
         return;
     }
     let Some(fx) = Fixture::with_config("warm capacity", None, |config| {
@@ -812,7 +780,7 @@ async fn a_warm_sandbox_gives_its_room_to_a_create() {
         .create(&fx.client)
         .await
         .expect("create");
-    let warm = next_warm(&fx.server, &[first.id()]).await;
+    let warm = support::next_warm(&fx.server, &[first.id()]).await;
     // The server is full (one sandbox, one warm); a create of another shape (with
     // internet) cannot take the warm one, but gets its room.
     let second = Sandbox::builder()

@@ -56,8 +56,12 @@ impl Fixture {
     }
 
     async fn start(&mut self) {
+        self.start_with(support::isolation()).await;
+    }
+
+    async fn start_with(&mut self, isolation: courier_sandboxd::runtime::Isolation) {
         let mut config = ServerConfig::new(self.data_dir(), envd_binary());
-        config.isolation = Some(support::isolation());
+        config.isolation = Some(isolation);
         config.helper = Some(PathBuf::from(HELPER));
         config.dev_api_key = Some(KEY.to_owned());
         // Short enough that the never-ready template fails fast, long enough for a
@@ -968,4 +972,64 @@ async fn older_layers_go_once_no_template_or_sandbox_uses_them() {
     let child_sandbox = fx.sandbox("courier-it-gc-child").await;
     assert_eq!(stdout(&child_sandbox, "cat /opt/version").await, "v2\n");
     child_sandbox.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_or_deleted_template_keeps_no_warm_sandbox() {
+    if !support::gvisor_or_skip("warm templates") {
+        return;
+    }
+    let Some(mut fx) = Fixture::new("warm templates").await else {
+        return;
+    };
+    fx.stop().await;
+    fx.start_with(courier_sandboxd::runtime::Isolation::Gvisor)
+        .await;
+    let build = |version: &'static str| {
+        let fx = &fx;
+        async move {
+            let (template_id, build_id, status, body) = fx
+                .build(
+                    "courier-it-warm",
+                    json!({"fromTemplate": "base", "steps": [
+                        {"type": "RUN", "args": [format!("echo {version} > /opt/version"), "root"]}
+                    ]}),
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+            let (done, _) = fx.wait_build(&template_id, &build_id).await;
+            assert_eq!(done["status"], "ready", "{done}");
+            template_id
+        }
+    };
+    let server = fx.run().server.clone();
+    let template = build("v1").await;
+    let first = fx.sandbox("courier-it-warm").await;
+    let warm_v1 = support::next_warm(&server, &[first.id()]).await;
+    // A rebuild: the warm sandbox runs the old version, which no create asks for any more.
+    build("v2").await;
+    assert!(
+        server.runtime().get(&warm_v1).is_err(),
+        "v1's warm sandbox lives on"
+    );
+    let second = fx.sandbox("courier-it-warm").await;
+    assert_ne!(second.id(), warm_v1);
+    assert_eq!(stdout(&second, "cat /opt/version").await, "v2\n");
+    let warm_v2 = support::next_warm(&server, &[first.id(), second.id()]).await;
+    // A deleted template: its warm sandbox goes with it.
+    first.kill().await.unwrap();
+    second.kill().await.unwrap();
+    let (status, body) = fx
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/templates/{template}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    assert!(
+        server.runtime().get(&warm_v2).is_err(),
+        "the warm sandbox outlived its template"
+    );
+    assert!(server.warm_sandboxes().is_empty());
 }

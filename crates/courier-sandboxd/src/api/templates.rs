@@ -706,6 +706,8 @@ async fn delete(
     server.templates().delete(&template_id, |id| {
         records.iter().any(|r| r.template_id == id)
     })?;
+    // Its warm sandboxes (never a create's) go with it.
+    server.drop_stale_warm().await;
     Ok(StatusCode::NO_CONTENT)
 }
 

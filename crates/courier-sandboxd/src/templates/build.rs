@@ -246,6 +246,8 @@ impl Build<'_> {
         }
         // The COPY uploads served this build; keep them only for builds still to come.
         templates.release_uploads(self.template_id);
+        // Warm sandboxes of the previous version would never be taken again.
+        self.server.drop_stale_warm().await;
         // A new version may have made the previous one's layer unused.
         self.server.collect_layer_garbage().await;
     }

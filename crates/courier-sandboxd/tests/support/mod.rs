@@ -120,3 +120,35 @@ fn workspace_binary(env: &str, package: &str, bin: &str, always_build: bool) -> 
     }
     path
 }
+
+/// Whether gVisor can run here (runsc installed); CI must have it.
+pub fn gvisor_or_skip(test: &str) -> bool {
+    if courier_sandboxd::runtime::gvisor::find_runsc().is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs runsc and CI must run it"
+    );
+    eprintln!("skipping {test}: runsc is not installed");
+    false
+}
+
+/// The first warm sandbox of `server` whose id is not in `not`, within a minute.
+pub async fn next_warm(server: &courier_sandboxd::Sandboxd, not: &[&str]) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(id) = server
+            .warm_sandboxes()
+            .into_iter()
+            .find(|id| !not.contains(&id.as_str()))
+        {
+            return id;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "no warm sandbox started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
