@@ -1077,7 +1077,10 @@ impl Sandboxd {
             .cloned()
             .collect();
         for id in ids {
-            let _ = self.kill(&id).await;
+            match self.kill(&id).await {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(error) => tracing::warn!(sandbox = %id, %error, "killing at shutdown"),
+            }
         }
     }
 
