@@ -14,7 +14,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use courier_orchestrator::config::CreateRequest;
-use courier_orchestrator::pr::{WebhookEvent, handle_webhook, verify_signature};
+use courier_orchestrator::pr::{WebhookEvent, handle_webhook, redact_url, verify_signature};
 use courier_orchestrator::usage::UsageSummary;
 use courier_store::{
     Cursor, DeletedFilter, KeyOwner, MAX_PAGE_LIMIT, Message, PageRequest, ProjectId, Provider,
@@ -119,20 +119,6 @@ fn provider(raw: &str) -> Result<Provider> {
 }
 
 // ---- views (what clients see) ----
-
-/// A URL with any `user:password@` removed.
-pub(crate) fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let host_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..host_end].rfind('@') {
-                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-                None => url.to_owned(),
-            }
-        }
-        None => url.to_owned(),
-    }
-}
 
 pub(crate) fn sandbox_view(sandbox: &Sandbox) -> Value {
     let mut sandbox = sandbox.clone();
@@ -841,22 +827,4 @@ async fn github_webhook(
         "outcome": outcome,
         "marked": marked,
     })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_lose_their_credentials() {
-        assert_eq!(
-            redact_url("https://x-access-token:ghp_secret@github.com/a/b.git"),
-            "https://github.com/a/b.git"
-        );
-        assert_eq!(
-            redact_url("https://github.com/a/b@c"),
-            "https://github.com/a/b@c"
-        );
-        assert_eq!(redact_url("git@github.com:a/b"), "git@github.com:a/b");
-    }
 }

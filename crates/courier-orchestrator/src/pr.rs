@@ -137,12 +137,19 @@ fn valid_name(s: &str) -> bool {
 }
 
 /// The URL with any `user:password@` removed, safe to show and store: clone URLs may
-/// carry a token.
+/// carry a token. Nothing else of it changes (the one redaction the API and the pipeline
+/// share).
+///
+/// ```
+/// use courier_orchestrator::pr::redact_url;
+/// assert_eq!(redact_url("https://x:ghp_1@github.com/a/b.git"), "https://github.com/a/b.git");
+/// assert_eq!(redact_url("https://tok@ghe.internal"), "https://ghe.internal");
+/// ```
 pub fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if let Some((_, host)) = authority.rsplit_once('@') {
-            return format!("{scheme}://{host}/{path}");
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            return format!("{scheme}://{}", &rest[at + 1..]);
         }
     }
     url.to_owned()
@@ -1147,6 +1154,22 @@ mod tests {
         let tampered = br#"{"zen":"Keep it logically awesome!"}"#;
         assert!(handle_webhook(b"s3cret", Some("ping"), Some(&good), tampered).is_err());
         assert!(verify_signature(b"", Some(&good), body).is_err());
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_and_nothing_else() {
+        assert_eq!(
+            redact_url("https://x-access-token:ghp_secret@github.com/a/b.git"),
+            "https://github.com/a/b.git"
+        );
+        assert_eq!(
+            redact_url("https://github.com/a/b@c"),
+            "https://github.com/a/b@c"
+        );
+        assert_eq!(redact_url("git@github.com:a/b"), "git@github.com:a/b");
+        // No path: none is added.
+        assert_eq!(redact_url("https://u:p@host"), "https://host");
+        assert_eq!(redact_url("https://host"), "https://host");
     }
 
     #[test]
