@@ -671,16 +671,9 @@ fn watch_pid1(pid1: Pid, console_read: OwnedFd, lifeline: Option<OwnedFd>, cap: 
         if console_open {
             console_open = console.pump(&console_read, false);
         }
-        if let Some(fd) = &lifeline {
-            match lifeline_state(fd) {
-                Lifeline::Holds => {}
-                Lifeline::Released => lifeline = None,
-                Lifeline::Broken => {
-                    // The runtime that asked for this sandbox to die with it is gone.
-                    let _ = kill(pid1, Signal::SIGKILL);
-                    lifeline = None;
-                }
-            }
+        if lifeline_broke(&mut lifeline) {
+            // The runtime that asked for this sandbox to die with it is gone.
+            let _ = kill(pid1, Signal::SIGKILL);
         }
         match waitpid(pid1, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => {
@@ -720,18 +713,10 @@ fn watch_children(
         if console_open {
             console_open = console.pump(&console_read, false);
         }
-        if let Some(fd) = &lifeline {
-            match lifeline_state(fd) {
-                Lifeline::Holds => {}
-                Lifeline::Released => lifeline = None,
-                Lifeline::Broken => {
-                    // The runtime is gone: kill every other process of the sandbox's
-                    // cgroup (runsc and its sandbox, gofer and stubs); this monitor exits
-                    // once they are reaped.
-                    kill_cgroup_but_self(cgroup_procs);
-                    lifeline = None;
-                }
-            }
+        if lifeline_broke(&mut lifeline) {
+            // The runtime is gone: kill every other process of the sandbox's cgroup (runsc
+            // and its sandbox, gofer and stubs); this monitor exits once they are reaped.
+            kill_cgroup_but_self(cgroup_procs);
         }
         loop {
             match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
@@ -768,6 +753,19 @@ enum Lifeline {
     Broken,
     /// The runtime wrote [`LIFELINE_RELEASE`]: the sandbox outlives it from now on.
     Released,
+}
+
+/// Whether the lifeline just broke (the sandbox must die now). A broken or released
+/// lifeline is dropped: the monitor stops watching it.
+fn lifeline_broke(lifeline: &mut Option<OwnedFd>) -> bool {
+    let state = match lifeline {
+        Some(fd) => lifeline_state(fd),
+        None => return false,
+    };
+    if state != Lifeline::Holds {
+        *lifeline = None;
+    }
+    state == Lifeline::Broken
 }
 
 fn lifeline_state(fd: &OwnedFd) -> Lifeline {
