@@ -46,7 +46,13 @@ fi
 # lacks the systrap platform and fails Debian 12's own coreutils (statx with
 # AT_NO_AUTOMOUNT answers EINVAL); Debian 13's runsc (20240729, a static binary without
 # dependencies) works, so it is taken from trixie without adding trixie to apt's sources.
-runsc_ok() { command -v runsc >/dev/null && runsc --version 2>/dev/null | grep -qE 'version 0\.0~20(2[4-9]|[3-9][0-9])'; }
+# The version is read whole before it is matched: `runsc --version | grep -q` under
+# pipefail fails whenever grep has quit before runsc writes its second line (SIGPIPE).
+runsc_ok() {
+  local version
+  command -v runsc >/dev/null && version="$(runsc --version 2>/dev/null)" &&
+    grep -qE 'version 0\.0~20(2[4-9]|[3-9][0-9])' <<<"$version"
+}
 if ! runsc_ok; then
   echo "setup-machine: installing runsc from Debian 13 (trixie)"
   tmp=$(mktemp -d)
