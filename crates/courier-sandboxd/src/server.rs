@@ -306,11 +306,11 @@ struct Started {
 
 /// What [`Sandboxd::start_sandbox`] starts.
 struct StartPlan<'a> {
-    id: String,
     template: &'a Template,
     shape: &'a Shape,
     isolation: Isolation,
-    egress: SandboxEgress,
+    /// Its egress rules (E2B's `allowOut`/`denyOut`).
+    rules: crate::egress::EgressRules,
     reservation: Reservation,
     die_with_server: bool,
 }
@@ -631,20 +631,18 @@ impl Sandboxd {
                     Err(full) => match self.inner.warm.take_any() {
                         Some(warm) => {
                             self.destroy(&warm.id).await;
+                            // Its reservation goes with it, before the second try.
                             drop(warm);
                             self.inner.capacity.reserve(memory_mb)?
                         }
                         None => return Err(full.into()),
                     },
                 };
-                let id = new_sandbox_id();
-                let egress = self.inner.egress.sandbox(&id, request.egress.clone());
                 self.start_sandbox(StartPlan {
-                    id,
                     template: &template,
                     shape: &shape,
                     isolation,
-                    egress,
+                    rules: request.egress.clone(),
                     reservation,
                     die_with_server: request.die_with_server,
                 })
@@ -739,18 +737,19 @@ impl Sandboxd {
         }
     }
 
-    /// Starts a sandbox of `plan`'s shape and waits for its envd (not yet initialised:
-    /// no token, no environment). Cleans up after itself on failure.
+    /// Starts a sandbox of `plan`'s shape under a new id and waits for its envd (not yet
+    /// initialised: no token, no environment). Cleans up after itself on failure.
     async fn start_sandbox(&self, plan: StartPlan<'_>) -> Result<Started> {
         let StartPlan {
-            id,
             template,
             shape,
             isolation,
-            egress,
+            rules,
             reservation,
             die_with_server,
         } = plan;
+        let id = new_sandbox_id();
+        let egress = self.inner.egress.sandbox(&id, rules);
         let mut args = match isolation {
             Isolation::Container => vec![
                 "--listen-fd".to_owned(),
@@ -865,18 +864,13 @@ impl Sandboxd {
                 server.inner.warm.failed(&shape);
                 return;
             };
-            let id = new_sandbox_id();
-            let egress = server
-                .inner
-                .egress
-                .sandbox(&id, crate::egress::EgressRules::default());
             let started = server
                 .start_sandbox(StartPlan {
-                    id,
                     template: &template,
                     shape: &shape,
                     isolation,
-                    egress,
+                    // Replaced by the create's own before anything of its runs.
+                    rules: crate::egress::EgressRules::default(),
                     reservation,
                     // Until a create takes it: a warm sandbox never outlives its server.
                     die_with_server: true,

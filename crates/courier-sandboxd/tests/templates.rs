@@ -148,6 +148,23 @@ impl Fixture {
         (template_id, build_id, status, body)
     }
 
+    /// Builds `name` from base with `version` written to `/opt/version` by root; waits
+    /// for it to be ready and returns (templateID, buildID).
+    async fn build_version(&self, name: &str, version: &str) -> (String, String) {
+        let (template_id, build_id, status, body) = self
+            .build(
+                name,
+                json!({"fromTemplate": "base", "steps": [
+                    {"type": "RUN", "args": [format!("echo {version} > /opt/version"), "root"]}
+                ]}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let (done, _) = self.wait_build(&template_id, &build_id).await;
+        assert_eq!(done["status"], "ready", "{done}");
+        (template_id, build_id)
+    }
+
     /// Polls the build status like the SDK (offsets, at most 100 entries a call) until it
     /// is `ready` or `error`; returns the last answer and every log entry.
     async fn wait_build(&self, template_id: &str, build_id: &str) -> (Value, Vec<Value>) {
@@ -904,23 +921,7 @@ async fn older_layers_go_once_no_template_or_sandbox_uses_them() {
     };
     let layer =
         |template: &str, build: &str| fx.data_dir().join("layers").join(template).join(build);
-    let build = |version: &'static str| {
-        let fx = &fx;
-        async move {
-            let (template_id, build_id, status, body) = fx
-                .build(
-                    "courier-it-gc",
-                    json!({"fromTemplate": "base", "steps": [
-                        {"type": "RUN", "args": [format!("echo {version} > /opt/version"), "root"]}
-                    ]}),
-                )
-                .await;
-            assert_eq!(status, 202, "{body}");
-            let (done, _) = fx.wait_build(&template_id, &build_id).await;
-            assert_eq!(done["status"], "ready", "{done}");
-            (template_id, build_id)
-        }
-    };
+    let build = |version| fx.build_version("courier-it-gc", version);
 
     let (template, v1) = build("v1").await;
     let old_sandbox = fx.sandbox("courier-it-gc").await;
@@ -985,25 +986,9 @@ async fn a_rebuilt_or_deleted_template_keeps_no_warm_sandbox() {
     fx.stop().await;
     fx.start_with(courier_sandboxd::runtime::Isolation::Gvisor)
         .await;
-    let build = |version: &'static str| {
-        let fx = &fx;
-        async move {
-            let (template_id, build_id, status, body) = fx
-                .build(
-                    "courier-it-warm",
-                    json!({"fromTemplate": "base", "steps": [
-                        {"type": "RUN", "args": [format!("echo {version} > /opt/version"), "root"]}
-                    ]}),
-                )
-                .await;
-            assert_eq!(status, 202, "{body}");
-            let (done, _) = fx.wait_build(&template_id, &build_id).await;
-            assert_eq!(done["status"], "ready", "{done}");
-            template_id
-        }
-    };
+    let build = |version| fx.build_version("courier-it-warm", version);
     let server = fx.run().server.clone();
-    let template = build("v1").await;
+    let (template, _) = build("v1").await;
     let first = fx.sandbox("courier-it-warm").await;
     let warm_v1 = support::next_warm(&server, &[first.id()]).await;
     // A rebuild: the warm sandbox runs the old version, which no create asks for any more.

@@ -39,7 +39,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, Weak};
 
-use nix::mount::{MsFlags, mount};
 use nix::unistd::{Whence, lseek};
 
 use crate::error::{Error, Result};
@@ -165,6 +164,47 @@ pub(crate) fn allocated_bytes(image: &Path) -> u64 {
     fs::metadata(image).map_or(0, |m| m.blocks() * 512)
 }
 
+/// Attaches `image` to an auto-clearing loop device and mounts its ext4 file system
+/// *detached* (`fsmount`: in no mount namespace, held by the returned descriptor;
+/// `nosuid`, `nodev`, `noatime`, `errors=remount-ro`). The device detaches once the mount
+/// goes. Also returns the device's minor number (for I/O limits).
+pub(crate) fn mount_detached(
+    image: &Path,
+    read_only: bool,
+) -> std::result::Result<(OwnedFd, u32), String> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsconfig_set_flag,
+        fsconfig_set_string, fsmount, fsopen,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .open(image)
+        .map_err(|e| format!("open disk image {}: {e}", image.display()))?;
+    let (device, minor) = super::sys::loop_attach(&file, read_only)
+        .map_err(|e| format!("attach {} to a loop device: {e}", image.display()))?;
+    let failed = |what: &str| {
+        let what = format!("{what} (/dev/loop{minor}, {})", image.display());
+        move |e: rustix::io::Errno| format!("{what}: {e}")
+    };
+    let fs = fsopen("ext4", FsOpenFlags::FSOPEN_CLOEXEC).map_err(failed("fsopen ext4"))?;
+    fsconfig_set_string(&fs, "source", format!("/dev/loop{minor}"))
+        .map_err(failed("fsconfig source"))?;
+    fsconfig_set_string(&fs, "errors", "remount-ro").map_err(failed("fsconfig errors"))?;
+    let mut attrs = MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NODEV
+        | MountAttrFlags::MOUNT_ATTR_NOATIME;
+    if read_only {
+        fsconfig_set_flag(&fs, "ro").map_err(failed("fsconfig ro"))?;
+        attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
+    }
+    fsconfig_create(&fs).map_err(failed("mount ext4"))?;
+    let mount = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(failed("fsmount"))?;
+    // The mount holds the device open now; our descriptor of it may close.
+    drop(device);
+    Ok((mount, minor))
+}
+
 /// Attaches `image` to a loop device and mounts it at `at` (in the caller's mount
 /// namespace; the helper calls it in the sandbox's private one). Returns the loop
 /// device's minor number (for I/O limits). Runs in the helper.
@@ -173,35 +213,8 @@ pub(crate) fn attach_and_mount(
     at: &Path,
     read_only: bool,
 ) -> std::result::Result<u32, String> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(!read_only)
-        .open(image)
-        .map_err(|e| format!("open disk image {}: {e}", image.display()))?;
-    let (_device, minor) = super::sys::loop_attach(&file, read_only)
-        .map_err(|e| format!("attach {} to a loop device: {e}", image.display()))?;
-    let device = format!("/dev/loop{minor}");
-    let mut flags = MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOATIME;
-    if read_only {
-        flags |= MsFlags::MS_RDONLY;
-    }
-    fs::create_dir_all(at).map_err(|e| format!("create {}: {e}", at.display()))?;
-    mount(
-        Some(device.as_str()),
-        at,
-        Some("ext4"),
-        flags,
-        Some("errors=remount-ro"),
-    )
-    .map_err(|e| {
-        format!(
-            "mount {device} ({}) on {}: {e}",
-            image.display(),
-            at.display()
-        )
-    })?;
-    // The device stays attached while mounted (autoclear detaches it at unmount); our
-    // descriptor of it may close now.
+    let (mount, minor) = mount_detached(image, read_only)?;
+    super::rootfs::attach_at(mount.as_fd(), at, &image.display().to_string())?;
     Ok(minor)
 }
 
@@ -335,10 +348,6 @@ fn fill(pool: &Weak<DiskPool>, mb: u64) {
 /// Copies the golden image of `mb` MiB into `<dir>/ready/`, attaches it and mounts it,
 /// detached.
 fn prepare(dir: &Path, mb: u64) -> Result<ReadyDisk> {
-    use rustix::mount::{
-        FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsconfig_set_string, fsmount,
-        fsopen,
-    };
     let golden = golden(dir, mb)?;
     let ready = dir.join("ready");
     fs::create_dir_all(&ready).map_err(Error::io("create dir", &ready))?;
@@ -346,43 +355,19 @@ fn prepare(dir: &Path, mb: u64) -> Result<ReadyDisk> {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let image = ready.join(format!("{mb}-{}-{n}.img", std::process::id()));
     copy_sparse(&golden, &image)?;
-    let mounted = (|| {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&image)
-            .map_err(Error::io("open", &image))?;
-        let (device, minor) = super::sys::loop_attach(&file, false)
-            .map_err(Error::io("attach to a loop device", &image))?;
-        let sys = |what: &'static str| {
-            move |e: rustix::io::Errno| Error::sys(what)(std::io::Error::from(e))
-        };
-        let fs = fsopen("ext4", FsOpenFlags::FSOPEN_CLOEXEC).map_err(sys("fsopen ext4"))?;
-        fsconfig_set_string(&fs, "source", format!("/dev/loop{minor}"))
-            .map_err(sys("fsconfig source"))?;
-        fsconfig_set_string(&fs, "errors", "remount-ro").map_err(sys("fsconfig errors"))?;
-        fsconfig_create(&fs).map_err(sys("fsconfig create"))?;
-        let mount = fsmount(
-            &fs,
-            FsMountFlags::FSMOUNT_CLOEXEC,
-            MountAttrFlags::MOUNT_ATTR_NOSUID
-                | MountAttrFlags::MOUNT_ATTR_NODEV
-                | MountAttrFlags::MOUNT_ATTR_NOATIME,
-        )
-        .map_err(sys("fsmount"))?;
-        // The mount holds the device open now; the auto-clearing device detaches when
-        // the mount goes.
-        drop(device);
-        Ok(ReadyDisk {
-            image: image.clone(),
+    match mount_detached(&image, false) {
+        Ok((mount, minor)) => Ok(ReadyDisk {
+            image,
             mount,
             minor,
-        })
-    })();
-    if mounted.is_err() {
-        let _ = fs::remove_file(&image);
+        }),
+        Err(message) => {
+            let _ = fs::remove_file(&image);
+            Err(Error::sys("prepare a ready disk")(std::io::Error::other(
+                message,
+            )))
+        }
     }
-    mounted
 }
 
 #[cfg(test)]

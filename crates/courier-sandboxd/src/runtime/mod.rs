@@ -427,7 +427,7 @@ pub struct Runtime {
     container: container::ContainerIsolator,
     gvisor: Option<gvisor::GvisorIsolator>,
     disks: Arc<disk::DiskPool>,
-    /// The next helper, started ahead of its task.
+    /// Helpers started ahead of their tasks.
     helpers: Arc<HelperSlot>,
 }
 
