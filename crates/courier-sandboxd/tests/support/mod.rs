@@ -1,7 +1,5 @@
 //! What the control-plane, template and egress tests share.
-#![allow(dead_code)] // each test crate uses part of it
-
-use std::path::PathBuf;
+#![allow(dead_code, unused_imports)] // each test crate uses part of it (and of its re-exports)
 
 use courier_sandboxd::runtime::Isolation;
 
@@ -15,25 +13,9 @@ pub fn isolation() -> Isolation {
         _ => Isolation::Container,
     }
 }
-use std::process::Command;
-use std::sync::OnceLock;
-
 use serde_json::Value;
 
-/// Whether `test` can run: sandboxes need root (namespaces, mounts, cgroups). Without
-/// root the test is skipped, except under CI (`CI` set), where a skip would hide that the
-/// suite never ran, so it fails instead.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root (namespaces, mounts, cgroups) and CI must run it"
-    );
-    eprintln!("skipping {test}: sandboxes need root (namespaces, mounts, cgroups)");
-    false
-}
+pub use courier_testkit::root::root_or_skip;
 
 /// Completes once `stop` says so (or its sender is gone).
 pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -66,60 +48,7 @@ pub async fn call_api(
     (status, value)
 }
 
-/// The courier-envd binary: `COURIER_ENVD_BIN`, else the one in this target dir, built
-/// on first use (`cargo nextest -p courier-sandboxd` does not build other packages).
-pub fn envd_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        workspace_binary(
-            "COURIER_ENVD_BIN",
-            "courier-envd-bin",
-            "courier-envd",
-            false,
-        )
-    })
-    .clone()
-}
-
-/// The courier-sandboxd server binary: `COURIER_SANDBOXD_BIN`, else the one in this
-/// target dir, (re)built on first use so that it runs this crate's current code.
-pub fn sandboxd_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        workspace_binary(
-            "COURIER_SANDBOXD_BIN",
-            "courier-sandboxd-bin",
-            "courier-sandboxd",
-            true,
-        )
-    })
-    .clone()
-}
-
-/// `$env` when set, else `<target>/<profile>/<bin>`, built from `package` when missing
-/// (or always, which cargo makes a no-op when it is up to date).
-fn workspace_binary(env: &str, package: &str, bin: &str, always_build: bool) -> PathBuf {
-    if let Ok(path) = std::env::var(env) {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    // <target>/<profile>/deps/<test>
-    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
-    let path = profile_dir.join(bin);
-    if always_build || !path.is_file() {
-        let target_dir = profile_dir.parent().expect("target dir");
-        eprintln!("building {bin} into {}", target_dir.display());
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .args(["build", "-p", package, "--bin", bin, "--target-dir"])
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building {bin} failed");
-    }
-    path
-}
+pub use courier_testkit::binaries::{envd_binary, sandboxd_binary};
 
 /// Whether gVisor can run here (runsc installed); CI must have it.
 pub fn gvisor_or_skip(test: &str) -> bool {

@@ -1,0 +1,1 @@
+//! placeholder: HostSandboxApi moves here from courier-api's testing module
