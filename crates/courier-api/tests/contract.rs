@@ -102,7 +102,12 @@ async fn every_route_answers_with_its_documented_schema() {
     checked.call(&s, Method::GET, "/v1/me", None).await;
     checked.call(&s, Method::GET, "/v1/projects", None).await;
     let created = checked
-        .call(&s, Method::POST, "/v1/projects", Some(json!({ "name": "second" })))
+        .call(
+            &s,
+            Method::POST,
+            "/v1/projects",
+            Some(json!({ "name": "second" })),
+        )
         .await;
     assert_eq!(created["name"], "second");
     checked.call(&s, Method::GET, &project, None).await;
@@ -135,7 +140,12 @@ async fn every_route_answers_with_its_documented_schema() {
     let got = checked.call(&s, Method::GET, &sandbox_path, None).await;
     assert!(got["working"].is_boolean(), "{got}");
     checked
-        .call(&s, Method::GET, &format!("{sandbox_path}/messages?raw=true"), None)
+        .call(
+            &s,
+            Method::GET,
+            &format!("{sandbox_path}/messages?raw=true"),
+            None,
+        )
         .await;
     checked
         .call(
@@ -160,7 +170,11 @@ async fn every_route_answers_with_its_documented_schema() {
 
     // The events of a final sandbox: every `data` matches its event's schema.
     let events_path = format!("{sandbox_path}/events");
-    let res = s.req(Method::GET, &s.alice, &events_path).send().await.unwrap();
+    let res = s
+        .req(Method::GET, &s.alice, &events_path)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let events = read_events(res, |e| e.event == "end").await;
     assert_eq!(events.last().map(|e| e.event.as_str()), Some("end"));
@@ -179,9 +193,7 @@ async fn every_route_answers_with_its_documented_schema() {
     }
     checked.add(contract::route_of("GET", &events_path));
 
-    checked
-        .call(&s, Method::DELETE, &sandbox_path, None)
-        .await;
+    checked.call(&s, Method::DELETE, &sandbox_path, None).await;
     checked
         .call(&s, Method::POST, &format!("{sandbox_path}/restore"), None)
         .await;
@@ -216,7 +228,12 @@ async fn every_route_answers_with_its_documented_schema() {
         .await;
     assert_eq!(learnings["items"][0]["evidence"], Value::Null);
     checked
-        .call(&s, Method::GET, &format!("{project}/learning-versions"), None)
+        .call(
+            &s,
+            Method::GET,
+            &format!("{project}/learning-versions"),
+            None,
+        )
         .await;
     checked
         .call(
@@ -226,7 +243,9 @@ async fn every_route_answers_with_its_documented_schema() {
             Some(json!({ "tool": "claude" })),
         )
         .await;
-    checked.call(&s, Method::GET, "/v1/template-builds", None).await;
+    checked
+        .call(&s, Method::GET, "/v1/template-builds", None)
+        .await;
 
     let ping = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#;
     let res = s

@@ -13,7 +13,9 @@ use serde::Deserialize;
 
 use super::{limit, page, project_id, project_id_field, sandbox_id};
 use crate::auth::{Body, Caller};
-use crate::views::{self, KillAll, Message, MessageList, NewMessage, NewSandbox, Sandbox, SandboxPage};
+use crate::views::{
+    self, KillAll, Message, MessageList, NewMessage, NewSandbox, Sandbox, SandboxPage,
+};
 use crate::{Api, ApiError, Result};
 
 /// Default page size of message lists.
@@ -22,10 +24,7 @@ const DEFAULT_MESSAGE_LIMIT: u32 = 100;
 /// The project a create goes to: the one named, or the caller's first.
 async fn target_project(api: &Api, caller: Caller, raw: Option<&str>) -> Result<ProjectId> {
     match raw {
-        Some(raw) => Ok(api
-            .owned_project(caller, project_id_field(raw)?)
-            .await?
-            .id),
+        Some(raw) => Ok(api.owned_project(caller, project_id_field(raw)?).await?.id),
         None => api
             .inner
             .store

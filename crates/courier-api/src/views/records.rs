@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use courier_orchestrator::pr::redact_url;
 use courier_store::{
     self as store, KeyOwner, LearningCategory, LearningId, LearningStatus, LearningVersionId,
-    MessageId, MessageRole, MessageStatus, PrStatus, ProjectId, Provider, SandboxId,
-    SandboxStatus, TemplateBuildId, TemplateBuildStatus, UserId,
+    MessageId, MessageRole, MessageStatus, PrStatus, ProjectId, Provider, SandboxId, SandboxStatus,
+    TemplateBuildId, TemplateBuildStatus, UserId,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

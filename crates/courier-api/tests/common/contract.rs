@@ -65,7 +65,10 @@ pub fn check(method: &str, path: &str, status: u16, body: &Value) -> Option<&'st
     match documented.pointer("/content/application~1json/schema") {
         Some(schema) => assert_matches(schema, body, &what),
         None if documented.is_object() => {
-            assert!(body.is_null(), "{what}: documented without a body, got {body}")
+            assert!(
+                body.is_null(),
+                "{what}: documented without a body, got {body}"
+            )
         }
         None if status >= 400 => assert_matches(&component("ErrorBody"), body, &what),
         None => panic!("{what}: status not documented"),
