@@ -96,6 +96,16 @@ pub enum KeyOwnerKind {
     Project,
 }
 
+impl KeyOwnerKind {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyOwnerKind::User => "user",
+            KeyOwnerKind::Project => "project",
+        }
+    }
+}
+
 /// A provider key as clients see it: never its value, only its last four characters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Key {
