@@ -3,6 +3,9 @@
 //! oversized is refused without touching the store, and without a configured secret the
 //! route answers 503 naming the setting.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Server, server, server_with_webhook};

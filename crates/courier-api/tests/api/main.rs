@@ -2,6 +2,9 @@
 //! lifecycle, messages, SSE resume, usage, rate limits, metrics and the OpenAPI table.
 //! One test binary, a module per concern.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 
