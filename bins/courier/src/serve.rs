@@ -177,15 +177,21 @@ async fn embedded_sandboxd(settings: &Settings) -> Result<Provider> {
     let sandbox_url = format!("http://{}", proxy_listener.local_addr()?);
     let server = sandboxd.clone();
     tokio::spawn(async move {
-        let _ = server
+        if let Err(e) = server
             .serve_api(api_listener, std::future::pending::<()>())
-            .await;
+            .await
+        {
+            tracing::error!(error = %e, "the embedded courier-sandboxd API stopped");
+        }
     });
     let server = sandboxd.clone();
     tokio::spawn(async move {
-        let _ = server
+        if let Err(e) = server
             .serve_proxy(proxy_listener, std::future::pending::<()>())
-            .await;
+            .await
+        {
+            tracing::error!(error = %e, "the embedded courier-sandboxd proxy stopped");
+        }
     });
     let client = courier_e2b::Client::new(
         courier_e2b::ConnectionConfig::builder()
@@ -259,6 +265,8 @@ impl SandboxApi for NoProvider {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Fails only when a subscriber is set already (tests that run `serve` in-process):
+    // that one keeps logging.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -267,7 +275,9 @@ fn init_logging() {
 
 async fn shutdown_signal() {
     let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+        }
     };
     #[cfg(unix)]
     let term = async {
@@ -275,7 +285,10 @@ async fn shutdown_signal() {
             Ok(mut s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
+                std::future::pending::<()>().await
+            }
         }
     };
     #[cfg(not(unix))]

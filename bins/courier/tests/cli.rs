@@ -1,6 +1,9 @@
 //! The real `courier` binary: `admin user create`, `serve`, the client commands with their
 //! tables, JSON and exit codes, and graceful shutdown on SIGTERM.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

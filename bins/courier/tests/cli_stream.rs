@@ -1,6 +1,9 @@
 //! The CLI against a live server whose sandboxes run the `shell` tool's commands on the
 //! host: `sandbox create` streams the output, `send`, `logs`, `logs -f`, `kill`.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

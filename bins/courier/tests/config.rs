@@ -2,6 +2,9 @@
 //! flag > `COURIER_*` variable > file > default, and the errors for unknown keys and bad
 //! values.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

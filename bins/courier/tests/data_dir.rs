@@ -3,6 +3,9 @@
 //! logged. What another local user tries: listing the data dir or reading `courier.db`
 //! (prompts, agent logs, repository URLs) and the master key that decrypts provider keys.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;

@@ -4,7 +4,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use courier_orchestrator::OrchestratorError;
 use courier_store::StoreError;
-use serde_json::json;
+
+use crate::views::{ErrorBody, ErrorDetail};
 
 /// Everything an API request can fail with; each variant is one HTTP status and one
 /// machine-readable `code` in the JSON body `{"error": {"code", "message", "field"?}}`.
@@ -157,11 +158,14 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "internal error");
         }
-        let mut body = json!({ "code": self.code(), "message": self.to_string() });
-        if let Some(field) = self.field() {
-            body["field"] = json!(field);
-        }
-        let mut response = (self.status(), axum::Json(json!({ "error": body }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+                field: self.field().map(str::to_owned),
+            },
+        };
+        let mut response = (self.status(), axum::Json(body)).into_response();
         if let ApiError::RateLimited { retry_after_secs } = self {
             response
                 .headers_mut()

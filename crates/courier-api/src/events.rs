@@ -22,13 +22,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use courier_orchestrator::stream::{EventKind, SandboxEvent};
 use courier_store::{MessageStatus, SandboxId};
 use futures::Stream;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::routes::message_view;
+use crate::views::{
+    AgentEvent, EndEvent, FinishedEvent, MessageEvent, ShutdownEvent, StreamError, TextEvent,
+};
 use crate::{Api, ApiError, Result};
 
 /// How often an open stream checks whether its sandbox has ended.
@@ -61,31 +62,61 @@ impl Watermark {
     }
 }
 
-fn event_json(event: &SandboxEvent) -> (&'static str, Value, bool) {
+/// An event's name, its `data` and whether it completes its message.
+fn event_data(event: &SandboxEvent) -> (&'static str, String, bool) {
     let seq = event.seq;
-    let id = event.message_id;
+    let message_id = event.message_id;
     match &event.kind {
         EventKind::Message(m) => (
             "message",
-            json!({ "seq": seq, "message": message_view(m, false) }),
+            data(&MessageEvent {
+                seq,
+                message: m.clone().into(),
+            }),
             m.status != MessageStatus::Streaming,
         ),
         EventKind::Text { text, content_end } => (
             "text",
-            json!({ "seq": seq, "message_id": id, "text": text, "content_end": content_end }),
+            data(&TextEvent {
+                seq,
+                message_id,
+                text: text.clone(),
+                content_end: *content_end,
+            }),
             false,
         ),
         EventKind::Agent { event, raw_end } => (
             "agent",
-            json!({ "seq": seq, "message_id": id, "event": event, "raw_end": raw_end }),
+            data(&AgentEvent {
+                seq,
+                message_id,
+                event: serde_json::to_value(event).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "agent event not serialisable; sent as null");
+                    serde_json::Value::Null
+                }),
+                raw_end: *raw_end,
+            }),
             false,
         ),
         EventKind::Finished { status } => (
             "finished",
-            json!({ "seq": seq, "message_id": id, "status": status }),
+            data(&FinishedEvent {
+                seq,
+                message_id,
+                status: *status,
+            }),
             true,
         ),
     }
+}
+
+/// An event's `data` line: the view as JSON.
+fn data(view: &impl Serialize) -> String {
+    serde_json::to_string(view).unwrap_or_else(|e| {
+        // Views are plain structs of strings, numbers and maps with string keys.
+        tracing::warn!(error = %e, "event view not serialisable");
+        "null".to_owned()
+    })
 }
 
 type Tx = mpsc::Sender<std::result::Result<Event, Infallible>>;
@@ -99,12 +130,9 @@ struct Feed {
 impl Feed {
     /// Sends one event; `false` once the client is gone.
     async fn send(&mut self, event: &SandboxEvent) -> bool {
-        let (name, data, complete) = event_json(event);
+        let (name, data, complete) = event_data(event);
         let id = self.mark.observe(event.seq, complete);
-        let sse = Event::default()
-            .event(name)
-            .id(id.to_string())
-            .data(data.to_string());
+        let sse = Event::default().event(name).id(id.to_string()).data(data);
         self.api
             .inner
             .metrics
@@ -113,19 +141,31 @@ impl Feed {
         self.tx.send(Ok(sse)).await.is_ok()
     }
 
-    async fn control(&self, name: &str, data: Value) {
-        let _ = self
-            .tx
-            .send(Ok(Event::default().event(name).data(data.to_string())))
-            .await;
+    async fn control(&self, name: &str, view: &impl Serialize) {
+        let event = Event::default().event(name).data(data(view));
+        if self.tx.send(Ok(event)).await.is_err() {
+            // The client left: there is no one to tell, and the stream ends anyway.
+            tracing::debug!(event = name, "event stream closed before a control event");
+        }
+    }
+
+    async fn error(&self, message: String) {
+        self.control("error", &StreamError { message }).await;
+    }
+
+    async fn shutdown(&self) {
+        self.control("shutdown", &ShutdownEvent {}).await;
     }
 
     async fn end(&self, id: SandboxId) {
         let status = match self.api.inner.store.get_sandbox(id).await {
-            Ok(s) => json!(s.status),
-            Err(_) => Value::Null,
+            Ok(s) => Some(s.status),
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "ending event stream without status");
+                None
+            }
         };
-        self.control("end", json!({ "status": status })).await;
+        self.control("end", &EndEvent { status }).await;
     }
 
     /// A final sandbox: its stored messages after `after`, then `end`.
@@ -135,8 +175,7 @@ impl Feed {
             let page = match self.api.inner.store.list_messages(id, cursor, 200).await {
                 Ok(page) => page,
                 Err(e) => {
-                    self.control("error", json!({ "message": e.to_string() }))
-                        .await;
+                    self.error(e.to_string()).await;
                     return;
                 }
             };
@@ -167,8 +206,7 @@ impl Feed {
         let mut sub = match hub.subscribe(self.api.inner.store.clone(), id, after).await {
             Ok(sub) => sub,
             Err(e) => {
-                self.control("error", json!({ "message": e.to_string() }))
-                    .await;
+                self.error(e.to_string()).await;
                 return;
             }
         };
@@ -177,7 +215,7 @@ impl Feed {
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if *shutdown.borrow_and_update() {
-                self.control("shutdown", json!({})).await;
+                self.shutdown().await;
                 return;
             }
             // One `next()` future lives until it yields, so nothing it has read is lost
@@ -195,7 +233,7 @@ impl Feed {
                     item = &mut next => break item,
                     _ = self.tx.closed() => return,
                     _ = shutdown.changed() => {
-                        self.control("shutdown", json!({})).await;
+                        self.shutdown().await;
                         return;
                     }
                     _ = drain => {
@@ -218,8 +256,7 @@ impl Feed {
                     }
                 }
                 Some(Err(e)) => {
-                    self.control("error", json!({ "message": e.to_string() }))
-                        .await;
+                    self.error(e.to_string()).await;
                     return;
                 }
                 None => {

@@ -7,7 +7,8 @@
 //!
 //! - [`Api`]: the shared state; [`Api::router`] is the axum [`Router`](axum::Router).
 //! - [`tokens`]: bearer tokens, stored as SHA-256 hashes in an `api_tokens` table.
-//! - [`openapi`]: the route table and the OpenAPI 3.1 document built from it.
+//! - [`views`]: the typed JSON bodies of every route, with their derived OpenAPI schemas.
+//! - [`openapi`]: the route table and the OpenAPI 3.1 document built from it and the views.
 //! - [`Metrics`]: the counters behind `/metrics`.
 //!
 //! ## Invariant
@@ -36,6 +37,7 @@ mod routes;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokens;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,9 +1,44 @@
 //! The route table and the OpenAPI 3.1 document served at `/openapi.json`.
 //!
-//! The document is built from [`ROUTES`]; the crate's tests check that every route in the
-//! table is served by the router and that the router serves nothing the table lacks.
+//! The document's schemas are derived from the [views](crate::views) the handlers answer
+//! with; its paths come from [`ROUTES`], each naming its body and answer by view type.
+//! The crate's tests check that every route in the table is served by the router, that
+//! the router serves nothing the table lacks, that the document is valid OpenAPI 3.1 and
+//! that every route's answers match their documented schemas.
+
+use std::borrow::Cow;
 
 use serde_json::{Map, Value, json};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Info, OpenApi as Document};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::views;
+
+/// The name of a view's derived schema under `#/components/schemas`.
+pub type SchemaName = fn() -> Cow<'static, str>;
+
+/// The schema name of view `T`.
+const fn schema<T: ToSchema>() -> Option<SchemaName> {
+    Some(T::name)
+}
+
+/// What an operation answers with on success.
+#[derive(Debug, Clone, Copy)]
+pub enum Answer {
+    /// No body (204).
+    Empty,
+    /// A JSON body: the view whose schema is named.
+    Json(SchemaName),
+    /// Any JSON object (this document).
+    AnyJson,
+    /// Plain text (metrics).
+    Text,
+    /// The dashboard page.
+    Html,
+    /// Server-sent events; each event's `data` is one of the [`views::events`].
+    EventStream,
+}
 
 /// One operation of the API.
 #[derive(Debug, Clone, Copy)]
@@ -18,13 +53,12 @@ pub struct Route {
     pub tag: &'static str,
     /// Whether a bearer token is required.
     pub auth: bool,
-    /// Name of the request body schema, if any.
-    pub body: Option<&'static str>,
+    /// The request body's view, if any.
+    pub body: Option<SchemaName>,
     /// Success status.
     pub ok: u16,
-    /// Name of the success response schema (`None`: no body; `text`: plain text; `sse`:
-    /// an event stream; `html`: the dashboard).
-    pub response: Option<&'static str>,
+    /// The success answer.
+    pub response: Answer,
 }
 
 const fn r(
@@ -32,9 +66,9 @@ const fn r(
     path: &'static str,
     summary: &'static str,
     tag: &'static str,
-    body: Option<&'static str>,
+    body: Option<SchemaName>,
     ok: u16,
-    response: Option<&'static str>,
+    response: Option<SchemaName>,
 ) -> Route {
     Route {
         method,
@@ -44,7 +78,10 @@ const fn r(
         auth: true,
         body,
         ok,
-        response,
+        response: match response {
+            Some(name) => Answer::Json(name),
+            None => Answer::Empty,
+        },
     }
 }
 
@@ -52,7 +89,7 @@ const fn open(
     method: &'static str,
     path: &'static str,
     summary: &'static str,
-    response: &'static str,
+    response: Answer,
 ) -> Route {
     Route {
         method,
@@ -62,7 +99,7 @@ const fn open(
         auth: false,
         body: None,
         ok: 200,
-        response: Some(response),
+        response,
     }
 }
 
@@ -72,26 +109,26 @@ pub const GITHUB_WEBHOOK_PATH: &str = "/v1/github/webhook";
 
 /// Every operation the server answers.
 pub const ROUTES: &[Route] = &[
-    open("get", "/", "The dashboard page.", "html"),
+    open("get", "/", "The dashboard page.", Answer::Html),
     open(
         "get",
         "/healthz",
         "Liveness: the process answers.",
-        "Status",
+        Answer::Json(<views::Status as ToSchema>::name),
     ),
     open(
         "get",
         "/readyz",
         "Readiness: the store answers and no shutdown is under way.",
-        "Status",
+        Answer::Json(<views::Status as ToSchema>::name),
     ),
     open(
         "get",
         "/metrics",
         "Prometheus metrics (text format).",
-        "text",
+        Answer::Text,
     ),
-    open("get", "/openapi.json", "This document.", "Object"),
+    open("get", "/openapi.json", "This document.", Answer::AnyJson),
     r(
         "get",
         "/v1/me",
@@ -99,7 +136,7 @@ pub const ROUTES: &[Route] = &[
         "users",
         None,
         200,
-        Some("User"),
+        schema::<views::User>(),
     ),
     r(
         "get",
@@ -108,16 +145,16 @@ pub const ROUTES: &[Route] = &[
         "projects",
         None,
         200,
-        Some("ProjectList"),
+        schema::<views::ProjectList>(),
     ),
     r(
         "post",
         "/v1/projects",
         "Creates a project.",
         "projects",
-        Some("NewProject"),
+        schema::<views::NewProject>(),
         201,
-        Some("Project"),
+        schema::<views::Project>(),
     ),
     r(
         "get",
@@ -126,7 +163,7 @@ pub const ROUTES: &[Route] = &[
         "projects",
         None,
         200,
-        Some("Project"),
+        schema::<views::Project>(),
     ),
     r(
         "get",
@@ -135,16 +172,16 @@ pub const ROUTES: &[Route] = &[
         "keys",
         None,
         200,
-        Some("KeyList"),
+        schema::<views::KeyList>(),
     ),
     r(
         "put",
         "/v1/projects/{id}/keys/{provider}",
         "Sets the project's key for a provider.",
         "keys",
-        Some("KeyValue"),
+        schema::<views::KeyValue>(),
         200,
-        Some("Key"),
+        schema::<views::Key>(),
     ),
     r(
         "delete",
@@ -162,7 +199,7 @@ pub const ROUTES: &[Route] = &[
         "sandboxes",
         None,
         200,
-        Some("KillAll"),
+        schema::<views::KillAll>(),
     ),
     r(
         "get",
@@ -171,7 +208,7 @@ pub const ROUTES: &[Route] = &[
         "usage",
         None,
         200,
-        Some("Usage"),
+        schema::<views::Usage>(),
     ),
     r(
         "get",
@@ -180,7 +217,7 @@ pub const ROUTES: &[Route] = &[
         "learnings",
         None,
         200,
-        Some("LearningList"),
+        schema::<views::LearningList>(),
     ),
     r(
         "get",
@@ -189,7 +226,7 @@ pub const ROUTES: &[Route] = &[
         "learnings",
         None,
         200,
-        Some("ItemList"),
+        schema::<views::LearningVersionList>(),
     ),
     r(
         "get",
@@ -198,16 +235,16 @@ pub const ROUTES: &[Route] = &[
         "keys",
         None,
         200,
-        Some("KeyList"),
+        schema::<views::KeyList>(),
     ),
     r(
         "put",
         "/v1/keys/{provider}",
         "Sets the caller's key for a provider.",
         "keys",
-        Some("KeyValue"),
+        schema::<views::KeyValue>(),
         200,
-        Some("Key"),
+        schema::<views::Key>(),
     ),
     r(
         "delete",
@@ -225,16 +262,16 @@ pub const ROUTES: &[Route] = &[
         "sandboxes",
         None,
         200,
-        Some("SandboxPage"),
+        schema::<views::SandboxPage>(),
     ),
     r(
         "post",
         "/v1/sandboxes",
         "Creates a sandbox and starts its agent (rate limited per user).",
         "sandboxes",
-        Some("NewSandbox"),
+        schema::<views::NewSandbox>(),
         201,
-        Some("Sandbox"),
+        schema::<views::Sandbox>(),
     ),
     r(
         "get",
@@ -243,7 +280,7 @@ pub const ROUTES: &[Route] = &[
         "sandboxes",
         None,
         200,
-        Some("Sandbox"),
+        schema::<views::Sandbox>(),
     ),
     r(
         "delete",
@@ -261,7 +298,7 @@ pub const ROUTES: &[Route] = &[
         "sandboxes",
         None,
         200,
-        Some("Sandbox"),
+        schema::<views::Sandbox>(),
     ),
     r(
         "post",
@@ -270,7 +307,7 @@ pub const ROUTES: &[Route] = &[
         "sandboxes",
         None,
         200,
-        Some("Sandbox"),
+        schema::<views::Sandbox>(),
     ),
     r(
         "post",
@@ -279,7 +316,7 @@ pub const ROUTES: &[Route] = &[
         "sandboxes",
         None,
         200,
-        Some("Sandbox"),
+        schema::<views::Sandbox>(),
     ),
     r(
         "post",
@@ -288,7 +325,7 @@ pub const ROUTES: &[Route] = &[
         "sandboxes",
         None,
         200,
-        Some("Sandbox"),
+        schema::<views::Sandbox>(),
     ),
     r(
         "post",
@@ -306,26 +343,27 @@ pub const ROUTES: &[Route] = &[
         "messages",
         None,
         200,
-        Some("MessageList"),
+        schema::<views::MessageList>(),
     ),
     r(
         "post",
         "/v1/sandboxes/{id}/messages",
         "Sends a follow-up message to the agent.",
         "messages",
-        Some("NewMessage"),
+        schema::<views::NewMessage>(),
         201,
-        Some("Message"),
+        schema::<views::Message>(),
     ),
-    r(
-        "get",
-        "/v1/sandboxes/{id}/events",
-        "Live events (SSE); resume with Last-Event-ID or ?after=.",
-        "messages",
-        None,
-        200,
-        Some("sse"),
-    ),
+    Route {
+        method: "get",
+        path: "/v1/sandboxes/{id}/events",
+        summary: "Live events (SSE); resume with Last-Event-ID or ?after=.",
+        tag: "messages",
+        auth: true,
+        body: None,
+        ok: 200,
+        response: Answer::EventStream,
+    },
     r(
         "get",
         "/v1/sandboxes/{id}/usage",
@@ -333,7 +371,7 @@ pub const ROUTES: &[Route] = &[
         "usage",
         None,
         200,
-        Some("Usage"),
+        schema::<views::Usage>(),
     ),
     r(
         "get",
@@ -342,7 +380,7 @@ pub const ROUTES: &[Route] = &[
         "usage",
         None,
         200,
-        Some("UsageReport"),
+        schema::<views::UsageReport>(),
     ),
     r(
         "get",
@@ -351,16 +389,16 @@ pub const ROUTES: &[Route] = &[
         "templates",
         None,
         200,
-        Some("ItemList"),
+        schema::<views::TemplateBuildList>(),
     ),
     r(
         "post",
         "/v1/template-builds",
         "Starts a build of a tool's sandbox template at the provider (from `base`, with the CLI installed); 202 with the build, followed to `succeeded` or `failed`. 422 `invalid` naming `tool` (and the allowed tools) for a tool without a template.",
         "templates",
-        Some("TemplateBuildRequest"),
+        schema::<views::TemplateBuildRequest>(),
         202,
-        Some("TemplateBuild"),
+        schema::<views::TemplateBuild>(),
     ),
     Route {
         method: "post",
@@ -368,9 +406,9 @@ pub const ROUTES: &[Route] = &[
         summary: "GitHub webhook deliveries (`pull_request`, `ping`), verified with the hook's secret: a merged pull request marks its sandboxes `merged`. Answers 503 while no secret is configured.",
         tag: "github",
         auth: false,
-        body: Some("GitHubWebhookPayload"),
+        body: schema::<views::GitHubWebhookPayload>(),
         ok: 200,
-        response: Some("WebhookResult"),
+        response: Answer::Json(<views::WebhookResult as ToSchema>::name),
     },
 ];
 
@@ -378,216 +416,50 @@ fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
-fn schemas() -> Value {
-    let any = json!({ "type": "object", "additionalProperties": true });
-    let nullable_string = json!({ "type": ["string", "null"] });
-    let nullable_int = json!({ "type": ["integer", "null"] });
-    json!({
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": { "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": { "type": "string", "examples": ["invalid", "unauthorized", "bad_signature", "forbidden", "not_found", "rate_limited", "quota_exceeded", "unavailable"] },
-                    "message": { "type": "string" },
-                    "field": { "type": "string", "description": "The offending field, for `invalid` and `missing_provider_key`." }
-                }
-            }}
-        },
-        "Status": { "type": "object", "properties": { "status": { "type": "string" } } },
-        "Object": any,
-        "User": {
-            "type": "object",
-            "properties": {
-                "id": { "type": "string", "format": "uuid" },
-                "email": { "type": "string" }, "name": { "type": "string" },
-                "created_at": { "type": "string", "format": "date-time" }
-            }
-        },
-        "Project": {
-            "type": "object",
-            "properties": {
-                "id": { "type": "string", "format": "uuid" },
-                "user_id": { "type": "string", "format": "uuid" },
-                "name": { "type": "string" },
-                "active_sandboxes": { "type": "integer" },
-                "created_at": { "type": "string", "format": "date-time" },
-                "updated_at": { "type": "string", "format": "date-time" }
-            }
-        },
-        "ProjectList": { "type": "object", "properties": { "items": { "type": "array", "items": schema_ref("Project") } } },
-        "NewProject": { "type": "object", "required": ["name"], "properties": { "name": { "type": "string" } } },
-        "Key": {
-            "type": "object",
-            "properties": {
-                "provider": { "type": "string", "enum": ["anthropic", "openrouter", "openai", "github", "e2b"] },
-                "owner": { "type": "string", "enum": ["user", "project"] },
-                "owner_id": { "type": "string", "format": "uuid" },
-                "masked": { "type": "string", "examples": ["****abcd"] },
-                "created_at": { "type": "string", "format": "date-time" },
-                "updated_at": { "type": "string", "format": "date-time" }
-            }
-        },
-        "KeyList": { "type": "object", "properties": { "items": { "type": "array", "items": schema_ref("Key") } } },
-        "KeyValue": { "type": "object", "required": ["value"], "properties": { "value": { "type": "string", "writeOnly": true } } },
-        "NewSandbox": {
-            "type": "object",
-            "required": ["prompt"],
-            "additionalProperties": false,
-            "properties": {
-                "project_id": { "type": "string", "format": "uuid", "description": "Default: the caller's first project." },
-                "tool": { "type": "string", "enum": ["claude", "opencode", "codex", "pi", "shell"] },
-                "model": nullable_string,
-                "prompt": { "type": "string" },
-                "memory_mb": { "type": "integer", "minimum": 256, "maximum": 8192, "default": 1024 },
-                "cpu_count": { "type": "integer", "minimum": 1, "maximum": 8, "default": 2 },
-                "timeout_ms": { "type": "integer", "minimum": 60000, "maximum": 14400000, "default": 900000 },
-                "template_id": nullable_string,
-                "thinking_effort": nullable_string,
-                "repo_url": nullable_string,
-                "base_branch": nullable_string,
-                "branch": nullable_string
-            }
-        },
-        "Sandbox": {
-            "type": "object",
-            "properties": {
-                "id": { "type": "string", "format": "uuid" },
-                "project_id": { "type": "string", "format": "uuid" },
-                "user_id": { "type": "string", "format": "uuid" },
-                "status": { "type": "string", "enum": ["creating", "running", "paused", "killed", "error"] },
-                "error_message": nullable_string,
-                "cli_tool": { "type": "string" },
-                "model": nullable_string,
-                "prompt": { "type": "string" },
-                "config": any,
-                "git": any,
-                "learning_status": { "type": "string" },
-                "created_at": { "type": "string", "format": "date-time" },
-                "started_at": nullable_string,
-                "ended_at": nullable_string,
-                "deleted_at": nullable_string
-            }
-        },
-        "SandboxPage": {
-            "type": "object",
-            "properties": {
-                "items": { "type": "array", "items": schema_ref("Sandbox") },
-                "next_cursor": nullable_string
-            }
-        },
-        "KillAll": { "type": "object", "properties": { "killed": { "type": "integer" } } },
-        "Message": {
-            "type": "object",
-            "properties": {
-                "id": { "type": "string", "format": "uuid" },
-                "sandbox_id": { "type": "string", "format": "uuid" },
-                "seq": { "type": "integer" },
-                "role": { "type": "string", "enum": ["user", "assistant"] },
-                "content": { "type": "string" },
-                "status": { "type": "string", "enum": ["streaming", "completed", "error"] },
-                "raw_log": { "type": "string", "description": "Only with ?raw=true." },
-                "created_at": { "type": "string", "format": "date-time" }
-            }
-        },
-        "MessageList": { "type": "object", "properties": { "items": { "type": "array", "items": schema_ref("Message") } } },
-        "NewMessage": { "type": "object", "required": ["text"], "properties": { "text": { "type": "string" } } },
-        "Usage": {
-            "type": "object",
-            "properties": {
-                "compute_seconds": { "type": "number" },
-                "input_tokens": { "type": "number" },
-                "output_tokens": { "type": "number" },
-                "cache_read_tokens": { "type": "number" },
-                "cache_write_tokens": { "type": "number" },
-                "cost_usd": { "type": "number" }
-            }
-        },
-        "UsageReport": {
-            "type": "object",
-            "properties": {
-                "projects": { "type": "array", "items": {
-                    "type": "object",
-                    "properties": {
-                        "project_id": { "type": "string", "format": "uuid" },
-                        "name": { "type": "string" },
-                        "active_sandboxes": nullable_int,
-                        "usage": schema_ref("Usage")
-                    }
-                }},
-                "total": schema_ref("Usage")
-            }
-        },
-        "Learning": {
-            "type": "object",
-            "properties": {
-                "id": { "type": "string", "format": "uuid" },
-                "project_id": { "type": "string", "format": "uuid" },
-                "category": { "type": "string", "enum": ["pattern", "preference", "gotcha", "architecture"] },
-                "content": { "type": "string", "description": "The claim: one piece of advice." },
-                "evidence": {
-                    "type": ["string", "null"],
-                    "description": "What in the source sandbox's transcript shows it: a short quote or a pointer such as `#12` (a message number). Null when none was given."
-                },
-                "source_sandbox_id": { "type": ["string", "null"], "format": "uuid" },
-                "created_at": { "type": "string", "format": "date-time" }
-            }
-        },
-        "LearningList": { "type": "object", "properties": { "items": { "type": "array", "items": schema_ref("Learning") } } },
-        "GitHubWebhookPayload": {
-            "type": "object",
-            "additionalProperties": true,
-            "description": "GitHub's delivery as sent; Courier reads `action`, `pull_request.html_url`, `pull_request.number`, `pull_request.merged` and `repository.owner.login`/`repository.name`. The signature covers the raw bytes.",
-            "properties": {
-                "action": { "type": "string", "examples": ["closed"] },
-                "number": { "type": "integer" },
-                "pull_request": { "type": "object", "additionalProperties": true, "properties": {
-                    "html_url": { "type": "string" },
-                    "number": { "type": "integer" },
-                    "merged": { "type": ["boolean", "null"] }
-                }},
-                "repository": { "type": "object", "additionalProperties": true }
-            }
-        },
-        "WebhookResult": {
-            "type": "object",
-            "properties": {
-                "event": { "type": ["string", "null"], "description": "The X-GitHub-Event header." },
-                "outcome": { "type": "string", "enum": ["ping", "merged", "ignored"] },
-                "marked": { "type": "array", "items": { "type": "string", "format": "uuid" }, "description": "Sandboxes whose PR status became `merged`." }
-            }
-        },
-        "TemplateBuildRequest": {
-            "type": "object",
-            "required": ["tool"],
-            "properties": {
-                "tool": { "type": "string", "enum": ["claude", "opencode", "codex", "pi"] }
-            }
-        },
-        "TemplateBuild": {
-            "type": "object",
-            "properties": {
-                "id": { "type": "string", "format": "uuid" },
-                "tool_id": { "type": "string" },
-                "template_name": { "type": "string" },
-                "cli_version": { "type": "string" },
-                "status": { "type": "string", "enum": ["pending", "building", "succeeded", "failed"] },
-                "error": nullable_string,
-                "created_at": { "type": "string", "format": "date-time" },
-                "updated_at": { "type": "string", "format": "date-time" },
-                "finished_at": nullable_string
-            }
-        },
-        "ItemList": { "type": "object", "properties": { "items": { "type": "array", "items": any } } }
-    })
-}
+/// Every view, so the document holds each one's derived schema (and those it uses).
+#[derive(OpenApi)]
+#[openapi(components(schemas(
+    views::ErrorBody,
+    views::Status,
+    views::User,
+    views::Project,
+    views::ProjectList,
+    views::NewProject,
+    views::Key,
+    views::KeyList,
+    views::KeyValue,
+    views::NewSandbox,
+    views::Sandbox,
+    views::SandboxPage,
+    views::KillAll,
+    views::Message,
+    views::MessageList,
+    views::NewMessage,
+    views::Usage,
+    views::UsageReport,
+    views::Learning,
+    views::LearningList,
+    views::LearningVersion,
+    views::LearningVersionList,
+    views::TemplateBuild,
+    views::TemplateBuildList,
+    views::TemplateBuildRequest,
+    views::GitHubWebhookPayload,
+    views::WebhookResult,
+    views::MessageEvent,
+    views::TextEvent,
+    views::AgentEvent,
+    views::FinishedEvent,
+    views::EndEvent,
+    views::ShutdownEvent,
+    views::StreamError,
+)))]
+struct Views;
 
 fn error_response(description: &str) -> Value {
     json!({
         "description": description,
-        "content": { "application/json": { "schema": schema_ref("Error") } }
+        "content": { "application/json": { "schema": schema_ref(&<views::ErrorBody as ToSchema>::name()) } }
     })
 }
 
@@ -638,24 +510,27 @@ fn operation(route: &Route) -> Value {
     if let Some(body) = route.body {
         op.insert(
             "requestBody".into(),
-            json!({ "required": true, "content": { "application/json": { "schema": schema_ref(body) } } }),
+            json!({ "required": true, "content": { "application/json": { "schema": schema_ref(&body()) } } }),
         );
     }
     let mut responses = Map::new();
     let ok = match route.response {
-        None => json!({ "description": "Done." }),
-        Some("text") => {
+        Answer::Empty => json!({ "description": "Done." }),
+        Answer::Text => {
             json!({ "description": "OK", "content": { "text/plain": { "schema": { "type": "string" } } } })
         }
-        Some("html") => {
+        Answer::Html => {
             json!({ "description": "OK", "content": { "text/html": { "schema": { "type": "string" } } } })
         }
-        Some("sse") => json!({
-            "description": "Server-sent events: message, text, agent, finished, end, shutdown. The id is the sequence number up to which every message was delivered complete.",
+        Answer::EventStream => json!({
+            "description": "Server-sent events: message (MessageEvent), text (TextEvent), agent (AgentEvent), finished (FinishedEvent), end (EndEvent), shutdown (ShutdownEvent), error (StreamError); each event's data is the named schema. The id is the sequence number up to which every message was delivered complete.",
             "content": { "text/event-stream": { "schema": { "type": "string" } } }
         }),
-        Some(name) => {
-            json!({ "description": "OK", "content": { "application/json": { "schema": schema_ref(name) } } })
+        Answer::AnyJson => {
+            json!({ "description": "OK", "content": { "application/json": { "schema": { "type": "object" } } } })
+        }
+        Answer::Json(name) => {
+            json!({ "description": "OK", "content": { "application/json": { "schema": schema_ref(&name()) } } })
         }
     };
     responses.insert(route.ok.to_string(), ok);
@@ -722,8 +597,21 @@ fn operation(route: &Route) -> Value {
     Value::Object(op)
 }
 
-/// The OpenAPI 3.1 document of [`ROUTES`].
+/// The OpenAPI 3.1 document: the operations of [`ROUTES`] over the views' schemas.
 pub fn document() -> Value {
+    let mut doc: Document = Views::openapi();
+    let mut info = Info::new("Courier API", env!("CARGO_PKG_VERSION"));
+    info.description = Some(
+        "Run AI coding agents in sandboxes: create them, stream what they do, talk to them, kill them."
+            .into(),
+    );
+    doc.info = info;
+    if let Some(components) = doc.components.as_mut() {
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
     let mut paths = Map::new();
     for route in ROUTES {
         let item = paths
@@ -733,19 +621,13 @@ pub fn document() -> Value {
             item.insert(route.method.to_owned(), operation(route));
         }
     }
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Courier API",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Run AI coding agents in sandboxes: create them, stream what they do, talk to them, kill them."
-        },
-        "paths": paths,
-        "components": {
-            "schemas": schemas(),
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } }
-        }
-    })
+    let mut doc = serde_json::to_value(doc).unwrap_or_else(|e| {
+        // Built above from derived schemas: nothing in it can fail to serialise.
+        tracing::error!(error = %e, "OpenAPI document not serialisable");
+        json!({ "openapi": "3.1.0" })
+    });
+    doc["paths"] = Value::Object(paths);
+    doc
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,11 +29,30 @@ pub struct HostSandboxApi {
     builds: Mutex<Vec<(String, Recipe)>>,
 }
 
+/// A failure of the host standing in for a sandbox (a directory, a process).
+fn host_error(what: &str, e: impl std::fmt::Display) -> courier_e2b::Error {
+    courier_e2b::Error::Api {
+        status: 500,
+        code: Some("host".into()),
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// The lock's data even if a holder panicked: each holds plain lists and counters that a
+/// panic cannot leave half-written.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl HostSandboxApi {
     /// A provider rooted in a fresh temp dir.
+    ///
+    /// # Panics
+    ///
+    /// If no temp dir can be made: this is test support, and such a test cannot run.
     pub fn new() -> Self {
         HostSandboxApi {
-            root: tempfile::tempdir().unwrap(),
+            root: tempfile::tempdir().expect("a temp dir for the host sandboxes"),
             next: Mutex::new(0),
             pids: Mutex::default(),
             builds: Mutex::default(),
@@ -42,7 +61,7 @@ impl HostSandboxApi {
 
     /// The template builds asked for so far: (template name, recipe).
     pub fn built(&self) -> Vec<(String, Recipe)> {
-        self.builds.lock().unwrap().clone()
+        lock(&self.builds).clone()
     }
 
     fn dir(&self, id: &str) -> PathBuf {
@@ -50,9 +69,10 @@ impl HostSandboxApi {
     }
 
     fn kill_all(&self, id: &str) {
-        let pids = self.pids.lock().unwrap().remove(id).unwrap_or_default();
+        let pids = lock(&self.pids).remove(id).unwrap_or_default();
         for pid in pids {
-            // The whole process group: the command's children hold its stdout open.
+            // The whole process group: the command's children hold its stdout open. A
+            // group that is already gone is what was wanted.
             let _ = std::process::Command::new("kill")
                 .args(["-9", "--", &format!("-{pid}")])
                 .stderr(std::process::Stdio::null())
@@ -65,18 +85,19 @@ fn record(id: &str) -> SandboxRecord {
     serde_json::from_value(serde_json::json!({
         "templateID": "shell", "sandboxID": id, "clientID": "c", "envdVersion": "0.0.0"
     }))
-    .unwrap()
+    .expect("a fixed record with every required field")
 }
 
 #[async_trait]
 impl SandboxApi for HostSandboxApi {
     async fn create(&self, _request: NewSandbox) -> courier_e2b::Result<SandboxRecord> {
         let id = {
-            let mut n = self.next.lock().unwrap();
+            let mut n = lock(&self.next);
             *n += 1;
             format!("host{n}")
         };
-        std::fs::create_dir_all(self.dir(&id)).unwrap();
+        std::fs::create_dir_all(self.dir(&id))
+            .map_err(|e| host_error("creating the sandbox dir", e))?;
         Ok(record(&id))
     }
     async fn connect(&self, id: &str, _t: Option<Duration>) -> courier_e2b::Result<SandboxRecord> {
@@ -115,7 +136,7 @@ impl SandboxApi for HostSandboxApi {
         let dir = self.dir(&sandbox.sandbox_id);
         let cmd = spec
             .cmd
-            .replace("/home/user/project", dir.to_str().unwrap())
+            .replace("/home/user/project", &dir.to_string_lossy())
             .replace("< /dev/null", "");
         let mut child = tokio::process::Command::new("bash")
             .arg("-c")
@@ -128,29 +149,41 @@ impl SandboxApi for HostSandboxApi {
             .kill_on_drop(true)
             .process_group(0)
             .spawn()
-            .unwrap();
-        let pid = child.id().unwrap();
-        self.pids
-            .lock()
-            .unwrap()
+            .map_err(|e| host_error("spawning bash", e))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| host_error("spawning bash", "no pid"))?;
+        lock(&self.pids)
             .entry(sandbox.sandbox_id.clone())
             .or_default()
             .push(pid);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut stdout = child.stdout.take().unwrap();
+        let mut stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| host_error("spawning bash", "no stdout pipe"))?;
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             loop {
                 match stdout.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
+                        // A receiver that is gone no longer wants the output.
                         let _ =
                             tx.send(Ok(CommandEvent::Stdout(Bytes::copy_from_slice(&buf[..n]))));
                     }
                 }
             }
-            let status = child.wait().await.unwrap();
+            let status = match child.wait().await {
+                Ok(status) => status,
+                Err(e) => {
+                    // As above: no receiver, no one to tell.
+                    let _ = tx.send(Err(host_error("waiting for bash", e)));
+                    return;
+                }
+            };
             let code = status.code().unwrap_or(-1);
+            // As above: no receiver, no one to tell.
             let _ = tx.send(Ok(CommandEvent::Exit(ExitStatus {
                 exit_code: code,
                 exited: status.code().is_some(),
@@ -171,6 +204,7 @@ impl SandboxApi for HostSandboxApi {
         Ok(())
     }
     async fn kill_process(&self, _s: &SandboxRecord, pid: u32) -> courier_e2b::Result<bool> {
+        // A process that is already gone is what was wanted.
         let _ = std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
             .stderr(std::process::Stdio::null())
@@ -188,7 +222,7 @@ impl SandboxApi for HostSandboxApi {
         name: &str,
         recipe: Recipe,
     ) -> courier_e2b::Result<BuildRequested> {
-        let mut builds = self.builds.lock().unwrap();
+        let mut builds = lock(&self.builds);
         builds.push((name.to_owned(), recipe));
         Ok(BuildRequested {
             template_id: format!("tpl-{name}"),

@@ -4,6 +4,9 @@
 //! kill it; and the templates panel: build rows, building one, launching from one.
 //! Skips with a printed reason when chromedriver is not installed.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

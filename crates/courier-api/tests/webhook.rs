@@ -3,6 +3,9 @@
 //! oversized is refused without touching the store, and without a configured secret the
 //! route answers 503 naming the setting.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Server, server, server_with_webhook};
@@ -48,7 +51,9 @@ async fn deliver(s: &Server, event: &str, signature: Option<&str>, body: Vec<u8>
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    common::contract::check("POST", "/v1/github/webhook", status, &body);
+    (status, body)
 }
 
 /// A sandbox of Alice's whose pull request (`pr_url`) is open (`created`).

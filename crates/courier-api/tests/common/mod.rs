@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod contract;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,7 +128,8 @@ impl Server {
             .bearer_auth(&who.token)
     }
 
-    /// Sends and returns (status, JSON body or Null).
+    /// Sends and returns (status, JSON body or Null), after checking the answer against
+    /// the route's documented schema.
     pub async fn call(
         &self,
         method: reqwest::Method,
@@ -134,14 +137,16 @@ impl Server {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self.req(method, who, path);
+        let mut req = self.req(method.clone(), who, path);
         if let Some(body) = body {
             req = req.json(&body);
         }
         let res = req.send().await.unwrap();
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        contract::check(method.as_str(), path, status, &body);
+        (status, body)
     }
 
     pub async fn get(&self, who: &Account, path: &str) -> (u16, Value) {
