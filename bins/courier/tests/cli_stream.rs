@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_api::testing::HostSandboxApi;
+use courier_testkit::host_sandbox::HostSandboxApi;
 use courier_api::{Api, ApiConfig, Tokens};
 use courier_orchestrator::keys::{KeyVault, MasterKey};
 use courier_orchestrator::lifecycle::Orchestrator;

@@ -34,8 +34,6 @@ mod metrics;
 pub mod openapi;
 mod ratelimit;
 mod routes;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod tokens;
 pub mod views;
 

@@ -8,7 +8,7 @@ pub mod contract;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_api::testing::HostSandboxApi;
+use courier_testkit::host_sandbox::HostSandboxApi;
 use courier_api::{Api, ApiConfig, GitHubWebhook, Tokens};
 use courier_orchestrator::keys::{KeyVault, MasterKey};
 use courier_orchestrator::lifecycle::Orchestrator;
