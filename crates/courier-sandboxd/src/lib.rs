@@ -79,6 +79,7 @@
 
 pub mod api;
 pub mod base_layer;
+mod cleanup;
 pub mod egress;
 mod envd_link;
 mod error;

@@ -68,7 +68,12 @@ pub(super) async fn reaper(inner: Weak<Inner>) {
             };
             if dead {
                 tracing::warn!(sandbox = %entry.id, "envd exited: removing the sandbox");
-                let _ = server.kill(&entry.id).await;
+                match server.kill(&entry.id).await {
+                    Ok(()) | Err(Error::NotFound(_)) => {}
+                    Err(error) => {
+                        tracing::warn!(sandbox = %entry.id, %error, "removing a dead sandbox failed");
+                    }
+                }
             } else if expired && !entry.expiring.swap(true, Ordering::SeqCst) {
                 let server = server.clone();
                 tokio::spawn(async move { server.expire(entry).await });

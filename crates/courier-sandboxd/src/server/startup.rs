@@ -121,7 +121,9 @@ impl Sandboxd {
                 tracing::warn!(sandbox = %id, error = %e, "killing a recovered sandbox");
                 let rt = runtime.clone();
                 let kid = id.clone();
-                let _ = blocking(move || rt.kill(&kid)).await;
+                if let Err(error) = blocking(move || rt.kill(&kid)).await {
+                    tracing::warn!(sandbox = %id, %error, "kill failed");
+                }
                 records.remove(&id)?;
                 continue;
             }
@@ -154,7 +156,7 @@ impl Sandboxd {
             }
         }
         // Left by versions that kept envd's socket in a directory the sandbox could write.
-        let _ = std::fs::remove_dir_all(data_dir.join("envd"));
+        crate::cleanup::remove_dir(&data_dir.join("envd"));
         let warm_sandboxes = config.warm_sandboxes;
         let server = Self {
             inner: Arc::new(Inner {

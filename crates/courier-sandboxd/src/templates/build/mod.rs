@@ -413,11 +413,7 @@ impl<H: BuildHost> Build<'_, H> {
         // already when the capture ran).
         self.kill_build_sandbox(&sandbox).await;
         if let Err(e) = captured {
-            if let Err(error) = std::fs::remove_dir_all(&layer)
-                && error.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(layer = %layer.display(), %error, "removing a half-captured layer failed");
-            }
+            crate::cleanup::remove_dir(&layer);
             return Err(Failure {
                 step: "finalize".to_owned(),
                 message: format!("capturing the layer failed: {e}"),
