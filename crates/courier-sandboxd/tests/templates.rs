@@ -70,7 +70,10 @@ impl Fixture {
         let server = Sandboxd::start(config).await.expect("start sandboxd");
         let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
         let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let (api_addr, proxy_addr) = (api.local_addr().unwrap(), proxy.local_addr().unwrap());
+        let (api_addr, proxy_addr) = (
+            api.local_addr().expect("bound listener"),
+            proxy.local_addr().expect("bound listener"),
+        );
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let tasks = vec![
             tokio::spawn({
@@ -136,8 +139,14 @@ impl Fixture {
             )
             .await;
         assert_eq!(status, 202, "{requested}");
-        let template_id = requested["templateID"].as_str().unwrap().to_owned();
-        let build_id = requested["buildID"].as_str().unwrap().to_owned();
+        let template_id = requested["templateID"]
+            .as_str()
+            .expect("the answer names the template")
+            .to_owned();
+        let build_id = requested["buildID"]
+            .as_str()
+            .expect("the answer names the build")
+            .to_owned();
         let (status, body) = self
             .call(
                 reqwest::Method::POST,
@@ -182,11 +191,17 @@ impl Fixture {
                 )
                 .await;
             assert_eq!(status, 200, "{body}");
-            let page = body["logEntries"].as_array().unwrap().clone();
+            let page = body["logEntries"]
+                .as_array()
+                .expect("logEntries is a list")
+                .clone();
             assert!(page.len() <= 100);
             let drained = page.is_empty();
             entries.extend(page);
-            let state = body["status"].as_str().unwrap().to_owned();
+            let state = body["status"]
+                .as_str()
+                .expect("status is a string")
+                .to_owned();
             if (state == "ready" || state == "error") && drained {
                 return (body, entries);
             }
@@ -805,8 +820,14 @@ async fn copy_steps_use_uploaded_archives() {
         )
         .await;
     assert_eq!(status, 202, "{requested}");
-    let template_id = requested["templateID"].as_str().unwrap().to_owned();
-    let build_id = requested["buildID"].as_str().unwrap().to_owned();
+    let template_id = requested["templateID"]
+        .as_str()
+        .expect("the answer names the template")
+        .to_owned();
+    let build_id = requested["buildID"]
+        .as_str()
+        .expect("the answer names the build")
+        .to_owned();
     let files = format!("/templates/{template_id}/files/hash-one");
     let (status, link) = fx.call(reqwest::Method::GET, &files, None).await;
     assert_eq!(status, 201, "{link}");
