@@ -61,10 +61,8 @@ impl Fixture {
         let server = Sandboxd::start(config).await.expect("start sandboxd");
         let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
         let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let (api_addr, proxy_addr) = (
-            api.local_addr().expect("bound listener"),
-            proxy.local_addr().expect("bound listener"),
-        );
+        let api_addr = api.local_addr().expect("bound listener");
+        let proxy_addr = proxy.local_addr().expect("bound listener");
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn({
             let server = server.clone();
@@ -108,15 +106,9 @@ impl Fixture {
             .expect("connect proxy");
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("send the request");
+        stream.write_all(request.as_bytes()).await.expect("send");
         let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .await
-            .expect("read the response");
+        stream.read_to_end(&mut raw).await.expect("receive");
         let text = String::from_utf8_lossy(&raw).into_owned();
         let status = text
             .split_whitespace()
@@ -569,10 +561,7 @@ async fn upgrades_pass_through_the_tunnel_and_kill_cuts_them() {
         let request = format!(
             "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
         );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("send the request");
+        stream.write_all(request.as_bytes()).await.unwrap();
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
