@@ -55,7 +55,7 @@ pub struct ServerConfig {
     pub ready_disks: usize,
     /// gVisor sandboxes kept started per recently created shape (template, memory, CPUs,
     /// internet), for creates to take instead of waiting ~0.2 s for runsc; default
-    /// [`DEFAULT_WARM_SANDBOXES`], 0 turns it off. See [`crate::warm`].
+    /// [`DEFAULT_WARM_SANDBOXES`], 0 turns it off. See the warm pool (`warm.rs`).
     pub warm_sandboxes: usize,
     /// I/O throttles on each sandbox's disk.
     pub io: IoLimits,
