@@ -263,6 +263,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let until_stopped = move || {
         let mut stopped = stopped.clone();
         async move {
+            // An error means the sender is gone, i.e. the process is stopping anyway.
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
@@ -278,6 +279,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     shutdown_signal().await;
     tracing::info!("shutting down");
+    // Fails only when both servers have ended already: nothing left to stop.
     let _ = stop.send(true);
     server.stop();
     if args.kill_on_exit {
@@ -286,8 +288,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Their builds end with this process: no build sandbox outlives its build.
         courier_sandboxd::templates::build::kill_build_sandboxes(&server).await;
     }
-    let _ = api_task.await;
-    let _ = proxy_task.await;
+    for (name, task) in [("api", api_task), ("proxy", proxy_task)] {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(server = name, %error, "serving ended with an error"),
+            Err(error) => tracing::warn!(server = name, %error, "the serving task failed"),
+        }
+    }
     Ok(())
 }
 

@@ -154,7 +154,10 @@ fn keys_create(data_dir: &Path) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    String::from_utf8(out.stdout)
+        .expect("the command prints UTF-8")
+        .trim()
+        .to_owned()
 }
 
 #[test]

@@ -77,7 +77,7 @@ pub fn assemble_with(dest: &Path, options: &BaseLayerOptions) -> Result<PathBuf>
     }
     let result = build(&tmp, options);
     if let Err(e) = result {
-        let _ = fs::remove_dir_all(&tmp);
+        crate::cleanup::remove_dir(&tmp);
         return Err(e);
     }
     fs::rename(&tmp, dest).map_err(Error::io("rename", dest))?;
@@ -186,7 +186,7 @@ fn copy_etc(source: &Path, dest: &Path) -> Result<()> {
     write(dest, "shadow", &shadow, 0o640)?;
     write(dest, "gshadow", &gshadow, 0o640)?;
     for stale in ["passwd-", "group-", "shadow-", "gshadow-"] {
-        let _ = fs::remove_file(dest.join(stale));
+        crate::cleanup::remove_file(&dest.join(stale));
     }
     mkdir(&dest.join("sudoers.d"), 0o755)?;
     write(
@@ -201,7 +201,7 @@ fn copy_etc(source: &Path, dest: &Path) -> Result<()> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("ssh_host_") && name.ends_with("_key") {
-                let _ = fs::remove_file(entry.path());
+                crate::cleanup::remove_file(&entry.path());
             }
         }
     }
@@ -235,6 +235,8 @@ fn drop_private_files(dir: &Path, rel: &Path, private: bool) -> Result<()> {
 
 fn write(dir: &Path, name: &str, text: &str, mode: u32) -> Result<()> {
     let path = dir.join(name);
+    // Whatever is there (a copy of the host's file, maybe read-only) goes first; a
+    // failure to remove it surfaces as the write's error just below.
     let _ = fs::remove_file(&path);
     fs::write(&path, text).map_err(Error::io("write", &path))?;
     fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", &path))

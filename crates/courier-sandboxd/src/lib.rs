@@ -1,9 +1,9 @@
 //! courier-sandboxd: Courier's local, E2B-compatible sandbox backend.
 //!
-//! Two halves. The **control plane** ([`server::Sandboxd`]) speaks E2B's REST API
-//! ([`api`]) and runs the sandbox proxy ([`proxy`]) that routes envd and user-port
-//! traffic into sandboxes; it keeps per-sandbox records ([`state`]), API keys ([`keys`])
-//! and templates ([`templates`]) in its data dir and times sandboxes out. Each sandbox
+//! Two halves. The **control plane** ([`server::Sandboxd`]) manages sandboxes; [`http`]
+//! serves it as E2B's REST API ([`api`]) and as the sandbox proxy ([`proxy`]) that routes
+//! envd and user-port traffic into sandboxes. The manager keeps per-sandbox records ([`state`]), API keys
+//! ([`keys`]) and templates ([`templates`]) in its data dir and times sandboxes out. Each sandbox
 //! runs courier-envd as its init, reached over a Unix socket bind-mounted out of the
 //! sandbox (so envd works whether or not the sandbox has network).
 //!
@@ -79,11 +79,14 @@
 
 pub mod api;
 pub mod base_layer;
+mod cleanup;
 pub mod egress;
 mod envd_link;
 mod error;
+pub mod http;
 pub mod keys;
 pub mod limits;
+mod lock;
 pub mod proxy;
 pub mod runtime;
 pub mod server;

@@ -167,7 +167,7 @@ impl Shared {
     fn used(&self) -> std::sync::MutexGuard<'_, (u32, u64)> {
         // The counters stay consistent even if a holder panicked: every update is one
         // assignment of both.
-        self.used.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.used)
     }
 }
 

@@ -67,8 +67,24 @@ fn route_from_host(host: &str) -> Option<Route> {
     })
 }
 
+/// Why a proxied request cannot be routed (answered 400 with this message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The `E2b-Sandbox-Port` header is no port number.
+    #[error("invalid E2b-Sandbox-Port header")]
+    InvalidPort,
+    /// The `E2b-Sandbox-Id` header is no sandbox id.
+    #[error("invalid sandbox id {0:?}")]
+    InvalidSandboxId(String),
+    /// Neither the host nor the headers name a sandbox.
+    #[error(
+        "cannot route host {0:?}: expected <port>-<sandboxId>.<domain> or the E2b-Sandbox-Id header"
+    )]
+    Unroutable(String),
+}
+
 /// Where the request goes, or why it cannot be routed.
-pub fn route(headers: &http::HeaderMap, domain: Option<&str>) -> Result<Route, String> {
+pub fn route(headers: &http::HeaderMap, domain: Option<&str>) -> Result<Route, RouteError> {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -85,17 +101,17 @@ pub fn route(headers: &http::HeaderMap, domain: Option<&str>) -> Result<Route, S
             .parse::<IpAddr>()
             .is_ok()
         || domain.is_some_and(|d| hostname == format!("sandbox.{d}"));
-    let header_route = || -> Option<Result<Route, String>> {
+    let header_route = || -> Option<Result<Route, RouteError>> {
         let id = headers.get("e2b-sandbox-id")?.to_str().ok()?.to_owned();
         let port = match headers.get("e2b-sandbox-port") {
             Some(v) => match v.to_str().ok().and_then(|p| p.parse().ok()) {
                 Some(p) => p,
-                None => return Some(Err("invalid E2b-Sandbox-Port header".to_owned())),
+                None => return Some(Err(RouteError::InvalidPort)),
             },
             None => ENVD_PORT,
         };
         if !is_sandbox_id(&id) {
-            return Some(Err(format!("invalid sandbox id {id:?}")));
+            return Some(Err(RouteError::InvalidSandboxId(id)));
         }
         Some(Ok(Route {
             sandbox_id: id,
@@ -108,11 +124,7 @@ pub fn route(headers: &http::HeaderMap, domain: Option<&str>) -> Result<Route, S
     if let Some(route) = route_from_host(hostname) {
         return Ok(route);
     }
-    header_route().unwrap_or_else(|| {
-        Err(format!(
-            "cannot route host {host:?}: expected <port>-<sandboxId>.<domain> or the E2b-Sandbox-Id header"
-        ))
-    })
+    header_route().unwrap_or_else(|| Err(RouteError::Unroutable(host.to_owned())))
 }
 
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
@@ -208,6 +220,7 @@ pub(crate) async fn serve(
             accepted = listener.accept() => accepted?,
             _ = stop.cancelled() => return Ok(()),
         };
+        // Only latency is at stake: a socket that refuses it still carries the traffic.
         let _ = stream.set_nodelay(true);
         let server = server.clone();
         let stop = stop.clone();
@@ -230,10 +243,10 @@ pub(crate) async fn serve(
 async fn handle(server: Sandboxd, mut request: Request<Incoming>) -> Response<Body> {
     let route = match route(request.headers(), server.config().domain.as_deref()) {
         Ok(route) => route,
-        Err(message) => {
+        Err(error) => {
             return json_response(
                 StatusCode::BAD_REQUEST,
-                serde_json::json!({"code": 400, "message": message}),
+                serde_json::json!({"code": 400, "message": error.to_string()}),
             );
         }
     };

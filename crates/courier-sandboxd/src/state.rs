@@ -158,7 +158,7 @@ impl RecordStore {
             let path = entry.map_err(Error::io("read dir", &self.dir))?.path();
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 // Leftover temporary files from an interrupted write.
-                let _ = fs::remove_file(&path);
+                crate::cleanup::remove_file(&path);
                 continue;
             }
             match fs::read(&path)
@@ -168,7 +168,7 @@ impl RecordStore {
                 Ok(record) => records.push(record),
                 Err(reason) => {
                     tracing::warn!(path = %path.display(), %reason, "dropping unreadable sandbox record");
-                    let _ = fs::remove_file(&path);
+                    crate::cleanup::remove_file(&path);
                 }
             }
         }

@@ -19,6 +19,8 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+use crate::lock::lock;
+
 /// Shapes kept warm at most: a burst of creates of many shapes does not leave a
 /// sandbox of each running.
 pub(crate) const MAX_SHAPES: usize = 4;
@@ -87,7 +89,7 @@ impl<T> WarmPool<T> {
 
     /// Takes a waiting sandbox of `shape`, and counts the shape as used.
     pub fn take(&self, shape: &Shape) -> Option<WarmSandbox<T>> {
-        let mut state = self.state.lock().expect("warm pool lock");
+        let mut state = lock(&self.state);
         state.recent.retain(|s| s != shape);
         state.recent.push(shape.clone());
         let at = state.waiting.iter().position(|w| &w.shape == shape)?;
@@ -96,7 +98,7 @@ impl<T> WarmPool<T> {
 
     /// Takes the oldest waiting sandbox of any shape (to give its capacity to a create).
     pub fn take_any(&self) -> Option<WarmSandbox<T>> {
-        let mut state = self.state.lock().expect("warm pool lock");
+        let mut state = lock(&self.state);
         (!state.waiting.is_empty()).then(|| state.waiting.remove(0))
     }
 
@@ -106,7 +108,7 @@ impl<T> WarmPool<T> {
         if !self.enabled() {
             return false;
         }
-        let mut state = self.state.lock().expect("warm pool lock");
+        let mut state = lock(&self.state);
         let have = state.waiting.iter().filter(|w| &w.shape == shape).count();
         if have >= self.per_shape || state.starting.contains(shape) {
             return false;
@@ -117,7 +119,7 @@ impl<T> WarmPool<T> {
     /// Adds a started sandbox; returns those that no longer fit (shapes beyond the most
     /// recent [`MAX_SHAPES`], or beyond `per_shape`), for the caller to kill.
     pub fn put(&self, sandbox: WarmSandbox<T>) -> Vec<WarmSandbox<T>> {
-        let mut state = self.state.lock().expect("warm pool lock");
+        let mut state = lock(&self.state);
         state.starting.remove(&sandbox.shape);
         state.waiting.push(sandbox);
         let keep: Vec<Shape> = state
@@ -146,17 +148,13 @@ impl<T> WarmPool<T> {
 
     /// A start of `shape` failed: it may be tried again.
     pub fn failed(&self, shape: &Shape) {
-        self.state
-            .lock()
-            .expect("warm pool lock")
-            .starting
-            .remove(shape);
+        lock(&self.state).starting.remove(shape);
     }
 
     /// Removes the waiting sandboxes `stale` says are out of date (their template was
     /// rebuilt or deleted), for the caller to kill.
     pub fn remove_stale(&self, stale: impl Fn(&Shape) -> bool) -> Vec<WarmSandbox<T>> {
-        let mut state = self.state.lock().expect("warm pool lock");
+        let mut state = lock(&self.state);
         let (gone, kept) = std::mem::take(&mut state.waiting)
             .into_iter()
             .partition(|w| stale(&w.shape));
@@ -166,14 +164,12 @@ impl<T> WarmPool<T> {
 
     /// Every waiting sandbox (at shutdown).
     pub fn drain(&self) -> Vec<WarmSandbox<T>> {
-        std::mem::take(&mut self.state.lock().expect("warm pool lock").waiting)
+        std::mem::take(&mut lock(&self.state).waiting)
     }
 
     /// Ids of the waiting sandboxes.
     pub fn ids(&self) -> Vec<String> {
-        self.state
-            .lock()
-            .expect("warm pool lock")
+        lock(&self.state)
             .waiting
             .iter()
             .map(|w| w.id.clone())

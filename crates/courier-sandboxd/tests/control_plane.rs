@@ -61,7 +61,8 @@ impl Fixture {
         let server = Sandboxd::start(config).await.expect("start sandboxd");
         let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
         let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let (api_addr, proxy_addr) = (api.local_addr().unwrap(), proxy.local_addr().unwrap());
+        let api_addr = api.local_addr().expect("bound listener");
+        let proxy_addr = proxy.local_addr().expect("bound listener");
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn({
             let server = server.clone();
@@ -105,9 +106,9 @@ impl Fixture {
             .expect("connect proxy");
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.write_all(request.as_bytes()).await.expect("send");
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.unwrap();
+        stream.read_to_end(&mut raw).await.expect("receive");
         let text = String::from_utf8_lossy(&raw).into_owned();
         let status = text
             .split_whitespace()

@@ -52,7 +52,7 @@ impl Fixture {
         config.warm_sandboxes = 0;
         let server = Sandboxd::start(config).await.expect("start sandboxd");
         let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
-        let api_addr = api.local_addr().unwrap();
+        let api_addr = api.local_addr().expect("bound listener");
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn({
             let server = server.clone();
@@ -117,7 +117,7 @@ impl Fixture {
         let path = format!("/templates/{template_id}/files/{hash}");
         let (status, link) = self.call(reqwest::Method::GET, &path, None).await;
         assert_eq!(status, 201, "{link}");
-        link["present"].as_bool().unwrap()
+        link["present"].as_bool().expect("present is a bool")
     }
 
     /// `POST /v3/templates` then `POST /v2/.../builds/...` with `recipe`; returns the ids.
@@ -130,8 +130,14 @@ impl Fixture {
             )
             .await;
         assert_eq!(status, 202, "{requested}");
-        let template_id = requested["templateID"].as_str().unwrap().to_owned();
-        let build_id = requested["buildID"].as_str().unwrap().to_owned();
+        let template_id = requested["templateID"]
+            .as_str()
+            .expect("the answer names the template")
+            .to_owned();
+        let build_id = requested["buildID"]
+            .as_str()
+            .expect("the answer names the build")
+            .to_owned();
         self.start_build(&template_id, &build_id, recipe).await;
         (template_id, build_id)
     }
@@ -524,8 +530,14 @@ async fn uploads_past_their_caps_get_413_and_are_removed_once_their_builds_end()
         )
         .await;
     assert_eq!(status, 202, "{requested}");
-    let template_id = requested["templateID"].as_str().unwrap().to_owned();
-    let build_id = requested["buildID"].as_str().unwrap().to_owned();
+    let template_id = requested["templateID"]
+        .as_str()
+        .expect("the answer names the template")
+        .to_owned();
+    let build_id = requested["buildID"]
+        .as_str()
+        .expect("the answer names the build")
+        .to_owned();
     let files = fx
         .dir
         .path()

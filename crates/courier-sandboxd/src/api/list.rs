@@ -33,15 +33,43 @@ pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A list query parameter that does not parse; the message names it (answered 400).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum QueryError {
+    /// A `metadata` filter pair without `=`.
+    #[error("invalid metadata filter {0:?}: expected key=value")]
+    MetadataFilter(String),
+    /// A `state` other than `running` or `paused`.
+    #[error("invalid state {0:?}: expected running or paused")]
+    State(String),
+    /// An `order` other than `asc` or `desc`.
+    #[error("invalid order {0:?}: expected asc or desc")]
+    Order(String),
+    /// A `startedAfter` that is no RFC 3339 time.
+    #[error("invalid startedAfter {value:?}: {source}")]
+    StartedAfter {
+        /// The parameter's value.
+        value: String,
+        /// Why it does not parse.
+        source: chrono::ParseError,
+    },
+    /// A `limit` outside 1..=100.
+    #[error("invalid limit {0:?}: must be 1..=100")]
+    Limit(String),
+    /// A `nextToken` that is no cursor of ours.
+    #[error("invalid nextToken {0:?}")]
+    NextToken(String),
+}
+
 /// Decodes the (already once-decoded) `metadata` parameter as infra's `parseFilters`:
 /// unescape the whole string, split on `&` then `=`, unescape each key and value.
-pub(crate) fn decode_metadata(param: &str) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn decode_metadata(param: &str) -> Result<BTreeMap<String, String>, QueryError> {
     let whole = query_unescape(param);
     let mut out = BTreeMap::new();
     for pair in whole.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair
             .split_once('=')
-            .ok_or_else(|| format!("invalid metadata filter {pair:?}: expected key=value"))?;
+            .ok_or_else(|| QueryError::MetadataFilter(pair.to_owned()))?;
         out.insert(query_unescape(k), query_unescape(v));
     }
     Ok(out)
@@ -82,7 +110,7 @@ fn decode_cursor(token: &str) -> Option<(DateTime<Utc>, String)> {
 
 impl ListQuery {
     /// Parses the raw query string; the error names the bad parameter.
-    pub fn parse(query: &str) -> Result<Self, String> {
+    pub fn parse(query: &str) -> Result<Self, QueryError> {
         let mut q = ListQuery {
             metadata: BTreeMap::new(),
             states: Vec::new(),
@@ -101,9 +129,7 @@ impl ListQuery {
                             "running" => SandboxState::Running,
                             "paused" => SandboxState::Paused,
                             other => {
-                                return Err(format!(
-                                    "invalid state {other:?}: expected running or paused"
-                                ));
+                                return Err(QueryError::State(other.to_owned()));
                             }
                         });
                     }
@@ -113,14 +139,17 @@ impl ListQuery {
                         "asc" => true,
                         "desc" => false,
                         other => {
-                            return Err(format!("invalid order {other:?}: expected asc or desc"));
+                            return Err(QueryError::Order(other.to_owned()));
                         }
                     }
                 }
                 "startedAfter" => {
                     q.started_after = Some(
                         DateTime::parse_from_rfc3339(&value)
-                            .map_err(|e| format!("invalid startedAfter {value:?}: {e}"))?
+                            .map_err(|source| QueryError::StartedAfter {
+                                value: value.clone(),
+                                source,
+                            })?
                             .with_timezone(&Utc),
                     )
                 }
@@ -130,12 +159,12 @@ impl ListQuery {
                         .parse()
                         .ok()
                         .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or_else(|| format!("invalid limit {value:?}: must be 1..=100"))?
+                        .ok_or_else(|| QueryError::Limit(value.clone()))?
                 }
                 "nextToken" if !value.is_empty() => {
                     q.next_token = Some(
                         decode_cursor(&value)
-                            .ok_or_else(|| format!("invalid nextToken {value:?}"))?,
+                            .ok_or_else(|| QueryError::NextToken(value.clone()))?,
                     )
                 }
                 _ => {}

@@ -278,7 +278,8 @@ async fn metrics(State(server): State<Sandboxd>, Path(id): Path<String>) -> ApiR
 }
 
 async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> ApiResult<Response> {
-    let query = ListQuery::parse(query.as_deref().unwrap_or("")).map_err(ApiError::bad_request)?;
+    let query = ListQuery::parse(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let template_ids: Option<Vec<String>> = query.template.as_ref().map(|name| {
         server
             .templates()
@@ -308,7 +309,9 @@ async fn list_v1(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
     let mut metadata = std::collections::BTreeMap::new();
     for (name, value) in list::query_pairs(query.as_deref().unwrap_or("")) {
         if name == "metadata" {
-            metadata.extend(list::decode_metadata(&value).map_err(ApiError::bad_request)?);
+            metadata.extend(
+                list::decode_metadata(&value).map_err(|e| ApiError::bad_request(e.to_string()))?,
+            );
         }
     }
     let mut items: Vec<_> = listed(&server)

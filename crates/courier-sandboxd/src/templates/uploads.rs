@@ -59,7 +59,7 @@ pub(crate) struct UploadBudget {
 impl UploadBudget {
     fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
         // Plain integers: still consistent after a panicking holder.
-        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.counters)
     }
 
     /// Starts counting one upload. `templates_dir` is `<data_dir>/templates`; its stored

@@ -1,0 +1,163 @@
+//! Controlling known sandboxes: kill, pause, resume, deadlines and network rules.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Sandboxd, blocking, check_timeout, end_at};
+use crate::egress::{EgressRules, SandboxEgress};
+use crate::error::{Error, Result};
+use crate::lock::lock;
+use crate::state::{SandboxRecord, SandboxState};
+
+impl Sandboxd {
+    /// Replaces sandbox `id`'s egress rules (E2B's `PUT /sandboxes/{id}/network`): every
+    /// connection it opens from now on is decided by `rules`; established ones stay.
+    /// [`Error::Conflict`] when the rules would let traffic out of a sandbox created
+    /// without internet access: it has no outbound interface to open.
+    pub fn update_network(&self, id: &str, rules: EgressRules) -> Result<SandboxRecord> {
+        let entry = self.entry_or_404(id)?;
+        let record = entry.record();
+        if !record.allow_internet_requested && rules.allows_any_traffic() {
+            return Err(Error::Conflict(format!(
+                "sandbox {id} was created without internet access, so it has no outbound \
+                 interface and its egress rules can only deny; create the sandbox with \
+                 allow_internet_access or network rules that allow traffic to change them \
+                 later"
+            )));
+        }
+        entry.egress.set_rules(rules.clone());
+        let record = entry.update(|r| {
+            r.network.allow_out = rules.allow_out().to_vec();
+            r.network.deny_out = rules.deny_out().to_vec();
+        });
+        self.inner.records.save(&record)?;
+        Ok(record)
+    }
+
+    /// Sandbox `id`'s egress policy handle (what its slirp4netns supervisor enforces), for
+    /// re-attaching its network after a restart.
+    pub fn sandbox_egress(&self, id: &str) -> Result<SandboxEgress> {
+        Ok(self.entry_or_404(id)?.egress.clone())
+    }
+
+    /// Removes template layers nothing uses any more (older builds of rebuilt
+    /// templates once their last sandbox is gone).
+    pub(crate) async fn collect_layer_garbage(&self) {
+        let server = self.clone();
+        let removed = blocking(move || {
+            let in_use = server.inner.runtime.layers_in_use();
+            Ok(server.templates().collect_garbage(&in_use))
+        })
+        .await
+        .unwrap_or_default();
+        for layer in removed {
+            tracing::info!(layer = %layer.display(), "removed an unused template layer");
+        }
+    }
+
+    /// Kills the runtime sandbox `id` and removes its record and socket directory.
+    pub(super) async fn destroy(&self, id: &str) {
+        let runtime = self.inner.runtime.clone();
+        let kid = id.to_owned();
+        match blocking(move || runtime.kill(&kid)).await {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => tracing::warn!(sandbox = %id, error = %e, "kill failed"),
+        }
+        self.collect_layer_garbage().await;
+        if let Err(e) = self.inner.records.remove(id) {
+            tracing::warn!(sandbox = %id, error = %e, "removing the record failed");
+        }
+    }
+
+    /// Kills sandbox `id`: its in-flight proxied streams are cut, its processes, mounts,
+    /// cgroups, record and socket directory removed.
+    pub async fn kill(&self, id: &str) -> Result<()> {
+        let entry = lock(&self.inner.sandboxes)
+            .remove(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let _op = entry.op.lock().await;
+        entry.cut();
+        self.destroy(id).await;
+        entry.reservation.release();
+        Ok(())
+    }
+
+    /// Kills every sandbox (at shutdown, when sandboxes must not outlive the server),
+    /// the warm ones too.
+    pub async fn kill_all(&self) {
+        for warm in self.inner.warm.drain() {
+            self.destroy(&warm.id).await;
+        }
+        let ids: Vec<String> = lock(&self.inner.sandboxes).keys().cloned().collect();
+        for id in ids {
+            match self.kill(&id).await {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(error) => tracing::warn!(sandbox = %id, %error, "killing at shutdown"),
+            }
+        }
+    }
+
+    /// Pauses (freezes) sandbox `id`, cutting its proxied streams. [`Error::Conflict`]
+    /// when it is already paused.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        let entry = self.entry_or_404(id)?;
+        let _op = entry.op.lock().await;
+        if !self.still_known(&entry) {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        if entry.record().state == SandboxState::Paused {
+            return Err(Error::Conflict(format!("sandbox {id} is already paused")));
+        }
+        entry.cut();
+        let runtime = self.inner.runtime.clone();
+        let fid = id.to_owned();
+        blocking(move || runtime.freeze(&fid)).await?;
+        let record = entry.update(|r| r.state = SandboxState::Paused);
+        self.inner.records.save(&record)
+    }
+
+    /// Connects to sandbox `id`: a running one gets its deadline extended to at least
+    /// `now + timeout` (never shortened); a paused one is resumed with deadline
+    /// `now + timeout`. Returns the record and whether it was resumed.
+    pub async fn connect(&self, id: &str, timeout: Duration) -> Result<(SandboxRecord, bool)> {
+        check_timeout("timeout", timeout)?;
+        let entry = self.entry_or_404(id)?;
+        let _op = entry.op.lock().await;
+        if !self.still_known(&entry) {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        let new_end = end_at(timeout);
+        if entry.record().state == SandboxState::Running {
+            let record = entry.update(|r| r.end_at = r.end_at.max(new_end));
+            self.inner.records.save(&record)?;
+            return Ok((record, false));
+        }
+        let runtime = self.inner.runtime.clone();
+        let tid = id.to_owned();
+        blocking(move || runtime.thaw(&tid)).await?;
+        entry.renew();
+        entry.expiring.store(false, Ordering::SeqCst);
+        let record = entry.update(|r| {
+            r.state = SandboxState::Running;
+            r.end_at = new_end;
+        });
+        self.inner.records.save(&record)?;
+        Ok((record, true))
+    }
+
+    /// Sets the deadline of sandbox `id` to `now + timeout` (may shorten it).
+    pub fn set_timeout(&self, id: &str, timeout: Duration) -> Result<()> {
+        check_timeout("timeout", timeout)?;
+        let entry = self.entry_or_404(id)?;
+        let record = entry.update(|r| r.end_at = end_at(timeout));
+        self.inner.records.save(&record)
+    }
+
+    /// Extends the deadline of sandbox `id` to at least `now + duration`.
+    pub fn refresh(&self, id: &str, duration: Duration) -> Result<()> {
+        let entry = self.entry_or_404(id)?;
+        let new_end = end_at(duration);
+        let record = entry.update(|r| r.end_at = r.end_at.max(new_end));
+        self.inner.records.save(&record)
+    }
+}

@@ -1,0 +1,425 @@
+//! Creating sandboxes: starting one (or taking one from the warm pool), initialising
+//! its envd, recording it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::config::{CreateRequest, ENVD_PATH};
+use super::registry::Entry;
+use super::{Sandboxd, blocking, check_timeout, end_at};
+use crate::egress::SandboxEgress;
+use crate::envd_link::EnvdEndpoint;
+use crate::error::{Error, Result};
+use crate::limits::Reservation;
+use crate::lock::lock;
+use crate::runtime::{BindMount, Isolation, Limits, SandboxSpec, SandboxStatus};
+use crate::state::{
+    NetworkRecord, SandboxRecord, SandboxState, SecretToken, new_sandbox_id, random_hex,
+};
+use crate::templates::Template;
+use crate::warm::{Shape, WarmSandbox};
+
+/// How long create waits for envd to answer `/health` (generous: loaded machines).
+const ENVD_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A started sandbox: what a create, or the warm pool, keeps of it.
+pub(super) struct Started {
+    pub(super) id: String,
+    envd: EnvdEndpoint,
+    egress: SandboxEgress,
+    reservation: Reservation,
+}
+
+/// What [`Sandboxd::start_sandbox`] starts.
+struct StartPlan<'a> {
+    template: &'a Template,
+    shape: &'a Shape,
+    isolation: Isolation,
+    /// Its egress rules (E2B's `allowOut`/`denyOut`).
+    rules: crate::egress::EgressRules,
+    reservation: Reservation,
+    die_with_server: bool,
+}
+
+impl Sandboxd {
+    /// Creates a sandbox and returns once its envd is ready.
+    pub async fn create(&self, request: CreateRequest) -> Result<SandboxRecord> {
+        check_timeout("timeout", request.timeout)?;
+        let template = self
+            .inner
+            .templates
+            .resolve(&request.template)
+            .ok_or_else(|| Error::UnknownTemplate(request.template.clone()))?;
+        let memory_mb = request.memory_mb.unwrap_or(template.memory_mb);
+        let cpu_count = request.cpu_count.unwrap_or(template.cpu_count);
+        if !(128..=65_536).contains(&memory_mb) {
+            return Err(Error::InvalidSpec {
+                field: "memoryMB",
+                reason: "must be 128..=65536".to_owned(),
+            });
+        }
+        if !(1..=64).contains(&cpu_count) {
+            return Err(Error::InvalidSpec {
+                field: "cpuCount",
+                reason: "must be 1..=64".to_owned(),
+            });
+        }
+        // Outbound access only when the rules let something out: a sandbox whose rules
+        // deny everything gets no interface at all.
+        let internet = request.allow_internet && request.egress.allows_any_traffic();
+        let isolation = template.isolation.unwrap_or(self.inner.isolation);
+        let shape = Shape {
+            template: template.id.clone(),
+            build: template.build_id.clone(),
+            memory_mb,
+            cpu_count,
+            internet,
+        };
+        // Template build sandboxes die with the server; only gVisor's slow start is
+        // worth a sandbox kept running ahead (see crate::warm).
+        let poolable = isolation == Isolation::Gvisor && !request.die_with_server;
+        let clock = Instant::now();
+        let warm = match poolable.then(|| self.inner.warm.take(&shape)).flatten() {
+            Some(warm) => self.claim_warm(warm, &request.egress).await,
+            None => None,
+        };
+        let from_pool = warm.is_some();
+        let started = match warm {
+            Some(started) => started,
+            None => {
+                // Before anything is made: a create past the server's capacity leaves
+                // nothing behind (dropped, i.e. released, on every early return below).
+                // A warm sandbox's share goes to a create that would not fit otherwise.
+                let reservation = match self.inner.capacity.reserve(memory_mb) {
+                    Ok(reservation) => reservation,
+                    Err(full) => match self.inner.warm.take_any() {
+                        Some(warm) => {
+                            self.destroy(&warm.id).await;
+                            // Its reservation goes with it, before the second try.
+                            drop(warm);
+                            self.inner.capacity.reserve(memory_mb)?
+                        }
+                        None => return Err(full.into()),
+                    },
+                };
+                self.start_sandbox(StartPlan {
+                    template: &template,
+                    shape: &shape,
+                    isolation,
+                    rules: request.egress.clone(),
+                    reservation,
+                    die_with_server: request.die_with_server,
+                })
+                .await?
+            }
+        };
+        let Started {
+            id,
+            envd,
+            egress: sandbox_egress,
+            reservation,
+        } = started;
+        let token = random_hex(32);
+        if let Err(e) = self
+            .init_sandbox(&id, &token, &envd, &request, &template)
+            .await
+        {
+            self.destroy(&id).await;
+            return Err(e);
+        }
+        tracing::debug!(
+            sandbox = %id,
+            from_pool,
+            envd_ready_ms = clock.elapsed().as_secs_f64() * 1e3,
+            "sandbox created"
+        );
+        if poolable {
+            self.keep_warm(shape, template.clone(), isolation);
+        }
+        let now = Utc::now();
+        let record = SandboxRecord {
+            sandbox_id: id.clone(),
+            template_id: template.id.clone(),
+            alias: template
+                .aliases
+                .iter()
+                .find(|a| **a == request.template)
+                .or(template.aliases.first())
+                .cloned(),
+            envd_access_token: token,
+            started_at: now,
+            end_at: end_at(request.timeout),
+            metadata: request.metadata,
+            cpu_count,
+            memory_mb,
+            disk_size_mb: template.disk_size_mb,
+            state: SandboxState::Running,
+            auto_pause: request.auto_pause,
+            allow_internet_requested: internet,
+            network: NetworkRecord {
+                allow_out: request.egress.allow_out().to_vec(),
+                deny_out: request.egress.deny_out().to_vec(),
+                allow_public_traffic: request.allow_public_traffic,
+            },
+            traffic_access_token: (!request.allow_public_traffic)
+                .then(|| SecretToken::new(random_hex(32))),
+        };
+        if let Err(e) = self.inner.records.save(&record) {
+            self.destroy(&id).await;
+            return Err(e);
+        }
+        lock(&self.inner.sandboxes).insert(
+            id,
+            Arc::new(Entry::new(
+                record.clone(),
+                envd,
+                reservation,
+                sandbox_egress,
+            )),
+        );
+        Ok(record)
+    }
+
+    /// Makes a warm sandbox the create's: it outlives the server from now on, and its
+    /// egress rules are the create's before anything of the tenant's runs. `None` (the
+    /// sandbox killed) when that fails: the create starts one of its own.
+    async fn claim_warm(
+        &self,
+        warm: WarmSandbox<Started>,
+        rules: &crate::egress::EgressRules,
+    ) -> Option<Started> {
+        warm.started.egress.set_rules(rules.clone());
+        let runtime = self.inner.runtime.clone();
+        let id = warm.id.clone();
+        match blocking(move || runtime.outlive_runtime(&id)).await {
+            Ok(()) => Some(warm.started),
+            Err(error) => {
+                tracing::warn!(sandbox = %warm.id, %error, "taking a warm sandbox");
+                self.destroy(&warm.id).await;
+                None
+            }
+        }
+    }
+
+    /// Starts a sandbox of `plan`'s shape under a new id and waits for its envd (not yet
+    /// initialised: no token, no environment). Cleans up after itself on failure.
+    async fn start_sandbox(&self, plan: StartPlan<'_>) -> Result<Started> {
+        let StartPlan {
+            template,
+            shape,
+            isolation,
+            rules,
+            reservation,
+            die_with_server,
+        } = plan;
+        let id = new_sandbox_id();
+        let egress = self.inner.egress.sandbox(&id, rules);
+        let mut args = match isolation {
+            Isolation::Container => vec![
+                "--listen-fd".to_owned(),
+                crate::runtime::init::INIT_CONTROL_FD.to_string(),
+            ],
+            Isolation::Gvisor => vec![
+                "--socket".to_owned(),
+                format!("{}/envd.sock", crate::runtime::GVISOR_CONTROL_DIR),
+            ],
+        };
+        args.extend([
+            "--default-user".to_owned(),
+            crate::base_layer::USER.to_owned(),
+        ]);
+        if isolation == Isolation::Gvisor {
+            // gVisor ignores setuid bits: envd brokers `sudo` instead (see
+            // courier_envd::sudo), its client bound over the sandbox's sudo below.
+            args.push("--sudo-socket".to_owned());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut spec = SandboxSpec::new(id.clone(), template.layers.clone(), ENVD_PATH, &args);
+        // The access token is installed with `/init`, not in envd's environment, so it is
+        // not inherited by the processes envd starts.
+        spec.env.insert("HOME".to_owned(), "/root".to_owned());
+        spec.env.insert("LANG".to_owned(), "C.UTF-8".to_owned());
+        spec.env.insert("RUST_LOG".to_owned(), "warn".to_owned());
+        spec.limits = Limits {
+            memory_mb: shape.memory_mb,
+            cpu_count: f64::from(shape.cpu_count),
+            pids: 4096,
+        };
+        spec.allow_internet = shape.internet;
+        spec.egress = egress.clone();
+        spec.isolation = isolation;
+        spec.disk_mb = template.disk_size_mb;
+        spec.io = self.inner.config.io;
+        spec.nested_namespaces = self.inner.config.nested_namespaces;
+        spec.control_socket = true;
+        spec.die_with_runtime = die_with_server;
+        spec.binds = vec![BindMount {
+            source: self.inner.config.envd_binary.clone(),
+            target: PathBuf::from(ENVD_PATH),
+            readonly: true,
+            map_user: false,
+        }];
+        if isolation == Isolation::Gvisor {
+            // The envd binary run as `sudo` is the broker's client; over both places a
+            // script may name sudo by.
+            for target in ["/usr/local/bin/sudo", "/usr/bin/sudo"] {
+                spec.binds.push(BindMount {
+                    source: self.inner.config.envd_binary.clone(),
+                    target: PathBuf::from(target),
+                    readonly: true,
+                    map_user: false,
+                });
+            }
+        }
+        spec.binds.extend(
+            self.inner
+                .config
+                .shared_dirs
+                .iter()
+                .map(|shared| BindMount {
+                    source: shared.host.clone(),
+                    target: shared.sandbox.clone(),
+                    readonly: shared.read_only,
+                    map_user: true,
+                }),
+        );
+
+        let runtime = self.inner.runtime.clone();
+        let clock = Instant::now();
+        blocking(move || runtime.create(spec)).await?;
+        let envd = EnvdEndpoint::new(self.inner.runtime.clone(), id.clone());
+        let runtime_done = clock.elapsed();
+        let runtime = self.inner.runtime.clone();
+        let rid = id.clone();
+        let ready = crate::envd_link::wait_healthy(&envd, ENVD_READY_TIMEOUT, move || {
+            !matches!(runtime.status(&rid), Ok(SandboxStatus::Exited) | Err(_))
+        })
+        .await;
+        if let Err(message) = ready {
+            self.destroy(&id).await;
+            return Err(Error::Envd { id, message });
+        }
+        tracing::debug!(
+            sandbox = %id,
+            runtime_ms = runtime_done.as_secs_f64() * 1e3,
+            envd_ready_ms = clock.elapsed().as_secs_f64() * 1e3,
+            "sandbox started"
+        );
+        Ok(Started {
+            id,
+            envd,
+            egress,
+            reservation,
+        })
+    }
+
+    /// Starts a sandbox of `shape` for the warm pool in the background, unless the pool
+    /// has its share of that shape (or is starting one). Also kills warm sandboxes whose
+    /// template changed since.
+    fn keep_warm(&self, shape: Shape, template: Template, isolation: Isolation) {
+        if self.inner.shutdown.is_cancelled() || !self.inner.warm.wants(&shape) {
+            return;
+        }
+        let server = self.clone();
+        tokio::spawn(async move {
+            server.drop_stale_warm().await;
+            // Only into room the server has: a warm sandbox never makes a create wait.
+            let Ok(reservation) = server.inner.capacity.reserve(shape.memory_mb) else {
+                server.inner.warm.failed(&shape);
+                return;
+            };
+            let started = server
+                .start_sandbox(StartPlan {
+                    template: &template,
+                    shape: &shape,
+                    isolation,
+                    // Replaced by the create's own before anything of its runs.
+                    rules: crate::egress::EgressRules::default(),
+                    reservation,
+                    // Until a create takes it: a warm sandbox never outlives its server.
+                    die_with_server: true,
+                })
+                .await;
+            match started {
+                Ok(started) if !server.inner.shutdown.is_cancelled() => {
+                    let evicted = server.inner.warm.put(WarmSandbox {
+                        id: started.id.clone(),
+                        shape,
+                        started,
+                    });
+                    for warm in evicted {
+                        server.destroy(&warm.id).await;
+                    }
+                }
+                Ok(started) => {
+                    server.inner.warm.failed(&shape);
+                    server.destroy(&started.id).await;
+                }
+                Err(error) => {
+                    server.inner.warm.failed(&shape);
+                    tracing::warn!(%error, template = %shape.template, "starting a warm sandbox");
+                }
+            }
+        });
+    }
+
+    /// Kills the warm sandboxes of templates deleted or rebuilt since they started: no
+    /// create would take them.
+    pub(crate) async fn drop_stale_warm(&self) {
+        let stale = self.inner.warm.remove_stale(|s| {
+            self.inner
+                .templates
+                .resolve(&s.template)
+                .is_none_or(|t| t.build_id != s.build)
+        });
+        for warm in stale {
+            self.destroy(&warm.id).await;
+        }
+    }
+
+    /// `POST /init` (environment, token, user, workdir) and the template's start and
+    /// ready commands: what makes a started sandbox the create's.
+    async fn init_sandbox(
+        &self,
+        id: &str,
+        token: &str,
+        envd: &EnvdEndpoint,
+        request: &CreateRequest,
+        template: &Template,
+    ) -> Result<()> {
+        // A built template's environment, user and workdir (from its recipe's ENV, USER
+        // and WORKDIR steps) are the defaults; the request's variables win.
+        let mut env_vars = template.envs.clone();
+        env_vars.extend(request.env_vars.clone());
+        let user = template.user.as_deref().unwrap_or(crate::base_layer::USER);
+        let workdir = template.workdir.clone().unwrap_or_else(|| {
+            if user == "root" {
+                "/root".to_owned()
+            } else {
+                format!("/home/{user}")
+            }
+        });
+        let body = serde_json::json!({
+            "envVars": env_vars,
+            "accessToken": token,
+            "defaultUser": user,
+            "defaultWorkdir": workdir,
+        });
+        crate::envd_link::init(envd, token, &body)
+            .await
+            .map_err(|message| Error::Envd {
+                id: id.to_owned(),
+                message,
+            })?;
+        let timeout = self.inner.config.template_ready_timeout;
+        crate::templates::build::start_template_processes(envd, token, template, timeout)
+            .await
+            .map_err(|e| Error::Envd {
+                id: id.to_owned(),
+                message: e.to_string(),
+            })
+    }
+}

@@ -1,0 +1,279 @@
+//! Templates: named sets of read-only layers a sandbox starts from, with default limits,
+//! environment, user and working directory.
+//!
+//! `base` (alias `base`) is assembled from the host's system directories by
+//! [`crate::base_layer`] into `<data_dir>/layers/base`. Every other template is built
+//! from a recipe through E2B's template build API ([`build`]): a parent template plus
+//! steps (RUN, ENV, WORKDIR, USER, COPY) run once in a build sandbox, whose writes are
+//! captured as one new read-only layer ([`crate::runtime::Runtime::capture_layer`]). A
+//! built template's layers are its parent's plus that layer, so templates stack.
+//!
+//! On disk (every JSON file written atomically: temp file + rename):
+//!
+//! ```text
+//! <data_dir>/templates/<templateID>/template.json        a TemplateRecord
+//!                                  /builds/<buildID>.json  a BuildRecord
+//!                                  /builds/<buildID>.log   its log, one JSON entry a line
+//!                                  /files/<hash>           archives uploaded for COPY steps
+//!                                                          (until no build of the template
+//!                                                          waits or runs; see [`uploads`])
+//! <data_dir>/layers/<templateID>/<buildID>/               the captured layer
+//! ```
+//!
+//! A build that a restart interrupted becomes `error` ("interrupted by a server
+//! restart") when the store opens again, and its half-made layer is removed.
+//!
+//! Deleting a template is refused for `base`, while one of its builds runs, while a
+//! sandbox runs from it, and while another template is built on it (its layers are part
+//! of that template's stack); the caller deletes the dependants first.
+
+pub mod build;
+mod names;
+mod store;
+#[cfg(test)]
+mod tests;
+pub mod uploads;
+
+pub use names::parse_name;
+pub use store::Templates;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::Isolation;
+
+/// The id (and alias) of the built-in template.
+pub const BASE_TEMPLATE: &str = "base";
+/// Default CPU count of templates that name none.
+pub const DEFAULT_CPU_COUNT: u32 = 2;
+/// Default memory of templates that name none, in MiB.
+pub const DEFAULT_MEMORY_MB: u64 = 1024;
+/// Disk size reported for sandboxes, in MiB.
+const DISK_SIZE_MB: u64 = 4096;
+/// Most log entries one status call returns (what the official SDKs expect).
+pub const MAX_LOG_ENTRIES: usize = 100;
+
+/// One template, as sandboxes and the API see it.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// Its id.
+    pub id: String,
+    /// Names that resolve to it (`base`, or the name it was built under).
+    pub aliases: Vec<String>,
+    /// Its tags (`default` plus those given at build).
+    pub tags: Vec<String>,
+    /// Its read-only layers, bottom first; empty while no build of it is ready.
+    pub layers: Vec<PathBuf>,
+    /// Default CPU count of its sandboxes.
+    pub cpu_count: u32,
+    /// Default memory of its sandboxes, in MiB.
+    pub memory_mb: u64,
+    /// Size of its sandboxes' disks (their writable layer), in MiB.
+    pub disk_size_mb: u64,
+    /// How its sandboxes are isolated; `None` = the server's default.
+    pub isolation: Option<Isolation>,
+    /// When it was first requested (or, for `base`, its layer assembled).
+    pub created_at: DateTime<Utc>,
+    /// When it last changed (a build requested or finished).
+    pub updated_at: DateTime<Utc>,
+    /// Its latest build (the ready one when there is one, else the newest).
+    pub build_id: String,
+    /// Status of that build.
+    pub build_status: BuildStatus,
+    /// How many builds it has had.
+    pub build_count: u64,
+    /// Environment of its sandboxes (ENV steps, its parent's included).
+    pub envs: BTreeMap<String, String>,
+    /// Default user of its sandboxes (last USER step); `None` = `user`.
+    pub user: Option<String>,
+    /// Default working directory of its sandboxes (last WORKDIR step); `None` = home.
+    pub workdir: Option<String>,
+    /// Command started in the background in each of its sandboxes at create (`startCmd`).
+    pub start_cmd: Option<String>,
+    /// Command that must succeed before a create returns (`readyCmd`), retried for up to
+    /// [`build::READY_TIMEOUT`].
+    pub ready_cmd: Option<String>,
+}
+
+impl Template {
+    /// Whether sandboxes can start from it (a build of it is ready).
+    pub fn is_ready(&self) -> bool {
+        !self.layers.is_empty()
+    }
+}
+
+/// Sandbox settings a build request may give its template (`None`: keep / default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildSettings {
+    /// Default CPU count of its sandboxes (1..=64).
+    pub cpu_count: Option<u32>,
+    /// Default memory of its sandboxes, MiB (128..=65536).
+    pub memory_mb: Option<u64>,
+    /// Disk size of its sandboxes, MiB.
+    pub disk_size_mb: Option<u64>,
+    /// How its sandboxes are isolated.
+    pub isolation: Option<Isolation>,
+}
+
+/// Where a build is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildStatus {
+    /// Requested (`POST /v3/templates`), not started yet.
+    Waiting,
+    /// Running its steps.
+    Building,
+    /// Done: its layer is in place and the template uses it.
+    Ready,
+    /// Failed (see its reason).
+    Error,
+}
+
+impl BuildStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Waiting => "waiting",
+            BuildStatus::Building => "building",
+            BuildStatus::Ready => "ready",
+            BuildStatus::Error => "error",
+        }
+    }
+
+    fn finished(self) -> bool {
+        matches!(self, BuildStatus::Ready | BuildStatus::Error)
+    }
+}
+
+/// Level of a build log entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Details.
+    Debug,
+    /// Progress and command output.
+    Info,
+    /// Something odd that did not stop the build.
+    Warn,
+    /// What stopped the build.
+    Error,
+}
+
+/// One build log line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// When it was logged.
+    pub timestamp: DateTime<Utc>,
+    /// Its level.
+    pub level: LogLevel,
+    /// The text (one line).
+    pub message: String,
+    /// The step it belongs to: `base` (setting up), `1`.. (the recipe's steps, in
+    /// order, as the SDKs number them), `finalize` (capturing the layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+}
+
+/// Why a build failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildReason {
+    /// What happened, naming the step.
+    pub message: String,
+    /// The failed step (see [`LogEntry::step`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+}
+
+/// What a ready build made (persisted in the template record).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuiltVersion {
+    /// The build.
+    pub build_id: String,
+    /// The template's layers: its parent's plus the build's own, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// Environment of the template's sandboxes.
+    pub envs: BTreeMap<String, String>,
+    /// Default user, if a USER step (here or in the parent) set one.
+    pub user: Option<String>,
+    /// Default working directory, if a WORKDIR step set one.
+    pub workdir: Option<String>,
+    /// Started in the background in each of its sandboxes at create.
+    #[serde(default)]
+    pub start_cmd: Option<String>,
+    /// Run until it succeeds (bounded) before a create of its sandboxes returns.
+    #[serde(default)]
+    pub ready_cmd: Option<String>,
+}
+
+/// A built template's persisted record (`template.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateRecord {
+    /// Its id.
+    pub id: String,
+    /// Its name (its one alias).
+    pub name: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Default CPU count of its sandboxes.
+    pub cpu_count: u32,
+    /// Default memory of its sandboxes, MiB.
+    pub memory_mb: u64,
+    /// Size of its sandboxes' disks, MiB (`None`: the default).
+    #[serde(default)]
+    pub disk_size_mb: Option<u64>,
+    /// How its sandboxes are isolated (`None`: the server's default).
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
+    /// When it was first requested.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Its builds, oldest first.
+    pub builds: Vec<String>,
+    /// The version sandboxes start from (the latest ready build).
+    pub ready: Option<BuiltVersion>,
+}
+
+/// A build's persisted record (`builds/<buildID>.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildRecord {
+    /// The template it builds.
+    pub template_id: String,
+    /// Its id.
+    pub build_id: String,
+    /// Where it is.
+    pub status: BuildStatus,
+    /// When it was requested.
+    pub created_at: DateTime<Utc>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The parent template (once started).
+    pub from_template: Option<String>,
+    /// Why it failed.
+    pub reason: Option<BuildReason>,
+}
+
+/// A build's status and a page of its log (`GET .../status`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildView {
+    /// The build record.
+    pub record: BuildRecord,
+    /// Log entries from the requested offset (at most [`MAX_LOG_ENTRIES`]).
+    pub entries: Vec<LogEntry>,
+}
+
+/// What `POST /v3/templates` answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestedBuild {
+    /// The template (new, or the existing one of that name).
+    pub template_id: String,
+    /// The new build.
+    pub build_id: String,
+    /// The template's name.
+    pub name: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+}

@@ -1,0 +1,261 @@
+//! What the template tests share: a server on a data dir that outlives it, and helpers.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use courier_e2b::{Client, ConnectionConfig, Sandbox};
+use courier_sandboxd::{Sandboxd, ServerConfig};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::support::{self, envd_binary};
+
+pub(crate) const HELPER: &str = env!("CARGO_BIN_EXE_courier-sandbox-init");
+pub(crate) const KEY: &str = "e2b_00112233445566778899aabbccddeeff00112233";
+/// How long a build may take on a loaded machine before the test gives up.
+pub(crate) const BUILD_WAIT: Duration = Duration::from_secs(300);
+
+/// A server on a data dir that outlives it (for restarts), its API on a local port.
+pub(crate) struct Fixture {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) running: Option<Running>,
+}
+
+pub(crate) struct Running {
+    pub(crate) server: Sandboxd,
+    pub(crate) client: Client,
+    pub(crate) http: reqwest::Client,
+    pub(crate) api: String,
+    pub(crate) stop: tokio::sync::watch::Sender<bool>,
+    pub(crate) tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Fixture {
+    pub(crate) async fn new(test: &str) -> Option<Self> {
+        if !support::root_or_skip(test) {
+            return None;
+        }
+        let mut fx = Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            running: None,
+        };
+        fx.start().await;
+        Some(fx)
+    }
+
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub(crate) async fn start(&mut self) {
+        self.start_with(support::isolation()).await;
+    }
+
+    pub(crate) async fn start_with(&mut self, isolation: courier_sandboxd::runtime::Isolation) {
+        let mut config = ServerConfig::new(self.data_dir(), envd_binary());
+        config.isolation = Some(isolation);
+        config.helper = Some(PathBuf::from(HELPER));
+        config.dev_api_key = Some(KEY.to_owned());
+        // Short enough that the never-ready template fails fast, long enough for a
+        // loaded machine to run `test -f` a few times.
+        config.template_ready_timeout = Duration::from_secs(10);
+        let server = Sandboxd::start(config).await.expect("start sandboxd");
+        let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+        let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let api_addr = api.local_addr().expect("bound listener");
+        let proxy_addr = proxy.local_addr().expect("bound listener");
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = vec![
+            tokio::spawn({
+                let server = server.clone();
+                let until = support::stopped(stop_rx.clone());
+                async move { server.serve_api(api, until).await }
+            }),
+            tokio::spawn({
+                let server = server.clone();
+                let until = support::stopped(stop_rx);
+                async move { server.serve_proxy(proxy, until).await }
+            }),
+        ];
+        let client = Client::new(
+            ConnectionConfig::builder()
+                .api_key(KEY)
+                .api_url(format!("http://{api_addr}"))
+                .sandbox_url(format!("http://{proxy_addr}"))
+                .request_timeout(Duration::from_secs(120))
+                .build()
+                .expect("config"),
+        )
+        .expect("client");
+        self.running = Some(Running {
+            server,
+            client,
+            http: reqwest::Client::new(),
+            api: format!("http://{api_addr}"),
+            stop,
+            tasks,
+        });
+    }
+
+    /// Stops the server (its sandboxes are killed) and releases the data dir.
+    pub(crate) async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.server.kill_all().await;
+            let _ = running.stop.send(true);
+            running.server.stop();
+            for task in running.tasks {
+                let _ = task.await;
+            }
+        }
+    }
+
+    pub(crate) fn run(&self) -> &Running {
+        self.running.as_ref().expect("server running")
+    }
+
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let run = self.run();
+        support::call_api(&run.http, &run.api, KEY, method, path, body).await
+    }
+
+    /// `POST /v3/templates` then `POST /v2/.../builds/...`; returns (templateID,
+    /// buildID) and the start answer's status and body.
+    pub(crate) async fn build(&self, name: &str, recipe: Value) -> (String, String, u16, Value) {
+        let (status, requested) = self
+            .call(
+                reqwest::Method::POST,
+                "/v3/templates",
+                Some(json!({"name": name, "cpuCount": 1, "memoryMB": 512})),
+            )
+            .await;
+        assert_eq!(status, 202, "{requested}");
+        let template_id = requested["templateID"]
+            .as_str()
+            .expect("the answer names the template")
+            .to_owned();
+        let build_id = requested["buildID"]
+            .as_str()
+            .expect("the answer names the build")
+            .to_owned();
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v2/templates/{template_id}/builds/{build_id}"),
+                Some(recipe),
+            )
+            .await;
+        (template_id, build_id, status, body)
+    }
+
+    /// Builds `name` from base with `version` written to `/opt/version` by root; waits
+    /// for it to be ready and returns (templateID, buildID).
+    pub(crate) async fn build_version(&self, name: &str, version: &str) -> (String, String) {
+        let (template_id, build_id, status, body) = self
+            .build(
+                name,
+                json!({"fromTemplate": "base", "steps": [
+                    {"type": "RUN", "args": [format!("echo {version} > /opt/version"), "root"]}
+                ]}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let (done, _) = self.wait_build(&template_id, &build_id).await;
+        assert_eq!(done["status"], "ready", "{done}");
+        (template_id, build_id)
+    }
+
+    /// Polls the build status like the SDK (offsets, at most 100 entries a call) until it
+    /// is `ready` or `error`; returns the last answer and every log entry.
+    pub(crate) async fn wait_build(
+        &self,
+        template_id: &str,
+        build_id: &str,
+    ) -> (Value, Vec<Value>) {
+        let start = Instant::now();
+        let mut entries: Vec<Value> = Vec::new();
+        loop {
+            let (status, body) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!(
+                        "/templates/{template_id}/builds/{build_id}/status?logsOffset={}",
+                        entries.len()
+                    ),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let page = body["logEntries"]
+                .as_array()
+                .expect("logEntries is a list")
+                .clone();
+            assert!(page.len() <= 100);
+            let drained = page.is_empty();
+            entries.extend(page);
+            let state = body["status"]
+                .as_str()
+                .expect("status is a string")
+                .to_owned();
+            if (state == "ready" || state == "error") && drained {
+                return (body, entries);
+            }
+            assert!(
+                start.elapsed() < BUILD_WAIT,
+                "build {build_id} still {state} after {BUILD_WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub(crate) async fn sandbox(&self, template: &str) -> Sandbox {
+        Sandbox::builder()
+            .template(template)
+            .timeout(Duration::from_secs(600))
+            .create(&self.run().client)
+            .await
+            .unwrap_or_else(|e| panic!("create from {template}: {e}"))
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.stop.send(true);
+            running.server.stop();
+            let server = running.server.clone();
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(server.kill_all());
+            })
+            .join();
+        }
+    }
+}
+
+pub(crate) fn messages(entries: &[Value]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+pub(crate) async fn stdout(sbx: &Sandbox, command: &str) -> String {
+    sbx.commands()
+        .run(command)
+        .await
+        .unwrap_or_else(|e| panic!("{command}: {e}"))
+        .stdout
+}
+
+/// A file of `base`'s own tree (/etc is copied) and one of the host's /usr (a host dir
+/// overlay): the recipe deletes both.
+pub(crate) const BASE_FILE: &str = "/etc/debian_version";
+pub(crate) const USR_FILE: &str = "/usr/share/common-licenses/Artistic";
