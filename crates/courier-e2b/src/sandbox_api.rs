@@ -332,6 +332,7 @@ mod tests {
                     build_id: b.to_owned(),
                     status: crate::BuildState::Ready,
                     log_entries: Vec::new(),
+                    logs: Vec::new(),
                     reason: None,
                 })
             });
