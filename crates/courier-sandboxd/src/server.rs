@@ -831,9 +831,12 @@ impl Sandboxd {
             !matches!(runtime.status(&rid), Ok(SandboxStatus::Exited) | Err(_))
         })
         .await;
-        if let Err(message) = ready {
+        if let Err(e) = ready {
             self.destroy(&id).await;
-            return Err(Error::Envd { id, message });
+            return Err(Error::Envd {
+                id,
+                message: e.to_string(),
+            });
         }
         tracing::debug!(
             sandbox = %id,
@@ -979,9 +982,9 @@ impl Sandboxd {
         });
         crate::envd_link::init(envd, token, &body)
             .await
-            .map_err(|message| Error::Envd {
+            .map_err(|e| Error::Envd {
                 id: id.to_owned(),
-                message,
+                message: e.to_string(),
             })?;
         let timeout = self.inner.config.template_ready_timeout;
         crate::templates::build::start_template_processes(envd, token, template, timeout)

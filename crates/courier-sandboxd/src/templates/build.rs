@@ -600,7 +600,7 @@ impl Build<'_> {
         for line in lines.finish() {
             emit(line);
         }
-        Ok((code?, tail))
+        Ok((code.map_err(|e| e.to_string())?, tail))
     }
 }
 
@@ -845,7 +845,7 @@ async fn start_and_wait(
                 lines.extend(output.finish());
                 last = exit_message(code, &lines[lines.len().saturating_sub(REASON_LINES)..]);
             }
-            Ok(Err(e)) => last = e,
+            Ok(Err(e)) => last = e.to_string(),
             Err(_) => last = "still running at the deadline".to_owned(),
         }
         if tokio::time::Instant::now() + READY_RETRY >= deadline {
