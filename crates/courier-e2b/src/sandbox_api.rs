@@ -332,7 +332,6 @@ mod tests {
                     build_id: b.to_owned(),
                     status: crate::BuildState::Ready,
                     log_entries: Vec::new(),
-                    logs: Vec::new(),
                     reason: None,
                 })
             });

@@ -170,7 +170,9 @@ impl EnvdEndpoint {
 
     /// [`EnvdEndpoint::stream`], failing as [`EnvdError::Connect`].
     async fn checked_stream(&self) -> Result<UnixStream, EnvdError> {
-        self.stream().await.map_err(|source| self.connect_error(source))
+        self.stream()
+            .await
+            .map_err(|source| self.connect_error(source))
     }
 
     fn connect_error(&self, source: std::io::Error) -> EnvdError {
@@ -204,7 +206,12 @@ async fn request(
         .map_err(|e| envd.connect_error(e))?;
     let response = sender.send_request(request).await.map_err(http)?;
     let status = response.status();
-    let body = response.into_body().collect().await.map_err(http)?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(http)?
+        .to_bytes();
     Ok((status, body))
 }
 
@@ -326,7 +333,12 @@ pub(crate) async fn upload(
     .map_err(|source| EnvdError::Request { what: WHAT, source })?;
     let response = sender.send_request(req).await.map_err(http)?;
     let status = response.status();
-    let bytes = response.into_body().collect().await.map_err(http)?.to_bytes();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(http)?
+        .to_bytes();
     if status.is_success() {
         Ok(())
     } else {

@@ -277,10 +277,6 @@ pub struct BuildStatus {
     /// Log entries from the requested offset on (at most 100 per answer).
     #[serde(rename = "logEntries", default)]
     pub log_entries: Vec<BuildLogEntry>,
-    /// The same entries as plain `<timestamp> <message>` lines (deprecated in the API,
-    /// still sent for older SDKs).
-    #[serde(default)]
-    pub logs: Vec<String>,
     /// Why it failed, for `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<BuildReason>,
@@ -313,36 +309,12 @@ pub struct TemplateInfo {
     /// Memory of its sandboxes, in MiB.
     #[serde(rename = "memoryMB", default)]
     pub memory_mb: u64,
-    /// Disk of its sandboxes, in MiB.
-    #[serde(rename = "diskSizeMB", default)]
-    pub disk_size_mb: u64,
     /// The state of its last build.
     #[serde(rename = "buildStatus")]
     pub build_status: BuildState,
     /// Whether it is public.
     #[serde(default)]
     pub public: bool,
-    /// When it was created.
-    #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<DateTime<Utc>>,
-    /// When it was last built.
-    #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
-    pub updated_at: Option<DateTime<Utc>>,
-    /// Who created it (`null` when unknown).
-    #[serde(rename = "createdBy", default)]
-    pub created_by: Option<String>,
-    /// When a sandbox was last created from it (`null` when never or unknown).
-    #[serde(rename = "lastSpawnedAt", default)]
-    pub last_spawned_at: Option<DateTime<Utc>>,
-    /// How many sandboxes were created from it.
-    #[serde(rename = "spawnCount", default)]
-    pub spawn_count: u64,
-    /// How many builds it had.
-    #[serde(rename = "buildCount", default)]
-    pub build_count: u64,
-    /// The envd version of its sandboxes.
-    #[serde(rename = "envdVersion", default)]
-    pub envd_version: String,
 }
 
 impl TemplateInfo {

@@ -274,7 +274,10 @@ async fn update_network(
 
 async fn metrics(State(server): State<Sandboxd>, Path(id): Path<String>) -> ApiResult<Response> {
     let metric = server.metrics(&id).await?;
-    Ok(json(StatusCode::OK, [courier_e2b::models::SandboxMetric::from(metric)]))
+    Ok(json(
+        StatusCode::OK,
+        [courier_e2b::models::SandboxMetric::from(metric)],
+    ))
 }
 
 async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> ApiResult<Response> {

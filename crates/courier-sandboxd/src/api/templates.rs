@@ -17,6 +17,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
 use courier_e2b::models::{
     self, BuildLogEntry, BuildRequested, BuildState, InvalidStep, TemplateInfo, TemplateStep,
     valid_files_hash,
@@ -96,6 +97,15 @@ struct BuildStart {
     ready_cmd: Option<String>,
 }
 
+/// `TemplateBuildInfo` as this server answers it: the SDK's [`models::BuildStatus`] plus
+/// the deprecated `logs` (the entries as plain lines), which older SDKs still read.
+#[derive(Debug, Serialize)]
+struct BuildInfo {
+    #[serde(flatten)]
+    status: models::BuildStatus,
+    logs: Vec<String>,
+}
+
 /// A recipe this server cannot build, or a build it cannot start yet: answered 400 (and the
 /// waiting build is failed with the same message).
 #[derive(Debug, thiserror::Error)]
@@ -135,24 +145,44 @@ struct AliasBody {
     public: bool,
 }
 
-fn item(t: &Template) -> TemplateInfo {
-    TemplateInfo {
-        template_id: t.id.clone(),
-        build_id: t.build_id.clone(),
-        aliases: t.aliases.clone(),
-        names: t.aliases.clone(),
-        cpu_count: t.cpu_count,
-        memory_mb: t.memory_mb,
+/// A template as `GET /templates` lists it: the SDK's [`TemplateInfo`] plus the fields of
+/// E2B's `Template` it does not model.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TemplateItem {
+    #[serde(flatten)]
+    info: TemplateInfo,
+    #[serde(rename = "diskSizeMB")]
+    disk_size_mb: u64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    created_by: Option<String>,
+    last_spawned_at: Option<DateTime<Utc>>,
+    spawn_count: u64,
+    build_count: u64,
+    envd_version: &'static str,
+}
+
+fn item(t: &Template) -> TemplateItem {
+    TemplateItem {
+        info: TemplateInfo {
+            template_id: t.id.clone(),
+            build_id: t.build_id.clone(),
+            aliases: t.aliases.clone(),
+            names: t.aliases.clone(),
+            cpu_count: t.cpu_count,
+            memory_mb: t.memory_mb,
+            build_status: build_state(t.build_status),
+            public: t.id == BASE_TEMPLATE,
+        },
         disk_size_mb: t.disk_size_mb,
-        build_status: build_state(t.build_status),
-        public: t.id == BASE_TEMPLATE,
-        created_at: Some(t.created_at),
-        updated_at: Some(t.updated_at),
+        created_at: t.created_at,
+        updated_at: t.updated_at,
         created_by: None,
         last_spawned_at: None,
         spawn_count: 0,
         build_count: t.build_count,
-        envd_version: crate::server::ENVD_VERSION.to_owned(),
+        envd_version: crate::server::ENVD_VERSION,
     }
 }
 
@@ -185,7 +215,7 @@ fn log_entry(e: LogEntry) -> BuildLogEntry {
 /// `GET /templates`: `base` and every built template (also those still building or
 /// failed, with their `buildStatus`).
 async fn list(State(server): State<Sandboxd>) -> Response {
-    let items: Vec<TemplateInfo> = server.templates().all().iter().map(item).collect();
+    let items: Vec<TemplateItem> = server.templates().all().iter().map(item).collect();
     json(StatusCode::OK, items)
 }
 
@@ -362,19 +392,21 @@ async fn build_status(
     let entries: Vec<LogEntry> = view.entries.into_iter().take(limit).collect();
     Ok(json(
         StatusCode::OK,
-        models::BuildStatus {
-            template_id: view.record.template_id,
-            build_id: view.record.build_id,
-            status: build_state(view.record.status),
+        BuildInfo {
             logs: entries
                 .iter()
                 .map(|e| format!("{} {}", e.timestamp.to_rfc3339(), e.message))
                 .collect(),
-            log_entries: entries.into_iter().map(log_entry).collect(),
-            reason: view.record.reason.map(|r| models::BuildReason {
-                message: r.message,
-                step: r.step,
-            }),
+            status: models::BuildStatus {
+                template_id: view.record.template_id,
+                build_id: view.record.build_id,
+                status: build_state(view.record.status),
+                log_entries: entries.into_iter().map(log_entry).collect(),
+                reason: view.record.reason.map(|r| models::BuildReason {
+                    message: r.message,
+                    step: r.step,
+                }),
+            },
         },
     ))
 }
