@@ -5,8 +5,9 @@
 //! list, pause, kill) and `envd` inside each sandbox (commands, terminals, files, watches)
 //! over Connect-RPC and plain HTTP.
 //!
-//! Invariant: this crate depends on no other Courier crate; the codec and protobuf types
-//! are public so servers (courier-envd) speak exactly what the client sends.
+//! Invariant: this crate depends on no other Courier crate but `courier-secret` (the one
+//! `Secret`); the wire [`models`], the codec and the protobuf types are public and need no
+//! feature, so servers (courier-sandboxd, courier-envd) speak exactly what the client sends.
 //!
 //! ## Guide
 //!
@@ -82,25 +83,24 @@ mod config;
 pub mod envd;
 #[cfg(feature = "client")]
 mod error;
+pub mod models;
 pub mod proto;
 #[cfg(feature = "client")]
 mod sandbox;
 #[cfg(feature = "client")]
 mod sandbox_api;
-#[cfg(feature = "client")]
-mod secret;
 
 #[cfg(feature = "client")]
 pub use api::{
-    BuildLogEntry, BuildReason, BuildRequest, BuildRequested, BuildState, BuildStatus, Client,
-    DEBUG_ENVD_VERSION, DEBUG_SANDBOX_ID, DEFAULT_BUILD_POLL_INTERVAL, Recipe, SandboxPage,
-    SandboxQuery, SandboxStream, SortOrder, Step, TemplateInfo, Templates, models,
+    Client, DEBUG_ENVD_VERSION, DEBUG_SANDBOX_ID, DEFAULT_BUILD_POLL_INTERVAL, SandboxPage,
+    SandboxQuery, SandboxStream, SortOrder, Templates,
 };
 #[cfg(feature = "client")]
 pub use config::{
     ConnectionConfig, ConnectionConfigBuilder, DEFAULT_DOMAIN, DEFAULT_MAX_RETRIES,
     DEFAULT_REQUEST_TIMEOUT, ENVD_PORT, SHARED_HOST_DOMAINS,
 };
+pub use courier_secret::Secret;
 #[cfg(feature = "client")]
 pub use envd::{
     CommandEvent, CommandHandle, CommandOutput, Commands, EntryInfo, ExitStatus, FileKind, Files,
@@ -109,14 +109,16 @@ pub use envd::{
 };
 #[cfg(feature = "client")]
 pub use error::{Error, NotFoundKind, Result};
+pub use models::{
+    BuildLogEntry, BuildReason, BuildRequest, BuildRequested, BuildState, BuildStatus, Recipe,
+    Step, TemplateInfo,
+};
 #[cfg(feature = "client")]
 pub use sandbox::{DEFAULT_TEMPLATE, Sandbox, SandboxBuilder};
 #[cfg(any(test, feature = "mocks"))]
 pub use sandbox_api::MockSandboxApi;
 #[cfg(feature = "client")]
 pub use sandbox_api::{CommandSpec, SandboxApi, SpawnedCommand};
-#[cfg(feature = "client")]
-pub use secret::Secret;
 
 /// Percent-encoding for query values and path segments: everything but `A-Za-z0-9-_.~`.
 #[cfg(feature = "client")]

@@ -1,6 +1,9 @@
 //! Configuration from variables and the envd URL rules (§2.2), without touching the
 //! machine's environment.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 
 use courier_e2b::{ConnectionConfigBuilder, Error};

@@ -1,5 +1,8 @@
 //! Wire tests for the control plane: exact requests, error mapping and retries.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,9 @@
 //! Wire tests for processes and terminals: exact Connect requests (headers, envelopes) and
 //! how streams, trailers and error bodies are read.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::{

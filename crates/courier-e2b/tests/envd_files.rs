@@ -1,6 +1,9 @@
 //! Wire tests for files: `/files` downloads and uploads, filesystem RPCs, watches, signed
 //! URLs and the envd HTTP error mapping.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::io::Write;

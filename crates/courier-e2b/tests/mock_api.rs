@@ -1,6 +1,9 @@
 //! `MockSandboxApi` (the `mocks` feature) stands in for the real client behind
 //! `dyn SandboxApi`, as an orchestrator's unit tests use it.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use bytes::Bytes;

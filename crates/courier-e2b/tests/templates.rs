@@ -1,6 +1,9 @@
 //! Wire tests for the template build API: exact paths, headers and bodies (the official
 //! SDK's), status polling with log offsets, error mapping.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -4,18 +4,94 @@
 //! planted, and always checked to be served by a process of the sandbox). Sandboxes have
 //! no network interface the host could reach, so this socket is the only way in.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use courier_e2b::codec::{
+    Codec, ConnectError, DEFAULT_MAX_MESSAGE_SIZE, EndOfStream, Envelope, EnvelopeDecoder,
+    FrameError,
+};
+use courier_e2b::proto::process::process_event::{DataEvent, EndEvent, Event, data_event};
+use courier_e2b::proto::process::{ProcessConfig, StartRequest, StartResponse};
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Empty, Full, combinators::BoxBody};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
 use crate::runtime::Runtime;
+
+/// The codec of the process RPCs: protobuf, which courier-envd (like E2B's envd) speaks
+/// beside JSON, and which carries output as raw bytes instead of base64.
+const CODEC: Codec = Codec::Proto;
+
+/// Why a call to a sandbox's envd failed. Not a non-zero exit: that is a result.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EnvdError {
+    /// The control socket could not be reached (or its peer is not the sandbox's).
+    #[error("connect to the {envd}: {source}")]
+    Connect {
+        /// Which envd (`envd of sandbox <id>`).
+        envd: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed (connection cut, malformed answer).
+    #[error("{what}: {source}")]
+    Http {
+        /// The request.
+        what: &'static str,
+        /// What failed.
+        source: hyper::Error,
+    },
+    /// The request could not be built (a path or header value that is not valid HTTP).
+    #[error("{what}: invalid request: {source}")]
+    Request {
+        /// The request.
+        what: &'static str,
+        /// What is invalid.
+        source: http::Error,
+    },
+    /// envd answered an HTTP error.
+    #[error("{what} answered {status}: {body}")]
+    Status {
+        /// The request.
+        what: &'static str,
+        /// The status.
+        status: StatusCode,
+        /// The body, as text.
+        body: String,
+    },
+    /// A Connect RPC failed: an error answer, or an error in the stream's trailer.
+    #[error("envd: {0}")]
+    Rpc(ConnectError),
+    /// The RPC's stream is not a valid Connect stream.
+    #[error("envd sent a broken stream: {0}")]
+    Frame(#[from] FrameError),
+    /// The process stream ended without the process's end event.
+    #[error("the process stream ended without an end event")]
+    NoEndEvent,
+    /// envd did not answer `/health` in time, or its sandbox exited first.
+    #[error("envd {}: {last}", if *.exited { "exited before it was ready" } else { "not ready in time" })]
+    NotReady {
+        /// Whether the sandbox's process exited (else the timeout passed).
+        exited: bool,
+        /// The last attempt's failure.
+        last: Box<EnvdError>,
+    },
+    /// A file to upload could not be opened.
+    #[error("open {}: {source}", .path.display())]
+    Open {
+        /// The host path.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
 
 /// Body type of everything the server sends (proxied bodies and its own).
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
@@ -91,6 +167,20 @@ impl EnvdEndpoint {
         stream.set_nonblocking(true)?;
         UnixStream::from_std(stream)
     }
+
+    /// [`EnvdEndpoint::stream`], failing as [`EnvdError::Connect`].
+    async fn checked_stream(&self) -> Result<UnixStream, EnvdError> {
+        self.stream()
+            .await
+            .map_err(|source| self.connect_error(source))
+    }
+
+    fn connect_error(&self, source: std::io::Error) -> EnvdError {
+        EnvdError::Connect {
+            envd: self.to_string(),
+            source,
+        }
+    }
 }
 
 /// Connects to the sandbox's envd.
@@ -107,23 +197,31 @@ pub(crate) async fn connect(
 /// One request on a fresh connection; returns the status and the whole body.
 async fn request(
     envd: &EnvdEndpoint,
+    what: &'static str,
     request: Request<Body>,
-) -> Result<(StatusCode, Bytes), String> {
+) -> Result<(StatusCode, Bytes), EnvdError> {
+    let http = |source| EnvdError::Http { what, source };
     let mut sender = connect(envd, CancellationToken::new())
         .await
-        .map_err(|e| format!("connect to the {envd}: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| envd.connect_error(e))?;
+    let response = sender.send_request(request).await.map_err(http)?;
     let status = response.status();
     let body = response
         .into_body()
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(http)?
         .to_bytes();
     Ok((status, body))
+}
+
+/// An [`EnvdError::Status`] for a non-success answer.
+fn status_error(what: &'static str, status: StatusCode, body: &[u8]) -> EnvdError {
+    EnvdError::Status {
+        what,
+        status,
+        body: String::from_utf8_lossy(body).into_owned(),
+    }
 }
 
 /// How long [`wait_healthy`] polls every half millisecond before backing off.
@@ -136,25 +234,29 @@ pub(crate) async fn wait_healthy(
     envd: &EnvdEndpoint,
     timeout: Duration,
     mut alive: impl FnMut() -> bool,
-) -> Result<(), String> {
+) -> Result<(), EnvdError> {
+    const WHAT: &str = "GET /health";
     let start = Instant::now();
     let mut delay = Duration::from_micros(500);
-    let mut last_error;
     loop {
         let req = Request::get("/health")
             .header(header::HOST, "localhost")
             .body(empty())
-            .expect("static request");
-        match request(envd, req).await {
+            .expect("a static path and header make a valid request");
+        let last = match request(envd, WHAT, req).await {
             Ok((StatusCode::NO_CONTENT, _)) => return Ok(()),
-            Ok((status, _)) => last_error = format!("GET /health answered {status}"),
-            Err(e) => last_error = e,
-        }
+            Ok((status, body)) => status_error(WHAT, status, &body),
+            Err(e) => e,
+        };
+        let not_ready = |exited| EnvdError::NotReady {
+            exited,
+            last: Box::new(last),
+        };
         if !alive() {
-            return Err(format!("envd exited before it was ready ({last_error})"));
+            return Err(not_ready(true));
         }
         if start.elapsed() > timeout {
-            return Err(format!("envd not ready after {timeout:?}: {last_error}"));
+            return Err(not_ready(false));
         }
         tokio::time::sleep(delay).await;
         // envd is normally up within ~10 ms of its exec; backing off early would add
@@ -172,19 +274,17 @@ pub(crate) async fn init(
     envd: &EnvdEndpoint,
     token: &str,
     body: &serde_json::Value,
-) -> Result<(), String> {
+) -> Result<(), EnvdError> {
+    const WHAT: &str = "POST /init";
     let req = Request::post("/init")
         .header(header::HOST, "localhost")
         .header(header::CONTENT_TYPE, "application/json")
         .header("X-Access-Token", token)
         .body(full(body.to_string()))
-        .map_err(|e| e.to_string())?;
-    match request(envd, req).await? {
+        .map_err(|source| EnvdError::Request { what: WHAT, source })?;
+    match request(envd, WHAT, req).await? {
         (status, _) if status.is_success() => Ok(()),
-        (status, body) => Err(format!(
-            "POST /init answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        )),
+        (status, body) => Err(status_error(WHAT, status, &body)),
     }
 }
 
@@ -197,22 +297,27 @@ pub(crate) async fn upload(
     source: &std::path::Path,
     path: &str,
     user: &str,
-) -> Result<(), String> {
+) -> Result<(), EnvdError> {
     use futures::StreamExt as _;
+    const WHAT: &str = "POST /files";
+    let http = |source| EnvdError::Http { what: WHAT, source };
     let file = tokio::fs::File::open(source)
         .await
-        .map_err(|e| format!("open {}: {e}", source.display()))?;
+        .map_err(|e| EnvdError::Open {
+            path: source.to_owned(),
+            source: e,
+        })?;
     let frames =
         tokio_util::io::ReaderStream::new(file).map(|chunk| chunk.map(hyper::body::Frame::data));
     let body = http_body_util::StreamBody::new(frames);
-    let stream = envd
-        .stream()
-        .await
-        .map_err(|e| format!("connect to the {envd}: {e}"))?;
-    let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+    let stream = envd.checked_stream().await?;
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
+    tokio::spawn(async move {
+        // A failed connection also fails the request below, which reports it.
+        if let Err(e) = conn.await {
+            debug!(error = %e, "envd upload connection ended with an error");
+        }
+    });
     let encode = |v: &str| {
         percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
     };
@@ -225,22 +330,19 @@ pub(crate) async fn upload(
     .header(header::CONTENT_TYPE, "application/octet-stream")
     .header("X-Access-Token", token)
     .body(body)
-    .map_err(|e| e.to_string())?;
-    let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    .map_err(|source| EnvdError::Request { what: WHAT, source })?;
+    let response = sender.send_request(req).await.map_err(http)?;
     let status = response.status();
     let bytes = response
         .into_body()
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(http)?
         .to_bytes();
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!(
-            "POST /files answered {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        ))
+        Err(status_error(WHAT, status, &bytes))
     }
 }
 
@@ -266,21 +368,16 @@ pub(crate) struct ProcessSpec<'a> {
     pub user: &'a str,
 }
 
-/// Connect-RPC envelope flag of the stream's last message (trailers as JSON).
-const END_STREAM: u8 = 0x02;
-/// Largest envelope accepted from envd (its output chunks are far smaller).
-const MAX_ENVELOPE: usize = 16 * 1024 * 1024;
-
 /// Runs a process in the sandbox through envd's `process.Process/Start` (server
-/// streaming, Connect JSON codec: the same RPC the SDKs use), hands each output chunk to
-/// `on_output` as it arrives and returns the exit code. An `Err` means the RPC itself
-/// failed (envd unreachable, process could not start, stream cut): not a non-zero exit.
+/// streaming: the same RPC the SDKs use), hands each output chunk to `on_output` as it
+/// arrives and returns the exit code. An `Err` means the RPC itself failed (envd
+/// unreachable, process could not start, stream cut): not a non-zero exit.
 pub(crate) async fn run_process(
     envd: &EnvdEndpoint,
     token: &str,
     spec: &ProcessSpec<'_>,
     on_output: impl FnMut(Stream, &[u8]),
-) -> Result<i32, String> {
+) -> Result<i32, EnvdError> {
     let body = start_stream(envd, token, spec).await?;
     read_events(body, on_output, false).await
 }
@@ -292,7 +389,7 @@ pub(crate) async fn start_process(
     envd: &EnvdEndpoint,
     token: &str,
     spec: &ProcessSpec<'_>,
-) -> Result<(), String> {
+) -> Result<(), EnvdError> {
     let body = start_stream(envd, token, spec).await?;
     read_events(body, |_, _| {}, true).await.map(|_| ())
 }
@@ -302,25 +399,28 @@ async fn start_stream(
     envd: &EnvdEndpoint,
     token: &str,
     spec: &ProcessSpec<'_>,
-) -> Result<hyper::body::Incoming, String> {
+) -> Result<hyper::body::Incoming, EnvdError> {
     use base64::Engine as _;
+    const WHAT: &str = "process.Process/Start";
+    let http = |source| EnvdError::Http { what: WHAT, source };
     let engine = base64::engine::general_purpose::STANDARD;
-    let mut process = serde_json::json!({
-        "cmd": spec.cmd,
-        "args": spec.args,
-        "envs": spec.envs,
-    });
-    if let Some(cwd) = spec.cwd {
-        process["cwd"] = serde_json::Value::from(cwd);
-    }
-    let message = serde_json::json!({ "process": process }).to_string();
-    let mut envelope = Vec::with_capacity(5 + message.len());
-    envelope.push(0);
-    envelope.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    envelope.extend_from_slice(message.as_bytes());
+    let message = StartRequest {
+        process: Some(ProcessConfig {
+            cmd: spec.cmd.to_owned(),
+            args: spec.args.to_vec(),
+            envs: spec
+                .envs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            cwd: spec.cwd.map(str::to_owned),
+        }),
+        ..StartRequest::default()
+    };
+    let envelope = Envelope::message(CODEC.encode(&message)).to_bytes();
     let req = Request::post("/process.Process/Start")
         .header(header::HOST, "localhost")
-        .header(header::CONTENT_TYPE, "application/connect+json")
+        .header(header::CONTENT_TYPE, CODEC.stream_content_type())
         .header("Connect-Protocol-Version", "1")
         .header("X-Access-Token", token)
         .header(
@@ -328,21 +428,29 @@ async fn start_stream(
             format!("Basic {}", engine.encode(format!("{}:", spec.user))),
         )
         .body(full(envelope))
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| EnvdError::Request { what: WHAT, source })?;
     let mut sender = connect(envd, CancellationToken::new())
         .await
-        .map_err(|e| format!("connect to the {envd}: {e}"))?;
-    let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        .map_err(|e| envd.connect_error(e))?;
+    let response = sender.send_request(req).await.map_err(http)?;
     let status = response.status();
     let body = response.into_body();
     if !status.is_success() {
-        let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        return Err(format!(
-            "process.Process/Start answered {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        ));
+        let bytes = body.collect().await.map_err(http)?.to_bytes();
+        return Err(EnvdError::Rpc(ConnectError::from_response(
+            status.as_u16(),
+            &bytes,
+        )));
     }
     Ok(body)
+}
+
+/// What one event of Start's stream means to [`read_events`].
+enum Progress {
+    /// Keep reading.
+    More,
+    /// The process started (for `until_started`).
+    Started,
 }
 
 /// Reads Start's event stream: output to `on_output`, then the exit code. With
@@ -351,78 +459,75 @@ async fn read_events(
     mut body: hyper::body::Incoming,
     mut on_output: impl FnMut(Stream, &[u8]),
     until_started: bool,
-) -> Result<i32, String> {
-    use base64::Engine as _;
-    let engine = base64::engine::general_purpose::STANDARD;
-
-    let mut buffer: Vec<u8> = Vec::new();
+) -> Result<i32, EnvdError> {
+    let mut decoder = EnvelopeDecoder::new(DEFAULT_MAX_MESSAGE_SIZE);
     let mut exit_code = None;
     loop {
-        // Take every complete envelope out of the buffer.
-        while buffer.len() >= 5 {
-            let flags = buffer[0];
-            let len = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
-            if len > MAX_ENVELOPE {
-                return Err(format!("envd sent a {len}-byte message"));
-            }
-            if buffer.len() < 5 + len {
-                break;
-            }
-            let payload: serde_json::Value = serde_json::from_slice(&buffer[5..5 + len])
-                .map_err(|e| format!("envd sent invalid JSON: {e}"))?;
-            buffer.drain(..5 + len);
-            if flags & END_STREAM != 0 {
-                if let Some(error) = payload.get("error") {
-                    return Err(format!(
-                        "envd: {}: {}",
-                        error["code"].as_str().unwrap_or("unknown"),
-                        error["message"].as_str().unwrap_or("")
-                    ));
+        while let Some(envelope) = decoder.next_envelope()? {
+            if envelope.is_end_stream() {
+                let end = EndOfStream::from_json(&envelope.payload).map_err(EnvdError::Rpc)?;
+                if let Some(error) = end.error {
+                    return Err(EnvdError::Rpc(error));
                 }
-                return exit_code
-                    .ok_or_else(|| "the process stream ended without an end event".to_owned());
+                return exit_code.ok_or(EnvdError::NoEndEvent);
             }
-            let event = &payload["event"];
-            if until_started && event.get("start").is_some() {
+            let response: StartResponse =
+                CODEC.decode(&envelope.payload).map_err(EnvdError::Rpc)?;
+            let event = response.event.and_then(|e| e.event);
+            if let Progress::Started = on_event(event, &mut exit_code, &mut on_output)
+                && until_started
+            {
                 return Ok(0);
-            }
-            if let Some(data) = event.get("data") {
-                for (key, stream) in [("stdout", Stream::Stdout), ("stderr", Stream::Stderr)] {
-                    if let Some(chunk) = data.get(key).and_then(|v| v.as_str()) {
-                        let bytes = engine
-                            .decode(chunk)
-                            .map_err(|e| format!("envd sent invalid base64: {e}"))?;
-                        on_output(stream, &bytes);
-                    }
-                }
-            } else if let Some(end) = event.get("end") {
-                // pbjson leaves out zero values: a missing exitCode is 0.
-                let code = end.get("exitCode").and_then(|v| v.as_i64()).unwrap_or(0);
-                let exited = end.get("exited").and_then(|v| v.as_bool()).unwrap_or(false);
-                exit_code = Some(if exited {
-                    i32::try_from(code).unwrap_or(-1)
-                } else {
-                    // Killed by a signal: no exit code, report like a shell (-1).
-                    -1
-                });
-                // For a normal exit envd's error only repeats the status ("exit status
-                // 1"); otherwise it says what happened.
-                if !exited && let Some(error) = end.get("error").and_then(|v| v.as_str()) {
-                    on_output(Stream::Stderr, format!("{error}\n").as_bytes());
-                }
             }
         }
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
-                    buffer.extend_from_slice(&data);
+                    decoder.push(&data);
                 }
             }
-            Some(Err(e)) => return Err(format!("process stream failed: {e}")),
-            None => {
-                return exit_code
-                    .ok_or_else(|| "the process stream ended without an end event".to_owned());
+            Some(Err(source)) => {
+                return Err(EnvdError::Http {
+                    what: "process stream",
+                    source,
+                });
             }
+            None => return exit_code.ok_or(EnvdError::NoEndEvent),
         }
     }
+}
+
+/// Hands output to `on_output` and records the exit code of an end event.
+fn on_event(
+    event: Option<Event>,
+    exit_code: &mut Option<i32>,
+    on_output: &mut impl FnMut(Stream, &[u8]),
+) -> Progress {
+    match event {
+        Some(Event::Start(_)) => return Progress::Started,
+        Some(Event::Data(DataEvent {
+            output: Some(output),
+        })) => match output {
+            data_event::Output::Stdout(bytes) => on_output(Stream::Stdout, &bytes),
+            data_event::Output::Stderr(bytes) => on_output(Stream::Stderr, &bytes),
+            // No process started here has a terminal.
+            data_event::Output::Pty(_) => {}
+        },
+        Some(Event::End(EndEvent {
+            exit_code: code,
+            exited,
+            error,
+            ..
+        })) => {
+            // Killed by a signal: no exit code, reported like a shell (-1).
+            *exit_code = Some(if exited { code } else { -1 });
+            // For a normal exit envd's error only repeats the status ("exit status 1");
+            // otherwise it says what happened.
+            if !exited && let Some(error) = error {
+                on_output(Stream::Stderr, format!("{error}\n").as_bytes());
+            }
+        }
+        Some(Event::Data(DataEvent { output: None }) | Event::Keepalive(_)) | None => {}
+    }
+    Progress::More
 }

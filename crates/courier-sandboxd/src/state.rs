@@ -19,25 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Whether a sandbox's processes run or are frozen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SandboxState {
-    /// Its processes run and the proxy forwards traffic to it.
-    Running,
-    /// Frozen (memory kept); the proxy answers 502 until it is resumed.
-    Paused,
-}
-
-impl SandboxState {
-    /// The wire name (`running` / `paused`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SandboxState::Running => "running",
-            SandboxState::Paused => "paused",
-        }
-    }
-}
+/// Whether a sandbox's processes run or are frozen: E2B's `running` / `paused`, the same
+/// type the answers carry. Paused sandboxes are frozen (memory kept); the proxy answers
+/// 502 until they are resumed.
+pub use courier_e2b::models::SandboxState;
 
 /// Everything the control plane keeps about one sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,7 +60,11 @@ pub struct SandboxRecord {
     pub network: NetworkRecord,
     /// The token ports other than envd's require in `e2b-traffic-access-token`; `None`
     /// when the sandbox's ports are public (`allowPublicTraffic`, the default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "courier_secret::exposed::option"
+    )]
     pub traffic_access_token: Option<SecretToken>,
 }
 
@@ -108,28 +97,9 @@ impl Default for NetworkRecord {
     }
 }
 
-/// A secret string (a traffic access token): serialized as is, never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SecretToken(String);
-
-impl SecretToken {
-    /// Wraps `token`.
-    pub fn new(token: String) -> Self {
-        Self(token)
-    }
-
-    /// The token itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for SecretToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretToken([redacted])")
-    }
-}
+/// A secret string (a traffic access token): Courier's one `Secret`, masked in `Debug`;
+/// records write it raw (`courier_secret::exposed`), because a restarted server needs it.
+pub type SecretToken = courier_secret::Secret;
 
 /// The directory of persisted [`SandboxRecord`]s.
 #[derive(Debug, Clone)]

@@ -1,7 +1,6 @@
 //! The control-plane client: create, connect, list, inspect, time out, pause and kill
 //! sandboxes over the E2B REST API, with the official SDKs' retry rules.
 
-pub mod models;
 mod query;
 mod retry;
 mod templates;
@@ -14,11 +13,9 @@ use reqwest::Method;
 use serde::{Serialize, de::DeserializeOwned};
 use url::Url;
 
+pub use crate::models;
 pub use query::{SandboxPage, SandboxQuery, SortOrder};
-pub use templates::{
-    BuildLogEntry, BuildReason, BuildRequest, BuildRequested, BuildState, BuildStatus,
-    DEFAULT_BUILD_POLL_INTERVAL, Recipe, Step, TemplateInfo, Templates,
-};
+pub use templates::{DEFAULT_BUILD_POLL_INTERVAL, Templates};
 
 use crate::{
     ConnectionConfig, Error, Result,

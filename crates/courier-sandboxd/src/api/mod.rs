@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use crate::error::Error;
 use crate::server::{CreateRequest, DEFAULT_TIMEOUT, Sandboxd};
 use list::ListQuery;
-use models::{ConnectBody, NewSandbox, RefreshBody, SandboxDetail, TimeoutBody};
+use models::{ConnectBody, NewSandbox, RefreshBody, TimeoutBody};
 
 /// An error answer: status plus message, rendered as `{code, message}`.
 #[derive(Debug)]
@@ -174,7 +174,7 @@ async fn create(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<Respon
     let record = server.create(request).await?;
     Ok(json(
         StatusCode::CREATED,
-        models::Sandbox::new(&record, domain(&server)),
+        models::sandbox(&record, domain(&server)),
     ))
 }
 
@@ -191,7 +191,7 @@ async fn connect(
     } else {
         StatusCode::OK
     };
-    Ok(json(status, models::Sandbox::new(&record, domain(&server))))
+    Ok(json(status, models::sandbox(&record, domain(&server))))
 }
 
 /// The deprecated `POST /sandboxes/{id}/resume`: only for paused sandboxes.
@@ -211,7 +211,7 @@ async fn resume(
     let (record, _) = server.connect(&id, timeout).await?;
     Ok(json(
         StatusCode::CREATED,
-        models::Sandbox::new(&record, domain(&server)),
+        models::sandbox(&record, domain(&server)),
     ))
 }
 
@@ -219,7 +219,7 @@ async fn get_one(State(server): State<Sandboxd>, Path(id): Path<String>) -> ApiR
     let record = server.get(&id)?;
     Ok(json(
         StatusCode::OK,
-        SandboxDetail::detail(&record, domain(&server)),
+        models::detail(&record, domain(&server)),
     ))
 }
 
@@ -274,7 +274,10 @@ async fn update_network(
 
 async fn metrics(State(server): State<Sandboxd>, Path(id): Path<String>) -> ApiResult<Response> {
     let metric = server.metrics(&id).await?;
-    Ok(json(StatusCode::OK, [models::SandboxMetric::from(metric)]))
+    Ok(json(
+        StatusCode::OK,
+        [courier_e2b::models::SandboxMetric::from(metric)],
+    ))
 }
 
 async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> ApiResult<Response> {
@@ -292,7 +295,7 @@ async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
         .iter()
         .filter(|r| r.state == crate::state::SandboxState::Running)
         .count();
-    let items: Vec<SandboxDetail> = page.iter().map(SandboxDetail::listed).collect();
+    let items: Vec<_> = page.iter().map(models::listed).collect();
     let mut response = json(StatusCode::OK, items);
     let headers = response.headers_mut();
     if let Some(next) = next
@@ -320,7 +323,7 @@ async fn list_v1(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
         .filter(|r| metadata.iter().all(|(k, v)| r.metadata.get(k) == Some(v)))
         .collect();
     items.sort_by(|a, b| (b.started_at, &b.sandbox_id).cmp(&(a.started_at, &a.sandbox_id)));
-    let items: Vec<SandboxDetail> = items.iter().map(SandboxDetail::listed).collect();
+    let items: Vec<_> = items.iter().map(models::listed).collect();
     Ok(json(StatusCode::OK, items))
 }
 

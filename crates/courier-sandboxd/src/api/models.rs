@@ -1,9 +1,14 @@
-//! Wire types of the control plane (E2B's OpenAPI names: camelCase, `...ID`, `...MB`).
+//! The server's side of the control plane's wire types: the answers are
+//! `courier_e2b::models` (one definition for the SDK and this server), built here from
+//! sandbox records; the request bodies are read here, because this server accepts more
+//! than the SDK sends (Courier's `memoryMB`/`cpuCount`, the raw `network` object, so
+//! unsupported fields are refused by name).
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use courier_e2b::Secret;
+use courier_e2b::models;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::egress::EgressRules;
@@ -194,25 +199,6 @@ pub(crate) fn update_network(body: &Map<String, Value>) -> Result<EgressRules, E
     Ok(EgressRules::parse(&allow, &deny, "")?)
 }
 
-/// `SandboxNetworkConfig` as a sandbox's detail reports it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct NetworkInfo {
-    pub allow_out: Vec<String>,
-    pub deny_out: Vec<String>,
-    pub allow_public_traffic: bool,
-}
-
-impl From<&NetworkRecord> for NetworkInfo {
-    fn from(n: &NetworkRecord) -> Self {
-        Self {
-            allow_out: n.allow_out.clone(),
-            deny_out: n.deny_out.clone(),
-            allow_public_traffic: n.allow_public_traffic,
-        }
-    }
-}
-
 /// Body of connect (v2 and legacy) and the deprecated resume.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct ConnectBody {
@@ -231,147 +217,75 @@ pub(crate) struct RefreshBody {
     pub duration: Option<u64>,
 }
 
-/// `Sandbox`: the create/connect result.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Sandbox {
-    #[serde(rename = "templateID")]
-    pub template_id: String,
-    #[serde(rename = "sandboxID")]
-    pub sandbox_id: String,
-    #[serde(rename = "clientID")]
-    pub client_id: &'static str,
-    pub envd_version: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub alias: Option<String>,
-    pub envd_access_token: String,
-    pub traffic_access_token: Option<String>,
-    pub domain: Option<String>,
-}
-
-impl Sandbox {
-    pub fn new(record: &SandboxRecord, domain: Option<&str>) -> Self {
-        Self {
-            template_id: record.template_id.clone(),
-            sandbox_id: record.sandbox_id.clone(),
-            client_id: CLIENT_ID,
-            envd_version: ENVD_VERSION,
-            alias: record.alias.clone(),
-            envd_access_token: record.envd_access_token.clone(),
-            traffic_access_token: record
-                .traffic_access_token
-                .as_ref()
-                .map(|t| t.expose().to_owned()),
-            domain: domain.map(str::to_owned),
-        }
+/// The create/connect answer (E2B's `Sandbox`): the tokens the caller needs, written raw.
+pub(crate) fn sandbox(record: &SandboxRecord, domain: Option<&str>) -> models::SandboxRecord {
+    models::SandboxRecord {
+        template_id: record.template_id.clone(),
+        sandbox_id: record.sandbox_id.clone(),
+        client_id: CLIENT_ID.to_owned(),
+        envd_version: ENVD_VERSION.to_owned(),
+        alias: record.alias.clone(),
+        envd_access_token: Some(Secret::new(record.envd_access_token.clone())),
+        traffic_access_token: record.traffic_access_token.clone(),
+        domain: domain.map(str::to_owned),
     }
 }
 
-/// `lifecycle` of a SandboxDetail.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Lifecycle {
-    pub auto_resume: bool,
-    pub on_timeout: &'static str,
-}
-
-/// `SandboxDetail` (`GET /sandboxes/{id}`) and, with fewer fields, `ListedSandbox`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct SandboxDetail {
-    #[serde(rename = "templateID")]
-    pub template_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub alias: Option<String>,
-    #[serde(rename = "sandboxID")]
-    pub sandbox_id: String,
-    #[serde(rename = "clientID")]
-    pub client_id: &'static str,
-    pub started_at: DateTime<Utc>,
-    pub end_at: DateTime<Utc>,
-    pub envd_version: &'static str,
-    pub cpu_count: u32,
-    #[serde(rename = "memoryMB")]
-    pub memory_mb: u64,
-    #[serde(rename = "diskSizeMB")]
-    pub disk_size_mb: u64,
-    pub metadata: BTreeMap<String, String>,
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub envd_access_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub allow_internet_access: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lifecycle: Option<Lifecycle>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub network: Option<NetworkInfo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub traffic_access_token: Option<String>,
-}
-
-impl SandboxDetail {
-    /// The full detail (get one).
-    pub fn detail(record: &SandboxRecord, domain: Option<&str>) -> Self {
-        Self {
-            envd_access_token: Some(record.envd_access_token.clone()),
-            allow_internet_access: Some(record.allow_internet_requested),
-            domain: domain.map(str::to_owned),
-            lifecycle: Some(Lifecycle {
-                auto_resume: false,
-                on_timeout: if record.auto_pause { "pause" } else { "kill" },
-            }),
-            network: Some(NetworkInfo::from(&record.network)),
-            traffic_access_token: record
-                .traffic_access_token
-                .as_ref()
-                .map(|t| t.expose().to_owned()),
-            ..Self::listed(record)
-        }
-    }
-
-    /// A list item.
-    pub fn listed(record: &SandboxRecord) -> Self {
-        Self {
-            template_id: record.template_id.clone(),
-            alias: record.alias.clone(),
-            sandbox_id: record.sandbox_id.clone(),
-            client_id: CLIENT_ID,
-            started_at: record.started_at,
-            end_at: record.end_at,
-            envd_version: ENVD_VERSION,
-            cpu_count: record.cpu_count,
-            memory_mb: record.memory_mb,
-            disk_size_mb: record.disk_size_mb,
-            metadata: record.metadata.clone(),
-            state: record.state.as_str(),
-            envd_access_token: None,
-            allow_internet_access: None,
-            domain: None,
-            lifecycle: None,
-            network: None,
-            traffic_access_token: None,
-        }
+/// A list item (`ListedSandbox`).
+pub(crate) fn listed(record: &SandboxRecord) -> models::ListedSandbox {
+    models::ListedSandbox {
+        template_id: record.template_id.clone(),
+        sandbox_id: record.sandbox_id.clone(),
+        client_id: CLIENT_ID.to_owned(),
+        started_at: record.started_at,
+        end_at: record.end_at,
+        envd_version: ENVD_VERSION.to_owned(),
+        cpu_count: record.cpu_count,
+        memory_mb: record.memory_mb,
+        disk_size_mb: record.disk_size_mb,
+        state: record.state,
+        alias: record.alias.clone(),
+        metadata: record
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        volume_mounts: Vec::new(),
+        envd_unresponsive_at_pause: None,
     }
 }
 
-/// `SandboxMetric`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct SandboxMetric {
-    pub timestamp: DateTime<Utc>,
-    pub timestamp_unix: i64,
-    pub cpu_count: u32,
-    pub cpu_used_pct: f64,
-    pub mem_used: u64,
-    pub mem_total: u64,
-    pub mem_cache: u64,
-    pub disk_used: u64,
-    pub disk_total: u64,
+/// The full detail (`GET /sandboxes/{id}`): the list item plus tokens, network policy and
+/// lifecycle.
+pub(crate) fn detail(record: &SandboxRecord, domain: Option<&str>) -> models::SandboxDetail {
+    models::SandboxDetail {
+        envd_access_token: Some(Secret::new(record.envd_access_token.clone())),
+        traffic_access_token: record.traffic_access_token.clone(),
+        allow_internet_access: Some(record.allow_internet_requested),
+        domain: domain.map(str::to_owned),
+        network: Some(network(&record.network)),
+        lifecycle: Some(models::Lifecycle {
+            auto_resume: false,
+            on_timeout: if record.auto_pause { "pause" } else { "kill" }.to_owned(),
+        }),
+        ..models::SandboxDetail::from(listed(record))
+    }
 }
 
-impl From<Metric> for SandboxMetric {
+/// `SandboxNetworkConfig` as a sandbox's detail reports it: every field this server
+/// enforces, always written.
+fn network(n: &NetworkRecord) -> models::NetworkConfig {
+    models::NetworkConfig {
+        allow_public_traffic: Some(n.allow_public_traffic),
+        allow_out: Some(n.allow_out.clone()),
+        deny_out: Some(n.deny_out.clone()),
+        mask_request_host: None,
+        other: Map::new(),
+    }
+}
+
+/// `SandboxMetric`. The page cache is not measured (always 0).
+impl From<Metric> for models::SandboxMetric {
     fn from(m: Metric) -> Self {
         Self {
             timestamp: m.timestamp,
@@ -385,32 +299,6 @@ impl From<Metric> for SandboxMetric {
             disk_total: m.disk_total,
         }
     }
-}
-
-/// A template list item (`GET /templates`).
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct TemplateItem {
-    #[serde(rename = "templateID")]
-    pub template_id: String,
-    #[serde(rename = "buildID")]
-    pub build_id: String,
-    pub aliases: Vec<String>,
-    pub names: Vec<String>,
-    pub cpu_count: u32,
-    #[serde(rename = "memoryMB")]
-    pub memory_mb: u64,
-    #[serde(rename = "diskSizeMB")]
-    pub disk_size_mb: u64,
-    pub public: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub created_by: Option<String>,
-    pub last_spawned_at: Option<DateTime<Utc>>,
-    pub spawn_count: u64,
-    pub build_count: u64,
-    pub envd_version: &'static str,
-    pub build_status: &'static str,
 }
 
 #[cfg(test)]

@@ -18,15 +18,18 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+use courier_e2b::models::{
+    self, BuildLogEntry, BuildRequested, BuildState, InvalidStep, TemplateInfo, TemplateStep,
+    valid_files_hash,
+};
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
-use super::{ApiError, ApiResult, json, models, parse_body};
+use super::{ApiError, ApiResult, json, parse_body};
 use crate::server::Sandboxd;
 use crate::templates::build::{Recipe, Step};
-use crate::templates::{BASE_TEMPLATE, BuildReason, LogEntry, Template};
+use crate::templates::{BASE_TEMPLATE, BuildReason, BuildStatus, LogEntry, LogLevel, Template};
 
-/// The step types a recipe may use.
-const SUPPORTED_STEPS: &str = "RUN, ENV, WORKDIR, USER, COPY";
 /// The image `Template()` starts from unless told otherwise; it is E2B's `base`.
 const DEFAULT_IMAGE: &str = "e2bdev/base";
 
@@ -79,20 +82,6 @@ struct BuildRequest {
     isolation: Option<String>,
 }
 
-/// `TemplateRequestResponseV3`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct BuildRequested {
-    #[serde(rename = "templateID")]
-    template_id: String,
-    #[serde(rename = "buildID")]
-    build_id: String,
-    public: bool,
-    names: Vec<String>,
-    tags: Vec<String>,
-    aliases: Vec<String>,
-}
-
 /// `TemplateBuildStartV2`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -100,75 +89,52 @@ struct BuildStart {
     from_image: Option<String>,
     from_template: Option<String>,
     from_image_registry: Option<serde_json::Value>,
+    /// Read as sent, then checked one by one by [`Step::try_from`], so an error names
+    /// the step.
     #[serde(default)]
-    steps: Vec<StepBody>,
+    steps: Vec<TemplateStep>,
     start_cmd: Option<String>,
     ready_cmd: Option<String>,
 }
 
-/// `TemplateStep`. `force` and `filesHash` are accepted and have no effect: there is
-/// no build cache, every build runs every step.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StepBody {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    args: Vec<String>,
-    files_hash: Option<String>,
-}
-
-/// `TemplateBuildInfo` (the status answer).
+/// `TemplateBuildInfo` as this server answers it: the SDK's [`models::BuildStatus`] plus
+/// the deprecated `logs` (the entries as plain lines), which older SDKs still read.
 #[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
 struct BuildInfo {
-    #[serde(rename = "templateID")]
-    template_id: String,
-    #[serde(rename = "buildID")]
-    build_id: String,
-    status: &'static str,
-    log_entries: Vec<LogEntryBody>,
+    #[serde(flatten)]
+    status: models::BuildStatus,
     logs: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<ReasonBody>,
 }
 
-/// `BuildLogEntry`.
-#[derive(Debug, Serialize)]
-struct LogEntryBody {
-    timestamp: DateTime<Utc>,
-    level: crate::templates::LogLevel,
-    message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    step: Option<String>,
-}
-
-impl From<LogEntry> for LogEntryBody {
-    fn from(e: LogEntry) -> Self {
-        Self {
-            timestamp: e.timestamp,
-            level: e.level,
-            message: e.message,
-            step: e.step,
-        }
-    }
-}
-
-/// `BuildStatusReason`.
-#[derive(Debug, Serialize)]
-struct ReasonBody {
-    message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    step: Option<String>,
-}
-
-impl From<BuildReason> for ReasonBody {
-    fn from(r: BuildReason) -> Self {
-        Self {
-            message: r.message,
-            step: r.step,
-        }
-    }
+/// A recipe this server cannot build, or a build it cannot start yet: answered 400 (and the
+/// waiting build is failed with the same message).
+#[derive(Debug, thiserror::Error)]
+enum UnsupportedRecipe {
+    #[error(
+        "fromImageRegistry is not supported: courier-sandboxd builds only from templates \
+         (fromTemplate, or fromImage {DEFAULT_IMAGE:?})"
+    )]
+    ImageRegistry,
+    #[error(
+        "fromImage {0:?} is not supported: courier-sandboxd has no image registry; use \
+         fromTemplate (e.g. \"base\" or a built template) or fromImage {DEFAULT_IMAGE:?}"
+    )]
+    Image(String),
+    #[error("fromTemplate (or fromImage) is required")]
+    NoParent,
+    /// `force` and `filesHash`'s caching have no effect (there is no build cache, every
+    /// build runs every step); everything else is checked by the shared step parser.
+    #[error("step {number} ({}): {}", .source.kind, .source.reason)]
+    Step { number: usize, source: InvalidStep },
+    #[error(
+        "step {number} (COPY): files {files_hash} were not uploaded (GET then PUT \
+         /templates/{template_id}/files/{files_hash} first)"
+    )]
+    NotUploaded {
+        number: usize,
+        template_id: String,
+        files_hash: String,
+    },
 }
 
 /// `TemplateAliasResponse`.
@@ -179,16 +145,37 @@ struct AliasBody {
     public: bool,
 }
 
-fn item(t: &Template) -> models::TemplateItem {
-    models::TemplateItem {
-        template_id: t.id.clone(),
-        build_id: t.build_id.clone(),
-        aliases: t.aliases.clone(),
-        names: t.aliases.clone(),
-        cpu_count: t.cpu_count,
-        memory_mb: t.memory_mb,
+/// A template as `GET /templates` lists it: the SDK's [`TemplateInfo`] plus the fields of
+/// E2B's `Template` it does not model.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TemplateItem {
+    #[serde(flatten)]
+    info: TemplateInfo,
+    #[serde(rename = "diskSizeMB")]
+    disk_size_mb: u64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    created_by: Option<String>,
+    last_spawned_at: Option<DateTime<Utc>>,
+    spawn_count: u64,
+    build_count: u64,
+    envd_version: &'static str,
+}
+
+fn item(t: &Template) -> TemplateItem {
+    TemplateItem {
+        info: TemplateInfo {
+            template_id: t.id.clone(),
+            build_id: t.build_id.clone(),
+            aliases: t.aliases.clone(),
+            names: t.aliases.clone(),
+            cpu_count: t.cpu_count,
+            memory_mb: t.memory_mb,
+            build_status: build_state(t.build_status),
+            public: t.id == BASE_TEMPLATE,
+        },
         disk_size_mb: t.disk_size_mb,
-        public: t.id == BASE_TEMPLATE,
         created_at: t.created_at,
         updated_at: t.updated_at,
         created_by: None,
@@ -196,14 +183,39 @@ fn item(t: &Template) -> models::TemplateItem {
         spawn_count: 0,
         build_count: t.build_count,
         envd_version: crate::server::ENVD_VERSION,
-        build_status: t.build_status.as_str(),
+    }
+}
+
+/// A build's status as the API names it.
+fn build_state(status: BuildStatus) -> BuildState {
+    match status {
+        BuildStatus::Waiting => BuildState::Waiting,
+        BuildStatus::Building => BuildState::Building,
+        BuildStatus::Ready => BuildState::Ready,
+        BuildStatus::Error => BuildState::Error,
+    }
+}
+
+/// A build log entry as the API writes it (`BuildLogEntry`).
+fn log_entry(e: LogEntry) -> BuildLogEntry {
+    let level = match e.level {
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    };
+    BuildLogEntry {
+        timestamp: e.timestamp,
+        level: level.to_owned(),
+        message: e.message,
+        step: e.step,
     }
 }
 
 /// `GET /templates`: `base` and every built template (also those still building or
 /// failed, with their `buildStatus`).
 async fn list(State(server): State<Sandboxd>) -> Response {
-    let items: Vec<models::TemplateItem> = server.templates().all().iter().map(item).collect();
+    let items: Vec<TemplateItem> = server.templates().all().iter().map(item).collect();
     json(StatusCode::OK, items)
 }
 
@@ -257,12 +269,9 @@ async fn request_build(State(server): State<Sandboxd>, body: Bytes) -> ApiResult
 }
 
 /// Turns the wire recipe into a [`Recipe`], or says precisely what is not supported.
-fn recipe(body: BuildStart) -> Result<Recipe, String> {
+fn recipe(body: BuildStart) -> Result<Recipe, UnsupportedRecipe> {
     if body.from_image_registry.is_some() {
-        return Err(format!(
-            "fromImageRegistry is not supported: courier-sandboxd builds only from templates \
-             (fromTemplate, or fromImage {DEFAULT_IMAGE:?})"
-        ));
+        return Err(UnsupportedRecipe::ImageRegistry);
     }
     let from_template = match (body.from_template, body.from_image) {
         (Some(t), _) if !t.is_empty() => t,
@@ -271,91 +280,20 @@ fn recipe(body: BuildStart) -> Result<Recipe, String> {
         {
             BASE_TEMPLATE.to_owned()
         }
-        (_, Some(image)) => {
-            return Err(format!(
-                "fromImage {image:?} is not supported: courier-sandboxd has no image registry; \
-                 use fromTemplate (e.g. \"base\" or a built template) or fromImage {DEFAULT_IMAGE:?}"
-            ));
-        }
-        _ => return Err("fromTemplate (or fromImage) is required".to_owned()),
+        (_, Some(image)) => return Err(UnsupportedRecipe::Image(image)),
+        _ => return Err(UnsupportedRecipe::NoParent),
     };
-    let mut steps = Vec::with_capacity(body.steps.len());
-    for (index, step) in body.steps.into_iter().enumerate() {
-        let n = index + 1;
-        let args = step.args;
-        let bad = |what: &str| Err(format!("step {n} ({}): {what}", step.kind));
-        let parsed = match step.kind.as_str() {
-            "RUN" => match args.as_slice() {
-                [command] if !command.is_empty() => Step::Run {
-                    command: command.clone(),
-                    user: None,
-                },
-                [command, user] if !command.is_empty() => Step::Run {
-                    command: command.clone(),
-                    user: (!user.is_empty()).then(|| user.clone()),
-                },
-                _ => return bad("args must be [command] or [command, user]"),
-            },
-            "ENV" => {
-                if args.is_empty() || args.len() % 2 != 0 {
-                    return bad("args must be name, value pairs");
-                }
-                if args
-                    .chunks(2)
-                    .any(|p| p[0].is_empty() || p[0].contains('='))
-                {
-                    return bad("variable names must be non-empty and contain no '='");
-                }
-                Step::Env(
-                    args.chunks(2)
-                        .map(|p| (p[0].clone(), p[1].clone()))
-                        .collect(),
-                )
-            }
-            "WORKDIR" => match args.as_slice() {
-                [dir] if !dir.is_empty() => Step::Workdir(dir.clone()),
-                _ => return bad("args must be [directory]"),
-            },
-            "USER" => match args.as_slice() {
-                [user] if !user.is_empty() => Step::User(user.clone()),
-                _ => return bad("args must be [user]"),
-            },
-            "COPY" => {
-                let Some(files_hash) = step.files_hash.clone().filter(|h| valid_hash(h)) else {
-                    return bad("filesHash is required (1-128 of [A-Za-z0-9_-])");
-                };
-                let (src, dest, user, mode) = match args.as_slice() {
-                    [src, dest] => (src, dest, "", ""),
-                    [src, dest, user] => (src, dest, user.as_str(), ""),
-                    [src, dest, user, mode, ..] => (src, dest, user.as_str(), mode.as_str()),
-                    _ => return bad("args must be [src, dest, user?, mode?]"),
-                };
-                if src.is_empty() || src.starts_with('/') || src.split('/').any(|c| c == "..") {
-                    return bad("src must be a relative path inside the context, without `..`");
-                }
-                if dest.is_empty() {
-                    return bad("dest must not be empty");
-                }
-                let octal = mode.len() <= 4 && mode.bytes().all(|b| (b'0'..=b'7').contains(&b));
-                if !octal {
-                    return bad("mode must be octal, e.g. 0644");
-                }
-                Step::Copy {
-                    src: src.clone(),
-                    dest: dest.clone(),
-                    user: (!user.is_empty()).then(|| user.to_owned()),
-                    mode: (!mode.is_empty()).then(|| mode.to_owned()),
-                    files_hash,
-                }
-            }
-            _ => {
-                return bad(&format!(
-                    "unknown step type; supported steps: {SUPPORTED_STEPS}"
-                ));
-            }
-        };
-        steps.push(parsed);
-    }
+    let steps = body
+        .steps
+        .into_iter()
+        .enumerate()
+        .map(|(index, step)| {
+            Step::try_from(step).map_err(|source| UnsupportedRecipe::Step {
+                number: index + 1,
+                source,
+            })
+        })
+        .collect::<Result<Vec<Step>, _>>()?;
     Ok(Recipe {
         from_template,
         steps,
@@ -374,7 +312,7 @@ async fn start_build(
     let body: BuildStart = parse_body(&body, None)?;
     // Unknown builds are 404 before anything else.
     server.templates().build_view(&template_id, &build_id, 0)?;
-    let uploaded = |recipe: &Recipe| -> Result<(), String> {
+    let uploaded = |recipe: &Recipe| -> Result<(), UnsupportedRecipe> {
         for (index, step) in recipe.steps.iter().enumerate() {
             if let Step::Copy { files_hash, .. } = step
                 && !server
@@ -382,18 +320,19 @@ async fn start_build(
                     .files_path(&template_id, files_hash)
                     .is_file()
             {
-                return Err(format!(
-                    "step {} (COPY): files {files_hash} were not uploaded (GET then PUT \
-                     /templates/{template_id}/files/{files_hash} first)",
-                    index + 1
-                ));
+                return Err(UnsupportedRecipe::NotUploaded {
+                    number: index + 1,
+                    template_id: template_id.clone(),
+                    files_hash: files_hash.clone(),
+                });
             }
         }
         Ok(())
     };
     let recipe = match recipe(body).and_then(|r| uploaded(&r).map(|()| r)) {
         Ok(recipe) => recipe,
-        Err(message) => {
+        Err(unsupported) => {
+            let message = unsupported.to_string();
             let reason = BuildReason {
                 message: message.clone(),
                 step: None,
@@ -454,24 +393,22 @@ async fn build_status(
     Ok(json(
         StatusCode::OK,
         BuildInfo {
-            template_id: view.record.template_id,
-            build_id: view.record.build_id,
-            status: view.record.status.as_str(),
             logs: entries
                 .iter()
                 .map(|e| format!("{} {}", e.timestamp.to_rfc3339(), e.message))
                 .collect(),
-            log_entries: entries.into_iter().map(LogEntryBody::from).collect(),
-            reason: view.record.reason.map(ReasonBody::from),
+            status: models::BuildStatus {
+                template_id: view.record.template_id,
+                build_id: view.record.build_id,
+                status: build_state(view.record.status),
+                log_entries: entries.into_iter().map(log_entry).collect(),
+                reason: view.record.reason.map(|r| models::BuildReason {
+                    message: r.message,
+                    step: r.step,
+                }),
+            },
         },
     ))
-}
-
-fn valid_hash(hash: &str) -> bool {
-    (1..=128).contains(&hash.len())
-        && hash
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `TemplateBuildFileUpload`.
@@ -579,7 +516,7 @@ struct UploadQuery {
 
 /// Checks the template and hash and returns where the upload lives.
 fn upload_path(server: &Sandboxd, template_id: &str, hash: &str) -> ApiResult<std::path::PathBuf> {
-    if !valid_hash(hash) {
+    if !valid_files_hash(hash) {
         return Err(ApiError::bad_request(
             "the files hash must be 1-128 of [A-Za-z0-9_-]",
         ));
@@ -666,11 +603,16 @@ async fn file_put(
             .complete(|| std::fs::rename(&tmp, &path))
             .map_err(|e| crate::error::Error::io("rename", &path)(e).into())
     });
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
+    let leftover = if result.is_err() {
+        tmp
     } else {
         // One upload per link.
-        let _ = tokio::fs::remove_file(upload_token_path(&path)).await;
+        upload_token_path(&path)
+    };
+    if let Err(e) = tokio::fs::remove_file(&leftover).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(path = %leftover.display(), error = %e, "could not remove an upload leftover");
     }
     result.map(|()| StatusCode::OK)
 }
@@ -716,7 +658,7 @@ mod tests {
     use super::*;
 
     fn start(value: serde_json::Value) -> Result<Recipe, String> {
-        recipe(serde_json::from_value(value).unwrap())
+        recipe(serde_json::from_value(value).unwrap()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -776,7 +718,7 @@ mod tests {
         }))
         .unwrap_err();
         assert!(
-            err.contains("step 1 (ADD)") && err.contains(SUPPORTED_STEPS),
+            err.contains("step 1 (ADD)") && err.contains(models::SUPPORTED_STEPS),
             "{err}"
         );
         let err = start(serde_json::json!({

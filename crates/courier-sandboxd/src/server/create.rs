@@ -300,7 +300,10 @@ impl Sandboxd {
         .await;
         if let Err(message) = ready {
             self.destroy(&id).await;
-            return Err(Error::Envd { id, message });
+            return Err(Error::Envd {
+                id,
+                message: message.to_string(),
+            });
         }
         tracing::debug!(
             sandbox = %id,
@@ -410,9 +413,9 @@ impl Sandboxd {
         });
         crate::envd_link::init(envd, token, &body)
             .await
-            .map_err(|message| Error::Envd {
+            .map_err(|e| Error::Envd {
                 id: id.to_owned(),
-                message,
+                message: e.to_string(),
             })?;
         let timeout = self.inner.config.template_ready_timeout;
         crate::templates::build::start_template_processes(envd, token, template, timeout)

@@ -66,9 +66,9 @@ pub(super) async fn start_and_wait(
             },
         )
         .await
-        .map_err(|reason| ReadyError::StartFailed {
+        .map_err(|e| ReadyError::StartFailed {
             cmd: cmd.to_owned(),
-            reason,
+            reason: e.to_string(),
         })?;
     }
     let Some(cmd) = ready_cmd else {
@@ -96,7 +96,7 @@ pub(super) async fn start_and_wait(
                 lines.extend(output.finish());
                 last = exit_message(code, &lines[lines.len().saturating_sub(REASON_LINES)..]);
             }
-            Ok(Err(e)) => last = e,
+            Ok(Err(e)) => last = e.to_string(),
             Err(_) => last = "still running at the deadline".to_owned(),
         }
         if tokio::time::Instant::now() + READY_RETRY >= deadline {

@@ -63,59 +63,8 @@ pub const BUILD_SANDBOX_METADATA: &str = "courier.templateBuild";
 /// kills it (the build kills it itself well before; this covers a lost build task).
 pub const BUILD_SANDBOX_GRACE: Duration = Duration::from_secs(60);
 
-/// One recipe step.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// Run a shell command (`/bin/bash -c`), as `user` when given, else as the current
-    /// user.
-    Run {
-        /// The command line.
-        command: String,
-        /// Its user, overriding the current one for this step only.
-        user: Option<String>,
-    },
-    /// Set environment variables for later steps and the template's sandboxes.
-    Env(Vec<(String, String)>),
-    /// Set (and create) the working directory of later steps and of the template's
-    /// sandboxes.
-    Workdir(String),
-    /// Set the user of later steps and of the template's sandboxes.
-    User(String),
-    /// Copy files uploaded by the client (a tar archive, `GET`/`PUT
-    /// /templates/{id}/files/{hash}`) into the image, like Docker's COPY.
-    Copy {
-        /// Path (or glob) of the files inside the archive, relative to the client's
-        /// context directory.
-        src: String,
-        /// Destination: a directory when it ends with `/` or exists as one; relative
-        /// paths are taken from the current working directory.
-        dest: String,
-        /// Owner (`user` or `user:group`); `None` = the user the steps run as.
-        user: Option<String>,
-        /// Octal mode applied to the copied files (not directories).
-        mode: Option<String>,
-        /// The upload holding the files.
-        files_hash: String,
-    },
-}
-
-impl Step {
-    fn describe(&self) -> String {
-        match self {
-            Step::Run { command, user } => match user {
-                Some(user) => format!("RUN {command} (as {user})"),
-                None => format!("RUN {command}"),
-            },
-            Step::Env(pairs) => {
-                let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
-                format!("ENV {}", names.join(" "))
-            }
-            Step::Workdir(dir) => format!("WORKDIR {dir}"),
-            Step::User(user) => format!("USER {user}"),
-            Step::Copy { src, dest, .. } => format!("COPY {src} {dest}"),
-        }
-    }
-}
+/// One build step: the SDK's type, parsed from the wire by `courier_e2b`'s one parser.
+pub use courier_e2b::models::Step;
 
 /// What to build: a parent template and steps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,7 +145,7 @@ struct Build<'a, H> {
 enum StepError {
     /// envd could not run it (the report of [`crate::envd_link`]).
     #[error("{0}")]
-    Envd(String),
+    Envd(crate::envd_link::EnvdError),
     /// A COPY step's upload is not in the data dir.
     #[error("the uploaded files are missing ({}): {source}", path.display())]
     MissingUpload {
@@ -208,7 +157,7 @@ enum StepError {
     },
     /// A COPY step's upload could not be put into the sandbox.
     #[error("upload the files into the sandbox: {0}")]
-    Upload(String),
+    Upload(crate::envd_link::EnvdError),
 }
 
 /// A step failure: the reason and the step it names.

@@ -1,11 +1,12 @@
-//! Control-plane JSON types, with the exact field names of the E2B API.
+//! Sandbox shapes of the control plane (`/sandboxes`, `/v2/sandboxes`), with the exact
+//! field names of the E2B API.
 
 use std::collections::HashMap;
+use std::ops::Deref;
 
 use chrono::{DateTime, Utc};
+use courier_secret::Secret;
 use serde::{Deserialize, Serialize};
-
-use crate::Secret;
 
 /// Body of `POST /v2/sandboxes`. Only set keys are sent.
 ///
@@ -53,11 +54,15 @@ pub struct NewSandbox {
 /// The API's `Sandbox` object, returned by create and connect: what is needed to reach the
 /// sandbox's envd.
 ///
+/// The tokens are [`Secret`]s: masked in `Debug`, written as they are on the wire (the
+/// caller needs them to reach envd).
+///
 /// ```
 /// let json = r#"{"templateID":"t","sandboxID":"abc","clientID":"6532622b","envdVersion":"0.6.13","envdAccessToken":"tok12345"}"#;
 /// let record: courier_e2b::models::SandboxRecord = serde_json::from_str(json).unwrap();
 /// assert_eq!(record.sandbox_id, "abc");
 /// assert!(!format!("{record:?}").contains("tok12345"));
+/// assert!(serde_json::to_string(&record).unwrap().contains(r#""envdAccessToken":"tok12345""#));
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxRecord {
@@ -76,22 +81,25 @@ pub struct SandboxRecord {
     /// The template alias, if created from one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
-    /// The token envd expects in `X-Access-Token` (secured sandboxes).
+    /// The token envd expects in `X-Access-Token` (secured sandboxes), on the wire as is.
     #[serde(
         rename = "envdAccessToken",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        with = "courier_secret::exposed::option"
     )]
     pub envd_access_token: Option<Secret>,
-    /// The token for `e2b-traffic-access-token` when public traffic is off.
+    /// The token for `e2b-traffic-access-token` when public traffic is off, on the wire
+    /// as is (`null` when there is none, as the API writes it).
     #[serde(
         rename = "trafficAccessToken",
         default,
-        skip_serializing_if = "Option::is_none"
+        with = "courier_secret::exposed::option"
     )]
     pub traffic_access_token: Option<Secret>,
-    /// The base domain of the sandbox's hosts, when it differs from the configured one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The base domain of the sandbox's hosts, when it differs from the configured one
+    /// (`null` otherwise).
+    #[serde(default)]
     pub domain: Option<String>,
 }
 
@@ -119,48 +127,42 @@ impl SandboxState {
     }
 }
 
-/// `GET /sandboxes/{id}`: everything about one sandbox.
+/// `GET /sandboxes/{id}`: everything about one sandbox: the [`ListedSandbox`] fields
+/// (reachable through `Deref`, so `detail.sandbox_id` works) and the details a list leaves
+/// out.
+///
+/// ```
+/// let json = r#"{"templateID":"t","sandboxID":"abc","clientID":"6532622b",
+///     "startedAt":"2026-01-02T03:04:05Z","endAt":"2026-01-02T03:09:05Z","envdVersion":"0.6.13",
+///     "cpuCount":2,"memoryMB":512,"diskSizeMB":1024,"state":"running","metadata":{},
+///     "envdAccessToken":"tok-0123456789","lifecycle":{"autoResume":false,"onTimeout":"kill"}}"#;
+/// let detail: courier_e2b::models::SandboxDetail = serde_json::from_str(json).unwrap();
+/// assert_eq!(detail.sandbox_id, "abc");
+/// assert_eq!(detail.envd_access_token.as_ref().unwrap().expose(), "tok-0123456789");
+/// assert_eq!(detail.lifecycle.as_ref().unwrap().on_timeout, "kill");
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxDetail {
-    /// The resolved template id.
-    #[serde(rename = "templateID")]
-    pub template_id: String,
-    /// The sandbox id.
-    #[serde(rename = "sandboxID")]
-    pub sandbox_id: String,
-    /// Deprecated constant.
-    #[serde(rename = "clientID", default)]
-    pub client_id: String,
-    /// When it started.
-    #[serde(rename = "startedAt")]
-    pub started_at: DateTime<Utc>,
-    /// When it will be killed (or paused).
-    #[serde(rename = "endAt")]
-    pub end_at: DateTime<Utc>,
-    /// The envd version.
-    #[serde(rename = "envdVersion")]
-    pub envd_version: String,
-    /// vCPUs.
-    #[serde(rename = "cpuCount")]
-    pub cpu_count: u32,
-    /// Memory in MiB.
-    #[serde(rename = "memoryMB")]
-    pub memory_mb: u64,
-    /// Disk in MiB.
-    #[serde(rename = "diskSizeMB")]
-    pub disk_size_mb: u64,
-    /// Running or paused.
-    pub state: SandboxState,
-    /// The template alias.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alias: Option<String>,
-    /// The envd access token.
+    /// What a list item says about the sandbox.
+    #[serde(flatten)]
+    pub sandbox: ListedSandbox,
+    /// The envd access token, on the wire as is.
     #[serde(
         rename = "envdAccessToken",
         default,
-        skip_serializing_if = "Option::is_none"
+        skip_serializing_if = "Option::is_none",
+        with = "courier_secret::exposed::option"
     )]
     pub envd_access_token: Option<Secret>,
+    /// The token for `e2b-traffic-access-token` when public traffic is off, on the wire as
+    /// is.
+    #[serde(
+        rename = "trafficAccessToken",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "courier_secret::exposed::option"
+    )]
+    pub traffic_access_token: Option<Secret>,
     /// Whether outbound internet is allowed.
     #[serde(
         rename = "allowInternetAccess",
@@ -171,32 +173,39 @@ pub struct SandboxDetail {
     /// The base domain of the sandbox's hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
-    /// Caller-defined labels.
-    #[serde(default)]
-    pub metadata: HashMap<String, String>,
     /// Network policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkConfig>,
     /// What happens at timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Lifecycle>,
-    /// Mounted volumes.
-    #[serde(
-        rename = "volumeMounts",
-        default,
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub volume_mounts: Vec<VolumeMount>,
-    /// Whether envd stopped answering when it was paused.
-    #[serde(
-        rename = "envdUnresponsiveAtPause",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub envd_unresponsive_at_pause: Option<bool>,
     /// `full` or `filesystem`.
     #[serde(rename = "pauseMode", default, skip_serializing_if = "Option::is_none")]
     pub pause_mode: Option<String>,
+}
+
+impl Deref for SandboxDetail {
+    type Target = ListedSandbox;
+
+    fn deref(&self) -> &ListedSandbox {
+        &self.sandbox
+    }
+}
+
+impl From<ListedSandbox> for SandboxDetail {
+    /// A detail with only the list item's fields set.
+    fn from(sandbox: ListedSandbox) -> Self {
+        SandboxDetail {
+            sandbox,
+            envd_access_token: None,
+            traffic_access_token: None,
+            allow_internet_access: None,
+            domain: None,
+            network: None,
+            lifecycle: None,
+            pause_mode: None,
+        }
+    }
 }
 
 /// One item of `GET /v2/sandboxes`.
