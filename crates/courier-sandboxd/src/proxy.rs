@@ -176,7 +176,7 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 fn traffic_token_refusal(
     id: &str,
     port: u16,
-    token: Option<&crate::state::SecretToken>,
+    token: Option<&crate::state::Secret>,
     headers: &http::HeaderMap,
 ) -> Option<Response<Body>> {
     let token = token.filter(|_| port != ENVD_PORT)?;
@@ -275,7 +275,7 @@ async fn handle(server: Sandboxd, mut request: Request<Incoming>) -> Response<Bo
             .header(header::HOST, "localhost")
             .header(header::CONNECTION, "upgrade")
             .header(header::UPGRADE, "courier-tunnel")
-            .header("X-Access-Token", token)
+            .header("X-Access-Token", token.expose())
             .body(envd_link::empty())
             .expect("static request");
         let response = match sender.send_request(tunnel).await {
@@ -399,7 +399,7 @@ mod tests {
     fn private_sandboxes_need_their_traffic_token_on_every_port_but_envds() {
         // An attacker who knows a private sandbox's id tries its ports without the
         // token, with a wrong one, and with one of the right length.
-        let token = crate::state::SecretToken::new("a".repeat(64));
+        let token = crate::state::Secret::new("a".repeat(64));
         let refused = |port, headers: &http::HeaderMap| {
             traffic_token_refusal("sbx", port, Some(&token), headers).map(|r| r.status())
         };

@@ -34,8 +34,10 @@ pub struct SandboxRecord {
     pub template_id: String,
     /// The alias the sandbox was created with, when it was one.
     pub alias: Option<String>,
-    /// The token envd requires in `X-Access-Token`.
-    pub envd_access_token: String,
+    /// The token envd requires in `X-Access-Token` (written raw: a restarted server needs
+    /// it to reach the sandbox's envd).
+    #[serde(with = "courier_secret::exposed")]
+    pub envd_access_token: Secret,
     /// When it was created.
     pub started_at: DateTime<Utc>,
     /// When it is killed (or paused with `auto_pause`) unless the timeout moves.
@@ -65,7 +67,7 @@ pub struct SandboxRecord {
         skip_serializing_if = "Option::is_none",
         with = "courier_secret::exposed::option"
     )]
-    pub traffic_access_token: Option<SecretToken>,
+    pub traffic_access_token: Option<Secret>,
 }
 
 /// A sandbox's E2B network settings, persisted so that they survive a server restart.
@@ -97,9 +99,7 @@ impl Default for NetworkRecord {
     }
 }
 
-/// A secret string (a traffic access token): Courier's one `Secret`, masked in `Debug`;
-/// records write it raw (`courier_secret::exposed`), because a restarted server needs it.
-pub type SecretToken = courier_secret::Secret;
+pub use courier_secret::Secret;
 
 /// The directory of persisted [`SandboxRecord`]s.
 #[derive(Debug, Clone)]
@@ -200,7 +200,7 @@ mod tests {
             sandbox_id: id.to_owned(),
             template_id: "base".to_owned(),
             alias: Some("base".to_owned()),
-            envd_access_token: "t".to_owned(),
+            envd_access_token: Secret::new("t"),
             started_at: Utc::now(),
             end_at: Utc::now(),
             metadata: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
@@ -215,7 +215,7 @@ mod tests {
                 deny_out: vec!["0.0.0.0/0".to_owned()],
                 allow_public_traffic: false,
             },
-            traffic_access_token: Some(SecretToken::new("tok".to_owned())),
+            traffic_access_token: Some(Secret::new("tok")),
         }
     }
 

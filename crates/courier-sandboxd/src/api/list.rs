@@ -227,7 +227,7 @@ mod tests {
             sandbox_id: id.to_owned(),
             template_id: "base".to_owned(),
             alias: Some("base".to_owned()),
-            envd_access_token: String::new(),
+            envd_access_token: crate::state::Secret::new(""),
             started_at: DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap(),
             end_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             metadata: meta

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use courier_e2b::Secret;
 use courier_e2b::models;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -225,7 +224,7 @@ pub(crate) fn sandbox(record: &SandboxRecord, domain: Option<&str>) -> models::S
         client_id: CLIENT_ID.to_owned(),
         envd_version: ENVD_VERSION.to_owned(),
         alias: record.alias.clone(),
-        envd_access_token: Some(Secret::new(record.envd_access_token.clone())),
+        envd_access_token: Some(record.envd_access_token.clone()),
         traffic_access_token: record.traffic_access_token.clone(),
         domain: domain.map(str::to_owned),
     }
@@ -259,7 +258,7 @@ pub(crate) fn listed(record: &SandboxRecord) -> models::ListedSandbox {
 /// lifecycle.
 pub(crate) fn detail(record: &SandboxRecord, domain: Option<&str>) -> models::SandboxDetail {
     models::SandboxDetail {
-        envd_access_token: Some(Secret::new(record.envd_access_token.clone())),
+        envd_access_token: Some(record.envd_access_token.clone()),
         traffic_access_token: record.traffic_access_token.clone(),
         allow_internet_access: Some(record.allow_internet_requested),
         domain: domain.map(str::to_owned),

@@ -17,7 +17,7 @@ use crate::limits::Reservation;
 use crate::lock::lock;
 use crate::runtime::{BindMount, Isolation, Limits, SandboxSpec, SandboxStatus};
 use crate::state::{
-    NetworkRecord, SandboxRecord, SandboxState, SecretToken, new_sandbox_id, random_hex,
+    NetworkRecord, SandboxRecord, SandboxState, Secret, new_sandbox_id, random_hex,
 };
 use crate::templates::Template;
 use crate::warm::{Shape, WarmSandbox};
@@ -149,7 +149,7 @@ impl Sandboxd {
                 .find(|a| **a == request.template)
                 .or(template.aliases.first())
                 .cloned(),
-            envd_access_token: token,
+            envd_access_token: Secret::new(token),
             started_at: now,
             end_at: end_at(request.timeout),
             metadata: request.metadata,
@@ -165,7 +165,7 @@ impl Sandboxd {
                 allow_public_traffic: request.allow_public_traffic,
             },
             traffic_access_token: (!request.allow_public_traffic)
-                .then(|| SecretToken::new(random_hex(32))),
+                .then(|| Secret::new(random_hex(32))),
         };
         if let Err(e) = self.inner.records.save(&record) {
             self.destroy(&id).await;

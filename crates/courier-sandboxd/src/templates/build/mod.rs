@@ -310,7 +310,7 @@ impl<H: BuildHost> Build<'_, H> {
         let mut stepped = self
             .run_in(
                 &sandbox,
-                &record.envd_access_token,
+                record.envd_access_token.expose(),
                 recipe,
                 &mut env,
                 &deadlines,
@@ -322,7 +322,7 @@ impl<H: BuildHost> Build<'_, H> {
             // They have their own (ready) deadline; the build's still applies.
             let checked = self.check_start(
                 &sandbox,
-                &record.envd_access_token,
+                record.envd_access_token.expose(),
                 &env,
                 start_cmd.as_deref(),
                 ready_cmd.as_deref(),
