@@ -10,8 +10,8 @@
 //!
 //! A learning's evidence (a short quote from its source sandbox's transcript, or a pointer
 //! such as `#12`, the message number) is stored next to the claim in
-//! [`Learning::evidence`], for the people who review learnings; agents get the claims only
-//! (see [`compile`]).
+//! [`Learning::evidence`](courier_store::Learning::evidence), for the people who review
+//! learnings; agents get the claims only (see [`compile`](fn@compile)).
 //!
 //! The sandbox's extraction status moves `pending` → `running` → `completed`, `skipped`
 //! (no messages) or `error` (with the reason). Every LLM answer is checked in full before

@@ -4,9 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use courier_store::{
-    Learning, LearningId, LearningStatus, Message, NewLearning, SandboxId, Store,
-};
+use courier_store::{Learning, LearningId, LearningStatus, Message, NewLearning, SandboxId, Store};
 
 use super::LearningsConfig;
 use super::answer::{SYSTEM_PROMPT, parse_learnings, transcript};

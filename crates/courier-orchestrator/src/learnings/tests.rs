@@ -63,9 +63,8 @@ fn answers_without_evidence_are_read_with_none() {
 #[test]
 fn one_bad_entry_rejects_the_whole_answer() {
     let long = "x".repeat(MAX_FIELD_CHARS + 1);
-    let long_evidence = format!(
-        r#"{{"learnings":[{{"category":"pattern","content":"ok","evidence":"{long}"}}]}}"#
-    );
+    let long_evidence =
+        format!(r#"{{"learnings":[{{"category":"pattern","content":"ok","evidence":"{long}"}}]}}"#);
     for (answer, says) in [
         ("Here are the learnings: ...", "not the required JSON"),
         (

@@ -169,7 +169,12 @@ impl Orchestrator {
     }
 
     /// Ends a create with `message`: provider sandbox destroyed, `error`.
-    pub(super) async fn fail_with(&self, id: SandboxId, provider_id: Option<&str>, message: String) {
+    pub(super) async fn fail_with(
+        &self,
+        id: SandboxId,
+        provider_id: Option<&str>,
+        message: String,
+    ) {
         if let Some(live) = self.lock().remove(&id)
             && let Some(agent) = live.agent
         {

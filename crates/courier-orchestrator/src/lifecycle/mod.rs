@@ -173,7 +173,7 @@ impl Orchestrator {
 
     /// Limits how many live sandboxes (`creating`, `running` or `paused`) one user and
     /// one project may have at once (default: no limit). A create past a quota fails with
-    /// [`StoreError::QuotaExceeded`] (inside [`OrchestratorError::Store`]) before anything
+    /// [`StoreError::QuotaExceeded`](courier_store::StoreError::QuotaExceeded) (inside [`OrchestratorError::Store`]) before anything
     /// is made; killed and failed sandboxes free their place. Counted and recorded in one
     /// store transaction, so concurrent creates cannot overshoot.
     pub fn with_sandbox_quota(mut self, quota: SandboxQuota) -> Self {

@@ -57,7 +57,12 @@ impl Orchestrator {
 
     /// Follows a running sandbox again: its live state rebuilt, its `streaming` message
     /// (if any) resumed from the run's log file, undelivered follow-ups queued again.
-    pub(super) async fn reattach(&self, sandbox: &Sandbox, pid: &str, deadline: DateTime<Utc>) -> Result<()> {
+    pub(super) async fn reattach(
+        &self,
+        sandbox: &Sandbox,
+        pid: &str,
+        deadline: DateTime<Utc>,
+    ) -> Result<()> {
         let record = self.api.connect(pid, None).await?;
         let tool: ToolId = sandbox.cli_tool.parse().unwrap_or_default();
         let env = self.rebuilt_env(sandbox, tool).await?;

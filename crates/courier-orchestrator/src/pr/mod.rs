@@ -132,9 +132,8 @@ impl PrPipeline {
     }
 
     /// Reads sandboxes' GitHub keys from `vault` for [merge
-    /// polling](Self::poll_open_pull_requests). An
-    /// [`Orchestrator`](crate::lifecycle::Orchestrator) given this pipeline hands it its
-    /// own vault when none was set.
+    /// polling](Self::poll_open_pull_requests). The lifecycle's `Orchestrator`, given this
+    /// pipeline, hands it its own vault when none was set.
     pub fn with_key_vault(mut self, vault: KeyVault) -> Self {
         self.vault = Some(vault);
         self

@@ -17,7 +17,6 @@ pub const DEFAULT_CHANNEL_CAPACITY: usize = 1024;
 /// Page size of a replay from the store.
 const REPLAY_PAGE: u32 = 200;
 
-
 /// Per-sandbox broadcast channels. Cheap to clone; all clones share the channels.
 #[derive(Debug, Clone)]
 pub struct EventHub {

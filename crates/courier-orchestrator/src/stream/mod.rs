@@ -1,9 +1,9 @@
 //! An agent's output turned into persisted messages and published events.
 //!
 //! A [`StreamRecorder`] reads one agent run: it splits the output into lines, parses them
-//! with courier-tools' [`StreamParser`], appends assistant text to a `streaming` message,
+//! with courier-tools' [`StreamParser`](courier_tools::StreamParser), appends assistant text to a `streaming` message,
 //! keeps every line in the message's raw stream log, finishes the message `completed` or
-//! `error` on the run's [`AgentEvent::Result`], records the run's token usage, and publishes
+//! `error` on the run's [`AgentEvent::Result`](courier_tools::AgentEvent::Result), records the run's token usage, and publishes
 //! every event to the sandbox's subscribers through an [`EventHub`].
 //!
 //! Every event carries the per-sandbox sequence number of the message it belongs to and
@@ -26,6 +26,4 @@ mod tests;
 
 pub use event::{EventKind, SandboxEvent};
 pub use hub::{DEFAULT_CHANNEL_CAPACITY, EventHub, Subscription};
-pub use recorder::{
-    RunOutcome, StreamRecorder, auth_failure_text, record_user_message,
-};
+pub use recorder::{RunOutcome, StreamRecorder, auth_failure_text, record_user_message};

@@ -78,7 +78,7 @@ pub fn auth_failure_text(tool: ToolId, status: Option<u16>, message: &str) -> St
     )
 }
 
-/// Records one agent run into one assistant message (see the [module docs](self)).
+/// Records one agent run into one assistant message (see the [stream docs](super)).
 pub struct StreamRecorder {
     store: Arc<dyn Store>,
     hub: EventHub,

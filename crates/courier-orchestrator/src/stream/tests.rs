@@ -254,10 +254,9 @@ async fn live_subscribers_see_every_event_with_the_message_seq() {
     record_user_message(store.as_ref(), &hub, sandbox, "fix the login")
         .await
         .unwrap();
-    let mut recorder =
-        StreamRecorder::start(store.clone(), hub.clone(), sandbox, ToolId::Claude)
-            .await
-            .unwrap();
+    let mut recorder = StreamRecorder::start(store.clone(), hub.clone(), sandbox, ToolId::Claude)
+        .await
+        .unwrap();
     recorder
         .feed(&fixture("claude_success.jsonl"))
         .await
@@ -295,10 +294,9 @@ async fn a_late_subscriber_replays_from_the_store_without_gaps_or_duplicates() {
         .await
         .unwrap();
     let bytes = fixture("claude_success.jsonl");
-    let mut recorder =
-        StreamRecorder::start(store.clone(), hub.clone(), sandbox, ToolId::Claude)
-            .await
-            .unwrap();
+    let mut recorder = StreamRecorder::start(store.clone(), hub.clone(), sandbox, ToolId::Claude)
+        .await
+        .unwrap();
     let lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
     let split = lines.len() / 2;
     // Join at every point of the stream: each subscriber ends up with the same messages.
@@ -370,10 +368,9 @@ async fn a_subscriber_that_falls_behind_resyncs_its_text_from_the_store() {
     let (store, _, sandbox) = setup().await;
     let hub = EventHub::new(2);
     let mut sub = hub.subscribe(store.clone(), sandbox, 0).await.unwrap();
-    let mut recorder =
-        StreamRecorder::start(store.clone(), hub.clone(), sandbox, ToolId::Claude)
-            .await
-            .unwrap();
+    let mut recorder = StreamRecorder::start(store.clone(), hub.clone(), sandbox, ToolId::Claude)
+        .await
+        .unwrap();
     recorder
         .feed(&fixture("claude_success.jsonl"))
         .await

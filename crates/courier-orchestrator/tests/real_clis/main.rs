@@ -23,6 +23,9 @@
 //! The scenario is here; the harness around a real courier-sandboxd and the stand-in is in
 //! `harness`, the figures and event shapes the scenario compares in `figures`.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../e2e_support/mod.rs"]
 mod e2e_support;
 mod figures;

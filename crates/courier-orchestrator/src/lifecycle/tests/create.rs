@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use courier_e2b::MockSandboxApi;
 use courier_store::{
-    KeyOwner, MessageRole, MessageStatus, MockStore, PageRequest, Provider, Sandbox,
-    SandboxFilter, SandboxQuota, SandboxStatus,
+    KeyOwner, MessageRole, MessageStatus, MockStore, PageRequest, Provider, Sandbox, SandboxFilter,
+    SandboxQuota, SandboxStatus,
 };
 use mockall::Sequence;
 

@@ -63,8 +63,7 @@ async fn the_maximum_lifetime_caps_extensions() {
 }
 
 #[tokio::test]
-async fn the_timeout_sweep_extends_up_to_the_maximum_checkpoints_and_kills_at_the_clocks_time()
- {
+async fn the_timeout_sweep_extends_up_to_the_maximum_checkpoints_and_kills_at_the_clocks_time() {
     let w = world(None, true).await;
     let now = Arc::new(Mutex::new(Utc::now()));
     let orchestrator = w

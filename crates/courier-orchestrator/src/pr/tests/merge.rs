@@ -36,7 +36,11 @@ async fn a_merged_pull_request_is_recorded_when_polled() {
 async fn polling_uses_each_sandboxs_key_and_survives_one_failure() {
     let w = World::new().await;
     let vault = w
-        .vault_with(KeyOwner::User(w.user.id), Provider::GitHub, "ghp_user_key_0001")
+        .vault_with(
+            KeyOwner::User(w.user.id),
+            Provider::GitHub,
+            "ghp_user_key_0001",
+        )
         .await;
     vault
         .put(

@@ -79,13 +79,16 @@ async fn a_created_pull_request_is_stored_with_its_number_and_url() {
 async fn an_already_existing_pull_request_of_the_branch_is_adopted() {
     let w = World::new().await;
     let mut github = MockGitHubApi::new();
-    github.expect_create_pull_request().times(1).returning(|_, _, _| {
-        Err(OrchestratorError::GitHub {
-            status: Some(422),
-            message: "Validation Failed: A pull request already exists for acme:courier/login."
-                .into(),
-        })
-    });
+    github
+        .expect_create_pull_request()
+        .times(1)
+        .returning(|_, _, _| {
+            Err(OrchestratorError::GitHub {
+                status: Some(422),
+                message: "Validation Failed: A pull request already exists for acme:courier/login."
+                    .into(),
+            })
+        });
     github
         .expect_find_open_pull_request()
         .withf(|token, repo, head| {

@@ -57,7 +57,11 @@ impl World {
     /// Opens the seeded sandbox's pull request with [`TOKEN`].
     pub async fn open(&self, pipeline: &PrPipeline) -> PrOutcome {
         pipeline
-            .open(self.sandbox.id, &sandbox_record(), Some(&Secret::new(TOKEN)))
+            .open(
+                self.sandbox.id,
+                &sandbox_record(),
+                Some(&Secret::new(TOKEN)),
+            )
             .await
             .unwrap()
     }
