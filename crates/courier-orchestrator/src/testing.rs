@@ -24,7 +24,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
 }
 
 /// A user, a project and a `creating` sandbox of the project.
-pub async fn seed(store: &dyn Store) -> (User, Project, Sandbox) {
+async fn seed(store: &dyn Store) -> (User, Project, Sandbox) {
     let user = store
         .create_user(NewUser {
             email: format!("{}@example.com", uuid_like()),
@@ -60,7 +60,7 @@ fn uuid_like() -> String {
     courier_store::UserId::new().to_string()
 }
 
-/// An in-memory store holding what [`seed`] records.
+/// An in-memory store holding a user, a project and a `creating` sandbox of the project.
 pub struct Seeded {
     /// The store.
     pub store: Arc<dyn Store>,

@@ -14,12 +14,21 @@ use crate::usage::compute_record_until;
 use crate::{OrchestratorError, Result};
 
 impl Orchestrator {
+    /// The provider's record of the sandbox: the live one, else connected to. `None` when
+    /// it has none or cannot be reached (then its agent is not stopped nor its work saved;
+    /// the kill goes on).
     async fn provider_record(&self, sandbox: &Sandbox) -> Option<SandboxRecord> {
         if let Some(live) = self.lock().get(&sandbox.id) {
             return Some(live.record.clone());
         }
         let pid = sandbox.provider_sandbox_id.as_deref()?;
-        self.api.connect(pid, None).await.ok()
+        match self.api.connect(pid, None).await {
+            Ok(record) => Some(record),
+            Err(e) => {
+                tracing::warn!(sandbox = %sandbox.id, error = %e, "cannot reach the sandbox: its work is not saved");
+                None
+            }
+        }
     }
 
     /// Kills a sandbox: stops the agent and everything it started (tracked by its session,

@@ -101,6 +101,7 @@ pub const AGENT_TAG: &str = "courier-agent";
 /// [`courier_tools::command::tracked`]) and, once it ended, its exit code (`exit`).
 pub const AGENT_RUN_DIR: &str = courier_tools::AGENT_RUN_DIR;
 
+/// What the orchestrator holds for each sandbox it follows.
 struct Live {
     record: SandboxRecord,
     tool: ToolId,

@@ -64,7 +64,12 @@ impl Orchestrator {
         deadline: DateTime<Utc>,
     ) -> Result<()> {
         let record = self.api.connect(pid, None).await?;
-        let tool: ToolId = sandbox.cli_tool.parse().unwrap_or_default();
+        // The store only holds tools that were valid at create; one a newer release
+        // dropped is followed as the default tool rather than left unfollowed.
+        let tool: ToolId = sandbox.cli_tool.parse().unwrap_or_else(|e| {
+            tracing::warn!(sandbox = %sandbox.id, error = %e, "unknown tool: following it as the default");
+            ToolId::default()
+        });
         let env = self.rebuilt_env(sandbox, tool).await?;
         // Every earlier run recorded its share, so their sum is the session's total so
         // far: the baseline of tools that report cumulative figures.

@@ -89,6 +89,7 @@ impl Orchestrator {
                     Err(StoreError::NotFound { .. }) => false,
                     Err(e) => return Err(e.into()),
                 },
+                // Not a sandbox id: it names no sandbox of ours.
                 Err(_) => false,
             };
             if !known {
