@@ -70,7 +70,7 @@ impl AnthropicClient {
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("courier/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| OrchestratorError::Http(e.to_string()))?;
+            .map_err(OrchestratorError::Http)?;
         Ok(AnthropicClient { http, config })
     }
 
@@ -93,7 +93,7 @@ impl AnthropicClient {
                 }
             } else {
                 // Without the URL: it is configuration, and the error is stored.
-                OrchestratorError::Http(e.without_url().to_string())
+                OrchestratorError::Http(e.without_url())
             }
         };
         let response = self

@@ -8,7 +8,7 @@ use sha2::Sha256;
 
 use super::PrPipeline;
 use super::remote::RepoSlug;
-use crate::{OrchestratorError, Result};
+use crate::{Result, WebhookRejection};
 
 /// A verified GitHub webhook delivery, reduced to what Courier acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,21 +41,20 @@ pub enum WebhookEvent {
 /// assert!(verify_signature(b"wrong", Some(sig), b"Hello, World!").is_err());
 /// ```
 pub fn verify_signature(secret: &[u8], signature: Option<&str>, body: &[u8]) -> Result<()> {
-    let reject = |m: &str| OrchestratorError::Webhook(m.to_owned());
     if secret.is_empty() {
-        return Err(reject("no webhook secret is configured"));
+        return Err(WebhookRejection::NoSecret.into());
     }
-    let signature = signature.ok_or_else(|| reject("missing X-Hub-Signature-256 header"))?;
+    let signature = signature.ok_or(WebhookRejection::MissingSignature)?;
     let hex_digest = signature
         .trim()
         .strip_prefix("sha256=")
-        .ok_or_else(|| reject("X-Hub-Signature-256 must start with sha256="))?;
-    let expected = hex::decode(hex_digest).map_err(|_| reject("X-Hub-Signature-256 is not hex"))?;
+        .ok_or(WebhookRejection::NotSha256)?;
+    let expected = hex::decode(hex_digest).map_err(|_| WebhookRejection::NotHex)?;
     let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret).map_err(|_| reject("unusable webhook secret"))?;
+        Hmac::<Sha256>::new_from_slice(secret).map_err(|_| WebhookRejection::UnusableSecret)?;
     mac.update(body);
     mac.verify_slice(&expected)
-        .map_err(|_| reject("signature does not match the payload"))
+        .map_err(|_| WebhookRejection::Mismatch.into())
 }
 
 #[derive(Deserialize)]
@@ -94,14 +93,12 @@ pub fn handle_webhook(
     body: &[u8],
 ) -> Result<WebhookEvent> {
     verify_signature(secret, signature, body)?;
-    let event =
-        event.ok_or_else(|| OrchestratorError::Webhook("missing X-GitHub-Event header".into()))?;
+    let event = event.ok_or(WebhookRejection::MissingEvent)?;
     match event {
         "ping" => Ok(WebhookEvent::Ping),
         "pull_request" => {
-            let payload: PullRequestPayload = serde_json::from_slice(body).map_err(|e| {
-                OrchestratorError::Webhook(format!("unreadable pull_request payload: {e}"))
-            })?;
+            let payload: PullRequestPayload =
+                serde_json::from_slice(body).map_err(WebhookRejection::UnreadablePayload)?;
             if payload.action == "closed" && payload.pull_request.merged == Some(true) {
                 Ok(WebhookEvent::PullRequestMerged {
                     repo: RepoSlug {

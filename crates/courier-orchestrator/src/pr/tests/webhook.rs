@@ -4,6 +4,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::pr::{WebhookEvent, handle_webhook, verify_signature};
+use crate::{OrchestratorError, WebhookRejection};
 
 fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
@@ -33,4 +34,36 @@ fn webhook_signatures_are_checked_before_anything_is_read() {
     let tampered = br#"{"zen":"Keep it logically awesome!"}"#;
     assert!(handle_webhook(b"s3cret", Some("ping"), Some(&good), tampered).is_err());
     assert!(verify_signature(b"", Some(&good), body).is_err());
+}
+
+#[test]
+fn each_rejection_says_what_a_caller_can_act_on() {
+    let body = br#"{"action":"closed"}"#;
+    let good = sign(b"s3cret", body);
+    let rejection = |secret: &[u8], event: Option<&str>, sig: Option<&str>| match handle_webhook(
+        secret, event, sig, body,
+    ) {
+        Err(OrchestratorError::Webhook(why)) => why,
+        other => panic!("expected a rejection, got {other:?}"),
+    };
+    assert!(matches!(
+        rejection(b"", Some("ping"), Some(&good)),
+        WebhookRejection::NoSecret
+    ));
+    assert!(matches!(
+        rejection(b"s3cret", Some("ping"), None),
+        WebhookRejection::MissingSignature
+    ));
+    assert!(matches!(
+        rejection(b"other", Some("ping"), Some(&good)),
+        WebhookRejection::Mismatch
+    ));
+    assert!(matches!(
+        rejection(b"s3cret", None, Some(&good)),
+        WebhookRejection::MissingEvent
+    ));
+    assert!(matches!(
+        rejection(b"s3cret", Some("pull_request"), Some(&good)),
+        WebhookRejection::UnreadablePayload(_)
+    ));
 }
