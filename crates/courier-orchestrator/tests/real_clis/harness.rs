@@ -92,15 +92,17 @@ pub fn npm_cache() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target/real-clis/npm-cache"));
     std::fs::create_dir_all(&dir).unwrap();
     // Only root can hand the cache to `nobody`; without root the suite cannot build
-    // sandboxes anyway.
-    let _ = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(&dir)
-        .status();
-    let _ = std::process::Command::new("chmod")
-        .args(["-R", "u+rwX"])
-        .arg(&dir)
-        .status();
+    // sandboxes anyway, so a failure is only reported.
+    for (tool, args) in [("chown", ["-R", "65534:65534"]), ("chmod", ["-R", "u+rwX"])] {
+        match std::process::Command::new(tool)
+            .args(args)
+            .arg(&dir)
+            .status()
+        {
+            Ok(status) if status.success() => {}
+            other => eprintln!("{tool} {} {}: {other:?}", args.join(" "), dir.display()),
+        }
+    }
     dir
 }
 
