@@ -31,7 +31,7 @@ pub enum OrchestratorError {
     },
     /// The master key could not be read, parsed or created.
     #[error("master key: {0}")]
-    MasterKey(String),
+    MasterKey(#[from] MasterKeyError),
     /// A stored key could not be decrypted: a different master key, or a ciphertext that
     /// was altered or moved to another row.
     #[error("stored {provider} key cannot be decrypted (wrong master key or tampered data)")]
@@ -130,6 +130,35 @@ pub enum OrchestratorError {
     /// Local file system access failed (the master key file).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Why the master key is unusable ([`OrchestratorError::MasterKey`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    /// The key is not base64.
+    #[error("{var} is not base64: {source}")]
+    NotBase64 {
+        /// Where the key is expected: the environment variable's name.
+        var: &'static str,
+        /// What the decoder found.
+        source: base64::DecodeError,
+    },
+    /// The key is base64, but not of 32 bytes.
+    #[error("{var} must be the base64 of 32 bytes, got {bytes} bytes")]
+    WrongLength {
+        /// Where the key is expected: the environment variable's name.
+        var: &'static str,
+        /// How many bytes it decodes to.
+        bytes: usize,
+    },
+    /// The key file holds an unusable key.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// What is wrong with its key.
+        source: Box<MasterKeyError>,
+    },
 }
 
 /// Why a GitHub webhook delivery was rejected ([`OrchestratorError::Webhook`]). Every
