@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use courier_e2b::MockSandboxApi;
 use courier_store::{
-    KeyOwner, MessageRole, MessageStatus, MockStore, PageRequest, Provider, Sandbox, SandboxFilter,
-    SandboxQuota, SandboxStatus,
+    KeyOwner, MessageRole, MessageStatus, MockStore, Provider, Sandbox, SandboxQuota, SandboxStatus,
 };
 use mockall::Sequence;
 
@@ -72,19 +71,8 @@ async fn a_create_whose_tool_template_is_missing_says_so_and_names_the_fix() {
             && message.contains("template_id"),
         "{message}"
     );
-    let listed = w
-        .store
-        .list_sandboxes(
-            SandboxFilter {
-                project_id: Some(w.project),
-                ..Default::default()
-            },
-            PageRequest::default(),
-        )
-        .await
-        .unwrap();
+    let listed = w.sandboxes(None).await;
     let failed = listed
-        .items
         .iter()
         .find(|s| s.status == SandboxStatus::Error)
         .expect("the failed create is recorded");
@@ -103,18 +91,8 @@ async fn a_missing_key_fails_before_anything_is_recorded() {
         }
     ));
     assert!(w.runs.lock().unwrap().is_empty());
-    let listed = w
-        .store
-        .list_sandboxes(
-            SandboxFilter {
-                project_id: Some(w.project),
-                ..Default::default()
-            },
-            PageRequest::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(listed.items.len(), 1, "only the seeded sandbox");
+    let listed = w.sandboxes(None).await;
+    assert_eq!(listed.len(), 1, "only the seeded sandbox");
 }
 
 #[tokio::test]
@@ -122,19 +100,8 @@ async fn a_failed_setup_step_ends_in_error_with_the_sandbox_destroyed() {
     let w = world(Some("git clone"), true).await;
     let err = w.orchestrator.create(w.request()).await.unwrap_err();
     assert!(matches!(err, OrchestratorError::Setup { .. }), "{err}");
-    let listed = w
-        .store
-        .list_sandboxes(
-            SandboxFilter {
-                project_id: Some(w.project),
-                status: Some(SandboxStatus::Error),
-                ..Default::default()
-            },
-            PageRequest::default(),
-        )
-        .await
-        .unwrap();
-    let failed = &listed.items[0];
+    let listed = w.sandboxes(Some(SandboxStatus::Error)).await;
+    let failed = &listed[0];
     assert!(
         failed
             .error_message

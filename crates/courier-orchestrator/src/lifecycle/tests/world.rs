@@ -8,7 +8,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use courier_e2b::models::ListedSandbox;
 use courier_e2b::{CommandEvent, ExitStatus, MockSandboxApi, SpawnedCommand};
-use courier_store::{KeyOwner, ProjectId, Provider, SandboxId, Store, UsageMetric, UserId};
+use courier_store::{
+    KeyOwner, PageRequest, ProjectId, Provider, Sandbox, SandboxFilter, SandboxId, SandboxStatus,
+    Store, UsageMetric, UserId,
+};
 use futures::StreamExt;
 use futures::channel::mpsc;
 
@@ -165,6 +168,20 @@ impl World {
             .await
             .unwrap()
             .active_sandboxes
+    }
+
+    /// The project's sandboxes, of `status` when given (the first page).
+    pub async fn sandboxes(&self, status: Option<SandboxStatus>) -> Vec<Sandbox> {
+        let filter = SandboxFilter {
+            project_id: Some(self.project),
+            status,
+            ..Default::default()
+        };
+        self.store
+            .list_sandboxes(filter, PageRequest::default())
+            .await
+            .unwrap()
+            .items
     }
 
     /// How many commands pushed work (kill-time saves and checkpoints).
