@@ -12,16 +12,7 @@ impl Orchestrator {
     /// Pauses a running sandbox at the provider; `paused`.
     pub async fn pause(&self, id: SandboxId) -> Result<Sandbox> {
         let sandbox = self.store.get_sandbox(id).await?;
-        let pid = match (&sandbox.status, sandbox.provider_sandbox_id.as_deref()) {
-            (SandboxStatus::Running, Some(pid)) => pid.to_owned(),
-            _ => {
-                return Err(OrchestratorError::InvalidState {
-                    id,
-                    status: sandbox.status,
-                    action: "pause",
-                });
-            }
-        };
+        let pid = provider_id_when(&sandbox, SandboxStatus::Running, "pause")?;
         self.api.pause(&pid).await?;
         Ok(self
             .store
@@ -32,16 +23,7 @@ impl Orchestrator {
     /// Resumes a paused sandbox with its configured timeout; `running`.
     pub async fn resume(&self, id: SandboxId) -> Result<Sandbox> {
         let sandbox = self.store.get_sandbox(id).await?;
-        let pid = match (&sandbox.status, sandbox.provider_sandbox_id.as_deref()) {
-            (SandboxStatus::Paused, Some(pid)) => pid.to_owned(),
-            _ => {
-                return Err(OrchestratorError::InvalidState {
-                    id,
-                    status: sandbox.status,
-                    action: "resume",
-                });
-            }
-        };
+        let pid = provider_id_when(&sandbox, SandboxStatus::Paused, "resume")?;
         let timeout = Duration::from_millis(sandbox.config.timeout_ms.max(0) as u64);
         let record = self.api.connect(&pid, Some(timeout)).await?;
         let known = match self.lock().get_mut(&id) {
@@ -66,5 +48,22 @@ impl Orchestrator {
             }
         }
         Ok(running)
+    }
+}
+
+/// The provider's id of a sandbox in `status`; in any other state (or without one),
+/// `action` is not allowed.
+fn provider_id_when(
+    sandbox: &Sandbox,
+    status: SandboxStatus,
+    action: &'static str,
+) -> Result<String> {
+    match sandbox.provider_sandbox_id.as_deref() {
+        Some(pid) if sandbox.status == status => Ok(pid.to_owned()),
+        _ => Err(OrchestratorError::InvalidState {
+            id: sandbox.id,
+            status: sandbox.status,
+            action,
+        }),
     }
 }
