@@ -265,7 +265,7 @@ fn test(mut env: TestEnv) -> Result<()> {
 }
 
 /// `cargo xtask test-real-clis [--record]`: the real-CLI suite of courier-orchestrator
-/// (`tests/real_clis.rs`), one CLI at a time, then the parser tests over the recordings.
+/// (`tests/real_clis/`), one CLI at a time, then the parser tests over the recordings.
 /// The npm cache (`COURIER_NPM_CACHE`, default `~/.cache/courier/npm-cache`, outside the
 /// clone so CI runs on one machine share it) is shared into the template builds, so only
 /// the first run downloads the CLIs.

@@ -31,7 +31,7 @@ pub enum OrchestratorError {
     },
     /// The master key could not be read, parsed or created.
     #[error("master key: {0}")]
-    MasterKey(String),
+    MasterKey(#[from] MasterKeyError),
     /// A stored key could not be decrypted: a different master key, or a ciphertext that
     /// was altered or moved to another row.
     #[error("stored {provider} key cannot be decrypted (wrong master key or tampered data)")]
@@ -95,7 +95,7 @@ pub enum OrchestratorError {
     /// A GitHub webhook delivery was rejected: bad or missing signature, or an unreadable
     /// payload.
     #[error("webhook rejected: {0}")]
-    Webhook(String),
+    Webhook(#[from] WebhookRejection),
     /// The LLM API answered with an error status.
     #[error("LLM API error ({status}){}: {message}", retry_after.map(|d| format!(", retry after {} s", d.as_secs())).unwrap_or_default())]
     LlmApi {
@@ -115,9 +115,9 @@ pub enum OrchestratorError {
     /// The LLM answered, but not in the required format.
     #[error("LLM answer is malformed: {0}")]
     LlmMalformed(String),
-    /// An HTTP request could not be sent or its answer read.
+    /// An HTTP request could not be sent or its answer read (the error carries no URL).
     #[error("http: {0}")]
-    Http(String),
+    Http(#[source] reqwest::Error),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -130,6 +130,66 @@ pub enum OrchestratorError {
     /// Local file system access failed (the master key file).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Why the master key is unusable ([`OrchestratorError::MasterKey`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    /// The key is not base64.
+    #[error("{var} is not base64: {source}")]
+    NotBase64 {
+        /// Where the key is expected: the environment variable's name.
+        var: &'static str,
+        /// What the decoder found.
+        source: base64::DecodeError,
+    },
+    /// The key is base64, but not of 32 bytes.
+    #[error("{var} must be the base64 of 32 bytes, got {bytes} bytes")]
+    WrongLength {
+        /// Where the key is expected: the environment variable's name.
+        var: &'static str,
+        /// How many bytes it decodes to.
+        bytes: usize,
+    },
+    /// The key file holds an unusable key.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// What is wrong with its key.
+        source: Box<MasterKeyError>,
+    },
+}
+
+/// Why a GitHub webhook delivery was rejected ([`OrchestratorError::Webhook`]). Every
+/// rejection but [`UnreadablePayload`](Self::UnreadablePayload) comes before the payload
+/// is read.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookRejection {
+    /// No webhook secret is configured, so no delivery can be verified.
+    #[error("no webhook secret is configured")]
+    NoSecret,
+    /// The delivery has no `X-Hub-Signature-256` header.
+    #[error("missing X-Hub-Signature-256 header")]
+    MissingSignature,
+    /// The signature does not start with `sha256=`.
+    #[error("X-Hub-Signature-256 must start with sha256=")]
+    NotSha256,
+    /// The signature's digest is not hex.
+    #[error("X-Hub-Signature-256 is not hex")]
+    NotHex,
+    /// The configured secret cannot key an HMAC.
+    #[error("unusable webhook secret")]
+    UnusableSecret,
+    /// The signature is not the payload's under the secret: forged or altered.
+    #[error("signature does not match the payload")]
+    Mismatch,
+    /// The delivery has no `X-GitHub-Event` header.
+    #[error("missing X-GitHub-Event header")]
+    MissingEvent,
+    /// A signed `pull_request` payload that does not read as one.
+    #[error("unreadable pull_request payload: {0}")]
+    UnreadablePayload(#[source] serde_json::Error),
 }
 
 /// Shorthand for results of orchestrator operations.

@@ -21,7 +21,7 @@ use courier_store::{KeyOwner, NewProviderKey, ProjectId, Provider, ProviderKey, 
 use courier_tools::{ProviderKeyKind, ProviderKeys, Secret, ToolId, registry};
 use zeroize::Zeroizing;
 
-use crate::{OrchestratorError, Result};
+use crate::{MasterKeyError, OrchestratorError, Result};
 
 /// The environment variable holding the master key (base64 of 32 bytes).
 pub const MASTER_KEY_ENV: &str = "COURIER_MASTER_KEY";
@@ -58,14 +58,23 @@ impl MasterKey {
 
     /// Parses the base64 of exactly 32 bytes (surrounding whitespace ignored).
     pub fn from_base64(text: &str) -> Result<Self> {
-        let decoded = Zeroizing::new(BASE64.decode(text.trim()).map_err(|e| {
-            OrchestratorError::MasterKey(format!("{MASTER_KEY_ENV} is not base64: {e}"))
+        Ok(Self::parse(text)?)
+    }
+
+    /// [`from_base64`](Self::from_base64) with the typed reason, for callers that add
+    /// where the key came from.
+    fn parse(text: &str) -> std::result::Result<Self, MasterKeyError> {
+        let decoded = Zeroizing::new(BASE64.decode(text.trim()).map_err(|source| {
+            MasterKeyError::NotBase64 {
+                var: MASTER_KEY_ENV,
+                source,
+            }
         })?);
         if decoded.len() != 32 {
-            return Err(OrchestratorError::MasterKey(format!(
-                "{MASTER_KEY_ENV} must be the base64 of 32 bytes, got {} bytes",
-                decoded.len()
-            )));
+            return Err(MasterKeyError::WrongLength {
+                var: MASTER_KEY_ENV,
+                bytes: decoded.len(),
+            });
         }
         let mut bytes = Zeroizing::new([0u8; 32]);
         bytes.copy_from_slice(&decoded);
@@ -86,8 +95,13 @@ impl MasterKey {
         }
         let path = Self::file_path(data_dir);
         match std::fs::read_to_string(&path) {
-            Ok(text) => Self::from_base64(&text)
-                .map_err(|e| OrchestratorError::MasterKey(format!("{}: {e}", path.display()))),
+            Ok(text) => Self::parse(&text).map_err(|source| {
+                MasterKeyError::InFile {
+                    path: path.clone(),
+                    source: Box::new(source),
+                }
+                .into()
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(data_dir)?;
                 let key = Self::generate();
@@ -584,6 +598,30 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let second = MasterKey::load_or_create(Some("  "), &data_dir).unwrap();
         assert_eq!(*first.0, *second.0);
+    }
+
+    #[test]
+    fn an_unusable_key_file_is_named_with_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = MasterKey::file_path(dir.path());
+        std::fs::write(&path, "not base64!").unwrap();
+        let err = MasterKey::load_or_create(None, dir.path()).unwrap_err();
+        let message = err.to_string();
+        match err {
+            OrchestratorError::MasterKey(MasterKeyError::InFile {
+                path: named,
+                source,
+            }) => {
+                assert_eq!(named, path);
+                assert!(
+                    matches!(*source, MasterKeyError::NotBase64 { .. }),
+                    "{source}"
+                );
+            }
+            other => panic!("expected an unusable key file, got {other:?}"),
+        }
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert_eq!(message.matches("master key:").count(), 1, "{message}");
     }
 
     #[test]

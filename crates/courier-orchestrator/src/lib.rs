@@ -49,4 +49,4 @@ pub mod usage;
 #[cfg(test)]
 mod testing;
 
-pub use error::{OrchestratorError, Result};
+pub use error::{MasterKeyError, OrchestratorError, Result, WebhookRejection};

@@ -237,11 +237,11 @@ impl UsageSummary {
 
 #[cfg(test)]
 mod tests {
-    use courier_store::{NewCostRate, SqliteStore};
+    use courier_store::NewCostRate;
     use courier_tools::{RunResult, StreamParser};
 
     use super::*;
-    use crate::testing::{fixture, seed};
+    use crate::testing::{Seeded, fixture};
 
     fn usage(input: u64, output: u64, cost: Option<f64>) -> Usage {
         Usage {
@@ -318,8 +318,8 @@ mod tests {
 
     #[tokio::test]
     async fn unreported_cost_is_priced_from_the_rate_table() {
-        let store = SqliteStore::in_memory().await.unwrap();
-        let (_, _, sandbox) = seed(&store).await;
+        let Seeded { store, sandbox, .. } = Seeded::new().await;
+        let store = store.as_ref();
         let at = Utc::now();
         store
             .put_cost_rate(NewCostRate {
@@ -340,7 +340,7 @@ mod tests {
             .await
             .unwrap();
         let records = token_records(
-            &store,
+            store,
             sandbox.id,
             Service::OpenAi,
             &usage(1000, 500, None),
@@ -352,7 +352,7 @@ mod tests {
         assert_eq!(records[0].cost, Money::from_usd(0.002));
         assert_eq!(records[1].cost, Money::from_usd(0.005));
         store.record_usage(&records).await.unwrap();
-        let summary = UsageSummary::for_sandbox(&store, sandbox.id).await.unwrap();
+        let summary = UsageSummary::for_sandbox(store, sandbox.id).await.unwrap();
         assert_eq!(summary.input_tokens, 1000.0);
         assert_eq!(summary.output_tokens, 500.0);
         assert_eq!(summary.cost, Money::from_usd(0.007));
@@ -360,10 +360,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_reported_cost_is_recorded_exactly_once() {
-        let store = SqliteStore::in_memory().await.unwrap();
-        let (_, project, sandbox) = seed(&store).await;
+        let Seeded {
+            store,
+            project,
+            sandbox,
+            ..
+        } = Seeded::new().await;
+        let store = store.as_ref();
         let records = token_records(
-            &store,
+            store,
             sandbox.id,
             Service::Anthropic,
             &usage(10, 20, Some(0.125)),
@@ -374,17 +379,19 @@ mod tests {
         let total: i64 = records.iter().map(|r| r.cost.micros()).sum();
         assert_eq!(total, Money::from_usd(0.125).micros());
         store.record_usage(&records).await.unwrap();
-        let summary = UsageSummary::for_project(&store, project.id).await.unwrap();
+        let summary = UsageSummary::for_project(store, project.id).await.unwrap();
         assert_eq!(summary.cost, Money::from_usd(0.125));
     }
 
     #[tokio::test]
     async fn compute_seconds_run_from_creation_to_the_end() {
-        let store = SqliteStore::in_memory().await.unwrap();
-        let (_, _, mut sandbox) = seed(&store).await;
+        let Seeded {
+            store, mut sandbox, ..
+        } = Seeded::new().await;
+        let store = store.as_ref();
         sandbox.ended_at = Some(sandbox.created_at + chrono::Duration::milliseconds(90_500));
         assert_eq!(compute_seconds(&sandbox, Utc::now()), 90.5);
-        let record = compute_record(&store, &sandbox, Utc::now()).await.unwrap();
+        let record = compute_record(store, &sandbox, Utc::now()).await.unwrap();
         assert_eq!(record.metric, UsageMetric::ComputeSeconds);
         assert_eq!(record.quantity, 90.5);
         assert_eq!(record.cost, Money::default());

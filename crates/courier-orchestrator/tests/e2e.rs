@@ -6,6 +6,9 @@
 //! prints why and returns. Waits are generous polls: the machine may be loaded. Each
 //! world kills its sandboxes and stops its servers when dropped, even on failure.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod e2e_support;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,9 @@
 //! The orchestrator wires both pipelines in: create gives the sandbox the project's active
 //! learnings, kill hands the branch to the PR pipeline and queues learning extraction.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,9 @@
 //! recorded payloads, and its failures: each leaves a status that says what happened and
 //! writes nothing else.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::Arc;

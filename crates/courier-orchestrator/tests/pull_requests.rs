@@ -2,6 +2,9 @@
 //! real git commands run by a host-side sandbox, and a local GitHub stand-in answering
 //! with recorded GitHub bodies.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::Arc;

@@ -6,6 +6,9 @@
 //! test has no fake CLI directory on its `PATH`, so the agent runs only if the template
 //! carries it. They need root; without it each test prints why and returns.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod e2e_support;
 
 use std::sync::Arc;

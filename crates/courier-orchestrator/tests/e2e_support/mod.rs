@@ -417,13 +417,14 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        // Fails only when every watcher is gone already: nothing left to stop.
         let _ = self.stop.send(true);
         self.server.stop();
         // Kill whatever the test left, even on failure. Drop is synchronous: run the async
         // cleanup on a helper thread with its own runtime.
         let server = self.server.clone();
         let pg = self.pg_schema.take();
-        let _ = std::thread::spawn(move || {
+        let cleanup = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -434,12 +435,18 @@ impl Drop for World {
                         && let Ok(pool) = sqlx::PgPool::connect(&url).await
                     {
                         let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await;
+                        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await
+                        {
+                            eprintln!("could not drop the test schema {schema}: {e}");
+                        }
                         pool.close().await;
                     }
                 });
-        })
-        .join();
+        });
+        // A panic in the cleanup must not become a second panic inside `drop`.
+        if cleanup.join().is_err() {
+            eprintln!("the world's cleanup panicked");
+        }
     }
 }
 

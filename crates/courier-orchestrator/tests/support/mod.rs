@@ -98,9 +98,13 @@ impl SandboxApi for LocalSandbox {
                 Ok(output) => output,
                 Err(_) => {
                     if let Some(pgid) = pgid {
-                        let _ = std::process::Command::new("kill")
+                        // Best effort: the group may have ended by itself meanwhile.
+                        if let Err(e) = std::process::Command::new("kill")
                             .args(["-9", "--", &format!("-{pgid}")])
-                            .status();
+                            .status()
+                        {
+                            eprintln!("could not kill process group {pgid}: {e}");
+                        }
                     }
                     return Err(courier_e2b::Error::Timeout {
                         message: format!("command ran longer than {:?}", spec.timeout),

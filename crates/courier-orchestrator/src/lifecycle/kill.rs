@@ -1,0 +1,189 @@
+//! Ending sandboxes: kill (agent stopped, work saved, pull request opened, provider
+//! sandbox destroyed, compute billed, learnings queued), kill all of a project, and soft
+//! delete, restore and purge.
+
+use std::time::Duration;
+
+use courier_e2b::models::SandboxRecord;
+use courier_store::{PageRequest, Sandbox, SandboxFilter, SandboxId, SandboxStatus, StoreError};
+
+use super::Orchestrator;
+use super::commands::{SAVE_WORK_TIMEOUT, save_work_command};
+use crate::pr::github_token;
+use crate::usage::compute_record_until;
+use crate::{OrchestratorError, Result};
+
+impl Orchestrator {
+    /// The provider's record of the sandbox: the live one, else connected to. `None` when
+    /// it has none or cannot be reached (then its agent is not stopped nor its work saved;
+    /// the kill goes on).
+    async fn provider_record(&self, sandbox: &Sandbox) -> Option<SandboxRecord> {
+        if let Some(live) = self.lock().get(&sandbox.id) {
+            return Some(live.record.clone());
+        }
+        let pid = sandbox.provider_sandbox_id.as_deref()?;
+        match self.api.connect(pid, None).await {
+            Ok(record) => Some(record),
+            Err(e) => {
+                tracing::warn!(sandbox = %sandbox.id, error = %e, "cannot reach the sandbox: its work is not saved");
+                None
+            }
+        }
+    }
+
+    /// Kills a sandbox: stops the agent and everything it started (tracked by its session,
+    /// not by matching command lines), commits and pushes
+    /// unfinished work (best effort), hands the branch to the pull request pipeline (when
+    /// configured), destroys the provider sandbox, records `killed` and the compute usage,
+    /// and queues learning extraction (when configured). `reason` is kept as the sandbox's
+    /// message (e.g. a timeout).
+    pub async fn kill(&self, id: SandboxId, reason: Option<String>) -> Result<Sandbox> {
+        let sandbox = self.store.get_sandbox(id).await?;
+        if sandbox.status.is_final() {
+            return Err(OrchestratorError::InvalidState {
+                id,
+                status: sandbox.status,
+                action: "kill",
+            });
+        }
+        let record = self.provider_record(&sandbox).await;
+        if let Some(record) = &record {
+            self.stop_agent_in(id, record).await;
+            let save = self.command(save_work_command()).timeout(SAVE_WORK_TIMEOUT);
+            match self.api.run(record, save).await {
+                Ok(out) if out.exit_code != 0 => {
+                    tracing::info!(sandbox = %id, stderr = %out.stderr, "work not pushed");
+                }
+                Err(e) => tracing::warn!(sandbox = %id, error = %e, "could not save work"),
+                Ok(_) => {}
+            }
+        }
+        let agent = self.lock().remove(&id).and_then(|l| l.agent);
+        if let Some(agent) = agent {
+            // The agent was killed, so its stream ends; give the recorder a moment to
+            // store the verdict (and bill the run) before cutting it off.
+            if tokio::time::timeout(Duration::from_secs(5), agent)
+                .await
+                .is_err()
+            {
+                tracing::warn!(sandbox = %id, "agent stream did not end after the kill");
+            }
+        }
+        // After the agent's last message is stored (it is the PR's summary), before the
+        // sandbox and its repository are gone.
+        if let (Some(pipeline), Some(record)) = (&self.pull_requests, &record) {
+            let token = match github_token(&self.vault, &sandbox).await {
+                Ok(token) => token,
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "GitHub key unreadable");
+                    None
+                }
+            };
+            if let Err(e) = pipeline.open(id, record, token.as_ref()).await {
+                tracing::warn!(sandbox = %id, error = %e, "pull request pipeline failed");
+            }
+        }
+        if let Some(pid) = sandbox.provider_sandbox_id.as_deref()
+            && let Err(e) = self.api.kill(pid).await
+        {
+            tracing::warn!(sandbox = %id, error = %e, "could not destroy the sandbox");
+        }
+        // The provider bills until the sandbox is destroyed: now, by our clock.
+        let ended = self.clock.now();
+        let killed = self
+            .transition_to_final(id, SandboxStatus::Killed, reason)
+            .await?;
+        let compute = compute_record_until(self.store.as_ref(), &killed, ended).await?;
+        self.store.record_usage(&[compute]).await?;
+        self.hub.close(id);
+        if let Some(pipeline) = self.learnings.clone() {
+            // In the background: an LLM call must not hold up the kill. The status says
+            // how it went.
+            tokio::spawn(async move {
+                if let Err(e) = pipeline.extract(id).await {
+                    tracing::warn!(sandbox = %id, error = %e, "learning extraction failed");
+                }
+            });
+        }
+        Ok(killed)
+    }
+
+    pub(super) async fn transition_to_final(
+        &self,
+        id: SandboxId,
+        to: SandboxStatus,
+        message: Option<String>,
+    ) -> Result<Sandbox> {
+        loop {
+            let current = self.store.get_sandbox(id).await?;
+            if current.status.is_final() {
+                return Err(OrchestratorError::InvalidState {
+                    id,
+                    status: current.status,
+                    action: "end it",
+                });
+            }
+            match self
+                .store
+                .transition_sandbox(id, current.status, to, message.clone())
+                .await
+            {
+                Err(StoreError::Conflict(_)) => continue,
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Hides a sandbox (it stops counting as active).
+    pub async fn soft_delete(&self, id: SandboxId) -> Result<()> {
+        Ok(self.store.soft_delete_sandbox(id).await?)
+    }
+
+    /// Unhides a soft-deleted sandbox.
+    pub async fn restore(&self, id: SandboxId) -> Result<()> {
+        Ok(self.store.restore_sandbox(id).await?)
+    }
+
+    /// Removes a sandbox for good, killing it first if it still lives (usage stays).
+    pub async fn purge(&self, id: SandboxId) -> Result<()> {
+        let sandbox = self.store.get_sandbox(id).await?;
+        if !sandbox.status.is_final() {
+            self.kill(id, Some("purged".into())).await?;
+        }
+        Ok(self.store.purge_sandbox(id).await?)
+    }
+
+    pub(super) async fn live_sandboxes(&self, filter: SandboxFilter) -> Result<Vec<Sandbox>> {
+        let mut out = Vec::new();
+        let mut page = PageRequest::first(courier_store::MAX_PAGE_LIMIT);
+        loop {
+            let result = self.store.list_sandboxes(filter.clone(), page).await?;
+            out.extend(result.items.into_iter().filter(|s| !s.status.is_final()));
+            match result.next_cursor {
+                Some(cursor) => page = PageRequest::after(courier_store::MAX_PAGE_LIMIT, cursor),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Kills every live sandbox of a project; returns how many were killed.
+    pub async fn kill_project(&self, project_id: courier_store::ProjectId) -> Result<usize> {
+        let filter = SandboxFilter {
+            project_id: Some(project_id),
+            deleted: courier_store::DeletedFilter::Include,
+            ..Default::default()
+        };
+        let mut killed = 0;
+        for sandbox in self.live_sandboxes(filter).await? {
+            match self
+                .kill(sandbox.id, Some("project's sandboxes killed".into()))
+                .await
+            {
+                Ok(_) => killed += 1,
+                Err(OrchestratorError::InvalidState { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(killed)
+    }
+}

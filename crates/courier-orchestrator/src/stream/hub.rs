@@ -1,0 +1,294 @@
+//! Per-sandbox broadcast channels, and subscriptions that replay from the store before
+//! going live (see the [stream docs](super)).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use courier_store::{Message, MessageStatus, SandboxId, Store};
+use tokio::sync::broadcast;
+
+use super::event::{EventKind, SandboxEvent};
+use crate::Result;
+
+/// How many events a slow subscriber may fall behind before it resynchronises from the
+/// store.
+pub const DEFAULT_CHANNEL_CAPACITY: usize = 1024;
+
+/// Page size of a replay from the store.
+const REPLAY_PAGE: u32 = 200;
+
+/// Per-sandbox broadcast channels. Cheap to clone; all clones share the channels.
+#[derive(Debug, Clone)]
+pub struct EventHub {
+    channels: Arc<Mutex<HashMap<SandboxId, broadcast::Sender<SandboxEvent>>>>,
+    capacity: usize,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self::new(DEFAULT_CHANNEL_CAPACITY)
+    }
+}
+
+impl EventHub {
+    /// A hub whose channels hold `capacity` events per sandbox.
+    pub fn new(capacity: usize) -> Self {
+        EventHub {
+            channels: Arc::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn sender(&self, sandbox_id: SandboxId) -> broadcast::Sender<SandboxEvent> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels
+            .entry(sandbox_id)
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .clone()
+    }
+
+    /// Publishes an event to the sandbox's current subscribers (none is fine).
+    pub fn publish(&self, event: SandboxEvent) {
+        // Sending fails only when nobody listens; every event's content is in the store,
+        // so a later subscriber replays it from there.
+        let _ = self.sender(event.sandbox_id).send(event);
+    }
+
+    /// Ends the sandbox's channel: subscriptions end after what they have buffered.
+    pub fn close(&self, sandbox_id: SandboxId) {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels.remove(&sandbox_id);
+    }
+
+    /// Subscribes to a sandbox: first every stored message with `seq > after_seq`, then
+    /// live events, with nothing missed or repeated.
+    pub async fn subscribe(
+        &self,
+        store: Arc<dyn Store>,
+        sandbox_id: SandboxId,
+        after_seq: i64,
+    ) -> Result<Subscription> {
+        // Listen before reading the store, so nothing falls between the two.
+        let rx = self.sender(sandbox_id).subscribe();
+        let mut sub = Subscription {
+            rx,
+            store,
+            sandbox_id,
+            after_seq,
+            last_seq: after_seq,
+            seen: BTreeMap::new(),
+            pending: VecDeque::new(),
+        };
+        sub.replay(after_seq).await?;
+        Ok(sub)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    content_len: usize,
+    /// Raw log bytes covered by what the store delivered (replay or resync): live agent
+    /// events up to here are repeats.
+    raw_len: usize,
+    /// The raw-log end of the last live agent event delivered: later events of the same
+    /// line carry the same end and are new.
+    live_raw_end: Option<usize>,
+    finished: bool,
+}
+
+/// A sandbox's events for one subscriber: replay from the store, then live.
+pub struct Subscription {
+    rx: broadcast::Receiver<SandboxEvent>,
+    store: Arc<dyn Store>,
+    sandbox_id: SandboxId,
+    after_seq: i64,
+    last_seq: i64,
+    seen: BTreeMap<i64, Seen>,
+    pending: VecDeque<SandboxEvent>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("sandbox_id", &self.sandbox_id)
+            .field("last_seq", &self.last_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    async fn stored_after(&self, after: i64) -> Result<Vec<Message>> {
+        let mut out = Vec::new();
+        let mut cursor = after;
+        loop {
+            let page = self
+                .store
+                .list_messages(self.sandbox_id, cursor, REPLAY_PAGE)
+                .await?;
+            let full = page.len() == REPLAY_PAGE as usize;
+            if let Some(last) = page.last() {
+                cursor = last.seq;
+            }
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn replay(&mut self, after: i64) -> Result<()> {
+        for message in self.stored_after(after).await? {
+            self.deliver_whole(message);
+        }
+        Ok(())
+    }
+
+    /// Queues a stored message as one whole `Message` event and remembers how much of it
+    /// the subscriber now has.
+    fn deliver_whole(&mut self, message: Message) {
+        self.seen.insert(
+            message.seq,
+            Seen {
+                content_len: message.content.len(),
+                raw_len: message.raw_log.len(),
+                live_raw_end: None,
+                finished: message.status != MessageStatus::Streaming,
+            },
+        );
+        self.last_seq = self.last_seq.max(message.seq);
+        self.pending.push_back(SandboxEvent {
+            sandbox_id: self.sandbox_id,
+            seq: message.seq,
+            message_id: message.id,
+            kind: EventKind::Message(message),
+        });
+    }
+
+    /// After falling behind the channel: what the store has beyond what was delivered
+    /// (new messages whole, text tails and finishes of known ones). Non-text agent events
+    /// missed meanwhile are not replayed; they remain in the messages' raw logs.
+    async fn resync(&mut self) -> Result<()> {
+        let from = self
+            .seen
+            .iter()
+            .find(|(_, s)| !s.finished)
+            .map(|(seq, _)| seq - 1)
+            .unwrap_or(self.last_seq);
+        for message in self.stored_after(from).await? {
+            let Some(seen) = self.seen.get_mut(&message.seq) else {
+                self.deliver_whole(message);
+                continue;
+            };
+            let (seq, id) = (message.seq, message.id);
+            if message.content.len() > seen.content_len {
+                let text = message
+                    .content
+                    .get(seen.content_len..)
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.content_len = message.content.len();
+                self.pending.push_back(SandboxEvent {
+                    sandbox_id: self.sandbox_id,
+                    seq,
+                    message_id: id,
+                    kind: EventKind::Text {
+                        text,
+                        content_end: message.content.len(),
+                    },
+                });
+            }
+            seen.raw_len = seen.raw_len.max(message.raw_log.len());
+            if message.status != MessageStatus::Streaming && !seen.finished {
+                seen.finished = true;
+                self.pending.push_back(SandboxEvent {
+                    sandbox_id: self.sandbox_id,
+                    seq,
+                    message_id: id,
+                    kind: EventKind::Finished {
+                        status: message.status,
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a live event is new to this subscriber (and records it as seen).
+    fn admit(&mut self, event: &SandboxEvent) -> bool {
+        if event.seq <= self.after_seq {
+            return false;
+        }
+        match &event.kind {
+            EventKind::Message(message) => {
+                if self.seen.contains_key(&event.seq) {
+                    return false;
+                }
+                self.seen.insert(
+                    event.seq,
+                    Seen {
+                        content_len: message.content.len(),
+                        raw_len: message.raw_log.len(),
+                        live_raw_end: None,
+                        finished: message.status != MessageStatus::Streaming,
+                    },
+                );
+                self.last_seq = self.last_seq.max(event.seq);
+                true
+            }
+            EventKind::Text { content_end, .. } => match self.seen.get_mut(&event.seq) {
+                Some(seen) if *content_end <= seen.content_len => false,
+                Some(seen) => {
+                    seen.content_len = *content_end;
+                    true
+                }
+                None => true,
+            },
+            EventKind::Agent { raw_end, .. } => match self.seen.get_mut(&event.seq) {
+                // One line can give several events (a tool use and its result), all
+                // with the line's end: the first one admitted lets its siblings through.
+                Some(seen)
+                    if *raw_end < seen.raw_len
+                        || (*raw_end == seen.raw_len && seen.live_raw_end != Some(*raw_end)) =>
+                {
+                    false
+                }
+                Some(seen) => {
+                    seen.raw_len = *raw_end;
+                    seen.live_raw_end = Some(*raw_end);
+                    true
+                }
+                None => true,
+            },
+            EventKind::Finished { .. } => match self.seen.get_mut(&event.seq) {
+                Some(seen) if seen.finished => false,
+                Some(seen) => {
+                    seen.finished = true;
+                    true
+                }
+                None => true,
+            },
+        }
+    }
+
+    /// The next event; `None` once the sandbox's channel is closed and drained.
+    pub async fn next(&mut self) -> Option<Result<SandboxEvent>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(Ok(event));
+            }
+            match self.rx.recv().await {
+                Ok(event) => {
+                    if self.admit(&event) {
+                        return Some(Ok(event));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Err(e) = self.resync().await {
+                        return Some(Err(e));
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
