@@ -13,10 +13,9 @@
 
 #![allow(dead_code)] // each test uses its own part of the support
 
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use courier_e2b::{Client, ConnectionConfig};
@@ -55,58 +54,8 @@ pub enum Backend {
     Postgres,
 }
 
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(1)
-        == 0
-}
-
-/// courier-envd and courier-sandbox-init: `COURIER_ENVD_BIN` / `COURIER_SANDBOX_INIT_BIN`,
-/// else the ones in this target dir, built on first use (`cargo nextest -p
-/// courier-orchestrator` does not build other packages' binaries).
-fn binaries() -> (PathBuf, PathBuf) {
-    static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BINS.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current exe");
-        // <target>/<profile>/deps/<test>
-        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
-        let envd = std::env::var_os("COURIER_ENVD_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| profile_dir.join("courier-envd"));
-        let init = std::env::var_os("COURIER_SANDBOX_INIT_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| profile_dir.join("courier-sandbox-init"));
-        if !envd.is_file() || !init.is_file() {
-            let target_dir = profile_dir.parent().expect("target dir");
-            eprintln!(
-                "building courier-envd and courier-sandbox-init into {}",
-                target_dir.display()
-            );
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = Command::new(cargo)
-                .args([
-                    "build",
-                    "-p",
-                    "courier-envd-bin",
-                    "--bin",
-                    "courier-envd",
-                    "-p",
-                    "courier-sandboxd",
-                    "--bin",
-                    "courier-sandbox-init",
-                    "--target-dir",
-                ])
-                .arg(target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building the sandbox binaries failed");
-        }
-        (envd, init)
-    })
-    .clone()
-}
+use courier_testkit::binaries::{envd_binary, sandbox_init_binary};
+use courier_testkit::root::is_root;
 
 /// Runs host git (as root, on repositories owned by the sandbox user); its stdout.
 pub fn git(args: &[&str], cwd: Option<&Path>) -> String {
@@ -208,7 +157,7 @@ impl World {
                 }
             },
         };
-        let (envd, helper) = binaries();
+        let (envd, helper) = (envd_binary(), sandbox_init_binary());
         let dir = tempfile::tempdir().expect("tempdir");
 
         // The remote: a bare repository with one commit on `main`, owned by the sandbox

@@ -1,17 +1,13 @@
 //! Real parts for the pipelines' tests: a sandbox that runs commands on this host, local
 //! HTTP stand-ins for GitHub and the LLM API, git repositories on disk, a seeded store.
 
-#![allow(dead_code)] // each test file uses its own part of the support
+#![allow(dead_code, unused_imports)] // each test file uses its own part of the support (and of its re-exports)
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::body::{Body, to_bytes};
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
 use bytes::Bytes;
 use courier_e2b::models::{NewSandbox as ProviderSandbox, SandboxRecord};
 use courier_e2b::{CommandOutput, CommandSpec, SandboxApi, SpawnedCommand};
@@ -149,143 +145,7 @@ impl SandboxApi for LocalSandbox {
     }
 }
 
-/// One request a stand-in received.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    /// `GET`, `POST`, …
-    pub method: String,
-    /// The path, without the query.
-    pub path: String,
-    /// The query string (empty when none).
-    pub query: String,
-    /// The headers.
-    pub headers: HeaderMap,
-    /// The raw body.
-    pub body: Vec<u8>,
-}
-
-impl Recorded {
-    /// A header's value.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The body as JSON.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-}
-
-/// A stand-in's answer.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    /// HTTP status.
-    pub status: u16,
-    /// JSON body.
-    pub body: String,
-    /// Extra headers.
-    pub headers: Vec<(&'static str, String)>,
-    /// How long to wait before answering.
-    pub delay: Duration,
-}
-
-impl Reply {
-    /// A JSON answer.
-    pub fn json(status: u16, body: impl Into<String>) -> Reply {
-        Reply {
-            status,
-            body: body.into(),
-            headers: Vec::new(),
-            delay: Duration::ZERO,
-        }
-    }
-
-    /// With a header.
-    pub fn header(mut self, name: &'static str, value: &str) -> Reply {
-        self.headers.push((name, value.to_owned()));
-        self
-    }
-
-    /// Answering only after `delay`.
-    pub fn after(mut self, delay: Duration) -> Reply {
-        self.delay = delay;
-        self
-    }
-}
-
-type Responder = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
-
-#[derive(Clone)]
-struct StandInState {
-    requests: Arc<Mutex<Vec<Recorded>>>,
-    responder: Responder,
-}
-
-/// A local HTTP server on 127.0.0.1:0 standing in for a remote API: it records every
-/// request and answers with what the test's responder says.
-pub struct StandIn {
-    /// `http://127.0.0.1:PORT`.
-    pub url: String,
-    requests: Arc<Mutex<Vec<Recorded>>>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-async fn answer(State(state): State<StandInState>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let body = to_bytes(body, 16 << 20).await.unwrap_or_default();
-    let recorded = Recorded {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().unwrap_or_default().to_owned(),
-        headers: parts.headers,
-        body: body.to_vec(),
-    };
-    state.requests.lock().unwrap().push(recorded.clone());
-    let reply = (state.responder)(&recorded);
-    if !reply.delay.is_zero() {
-        tokio::time::sleep(reply.delay).await;
-    }
-    let mut response = Response::builder()
-        .status(StatusCode::from_u16(reply.status).unwrap())
-        .header("content-type", "application/json; charset=utf-8");
-    for (name, value) in reply.headers {
-        response = response.header(name, value);
-    }
-    response.body(Body::from(reply.body)).unwrap()
-}
-
-impl StandIn {
-    /// Starts a stand-in answering with `responder`.
-    pub async fn start(responder: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> StandIn {
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let state = StandInState {
-            requests: requests.clone(),
-            responder: Arc::new(responder),
-        };
-        let app = axum::Router::new().fallback(answer).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        StandIn {
-            url,
-            requests,
-            server,
-        }
-    }
-
-    /// Every request so far.
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap().clone()
-    }
-}
+pub use courier_testkit::standin::{Recorded, Reply, StandIn};
 
 /// Runs `git` with `args` in `dir`, panicking with its output on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
