@@ -218,3 +218,16 @@ fn wait_ready(as_postgres_user: bool, port: u16) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `cargo xtask postgres`: a cluster for a developer's shell, until Enter.
+pub fn shell() -> anyhow::Result<()> {
+    let cluster = Cluster::start()?;
+    println!("{}", cluster.url());
+    // Enter (or end of input) stops it: dropping the cluster stops the server and removes
+    // its directory, which a Ctrl-C would skip.
+    println!("(press Enter to stop the cluster)");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    drop(cluster);
+    Ok(())
+}
