@@ -22,11 +22,10 @@ use tokio::io::AsyncWriteExt as _;
 use crate::{
     Envd, Error,
     auth::{self, Operation, SignedQuery},
+    error::json_error,
     filesystem::{announce_file_owner, create_dir_all, read_metadata, write_metadata},
-    identity::as_user,
+    identity::{Caller, Identity, as_user},
     paths,
-    process::Identity,
-    server::{Caller, json_error},
     users::User,
 };
 

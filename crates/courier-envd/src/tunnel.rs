@@ -12,7 +12,7 @@ use axum::{
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::{Error, server::json_error};
+use crate::{Error, error::json_error};
 
 /// The `Upgrade` protocol token the tunnel expects.
 pub const TUNNEL_PROTOCOL: &str = "courier-tunnel";

@@ -31,7 +31,8 @@ use nix::{
 use tokio::{io::AsyncWriteExt as _, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use spawn::{Identity, SpawnSpec, spawn};
+pub(crate) use crate::identity::Identity;
+pub(crate) use spawn::{SpawnSpec, spawn};
 
 use crate::Error;
 

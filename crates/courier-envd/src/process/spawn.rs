@@ -16,17 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Attach, EndInfo, Output, Process, Table, privileges};
 use crate::Error;
+use crate::identity::Identity;
 
 /// Read size for output pipes; also the largest data event.
 const CHUNK: usize = 32 * 1024;
-
-/// The user a child switches to (only when the daemon runs as root).
-#[derive(Debug, Clone)]
-pub(crate) struct Identity {
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-}
 
 /// Everything needed to start a process.
 pub(crate) struct SpawnSpec {
