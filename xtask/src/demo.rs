@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, is_root, json_field, run, run_step, target_dir};
+use crate::{cargo, cleanup, is_root, json_field, run, run_step, target_dir};
 
 pub fn demo() -> Result<()> {
     if !is_root() {
@@ -59,11 +59,14 @@ pub fn demo() -> Result<()> {
         .spawn()
         .context("starting courier serve")?;
     let result = demo_session(&courier, listen, &token);
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&data);
+    cleanup(
+        "stopping courier serve",
+        Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status(),
+    );
+    cleanup("waiting for courier serve", server.wait());
+    cleanup("removing the demo data", std::fs::remove_dir_all(&data));
     result
 }
 
@@ -139,7 +142,7 @@ fn envd_demo() -> Result<()> {
             .args(["run", "-p", "courier-e2b", "--example", "quickstart"])
             .env("E2B_DEBUG", "true"),
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    cleanup("stopping courier-envd", child.kill());
+    cleanup("waiting for courier-envd", child.wait());
     result
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, is_root, json_field, run, target_dir};
+use crate::{cargo, cleanup, is_root, json_field, run, target_dir};
 
 /// `cargo xtask loadtest`, as root: a release `courier serve` with the embedded
 /// courier-sandboxd, a user, a few `shell` sandboxes; wrk against list and get, then 100
@@ -244,12 +244,18 @@ pub fn loadtest() -> Result<()> {
     };
     let result = session();
     for id in &ids {
-        let _ = cli(&["kill", id]).stdout(Stdio::null()).status();
+        cleanup(
+            "killing a load-test sandbox",
+            cli(&["kill", id]).stdout(Stdio::null()).status(),
+        );
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
+    cleanup(
+        "stopping courier serve",
+        Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status(),
+    );
+    cleanup("waiting for courier serve", server.wait());
     if !figures.is_empty() {
         let width = figures.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         println!(
@@ -261,7 +267,10 @@ pub fn loadtest() -> Result<()> {
         }
     }
     if result.is_ok() {
-        let _ = std::fs::remove_dir_all(&data);
+        cleanup(
+            "removing the load-test data",
+            std::fs::remove_dir_all(&data),
+        );
     } else {
         println!(
             "\n==> server log kept in {}",

@@ -128,3 +128,11 @@ fn json_field(text: &str, key: &str) -> Option<String> {
     let rest = rest.strip_prefix('"')?;
     Some(rest[..rest.find('"')?].to_owned())
 }
+
+/// Reports a failed clean-up step without failing the command: what the command itself
+/// did is the result its caller needs.
+fn cleanup<T>(what: &str, result: std::io::Result<T>) {
+    if let Err(e) = result {
+        eprintln!("xtask: warning: {what}: {e}");
+    }
+}

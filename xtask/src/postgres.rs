@@ -133,7 +133,10 @@ impl Drop for Cluster {
                 .stderr(Stdio::null())
                 .status();
         }
-        let _ = std::fs::remove_dir_all(&owned.dir);
+        crate::cleanup(
+            "removing the PostgreSQL directory",
+            std::fs::remove_dir_all(&owned.dir),
+        );
     }
 }
 

@@ -114,6 +114,7 @@ impl StreamWriter {
             Ok(()) => EndOfStream::ok(),
             Err(err) => EndOfStream::error(err.to_connect()),
         };
+        // A client that has gone needs no end of stream.
         let _ = self
             .tx
             .send(Envelope::end_stream(end.to_json()).to_bytes())

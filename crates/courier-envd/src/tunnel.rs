@@ -48,7 +48,10 @@ pub(crate) async fn tunnel(Path(port): Path<String>, mut req: Request) -> Respon
         };
         let mut client = TokioIo::new(upgraded);
         let mut upstream = upstream;
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        // A peer that resets or drops the connection ends the tunnel; nobody waits for it.
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %e, "tunnel closed with an error");
+        }
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     response

@@ -232,10 +232,13 @@ async fn main() {
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(state.clone(), req));
-            let _ = http1::Builder::new()
+            if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
-                .await;
+                .await
+            {
+                eprintln!("courier-llm-standin: connection: {e}");
+            }
         });
     }
 }

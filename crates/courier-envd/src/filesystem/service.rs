@@ -206,7 +206,9 @@ fn walk(
         out.push(entry_from_metadata(&path, &lstat, db));
         if lstat.is_dir() && level < depth {
             // A subdirectory we may not read should not fail the whole listing.
-            let _ = walk(&path, level + 1, depth, db, out);
+            if let Err(e) = walk(&path, level + 1, depth, db, out) {
+                tracing::debug!(path = %path.display(), error = %e, "listing skips a subdirectory");
+            }
         }
     }
     Ok(())
@@ -259,7 +261,8 @@ pub(crate) async fn watch_dir(
             request.include_entry,
             db,
             move |event| {
-                // Blocking here (full channel) slows only this watcher's own notify thread.
+                // Blocking here (full channel) slows only this watcher's own notify thread;
+                // once the stream has ended its events have no reader and are dropped.
                 let _ = tx.blocking_send(event);
             },
         )

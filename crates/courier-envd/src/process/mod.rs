@@ -200,6 +200,7 @@ impl Process {
         self.stdin.lock().await.take();
         self.pty.lock().await.take();
         for subscriber in subscribers {
+            // A subscriber that has gone (its stream closed) needs no end event.
             let _ = subscriber.send(Event::End(end.clone())).await;
         }
         self.done.cancel();

@@ -261,8 +261,8 @@ async fn follow(
                     Reply::Exited { code } => return Ok(code),
                     Reply::Output { text, code } => {
                         let mut stdout = std::io::stdout().lock();
-                        let _ = stdout.write_all(text.as_bytes());
-                        let _ = stdout.flush();
+                        // With stdout closed there is no one to tell; the exit code still says.
+                        let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
                         return Ok(code);
                     }
                     Reply::Refused { message } => {
@@ -285,6 +285,7 @@ async fn follow(
 /// caller's shell sees its job stop; its `fg` sends SIGCONT, which is forwarded in turn.
 fn forward(received: Signal) {
     if received == Signal::SIGTSTP {
+        // raise(3) fails only for an invalid signal, and SIGSTOP is valid.
         let _ = raise(Signal::SIGSTOP);
     }
 }
