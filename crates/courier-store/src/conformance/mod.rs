@@ -14,6 +14,10 @@
 //! # fn main() {}
 //! ```
 
+// The suite is test code compiled into the library for backends' tests: a failed unwrap
+// is a failed conformance test.
+#![allow(clippy::unwrap_used)]
+
 mod accounts;
 mod learnings;
 mod messages;
