@@ -112,7 +112,8 @@ fn tokenize(source: &str) -> Vec<Token> {
             '\'' => {
                 // A char literal ('a', '\n', '\u{1F600}') or a lifetime ('a, 'static).
                 if at(i + 1) == '\\' {
-                    i += 2;
+                    // Past the quote, the backslash and the escaped character.
+                    i += 3;
                     while i < chars.len() && chars[i] != '\'' {
                         i += 1;
                     }
@@ -178,7 +179,10 @@ fn tokenize(source: &str) -> Vec<Token> {
 fn skip_string(chars: &[char], mut i: usize, line: &mut usize) -> usize {
     while i < chars.len() {
         match chars[i] {
-            '\\' => i += 2,
+            '\\' => {
+                *line += usize::from(chars.get(i + 1) == Some(&'\n'));
+                i += 2;
+            }
             '"' => return i + 1,
             c => {
                 *line += usize::from(c == '\n');
@@ -365,6 +369,15 @@ impl Scanner {
     /// after the tree (after the `;` at top level).
     fn use_tree(&self, mut i: usize, mut prefix: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
         let top = prefix.is_empty();
+        // `impl Trait + use<'a>` captures lifetimes; it is not a use item.
+        if top
+            && !matches!(
+                self.tok(i),
+                Some(Tok::Ident(_) | Tok::PathSep | Tok::Punct('{'))
+            )
+        {
+            return i;
+        }
         if self.tok(i) == Some(&Tok::PathSep) {
             i += 1; // `use ::std::…`: an extern crate, never a module of this one
         }

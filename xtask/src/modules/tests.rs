@@ -143,3 +143,18 @@ fn a_three_module_cycle_is_reported_once() {
         vec![vec![path("a"), path("b"), path("c"), path("a")]]
     );
 }
+
+#[test]
+fn escapes_and_precise_captures_do_not_derail_the_scan() {
+    let tree = tree(&[
+        ("lib.rs", "mod a;\nmod b;\n"),
+        (
+            "a.rs",
+            "const Q: char = '\\'';\nfn f<'a>(x: &'a str) -> impl Sized + use<'a> { x }\nconst S: &str = \"one \\\ntwo\";\nuse crate::b::B;\n",
+        ),
+        ("b.rs", ""),
+    ]);
+    let edges = sibling_edges(&tree);
+    let example = edges.get(&(path("a"), path("b"))).map(|e| e.line);
+    assert_eq!(example, Some(5));
+}
