@@ -10,6 +10,7 @@ use crate::{cargo, is_root, postgres, run};
 /// The benchmarks `cargo xtask bench` knows, in the order they run.
 const BENCHES: [&str; 5] = ["codec", "envd", "sandboxd", "orchestrator", "store"];
 
+/// `cargo xtask bench [NAME...]`: runs the named benchmarks (all without names).
 pub fn bench(names: &[String]) -> Result<()> {
     if let Some(unknown) = names.iter().find(|n| !BENCHES.contains(&n.as_str())) {
         bail!(

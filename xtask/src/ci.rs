@@ -9,6 +9,8 @@ use anyhow::{Context, Result, bail};
 use crate::envd_static::envd_static;
 use crate::{cargo, is_root, postgres, root, run};
 
+/// `cargo xtask ci`, what `.ci/run` executes: fmt, clippy, `modules`, cargo-deny, the static
+/// envd build, `test`, then (as root) the real-CLI suite.
 pub fn ci() -> Result<()> {
     run("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
@@ -49,10 +51,12 @@ pub fn ci() -> Result<()> {
 pub struct TestEnv(Vec<(String, String)>);
 
 impl TestEnv {
+    /// Sets `key` for every command this environment is applied to.
     pub fn set(&mut self, key: &str, value: &str) {
         self.0.push((key.to_owned(), value.to_owned()));
     }
 
+    /// Adds the variables to `cmd`.
     pub fn apply<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
         for (key, value) in &self.0 {
             cmd.env(key, value);
@@ -92,6 +96,7 @@ fn setup_machine() -> Result<()> {
     }
 }
 
+/// `cargo xtask test`: the whole test suite, with `env` added to each test command.
 pub fn test(mut env: TestEnv) -> Result<()> {
     setup_machine()?;
     let cluster = postgres::Cluster::start().context("starting PostgreSQL for the store tests")?;

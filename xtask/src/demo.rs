@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cargo, cleanup, is_root, json_field, run, run_step, target_dir};
 
+/// `cargo xtask demo`: the local stack (root), or courier-envd with the SDK quickstart.
 pub fn demo() -> Result<()> {
     if !is_root() {
         println!(

@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cargo, root, run};
 
+/// Builds courier-envd statically linked (release or dev profile), checks it has no
+/// dynamic loader and runs, and returns its path.
 pub fn envd_static(release: bool) -> Result<PathBuf> {
     let dir = root().join("target/static");
     let profile = if release { "release" } else { "dev" };
