@@ -124,14 +124,17 @@ impl Drop for Cluster {
         let Some(owned) = &self.owned else { return };
         let data = owned.dir.join("data");
         if data.join("postmaster.pid").exists() {
-            // Best effort: nothing useful can be done with a failure while dropping.
-            let _ = pg_command(owned.as_postgres_user, "pg_ctl")
-                .arg("-D")
-                .arg(&data)
-                .args(["-w", "-m", "immediate", "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            // Best effort: a failure while dropping can only be reported.
+            crate::cleanup(
+                "stopping PostgreSQL",
+                pg_command(owned.as_postgres_user, "pg_ctl")
+                    .arg("-D")
+                    .arg(&data)
+                    .args(["-w", "-m", "immediate", "stop"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status(),
+            );
         }
         crate::cleanup(
             "removing the PostgreSQL directory",

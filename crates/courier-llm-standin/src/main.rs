@@ -59,7 +59,9 @@ impl State {
         if let Some(file) = file.as_mut() {
             // A failed recording must not fail the answer: the CLI under test would see
             // an error the script never meant to give.
-            let _ = writeln!(file, "{entry}").and_then(|()| file.flush());
+            if let Err(e) = writeln!(file, "{entry}").and_then(|()| file.flush()) {
+                eprintln!("courier-llm-standin: recording a request: {e}");
+            }
         }
     }
 }
