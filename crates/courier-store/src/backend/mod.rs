@@ -34,6 +34,8 @@ macro_rules! store_impl {
     };
 }
 
+/// Implements [`Store`](crate::Store) for `$store` over the sqlx database `$db`: the
+/// row decoders, the shared compare-and-set helpers, then every concern's methods.
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         use async_trait::async_trait;
