@@ -124,16 +124,22 @@ impl Drop for Cluster {
         let Some(owned) = &self.owned else { return };
         let data = owned.dir.join("data");
         if data.join("postmaster.pid").exists() {
-            // Best effort: nothing useful can be done with a failure while dropping.
-            let _ = pg_command(owned.as_postgres_user, "pg_ctl")
-                .arg("-D")
-                .arg(&data)
-                .args(["-w", "-m", "immediate", "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            // Best effort: a failure while dropping can only be reported.
+            crate::cleanup(
+                "stopping PostgreSQL",
+                pg_command(owned.as_postgres_user, "pg_ctl")
+                    .arg("-D")
+                    .arg(&data)
+                    .args(["-w", "-m", "immediate", "stop"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status(),
+            );
         }
-        let _ = std::fs::remove_dir_all(&owned.dir);
+        crate::cleanup(
+            "removing the PostgreSQL directory",
+            std::fs::remove_dir_all(&owned.dir),
+        );
     }
 }
 
@@ -217,4 +223,17 @@ fn wait_ready(as_postgres_user: bool, port: u16) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `cargo xtask postgres`: a cluster for a developer's shell, until Enter.
+pub fn shell() -> anyhow::Result<()> {
+    let cluster = Cluster::start()?;
+    println!("{}", cluster.url());
+    // Enter (or end of input) stops it: dropping the cluster stops the server and removes
+    // its directory, which a Ctrl-C would skip.
+    println!("(press Enter to stop the cluster)");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    drop(cluster);
+    Ok(())
 }

@@ -152,7 +152,13 @@ async fn serve() -> anyhow::Result<()> {
             envd.serve_unix(listener).await.context("serving")?;
         }
         Mode::Socket(socket) => {
-            let _ = std::fs::remove_file(&socket);
+            // A socket left by an earlier run would make the bind fail.
+            match std::fs::remove_file(&socket) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(socket = %socket.display(), error = %e, "removing a stale socket");
+                }
+                _ => {}
+            }
             let listener = tokio::net::UnixListener::bind(&socket)
                 .with_context(|| format!("--socket: binding {}", socket.display()))?;
             tracing::info!(socket = %socket.display(), version, "courier-envd listening");

@@ -3,6 +3,9 @@
 //!
 //! Requests are written by hand (HTTP/1.1, `Connection: close`): only the status matters.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     os::{fd::AsRawFd as _, unix::net::UnixStream},
     path::Path,

@@ -10,6 +10,9 @@
 //! nothing). These tests need root: they skip with a message otherwise, and fail under
 //! CI (`CI` set). The gVisor test also needs runsc, and skips without it.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     os::{

@@ -157,6 +157,26 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Why the official SDK's side has no figures.
+#[derive(Debug, thiserror::Error)]
+enum PythonSide {
+    #[error("venv.sh: {0}")]
+    StartVenv(std::io::Error),
+    #[error("venv.sh failed ({0})")]
+    Venv(std::process::ExitStatus),
+    #[error("python: {0}")]
+    StartPython(std::io::Error),
+    #[error("bench_envd.py failed ({0})")]
+    Python(std::process::ExitStatus),
+    #[error("bench_envd.py output: {error}: {line}")]
+    Output {
+        error: serde_json::Error,
+        line: String,
+    },
+    #[error("bench_envd.py output lacks run_true_s")]
+    NoRuns,
+}
+
 /// The official SDK's figures, or why there are none.
 async fn python_side(
     addr: std::net::SocketAddr,
@@ -165,7 +185,7 @@ async fn python_side(
     runs: usize,
     stream_mb: usize,
     file_mb: usize,
-) -> Result<Figures, String> {
+) -> Result<Figures, PythonSide> {
     let root = repo_root();
     let venv = tokio::process::Command::new("bash")
         .arg(root.join("tests/python/venv.sh"))
@@ -173,9 +193,9 @@ async fn python_side(
         .stderr(std::process::Stdio::inherit())
         .output()
         .await
-        .map_err(|e| format!("venv.sh: {e}"))?;
+        .map_err(PythonSide::StartVenv)?;
     if !venv.status.success() {
-        return Err(format!("venv.sh failed ({})", venv.status));
+        return Err(PythonSide::Venv(venv.status));
     }
     let venv = String::from_utf8_lossy(&venv.stdout)
         .lines()
@@ -204,21 +224,24 @@ async fn python_side(
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| format!("python: {e}"))?;
+        .map_err(PythonSide::StartPython)?;
     if !output.status.success() {
-        return Err(format!("bench_envd.py failed ({})", output.status));
+        return Err(PythonSide::Python(output.status));
     }
     parse_python(&String::from_utf8_lossy(&output.stdout))
 }
 
 /// Reads bench_envd.py's JSON line.
-fn parse_python(stdout: &str) -> Result<Figures, String> {
+fn parse_python(stdout: &str) -> Result<Figures, PythonSide> {
     let line = stdout.lines().last().unwrap_or_default();
     let value: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("bench_envd.py output: {e}: {line}"))?;
+        serde_json::from_str(line).map_err(|error| PythonSide::Output {
+            error,
+            line: line.to_owned(),
+        })?;
     let samples = value["run_true_s"]
         .as_array()
-        .ok_or("bench_envd.py output lacks run_true_s")?
+        .ok_or(PythonSide::NoRuns)?
         .iter()
         .filter_map(|v| v.as_f64())
         .map(Duration::from_secs_f64)
@@ -257,7 +280,9 @@ async fn bench() -> Result<(), BoxError> {
     let addr = listener.local_addr()?;
     let envd = Envd::builder().default_user(user.clone()).build();
     let daemon = tokio::spawn(async move {
-        let _ = envd.serve(listener).await;
+        if let Err(e) = envd.serve(listener).await {
+            eprintln!("bench_envd: envd stopped: {e}");
+        }
     });
     let dir = tempfile::tempdir()?;
     // Commands run through a login shell: an empty HOME keeps this machine's profile (which

@@ -2,6 +2,11 @@
 
 use std::io;
 
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
 use courier_e2b::codec::{Code, ConnectError};
 
 /// Everything that can go wrong while serving a request.
@@ -108,3 +113,11 @@ impl From<ConnectError> for Error {
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A JSON error response `{"code": <status>, "message": "..."}`, as envd's HTTP API sends.
+pub(crate) fn json_error(err: &Error) -> Response {
+    let status =
+        StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::json!({ "code": status.as_u16(), "message": err.to_string() });
+    (status, Json(body)).into_response()
+}

@@ -25,6 +25,7 @@
 //! root (development and tests: envd runs as an ordinary user serving that same user).
 
 use std::cell::Cell;
+use std::sync::Arc;
 
 use nix::unistd::{getegid, geteuid, getgroups, getuid};
 use rustix::thread::{
@@ -33,9 +34,28 @@ use rustix::thread::{
 
 use crate::{
     Error,
-    process::Identity,
     users::{User, UserDb},
 };
+
+/// The user a child switches to (only when the daemon runs as root).
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Who a request acts as.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    /// The account (Basic auth or `username`, else the default user).
+    pub user: User,
+    /// The credentials its file-system work runs with ([`crate::identity::as_user`]);
+    /// `None`: the daemon's own.
+    pub identity: Option<Identity>,
+    /// The account database, read as root before any switch (for owner and group names).
+    pub db: Arc<UserDb>,
+}
 
 /// The credentials file-system work for `user` must run with: `None` when it runs with
 /// the daemon's own (the user is root, or the daemon is not root and cannot switch).

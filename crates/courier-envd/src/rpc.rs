@@ -9,7 +9,7 @@ use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
-    extract::{Path, Request, State},
+    extract::Request,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     Envd, Error, auth,
-    process::Identity,
+    identity::Identity,
     users::{User, UserDb},
 };
 
@@ -48,8 +48,9 @@ pub(crate) struct Ctx {
     pub keepalive: Duration,
 }
 
+/// The shape of a method: one message each way, or a stream one way.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Unary,
     ServerStream,
     ClientStream,
@@ -113,6 +114,7 @@ impl StreamWriter {
             Ok(()) => EndOfStream::ok(),
             Err(err) => EndOfStream::error(err.to_connect()),
         };
+        // A client that has gone needs no end of stream.
         let _ = self
             .tx
             .send(Envelope::end_stream(end.to_json()).to_bytes())
@@ -129,6 +131,16 @@ pub(crate) struct MessageReader {
 }
 
 impl MessageReader {
+    /// Reads the client stream in `body`, encoded with `codec`.
+    pub fn new(body: Body, codec: Codec) -> Self {
+        MessageReader {
+            body,
+            decoder: EnvelopeDecoder::new(MAX_REQUEST_BYTES),
+            codec,
+            done: false,
+        }
+    }
+
     /// The next message, `None` at the end of the request body or its end-of-stream envelope.
     pub async fn next<M: RpcMessage>(&mut self) -> Result<Option<M>, Error> {
         loop {
@@ -169,78 +181,7 @@ impl MessageReader {
     }
 }
 
-/// `POST /process.Process/{method}`.
-pub(crate) async fn process(
-    State(envd): State<Envd>,
-    Path(method): Path<String>,
-    req: Request,
-) -> Response {
-    use crate::process::service as svc;
-    let kind = match method.as_str() {
-        "Start" | "Connect" => Kind::ServerStream,
-        "StreamInput" => Kind::ClientStream,
-        "List" | "SendInput" | "SendSignal" | "CloseStdin" | "Update" => Kind::Unary,
-        _ => return unimplemented("process.Process", &method),
-    };
-    let (ctx, codec, body) = match prepare(envd, kind, req).await {
-        Ok(prepared) => prepared,
-        Err(response) => return response,
-    };
-    match method.as_str() {
-        "Start" => server_stream(ctx, codec, body, svc::start).await,
-        "Connect" => server_stream(ctx, codec, body, svc::connect).await,
-        "StreamInput" => {
-            let reader = MessageReader {
-                body,
-                decoder: EnvelopeDecoder::new(MAX_REQUEST_BYTES),
-                codec,
-                done: false,
-            };
-            let result = svc::stream_input(ctx, reader).await;
-            client_stream_response(
-                codec,
-                result.map(|()| courier_e2b::proto::process::StreamInputResponse {}),
-            )
-        }
-        "List" => unary(ctx, codec, body, svc::list).await,
-        "SendInput" => unary(ctx, codec, body, svc::send_input).await,
-        "SendSignal" => unary(ctx, codec, body, svc::send_signal).await,
-        "CloseStdin" => unary(ctx, codec, body, svc::close_stdin).await,
-        _ => unary(ctx, codec, body, svc::update).await,
-    }
-}
-
-/// `POST /filesystem.Filesystem/{method}`.
-pub(crate) async fn filesystem(
-    State(envd): State<Envd>,
-    Path(method): Path<String>,
-    req: Request,
-) -> Response {
-    use crate::filesystem::service as svc;
-    let kind = match method.as_str() {
-        "WatchDir" => Kind::ServerStream,
-        "Stat" | "MakeDir" | "Move" | "ListDir" | "Remove" | "CreateWatcher"
-        | "GetWatcherEvents" | "RemoveWatcher" => Kind::Unary,
-        _ => return unimplemented("filesystem.Filesystem", &method),
-    };
-    let (ctx, codec, body) = match prepare(envd, kind, req).await {
-        Ok(prepared) => prepared,
-        Err(response) => return response,
-    };
-    match method.as_str() {
-        "WatchDir" => server_stream(ctx, codec, body, svc::watch_dir).await,
-        "Stat" => unary(ctx, codec, body, svc::stat).await,
-        "MakeDir" => unary(ctx, codec, body, svc::make_dir).await,
-        "Move" => unary(ctx, codec, body, svc::move_entry).await,
-        "ListDir" => unary(ctx, codec, body, svc::list_dir).await,
-        "Remove" => unary(ctx, codec, body, svc::remove).await,
-        "CreateWatcher" => unary(ctx, codec, body, svc::create_watcher).await,
-        "GetWatcherEvents" => unary(ctx, codec, body, svc::get_watcher_events).await,
-        _ => unary(ctx, codec, body, svc::remove_watcher).await,
-    }
-}
-
-fn unimplemented(service: &str, method: &str) -> Response {
+pub(crate) fn unimplemented(service: &str, method: &str) -> Response {
     unary_error(&ConnectError::new(
         courier_e2b::codec::Code::Unimplemented,
         format!("{service}/{method} is not implemented"),
@@ -249,7 +190,11 @@ fn unimplemented(service: &str, method: &str) -> Response {
 
 /// Checks the content type against the method's kind, and reads user, deadline and
 /// keepalive from the headers. Errors come back as finished responses in the right shape.
-async fn prepare(envd: Envd, kind: Kind, req: Request) -> Result<(Ctx, Codec, Body), Response> {
+pub(crate) async fn prepare(
+    envd: Envd,
+    kind: Kind,
+    req: Request,
+) -> Result<(Ctx, Codec, Body), Response> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -357,7 +302,12 @@ async fn read_body(body: Body) -> Result<Bytes, Error> {
     }
 }
 
-async fn unary<Req, Resp, F, Fut>(ctx: Ctx, codec: Codec, body: Body, handler: F) -> Response
+pub(crate) async fn unary<Req, Resp, F, Fut>(
+    ctx: Ctx,
+    codec: Codec,
+    body: Body,
+    handler: F,
+) -> Response
 where
     Req: RpcMessage,
     Resp: RpcMessage,
@@ -392,7 +342,12 @@ where
 
 /// Decodes the single request envelope, then runs `handler` in its own task writing to
 /// the response body; the trailer is written when the handler returns.
-async fn server_stream<Req, F, Fut>(ctx: Ctx, codec: Codec, body: Body, handler: F) -> Response
+pub(crate) async fn server_stream<Req, F, Fut>(
+    ctx: Ctx,
+    codec: Codec,
+    body: Body,
+    handler: F,
+) -> Response
 where
     Req: RpcMessage,
     F: FnOnce(Ctx, Req, StreamWriter) -> Fut + Send + 'static,
@@ -427,7 +382,10 @@ where
     stream_response(codec, Body::from_stream(frames))
 }
 
-fn client_stream_response<M: RpcMessage>(codec: Codec, result: Result<M, Error>) -> Response {
+pub(crate) fn client_stream_response<M: RpcMessage>(
+    codec: Codec,
+    result: Result<M, Error>,
+) -> Response {
     let mut out = BytesMut::new();
     match result {
         Ok(message) => {

@@ -19,8 +19,10 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::{
     Error, auth,
+    error::json_error,
     filesystem::watch::Watchers,
-    process::{Identity, Table},
+    identity::Caller,
+    process::Table,
     users::{User, UserDb},
 };
 
@@ -157,18 +159,6 @@ impl Shared {
     }
 }
 
-/// Who a request acts as.
-#[derive(Debug, Clone)]
-pub(crate) struct Caller {
-    /// The account (Basic auth or `username`, else the default user).
-    pub user: User,
-    /// The credentials its file-system work runs with ([`crate::identity::as_user`]);
-    /// `None`: the daemon's own.
-    pub identity: Option<Identity>,
-    /// The account database, read as root before any switch (for owner and group names).
-    pub db: Arc<UserDb>,
-}
-
 /// The envd daemon: cheap to clone, all clones share state.
 #[derive(Clone)]
 pub struct Envd {
@@ -218,10 +208,13 @@ impl Envd {
                 get(crate::files::download).post(crate::files::upload),
             )
             .route("/tunnel/{port}", any(crate::tunnel::tunnel))
-            .route("/process.Process/{method}", post(crate::rpc::process))
+            .route(
+                "/process.Process/{method}",
+                post(crate::process::service::route),
+            )
             .route(
                 "/filesystem.Filesystem/{method}",
-                post(crate::rpc::filesystem),
+                post(crate::filesystem::service::route),
             )
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(self.clone(), require_token))
@@ -247,14 +240,6 @@ impl Envd {
         let listener = crate::listener::unix_listener_from_fd(fd)?;
         self.serve_unix(listener).await
     }
-}
-
-/// A JSON error response `{"code": <status>, "message": "..."}`, as envd's HTTP API sends.
-pub(crate) fn json_error(err: &Error) -> Response {
-    let status =
-        StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = serde_json::json!({ "code": status.as_u16(), "message": err.to_string() });
-    (status, Json(body)).into_response()
 }
 
 /// Every route but `/health` needs the token once one is set; `/files` checks itself

@@ -12,7 +12,7 @@ use axum::{
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::{Error, server::json_error};
+use crate::{Error, error::json_error};
 
 /// The `Upgrade` protocol token the tunnel expects.
 pub const TUNNEL_PROTOCOL: &str = "courier-tunnel";
@@ -48,7 +48,10 @@ pub(crate) async fn tunnel(Path(port): Path<String>, mut req: Request) -> Respon
         };
         let mut client = TokioIo::new(upgraded);
         let mut upstream = upstream;
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        // A peer that resets or drops the connection ends the tunnel; nobody waits for it.
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %e, "tunnel closed with an error");
+        }
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     response

@@ -8,6 +8,9 @@
 //! and fail under CI (`CI` set), where a skip would hide a regression. The unprivileged
 //! user is `nobody`, present on every Debian-like system.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::{

@@ -1,5 +1,8 @@
 //! The filesystem service over real HTTP, always inside a temporary directory.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::{os::unix::ffi::OsStrExt as _, time::Duration};

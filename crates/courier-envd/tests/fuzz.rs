@@ -4,6 +4,9 @@
 //! Start, Remove, Move and MakeDir are left out on purpose: these tests run as root on
 //! developer machines, and random bytes can decode into a valid request.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

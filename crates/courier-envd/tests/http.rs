@@ -2,6 +2,9 @@
 //! signed URLs), the access token, the tunnel, malformed RPC bodies and the Unix sockets
 //! envd serves on (bound by itself or handed over).
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write as _;

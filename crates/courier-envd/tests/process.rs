@@ -1,6 +1,9 @@
 //! The process service over real HTTP: event order, exit statuses, keepalives, process
 //! lifetime, disconnects, 100 MB of output, fan-out, stdin, PTY and users.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

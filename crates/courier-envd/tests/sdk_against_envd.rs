@@ -4,6 +4,9 @@
 //! Commands run as the current user through a login shell, so a machine's profile may print
 //! to stderr: these tests only ever compare stdout.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use courier_e2b::{

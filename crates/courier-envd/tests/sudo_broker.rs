@@ -10,6 +10,9 @@
 //! `setresuid`), so the kernel attaches that thread's uid to what it sends. These tests
 //! need root: they skip with a message otherwise, and fail under CI (`CI` set).
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     io::{Read as _, Write as _},
     mem::MaybeUninit,

@@ -59,7 +59,9 @@ impl State {
         if let Some(file) = file.as_mut() {
             // A failed recording must not fail the answer: the CLI under test would see
             // an error the script never meant to give.
-            let _ = writeln!(file, "{entry}").and_then(|()| file.flush());
+            if let Err(e) = writeln!(file, "{entry}").and_then(|()| file.flush()) {
+                eprintln!("courier-llm-standin: recording a request: {e}");
+            }
         }
     }
 }
@@ -232,10 +234,13 @@ async fn main() {
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(state.clone(), req));
-            let _ = http1::Builder::new()
+            if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
-                .await;
+                .await
+            {
+                eprintln!("courier-llm-standin: connection: {e}");
+            }
         });
     }
 }

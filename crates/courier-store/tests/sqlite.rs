@@ -1,6 +1,9 @@
 //! The conformance suite on SQLite (a fresh database file per test), plus what only
 //! SQLite has: in-memory stores and reopening a file.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use courier_store::conformance::Fixture;

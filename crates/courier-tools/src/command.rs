@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::PROJECT_DIR;
 use crate::registry::{ThinkingEffort, ToolId, resolve_model, spec};
+pub use crate::shell::shell_quote;
 
 /// Claude Code's API retries (`CLAUDE_CODE_MAX_RETRIES`): its default of ten takes about
 /// 150 s to give up on a rejected key. Courier stops a run at the first authentication
@@ -83,37 +84,6 @@ impl CommandLine {
             None => line,
         }
     }
-}
-
-/// Quotes one word for POSIX `sh`: returned as is when made only of `A-Za-z0-9_@%+=:,./-`
-/// (and not empty), otherwise wrapped in single quotes with each `'` written as `'\''`.
-///
-/// ```
-/// use courier_tools::shell_quote;
-///
-/// assert_eq!(shell_quote("--model"), "--model");
-/// assert_eq!(shell_quote(""), "''");
-/// assert_eq!(shell_quote("a b"), "'a b'");
-/// ```
-pub fn shell_quote(word: &str) -> String {
-    let safe = !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
-    if safe {
-        return word.to_owned();
-    }
-    let mut out = String::with_capacity(word.len() + 2);
-    out.push('\'');
-    for c in word.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
 }
 
 /// For a tool whose stream reports usage only when a turn ends (Codex: `turn.completed`),

@@ -37,6 +37,7 @@ pub mod parse;
 pub mod plan;
 pub mod registry;
 pub mod secret;
+pub mod shell;
 
 pub use command::{
     AGENT_RUN_DIR, CommandLine, RunRequest, first_run_command, follow_up_command, shell_quote,

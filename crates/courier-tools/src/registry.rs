@@ -482,7 +482,7 @@ pub fn install_command(tool: ToolId, version: Option<&str>) -> Option<String> {
             package.allow_scripts.join(",")
         ));
     }
-    words.push(crate::command::shell_quote(&format!(
+    words.push(crate::shell::shell_quote(&format!(
         "{}@{version}",
         package.name
     )));

@@ -6,6 +6,9 @@
 //! pattern finds it, start its own session to leave the group, or rewrite the `sid` file
 //! to point the stop at the sandbox daemon's session. Each test asserts that fails.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,9 @@
 //! End to end: each fake CLI, started with the command line this crate builds, in a
 //! temporary git repository; its stream goes through the matching parser.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

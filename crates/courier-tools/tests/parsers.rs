@@ -1,5 +1,8 @@
 //! Parsed events of recorded streams, and robustness properties of every parser.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use courier_tools::{AgentEvent, LineBuffer, StreamParser, ToolId};
 use proptest::prelude::*;
 

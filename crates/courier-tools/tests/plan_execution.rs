@@ -2,6 +2,9 @@
 //! directory and a bare repository on disk as the remote, then runs the fake agent with
 //! the plan's environment. Proves the plans are runnable, not just well-formed.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,8 @@
 //! `CommandLine::to_shell` must deliver every argument byte for byte, whatever it holds.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 use courier_tools::{CommandLine, RunRequest, ToolId, first_run_command, shell_quote};

@@ -122,7 +122,12 @@ pub(crate) fn read_metadata(path: &Path) -> HashMap<String, String> {
 /// Replaces the `user.e2b.*` attributes of `path` with `metadata`.
 pub(crate) fn write_metadata(path: &Path, metadata: &[(String, String)]) -> io::Result<()> {
     for key in read_metadata(path).keys() {
-        let _ = rustix::fs::removexattr(path, format!("{METADATA_XATTR_PREFIX}{key}").as_str());
+        // A key that went away meanwhile is as good as removed.
+        if let Err(e) =
+            rustix::fs::removexattr(path, format!("{METADATA_XATTR_PREFIX}{key}").as_str())
+        {
+            tracing::debug!(path = %path.display(), key, error = %e, "removing a metadata attribute");
+        }
     }
     for (key, value) in metadata {
         rustix::fs::setxattr(

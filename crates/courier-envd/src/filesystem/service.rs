@@ -3,6 +3,10 @@
 
 use std::{fs, io, path::Path};
 
+use axum::{
+    extract::{self, Request, State},
+    response::Response,
+};
 use courier_e2b::proto::filesystem::{
     CreateWatcherRequest, CreateWatcherResponse, EntryInfo, GetWatcherEventsRequest,
     GetWatcherEventsResponse, ListDirRequest, ListDirResponse, MakeDirRequest, MakeDirResponse,
@@ -14,12 +18,41 @@ use tokio::{sync::mpsc, time::Instant};
 
 use super::{create_dir_all, entry_from_metadata, entry_info, watch};
 use crate::{
-    Error,
+    Envd, Error,
     identity::as_user,
     paths,
-    rpc::{Ctx, StreamWriter},
+    rpc::{self, Ctx, StreamWriter},
     users::UserDb,
 };
+
+/// `POST /filesystem.Filesystem/{method}`.
+pub(crate) async fn route(
+    State(envd): State<Envd>,
+    extract::Path(method): extract::Path<String>,
+    req: Request,
+) -> Response {
+    let kind = match method.as_str() {
+        "WatchDir" => rpc::Kind::ServerStream,
+        "Stat" | "MakeDir" | "Move" | "ListDir" | "Remove" | "CreateWatcher"
+        | "GetWatcherEvents" | "RemoveWatcher" => rpc::Kind::Unary,
+        _ => return rpc::unimplemented("filesystem.Filesystem", &method),
+    };
+    let (ctx, codec, body) = match rpc::prepare(envd, kind, req).await {
+        Ok(prepared) => prepared,
+        Err(response) => return response,
+    };
+    match method.as_str() {
+        "WatchDir" => rpc::server_stream(ctx, codec, body, watch_dir).await,
+        "Stat" => rpc::unary(ctx, codec, body, stat).await,
+        "MakeDir" => rpc::unary(ctx, codec, body, make_dir).await,
+        "Move" => rpc::unary(ctx, codec, body, move_entry).await,
+        "ListDir" => rpc::unary(ctx, codec, body, list_dir).await,
+        "Remove" => rpc::unary(ctx, codec, body, remove).await,
+        "CreateWatcher" => rpc::unary(ctx, codec, body, create_watcher).await,
+        "GetWatcherEvents" => rpc::unary(ctx, codec, body, get_watcher_events).await,
+        _ => rpc::unary(ctx, codec, body, remove_watcher).await,
+    }
+}
 
 /// Runs blocking file system work off the async threads, as the caller.
 async fn blocking<T: Send + 'static>(
@@ -173,7 +206,9 @@ fn walk(
         out.push(entry_from_metadata(&path, &lstat, db));
         if lstat.is_dir() && level < depth {
             // A subdirectory we may not read should not fail the whole listing.
-            let _ = walk(&path, level + 1, depth, db, out);
+            if let Err(e) = walk(&path, level + 1, depth, db, out) {
+                tracing::debug!(path = %path.display(), error = %e, "listing skips a subdirectory");
+            }
         }
     }
     Ok(())
@@ -226,7 +261,8 @@ pub(crate) async fn watch_dir(
             request.include_entry,
             db,
             move |event| {
-                // Blocking here (full channel) slows only this watcher's own notify thread.
+                // Blocking here (full channel) slows only this watcher's own notify thread;
+                // once the stream has ended its events have no reader and are dropped.
                 let _ = tx.blocking_send(event);
             },
         )

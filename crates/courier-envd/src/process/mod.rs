@@ -31,7 +31,8 @@ use nix::{
 use tokio::{io::AsyncWriteExt as _, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use spawn::{Identity, SpawnSpec, spawn};
+pub(crate) use crate::identity::Identity;
+pub(crate) use spawn::{SpawnSpec, spawn};
 
 use crate::Error;
 
@@ -199,6 +200,7 @@ impl Process {
         self.stdin.lock().await.take();
         self.pty.lock().await.take();
         for subscriber in subscribers {
+            // A subscriber that has gone (its stream closed) needs no end event.
             let _ = subscriber.send(Event::End(end.clone())).await;
         }
         self.done.cancel();

@@ -2,6 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use axum::{
+    extract::{Path, Request, State},
+    response::Response,
+};
 use courier_e2b::{
     codec::RpcMessage,
     proto::process::{
@@ -19,12 +23,47 @@ use tokio::time::Instant;
 
 use super::{Attach, EndInfo, Event, Identity, Output, Process, SpawnSpec, spawn};
 use crate::{
-    Error,
+    Envd, Error,
     identity::as_user,
     paths,
-    rpc::{Ctx, MessageReader, StreamWriter},
+    rpc::{self, Ctx, MessageReader, StreamWriter},
     users::UserDb,
 };
+
+/// `POST /process.Process/{method}`.
+pub(crate) async fn route(
+    State(envd): State<Envd>,
+    Path(method): Path<String>,
+    req: Request,
+) -> Response {
+    let kind = match method.as_str() {
+        "Start" | "Connect" => rpc::Kind::ServerStream,
+        "StreamInput" => rpc::Kind::ClientStream,
+        "List" | "SendInput" | "SendSignal" | "CloseStdin" | "Update" => rpc::Kind::Unary,
+        _ => return rpc::unimplemented("process.Process", &method),
+    };
+    let (ctx, codec, body) = match rpc::prepare(envd, kind, req).await {
+        Ok(prepared) => prepared,
+        Err(response) => return response,
+    };
+    match method.as_str() {
+        "Start" => rpc::server_stream(ctx, codec, body, start).await,
+        "Connect" => rpc::server_stream(ctx, codec, body, connect).await,
+        "StreamInput" => {
+            let reader = MessageReader::new(body, codec);
+            let result = stream_input(ctx, reader).await;
+            rpc::client_stream_response(
+                codec,
+                result.map(|()| courier_e2b::proto::process::StreamInputResponse {}),
+            )
+        }
+        "List" => rpc::unary(ctx, codec, body, list).await,
+        "SendInput" => rpc::unary(ctx, codec, body, send_input).await,
+        "SendSignal" => rpc::unary(ctx, codec, body, send_signal).await,
+        "CloseStdin" => rpc::unary(ctx, codec, body, close_stdin).await,
+        _ => rpc::unary(ctx, codec, body, update).await,
+    }
+}
 
 /// PATH for processes when the daemon itself has none.
 const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

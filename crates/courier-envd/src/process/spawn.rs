@@ -16,17 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Attach, EndInfo, Output, Process, Table, privileges};
 use crate::Error;
+use crate::identity::Identity;
 
 /// Read size for output pipes; also the largest data event.
 const CHUNK: usize = 32 * 1024;
-
-/// The user a child switches to (only when the daemon runs as root).
-#[derive(Debug, Clone)]
-pub(crate) struct Identity {
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-}
 
 /// Everything needed to start a process.
 pub(crate) struct SpawnSpec {
@@ -62,7 +55,11 @@ pub(crate) fn spawn(table: &Arc<Table>, spec: SpawnSpec) -> Result<(Arc<Process>
             .map_err(|e| Error::Internal(format!("sizing the PTY: {e}")))?;
         if let Some(identity) = &spec.identity {
             // Tools that open the terminal by name (`tty`, `script`, `tmux`) need to own it.
-            let _ = std::os::unix::fs::fchown(&pts, Some(identity.uid), Some(identity.gid));
+            // The process still runs without it; only those tools would notice.
+            if let Err(e) = std::os::unix::fs::fchown(&pts, Some(identity.uid), Some(identity.gid))
+            {
+                tracing::warn!(uid = identity.uid, error = %e, "could not hand the PTY to the user");
+            }
         }
         let mut command = pty_process::Command::new(&spec.config.cmd)
             .args(&spec.config.args)
@@ -159,7 +156,12 @@ pub(crate) fn spawn(table: &Arc<Table>, spec: SpawnSpec) -> Result<(Arc<Process>
         let process = process.clone();
         tokio::spawn(async move {
             tokio::select! {
-                () = tokio::time::sleep(lifetime) => { let _ = process.signal(Signal::SIGKILL); }
+                () = tokio::time::sleep(lifetime) => {
+                    // It may have ended between the timer and the signal.
+                    if let Err(e) = process.signal(Signal::SIGKILL) {
+                        tracing::debug!(error = %e, "killing a process at the end of its lifetime");
+                    }
+                }
                 () = process.done.cancelled() => {}
             }
         });

@@ -189,13 +189,13 @@ async fn handle(stream: UnixStream, accounts: Arc<Accounts>) {
                 peer_pid = sender.pid,
                 "sudo refused: {refusal}"
             );
-            let _ = send(&stream, &Reply::Refused { message: refusal.0 }).await;
+            answer(&stream, &Reply::Refused { message: refusal.0 }).await;
             return;
         }
         Ok(Err(First::Bad(e))) => {
             tracing::debug!(error = %e, "sudo broker: no usable request");
             let message = format!("bad request: {e}");
-            let _ = send(&stream, &Reply::Refused { message }).await;
+            answer(&stream, &Reply::Refused { message }).await;
             return;
         }
         Err(_) => {
@@ -210,7 +210,7 @@ async fn handle(stream: UnixStream, accounts: Arc<Accounts>) {
     let request: Request = match wire::decode(&payload) {
         Ok(request) => request,
         Err(e) => {
-            let _ = send(
+            answer(
                 &stream,
                 &Reply::Refused {
                     message: format!("bad request: {e}"),
@@ -230,7 +230,7 @@ async fn handle(stream: UnixStream, accounts: Arc<Accounts>) {
             return run_command(stream, reader, run, invoker, &db, fds, peer_pid).await;
         }
     };
-    let _ = send(&stream, &reply).await;
+    answer(&stream, &reply).await;
 }
 
 /// Why [`read_first`] stopped.
@@ -372,7 +372,7 @@ async fn run_command(
         Ok(started) => started,
         Err(refusal) => {
             tracing::info!(invoker = %invoker.user.name, peer_pid, "sudo: nothing run: {refusal}");
-            let _ = send(&stream, &Reply::Refused { message: refusal.0 }).await;
+            answer(&stream, &Reply::Refused { message: refusal.0 }).await;
             return;
         }
     };
@@ -389,7 +389,7 @@ async fn run_command(
         "sudo: command started"
     );
     let group = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
-    let _ = send(&stream, &Reply::Started { pid }).await;
+    answer(&stream, &Reply::Started { pid }).await;
     let (mut from_client, to_client) = stream.into_split();
     let mut to_client: Option<OwnedWriteHalf> = Some(to_client);
     let status = loop {
@@ -399,7 +399,7 @@ async fn run_command(
                 Ok(Some(payload)) => match wire::decode::<Control>(&payload) {
                     Ok(Control::Signal { signal }) => {
                         if let Ok(signal) = Signal::try_from(signal) {
-                            let _ = killpg(group, signal);
+                            signal_group(group, signal);
                         }
                     }
                     Err(e) => tracing::debug!(pid, error = %e, "sudo: bad control frame ignored"),
@@ -409,8 +409,8 @@ async fn run_command(
                 // stopped. Its status is still collected (no zombie).
                 Ok(None) | Err(_) => {
                     tracing::info!(pid, "sudo: client gone; hanging up the command");
-                    let _ = killpg(group, Signal::SIGHUP);
-                    let _ = killpg(group, Signal::SIGCONT);
+                    signal_group(group, Signal::SIGHUP);
+                    signal_group(group, Signal::SIGCONT);
                     to_client = None;
                 }
             },
@@ -423,10 +423,12 @@ async fn run_command(
             1
         }
     };
-    if let Some(mut to_client) = to_client {
-        let _ = to_client
+    if let Some(mut to_client) = to_client
+        && let Err(e) = to_client
             .write_all(&wire::encode(&Reply::Exited { code }))
-            .await;
+            .await
+    {
+        tracing::debug!(pid, error = %e, "sudo: the client left before the exit code");
     }
 }
 
@@ -494,4 +496,19 @@ fn exit_code(status: ExitStatus) -> i32 {
         .code()
         .or_else(|| status.signal().map(|signal| 128 + signal))
         .unwrap_or(1)
+}
+
+/// Sends `message` to the client; one that has already gone is only logged, as there is
+/// no one left to answer.
+async fn answer(stream: &UnixStream, message: &Reply) {
+    if let Err(e) = send(stream, message).await {
+        tracing::debug!(error = %e, "sudo broker: the client left before the reply");
+    }
+}
+
+/// Signals the command's process group; a group that has already exited is only logged.
+fn signal_group(group: Pid, signal: Signal) {
+    if let Err(e) = killpg(group, signal) {
+        tracing::debug!(group = group.as_raw(), ?signal, error = %e, "sudo: signalling the command");
+    }
 }

@@ -82,7 +82,10 @@ fn ask(mut request: Request) -> Result<i32, SudoError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| SudoError::Broker(format!("starting: {e}")))?;
+        .map_err(|source| SudoError::Broker {
+            what: "starting",
+            source,
+        })?;
     if let Request::Run(run) = &mut request {
         run.env = environment(&run.preserve_env);
     }
@@ -121,8 +124,12 @@ fn environment(policy: &PreserveEnv) -> Vec<(String, String)> {
 fn signals() -> Result<mpsc::UnboundedReceiver<Signal>, SudoError> {
     let (sender, receiver) = mpsc::unbounded_channel();
     for forwarded in FORWARDED {
-        let mut stream = signal(SignalKind::from_raw(forwarded as i32))
-            .map_err(|e| SudoError::Broker(format!("handling {forwarded}: {e}")))?;
+        let mut stream = signal(SignalKind::from_raw(forwarded as i32)).map_err(|source| {
+            SudoError::SignalHandler {
+                signal: forwarded,
+                source,
+            }
+        })?;
         let sender = sender.clone();
         tokio::spawn(async move {
             while stream.recv().await.is_some() {
@@ -173,7 +180,7 @@ fn connect(name: &str) -> Result<(UnixStream, FrameReader), SudoError> {
     let hello = loop {
         if let Some(frame) = reader
             .take()
-            .map_err(|e| SudoError::Broker(e.to_string()))?
+            .map_err(|e| malformed("reading the broker's hello", e))?
         {
             break frame;
         }
@@ -207,7 +214,7 @@ fn connect(name: &str) -> Result<(UnixStream, FrameReader), SudoError> {
 /// Sends the request; a `run` request carries stdin, stdout, stderr and the working
 /// directory with its first byte.
 fn send_request(stream: &UnixStream, request: &Request) -> Result<(), SudoError> {
-    let failed = |what: &str, e: std::io::Error| SudoError::Broker(format!("{what}: {e}"));
+    let failed = |what: &'static str, source: std::io::Error| SudoError::Broker { what, source };
     let frame = wire::encode(request);
     let sent = if matches!(request, Request::Run(_)) {
         // O_PATH: the directory is only entered, never read, and needs no read permission.
@@ -244,7 +251,10 @@ async fn follow(
     mut reader: FrameReader,
     mut signals: mpsc::UnboundedReceiver<Signal>,
 ) -> Result<i32, SudoError> {
-    let broken = |e: std::io::Error| SudoError::Broker(e.to_string());
+    let broken = |source: std::io::Error| SudoError::Broker {
+        what: "following the command",
+        source,
+    };
     stream.set_nonblocking(true).map_err(broken)?;
     let stream = tokio::net::UnixStream::from_std(stream).map_err(broken)?;
     let (mut from_broker, mut to_broker) = stream.into_split();
@@ -252,17 +262,15 @@ async fn follow(
         tokio::select! {
             frame = reader.next(&mut from_broker) => {
                 let Some(payload) = frame.map_err(broken)? else {
-                    return Err(SudoError::Broker(
-                        "the broker closed the connection before the command ended".into(),
-                    ));
+                    return Err(SudoError::BrokerHungUp);
                 };
-                match wire::decode::<Reply>(&payload).map_err(|e| SudoError::Broker(e.to_string()))? {
+                match wire::decode::<Reply>(&payload).map_err(|e| malformed("reading the broker's reply", e))? {
                     Reply::Hello { .. } | Reply::Started { .. } => {}
                     Reply::Exited { code } => return Ok(code),
                     Reply::Output { text, code } => {
                         let mut stdout = std::io::stdout().lock();
-                        let _ = stdout.write_all(text.as_bytes());
-                        let _ = stdout.flush();
+                        // With stdout closed there is no one to tell; the exit code still says.
+                        let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
                         return Ok(code);
                     }
                     Reply::Refused { message } => {
@@ -285,6 +293,15 @@ async fn follow(
 /// caller's shell sees its job stop; its `fg` sends SIGCONT, which is forwarded in turn.
 fn forward(received: Signal) {
     if received == Signal::SIGTSTP {
+        // raise(3) fails only for an invalid signal, and SIGSTOP is valid.
         let _ = raise(Signal::SIGSTOP);
+    }
+}
+
+/// A frame from the broker that does not parse.
+fn malformed(what: &'static str, error: wire::FrameError) -> SudoError {
+    SudoError::Broker {
+        what,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
     }
 }

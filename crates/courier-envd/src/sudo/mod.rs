@@ -158,8 +158,26 @@ pub enum SudoError {
         who: String,
     },
     /// The conversation with the broker failed.
-    #[error("talking to the privilege broker: {0}")]
-    Broker(String),
+    #[error("talking to the privilege broker: {what}: {source}")]
+    Broker {
+        /// What the client was doing.
+        what: &'static str,
+        /// Why it failed (a malformed frame is `InvalidData`).
+        source: std::io::Error,
+    },
+    /// A signal to forward could not be handled.
+    #[error("talking to the privilege broker: handling {signal}: {source}")]
+    SignalHandler {
+        /// The signal.
+        signal: nix::sys::signal::Signal,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The broker closed the connection before the command ended.
+    #[error(
+        "talking to the privilege broker: the broker closed the connection before the command ended"
+    )]
+    BrokerHungUp,
 }
 
 impl SudoError {

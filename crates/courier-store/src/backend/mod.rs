@@ -1,0 +1,117 @@
+//! The one [`Store`](crate::Store) implementation, expanded once per sqlx backend.
+//!
+//! The expanding module must define `$store` with a `pool` field and an
+//! `async fn write_tx(&self) -> Result<sqlx::Transaction<'static, $db>>` that begins a
+//! transaction able to write without lock-upgrade failures.
+//!
+//! The methods live in one macro per concern (`users`, `sandboxes`, `messages`,
+//! `learnings`, `builds`, `usage`). `#[async_trait]` must see every method of the impl at
+//! once, so each concern's macro appends its methods to the list it is given and passes
+//! the list to the next; the last, `store_impl!`, writes the impl.
+
+#[macro_use]
+mod rows;
+#[macro_use]
+mod users;
+#[macro_use]
+mod sandboxes;
+#[macro_use]
+mod messages;
+#[macro_use]
+mod learnings;
+#[macro_use]
+mod builds;
+#[macro_use]
+mod usage;
+
+/// Writes `impl Store for $store` with the gathered methods.
+macro_rules! store_impl {
+    ($store:ty; [$($methods:tt)*]) => {
+        #[async_trait]
+        impl Store for $store {
+            $($methods)*
+        }
+    };
+}
+
+/// Implements [`Store`](crate::Store) for `$store` over the sqlx database `$db`: the
+/// row decoders, the shared compare-and-set helpers, then every concern's methods.
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        use async_trait::async_trait;
+        use chrono::{DateTime, NaiveDate, Utc};
+        use sqlx::Row as _;
+        use uuid::Uuid;
+
+        use crate::sql::{self, KeySql, micros, now_micros, opt_time, time};
+        use crate::*;
+
+        store_rows!($db);
+
+        impl $store {
+            /// Why a compare-and-set on a message matched no row.
+            async fn message_miss(&self, id: MessageId) -> StoreError {
+                match sqlx::query(sql::MESSAGE_STATUS)
+                    .bind(id.as_uuid())
+                    .fetch_optional(&self.pool)
+                    .await
+                {
+                    Ok(Some(row)) => {
+                        let status: String = row.try_get("status").unwrap_or_default();
+                        StoreError::Conflict(format!("message {id} is already {status}"))
+                    }
+                    Ok(None) => StoreError::not_found("message", id),
+                    Err(e) => e.into(),
+                }
+            }
+
+            /// Applies a counter change inside the caller's transaction.
+            async fn adjust_active(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                project: Uuid,
+                delta: i64,
+            ) -> Result<()> {
+                if delta != 0 {
+                    sqlx::query(sql::ADJUST_ACTIVE)
+                        .bind(project)
+                        .bind(delta)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            /// Distinguishes "no such sandbox" from "in another state" after a missed
+            /// compare-and-set, reading inside the same transaction.
+            async fn sandbox_state(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                id: SandboxId,
+            ) -> Result<(SandboxStatus, bool)> {
+                let row = sqlx::query(sql::SANDBOX_STATE)
+                    .bind(id.as_uuid())
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("sandbox", id))?;
+                let deleted: Option<i64> = row.try_get("deleted_at")?;
+                Ok((
+                    SandboxStatus::parse_field(row.try_get("status")?, "status")?,
+                    deleted.is_some(),
+                ))
+            }
+
+            async fn update_sandbox(
+                &self,
+                id: SandboxId,
+                query: sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments>,
+            ) -> Result<()> {
+                let done = query.execute(&self.pool).await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::not_found("sandbox", id));
+                }
+                Ok(())
+            }
+        }
+
+        store_users!($store; [] store_sandboxes, store_messages, store_learnings, store_builds, store_usage, store_impl);
+    };
+}

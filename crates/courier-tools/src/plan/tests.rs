@@ -1,0 +1,192 @@
+use super::*;
+
+fn ctx(tool: ToolId) -> SetupContext {
+    SetupContext {
+        tool,
+        repo_url: Some("https://github.com/acme/app.git".into()),
+        branch_name: "courier/fix-login".into(),
+        github_token: Some(Secret::new("ghp_supersecrettoken9876")),
+        keys: ProviderKeys {
+            anthropic_api_key: Some(Secret::new("sk-ant-api03-xxxxxxxx1111")),
+            openrouter_api_key: Some(Secret::new("sk-or-v1-yyyyyyyy2222")),
+            openai_api_key: Some(Secret::new("sk-proj-zzzzzzzz3333")),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn github_token_never_appears_in_a_command_or_debug_output() {
+    for tool in ToolId::ALL {
+        let plan = build_setup_plan(&ctx(tool)).unwrap();
+        let debug = format!("{plan:?}");
+        assert!(!debug.contains("supersecret"), "{debug}");
+        for step in &plan.steps {
+            if let SetupStep::Run { command, .. } = step {
+                assert!(
+                    !command.contains("ghp_") && !command.contains("sk-"),
+                    "{command}"
+                );
+            }
+        }
+        let token_file = plan.steps.iter().find_map(|s| match s {
+            SetupStep::WriteFile {
+                path,
+                mode,
+                contents,
+            } if path == GITHUB_TOKEN_PATH => Some((*mode, contents)),
+            _ => None,
+        });
+        let (mode, contents) = token_file.unwrap();
+        assert_eq!(mode, 0o600);
+        assert_eq!(contents.expose(), "ghp_supersecrettoken9876");
+    }
+}
+
+#[test]
+fn no_credential_helper_without_a_token() {
+    let mut c = ctx(ToolId::Claude);
+    c.github_token = None;
+    let plan = build_setup_plan(&c).unwrap();
+    assert!(!format!("{plan:?}").contains("credential"));
+}
+
+#[test]
+fn credential_helper_comes_before_clone_and_branch_after() {
+    let plan = build_setup_plan(&ctx(ToolId::Claude)).unwrap();
+    let pos = |needle: &str| {
+        plan.steps
+            .iter()
+            .position(|s| matches!(s, SetupStep::Run { command, .. } if command.contains(needle)))
+            .unwrap()
+    };
+    assert!(pos("credential.helper") < pos("git clone"));
+    assert!(pos("git clone") < pos("checkout"));
+}
+
+#[test]
+fn missing_keys_are_reported_with_what_would_do() {
+    let mut c = ctx(ToolId::Claude);
+    c.keys = ProviderKeys::default();
+    let err = build_setup_plan(&c).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "tool claude needs an Anthropic API key or an Anthropic OAuth token, but none was provided"
+    );
+    c.keys.anthropic_oauth_token = Some(Secret::new("sk-ant-oat01-abcdefgh"));
+    let plan = build_setup_plan(&c).unwrap();
+    assert!(plan.env().contains_key("CLAUDE_CODE_OAUTH_TOKEN"));
+    c.tool = ToolId::Shell;
+    c.keys = ProviderKeys::default();
+    assert!(build_setup_plan(&c).is_ok());
+}
+
+#[test]
+fn bad_names_are_rejected_with_the_field() {
+    let mut c = ctx(ToolId::Claude);
+    c.branch_name = "-x; rm -rf /".into();
+    assert!(matches!(
+        build_setup_plan(&c),
+        Err(ToolsError::InvalidName {
+            field: "branch_name",
+            ..
+        })
+    ));
+    let mut c = ctx(ToolId::Claude);
+    c.skills.push(Skill {
+        name: "../etc".into(),
+        content: String::new(),
+    });
+    assert!(matches!(
+        build_setup_plan(&c),
+        Err(ToolsError::InvalidName {
+            field: "skills.name",
+            ..
+        })
+    ));
+    let mut c = ctx(ToolId::Claude);
+    c.env_vars.insert("1BAD".into(), Secret::new("v"));
+    assert!(matches!(
+        build_setup_plan(&c),
+        Err(ToolsError::InvalidName {
+            field: "env_vars",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn endpoints_reach_each_clis_own_setting() {
+    let mut c = ctx(ToolId::Claude);
+    c.endpoints = ProviderEndpoints {
+        anthropic: Some("http://127.0.0.1:8787".into()),
+        openai: Some("http://127.0.0.1:8787/v1".into()),
+        openrouter: Some("http://127.0.0.1:8787/api/v1".into()),
+    };
+    let plan = build_setup_plan(&c).unwrap();
+    assert_eq!(
+        plan.env()["ANTHROPIC_BASE_URL"].expose(),
+        "http://127.0.0.1:8787"
+    );
+    let file = |tool, suffix: &str| {
+        let mut c = c.clone();
+        c.tool = tool;
+        build_setup_plan(&c)
+            .unwrap()
+            .steps
+            .into_iter()
+            .find_map(|s| match s {
+                SetupStep::WriteFile { path, contents, .. } if path.ends_with(suffix) => {
+                    Some(contents.expose().to_owned())
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert!(
+        file(ToolId::Codex, "config.toml")
+            .contains("openai_base_url = \"http://127.0.0.1:8787/v1\"\n")
+    );
+    assert!(
+        file(ToolId::Opencode, "opencode.json")
+            .contains("\"baseURL\": \"http://127.0.0.1:8787/api/v1\"")
+    );
+    assert!(
+        file(ToolId::Pi, "models.json").contains("\"baseUrl\": \"http://127.0.0.1:8787/api/v1\"")
+    );
+}
+
+#[test]
+fn an_endpoint_that_could_break_out_of_a_config_file_is_refused() {
+    // An operator typo or a hostile value must not inject TOML keys into Codex's
+    // config (e.g. a second line turning the sandbox policy off).
+    for url in [
+        "http://x\"\nsandbox_mode = \"read-only",
+        "ftp://x",
+        "http://",
+        "http://a b",
+        "http://a\\b",
+    ] {
+        let mut c = ctx(ToolId::Codex);
+        c.endpoints.openai = Some(url.into());
+        assert!(
+            matches!(
+                build_setup_plan(&c),
+                Err(ToolsError::InvalidName {
+                    field: "endpoints.openai",
+                    ..
+                })
+            ),
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn without_a_repo_an_empty_one_is_created() {
+    let mut c = ctx(ToolId::Shell);
+    c.repo_url = None;
+    let plan = build_setup_plan(&c).unwrap();
+    assert!(format!("{plan:?}").contains("git init -q /home/user/project"));
+}

@@ -1,0 +1,95 @@
+//! `cargo xtask bench`: the benchmark examples, one per measured component.
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::ci::TestEnv;
+use crate::{cargo, is_root, postgres, run};
+
+/// The benchmarks `cargo xtask bench` knows, in the order they run.
+const BENCHES: [&str; 5] = ["codec", "envd", "sandboxd", "orchestrator", "store"];
+
+/// `cargo xtask bench [NAME...]`: runs the named benchmarks (all without names).
+pub fn bench(names: &[String]) -> Result<()> {
+    if let Some(unknown) = names.iter().find(|n| !BENCHES.contains(&n.as_str())) {
+        bail!(
+            "unknown bench {unknown:?}: choose from {}",
+            BENCHES.join(", ")
+        );
+    }
+    let wanted = |name: &str| names.is_empty() || names.iter().any(|n| n == name);
+    let mut env = TestEnv::default();
+    // Only the store bench uses PostgreSQL.
+    let cluster = wanted("store").then(postgres::Cluster::start);
+    match &cluster {
+        Some(Ok(cluster)) => env.set("COURIER_TEST_PG_URL", cluster.url()),
+        Some(Err(error)) => {
+            println!("==> PostgreSQL unavailable, store bench runs on SQLite only: {error:#}")
+        }
+        None => {}
+    }
+    if wanted("codec") {
+        run(
+            "codec bench",
+            env.apply(&mut bench_example("courier-e2b", "bench_codec")),
+        )?;
+    }
+    // courier-e2b (both codecs) and the official Python SDK on one in-process courier-envd.
+    if wanted("envd") {
+        run(
+            "envd bench",
+            env.apply(&mut bench_example("courier-envd", "bench_envd")),
+        )?;
+    }
+    if wanted("sandboxd") && is_root() {
+        run(
+            "sandboxd bench: build",
+            cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "courier-sandboxd-bin",
+                "--bin",
+                "courier-sandboxd",
+                "-p",
+                "courier-envd-bin",
+                "--bin",
+                "courier-envd",
+            ]),
+        )?;
+        run(
+            "sandboxd bench",
+            env.apply(&mut bench_example("courier-sandboxd", "bench_sandboxd")),
+        )?;
+    } else if wanted("sandboxd") {
+        println!(
+            "\n==> sandboxd bench skipped: courier-sandboxd needs root (namespaces, mounts, cgroups)"
+        );
+    }
+    // A real Orchestrator over a fake provider: no sandboxes, no root.
+    if wanted("orchestrator") {
+        run(
+            "orchestrator bench",
+            env.apply(&mut bench_example(
+                "courier-orchestrator",
+                "bench_orchestrator",
+            )),
+        )?;
+    }
+    if wanted("store") {
+        run(
+            "store bench",
+            env.apply(&mut bench_example("courier-store", "bench")),
+        )?;
+    }
+    drop(cluster);
+    Ok(())
+}
+
+/// `cargo run --release -p <package> --example <example>`.
+fn bench_example(package: &str, example: &str) -> Command {
+    let mut cmd = cargo();
+    cmd.args(["run", "--release", "-p", package, "--example", example]);
+    cmd
+}
