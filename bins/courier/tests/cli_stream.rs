@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_testkit::host_sandbox::HostSandboxApi;
 use courier_api::{Api, ApiConfig, Tokens};
 use courier_orchestrator::keys::{KeyVault, MasterKey};
 use courier_orchestrator::lifecycle::Orchestrator;
 use courier_orchestrator::stream::EventHub;
 use courier_store::{NewProject, NewUser, SqliteStore, Store};
+use courier_testkit::host_sandbox::HostSandboxApi;
 
 struct Live {
     url: String,

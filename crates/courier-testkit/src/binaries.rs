@@ -94,7 +94,10 @@ fn cargo_build(profile_dir: &Path, bins: &[(&str, &str)]) {
         eprintln!("building {bin} into {}", target_dir.display());
         cmd.args(["-p", package, "--bin", bin]);
     }
-    if profile_dir.file_name().is_some_and(|name| name == "release") {
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
         cmd.arg("--release");
     }
     let status = cmd

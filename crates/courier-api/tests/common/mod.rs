@@ -8,13 +8,13 @@ pub mod contract;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_testkit::host_sandbox::HostSandboxApi;
 use courier_api::{Api, ApiConfig, GitHubWebhook, Tokens};
 use courier_orchestrator::keys::{KeyVault, MasterKey};
 use courier_orchestrator::lifecycle::Orchestrator;
 use courier_orchestrator::pr::{PrConfig, PrPipeline};
 use courier_orchestrator::stream::EventHub;
 use courier_store::{NewProject, NewUser, SandboxQuota, SqliteStore, Store};
+use courier_testkit::host_sandbox::HostSandboxApi;
 use courier_tools::Secret;
 use futures::StreamExt;
 use serde_json::Value;

@@ -5,46 +5,15 @@ use std::{collections::HashMap, fmt, future::IntoFuture, time::Duration};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+pub use super::commands::PtySize;
 use super::{
     commands::{self, CommandHandle, ProcessRef, Signal},
     rpc::{CallOptions, Envd},
 };
 use crate::{
-    Error, NotFoundKind, Result,
-    proto::process::{self as pb, ProcessConfig, Pty, process_input::Input},
+    Error, Result,
+    proto::process::{self as pb, ProcessConfig, process_input::Input},
 };
-
-/// A terminal size in character cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PtySize {
-    /// Columns.
-    pub cols: u32,
-    /// Rows.
-    pub rows: u32,
-}
-
-impl PtySize {
-    /// A size of `cols` × `rows`.
-    ///
-    /// ```
-    /// let size = courier_e2b::PtySize::new(80, 24);
-    /// assert_eq!((size.cols, size.rows), (80, 24));
-    /// ```
-    pub fn new(cols: u32, rows: u32) -> PtySize {
-        PtySize { cols, rows }
-    }
-}
-
-impl From<PtySize> for Pty {
-    fn from(size: PtySize) -> Pty {
-        Pty {
-            size: Some(pb::pty::Size {
-                cols: size.cols,
-                rows: size.rows,
-            }),
-        }
-    }
-}
 
 /// Terminals in a sandbox. Get one from [`Sandbox::pty`](crate::Sandbox::pty).
 ///
@@ -126,7 +95,7 @@ impl PtyApi {
     /// # Ok(()) }
     /// ```
     pub async fn resize(&self, pid: u32, size: PtySize) -> Result<()> {
-        resize(&self.envd, pid, size).await
+        commands::resize(&self.envd, pid, size).await
     }
 
     /// Kills a terminal's process: `false` when it was already gone.
@@ -143,22 +112,6 @@ impl PtyApi {
             Err(e) => Err(e),
         }
     }
-}
-
-pub(crate) async fn resize(envd: &Envd, pid: u32, size: PtySize) -> Result<()> {
-    let request = pb::UpdateRequest {
-        process: Some(commands::selector(pid)),
-        pty: Some(size.into()),
-    };
-    let _: pb::UpdateResponse = envd
-        .unary(
-            "/process.Process/Update",
-            &request,
-            &CallOptions::default(),
-            NotFoundKind::Process,
-        )
-        .await?;
-    Ok(())
 }
 
 /// A terminal being configured; `.await` starts it.

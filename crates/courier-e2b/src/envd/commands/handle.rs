@@ -273,8 +273,8 @@ impl CommandHandle {
     /// terminal.resize(courier_e2b::PtySize::new(132, 43)).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn resize(&self, size: crate::envd::pty::PtySize) -> Result<()> {
-        crate::envd::pty::resize(&self.envd, self.pid, size).await
+    pub async fn resize(&self, size: super::PtySize) -> Result<()> {
+        super::resize(&self.envd, self.pid, size).await
     }
 }
 

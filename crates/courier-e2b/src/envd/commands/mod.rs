@@ -7,9 +7,12 @@ use bytes::Bytes;
 use futures::{StreamExt, future::BoxFuture};
 
 mod handle;
+mod pty_size;
 
 pub use handle::CommandHandle;
 pub(crate) use handle::{Callbacks, start};
+pub use pty_size::PtySize;
+pub(crate) use pty_size::resize;
 
 use super::rpc::{CallOptions, Envd};
 use crate::{
