@@ -444,15 +444,13 @@ fn write_bundle(
         .map_err(Error::io("write", &path))
 }
 
-/// Checks a runsc configuration is usable for `field` (the operator's choice).
-pub(crate) fn require(config: Option<&RunscConfig>) -> Result<&RunscConfig> {
-    config.ok_or_else(|| {
-        Error::Unsupported(
-            "isolation: gvisor needs runsc (Debian: apt-get install runsc), which this \
-             server did not find working; use isolation \"container\" or install it"
-                .into(),
-        )
-    })
+/// The error for a gVisor sandbox asked of a runtime without runsc.
+pub(crate) fn missing_runsc() -> Error {
+    Error::Unsupported(
+        "isolation: gvisor needs runsc (Debian: apt-get install runsc), which this \
+         server did not find working; use isolation \"container\" or install it"
+            .into(),
+    )
 }
 
 #[cfg(test)]
