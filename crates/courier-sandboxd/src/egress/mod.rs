@@ -189,6 +189,9 @@ impl Egress {
 
 pub(crate) use sys::pidfd_open;
 
+#[cfg(test)]
+pub(crate) use filter::interpret;
+
 /// How long a spawned program may take to install its filter and hand over the listener.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -205,19 +205,6 @@ pub(crate) fn mount_detached(
     Ok((mount, minor))
 }
 
-/// Attaches `image` to a loop device and mounts it at `at` (in the caller's mount
-/// namespace; the helper calls it in the sandbox's private one). Returns the loop
-/// device's minor number (for I/O limits). Runs in the helper.
-pub(crate) fn attach_and_mount(
-    image: &Path,
-    at: &Path,
-    read_only: bool,
-) -> std::result::Result<u32, String> {
-    let (mount, minor) = mount_detached(image, read_only)?;
-    super::rootfs::attach_at(mount.as_fd(), at, &image.display().to_string())?;
-    Ok(minor)
-}
-
 /// A disk prepared ahead of a create: its image (a fresh copy of the golden image),
 /// attached to a loop device and mounted, detached, with the mount held by `mount`.
 #[derive(Debug)]

@@ -65,9 +65,9 @@ impl Runtime {
     }
 
     /// Runs a helper task that needs no sandbox (a capture) and returns its report.
-    pub(super) fn run_helper_task(&self, task: &HelperTask) -> Result<String> {
+    pub(super) fn run_helper_task(&self, task: impl Into<HelperTask>) -> Result<String> {
         let scratch = self.config.data_dir.join("helper.log");
-        let (mut child, mut status) = self.spawn_helper(&scratch, task, Vec::new())?;
+        let (mut child, mut status) = self.spawn_helper(&scratch, &task.into(), Vec::new())?;
         let mut report = String::new();
         let read = status.read_to_end(Instant::now() + Duration::from_secs(3600), &mut report);
         let _ = child.wait();

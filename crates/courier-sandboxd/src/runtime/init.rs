@@ -91,6 +91,12 @@ pub(crate) enum HelperTask {
     Capture(layer_capture::CaptureTask),
 }
 
+impl From<layer_capture::CaptureTask> for HelperTask {
+    fn from(task: layer_capture::CaptureTask) -> Self {
+        HelperTask::Capture(task)
+    }
+}
+
 /// How the sandbox runs once its root is assembled.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Launch {

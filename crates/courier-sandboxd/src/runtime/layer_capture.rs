@@ -113,7 +113,7 @@ pub(crate) fn run(task: &CaptureTask) -> std::result::Result<(), String> {
     use nix::sched::{CloneFlags, unshare};
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
     super::rootfs::make_mounts_private()?;
-    super::disk::attach_and_mount(&task.image, &task.mount_at, true)?;
+    rootfs::attach_and_mount(&task.image, &task.mount_at, true)?;
     let uppers: Vec<(PathBuf, PathBuf)> = task
         .host_targets
         .iter()
@@ -332,7 +332,7 @@ fn unshift_capability(mut value: Vec<u8>, ids: IdRange) -> Vec<u8> {
 impl Runtime {
     /// Runs a capture task in the helper and waits for it.
     fn run_capture(&self, task: &CaptureTask) -> Result<()> {
-        let report = self.run_helper_task(&super::init::HelperTask::Capture(task.clone()))?;
+        let report = self.run_helper_task(task.clone())?;
         if report.lines().any(|l| l == "done") {
             return Ok(());
         }

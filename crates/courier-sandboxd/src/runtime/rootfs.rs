@@ -34,6 +34,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 
+use super::disk;
 use super::idmap::IdRange;
 use crate::error::{Error, Result};
 
@@ -506,7 +507,7 @@ pub(crate) fn assemble(
             minor
         }
         (Some(_), None) => return Err("the ready disk's mount was not handed over".to_owned()),
-        (None, _) => super::disk::attach_and_mount(&dirs.disk_image(), &disk, false)?,
+        (None, _) => attach_and_mount(&dirs.disk_image(), &disk, false)?,
     };
     mark("disk");
     let host_dir_count: usize = plan.layers.iter().map(|l| l.host_dirs.len()).sum();
@@ -682,6 +683,19 @@ pub(super) fn attach_at(
     )
     .map_err(|e| err(format!("open {}", at.display()), e))?;
     attach(tree, target.as_fd(), what)
+}
+
+/// Attaches `image` to a loop device and mounts it at `at` (in the caller's mount
+/// namespace; the helper calls it in the sandbox's private one). Returns the loop
+/// device's minor number (for I/O limits). Runs in the helper.
+pub(crate) fn attach_and_mount(
+    image: &Path,
+    at: &Path,
+    read_only: bool,
+) -> std::result::Result<u32, String> {
+    let (mount, minor) = disk::mount_detached(image, read_only)?;
+    attach_at(mount.as_fd(), at, &image.display().to_string())?;
+    Ok(minor)
 }
 
 /// `/etc/hostname` and `/etc/hosts` for the sandbox's hostname.
