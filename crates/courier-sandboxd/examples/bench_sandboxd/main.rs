@@ -75,7 +75,7 @@ pub(crate) fn main() -> Result<(), BoxError> {
     for isolation in wanted.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if isolation == "gvisor"
             && let Err(why) = courier_sandboxd::runtime::gvisor::find_runsc()
-                .ok_or_else(|| "runsc is not installed".to_owned())
+                .ok_or(courier_sandboxd::runtime::gvisor::ProbeError::NotInstalled)
                 .and_then(|p| {
                     courier_sandboxd::runtime::gvisor::probe(&p, &scratch.path().join("probe"))
                 })

@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use nix::unistd::{Whence, lseek};
 
+use super::step::StepError;
 use crate::error::{Error, Result};
 
 /// Smallest disk accepted, MiB (ext4 metadata plus a little room).
@@ -168,10 +169,7 @@ pub(crate) fn allocated_bytes(image: &Path) -> u64 {
 /// *detached* (`fsmount`: in no mount namespace, held by the returned descriptor;
 /// `nosuid`, `nodev`, `noatime`, `errors=remount-ro`). The device detaches once the mount
 /// goes. Also returns the device's minor number (for I/O limits).
-pub(crate) fn mount_detached(
-    image: &Path,
-    read_only: bool,
-) -> std::result::Result<(OwnedFd, u32), String> {
+pub(crate) fn mount_detached(image: &Path, read_only: bool) -> Result<(OwnedFd, u32), StepError> {
     use rustix::mount::{
         FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsconfig_set_flag,
         fsconfig_set_string, fsmount, fsopen,
@@ -180,12 +178,16 @@ pub(crate) fn mount_detached(
         .read(true)
         .write(!read_only)
         .open(image)
-        .map_err(|e| format!("open disk image {}: {e}", image.display()))?;
-    let (device, minor) = super::sys::loop_attach(&file, read_only)
-        .map_err(|e| format!("attach {} to a loop device: {e}", image.display()))?;
+        .map_err(StepError::os(format!(
+            "open disk image {}",
+            image.display()
+        )))?;
+    let (device, minor) = super::sys::loop_attach(&file, read_only).map_err(StepError::os(
+        format!("attach {} to a loop device", image.display()),
+    ))?;
     let failed = |what: &str| {
         let what = format!("{what} (/dev/loop{minor}, {})", image.display());
-        move |e: rustix::io::Errno| format!("{what}: {e}")
+        StepError::os::<rustix::io::Errno>(what)
     };
     let fs = fsopen("ext4", FsOpenFlags::FSOPEN_CLOEXEC).map_err(failed("fsopen ext4"))?;
     fsconfig_set_string(&fs, "source", format!("/dev/loop{minor}"))

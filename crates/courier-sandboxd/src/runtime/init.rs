@@ -61,6 +61,7 @@ use nix::unistd::{ForkResult, Pid, setsid};
 use super::idmap::{self, IdRange};
 use super::rootfs::{self, RootfsPlan};
 use super::seccomp::{self, Profile};
+use super::step::StepError;
 use super::{layer_capture, sys};
 
 /// The first argument that turns a program into the sandbox helper.
@@ -174,15 +175,15 @@ pub fn main_if_requested() {
 
 /// Waits for the task on stdin (a socket: see [`super::handover`]), installs the
 /// descriptors that come with it, and puts `/dev/null` on stdin.
-fn read_task() -> Result<HelperTask, String> {
+fn read_task() -> Result<HelperTask, StepError> {
     let channel = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| format!("task channel: {e}"))?;
+        .map_err(StepError::os("task channel"))?;
     let raw = super::handover::receive_task(channel)?;
-    let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
-    nix::unistd::dup2_stdin(&null).map_err(|e| format!("stdin: {e}"))?;
-    serde_json::from_slice(&raw).map_err(|e| format!("parse task: {e}"))
+    let null = File::open("/dev/null").map_err(StepError::os("open /dev/null"))?;
+    nix::unistd::dup2_stdin(&null).map_err(StepError::os("stdin"))?;
+    serde_json::from_slice(&raw).map_err(StepError::os("parse task"))
 }
 
 /// Descriptors the runtime passes beyond the status pipe.
@@ -242,20 +243,22 @@ fn prepare(
     task: &SandboxTask,
     inherited: Inherited,
     status_slot: &mut Option<File>,
-) -> Result<i32, String> {
-    let status = status_slot.as_mut().ok_or("no status pipe")?;
+) -> Result<i32, StepError> {
+    let status = status_slot
+        .as_mut()
+        .ok_or_else(|| StepError::refused("no status pipe"))?;
     let _ = BEGAN.set(std::time::Instant::now());
     // Detach from the server's session: a Ctrl-C aimed at the server must not reach
     // sandboxes, which outlive a server restart.
-    setsid().map_err(|e| format!("setsid: {e}"))?;
+    setsid().map_err(StepError::os("setsid"))?;
     umask(Mode::from_bits_truncate(0o022));
     // Joining before anything else puts every later process in the cgroups (no escape
     // window) and makes them the root of the sandbox's cgroup namespace.
     for procs in &task.cgroup_procs {
-        fs::write(procs, "0").map_err(|e| format!("join cgroup {}: {e}", procs.display()))?;
+        fs::write(procs, "0").map_err(StepError::os(format!("join cgroup {}", procs.display())))?;
     }
     mark(status, "cgroups");
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(StepError::os("unshare mount namespace"))?;
     let userns = match task.ids {
         Some(range) => Some(idmap::create_userns(range)?),
         None => None,
@@ -271,25 +274,27 @@ fn prepare(
     for (file, value) in &task.blkio {
         // Throttles apply to the sandbox's own disk device (loop major 7).
         let line = format!("7:{} {value}", assembled.disk_minor);
-        fs::write(file, &line).map_err(|e| format!("write {line} to {}: {e}", file.display()))?;
+        fs::write(file, &line)
+            .map_err(StepError::os(format!("write {line} to {}", file.display())))?;
     }
     // The namespaces unshared below inherit this working directory: PID 1 of a namespace
     // sandbox starts from it (see rootfs::enter_root).
     nix::unistd::chdir(&task.rootfs.dirs.rootfs())
-        .map_err(|e| format!("enter the sandbox root: {e}"))?;
+        .map_err(StepError::os("enter the sandbox root"))?;
     let (console_read, console_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("console pipe: {e}"))?;
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(StepError::os("console pipe"))?;
     match &task.launch {
         Launch::Container { .. } => {
-            let userns = userns.ok_or("a namespace sandbox needs its id range")?;
+            let userns = userns
+                .ok_or_else(|| StepError::refused("a namespace sandbox needs its id range"))?;
             setns(&userns, CloneFlags::CLONE_NEWUSER)
-                .map_err(|e| format!("join the user namespace: {e}"))?;
+                .map_err(StepError::os("join the user namespace"))?;
             drop(userns);
             // Root of the new namespace (the sandbox's host id, not host root).
             nix::unistd::setresgid(0.into(), 0.into(), 0.into())
-                .map_err(|e| format!("setresgid in the user namespace: {e}"))?;
+                .map_err(StepError::os("setresgid in the user namespace"))?;
             nix::unistd::setresuid(0.into(), 0.into(), 0.into())
-                .map_err(|e| format!("setresuid in the user namespace: {e}"))?;
+                .map_err(StepError::os("setresuid in the user namespace"))?;
             unshare(
                 CloneFlags::CLONE_NEWNS
                     | CloneFlags::CLONE_NEWUTS
@@ -298,11 +303,11 @@ fn prepare(
                     | CloneFlags::CLONE_NEWPID
                     | CloneFlags::CLONE_NEWCGROUP,
             )
-            .map_err(|e| format!("unshare namespaces: {e}"))?;
+            .map_err(StepError::os("unshare namespaces"))?;
             mark(status, "namespaces");
             wait_for_go(status, inherited.go)?;
             mark(status, "go");
-            match sys::fork_helper().map_err(|e| format!("fork PID 1: {e}"))? {
+            match sys::fork_helper().map_err(StepError::os("fork PID 1"))? {
                 ForkResult::Child => {
                     drop(console_read);
                     drop(inherited.lifeline);
@@ -326,18 +331,18 @@ fn prepare(
         Launch::Gvisor { runsc, args } => {
             expose_root_for_runsc(&task.rootfs.dirs.rootfs())?;
             unshare(CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("unshare network namespace: {e}"))?;
+                .map_err(StepError::os("unshare network namespace"))?;
             mark(status, "namespaces");
             wait_for_go(status, inherited.go)?;
             rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
-                .map_err(|e| format!("become a child subreaper: {e}"))?;
+                .map_err(StepError::os("become a child subreaper"))?;
             let mut cmd = Command::new(runsc);
             cmd.args(args)
                 .stdin(std::process::Stdio::null())
                 .stdout(File::from(
                     console_write
                         .try_clone()
-                        .map_err(|e| format!("dup console: {e}"))?,
+                        .map_err(StepError::os("dup console"))?,
                 ))
                 .stderr(File::from(console_write))
                 .env_clear()
@@ -346,7 +351,7 @@ fn prepare(
             sys::seccomp_before_exec(&mut cmd, seccomp::compile(Profile::Runsc));
             let mut run = cmd
                 .spawn()
-                .map_err(|e| format!("start {}: {e}", runsc.display()))?;
+                .map_err(StepError::os(format!("start {}", runsc.display())))?;
             report(status, &format!("pid {}", std::process::id()));
             let mut console = Console::new(task.console_cap);
             // `runsc run --detach` exits once the container's init runs: wake on its exit
@@ -368,10 +373,10 @@ fn prepare(
             };
             if !started.success() {
                 console.pump(&console_read, false);
-                return Err(format!(
+                return Err(StepError::refused(format!(
                     "runsc run failed ({started}): {}",
                     console.tail().trim()
-                ));
+                )));
             }
             report(status, "ready 1");
             *status_slot = None;
@@ -392,7 +397,7 @@ pub(crate) const GVISOR_ROOT: &str = "/run/courier-sandbox";
 /// which run as the sandbox's host ids and so cannot walk down the runtime's 0700 data
 /// dir: a fresh tmpfs over `/run` (in this private mount namespace only) holding a bind
 /// of the root.
-fn expose_root_for_runsc(root: &std::path::Path) -> Result<(), String> {
+fn expose_root_for_runsc(root: &std::path::Path) -> Result<(), StepError> {
     use nix::mount::{MsFlags, mount};
     mount(
         Some("tmpfs"),
@@ -401,8 +406,8 @@ fn expose_root_for_runsc(root: &std::path::Path) -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("mode=755,size=64k"),
     )
-    .map_err(|e| format!("mount a private /run: {e}"))?;
-    fs::create_dir(GVISOR_ROOT).map_err(|e| format!("create {GVISOR_ROOT}: {e}"))?;
+    .map_err(StepError::os("mount a private /run"))?;
+    fs::create_dir(GVISOR_ROOT).map_err(StepError::os(format!("create {GVISOR_ROOT}")))?;
     mount(
         Some(root),
         GVISOR_ROOT,
@@ -410,19 +415,21 @@ fn expose_root_for_runsc(root: &std::path::Path) -> Result<(), String> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(|e| format!("bind the root at {GVISOR_ROOT}: {e}"))
+    .map_err(StepError::os(format!("bind the root at {GVISOR_ROOT}")))
 }
 
 /// Reports the network namespace and waits for the runtime's go (it attaches the
 /// sandbox's network in between). EOF means the runtime gave up.
-fn wait_for_go(status: &mut File, go: Option<OwnedFd>) -> Result<(), String> {
+fn wait_for_go(status: &mut File, go: Option<OwnedFd>) -> Result<(), StepError> {
     report(status, &format!("netns {}", std::process::id()));
     let Some(go) = go else { return Ok(()) };
     let mut byte = [0u8; 1];
     match File::from(go).read(&mut byte) {
         Ok(1) => Ok(()),
-        Ok(_) => Err("the runtime went away before the network was attached".into()),
-        Err(e) => Err(format!("read go: {e}")),
+        Ok(_) => Err(StepError::refused(
+            "the runtime went away before the network was attached",
+        )),
+        Err(e) => Err(StepError::os("read go")(e)),
     }
 }
 
@@ -494,18 +501,18 @@ fn reaper(task: &SandboxTask, mut status: File, console: OwnedFd, control: Optio
     }
 }
 
-fn setup_pid1(plan: &RootfsPlan) -> Result<(), String> {
+fn setup_pid1(plan: &RootfsPlan) -> Result<(), StepError> {
     // The sandbox dies with its monitor (which dies with the sandbox's cgroup).
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .map_err(|e| format!("set parent death signal: {e}"))?;
+        .map_err(StepError::os("set parent death signal"))?;
     // Nothing inside may read this process's memory or descriptors through /proc.
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-        .map_err(|e| format!("make PID 1 non-dumpable: {e}"))?;
+        .map_err(StepError::os("make PID 1 non-dumpable"))?;
     rootfs::enter_root()?;
-    nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname: {e}"))?;
-    sys::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
+    nix::unistd::sethostname(&plan.hostname).map_err(StepError::os("sethostname"))?;
+    sys::loopback_up().map_err(StepError::os("bring up lo"))?;
     // A fresh session keyring: nothing of the server's is reachable.
-    sys::join_new_session_keyring().map_err(|e| format!("new session keyring: {e}"))
+    sys::join_new_session_keyring().map_err(StepError::os("new session keyring"))
 }
 
 /// Replaces the forked child with the init program; returns only on failure.

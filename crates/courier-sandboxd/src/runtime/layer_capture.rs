@@ -30,6 +30,7 @@ use std::process::Command;
 use super::Runtime;
 use super::idmap::IdRange;
 use super::rootfs::{self, DISK_UPPER, LAYER_MANIFEST, LAYER_ROOTFS, LayerManifest};
+use super::step::StepError;
 use crate::error::{Error, Result};
 
 /// What the capture helper does.
@@ -109,9 +110,9 @@ fn check_dest(dest: &Path) -> Result<()> {
 
 /// The capture itself, in the helper: mount the disk read-only in a private mount
 /// namespace and assemble the layer.
-pub(crate) fn run(task: &CaptureTask) -> std::result::Result<(), String> {
+pub(crate) fn run(task: &CaptureTask) -> Result<(), StepError> {
     use nix::sched::{CloneFlags, unshare};
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(StepError::os("unshare mount namespace"))?;
     super::rootfs::make_mounts_private()?;
     rootfs::attach_and_mount(&task.image, &task.mount_at, true)?;
     let uppers: Vec<(PathBuf, PathBuf)> = task
@@ -132,7 +133,7 @@ pub(crate) fn run(task: &CaptureTask) -> std::result::Result<(), String> {
         task.ids,
         task.drop_resolv_conf,
     )
-    .map_err(|e| e.to_string())
+    .map_err(StepError::from)
 }
 
 /// Builds the layer at `dest` from the root upper dir and the host-dir upper dirs (each

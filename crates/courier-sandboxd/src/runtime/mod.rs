@@ -56,6 +56,7 @@ mod registry;
 pub mod rootfs;
 pub mod seccomp;
 mod spec;
+mod step;
 mod sys;
 
 use std::collections::{HashMap, HashSet};

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::runtime::disk;
 use crate::runtime::idmap::IdRange;
+use crate::runtime::step::StepError;
 
 /// Clones the tree at `source` (a host path the operator or the runtime chose) as a
 /// detached mount with `attrs` set (and through `idmap` when given).
@@ -22,7 +23,7 @@ pub(super) fn clone_tree(
     source: &Path,
     attrs: u64,
     idmap: Option<BorrowedFd<'_>>,
-) -> std::result::Result<OwnedFd, String> {
+) -> Result<OwnedFd, StepError> {
     let tree = rustix::mount::open_tree(
         rustix::fs::CWD,
         source,
@@ -43,7 +44,7 @@ pub(super) fn attach(
     tree: BorrowedFd<'_>,
     target: BorrowedFd<'_>,
     what: &str,
-) -> std::result::Result<(), String> {
+) -> Result<(), StepError> {
     rustix::mount::move_mount(
         tree,
         "",
@@ -66,7 +67,7 @@ pub(crate) struct Assembled {
 
 /// Makes every mount in the caller's (already unshared) mount namespace private, so
 /// nothing mounted from here on propagates back to the host.
-pub(crate) fn make_mounts_private() -> std::result::Result<(), String> {
+pub(crate) fn make_mounts_private() -> Result<(), StepError> {
     mount(
         None::<&str>,
         "/",
@@ -88,7 +89,7 @@ pub(crate) fn assemble(
     ids: Option<(IdRange, BorrowedFd<'_>)>,
     ready_disk: Option<OwnedFd>,
     mark: &mut dyn FnMut(&str),
-) -> std::result::Result<Assembled, String> {
+) -> Result<Assembled, StepError> {
     make_mounts_private()?;
     let dirs = &plan.dirs;
     let owner = ids.map(|(r, _)| (r.base, r.base));
@@ -100,7 +101,11 @@ pub(crate) fn assemble(
             attach_at(mount.as_fd(), &disk, "the ready disk")?;
             minor
         }
-        (Some(_), None) => return Err("the ready disk's mount was not handed over".to_owned()),
+        (Some(_), None) => {
+            return Err(StepError::refused(
+                "the ready disk's mount was not handed over",
+            ));
+        }
         (None, _) => attach_and_mount(&dirs.disk_image(), &disk, false)?,
     };
     mark("disk");
@@ -257,18 +262,14 @@ fn mount_clone_at(
     at: &Path,
     attrs: u64,
     idmap: Option<BorrowedFd<'_>>,
-) -> std::result::Result<(), String> {
+) -> Result<(), StepError> {
     let tree = clone_tree(source, attrs, idmap)?;
     attach_at(tree.as_fd(), at, &source.display().to_string())
 }
 
 /// Attaches the detached mount `tree` on the directory `at` (a runtime path, created if
 /// missing; a final symlink is refused).
-pub(super) fn attach_at(
-    tree: BorrowedFd<'_>,
-    at: &Path,
-    what: &str,
-) -> std::result::Result<(), String> {
+pub(super) fn attach_at(tree: BorrowedFd<'_>, at: &Path, what: &str) -> Result<(), StepError> {
     fs::create_dir_all(at).map_err(|e| err(format!("create {}", at.display()), e))?;
     let target = rustix::fs::open(
         at,
@@ -282,11 +283,7 @@ pub(super) fn attach_at(
 /// Attaches `image` to a loop device and mounts it at `at` (in the caller's mount
 /// namespace; the helper calls it in the sandbox's private one). Returns the loop
 /// device's minor number (for I/O limits). Runs in the helper.
-pub(crate) fn attach_and_mount(
-    image: &Path,
-    at: &Path,
-    read_only: bool,
-) -> std::result::Result<u32, String> {
+pub(crate) fn attach_and_mount(image: &Path, at: &Path, read_only: bool) -> Result<u32, StepError> {
     let (mount, minor) = disk::mount_detached(image, read_only)?;
     attach_at(mount.as_fd(), at, &image.display().to_string())?;
     Ok(minor)
@@ -297,7 +294,7 @@ fn write_identity(
     root: BorrowedFd<'_>,
     hostname: &str,
     owner: Option<(u32, u32)>,
-) -> std::result::Result<(), String> {
+) -> Result<(), StepError> {
     write_in_root(
         root,
         Path::new("/etc/hostname"),

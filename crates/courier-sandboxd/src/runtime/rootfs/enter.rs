@@ -10,6 +10,7 @@ use rustix::fs::{Mode, OFlags};
 use super::assemble::{MOUNT_ATTR_NOSUID, attach, clone_tree};
 use super::in_root::{Create, open_in_root};
 use super::{err, fd_path};
+use crate::runtime::step::StepError;
 
 /// Devices a sandbox gets in `/dev`, bound from the host's (harmless character devices).
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -19,7 +20,7 @@ const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 /// assembled root, then `/tmp`, `/dev` (a small tmpfs with the host's harmless character
 /// devices bound in, a private devpts, `/dev/shm`). After the pivot, every path resolves
 /// inside the sandbox's tree by construction.
-pub(crate) fn enter_root() -> std::result::Result<(), String> {
+pub(crate) fn enter_root() -> Result<(), StepError> {
     // The working directory is the assembled root: the monitor went there before
     // unsharing, and the kernel moved it into this namespace. Paths from `/` are no use
     // here: the data dir above the root is host root's (0700) and we are the sandbox's
@@ -30,7 +31,7 @@ pub(crate) fn enter_root() -> std::result::Result<(), String> {
     let here = std::env::current_dir().map_err(|e| err("read the working directory", e))?;
     let name = here
         .file_name()
-        .ok_or("the sandbox root has no directory name")?
+        .ok_or_else(|| StepError::refused("the sandbox root has no directory name"))?
         .to_owned();
     mount(
         Some("."),
@@ -151,7 +152,7 @@ pub(crate) fn enter_root() -> std::result::Result<(), String> {
 /// whose `loop/backing_file` is the image's host path, which names the sandbox, and a
 /// sandbox's id is its address at the proxy. `/sys/block` and `/sys/dev/block` only link
 /// there. If the mask cannot be mounted, the sandbox gets no sysfs at all.
-fn mask_virtual_block_devices(root: BorrowedFd<'_>) -> std::result::Result<(), String> {
+fn mask_virtual_block_devices(root: BorrowedFd<'_>) -> Result<(), StepError> {
     let sys = open_in_root(root, Path::new("/sys"), Create::No, None)?;
     // Reopened after the mount: this descriptor is the new sysfs, whose tree is the
     // kernel's (no link the sandbox controls below it).
@@ -179,12 +180,7 @@ fn mask_virtual_block_devices(root: BorrowedFd<'_>) -> std::result::Result<(), S
 
 const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 
-fn mount_fs(
-    at: &str,
-    fstype: &str,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> std::result::Result<(), String> {
+fn mount_fs(at: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), StepError> {
     fs::create_dir_all(at).map_err(|e| err(format!("create {at}"), e))?;
     mount(Some(fstype), at, Some(fstype), flags, data)
         .map_err(|e| err(format!("mount {fstype} on {at}"), e))

@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use super::err;
+use crate::runtime::step::StepError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Create {
@@ -29,7 +30,7 @@ pub(crate) fn open_in_root(
     path: &Path,
     create: Create,
     owner: Option<(u32, u32)>,
-) -> std::result::Result<OwnedFd, String> {
+) -> Result<OwnedFd, StepError> {
     open_in_root_at_depth(root, path, create, owner, 0)
 }
 
@@ -42,7 +43,7 @@ fn open_in_root_at_depth(
     create: Create,
     owner: Option<(u32, u32)>,
     depth: usize,
-) -> std::result::Result<OwnedFd, String> {
+) -> Result<OwnedFd, StepError> {
     let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     let open = |p: &Path, dir: bool| {
         let mut flags = OFlags::PATH | OFlags::CLOEXEC;
@@ -81,10 +82,10 @@ fn open_in_root_at_depth(
         // points at, resolved inside the root like everything else.
         if let Ok(target) = rustix::fs::readlinkat(&parent, *name, Vec::new()) {
             if depth >= MAX_LINKS {
-                return Err(format!(
+                return Err(StepError::refused(format!(
                     "{}: too many levels of symbolic links",
                     next.display()
-                ));
+                )));
             }
             let target = PathBuf::from(std::ffi::OsStr::from_bytes(target.as_bytes()));
             let mut rest = if target.is_absolute() {
@@ -133,7 +134,7 @@ fn open_in_root_at_depth(
     unreachable!("the loop returns at the last component")
 }
 
-fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> std::result::Result<(), String> {
+fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> Result<(), StepError> {
     rustix::fs::fchown(
         fd,
         Some(rustix::fs::Uid::from_raw(uid)),
@@ -149,11 +150,11 @@ pub(crate) fn write_in_root(
     path: &Path,
     content: &[u8],
     owner: Option<(u32, u32)>,
-) -> std::result::Result<(), String> {
+) -> Result<(), StepError> {
     let parent = path.parent().unwrap_or(Path::new("/"));
     let name = path
         .file_name()
-        .ok_or_else(|| format!("{} has no file name", path.display()))?;
+        .ok_or_else(|| StepError::refused(format!("{} has no file name", path.display())))?;
     let dir_path = open_in_root(root, parent, Create::Dir, owner)?;
     // An O_PATH descriptor cannot be written through; reopen the directory for *at calls.
     let dir = rustix::fs::openat(
@@ -184,7 +185,7 @@ pub(crate) fn write_in_root(
 
 /// A directory descriptor for reading (not `O_PATH`), opened without following a final
 /// symlink.
-pub(super) fn open_dir(path: &Path) -> std::result::Result<OwnedFd, String> {
+pub(super) fn open_dir(path: &Path) -> Result<OwnedFd, StepError> {
     rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,

@@ -32,6 +32,7 @@ use std::fs;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Component, Path, PathBuf};
 
+use super::step::StepError;
 use crate::error::{Error, Result};
 
 pub(crate) use assemble::{assemble, attach_and_mount, make_mounts_private};
@@ -227,8 +228,9 @@ pub(crate) struct RootfsPlan {
 /// from one the sandbox wrote).
 pub(crate) const RESOLV_CONF_MARKER: &str = "# written by courier-sandboxd";
 
-fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> String {
-    format!("{what}: {e}")
+/// The failed step `what` with its OS error.
+fn err(what: impl std::fmt::Display, e: impl Into<std::io::Error>) -> StepError {
+    StepError::os(what.to_string())(e)
 }
 
 /// `/proc/self/fd/N` for a descriptor: a path naming exactly that file, for system calls
