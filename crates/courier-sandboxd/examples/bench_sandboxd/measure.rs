@@ -244,12 +244,9 @@ pub(crate) async fn bench(
         kill_all(sandboxes).await;
         return Err(e.into());
     }
-    figures.create = Some(percentiles(latencies));
-    println!(
-        "create -> envd ready      p50 {}  p99 {}",
-        ms(figures.create.unwrap().0),
-        ms(figures.create.unwrap().1)
-    );
+    let (p50, p99) = percentiles(latencies);
+    figures.create = Some((p50, p99));
+    println!("create -> envd ready      p50 {}  p99 {}", ms(p50), ms(p99));
 
     // The same with outbound network (slirp4netns attached before the init runs).
     if courier_sandboxd::runtime::network::find_slirp4netns().is_some() {

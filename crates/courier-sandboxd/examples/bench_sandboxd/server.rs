@@ -39,6 +39,7 @@ pub(crate) struct Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        // A server already gone is what the wait below is for anyway.
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
@@ -48,6 +49,7 @@ impl Drop for Server {
             std::thread::sleep(Duration::from_millis(100));
         }
         eprintln!("bench_sandboxd: courier-sandboxd did not stop within 60s; killing it");
+        // Last resort; a server that exited meanwhile needs neither.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -57,6 +59,7 @@ pub(crate) fn health(port: u16) -> bool {
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
+    // Without a timeout the probe still works, only without its bound.
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     if stream
         .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")

@@ -126,8 +126,10 @@ impl DomainProxy {
 impl Drop for DomainProxy {
     fn drop(&mut self) {
         self.stop.cancel();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::warn!("the domain proxy's thread panicked");
         }
     }
 }
@@ -178,6 +180,7 @@ async fn relay(mut client: TcpStream, entry: Pending, stop: CancellationToken) {
     if upstream.write_all(&head).await.is_err() {
         return;
     }
+    // Latency only: a socket without TCP_NODELAY still carries the traffic.
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     tokio::select! {

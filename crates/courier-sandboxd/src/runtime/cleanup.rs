@@ -10,7 +10,7 @@ use super::cgroup::SandboxCgroup;
 use super::idmap::IdRange;
 use super::registry::{Entry, process_alive};
 use super::spec::validate_id;
-use super::{RecoverPolicy, RecoveryReport, Runtime, network};
+use super::{RecoverPolicy, RecoveryReport, Runtime, network, sys};
 use crate::error::{Error, Result};
 
 impl Runtime {
@@ -76,12 +76,15 @@ impl Runtime {
         note(cgroup.kill_all());
         if let Some(mut monitor) = monitor {
             // The monitor is in the cgroup, so it is dead or dying: reap it.
-            let _ = monitor.kill();
-            let _ = monitor.wait();
+            sys::kill_and_reap(&mut monitor, "a killed sandbox's monitor");
         }
         if let Some(mut network) = network {
-            let _ = network.kill();
-            let _ = network.wait();
+            if let Err(error) = network.kill() {
+                tracing::debug!(%error, sandbox = id, "killing slirp4netns");
+            }
+            if let Err(error) = network.wait() {
+                tracing::warn!(%error, sandbox = id, "reaping slirp4netns");
+            }
         }
         let base = self.dirs(id).base;
         note(detach_mounts_under(&base));

@@ -15,7 +15,8 @@ impl Runtime {
     pub fn status(&self, id: &str) -> Result<SandboxStatus> {
         self.with_entry(id, |e| {
             if !process_alive(e.state.handle.init_pid, e.state.init_start_time) {
-                // The monitor exits with the init; reap it now rather than at kill.
+                // The monitor exits with the init; reap it now rather than at kill (which
+                // reaps it if this cannot).
                 if let Some(monitor) = e.monitor.as_mut() {
                     let _ = monitor.try_wait();
                 }

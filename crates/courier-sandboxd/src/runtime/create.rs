@@ -14,7 +14,7 @@ use super::init::{self, CONTROL_FD, DISK_FD, GO_FD, HelperTask, LIFELINE_FD};
 use super::registry::{Entry, SandboxState, process_start_time};
 use super::rootfs::{self, RootfsPlan, SandboxDirs};
 use super::spec::{SandboxHandle, SandboxSpec, validate_id};
-use super::{Runtime, disk, network};
+use super::{Runtime, disk, network, sys};
 use crate::error::{Error, Result};
 
 /// How long the helper may take to set a sandbox up before `create` gives up on it.
@@ -73,7 +73,7 @@ impl Runtime {
         // this directory (see rootfs::enter_root); nobody can list it.
         if let Err(e) = fs::set_permissions(&dirs.base, fs::Permissions::from_mode(0o711)) {
             self.creating.lock().expect("lock").remove(&spec.id);
-            let _ = fs::remove_dir_all(&dirs.base);
+            remove_reserved(&dirs);
             return Err(Error::io("chmod", &dirs.base)(e));
         }
         self.creating.lock().expect("lock").insert(spec.id.clone());
@@ -83,7 +83,7 @@ impl Runtime {
             Ok(range) => Some(range),
             Err(e) => {
                 self.creating.lock().expect("lock").remove(&spec.id);
-                let _ = fs::remove_dir_all(&dirs.base);
+                remove_reserved(&dirs);
                 return Err(e);
             }
         };
@@ -99,6 +99,8 @@ impl Runtime {
             }
             Err(err) => {
                 let cgroup = self.cgroups.sandbox(&spec.id);
+                // `destroy` logs each step that fails; the create's own error is the
+                // one its caller can act on.
                 let _ = self.destroy(&spec.id, &cgroup, None, None, ids);
                 Err(err)
             }
@@ -122,7 +124,9 @@ impl Runtime {
                 Ok(()) => Some(ready),
                 Err(error) => {
                     tracing::debug!(%error, "taking a ready disk; preparing one instead");
-                    let _ = fs::remove_file(&ready.image);
+                    if let Err(error) = fs::remove_file(&ready.image) {
+                        tracing::debug!(%error, image = %ready.image.display(), "removing a ready disk");
+                    }
                     None
                 }
             }
@@ -182,9 +186,10 @@ impl Runtime {
         let deadline = Instant::now() + HELPER_TIMEOUT;
         let mut report = String::new();
         let fail = |message: String, mut monitor: Child| {
-            let _ = cgroup.kill_all();
-            let _ = monitor.kill();
-            let _ = monitor.wait();
+            if let Err(error) = cgroup.kill_all() {
+                tracing::warn!(%error, sandbox = %spec.id, "killing a failed sandbox's processes");
+            }
+            sys::kill_and_reap(&mut monitor, "the monitor of a failed sandbox");
             Err(Error::Setup {
                 id: spec.id.clone(),
                 message,
@@ -274,7 +279,7 @@ impl Runtime {
         };
         self.save_state(&dirs.base, &state)?;
         // Not waited for by anyone else: a monitor whose sandbox ended is reaped here or
-        // at kill.
+        // at kill. Whether it has ended yet is of no interest here.
         let _ = monitor.try_wait();
         Ok((
             Entry {
@@ -286,5 +291,13 @@ impl Runtime {
             },
             handle,
         ))
+    }
+}
+
+/// Removes the directory of an id reserved by a create that then failed before anything
+/// was put in it.
+fn remove_reserved(dirs: &SandboxDirs) {
+    if let Err(error) = fs::remove_dir_all(&dirs.base) {
+        tracing::warn!(%error, dir = %dirs.base.display(), "removing a failed create's directory");
     }
 }

@@ -108,8 +108,10 @@ pub(crate) fn golden(dir: &Path, mb: u64) -> Result<PathBuf> {
         }
         fs::rename(&tmp, &path).map_err(Error::io("rename", &tmp))
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    if result.is_err()
+        && let Err(error) = fs::remove_file(&tmp)
+    {
+        tracing::debug!(%error, path = %tmp.display(), "removing a half-made golden image");
     }
     result.map(|()| path)
 }
@@ -241,7 +243,11 @@ impl DiskPool {
     /// left in `ready/` by an earlier process (their mounts went with it) are removed.
     pub(crate) fn new(dir: PathBuf, depth: usize) -> Arc<Self> {
         let ready = dir.join("ready");
-        let _ = fs::remove_dir_all(&ready);
+        if let Err(error) = fs::remove_dir_all(&ready)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, dir = %ready.display(), "removing an earlier process's ready disks");
+        }
         Arc::new(Self {
             dir,
             depth,
@@ -351,7 +357,9 @@ fn prepare(dir: &Path, mb: u64) -> Result<ReadyDisk> {
             minor,
         }),
         Err(message) => {
-            let _ = fs::remove_file(&image);
+            if let Err(error) = fs::remove_file(&image) {
+                tracing::debug!(%error, image = %image.display(), "removing a ready disk that failed");
+            }
             Err(Error::sys("prepare a ready disk")(std::io::Error::other(
                 message,
             )))

@@ -186,10 +186,7 @@ fn probe_in(
                 });
             }
             Ok(None) if started.elapsed() > Duration::from_secs(20) => {
-                // Best effort: the probe failed either way, and the child is reaped
-                // (or gone) after this.
-                let _ = child.kill();
-                let _ = child.wait();
+                super::sys::kill_and_reap(&mut child, "runsc probe");
                 return Err(ProbeError::TimedOut {
                     platform: platform.to_owned(),
                 });

@@ -57,8 +57,7 @@ impl Runtime {
             status,
         } = helper;
         if let Err(e) = handover::send_task(channel, &json, &fds) {
-            let _ = child.kill();
-            let _ = child.wait();
+            sys::kill_and_reap(&mut child, "a helper that did not take its task");
             return Err(Error::sys("hand the task to the helper")(e));
         }
         Ok((child, StatusReader::new(status)))
@@ -70,7 +69,9 @@ impl Runtime {
         let (mut child, mut status) = self.spawn_helper(&scratch, &task.into(), Vec::new())?;
         let mut report = String::new();
         let read = status.read_to_end(Instant::now() + Duration::from_secs(3600), &mut report);
-        let _ = child.wait();
+        if let Err(error) = child.wait() {
+            tracing::warn!(%error, "reaping a helper");
+        }
         read.map_err(Error::sys("read the helper's report"))?;
         Ok(report)
     }
@@ -125,7 +126,9 @@ impl WaitingHelper {
             mut child, channel, ..
         } = self;
         drop(channel);
-        let _ = child.wait();
+        if let Err(error) = child.wait() {
+            tracing::debug!(%error, "reaping a dismissed helper");
+        }
     }
 }
 

@@ -161,6 +161,8 @@ fn create_userns_mapping(map: &str) -> Result<OwnedFd, StepError> {
                 Ok(()) => 0,
                 Err(_) => 1,
             };
+            // This forked child only reports and waits: a failed write or read is the
+            // parent's to see (it reads no code, or it ends this child by closing its end).
             let _ = fs::File::from(ready_write).write_all(&[code]);
             // Stay until the parent has what it needs (EOF when it closes its end).
             let _ = fs::File::from(done_read).read(&mut [0u8; 1]);
@@ -188,7 +190,9 @@ fn create_userns_mapping(map: &str) -> Result<OwnedFd, StepError> {
                 Ok(OwnedFd::from(ns))
             })();
             drop(done_write);
-            let _ = waitpid(child, None);
+            if let Err(error) = waitpid(child, None) {
+                tracing::debug!(%error, "reaping the user namespace's child");
+            }
             result
         }
     }

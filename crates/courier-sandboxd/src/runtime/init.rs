@@ -148,7 +148,7 @@ pub fn main_if_requested() {
     };
     let mut status = File::from(status);
     // Nothing started later may inherit the status pipe: its closing signals a finished
-    // setup.
+    // setup. F_SETFD on a descriptor we own cannot fail, and there is no one to tell yet.
     let _ = fcntl(&status, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     let task = match read_task() {
         Ok(task) => task,
@@ -197,6 +197,7 @@ struct Inherited {
 impl Inherited {
     fn take() -> Self {
         let cloexec = |fd: OwnedFd| {
+            // F_SETFD on a descriptor we own cannot fail.
             let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
             fd
         };
@@ -247,6 +248,7 @@ fn prepare(
     let status = status_slot
         .as_mut()
         .ok_or_else(|| StepError::refused("no status pipe"))?;
+    // Set once per helper; a second set (there is none) would keep the first time.
     let _ = BEGAN.set(std::time::Instant::now());
     // Detach from the server's session: a Ctrl-C aimed at the server must not reach
     // sandboxes, which outlive a server restart.
@@ -364,6 +366,7 @@ fn prepare(
                 if let Some(fd) = &exited {
                     fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
                 }
+                // A failed or interrupted poll only makes this loop look again sooner.
                 let _ = poll(&mut fds, PollTimeout::from(50u16));
                 drop(fds);
                 console.pump(&console_read, false);
@@ -446,7 +449,8 @@ fn reaper(task: &SandboxTask, mut status: File, console: OwnedFd, control: Optio
     else {
         return 1;
     };
-    // Our own output goes to the console too.
+    // Our own output goes to the console too; without it PID 1 still runs, its
+    // messages lost (and there is nowhere else to say so).
     let _ = nix::unistd::dup2_stdout(&console);
     let _ = nix::unistd::dup2_stderr(&console);
     drop(console);
@@ -460,7 +464,7 @@ fn reaper(task: &SandboxTask, mut status: File, console: OwnedFd, control: Optio
     });
     mark(&mut status, "seccomp");
     // Signals are taken with sigwait below; block them before the init exists so none
-    // is lost. The init unblocks them before exec.
+    // is lost. The init unblocks them before exec. Blocking valid signals cannot fail.
     let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None);
     let (err_read, err_write) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
         Ok(pair) => pair,
@@ -477,6 +481,8 @@ fn reaper(task: &SandboxTask, mut status: File, console: OwnedFd, control: Optio
         Ok(ForkResult::Child) => {
             drop(err_read);
             let message = exec_init(init, args, env, cwd, &filter, control);
+            // After fork, before exec failed: if PID 1 cannot read the message it still
+            // sees the init gone and reports the failure without its reason.
             let _ = File::from(err_write).write_all(message.as_bytes());
             std::process::exit(127);
         }
@@ -484,6 +490,8 @@ fn reaper(task: &SandboxTask, mut status: File, console: OwnedFd, control: Optio
             drop(err_write);
             drop(control);
             let mut message = String::new();
+            // An unreadable pipe reads as "exec succeeded"; the init's exit then ends the
+            // sandbox as any init's would.
             let _ = File::from(err_read).read_to_string(&mut message);
             if !message.is_empty() {
                 report(&mut status, &format!("error {message}"));
@@ -493,7 +501,9 @@ fn reaper(task: &SandboxTask, mut status: File, console: OwnedFd, control: Optio
             report(&mut status, &format!("ready {child}"));
             // Closing the status pipe tells the runtime the setup is over.
             drop(status);
-            // PID 1 needs nothing privileged any more: bound it like the sandbox.
+            // PID 1 needs nothing privileged any more: bound it like the sandbox. Best
+            // effort: the init already runs bounded, and PID 1 (the runtime's own small
+            // reaper) reports to nobody any more.
             let _ = sys::drop_capabilities();
             let _ = sys::install_seccomp(&filter);
             reap_until_exit(child)
@@ -524,6 +534,8 @@ fn exec_init(
     filter: &sys::BpfProgram,
     control: Option<OwnedFd>,
 ) -> String {
+    // Between fork and exec: nothing to log to. Unblocking signals cannot fail, and
+    // setsid fails only for a process group leader, which a fresh child is not.
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     let _ = setsid();
     if let Some(control) = control {
@@ -577,6 +589,7 @@ fn reap_until_exit(init: Pid) -> i32 {
                 }
             },
             Ok(sig) => {
+                // Fails only once the init is gone, which the next wait reports.
                 let _ = kill(init, sig);
             }
         }
@@ -606,6 +619,7 @@ impl Console {
     /// Copies what `pipe` has now; with `until_eof`, until every writer closed it.
     /// Returns false once the pipe is at EOF.
     fn pump(&mut self, pipe: &OwnedFd, until_eof: bool) -> bool {
+        // F_SETFL on a descriptor we own cannot fail.
         let _ = fcntl(pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
         let mut buf = [0u8; 16 * 1024];
         loop {
@@ -615,6 +629,7 @@ impl Console {
                 Err(nix::errno::Errno::EAGAIN) if !until_eof => return true,
                 Err(nix::errno::Errno::EAGAIN) => {
                     let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+                    // A failed poll only makes this loop read again sooner.
                     let _ = poll(&mut fds, PollTimeout::from(100u16));
                 }
                 Err(nix::errno::Errno::EINTR) => {}
@@ -632,11 +647,13 @@ impl Console {
         let room = self.cap.saturating_sub(self.written) as usize;
         let keep = bytes.len().min(room);
         if keep > 0 {
+            // The console is where errors would go: a failed write has no other outlet.
             let _ = std::io::stdout().write_all(&bytes[..keep]);
             self.written += keep as u64;
         }
         if keep < bytes.len() {
             if self.dropped == 0 {
+                // As above: the console is the only outlet.
                 let _ = writeln!(
                     std::io::stdout(),
                     "\n[courier-sandboxd: console log limit of {} bytes reached; further output is dropped]",
@@ -679,13 +696,15 @@ fn watch_pid1(pid1: Pid, console_read: OwnedFd, lifeline: Option<OwnedFd>, cap: 
         } else {
             PollTimeout::from(200u16)
         };
+        // A failed poll only makes this loop look again sooner.
         let _ = poll(&mut fds, timeout);
         drop(fds);
         if console_open {
             console_open = console.pump(&console_read, false);
         }
         if lifeline_broke(&mut lifeline) {
-            // The runtime that asked for this sandbox to die with it is gone.
+            // The runtime that asked for this sandbox to die with it is gone. Fails only
+            // if PID 1 is already gone, which the wait below sees.
             let _ = kill(pid1, Signal::SIGKILL);
         }
         match waitpid(pid1, Some(WaitPidFlag::WNOHANG)) {
@@ -721,6 +740,7 @@ fn watch_children(
         if let Some(fd) = &lifeline {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
         }
+        // A failed poll only makes this loop look again sooner.
         let _ = poll(&mut fds, PollTimeout::from(200u16));
         drop(fds);
         if console_open {
@@ -751,6 +771,7 @@ fn kill_cgroup_but_self(cgroup_procs: &[PathBuf]) {
         };
         for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
             if pid != me {
+                // A process that already exited needs no kill.
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
@@ -808,5 +829,7 @@ pub(crate) fn report(status: &mut File, line: &str) {
     }
     line.truncate(end);
     line.push('\n');
+    // The status pipe is the only way to the runtime: if it is gone, so is the runtime
+    // that would read this line (its create has given up on the helper).
     let _ = status.write_all(line.as_bytes());
 }

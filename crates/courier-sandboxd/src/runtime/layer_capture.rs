@@ -68,8 +68,7 @@ impl Runtime {
         let killed = entry.cgroup.kill_all();
         let mut monitor = entry.monitor;
         if let Some(monitor) = monitor.as_mut() {
-            let _ = monitor.kill();
-            let _ = monitor.wait();
+            super::sys::kill_and_reap(monitor, "a captured sandbox's monitor");
         }
         let dirs = self.dirs(id);
         let captured = killed.and_then(|()| {
@@ -196,8 +195,10 @@ fn assemble(
         fs::write(&manifest_path, manifest).map_err(Error::io("write", &manifest_path))?;
         fs::rename(&staging, dest).map_err(Error::io("rename", &staging))
     })();
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&staging);
+    if result.is_err()
+        && let Err(error) = fs::remove_dir_all(&staging)
+    {
+        tracing::warn!(%error, dir = %staging.display(), "removing a failed capture's staging dir");
     }
     result
 }

@@ -215,7 +215,7 @@ impl Runtime {
     /// file would be read from disk again after every sandbox's end.
     pub fn preload(&self, path: &Path) {
         let path = path.to_path_buf();
-        let _ = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("courier-preload".into())
             .spawn(move || {
                 let copied = File::open(&path)
@@ -224,6 +224,9 @@ impl Runtime {
                     tracing::debug!(%error, path = %path.display(), "preloading");
                 }
             });
+        if let Err(error) = spawned {
+            tracing::debug!(%error, "starting the preload thread");
+        }
     }
 
     /// How many ready disks wait, all sizes together.

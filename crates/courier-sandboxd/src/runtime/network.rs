@@ -187,8 +187,7 @@ pub fn attach(
         })?;
 
     let fail = |child: &mut Child, why: String| {
-        let _ = child.kill();
-        let _ = child.wait();
+        super::sys::kill_and_reap(child, "slirp4netns that failed to start");
         let output = fs::read_to_string(log).unwrap_or_default();
         Err(Error::Sys {
             op: "start slirp4netns (outbound network)".into(),

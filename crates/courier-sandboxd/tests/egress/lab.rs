@@ -247,6 +247,7 @@ impl Lab {
         let Some(mut child) = self.sandboxd.take() else {
             return;
         };
+        // Best effort: a server already gone is what this waits for anyway.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
@@ -258,6 +259,7 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        // Last resort after SIGTERM; a process already gone needs neither.
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -324,6 +326,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.stop_sandboxd();
+        // Cleanup: a process already gone needs neither kill nor wait.
         for mut host in self.hosts.drain(..) {
             let _ = host.kill();
             let _ = host.wait();

@@ -110,6 +110,7 @@ fn measure_connect_latency_and_proxy_throughput() {
     );
     attached.kill().unwrap();
     attached.wait().unwrap();
+    // Cleanup: a process already gone needs neither kill nor wait.
     let _ = unsupervised.kill();
     let _ = unsupervised.wait();
     for mut holder in [supervised, plain] {

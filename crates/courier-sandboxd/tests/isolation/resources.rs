@@ -193,6 +193,7 @@ fn cpu_bound_loop_is_throttled_to_its_quota() {
         fx.runtime.stats(&sbx.id).unwrap().cpu_usage_ns,
         Instant::now(),
     );
+    // Cleanup after the measurement: a hog already gone needs neither.
     let _ = hog.kill();
     let _ = hog.wait();
     let ratio = (cpu1 - cpu0) as f64 / 1e9 / (t1 - t0).as_secs_f64();
