@@ -45,7 +45,7 @@ impl Runtime {
         self.cgroup_of(id)?.thaw()
     }
 
-    /// Lets a sandbox created to die with this runtime ([`SandboxSpec::die_with_runtime`])
+    /// Lets a sandbox created to die with this runtime ([`SandboxSpec::die_with_runtime`](super::SandboxSpec::die_with_runtime))
     /// outlive it from now on, like any other (a sandbox started ahead of a create, once
     /// the create takes it). Its monitor is told so through the lifeline itself.
     pub fn outlive_runtime(&self, id: &str) -> Result<()> {

@@ -22,7 +22,7 @@
 //!
 //! **Ready disks.** Copying the image, attaching a loop device (`LOOP_CONFIGURE` freezes
 //! the device's queue: ~2 ms here, an RCU grace period) and mounting ext4 cost ~4 ms,
-//! nearly half of a create. [`DiskPool`] does that work ahead of time, off the create
+//! nearly half of a create. `DiskPool` does that work ahead of time, off the create
 //! path: it keeps a few images of the sizes in use copied, attached and mounted as
 //! *detached* mounts (`fsmount`: a mount in no namespace, held by a descriptor). A create
 //! takes one, renames its image into the sandbox's directory and hands the mount's

@@ -31,7 +31,7 @@ impl Runtime {
     }
 
     /// Connects to the control socket of sandbox `id` (see
-    /// [`SandboxSpec::control_socket`]) and checks that the process answering belongs to
+    /// [`SandboxSpec::control_socket`](super::SandboxSpec::control_socket)) and checks that the process answering belongs to
     /// the sandbox.
     ///
     /// A namespace sandbox's socket lives where only the runtime can reach it. A gVisor

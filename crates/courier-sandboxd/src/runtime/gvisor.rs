@@ -28,7 +28,7 @@
 //!   — an unprivileged host uid no other sandbox shares — not as host root (runsc's
 //!   default with `--directfs`); both run chrooted under runsc's own seccomp filters with
 //!   `no_new_privs`; and the runtime adds [`super::seccomp::Profile::Runsc`] under all of
-//!   it. runsc sees the root at [`super::init::GVISOR_ROOT`], a bind in the helper's
+//!   it. runsc sees the root at `init::GVISOR_ROOT`, a bind in the helper's
 //!   private mount namespace: those ids could not walk down the runtime's 0700 data dir.
 //! - **Platform**: `systrap` where the installed runsc has it, else `ptrace` (the `kvm`
 //!   platform hangs on this machine's PVM `/dev/kvm`).

@@ -13,10 +13,10 @@ use crate::error::Result;
 /// What differs between isolations — the seam a third one (a microVM booting the same
 /// disk and layers, envd over vsock; see ARCHITECTURE.md) would implement. Everything
 /// else (ids, disks, cgroups, the helper's root assembly, network, state, recovery,
-/// capture) is the [`Runtime`]'s and shared.
+/// capture) is the [`Runtime`](super::Runtime)'s and shared.
 pub(crate) trait Isolator: Send + Sync {
     /// Sets up a sandbox's control channel before it starts: a descriptor for the init
-    /// (it receives it as [`init::INIT_CONTROL_FD`]) and/or binds into the sandbox.
+    /// (it receives it as [`init::INIT_CONTROL_FD`](super::init::INIT_CONTROL_FD)) and/or binds into the sandbox.
     fn prepare_control(&self, dirs: &SandboxDirs, ids: Option<IdRange>) -> Result<Control>;
 
     /// How the helper runs the assembled root.
@@ -53,7 +53,7 @@ pub(crate) trait Isolator: Send + Sync {
 /// A control channel prepared by [`Isolator::prepare_control`].
 #[derive(Default)]
 pub(crate) struct Control {
-    /// Handed to the init as [`init::INIT_CONTROL_FD`].
+    /// Handed to the init as [`init::INIT_CONTROL_FD`](super::init::INIT_CONTROL_FD).
     pub fd: Option<OwnedFd>,
     /// Bound into the sandbox.
     pub binds: Vec<BindMount>,

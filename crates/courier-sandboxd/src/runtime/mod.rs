@@ -23,7 +23,7 @@
 //! mount, UTS, IPC, network and cgroup namespaces, a syscall filter ([`seccomp`]) and a
 //! minimal capability bounding set) and **gVisor** (a kernel of its own per sandbox,
 //! [`gvisor`]). The seam between them is the crate-internal `Isolator` trait
-//! (`container.rs`, `gvisor.rs`) with the helper's [`init::Launch`]: how the control
+//! (`container.rs`, `gvisor.rs`) with the helper's `init::Launch`: how the control
 //! socket is prepared and reached, how the assembled root is run, how a program is run
 //! inside. A microVM isolation (see ARCHITECTURE.md) would be a third implementation
 //! that boots a VM from the same disk and layers.

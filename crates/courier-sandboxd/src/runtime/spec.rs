@@ -130,7 +130,7 @@ pub const DEFAULT_DISK_MB: u64 = 4096;
 pub struct SandboxSpec {
     /// Sandbox id: 1-64 of `[A-Za-z0-9_-]`. Also the default hostname.
     pub id: String,
-    /// Read-only layers, bottom first (see [`rootfs`] for their layout). At least one.
+    /// Read-only layers, bottom first (see [`rootfs`](super::rootfs) for their layout). At least one.
     pub layers: Vec<PathBuf>,
     /// Absolute path of the init program *inside* the sandbox (bind it in with
     /// [`binds`](Self::binds) when it lives on the host, like courier-envd).
@@ -141,7 +141,7 @@ pub struct SandboxSpec {
     pub env: BTreeMap<String, String>,
     /// Resource limits.
     pub limits: Limits,
-    /// Outbound network through slirp4netns (see [`network`]); without it the sandbox
+    /// Outbound network through slirp4netns (see [`network`](super::network)); without it the sandbox
     /// has only loopback. `true` fails with [`Error::Unsupported`] when slirp4netns is
     /// not installed.
     #[serde(default)]
@@ -171,15 +171,15 @@ pub struct SandboxSpec {
     /// them); off by default: the syscall filter refuses them.
     #[serde(default)]
     pub nested_namespaces: bool,
-    /// Give the init a control socket: on descriptor [`init::INIT_CONTROL_FD`] (a socket
+    /// Give the init a control socket: on descriptor [`init::INIT_CONTROL_FD`](super::init::INIT_CONTROL_FD) (a socket
     /// bound but not listening) for a namespace sandbox, or the directory
     /// [`GVISOR_CONTROL_DIR`] for a gVisor one; the runtime reaches it with
-    /// [`Runtime::connect_control`].
+    /// [`Runtime::connect_control`](super::Runtime::connect_control).
     #[serde(default)]
     pub control_socket: bool,
     /// Kill the sandbox when the process running this runtime exits (for sandboxes that
     /// must not outlive their server, like template build sandboxes). Others survive a
-    /// server restart and are adopted by [`Runtime::recover`].
+    /// server restart and are adopted by [`Runtime::recover`](super::Runtime::recover).
     #[serde(default)]
     pub die_with_runtime: bool,
 }
@@ -246,13 +246,13 @@ pub struct SandboxHandle {
 pub enum SandboxStatus {
     /// Its processes run.
     Running,
-    /// Frozen by [`Runtime::freeze`]; memory kept.
+    /// Frozen by [`Runtime::freeze`](super::Runtime::freeze); memory kept.
     Frozen,
-    /// Its init has exited; only [`Runtime::kill`] (cleanup) remains.
+    /// Its init has exited; only [`Runtime::kill`](super::Runtime::kill) (cleanup) remains.
     Exited,
 }
 
-/// How [`Runtime::command_with`] runs a program inside a sandbox.
+/// How [`Runtime::command_with`](super::Runtime::command_with) runs a program inside a sandbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecOptions {
     /// `(uid, gid)` to run as (no supplementary groups); `None` = root. The base layer's

@@ -73,7 +73,7 @@ pub struct BindMount {
     pub readonly: bool,
     /// In a namespace sandbox, present the files of host uid/gid 1000 as the sandbox's
     /// `user` (and every other id as `nobody`) through an idmapped mount (see
-    /// [`super::idmap::create_shared_userns`]); for operator directories the sandbox's
+    /// `idmap::create_shared_userns`); for operator directories the sandbox's
     /// user should own. Without it the tree keeps host ownership, which the sandbox sees
     /// as `nobody` throughout.
     #[serde(default)]
