@@ -19,10 +19,10 @@ impl Runtime {
     /// loop device) die with its mount namespace; any that leaked onto the host are
     /// detached.
     pub fn kill(&self, id: &str) -> Result<()> {
-        let entry = self.sandboxes.lock().expect("lock").remove(id);
+        let entry = self.known().remove(id);
         let Some(entry) = entry else {
             // Known on disk only (e.g. before `recover`)?
-            if self.dirs(id).base.exists() && !self.creating.lock().expect("lock").contains(id) {
+            if self.dirs(id).base.exists() && !self.creating_ids().contains(id) {
                 let ids = self.read_state(id).and_then(|s| s.ids);
                 return self.destroy(id, &self.cgroups.sandbox(id), None, None, ids);
             }
@@ -40,13 +40,7 @@ impl Runtime {
     /// Kills every sandbox this runtime knows (e.g. at shutdown when sandboxes must not
     /// outlive the server). Returns the first error after trying all.
     pub fn kill_all(&self) -> Result<()> {
-        let ids: Vec<String> = self
-            .sandboxes
-            .lock()
-            .expect("lock")
-            .keys()
-            .cloned()
-            .collect();
+        let ids: Vec<String> = self.known().keys().cloned().collect();
         let mut first = Ok(());
         for id in ids {
             if let Err(e) = self.kill(&id)
@@ -121,8 +115,8 @@ impl Runtime {
         ids.sort();
         for id in ids {
             if validate_id(&id).is_err()
-                || self.sandboxes.lock().expect("lock").contains_key(&id)
-                || self.creating.lock().expect("lock").contains(&id)
+                || self.known().contains_key(&id)
+                || self.creating_ids().contains(&id)
             {
                 continue;
             }
@@ -139,7 +133,7 @@ impl Runtime {
                 && cgroup.exists()
             {
                 report.adopted.push(state.handle.clone());
-                self.sandboxes.lock().expect("lock").insert(
+                self.known().insert(
                     id,
                     Entry {
                         state,

@@ -72,29 +72,26 @@ impl Runtime {
         // (an unprivileged host id) steps from its root into the root's own mount through
         // this directory (see rootfs::enter_root); nobody can list it.
         if let Err(e) = fs::set_permissions(&dirs.base, fs::Permissions::from_mode(0o711)) {
-            self.creating.lock().expect("lock").remove(&spec.id);
+            self.creating_ids().remove(&spec.id);
             remove_reserved(&dirs);
             return Err(Error::io("chmod", &dirs.base)(e));
         }
-        self.creating.lock().expect("lock").insert(spec.id.clone());
+        self.creating_ids().insert(spec.id.clone());
         // Both isolations run under the sandbox's own host ids: the namespace sandbox's
         // processes, and gVisor's Sentry and gofer (a user namespace in its OCI spec).
         let ids = match self.ids.allocate() {
             Ok(range) => Some(range),
             Err(e) => {
-                self.creating.lock().expect("lock").remove(&spec.id);
+                self.creating_ids().remove(&spec.id);
                 remove_reserved(&dirs);
                 return Err(e);
             }
         };
         let result = self.start(&spec, &dirs, layers, hostname, slirp.as_deref(), ids);
-        self.creating.lock().expect("lock").remove(&spec.id);
+        self.creating_ids().remove(&spec.id);
         match result {
             Ok((entry, handle)) => {
-                self.sandboxes
-                    .lock()
-                    .expect("lock")
-                    .insert(spec.id.clone(), entry);
+                self.known().insert(spec.id.clone(), entry);
                 Ok(handle)
             }
             Err(err) => {

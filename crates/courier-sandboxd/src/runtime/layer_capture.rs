@@ -58,9 +58,7 @@ impl Runtime {
     pub fn capture_layer(&self, id: &str, dest: &Path) -> Result<()> {
         check_dest(dest)?;
         let entry = self
-            .sandboxes
-            .lock()
-            .expect("lock")
+            .known()
             .remove(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
         // Every process must be gone before the disk is read: nothing may write to it any

@@ -1,10 +1,11 @@
 //! The sandboxes a runtime knows: their entries in memory and their persisted state.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::sync::MutexGuard;
 
 use super::Runtime;
 use super::cgroup::SandboxCgroup;
@@ -65,6 +66,21 @@ pub(super) fn process_alive(pid: i32, start_time: u64) -> bool {
 }
 
 impl Runtime {
+    /// The sandboxes this runtime knows, locked. Code holding the lock only reads and
+    /// updates entries (errors are returned, not panicked), so it is never poisoned.
+    pub(super) fn known(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        self.sandboxes
+            .lock()
+            .expect("the sandbox map's lock is never held across a panic")
+    }
+
+    /// The ids being created right now, locked (never poisoned: see [`Self::known`]).
+    pub(super) fn creating_ids(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.creating
+            .lock()
+            .expect("the creating set's lock is never held across a panic")
+    }
+
     pub(super) fn save_state(&self, base: &Path, state: &SandboxState) -> Result<()> {
         let path = base.join("state.json");
         let tmp = base.join("state.json.tmp");
@@ -88,7 +104,7 @@ impl Runtime {
         id: &str,
         f: impl FnOnce(&mut Entry) -> Result<T>,
     ) -> Result<T> {
-        let mut map = self.sandboxes.lock().expect("lock");
+        let mut map = self.known();
         let entry = map
             .get_mut(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
@@ -97,7 +113,7 @@ impl Runtime {
 
     /// Ids and handles of the sandboxes this runtime knows.
     pub fn list(&self) -> Vec<SandboxHandle> {
-        let map = self.sandboxes.lock().expect("lock");
+        let map = self.known();
         let mut list: Vec<SandboxHandle> = map.values().map(|e| e.state.handle.clone()).collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
         list
@@ -106,7 +122,7 @@ impl Runtime {
     /// Every layer directory a known sandbox is built on (their overlays use them as
     /// lower dirs, so they must stay until those sandboxes are gone).
     pub fn layers_in_use(&self) -> HashSet<PathBuf> {
-        let map = self.sandboxes.lock().expect("lock");
+        let map = self.known();
         map.values()
             .flat_map(|e| e.state.spec.layers.iter().cloned())
             .collect()
