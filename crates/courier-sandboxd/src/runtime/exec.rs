@@ -7,7 +7,7 @@ use std::process::Command;
 use super::Runtime;
 use super::isolator::Running;
 use super::registry::process_alive;
-use super::spec::ExecOptions;
+use super::spec::{ExecOptions, SANDBOX_USER};
 use crate::error::{Error, Result};
 
 impl Runtime {
@@ -115,7 +115,7 @@ impl Runtime {
                 if user.0 == 0 {
                     "/root".to_string()
                 } else {
-                    format!("/home/{}", crate::base_layer::USER)
+                    format!("/home/{SANDBOX_USER}")
                 },
             );
         }

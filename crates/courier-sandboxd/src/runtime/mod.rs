@@ -72,7 +72,7 @@ pub use idmap::IdRange;
 pub use rootfs::{BindMount, HostDir, LayerManifest};
 pub use spec::{
     DEFAULT_DISK_MB, DEFAULT_PATH, ExecOptions, GVISOR_CONTROL_DIR, IoLimits, Isolation, Limits,
-    SandboxHandle, SandboxSpec, SandboxStatus,
+    SANDBOX_USER, SandboxHandle, SandboxSpec, SandboxStatus,
 };
 
 pub(crate) use isolator::{Control, Isolator, Running};

@@ -223,6 +223,11 @@ impl SandboxSpec {
     }
 }
 
+/// The name of the unprivileged user every sandbox has (the base layer's; its home is
+/// `/home/<name>`, which [`Runtime::command_with`](super::Runtime::command_with) sets as
+/// `HOME` for a user other than root).
+pub const SANDBOX_USER: &str = "user";
+
 /// `PATH` for processes started in a sandbox.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
