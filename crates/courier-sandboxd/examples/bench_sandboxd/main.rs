@@ -42,6 +42,43 @@ use workloads::prepare_workloads;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Why a workload or a figure could not be had (printed in its place).
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum Unavailable {
+    /// A program could not be started, or a file not written or read.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// A program ran and failed, or its output was not what the bench reads.
+    #[error("{what}: {detail}")]
+    Failed { what: String, detail: String },
+    /// The figure was not measured.
+    #[error("not run")]
+    NotRun,
+}
+
+impl Unavailable {
+    /// The I/O error of `what` (for `map_err`).
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Unavailable {
+        let what = what.into();
+        move |source| Unavailable::Io {
+            what,
+            source: std::sync::Arc::new(source),
+        }
+    }
+
+    /// `what` failed with `detail`.
+    pub(crate) fn failed(what: impl Into<String>, detail: impl std::fmt::Display) -> Unavailable {
+        Unavailable::Failed {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
 pub(crate) fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()

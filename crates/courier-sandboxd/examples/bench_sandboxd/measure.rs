@@ -39,16 +39,16 @@ pub(crate) fn python_run_true(
     key: &str,
     sandbox_id: &str,
     runs: usize,
-) -> Result<(Duration, Duration), String> {
+) -> Result<(Duration, Duration), Unavailable> {
     let root = repo_root();
     let venv = Command::new("bash")
         .arg(root.join("tests/python/venv.sh"))
         .current_dir(&root)
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|e| format!("venv.sh: {e}"))?;
+        .map_err(Unavailable::io("venv.sh"))?;
     if !venv.status.success() {
-        return Err(format!("venv.sh failed ({})", venv.status));
+        return Err(Unavailable::failed("venv.sh failed", venv.status));
     }
     let venv = String::from_utf8_lossy(&venv.stdout)
         .lines()
@@ -75,17 +75,17 @@ pub(crate) fn python_run_true(
         .env("E2B_API_KEY", key)
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|e| format!("python: {e}"))?;
+        .map_err(Unavailable::io("python"))?;
     if !output.status.success() {
-        return Err(format!("bench_envd.py failed ({})", output.status));
+        return Err(Unavailable::failed("bench_envd.py failed", output.status));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().unwrap_or_default();
-    let value: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("bench_envd.py output: {e}: {line}"))?;
+    let value: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| Unavailable::failed("bench_envd.py output", format!("{e}: {line}")))?;
     let samples = value["run_true_s"]
         .as_array()
-        .ok_or("bench_envd.py output lacks run_true_s")?
+        .ok_or_else(|| Unavailable::failed("bench_envd.py output", "no run_true_s"))?
         .iter()
         .filter_map(|v| v.as_f64())
         .map(Duration::from_secs_f64)
@@ -119,8 +119,8 @@ pub(crate) fn bench_isolation(
         run_true_python: None,
         stat_20k: None,
         writes_300: None,
-        npm: Err("not run".into()),
-        git_tests: Err("not run".into()),
+        npm: Err(Unavailable::NotRun),
+        git_tests: Err(Unavailable::NotRun),
     };
     let result = runtime.block_on(bench(
         &started.api,
@@ -358,12 +358,11 @@ pub(crate) async fn bench(
                 .await;
             match out {
                 Ok(out) if out.exit_code == 0 => Ok(start.elapsed()),
-                Ok(out) => Err(format!(
-                    "`{command}` exited {}: {}",
-                    out.exit_code,
-                    out.stderr.lines().last().unwrap_or_default()
+                Ok(out) => Err(Unavailable::failed(
+                    format!("`{command}` exited {}", out.exit_code),
+                    out.stderr.lines().last().unwrap_or_default(),
                 )),
-                Err(e) => Err(format!("`{command}`: {e}")),
+                Err(e) => Err(Unavailable::failed(format!("`{command}`"), e)),
             }
         }
     };

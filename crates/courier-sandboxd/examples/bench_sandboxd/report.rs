@@ -28,8 +28,8 @@ pub(crate) struct Figures {
     pub(crate) run_true_python: Option<(Duration, Duration)>,
     pub(crate) stat_20k: Option<Duration>,
     pub(crate) writes_300: Option<Duration>,
-    pub(crate) npm: Result<Duration, String>,
-    pub(crate) git_tests: Result<Duration, String>,
+    pub(crate) npm: Result<Duration, Unavailable>,
+    pub(crate) git_tests: Result<Duration, Unavailable>,
 }
 
 pub(crate) fn print_table(all: &[Figures], sizes: &Sizes, npm_package: &str) {
@@ -49,7 +49,7 @@ pub(crate) fn print_table(all: &[Figures], sizes: &Sizes, npm_package: &str) {
     let pair = |v: Option<(Duration, Duration)>| {
         v.map_or("n/a".to_owned(), |(a, b)| format!("{} / {}", ms(a), ms(b)))
     };
-    let secs = |v: &Result<Duration, String>| match v {
+    let secs = |v: &Result<Duration, Unavailable>| match v {
         Ok(d) => format!("{:.2} s", d.as_secs_f64()),
         Err(_) => "n/a".to_owned(),
     };

@@ -5,10 +5,10 @@ use super::*;
 /// Host-side inputs of the agent-like workloads, made once.
 pub(crate) struct Workloads {
     /// A tarball of an npm cache holding the package and its dependencies.
-    pub(crate) npm_cache: Result<Vec<u8>, String>,
+    pub(crate) npm_cache: Result<Vec<u8>, Unavailable>,
     pub(crate) npm_package: String,
     /// A git bundle of a small Python project with a unittest suite.
-    pub(crate) git_bundle: Result<Vec<u8>, String>,
+    pub(crate) git_bundle: Result<Vec<u8>, Unavailable>,
 }
 
 pub(crate) fn prepare_workloads(dir: &Path) -> Workloads {
@@ -17,7 +17,7 @@ pub(crate) fn prepare_workloads(dir: &Path) -> Workloads {
     let npm_cache = (|| {
         let cache = dir.join("npmcache");
         let project = dir.join("npmproject");
-        std::fs::create_dir_all(&project).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&project).map_err(Unavailable::io("create the npm project dir"))?;
         let out = Command::new("npm")
             .args(["install", "--no-audit", "--no-fund", "--cache"])
             .arg(&cache)
@@ -25,18 +25,19 @@ pub(crate) fn prepare_workloads(dir: &Path) -> Workloads {
             .arg(&project)
             .arg(&npm_package)
             .output()
-            .map_err(|e| format!("npm: {e}"))?;
+            .map_err(Unavailable::io("npm"))?;
         if !out.status.success() {
-            return Err(format!(
-                "npm install {npm_package} (to fill the local cache) failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+            return Err(Unavailable::failed(
+                format!("npm install {npm_package} (to fill the local cache) failed"),
+                String::from_utf8_lossy(&out.stderr).trim(),
             ));
         }
         tar_dir(dir, "npmcache")
     })();
     let git_bundle = (|| {
         let repo = dir.join("repo");
-        std::fs::create_dir_all(repo.join("tests")).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(repo.join("tests"))
+            .map_err(Unavailable::io("create the test repo"))?;
         for module in 0..40 {
             let mut text = String::from("import os, tempfile, unittest\n\n");
             text.push_str(&format!("class Test{module}(unittest.TestCase):\n"));
@@ -48,10 +49,11 @@ pub(crate) fn prepare_workloads(dir: &Path) -> Workloads {
                 ));
             }
             std::fs::write(repo.join(format!("tests/test_m{module}.py")), text)
-                .map_err(|e| e.to_string())?;
+                .map_err(Unavailable::io("write a test module"))?;
         }
-        std::fs::write(repo.join("tests/__init__.py"), "").map_err(|e| e.to_string())?;
-        let git = |args: &[&str]| -> Result<(), String> {
+        std::fs::write(repo.join("tests/__init__.py"), "")
+            .map_err(Unavailable::io("write tests/__init__.py"))?;
+        let git = |args: &[&str]| -> Result<(), Unavailable> {
             let out = Command::new("git")
                 .args([
                     "-c",
@@ -62,13 +64,13 @@ pub(crate) fn prepare_workloads(dir: &Path) -> Workloads {
                 .args(args)
                 .current_dir(&repo)
                 .output()
-                .map_err(|e| format!("git: {e}"))?;
+                .map_err(Unavailable::io("git"))?;
             if out.status.success() {
                 Ok(())
             } else {
-                Err(format!(
-                    "git {args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
+                Err(Unavailable::failed(
+                    format!("git {args:?}"),
+                    String::from_utf8_lossy(&out.stderr).trim(),
                 ))
             }
         };
@@ -76,7 +78,7 @@ pub(crate) fn prepare_workloads(dir: &Path) -> Workloads {
         git(&["add", "."])?;
         git(&["commit", "-q", "-m", "tests"])?;
         git(&["bundle", "create", "-q", "../repo.bundle", "--all"])?;
-        std::fs::read(dir.join("repo.bundle")).map_err(|e| e.to_string())
+        std::fs::read(dir.join("repo.bundle")).map_err(Unavailable::io("read the git bundle"))
     })();
     Workloads {
         npm_cache,
@@ -86,15 +88,18 @@ pub(crate) fn prepare_workloads(dir: &Path) -> Workloads {
 }
 
 /// `tar czf` of `dir/name`, in memory.
-pub(crate) fn tar_dir(dir: &Path, name: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn tar_dir(dir: &Path, name: &str) -> Result<Vec<u8>, Unavailable> {
     let out = Command::new("tar")
         .args(["czf", "-", "-C"])
         .arg(dir)
         .arg(name)
         .output()
-        .map_err(|e| format!("tar: {e}"))?;
+        .map_err(Unavailable::io("tar"))?;
     if !out.status.success() {
-        return Err(format!("tar: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(Unavailable::failed(
+            "tar",
+            String::from_utf8_lossy(&out.stderr),
+        ));
     }
     Ok(out.stdout)
 }
