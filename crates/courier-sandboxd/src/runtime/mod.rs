@@ -36,6 +36,13 @@
 //!
 //! The API is blocking (it waits for the kernel and for the helper); async callers wrap it
 //! in `spawn_blocking`.
+//!
+//! Code map: this file holds [`Runtime`] and its configuration; `spec.rs` what a sandbox
+//! is made of; `create.rs` starting one through the helper (`helper.rs`: helpers started
+//! ahead of their tasks and their status); `control.rs` status, freeze, limits, network;
+//! `exec.rs` files, control socket and commands inside; `cleanup.rs` kill and recovery;
+//! `registry.rs` the sandboxes known and their `state.json`; `isolator.rs` the seam
+//! between isolations; [`init`] the helper's own side.
 
 pub mod cgroup;
 mod cleanup;
