@@ -36,7 +36,7 @@ use crate::runtime::rootfs::{HostDir, LAYER_MANIFEST, LAYER_ROOTFS, LayerManifes
 pub const HOST_SYSTEM_DIRS: [&str; 7] = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
 /// The unprivileged user every sandbox has.
-pub const USER: &str = "user";
+pub const USER: &str = crate::runtime::SANDBOX_USER;
 /// Its uid and gid.
 pub const USER_ID: u32 = 1000;
 

@@ -126,8 +126,10 @@ impl DomainProxy {
 impl Drop for DomainProxy {
     fn drop(&mut self) {
         self.stop.cancel();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::warn!("the domain proxy's thread panicked");
         }
     }
 }
@@ -178,6 +180,7 @@ async fn relay(mut client: TcpStream, entry: Pending, stop: CancellationToken) {
     if upstream.write_all(&head).await.is_err() {
         return;
     }
+    // Latency only: a socket without TCP_NODELAY still carries the traffic.
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     tokio::select! {
@@ -187,12 +190,60 @@ async fn relay(mut client: TcpStream, entry: Pending, stop: CancellationToken) {
     }
 }
 
+/// Why the domain proxy refused a connection (logged; the sandbox's connection closes).
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// What the client sent names no host.
+    #[error("{0}")]
+    NoName(&'static str),
+    /// The first [`MAX_SNIFF`] bytes named no host.
+    #[error("no server name within the first 16 KiB")]
+    NameTooLate,
+    /// The client closed before naming a host.
+    #[error("closed before naming a host")]
+    ClosedEarly,
+    /// Reading from the client failed.
+    #[error("read: {0}")]
+    Read(#[source] io::Error),
+    /// The client named no host in time.
+    #[error("no TLS ClientHello or HTTP request within {SNIFF_TIMEOUT:?}")]
+    SniffTimeout,
+    /// The named host is not an `allowOut` domain.
+    #[error("{0} is not an allowOut domain")]
+    NotAllowed(String),
+    /// Resolving the named host took too long.
+    #[error("resolving {0} took longer than {RESOLVE_TIMEOUT:?}")]
+    ResolveTimeout(String),
+    /// Resolving the named host failed.
+    #[error("resolving {name}: {source}")]
+    Resolve {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The named host does not resolve to the address the sandbox connects to.
+    #[error("{name} does not resolve to {ip}")]
+    Elsewhere { name: String, ip: std::net::IpAddr },
+    /// The address is internal.
+    #[error("{name}: {refused}")]
+    Internal {
+        name: String,
+        refused: super::policy::Refused,
+    },
+    /// Connecting upstream took too long.
+    #[error("connecting took longer than {CONNECT_TIMEOUT:?}")]
+    ConnectTimeout,
+    /// Connecting upstream failed.
+    #[error("connect: {0}")]
+    Connect(#[source] io::Error),
+}
+
 /// Reads the name, checks it against the rules and DNS, and connects. Returns the name,
 /// the bytes read so far and the upstream connection, or why the connection is refused.
 async fn check(
     client: &mut TcpStream,
     entry: &Pending,
-) -> Result<(String, Vec<u8>, TcpStream), String> {
+) -> Result<(String, Vec<u8>, TcpStream), Refusal> {
     let destination = entry.destination;
     let mut head = Vec::with_capacity(2048);
     let name = tokio::time::timeout(SNIFF_TIMEOUT, async {
@@ -200,43 +251,49 @@ async fn check(
         loop {
             match sniff(&head) {
                 Sniff::Name(name) => return Ok(name),
-                Sniff::NoName(why) => return Err(why.to_owned()),
+                Sniff::NoName(why) => return Err(Refusal::NoName(why)),
                 Sniff::NeedMore if head.len() >= MAX_SNIFF => {
-                    return Err("no server name within the first 16 KiB".to_owned());
+                    return Err(Refusal::NameTooLate);
                 }
                 Sniff::NeedMore => {}
             }
             let room = (MAX_SNIFF - head.len()).min(chunk.len());
             match client.read(&mut chunk[..room]).await {
-                Ok(0) => return Err("closed before naming a host".to_owned()),
+                Ok(0) => return Err(Refusal::ClosedEarly),
                 Ok(n) => head.extend_from_slice(&chunk[..n]),
-                Err(e) => return Err(format!("read: {e}")),
+                Err(e) => return Err(Refusal::Read(e)),
             }
         }
     })
     .await
-    .map_err(|_| format!("no TLS ClientHello or HTTP request within {SNIFF_TIMEOUT:?}"))??;
+    .map_err(|_| Refusal::SniffTimeout)??;
 
     if !entry.egress.rules().allows_domain(&name) {
-        return Err(format!("{name} is not an allowOut domain"));
+        return Err(Refusal::NotAllowed(name));
     }
     let answers = tokio::time::timeout(
         RESOLVE_TIMEOUT,
         tokio::net::lookup_host((name.as_str(), destination.port())),
     )
     .await
-    .map_err(|_| format!("resolving {name} took longer than {RESOLVE_TIMEOUT:?}"))?
-    .map_err(|e| format!("resolving {name}: {e}"))?;
+    .map_err(|_| Refusal::ResolveTimeout(name.clone()))?
+    .map_err(|source| Refusal::Resolve {
+        name: name.clone(),
+        source,
+    })?;
     let target = canonical(destination.ip());
     if !answers.into_iter().any(|a| canonical(a.ip()) == target) {
-        return Err(format!("{name} does not resolve to {}", destination.ip()));
+        return Err(Refusal::Elsewhere {
+            name,
+            ip: destination.ip(),
+        });
     }
     if let Some(refused) = entry.egress.internal(destination.ip()) {
-        return Err(format!("{name}: {refused}"));
+        return Err(Refusal::Internal { name, refused });
     }
     let upstream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(destination))
         .await
-        .map_err(|_| format!("connecting took longer than {CONNECT_TIMEOUT:?}"))?
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|_| Refusal::ConnectTimeout)?
+        .map_err(Refusal::Connect)?;
     Ok((name, head, upstream))
 }

@@ -235,13 +235,66 @@ fn assemble(source: &[Ins]) -> Vec<libc::sock_filter> {
 }
 
 #[cfg(test)]
+/// A tiny interpreter for the classic-BPF subset seccompiler, this module and the
+/// runtime's syscall filter ([`crate::runtime::seccomp`]) emit, to check compiled
+/// programs' decisions without installing them.
+pub(crate) fn interpret(program: &[libc::sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+    let mut data = Vec::new();
+    data.extend_from_slice(&nr.to_ne_bytes());
+    data.extend_from_slice(&arch.to_ne_bytes());
+    data.extend_from_slice(&0u64.to_ne_bytes());
+    for a in args {
+        data.extend_from_slice(&a.to_ne_bytes());
+    }
+    let word = |off: u32| {
+        let o = off as usize;
+        u32::from_ne_bytes(data[o..o + 4].try_into().unwrap())
+    };
+    let (mut acc, mut pc) = (0u32, 0usize);
+    loop {
+        let ins = &program[pc];
+        let class = (ins.code & 0x07) as u32;
+        match class {
+            libc::BPF_LD => acc = word(ins.k),
+            libc::BPF_ALU => {
+                if (ins.code as u32 & 0xf0) == libc::BPF_AND {
+                    acc &= ins.k;
+                } else {
+                    panic!("unexpected ALU op {:#x}", ins.code);
+                }
+            }
+            libc::BPF_JMP => {
+                let op = ins.code as u32 & 0xf0;
+                if op == libc::BPF_JA {
+                    pc += ins.k as usize + 1;
+                    continue;
+                }
+                let taken = match op {
+                    libc::BPF_JEQ => acc == ins.k,
+                    libc::BPF_JGE => acc >= ins.k,
+                    libc::BPF_JGT => acc > ins.k,
+                    libc::BPF_JSET => acc & ins.k != 0,
+                    _ => panic!("unexpected jump {:#x}", ins.code),
+                };
+                pc += 1 + if taken { ins.jt } else { ins.jf } as usize;
+                continue;
+            }
+            libc::BPF_RET => return ins.k,
+            libc::BPF_MISC => {}
+            _ => panic!("unexpected class {class}"),
+        }
+        pc += 1;
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     /// Runs `prog` over a `seccomp_data` the way the kernel does (the interpreter the
     /// runtime's own filter is tested with).
     fn run(prog: &[libc::sock_filter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
-        crate::runtime::seccomp::interpret(prog, arch, nr, args)
+        interpret(prog, arch, nr, args)
     }
 
     const ARCH: u32 = 0xC000_003E;

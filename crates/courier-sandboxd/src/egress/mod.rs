@@ -189,6 +189,9 @@ impl Egress {
 
 pub(crate) use sys::pidfd_open;
 
+#[cfg(test)]
+pub(crate) use filter::interpret;
+
 /// How long a spawned program may take to install its filter and hand over the listener.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -250,8 +253,12 @@ pub(crate) fn spawn_supervised(
     match started {
         Ok(supervisor) => Ok((child, supervisor)),
         Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
+            if let Err(error) = child.kill() {
+                tracing::debug!(%error, "killing a child whose supervisor did not start");
+            }
+            if let Err(error) = child.wait() {
+                tracing::warn!(%error, "reaping a child whose supervisor did not start");
+            }
             Err(e)
         }
     }
@@ -278,7 +285,7 @@ fn take_listener(report: OwnedFd, go: &OwnedFd, timeout: Duration) -> io::Result
         sys::pidfd_getfd(pidfd.as_fd(), fd)
     })();
     let go_on = u8::from(taken.is_ok());
-    // The child may already be gone (then the spawn reports why).
+    // The child may already be gone (then the spawn reports why): nothing to add here.
     let _ = nix::unistd::write(go, &[go_on]);
     taken
 }

@@ -98,8 +98,10 @@ impl Supervisor {
     pub(crate) fn stop(&mut self) {
         // Closing the write end wakes the thread's poll.
         self.stop.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::warn!("an egress supervisor's thread panicked");
         }
     }
 }

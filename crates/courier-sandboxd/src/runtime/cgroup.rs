@@ -168,7 +168,9 @@ impl CgroupDriver {
             fs::create_dir(dir).map_err(|e| cg_err("create", dir, e))?;
         }
         if let Err(err) = cgroup.set_limits(limits) {
-            let _ = cgroup.remove();
+            if let Err(error) = cgroup.remove() {
+                tracing::warn!(%error, "removing a cgroup whose limits could not be set");
+            }
             return Err(err);
         }
         Ok(cgroup)
@@ -239,6 +241,8 @@ impl SandboxCgroup {
                 // lowering, limit goes first. Trying memsw on both sides covers both.
                 let has_memsw = self.dir_with("memory.memsw.limit_in_bytes").is_some();
                 if has_memsw {
+                    // Expected to fail on one of the two tries (see above); the second
+                    // write below reports a real failure.
                     let _ = self.write("memory.memsw.limit_in_bytes", &memory.to_string());
                 }
                 self.write("memory.limit_in_bytes", &memory.to_string())?;
@@ -399,19 +403,23 @@ impl SandboxCgroup {
         } else {
             let frozen =
                 self.dir_with("freezer.state").is_some() || self.version == CgroupVersion::V2;
-            if frozen {
-                let _ = self.freeze();
+            // Freezing first keeps forks from racing the kills; without it the
+            // stragglers loop below still catches them.
+            if frozen && let Err(error) = self.freeze() {
+                tracing::debug!(%error, "freezing a cgroup before killing it");
             }
             for pid in self.pids() {
+                // A process that already exited needs no kill; the wait below checks.
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
-            if frozen {
-                let _ = self.thaw();
+            if frozen && let Err(error) = self.thaw() {
+                tracing::debug!(%error, "thawing a killed cgroup");
             }
         }
         self.wait_for("kill", || {
             for pid in self.pids() {
-                // Stragglers forked before the freeze took hold.
+                // Stragglers forked before the freeze took hold (one already gone needs
+                // no kill).
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
             self.pids().is_empty()
@@ -673,6 +681,7 @@ mod tests {
         struct Cleanup(SandboxCgroup, PathBuf);
         impl Drop for Cleanup {
             fn drop(&mut self) {
+                // Best effort in a test's cleanup: each step runs whatever the others did.
                 let _ = self.0.thaw();
                 let _ = self.0.kill_all();
                 let _ = self.0.remove();

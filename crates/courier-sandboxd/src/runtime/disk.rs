@@ -22,7 +22,7 @@
 //!
 //! **Ready disks.** Copying the image, attaching a loop device (`LOOP_CONFIGURE` freezes
 //! the device's queue: ~2 ms here, an RCU grace period) and mounting ext4 cost ~4 ms,
-//! nearly half of a create. [`DiskPool`] does that work ahead of time, off the create
+//! nearly half of a create. `DiskPool` does that work ahead of time, off the create
 //! path: it keeps a few images of the sizes in use copied, attached and mounted as
 //! *detached* mounts (`fsmount`: a mount in no namespace, held by a descriptor). A create
 //! takes one, renames its image into the sandbox's directory and hands the mount's
@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use nix::unistd::{Whence, lseek};
 
+use super::step::StepError;
 use crate::error::{Error, Result};
 
 /// Smallest disk accepted, MiB (ext4 metadata plus a little room).
@@ -107,8 +108,10 @@ pub(crate) fn golden(dir: &Path, mb: u64) -> Result<PathBuf> {
         }
         fs::rename(&tmp, &path).map_err(Error::io("rename", &tmp))
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    if result.is_err()
+        && let Err(error) = fs::remove_file(&tmp)
+    {
+        tracing::debug!(%error, path = %tmp.display(), "removing a half-made golden image");
     }
     result.map(|()| path)
 }
@@ -168,10 +171,7 @@ pub(crate) fn allocated_bytes(image: &Path) -> u64 {
 /// *detached* (`fsmount`: in no mount namespace, held by the returned descriptor;
 /// `nosuid`, `nodev`, `noatime`, `errors=remount-ro`). The device detaches once the mount
 /// goes. Also returns the device's minor number (for I/O limits).
-pub(crate) fn mount_detached(
-    image: &Path,
-    read_only: bool,
-) -> std::result::Result<(OwnedFd, u32), String> {
+pub(crate) fn mount_detached(image: &Path, read_only: bool) -> Result<(OwnedFd, u32), StepError> {
     use rustix::mount::{
         FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsconfig_set_flag,
         fsconfig_set_string, fsmount, fsopen,
@@ -180,12 +180,16 @@ pub(crate) fn mount_detached(
         .read(true)
         .write(!read_only)
         .open(image)
-        .map_err(|e| format!("open disk image {}: {e}", image.display()))?;
-    let (device, minor) = super::sys::loop_attach(&file, read_only)
-        .map_err(|e| format!("attach {} to a loop device: {e}", image.display()))?;
+        .map_err(StepError::os(format!(
+            "open disk image {}",
+            image.display()
+        )))?;
+    let (device, minor) = super::sys::loop_attach(&file, read_only).map_err(StepError::os(
+        format!("attach {} to a loop device", image.display()),
+    ))?;
     let failed = |what: &str| {
         let what = format!("{what} (/dev/loop{minor}, {})", image.display());
-        move |e: rustix::io::Errno| format!("{what}: {e}")
+        StepError::os::<rustix::io::Errno>(what)
     };
     let fs = fsopen("ext4", FsOpenFlags::FSOPEN_CLOEXEC).map_err(failed("fsopen ext4"))?;
     fsconfig_set_string(&fs, "source", format!("/dev/loop{minor}"))
@@ -203,19 +207,6 @@ pub(crate) fn mount_detached(
     // The mount holds the device open now; our descriptor of it may close.
     drop(device);
     Ok((mount, minor))
-}
-
-/// Attaches `image` to a loop device and mounts it at `at` (in the caller's mount
-/// namespace; the helper calls it in the sandbox's private one). Returns the loop
-/// device's minor number (for I/O limits). Runs in the helper.
-pub(crate) fn attach_and_mount(
-    image: &Path,
-    at: &Path,
-    read_only: bool,
-) -> std::result::Result<u32, String> {
-    let (mount, minor) = mount_detached(image, read_only)?;
-    super::rootfs::attach_at(mount.as_fd(), at, &image.display().to_string())?;
-    Ok(minor)
 }
 
 /// A disk prepared ahead of a create: its image (a fresh copy of the golden image),
@@ -252,7 +243,11 @@ impl DiskPool {
     /// left in `ready/` by an earlier process (their mounts went with it) are removed.
     pub(crate) fn new(dir: PathBuf, depth: usize) -> Arc<Self> {
         let ready = dir.join("ready");
-        let _ = fs::remove_dir_all(&ready);
+        if let Err(error) = fs::remove_dir_all(&ready)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, dir = %ready.display(), "removing an earlier process's ready disks");
+        }
         Arc::new(Self {
             dir,
             depth,
@@ -362,7 +357,9 @@ fn prepare(dir: &Path, mb: u64) -> Result<ReadyDisk> {
             minor,
         }),
         Err(message) => {
-            let _ = fs::remove_file(&image);
+            if let Err(error) = fs::remove_file(&image) {
+                tracing::debug!(%error, image = %image.display(), "removing a ready disk that failed");
+            }
             Err(Error::sys("prepare a ready disk")(std::io::Error::other(
                 message,
             )))

@@ -28,7 +28,7 @@
 //!   — an unprivileged host uid no other sandbox shares — not as host root (runsc's
 //!   default with `--directfs`); both run chrooted under runsc's own seccomp filters with
 //!   `no_new_privs`; and the runtime adds [`super::seccomp::Profile::Runsc`] under all of
-//!   it. runsc sees the root at [`super::init::GVISOR_ROOT`], a bind in the helper's
+//!   it. runsc sees the root at `init::GVISOR_ROOT`, a bind in the helper's
 //!   private mount namespace: those ids could not walk down the runtime's 0700 data dir.
 //! - **Platform**: `systrap` where the installed runsc has it, else `ptrace` (the `kvm`
 //!   platform hangs on this machine's PVM `/dev/kvm`).
@@ -61,15 +61,72 @@ pub fn find_runsc() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Why gVisor cannot be used on this host (see [`probe`]; the caller logs it and falls
+/// back to the container isolation unless gVisor was asked for).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// No runsc was found.
+    #[error("runsc is not installed (Debian: apt-get install runsc)")]
+    NotInstalled,
+    /// runsc could not be started.
+    #[error("{} does not run: {source}", program.display())]
+    DoesNotRun {
+        /// The runsc program.
+        program: PathBuf,
+        /// Why it could not be started.
+        #[source]
+        source: std::io::Error,
+    },
+    /// runsc offers no platform this runtime knows.
+    #[error("{} offers neither the systrap nor the ptrace platform ({listed})", program.display())]
+    NoPlatform {
+        /// The runsc program.
+        program: PathBuf,
+        /// What `runsc help platforms` printed.
+        listed: String,
+    },
+    /// The probe's scratch directory could not be created.
+    #[error("probe dir {}: {source}", path.display())]
+    Scratch {
+        /// The directory.
+        path: PathBuf,
+        /// Why it could not be created.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `runsc do true` failed.
+    #[error("`runsc do true` failed on platform {platform} ({status}): {stderr}")]
+    Failed {
+        /// The platform tried.
+        platform: String,
+        /// How runsc exited.
+        status: std::process::ExitStatus,
+        /// What runsc wrote to stderr.
+        stderr: String,
+    },
+    /// `runsc do true` took too long (it was killed).
+    #[error("`runsc do true` did not finish within 20 s on platform {platform}")]
+    TimedOut {
+        /// The platform tried.
+        platform: String,
+    },
+    /// Waiting for `runsc do true` failed.
+    #[error("wait for runsc: {0}")]
+    Wait(#[source] std::io::Error),
+}
+
 /// Checks that `program` runs sandboxes on this host: picks the fastest platform it
 /// offers (systrap, else ptrace) and runs `runsc do true` on it, within a few seconds,
 /// with its state under `scratch` (created and removed). The error says why gVisor
 /// cannot be used (the caller logs it and falls back).
-pub fn probe(program: &Path, scratch: &Path) -> std::result::Result<RunscConfig, String> {
+pub fn probe(program: &Path, scratch: &Path) -> std::result::Result<RunscConfig, ProbeError> {
     let platforms = Command::new(program)
         .args(["help", "platforms"])
         .output()
-        .map_err(|e| format!("{} does not run: {e}", program.display()))?;
+        .map_err(|source| ProbeError::DoesNotRun {
+            program: program.to_path_buf(),
+            source,
+        })?;
     let listed = String::from_utf8_lossy(&platforms.stdout).into_owned()
         + &String::from_utf8_lossy(&platforms.stderr);
     let platform = if listed.lines().any(|l| l.trim() == "systrap") {
@@ -77,16 +134,19 @@ pub fn probe(program: &Path, scratch: &Path) -> std::result::Result<RunscConfig,
     } else if listed.lines().any(|l| l.trim() == "ptrace") {
         "ptrace"
     } else {
-        return Err(format!(
-            "{} offers neither the systrap nor the ptrace platform ({})",
-            program.display(),
-            listed.trim()
-        ));
+        return Err(ProbeError::NoPlatform {
+            program: program.to_path_buf(),
+            listed: listed.trim().to_owned(),
+        });
     };
-    std::fs::create_dir_all(scratch)
-        .map_err(|e| format!("probe dir {}: {e}", scratch.display()))?;
+    std::fs::create_dir_all(scratch).map_err(|source| ProbeError::Scratch {
+        path: scratch.to_path_buf(),
+        source,
+    })?;
     let result = probe_in(program, platform, scratch);
-    let _ = std::fs::remove_dir_all(scratch);
+    if let Err(error) = std::fs::remove_dir_all(scratch) {
+        tracing::debug!(%error, dir = %scratch.display(), "removing the runsc probe's dir");
+    }
     result
 }
 
@@ -94,7 +154,7 @@ fn probe_in(
     program: &Path,
     platform: &str,
     root: &Path,
-) -> std::result::Result<RunscConfig, String> {
+) -> std::result::Result<RunscConfig, ProbeError> {
     let started = Instant::now();
     let mut child = Command::new(program)
         .arg("--root")
@@ -110,26 +170,29 @@ fn probe_in(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("run {}: {e}", program.display()))?;
+        .map_err(|source| ProbeError::DoesNotRun {
+            program: program.to_path_buf(),
+            source,
+        })?;
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => break,
             Ok(Some(status)) => {
-                let out = child.wait_with_output().map_err(|e| e.to_string())?;
-                return Err(format!(
-                    "`runsc do true` failed on platform {platform} ({status}): {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
+                let out = child.wait_with_output().map_err(ProbeError::Wait)?;
+                return Err(ProbeError::Failed {
+                    platform: platform.to_owned(),
+                    status,
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                });
             }
             Ok(None) if started.elapsed() > Duration::from_secs(20) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "`runsc do true` did not finish within 20 s on platform {platform}"
-                ));
+                super::sys::kill_and_reap(&mut child, "runsc probe");
+                return Err(ProbeError::TimedOut {
+                    platform: platform.to_owned(),
+                });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(ProbeError::Wait(e)),
         }
     }
     Ok(RunscConfig {
@@ -444,15 +507,13 @@ fn write_bundle(
         .map_err(Error::io("write", &path))
 }
 
-/// Checks a runsc configuration is usable for `field` (the operator's choice).
-pub(crate) fn require(config: Option<&RunscConfig>) -> Result<&RunscConfig> {
-    config.ok_or_else(|| {
-        Error::Unsupported(
-            "isolation: gvisor needs runsc (Debian: apt-get install runsc), which this \
-             server did not find working; use isolation \"container\" or install it"
-                .into(),
-        )
-    })
+/// The error for a gVisor sandbox asked of a runtime without runsc.
+pub(crate) fn missing_runsc() -> Error {
+    Error::Unsupported(
+        "isolation: gvisor needs runsc (Debian: apt-get install runsc), which this \
+         server did not find working; use isolation \"container\" or install it"
+            .into(),
+    )
 }
 
 #[cfg(test)]

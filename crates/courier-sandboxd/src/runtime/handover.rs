@@ -11,6 +11,7 @@
 //! JSON. The helper installs each descriptor at its target number (the console at 1 and
 //! 2, [`super::init::GO_FD`] and the others), exactly where a spawn would have put them.
 
+use super::step::StepError;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -57,7 +58,7 @@ pub(crate) fn send_task(
 
 /// In the helper: receives the task from `channel`, installs its descriptors at their
 /// numbers (without close-on-exec, like inherited ones), and returns the task's bytes.
-pub(crate) fn receive_task(channel: OwnedFd) -> Result<Vec<u8>, String> {
+pub(crate) fn receive_task(channel: OwnedFd) -> Result<Vec<u8>, StepError> {
     let mut channel = UnixStream::from(channel);
     let mut first = [0u8; 8];
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
@@ -69,9 +70,9 @@ pub(crate) fn receive_task(channel: OwnedFd) -> Result<Vec<u8>, String> {
             Some(&mut space),
             MsgFlags::MSG_CMSG_CLOEXEC,
         )
-        .map_err(|e| format!("receive the task: {e}"))?;
+        .map_err(StepError::os("receive the task"))?;
         let mut received = Vec::new();
-        for cmsg in msg.cmsgs().map_err(|e| format!("receive the task: {e}"))? {
+        for cmsg in msg.cmsgs().map_err(StepError::os("receive the task"))? {
             if let ControlMessageOwned::ScmRights(fds) = cmsg {
                 received.extend(fds.into_iter().map(super::sys::own_received_fd));
             }
@@ -79,23 +80,25 @@ pub(crate) fn receive_task(channel: OwnedFd) -> Result<Vec<u8>, String> {
         (msg.bytes, received)
     };
     if got == 0 {
-        return Err("the runtime went away before handing over a task".to_owned());
+        return Err(StepError::refused(
+            "the runtime went away before handing over a task",
+        ));
     }
     channel
         .read_exact(&mut first[got..])
-        .map_err(|e| format!("read the task header: {e}"))?;
+        .map_err(StepError::os("read the task header"))?;
     let task_len = u32::from_ne_bytes(first[..4].try_into().expect("4 bytes")) as usize;
     let count = u32::from_ne_bytes(first[4..].try_into().expect("4 bytes")) as usize;
     if count != received.len() || count > MAX_FDS {
-        return Err(format!(
+        return Err(StepError::refused(format!(
             "the task names {count} descriptors but {} came",
             received.len()
-        ));
+        )));
     }
     let mut targets = vec![0u8; 4 * count];
     channel
         .read_exact(&mut targets)
-        .map_err(|e| format!("read the task header: {e}"))?;
+        .map_err(StepError::os("read the task header"))?;
     let targets: Vec<RawFd> = targets
         .chunks_exact(4)
         .map(|b| RawFd::from_ne_bytes(b.try_into().expect("4 bytes")))
@@ -103,7 +106,7 @@ pub(crate) fn receive_task(channel: OwnedFd) -> Result<Vec<u8>, String> {
     let mut task = vec![0u8; task_len];
     channel
         .read_exact(&mut task)
-        .map_err(|e| format!("read the task: {e}"))?;
+        .map_err(StepError::os("read the task"))?;
     // Closed before installing: its number may be one of the targets.
     drop(channel);
     install(received, &targets)?;
@@ -112,17 +115,17 @@ pub(crate) fn receive_task(channel: OwnedFd) -> Result<Vec<u8>, String> {
 
 /// Puts each of `fds` at its number in `targets`: first all out of the way (a received
 /// descriptor may sit on another's target), then each in place.
-fn install(fds: Vec<OwnedFd>, targets: &[RawFd]) -> Result<(), String> {
+fn install(fds: Vec<OwnedFd>, targets: &[RawFd]) -> Result<(), StepError> {
     let mut high = Vec::with_capacity(fds.len());
     for fd in fds {
         high.push(
             rustix::io::fcntl_dupfd_cloexec(&fd, 1000)
-                .map_err(|e| format!("move a descriptor: {e}"))?,
+                .map_err(StepError::os("move a descriptor"))?,
         );
     }
     for (fd, target) in high.iter().zip(targets) {
         super::sys::dup_onto(std::os::fd::AsFd::as_fd(fd), *target)
-            .map_err(|e| format!("install descriptor {target}: {e}"))?;
+            .map_err(StepError::os(format!("install descriptor {target}")))?;
     }
     Ok(())
 }
@@ -159,6 +162,6 @@ mod tests {
         let (ours, theirs) = UnixStream::pair().unwrap();
         drop(ours);
         let err = receive_task(OwnedFd::from(theirs)).unwrap_err();
-        assert!(err.contains("went away"), "{err}");
+        assert!(err.to_string().contains("went away"), "{err}");
     }
 }

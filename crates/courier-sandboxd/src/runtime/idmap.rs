@@ -24,6 +24,7 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::waitpid;
 use nix::unistd::ForkResult;
 
+use super::step::StepError;
 use crate::error::{Error, Result};
 
 /// Ids per sandbox: the whole 16-bit space Debian's tools assume.
@@ -120,7 +121,7 @@ impl IdAllocator {
 /// `sudo` and login tools work inside) and returns a descriptor of it. Runs in the
 /// single-threaded helper, as host root: a short-lived child unshares the namespace, the
 /// helper writes the maps and keeps the namespace alive through the descriptor.
-pub(crate) fn create_userns(range: IdRange) -> std::result::Result<OwnedFd, String> {
+pub(crate) fn create_userns(range: IdRange) -> Result<OwnedFd, StepError> {
     create_userns_mapping(&range.map_line())
 }
 
@@ -131,10 +132,10 @@ pub(crate) fn create_userns(range: IdRange) -> std::result::Result<OwnedFd, Stri
 /// as `nobody`, and whatever the sandbox's root writes there (gVisor's Sentry creates
 /// every file as that root before giving it to its owner) belongs to host `nobody` —
 /// never to host root.
-pub(crate) fn create_shared_userns(range: IdRange) -> std::result::Result<OwnedFd, String> {
+pub(crate) fn create_shared_userns(range: IdRange) -> Result<OwnedFd, StepError> {
     let inner = range
         .to_host(SHARED_USER_ID)
-        .ok_or("the sandbox's id range has no user id")?;
+        .ok_or_else(|| StepError::refused("the sandbox's id range has no user id"))?;
     create_userns_mapping(&format!(
         "{SHARED_USER_ID} {inner} 1\n{HOST_NOBODY} {} 1\n",
         range.base
@@ -149,10 +150,10 @@ pub const SHARED_USER_ID: u32 = 1000;
 const HOST_NOBODY: u32 = 65_534;
 
 /// Creates a user namespace with `map` as its uid and gid map (see [`create_userns`]).
-fn create_userns_mapping(map: &str) -> std::result::Result<OwnedFd, String> {
-    let (ready_read, ready_write) = nix::unistd::pipe().map_err(|e| format!("userns pipe: {e}"))?;
-    let (done_read, done_write) = nix::unistd::pipe().map_err(|e| format!("userns pipe: {e}"))?;
-    match super::sys::fork_helper().map_err(|e| format!("fork for userns: {e}"))? {
+fn create_userns_mapping(map: &str) -> Result<OwnedFd, StepError> {
+    let (ready_read, ready_write) = nix::unistd::pipe().map_err(StepError::os("userns pipe"))?;
+    let (done_read, done_write) = nix::unistd::pipe().map_err(StepError::os("userns pipe"))?;
+    match super::sys::fork_helper().map_err(StepError::os("fork for userns"))? {
         ForkResult::Child => {
             drop(ready_read);
             drop(done_write);
@@ -160,6 +161,8 @@ fn create_userns_mapping(map: &str) -> std::result::Result<OwnedFd, String> {
                 Ok(()) => 0,
                 Err(_) => 1,
             };
+            // This forked child only reports and waits: a failed write or read is the
+            // parent's to see (it reads no code, or it ends this child by closing its end).
             let _ = fs::File::from(ready_write).write_all(&[code]);
             // Stay until the parent has what it needs (EOF when it closes its end).
             let _ = fs::File::from(done_read).read(&mut [0u8; 1]);
@@ -172,20 +175,24 @@ fn create_userns_mapping(map: &str) -> std::result::Result<OwnedFd, String> {
             let mut code = [1u8];
             let read = fs::File::from(ready_read).read_exact(&mut code);
             let result = (|| {
-                read.map_err(|e| format!("userns child: {e}"))?;
+                read.map_err(StepError::os("userns child"))?;
                 if code[0] != 0 {
-                    return Err("unshare(CLONE_NEWUSER) failed in the userns child".to_owned());
+                    return Err(StepError::refused(
+                        "unshare(CLONE_NEWUSER) failed in the userns child",
+                    ));
                 }
                 for file in ["uid_map", "gid_map"] {
                     let path = format!("/proc/{child}/{file}");
-                    fs::write(&path, map).map_err(|e| format!("write {path}: {e}"))?;
+                    fs::write(&path, map).map_err(StepError::os(format!("write {path}")))?;
                 }
                 let path = format!("/proc/{child}/ns/user");
-                let ns = fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+                let ns = fs::File::open(&path).map_err(StepError::os(format!("open {path}")))?;
                 Ok(OwnedFd::from(ns))
             })();
             drop(done_write);
-            let _ = waitpid(child, None);
+            if let Err(error) = waitpid(child, None) {
+                tracing::debug!(%error, "reaping the user namespace's child");
+            }
             result
         }
     }

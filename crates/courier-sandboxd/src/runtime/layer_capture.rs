@@ -30,6 +30,7 @@ use std::process::Command;
 use super::Runtime;
 use super::idmap::IdRange;
 use super::rootfs::{self, DISK_UPPER, LAYER_MANIFEST, LAYER_ROOTFS, LayerManifest};
+use super::step::StepError;
 use crate::error::{Error, Result};
 
 /// What the capture helper does.
@@ -57,9 +58,7 @@ impl Runtime {
     pub fn capture_layer(&self, id: &str, dest: &Path) -> Result<()> {
         check_dest(dest)?;
         let entry = self
-            .sandboxes
-            .lock()
-            .expect("lock")
+            .known()
             .remove(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))?;
         // Every process must be gone before the disk is read: nothing may write to it any
@@ -67,8 +66,7 @@ impl Runtime {
         let killed = entry.cgroup.kill_all();
         let mut monitor = entry.monitor;
         if let Some(monitor) = monitor.as_mut() {
-            let _ = monitor.kill();
-            let _ = monitor.wait();
+            super::sys::kill_and_reap(monitor, "a captured sandbox's monitor");
         }
         let dirs = self.dirs(id);
         let captured = killed.and_then(|()| {
@@ -109,11 +107,11 @@ fn check_dest(dest: &Path) -> Result<()> {
 
 /// The capture itself, in the helper: mount the disk read-only in a private mount
 /// namespace and assemble the layer.
-pub(crate) fn run(task: &CaptureTask) -> std::result::Result<(), String> {
+pub(crate) fn run(task: &CaptureTask) -> Result<(), StepError> {
     use nix::sched::{CloneFlags, unshare};
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(StepError::os("unshare mount namespace"))?;
     super::rootfs::make_mounts_private()?;
-    super::disk::attach_and_mount(&task.image, &task.mount_at, true)?;
+    rootfs::attach_and_mount(&task.image, &task.mount_at, true)?;
     let uppers: Vec<(PathBuf, PathBuf)> = task
         .host_targets
         .iter()
@@ -132,7 +130,7 @@ pub(crate) fn run(task: &CaptureTask) -> std::result::Result<(), String> {
         task.ids,
         task.drop_resolv_conf,
     )
-    .map_err(|e| e.to_string())
+    .map_err(StepError::from)
 }
 
 /// Builds the layer at `dest` from the root upper dir and the host-dir upper dirs (each
@@ -195,8 +193,10 @@ fn assemble(
         fs::write(&manifest_path, manifest).map_err(Error::io("write", &manifest_path))?;
         fs::rename(&staging, dest).map_err(Error::io("rename", &staging))
     })();
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&staging);
+    if result.is_err()
+        && let Err(error) = fs::remove_dir_all(&staging)
+    {
+        tracing::warn!(%error, dir = %staging.display(), "removing a failed capture's staging dir");
     }
     result
 }
@@ -332,7 +332,7 @@ fn unshift_capability(mut value: Vec<u8>, ids: IdRange) -> Vec<u8> {
 impl Runtime {
     /// Runs a capture task in the helper and waits for it.
     fn run_capture(&self, task: &CaptureTask) -> Result<()> {
-        let report = self.run_helper_task(&super::init::HelperTask::Capture(task.clone()))?;
+        let report = self.run_helper_task(task.clone())?;
         if report.lines().any(|l| l == "done") {
             return Ok(());
         }

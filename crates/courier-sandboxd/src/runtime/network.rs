@@ -48,6 +48,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::step::StepError;
 use crate::egress::SandboxEgress;
 use crate::egress::supervisor::Supervisor;
 use crate::error::{Error, Result};
@@ -186,8 +187,7 @@ pub fn attach(
         })?;
 
     let fail = |child: &mut Child, why: String| {
-        let _ = child.kill();
-        let _ = child.wait();
+        super::sys::kill_and_reap(child, "slirp4netns that failed to start");
         let output = fs::read_to_string(log).unwrap_or_default();
         Err(Error::Sys {
             op: "start slirp4netns (outbound network)".into(),
@@ -207,7 +207,7 @@ pub fn attach(
     }
     match wait_ready(ready_read, READY_TIMEOUT) {
         Ok(()) => Ok(attached),
-        Err(why) => fail(&mut attached.child, why),
+        Err(why) => fail(&mut attached.child, why.to_string()),
     }
 }
 
@@ -291,27 +291,31 @@ pub fn detach_stale(init_pid: i32) -> Result<Vec<i32>> {
 }
 
 /// Waits for slirp4netns to write to its ready descriptor.
-fn wait_ready(pipe: OwnedFd, timeout: Duration) -> std::result::Result<(), String> {
+fn wait_ready(pipe: OwnedFd, timeout: Duration) -> Result<(), StepError> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let deadline = Instant::now() + timeout;
     let mut file = File::from(pipe);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!("not configured within {timeout:?}"));
+            return Err(StepError::refused(format!(
+                "not configured within {timeout:?}"
+            )));
         }
         let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(ms)) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
-            Err(e) => return Err(format!("poll: {e}")),
+            Err(e) => return Err(StepError::os("poll")(e)),
         }
         let mut buf = [0u8; 8];
         return match file.read(&mut buf) {
-            Ok(0) => Err("exited before the interface was configured".into()),
+            Ok(0) => Err(StepError::refused(
+                "exited before the interface was configured",
+            )),
             Ok(_) => Ok(()),
-            Err(e) => Err(format!("read ready pipe: {e}")),
+            Err(e) => Err(StepError::os("read ready pipe")(e)),
         };
     }
 }

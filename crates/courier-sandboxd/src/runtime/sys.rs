@@ -38,6 +38,18 @@ pub(crate) const KEPT_CAPS: [u32; 8] = [
 /// A compiled seccomp program (classic BPF), ready to install.
 pub(crate) type BpfProgram = Vec<libc::sock_filter>;
 
+/// Kills `child` (SIGKILL) and reaps it. Failures are logged, not returned: the kill
+/// fails only for a child already reaped, and a failed wait leaves the caller nothing to
+/// act on (the child is in the sandbox's cgroup, whose kill ends it anyway).
+pub(crate) fn kill_and_reap(child: &mut std::process::Child, what: &str) {
+    if let Err(error) = child.kill() {
+        tracing::debug!(%error, what, pid = child.id(), "killing a child");
+    }
+    if let Err(error) = child.wait() {
+        tracing::warn!(%error, what, pid = child.id(), "reaping a child");
+    }
+}
+
 /// Forks the current process.
 ///
 /// Only for the sandbox helper, which is single-threaded by contract:

@@ -205,7 +205,7 @@ fn choose_isolation(
         Some(program) => {
             crate::runtime::gvisor::probe(program, &config.data_dir.join("runsc-probe"))
         }
-        None => Err("runsc is not installed (Debian: apt-get install runsc)".to_owned()),
+        None => Err(crate::runtime::gvisor::ProbeError::NotInstalled),
     };
     match (config.isolation, probed) {
         (Some(Isolation::Gvisor), Err(why)) => Err(Error::Config(format!(

@@ -42,6 +42,9 @@
 //! slirp4netns), `pid <host pid>` (the sandbox's anchor process), then `ready <pid of the
 //! init in the sandbox>` or `error <message>`. A capture reports `done` or `error …`.
 
+mod monitor;
+mod pid1;
+
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -61,7 +64,10 @@ use nix::unistd::{ForkResult, Pid, setsid};
 use super::idmap::{self, IdRange};
 use super::rootfs::{self, RootfsPlan};
 use super::seccomp::{self, Profile};
+use super::step::StepError;
 use super::{layer_capture, sys};
+use monitor::{Console, watch_children, watch_pid1};
+use pid1::reaper;
 
 /// The first argument that turns a program into the sandbox helper.
 pub const HELPER_MARKER: &str = "--courier-sandbox-helper";
@@ -89,6 +95,12 @@ pub(crate) enum HelperTask {
     Sandbox(Box<SandboxTask>),
     /// Copy a dead sandbox's disk into a layer.
     Capture(layer_capture::CaptureTask),
+}
+
+impl From<layer_capture::CaptureTask> for HelperTask {
+    fn from(task: layer_capture::CaptureTask) -> Self {
+        HelperTask::Capture(task)
+    }
 }
 
 /// How the sandbox runs once its root is assembled.
@@ -141,7 +153,7 @@ pub fn main_if_requested() {
     };
     let mut status = File::from(status);
     // Nothing started later may inherit the status pipe: its closing signals a finished
-    // setup.
+    // setup. F_SETFD on a descriptor we own cannot fail, and there is no one to tell yet.
     let _ = fcntl(&status, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     let task = match read_task() {
         Ok(task) => task,
@@ -168,15 +180,15 @@ pub fn main_if_requested() {
 
 /// Waits for the task on stdin (a socket: see [`super::handover`]), installs the
 /// descriptors that come with it, and puts `/dev/null` on stdin.
-fn read_task() -> Result<HelperTask, String> {
+fn read_task() -> Result<HelperTask, StepError> {
     let channel = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| format!("task channel: {e}"))?;
+        .map_err(StepError::os("task channel"))?;
     let raw = super::handover::receive_task(channel)?;
-    let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
-    nix::unistd::dup2_stdin(&null).map_err(|e| format!("stdin: {e}"))?;
-    serde_json::from_slice(&raw).map_err(|e| format!("parse task: {e}"))
+    let null = File::open("/dev/null").map_err(StepError::os("open /dev/null"))?;
+    nix::unistd::dup2_stdin(&null).map_err(StepError::os("stdin"))?;
+    serde_json::from_slice(&raw).map_err(StepError::os("parse task"))
 }
 
 /// Descriptors the runtime passes beyond the status pipe.
@@ -190,6 +202,7 @@ struct Inherited {
 impl Inherited {
     fn take() -> Self {
         let cloexec = |fd: OwnedFd| {
+            // F_SETFD on a descriptor we own cannot fail.
             let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
             fd
         };
@@ -236,20 +249,23 @@ fn prepare(
     task: &SandboxTask,
     inherited: Inherited,
     status_slot: &mut Option<File>,
-) -> Result<i32, String> {
-    let status = status_slot.as_mut().ok_or("no status pipe")?;
+) -> Result<i32, StepError> {
+    let status = status_slot
+        .as_mut()
+        .ok_or_else(|| StepError::refused("no status pipe"))?;
+    // Set once per helper; a second set (there is none) would keep the first time.
     let _ = BEGAN.set(std::time::Instant::now());
     // Detach from the server's session: a Ctrl-C aimed at the server must not reach
     // sandboxes, which outlive a server restart.
-    setsid().map_err(|e| format!("setsid: {e}"))?;
+    setsid().map_err(StepError::os("setsid"))?;
     umask(Mode::from_bits_truncate(0o022));
     // Joining before anything else puts every later process in the cgroups (no escape
     // window) and makes them the root of the sandbox's cgroup namespace.
     for procs in &task.cgroup_procs {
-        fs::write(procs, "0").map_err(|e| format!("join cgroup {}: {e}", procs.display()))?;
+        fs::write(procs, "0").map_err(StepError::os(format!("join cgroup {}", procs.display())))?;
     }
     mark(status, "cgroups");
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare mount namespace: {e}"))?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(StepError::os("unshare mount namespace"))?;
     let userns = match task.ids {
         Some(range) => Some(idmap::create_userns(range)?),
         None => None,
@@ -265,25 +281,27 @@ fn prepare(
     for (file, value) in &task.blkio {
         // Throttles apply to the sandbox's own disk device (loop major 7).
         let line = format!("7:{} {value}", assembled.disk_minor);
-        fs::write(file, &line).map_err(|e| format!("write {line} to {}: {e}", file.display()))?;
+        fs::write(file, &line)
+            .map_err(StepError::os(format!("write {line} to {}", file.display())))?;
     }
     // The namespaces unshared below inherit this working directory: PID 1 of a namespace
     // sandbox starts from it (see rootfs::enter_root).
     nix::unistd::chdir(&task.rootfs.dirs.rootfs())
-        .map_err(|e| format!("enter the sandbox root: {e}"))?;
+        .map_err(StepError::os("enter the sandbox root"))?;
     let (console_read, console_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("console pipe: {e}"))?;
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(StepError::os("console pipe"))?;
     match &task.launch {
         Launch::Container { .. } => {
-            let userns = userns.ok_or("a namespace sandbox needs its id range")?;
+            let userns = userns
+                .ok_or_else(|| StepError::refused("a namespace sandbox needs its id range"))?;
             setns(&userns, CloneFlags::CLONE_NEWUSER)
-                .map_err(|e| format!("join the user namespace: {e}"))?;
+                .map_err(StepError::os("join the user namespace"))?;
             drop(userns);
             // Root of the new namespace (the sandbox's host id, not host root).
             nix::unistd::setresgid(0.into(), 0.into(), 0.into())
-                .map_err(|e| format!("setresgid in the user namespace: {e}"))?;
+                .map_err(StepError::os("setresgid in the user namespace"))?;
             nix::unistd::setresuid(0.into(), 0.into(), 0.into())
-                .map_err(|e| format!("setresuid in the user namespace: {e}"))?;
+                .map_err(StepError::os("setresuid in the user namespace"))?;
             unshare(
                 CloneFlags::CLONE_NEWNS
                     | CloneFlags::CLONE_NEWUTS
@@ -292,11 +310,11 @@ fn prepare(
                     | CloneFlags::CLONE_NEWPID
                     | CloneFlags::CLONE_NEWCGROUP,
             )
-            .map_err(|e| format!("unshare namespaces: {e}"))?;
+            .map_err(StepError::os("unshare namespaces"))?;
             mark(status, "namespaces");
             wait_for_go(status, inherited.go)?;
             mark(status, "go");
-            match sys::fork_helper().map_err(|e| format!("fork PID 1: {e}"))? {
+            match sys::fork_helper().map_err(StepError::os("fork PID 1"))? {
                 ForkResult::Child => {
                     drop(console_read);
                     drop(inherited.lifeline);
@@ -320,18 +338,18 @@ fn prepare(
         Launch::Gvisor { runsc, args } => {
             expose_root_for_runsc(&task.rootfs.dirs.rootfs())?;
             unshare(CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("unshare network namespace: {e}"))?;
+                .map_err(StepError::os("unshare network namespace"))?;
             mark(status, "namespaces");
             wait_for_go(status, inherited.go)?;
             rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
-                .map_err(|e| format!("become a child subreaper: {e}"))?;
+                .map_err(StepError::os("become a child subreaper"))?;
             let mut cmd = Command::new(runsc);
             cmd.args(args)
                 .stdin(std::process::Stdio::null())
                 .stdout(File::from(
                     console_write
                         .try_clone()
-                        .map_err(|e| format!("dup console: {e}"))?,
+                        .map_err(StepError::os("dup console"))?,
                 ))
                 .stderr(File::from(console_write))
                 .env_clear()
@@ -340,7 +358,7 @@ fn prepare(
             sys::seccomp_before_exec(&mut cmd, seccomp::compile(Profile::Runsc));
             let mut run = cmd
                 .spawn()
-                .map_err(|e| format!("start {}: {e}", runsc.display()))?;
+                .map_err(StepError::os(format!("start {}", runsc.display())))?;
             report(status, &format!("pid {}", std::process::id()));
             let mut console = Console::new(task.console_cap);
             // `runsc run --detach` exits once the container's init runs: wake on its exit
@@ -353,6 +371,7 @@ fn prepare(
                 if let Some(fd) = &exited {
                     fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
                 }
+                // A failed or interrupted poll only makes this loop look again sooner.
                 let _ = poll(&mut fds, PollTimeout::from(50u16));
                 drop(fds);
                 console.pump(&console_read, false);
@@ -362,10 +381,10 @@ fn prepare(
             };
             if !started.success() {
                 console.pump(&console_read, false);
-                return Err(format!(
+                return Err(StepError::refused(format!(
                     "runsc run failed ({started}): {}",
                     console.tail().trim()
-                ));
+                )));
             }
             report(status, "ready 1");
             *status_slot = None;
@@ -386,7 +405,7 @@ pub(crate) const GVISOR_ROOT: &str = "/run/courier-sandbox";
 /// which run as the sandbox's host ids and so cannot walk down the runtime's 0700 data
 /// dir: a fresh tmpfs over `/run` (in this private mount namespace only) holding a bind
 /// of the root.
-fn expose_root_for_runsc(root: &std::path::Path) -> Result<(), String> {
+fn expose_root_for_runsc(root: &std::path::Path) -> Result<(), StepError> {
     use nix::mount::{MsFlags, mount};
     mount(
         Some("tmpfs"),
@@ -395,8 +414,8 @@ fn expose_root_for_runsc(root: &std::path::Path) -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("mode=755,size=64k"),
     )
-    .map_err(|e| format!("mount a private /run: {e}"))?;
-    fs::create_dir(GVISOR_ROOT).map_err(|e| format!("create {GVISOR_ROOT}: {e}"))?;
+    .map_err(StepError::os("mount a private /run"))?;
+    fs::create_dir(GVISOR_ROOT).map_err(StepError::os(format!("create {GVISOR_ROOT}")))?;
     mount(
         Some(root),
         GVISOR_ROOT,
@@ -404,383 +423,21 @@ fn expose_root_for_runsc(root: &std::path::Path) -> Result<(), String> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(|e| format!("bind the root at {GVISOR_ROOT}: {e}"))
+    .map_err(StepError::os(format!("bind the root at {GVISOR_ROOT}")))
 }
 
 /// Reports the network namespace and waits for the runtime's go (it attaches the
 /// sandbox's network in between). EOF means the runtime gave up.
-fn wait_for_go(status: &mut File, go: Option<OwnedFd>) -> Result<(), String> {
+fn wait_for_go(status: &mut File, go: Option<OwnedFd>) -> Result<(), StepError> {
     report(status, &format!("netns {}", std::process::id()));
     let Some(go) = go else { return Ok(()) };
     let mut byte = [0u8; 1];
     match File::from(go).read(&mut byte) {
         Ok(1) => Ok(()),
-        Ok(_) => Err("the runtime went away before the network was attached".into()),
-        Err(e) => Err(format!("read go: {e}")),
-    }
-}
-
-/// PID 1 of a namespace sandbox: sets the sandbox up, starts the init, then reaps and
-/// forwards.
-fn reaper(task: &SandboxTask, mut status: File, console: OwnedFd, control: Option<OwnedFd>) -> i32 {
-    let Launch::Container {
-        init,
-        args,
-        env,
-        cwd,
-        nested_namespaces,
-    } = &task.launch
-    else {
-        return 1;
-    };
-    // Our own output goes to the console too.
-    let _ = nix::unistd::dup2_stdout(&console);
-    let _ = nix::unistd::dup2_stderr(&console);
-    drop(console);
-    if let Err(message) = setup_pid1(&task.rootfs) {
-        report(&mut status, &format!("error {message}"));
-        return 1;
-    }
-    mark(&mut status, "pid1_root");
-    let filter = seccomp::compile(Profile::Sandbox {
-        nested_namespaces: *nested_namespaces,
-    });
-    mark(&mut status, "seccomp");
-    // Signals are taken with sigwait below; block them before the init exists so none
-    // is lost. The init unblocks them before exec.
-    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None);
-    let (err_read, err_write) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
-        Ok(pair) => pair,
-        Err(e) => {
-            report(&mut status, &format!("error exec-status pipe: {e}"));
-            return 1;
-        }
-    };
-    match sys::fork_helper() {
-        Err(e) => {
-            report(&mut status, &format!("error fork init: {e}"));
-            1
-        }
-        Ok(ForkResult::Child) => {
-            drop(err_read);
-            let message = exec_init(init, args, env, cwd, &filter, control);
-            let _ = File::from(err_write).write_all(message.as_bytes());
-            std::process::exit(127);
-        }
-        Ok(ForkResult::Parent { child }) => {
-            drop(err_write);
-            drop(control);
-            let mut message = String::new();
-            let _ = File::from(err_read).read_to_string(&mut message);
-            if !message.is_empty() {
-                report(&mut status, &format!("error {message}"));
-                return 1;
-            }
-            mark(&mut status, "exec");
-            report(&mut status, &format!("ready {child}"));
-            // Closing the status pipe tells the runtime the setup is over.
-            drop(status);
-            // PID 1 needs nothing privileged any more: bound it like the sandbox.
-            let _ = sys::drop_capabilities();
-            let _ = sys::install_seccomp(&filter);
-            reap_until_exit(child)
-        }
-    }
-}
-
-fn setup_pid1(plan: &RootfsPlan) -> Result<(), String> {
-    // The sandbox dies with its monitor (which dies with the sandbox's cgroup).
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .map_err(|e| format!("set parent death signal: {e}"))?;
-    // Nothing inside may read this process's memory or descriptors through /proc.
-    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-        .map_err(|e| format!("make PID 1 non-dumpable: {e}"))?;
-    rootfs::enter_root()?;
-    nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname: {e}"))?;
-    sys::loopback_up().map_err(|e| format!("bring up lo: {e}"))?;
-    // A fresh session keyring: nothing of the server's is reachable.
-    sys::join_new_session_keyring().map_err(|e| format!("new session keyring: {e}"))
-}
-
-/// Replaces the forked child with the init program; returns only on failure.
-fn exec_init(
-    init: &PathBuf,
-    args: &[String],
-    env: &[(String, String)],
-    cwd: &PathBuf,
-    filter: &sys::BpfProgram,
-    control: Option<OwnedFd>,
-) -> String {
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-    let _ = setsid();
-    if let Some(control) = control {
-        // The copy at INIT_CONTROL_FD is inherited; the original closes at exec.
-        if let Err(e) = sys::dup_onto(control.as_fd(), INIT_CONTROL_FD) {
-            return format!("pass the control socket: {e}");
-        }
-    }
-    if let Err(e) = sys::drop_capabilities() {
-        return format!("drop capabilities: {e}");
-    }
-    if let Err(e) = sys::install_seccomp(filter) {
-        return format!("install the syscall filter: {e}");
-    }
-    let err = Command::new(init)
-        .args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(cwd)
-        .exec();
-    format!("exec {}: {err}", init.display())
-}
-
-/// PID 1's loop: reap every child (orphans are re-parented to us), forward termination
-/// and user signals to the init, and exit with the init's status; the kernel then kills
-/// whatever is left in the namespace.
-fn reap_until_exit(init: Pid) -> i32 {
-    let mut set = SigSet::empty();
-    for sig in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-    ] {
-        set.add(sig);
-    }
-    loop {
-        match set.wait() {
-            Ok(Signal::SIGCHLD) | Err(_) => loop {
-                match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(pid, code)) if pid == init => return code,
-                    Ok(WaitStatus::Signaled(pid, sig, _)) if pid == init => {
-                        return 128 + sig as i32;
-                    }
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(_) => continue,
-                }
-            },
-            Ok(sig) => {
-                let _ = kill(init, sig);
-            }
-        }
-    }
-}
-
-/// The sandbox's console: output copied to the helper's stdout (the console log) up to a
-/// cap; the rest is counted and dropped, so a sandbox cannot fill the host's disk through
-/// its output. The last bytes are kept in memory for error messages.
-struct Console {
-    written: u64,
-    cap: u64,
-    dropped: u64,
-    tail: Vec<u8>,
-}
-
-impl Console {
-    fn new(cap: u64) -> Self {
-        Self {
-            written: 0,
-            cap,
-            dropped: 0,
-            tail: Vec::new(),
-        }
-    }
-
-    /// Copies what `pipe` has now; with `until_eof`, until every writer closed it.
-    /// Returns false once the pipe is at EOF.
-    fn pump(&mut self, pipe: &OwnedFd, until_eof: bool) -> bool {
-        let _ = fcntl(pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match nix::unistd::read(pipe, &mut buf) {
-                Ok(0) => return false,
-                Ok(n) => self.take(&buf[..n]),
-                Err(nix::errno::Errno::EAGAIN) if !until_eof => return true,
-                Err(nix::errno::Errno::EAGAIN) => {
-                    let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
-                    let _ = poll(&mut fds, PollTimeout::from(100u16));
-                }
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => return false,
-            }
-        }
-    }
-
-    fn take(&mut self, bytes: &[u8]) {
-        self.tail.extend_from_slice(bytes);
-        if self.tail.len() > 4096 {
-            let cut = self.tail.len() - 4096;
-            self.tail.drain(..cut);
-        }
-        let room = self.cap.saturating_sub(self.written) as usize;
-        let keep = bytes.len().min(room);
-        if keep > 0 {
-            let _ = std::io::stdout().write_all(&bytes[..keep]);
-            self.written += keep as u64;
-        }
-        if keep < bytes.len() {
-            if self.dropped == 0 {
-                let _ = writeln!(
-                    std::io::stdout(),
-                    "\n[courier-sandboxd: console log limit of {} bytes reached; further output is dropped]",
-                    self.cap
-                );
-            }
-            self.dropped += (bytes.len() - keep) as u64;
-        }
-    }
-
-    fn tail(&self) -> String {
-        String::from_utf8_lossy(&self.tail).into_owned()
-    }
-}
-
-/// The monitor of a namespace sandbox: copies the console, kills PID 1 when the lifeline
-/// breaks, and returns PID 1's status once it exits.
-fn watch_pid1(pid1: Pid, console_read: OwnedFd, lifeline: Option<OwnedFd>, cap: u64) -> i32 {
-    let mut console = Console::new(cap);
-    let pidfd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(pid1.as_raw()).expect("PID 1 has a pid"),
-        rustix::process::PidfdFlags::empty(),
-    )
-    .ok();
-    let mut console_open = true;
-    let mut lifeline = lifeline;
-    loop {
-        let mut fds = Vec::new();
-        if let Some(fd) = &pidfd {
-            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-        }
-        if console_open {
-            fds.push(PollFd::new(console_read.as_fd(), PollFlags::POLLIN));
-        }
-        if let Some(fd) = &lifeline {
-            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-        }
-        let timeout = if pidfd.is_some() {
-            PollTimeout::NONE
-        } else {
-            PollTimeout::from(200u16)
-        };
-        let _ = poll(&mut fds, timeout);
-        drop(fds);
-        if console_open {
-            console_open = console.pump(&console_read, false);
-        }
-        if lifeline_broke(&mut lifeline) {
-            // The runtime that asked for this sandbox to die with it is gone.
-            let _ = kill(pid1, Signal::SIGKILL);
-        }
-        match waitpid(pid1, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => {
-                console.pump(&console_read, false);
-                return code;
-            }
-            Ok(WaitStatus::Signaled(_, sig, _)) => {
-                console.pump(&console_read, false);
-                return 128 + sig as i32;
-            }
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return 1,
-        }
-    }
-}
-
-/// The monitor of a gVisor sandbox: runsc's processes are its children (it is their
-/// subreaper); it returns once none is left.
-fn watch_children(
-    console_read: OwnedFd,
-    lifeline: Option<OwnedFd>,
-    mut console: Console,
-    cgroup_procs: &[PathBuf],
-) -> i32 {
-    let mut console_open = true;
-    let mut lifeline = lifeline;
-    loop {
-        let mut fds = Vec::new();
-        if console_open {
-            fds.push(PollFd::new(console_read.as_fd(), PollFlags::POLLIN));
-        }
-        if let Some(fd) = &lifeline {
-            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-        }
-        let _ = poll(&mut fds, PollTimeout::from(200u16));
-        drop(fds);
-        if console_open {
-            console_open = console.pump(&console_read, false);
-        }
-        if lifeline_broke(&mut lifeline) {
-            // The runtime is gone: kill every other process of the sandbox's cgroup (runsc
-            // and its sandbox, gofer and stubs); this monitor exits once they are reaped.
-            kill_cgroup_but_self(cgroup_procs);
-        }
-        loop {
-            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return 0,
-            }
-        }
-    }
-}
-
-/// SIGKILLs every process listed in the sandbox's `cgroup.procs` files except this one.
-fn kill_cgroup_but_self(cgroup_procs: &[PathBuf]) {
-    let me = std::process::id() as i32;
-    for file in cgroup_procs {
-        let Ok(text) = fs::read_to_string(file) else {
-            continue;
-        };
-        for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            if pid != me {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-    }
-}
-
-/// What the lifeline says.
-#[derive(Debug, PartialEq, Eq)]
-enum Lifeline {
-    /// Nothing yet: the runtime lives.
-    Holds,
-    /// EOF: every writer, i.e. the runtime's process, is gone.
-    Broken,
-    /// The runtime wrote [`LIFELINE_RELEASE`]: the sandbox outlives it from now on.
-    Released,
-}
-
-/// Whether the lifeline just broke (the sandbox must die now). A broken or released
-/// lifeline is dropped: the monitor stops watching it.
-fn lifeline_broke(lifeline: &mut Option<OwnedFd>) -> bool {
-    let state = match lifeline {
-        Some(fd) => lifeline_state(fd),
-        None => return false,
-    };
-    if state != Lifeline::Holds {
-        *lifeline = None;
-    }
-    state == Lifeline::Broken
-}
-
-fn lifeline_state(fd: &OwnedFd) -> Lifeline {
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(n) if n > 0 => {}
-        _ => return Lifeline::Holds,
-    }
-    let mut byte = [0u8; 1];
-    match nix::unistd::read(fd, &mut byte) {
-        Ok(1) if byte[0] == LIFELINE_RELEASE => Lifeline::Released,
-        Ok(0) => Lifeline::Broken,
-        Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => Lifeline::Holds,
-        // Anything else on it is no message of the runtime's: treat it as gone.
-        _ => Lifeline::Broken,
+        Ok(_) => Err(StepError::refused(
+            "the runtime went away before the network was attached",
+        )),
+        Err(e) => Err(StepError::os("read go")(e)),
     }
 }
 
@@ -795,5 +452,7 @@ pub(crate) fn report(status: &mut File, line: &str) {
     }
     line.truncate(end);
     line.push('\n');
+    // The status pipe is the only way to the runtime: if it is gone, so is the runtime
+    // that would read this line (its create has given up on the helper).
     let _ = status.write_all(line.as_bytes());
 }
