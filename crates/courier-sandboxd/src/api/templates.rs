@@ -19,8 +19,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use courier_e2b::models::{
-    self, BuildLogEntry, BuildRequested, BuildState, InvalidStep, TemplateInfo, TemplateStep,
-    valid_files_hash,
+    self, BuildLogEntry, BuildRequested, InvalidStep, TemplateInfo, TemplateStep, valid_files_hash,
 };
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -28,7 +27,7 @@ use tracing::warn;
 use super::{ApiError, ApiResult, json, parse_body};
 use crate::server::Sandboxd;
 use crate::templates::build::{Recipe, Step};
-use crate::templates::{BASE_TEMPLATE, BuildReason, BuildStatus, LogEntry, LogLevel, Template};
+use crate::templates::{BASE_TEMPLATE, BuildReason, LogEntry, LogLevel, Template};
 
 /// The image `Template()` starts from unless told otherwise; it is E2B's `base`.
 const DEFAULT_IMAGE: &str = "e2bdev/base";
@@ -172,7 +171,7 @@ fn item(t: &Template) -> TemplateItem {
             names: t.aliases.clone(),
             cpu_count: t.cpu_count,
             memory_mb: t.memory_mb,
-            build_status: build_state(t.build_status),
+            build_status: t.build_status,
             public: t.id == BASE_TEMPLATE,
         },
         disk_size_mb: t.disk_size_mb,
@@ -183,16 +182,6 @@ fn item(t: &Template) -> TemplateItem {
         spawn_count: 0,
         build_count: t.build_count,
         envd_version: crate::server::ENVD_VERSION,
-    }
-}
-
-/// A build's status as the API names it.
-fn build_state(status: BuildStatus) -> BuildState {
-    match status {
-        BuildStatus::Waiting => BuildState::Waiting,
-        BuildStatus::Building => BuildState::Building,
-        BuildStatus::Ready => BuildState::Ready,
-        BuildStatus::Error => BuildState::Error,
     }
 }
 
@@ -341,7 +330,7 @@ async fn start_build(
             if server
                 .templates()
                 .build_view(&template_id, &build_id, 0)
-                .is_ok_and(|b| b.record.status == crate::templates::BuildStatus::Waiting)
+                .is_ok_and(|b| b.record.status == crate::templates::BuildState::Waiting)
             {
                 server
                     .templates()
@@ -400,7 +389,7 @@ async fn build_status(
             status: models::BuildStatus {
                 template_id: view.record.template_id,
                 build_id: view.record.build_id,
-                status: build_state(view.record.status),
+                status: view.record.status,
                 log_entries: entries.into_iter().map(log_entry).collect(),
                 reason: view.record.reason.map(|r| models::BuildReason {
                     message: r.message,

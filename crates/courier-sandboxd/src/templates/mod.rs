@@ -82,7 +82,7 @@ pub struct Template {
     /// Its latest build (the ready one when there is one, else the newest).
     pub build_id: String,
     /// Status of that build.
-    pub build_status: BuildStatus,
+    pub build_status: BuildState,
     /// How many builds it has had.
     pub build_count: u64,
     /// Environment of its sandboxes (ENV steps, its parent's included).
@@ -118,35 +118,8 @@ pub struct BuildSettings {
     pub isolation: Option<Isolation>,
 }
 
-/// Where a build is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BuildStatus {
-    /// Requested (`POST /v3/templates`), not started yet.
-    Waiting,
-    /// Running its steps.
-    Building,
-    /// Done: its layer is in place and the template uses it.
-    Ready,
-    /// Failed (see its reason).
-    Error,
-}
-
-impl BuildStatus {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BuildStatus::Waiting => "waiting",
-            BuildStatus::Building => "building",
-            BuildStatus::Ready => "ready",
-            BuildStatus::Error => "error",
-        }
-    }
-
-    fn finished(self) -> bool {
-        matches!(self, BuildStatus::Ready | BuildStatus::Error)
-    }
-}
+/// Where a build is: the SDK's state, one type on both sides of the wire.
+pub use courier_e2b::models::BuildState;
 
 /// Level of a build log entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,7 +218,7 @@ pub struct BuildRecord {
     /// Its id.
     pub build_id: String,
     /// Where it is.
-    pub status: BuildStatus,
+    pub status: BuildState,
     /// When it was requested.
     pub created_at: DateTime<Utc>,
     /// When it finished.

@@ -14,7 +14,8 @@ use super::*;
 use crate::error::{Error, Result};
 use crate::lock::lock;
 
-struct BuildState {
+/// A build this server knows: its record and its log.
+struct KnownBuild {
     record: BuildRecord,
     log: Vec<LogEntry>,
 }
@@ -22,7 +23,7 @@ struct BuildState {
 #[derive(Default)]
 struct State {
     templates: BTreeMap<String, TemplateRecord>,
-    builds: HashMap<String, BuildState>,
+    builds: HashMap<String, KnownBuild>,
 }
 
 /// The templates known to a server: `base` plus the built ones. Shared, internally
@@ -90,7 +91,7 @@ impl Templates {
             created_at,
             updated_at: created_at,
             build_id: BASE_TEMPLATE.to_owned(),
-            build_status: BuildStatus::Ready,
+            build_status: BuildState::Ready,
             build_count: 1,
             envs: BTreeMap::new(),
             user: None,
@@ -135,11 +136,11 @@ impl Templates {
                     continue;
                 };
                 let log = read_log(&self.build_path(&record.id, build_id, "log"));
-                let mut build_state = BuildState {
+                let mut build_state = KnownBuild {
                     record: build.clone(),
                     log,
                 };
-                if !build.status.finished() {
+                if !build.status.is_finished() {
                     // The process that ran it is gone: fail it, and drop what it made.
                     let layer = self.layer_dir(&record.id, build_id);
                     crate::cleanup::remove_dir(&layer);
@@ -150,7 +151,7 @@ impl Templates {
                         message: "interrupted by a server restart".to_owned(),
                         step: None,
                     };
-                    build.status = BuildStatus::Error;
+                    build.status = BuildState::Error;
                     build.finished_at = Some(Utc::now());
                     build.reason = Some(reason.clone());
                     write_json(&build_path, &build)?;
@@ -203,7 +204,7 @@ impl Templates {
                 state
                     .builds
                     .get(b)
-                    .is_some_and(|b| !b.record.status.finished())
+                    .is_some_and(|b| !b.record.status.is_finished())
             })
         });
         if !busy {
@@ -225,13 +226,13 @@ impl Templates {
 
     fn view(&self, record: &TemplateRecord, state: &State) -> Template {
         let latest = record.builds.last().and_then(|b| state.builds.get(b));
-        let in_flight = latest.filter(|l| !l.record.status.finished());
+        let in_flight = latest.filter(|l| !l.record.status.is_finished());
         let (build_id, build_status) = match (in_flight, &record.ready, latest) {
             // A newer build in flight shows; a failed one does not hide the usable version.
             (Some(l), _, _) => (l.record.build_id.clone(), l.record.status),
-            (None, Some(ready), _) => (ready.build_id.clone(), BuildStatus::Ready),
+            (None, Some(ready), _) => (ready.build_id.clone(), BuildState::Ready),
             (None, None, Some(l)) => (l.record.build_id.clone(), l.record.status),
-            (None, None, None) => (String::new(), BuildStatus::Waiting),
+            (None, None, None) => (String::new(), BuildState::Waiting),
         };
         let ready = record.ready.clone();
         Template {
@@ -371,7 +372,7 @@ impl Templates {
         let build = BuildRecord {
             template_id: record.id.clone(),
             build_id: build_id.clone(),
-            status: BuildStatus::Waiting,
+            status: BuildState::Waiting,
             created_at: now,
             finished_at: None,
             from_template: None,
@@ -387,7 +388,7 @@ impl Templates {
         )?;
         state.builds.insert(
             build_id.clone(),
-            BuildState {
+            KnownBuild {
                 record: build,
                 log: Vec::new(),
             },
@@ -439,13 +440,13 @@ impl Templates {
         from_template: &str,
     ) -> Result<()> {
         self.update_build(template_id, build_id, |build| {
-            if build.status != BuildStatus::Waiting {
+            if build.status != BuildState::Waiting {
                 return Err(Error::Conflict(format!(
                     "build {build_id} was already started (status {})",
                     build.status.as_str()
                 )));
             }
-            build.status = BuildStatus::Building;
+            build.status = BuildState::Building;
             build.from_template = Some(from_template.to_owned());
             Ok(())
         })
@@ -482,7 +483,7 @@ impl Templates {
         reason: BuildReason,
     ) -> Result<()> {
         self.update_build(template_id, build_id, |build| {
-            build.status = BuildStatus::Error;
+            build.status = BuildState::Error;
             build.finished_at = Some(Utc::now());
             build.reason = Some(reason);
             Ok(())
@@ -507,7 +508,7 @@ impl Templates {
         state.templates.insert(template_id.to_owned(), record);
         drop(state);
         self.update_build(template_id, &build_id, |build| {
-            build.status = BuildStatus::Ready;
+            build.status = BuildState::Ready;
             build.finished_at = Some(Utc::now());
             Ok(())
         })
@@ -553,7 +554,7 @@ impl Templates {
                     continue;
                 };
                 let layer = self.layer_dir(&record.id, build_id);
-                if !build.record.status.finished()
+                if !build.record.status.is_finished()
                     || referenced.contains(&layer)
                     || in_use.contains(&layer)
                     || !layer.exists()
@@ -593,7 +594,7 @@ impl Templates {
             state
                 .builds
                 .get(*b)
-                .is_some_and(|b| !b.record.status.finished())
+                .is_some_and(|b| !b.record.status.is_finished())
         }) {
             return Err(Error::Conflict(format!(
                 "template {} has build {build} in progress; delete it when the build is done",
