@@ -370,7 +370,7 @@ pub fn resolve(over: Overrides) -> Result<Settings> {
                 let (tool, version) = pair.split_once('=').unwrap_or((pair, ""));
                 (tool.trim().to_owned(), Some(version.trim().to_owned()))
             }))
-            .map_err(|e| anyhow::anyhow!("bad value for COURIER_TOOL_VERSIONS: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("bad value for COURIER_TOOL_VERSIONS: {e:#}"))?,
             None => file.tool_versions.unwrap_or_default(),
         },
         file: path.map(|p| (p, file.keys)),
@@ -403,17 +403,15 @@ fn env_number(var: &str, key: &str, min: u64, max: u64) -> Result<Option<u64>> {
 /// Checks `tool = version` pairs: a tool with an npm package, an npm version or dist-tag.
 fn parse_tool_versions(
     pairs: impl Iterator<Item = (String, Option<String>)>,
-) -> std::result::Result<Vec<(ToolId, String)>, String> {
+) -> anyhow::Result<Vec<(ToolId, String)>> {
     let mut out = Vec::new();
     for (tool, version) in pairs {
-        let id: ToolId = tool.parse().map_err(|e| format!("{e}"))?;
+        let id: ToolId = tool.parse()?;
         if registry::spec(id).package.is_none() {
-            return Err(format!(
-                "{id} has no CLI to pin (tools with one: claude, opencode, codex, pi)"
-            ));
+            anyhow::bail!("{id} has no CLI to pin (tools with one: claude, opencode, codex, pi)");
         }
         let version = version.unwrap_or_default();
-        registry::validate_cli_version(&version).map_err(|e| format!("{id}: {e}"))?;
+        registry::validate_cli_version(&version).map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
         out.push((id, version));
     }
     Ok(out)
@@ -520,7 +518,7 @@ fn parse(text: &str, path: &Path) -> Result<FileValues> {
                     .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned)));
                 out.tool_versions = Some(parse_tool_versions(pairs).map_err(|e| {
                     anyhow::anyhow!(
-                        "bad value for `tool_versions` in config file {}: {e}",
+                        "bad value for `tool_versions` in config file {}: {e:#}",
                         path.display()
                     )
                 })?);
