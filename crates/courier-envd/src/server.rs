@@ -14,7 +14,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{any, get, post},
 };
-use serde::Deserialize;
+use courier_e2b::models::EnvdInit;
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::{
@@ -264,19 +264,10 @@ async fn not_found() -> Response {
     json_error(&Error::NotFound("no such endpoint".to_owned()))
 }
 
-/// The body of `POST /init` (fields envd does not use here are ignored).
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct InitRequest {
-    env_vars: Option<BTreeMap<String, String>>,
-    access_token: Option<String>,
-    default_user: Option<String>,
-    default_workdir: Option<String>,
-}
-
 async fn init(State(envd): State<Envd>, body: axum::body::Bytes) -> Response {
-    let request: InitRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        InitRequest::default()
+    // The shared wire type; fields envd does not know are ignored.
+    let request: EnvdInit = if body.iter().all(u8::is_ascii_whitespace) {
+        EnvdInit::default()
     } else {
         match serde_json::from_slice(&body) {
             Ok(request) => request,
@@ -302,8 +293,8 @@ async fn init(State(envd): State<Envd>, body: axum::body::Bytes) -> Response {
     if let Some(vars) = request.env_vars {
         runtime.env_vars.extend(vars);
     }
-    if let Some(token) = request.access_token.filter(|t| !t.is_empty()) {
-        runtime.access_token = Some(token);
+    if let Some(token) = request.access_token.filter(|t| !t.expose().is_empty()) {
+        runtime.access_token = Some(token.expose().to_owned());
     }
     if let Some(name) = request.default_user.filter(|n| !n.is_empty()) {
         runtime.default_user = name;

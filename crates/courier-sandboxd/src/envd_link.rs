@@ -273,14 +273,16 @@ pub(crate) async fn wait_healthy(
 pub(crate) async fn init(
     envd: &EnvdEndpoint,
     token: &str,
-    body: &serde_json::Value,
+    body: &courier_e2b::models::EnvdInit,
 ) -> Result<(), EnvdError> {
     const WHAT: &str = "POST /init";
     let req = Request::post("/init")
         .header(header::HOST, "localhost")
         .header(header::CONTENT_TYPE, "application/json")
         .header("X-Access-Token", token)
-        .body(full(body.to_string()))
+        .body(full(
+            serde_json::to_string(body).expect("a struct of strings serializes"),
+        ))
         .map_err(|source| EnvdError::Request { what: WHAT, source })?;
     match request(envd, WHAT, req).await? {
         (status, _) if status.is_success() => Ok(()),

@@ -13,10 +13,12 @@
 //! assert_eq!(Step::run("make").kind(), "RUN");
 //! ```
 
+mod envd;
 mod sandbox;
 mod step;
 mod template;
 
+pub use envd::EnvdInit;
 pub use sandbox::{
     Lifecycle, ListedSandbox, NetworkConfig, NewSandbox, SandboxDetail, SandboxMetric,
     SandboxRecord, SandboxState, VolumeMount,

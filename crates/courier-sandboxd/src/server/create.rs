@@ -405,12 +405,12 @@ impl Sandboxd {
                 format!("/home/{user}")
             }
         });
-        let body = serde_json::json!({
-            "envVars": env_vars,
-            "accessToken": token,
-            "defaultUser": user,
-            "defaultWorkdir": workdir,
-        });
+        let body = courier_e2b::models::EnvdInit {
+            env_vars: Some(env_vars),
+            access_token: Some(token.into()),
+            default_user: Some(user.to_owned()),
+            default_workdir: Some(workdir),
+        };
         crate::envd_link::init(envd, token, &body)
             .await
             .map_err(|e| Error::Envd {
