@@ -84,6 +84,7 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, value) in simple {
+            // Writing to a String cannot fail.
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
