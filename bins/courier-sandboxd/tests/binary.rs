@@ -7,57 +7,18 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use courier_e2b::{Client, ConnectionConfig, Sandbox};
+use courier_testkit::binaries::envd_binary;
+use courier_testkit::root::root_or_skip;
 
 const BIN: &str = env!("CARGO_BIN_EXE_courier-sandboxd");
-
-/// `COURIER_ENVD_BIN`, else the courier-envd of this target dir (built on first use).
-fn envd_binary() -> PathBuf {
-    static ENVD: OnceLock<PathBuf> = OnceLock::new();
-    ENVD.get_or_init(|| {
-        if let Ok(bin) = std::env::var("COURIER_ENVD_BIN") {
-            return PathBuf::from(bin);
-        }
-        let profile_dir = Path::new(BIN).parent().expect("profile dir");
-        let bin = profile_dir.join("courier-envd");
-        if !bin.is_file() {
-            let target_dir = profile_dir.parent().expect("target dir");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = Command::new(cargo)
-                .args([
-                    "build",
-                    "-p",
-                    "courier-envd-bin",
-                    "--bin",
-                    "courier-envd",
-                    "--target-dir",
-                ])
-                .arg(target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building courier-envd failed");
-        }
-        bin
-    })
-    .clone()
-}
 
 fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
-}
-
-fn is_root(test: &str) -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        eprintln!("skipping {test}: sandboxes need root (namespaces, mounts, cgroups)");
-    }
-    root
 }
 
 /// A running `courier-sandboxd serve`, stopped with SIGTERM on drop.
@@ -176,7 +137,7 @@ fn keys_create_prints_an_e2b_key_stored_hashed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_finds_its_running_sandboxes_and_kill_on_exit_cleans_up() {
-    if !is_root("restart") {
+    if !root_or_skip("restart") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -252,7 +213,7 @@ async fn a_stopped_server_kills_its_build_sandboxes_and_keeps_the_others() {
     // The orphans: a recipe whose step runs for a long time (an `npm install`),
     // and the server stopped under it. The build cannot go on without its server, so its
     // build sandbox must not keep running; ordinary sandboxes survive as before.
-    if !is_root("build_sandboxes_at_shutdown") {
+    if !root_or_skip("build_sandboxes_at_shutdown") {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must run this test as root"
@@ -355,7 +316,7 @@ async fn limit_flags_are_checked_and_applied() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--max-sandboxes"));
-    if !is_root("limit_flags") {
+    if !root_or_skip("limit_flags") {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must run this test as root"

@@ -264,9 +264,8 @@ pub fn pty_of(messages: &[Value]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+#[allow(unused_imports)] // only the test binaries that need root use it
+pub use courier_testkit::root::is_root;
 
 /// Sends `head` and the first part of `body`, pauses (envd has refused by then), sends the
 /// rest, then reads the answer's status line.
