@@ -106,7 +106,7 @@ impl DomainProxy {
         destination: SocketAddr,
         egress: SandboxEgress,
     ) -> bool {
-        let mut pending = self.pending.lock().expect("pending lock");
+        let mut pending = crate::lock::lock(&self.pending);
         pending.retain(|_, p| p.registered.elapsed() < PENDING_TTL);
         if pending.len() >= MAX_PENDING {
             return false;
@@ -152,7 +152,7 @@ async fn serve(listener: std::net::TcpListener, pending: PendingMap, stop: Cance
                 // Only slirp4netns's redirected sockets are expected: they connect from
                 // loopback with a registered port. Anything else finds no entry.
                 let entry = (canonical(peer.ip()) == Ipv4Addr::LOCALHOST)
-                    .then(|| pending.lock().expect("pending lock").remove(&peer.port()))
+                    .then(|| crate::lock::lock(&pending).remove(&peer.port()))
                     .flatten();
                 if let Some(entry) = entry {
                     tokio::spawn(relay(stream, entry, stop.clone()));

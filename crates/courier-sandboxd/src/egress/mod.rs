@@ -152,7 +152,7 @@ impl Egress {
     /// The addresses of every interface in this network namespace, cached for
     /// [`HOST_ADDRS_TTL`]. A failed read keeps the previous list.
     fn host_addrs(&self) -> Arc<[IpAddr]> {
-        let mut cached = self.shared.host_addrs.lock().expect("host addrs lock");
+        let mut cached = crate::lock::lock(&self.shared.host_addrs);
         if let Some((at, addrs)) = cached.as_ref()
             && at.elapsed() < HOST_ADDRS_TTL
         {
@@ -176,7 +176,7 @@ impl Egress {
 
     /// The domain proxy, started on first use.
     fn domain_proxy(&self) -> io::Result<Arc<domain_proxy::DomainProxy>> {
-        let mut proxy = self.shared.domain_proxy.lock().expect("domain proxy lock");
+        let mut proxy = crate::lock::lock(&self.shared.domain_proxy);
         if let Some(proxy) = proxy.as_ref() {
             return Ok(proxy.clone());
         }
@@ -406,7 +406,7 @@ impl SandboxEgress {
     /// Logs a refusal, at most [`LogLimiter::BURST`] lines per window per sandbox (a
     /// sandbox hammering a refused address must not flood the server's log).
     pub(crate) fn log_refused(&self, destination: &dyn fmt::Display, reason: &dyn fmt::Display) {
-        let mut log = self.log.lock().expect("log lock");
+        let mut log = crate::lock::lock(&self.log);
         match log.admit() {
             Admit::Log { suppressed } => tracing::info!(
                 sandbox = %self.label,

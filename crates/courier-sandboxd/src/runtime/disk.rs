@@ -302,7 +302,7 @@ impl DiskPool {
 
     /// Ready disks waiting, all sizes (for tests and diagnostics).
     pub(crate) fn ready_count(&self) -> usize {
-        let state = self.state.lock().expect("disk pool lock");
+        let state = crate::lock::lock(&self.state);
         state.ready.values().map(Vec::len).sum()
     }
 }
@@ -318,7 +318,7 @@ fn fill(pool: &Weak<DiskPool>, mb: u64) {
             return;
         };
         let wanted = {
-            let mut state = pool.state.lock().expect("disk pool lock");
+            let mut state = crate::lock::lock(&pool.state);
             let have = state.ready.get(&mb).map_or(0, Vec::len);
             if have >= pool.depth {
                 state.filling.remove(&mb);
@@ -327,7 +327,7 @@ fn fill(pool: &Weak<DiskPool>, mb: u64) {
             true
         };
         let prepared = wanted.then(|| prepare(&pool.dir, mb));
-        let mut state = pool.state.lock().expect("disk pool lock");
+        let mut state = crate::lock::lock(&pool.state);
         match prepared {
             Some(Ok(disk)) => state.ready.entry(mb).or_default().push(disk),
             Some(Err(error)) => {

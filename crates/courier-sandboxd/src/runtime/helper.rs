@@ -147,7 +147,7 @@ impl HelperSlot {
     /// A waiting helper that is still alive, if there is one.
     fn take(&self) -> Option<WaitingHelper> {
         loop {
-            let mut helper = self.waiting.lock().expect("helper slot lock").pop_front()?;
+            let mut helper = crate::lock::lock(&self.waiting).pop_front()?;
             match helper.child.try_wait() {
                 Ok(None) => return Some(helper),
                 _ => helper.dismiss(),
@@ -171,7 +171,7 @@ impl HelperSlot {
                     let Some(strong) = slot.upgrade() else {
                         return;
                     };
-                    if strong.waiting.lock().expect("helper slot lock").len() >= WAITING_HELPERS {
+                    if crate::lock::lock(&strong.waiting).len() >= WAITING_HELPERS {
                         strong.starting.store(false, Ordering::Release);
                         return;
                     }

@@ -85,7 +85,7 @@ impl IdAllocator {
 
     /// The lowest free range.
     pub fn allocate(&self) -> Result<IdRange> {
-        let mut taken = self.taken.lock().expect("id lock");
+        let mut taken = crate::lock::lock(&self.taken);
         let slot = (0..self.slots)
             .find(|s| !taken.contains(s))
             .ok_or_else(|| {
@@ -105,14 +105,14 @@ impl IdAllocator {
     /// allocator (another `first`) are ignored.
     pub fn adopt(&self, range: IdRange) {
         if let Some(slot) = self.slot_of(range) {
-            self.taken.lock().expect("id lock").insert(slot);
+            crate::lock::lock(&self.taken).insert(slot);
         }
     }
 
     /// Frees `range` (its sandbox is gone).
     pub fn release(&self, range: IdRange) {
         if let Some(slot) = self.slot_of(range) {
-            self.taken.lock().expect("id lock").remove(&slot);
+            crate::lock::lock(&self.taken).remove(&slot);
         }
     }
 }
