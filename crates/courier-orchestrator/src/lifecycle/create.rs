@@ -11,7 +11,7 @@ use courier_e2b::models::{NewSandbox as ProviderSandbox, SandboxRecord};
 use courier_store::{GitInfo, NewSandbox, Provider, Sandbox, SandboxId, SandboxStatus, StoreError};
 use courier_tools::{SetupContext, SetupStep, ToolId, build_setup_plan, shell_quote};
 
-use super::{Live, METADATA_PROJECT_ID, METADATA_SANDBOX_ID, Orchestrator};
+use super::{Live, METADATA_PROJECT_ID, METADATA_SANDBOX_ID, Orchestrator, default_branch};
 use crate::config::CreateRequest;
 use crate::keys::check_required;
 use crate::learnings::active_learnings;
@@ -74,7 +74,7 @@ impl Orchestrator {
         let branch = request
             .branch
             .clone()
-            .unwrap_or_else(|| format!("courier/{}", &sandbox.id.to_string()[..8]));
+            .unwrap_or_else(|| default_branch(sandbox.id));
         let context = SetupContext {
             tool: valid.tool,
             repo_url: request.repo_url.clone(),

@@ -101,6 +101,13 @@ pub const AGENT_TAG: &str = "courier-agent";
 /// [`courier_tools::command::tracked`]) and, once it ended, its exit code (`exit`).
 pub const AGENT_RUN_DIR: &str = courier_tools::AGENT_RUN_DIR;
 
+/// The feature branch of a sandbox created without one: `courier/<sandbox id>`. The whole
+/// id, not a prefix: a UUIDv7 starts with its timestamp, so a short prefix is shared by
+/// every sandbox created within the same minute or so.
+pub(crate) fn default_branch(id: SandboxId) -> String {
+    format!("courier/{id}")
+}
+
 /// What the orchestrator holds for each sandbox it follows.
 struct Live {
     record: SandboxRecord,

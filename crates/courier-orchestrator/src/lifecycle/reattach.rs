@@ -9,7 +9,7 @@ use courier_store::{MessageRole, MessageStatus, Provider, Sandbox};
 use courier_tools::{Secret, SetupContext, SetupStep, ToolId, Usage, build_setup_plan};
 
 use super::commands::reattach_command;
-use super::{Live, Orchestrator};
+use super::{Live, Orchestrator, default_branch};
 use crate::Result;
 use crate::stream::StreamRecorder;
 
@@ -36,7 +36,7 @@ impl Orchestrator {
                 .git
                 .branch
                 .clone()
-                .unwrap_or_else(|| format!("courier/{}", &sandbox.id.to_string()[..8])),
+                .unwrap_or_else(|| default_branch(sandbox.id)),
             github_token: github,
             keys,
             endpoints: self.endpoints.clone(),

@@ -228,3 +228,16 @@ async fn a_provider_failure_during_setup_ends_in_error_with_the_sandbox_destroye
     // Dropping the mocks checks every `times`.
     drop(orchestrator);
 }
+
+#[tokio::test]
+async fn two_sandboxes_created_in_a_row_get_different_default_branches() {
+    let w = world(None, true).await;
+    let first = w.orchestrator.create(w.request()).await.unwrap();
+    let second = w.orchestrator.create(w.request()).await.unwrap();
+    let branch = |s: Sandbox| s.git.branch.expect("a default branch is recorded");
+    let first_branch = branch(w.store.get_sandbox(first.id).await.unwrap());
+    let second_branch = branch(w.store.get_sandbox(second.id).await.unwrap());
+    assert_ne!(first_branch, second_branch);
+    assert_eq!(first_branch, format!("courier/{}", first.id));
+    assert_eq!(second_branch, format!("courier/{}", second.id));
+}
