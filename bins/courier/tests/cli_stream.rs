@@ -137,3 +137,53 @@ async fn create_streams_output_then_send_logs_and_kill() {
     let last = stdout(&out).lines().last().unwrap().to_owned();
     assert!(last.contains("\"event\":\"end\""), "{last}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_with_a_template_starts_from_it_and_a_bad_name_names_the_field() {
+    let live = live().await;
+    let out = courier(
+        &live,
+        &[
+            "sandbox",
+            "create",
+            "--tool",
+            "shell",
+            "--prompt",
+            "echo templated",
+            "--template",
+            "team-shell:v2",
+            "--detach",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sandbox: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sandbox["config"]["template_id"], "team-shell:v2");
+    let id = sandbox["id"].as_str().unwrap();
+    let out = courier(&live, &["sandbox", "get", id, "--json"]).await;
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["config"]["template_id"], "team-shell:v2");
+
+    let out = courier(
+        &live,
+        &[
+            "sandbox",
+            "create",
+            "--tool",
+            "shell",
+            "--prompt",
+            "echo no",
+            "--template",
+            "Bad Template",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("template_id"), "{err}");
+}

@@ -87,6 +87,9 @@ pub struct CreateArgs {
     /// Branch to work on.
     #[arg(long)]
     branch: Option<String>,
+    /// Sandbox template to start from instead of the tool's (`courier templates list`).
+    #[arg(long)]
+    template: Option<String>,
     /// Return once the sandbox runs instead of streaming its output.
     #[arg(long, short)]
     detach: bool,
@@ -183,6 +186,7 @@ async fn create(conn: &Conn, http: &Http, a: CreateArgs) -> Result<()> {
         thinking_effort: a.effort,
         repo_url: a.repo,
         branch: a.branch,
+        template_id: a.template,
         ..NewSandbox::default()
     };
     let sandbox: Sandbox = with_spinner(
