@@ -318,6 +318,63 @@ async fn a_rejected_push_fails_with_gits_message_and_the_work_stays_committed() 
     assert!(w.github.requests().is_empty());
 }
 
+/// The project's `origin` renamed to `url`; pushes still land in the bare repo.
+fn set_origin(w: &World, url: &str) {
+    let project = w.repos.project();
+    support::git(&project, &["remote", "set-url", "origin", url]);
+    let bare = w.repos.remote();
+    support::git(
+        &project,
+        &["config", &format!("url.{}.insteadOf", bare.display()), url],
+    );
+}
+
+#[tokio::test]
+async fn a_remote_not_on_github_gets_the_push_and_the_pr_is_skipped_with_the_reason() {
+    for origin in [
+        "https://gitlab.example.com/acme/engine.git".to_owned(),
+        // A bare repository named by its path: no host at all.
+        String::new(),
+    ] {
+        let w = world("courier/login", created).await;
+        let origin = if origin.is_empty() {
+            w.repos.remote().display().to_string()
+        } else {
+            origin
+        };
+        set_origin(&w, &origin);
+        let PrOutcome::Skipped { reason } = w.open().await else {
+            panic!("expected a skip for {origin}");
+        };
+        assert!(
+            reason.contains("not on GitHub") && reason.contains(&origin),
+            "{reason}"
+        );
+        // The work reached the remote all the same; GitHub was never asked.
+        assert_eq!(
+            w.repos.remote_ref("refs/heads/courier/login"),
+            Some(w.repos.head())
+        );
+        assert!(w.github.requests().is_empty());
+        let stored = w.stored().await.git;
+        assert_eq!(stored.pr_status, Some(PrStatus::Skipped));
+        assert_eq!(stored.pr_error.as_deref(), Some(reason.as_str()));
+        assert_eq!(stored.repo_url.as_deref(), Some(origin.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_push_to_a_remote_not_on_github_fails() {
+    let w = world("courier/login", created).await;
+    set_origin(&w, "https://gitlab.example.com/acme/engine.git");
+    w.repos.remote_hook("echo 'read-only mirror' >&2; exit 1");
+    let PrOutcome::Failed { reason } = w.open().await else {
+        panic!("expected a failure");
+    };
+    assert!(reason.contains("read-only mirror"), "{reason}");
+    assert_eq!(w.stored().await.git.pr_status, Some(PrStatus::Failed));
+}
+
 #[tokio::test]
 async fn a_merge_is_found_by_polling() {
     let w = world("courier/login", |r| {

@@ -173,7 +173,8 @@ pub struct GitInfo {
     pub pr_number: Option<i64>,
     /// Pull request step.
     pub pr_status: Option<PrStatus>,
-    /// Why the pull request failed, when `pr_status` is `failed`.
+    /// Why the pull request failed or was skipped, when `pr_status` is `failed` or
+    /// `skipped`.
     pub pr_error: Option<String>,
 }
 

@@ -227,7 +227,7 @@ pub struct GitInfo {
     /// Where the pull request stands.
     #[schema(schema_with = super::pr_status_or_null)]
     pub pr_status: Option<PrStatus>,
-    /// Why it failed, when `pr_status` is `failed`.
+    /// Why it failed or was skipped, when `pr_status` is `failed` or `skipped`.
     pub pr_error: Option<String>,
 }
 

@@ -4,7 +4,9 @@
 //! sandbox, skips `main`/`master`, pushes the branch (cut off by a timeout), then creates
 //! the pull request through the GitHub API with a title and body drawn from the task and
 //! the agent's final summary. The sandbox's PR status moves `creating` → `created` (with
-//! URL and number) or `failed`; a merge is found later by [`PrPipeline::poll_merged`] or
+//! URL and number) or `failed`. A remote that is not on GitHub (nor on the configured
+//! GitHub Enterprise host) still gets the push, then ends `skipped` with the reason in
+//! `pr_error`; a merge is found later by [`PrPipeline::poll_merged`] or
 //! by a webhook delivery checked with [`handle_webhook`] and applied by
 //! [`PrPipeline::record_webhook`]. [`PrPipeline::poll_open_pull_requests`] polls every
 //! sandbox whose PR is open, and [`PrPipeline::spawn_merge_poller`] runs that periodically
@@ -54,7 +56,7 @@ pub use github::MockGitHubApi;
 pub use github::{GitHubApi, NewPullRequest, OctocrabGitHub, PullRequest, github_client};
 pub use merge::MergePollReport;
 pub use pipeline::{PrOutcome, github_token, pr_text};
-pub use remote::{RepoSlug, redact_credentials, redact_url};
+pub use remote::{RepoSlug, is_github_remote, redact_credentials, redact_url, remote_host};
 pub use webhook::{WebhookEvent, handle_webhook, verify_signature};
 
 /// GitHub's public API; GitHub Enterprise uses `https://HOST/api/v3`.

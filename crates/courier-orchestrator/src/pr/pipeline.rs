@@ -10,7 +10,7 @@ use courier_tools::Secret;
 use super::PrPipeline;
 use super::git::{git_state_command, parse_git_state, push_command};
 use super::github::{NewPullRequest, PullRequest};
-use super::remote::{RepoSlug, redact_credentials, redact_url};
+use super::remote::{RepoSlug, is_github_remote, redact_credentials, redact_url};
 use crate::keys::KeyVault;
 use crate::{OrchestratorError, Result};
 
@@ -50,8 +50,9 @@ pub fn pr_text(prompt: &str, summary: Option<&str>, sandbox_id: SandboxId) -> (S
 /// How [`PrPipeline::open`] ended. Each outcome is also the sandbox's stored PR status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrOutcome {
-    /// No pull request was needed (`skipped`): a default branch, no repository or no
-    /// remote.
+    /// No pull request was needed or possible (`skipped`, the reason stored as the PR
+    /// error): a default branch, no repository, no remote, or a remote not on GitHub
+    /// (whose branch was pushed all the same).
     Skipped {
         /// Why.
         reason: String,
@@ -108,6 +109,19 @@ impl PrPipeline {
         };
         git.repo_url = Some(redact_url(&remote));
         git.branch = Some(branch.clone());
+        if !is_github_remote(&remote, &self.config.api_base) {
+            // The work is still delivered; only the pull request needs GitHub.
+            return match self.push(record, &branch).await {
+                Ok(()) => {
+                    let reason = format!(
+                        "the remote {} is not on GitHub: branch {branch} was pushed, no pull request opened",
+                        redact_url(&remote)
+                    );
+                    self.skip(sandbox_id, git, &reason).await
+                }
+                Err(err) => self.fail(sandbox_id, git, err).await,
+            };
+        }
         git.pr_status = Some(PrStatus::Creating);
         self.store
             .update_sandbox_git(sandbox_id, git.clone())
@@ -154,15 +168,22 @@ impl PrPipeline {
             }
             // Every failure, a store read included, ends in `failed`: never stuck in
             // `creating`.
-            Err(err) => {
-                let reason = err.to_string();
-                git.pr_status = Some(PrStatus::Failed);
-                git.pr_error = Some(reason.clone());
-                self.store.update_sandbox_git(sandbox_id, git).await?;
-                tracing::warn!(sandbox = %sandbox_id, %reason, "pull request failed");
-                Ok(PrOutcome::Failed { reason })
-            }
+            Err(err) => self.fail(sandbox_id, git, err).await,
         }
+    }
+
+    async fn fail(
+        &self,
+        sandbox_id: SandboxId,
+        mut git: GitInfo,
+        err: OrchestratorError,
+    ) -> Result<PrOutcome> {
+        let reason = err.to_string();
+        git.pr_status = Some(PrStatus::Failed);
+        git.pr_error = Some(reason.clone());
+        self.store.update_sandbox_git(sandbox_id, git).await?;
+        tracing::warn!(sandbox = %sandbox_id, %reason, "pull request failed");
+        Ok(PrOutcome::Failed { reason })
     }
 
     /// The open pull request of `branch`, when creating one failed because it exists.
@@ -203,6 +224,7 @@ impl PrPipeline {
         reason: &str,
     ) -> Result<PrOutcome> {
         git.pr_status = Some(PrStatus::Skipped);
+        git.pr_error = Some(reason.to_owned());
         self.store.update_sandbox_git(sandbox_id, git).await?;
         tracing::info!(sandbox = %sandbox_id, %reason, "no pull request");
         Ok(PrOutcome::Skipped {

@@ -82,6 +82,51 @@ impl RepoSlug {
     }
 }
 
+/// The host a remote URL names, lower-cased and without user or port: `https://HOST/…`,
+/// `ssh://git@HOST:22/…` or the scp form `git@HOST:…`. `None` for a local path or a
+/// `file://` URL.
+///
+/// ```
+/// use courier_orchestrator::pr::remote_host;
+/// assert_eq!(remote_host("https://tok@GitLab.com:443/a/b.git").as_deref(), Some("gitlab.com"));
+/// assert_eq!(remote_host("git@github.com:a/b.git").as_deref(), Some("github.com"));
+/// assert_eq!(remote_host("/srv/git/b.git"), None);
+/// ```
+pub fn remote_host(url: &str) -> Option<String> {
+    let url = url.trim();
+    let authority = if let Some((_, rest)) = url.split_once("://") {
+        rest.split('/').next().unwrap_or_default()
+    } else {
+        match url.split_once(':') {
+            Some((host, path)) if !host.contains('/') && !path.starts_with("//") => host,
+            _ => return None,
+        }
+    };
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Whether pull requests for `remote` can be opened through the GitHub API at `api_base`:
+/// the remote is on github.com, or on the API's own host (GitHub Enterprise's
+/// `https://HOST/api/v3`, or `api.HOST`).
+pub fn is_github_remote(remote: &str, api_base: &str) -> bool {
+    let Some(host) = remote_host(remote) else {
+        return false;
+    };
+    if matches!(
+        host.as_str(),
+        "github.com" | "www.github.com" | "ssh.github.com"
+    ) {
+        return true;
+    }
+    remote_host(api_base)
+        .is_some_and(|api| api == host || api.strip_prefix("api.").is_some_and(|bare| bare == host))
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s != "."

@@ -1,6 +1,6 @@
 //! Remote URLs read as `owner/repo`; credentials removed from URLs and messages.
 
-use crate::pr::{RepoSlug, redact_credentials, redact_url};
+use crate::pr::{RepoSlug, is_github_remote, redact_credentials, redact_url, remote_host};
 
 #[test]
 fn remotes_in_every_github_form_name_owner_and_repo() {
@@ -71,4 +71,39 @@ fn credentials_in_git_messages_are_removed() {
     );
     assert!(clean.contains("ssh://ghe.internal/acme/e.git"), "{clean}");
     assert_eq!(redact_credentials("no urls here"), "no urls here");
+}
+
+#[test]
+fn github_remotes_are_told_from_other_hosts() {
+    let public = "https://api.github.com";
+    for url in [
+        "https://github.com/acme/engine.git",
+        "https://x-access-token:ghs_abc@GitHub.com/acme/engine.git",
+        "git@github.com:acme/engine.git",
+        "ssh://git@ssh.github.com:443/acme/engine.git",
+    ] {
+        assert!(is_github_remote(url, public), "{url}");
+    }
+    for url in [
+        "https://gitlab.com/acme/engine.git",
+        "git@bitbucket.org:acme/engine.git",
+        "https://github.com.evil.example/acme/engine.git",
+        "/srv/git/engine.git",
+        "file:///srv/git/engine.git",
+        "",
+    ] {
+        assert!(!is_github_remote(url, public), "{url}");
+    }
+    // GitHub Enterprise: the API's host (or the host behind `api.`) is GitHub too.
+    let ghe = "https://ghe.internal/api/v3";
+    assert!(is_github_remote("ssh://git@ghe.internal:2222/a/b.git", ghe));
+    assert!(is_github_remote(
+        "git@ghe.internal:a/b.git",
+        "https://api.ghe.internal"
+    ));
+    assert!(!is_github_remote("https://gitlab.internal/a/b.git", ghe));
+    assert_eq!(
+        remote_host("ssh://git@ghe.internal:2222/a/b.git").as_deref(),
+        Some("ghe.internal")
+    );
 }
