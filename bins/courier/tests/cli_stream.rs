@@ -1,5 +1,6 @@
-//! The CLI against a live server whose sandboxes run the `shell` tool's commands on the
-//! host: `sandbox create` streams the output, `send`, `logs`, `logs -f`, `kill`.
+//! The CLI against a live server whose sandboxes run on the host (the `shell` tool's
+//! commands, or courier-tools' fake agent CLIs): `sandbox create` streams the output,
+//! `send`, `logs` (with tool calls), `logs -f`, `kill`.
 
 // Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
 #![allow(clippy::unwrap_used)]
@@ -29,7 +30,8 @@ async fn live() -> Live {
         Arc::new(HostSandboxApi::new()),
         vault.clone(),
         EventHub::default(),
-    );
+    )
+    .with_tool_path(vec![fake_clis()]);
     let api = Api::new(
         store.clone(),
         vault,
@@ -56,6 +58,16 @@ async fn live() -> Live {
         .unwrap();
     let token = tokens.issue(user.id, "test").await.unwrap().token;
     Live { url, token }
+}
+
+/// courier-tools' fake agent CLIs (`claude`, …), first on the agent commands' `PATH`.
+fn fake_clis() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../crates/courier-tools/fake-clis")
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string()
 }
 
 async fn courier(live: &Live, args: &[&str]) -> std::process::Output {
@@ -186,4 +198,90 @@ async fn create_with_a_template_starts_from_it_and_a_bad_name_names_the_field() 
     assert_eq!(out.status.code(), Some(5));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("template_id"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_show_tool_calls_results_and_errors_and_follow_returns_once_answered() {
+    let live = live().await;
+    let out = courier(
+        &live,
+        &["keys", "set", "anthropic", "sk-ant-api03-test-0000"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = courier(
+        &live,
+        &[
+            "sandbox",
+            "create",
+            "--tool",
+            "claude",
+            "--prompt",
+            "fix the login",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let streamed = stdout(&out);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let id = err.split_whitespace().nth(1).unwrap().to_owned();
+    // Each tool call and its result on a line of its own, then the answer and the end.
+    let expected_calls = [
+        "> fix the login",
+        "▸ Edit ",
+        "  ↳ The file ",
+        "▸ Bash git commit -am 'claude: turn 1'",
+        "  ↳ [",
+        "✓ done: 3 turns, 1.2 s, $0.0123",
+    ];
+    let in_order = |text: &str| {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut at = 0;
+        for want in expected_calls {
+            match lines[at..].iter().position(|l| l.starts_with(want)) {
+                Some(i) => at += i + 1,
+                None => return false,
+            }
+        }
+        true
+    };
+    assert!(in_order(&streamed), "{streamed}");
+
+    // The stored transcript reads the same: the tool calls come from the raw log.
+    let logged = stdout(&courier(&live, &["sandbox", "logs", &id]).await);
+    assert!(in_order(&logged), "{logged}");
+    assert_eq!(logged.matches("▸ ").count(), 2, "{logged}");
+
+    // `logs -f` on an idle sandbox prints the transcript and returns.
+    let out = courier(&live, &["sandbox", "logs", "-f", &id]).await;
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), logged);
+
+    // A follow-up that takes a while: `logs -f` returns once its answer is complete, and
+    // a failed run says why.
+    courier(&live, &["sandbox", "send", &id, "SLEEP 1"]).await;
+    let out = courier(&live, &["sandbox", "logs", "-f", &id]).await;
+    let followed = stdout(&out);
+    assert!(followed.starts_with(&logged), "{followed}");
+    assert!(followed.contains("> SLEEP 1"), "{followed}");
+    assert_eq!(followed.matches("✓ done").count(), 2, "{followed}");
+    courier(&live, &["sandbox", "send", &id, "FAIL"]).await;
+    let out = courier(&live, &["sandbox", "logs", "-f", &id]).await;
+    let failed = stdout(&out);
+    assert!(
+        failed
+            .trim_end()
+            .ends_with("! run failed: API Error: 500 simulated failure (FAIL in prompt)"),
+        "{failed}"
+    );
+    let out = courier(&live, &["sandbox", "get", &id]).await;
+    assert!(stdout(&out).contains("running"), "{}", stdout(&out));
 }

@@ -1,16 +1,19 @@
 //! Following a sandbox's server-sent events and printing its output once.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
-use courier_api::views::{FinishedEvent, MessageEvent, StreamError, TextEvent};
+use courier_api::views::{FinishedEvent, Message, MessageEvent, StreamError, TextEvent};
 use courier_store::{MessageRole, MessageStatus};
+use courier_tools::{AgentEvent, StreamParser, ToolId};
 use futures::StreamExt;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::transcript::agent_line;
 use super::{Http, Result, fail};
 
 /// The `data` of event `name` as its view; `None` for other events or malformed data.
@@ -30,12 +33,50 @@ pub(super) fn first_answer_done(name: &str, data: &Value) -> bool {
     }
 }
 
+/// Tells from a sandbox's events when the agent has answered every prompt: a prompt
+/// (a user message) opens a wait, the end of an agent message after it closes it.
+#[derive(Debug, Default)]
+pub(super) struct Answered {
+    /// The newest prompt's sequence number.
+    prompt: Cell<i64>,
+}
+
+impl Answered {
+    /// Waits for the answer to prompt `seq` (and to any prompt after it).
+    pub(super) fn new(prompt: i64) -> Self {
+        Answered {
+            prompt: Cell::new(prompt),
+        }
+    }
+
+    /// Whether, after `name`/`data`, every prompt seen has its answer complete.
+    pub(super) fn after(&self, name: &str, data: &Value) -> bool {
+        let ended = match name {
+            // Only the agent's messages stream, so only they finish.
+            "finished" => decode::<FinishedEvent>(data).map(|e| e.seq),
+            "message" => decode::<MessageEvent>(data).and_then(|e| {
+                if e.message.role == MessageRole::User {
+                    self.prompt.set(self.prompt.get().max(e.seq));
+                    return None;
+                }
+                (e.message.status != MessageStatus::Streaming).then_some(e.seq)
+            }),
+            _ => None,
+        };
+        ended.is_some_and(|seq| seq > self.prompt.get())
+    }
+}
+
 /// Prints a sandbox's output from its events, never printing a byte twice.
 #[derive(Default)]
 pub(super) struct Printer {
     printed: HashMap<i64, usize>,
     json: bool,
     mid_line: bool,
+    /// The reason of a failed run just printed as its `! run failed` line: the
+    /// orchestrator then stores it as the text of an answer that had none, which is not
+    /// printed a second time.
+    failure: Option<String>,
 }
 
 impl Printer {
@@ -64,7 +105,23 @@ impl Printer {
         }
     }
 
+    /// Whether `text`, the start of message `seq`, only repeats the failure just printed.
+    fn repeats_failure(&mut self, seq: i64, text: &str) -> bool {
+        if self.printed.get(&seq).is_some_and(|done| *done > 0) {
+            return false;
+        }
+        if self.failure.as_deref() == Some(text) {
+            self.failure = None;
+            self.printed.insert(seq, text.len());
+            return true;
+        }
+        false
+    }
+
     fn show(&mut self, seq: i64, role: &str, content: &str, finished: bool) {
+        if role != "user" && self.repeats_failure(seq, content) {
+            return;
+        }
         let done = *self.printed.get(&seq).unwrap_or(&0);
         if role == "user" {
             if done == 0 {
@@ -81,6 +138,63 @@ impl Printer {
         if finished {
             self.end_line();
         }
+    }
+
+    /// Prints an agent event's line (tool call, tool result, error, the run's end).
+    fn agent(&mut self, event: &Value) {
+        if event.get("type").and_then(Value::as_str) == Some("result")
+            && event.get("success").and_then(Value::as_bool) == Some(false)
+        {
+            self.failure = event.get("text").and_then(Value::as_str).map(str::to_owned);
+        }
+        if let Some(line) = agent_line(event) {
+            self.end_line();
+            println!("{line}");
+        }
+    }
+
+    /// Prints a stored message, the agent's with the tool calls, results and errors
+    /// re-read from its raw log (`tool` parses it) between its text.
+    pub(super) fn stored(&mut self, m: &Message, tool: Option<ToolId>) {
+        if self.json {
+            println!("{}", serde_json::to_value(m).unwrap_or(Value::Null));
+            return;
+        }
+        let raw = m.raw_log.as_deref().unwrap_or_default();
+        let events = match tool {
+            // Only whole lines: `finish` would invent an end for a run without one.
+            Some(tool) if m.role != MessageRole::User && !raw.is_empty() => {
+                StreamParser::new(tool).feed(raw.as_bytes())
+            }
+            _ => Vec::new(),
+        };
+        let text: String = events
+            .iter()
+            .filter_map(|e| match e {
+                AgentEvent::Text { text } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        // The content is the run's text in order; if the raw log tells another story (a
+        // cut log), the content comes first and the other lines after it.
+        let interleave = text == m.content;
+        // A failed run's reason stored as the answer's text is already on its line.
+        let failure_text = events.iter().any(|e| {
+            matches!(e, AgentEvent::Result(r) if !r.success && r.text.as_deref() == Some(m.content.as_str()))
+        });
+        if !interleave && !failure_text {
+            self.show(m.seq, m.role.as_str(), &m.content, false);
+        }
+        for event in &events {
+            match event {
+                AgentEvent::Text { text } if interleave => self.write(text),
+                AgentEvent::Text { .. } => {}
+                other => self.agent(&serde_json::to_value(other).unwrap_or(Value::Null)),
+            }
+        }
+        self.failure = None;
+        self.printed.insert(m.seq, m.content.len().max(1));
+        self.end_line();
     }
 
     /// Handles one event.
@@ -108,6 +222,9 @@ impl Printer {
                     ..
                 }) = decode(data)
                 {
+                    if end == text.len() && self.repeats_failure(seq, &text) {
+                        return;
+                    }
                     let done = *self.printed.get(&seq).unwrap_or(&0);
                     let start = end.saturating_sub(text.len());
                     if end > done {
@@ -116,20 +233,27 @@ impl Printer {
                     }
                 }
             }
+            "agent" => {
+                if let Some(event) = data.get("event") {
+                    self.agent(event);
+                }
+            }
             "finished" | "end" => self.end_line(),
             _ => {}
         }
     }
 }
 
-/// Follows `/events`, resuming with `Last-Event-ID` after drops, until `end` or `stop`.
+/// Follows `/events` from after message `after` (every message up to it already
+/// printed), resuming with `Last-Event-ID` after drops, until `end` or `stop`.
 pub(super) async fn follow(
     http: &Http,
     id: &str,
     printer: &mut Printer,
+    after: i64,
     stop: impl Fn(&str, &Value) -> bool,
 ) -> Result<()> {
-    let mut last: Option<String> = None;
+    let mut last: Option<String> = (after > 0).then(|| after.to_string());
     let mut failures = 0;
     loop {
         let mut req = http.request(Method::GET, &format!("/v1/sandboxes/{id}/events"));

@@ -7,6 +7,7 @@ mod events;
 mod keys;
 mod sandbox;
 mod templates;
+mod transcript;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};

@@ -2,11 +2,12 @@
 
 use clap::{Args, Subcommand};
 use courier_api::views::{Message, MessageList, NewMessage, NewSandbox, Sandbox, SandboxPage};
-use courier_store::MessageRole;
+use courier_store::{MessageRole, MessageStatus};
+use courier_tools::ToolId;
 use reqwest::Method;
 
-use super::events::{Printer, first_answer_done, follow};
-use super::{Conn, Http, Result, fail, or_dash, print_json, short_time, wire_time, with_spinner};
+use super::events::{Answered, Printer, first_answer_done, follow};
+use super::{Conn, Http, Result, or_dash, print_json, short_time, wire_time, with_spinner};
 use crate::table;
 
 #[derive(Debug, Subcommand)]
@@ -20,11 +21,13 @@ pub enum SandboxCommand {
         /// Sandbox id.
         id: String,
     },
-    /// Prints the sandbox's messages; `-f` follows live output until it ends.
+    /// Prints the sandbox's messages, the agent's tool calls and results, errors and how
+    /// each run ended, one line each; `-f` then follows the live output until the agent's
+    /// answer is complete (or the sandbox ends).
     Logs {
         /// Sandbox id.
         id: String,
-        /// Follow live output.
+        /// Follow the live output until the answer is complete.
         #[arg(short, long)]
         follow: bool,
     },
@@ -206,7 +209,7 @@ async fn create(conn: &Conn, http: &Http, a: CreateArgs) -> Result<()> {
     eprintln!("sandbox {id} is {}", sandbox.status);
     let mut printer = Printer::new(false);
     // Until the agent's first answer finishes.
-    follow(http, &id, &mut printer, first_answer_done).await?;
+    follow(http, &id, &mut printer, 0, first_answer_done).await?;
     eprintln!(
         "\nsandbox {id} is still running: `courier sandbox send {id} \"…\"`, `courier sandbox logs -f {id}`, `courier sandbox kill {id}`"
     );
@@ -246,33 +249,54 @@ async fn list(conn: &Conn, http: &Http, a: ListArgs) -> Result<()> {
     Ok(())
 }
 
-/// `courier sandbox logs` without `-f`: every stored message, a page at a time.
-async fn logs(conn: &Conn, http: &Http, id: &str) -> Result<()> {
+/// `courier sandbox logs`: every stored message, a page at a time, the agent's with its
+/// tool calls; with `follow_live`, then the live output until every prompt has its answer
+/// complete, or the sandbox ends.
+async fn logs(conn: &Conn, http: &Http, id: &str, follow_live: bool) -> Result<()> {
+    let sandbox: Sandbox = http
+        .fetch(Method::GET, &format!("/v1/sandboxes/{id}"))
+        .await?;
+    let tool = sandbox.cli_tool.parse::<ToolId>().ok();
+    let mut printer = Printer::new(conn.json);
+    // The raw logs are read for the tool calls; `--json` prints the messages as served.
+    let raw = if conn.json { "" } else { "&raw=true" };
+    // Every message up to `after` is printed whole; a streaming one is left to `follow`.
     let mut after = 0;
-    loop {
+    let mut prompt = 0;
+    let mut pending = false;
+    'pages: loop {
         let page: MessageList = http
             .fetch(
                 Method::GET,
-                &format!("/v1/sandboxes/{id}/messages?after_seq={after}&limit=500"),
+                &format!("/v1/sandboxes/{id}/messages?after_seq={after}&limit=500{raw}"),
             )
             .await?;
         for m in &page.items {
-            after = m.seq;
-            if conn.json {
-                let line = serde_json::to_value(m)
-                    .map(|v| v.to_string())
-                    .map_err(|e| fail(1, e.to_string()))?;
-                println!("{line}");
-            } else if m.role == MessageRole::User {
-                println!("> {}", m.content);
-            } else {
-                println!("{}", m.content.trim_end());
+            if follow_live && m.status == MessageStatus::Streaming {
+                pending = true;
+                break 'pages;
             }
+            printer.stored(m, tool);
+            after = m.seq;
+            if m.role == MessageRole::User {
+                prompt = m.seq;
+            }
+            // A prompt not answered yet: its answer is still to come.
+            pending = m.role == MessageRole::User;
         }
         if page.items.len() < 500 {
-            return Ok(());
+            break;
         }
     }
+    // A final sandbox still gets its `end` (the JSON lines end with it).
+    if follow_live && (pending || sandbox.status.is_final()) {
+        let answered = Answered::new(prompt);
+        follow(http, id, &mut printer, after, |name, data| {
+            answered.after(name, data)
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// `courier sandbox …`.
@@ -294,11 +318,7 @@ pub async fn sandbox(conn: &Conn, command: SandboxCommand) -> Result<()> {
             }
             Ok(())
         }
-        SandboxCommand::Logs { id, follow: true } => {
-            let mut printer = Printer::new(conn.json);
-            follow(&http, &id, &mut printer, |_, _| false).await
-        }
-        SandboxCommand::Logs { id, follow: false } => logs(conn, &http, &id).await,
+        SandboxCommand::Logs { id, follow } => logs(conn, &http, &id, follow).await,
         SandboxCommand::Send { id, text } => {
             let m: Message = http
                 .call(
