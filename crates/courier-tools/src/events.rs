@@ -1,9 +1,9 @@
 //! Normalized agent events: what every tool's stream is parsed into.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Token and cost counts for one model message (or, inside [`RunResult`], a whole run).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     /// Input tokens not read from cache.
     pub input_tokens: u64,
@@ -55,7 +55,7 @@ impl Usage {
 }
 
 /// The verdict of a run, taken from the tool's final event, not from its exit code.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
     /// Whether the agent finished its task without error.
     pub success: bool,
@@ -81,7 +81,7 @@ pub struct RunResult {
 }
 
 /// One normalized event from an agent's output stream.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentEvent {
     /// The tool reported its session id (keep it: follow-ups continue this session).

@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
-use courier_api::views::{FinishedEvent, Message, MessageEvent, StreamError, TextEvent};
+use courier_api::views::{
+    AgentEvent, FinishedEvent, Message, MessageEvent, StreamError, TextEvent,
+};
 use courier_store::{MessageRole, MessageStatus};
-use courier_tools::{AgentEvent, StreamParser, ToolId};
+use courier_tools::{AgentEvent as ToolEvent, StreamParser, ToolId};
 use futures::StreamExt;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -141,11 +143,11 @@ impl Printer {
     }
 
     /// Prints an agent event's line (tool call, tool result, error, the run's end).
-    fn agent(&mut self, event: &Value) {
-        if event.get("type").and_then(Value::as_str) == Some("result")
-            && event.get("success").and_then(Value::as_bool) == Some(false)
+    fn agent(&mut self, event: &ToolEvent) {
+        if let ToolEvent::Result(r) = event
+            && !r.success
         {
-            self.failure = event.get("text").and_then(Value::as_str).map(str::to_owned);
+            self.failure = r.text.clone();
         }
         if let Some(line) = agent_line(event) {
             self.end_line();
@@ -171,7 +173,7 @@ impl Printer {
         let text: String = events
             .iter()
             .filter_map(|e| match e {
-                AgentEvent::Text { text } => Some(text.as_str()),
+                ToolEvent::Text { text } => Some(text.as_str()),
                 _ => None,
             })
             .collect();
@@ -180,16 +182,16 @@ impl Printer {
         let interleave = text == m.content;
         // A failed run's reason stored as the answer's text is already on its line.
         let failure_text = events.iter().any(|e| {
-            matches!(e, AgentEvent::Result(r) if !r.success && r.text.as_deref() == Some(m.content.as_str()))
+            matches!(e, ToolEvent::Result(r) if !r.success && r.text.as_deref() == Some(m.content.as_str()))
         });
         if !interleave && !failure_text {
             self.show(m.seq, m.role.as_str(), &m.content, false);
         }
         for event in &events {
             match event {
-                AgentEvent::Text { text } if interleave => self.write(text),
-                AgentEvent::Text { .. } => {}
-                other => self.agent(&serde_json::to_value(other).unwrap_or(Value::Null)),
+                ToolEvent::Text { text } if interleave => self.write(text),
+                ToolEvent::Text { .. } => {}
+                other => self.agent(other),
             }
         }
         self.failure = None;
@@ -234,8 +236,10 @@ impl Printer {
                 }
             }
             "agent" => {
-                if let Some(event) = data.get("event") {
-                    self.agent(event);
+                if let Some(event) = decode::<AgentEvent>(data)
+                    .and_then(|view| serde_json::from_value::<ToolEvent>(view.event).ok())
+                {
+                    self.agent(&event);
                 }
             }
             "finished" | "end" => self.end_line(),

@@ -1,7 +1,8 @@
 //! One compact line per agent event, for `courier sandbox logs` and `create`: tool calls
 //! and their results, errors, and how the run ended. Text is printed as it comes;
-//! thinking, usage and session events print nothing.
+//! thinking, usage, session and unparsed raw events print nothing.
 
+use courier_tools::{AgentEvent, RunResult};
 use serde_json::Value;
 
 use crate::table;
@@ -22,18 +23,15 @@ const SUMMARY_KEYS: [&str; 9] = [
     "description",
 ];
 
-/// The line for one agent event (the `event` of an `agent` server-sent event, tagged by
-/// `type`), or `None` for events that print nothing.
-pub(super) fn agent_line(event: &Value) -> Option<String> {
-    let text = |key: &str| event.get(key).and_then(Value::as_str).unwrap_or_default();
-    match event.get("type")?.as_str()? {
-        "tool_use" => Some(format!(
-            "▸ {}{}",
-            text("name"),
-            input_summary(event.get("input"))
-        )),
-        "tool_result" => {
-            let output = text("output");
+/// The line for one agent event, or `None` for events that print nothing.
+pub(super) fn agent_line(event: &AgentEvent) -> Option<String> {
+    match event {
+        AgentEvent::ToolUse { name, input, .. } => {
+            Some(format!("▸ {name}{}", input_summary(input)))
+        }
+        AgentEvent::ToolResult {
+            output, is_error, ..
+        } => {
             let mut lines = output.lines().map(str::trim).filter(|l| !l.is_empty());
             let mut line = lines
                 .next()
@@ -42,63 +40,60 @@ pub(super) fn agent_line(event: &Value) -> Option<String> {
             if more > 0 {
                 line.push_str(&format!(" (+{more} lines)"));
             }
-            let failed = event.get("is_error").and_then(Value::as_bool) == Some(true);
-            Some(if failed {
+            Some(if *is_error {
                 format!("  ↳ error: {line}")
             } else {
                 format!("  ↳ {line}")
             })
         }
-        "error" => Some(format!("! error: {}", table::clip(text("message"), WIDTH))),
-        "auth_failed" => {
-            let status = event
-                .get("status")
-                .and_then(Value::as_u64)
-                .map_or_else(String::new, |s| format!(" ({s})"));
+        AgentEvent::Error { message } => Some(format!("! error: {}", table::clip(message, WIDTH))),
+        AgentEvent::AuthFailed { status, message } => {
+            let status = status.map_or_else(String::new, |s| format!(" ({s})"));
             Some(format!(
                 "! authentication failed{status}: {}",
-                table::clip(text("message"), WIDTH)
+                table::clip(message, WIDTH)
             ))
         }
-        "result" => result_line(event),
-        _ => None,
+        AgentEvent::Result(result) => result_line(result),
+        AgentEvent::SessionStarted { .. }
+        | AgentEvent::Text { .. }
+        | AgentEvent::Thinking { .. }
+        | AgentEvent::Usage(_)
+        | AgentEvent::Raw { .. } => None,
     }
 }
 
 /// How a run ended: a failure with its reason, a success with its turns, time and cost
 /// (nothing when the tool reports none of them).
-fn result_line(event: &Value) -> Option<String> {
-    if event.get("success").and_then(Value::as_bool) != Some(true) {
-        let reason = event
-            .get("text")
-            .and_then(Value::as_str)
-            .unwrap_or("no reason given");
+fn result_line(result: &RunResult) -> Option<String> {
+    if !result.success {
+        let reason = result.text.as_deref().unwrap_or("no reason given");
         return Some(format!("! run failed: {}", table::clip(reason, WIDTH)));
     }
     let mut parts = Vec::new();
-    if let Some(turns) = event.get("num_turns").and_then(Value::as_u64) {
+    if let Some(turns) = result.num_turns {
         parts.push(format!("{turns} turns"));
     }
-    if let Some(ms) = event.get("duration_ms").and_then(Value::as_u64) {
+    if let Some(ms) = result.duration_ms {
         parts.push(format!("{:.1} s", ms as f64 / 1000.0));
     }
-    if let Some(cost) = event.get("cost_usd").and_then(Value::as_f64) {
+    if let Some(cost) = result.cost_usd {
         parts.push(format!("${cost:.4}"));
     }
     (!parts.is_empty()).then(|| format!("✓ done: {}", parts.join(", ")))
 }
 
 /// ` <what the call does>`: the first telling input key, else the input as JSON.
-fn input_summary(input: Option<&Value>) -> String {
+fn input_summary(input: &Value) -> String {
     let summary = match input {
-        None | Some(Value::Null) => return String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Object(map)) if map.is_empty() => return String::new(),
-        Some(Value::Object(map)) => SUMMARY_KEYS
+        Value::Null => return String::new(),
+        Value::String(s) => s.clone(),
+        Value::Object(map) if map.is_empty() => return String::new(),
+        Value::Object(map) => SUMMARY_KEYS
             .iter()
             .find_map(|k| map.get(*k).and_then(Value::as_str))
-            .map_or_else(|| Value::Object(map.clone()).to_string(), str::to_owned),
-        Some(other) => other.to_string(),
+            .map_or_else(|| input.to_string(), str::to_owned),
+        other => other.to_string(),
     };
     format!(" {}", table::clip(summary.trim(), WIDTH))
 }
@@ -109,44 +104,52 @@ mod tests {
 
     use super::*;
 
+    /// The line of an event as the API serves it.
+    fn line(event: Value) -> Option<String> {
+        agent_line(&serde_json::from_value(event).unwrap())
+    }
+
     #[test]
     fn tool_calls_results_errors_and_the_end_are_one_line_each() {
         let call = json!({"type": "tool_use", "id": "t1", "name": "Bash",
             "input": {"command": "cargo test\n--all", "description": "Run tests"}});
-        assert_eq!(agent_line(&call).unwrap(), "▸ Bash cargo test…");
+        assert_eq!(line(call).unwrap(), "▸ Bash cargo test…");
         let edit = json!({"type": "tool_use", "id": "t2", "name": "Edit",
             "input": {"file_path": "/p/a.rs", "old_string": "x"}});
-        assert_eq!(agent_line(&edit).unwrap(), "▸ Edit /p/a.rs");
+        assert_eq!(line(edit).unwrap(), "▸ Edit /p/a.rs");
         let odd = json!({"type": "tool_use", "id": "t3", "name": "todo", "input": {"n": 1}});
-        assert_eq!(agent_line(&odd).unwrap(), "▸ todo {\"n\":1}");
+        assert_eq!(line(odd).unwrap(), "▸ todo {\"n\":1}");
         let out = json!({"type": "tool_result", "id": "t1", "output": "\nok 1\nok 2\n\nok 3",
             "is_error": false});
-        assert_eq!(agent_line(&out).unwrap(), "  ↳ ok 1 (+2 lines)");
+        assert_eq!(line(out).unwrap(), "  ↳ ok 1 (+2 lines)");
         let failed = json!({"type": "tool_result", "id": "t1", "output": "", "is_error": true});
-        assert_eq!(agent_line(&failed).unwrap(), "  ↳ error: (no output)");
+        assert_eq!(line(failed).unwrap(), "  ↳ error: (no output)");
         let error = json!({"type": "error", "message": "rate limited"});
-        assert_eq!(agent_line(&error).unwrap(), "! error: rate limited");
+        assert_eq!(line(error).unwrap(), "! error: rate limited");
         let auth = json!({"type": "auth_failed", "status": 401, "message": "bad key"});
         assert_eq!(
-            agent_line(&auth).unwrap(),
+            line(auth).unwrap(),
             "! authentication failed (401): bad key"
         );
         let done = json!({"type": "result", "success": true, "text": "Fixed.",
             "num_turns": 3, "duration_ms": 1234, "cost_usd": 0.0123});
-        assert_eq!(
-            agent_line(&done).unwrap(),
-            "✓ done: 3 turns, 1.2 s, $0.0123"
-        );
+        assert_eq!(line(done).unwrap(), "✓ done: 3 turns, 1.2 s, $0.0123");
         let bare = json!({"type": "result", "success": true, "text": null});
-        assert_eq!(agent_line(&bare), None);
+        assert_eq!(line(bare), None);
         let lost = json!({"type": "result", "success": false, "text": "API Error: 500"});
-        assert_eq!(agent_line(&lost).unwrap(), "! run failed: API Error: 500");
-        for quiet in ["thinking", "usage", "session_started", "text", "raw"] {
-            assert_eq!(
-                agent_line(&json!({"type": quiet, "text": "x"})),
-                None,
-                "{quiet}"
-            );
+        assert_eq!(line(lost).unwrap(), "! run failed: API Error: 500");
+        let quiet = [
+            AgentEvent::Thinking { text: "x".into() },
+            AgentEvent::Usage(courier_tools::Usage::default()),
+            AgentEvent::SessionStarted {
+                session_id: "s".into(),
+                model: None,
+            },
+            AgentEvent::Text { text: "x".into() },
+            AgentEvent::Raw { line: "x".into() },
+        ];
+        for event in quiet {
+            assert_eq!(agent_line(&event), None, "{event:?}");
         }
     }
 }
