@@ -124,7 +124,8 @@ async fn create_streams_output_then_send_logs_and_kill() {
     let mut transcript = String::new();
     for _ in 0..100 {
         transcript = stdout(&courier(&live, &["sandbox", "logs", &id]).await);
-        if transcript.ends_with("again\n") {
+        // The prompt's own line ends in "again" too: wait for the answer's.
+        if transcript.ends_with("again\nagain\n") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
