@@ -61,6 +61,19 @@ fn env_aad(project: ProjectId, name: &str) -> Vec<u8> {
     format!("courier/env-var/v1|project:{project}|{name}").into_bytes()
 }
 
+/// Values shorter than this show no characters at all: the last four of a short value
+/// (`true`, a port) would give most of it away.
+pub const MIN_SHOWN_LEN: usize = 12;
+
+/// The value's last four characters for display, or none for a short value.
+fn shown_end(value: &str) -> String {
+    if value.chars().count() >= MIN_SHOWN_LEN {
+        last_four(value)
+    } else {
+        String::new()
+    }
+}
+
 /// A blank optional text is no text.
 fn present(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
@@ -129,7 +142,7 @@ impl KeyVault {
                 Some(secret) => EncryptedEnvVar {
                     name: name.clone(),
                     ciphertext: self.seal_bytes(&env_aad(project, name), secret.expose()),
-                    last_four: last_four(secret.expose()),
+                    last_four: shown_end(secret.expose()),
                 },
                 None => stored
                     .env_vars
@@ -258,6 +271,25 @@ mod tests {
         assert_eq!(plan.system_prompt.as_deref(), Some("Be brief."));
         assert_eq!(plan.skills[0].name, "review");
         assert_eq!(plan.commands[0].name, "Deploy_1");
+
+        // A short value shows nothing of itself.
+        let short = SettingsUpdate {
+            env_vars: [("PORT".to_owned(), Some(Secret::new("8080")))].into(),
+            ..SettingsUpdate::default()
+        };
+        let shown = vault.put_project_settings(project, short).await.unwrap();
+        assert_eq!(shown.env_vars[0].last_four, "");
+        let stored = vault
+            .put_project_settings(
+                project,
+                SettingsUpdate {
+                    env_vars: [("API_TOKEN".to_owned(), Some(Secret::new("s3cret-value")))].into(),
+                    system_prompt: Some("Be brief.".into()),
+                    ..SettingsUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
 
         // A name given without a value keeps the stored one; one left out is removed.
         let keep = SettingsUpdate {

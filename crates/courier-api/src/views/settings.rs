@@ -36,7 +36,8 @@ pub struct ProjectSettings {
 pub struct EnvVar {
     /// Its name.
     pub name: String,
-    /// `****` and the value's last four characters.
+    /// `****` and the value's last four characters (only `****` for values under 12
+    /// characters).
     #[schema(examples("****abcd"))]
     pub masked: String,
 }
