@@ -50,6 +50,14 @@ enum Command {
         #[command(subcommand)]
         command: client::KeysCommand,
     },
+    /// Projects: their settings (defaults, env vars, system prompt, CLAUDE.md, skills,
+    /// commands).
+    Project {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::ProjectCommand,
+    },
     /// Tool templates at the server's sandbox provider: build, list builds.
     Templates {
         #[command(flatten)]
@@ -141,6 +149,7 @@ fn main() -> ExitCode {
             .map_err(client::Failure::from),
             Command::Sandbox { conn, command } => client::sandbox(&conn, command).await,
             Command::Keys { conn, command } => client::keys(&conn, command).await,
+            Command::Project { conn, command } => client::project(&conn, command).await,
             Command::Templates { conn, command } => client::templates(&conn, command).await,
             Command::Usage { conn } => client::usage(&conn).await,
         }

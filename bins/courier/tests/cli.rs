@@ -378,3 +378,74 @@ fn serve_as_root_runs_sandboxes_in_the_embedded_sandboxd() {
     let sandbox: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(sandbox["status"], "killed");
 }
+
+#[test]
+fn project_settings_set_from_flags_and_files_then_shown_masked() {
+    let s = serve();
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = dir.path().join("prompt.md");
+    std::fs::write(&prompt, "Answer in French.\nBe brief.\n").unwrap();
+    let skill = dir.path().join("SKILL.md");
+    std::fs::write(&skill, "---\nname: review\n---\nReview.\n").unwrap();
+    let secret = "tok-very-secret-9876";
+    let env = format!("DEPLOY_TOKEN={secret}");
+    let out = s.run(&[
+        "project",
+        "settings",
+        "set",
+        "--env",
+        &env,
+        "--system-prompt",
+        prompt.to_str().unwrap(),
+        "--skill",
+        &format!("review={}", skill.display()),
+        "--default-tool",
+        "shell",
+        "--default-timeout",
+        "600",
+    ]);
+    assert!(out.status.success(), "{}", err(&out));
+    let shown = text(&out);
+    assert!(shown.contains("DEPLOY_TOKEN=****9876"), "{shown}");
+    assert!(shown.contains("2 lines"), "{shown}");
+    assert!(shown.contains("review"), "{shown}");
+    assert!(shown.contains("timeout_s     600"), "{shown}");
+    assert!(!shown.contains(secret));
+
+    // A second set keeps what it does not mention, the env var's value included.
+    let out = s.run(&[
+        "project",
+        "settings",
+        "set",
+        "--project",
+        &s.project,
+        "--base-branch",
+        "develop",
+        "--unset-env",
+        "NOPE",
+    ]);
+    assert!(out.status.success(), "{}", err(&out));
+    let out = s.run(&["project", "settings", "show", "--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["base_branch"], "develop");
+    assert_eq!(json["env_vars"][0]["masked"], "****9876");
+    assert_eq!(json["skills"][0]["name"], "review");
+    assert_eq!(json["sandbox_defaults"]["timeout_ms"], 600_000);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
+
+    // Invalid input: exit 5 naming the field and what is allowed; bad usage: exit 2.
+    let out = s.run(&[
+        "project",
+        "settings",
+        "set",
+        "--skill",
+        "Bad Name=/dev/null",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", err(&out));
+    assert!(err(&out).contains("skills.name"), "{}", err(&out));
+    let out = s.run(&["project", "settings", "set", "--env", "NOEQUALS"]);
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    let out = s.run(&["project", "settings", "set", "--default-memory", "1"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(err(&out).contains("memory_mb"), "{}", err(&out));
+}

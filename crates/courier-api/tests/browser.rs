@@ -1,7 +1,8 @@
 //! The dashboard in a real headless Chromium, driven over WebDriver (Debian's
 //! `chromium` and `chromium-driver`; `tests/browser/install.sh` installs them): launch a
 //! sandbox with the `shell` tool and see its output, send a message and see the answer,
-//! kill it; and the templates panel: build rows, building one, launching from one.
+//! kill it; the templates panel: build rows, building one, launching from one; and the
+//! project settings panel: saved, masked, refused with the field named.
 //! Skips with a printed reason when chromedriver is not installed.
 
 // Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
@@ -438,5 +439,59 @@ async fn dashboard_shows_template_builds_launches_from_one_and_starts_builds() {
         .unwrap();
     d.wait_text("#tpl-pi .badge", |t| t == "succeeded").await;
     assert_eq!(d.js("return state.buildsTimer;").await, Value::Null);
+    d.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_edits_project_settings_with_env_values_masked() {
+    let Some((s, d)) = dashboard().await else {
+        return;
+    };
+    d.go(&format!("{}/#token={}", s.url, s.alice.token)).await;
+    d.wait_text("#s-env-list", |t| t == "no env vars").await;
+    d.click("#settings summary").await;
+
+    // A malformed env var is refused by the API, naming the field.
+    d.type_into("#s-env", "1BAD=x").await;
+    d.click("#settings-save").await;
+    d.wait_text("#settings-error", |t| t.contains("env_vars"))
+        .await;
+
+    d.type_into("#s-env", "DEPLOY_TOKEN=tok-browser-123456")
+        .await;
+    d.type_into("#s-prompt", "Answer in French.").await;
+    d.type_into("#s-repo", "https://github.com/acme/engine.git")
+        .await;
+    d.js("document.querySelector('#s-tool').value = 'shell';")
+        .await;
+    d.click("#settings-save").await;
+    d.wait_text("#settings-saved", |t| t == "Saved").await;
+    d.wait_text("#s-env-list", |t| t == "DEPLOY_TOKEN=****3456")
+        .await;
+    let (_, saved) = s
+        .get(
+            &s.alice,
+            &format!("/v1/projects/{}/settings", s.alice.project_id),
+        )
+        .await;
+    assert_eq!(saved["system_prompt"], "Answer in French.");
+    assert_eq!(saved["repo_url"], "https://github.com/acme/engine.git");
+    assert_eq!(saved["sandbox_defaults"]["tool"], "shell");
+    assert_eq!(saved["env_vars"][0]["masked"], "****3456");
+
+    // Saving again without retyping the value keeps it; the page never holds it.
+    d.type_into("#s-branch", "develop").await;
+    d.click("#settings-save").await;
+    d.wait_text("#settings-saved", |t| t == "Saved").await;
+    let (_, kept) = s
+        .get(
+            &s.alice,
+            &format!("/v1/projects/{}/settings", s.alice.project_id),
+        )
+        .await;
+    assert_eq!(kept["base_branch"], "develop");
+    assert_eq!(kept["env_vars"], saved["env_vars"]);
+    let html = d.js("return document.body.innerHTML;").await;
+    assert!(!html.to_string().contains("tok-browser-123456"));
     d.quit().await;
 }

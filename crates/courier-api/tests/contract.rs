@@ -125,6 +125,26 @@ async fn every_route_answers_with_its_documented_schema() {
             .await;
     }
 
+    let settings = format!("{project}/settings");
+    let full = json!({
+        "repo_url": "https://github.com/acme/engine.git",
+        "base_branch": "main",
+        "env_vars": { "DEPLOY_TOKEN": "tok-contract-9876" },
+        "system_prompt": "Be brief.",
+        "claude_md": "# Rules",
+        "skills": [{ "name": "review", "content": "---\nname: review\n---\nReview." }],
+        "commands": [{ "name": "deploy", "content": "Deploy it." }],
+        "sandbox_defaults": { "tool": "shell", "memory_mb": 2048 }
+    });
+    let put = checked.call(&s, Method::PUT, &settings, Some(full)).await;
+    assert_eq!(put["env_vars"][0]["masked"], "****9876");
+    let got = checked.call(&s, Method::GET, &settings, None).await;
+    assert_eq!(got, put);
+    // Cleared again, so the sandbox below starts from the product defaults.
+    checked
+        .call(&s, Method::PUT, &settings, Some(json!({})))
+        .await;
+
     let sandbox = checked
         .call(
             &s,

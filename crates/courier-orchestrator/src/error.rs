@@ -39,6 +39,13 @@ pub enum OrchestratorError {
         /// The key's provider.
         provider: Provider,
     },
+    /// A stored project env var cannot be decrypted: the master key changed or the data
+    /// was altered or moved to another project or name.
+    #[error("stored env var {name} cannot be decrypted (wrong master key or tampered data)")]
+    EnvVarDecryption {
+        /// The variable's name.
+        name: String,
+    },
     /// The sandbox's template does not exist at the provider (a tool template that was
     /// never built there, or a custom template that is not there).
     #[error("template {template} for {tool} does not exist at the sandbox provider: {hint}")]

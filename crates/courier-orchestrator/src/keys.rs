@@ -182,8 +182,15 @@ impl KeyVault {
 
     /// Encrypts `plaintext` for the row (`owner`, `provider`).
     pub fn seal(&self, owner: KeyOwner, provider: Provider, plaintext: &str) -> NewProviderKey {
+        NewProviderKey {
+            ciphertext: self.seal_bytes(&associated_data(owner, provider), plaintext),
+            last_four: last_four(plaintext),
+        }
+    }
+
+    /// `version ‖ nonce ‖ AES-256-GCM(plaintext)` bound to `aad`.
+    pub(crate) fn seal_bytes(&self, aad: &[u8], plaintext: &str) -> Vec<u8> {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = associated_data(owner, provider);
         let sealed = self
             .master
             .cipher()
@@ -191,7 +198,7 @@ impl KeyVault {
                 &nonce,
                 Payload {
                     msg: plaintext.as_bytes(),
-                    aad: &aad,
+                    aad,
                 },
             )
             // AES-GCM encryption fails only for inputs over 64 GiB.
@@ -200,24 +207,16 @@ impl KeyVault {
         ciphertext.push(FORMAT_VERSION);
         ciphertext.extend_from_slice(&nonce);
         ciphertext.extend_from_slice(&sealed);
-        NewProviderKey {
-            ciphertext,
-            last_four: last_four(plaintext),
-        }
+        ciphertext
     }
 
-    /// Decrypts a stored key; fails when the master key differs or the ciphertext was
-    /// altered or belongs to another row.
-    pub fn open(&self, key: &ProviderKey) -> Result<Secret> {
-        let fail = || OrchestratorError::KeyDecryption {
-            provider: key.provider,
-        };
-        let data = &key.ciphertext;
+    /// Decrypts what [`seal_bytes`](Self::seal_bytes) made for the same `aad`; `None`
+    /// when the master key differs or the data was altered or belongs elsewhere.
+    pub(crate) fn open_bytes(&self, aad: &[u8], data: &[u8]) -> Option<Secret> {
         if data.len() < 1 + NONCE_LEN || data[0] != FORMAT_VERSION {
-            return Err(fail());
+            return None;
         }
         let nonce = Nonce::from_slice(&data[1..1 + NONCE_LEN]);
-        let aad = associated_data(key.owner, key.provider);
         let plain = Zeroizing::new(
             self.master
                 .cipher()
@@ -225,13 +224,26 @@ impl KeyVault {
                     nonce,
                     Payload {
                         msg: &data[1 + NONCE_LEN..],
-                        aad: &aad,
+                        aad,
                     },
                 )
-                .map_err(|_| fail())?,
+                .ok()?,
         );
-        let text = std::str::from_utf8(&plain).map_err(|_| fail())?;
-        Ok(Secret::new(text))
+        std::str::from_utf8(&plain).ok().map(Secret::new)
+    }
+
+    /// The store the vault reads and writes.
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// Decrypts a stored key; fails when the master key differs or the ciphertext was
+    /// altered or belongs to another row.
+    pub fn open(&self, key: &ProviderKey) -> Result<Secret> {
+        self.open_bytes(&associated_data(key.owner, key.provider), &key.ciphertext)
+            .ok_or(OrchestratorError::KeyDecryption {
+                provider: key.provider,
+            })
     }
 
     /// Encrypts and stores (or replaces) the owner's key for `provider`.

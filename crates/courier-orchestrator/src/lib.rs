@@ -12,6 +12,9 @@
 //! - [`keys`]: the key vault (AES-256-GCM under a master key, project keys beat user keys,
 //!   required providers checked before anything is created).
 //! - [`config`]: create-request validation (ranges, defaults, tool, model, template).
+//! - [`settings`]: project settings (default repository, branch and sandbox
+//!   configuration; env vars encrypted like keys; system prompt, `CLAUDE.md`, skills,
+//!   commands) validated, stored, applied to creates and injected into setup plans.
 //! - [`usage`]: compute seconds, tokens and cost without double counting, rate-table prices,
 //!   totals.
 //! - [`lifecycle`]: the [`Orchestrator`](lifecycle::Orchestrator): create, follow-ups,
@@ -42,6 +45,7 @@ pub mod keys;
 pub mod learnings;
 pub mod lifecycle;
 pub mod pr;
+pub mod settings;
 pub mod stream;
 pub mod templates;
 pub mod usage;

@@ -15,18 +15,20 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use courier_e2b::SandboxApi;
 use courier_e2b::models::NewSandbox as ProviderSandbox;
+use courier_e2b::{CommandSpec, SandboxApi};
 use courier_orchestrator::OrchestratorError;
 use courier_orchestrator::config::CreateRequest;
 use courier_orchestrator::lifecycle::{
     AGENT_RUN_DIR, METADATA_SANDBOX_ID, Orchestrator, TimeoutPolicy,
 };
+use courier_orchestrator::settings::SettingsUpdate;
 use courier_orchestrator::stream::{EventHub, EventKind, SandboxEvent};
 use courier_store::{
-    Message, MessageRole, MessageStatus, NewSandbox, PageRequest, SandboxConfig, SandboxFilter,
-    SandboxId, SandboxStatus,
+    Message, MessageRole, MessageStatus, NamedText, NewSandbox, PageRequest, SandboxConfig,
+    SandboxDefaults, SandboxFilter, SandboxId, SandboxStatus,
 };
+use courier_tools::Secret;
 use e2e_support::{Backend, Isolation, LONG, REPO_URL, TEMPLATE, World, eventually};
 
 type Events = Arc<Mutex<Vec<SandboxEvent>>>;
@@ -460,6 +462,110 @@ async fn bad_requests_fail_before_anything_is_created(backend: Backend) {
     );
 }
 
+/// A project's settings reach its sandboxes: a create naming only the prompt gets the
+/// project's tool, template, repository and base branch; the fake Claude's sandbox holds
+/// the project's `CLAUDE.md`, skill, command and system prompt; a shell agent sees the
+/// project's env var.
+async fn project_settings_reach_the_sandbox_and_the_agent(backend: Backend) {
+    let Some(world) = World::new("project_settings_reach_the_sandbox", backend).await else {
+        return;
+    };
+    world.put_anthropic_key().await;
+    let update = SettingsUpdate {
+        repo_url: Some(REPO_URL.into()),
+        base_branch: Some("main".into()),
+        env_vars: [("DEPLOY_TOKEN".to_owned(), Some(Secret::new("tok-e2e-5678")))].into(),
+        system_prompt: Some("Project rule: answer in French.".into()),
+        claude_md: Some("# Engine\nUse tabs.\n".into()),
+        skills: vec![NamedText {
+            name: "review".into(),
+            content: "---\nname: review\ndescription: Reviews a diff\n---\nReview it.\n".into(),
+        }],
+        commands: vec![NamedText {
+            name: "ship".into(),
+            content: "Ship it.\n".into(),
+        }],
+        sandbox_defaults: SandboxDefaults {
+            tool: Some("claude".into()),
+            template_id: Some(TEMPLATE.into()),
+            ..Default::default()
+        },
+    };
+    world
+        .vault()
+        .put_project_settings(world.project, update)
+        .await
+        .expect("settings");
+    let orchestrator = world.orchestrator(EventHub::default());
+    let only_prompt = |prompt: &str| CreateRequest {
+        user_id: world.user,
+        project_id: world.project,
+        prompt: prompt.into(),
+        ..Default::default()
+    };
+
+    let sandbox = orchestrator
+        .create(only_prompt("add a greeting"))
+        .await
+        .expect("create");
+    assert_eq!(sandbox.cli_tool, "claude");
+    wait_idle(&orchestrator, &world, sandbox.id, 2).await;
+    let stored = messages(&world, sandbox.id).await;
+    assert_eq!(stored[1].status, MessageStatus::Completed, "{stored:?}");
+    assert!(stored[1].content.contains("Done: add a greeting"));
+    let provider_id = sandbox.provider_sandbox_id.clone().unwrap();
+    let record = world.client.connect(&provider_id, None).await.unwrap();
+    let out = world
+        .client
+        .run(
+            &record,
+            CommandSpec::new(
+                "cd /home/user/project && git log --format=%s -1 main && cat CLAUDE.md \
+                 .claude/skills/review/SKILL.md .claude/commands/ship.md /home/user/.claude/CLAUDE.md",
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    for expected in [
+        "initial commit",
+        "Use tabs.",
+        "description: Reviews a diff",
+        "Ship it.",
+        "Project rule: answer in French.",
+    ] {
+        assert!(out.stdout.contains(expected), "{expected}: {}", out.stdout);
+    }
+    orchestrator.kill(sandbox.id, None).await.expect("kill");
+
+    // The request's tool wins; the agent's process has the project's env var.
+    let shell = orchestrator
+        .create(CreateRequest {
+            tool: Some("shell".into()),
+            ..only_prompt(
+                "test \"$DEPLOY_TOKEN\" = tok-e2e-5678 && echo env-ok; cat /home/user/.courier/system-prompt.md",
+            )
+        })
+        .await
+        .expect("create shell");
+    assert_eq!(shell.cli_tool, "shell");
+    wait_idle(&orchestrator, &world, shell.id, 2).await;
+    let stored = messages(&world, shell.id).await;
+    assert!(
+        stored[1].content.contains("env-ok"),
+        "{}",
+        stored[1].content
+    );
+    assert!(
+        stored[1]
+            .content
+            .contains("Project rule: answer in French."),
+        "{}",
+        stored[1].content
+    );
+    orchestrator.kill(shell.id, None).await.expect("kill");
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -486,4 +592,5 @@ on_both_backends!(
     timeout_checkpoints_first,
     restart_reconciles_and_resumes,
     bad_requests_fail_before_anything_is_created,
+    project_settings_reach_the_sandbox_and_the_agent,
 );

@@ -45,6 +45,7 @@ mod kinds;
 mod page;
 mod postgres;
 mod records;
+mod settings;
 mod sql;
 mod sqlite;
 
@@ -71,6 +72,7 @@ pub use records::{
     NewTemplateBuild, NewUsage, NewUser, Project, ProviderKey, QuotaScope, Sandbox, SandboxConfig,
     SandboxLinks, SandboxQuota, TemplateBuild, UsageRecord, UsageTotal, User,
 };
+pub use settings::{EncryptedEnvVar, NamedText, ProjectSettings, SandboxDefaults};
 pub use sqlite::SqliteStore;
 
 /// Everything Courier persists. Object-safe: share it as `Arc<dyn Store>`.
@@ -94,6 +96,16 @@ pub trait Store: Send + Sync {
     async fn get_project(&self, id: ProjectId) -> Result<Project>;
     /// A user's projects, oldest first.
     async fn list_projects(&self, user_id: UserId) -> Result<Vec<Project>>;
+    /// A project's settings ([`ProjectSettings::default`] if never saved); not found if
+    /// the project is missing. Env vars come sorted by name.
+    async fn get_project_settings(&self, project_id: ProjectId) -> Result<ProjectSettings>;
+    /// Replaces a project's settings whole, in one transaction; invalid input for
+    /// duplicate names, not found if the project is missing.
+    async fn put_project_settings(
+        &self,
+        project_id: ProjectId,
+        settings: ProjectSettings,
+    ) -> Result<ProjectSettings>;
 
     // ---- provider keys ----
 

@@ -375,3 +375,17 @@ pub(crate) const RATE_AT: &str = concat!(
      ORDER BY effective_from DESC LIMIT 1"
 );
 pub(crate) const LIST_RATES: &str = concat!("SELECT ", rate_cols!(), " FROM cost_rates");
+pub(crate) const GET_SETTINGS: &str = "SELECT repo_url, base_branch, system_prompt, claude_md, \
+     skills, commands, sandbox_defaults FROM project_settings WHERE project_id = $1";
+pub(crate) const PUT_SETTINGS: &str = "INSERT INTO project_settings (project_id, repo_url, \
+     base_branch, system_prompt, claude_md, skills, commands, sandbox_defaults, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (project_id) DO UPDATE SET \
+     repo_url = excluded.repo_url, base_branch = excluded.base_branch, \
+     system_prompt = excluded.system_prompt, claude_md = excluded.claude_md, \
+     skills = excluded.skills, commands = excluded.commands, \
+     sandbox_defaults = excluded.sandbox_defaults, updated_at = excluded.updated_at";
+pub(crate) const LIST_ENV_VARS: &str =
+    "SELECT name, ciphertext, last_four FROM project_env_vars WHERE project_id = $1";
+pub(crate) const DELETE_ENV_VARS: &str = "DELETE FROM project_env_vars WHERE project_id = $1";
+pub(crate) const INSERT_ENV_VAR: &str = "INSERT INTO project_env_vars (project_id, name, \
+     ciphertext, last_four) VALUES ($1, $2, $3, $4)";

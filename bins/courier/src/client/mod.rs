@@ -1,10 +1,11 @@
-//! The command-line client: `courier sandbox|keys|templates|usage …` over the HTTP API.
+//! The command-line client: `courier sandbox|keys|project|templates|usage …` over the HTTP API.
 //!
 //! Answers are read as courier-api's typed [views](courier_api::views), the same types
 //! the server answers with; `--json` prints them as the server sent them.
 
 mod events;
 mod keys;
+mod project;
 mod sandbox;
 mod templates;
 mod transcript;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use keys::{KeysCommand, keys};
+pub use project::{ProjectCommand, project};
 pub use sandbox::{SandboxCommand, sandbox};
 pub use templates::{TemplatesCommand, templates, usage};
 

@@ -36,6 +36,10 @@ pub(crate) fn router(api: Api) -> Router {
             get(projects::list_projects).post(projects::create_project),
         )
         .route("/projects/{id}", get(projects::get_project))
+        .route(
+            "/projects/{id}/settings",
+            get(projects::get_settings).put(projects::put_settings),
+        )
         .route("/projects/{id}/keys", get(projects::list_project_keys))
         .route(
             "/projects/{id}/keys/{provider}",

@@ -1,4 +1,4 @@
-//! The caller, their projects, and provider keys at both levels.
+//! The caller, their projects, their settings, and provider keys at both levels.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -7,7 +7,10 @@ use courier_store::{KeyOwner, Provider};
 
 use super::{project_id, provider};
 use crate::auth::{Body, Caller};
-use crate::views::{self, Key, KeyList, KeyValue, NewProject, Project, ProjectList, User};
+use crate::views::{
+    self, Key, KeyList, KeyValue, NewProject, Project, ProjectList, ProjectSettings,
+    ProjectSettingsUpdate, User,
+};
 use crate::{Api, ApiError, Result};
 
 pub(super) async fn me(State(api): State<Api>, caller: Caller) -> Result<Json<User>> {
@@ -52,6 +55,33 @@ pub(super) async fn get_project(
 ) -> Result<Json<Project>> {
     let project = api.owned_project(caller, project_id(&id)?).await?;
     Ok(Json(project.into()))
+}
+
+// ---- settings ----
+
+pub(super) async fn get_settings(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ProjectSettings>> {
+    let project = api.owned_project(caller, project_id(&id)?).await?;
+    let settings = api.inner.store.get_project_settings(project.id).await?;
+    Ok(Json(settings.into()))
+}
+
+pub(super) async fn put_settings(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<ProjectSettingsUpdate>,
+) -> Result<Json<ProjectSettings>> {
+    let project = api.owned_project(caller, project_id(&id)?).await?;
+    let settings = api
+        .inner
+        .vault
+        .put_project_settings(project.id, body.into())
+        .await?;
+    Ok(Json(settings.into()))
 }
 
 // ---- keys ----

@@ -10,12 +10,14 @@
 //!   and their lists.
 //! - [`requests`]: the JSON bodies the API accepts.
 //! - [`reports`]: usage, service status, bulk kills, webhook outcomes and the error body.
+//! - [`settings`]: project settings and their update.
 //! - [`events`]: the `data` of each server-sent event.
 
 pub mod events;
 pub mod records;
 pub mod reports;
 pub mod requests;
+pub mod settings;
 
 pub use events::{
     AgentEvent, EndEvent, FinishedEvent, MessageEvent, ShutdownEvent, StreamError, TextEvent,
@@ -32,6 +34,7 @@ pub use reports::{
 pub use requests::{
     GitHubWebhookPayload, KeyValue, NewMessage, NewProject, NewSandbox, TemplateBuildRequest,
 };
+pub use settings::{EnvVar, NamedFile, ProjectSettings, ProjectSettingsUpdate, SandboxDefaults};
 
 use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 

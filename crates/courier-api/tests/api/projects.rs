@@ -150,3 +150,84 @@ async fn keys_are_set_listed_masked_and_deleted_at_both_levels() {
     let (_, mine) = s.get(&s.alice, "/v1/keys").await;
     assert_eq!(mine["items"].as_array().unwrap().len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_are_saved_masked_validated_and_guarded() {
+    let s = server().await;
+    let path = format!("/v1/projects/{}/settings", s.alice.project_id);
+    let (status, empty) = s.get(&s.alice, &path).await;
+    assert_eq!(status, 200);
+    assert_eq!(empty["env_vars"], json!([]));
+    assert_eq!(empty["sandbox_defaults"]["tool"], json!(null));
+
+    let secret = "very-secret-token-wxyz";
+    let body = json!({
+        "repo_url": "https://x:ghp_embedded@github.com/acme/engine.git",
+        "env_vars": { "API_TOKEN": secret },
+        "system_prompt": "Be brief.",
+        "skills": [{ "name": "review", "content": "Review." }],
+        "sandbox_defaults": { "tool": "shell", "cpu_count": 4 }
+    });
+    let (status, saved) = s.call(Method::PUT, &s.alice, &path, Some(body)).await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(
+        saved["env_vars"],
+        json!([{ "name": "API_TOKEN", "masked": "****wxyz" }])
+    );
+    assert_eq!(saved["repo_url"], "https://github.com/acme/engine.git");
+    assert!(!saved.to_string().contains(secret));
+    assert!(!saved.to_string().contains("ghp_embedded"));
+    let (_, read) = s.get(&s.alice, &path).await;
+    assert_eq!(read, saved);
+    assert!(!read.to_string().contains(secret));
+
+    // A null value keeps the stored one.
+    let keep = json!({ "env_vars": { "API_TOKEN": null } });
+    let (status, kept) = s.call(Method::PUT, &s.alice, &path, Some(keep)).await;
+    assert_eq!((status, &kept["env_vars"]), (200, &saved["env_vars"]));
+    assert_eq!(kept["system_prompt"], json!(null));
+
+    // Validation errors name the field and what is allowed.
+    for (bad, field, allowed) in [
+        (
+            json!({ "env_vars": { "1X": "v" } }),
+            "env_vars",
+            "A-Za-z0-9_",
+        ),
+        (
+            json!({ "skills": [{ "name": "Bad Name", "content": "x" }] }),
+            "skills.name",
+            "a-z, 0-9",
+        ),
+        (
+            json!({ "commands": [{ "name": "a b", "content": "x" }] }),
+            "commands.name",
+            "A-Za-z0-9",
+        ),
+        (
+            json!({ "sandbox_defaults": { "memory_mb": 1 } }),
+            "memory_mb",
+            "256",
+        ),
+        (
+            json!({ "sandbox_defaults": { "tool": "vim" } }),
+            "tool",
+            "claude",
+        ),
+    ] {
+        let (status, body) = s.call(Method::PUT, &s.alice, &path, Some(bad)).await;
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(allowed), "{message}");
+    }
+
+    // Bob can neither read nor change Alice's settings.
+    let (status, _) = s.get(&s.bob, &path).await;
+    assert_eq!(status, 403);
+    let (status, _) = s.call(Method::PUT, &s.bob, &path, Some(json!({}))).await;
+    assert_eq!(status, 403);
+}

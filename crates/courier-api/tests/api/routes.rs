@@ -151,7 +151,13 @@ async fn another_users_sandbox_is_forbidden_on_every_route() {
         let path = fill(route.path, &s.alice.project_id, NIL);
         let mut req = s.req(method(route.method), &s.bob, &path);
         if route.body.is_some() {
-            req = req.json(&json!({ "value": "x" }));
+            // A well-formed body: only the ownership check may refuse it.
+            let body = if route.path.ends_with("/settings") {
+                json!({ "env_vars": { "X": "pwned" } })
+            } else {
+                json!({ "value": "x" })
+            };
+            req = req.json(&body);
         }
         assert_eq!(
             req.send().await.unwrap().status(),

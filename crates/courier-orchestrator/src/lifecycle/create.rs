@@ -37,12 +37,17 @@ fn missing_template(error: courier_e2b::Error, tool: ToolId, template: &str) -> 
 impl Orchestrator {
     /// Creates a sandbox and starts its agent on the prompt.
     ///
+    /// Fields the request leaves unset come from the project's settings, whose env vars,
+    /// system prompt, `CLAUDE.md`, skills and commands go into the setup plan.
     /// Validates the request and the keys before anything is recorded; then records
     /// `creating` (within the [sandbox quota](Self::with_sandbox_quota)), creates the
     /// provider sandbox, executes the setup plan, starts the agent
     /// in the background and moves to `running`. Any failure after recording ends in
     /// `error` with its message and the provider sandbox destroyed.
     pub async fn create(&self, request: CreateRequest) -> Result<Sandbox> {
+        let settings = self.store.get_project_settings(request.project_id).await?;
+        let request = crate::settings::with_defaults(request, &settings);
+        let project = self.vault.plan_settings(request.project_id, &settings)?;
         let valid = request.validate()?;
         let keys = self
             .vault
@@ -84,7 +89,11 @@ impl Orchestrator {
             keys,
             learnings: active_learnings(self.store.as_ref(), request.project_id).await?,
             endpoints: self.endpoints.clone(),
-            ..Default::default()
+            env_vars: project.env_vars,
+            system_prompt: project.system_prompt,
+            claude_md: project.claude_md,
+            skills: project.skills,
+            commands: project.commands,
         };
         let mut provider_id = None;
         let started = async {

@@ -5,6 +5,16 @@ macro_rules! store_rows {
     ($db:ty) => {
         type DbRow = <$db as sqlx::Database>::Row;
 
+        fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+            serde_json::to_string(value)
+                .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))
+        }
+
+        fn from_json<T: serde::de::DeserializeOwned>(text: String) -> Result<T> {
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+        }
+
         fn user_from_row(r: &DbRow) -> Result<User> {
             Ok(User {
                 id: UserId::from_uuid(r.try_get("id")?),

@@ -75,6 +75,87 @@ macro_rules! store_users {
                 rows.iter().map(project_from_row).collect()
             }
 
+            async fn get_project_settings(&self, project_id: ProjectId) -> Result<ProjectSettings> {
+                let project = project_id.as_uuid();
+                let row = sqlx::query(sql::GET_SETTINGS)
+                    .bind(project)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let Some(row) = row else {
+                    self.get_project(project_id).await?;
+                    return Ok(ProjectSettings::default());
+                };
+                let vars = sqlx::query(sql::LIST_ENV_VARS)
+                    .bind(project)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut env_vars = vars
+                    .iter()
+                    .map(|r| {
+                        Ok(EncryptedEnvVar {
+                            name: r.try_get("name")?,
+                            ciphertext: r.try_get("ciphertext")?,
+                            last_four: r.try_get("last_four")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                // Sorted here, not in SQL: collations differ between backends.
+                env_vars.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(ProjectSettings {
+                    repo_url: row.try_get("repo_url")?,
+                    base_branch: row.try_get("base_branch")?,
+                    env_vars,
+                    system_prompt: row.try_get("system_prompt")?,
+                    claude_md: row.try_get("claude_md")?,
+                    skills: from_json(row.try_get("skills")?)?,
+                    commands: from_json(row.try_get("commands")?)?,
+                    sandbox_defaults: from_json(row.try_get("sandbox_defaults")?)?,
+                })
+            }
+
+            async fn put_project_settings(
+                &self,
+                project_id: ProjectId,
+                settings: ProjectSettings,
+            ) -> Result<ProjectSettings> {
+                settings.check_shape()?;
+                let project = project_id.as_uuid();
+                let mut tx = self.write_tx().await?;
+                sqlx::query(sql::PUT_SETTINGS)
+                    .bind(project)
+                    .bind(&settings.repo_url)
+                    .bind(&settings.base_branch)
+                    .bind(&settings.system_prompt)
+                    .bind(&settings.claude_md)
+                    .bind(to_json(&settings.skills)?)
+                    .bind(to_json(&settings.commands)?)
+                    .bind(to_json(&settings.sandbox_defaults)?)
+                    .bind(now_micros())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| match StoreError::from(e) {
+                        StoreError::NotFound { .. } => StoreError::not_found("project", project_id),
+                        other => other,
+                    })?;
+                sqlx::query(sql::DELETE_ENV_VARS)
+                    .bind(project)
+                    .execute(&mut *tx)
+                    .await?;
+                for var in &settings.env_vars {
+                    sqlx::query(sql::INSERT_ENV_VAR)
+                        .bind(project)
+                        .bind(&var.name)
+                        .bind(&var.ciphertext)
+                        .bind(&var.last_four)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                let mut stored = settings;
+                stored.env_vars.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(stored)
+            }
+
             async fn put_provider_key(
                 &self,
                 owner: KeyOwner,

@@ -24,6 +24,7 @@ mod messages;
 mod races;
 mod sandboxes;
 mod seed;
+mod settings;
 mod usage;
 
 pub use accounts::{provider_keys_at_user_and_project_level, users_and_projects_round_trip};
@@ -45,6 +46,7 @@ pub use sandboxes::{
     sandbox_round_trip, soft_delete_restore_and_purge_keep_the_counter_exact,
     stale_expected_status_is_a_conflict,
 };
+pub use settings::project_settings_are_replaced_whole;
 pub use usage::{cost_rates_apply_from_their_start, usage_totals_per_sandbox_project_and_day};
 
 use std::future::Future;
@@ -116,6 +118,7 @@ macro_rules! conformance_tests {
             learnings_and_their_version_are_recorded_together,
             provider_keys_at_user_and_project_level,
             template_builds_record_progress,
+            project_settings_are_replaced_whole,
         );
     };
     (@each $setup:path; $($name:ident),+ $(,)?) => {

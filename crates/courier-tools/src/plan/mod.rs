@@ -27,8 +27,9 @@ mod validate;
 mod tests;
 
 use tools::{claude_steps, codex_steps, opencode_steps, pi_steps};
-use validate::{
-    invalid, validate_branch, validate_command_name, validate_env_name, validate_repo_url,
+use validate::invalid;
+pub use validate::{
+    validate_branch, validate_command_name, validate_env_name, validate_repo_url,
     validate_skill_name,
 };
 

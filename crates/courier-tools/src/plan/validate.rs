@@ -10,7 +10,9 @@ pub(super) fn invalid(field: &'static str, value: &str, rule: &'static str) -> T
     }
 }
 
-pub(super) fn validate_branch(name: &str) -> Result<(), ToolsError> {
+/// Checks a name against the rule a setup plan enforces; the error names the field and
+/// the rule.
+pub fn validate_branch(name: &str) -> Result<(), ToolsError> {
     const RULE: &str = "1 to 200 characters of A-Za-z0-9 . _ / -, not starting with '-', '/' or '.', \
                         without '..', '//' or a trailing '/', '.' or '.lock'";
     let ok = !name.is_empty()
@@ -31,7 +33,9 @@ pub(super) fn validate_branch(name: &str) -> Result<(), ToolsError> {
     }
 }
 
-pub(super) fn validate_env_name(name: &str) -> Result<(), ToolsError> {
+/// Checks a name against the rule a setup plan enforces; the error names the field and
+/// the rule.
+pub fn validate_env_name(name: &str) -> Result<(), ToolsError> {
     let mut bytes = name.bytes();
     let ok = matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -46,7 +50,9 @@ pub(super) fn validate_env_name(name: &str) -> Result<(), ToolsError> {
     }
 }
 
-pub(super) fn validate_skill_name(name: &str) -> Result<(), ToolsError> {
+/// Checks a name against the rule a setup plan enforces; the error names the field and
+/// the rule.
+pub fn validate_skill_name(name: &str) -> Result<(), ToolsError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -63,7 +69,9 @@ pub(super) fn validate_skill_name(name: &str) -> Result<(), ToolsError> {
     }
 }
 
-pub(super) fn validate_command_name(name: &str) -> Result<(), ToolsError> {
+/// Checks a name against the rule a setup plan enforces; the error names the field and
+/// the rule.
+pub fn validate_command_name(name: &str) -> Result<(), ToolsError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -80,7 +88,9 @@ pub(super) fn validate_command_name(name: &str) -> Result<(), ToolsError> {
     }
 }
 
-pub(super) fn validate_repo_url(url: &str) -> Result<(), ToolsError> {
+/// Checks a name against the rule a setup plan enforces; the error names the field and
+/// the rule.
+pub fn validate_repo_url(url: &str) -> Result<(), ToolsError> {
     let ok = !url.is_empty()
         && !url.starts_with('-')
         && !url.chars().any(|c| c.is_whitespace() || c.is_control());

@@ -136,6 +136,11 @@ async fn a_provider_failure_during_setup_ends_in_error_with_the_sandbox_destroye
     let mut store = MockStore::new();
     let mut api = MockSandboxApi::new();
     store
+        .expect_get_project_settings()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(Default::default()));
+    store
         .expect_create_sandbox_within()
         .withf(|new, quota| {
             new.prompt == "fix the login"
@@ -240,4 +245,49 @@ async fn two_sandboxes_created_in_a_row_get_different_default_branches() {
     assert_ne!(first_branch, second_branch);
     assert_eq!(first_branch, format!("courier/{}", first.id));
     assert_eq!(second_branch, format!("courier/{}", second.id));
+}
+
+#[tokio::test]
+async fn a_create_takes_the_project_settings_as_defaults_and_injects_them() {
+    let w = world(None, true).await;
+    let update = crate::settings::SettingsUpdate {
+        repo_url: Some("https://github.com/acme/default.git".into()),
+        base_branch: Some("develop".into()),
+        env_vars: [(
+            "DEPLOY_TOKEN".to_owned(),
+            Some(courier_tools::Secret::new("tok-12345")),
+        )]
+        .into(),
+        sandbox_defaults: courier_store::SandboxDefaults {
+            memory_mb: Some(2048),
+            cpu_count: Some(4),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    w.vault
+        .put_project_settings(w.project, update)
+        .await
+        .unwrap();
+
+    // The request's own values win; what it leaves unset comes from the settings.
+    let request = CreateRequest {
+        repo_url: None,
+        memory_mb: Some(512),
+        ..w.request()
+    };
+    let sandbox = w.orchestrator.create(request).await.unwrap();
+    assert_eq!(sandbox.config.memory_mb, 512);
+    assert_eq!(sandbox.config.cpu_count, 4);
+    let runs = w.runs.lock().unwrap().clone();
+    assert!(
+        runs.iter().any(|c| c.starts_with("git clone --branch develop ")
+            && c.contains("acme/default.git")),
+        "{runs:?}"
+    );
+    let env = w.orchestrator.lock().get(&sandbox.id).unwrap().env.clone();
+    assert_eq!(
+        env.get("DEPLOY_TOKEN").map(String::as_str),
+        Some("tok-12345")
+    );
 }
