@@ -233,6 +233,30 @@ impl UsageSummary {
     pub async fn for_project(store: &dyn Store, id: ProjectId) -> Result<Self> {
         Ok(Self::from_totals(&store.usage_for_project(id).await?))
     }
+
+    /// A sandbox's totals as of `now`: while it lives, its compute record is written only
+    /// at its end, so the seconds so far (priced by the rate in force at `now`) are added
+    /// to what is recorded; an ended sandbox's totals are what is recorded.
+    pub async fn for_sandbox_at(
+        store: &dyn Store,
+        sandbox: &Sandbox,
+        now: DateTime<Utc>,
+    ) -> Result<Self> {
+        let mut totals = store.usage_for_sandbox(sandbox.id).await?;
+        let compute_recorded = totals
+            .iter()
+            .any(|t| t.metric == UsageMetric::ComputeSeconds);
+        if sandbox.ended_at.is_none() && !compute_recorded {
+            let live = compute_record(store, sandbox, now).await?;
+            totals.push(UsageTotal {
+                service: live.service,
+                metric: live.metric,
+                quantity: live.quantity,
+                cost: live.cost,
+            });
+        }
+        Ok(Self::from_totals(&totals))
+    }
 }
 
 #[cfg(test)]
@@ -398,6 +422,31 @@ mod tests {
 
         sandbox.ended_at = None;
         let later = sandbox.created_at + chrono::Duration::seconds(3);
+        // While it lives, its usage shows the seconds so far, priced by today's rate.
+        store
+            .put_cost_rate(NewCostRate {
+                service: Service::E2b,
+                metric: UsageMetric::ComputeSeconds,
+                usd_per_unit: 0.000_1,
+                effective_from: sandbox.created_at - chrono::Duration::days(1),
+            })
+            .await
+            .unwrap();
+        let live = UsageSummary::for_sandbox_at(store, &sandbox, later)
+            .await
+            .unwrap();
+        assert_eq!(live.compute_seconds, 3.0);
+        assert_eq!(live.cost, Money::from_usd(0.000_3));
+        // Once ended and recorded, the record is the whole figure: nothing counted twice.
+        sandbox.ended_at = Some(later);
+        let record = compute_record(store, &sandbox, later).await.unwrap();
+        store.record_usage(&[record]).await.unwrap();
+        let ended =
+            UsageSummary::for_sandbox_at(store, &sandbox, later + chrono::Duration::hours(1))
+                .await
+                .unwrap();
+        assert_eq!(ended.compute_seconds, 3.0);
+        sandbox.ended_at = None;
         assert_eq!(compute_seconds(&sandbox, later), 3.0);
         assert_eq!(
             compute_seconds(&sandbox, sandbox.created_at - chrono::Duration::seconds(3)),

@@ -20,7 +20,9 @@ pub(super) async fn sandbox_usage(
     Path(id): Path<String>,
 ) -> Result<Json<Usage>> {
     let sandbox = api.owned_sandbox(caller, sandbox_id(&id)?).await?;
-    let usage = UsageSummary::for_sandbox(api.inner.store.as_ref(), sandbox.id).await?;
+    let usage =
+        UsageSummary::for_sandbox_at(api.inner.store.as_ref(), &sandbox, chrono::Utc::now())
+            .await?;
     Ok(Json((&usage).into()))
 }
 

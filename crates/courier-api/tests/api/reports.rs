@@ -11,6 +11,12 @@ use crate::common::server;
 async fn usage_learnings_versions_and_template_builds_are_readable() {
     let s = server().await;
     let id = s.shell(&s.alice, "echo x").await;
+    // While the sandbox lives, its compute seconds count up (they are recorded at its end).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, live) = s.get(&s.alice, &format!("/v1/sandboxes/{id}/usage")).await;
+    assert_eq!(status, 200);
+    let live_seconds = live["compute_seconds"].as_f64().unwrap();
+    assert!(live_seconds >= 1.0, "{live}");
     s.post(&s.alice, &format!("/v1/sandboxes/{id}/kill"), json!({}))
         .await;
     let (status, usage) = s.get(&s.alice, &format!("/v1/sandboxes/{id}/usage")).await;
@@ -23,6 +29,12 @@ async fn usage_learnings_versions_and_template_builds_are_readable() {
     ] {
         assert!(usage[field].is_number(), "{field}: {usage}");
     }
+    // The record written at the kill replaces the live figure, not added to it.
+    let ended_seconds = usage["compute_seconds"].as_f64().unwrap();
+    assert!(
+        ended_seconds >= live_seconds && ended_seconds < live_seconds + 30.0,
+        "{live} then {usage}"
+    );
     let (status, report) = s.get(&s.alice, "/v1/usage").await;
     assert_eq!(status, 200);
     assert_eq!(
