@@ -16,7 +16,7 @@ use courier_tools::{
 };
 
 use crate::config::CreateRequest;
-use crate::keys::{KeyVault, last_four};
+use crate::keys::KeyVault;
 use crate::{OrchestratorError, Result};
 
 /// New settings for a project, replacing the stored ones whole.
@@ -59,19 +59,6 @@ pub struct PlanSettings {
 /// The associated data binding an env var's ciphertext to its project and name.
 fn env_aad(project: ProjectId, name: &str) -> Vec<u8> {
     format!("courier/env-var/v1|project:{project}|{name}").into_bytes()
-}
-
-/// Values shorter than this show no characters at all: the last four of a short value
-/// (`true`, a port) would give most of it away.
-pub const MIN_SHOWN_LEN: usize = 12;
-
-/// The value's last four characters for display, or none for a short value.
-fn shown_end(value: &str) -> String {
-    if value.chars().count() >= MIN_SHOWN_LEN {
-        last_four(value)
-    } else {
-        String::new()
-    }
 }
 
 /// A blank optional text is no text.
@@ -142,7 +129,8 @@ impl KeyVault {
                 Some(secret) => EncryptedEnvVar {
                     name: name.clone(),
                     ciphertext: self.seal_bytes(&env_aad(project, name), secret.expose()),
-                    last_four: shown_end(secret.expose()),
+                    // The one masking rule (courier-secret): a short value shows nothing of itself.
+                    last_four: secret.shown_tail(),
                 },
                 None => stored
                     .env_vars

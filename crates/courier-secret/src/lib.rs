@@ -94,12 +94,24 @@ impl Secret {
     /// assert_eq!(Secret::new("short").masked(), "****");
     /// ```
     pub fn masked(&self) -> String {
+        format!("****{}", self.shown_tail())
+    }
+
+    /// What the masked form shows of the value: its last four characters, or nothing for
+    /// secrets under eight characters. For callers that store it beside a ciphertext and
+    /// mask later (the value itself is gone by then).
+    ///
+    /// ```
+    /// use courier_secret::Secret;
+    /// assert_eq!(Secret::new("s3cret-value").shown_tail(), "alue");
+    /// assert_eq!(Secret::new("8080").shown_tail(), "");
+    /// ```
+    pub fn shown_tail(&self) -> String {
         let chars: Vec<char> = self.0.chars().collect();
         if chars.len() < MIN_LEN_FOR_TAIL {
-            return "****".to_owned();
+            return String::new();
         }
-        let tail: String = chars[chars.len() - 4..].iter().collect();
-        format!("****{tail}")
+        chars[chars.len() - 4..].iter().collect()
     }
 
     /// A view that serializes the raw value, for one field or value that must carry it.

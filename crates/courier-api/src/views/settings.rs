@@ -36,8 +36,8 @@ pub struct ProjectSettings {
 pub struct EnvVar {
     /// Its name.
     pub name: String,
-    /// `****` and the value's last four characters (only `****` for values under 12
-    /// characters).
+    /// `****` and the value's last four characters (only `****` for values under 8
+    /// characters: courier-secret's rule).
     #[schema(examples("****abcd"))]
     pub masked: String,
 }
