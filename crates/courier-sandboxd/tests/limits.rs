@@ -120,24 +120,16 @@ impl Fixture {
         link["present"].as_bool().expect("present is a bool")
     }
 
+    /// `POST /v3/templates` with `body`: the new (templateID, buildID).
+    async fn request_build(&self, body: Value) -> (String, String) {
+        support::request_build(&self.http, &self.api, KEY, body).await
+    }
+
     /// `POST /v3/templates` then `POST /v2/.../builds/...` with `recipe`; returns the ids.
     async fn build(&self, name: &str, recipe: Value) -> (String, String) {
-        let (status, requested) = self
-            .call(
-                reqwest::Method::POST,
-                "/v3/templates",
-                Some(json!({"name": name, "cpuCount": 1, "memoryMB": 512})),
-            )
+        let (template_id, build_id) = self
+            .request_build(json!({"name": name, "cpuCount": 1, "memoryMB": 512}))
             .await;
-        assert_eq!(status, 202, "{requested}");
-        let template_id = requested["templateID"]
-            .as_str()
-            .expect("the answer names the template")
-            .to_owned();
-        let build_id = requested["buildID"]
-            .as_str()
-            .expect("the answer names the build")
-            .to_owned();
         self.start_build(&template_id, &build_id, recipe).await;
         (template_id, build_id)
     }
@@ -522,22 +514,9 @@ async fn uploads_past_their_caps_get_413_and_are_removed_once_their_builds_end()
     let Some(fx) = Fixture::new("upload_caps", limits).await else {
         return;
     };
-    let (status, requested) = fx
-        .call(
-            reqwest::Method::POST,
-            "/v3/templates",
-            Some(json!({"name": "courier-it-uploads"})),
-        )
+    let (template_id, build_id) = fx
+        .request_build(json!({"name": "courier-it-uploads"}))
         .await;
-    assert_eq!(status, 202, "{requested}");
-    let template_id = requested["templateID"]
-        .as_str()
-        .expect("the answer names the template")
-        .to_owned();
-    let build_id = requested["buildID"]
-        .as_str()
-        .expect("the answer names the build")
-        .to_owned();
     let files = fx
         .dir
         .path()

@@ -436,16 +436,10 @@ async fn templates_survive_a_restart_and_interrupted_builds_fail() {
     let (done, before) = fx.wait_build(&template_id, &build_id).await;
     assert_eq!(done["status"], "ready", "{done}");
     // A second build of the same name: same template, new build, left waiting.
-    let (status, second) = fx
-        .call(
-            reqwest::Method::POST,
-            "/v3/templates",
-            Some(json!({"name": "courier-it-restart"})),
-        )
+    let (second_template, second_build) = fx
+        .request_build(json!({"name": "courier-it-restart"}))
         .await;
-    assert_eq!(status, 202);
-    assert_eq!(second["templateID"], template_id.as_str());
-    let second_build = second["buildID"].as_str().unwrap().to_owned();
+    assert_eq!(second_template, template_id);
     assert_ne!(second_build, build_id);
 
     fx.stop().await;

@@ -48,6 +48,35 @@ pub async fn call_api(
     (status, value)
 }
 
+/// `POST /v3/templates` with `body`: the new template's and build's ids.
+///
+/// # Panics
+/// Unless the server answers 202 with both ids.
+pub async fn request_build(
+    http: &reqwest::Client,
+    api: &str,
+    key: &str,
+    body: Value,
+) -> (String, String) {
+    let (status, requested) = call_api(
+        http,
+        api,
+        key,
+        reqwest::Method::POST,
+        "/v3/templates",
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 202, "{requested}");
+    let id = |field: &str| {
+        requested[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("the answer names no {field}: {requested}"))
+            .to_owned()
+    };
+    (id("templateID"), id("buildID"))
+}
+
 pub use courier_testkit::binaries::{envd_binary, sandboxd_binary};
 
 /// Whether gVisor can run here (runsc installed); CI must have it.

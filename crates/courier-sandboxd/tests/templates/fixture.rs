@@ -123,25 +123,18 @@ impl Fixture {
         support::call_api(&run.http, &run.api, KEY, method, path, body).await
     }
 
+    /// `POST /v3/templates` with `body`: the new (templateID, buildID).
+    pub(crate) async fn request_build(&self, body: Value) -> (String, String) {
+        let run = self.run();
+        support::request_build(&run.http, &run.api, KEY, body).await
+    }
+
     /// `POST /v3/templates` then `POST /v2/.../builds/...`; returns (templateID,
     /// buildID) and the start answer's status and body.
     pub(crate) async fn build(&self, name: &str, recipe: Value) -> (String, String, u16, Value) {
-        let (status, requested) = self
-            .call(
-                reqwest::Method::POST,
-                "/v3/templates",
-                Some(json!({"name": name, "cpuCount": 1, "memoryMB": 512})),
-            )
+        let (template_id, build_id) = self
+            .request_build(json!({"name": name, "cpuCount": 1, "memoryMB": 512}))
             .await;
-        assert_eq!(status, 202, "{requested}");
-        let template_id = requested["templateID"]
-            .as_str()
-            .expect("the answer names the template")
-            .to_owned();
-        let build_id = requested["buildID"]
-            .as_str()
-            .expect("the answer names the build")
-            .to_owned();
         let (status, body) = self
             .call(
                 reqwest::Method::POST,

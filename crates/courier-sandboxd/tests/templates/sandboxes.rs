@@ -76,22 +76,9 @@ async fn copy_steps_use_uploaded_archives() {
         .expect("run tar");
     assert!(status.success());
 
-    let (status, requested) = fx
-        .call(
-            reqwest::Method::POST,
-            "/v3/templates",
-            Some(json!({"name": "courier-it-copy-ok"})),
-        )
+    let (template_id, build_id) = fx
+        .request_build(json!({"name": "courier-it-copy-ok"}))
         .await;
-    assert_eq!(status, 202, "{requested}");
-    let template_id = requested["templateID"]
-        .as_str()
-        .expect("the answer names the template")
-        .to_owned();
-    let build_id = requested["buildID"]
-        .as_str()
-        .expect("the answer names the build")
-        .to_owned();
     let files = format!("/templates/{template_id}/files/hash-one");
     let (status, link) = fx.call(reqwest::Method::GET, &files, None).await;
     assert_eq!(status, 201, "{link}");
@@ -220,18 +207,9 @@ async fn older_layers_go_once_no_template_or_sandbox_uses_them() {
     assert_eq!(stdout(&new_sandbox, "cat /opt/version").await, "v2\n");
 
     // A child template stacks on v2's layer: rebuilding the parent must keep it.
-    let (status, body) = fx
-        .call(
-            reqwest::Method::POST,
-            "/v3/templates",
-            Some(json!({"name": "courier-it-gc-child"})),
-        )
+    let (child, child_build) = fx
+        .request_build(json!({"name": "courier-it-gc-child"}))
         .await;
-    assert_eq!(status, 202, "{body}");
-    let (child, child_build) = (
-        body["templateID"].as_str().unwrap().to_owned(),
-        body["buildID"].as_str().unwrap().to_owned(),
-    );
     let (status, body) = fx
         .call(
             reqwest::Method::POST,
