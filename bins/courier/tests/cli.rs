@@ -386,7 +386,11 @@ fn project_settings_set_from_flags_and_files_then_shown_masked() {
     let prompt = dir.path().join("prompt.md");
     std::fs::write(&prompt, "Answer in French.\nBe brief.\n").unwrap();
     let skill = dir.path().join("SKILL.md");
-    std::fs::write(&skill, "---\nname: review\n---\nReview.\n").unwrap();
+    std::fs::write(
+        &skill,
+        "---\nname: review\ndescription: Reviews diffs\n---\nReview.\n",
+    )
+    .unwrap();
     let secret = "tok-very-secret-9876";
     let env = format!("DEPLOY_TOKEN={secret}");
     let out = s.run(&[

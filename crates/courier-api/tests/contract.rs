@@ -132,7 +132,7 @@ async fn every_route_answers_with_its_documented_schema() {
         "env_vars": { "DEPLOY_TOKEN": "tok-contract-9876" },
         "system_prompt": "Be brief.",
         "claude_md": "# Rules",
-        "skills": [{ "name": "review", "content": "---\nname: review\n---\nReview." }],
+        "skills": [{ "name": "review", "content": "---\nname: review\ndescription: Reviews diffs\n---\nReview." }],
         "commands": [{ "name": "deploy", "content": "Deploy it." }],
         "sandbox_defaults": { "tool": "shell", "memory_mb": 2048 }
     });

@@ -2,7 +2,7 @@
 
 use std::ops::RangeInclusive;
 
-use courier_store::{ProjectId, SandboxConfig, SandboxLinks, UserId};
+use courier_store::{NamedText, ProjectId, SandboxConfig, SandboxLinks, UserId};
 use courier_tools::{ThinkingEffort, ToolId, registry, select_template};
 
 use crate::{OrchestratorError, Result};
@@ -51,6 +51,19 @@ pub struct CreateRequest {
     pub branch: Option<String>,
     /// Where it came from.
     pub links: SandboxLinks,
+    /// What a persona adds to the project's setup (workflow steps).
+    pub profile: AgentProfile,
+}
+
+/// A persona's part of a sandbox's setup, on top of the project's settings: its system
+/// prompt follows the project's, its skills join the project's (a persona skill replaces
+/// a project skill of the same name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentProfile {
+    /// Appended to the project's system prompt.
+    pub system_prompt: Option<String>,
+    /// Added to the project's skills.
+    pub skills: Vec<NamedText>,
 }
 
 /// A validated create request: every value in range, defaults filled in.

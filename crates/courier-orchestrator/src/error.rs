@@ -67,6 +67,16 @@ pub enum OrchestratorError {
         /// What was asked, e.g. `send a message`.
         action: &'static str,
     },
+    /// The sandbox ended before its agent answered.
+    #[error("sandbox {id} ended ({status}) before its agent answered{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    AgentGone {
+        /// The sandbox.
+        id: SandboxId,
+        /// Its final status.
+        status: SandboxStatus,
+        /// Why it ended, when recorded.
+        reason: Option<String>,
+    },
     /// A setup step failed inside the sandbox.
     #[error("setup step {step} failed: {message}")]
     Setup {

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use courier_store::{EncryptedEnvVar, NamedText, ProjectId, ProjectSettings, SandboxDefaults};
 use courier_tools::{
-    CommandFile, Secret, Skill, validate_branch, validate_command_name, validate_env_name,
-    validate_repo_url, validate_skill_name,
+    CommandFile, Secret, Skill, validate_branch, validate_command_content, validate_command_name,
+    validate_env_name, validate_repo_url, validate_skill_content, validate_skill_name,
 };
 
 use crate::config::CreateRequest;
@@ -56,6 +56,28 @@ pub struct PlanSettings {
     pub commands: Vec<CommandFile>,
 }
 
+impl PlanSettings {
+    /// Adds a persona's profile: its system prompt after the project's, its skills
+    /// replacing project skills of the same name and joining the rest.
+    pub fn add_profile(&mut self, profile: &crate::config::AgentProfile) {
+        if let Some(extra) = profile.system_prompt.as_deref().map(str::trim)
+            && !extra.is_empty()
+        {
+            self.system_prompt = Some(match self.system_prompt.take() {
+                Some(base) if !base.trim().is_empty() => format!("{}\n\n{extra}", base.trim_end()),
+                _ => extra.to_owned(),
+            });
+        }
+        for skill in &profile.skills {
+            self.skills.retain(|s| s.name != skill.name);
+            self.skills.push(Skill {
+                name: skill.name.clone(),
+                content: skill.content.clone(),
+            });
+        }
+    }
+}
+
 /// The associated data binding an env var's ciphertext to its project and name.
 fn env_aad(project: ProjectId, name: &str) -> Vec<u8> {
     format!("courier/env-var/v1|project:{project}|{name}").into_bytes()
@@ -66,12 +88,18 @@ fn present(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
 }
 
-fn names(e: courier_tools::ToolsError, field: &'static str) -> OrchestratorError {
+pub(crate) fn names(e: courier_tools::ToolsError, field: &'static str) -> OrchestratorError {
     match e {
         courier_tools::ToolsError::InvalidName { value, rule, .. } => {
             OrchestratorError::InvalidConfig {
                 field,
                 message: format!("{value:?} is not allowed: {rule}"),
+            }
+        }
+        courier_tools::ToolsError::InvalidFile { name, problem, .. } => {
+            OrchestratorError::InvalidConfig {
+                field,
+                message: format!("{name:?}: {problem}"),
             }
         }
         other => other.into(),
@@ -93,9 +121,13 @@ impl SettingsUpdate {
         }
         for skill in &self.skills {
             validate_skill_name(&skill.name).map_err(|e| names(e, "skills.name"))?;
+            validate_skill_content(&skill.name, &skill.content)
+                .map_err(|e| names(e, "skills.content"))?;
         }
         for command in &self.commands {
             validate_command_name(&command.name).map_err(|e| names(e, "commands.name"))?;
+            validate_command_content(&command.name, &command.content)
+                .map_err(|e| names(e, "commands.content"))?;
         }
         let d = &self.sandbox_defaults;
         CreateRequest {
@@ -224,10 +256,11 @@ mod tests {
     use super::*;
     use crate::testing::Seeded;
 
+    /// A file valid both as a skill (front matter naming it) and as a command body.
     fn text(name: &str) -> NamedText {
         NamedText {
             name: name.into(),
-            content: "text".into(),
+            content: format!("---\nname: {name}\ndescription: for tests\n---\nDo it.\n"),
         }
     }
 
@@ -247,7 +280,10 @@ mod tests {
             env_vars: [("API_TOKEN".to_owned(), Some(Secret::new("s3cret-value")))].into(),
             system_prompt: Some("Be brief.".into()),
             skills: vec![text("review")],
-            commands: vec![text("Deploy_1")],
+            commands: vec![NamedText {
+                name: "Deploy_1".into(),
+                content: "Deploy $ARGUMENTS.".into(),
+            }],
             ..SettingsUpdate::default()
         };
         let stored = vault.put_project_settings(project, update).await.unwrap();
@@ -333,6 +369,28 @@ mod tests {
                 },
                 "commands.name",
                 "A-Za-z0-9",
+            ),
+            (
+                SettingsUpdate {
+                    skills: vec![NamedText {
+                        name: "review".into(),
+                        content: "Review it.".into(),
+                    }],
+                    ..Default::default()
+                },
+                "skills.content",
+                "front matter",
+            ),
+            (
+                SettingsUpdate {
+                    commands: vec![NamedText {
+                        name: "ship".into(),
+                        content: "---\ncolour: red\n---\nShip.".into(),
+                    }],
+                    ..Default::default()
+                },
+                "commands.content",
+                "allowed-tools",
             ),
             (
                 SettingsUpdate {

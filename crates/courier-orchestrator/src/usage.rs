@@ -207,6 +207,16 @@ pub struct UsageSummary {
 }
 
 impl UsageSummary {
+    /// Adds another summary (a workflow run sums its sandboxes').
+    pub fn add(&mut self, other: &UsageSummary) {
+        self.compute_seconds += other.compute_seconds;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+        self.cost = Money::from_micros(self.cost.micros() + other.cost.micros());
+    }
+
     /// Sums the store's per-service totals.
     pub fn from_totals(totals: &[UsageTotal]) -> Self {
         let mut s = UsageSummary::default();

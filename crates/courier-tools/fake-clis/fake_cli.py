@@ -19,6 +19,11 @@ Scripted behaviour through the prompt:
 - `SLEEP n`  sleep n seconds (after the session start is printed);
 - `FAIL`     end with the tool's failure event (no edit, no commit);
 - `CRASH`    stop mid-stream without a terminal event, exit 137.
+- `PASS_AT_COMMITS n`  end the answer with a workflow checker's verdict line: `pass` when
+  the repository had at least n commits when the fake started, else `needs_changes`
+  with feedback (so a designer turn between two checks flips the verdict);
+- `CARDS n`  end the answer with a fenced JSON list of n issue cards (title, description,
+  severity, suggested_prompt), as an issue-scanning agent is asked to.
 
 Optional: FAKE_CLI_REQUIRE_KEYS=1 makes each fake require its provider key variable.
 
@@ -155,10 +160,49 @@ def session(tool, continuing, new_id):
     return new_id, 1, None
 
 
+# Commits in the working directory's repository when the fake started (before its own).
+START_COMMITS = 0
+
+
+def commit_count():
+    try:
+        r = subprocess.run(["git", "rev-list", "--count", "HEAD"], capture_output=True, text=True)
+    except OSError:
+        return 0
+    out = r.stdout.strip()
+    return int(out) if r.returncode == 0 and out.isdigit() else 0
+
+
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+def scripted_tail(prompt):
+    """The structured endings the prompt's directives ask for (verdict, issue cards)."""
+    tail = []
+    m = re.search(r"PASS_AT_COMMITS\s+(\d+)", prompt)
+    if m:
+        need = int(m.group(1))
+        if START_COMMITS >= need:
+            verdict = {"verdict": "pass", "feedback": "Looks good: %d commits." % START_COMMITS}
+        else:
+            verdict = {"verdict": "needs_changes",
+                       "feedback": "Only %d commits; add one more turn (need %d)." % (START_COMMITS, need)}
+        tail.append(json.dumps(verdict))
+    m = re.search(r"CARDS\s+(\d+)", prompt)
+    if m:
+        cards = [{"title": "Fake issue %d" % (i + 1),
+                  "description": "The fake scanner found problem %d." % (i + 1),
+                  "severity": SEVERITIES[i % len(SEVERITIES)],
+                  "suggested_prompt": "Fix fake issue %d" % (i + 1)} for i in range(int(m.group(1)))]
+        tail.append("```json\n%s\n```" % json.dumps(cards, indent=2))
+    return tail
+
+
 def answer_text(tool, prompt, prior, session_id, turn, path):
     head = "Continuing session %s (turn %d). " % (session_id, turn) if prior else ""
-    return "%sDone: %s. I appended a line to %s and committed it." % (
+    text = "%sDone: %s. I appended a line to %s and committed it." % (
         head, prompt.strip().splitlines()[0][:80] if prompt.strip() else "nothing asked", path)
+    return "\n\n".join([text] + scripted_tail(prompt))
 
 
 def require_key(names):
@@ -631,6 +675,8 @@ def main():
     if tool not in runners:
         sys.stderr.write("fake_cli: run me as one of %s (symlink or FAKE_CLI_TOOL)\n" % ", ".join(TOOLS))
         return 2
+    global START_COMMITS
+    START_COMMITS = commit_count() if in_git_repo() else 0
     try:
         return runners[tool](sys.argv[1:])
     except UsageError as e:

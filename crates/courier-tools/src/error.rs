@@ -36,4 +36,15 @@ pub enum ToolsError {
         /// What a valid value looks like.
         rule: &'static str,
     },
+    /// A file's contents (a skill's `SKILL.md`, a command's markdown) do not have the
+    /// format its tool reads.
+    #[error("invalid {field} {name:?}: {problem}")]
+    InvalidFile {
+        /// The field, e.g. `skills.content`.
+        field: &'static str,
+        /// The file's name.
+        name: String,
+        /// What is wrong and what is expected.
+        problem: String,
+    },
 }

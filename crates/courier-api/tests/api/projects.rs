@@ -165,7 +165,7 @@ async fn settings_are_saved_masked_validated_and_guarded() {
         "repo_url": "https://x:ghp_embedded@github.com/acme/engine.git",
         "env_vars": { "API_TOKEN": secret },
         "system_prompt": "Be brief.",
-        "skills": [{ "name": "review", "content": "Review." }],
+        "skills": [{ "name": "review", "content": "---\nname: review\ndescription: Reviews diffs\n---\nReview." }],
         "sandbox_defaults": { "tool": "shell", "cpu_count": 4 }
     });
     let (status, saved) = s.call(Method::PUT, &s.alice, &path, Some(body)).await;

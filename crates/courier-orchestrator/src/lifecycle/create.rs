@@ -47,7 +47,8 @@ impl Orchestrator {
     pub async fn create(&self, request: CreateRequest) -> Result<Sandbox> {
         let settings = self.store.get_project_settings(request.project_id).await?;
         let request = crate::settings::with_defaults(request, &settings);
-        let project = self.vault.plan_settings(request.project_id, &settings)?;
+        let mut project = self.vault.plan_settings(request.project_id, &settings)?;
+        project.add_profile(&request.profile);
         let valid = request.validate()?;
         let keys = self
             .vault
@@ -80,6 +81,13 @@ impl Orchestrator {
             .branch
             .clone()
             .unwrap_or_else(|| default_branch(sandbox.id));
+        // The project's env vars reach every process of the sandbox (setup, the agent,
+        // the pushes at checkpoints and kill), not only the agent's.
+        let sandbox_env: HashMap<String, String> = project
+            .env_vars
+            .iter()
+            .map(|(name, value)| (name.clone(), value.expose().to_owned()))
+            .collect();
         let context = SetupContext {
             tool: valid.tool,
             repo_url: request.repo_url.clone(),
@@ -121,6 +129,7 @@ impl Orchestrator {
                     timeout: Some((valid.sandbox.timeout_ms / 1000) as u64),
                     metadata,
                     allow_internet_access: Some(self.sandbox_internet),
+                    env_vars: sandbox_env,
                     ..Default::default()
                 })
                 .await

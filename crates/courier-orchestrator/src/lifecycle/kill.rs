@@ -13,11 +13,59 @@ use crate::pr::github_token;
 use crate::usage::compute_record_until;
 use crate::{OrchestratorError, Result};
 
+/// What a kill does with the sandbox's work besides stopping it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KillOptions {
+    /// Commit and push unfinished work first (default `true`).
+    pub save_work: bool,
+    /// Which pull request to open, when a pipeline is configured.
+    pub pull_request: PullRequest,
+}
+
+impl Default for KillOptions {
+    fn default() -> Self {
+        KillOptions {
+            save_work: true,
+            pull_request: PullRequest::Default,
+        }
+    }
+}
+
+impl KillOptions {
+    /// Nothing saved, no pull request: the sandbox's work is thrown away (a checker's).
+    pub fn discard() -> Self {
+        KillOptions {
+            save_work: false,
+            pull_request: PullRequest::None,
+        }
+    }
+
+    /// Work saved and pushed, no pull request.
+    pub fn save_only() -> Self {
+        KillOptions {
+            save_work: true,
+            pull_request: PullRequest::None,
+        }
+    }
+}
+
+/// The pull request a kill opens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PullRequest {
+    /// Against the remote's default branch.
+    #[default]
+    Default,
+    /// Against this base branch.
+    Against(String),
+    /// None.
+    None,
+}
+
 impl Orchestrator {
     /// The provider's record of the sandbox: the live one, else connected to. `None` when
     /// it has none or cannot be reached (then its agent is not stopped nor its work saved;
     /// the kill goes on).
-    async fn provider_record(&self, sandbox: &Sandbox) -> Option<SandboxRecord> {
+    pub(super) async fn provider_record(&self, sandbox: &Sandbox) -> Option<SandboxRecord> {
         if let Some(live) = self.lock().get(&sandbox.id) {
             return Some(live.record.clone());
         }
@@ -38,6 +86,18 @@ impl Orchestrator {
     /// and queues learning extraction (when configured). `reason` is kept as the sandbox's
     /// message (e.g. a timeout).
     pub async fn kill(&self, id: SandboxId, reason: Option<String>) -> Result<Sandbox> {
+        self.kill_with(id, reason, KillOptions::default()).await
+    }
+
+    /// Kills a sandbox like [`kill`](Self::kill), with the work saving and the pull
+    /// request chosen by the caller: a workflow's checker sandbox ends without either, a
+    /// work chain's issue opens its pull request against the previous issue's branch.
+    pub async fn kill_with(
+        &self,
+        id: SandboxId,
+        reason: Option<String>,
+        options: KillOptions,
+    ) -> Result<Sandbox> {
         let sandbox = self.store.get_sandbox(id).await?;
         if sandbox.status.is_final() {
             return Err(OrchestratorError::InvalidState {
@@ -49,6 +109,8 @@ impl Orchestrator {
         let record = self.provider_record(&sandbox).await;
         if let Some(record) = &record {
             self.stop_agent_in(id, record).await;
+        }
+        if let Some(record) = record.as_ref().filter(|_| options.save_work) {
             let save = self.command(save_work_command()).timeout(SAVE_WORK_TIMEOUT);
             match self.api.run(record, save).await {
                 Ok(out) if out.exit_code != 0 => {
@@ -71,7 +133,12 @@ impl Orchestrator {
         }
         // After the agent's last message is stored (it is the PR's summary), before the
         // sandbox and its repository are gone.
-        if let (Some(pipeline), Some(record)) = (&self.pull_requests, &record) {
+        let base = match &options.pull_request {
+            PullRequest::None => None,
+            PullRequest::Default => Some(None),
+            PullRequest::Against(base) => Some(Some(base.as_str())),
+        };
+        if let (Some(pipeline), Some(record), Some(base)) = (&self.pull_requests, &record, base) {
             let token = match github_token(&self.vault, &sandbox).await {
                 Ok(token) => token,
                 Err(e) => {
@@ -79,7 +146,10 @@ impl Orchestrator {
                     None
                 }
             };
-            if let Err(e) = pipeline.open(id, record, token.as_ref()).await {
+            if let Err(e) = pipeline
+                .open_against(id, record, token.as_ref(), base)
+                .await
+            {
                 tracing::warn!(sandbox = %id, error = %e, "pull request pipeline failed");
             }
         }

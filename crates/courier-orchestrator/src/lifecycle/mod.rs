@@ -52,8 +52,10 @@
 //! - `pause`: pause and resume.
 //! - `timeouts`: the deadline sweep (extend, checkpoint, kill).
 //! - `reconcile` and `reattach`: restart safety.
+//! - `answers`: waiting for an agent's answer, saving work while the sandbox lives.
 //! - `commands`: the shell lines run in sandboxes for all of these.
 
+mod answers;
 mod commands;
 mod create;
 mod follow_up;
@@ -85,7 +87,9 @@ use crate::stream::EventHub;
 use crate::templates::ToolTemplates;
 use crate::{OrchestratorError, Result};
 
+pub use answers::Answer;
 pub use commands::{agent_command, reattach_command, save_work_command};
+pub use kill::{KillOptions, PullRequest};
 pub use reconcile::ReconcileReport;
 pub use timeouts::TimeoutPolicy;
 
@@ -303,6 +307,16 @@ impl Orchestrator {
     /// ones.
     pub fn tool_templates(&self) -> &ToolTemplates {
         &self.templates
+    }
+
+    /// The clock its time-based decisions ask.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The store it records into.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// The event hub subscribers listen on.

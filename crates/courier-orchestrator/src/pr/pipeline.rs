@@ -84,6 +84,19 @@ impl PrPipeline {
         record: &SandboxRecord,
         token: Option<&Secret>,
     ) -> Result<PrOutcome> {
+        self.open_against(sandbox_id, record, token, None).await
+    }
+
+    /// Like [`open`](Self::open), with the pull request's base branch chosen by the
+    /// caller (a work chain stacks each issue's branch on the previous one); `None` is
+    /// the remote's default branch.
+    pub async fn open_against(
+        &self,
+        sandbox_id: SandboxId,
+        record: &SandboxRecord,
+        token: Option<&Secret>,
+        base: Option<&str>,
+    ) -> Result<PrOutcome> {
         let sandbox = self.store.get_sandbox(sandbox_id).await?;
         let detect = CommandSpec::new(git_state_command(&self.config.project_dir));
         let output = self.api.run(record, detect).await?;
@@ -127,7 +140,10 @@ impl PrPipeline {
             .update_sandbox_git(sandbox_id, git.clone())
             .await?;
 
-        let base = state.default_branch.unwrap_or_else(|| "main".to_owned());
+        let base = base
+            .map(str::to_owned)
+            .or(state.default_branch)
+            .unwrap_or_else(|| "main".to_owned());
         let created = async {
             let slug = RepoSlug::parse_remote(&remote)?;
             let token = token.ok_or_else(|| OrchestratorError::GitHub {

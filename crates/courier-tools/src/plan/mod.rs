@@ -29,8 +29,8 @@ mod tests;
 use tools::{claude_steps, codex_steps, opencode_steps, pi_steps};
 use validate::invalid;
 pub use validate::{
-    validate_branch, validate_command_name, validate_env_name, validate_repo_url,
-    validate_skill_name,
+    COMMAND_KEYS, MAX_FILE_BYTES, validate_branch, validate_command_content, validate_command_name,
+    validate_env_name, validate_repo_url, validate_skill_content, validate_skill_name,
 };
 
 /// The system prompt used when the project sets none.

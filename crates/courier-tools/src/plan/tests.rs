@@ -190,3 +190,48 @@ fn without_a_repo_an_empty_one_is_created() {
     let plan = build_setup_plan(&c).unwrap();
     assert!(format!("{plan:?}").contains("git init -q /home/user/project"));
 }
+
+#[test]
+fn skill_files_need_closed_front_matter_naming_the_skill_with_a_description() {
+    use crate::{validate_command_content, validate_skill_content};
+    let ok = "---\r\nname: review\r\ndescription: \"Reviews diffs\"\r\nallowed-tools:\r\n  - Read\r\n---\r\nRead it.\r\n";
+    assert!(validate_skill_content("review", ok).is_ok());
+    for (content, expected) in [
+        ("---\nname: review\ndescription: x\n", "never closed"),
+        (
+            "---\nname: other\ndescription: x\n---\nRead it.",
+            "must be \"review\"",
+        ),
+        ("---\ndescription: x\n---\nRead it.", "no `name`"),
+        ("---\nname: review\n---\nRead it.", "description"),
+        (
+            "---\nname: review\ndescription: x\n---\n  \n",
+            "no instructions",
+        ),
+        ("---\nname review\n---\nx", "not `key: value`"),
+    ] {
+        let err = validate_skill_content("review", content)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid skills.content \"review\""),
+            "{err}"
+        );
+        assert!(err.contains(expected), "{content:?}: {err}");
+    }
+    let long = format!(
+        "---\nname: review\ndescription: {}\n---\nx",
+        "d".repeat(1025)
+    );
+    assert!(validate_skill_content("review", &long).is_err());
+    let huge = "x".repeat(crate::plan::MAX_FILE_BYTES + 1);
+    assert!(validate_command_content("ship", &huge).is_err());
+    assert!(
+        validate_command_content(
+            "ship",
+            "---\ndescription: Ship\nmodel: claude-haiku-4-5\n---\nShip $1"
+        )
+        .is_ok()
+    );
+    assert!(validate_command_content("ship", "---\ndescription: Ship\n---\n").is_err());
+}
