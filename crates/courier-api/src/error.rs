@@ -223,7 +223,9 @@ impl From<OrchestratorError> for ApiError {
             OrchestratorError::MissingProviderKey { .. } => {
                 ApiError::MissingProviderKey(e.to_string())
             }
-            OrchestratorError::InvalidState { .. } => ApiError::Conflict(e.to_string()),
+            OrchestratorError::InvalidState { .. } | OrchestratorError::AgentGone { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
             OrchestratorError::TemplateMissing { .. } => {
                 ApiError::invalid("template_id", e.to_string())
             }
@@ -233,7 +235,8 @@ impl From<OrchestratorError> for ApiError {
             }
             OrchestratorError::Tools(t) => match t {
                 courier_tools::ToolsError::InvalidValue { field, .. }
-                | courier_tools::ToolsError::InvalidName { field, .. } => {
+                | courier_tools::ToolsError::InvalidName { field, .. }
+                | courier_tools::ToolsError::InvalidFile { field, .. } => {
                     ApiError::invalid(field, t.to_string())
                 }
                 courier_tools::ToolsError::MissingProviderKey { .. } => {

@@ -141,6 +141,27 @@ impl SettingsUpdate {
             ..CreateRequest::default()
         }
         .validate()?;
+        if let Some(template) = &d.checker_template_id {
+            courier_tools::select_template(courier_tools::ToolId::default(), Some(template))
+                .map_err(|e| OrchestratorError::InvalidConfig {
+                    field: "checker_template_id",
+                    message: e.to_string(),
+                })?;
+        }
+        for (model, effort) in &d.thinking_effort {
+            if model.trim().is_empty() {
+                return Err(OrchestratorError::InvalidConfig {
+                    field: "thinking_effort",
+                    message: "a model name must not be empty".into(),
+                });
+            }
+            effort
+                .parse::<courier_tools::ThinkingEffort>()
+                .map_err(|e| OrchestratorError::InvalidConfig {
+                    field: "thinking_effort",
+                    message: format!("{model}: {e}"),
+                })?;
+        }
         Ok(())
     }
 }
@@ -248,6 +269,29 @@ pub fn with_defaults(mut request: CreateRequest, settings: &ProjectSettings) -> 
     fill(&mut request.cpu_count, &d.cpu_count);
     fill(&mut request.timeout_ms, &d.timeout_ms);
     fill(&mut request.template_id, &d.template_id);
+    if request.thinking_effort.is_none() && !d.thinking_effort.is_empty() {
+        let tool = request
+            .tool
+            .as_deref()
+            .and_then(|t| t.trim().parse::<courier_tools::ToolId>().ok())
+            .unwrap_or_default();
+        let model = request
+            .model
+            .clone()
+            .filter(|m| !m.trim().is_empty())
+            .or_else(|| {
+                courier_tools::registry::spec(tool)
+                    .default_model
+                    .map(str::to_owned)
+            });
+        if let Some(model) = model
+            && courier_tools::registry::spec(tool)
+                .capabilities
+                .thinking_effort
+        {
+            request.thinking_effort = d.thinking_effort.get(&model).cloned();
+        }
+    }
     request
 }
 
@@ -459,6 +503,7 @@ mod tests {
                 cpu_count: Some(4),
                 timeout_ms: Some(120_000),
                 template_id: Some("tpl".into()),
+                ..Default::default()
             },
             ..ProjectSettings::default()
         };
@@ -487,6 +532,46 @@ mod tests {
         assert_eq!(
             kept.repo_url.as_deref(),
             Some("https://example.invalid/b.git")
+        );
+    }
+
+    #[test]
+    fn the_projects_effort_for_the_resolved_model_applies_unless_the_request_sets_one() {
+        let settings = ProjectSettings {
+            sandbox_defaults: SandboxDefaults {
+                thinking_effort: [("claude-opus-4-6".to_owned(), "high".to_owned())].into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let request = |model: &str, effort: Option<&str>| CreateRequest {
+            tool: Some("claude".into()),
+            model: Some(model.into()),
+            thinking_effort: effort.map(str::to_owned),
+            prompt: "x".into(),
+            ..Default::default()
+        };
+        let effort = |r: CreateRequest| with_defaults(r, &settings).thinking_effort;
+        assert_eq!(
+            effort(request("claude-opus-4-6", None)).as_deref(),
+            Some("high")
+        );
+        assert_eq!(effort(request("claude-haiku-4-5", None)), None);
+        assert_eq!(
+            effort(request("claude-opus-4-6", Some("low"))).as_deref(),
+            Some("low")
+        );
+        let bad = SettingsUpdate {
+            sandbox_defaults: SandboxDefaults {
+                thinking_effort: [("claude-opus-4-6".to_owned(), "extreme".to_owned())].into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("thinking_effort") && err.contains("claude-opus-4-6"),
+            "{err}"
         );
     }
 }

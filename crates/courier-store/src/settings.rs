@@ -65,6 +65,12 @@ pub struct SandboxDefaults {
     pub timeout_ms: Option<i64>,
     /// Custom template.
     pub template_id: Option<String>,
+    /// The workflow checker's template (falls back to `template_id`).
+    #[serde(default)]
+    pub checker_template_id: Option<String>,
+    /// Thinking effort per model name.
+    #[serde(default)]
+    pub thinking_effort: std::collections::BTreeMap<String, String>,
 }
 
 impl ProjectSettings {

@@ -75,6 +75,13 @@ pub struct SandboxDefaults {
     /// A custom template.
     #[serde(default)]
     pub template_id: Option<String>,
+    /// The workflow checker's template (falls back to `template_id`).
+    #[serde(default)]
+    pub checker_template_id: Option<String>,
+    /// Thinking effort per model name (`none`, `low`, `medium`, `high`), for tools that
+    /// have one.
+    #[serde(default)]
+    pub thinking_effort: std::collections::BTreeMap<String, String>,
 }
 
 /// `PUT /v1/projects/{id}/settings`: replaces the settings whole (fields left out are
@@ -170,6 +177,8 @@ impl From<store::ProjectSettings> for ProjectSettings {
                 cpu_count: d.cpu_count,
                 timeout_ms: d.timeout_ms,
                 template_id: d.template_id,
+                checker_template_id: d.checker_template_id,
+                thinking_effort: d.thinking_effort,
             },
         }
     }
@@ -197,6 +206,8 @@ impl From<ProjectSettingsUpdate> for SettingsUpdate {
                 cpu_count: d.cpu_count,
                 timeout_ms: d.timeout_ms,
                 template_id: d.template_id,
+                checker_template_id: d.checker_template_id,
+                thinking_effort: d.thinking_effort,
             },
         }
     }
