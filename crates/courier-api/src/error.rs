@@ -200,9 +200,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound { entity, id } => ApiError::NotFound { entity, id },
-            StoreError::InvalidTransition { .. } | StoreError::Conflict(_) => {
-                ApiError::Conflict(e.to_string())
-            }
+            StoreError::InvalidTransition { .. }
+            | StoreError::InvalidRunTransition { .. }
+            | StoreError::Conflict(_) => ApiError::Conflict(e.to_string()),
             StoreError::InvalidInput { field, message } => ApiError::invalid(field, message),
             StoreError::QuotaExceeded {
                 scope,

@@ -1,6 +1,6 @@
 //! The crate's one error type.
 
-use crate::SandboxStatus;
+use crate::{RunStatus, SandboxStatus};
 
 /// Everything a [`Store`](crate::Store) operation can fail with.
 ///
@@ -23,6 +23,16 @@ pub enum StoreError {
         from: SandboxStatus,
         /// The state the caller asked for.
         to: SandboxStatus,
+    },
+    /// A workflow run, work chain or issue session cannot move from `from` (final) to `to`.
+    #[error("invalid {entity} transition from `{from}` to `{to}`")]
+    InvalidRunTransition {
+        /// What was changed, e.g. `"workflow run"`.
+        entity: &'static str,
+        /// The status the caller moves from.
+        from: RunStatus,
+        /// The status the caller asked for.
+        to: RunStatus,
     },
     /// The write lost a race or contradicts what is stored (a stale expected status, a
     /// duplicate unique value, a finished message): re-read and decide again.

@@ -96,3 +96,27 @@ id_type!(
     /// Identifies a cost rate.
     CostRateId, "cost rate"
 );
+id_type!(
+    /// Identifies an agent persona of a project.
+    PersonaId, "persona"
+);
+id_type!(
+    /// Identifies a workflow run (designer, checker, optimizer steps over iterations).
+    WorkflowRunId, "workflow run"
+);
+id_type!(
+    /// Identifies one step of a workflow run.
+    WorkflowStepId, "workflow step"
+);
+id_type!(
+    /// Identifies a work chain (workflow runs one after another on one branch).
+    WorkChainId, "work chain"
+);
+id_type!(
+    /// Identifies an issue-finding session.
+    IssueSessionId, "issue session"
+);
+id_type!(
+    /// Identifies an issue card found by an issue session.
+    IssueCardId, "issue card"
+);

@@ -235,6 +235,88 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// What a step of a workflow does.
+    StepRole, field = "role" {
+        /// Makes the change.
+        Designer => "designer",
+        /// Reviews the change and gives a verdict.
+        Checker => "checker",
+        /// Polishes an accepted change.
+        Optimizer => "optimizer",
+    }
+);
+
+impl Default for StepRole {
+    /// The designer: every workflow starts with one.
+    fn default() -> Self {
+        StepRole::Designer
+    }
+}
+
+string_enum!(
+    /// Where a workflow run, a workflow step, a work chain (or one of its items) or an
+    /// issue session is: `pending → running →` one of the final `succeeded`, `failed`,
+    /// `cancelled`.
+    RunStatus, field = "run status" {
+        /// Recorded, not started.
+        Pending => "pending",
+        /// In progress.
+        Running => "running",
+        /// Done (final).
+        Succeeded => "succeeded",
+        /// Ended with an error (final).
+        Failed => "failed",
+        /// Stopped on request (final).
+        Cancelled => "cancelled",
+    }
+);
+
+impl RunStatus {
+    /// Whether this status is final (`succeeded`, `failed`, `cancelled`): nothing moves on
+    /// from it, and it has a finish time.
+    pub const fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+string_enum!(
+    /// A checker's judgement of the designer's change.
+    Verdict, field = "verdict" {
+        /// Good as it is.
+        Pass => "pass",
+        /// Needs another designer iteration.
+        NeedsChanges => "needs_changes",
+    }
+);
+
+string_enum!(
+    /// How serious an issue card is.
+    Severity, field = "severity" {
+        /// Cosmetic or minor.
+        Low => "low",
+        /// Worth fixing.
+        Medium => "medium",
+        /// Should be fixed soon.
+        High => "high",
+        /// Must be fixed now.
+        Critical => "critical",
+    }
+);
+
+string_enum!(
+    /// How a work chain opens pull requests.
+    PrMode, field = "pr mode" {
+        /// One pull request for the whole chain.
+        Single => "single",
+        /// One pull request per item.
+        PerIssue => "per_issue",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +329,23 @@ mod tests {
         for m in UsageMetric::ALL {
             assert_eq!(m.as_str().parse::<UsageMetric>().unwrap(), *m);
         }
+        for r in RunStatus::ALL {
+            assert_eq!(r.as_str().parse::<RunStatus>().unwrap(), *r);
+        }
+        assert_eq!(
+            "needs_changes".parse::<Verdict>().unwrap(),
+            Verdict::NeedsChanges
+        );
+        assert_eq!("per_issue".parse::<PrMode>().unwrap(), PrMode::PerIssue);
+        let final_ones: Vec<_> = RunStatus::ALL.iter().filter(|s| s.is_final()).collect();
+        assert_eq!(
+            final_ones,
+            [
+                &RunStatus::Succeeded,
+                &RunStatus::Failed,
+                &RunStatus::Cancelled
+            ]
+        );
     }
 
     #[test]

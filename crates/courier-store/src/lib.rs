@@ -8,7 +8,10 @@
 //! compare-and-set that also keeps the owning project's `active_sandboxes` counter
 //! exact: it always equals the number of that project's sandboxes that are `running`
 //! and not soft-deleted, however many writers race. A failed operation leaves nothing
-//! behind.
+//! behind. Workflow runs, work chains and issue sessions follow the same rule: each
+//! status change is one compare-and-set on the expected status, a final status never
+//! changes again, and a workflow step finishes once. (A chain item's status is simply
+//! recorded: which item runs again is the orchestrator's call.)
 //!
 //! The store holds no business rules beyond that: it validates shapes (enums, cursors,
 //! lifecycle edges) but not policy (config ranges, which keys win, prices). It stores
@@ -48,6 +51,7 @@ mod records;
 mod settings;
 mod sql;
 mod sqlite;
+mod workflows;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -57,12 +61,14 @@ use chrono::{DateTime, Utc};
 
 pub use error::{Result, StoreError};
 pub use ids::{
-    CostRateId, LearningId, LearningVersionId, MessageId, ProjectId, ProviderKeyId, SandboxId,
-    TemplateBuildId, UsageRecordId, UserId,
+    CostRateId, IssueCardId, IssueSessionId, LearningId, LearningVersionId, MessageId, PersonaId,
+    ProjectId, ProviderKeyId, SandboxId, TemplateBuildId, UsageRecordId, UserId, WorkChainId,
+    WorkflowRunId, WorkflowStepId,
 };
 pub use kinds::{
-    LearningCategory, LearningStatus, MessageRole, MessageStatus, PrStatus, Provider,
-    SandboxStatus, Service, TemplateBuildStatus, UsageMetric,
+    LearningCategory, LearningStatus, MessageRole, MessageStatus, PrMode, PrStatus, Provider,
+    RunStatus, SandboxStatus, Service, Severity, StepRole, TemplateBuildStatus, UsageMetric,
+    Verdict,
 };
 pub use page::{Cursor, DeletedFilter, MAX_PAGE_LIMIT, Page, PageRequest, SandboxFilter};
 pub use postgres::PgStore;
@@ -74,6 +80,11 @@ pub use records::{
 };
 pub use settings::{EncryptedEnvVar, NamedText, ProjectSettings, SandboxDefaults};
 pub use sqlite::SqliteStore;
+pub use workflows::{
+    ChainItem, IssueCard, IssueSession, NewChainItem, NewIssueCard, NewIssueSession, NewPersona,
+    NewWorkChain, NewWorkflowRun, NewWorkflowStep, Persona, RunState, StepOutcome, StepSpec,
+    WorkChain, WorkflowRun, WorkflowSpec, WorkflowStep,
+};
 
 /// Everything Courier persists. Object-safe: share it as `Arc<dyn Store>`.
 ///
@@ -282,6 +293,139 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<CostRate>>;
     /// All rates, by service, metric and time.
     async fn list_cost_rates(&self) -> Result<Vec<CostRate>>;
+
+    // ---- personas ----
+
+    /// Creates a persona; a duplicate name in the project is a conflict, duplicate skill
+    /// names are invalid input.
+    async fn create_persona(&self, new: NewPersona) -> Result<Persona>;
+    /// Gets a persona.
+    async fn get_persona(&self, id: PersonaId) -> Result<Persona>;
+    /// A project's personas, by name.
+    async fn list_personas(&self, project_id: ProjectId) -> Result<Vec<Persona>>;
+    /// Replaces everything of a persona but its id, project (`new.project_id` is ignored)
+    /// and creation time; a duplicate name in the project is a conflict.
+    async fn update_persona(&self, id: PersonaId, new: NewPersona) -> Result<Persona>;
+    /// Deletes a persona; not found if there is none.
+    async fn delete_persona(&self, id: PersonaId) -> Result<()>;
+
+    // ---- workflow runs ----
+
+    /// Records a run: `pending`, iteration 0, on `new.branch`.
+    async fn create_workflow_run(&self, new: NewWorkflowRun) -> Result<WorkflowRun>;
+    /// Gets a run.
+    async fn get_workflow_run(&self, id: WorkflowRunId) -> Result<WorkflowRun>;
+    /// A project's runs (only `chain_id`'s, if given), newest first.
+    async fn list_workflow_runs(
+        &self,
+        project_id: ProjectId,
+        chain_id: Option<WorkChainId>,
+    ) -> Result<Vec<WorkflowRun>>;
+    /// Every `pending` or `running` run, oldest first (to resume after a restart).
+    async fn list_unfinished_workflow_runs(&self) -> Result<Vec<WorkflowRun>>;
+    /// Compare-and-set: saves `state` only if the run's status is still `from`;
+    /// [`StoreError::Conflict`] otherwise; [`StoreError::InvalidRunTransition`] when
+    /// `from` is final; stamps `finished_at` when `state.status` is final; bumps
+    /// `updated_at`.
+    async fn update_workflow_run(
+        &self,
+        id: WorkflowRunId,
+        from: RunStatus,
+        state: RunState,
+    ) -> Result<WorkflowRun>;
+    /// Adds a `running` step with the run's next sequence number (1, 2, …), atomically.
+    async fn add_workflow_step(&self, new: NewWorkflowStep) -> Result<WorkflowStep>;
+    /// Records the sandbox a step runs in.
+    async fn set_workflow_step_sandbox(
+        &self,
+        id: WorkflowStepId,
+        sandbox_id: SandboxId,
+    ) -> Result<WorkflowStep>;
+    /// Finishes a `running` step (a conflict otherwise) with a final status (invalid
+    /// input otherwise), stamping `finished_at`.
+    async fn finish_workflow_step(
+        &self,
+        id: WorkflowStepId,
+        outcome: StepOutcome,
+    ) -> Result<WorkflowStep>;
+    /// A run's steps, by sequence number.
+    async fn list_workflow_steps(&self, run_id: WorkflowRunId) -> Result<Vec<WorkflowStep>>;
+
+    // ---- work chains ----
+
+    /// Records a `pending` chain and its `pending` items (positions 1, 2, …) in one
+    /// transaction; invalid input if there are no items.
+    async fn create_work_chain(&self, new: NewWorkChain) -> Result<WorkChain>;
+    /// Gets a chain.
+    async fn get_work_chain(&self, id: WorkChainId) -> Result<WorkChain>;
+    /// A project's chains, newest first.
+    async fn list_work_chains(&self, project_id: ProjectId) -> Result<Vec<WorkChain>>;
+    /// Every `pending` or `running` chain, oldest first.
+    async fn list_unfinished_work_chains(&self) -> Result<Vec<WorkChain>>;
+    /// A chain's items, by position.
+    async fn list_chain_items(&self, chain_id: WorkChainId) -> Result<Vec<ChainItem>>;
+    /// Adds a `pending` item at the chain's next position; a conflict if the chain is final.
+    async fn append_chain_item(
+        &self,
+        chain_id: WorkChainId,
+        new: NewChainItem,
+    ) -> Result<ChainItem>;
+    /// Records an item's progress: `status` and `error` replace what is stored, `run_id`
+    /// overwrites when `Some` and keeps the stored run when `None`.
+    async fn update_chain_item(
+        &self,
+        chain_id: WorkChainId,
+        position: i64,
+        run_id: Option<WorkflowRunId>,
+        status: RunStatus,
+        error: Option<String>,
+    ) -> Result<ChainItem>;
+    /// Compare-and-set like [`update_workflow_run`](Store::update_workflow_run): moves the
+    /// chain from `from` to `to` (recording `error`) only if it is still in `from`.
+    async fn update_work_chain(
+        &self,
+        id: WorkChainId,
+        from: RunStatus,
+        to: RunStatus,
+        error: Option<String>,
+    ) -> Result<WorkChain>;
+
+    // ---- issue sessions ----
+
+    /// Records a `running` issue session.
+    async fn create_issue_session(&self, new: NewIssueSession) -> Result<IssueSession>;
+    /// Gets an issue session.
+    async fn get_issue_session(&self, id: IssueSessionId) -> Result<IssueSession>;
+    /// A project's issue sessions, newest first.
+    async fn list_issue_sessions(&self, project_id: ProjectId) -> Result<Vec<IssueSession>>;
+    /// Every `pending` or `running` issue session, oldest first.
+    async fn list_unfinished_issue_sessions(&self) -> Result<Vec<IssueSession>>;
+    /// Records the sandbox a session looks in.
+    async fn set_issue_session_sandbox(
+        &self,
+        id: IssueSessionId,
+        sandbox_id: SandboxId,
+    ) -> Result<IssueSession>;
+    /// Ends a session with a final `status` (invalid input otherwise) and stores its
+    /// cards (positions 1, 2, …) in one transaction; a conflict if already final.
+    async fn finish_issue_session(
+        &self,
+        id: IssueSessionId,
+        status: RunStatus,
+        error: Option<String>,
+        cards: Vec<NewIssueCard>,
+    ) -> Result<(IssueSession, Vec<IssueCard>)>;
+    /// A session's cards, by position.
+    async fn list_issue_cards(&self, session_id: IssueSessionId) -> Result<Vec<IssueCard>>;
+    /// Gets an issue card.
+    async fn get_issue_card(&self, id: IssueCardId) -> Result<IssueCard>;
+    /// Records what a card became: `Some` values overwrite, `None` keeps.
+    async fn link_issue_card(
+        &self,
+        id: IssueCardId,
+        sandbox_id: Option<SandboxId>,
+        chain_id: Option<WorkChainId>,
+    ) -> Result<IssueCard>;
 }
 
 #[cfg(test)]

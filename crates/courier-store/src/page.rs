@@ -149,6 +149,11 @@ pub struct SandboxFilter {
     pub cli_tool: Option<String>,
     /// Soft-deleted or not.
     pub deleted: DeletedFilter,
+    /// Only sandboxes of this workflow run ([`SandboxLinks::run_id`](crate::SandboxLinks)).
+    pub run_id: Option<String>,
+    /// Only sandboxes of this issue session
+    /// ([`SandboxLinks::issue_session_id`](crate::SandboxLinks)).
+    pub issue_session_id: Option<String>,
 }
 
 #[cfg(test)]

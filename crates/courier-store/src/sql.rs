@@ -224,6 +224,8 @@ pub(crate) const LIST_SANDBOXES: &str = concat!(
        AND ($4 IS NULL OR user_id = $4) \
        AND ($5 = 2 OR ($5 = 0 AND deleted_at IS NULL) OR ($5 = 1 AND deleted_at IS NOT NULL)) \
        AND ($6 IS NULL OR created_at < $6 OR (created_at = $6 AND id < $7)) \
+       AND ($9 IS NULL OR run_id = $9) \
+       AND ($10 IS NULL OR issue_session_id = $10) \
      ORDER BY created_at DESC, id DESC LIMIT $8"
 );
 /// The compare-and-set: only a row still in `$2` changes.
@@ -389,3 +391,6 @@ pub(crate) const LIST_ENV_VARS: &str =
 pub(crate) const DELETE_ENV_VARS: &str = "DELETE FROM project_env_vars WHERE project_id = $1";
 pub(crate) const INSERT_ENV_VAR: &str = "INSERT INTO project_env_vars (project_id, name, \
      ciphertext, last_four) VALUES ($1, $2, $3, $4)";
+
+mod workflows;
+pub(crate) use workflows::*;

@@ -129,6 +129,7 @@ pub(super) async fn list_sandboxes(
         user_id: Some(caller.0),
         cli_tool: q.tool,
         deleted: deleted_filter(q.deleted.as_deref())?,
+        ..SandboxFilter::default()
     };
     let page = api
         .inner

@@ -5,7 +5,7 @@
 //! transaction able to write without lock-upgrade failures.
 //!
 //! The methods live in one macro per concern (`users`, `sandboxes`, `messages`,
-//! `learnings`, `builds`, `usage`). `#[async_trait]` must see every method of the impl at
+//! `learnings`, `builds`, `usage`, `personas`, `workflows`, `chains`, `issues`). `#[async_trait]` must see every method of the impl at
 //! once, so each concern's macro appends its methods to the list it is given and passes
 //! the list to the next; the last, `store_impl!`, writes the impl.
 
@@ -23,6 +23,14 @@ mod learnings;
 mod builds;
 #[macro_use]
 mod usage;
+#[macro_use]
+mod personas;
+#[macro_use]
+mod workflows;
+#[macro_use]
+mod chains;
+#[macro_use]
+mod issues;
 
 /// Writes `impl Store for $store` with the gathered methods.
 macro_rules! store_impl {
@@ -99,6 +107,66 @@ macro_rules! impl_store {
                 ))
             }
 
+            /// Why a compare-and-set on a run, step, chain or issue session matched no
+            /// row: not found, or a conflict naming the status it is in. `query` selects
+            /// `status` by id.
+            async fn status_miss(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                query: &'static str,
+                entity: &'static str,
+                id: Uuid,
+                expected: &str,
+            ) -> StoreError {
+                match sqlx::query(query).bind(id).fetch_optional(&mut *conn).await {
+                    Ok(Some(row)) => {
+                        let status: String = row.try_get("status").unwrap_or_default();
+                        StoreError::Conflict(format!(
+                            "{entity} {id} is `{status}`, not {expected}"
+                        ))
+                    }
+                    Ok(None) => StoreError::not_found(entity, id),
+                    Err(e) => e.into(),
+                }
+            }
+
+            /// [`status_miss`](Self::status_miss) outside a transaction.
+            async fn status_miss_now(
+                &self,
+                query: &'static str,
+                entity: &'static str,
+                id: Uuid,
+                expected: &str,
+            ) -> StoreError {
+                match self.pool.acquire().await {
+                    Ok(mut conn) => Self::status_miss(&mut conn, query, entity, id, expected).await,
+                    Err(e) => e.into(),
+                }
+            }
+
+            /// Inserts a `pending` chain item inside the caller's transaction.
+            async fn insert_chain_item(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                chain_id: WorkChainId,
+                position: i64,
+                item: &NewChainItem,
+            ) -> Result<ChainItem> {
+                let row = sqlx::query(sql::INSERT_ITEM)
+                    .bind(chain_id.as_uuid())
+                    .bind(position)
+                    .bind(&item.title)
+                    .bind(&item.prompt)
+                    .bind(item.card_id.map(|c| c.as_uuid()))
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(|e| match (StoreError::from(e), item.card_id) {
+                        (StoreError::NotFound { .. }, Some(card)) => {
+                            StoreError::not_found("issue card", card)
+                        }
+                        (other, _) => other,
+                    })?;
+                item_from_row(&row)
+            }
+
             async fn update_sandbox(
                 &self,
                 id: SandboxId,
@@ -112,6 +180,7 @@ macro_rules! impl_store {
             }
         }
 
-        store_users!($store; [] store_sandboxes, store_messages, store_learnings, store_builds, store_usage, store_impl);
+        store_users!($store; [] store_sandboxes, store_messages, store_learnings, store_builds, store_usage,
+            store_personas, store_workflows, store_chains, store_issues, store_impl);
     };
 }

@@ -201,6 +201,145 @@ macro_rules! store_rows {
             })
         }
 
+        fn persona_from_row(r: &DbRow) -> Result<Persona> {
+            Ok(Persona {
+                id: PersonaId::from_uuid(r.try_get("id")?),
+                project_id: ProjectId::from_uuid(r.try_get("project_id")?),
+                name: r.try_get("name")?,
+                tool: r.try_get("tool")?,
+                model: r.try_get("model")?,
+                thinking_effort: r.try_get("thinking_effort")?,
+                system_prompt: r.try_get("system_prompt")?,
+                skills: from_json(r.try_get("skills")?)?,
+                created_at: time(r.try_get("created_at")?)?,
+                updated_at: time(r.try_get("updated_at")?)?,
+            })
+        }
+
+        fn opt_verdict(r: &DbRow) -> Result<Option<Verdict>> {
+            let verdict: Option<String> = r.try_get("verdict")?;
+            verdict
+                .map(|v| Verdict::parse_field(&v, "verdict"))
+                .transpose()
+        }
+
+        fn run_status(r: &DbRow) -> Result<RunStatus> {
+            RunStatus::parse_field(r.try_get("status")?, "run status")
+        }
+
+        fn run_from_row(r: &DbRow) -> Result<WorkflowRun> {
+            let chain: Option<Uuid> = r.try_get("chain_id")?;
+            let designer: Option<Uuid> = r.try_get("designer_sandbox_id")?;
+            Ok(WorkflowRun {
+                id: WorkflowRunId::from_uuid(r.try_get("id")?),
+                user_id: UserId::from_uuid(r.try_get("user_id")?),
+                project_id: ProjectId::from_uuid(r.try_get("project_id")?),
+                chain_id: chain.map(WorkChainId::from_uuid),
+                title: r.try_get("title")?,
+                prompt: r.try_get("prompt")?,
+                spec: from_json(r.try_get("spec")?)?,
+                repo_url: r.try_get("repo_url")?,
+                base_branch: r.try_get("base_branch")?,
+                state: RunState {
+                    status: run_status(r)?,
+                    iteration: r.try_get("iteration")?,
+                    designer_sandbox_id: designer.map(SandboxId::from_uuid),
+                    verdict: opt_verdict(r)?,
+                    branch: r.try_get("branch")?,
+                    error: r.try_get("error")?,
+                },
+                created_at: time(r.try_get("created_at")?)?,
+                updated_at: time(r.try_get("updated_at")?)?,
+                finished_at: opt_time(r.try_get("finished_at")?)?,
+            })
+        }
+
+        fn step_from_row(r: &DbRow) -> Result<WorkflowStep> {
+            let sandbox: Option<Uuid> = r.try_get("sandbox_id")?;
+            Ok(WorkflowStep {
+                id: WorkflowStepId::from_uuid(r.try_get("id")?),
+                run_id: WorkflowRunId::from_uuid(r.try_get("run_id")?),
+                seq: r.try_get("seq")?,
+                role: StepRole::parse_field(r.try_get("role")?, "role")?,
+                iteration: r.try_get("iteration")?,
+                sandbox_id: sandbox.map(SandboxId::from_uuid),
+                status: run_status(r)?,
+                verdict: opt_verdict(r)?,
+                feedback: r.try_get("feedback")?,
+                output: r.try_get("output")?,
+                error: r.try_get("error")?,
+                started_at: time(r.try_get("started_at")?)?,
+                finished_at: opt_time(r.try_get("finished_at")?)?,
+            })
+        }
+
+        fn chain_from_row(r: &DbRow) -> Result<WorkChain> {
+            Ok(WorkChain {
+                id: WorkChainId::from_uuid(r.try_get("id")?),
+                user_id: UserId::from_uuid(r.try_get("user_id")?),
+                project_id: ProjectId::from_uuid(r.try_get("project_id")?),
+                title: r.try_get("title")?,
+                spec: from_json(r.try_get("spec")?)?,
+                repo_url: r.try_get("repo_url")?,
+                base_branch: r.try_get("base_branch")?,
+                branch: r.try_get("branch")?,
+                pr_mode: PrMode::parse_field(r.try_get("pr_mode")?, "pr mode")?,
+                status: run_status(r)?,
+                error: r.try_get("error")?,
+                created_at: time(r.try_get("created_at")?)?,
+                updated_at: time(r.try_get("updated_at")?)?,
+                finished_at: opt_time(r.try_get("finished_at")?)?,
+            })
+        }
+
+        fn item_from_row(r: &DbRow) -> Result<ChainItem> {
+            let card: Option<Uuid> = r.try_get("card_id")?;
+            let run: Option<Uuid> = r.try_get("run_id")?;
+            Ok(ChainItem {
+                chain_id: WorkChainId::from_uuid(r.try_get("chain_id")?),
+                position: r.try_get("position")?,
+                title: r.try_get("title")?,
+                prompt: r.try_get("prompt")?,
+                card_id: card.map(IssueCardId::from_uuid),
+                run_id: run.map(WorkflowRunId::from_uuid),
+                status: run_status(r)?,
+                error: r.try_get("error")?,
+            })
+        }
+
+        fn session_from_row(r: &DbRow) -> Result<IssueSession> {
+            let sandbox: Option<Uuid> = r.try_get("sandbox_id")?;
+            Ok(IssueSession {
+                id: IssueSessionId::from_uuid(r.try_get("id")?),
+                user_id: UserId::from_uuid(r.try_get("user_id")?),
+                project_id: ProjectId::from_uuid(r.try_get("project_id")?),
+                focus: r.try_get("focus")?,
+                sandbox_id: sandbox.map(SandboxId::from_uuid),
+                status: run_status(r)?,
+                error: r.try_get("error")?,
+                created_at: time(r.try_get("created_at")?)?,
+                finished_at: opt_time(r.try_get("finished_at")?)?,
+            })
+        }
+
+        fn card_from_row(r: &DbRow) -> Result<IssueCard> {
+            let sandbox: Option<Uuid> = r.try_get("sandbox_id")?;
+            let chain: Option<Uuid> = r.try_get("chain_id")?;
+            Ok(IssueCard {
+                id: IssueCardId::from_uuid(r.try_get("id")?),
+                session_id: IssueSessionId::from_uuid(r.try_get("session_id")?),
+                project_id: ProjectId::from_uuid(r.try_get("project_id")?),
+                position: r.try_get("position")?,
+                title: r.try_get("title")?,
+                description: r.try_get("description")?,
+                severity: Severity::parse_field(r.try_get("severity")?, "severity")?,
+                suggested_prompt: r.try_get("suggested_prompt")?,
+                sandbox_id: sandbox.map(SandboxId::from_uuid),
+                chain_id: chain.map(WorkChainId::from_uuid),
+                created_at: time(r.try_get("created_at")?)?,
+            })
+        }
+
         fn key_sql(owner: KeyOwner) -> (&'static KeySql, Uuid) {
             match owner {
                 KeyOwner::User(id) => (&sql::USER_KEYS, id.as_uuid()),

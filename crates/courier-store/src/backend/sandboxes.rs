@@ -113,6 +113,8 @@ macro_rules! store_sandboxes {
                     .bind(after.map(|(t, _)| t))
                     .bind(after.map(|(_, id)| id))
                     .bind(limit + 1)
+                    .bind(filter.run_id)
+                    .bind(filter.issue_session_id)
                     .fetch_all(&self.pool)
                     .await?;
                 let mut items = rows

@@ -26,6 +26,7 @@ mod sandboxes;
 mod seed;
 mod settings;
 mod usage;
+mod workflows;
 
 pub use accounts::{provider_keys_at_user_and_project_level, users_and_projects_round_trip};
 pub use learnings::{
@@ -48,6 +49,13 @@ pub use sandboxes::{
 };
 pub use settings::project_settings_are_replaced_whole;
 pub use usage::{cost_rates_apply_from_their_start, usage_totals_per_sandbox_project_and_day};
+pub use workflows::{
+    issue_sessions_finish_once_with_their_cards, personas_round_trip_with_unique_names,
+    sandboxes_filter_by_run_and_issue_session, work_chains_list_by_project_and_unfinished,
+    work_chains_store_items_together, workflow_runs_change_state_by_compare_and_set,
+    workflow_runs_list_by_project_chain_and_unfinished,
+    workflow_steps_are_numbered_and_finish_once,
+};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -119,6 +127,14 @@ macro_rules! conformance_tests {
             provider_keys_at_user_and_project_level,
             template_builds_record_progress,
             project_settings_are_replaced_whole,
+            personas_round_trip_with_unique_names,
+            workflow_runs_change_state_by_compare_and_set,
+            workflow_runs_list_by_project_chain_and_unfinished,
+            workflow_steps_are_numbered_and_finish_once,
+            work_chains_store_items_together,
+            work_chains_list_by_project_and_unfinished,
+            issue_sessions_finish_once_with_their_cards,
+            sandboxes_filter_by_run_and_issue_session,
         );
     };
     (@each $setup:path; $($name:ident),+ $(,)?) => {
