@@ -27,6 +27,9 @@
 //!   merged, compiled into the project's active version and given to later sandboxes.
 //! - [`templates`]: each tool's sandbox template built at the provider from `base` with
 //!   the CLI installed, recorded in `template_builds` and followed to its end.
+//! - [`work`]: workflow runs (designer, checker, optimizer steps in sandboxes linked by
+//!   `run_id`, the checker's verdict driving the loop), personas, work chains and issue
+//!   sessions, all restart-safe.
 //! - [`stream`]: an agent's output bytes turned into persisted messages and published
 //!   events, with late subscribers replaying from the store without gaps or duplicates.
 //!
@@ -49,6 +52,7 @@ pub mod settings;
 pub mod stream;
 pub mod templates;
 pub mod usage;
+pub mod work;
 
 #[cfg(test)]
 mod testing;

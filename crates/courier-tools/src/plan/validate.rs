@@ -124,6 +124,9 @@ fn file_error(field: &'static str, name: &str, problem: impl Into<String>) -> To
     }
 }
 
+/// A markdown file's front matter pairs and its body.
+type FrontMatter<'a> = (Vec<(&'a str, &'a str)>, &'a str);
+
 /// The YAML front matter of a markdown file, as its top-level `key: value` pairs, and
 /// the body after it; `None` when the file has none. Nested lines (indented, list items)
 /// belong to the key above and are not parsed.
@@ -131,7 +134,7 @@ fn front_matter<'a>(
     field: &'static str,
     name: &str,
     content: &'a str,
-) -> Result<Option<(Vec<(&'a str, &'a str)>, &'a str)>, ToolsError> {
+) -> Result<Option<FrontMatter<'a>>, ToolsError> {
     let Some(rest) = content
         .strip_prefix("---\n")
         .or_else(|| content.strip_prefix("---\r\n"))

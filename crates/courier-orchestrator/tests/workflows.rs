@@ -1,0 +1,520 @@
+//! Workflow runs, work chains and issue sessions end to end: the orchestrator against a
+//! real courier-sandboxd (in-process), the fake agent CLIs (whose `PASS_AT_COMMITS` and
+//! `CARDS` directives script a checker's verdict and a scanner's cards), a bare git
+//! repository on the host as the remote and, for pull requests, a GitHub stand-in
+//! answering with recorded bodies. On SQLite and (with `COURIER_TEST_PG_URL`) PostgreSQL.
+//!
+//! What an agent inside a sandbox could do here is what it can do in any sandbox; these
+//! tests check what the orchestrator does with what agents answer: a verdict or a card is
+//! data parsed into typed fields, never run.
+
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
+mod e2e_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use courier_orchestrator::lifecycle::Orchestrator;
+use courier_orchestrator::pr::{PrConfig, PrPipeline};
+use courier_orchestrator::settings::SettingsUpdate;
+use courier_orchestrator::stream::EventHub;
+use courier_orchestrator::work::{ChainRequest, RunRequest, WorkflowRequest, Workflows};
+use courier_store::{
+    CliOverrides, KeyOwner, NewChainItem, PrMode, PrStatus, Provider, RunStatus, SandboxDefaults,
+    SandboxStatus, StepRole, StepSpec, Verdict, WorkflowRun, WorkflowRunId,
+};
+use courier_testkit::standin::{Reply, StandIn};
+use courier_tools::Secret;
+use e2e_support::{Backend, LONG, REPO_URL, TEMPLATE, World, eventually};
+
+/// The project's defaults: the fake Claude on the test template, the bare repository.
+async fn setup(world: &World, extra_env: &[(&str, &str)], repo_url: &str) {
+    world.put_anthropic_key().await;
+    world
+        .vault()
+        .put(
+            KeyOwner::Project(world.project),
+            Provider::OpenAi,
+            "sk-proj-dummy-e2e-0000",
+        )
+        .save()
+        .await
+        .unwrap();
+    let update = SettingsUpdate {
+        repo_url: Some(repo_url.into()),
+        base_branch: Some("main".into()),
+        env_vars: extra_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Some(Secret::new(*v))))
+            .collect(),
+        sandbox_defaults: SandboxDefaults {
+            tool: Some("claude".into()),
+            template_id: Some(TEMPLATE.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    world
+        .vault()
+        .put_project_settings(world.project, update)
+        .await
+        .unwrap();
+}
+
+async fn finished_run(world: &World, id: WorkflowRunId) -> WorkflowRun {
+    eventually("the workflow run to end", LONG * 2, || async {
+        world
+            .store
+            .get_workflow_run(id)
+            .await
+            .unwrap()
+            .state
+            .status
+            .is_final()
+    })
+    .await;
+    world.store.get_workflow_run(id).await.unwrap()
+}
+
+fn steps(roles: &[StepRole]) -> Option<Vec<StepSpec>> {
+    Some(
+        roles
+            .iter()
+            .map(|role| StepSpec {
+                role: *role,
+                ..Default::default()
+            })
+            .collect(),
+    )
+}
+
+/// Designer (fake Claude) → checker (fake Codex, by `checkerCliId`): the first check
+/// sees 2 commits and asks for changes, the designer's sandbox gets the feedback as a
+/// follow-up and commits again, the second check passes. Every sandbox is linked by
+/// `run_id` and ends; the run's cost is the sum of its sandboxes'.
+async fn designer_checker_iterates_twice(backend: Backend) {
+    let Some(world) = World::new("designer_checker_iterates_twice", backend).await else {
+        return;
+    };
+    setup(&world, &[], REPO_URL).await;
+    let orchestrator = world.orchestrator(EventHub::default());
+    let workflows = Workflows::new(orchestrator.clone());
+    let run = workflows
+        .start_run(RunRequest {
+            user_id: world.user,
+            project_id: world.project,
+            prompt: "Add a greeting module. PASS_AT_COMMITS 3".into(),
+            workflow: WorkflowRequest {
+                max_iterations: Some(3),
+                cli_overrides: CliOverrides {
+                    checker: Some("codex".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .expect("start run");
+    assert_eq!(run.state.status, RunStatus::Pending);
+    let run = finished_run(&world, run.id).await;
+    assert_eq!(run.state.status, RunStatus::Succeeded, "{run:?}");
+    assert_eq!(run.state.verdict, Some(Verdict::Pass));
+
+    let detail = workflows.run_detail(run.id).await.unwrap();
+    let shape: Vec<_> = detail
+        .steps
+        .iter()
+        .map(|s| (s.role, s.iteration, s.verdict))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (StepRole::Designer, 1, None),
+            (StepRole::Checker, 1, Some(Verdict::NeedsChanges)),
+            (StepRole::Designer, 2, None),
+            (StepRole::Checker, 2, Some(Verdict::Pass)),
+        ]
+    );
+    assert!(
+        detail.steps[1]
+            .feedback
+            .as_deref()
+            .unwrap()
+            .contains("Only 2 commits"),
+        "{:?}",
+        detail.steps[1].feedback
+    );
+    // The designer's sandbox is reused; each check has its own, on Codex.
+    assert_eq!(detail.steps[0].sandbox_id, detail.steps[2].sandbox_id);
+    assert_ne!(detail.steps[1].sandbox_id, detail.steps[3].sandbox_id);
+    assert_eq!(run.state.designer_sandbox_id, detail.steps[0].sandbox_id);
+    assert_eq!(detail.sandboxes.len(), 3, "{:?}", detail.sandboxes);
+    for sandbox in &detail.sandboxes {
+        assert_eq!(sandbox.links.run_id, Some(run.id.to_string()));
+        assert_eq!(sandbox.status, SandboxStatus::Killed, "{sandbox:?}");
+        let expected_tool = if Some(sandbox.id) == run.state.designer_sandbox_id {
+            "claude"
+        } else {
+            "codex"
+        };
+        assert_eq!(sandbox.cli_tool, expected_tool);
+    }
+    // Both designer turns reached the run's branch; the checkers' own commits did not.
+    let branch = run.state.branch.clone().unwrap();
+    let log = world.remote_log(&branch);
+    let turns: Vec<_> = log.iter().filter(|s| s.starts_with("claude:")).collect();
+    assert_eq!(turns.len(), 2, "{log:?}");
+    assert!(!log.iter().any(|s| s.starts_with("codex:")), "{log:?}");
+    // The pull request step ran on the designer's sandbox: a file remote is skipped.
+    let designer = world
+        .store
+        .get_sandbox(run.state.designer_sandbox_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(designer.git.pr_status, None, "no pipeline configured");
+    // Costs summed over the three sandboxes.
+    let mut sum = 0;
+    for sandbox in &detail.sandboxes {
+        let usage = courier_orchestrator::usage::UsageSummary::for_sandbox(
+            world.store.as_ref(),
+            sandbox.id,
+        )
+        .await
+        .unwrap();
+        sum += usage.cost.micros();
+    }
+    assert!(sum > 0, "the fakes report token usage");
+    assert_eq!(detail.usage.cost.micros(), sum);
+    drop(orchestrator);
+}
+
+/// A workflow whose checker never passes ends `failed` after its last iteration, with
+/// the feedback as the reason and no pull request; a misspelt override is refused before
+/// anything is recorded.
+async fn a_run_that_never_passes_fails_with_the_reason(backend: Backend) {
+    let Some(world) = World::new("a_run_that_never_passes", backend).await else {
+        return;
+    };
+    setup(&world, &[], REPO_URL).await;
+    let workflows = Workflows::new(world.orchestrator(EventHub::default()));
+    let bad = workflows
+        .start_run(RunRequest {
+            user_id: world.user,
+            project_id: world.project,
+            prompt: "x".into(),
+            workflow: WorkflowRequest {
+                cli_overrides: CliOverrides {
+                    checker: Some("gemini".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        bad.contains("tool") && bad.contains("checker step"),
+        "{bad}"
+    );
+    assert!(
+        world
+            .store
+            .list_workflow_runs(world.project, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let run = workflows
+        .start_run(RunRequest {
+            user_id: world.user,
+            project_id: world.project,
+            prompt: "Refactor everything. PASS_AT_COMMITS 99".into(),
+            workflow: WorkflowRequest {
+                max_iterations: Some(1),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let run = finished_run(&world, run.id).await;
+    assert_eq!(run.state.status, RunStatus::Failed);
+    assert_eq!(run.state.verdict, Some(Verdict::NeedsChanges));
+    let error = run.state.error.unwrap();
+    assert!(
+        error.contains("after 1 iterations") && error.contains("need 99"),
+        "{error}"
+    );
+    // The designer's work is still on the branch.
+    assert!(
+        !world
+            .remote_log(run.state.branch.as_deref().unwrap())
+            .is_empty()
+    );
+}
+
+/// The server dies while the designer works: a new process (new orchestrator, hub and
+/// workflows over the same store and provider) reconciles, resumes the run at its step,
+/// and the run ends `succeeded` with one designer sandbox, never two.
+async fn a_restart_mid_workflow_resumes_it(backend: Backend) {
+    let Some(world) = World::new("a_restart_mid_workflow_resumes_it", backend).await else {
+        return;
+    };
+    setup(&world, &[], REPO_URL).await;
+    let first = world.orchestrator(EventHub::default());
+    let workflows = Workflows::new(first.clone());
+    let run = workflows
+        .start_run(RunRequest {
+            user_id: world.user,
+            project_id: world.project,
+            prompt: "Add a footer. SLEEP 4 PASS_AT_COMMITS 2".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    eventually("the designer's sandbox", LONG, || async {
+        let steps = world.store.list_workflow_steps(run.id).await.unwrap();
+        steps.first().is_some_and(|s| s.sandbox_id.is_some())
+    })
+    .await;
+    // The crash: nothing more from the first process.
+    workflows.detach_all();
+    first.detach_all();
+    drop(workflows);
+    drop(first);
+
+    let second = world.orchestrator(EventHub::default());
+    second.reconcile().await.expect("reconcile");
+    let resumed = Workflows::new(second.clone());
+    let report = resumed.resume().await.unwrap();
+    assert_eq!(report.runs, 1);
+    let run = finished_run(&world, run.id).await;
+    assert_eq!(run.state.status, RunStatus::Succeeded, "{run:?}");
+    let detail = resumed.run_detail(run.id).await.unwrap();
+    let roles: Vec<_> = detail.steps.iter().map(|s| s.role).collect();
+    assert_eq!(roles, [StepRole::Designer, StepRole::Checker]);
+    assert_eq!(detail.sandboxes.len(), 2, "one designer, one checker");
+}
+
+/// A two-issue chain with one pull request: both issues' runs work on the chain's
+/// branch (two commits accumulate), and the last one opens the one pull request on the
+/// GitHub stand-in. The sandbox reaches the bare repository through a `github.com` URL
+/// rewritten by the project's env vars (git's `insteadOf`), so the remote is GitHub's.
+async fn a_two_issue_chain_ends_in_one_pull_request(backend: Backend) {
+    let Some(world) = World::new("a_two_issue_chain", backend).await else {
+        return;
+    };
+    let github = StandIn::start(|r| {
+        if r.method == "POST" && r.path == "/repos/acme/project/pulls" {
+            Reply::json(
+                201,
+                std::fs::read_to_string(format!(
+                    "{}/tests/fixtures/github/create_pull_201.json",
+                    env!("CARGO_MANIFEST_DIR")
+                ))
+                .unwrap(),
+            )
+        } else {
+            Reply::json(404, r#"{"message":"Not Found"}"#)
+        }
+    })
+    .await;
+    setup(
+        &world,
+        &[
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", "url.file:///srv/git/.insteadOf"),
+            ("GIT_CONFIG_VALUE_0", "https://github.com/acme/"),
+        ],
+        "https://github.com/acme/project.git",
+    )
+    .await;
+    world
+        .vault()
+        .put(
+            KeyOwner::Project(world.project),
+            Provider::GitHub,
+            "ghp_e2edummy000000000000000000000000abcd",
+        )
+        .save()
+        .await
+        .unwrap();
+    let store = world.store.clone();
+    let pipeline = PrPipeline::new(
+        store,
+        Arc::new(world.client.clone()),
+        PrConfig {
+            api_base: github.url.clone(),
+            project_dir: "/home/user/project".into(),
+            push_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+        },
+    )
+    .with_key_vault(world.vault());
+    let orchestrator: Orchestrator = world
+        .orchestrator(EventHub::default())
+        .with_pull_requests(pipeline);
+    let workflows = Workflows::new(orchestrator);
+    let chain = workflows
+        .start_chain(ChainRequest {
+            user_id: world.user,
+            project_id: world.project,
+            items: vec![
+                NewChainItem {
+                    title: "Issue one".into(),
+                    prompt: "Add the parser".into(),
+                    card_id: None,
+                },
+                NewChainItem {
+                    title: "Issue two".into(),
+                    prompt: "Add the printer".into(),
+                    card_id: None,
+                },
+            ],
+            workflow: WorkflowRequest {
+                steps: steps(&[StepRole::Designer]),
+                ..Default::default()
+            },
+            pr_mode: Some(PrMode::Single),
+            ..Default::default()
+        })
+        .await
+        .expect("start chain");
+    eventually("the chain to end", LONG * 3, || async {
+        world
+            .store
+            .get_work_chain(chain.id)
+            .await
+            .unwrap()
+            .status
+            .is_final()
+    })
+    .await;
+    let detail = workflows.chain_detail(chain.id).await.unwrap();
+    assert_eq!(detail.chain.status, RunStatus::Succeeded, "{detail:?}");
+    assert!(
+        detail
+            .items
+            .iter()
+            .all(|i| i.status == RunStatus::Succeeded)
+    );
+    assert_eq!(detail.runs.len(), 2);
+    for run in &detail.runs {
+        assert_eq!(run.state.branch.as_deref(), Some(chain.branch.as_str()));
+        assert_eq!(run.chain_id, Some(chain.id));
+    }
+    let log = world.remote_log(&chain.branch);
+    assert_eq!(
+        log.iter().filter(|s| s.starts_with("claude:")).count(),
+        2,
+        "{log:?}"
+    );
+    assert!(log.iter().any(|s| s.contains("Add the parser")), "{log:?}");
+    assert!(log.iter().any(|s| s.contains("Add the printer")), "{log:?}");
+    let pulls: Vec<_> = github
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(pulls.len(), 1, "one pull request for the chain");
+    let body = pulls[0].json();
+    assert_eq!(body["head"], chain.branch.as_str());
+    assert_eq!(body["base"], "main");
+    let last = world
+        .store
+        .get_sandbox(detail.runs[1].state.designer_sandbox_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(last.git.pr_status, Some(PrStatus::Created));
+    let first = world
+        .store
+        .get_sandbox(detail.runs[0].state.designer_sandbox_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(first.git.pr_status, None, "the first issue opened none");
+}
+
+/// An issue session: its sandbox (linked by `issue_session_id`) answers with cards,
+/// which are parsed and stored; a card starts a sandbox on its suggested prompt.
+async fn an_issue_session_yields_parsed_cards(backend: Backend) {
+    let Some(world) = World::new("an_issue_session_yields_cards", backend).await else {
+        return;
+    };
+    setup(&world, &[], REPO_URL).await;
+    let orchestrator = world.orchestrator(EventHub::default());
+    let workflows = Workflows::new(orchestrator.clone());
+    let session = workflows
+        .start_issue_session(
+            world.user,
+            world.project,
+            Some("security CARDS 3".into()),
+            None,
+            None,
+        )
+        .await
+        .expect("start session");
+    let sandbox_id = session.sandbox_id.expect("its sandbox");
+    let sandbox = world.store.get_sandbox(sandbox_id).await.unwrap();
+    assert_eq!(sandbox.links.issue_session_id, Some(session.id.to_string()));
+    eventually("the session to end", LONG, || async {
+        world
+            .store
+            .get_issue_session(session.id)
+            .await
+            .unwrap()
+            .status
+            .is_final()
+    })
+    .await;
+    let detail = workflows.issue_session_detail(session.id).await.unwrap();
+    assert_eq!(detail.session.status, RunStatus::Succeeded, "{detail:?}");
+    let titles: Vec<_> = detail.cards.iter().map(|c| c.title.as_str()).collect();
+    assert_eq!(titles, ["Fake issue 1", "Fake issue 2", "Fake issue 3"]);
+    assert_eq!(detail.cards[2].severity, courier_store::Severity::High);
+    assert_eq!(
+        detail.sandbox.as_ref().unwrap().status,
+        SandboxStatus::Killed
+    );
+    let (card, started) = workflows
+        .start_card(detail.cards[0].id, world.user, None, None)
+        .await
+        .expect("start card");
+    assert_eq!(card.sandbox_id, Some(started.id));
+    assert_eq!(started.prompt, "Fix fake issue 1");
+    orchestrator.kill(started.id, None).await.unwrap();
+}
+
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    designer_checker_iterates_twice,
+    a_run_that_never_passes_fails_with_the_reason,
+    a_restart_mid_workflow_resumes_it,
+    a_two_issue_chain_ends_in_one_pull_request,
+    an_issue_session_yields_parsed_cards,
+);
