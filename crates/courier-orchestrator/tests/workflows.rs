@@ -20,10 +20,12 @@ use courier_orchestrator::lifecycle::Orchestrator;
 use courier_orchestrator::pr::{PrConfig, PrPipeline};
 use courier_orchestrator::settings::SettingsUpdate;
 use courier_orchestrator::stream::EventHub;
-use courier_orchestrator::work::{ChainRequest, RunRequest, WorkflowRequest, Workflows};
+use courier_orchestrator::work::{
+    ChainDetail, ChainRequest, RunRequest, WorkflowRequest, Workflows,
+};
 use courier_store::{
     CliOverrides, KeyOwner, NewChainItem, PrMode, PrStatus, Provider, RunStatus, SandboxDefaults,
-    SandboxStatus, StepRole, StepSpec, Verdict, WorkflowRun, WorkflowRunId,
+    SandboxStatus, StepRole, StepSpec, Verdict, WorkChainId, WorkflowRun, WorkflowRunId,
 };
 use courier_testkit::standin::{Reply, StandIn};
 use courier_tools::Secret;
@@ -310,72 +312,14 @@ async fn a_two_issue_chain_ends_in_one_pull_request(backend: Backend) {
     let Some(world) = World::new("a_two_issue_chain", backend).await else {
         return;
     };
-    let github = StandIn::start(|r| {
-        if r.method == "POST" && r.path == "/repos/acme/project/pulls" {
-            Reply::json(
-                201,
-                std::fs::read_to_string(format!(
-                    "{}/tests/fixtures/github/create_pull_201.json",
-                    env!("CARGO_MANIFEST_DIR")
-                ))
-                .unwrap(),
-            )
-        } else {
-            Reply::json(404, r#"{"message":"Not Found"}"#)
-        }
-    })
-    .await;
-    setup(
-        &world,
-        &[
-            ("GIT_CONFIG_COUNT", "1"),
-            ("GIT_CONFIG_KEY_0", "url.file:///srv/git/.insteadOf"),
-            ("GIT_CONFIG_VALUE_0", "https://github.com/acme/"),
-        ],
-        "https://github.com/acme/project.git",
-    )
-    .await;
-    world
-        .vault()
-        .put(
-            KeyOwner::Project(world.project),
-            Provider::GitHub,
-            "ghp_e2edummy000000000000000000000000abcd",
-        )
-        .save()
-        .await
-        .unwrap();
-    let store = world.store.clone();
-    let pipeline = PrPipeline::new(
-        store,
-        Arc::new(world.client.clone()),
-        PrConfig {
-            api_base: github.url.clone(),
-            project_dir: "/home/user/project".into(),
-            push_timeout: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(10),
-        },
-    )
-    .with_key_vault(world.vault());
-    let orchestrator: Orchestrator = world
-        .orchestrator(EventHub::default())
-        .with_pull_requests(pipeline);
-    let workflows = Workflows::new(orchestrator);
+    let (github, workflows) = github_world(&world).await;
     let chain = workflows
         .start_chain(ChainRequest {
             user_id: world.user,
             project_id: world.project,
             items: vec![
-                NewChainItem {
-                    title: "Issue one".into(),
-                    prompt: "Add the parser".into(),
-                    card_id: None,
-                },
-                NewChainItem {
-                    title: "Issue two".into(),
-                    prompt: "Add the printer".into(),
-                    card_id: None,
-                },
+                issue("Issue one", "Add the parser"),
+                issue("Issue two", "Add the printer"),
             ],
             workflow: WorkflowRequest {
                 steps: steps(&[StepRole::Designer]),
@@ -438,6 +382,181 @@ async fn a_two_issue_chain_ends_in_one_pull_request(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(first.git.pr_status, None, "the first issue opened none");
+}
+
+/// A GitHub stand-in that opens every pull request asked for, and a project whose
+/// sandboxes reach the bare repository through a `github.com` URL (git's `insteadOf`
+/// in the project's env vars), with a GitHub key and the pull request pipeline on.
+async fn github_world(world: &World) -> (StandIn, Workflows) {
+    let github = StandIn::start(|r| {
+        if r.method == "POST" && r.path == "/repos/acme/project/pulls" {
+            Reply::json(
+                201,
+                std::fs::read_to_string(format!(
+                    "{}/tests/fixtures/github/create_pull_201.json",
+                    env!("CARGO_MANIFEST_DIR")
+                ))
+                .unwrap(),
+            )
+        } else {
+            Reply::json(404, r#"{"message":"Not Found"}"#)
+        }
+    })
+    .await;
+    setup(
+        world,
+        &[
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", "url.file:///srv/git/.insteadOf"),
+            ("GIT_CONFIG_VALUE_0", "https://github.com/acme/"),
+        ],
+        "https://github.com/acme/project.git",
+    )
+    .await;
+    world
+        .vault()
+        .put(
+            KeyOwner::Project(world.project),
+            Provider::GitHub,
+            "ghp_e2edummy000000000000000000000000abcd",
+        )
+        .save()
+        .await
+        .unwrap();
+    let pipeline = PrPipeline::new(
+        world.store.clone(),
+        Arc::new(world.client.clone()),
+        PrConfig {
+            api_base: github.url.clone(),
+            project_dir: "/home/user/project".into(),
+            push_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+        },
+    )
+    .with_key_vault(world.vault());
+    let orchestrator: Orchestrator = world
+        .orchestrator(EventHub::default())
+        .with_pull_requests(pipeline);
+    (github, Workflows::new(orchestrator))
+}
+
+fn issue(title: &str, prompt: &str) -> NewChainItem {
+    NewChainItem {
+        title: title.into(),
+        prompt: prompt.into(),
+        card_id: None,
+    }
+}
+
+async fn chain_end(world: &World, workflows: &Workflows, chain: WorkChainId) -> ChainDetail {
+    eventually("the chain to end", LONG * 3, || async {
+        world
+            .store
+            .get_work_chain(chain)
+            .await
+            .unwrap()
+            .status
+            .is_final()
+    })
+    .await;
+    workflows.chain_detail(chain).await.unwrap()
+}
+
+/// One pull request per issue: each issue's branch starts from the previous issue's
+/// and its pull request targets it (stacked), the first one the base branch.
+async fn a_per_issue_chain_stacks_its_pull_requests(backend: Backend) {
+    let Some(world) = World::new("a_per_issue_chain", backend).await else {
+        return;
+    };
+    let (github, workflows) = github_world(&world).await;
+    let chain = workflows
+        .start_chain(ChainRequest {
+            user_id: world.user,
+            project_id: world.project,
+            items: vec![
+                issue("One", "Add the lexer"),
+                issue("Two", "Add the parser"),
+            ],
+            workflow: WorkflowRequest {
+                steps: steps(&[StepRole::Designer]),
+                ..Default::default()
+            },
+            pr_mode: Some(PrMode::PerIssue),
+            branch: Some("feature/compiler".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let detail = chain_end(&world, &workflows, chain.id).await;
+    assert_eq!(detail.chain.status, RunStatus::Succeeded, "{detail:?}");
+    let (first, second) = ("feature/compiler-1", "feature/compiler-2");
+    assert_eq!(detail.runs[0].state.branch.as_deref(), Some(first));
+    assert_eq!(detail.runs[1].state.branch.as_deref(), Some(second));
+    // The second branch holds both issues' commits; the first only its own.
+    let log = world.remote_log(second);
+    assert!(log.iter().any(|s| s.contains("Add the lexer")), "{log:?}");
+    assert!(log.iter().any(|s| s.contains("Add the parser")), "{log:?}");
+    assert!(
+        !world
+            .remote_log(first)
+            .iter()
+            .any(|s| s.contains("Add the parser"))
+    );
+    let pulls: Vec<_> = github
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| {
+            let body = r.json();
+            (
+                body["head"].as_str().unwrap().to_owned(),
+                body["base"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pulls,
+        [
+            (first.to_owned(), "main".to_owned()),
+            (second.to_owned(), first.to_owned())
+        ]
+    );
+}
+
+/// A run that fails stops its chain with the reason; the issues after it are cancelled
+/// and no pull request is opened.
+async fn a_failed_issue_stops_the_chain_with_the_reason(backend: Backend) {
+    let Some(world) = World::new("a_failed_issue_stops_the_chain", backend).await else {
+        return;
+    };
+    let (github, workflows) = github_world(&world).await;
+    let chain = workflows
+        .start_chain(ChainRequest {
+            user_id: world.user,
+            project_id: world.project,
+            items: vec![
+                issue("Breaks", "Migrate the database FAIL"),
+                issue("Never runs", "Add the printer"),
+            ],
+            workflow: WorkflowRequest {
+                steps: steps(&[StepRole::Designer]),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let detail = chain_end(&world, &workflows, chain.id).await;
+    assert_eq!(detail.chain.status, RunStatus::Failed);
+    let error = detail.chain.error.clone().unwrap();
+    assert!(
+        error.contains("issue 1 (Breaks) failed") && error.contains("designer"),
+        "{error}"
+    );
+    let statuses: Vec<_> = detail.items.iter().map(|i| i.status).collect();
+    assert_eq!(statuses, [RunStatus::Failed, RunStatus::Cancelled]);
+    assert_eq!(detail.runs.len(), 1, "the second issue never started");
+    assert!(github.requests().iter().all(|r| r.method != "POST"));
 }
 
 /// An issue session: its sandbox (linked by `issue_session_id`) answers with cards,
@@ -516,5 +635,7 @@ on_both_backends!(
     a_run_that_never_passes_fails_with_the_reason,
     a_restart_mid_workflow_resumes_it,
     a_two_issue_chain_ends_in_one_pull_request,
+    a_per_issue_chain_stacks_its_pull_requests,
+    a_failed_issue_stops_the_chain_with_the_reason,
     an_issue_session_yields_parsed_cards,
 );
