@@ -79,6 +79,60 @@ enum AdminCommand {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Cost rates: the US dollars per unit usage is priced at (E2B's per-second vCPU and
+    /// GiB prices are put in when the table has none).
+    Rates {
+        #[command(subcommand)]
+        command: RatesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RatesCommand {
+    /// Lists every rate, past ones included.
+    List {
+        #[command(flatten)]
+        db: AdminDb,
+    },
+    /// Sets the rate of SERVICE's METRIC from now on: usage recorded earlier keeps its
+    /// cost. E.g. `courier admin rates set e2b cpu_seconds 0.000014`.
+    Set {
+        /// Who bills: e2b, anthropic, openai, openrouter.
+        service: courier_store::Service,
+        /// What is priced: cpu_seconds, memory_gib_seconds, compute_seconds (a flat rate
+        /// per sandbox-second: not charged, compute is priced per vCPU and GiB),
+        /// input_tokens, output_tokens, cache_read_tokens, cache_write_tokens.
+        metric: courier_store::UsageMetric,
+        /// US dollars per unit (0 or more).
+        usd_per_unit: f64,
+        #[command(flatten)]
+        db: AdminDb,
+    },
+}
+
+/// Where an admin command finds the database.
+#[derive(Debug, Args)]
+struct AdminDb {
+    /// Data directory (SQLite database); ignored for Postgres [default: ./courier-data].
+    #[arg(long, env = "COURIER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Config file, as for `courier serve` (its `data_dir` and `database_url` count)
+    /// [default: courier.toml in the data dir, if it exists].
+    #[arg(long, env = "COURIER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl AdminDb {
+    fn overrides(&self) -> config::Overrides {
+        config::Overrides {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            ..config::Overrides::default()
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +201,22 @@ fn main() -> ExitCode {
             )
             .await
             .map_err(client::Failure::from),
+            Command::Admin {
+                command: AdminCommand::Rates { command },
+            } => {
+                let (db, set) = match &command {
+                    RatesCommand::List { db } => (db, None),
+                    RatesCommand::Set {
+                        service,
+                        metric,
+                        usd_per_unit,
+                        db,
+                    } => (db, Some((*service, *metric, *usd_per_unit))),
+                };
+                serve::rates(db.overrides(), set, db.json)
+                    .await
+                    .map_err(client::Failure::from)
+            }
             Command::Sandbox { conn, command } => client::sandbox(&conn, command).await,
             Command::Keys { conn, command } => client::keys(&conn, command).await,
             Command::Project { conn, command } => client::project(&conn, command).await,

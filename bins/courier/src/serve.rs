@@ -18,7 +18,10 @@ use courier_orchestrator::learnings::{LearningPipeline, LearningsConfig, LlmConf
 use courier_orchestrator::lifecycle::Orchestrator;
 use courier_orchestrator::pr::{PrConfig, PrPipeline};
 use courier_orchestrator::stream::EventHub;
-use courier_store::{NewProject, NewUser, PgStore, SandboxQuota, SqliteStore, Store};
+use courier_store::{
+    NewCostRate, NewProject, NewUser, PgStore, SandboxQuota, Service, SqliteStore, Store,
+    UsageMetric,
+};
 
 use crate::config::{Overrides, Settings};
 
@@ -355,6 +358,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tracing::info!(path = %path.display(), keys = %keys.join(","), "config file read");
     }
     let db = Database::open(&settings).await?;
+    let seeded = courier_orchestrator::usage::seed_default_rates(db.store.as_ref()).await?;
+    for rate in &seeded {
+        tracing::info!(
+            service = %rate.service, metric = %rate.metric, usd_per_unit = rate.usd_per_unit,
+            "default cost rate set (change it with `courier admin rates set`)"
+        );
+    }
     let master = MasterKey::load_or_create(settings.master_key.as_deref(), &settings.data_dir)
         .with_context(|| format!("loading the master key ({MASTER_KEY_ENV} or `master_key`)"))?;
     let vault = KeyVault::new(master, db.store.clone());
@@ -611,5 +621,63 @@ pub async fn create_user(
         println!("API token (shown once, store it now):");
         println!("  export COURIER_TOKEN={}", issued.token);
     }
+    Ok(())
+}
+
+/// `courier admin rates list` (`set` is `None`) and `courier admin rates set`: the rate
+/// table, with E2B's default compute rates put in first when it has none
+/// ([`seed_default_rates`](courier_orchestrator::usage::seed_default_rates)). A rate set
+/// applies from now on: usage records keep the cost they were written with.
+pub async fn rates(
+    over: Overrides,
+    set: Option<(Service, UsageMetric, f64)>,
+    json: bool,
+) -> Result<()> {
+    if let Some((_, _, usd_per_unit)) = set
+        && !(usd_per_unit.is_finite() && usd_per_unit >= 0.0)
+    {
+        bail!("invalid USD_PER_UNIT {usd_per_unit}: expected a number, 0 or more");
+    }
+    crate::data_dir::restrict_umask();
+    let settings = crate::config::resolve(over)?;
+    secure_data_dir(&settings)?;
+    let db = Database::open(&settings).await?;
+    let result = async {
+        courier_orchestrator::usage::seed_default_rates(db.store.as_ref()).await?;
+        if let Some((service, metric, usd_per_unit)) = set {
+            db.store
+                .put_cost_rate(NewCostRate {
+                    service,
+                    metric,
+                    usd_per_unit,
+                    effective_from: chrono::Utc::now(),
+                })
+                .await?;
+        }
+        anyhow::Ok(db.store.list_cost_rates().await?)
+    }
+    .await;
+    db.close().await;
+    let rates = result?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rates)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = rates
+        .iter()
+        .map(|r| {
+            vec![
+                r.service.to_string(),
+                r.metric.to_string(),
+                format!("{}", r.usd_per_unit),
+                r.effective_from
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        crate::table::render(&["SERVICE", "METRIC", "USD/UNIT", "FROM"], &rows)
+    );
     Ok(())
 }

@@ -172,7 +172,10 @@ fn serve_and_client_commands_with_tables_json_and_exit_codes() {
     let out = s.run(&["usage"]);
     assert!(out.status.success());
     assert!(
-        text(&out).contains("default") && text(&out).contains("TOTAL"),
+        text(&out).contains("default")
+            && text(&out).contains("TOTAL")
+            && text(&out).contains("VCPU S")
+            && text(&out).contains("GIB S"),
         "{}",
         text(&out)
     );
@@ -452,4 +455,56 @@ fn project_settings_set_from_flags_and_files_then_shown_masked() {
     let out = s.run(&["project", "settings", "set", "--default-memory", "1"]);
     assert_eq!(out.status.code(), Some(5));
     assert!(err(&out).contains("memory_mb"), "{}", err(&out));
+}
+
+#[test]
+fn admin_rates_start_at_e2bs_compute_prices_and_are_set_from_now_on() {
+    let data = tempfile::tempdir().unwrap();
+    let rates = |args: &[&str]| {
+        courier(data.path())
+            .args(["admin", "rates"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = rates(&["list"]);
+    assert!(out.status.success(), "{}", err(&out));
+    let listed = text(&out);
+    assert!(listed.starts_with("SERVICE"), "{listed}");
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["e2b", "cpu_seconds", "0.000014", "1970-01-01T00:00:00Z"],
+            vec![
+                "e2b",
+                "memory_gib_seconds",
+                "0.0000045",
+                "1970-01-01T00:00:00Z"
+            ],
+        ],
+        "{listed}"
+    );
+
+    let out = rates(&["set", "e2b", "cpu_seconds", "0.00002", "--json"]);
+    assert!(out.status.success(), "{}", err(&out));
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cpu: Vec<f64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["metric"] == "cpu_seconds")
+        .map(|r| r["usd_per_unit"].as_f64().unwrap())
+        .collect();
+    // The default stays for the usage before; the new rate applies from now on.
+    assert_eq!(cpu, vec![0.000_014, 0.000_02]);
+    assert_eq!(all.as_array().unwrap().len(), 3, "{all}");
+
+    let out = rates(&["set", "e2b", "gpu_seconds", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    assert!(err(&out).contains("cpu_seconds"), "{}", err(&out));
 }

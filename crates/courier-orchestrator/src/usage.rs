@@ -1,9 +1,11 @@
-//! Usage and cost: compute seconds per sandbox, tokens and cost from agent events, prices
-//! from the store's rate table, totals per sandbox and project.
+//! Usage and cost: compute seconds per sandbox (priced per vCPU-second and GiB-second, like
+//! E2B), tokens and cost from agent events, prices from the store's rate table, totals per
+//! sandbox and project.
 
 use chrono::{DateTime, Utc};
 use courier_store::{
-    Money, NewUsage, ProjectId, Sandbox, SandboxId, Service, Store, UsageMetric, UsageTotal,
+    CostRate, Money, NewCostRate, NewUsage, ProjectId, Sandbox, SandboxId, Service, Store,
+    UsageMetric, UsageTotal,
 };
 use courier_tools::{AgentEvent, ToolId, Usage};
 
@@ -153,40 +155,113 @@ pub async fn token_records(
     Ok(records)
 }
 
-/// The compute record of a sandbox that ended (E2B compute seconds, priced by the rate
-/// table at its end): billed until its recorded end, or `now` while it lives.
-pub async fn compute_record(
+/// E2B's price of one vCPU for one second, in US dollars: $0.0504 per vCPU-hour.
+///
+/// E2B bills per second for the vCPUs and RAM allocated to a sandbox, not what it uses
+/// (<https://e2b.dev/docs/billing>); the rates are those of <https://e2b.dev/pricing>
+/// (an 8 vCPU, 4 GiB sandbox costs $0.468 an hour: 8 × $0.0504 + 4 × $0.0162).
+pub const E2B_USD_PER_VCPU_SECOND: f64 = 0.000_014;
+
+/// E2B's price of one GiB of RAM for one second, in US dollars: $0.0162 per GiB-hour
+/// (see [`E2B_USD_PER_VCPU_SECOND`]).
+pub const E2B_USD_PER_GIB_SECOND: f64 = 0.000_004_5;
+
+/// The rates [`seed_default_rates`] puts in the rate table when it has none for their
+/// service and metric: E2B's per-second CPU and memory prices.
+pub const DEFAULT_RATES: [(Service, UsageMetric, f64); 2] = [
+    (
+        Service::E2b,
+        UsageMetric::CpuSeconds,
+        E2B_USD_PER_VCPU_SECOND,
+    ),
+    (
+        Service::E2b,
+        UsageMetric::MemoryGibSeconds,
+        E2B_USD_PER_GIB_SECOND,
+    ),
+];
+
+/// Puts each of [`DEFAULT_RATES`] in the rate table, in force since the Unix epoch, unless
+/// the table already has a rate (of any date) for its service and metric: a rate the
+/// operator set is never replaced, and running this again adds nothing. Returns the rates
+/// added.
+pub async fn seed_default_rates(store: &dyn Store) -> Result<Vec<CostRate>> {
+    let existing = store.list_cost_rates().await?;
+    let mut added = Vec::new();
+    for (service, metric, usd_per_unit) in DEFAULT_RATES {
+        if existing
+            .iter()
+            .any(|r| r.service == service && r.metric == metric)
+        {
+            continue;
+        }
+        added.push(
+            store
+                .put_cost_rate(NewCostRate {
+                    service,
+                    metric,
+                    usd_per_unit,
+                    effective_from: DateTime::<Utc>::UNIX_EPOCH,
+                })
+                .await?,
+        );
+    }
+    Ok(added)
+}
+
+/// The compute records of a sandbox (see [`compute_records_until`]): billed until its
+/// recorded end, or `now` while it lives.
+pub async fn compute_records(
     store: &dyn Store,
     sandbox: &Sandbox,
     now: DateTime<Utc>,
-) -> Result<NewUsage> {
-    compute_record_until(store, sandbox, sandbox.ended_at.unwrap_or(now)).await
+) -> Result<Vec<NewUsage>> {
+    compute_records_until(store, sandbox, sandbox.ended_at.unwrap_or(now)).await
 }
 
-/// The compute record of a sandbox billed from its creation until `end` (the orchestrator
-/// passes its clock's time when it destroyed the provider sandbox), priced by the rate in
-/// force at `end`; never negative.
-pub async fn compute_record_until(
+/// The compute records of a sandbox billed from its creation until `end` (the
+/// orchestrator passes its clock's time when it destroyed the provider sandbox); never
+/// negative. Like E2B, compute is priced per second by the resources allocated:
+///
+/// - `cpu_seconds` (seconds × its `cpu_count`) at the E2B `cpu_seconds` rate,
+/// - `memory_gib_seconds` (seconds × `memory_mb` / 1024) at the E2B `memory_gib_seconds`
+///   rate,
+/// - `compute_seconds` (the wall-clock seconds, kept for display) **unpriced**: its cost
+///   is 0 whatever the table says, so a sandbox is never charged twice for the same
+///   seconds. Records written before the per-resource metrics existed keep the cost they
+///   were written with (history is never re-priced).
+///
+/// Each rate is the one in force at `end`; a metric without one costs nothing.
+pub async fn compute_records_until(
     store: &dyn Store,
     sandbox: &Sandbox,
     end: DateTime<Utc>,
-) -> Result<NewUsage> {
+) -> Result<Vec<NewUsage>> {
     let seconds = seconds_since_creation(sandbox, end);
-    Ok(NewUsage {
+    let cpus = sandbox.config.cpu_count.max(0) as f64;
+    let gib = sandbox.config.memory_mb.max(0) as f64 / 1024.0;
+    let mut records = vec![NewUsage {
         sandbox_id: sandbox.id,
         service: Service::E2b,
         metric: UsageMetric::ComputeSeconds,
         quantity: seconds,
-        cost: priced(
-            store,
-            Service::E2b,
-            UsageMetric::ComputeSeconds,
-            seconds,
-            end,
-        )
-        .await?,
+        cost: Money::default(),
         recorded_at: end,
-    })
+    }];
+    for (metric, quantity) in [
+        (UsageMetric::CpuSeconds, seconds * cpus),
+        (UsageMetric::MemoryGibSeconds, seconds * gib),
+    ] {
+        records.push(NewUsage {
+            sandbox_id: sandbox.id,
+            service: Service::E2b,
+            metric,
+            quantity,
+            cost: priced(store, Service::E2b, metric, quantity, end).await?,
+            recorded_at: end,
+        });
+    }
+    Ok(records)
 }
 
 /// Usage totals across services.
@@ -194,6 +269,10 @@ pub async fn compute_record_until(
 pub struct UsageSummary {
     /// Sandbox seconds.
     pub compute_seconds: f64,
+    /// vCPU-seconds (sandbox seconds times vCPUs).
+    pub cpu_seconds: f64,
+    /// GiB-seconds of memory (sandbox seconds times GiB of RAM).
+    pub memory_gib_seconds: f64,
     /// Input tokens (not cached).
     pub input_tokens: f64,
     /// Output tokens.
@@ -223,6 +302,8 @@ impl UsageSummary {
         for t in totals {
             let slot = match t.metric {
                 UsageMetric::ComputeSeconds => &mut s.compute_seconds,
+                UsageMetric::CpuSeconds => &mut s.cpu_seconds,
+                UsageMetric::MemoryGibSeconds => &mut s.memory_gib_seconds,
                 UsageMetric::InputTokens => &mut s.input_tokens,
                 UsageMetric::OutputTokens => &mut s.output_tokens,
                 UsageMetric::CacheReadTokens => &mut s.cache_read_tokens,
@@ -244,9 +325,10 @@ impl UsageSummary {
         Ok(Self::from_totals(&store.usage_for_project(id).await?))
     }
 
-    /// A sandbox's totals as of `now`: while it lives, its compute record is written only
-    /// at its end, so the seconds so far (priced by the rate in force at `now`) are added
-    /// to what is recorded; an ended sandbox's totals are what is recorded.
+    /// A sandbox's totals as of `now`: while it lives, its compute records are written
+    /// only at its end, so the figures so far ([`compute_records`]: seconds, vCPU-seconds
+    /// and GiB-seconds, priced by the rates in force at `now`) are added to what is
+    /// recorded; an ended sandbox's totals are what is recorded.
     pub async fn for_sandbox_at(
         store: &dyn Store,
         sandbox: &Sandbox,
@@ -257,13 +339,14 @@ impl UsageSummary {
             .iter()
             .any(|t| t.metric == UsageMetric::ComputeSeconds);
         if sandbox.ended_at.is_none() && !compute_recorded {
-            let live = compute_record(store, sandbox, now).await?;
-            totals.push(UsageTotal {
-                service: live.service,
-                metric: live.metric,
-                quantity: live.quantity,
-                cost: live.cost,
-            });
+            for live in compute_records(store, sandbox, now).await? {
+                totals.push(UsageTotal {
+                    service: live.service,
+                    metric: live.metric,
+                    quantity: live.quantity,
+                    cost: live.cost,
+                });
+            }
         }
         Ok(Self::from_totals(&totals))
     }
@@ -271,7 +354,6 @@ impl UsageSummary {
 
 #[cfg(test)]
 mod tests {
-    use courier_store::NewCostRate;
     use courier_tools::{RunResult, StreamParser};
 
     use super::*;
@@ -417,50 +499,181 @@ mod tests {
         assert_eq!(summary.cost, Money::from_usd(0.125));
     }
 
+    /// Puts `usd_per_unit` for E2B's `metric` in force since a day before `at`.
+    async fn rate(store: &dyn Store, metric: UsageMetric, usd_per_unit: f64, at: DateTime<Utc>) {
+        store
+            .put_cost_rate(NewCostRate {
+                service: Service::E2b,
+                metric,
+                usd_per_unit,
+                effective_from: at - chrono::Duration::days(1),
+            })
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn compute_seconds_run_from_creation_to_the_end() {
         let Seeded {
             store, mut sandbox, ..
         } = Seeded::new().await;
         let store = store.as_ref();
+        (sandbox.config.cpu_count, sandbox.config.memory_mb) = (2, 1024);
         sandbox.ended_at = Some(sandbox.created_at + chrono::Duration::milliseconds(90_500));
         assert_eq!(compute_seconds(&sandbox, Utc::now()), 90.5);
-        let record = compute_record(store, &sandbox, Utc::now()).await.unwrap();
-        assert_eq!(record.metric, UsageMetric::ComputeSeconds);
-        assert_eq!(record.quantity, 90.5);
-        assert_eq!(record.cost, Money::default());
+        let records = compute_records(store, &sandbox, Utc::now()).await.unwrap();
+        let figures: Vec<_> = records.iter().map(|r| (r.metric, r.quantity)).collect();
+        assert_eq!(
+            figures,
+            vec![
+                (UsageMetric::ComputeSeconds, 90.5),
+                (UsageMetric::CpuSeconds, 181.0),
+                (UsageMetric::MemoryGibSeconds, 90.5),
+            ]
+        );
+        // No rate in the table: free.
+        assert!(records.iter().all(|r| r.cost == Money::default()));
 
         sandbox.ended_at = None;
         let later = sandbox.created_at + chrono::Duration::seconds(3);
-        // While it lives, its usage shows the seconds so far, priced by today's rate.
-        store
-            .put_cost_rate(NewCostRate {
-                service: Service::E2b,
-                metric: UsageMetric::ComputeSeconds,
-                usd_per_unit: 0.000_1,
-                effective_from: sandbox.created_at - chrono::Duration::days(1),
-            })
-            .await
-            .unwrap();
+        // While it lives, its usage shows the figures so far, priced by today's rates.
+        rate(store, UsageMetric::CpuSeconds, 0.000_1, sandbox.created_at).await;
+        rate(
+            store,
+            UsageMetric::MemoryGibSeconds,
+            0.000_01,
+            sandbox.created_at,
+        )
+        .await;
         let live = UsageSummary::for_sandbox_at(store, &sandbox, later)
             .await
             .unwrap();
-        assert_eq!(live.compute_seconds, 3.0);
-        assert_eq!(live.cost, Money::from_usd(0.000_3));
-        // Once ended and recorded, the record is the whole figure: nothing counted twice.
+        assert_eq!(
+            (
+                live.compute_seconds,
+                live.cpu_seconds,
+                live.memory_gib_seconds
+            ),
+            (3.0, 6.0, 3.0)
+        );
+        assert_eq!(live.cost, Money::from_usd(6.0 * 0.000_1 + 3.0 * 0.000_01));
+        // Once ended and recorded, the records are the whole figure: nothing counted twice.
         sandbox.ended_at = Some(later);
-        let record = compute_record(store, &sandbox, later).await.unwrap();
-        store.record_usage(&[record]).await.unwrap();
+        let records = compute_records(store, &sandbox, later).await.unwrap();
+        store.record_usage(&records).await.unwrap();
         let ended =
             UsageSummary::for_sandbox_at(store, &sandbox, later + chrono::Duration::hours(1))
                 .await
                 .unwrap();
-        assert_eq!(ended.compute_seconds, 3.0);
+        assert_eq!(ended, live);
         sandbox.ended_at = None;
         assert_eq!(compute_seconds(&sandbox, later), 3.0);
         assert_eq!(
             compute_seconds(&sandbox, sandbox.created_at - chrono::Duration::seconds(3)),
             0.0
         );
+    }
+
+    #[tokio::test]
+    async fn compute_is_priced_per_vcpu_second_and_gib_second_and_charged_once() {
+        let Seeded {
+            store, mut sandbox, ..
+        } = Seeded::new().await;
+        let store = store.as_ref();
+        assert_eq!(seed_default_rates(store).await.unwrap().len(), 2);
+        // A flat rate per sandbox-second left in the table is not charged on top.
+        rate(store, UsageMetric::ComputeSeconds, 0.01, sandbox.created_at).await;
+        (sandbox.config.cpu_count, sandbox.config.memory_mb) = (2, 2048);
+        let end = sandbox.created_at + chrono::Duration::seconds(100);
+        let expected = Money::from_usd(
+            100.0 * 2.0 * E2B_USD_PER_VCPU_SECOND + 100.0 * 2.0 * E2B_USD_PER_GIB_SECOND,
+        );
+        assert_eq!(expected, Money::from_micros(3_700), "$0.0028 + $0.0009");
+
+        // Live, before the kill.
+        let live = UsageSummary::for_sandbox_at(store, &sandbox, end)
+            .await
+            .unwrap();
+        assert_eq!(live.cost, expected);
+
+        let records = compute_records_until(store, &sandbox, end).await.unwrap();
+        let costs: Vec<_> = records.iter().map(|r| (r.metric, r.cost)).collect();
+        assert_eq!(
+            costs,
+            vec![
+                (UsageMetric::ComputeSeconds, Money::default()),
+                (UsageMetric::CpuSeconds, Money::from_micros(2_800)),
+                (UsageMetric::MemoryGibSeconds, Money::from_micros(900)),
+            ]
+        );
+        store.record_usage(&records).await.unwrap();
+        sandbox.ended_at = Some(end);
+        let ended = UsageSummary::for_sandbox_at(store, &sandbox, end + chrono::Duration::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                ended.compute_seconds,
+                ended.cpu_seconds,
+                ended.memory_gib_seconds
+            ),
+            (100.0, 200.0, 200.0)
+        );
+        assert_eq!(ended.cost, expected);
+    }
+
+    #[tokio::test]
+    async fn records_from_before_the_resource_metrics_keep_their_price() {
+        let Seeded {
+            store,
+            project,
+            sandbox,
+            ..
+        } = Seeded::new().await;
+        let store = store.as_ref();
+        // History: compute seconds alone, priced by a flat rate when written.
+        store
+            .record_usage(&[NewUsage {
+                sandbox_id: sandbox.id,
+                service: Service::E2b,
+                metric: UsageMetric::ComputeSeconds,
+                quantity: 100.0,
+                cost: Money::from_usd(0.01),
+                recorded_at: sandbox.created_at,
+            }])
+            .await
+            .unwrap();
+        seed_default_rates(store).await.unwrap();
+        let summary = UsageSummary::for_project(store, project.id).await.unwrap();
+        assert_eq!(
+            (summary.compute_seconds, summary.cpu_seconds, summary.cost),
+            (100.0, 0.0, Money::from_usd(0.01))
+        );
+    }
+
+    #[tokio::test]
+    async fn default_rates_never_replace_the_operators() {
+        let Seeded { store, .. } = Seeded::new().await;
+        let store = store.as_ref();
+        let now = Utc::now();
+        rate(store, UsageMetric::CpuSeconds, 0.000_02, now).await;
+        let added = seed_default_rates(store).await.unwrap();
+        assert_eq!(
+            added.iter().map(|r| r.metric).collect::<Vec<_>>(),
+            vec![UsageMetric::MemoryGibSeconds]
+        );
+        assert!(seed_default_rates(store).await.unwrap().is_empty());
+        let cpu = store
+            .cost_rate_at(Service::E2b, UsageMetric::CpuSeconds, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cpu.usd_per_unit, 0.000_02);
+        let memory = store
+            .cost_rate_at(Service::E2b, UsageMetric::MemoryGibSeconds, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(memory.usd_per_unit, E2B_USD_PER_GIB_SECOND);
     }
 }

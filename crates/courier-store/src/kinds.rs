@@ -224,6 +224,10 @@ string_enum!(
     UsageMetric, field = "metric" {
         /// Sandbox wall-clock seconds.
         ComputeSeconds => "compute_seconds",
+        /// vCPU-seconds: sandbox seconds times its vCPUs.
+        CpuSeconds => "cpu_seconds",
+        /// GiB-seconds of memory: sandbox seconds times its memory in GiB.
+        MemoryGibSeconds => "memory_gib_seconds",
         /// Prompt tokens.
         InputTokens => "input_tokens",
         /// Completion tokens.

@@ -101,6 +101,8 @@ pub async fn usage(conn: &Conn) -> Result<()> {
             name,
             active,
             format!("{:.0}", u.compute_seconds),
+            format!("{:.0}", u.cpu_seconds),
+            format!("{:.0}", u.memory_gib_seconds),
             format!("{:.0}", u.input_tokens),
             format!("{:.0}", u.output_tokens),
             format!("${:.4}", u.cost_usd),
@@ -119,6 +121,8 @@ pub async fn usage(conn: &Conn) -> Result<()> {
                 "PROJECT",
                 "ACTIVE",
                 "COMPUTE S",
+                "VCPU S",
+                "GIB S",
                 "IN TOKENS",
                 "OUT TOKENS",
                 "COST"

@@ -23,8 +23,12 @@ pub struct KillAll {
 /// Usage totals of a sandbox, a project or everything the caller has.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
-    /// Sandbox seconds.
+    /// Sandbox seconds (shown; not priced on their own).
     pub compute_seconds: f64,
+    /// vCPU-seconds: sandbox seconds times vCPUs, priced per vCPU-second.
+    pub cpu_seconds: f64,
+    /// GiB-seconds of memory: sandbox seconds times GiB of RAM, priced per GiB-second.
+    pub memory_gib_seconds: f64,
     /// Input tokens (not cached).
     pub input_tokens: f64,
     /// Output tokens.
@@ -41,6 +45,8 @@ impl From<&UsageSummary> for Usage {
     fn from(u: &UsageSummary) -> Self {
         Usage {
             compute_seconds: u.compute_seconds,
+            cpu_seconds: u.cpu_seconds,
+            memory_gib_seconds: u.memory_gib_seconds,
             input_tokens: u.input_tokens,
             output_tokens: u.output_tokens,
             cache_read_tokens: u.cache_read_tokens,

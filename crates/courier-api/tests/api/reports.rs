@@ -23,6 +23,8 @@ async fn usage_learnings_versions_and_template_builds_are_readable() {
     assert_eq!(status, 200);
     for field in [
         "compute_seconds",
+        "cpu_seconds",
+        "memory_gib_seconds",
         "input_tokens",
         "output_tokens",
         "cost_usd",
@@ -42,6 +44,18 @@ async fn usage_learnings_versions_and_template_builds_are_readable() {
         s.alice.project_id.as_str()
     );
     assert!(report["total"]["compute_seconds"].is_number());
+    // Compute is also counted per vCPU and per GiB of RAM allocated, the figures E2B
+    // bills by.
+    let (cpu, memory) = (
+        usage["cpu_seconds"].as_f64().unwrap(),
+        usage["memory_gib_seconds"].as_f64().unwrap(),
+    );
+    assert!(cpu > 0.0 && memory > 0.0, "{usage}");
+    assert_eq!(
+        report["total"]["cpu_seconds"].as_f64(),
+        Some(cpu),
+        "{report}"
+    );
     let project: courier_store::ProjectId = s.alice.project_id.parse().unwrap();
     s.store
         .create_learning(courier_store::NewLearning {

@@ -10,7 +10,7 @@ use courier_store::{PageRequest, Sandbox, SandboxFilter, SandboxId, SandboxStatu
 use super::Orchestrator;
 use super::commands::{SAVE_WORK_TIMEOUT, save_work_command};
 use crate::pr::github_token;
-use crate::usage::compute_record_until;
+use crate::usage::compute_records_until;
 use crate::{OrchestratorError, Result};
 
 /// What a kill does with the sandbox's work besides stopping it.
@@ -163,8 +163,8 @@ impl Orchestrator {
         let killed = self
             .transition_to_final(id, SandboxStatus::Killed, reason)
             .await?;
-        let compute = compute_record_until(self.store.as_ref(), &killed, ended).await?;
-        self.store.record_usage(&[compute]).await?;
+        let compute = compute_records_until(self.store.as_ref(), &killed, ended).await?;
+        self.store.record_usage(&compute).await?;
         self.hub.close(id);
         if let Some(pipeline) = self.learnings.clone() {
             // In the background: an LLM call must not hold up the kill. The status says

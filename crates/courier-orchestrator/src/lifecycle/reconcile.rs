@@ -8,7 +8,7 @@ use courier_e2b::models::ListedSandbox;
 use courier_store::{Sandbox, SandboxFilter, SandboxId, SandboxStatus, StoreError};
 
 use super::{METADATA_SANDBOX_ID, Orchestrator};
-use crate::usage::compute_record_until;
+use crate::usage::compute_records_until;
 use crate::{OrchestratorError, Result};
 
 /// What [`Orchestrator::reconcile`] did.
@@ -116,8 +116,8 @@ impl Orchestrator {
             .transition_to_final(sandbox.id, SandboxStatus::Killed, Some(reason))
             .await?;
         // Billed until it was found gone: the best bound known.
-        let compute = compute_record_until(self.store.as_ref(), &killed, self.clock.now()).await?;
-        self.store.record_usage(&[compute]).await?;
+        let compute = compute_records_until(self.store.as_ref(), &killed, self.clock.now()).await?;
+        self.store.record_usage(&compute).await?;
         self.hub.close(sandbox.id);
         Ok(())
     }

@@ -30,10 +30,12 @@ pub async fn usage_totals_per_sandbox_project_and_day(store: &dyn Store) {
             rec(b.id, E2b, ComputeSeconds, 90.5, 2500, at(2, 23)),
             rec(b.id, Anthropic, InputTokens, 100.0, 300, at(3, 0)),
             rec(elsewhere.id, E2b, ComputeSeconds, 10.0, 99, at(2, 1)),
+            rec(elsewhere.id, E2b, CpuSeconds, 20.0, 280, at(2, 1)),
+            rec(elsewhere.id, E2b, MemoryGibSeconds, 5.0, 23, at(2, 1)),
         ])
         .await
         .unwrap();
-    assert_eq!(stored.len(), 6);
+    assert_eq!(stored.len(), 8);
     assert_eq!(stored[0].project_id, p.id);
     assert_eq!(stored[0].sandbox_id, Some(a.id));
     assert_eq!(stored[0].recorded_at, at(1, 10));
@@ -82,6 +84,15 @@ pub async fn usage_totals_per_sandbox_project_and_day(store: &dyn Store) {
     assert_eq!(
         all_days.iter().map(|d| d.day).collect::<Vec<_>>(),
         vec![day(1), day(2), day(2), day(2), day(3)]
+    );
+    // The per-resource compute metrics are stored and summed like any other.
+    assert_eq!(
+        store.usage_for_sandbox(elsewhere.id).await.unwrap(),
+        vec![
+            total(E2b, ComputeSeconds, 10.0, 99),
+            total(E2b, CpuSeconds, 20.0, 280),
+            total(E2b, MemoryGibSeconds, 5.0, 23),
+        ]
     );
     assert!(
         store
