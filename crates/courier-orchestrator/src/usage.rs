@@ -289,6 +289,8 @@ impl UsageSummary {
     /// Adds another summary (a workflow run sums its sandboxes').
     pub fn add(&mut self, other: &UsageSummary) {
         self.compute_seconds += other.compute_seconds;
+        self.cpu_seconds += other.cpu_seconds;
+        self.memory_gib_seconds += other.memory_gib_seconds;
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
         self.cache_read_tokens += other.cache_read_tokens;
