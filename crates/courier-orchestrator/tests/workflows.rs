@@ -607,6 +607,75 @@ async fn an_issue_session_yields_parsed_cards(backend: Backend) {
     assert_eq!(card.sandbox_id, Some(started.id));
     assert_eq!(started.prompt, "Fix fake issue 1");
     orchestrator.kill(started.id, None).await.unwrap();
+
+    // The second card joins a new chain, which is then cancelled mid-run.
+    let chain = workflows
+        .start_chain(ChainRequest {
+            user_id: world.user,
+            project_id: world.project,
+            items: vec![NewChainItem {
+                title: String::new(),
+                prompt: "Slow work SLEEP 30".into(),
+                card_id: None,
+            }],
+            workflow: WorkflowRequest {
+                steps: steps(&[StepRole::Designer]),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let item = workflows
+        .add_card_to_chain(detail.cards[1].id, chain.id)
+        .await
+        .unwrap();
+    assert_eq!((item.position, item.title.as_str()), (2, "Fake issue 2"));
+    assert_eq!(item.card_id, Some(detail.cards[1].id));
+    let card = world
+        .store
+        .get_issue_card(detail.cards[1].id)
+        .await
+        .unwrap();
+    assert_eq!(card.chain_id, Some(chain.id));
+    eventually("the chain's first run to have a sandbox", LONG, || async {
+        let runs = world
+            .store
+            .list_workflow_runs(world.project, Some(chain.id))
+            .await
+            .unwrap();
+        runs.first()
+            .is_some_and(|r| r.state.designer_sandbox_id.is_some())
+    })
+    .await;
+    let cancelled = workflows.cancel_chain(chain.id).await.unwrap();
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    let detail = workflows.chain_detail(chain.id).await.unwrap();
+    assert!(
+        detail
+            .items
+            .iter()
+            .all(|i| i.status == RunStatus::Cancelled),
+        "{:?}",
+        detail.items
+    );
+    assert_eq!(detail.runs[0].state.status, RunStatus::Cancelled);
+    let designer = world
+        .store
+        .get_sandbox(detail.runs[0].state.designer_sandbox_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        designer.status,
+        SandboxStatus::Killed,
+        "cancel ends the sandbox"
+    );
+    let again = workflows
+        .cancel_chain(chain.id)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(again.contains("already cancelled"), "{again}");
 }
 
 macro_rules! on_both_backends {
