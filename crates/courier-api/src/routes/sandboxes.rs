@@ -236,6 +236,7 @@ pub(super) struct MessagesQuery {
     after_seq: Option<i64>,
     limit: Option<u32>,
     raw: Option<bool>,
+    events: Option<bool>,
 }
 
 pub(super) async fn list_messages(
@@ -251,10 +252,17 @@ pub(super) async fn list_messages(
         .store
         .list_messages(sandbox.id, q.after_seq.unwrap_or(0).max(0), limit)
         .await?;
-    let items = if q.raw.unwrap_or(false) {
-        messages.into_iter().map(Message::with_raw_log).collect()
-    } else {
-        views::records::views(messages)
+    let items = match (q.raw.unwrap_or(false), q.events.unwrap_or(false)) {
+        (true, _) => messages.into_iter().map(Message::with_raw_log).collect(),
+        // An agent's events, parsed here from its raw log with its tool's parser.
+        (false, true) => {
+            let tool = sandbox.cli_tool.parse().ok();
+            messages
+                .into_iter()
+                .map(|m| crate::events::with_events(m, tool))
+                .collect()
+        }
+        (false, false) => views::records::views(messages),
     };
     Ok(Json(MessageList { items }))
 }
