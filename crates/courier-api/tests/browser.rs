@@ -202,6 +202,17 @@ impl Driver {
 /// A test server and a browser on its dashboard as Alice, or `None` (skip) when
 /// chromium or chromedriver is missing outside CI.
 async fn dashboard() -> Option<(common::Server, Driver)> {
+    dashboard_on(common::server()).await
+}
+
+/// Like [`dashboard`], on a server whose agents are courier-tools' fake CLIs.
+async fn dashboard_with_fake_clis() -> Option<(common::Server, Driver)> {
+    dashboard_on(common::server_with_fake_clis()).await
+}
+
+async fn dashboard_on(
+    server: impl std::future::Future<Output = common::Server>,
+) -> Option<(common::Server, Driver)> {
     let (Some(driver), Some(chromium)) = (find_driver(), find_chromium()) else {
         // CI installs them (scripts/setup-machine.sh), so there a skip would hide a failure.
         assert!(
@@ -213,22 +224,7 @@ async fn dashboard() -> Option<(common::Server, Driver)> {
         );
         return None;
     };
-    let s = common::server().await;
-    let d = Driver::start(&driver, &chromium).await;
-    Some((s, d))
-}
-
-/// Like [`dashboard`], on a server whose agents are courier-tools' fake CLIs.
-async fn dashboard_with_fake_clis() -> Option<(common::Server, Driver)> {
-    let (Some(driver), Some(chromium)) = (find_driver(), find_chromium()) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the browser test: chromium and chromedriver are missing"
-        );
-        println!("skipping the browser test: chromium and chromedriver are not installed");
-        return None;
-    };
-    let s = common::server_with_fake_clis().await;
+    let s = server.await;
     let d = Driver::start(&driver, &chromium).await;
     Some((s, d))
 }

@@ -363,17 +363,6 @@ pub struct Message {
     pub updated_at: DateTime<Utc>,
 }
 
-impl Message {
-    /// The view with the agent's raw log (`?raw=true`).
-    pub fn with_raw_log(mut m: store::Message) -> Self {
-        let raw_log = std::mem::take(&mut m.raw_log);
-        Message {
-            raw_log: Some(raw_log),
-            ..m.into()
-        }
-    }
-}
-
 impl From<store::Message> for Message {
     /// The view without the raw log, which only `?raw=true` asks for.
     fn from(m: store::Message) -> Self {
