@@ -10,6 +10,10 @@
 //! every message after `n` as a `message` snapshot, then live events: nothing is missed,
 //! and a message that was cut off mid-stream comes back whole as one snapshot that
 //! replaces the partial copy rather than repeating its pieces.
+//!
+//! A snapshot of an agent's message carries its events so far (`Message.events`), parsed
+//! here from its raw log by its tool's parser in the `text`/`agent` shape of the live
+//! stream: a client renders a replayed message exactly as one it watched live.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -20,7 +24,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use courier_orchestrator::stream::{EventKind, SandboxEvent};
-use courier_store::{MessageStatus, SandboxId};
+use courier_store::{MessageRole, MessageStatus, SandboxId};
+use courier_tools::{AgentEvent as ToolEvent, StreamParser, ToolId};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -28,7 +33,8 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::views::{
-    AgentEvent, EndEvent, FinishedEvent, MessageEvent, ShutdownEvent, StreamError, TextEvent,
+    AgentEvent, EndEvent, FinishedEvent, Message, MessageEvent, ShutdownEvent, StreamError,
+    StreamedEvent, TextEvent,
 };
 use crate::{Api, ApiError, Result};
 
@@ -62,8 +68,110 @@ impl Watermark {
     }
 }
 
-/// An event's name, its `data` and whether it completes its message.
-fn event_data(event: &SandboxEvent) -> (&'static str, String, bool) {
+/// The `agent` view of one agent event.
+fn agent_view(
+    seq: i64,
+    message_id: courier_store::MessageId,
+    event: &ToolEvent,
+    raw_end: usize,
+) -> AgentEvent {
+    AgentEvent {
+        seq,
+        message_id,
+        event: serde_json::to_value(event).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "agent event not serialisable; sent as null");
+            serde_json::Value::Null
+        }),
+        raw_end,
+    }
+}
+
+/// The events a line of the raw log stands for: the recorder's note of a dropped
+/// over-long line is the error it published, anything else is parsed.
+fn line_events(parser: &mut StreamParser, line: &str) -> Vec<ToolEvent> {
+    let dropped = line
+        .strip_prefix("[line of ")
+        .and_then(|l| l.strip_suffix(" bytes dropped]"))
+        .and_then(|n| n.parse::<usize>().ok());
+    match dropped {
+        Some(len) => vec![ToolEvent::Error {
+            message: format!("output line of {len} bytes exceeds the line limit"),
+        }],
+        None => parser.parse_line(line),
+    }
+}
+
+/// A stored agent message's events as the live stream sent them: its raw log parsed by
+/// `tool`'s parser, each event with the content or raw-log end of its line. Content the
+/// raw log does not hold (a failed run's reason, stored after its last line) follows as
+/// one more `text`; a content that does not start with the log's text (a cut log) comes
+/// first, whole, and the log's other events after it.
+pub(crate) fn replayed(m: &courier_store::Message, tool: Option<ToolId>) -> Vec<StreamedEvent> {
+    let (seq, message_id) = (m.seq, m.id);
+    let text = |text: String, content_end: usize| {
+        StreamedEvent::Text(TextEvent {
+            seq,
+            message_id,
+            text,
+            content_end,
+        })
+    };
+    let mut parsed = Vec::new();
+    if let Some(tool) = tool {
+        // Whole lines only: `finish` would invent an end for a run still going.
+        let mut parser = StreamParser::new(tool);
+        let mut raw_end = 0;
+        for line in m.raw_log.split_inclusive('\n') {
+            raw_end += line.len();
+            let line = line.strip_suffix('\n').unwrap_or(line);
+            parsed.extend(
+                line_events(&mut parser, line)
+                    .into_iter()
+                    .map(|e| (e, raw_end)),
+            );
+        }
+    }
+    let logged: String = parsed
+        .iter()
+        .filter_map(|(e, _)| match e {
+            ToolEvent::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    let interleave = m.content.starts_with(&logged);
+    let mut out = Vec::with_capacity(parsed.len() + 1);
+    let mut content_end = 0;
+    if !interleave && !m.content.is_empty() {
+        content_end = m.content.len();
+        out.push(text(m.content.clone(), content_end));
+    }
+    for (event, raw_end) in parsed {
+        match event {
+            ToolEvent::Text { text: t } if interleave => {
+                content_end += t.len();
+                out.push(text(t, content_end));
+            }
+            ToolEvent::Text { .. } => {}
+            other => out.push(StreamedEvent::Agent(agent_view(
+                seq, message_id, &other, raw_end,
+            ))),
+        }
+    }
+    if let Some(rest) = m.content.get(content_end..).filter(|r| !r.is_empty()) {
+        out.push(text(rest.to_owned(), m.content.len()));
+    }
+    out
+}
+
+/// The view of a stored message with its events (an agent's) replayed.
+pub(crate) fn with_events(m: courier_store::Message, tool: Option<ToolId>) -> Message {
+    let events = (m.role != MessageRole::User).then(|| replayed(&m, tool));
+    Message { events, ..m.into() }
+}
+
+/// An event's name, its `data` and whether it completes its message; `tool` parses a
+/// snapshot's raw log.
+fn event_data(event: &SandboxEvent, tool: Option<ToolId>) -> (&'static str, String, bool) {
     let seq = event.seq;
     let message_id = event.message_id;
     match &event.kind {
@@ -71,7 +179,7 @@ fn event_data(event: &SandboxEvent) -> (&'static str, String, bool) {
             "message",
             data(&MessageEvent {
                 seq,
-                message: m.clone().into(),
+                message: with_events(m.clone(), tool),
             }),
             m.status != MessageStatus::Streaming,
         ),
@@ -87,15 +195,7 @@ fn event_data(event: &SandboxEvent) -> (&'static str, String, bool) {
         ),
         EventKind::Agent { event, raw_end } => (
             "agent",
-            data(&AgentEvent {
-                seq,
-                message_id,
-                event: serde_json::to_value(event).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "agent event not serialisable; sent as null");
-                    serde_json::Value::Null
-                }),
-                raw_end: *raw_end,
-            }),
+            data(&agent_view(seq, message_id, event, *raw_end)),
             false,
         ),
         EventKind::Finished { status } => (
@@ -125,12 +225,14 @@ struct Feed {
     api: Api,
     tx: Tx,
     mark: Watermark,
+    /// The sandbox's tool, whose parser reads snapshots' raw logs.
+    tool: Option<ToolId>,
 }
 
 impl Feed {
     /// Sends one event; `false` once the client is gone.
     async fn send(&mut self, event: &SandboxEvent) -> bool {
-        let (name, data, complete) = event_data(event);
+        let (name, data, complete) = event_data(event, self.tool);
         let id = self.mark.observe(event.seq, complete);
         let sse = Event::default().event(name).id(id.to_string()).data(data);
         self.api
@@ -316,6 +418,7 @@ pub(crate) async fn stream(
                 max_seen: after,
                 open: BTreeSet::new(),
             },
+            tool: sandbox.cli_tool.parse().ok(),
         };
         if sandbox.status.is_final() {
             feed.replay_final(id, after).await;
@@ -334,7 +437,72 @@ pub(crate) async fn stream(
 
 #[cfg(test)]
 mod tests {
+    use chrono::Utc;
+    use courier_store::{MessageId, SandboxId};
+
     use super::*;
+
+    fn stored(content: &str, raw_log: &str) -> courier_store::Message {
+        courier_store::Message {
+            id: MessageId::from_uuid(Uuid::nil()),
+            sandbox_id: SandboxId::from_uuid(Uuid::nil()),
+            seq: 2,
+            role: MessageRole::Assistant,
+            content: content.to_owned(),
+            raw_log: raw_log.to_owned(),
+            status: MessageStatus::Completed,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    /// `(event name, text or agent event type, content_end or raw_end)` of each event.
+    fn shape(events: &[StreamedEvent]) -> Vec<(&'static str, String, usize)> {
+        events
+            .iter()
+            .map(|e| match e {
+                StreamedEvent::Text(t) => ("text", t.text.clone(), t.content_end),
+                StreamedEvent::Agent(a) => (
+                    "agent",
+                    a.event["type"].as_str().unwrap_or_default().to_owned(),
+                    a.raw_end,
+                ),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stored_run_replays_as_the_stream_sent_it() {
+        let tool_use = r#"{"type":"assistant","message":{"id":"m1","content":[{"type":"tool_use","id":"t1","name":"Edit","input":{"file_path":"a.rs"}}]}}"#;
+        let result = r#"{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t1","content":"ok"}]}}"#;
+        let text = r#"{"type":"assistant","message":{"id":"m2","content":[{"type":"text","text":"Fixed."}]}}"#;
+        let raw = format!("{tool_use}\n{result}\n{text}\n[line of 9000000 bytes dropped]\n");
+        let a = tool_use.len() + 1;
+        let b = a + result.len() + 1;
+        let events = replayed(&stored("Fixed.", &raw), Some(ToolId::Claude));
+        assert_eq!(
+            shape(&events),
+            [
+                ("agent", "tool_use".to_owned(), a),
+                ("agent", "tool_result".to_owned(), b),
+                ("text", "Fixed.".to_owned(), 6),
+                ("agent", "error".to_owned(), raw.len()),
+            ]
+        );
+        // A failed run's reason, stored after the log's last line, comes last.
+        let failed = replayed(&stored("Fixed. It broke.", &raw), Some(ToolId::Claude));
+        assert_eq!(
+            shape(&failed).last().unwrap(),
+            &("text", " It broke.".to_owned(), 16)
+        );
+        // A content the log does not tell comes first, whole, and only once.
+        let cut = replayed(&stored("Other.", &raw), Some(ToolId::Claude));
+        assert_eq!(shape(&cut)[0], ("text", "Other.".to_owned(), 6));
+        assert_eq!(shape(&cut).iter().filter(|e| e.0 == "text").count(), 1);
+        // A sandbox whose tool is unknown: its content as text.
+        let unknown = replayed(&stored("Fixed.", &raw), None);
+        assert_eq!(shape(&unknown), [("text", "Fixed.".to_owned(), 6)]);
+    }
 
     #[test]
     fn watermark_stays_below_any_open_message() {

@@ -357,7 +357,7 @@ pub const ROUTES: &[Route] = &[
     r(
         "get",
         "/v1/sandboxes/{id}/messages",
-        "The sandbox's messages in sequence order (after_seq, limit, raw).",
+        "The sandbox's messages in sequence order (after_seq, limit, raw, events: the agent's parsed events).",
         "messages",
         None,
         200,
@@ -472,6 +472,7 @@ fn schema_ref(name: &str) -> Value {
     views::MessageEvent,
     views::TextEvent,
     views::AgentEvent,
+    views::StreamedEvent,
     views::FinishedEvent,
     views::EndEvent,
     views::ShutdownEvent,

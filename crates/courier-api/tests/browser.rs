@@ -2,7 +2,9 @@
 //! `chromium` and `chromium-driver`; `tests/browser/install.sh` installs them): launch a
 //! sandbox with the `shell` tool and see its output, send a message and see the answer,
 //! kill it; the templates panel: build rows, building one, launching from one; and the
-//! project settings panel: saved, masked, refused with the field named.
+//! project settings panel: saved, masked, refused with the field named; the terminal's
+//! tool calls (a fake Claude run): collapsible rows, errors, live and on reload alike,
+//! agent output shown as text, never as markup.
 //! Skips with a printed reason when chromedriver is not installed.
 
 // Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
@@ -200,6 +202,17 @@ impl Driver {
 /// A test server and a browser on its dashboard as Alice, or `None` (skip) when
 /// chromium or chromedriver is missing outside CI.
 async fn dashboard() -> Option<(common::Server, Driver)> {
+    dashboard_on(common::server()).await
+}
+
+/// Like [`dashboard`], on a server whose agents are courier-tools' fake CLIs.
+async fn dashboard_with_fake_clis() -> Option<(common::Server, Driver)> {
+    dashboard_on(common::server_with_fake_clis()).await
+}
+
+async fn dashboard_on(
+    server: impl std::future::Future<Output = common::Server>,
+) -> Option<(common::Server, Driver)> {
     let (Some(driver), Some(chromium)) = (find_driver(), find_chromium()) else {
         // CI installs them (scripts/setup-machine.sh), so there a skip would hide a failure.
         assert!(
@@ -211,7 +224,7 @@ async fn dashboard() -> Option<(common::Server, Driver)> {
         );
         return None;
     };
-    let s = common::server().await;
+    let s = server.await;
     let d = Driver::start(&driver, &chromium).await;
     Some((s, d))
 }
@@ -493,5 +506,157 @@ async fn dashboard_edits_project_settings_with_env_values_masked() {
     assert_eq!(kept["env_vars"], saved["env_vars"]);
     let html = d.js("return document.body.innerHTML;").await;
     assert!(!html.to_string().contains("tok-browser-123456"));
+    d.quit().await;
+}
+
+/// The terminal as rows of `class|text`, one per part of each message: what a reload
+/// must reproduce.
+const TERMINAL_PARTS: &str = "return [...document.querySelectorAll('#terminal > div > *, #terminal > div.user')].map((e) => `${e.tagName}.${e.className}|${e.tagName === 'DETAILS' ? e.querySelector('summary').textContent + '|' + [...e.querySelectorAll('pre')].map((p) => p.textContent).join('|') : e.textContent}`);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_terminal_shows_tool_calls_as_rows_live_and_on_reload_as_text() {
+    let Some((s, d)) = dashboard_with_fake_clis().await else {
+        return;
+    };
+    let (status, key) = s
+        .call(
+            reqwest::Method::PUT,
+            &s.alice,
+            "/v1/keys/anthropic",
+            Some(json!({ "value": "sk-ant-api03-browser-test-abcd" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{key}");
+    let page = format!("{}/#token={}", s.url, s.alice.token);
+    d.go(&page).await;
+    d.wait_text("#list", |t| t.contains("No sandboxes yet"))
+        .await;
+
+    // The fake Claude edits a file (an Edit tool call), commits (Bash) and answers.
+    d.click("#launch").await;
+    d.js("document.querySelector('#f-tool').value = 'claude';")
+        .await;
+    d.type_into("#f-prompt", "fix the login").await;
+    d.click("#launch-submit").await;
+    d.wait_text("#terminal", |t| t.contains("Done: fix the login"))
+        .await;
+    d.wait_text("#terminal", |t| t.contains("✓ done: 3 turns"))
+        .await;
+
+    // One collapsed row per tool call, its summary the tool and what it works on.
+    let summaries = d
+        .js("return [...document.querySelectorAll('#terminal details.tool > summary')].map((s) => s.textContent);")
+        .await;
+    let summaries: Vec<String> = serde_json::from_value(summaries).unwrap();
+    assert_eq!(summaries.len(), 2, "{summaries:?}");
+    assert!(
+        summaries[0].starts_with("Edit ") && summaries[0].contains("courier-fake-claude.md"),
+        "{summaries:?}"
+    );
+    assert!(
+        summaries[1].starts_with("Bash git commit -am 'claude: turn 1'"),
+        "{summaries:?}"
+    );
+    let input_shown =
+        "return document.querySelector('#terminal details.tool .tool-input').checkVisibility();";
+    assert_eq!(
+        d.js("return document.querySelector('#terminal details.tool').open;")
+            .await,
+        json!(false)
+    );
+    assert_eq!(d.js(input_shown).await, json!(false));
+    // Expanded: the input and the tool's result.
+    d.click("#terminal details.tool > summary").await;
+    assert_eq!(
+        d.js("return document.querySelector('#terminal details.tool').open;")
+            .await,
+        json!(true)
+    );
+    assert_eq!(d.js(input_shown).await, json!(true));
+    let input = d.text("#terminal details.tool .tool-input").await;
+    assert!(
+        input.contains("\"file_path\"") && input.contains("\"new_string\": \"- turn 1\""),
+        "{input}"
+    );
+    let output = d.text("#terminal details.tool .tool-output").await;
+    assert!(output.contains("has been updated"), "{output}");
+    // Thinking is dimmed.
+    let thinking = d.text("#terminal .thinking.dim").await;
+    assert!(thinking.contains("record the task"), "{thinking}");
+
+    // A failed run: its error stands out.
+    d.type_into("#message", "FAIL now").await;
+    d.click("#message-form button").await;
+    d.wait_text("#terminal", |t| t.contains("run failed: API Error: 500"))
+        .await;
+    let errors = d
+        .js("return [...document.querySelectorAll('#terminal .err')].map((e) => e.textContent);")
+        .await;
+    assert!(
+        errors.to_string().contains("run failed: API Error: 500"),
+        "{errors}"
+    );
+
+    // An agent printing markup (in a call's input and its result), recorded as the
+    // orchestrator records a run and streamed live: it must show as text. An agent can
+    // print anything, so the page never sets agent output as HTML.
+    let sandbox = newest_sandbox(&s, 1).await;
+    let sandbox_id: courier_store::SandboxId = sandbox["id"].as_str().unwrap().parse().unwrap();
+    let hostile = [
+        json!({"type": "assistant", "message": {"id": "msg_xss", "content": [{"type": "tool_use",
+            "id": "toolu_xss", "name": "Bash",
+            "input": {"command": "cat <script>window.__pwned = 1</script>"}}]}}),
+        json!({"type": "user", "message": {"content": [{"type": "tool_result",
+            "tool_use_id": "toolu_xss", "is_error": true,
+            "content": "<img src=x onerror=\"window.__pwned = 2\"><script>window.__pwned = 3</script>"}]}}),
+        json!({"type": "assistant", "message": {"id": "msg_xss2", "content": [{"type": "text",
+            "text": "<b>bold?</b> done"}]}}),
+        json!({"type": "result", "subtype": "success", "is_error": false,
+            "result": "<b>bold?</b> done", "num_turns": 1}),
+    ];
+    let mut recorder = courier_orchestrator::stream::StreamRecorder::start(
+        s.store.clone(),
+        s.hub.clone(),
+        sandbox_id,
+        courier_tools::ToolId::Claude,
+    )
+    .await
+    .unwrap();
+    for line in &hostile {
+        recorder.feed(format!("{line}\n").as_bytes()).await.unwrap();
+    }
+    recorder.finish(Some(0)).await.unwrap();
+    d.wait_text("#terminal details.tool.failed > summary", |t| {
+        t.starts_with("Bash cat <script>")
+    })
+    .await;
+    d.click("#terminal details.tool.failed > summary").await;
+    let output = d.text("#terminal details.tool.failed .tool-output").await;
+    assert_eq!(
+        output,
+        "<img src=x onerror=\"window.__pwned = 2\"><script>window.__pwned = 3</script>"
+    );
+    let tags = d
+        .js("return document.querySelectorAll('#terminal img, #terminal script, #terminal b').length;")
+        .await;
+    assert_eq!(tags, json!(0));
+    assert_eq!(d.js("return window.__pwned ?? null;").await, Value::Null);
+
+    // A reload replays the same terminal from the stored messages (the server parses
+    // their raw logs): the same rows, texts and errors.
+    let live = d.js(TERMINAL_PARTS).await;
+    d.go("about:blank").await;
+    d.go(&page).await;
+    d.click("#list .row").await;
+    d.wait_text("#terminal", |t| t.contains("✓ done: 1 turns"))
+        .await;
+    let replayed = d.js(TERMINAL_PARTS).await;
+    assert_eq!(replayed, live);
+    assert_eq!(
+        d.js("return document.querySelectorAll('#terminal img, #terminal script, #terminal b').length;")
+            .await,
+        json!(0)
+    );
+    assert_eq!(d.js("return window.__pwned ?? null;").await, Value::Null);
     d.quit().await;
 }

@@ -170,6 +170,29 @@ async fn every_route_answers_with_its_documented_schema() {
             None,
         )
         .await;
+    // The agent's events, parsed by the server from the raw log, in the stream's shape.
+    s.wait_messages(&s.alice, &id, |items| {
+        items
+            .iter()
+            .any(|m| m["role"] == "assistant" && m["status"] == "completed")
+    })
+    .await;
+    let replayed = checked
+        .call(
+            &s,
+            Method::GET,
+            &format!("{sandbox_path}/messages?events=true"),
+            None,
+        )
+        .await;
+    let answer = &replayed["items"][1];
+    assert_eq!(answer["role"], "assistant", "{replayed}");
+    assert_eq!(answer["events"][0]["event"], "text", "{replayed}");
+    assert_eq!(
+        answer["events"][0]["data"]["text"], answer["content"],
+        "{replayed}"
+    );
+    assert!(replayed["items"][0].get("events").is_none(), "{replayed}");
     checked
         .call(
             &s,
@@ -201,6 +224,12 @@ async fn every_route_answers_with_its_documented_schema() {
     assert_eq!(res.status(), 200);
     let events = read_events(res, |e| e.event == "end").await;
     assert_eq!(events.last().map(|e| e.event.as_str()), Some("end"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event == "message" && e.data["message"]["events"].is_array()),
+        "a snapshot of the agent's message carries its events"
+    );
     for event in &events {
         let schema = match event.event.as_str() {
             "message" => "MessageEvent",
@@ -304,6 +333,7 @@ fn an_answer_that_breaks_its_schema_is_caught() {
         ("KeyList", json!({ "items": [{ "provider": "nope" }] })),
         ("ErrorBody", json!({ "error": { "code": "invalid" } })),
         ("EndEvent", json!({ "status": "sleeping" })),
+        ("StreamedEvent", json!({ "event": "finished", "data": {} })),
     ];
     for (schema, body) in wrong {
         let caught = std::panic::catch_unwind(|| assert_matches(&component(schema), &body, schema));

@@ -6,10 +6,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use courier_api::views::{
-    AgentEvent, FinishedEvent, Message, MessageEvent, StreamError, TextEvent,
+    AgentEvent, FinishedEvent, Message, MessageEvent, StreamError, StreamedEvent, TextEvent,
 };
 use courier_store::{MessageRole, MessageStatus};
-use courier_tools::{AgentEvent as ToolEvent, StreamParser, ToolId};
+use courier_tools::AgentEvent as ToolEvent;
 use futures::StreamExt;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -155,48 +155,48 @@ impl Printer {
         }
     }
 
-    /// Prints a stored message, the agent's with the tool calls, results and errors
-    /// re-read from its raw log (`tool` parses it) between its text.
-    pub(super) fn stored(&mut self, m: &Message, tool: Option<ToolId>) {
+    /// Prints a stored message, the agent's from its events as the server replays them
+    /// (`?events=true`): its text with the tool calls, results and errors between.
+    pub(super) fn stored(&mut self, m: &Message) {
         if self.json {
             println!("{}", serde_json::to_value(m).unwrap_or(Value::Null));
             return;
         }
-        let raw = m.raw_log.as_deref().unwrap_or_default();
-        let events = match tool {
-            // Only whole lines: `finish` would invent an end for a run without one.
-            Some(tool) if m.role != MessageRole::User && !raw.is_empty() => {
-                StreamParser::new(tool).feed(raw.as_bytes())
-            }
-            _ => Vec::new(),
-        };
-        let text: String = events
-            .iter()
-            .filter_map(|e| match e {
-                ToolEvent::Text { text } => Some(text.as_str()),
-                _ => None,
-            })
-            .collect();
-        // The content is the run's text in order; if the raw log tells another story (a
-        // cut log), the content comes first and the other lines after it.
-        let interleave = text == m.content;
-        // A failed run's reason stored as the answer's text is already on its line.
-        let failure_text = events.iter().any(|e| {
-            matches!(e, ToolEvent::Result(r) if !r.success && r.text.as_deref() == Some(m.content.as_str()))
-        });
-        if !interleave && !failure_text {
-            self.show(m.seq, m.role.as_str(), &m.content, false);
-        }
-        for event in &events {
-            match event {
-                ToolEvent::Text { text } if interleave => self.write(text),
-                ToolEvent::Text { .. } => {}
-                other => self.agent(other),
-            }
+        match &m.events {
+            Some(events) if m.role != MessageRole::User => self.replay(events),
+            _ => self.show(m.seq, m.role.as_str(), &m.content, false),
         }
         self.failure = None;
         self.printed.insert(m.seq, m.content.len().max(1));
         self.end_line();
+    }
+
+    /// Prints a message's replayed events as their live counterparts would be.
+    fn replay(&mut self, events: &[StreamedEvent]) {
+        for event in events {
+            match event {
+                StreamedEvent::Text(t) => self.text(t),
+                StreamedEvent::Agent(a) => {
+                    if let Ok(event) = serde_json::from_value::<ToolEvent>(a.event.clone()) {
+                        self.agent(&event);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Prints the part of a `text` event not printed yet.
+    fn text(&mut self, e: &TextEvent) {
+        let (seq, text, end) = (e.seq, e.text.as_str(), e.content_end);
+        if end == text.len() && self.repeats_failure(seq, text) {
+            return;
+        }
+        let done = *self.printed.get(&seq).unwrap_or(&0);
+        let start = end.saturating_sub(text.len());
+        if end > done {
+            self.write(text.get(done.saturating_sub(start)..).unwrap_or(text));
+            self.printed.insert(seq, end);
+        }
     }
 
     /// Handles one event.
@@ -208,6 +208,17 @@ impl Printer {
         match name {
             "message" => {
                 if let Some(MessageEvent { seq, message }) = decode(data) {
+                    // A snapshot of an agent's message not printed yet: its events, so
+                    // the tool calls show as they did live.
+                    if let Some(events) = message.events.as_deref().filter(|_| {
+                        message.role != MessageRole::User && !self.printed.contains_key(&seq)
+                    }) {
+                        self.replay(events);
+                        if message.status != MessageStatus::Streaming {
+                            self.end_line();
+                        }
+                        return;
+                    }
                     self.show(
                         seq,
                         message.role.as_str(),
@@ -217,22 +228,8 @@ impl Printer {
                 }
             }
             "text" => {
-                if let Some(TextEvent {
-                    seq,
-                    text,
-                    content_end: end,
-                    ..
-                }) = decode(data)
-                {
-                    if end == text.len() && self.repeats_failure(seq, &text) {
-                        return;
-                    }
-                    let done = *self.printed.get(&seq).unwrap_or(&0);
-                    let start = end.saturating_sub(text.len());
-                    if end > done {
-                        self.write(text.get(done.saturating_sub(start)..).unwrap_or(&text));
-                        self.printed.insert(seq, end);
-                    }
+                if let Some(e) = decode::<TextEvent>(data) {
+                    self.text(&e);
                 }
             }
             "agent" => {

@@ -3,7 +3,6 @@
 use clap::{Args, Subcommand};
 use courier_api::views::{Message, MessageList, NewMessage, NewSandbox, Sandbox, SandboxPage};
 use courier_store::{MessageRole, MessageStatus};
-use courier_tools::ToolId;
 use reqwest::Method;
 
 use super::events::{Answered, Printer, first_answer_done, follow};
@@ -256,10 +255,10 @@ async fn logs(conn: &Conn, http: &Http, id: &str, follow_live: bool) -> Result<(
     let sandbox: Sandbox = http
         .fetch(Method::GET, &format!("/v1/sandboxes/{id}"))
         .await?;
-    let tool = sandbox.cli_tool.parse::<ToolId>().ok();
     let mut printer = Printer::new(conn.json);
-    // The raw logs are read for the tool calls; `--json` prints the messages as served.
-    let raw = if conn.json { "" } else { "&raw=true" };
+    // The server's parsed events give the tool calls; `--json` prints the messages as
+    // served.
+    let events = if conn.json { "" } else { "&events=true" };
     // Every message up to `after` is printed whole; a streaming one is left to `follow`.
     let mut after = 0;
     let mut prompt = 0;
@@ -268,7 +267,7 @@ async fn logs(conn: &Conn, http: &Http, id: &str, follow_live: bool) -> Result<(
         let page: MessageList = http
             .fetch(
                 Method::GET,
-                &format!("/v1/sandboxes/{id}/messages?after_seq={after}&limit=500{raw}"),
+                &format!("/v1/sandboxes/{id}/messages?after_seq={after}&limit=500{events}"),
             )
             .await?;
         for m in &page.items {
@@ -276,7 +275,7 @@ async fn logs(conn: &Conn, http: &Http, id: &str, follow_live: bool) -> Result<(
                 pending = true;
                 break 'pages;
             }
-            printer.stored(m, tool);
+            printer.stored(m);
             after = m.seq;
             if m.role == MessageRole::User {
                 prompt = m.seq;

@@ -237,6 +237,7 @@ pub(super) struct MessagesQuery {
     after_seq: Option<i64>,
     limit: Option<u32>,
     raw: Option<bool>,
+    events: Option<bool>,
 }
 
 pub(super) async fn list_messages(
@@ -252,11 +253,23 @@ pub(super) async fn list_messages(
         .store
         .list_messages(sandbox.id, q.after_seq.unwrap_or(0).max(0), limit)
         .await?;
-    let items = if q.raw.unwrap_or(false) {
-        messages.into_iter().map(Message::with_raw_log).collect()
-    } else {
-        views::records::views(messages)
-    };
+    let raw = q.raw.unwrap_or(false);
+    // An agent's events, parsed here from its raw log with its tool's parser.
+    let events = q
+        .events
+        .unwrap_or(false)
+        .then(|| sandbox.cli_tool.parse().ok());
+    let items = messages
+        .into_iter()
+        .map(|m| {
+            let raw_log = raw.then(|| m.raw_log.clone());
+            let view = match events {
+                Some(tool) => crate::events::with_events(m, tool),
+                None => m.into(),
+            };
+            Message { raw_log, ..view }
+        })
+        .collect();
     Ok(Json(MessageList { items }))
 }
 

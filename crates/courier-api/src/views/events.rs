@@ -45,6 +45,20 @@ pub struct AgentEvent {
     pub raw_end: usize,
 }
 
+/// One event of a message in the event stream's own shape: the SSE event's name
+/// (`event`) and its `data`. A stored message replays as these (`Message.events`: in the
+/// stream's `message` snapshots and with `GET …/messages?events=true`), parsed by the
+/// server from the message's raw log with its tool's parser, so a client renders the
+/// replay and the live stream alike and never parses raw logs itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "event", content = "data", rename_all = "snake_case")]
+pub enum StreamedEvent {
+    /// `text`: assistant text.
+    Text(TextEvent),
+    /// `agent`: any other agent event.
+    Agent(AgentEvent),
+}
+
 /// `finished`: message `seq` ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FinishedEvent {

@@ -20,7 +20,8 @@ pub mod requests;
 pub mod settings;
 
 pub use events::{
-    AgentEvent, EndEvent, FinishedEvent, MessageEvent, ShutdownEvent, StreamError, TextEvent,
+    AgentEvent, EndEvent, FinishedEvent, MessageEvent, ShutdownEvent, StreamError, StreamedEvent,
+    TextEvent,
 };
 pub use records::{
     CliOverrides, GitInfo, Key, KeyList, KeyOwnerKind, Learning, LearningList, LearningVersion,

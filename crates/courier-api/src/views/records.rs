@@ -352,21 +352,15 @@ pub struct Message {
     /// The agent's raw output behind it; only with `?raw=true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_log: Option<String>,
+    /// An agent message's events in order (text, tool calls and results, thinking,
+    /// errors, the run's end) as the event stream sends them, parsed by the server from
+    /// the raw log: in the stream's `message` snapshots and with `?events=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<super::StreamedEvent>>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Time of the last append.
     pub updated_at: DateTime<Utc>,
-}
-
-impl Message {
-    /// The view with the agent's raw log (`?raw=true`).
-    pub fn with_raw_log(mut m: store::Message) -> Self {
-        let raw_log = std::mem::take(&mut m.raw_log);
-        Message {
-            raw_log: Some(raw_log),
-            ..m.into()
-        }
-    }
 }
 
 impl From<store::Message> for Message {
@@ -380,6 +374,7 @@ impl From<store::Message> for Message {
             content: m.content,
             status: m.status,
             raw_log: None,
+            events: None,
             created_at: m.created_at,
             updated_at: m.updated_at,
         }

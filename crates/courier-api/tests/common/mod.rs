@@ -35,6 +35,8 @@ pub struct Server {
     pub http: reqwest::Client,
     pub alice: Account,
     pub bob: Account,
+    /// The orchestrator's event hub (to record an agent's stream as the orchestrator does).
+    pub hub: EventHub,
 }
 
 pub async fn server() -> Server {
@@ -43,6 +45,24 @@ pub async fn server() -> Server {
 
 pub async fn server_with(config: ApiConfig) -> Server {
     server_with_webhook(config, None).await
+}
+
+/// A server whose agents are courier-tools' fake CLIs (`claude`, …), found first on the
+/// agent commands' `PATH`.
+pub async fn server_with_fake_clis() -> Server {
+    let clis = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../courier-tools/fake-clis")
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string();
+    build(
+        ApiConfig::default(),
+        None,
+        SandboxQuota::default(),
+        vec![clis],
+    )
+    .await
 }
 
 /// A server whose orchestrator enforces `quota` of live sandboxes per user and project.
@@ -57,9 +77,18 @@ pub async fn server_with_webhook(config: ApiConfig, webhook_secret: Option<&str>
 }
 
 async fn server_built(
+    config: ApiConfig,
+    webhook_secret: Option<&str>,
+    quota: SandboxQuota,
+) -> Server {
+    build(config, webhook_secret, quota, Vec::new()).await
+}
+
+async fn build(
     mut config: ApiConfig,
     webhook_secret: Option<&str>,
     quota: SandboxQuota,
+    tool_path: Vec<String>,
 ) -> Server {
     let sqlite = SqliteStore::in_memory().await.unwrap();
     let tokens = Tokens::sqlite(sqlite.pool().clone()).await.unwrap();
@@ -72,9 +101,10 @@ async fn server_built(
             pipeline: PrPipeline::new(store.clone(), sandboxes.clone(), PrConfig::default()),
         });
     }
-    let orchestrator =
-        Orchestrator::new(store.clone(), sandboxes, vault.clone(), EventHub::default())
-            .with_sandbox_quota(quota);
+    let hub = EventHub::default();
+    let orchestrator = Orchestrator::new(store.clone(), sandboxes, vault.clone(), hub.clone())
+        .with_sandbox_quota(quota)
+        .with_tool_path(tool_path);
     let api = Api::new(store.clone(), vault, orchestrator, tokens.clone(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -90,6 +120,7 @@ async fn server_built(
         http: reqwest::Client::new(),
         alice,
         bob,
+        hub,
     }
 }
 
