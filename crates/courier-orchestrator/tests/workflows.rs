@@ -384,6 +384,59 @@ async fn a_two_issue_chain_ends_in_one_pull_request(backend: Backend) {
     assert_eq!(first.git.pr_status, None, "the first issue opened none");
 }
 
+/// The designer's sandbox ends between iterations (a timeout, or a person killing it):
+/// its work was pushed after its turn, so the next iteration starts a new designer
+/// sandbox on the branch with the task and the feedback, and the run still passes.
+/// Killing a workflow's sandbox by hand opens no pull request of its own.
+async fn a_designer_sandbox_lost_between_iterations_is_replaced(backend: Backend) {
+    let Some(world) = World::new("a_designer_sandbox_lost", backend).await else {
+        return;
+    };
+    setup(&world, &[], REPO_URL).await;
+    let orchestrator = world.orchestrator(EventHub::default());
+    let workflows = Workflows::new(orchestrator.clone());
+    let run = workflows
+        .start_run(RunRequest {
+            user_id: world.user,
+            project_id: world.project,
+            prompt: "Add a clock. SLEEP 2 PASS_AT_COMMITS 3".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    eventually("the first check to start", LONG, || async {
+        let steps = world.store.list_workflow_steps(run.id).await.unwrap();
+        steps.len() == 2 && steps[1].sandbox_id.is_some()
+    })
+    .await;
+    let steps = world.store.list_workflow_steps(run.id).await.unwrap();
+    let first_designer = steps[0].sandbox_id.unwrap();
+    let killed = orchestrator.kill(first_designer, None).await.unwrap();
+    assert_eq!(
+        killed.git.pr_status, None,
+        "a workflow's sandbox opens no PR alone"
+    );
+    let run = finished_run(&world, run.id).await;
+    assert_eq!(run.state.status, RunStatus::Succeeded, "{run:?}");
+    let detail = workflows.run_detail(run.id).await.unwrap();
+    let designers: Vec<_> = detail
+        .steps
+        .iter()
+        .filter(|s| s.role == StepRole::Designer)
+        .map(|s| s.sandbox_id.unwrap())
+        .collect();
+    assert_eq!(designers.len(), 2);
+    assert_ne!(designers[0], designers[1], "a new designer sandbox");
+    assert_eq!(run.state.designer_sandbox_id, Some(designers[1]));
+    let second = world.store.get_sandbox(designers[1]).await.unwrap();
+    assert!(
+        second.prompt.contains("asks for changes"),
+        "{}",
+        second.prompt
+    );
+    assert_eq!(detail.sandboxes.len(), 4);
+}
+
 /// A GitHub stand-in that opens every pull request asked for, and a project whose
 /// sandboxes reach the bare repository through a `github.com` URL (git's `insteadOf`
 /// in the project's env vars), with a GitHub key and the pull request pipeline on.
@@ -703,6 +756,7 @@ on_both_backends!(
     designer_checker_iterates_twice,
     a_run_that_never_passes_fails_with_the_reason,
     a_restart_mid_workflow_resumes_it,
+    a_designer_sandbox_lost_between_iterations_is_replaced,
     a_two_issue_chain_ends_in_one_pull_request,
     a_per_issue_chain_stacks_its_pull_requests,
     a_failed_issue_stops_the_chain_with_the_reason,

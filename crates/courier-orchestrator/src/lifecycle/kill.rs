@@ -85,8 +85,17 @@ impl Orchestrator {
     /// configured), destroys the provider sandbox, records `killed` and the compute usage,
     /// and queues learning extraction (when configured). `reason` is kept as the sandbox's
     /// message (e.g. a timeout).
+    ///
+    /// A workflow's sandbox (linked by `run_id`) is killed with its work saved but no pull
+    /// request: its run opens the one pull request when it ends.
     pub async fn kill(&self, id: SandboxId, reason: Option<String>) -> Result<Sandbox> {
-        self.kill_with(id, reason, KillOptions::default()).await
+        let sandbox = self.store.get_sandbox(id).await?;
+        let options = if sandbox.links.run_id.is_some() {
+            KillOptions::save_only()
+        } else {
+            KillOptions::default()
+        };
+        self.kill_with(id, reason, options).await
     }
 
     /// Kills a sandbox like [`kill`](Self::kill), with the work saving and the pull

@@ -460,8 +460,11 @@ impl Workflows {
             .cloned()
             .unwrap_or_default();
         let instructions = spec_step.instructions.as_deref();
+        // The latest: a designer sandbox that ended between iterations (its timeout) is
+        // replaced by a new one on the branch.
         let designer_sandbox = steps
             .iter()
+            .rev()
             .find(|s| s.role == StepRole::Designer && s.sandbox_id.is_some())
             .and_then(|s| s.sandbox_id);
         let feedback_of = |before: i64| {
@@ -480,9 +483,13 @@ impl Workflows {
                 .and_then(|s| s.output.clone())
                 .unwrap_or_default()
         };
+        let designer_alive = match designer_sandbox {
+            Some(id) => !self.store.get_sandbox(id).await?.status.is_final(),
+            None => false,
+        };
         if step.role == StepRole::Designer
             && step.iteration > 1
-            && let Some(sandbox) = designer_sandbox
+            && let Some(sandbox) = designer_sandbox.filter(|_| designer_alive)
         {
             if step.sandbox_id.is_none() {
                 self.store
@@ -504,6 +511,11 @@ impl Workflows {
             return Ok(adopted);
         }
         let prompt = match step.role {
+            StepRole::Designer if step.iteration > 1 => format!(
+                "{}\n\n{}",
+                prompts::designer(run, instructions),
+                prompts::designer_again(run, step.iteration, &feedback_of(step.iteration - 1))
+            ),
             StepRole::Designer => prompts::designer(run, instructions),
             StepRole::Checker => prompts::checker(
                 run,
@@ -544,7 +556,7 @@ impl Workflows {
         self.store
             .set_workflow_step_sandbox(step.id, sandbox)
             .await?;
-        if step.role == StepRole::Designer && run.state.designer_sandbox_id.is_none() {
+        if step.role == StepRole::Designer && run.state.designer_sandbox_id != Some(sandbox) {
             let mut state = run.state.clone();
             state.designer_sandbox_id = Some(sandbox);
             self.store
