@@ -437,6 +437,84 @@ async fn a_designer_sandbox_lost_between_iterations_is_replaced(backend: Backend
     assert_eq!(detail.sandboxes.len(), 4);
 }
 
+/// A restart while a chain's first issue and an issue scan are both working: the new
+/// process resumes the chain at its issue (its run included) and the scan, and both end
+/// as if nothing happened.
+async fn a_restart_resumes_chains_and_issue_sessions(backend: Backend) {
+    let Some(world) = World::new("a_restart_resumes_chains_and_sessions", backend).await else {
+        return;
+    };
+    setup(&world, &[], REPO_URL).await;
+    let first = world.orchestrator(EventHub::default());
+    let workflows = Workflows::new(first.clone());
+    let chain = workflows
+        .start_chain(ChainRequest {
+            user_id: world.user,
+            project_id: world.project,
+            items: vec![
+                issue("One", "Add the lexer SLEEP 3"),
+                issue("Two", "Add the parser"),
+            ],
+            workflow: WorkflowRequest {
+                steps: steps(&[StepRole::Designer]),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let session = workflows
+        .start_issue_session(
+            world.user,
+            world.project,
+            Some("SLEEP 3 CARDS 1".into()),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    eventually("the chain's first designer", LONG, || async {
+        let runs = world
+            .store
+            .list_workflow_runs(world.project, Some(chain.id))
+            .await
+            .unwrap();
+        runs.first()
+            .is_some_and(|r| r.state.designer_sandbox_id.is_some())
+    })
+    .await;
+    workflows.detach_all();
+    first.detach_all();
+    drop(workflows);
+    drop(first);
+
+    let second = world.orchestrator(EventHub::default());
+    second.reconcile().await.unwrap();
+    let resumed = Workflows::new(second);
+    let report = resumed.resume().await.unwrap();
+    assert_eq!((report.runs, report.chains, report.sessions), (0, 1, 1));
+    let detail = chain_end(&world, &resumed, chain.id).await;
+    assert_eq!(detail.chain.status, RunStatus::Succeeded, "{detail:?}");
+    assert_eq!(
+        detail.runs.len(),
+        2,
+        "the first issue's run was resumed, not redone"
+    );
+    eventually("the scan to end", LONG, || async {
+        world
+            .store
+            .get_issue_session(session.id)
+            .await
+            .unwrap()
+            .status
+            .is_final()
+    })
+    .await;
+    let scan = resumed.issue_session_detail(session.id).await.unwrap();
+    assert_eq!(scan.session.status, RunStatus::Succeeded, "{scan:?}");
+    assert_eq!(scan.cards.len(), 1);
+}
+
 /// A GitHub stand-in that opens every pull request asked for, and a project whose
 /// sandboxes reach the bare repository through a `github.com` URL (git's `insteadOf`
 /// in the project's env vars), with a GitHub key and the pull request pipeline on.
@@ -513,6 +591,57 @@ async fn chain_end(world: &World, workflows: &Workflows, chain: WorkChainId) -> 
     })
     .await;
     workflows.chain_detail(chain).await.unwrap()
+}
+
+/// Designer → checker → optimizer: the designer's sandbox ends before the optimizer's
+/// starts (one writer per branch), the optimizer commits on the same branch and its
+/// sandbox opens the run's one pull request.
+async fn an_optimizer_step_ends_the_run_with_the_pull_request(backend: Backend) {
+    let Some(world) = World::new("an_optimizer_step", backend).await else {
+        return;
+    };
+    let (github, workflows) = github_world(&world).await;
+    let run = workflows
+        .start_run(RunRequest {
+            user_id: world.user,
+            project_id: world.project,
+            prompt: "Add the cache. PASS_AT_COMMITS 2".into(),
+            workflow: WorkflowRequest {
+                steps: steps(&[StepRole::Designer, StepRole::Checker, StepRole::Optimizer]),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let run = finished_run(&world, run.id).await;
+    assert_eq!(run.state.status, RunStatus::Succeeded, "{run:?}");
+    let detail = workflows.run_detail(run.id).await.unwrap();
+    let roles: Vec<_> = detail.steps.iter().map(|s| s.role).collect();
+    assert_eq!(
+        roles,
+        [StepRole::Designer, StepRole::Checker, StepRole::Optimizer]
+    );
+    let sandbox = |i: usize| detail.steps[i].sandbox_id.unwrap();
+    let designer = world.store.get_sandbox(sandbox(0)).await.unwrap();
+    let optimizer = world.store.get_sandbox(sandbox(2)).await.unwrap();
+    assert!(designer.ended_at.unwrap() <= optimizer.created_at);
+    assert_eq!(designer.git.pr_status, None);
+    assert_eq!(optimizer.git.pr_status, Some(PrStatus::Created));
+    let branch = run.state.branch.clone().unwrap();
+    let log = world.remote_log(&branch);
+    assert_eq!(
+        log.iter().filter(|s| s.starts_with("claude:")).count(),
+        2,
+        "the designer's and the optimizer's commits: {log:?}"
+    );
+    let pulls: Vec<_> = github
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(pulls[0].json()["head"], branch.as_str());
 }
 
 /// One pull request per issue: each issue's branch starts from the previous issue's
@@ -756,9 +885,11 @@ on_both_backends!(
     designer_checker_iterates_twice,
     a_run_that_never_passes_fails_with_the_reason,
     a_restart_mid_workflow_resumes_it,
+    a_restart_resumes_chains_and_issue_sessions,
     a_designer_sandbox_lost_between_iterations_is_replaced,
     a_two_issue_chain_ends_in_one_pull_request,
     a_per_issue_chain_stacks_its_pull_requests,
+    an_optimizer_step_ends_the_run_with_the_pull_request,
     a_failed_issue_stops_the_chain_with_the_reason,
     an_issue_session_yields_parsed_cards,
 );
