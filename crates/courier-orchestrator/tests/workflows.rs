@@ -124,6 +124,7 @@ async fn designer_checker_iterates_twice(backend: Backend) {
     let run = finished_run(&world, run.id).await;
     assert_eq!(run.state.status, RunStatus::Succeeded, "{run:?}");
     assert_eq!(run.state.verdict, Some(Verdict::Pass));
+    assert_eq!(run.state.iteration, 2);
 
     let detail = workflows.run_detail(run.id).await.unwrap();
     let shape: Vec<_> = detail

@@ -354,6 +354,14 @@ impl Workflows {
                         })
                     })?,
                 NextAction::Start(role, iteration) => {
+                    if iteration != run.state.iteration {
+                        let mut state = run.state.clone();
+                        state.iteration = iteration;
+                        run = self
+                            .store
+                            .update_workflow_run(id, run.state.status, state)
+                            .await?;
+                    }
                     self.store
                         .add_workflow_step(NewWorkflowStep {
                             run_id: id,
