@@ -9,6 +9,7 @@
 // Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod e2e_support;
 
 use std::collections::BTreeMap;
@@ -564,27 +565,6 @@ async fn project_settings_reach_the_sandbox_and_the_agent(backend: Backend) {
         stored[1].content
     );
     orchestrator.kill(shell.id, None).await.expect("kill");
-}
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
 }
 
 on_both_backends!(

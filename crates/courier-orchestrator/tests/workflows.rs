@@ -11,6 +11,7 @@
 // Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod e2e_support;
 
 use std::sync::Arc;
@@ -80,6 +81,53 @@ async fn finished_run(world: &World, id: WorkflowRunId) -> WorkflowRun {
     world.store.get_workflow_run(id).await.unwrap()
 }
 
+/// What most scenarios need: a world with the project set up ([`setup`]), an
+/// orchestrator and workflows over it.
+async fn plain_world(test: &str, backend: Backend) -> Option<(World, Orchestrator, Workflows)> {
+    let world = World::new(test, backend).await?;
+    setup(&world, &[], REPO_URL).await;
+    let orchestrator = world.orchestrator(EventHub::default());
+    let workflows = Workflows::new(orchestrator.clone());
+    Some((world, orchestrator, workflows))
+}
+
+/// Starts a run of `prompt` in the world's project.
+async fn start(
+    world: &World,
+    workflows: &Workflows,
+    prompt: &str,
+    workflow: WorkflowRequest,
+) -> WorkflowRun {
+    workflows
+        .start_run(RunRequest {
+            user_id: world.user,
+            project_id: world.project,
+            prompt: prompt.into(),
+            workflow,
+            ..Default::default()
+        })
+        .await
+        .expect("start run")
+}
+
+/// The process dies (nothing more from its orchestrator and workflows) and a new one
+/// starts over the same store and provider: it reconciles, then resumes.
+async fn restart(
+    world: &World,
+    workflows: Workflows,
+    orchestrator: Orchestrator,
+) -> (Workflows, courier_orchestrator::work::ResumeReport) {
+    workflows.detach_all();
+    orchestrator.detach_all();
+    drop(workflows);
+    drop(orchestrator);
+    let second = world.orchestrator(EventHub::default());
+    second.reconcile().await.expect("reconcile");
+    let resumed = Workflows::new(second);
+    let report = resumed.resume().await.expect("resume");
+    (resumed, report)
+}
+
 fn steps(roles: &[StepRole]) -> Option<Vec<StepSpec>> {
     Some(
         roles
@@ -97,29 +145,25 @@ fn steps(roles: &[StepRole]) -> Option<Vec<StepSpec>> {
 /// follow-up and commits again, the second check passes. Every sandbox is linked by
 /// `run_id` and ends; the run's cost is the sum of its sandboxes'.
 async fn designer_checker_iterates_twice(backend: Backend) {
-    let Some(world) = World::new("designer_checker_iterates_twice", backend).await else {
+    let Some((world, orchestrator, workflows)) =
+        plain_world("designer_checker_iterates_twice", backend).await
+    else {
         return;
     };
-    setup(&world, &[], REPO_URL).await;
-    let orchestrator = world.orchestrator(EventHub::default());
-    let workflows = Workflows::new(orchestrator.clone());
-    let run = workflows
-        .start_run(RunRequest {
-            user_id: world.user,
-            project_id: world.project,
-            prompt: "Add a greeting module. PASS_AT_COMMITS 3".into(),
-            workflow: WorkflowRequest {
-                max_iterations: Some(3),
-                cli_overrides: CliOverrides {
-                    checker: Some("codex".into()),
-                    ..Default::default()
-                },
+    let run = start(
+        &world,
+        &workflows,
+        "Add a greeting module. PASS_AT_COMMITS 3",
+        WorkflowRequest {
+            max_iterations: Some(3),
+            cli_overrides: CliOverrides {
+                checker: Some("codex".into()),
                 ..Default::default()
             },
             ..Default::default()
-        })
-        .await
-        .expect("start run");
+        },
+    )
+    .await;
     assert_eq!(run.state.status, RunStatus::Pending);
     let run = finished_run(&world, run.id).await;
     assert_eq!(run.state.status, RunStatus::Succeeded, "{run:?}");
@@ -198,11 +242,9 @@ async fn designer_checker_iterates_twice(backend: Backend) {
 /// the feedback as the reason and no pull request; a misspelt override is refused before
 /// anything is recorded.
 async fn a_run_that_never_passes_fails_with_the_reason(backend: Backend) {
-    let Some(world) = World::new("a_run_that_never_passes", backend).await else {
+    let Some((world, _, workflows)) = plain_world("a_run_that_never_passes", backend).await else {
         return;
     };
-    setup(&world, &[], REPO_URL).await;
-    let workflows = Workflows::new(world.orchestrator(EventHub::default()));
     let bad = workflows
         .start_run(RunRequest {
             user_id: world.user,
@@ -233,19 +275,16 @@ async fn a_run_that_never_passes_fails_with_the_reason(backend: Backend) {
             .is_empty()
     );
 
-    let run = workflows
-        .start_run(RunRequest {
-            user_id: world.user,
-            project_id: world.project,
-            prompt: "Refactor everything. PASS_AT_COMMITS 99".into(),
-            workflow: WorkflowRequest {
-                max_iterations: Some(1),
-                ..Default::default()
-            },
+    let run = start(
+        &world,
+        &workflows,
+        "Refactor everything. PASS_AT_COMMITS 99",
+        WorkflowRequest {
+            max_iterations: Some(1),
             ..Default::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     let run = finished_run(&world, run.id).await;
     assert_eq!(run.state.status, RunStatus::Failed);
     assert_eq!(run.state.verdict, Some(Verdict::NeedsChanges));
@@ -266,36 +305,24 @@ async fn a_run_that_never_passes_fails_with_the_reason(backend: Backend) {
 /// workflows over the same store and provider) reconciles, resumes the run at its step,
 /// and the run ends `succeeded` with one designer sandbox, never two.
 async fn a_restart_mid_workflow_resumes_it(backend: Backend) {
-    let Some(world) = World::new("a_restart_mid_workflow_resumes_it", backend).await else {
+    let Some((world, first, workflows)) =
+        plain_world("a_restart_mid_workflow_resumes_it", backend).await
+    else {
         return;
     };
-    setup(&world, &[], REPO_URL).await;
-    let first = world.orchestrator(EventHub::default());
-    let workflows = Workflows::new(first.clone());
-    let run = workflows
-        .start_run(RunRequest {
-            user_id: world.user,
-            project_id: world.project,
-            prompt: "Add a footer. SLEEP 4 PASS_AT_COMMITS 2".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let run = start(
+        &world,
+        &workflows,
+        "Add a footer. SLEEP 4 PASS_AT_COMMITS 2",
+        WorkflowRequest::default(),
+    )
+    .await;
     eventually("the designer's sandbox", LONG, || async {
         let steps = world.store.list_workflow_steps(run.id).await.unwrap();
         steps.first().is_some_and(|s| s.sandbox_id.is_some())
     })
     .await;
-    // The crash: nothing more from the first process.
-    workflows.detach_all();
-    first.detach_all();
-    drop(workflows);
-    drop(first);
-
-    let second = world.orchestrator(EventHub::default());
-    second.reconcile().await.expect("reconcile");
-    let resumed = Workflows::new(second.clone());
-    let report = resumed.resume().await.unwrap();
+    let (resumed, report) = restart(&world, workflows, first).await;
     assert_eq!(report.runs, 1);
     let run = finished_run(&world, run.id).await;
     assert_eq!(run.state.status, RunStatus::Succeeded, "{run:?}");
@@ -390,21 +417,18 @@ async fn a_two_issue_chain_ends_in_one_pull_request(backend: Backend) {
 /// sandbox on the branch with the task and the feedback, and the run still passes.
 /// Killing a workflow's sandbox by hand opens no pull request of its own.
 async fn a_designer_sandbox_lost_between_iterations_is_replaced(backend: Backend) {
-    let Some(world) = World::new("a_designer_sandbox_lost", backend).await else {
+    let Some((world, orchestrator, workflows)) =
+        plain_world("a_designer_sandbox_lost", backend).await
+    else {
         return;
     };
-    setup(&world, &[], REPO_URL).await;
-    let orchestrator = world.orchestrator(EventHub::default());
-    let workflows = Workflows::new(orchestrator.clone());
-    let run = workflows
-        .start_run(RunRequest {
-            user_id: world.user,
-            project_id: world.project,
-            prompt: "Add a clock. SLEEP 2 PASS_AT_COMMITS 3".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let run = start(
+        &world,
+        &workflows,
+        "Add a clock. SLEEP 2 PASS_AT_COMMITS 3",
+        WorkflowRequest::default(),
+    )
+    .await;
     eventually("the first check to start", LONG, || async {
         let steps = world.store.list_workflow_steps(run.id).await.unwrap();
         steps.len() == 2 && steps[1].sandbox_id.is_some()
@@ -442,12 +466,11 @@ async fn a_designer_sandbox_lost_between_iterations_is_replaced(backend: Backend
 /// process resumes the chain at its issue (its run included) and the scan, and both end
 /// as if nothing happened.
 async fn a_restart_resumes_chains_and_issue_sessions(backend: Backend) {
-    let Some(world) = World::new("a_restart_resumes_chains_and_sessions", backend).await else {
+    let Some((world, first, workflows)) =
+        plain_world("a_restart_resumes_chains_and_sessions", backend).await
+    else {
         return;
     };
-    setup(&world, &[], REPO_URL).await;
-    let first = world.orchestrator(EventHub::default());
-    let workflows = Workflows::new(first.clone());
     let chain = workflows
         .start_chain(ChainRequest {
             user_id: world.user,
@@ -484,15 +507,7 @@ async fn a_restart_resumes_chains_and_issue_sessions(backend: Backend) {
             .is_some_and(|r| r.state.designer_sandbox_id.is_some())
     })
     .await;
-    workflows.detach_all();
-    first.detach_all();
-    drop(workflows);
-    drop(first);
-
-    let second = world.orchestrator(EventHub::default());
-    second.reconcile().await.unwrap();
-    let resumed = Workflows::new(second);
-    let report = resumed.resume().await.unwrap();
+    let (resumed, report) = restart(&world, workflows, first).await;
     assert_eq!((report.runs, report.chains, report.sessions), (0, 1, 1));
     let detail = chain_end(&world, &resumed, chain.id).await;
     assert_eq!(detail.chain.status, RunStatus::Succeeded, "{detail:?}");
@@ -602,19 +617,16 @@ async fn an_optimizer_step_ends_the_run_with_the_pull_request(backend: Backend) 
         return;
     };
     let (github, workflows) = github_world(&world).await;
-    let run = workflows
-        .start_run(RunRequest {
-            user_id: world.user,
-            project_id: world.project,
-            prompt: "Add the cache. PASS_AT_COMMITS 2".into(),
-            workflow: WorkflowRequest {
-                steps: steps(&[StepRole::Designer, StepRole::Checker, StepRole::Optimizer]),
-                ..Default::default()
-            },
+    let run = start(
+        &world,
+        &workflows,
+        "Add the cache. PASS_AT_COMMITS 2",
+        WorkflowRequest {
+            steps: steps(&[StepRole::Designer, StepRole::Checker, StepRole::Optimizer]),
             ..Default::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     let run = finished_run(&world, run.id).await;
     assert_eq!(run.state.status, RunStatus::Succeeded, "{run:?}");
     let detail = workflows.run_detail(run.id).await.unwrap();
@@ -745,12 +757,11 @@ async fn a_failed_issue_stops_the_chain_with_the_reason(backend: Backend) {
 /// An issue session: its sandbox (linked by `issue_session_id`) answers with cards,
 /// which are parsed and stored; a card starts a sandbox on its suggested prompt.
 async fn an_issue_session_yields_parsed_cards(backend: Backend) {
-    let Some(world) = World::new("an_issue_session_yields_cards", backend).await else {
+    let Some((world, orchestrator, workflows)) =
+        plain_world("an_issue_session_yields_cards", backend).await
+    else {
         return;
     };
-    setup(&world, &[], REPO_URL).await;
-    let orchestrator = world.orchestrator(EventHub::default());
-    let workflows = Workflows::new(orchestrator.clone());
     let session = workflows
         .start_issue_session(
             world.user,
@@ -859,27 +870,6 @@ async fn an_issue_session_yields_parsed_cards(backend: Backend) {
         .unwrap_err()
         .to_string();
     assert!(again.contains("already cancelled"), "{again}");
-}
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
 }
 
 on_both_backends!(

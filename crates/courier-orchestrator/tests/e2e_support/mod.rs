@@ -13,6 +13,30 @@
 
 #![allow(dead_code)] // each test uses its own part of the support
 
+/// One `#[tokio::test]` per scenario and backend: `sqlite::<scenario>` and
+/// `postgres::<scenario>`, each calling `<scenario>(Backend)`.
+#[allow(unused_macros)] // not every test binary runs on both backends
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
