@@ -192,6 +192,12 @@ pub(super) async fn cancel_run(
     let run = api.inner.store.get_workflow_run(run_id(&id)?).await?;
     api.owns(caller, run.project_id, "workflow run", run.id)
         .await?;
+    if run.state.status.is_final() {
+        return Err(ApiError::Conflict(format!(
+            "workflow run {} is already {}",
+            run.id, run.state.status
+        )));
+    }
     let cancelled = api.inner.workflows.cancel_run(run.id).await?;
     Ok(Json(cancelled.into()))
 }
@@ -289,6 +295,12 @@ pub(super) async fn cancel_chain(
     let chain = api.inner.store.get_work_chain(chain_id(&id)?).await?;
     api.owns(caller, chain.project_id, "work chain", chain.id)
         .await?;
+    if chain.status.is_final() {
+        return Err(ApiError::Conflict(format!(
+            "work chain {} is already {}",
+            chain.id, chain.status
+        )));
+    }
     let cancelled = api.inner.workflows.cancel_chain(chain.id).await?;
     Ok(Json(cancelled.into()))
 }
