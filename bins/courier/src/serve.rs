@@ -18,6 +18,7 @@ use courier_orchestrator::learnings::{LearningPipeline, LearningsConfig, LlmConf
 use courier_orchestrator::lifecycle::Orchestrator;
 use courier_orchestrator::pr::{PrConfig, PrPipeline};
 use courier_orchestrator::stream::EventHub;
+use courier_orchestrator::work::Workflows;
 use courier_store::{
     NewCostRate, NewProject, NewUser, PgStore, SandboxQuota, Service, SqliteStore, Store,
     UsageMetric,
@@ -447,6 +448,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Ok(report) => tracing::info!(?report, "sandboxes reconciled with the provider"),
         Err(e) => tracing::warn!(error = %e, "could not reconcile sandboxes with the provider"),
     }
+    // Then drive on every workflow run, work chain and issue session left unfinished.
+    let workflows = Workflows::new(orchestrator.clone());
+    match workflows.resume().await {
+        Ok(report) => tracing::info!(
+            runs = report.runs,
+            chains = report.chains,
+            issue_sessions = report.sessions,
+            "unfinished workflow runs, work chains and issue sessions resumed"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not resume workflow runs, work chains and issue sessions")
+        }
+    }
     // The embedded backend starts with `base` only: build the tool templates it lacks in
     // the background (a create needs them; E2B cloud has them already).
     if provider.embedded.is_some() {
@@ -501,10 +515,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         github_webhook,
         ..ApiConfig::default()
     };
-    let api = Api::new(
+    let api = Api::with_workflows(
         db.store.clone(),
         vault,
         orchestrator.clone(),
+        workflows,
         db.tokens.clone(),
         config,
     );

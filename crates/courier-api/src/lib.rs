@@ -43,6 +43,7 @@ use std::time::Duration;
 use courier_orchestrator::keys::KeyVault;
 use courier_orchestrator::lifecycle::Orchestrator;
 use courier_orchestrator::pr::PrPipeline;
+use courier_orchestrator::work::Workflows;
 use courier_store::Store;
 use courier_tools::Secret;
 use tokio::sync::watch;
@@ -110,6 +111,7 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) vault: KeyVault,
     pub(crate) orchestrator: Orchestrator,
+    pub(crate) workflows: Workflows,
     pub(crate) tokens: Tokens,
     pub(crate) config: ApiConfig,
     pub(crate) metrics: Metrics,
@@ -132,11 +134,26 @@ impl std::fmt::Debug for Api {
 }
 
 impl Api {
-    /// An API over a store, the key vault, the orchestrator and the token table.
+    /// An API over a store, the key vault, the orchestrator and the token table; its
+    /// workflow runs, chains and issue sessions run on a [`Workflows`] over the same
+    /// orchestrator (see [`Api::with_workflows`] to share one).
     pub fn new(
         store: Arc<dyn Store>,
         vault: KeyVault,
         orchestrator: Orchestrator,
+        tokens: Tokens,
+        config: ApiConfig,
+    ) -> Self {
+        let workflows = Workflows::new(orchestrator.clone());
+        Self::with_workflows(store, vault, orchestrator, workflows, tokens, config)
+    }
+
+    /// An API whose workflow routes drive `workflows` (built over `orchestrator`).
+    pub fn with_workflows(
+        store: Arc<dyn Store>,
+        vault: KeyVault,
+        orchestrator: Orchestrator,
+        workflows: Workflows,
         tokens: Tokens,
         config: ApiConfig,
     ) -> Self {
@@ -146,6 +163,7 @@ impl Api {
                 store,
                 vault,
                 orchestrator,
+                workflows,
                 tokens,
                 config,
                 metrics: Metrics::default(),
@@ -159,6 +177,12 @@ impl Api {
     /// `/metrics`, `/openapi.json`, `/`.
     pub fn router(&self) -> axum::Router {
         routes::router(self.clone())
+    }
+
+    /// The workflow engine behind the persona, run, chain and issue-session routes (call
+    /// [`Workflows::resume`] on it at startup, after the orchestrator's reconcile).
+    pub fn workflows(&self) -> &Workflows {
+        &self.inner.workflows
     }
 
     /// The server's counters.

@@ -315,6 +315,123 @@ async fn every_route_answers_with_its_documented_schema() {
     assert_eq!(status, 200, "{body}");
     checked.add(contract::check("POST", "/v1/github/webhook", status, &body));
 
+    // Personas, workflow runs, work chains and issue sessions (the fake `claude`).
+    s.anthropic_key(&s.alice).await;
+    let personas = format!("{project}/personas");
+    let persona = checked
+        .call(
+            &s,
+            Method::POST,
+            &personas,
+            Some(json!({ "name": "reviewer", "tool": "claude", "system_prompt": "Be strict." })),
+        )
+        .await;
+    let persona_path = format!("/v1/personas/{}", persona["id"].as_str().unwrap());
+    checked.call(&s, Method::GET, &personas, None).await;
+    checked.call(&s, Method::GET, &persona_path, None).await;
+    checked
+        .call(
+            &s,
+            Method::PUT,
+            &persona_path,
+            Some(json!({ "name": "strict reviewer", "tool": "claude" })),
+        )
+        .await;
+    let runs = format!("{project}/workflow-runs");
+    let run = checked
+        .call(
+            &s,
+            Method::POST,
+            &runs,
+            Some(json!({
+                "prompt": "Add a module. SLEEP 30",
+                "tool": "claude",
+                "steps": [
+                    { "role": "designer", "persona_id": persona["id"] },
+                    { "role": "checker", "instructions": "Check the tests." }
+                ],
+                "maxIterations": 2
+            })),
+        )
+        .await;
+    let run_path = format!("/v1/workflow-runs/{}", run["id"].as_str().unwrap());
+    checked.call(&s, Method::GET, &runs, None).await;
+    // Its designer step started (a step row, a sandbox), then it is cancelled mid-way.
+    s.wait_for(&s.alice, &run_path, |d| {
+        d["steps"].as_array().is_some_and(|v| !v.is_empty())
+            && d["sandboxes"].as_array().is_some_and(|v| !v.is_empty())
+    })
+    .await;
+    checked.call(&s, Method::GET, &run_path, None).await;
+    let cancelled = checked
+        .call(&s, Method::POST, &format!("{run_path}/cancel"), None)
+        .await;
+    assert_eq!(cancelled["status"], "cancelled");
+    checked.call(&s, Method::DELETE, &persona_path, None).await;
+
+    let chains = format!("{project}/work-chains");
+    let chain = checked
+        .call(
+            &s,
+            Method::POST,
+            &chains,
+            Some(json!({
+                "title": "Slow chain",
+                "items": [{ "title": "Slow", "prompt": "Take your time. SLEEP 30" }],
+                "workflow": { "tool": "claude", "max_iterations": 1 }
+            })),
+        )
+        .await;
+    let chain_path = format!("/v1/work-chains/{}", chain["id"].as_str().unwrap());
+    checked.call(&s, Method::GET, &chains, None).await;
+    checked
+        .call(
+            &s,
+            Method::POST,
+            &format!("{chain_path}/items"),
+            Some(json!({ "prompt": "Then this. PASS_AT_COMMITS 0" })),
+        )
+        .await;
+    let sessions = format!("{project}/issue-sessions");
+    let session = checked
+        .call(
+            &s,
+            Method::POST,
+            &sessions,
+            Some(json!({ "focus": "CARDS 2", "tool": "claude" })),
+        )
+        .await;
+    let session_path = format!("/v1/issue-sessions/{}", session["id"].as_str().unwrap());
+    checked.call(&s, Method::GET, &sessions, None).await;
+    s.wait_for(&s.alice, &session_path, |d| {
+        d["cards"].as_array().is_some_and(|c| c.len() == 2)
+    })
+    .await;
+    let detail = checked.call(&s, Method::GET, &session_path, None).await;
+    let card = |i: usize| detail["cards"][i]["id"].as_str().unwrap().to_owned();
+    checked
+        .call(
+            &s,
+            Method::POST,
+            &format!("/v1/issue-cards/{}/start", card(0)),
+            Some(json!({ "tool": "shell" })),
+        )
+        .await;
+    checked
+        .call(
+            &s,
+            Method::POST,
+            &format!("/v1/issue-cards/{}/chain", card(1)),
+            Some(json!({ "chain_id": chain["id"] })),
+        )
+        .await;
+    let chain_detail = checked.call(&s, Method::GET, &chain_path, None).await;
+    assert_eq!(chain_detail["items"].as_array().unwrap().len(), 3);
+    let cancelled = checked
+        .call(&s, Method::POST, &format!("{chain_path}/cancel"), None)
+        .await;
+    assert_eq!(cancelled["status"], "cancelled");
+
     let missing: Vec<String> = ROUTES
         .iter()
         .filter(|r| !checked.0.contains(&(r.method, r.path)))

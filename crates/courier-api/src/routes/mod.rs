@@ -3,13 +3,15 @@
 //!
 //! Handlers live by resource: [`projects`] (users, projects, keys), [`sandboxes`]
 //! (lifecycle and messages), [`reports`] (usage, learnings, template builds) and
-//! [`github`] (the webhook); this module holds the router, the service routes and what
+//! [`github`] (the webhook), [`workflows`] (personas, workflow runs, work chains, issue
+//! sessions); this module holds the router, the service routes and what
 //! they share (id parsing, paging).
 
 mod github;
 mod projects;
 mod reports;
 mod sandboxes;
+mod workflows;
 
 use std::str::FromStr;
 
@@ -52,6 +54,36 @@ pub(crate) fn router(api: Api) -> Router {
             "/projects/{id}/learning-versions",
             get(reports::learning_versions),
         )
+        .route(
+            "/projects/{id}/personas",
+            get(workflows::list_personas).post(workflows::create_persona),
+        )
+        .route(
+            "/personas/{id}",
+            get(workflows::get_persona)
+                .put(workflows::update_persona)
+                .delete(workflows::delete_persona),
+        )
+        .route(
+            "/projects/{id}/workflow-runs",
+            get(workflows::list_runs).post(workflows::start_run),
+        )
+        .route("/workflow-runs/{id}", get(workflows::get_run))
+        .route("/workflow-runs/{id}/cancel", post(workflows::cancel_run))
+        .route(
+            "/projects/{id}/work-chains",
+            get(workflows::list_chains).post(workflows::start_chain),
+        )
+        .route("/work-chains/{id}", get(workflows::get_chain))
+        .route("/work-chains/{id}/items", post(workflows::add_chain_item))
+        .route("/work-chains/{id}/cancel", post(workflows::cancel_chain))
+        .route(
+            "/projects/{id}/issue-sessions",
+            get(workflows::list_sessions).post(workflows::start_session),
+        )
+        .route("/issue-sessions/{id}", get(workflows::get_session))
+        .route("/issue-cards/{id}/start", post(workflows::start_card))
+        .route("/issue-cards/{id}/chain", post(workflows::card_to_chain))
         .route("/keys", get(projects::list_user_keys))
         .route(
             "/keys/{provider}",

@@ -93,6 +93,8 @@ pub(super) struct ListQuery {
     status: Option<String>,
     deleted: Option<String>,
     tool: Option<String>,
+    run_id: Option<String>,
+    issue_session_id: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -129,7 +131,8 @@ pub(super) async fn list_sandboxes(
         user_id: Some(caller.0),
         cli_tool: q.tool,
         deleted: deleted_filter(q.deleted.as_deref())?,
-        ..SandboxFilter::default()
+        run_id: q.run_id.filter(|v| !v.trim().is_empty()),
+        issue_session_id: q.issue_session_id.filter(|v| !v.trim().is_empty()),
     };
     let page = api
         .inner

@@ -11,6 +11,7 @@
 //! - [`requests`]: the JSON bodies the API accepts.
 //! - [`reports`]: usage, service status, bulk kills, webhook outcomes and the error body.
 //! - [`settings`]: project settings and their update.
+//! - [`workflows`]: personas, workflow runs, work chains and issue sessions.
 //! - [`events`]: the `data` of each server-sent event.
 
 pub mod events;
@@ -18,6 +19,7 @@ pub mod records;
 pub mod reports;
 pub mod requests;
 pub mod settings;
+pub mod workflows;
 
 pub use events::{
     AgentEvent, EndEvent, FinishedEvent, MessageEvent, ShutdownEvent, StreamError, StreamedEvent,
@@ -36,6 +38,13 @@ pub use requests::{
     GitHubWebhookPayload, KeyValue, NewMessage, NewProject, NewSandbox, TemplateBuildRequest,
 };
 pub use settings::{EnvVar, NamedFile, ProjectSettings, ProjectSettingsUpdate, SandboxDefaults};
+pub use workflows::{
+    CardToChain, ChainDetail, ChainItem, IssueCard, IssueSession, IssueSessionDetail,
+    IssueSessionList, NewChainItem, NewIssueSession, NewWorkChain, NewWorkflowRun, Persona,
+    PersonaList, PersonaRequest, RunDetail, StartCard, StartedCard, StepRequest, StepSpec,
+    WorkChain, WorkChainList, WorkflowOptions, WorkflowRun, WorkflowRunList, WorkflowSpec,
+    WorkflowStep,
+};
 
 use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 
@@ -86,4 +95,16 @@ closed_sets! {
     learning_category => courier_store::LearningCategory, nullable = false;
     /// `TemplateBuildStatus`.
     template_build_status => courier_store::TemplateBuildStatus, nullable = false;
+    /// `StepRole`.
+    step_role => courier_store::StepRole, nullable = false;
+    /// `RunStatus`.
+    run_status => courier_store::RunStatus, nullable = false;
+    /// `Verdict` or `null`.
+    verdict_or_null => courier_store::Verdict, nullable = true;
+    /// `Severity`.
+    severity => courier_store::Severity, nullable = false;
+    /// `PrMode`.
+    pr_mode => courier_store::PrMode, nullable = false;
+    /// `PrMode` or `null`.
+    pr_mode_or_null => courier_store::PrMode, nullable = true;
 }

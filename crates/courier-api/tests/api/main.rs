@@ -13,6 +13,7 @@ mod reports;
 mod routes;
 mod sandboxes;
 mod streams;
+mod workflows;
 
 use reqwest::Method;
 

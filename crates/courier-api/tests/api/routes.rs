@@ -154,6 +154,14 @@ async fn another_users_sandbox_is_forbidden_on_every_route() {
             // A well-formed body: only the ownership check may refuse it.
             let body = if route.path.ends_with("/settings") {
                 json!({ "env_vars": { "X": "pwned" } })
+            } else if route.path.ends_with("/personas") {
+                json!({ "name": "pwned" })
+            } else if route.path.ends_with("/workflow-runs") {
+                json!({ "prompt": "pwned" })
+            } else if route.path.ends_with("/work-chains") {
+                json!({ "items": [{ "prompt": "pwned" }] })
+            } else if route.path.ends_with("/issue-sessions") {
+                json!({ "focus": "pwned" })
             } else {
                 json!({ "value": "x" })
             };

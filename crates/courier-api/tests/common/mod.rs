@@ -48,21 +48,9 @@ pub async fn server_with(config: ApiConfig) -> Server {
 }
 
 /// A server whose agents are courier-tools' fake CLIs (`claude`, …), found first on the
-/// agent commands' `PATH`.
+/// agent commands' `PATH` (every server's are).
 pub async fn server_with_fake_clis() -> Server {
-    let clis = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../courier-tools/fake-clis")
-        .canonicalize()
-        .unwrap()
-        .display()
-        .to_string();
-    build(
-        ApiConfig::default(),
-        None,
-        SandboxQuota::default(),
-        vec![clis],
-    )
-    .await
+    server().await
 }
 
 /// A server whose orchestrator enforces `quota` of live sandboxes per user and project.
@@ -81,7 +69,9 @@ async fn server_built(
     webhook_secret: Option<&str>,
     quota: SandboxQuota,
 ) -> Server {
-    build(config, webhook_secret, quota, Vec::new()).await
+    // The fake agent CLIs (courier-tools) first on every command's PATH: `claude` and the
+    // others answer as scripted by their prompt (PASS_AT_COMMITS, CARDS, SLEEP).
+    build(config, webhook_secret, quota, vec![fake_clis()]).await
 }
 
 async fn build(
@@ -123,6 +113,19 @@ async fn build(
         hub,
     }
 }
+
+/// The fake agent CLIs' directory.
+pub fn fake_clis() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../courier-tools/fake-clis")
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+/// A dummy Anthropic key: the fake `claude` never calls out.
+pub const DUMMY_ANTHROPIC_KEY: &str = "sk-ant-api03-dummy-api-0000";
 
 async fn account(store: &dyn Store, tokens: &Tokens, name: &str) -> Account {
     let user = store
@@ -178,6 +181,39 @@ impl Server {
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         contract::check(method.as_str(), path, status, &body);
         (status, body)
+    }
+
+    /// Gives `who`'s project a (dummy) Anthropic key, so `claude` (the fake) can run.
+    pub async fn anthropic_key(&self, who: &Account) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::PUT,
+                who,
+                &format!("/v1/projects/{}/keys/anthropic", who.project_id),
+                Some(serde_json::json!({ "value": DUMMY_ANTHROPIC_KEY })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Polls `GET path` until `done` says so (60 s at most); the last answer.
+    pub async fn wait_for(
+        &self,
+        who: &Account,
+        path: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..600 {
+            let (status, body) = self.get(who, path).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            if done(&body) {
+                return body;
+            }
+            last = body;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{path} never got there: {last}");
     }
 
     pub async fn get(&self, who: &Account, path: &str) -> (u16, Value) {
