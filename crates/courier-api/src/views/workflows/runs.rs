@@ -1,8 +1,4 @@
-//! Personas, workflow runs, work chains and issue sessions: what their routes accept and
-//! answer with.
-//!
-//! Requests refuse unknown fields; the product's camelCase names of the workflow options
-//! (`designerCliId`, `maxIterations`, …) are accepted as aliases of the snake_case ones.
+//! Workflow runs: the options every run and chain shares, runs, their steps and detail.
 
 use std::collections::BTreeMap;
 
@@ -10,118 +6,15 @@ use chrono::{DateTime, Utc};
 use courier_orchestrator::pr::redact_url;
 use courier_orchestrator::work::{self, WorkflowRequest};
 use courier_store::{
-    self as store, CliOverrides, IssueCardId, IssueSessionId, PersonaId, PrMode, ProjectId,
-    RunStatus, SandboxId, Severity, StepRole, Verdict, WorkChainId, WorkflowRunId, WorkflowStepId,
+    self as store, CliOverrides, PersonaId, ProjectId, RunStatus, SandboxId, StepRole, Verdict,
+    WorkChainId, WorkflowRunId, WorkflowStepId,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{NamedFile, Sandbox, Usage};
+use super::super::{Sandbox, Usage};
 use crate::{ApiError, Result};
-
-// ---- personas ----
-
-/// A named agent setup of a project that workflow steps can run as.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Persona {
-    /// Its id.
-    #[schema(value_type = uuid::Uuid)]
-    pub id: PersonaId,
-    /// Its project.
-    #[schema(value_type = uuid::Uuid)]
-    pub project_id: ProjectId,
-    /// Its name, unique in the project.
-    pub name: String,
-    /// CLI tool id (`null`: the workflow's).
-    pub tool: Option<String>,
-    /// Model.
-    pub model: Option<String>,
-    /// Thinking effort.
-    pub thinking_effort: Option<String>,
-    /// Appended to the project's system prompt.
-    pub system_prompt: Option<String>,
-    /// Skills added to the project's.
-    pub skills: Vec<NamedFile>,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-    /// Time of the last change.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<store::Persona> for Persona {
-    fn from(p: store::Persona) -> Self {
-        Persona {
-            id: p.id,
-            project_id: p.project_id,
-            name: p.name,
-            tool: p.tool,
-            model: p.model,
-            thinking_effort: p.thinking_effort,
-            system_prompt: p.system_prompt,
-            skills: p
-                .skills
-                .into_iter()
-                .map(|s| NamedFile {
-                    name: s.name,
-                    content: s.content,
-                })
-                .collect(),
-            created_at: p.created_at,
-            updated_at: p.updated_at,
-        }
-    }
-}
-
-/// A project's personas, by name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct PersonaList {
-    /// The personas.
-    pub items: Vec<Persona>,
-}
-
-/// `POST /v1/projects/{id}/personas` and `PUT /v1/personas/{id}` (replaces it whole).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PersonaRequest {
-    /// 1 to 100 characters, unique in the project.
-    pub name: String,
-    /// CLI tool id (`claude`, `opencode`, `codex`, `pi`, `shell`); `null`: the workflow's.
-    #[serde(default)]
-    pub tool: Option<String>,
-    /// Model (one of its tool's).
-    #[serde(default)]
-    pub model: Option<String>,
-    /// Thinking effort (`none`, `low`, `medium`, `high`), for tools that have one.
-    #[serde(default)]
-    pub thinking_effort: Option<String>,
-    /// Appended to the project's system prompt.
-    #[serde(default)]
-    pub system_prompt: Option<String>,
-    /// Skills added to the project's (names unique).
-    #[serde(default)]
-    pub skills: Vec<NamedFile>,
-}
-
-impl From<PersonaRequest> for work::PersonaRequest {
-    fn from(r: PersonaRequest) -> Self {
-        work::PersonaRequest {
-            name: r.name,
-            tool: r.tool,
-            model: r.model,
-            thinking_effort: r.thinking_effort,
-            system_prompt: r.system_prompt,
-            skills: r
-                .skills
-                .into_iter()
-                .map(|s| store::NamedText {
-                    name: s.name,
-                    content: s.content,
-                })
-                .collect(),
-        }
-    }
-}
 
 // ---- workflow options ----
 
@@ -131,7 +24,7 @@ impl From<PersonaRequest> for work::PersonaRequest {
 pub struct StepRequest {
     /// `designer`, `checker` or `optimizer`; a designer first, each role once, in that
     /// order.
-    #[schema(schema_with = super::step_role)]
+    #[schema(schema_with = crate::views::step_role)]
     pub role: String,
     /// The persona it runs as.
     #[serde(default, alias = "personaId")]
@@ -340,7 +233,7 @@ impl NewWorkflowRun {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StepSpec {
     /// What it does.
-    #[schema(schema_with = super::step_role)]
+    #[schema(schema_with = crate::views::step_role)]
     pub role: StepRole,
     /// The persona it runs as.
     #[schema(value_type = Option<uuid::Uuid>)]
@@ -432,12 +325,12 @@ pub struct WorkflowRun {
     /// The task.
     pub prompt: String,
     /// `pending → running →` `succeeded`, `failed` or `cancelled`.
-    #[schema(schema_with = super::run_status)]
+    #[schema(schema_with = crate::views::run_status)]
     pub status: RunStatus,
     /// The current designer iteration (0 before the first).
     pub iteration: i64,
     /// The last checker verdict.
-    #[schema(schema_with = super::verdict_or_null)]
+    #[schema(schema_with = crate::views::verdict_or_null)]
     pub verdict: Option<Verdict>,
     /// The branch the run works on.
     pub branch: Option<String>,
@@ -500,7 +393,7 @@ pub struct WorkflowStep {
     /// Its number in the run, from 1.
     pub seq: i64,
     /// What it does.
-    #[schema(schema_with = super::step_role)]
+    #[schema(schema_with = crate::views::step_role)]
     pub role: StepRole,
     /// The designer iteration it belongs to.
     pub iteration: i64,
@@ -508,10 +401,10 @@ pub struct WorkflowStep {
     #[schema(value_type = Option<uuid::Uuid>)]
     pub sandbox_id: Option<SandboxId>,
     /// `running` until finished.
-    #[schema(schema_with = super::run_status)]
+    #[schema(schema_with = crate::views::run_status)]
     pub status: RunStatus,
     /// A checker's verdict.
-    #[schema(schema_with = super::verdict_or_null)]
+    #[schema(schema_with = crate::views::verdict_or_null)]
     pub verdict: Option<Verdict>,
     /// A checker's feedback.
     pub feedback: Option<String>,
@@ -566,362 +459,5 @@ impl From<work::RunDetail> for RunDetail {
             steps: d.steps.into_iter().map(Into::into).collect(),
             sandboxes: d.sandboxes.into_iter().map(Into::into).collect(),
         }
-    }
-}
-
-// ---- work chains ----
-
-/// One issue of a chain as requested.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewChainItem {
-    /// Title (default: the prompt's first line).
-    #[serde(default)]
-    pub title: Option<String>,
-    /// The task (not blank).
-    pub prompt: String,
-    /// The issue card it comes from.
-    #[serde(default, alias = "cardId")]
-    #[schema(format = "uuid")]
-    pub card_id: Option<String>,
-}
-
-impl NewChainItem {
-    /// The store's item; the card id parsed (422 naming `card_id`).
-    pub fn into_item(self) -> Result<store::NewChainItem> {
-        let card_id = match self.card_id.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(raw) => Some(
-                Uuid::parse_str(raw)
-                    .map(IssueCardId::from_uuid)
-                    .map_err(|_| ApiError::invalid("card_id", "not an issue card id"))?,
-            ),
-        };
-        Ok(store::NewChainItem {
-            title: self.title.unwrap_or_default(),
-            prompt: self.prompt,
-            card_id,
-        })
-    }
-}
-
-/// `POST /v1/projects/{id}/work-chains`: issues run one after another on one branch.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewWorkChain {
-    /// Title.
-    #[serde(default)]
-    pub title: Option<String>,
-    /// The issues, in order; at least one.
-    pub items: Vec<NewChainItem>,
-    /// `single` (one pull request for the chain, default) or `per_issue`.
-    #[serde(default, alias = "prMode")]
-    #[schema(schema_with = super::pr_mode_or_null)]
-    pub pr_mode: Option<String>,
-    /// Repository to clone (default: the project's).
-    #[serde(default, alias = "repoUrl")]
-    pub repo_url: Option<String>,
-    /// Base branch.
-    #[serde(default, alias = "baseBranch")]
-    pub base_branch: Option<String>,
-    /// The branch the chain works on.
-    #[serde(default)]
-    pub branch: Option<String>,
-    /// How every run of the chain runs.
-    #[serde(default)]
-    pub workflow: WorkflowOptions,
-}
-
-/// A work chain: workflow runs, one per issue, one after another.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct WorkChain {
-    /// Its id.
-    #[schema(value_type = uuid::Uuid)]
-    pub id: WorkChainId,
-    /// Its project.
-    #[schema(value_type = uuid::Uuid)]
-    pub project_id: ProjectId,
-    /// Title.
-    pub title: String,
-    /// How every run of the chain runs.
-    pub spec: WorkflowSpec,
-    /// Repository (credentials removed).
-    pub repo_url: Option<String>,
-    /// Base branch.
-    pub base_branch: Option<String>,
-    /// The branch the chain works on.
-    pub branch: String,
-    /// How it opens pull requests.
-    #[schema(schema_with = super::pr_mode)]
-    pub pr_mode: PrMode,
-    /// Where it is.
-    #[schema(schema_with = super::run_status)]
-    pub status: RunStatus,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-    /// Time of the last change.
-    pub updated_at: DateTime<Utc>,
-    /// When it reached a final status.
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-impl From<store::WorkChain> for WorkChain {
-    fn from(c: store::WorkChain) -> Self {
-        WorkChain {
-            id: c.id,
-            project_id: c.project_id,
-            title: c.title,
-            spec: c.spec.into(),
-            repo_url: c.repo_url.as_deref().map(redact_url),
-            base_branch: c.base_branch,
-            branch: c.branch,
-            pr_mode: c.pr_mode,
-            status: c.status,
-            error: c.error,
-            created_at: c.created_at,
-            updated_at: c.updated_at,
-            finished_at: c.finished_at,
-        }
-    }
-}
-
-/// A project's work chains.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct WorkChainList {
-    /// The chains.
-    pub items: Vec<WorkChain>,
-}
-
-/// One issue of a work chain.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ChainItem {
-    /// Its chain.
-    #[schema(value_type = uuid::Uuid)]
-    pub chain_id: WorkChainId,
-    /// Its place in the chain, from 1.
-    pub position: i64,
-    /// Title.
-    pub title: String,
-    /// The task.
-    pub prompt: String,
-    /// The issue card it came from.
-    #[schema(value_type = Option<uuid::Uuid>)]
-    pub card_id: Option<IssueCardId>,
-    /// The run working on it, once started.
-    #[schema(value_type = Option<uuid::Uuid>)]
-    pub run_id: Option<WorkflowRunId>,
-    /// Where it is.
-    #[schema(schema_with = super::run_status)]
-    pub status: RunStatus,
-    /// Why it failed.
-    pub error: Option<String>,
-}
-
-impl From<store::ChainItem> for ChainItem {
-    fn from(i: store::ChainItem) -> Self {
-        ChainItem {
-            chain_id: i.chain_id,
-            position: i.position,
-            title: i.title,
-            prompt: i.prompt,
-            card_id: i.card_id,
-            run_id: i.run_id,
-            status: i.status,
-            error: i.error,
-        }
-    }
-}
-
-/// `GET /v1/work-chains/{id}`: a chain with its issues and their runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ChainDetail {
-    /// The chain.
-    pub chain: WorkChain,
-    /// Its issues in order.
-    pub items: Vec<ChainItem>,
-    /// The runs started so far, in item order.
-    pub runs: Vec<WorkflowRun>,
-}
-
-impl From<work::ChainDetail> for ChainDetail {
-    fn from(d: work::ChainDetail) -> Self {
-        ChainDetail {
-            chain: d.chain.into(),
-            items: d.items.into_iter().map(Into::into).collect(),
-            runs: d.runs.into_iter().map(Into::into).collect(),
-        }
-    }
-}
-
-// ---- issue sessions ----
-
-/// `POST /v1/projects/{id}/issue-sessions`: an agent looks through the project for issues.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewIssueSession {
-    /// What to look at (default: everything).
-    #[serde(default)]
-    pub focus: Option<String>,
-    /// The scanning agent's CLI (default: the project's).
-    #[serde(default)]
-    pub tool: Option<String>,
-    /// Its model.
-    #[serde(default)]
-    pub model: Option<String>,
-}
-
-/// An issue session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct IssueSession {
-    /// Its id.
-    #[schema(value_type = uuid::Uuid)]
-    pub id: IssueSessionId,
-    /// Its project.
-    #[schema(value_type = uuid::Uuid)]
-    pub project_id: ProjectId,
-    /// What to look at, if narrowed.
-    pub focus: Option<String>,
-    /// The sandbox the agent looks in.
-    #[schema(value_type = Option<uuid::Uuid>)]
-    pub sandbox_id: Option<SandboxId>,
-    /// Where it is.
-    #[schema(schema_with = super::run_status)]
-    pub status: RunStatus,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-    /// When it reached a final status.
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-impl From<store::IssueSession> for IssueSession {
-    fn from(s: store::IssueSession) -> Self {
-        IssueSession {
-            id: s.id,
-            project_id: s.project_id,
-            focus: s.focus,
-            sandbox_id: s.sandbox_id,
-            status: s.status,
-            error: s.error,
-            created_at: s.created_at,
-            finished_at: s.finished_at,
-        }
-    }
-}
-
-/// A project's issue sessions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct IssueSessionList {
-    /// The sessions.
-    pub items: Vec<IssueSession>,
-}
-
-/// An issue an issue session found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct IssueCard {
-    /// Its id.
-    #[schema(value_type = uuid::Uuid)]
-    pub id: IssueCardId,
-    /// The session that found it.
-    #[schema(value_type = uuid::Uuid)]
-    pub session_id: IssueSessionId,
-    /// Its place in the session's cards, from 1.
-    pub position: i64,
-    /// Title.
-    pub title: String,
-    /// What is wrong.
-    pub description: String,
-    /// How serious it is.
-    #[schema(schema_with = super::severity)]
-    pub severity: Severity,
-    /// A prompt that would fix it.
-    pub suggested_prompt: String,
-    /// The sandbox started for it.
-    #[schema(value_type = Option<uuid::Uuid>)]
-    pub sandbox_id: Option<SandboxId>,
-    /// The work chain it went into.
-    #[schema(value_type = Option<uuid::Uuid>)]
-    pub chain_id: Option<WorkChainId>,
-    /// When it was recorded.
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<store::IssueCard> for IssueCard {
-    fn from(c: store::IssueCard) -> Self {
-        IssueCard {
-            id: c.id,
-            session_id: c.session_id,
-            position: c.position,
-            title: c.title,
-            description: c.description,
-            severity: c.severity,
-            suggested_prompt: c.suggested_prompt,
-            sandbox_id: c.sandbox_id,
-            chain_id: c.chain_id,
-            created_at: c.created_at,
-        }
-    }
-}
-
-/// `GET /v1/issue-sessions/{id}`: a session with its cards and sandbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct IssueSessionDetail {
-    /// The session.
-    pub session: IssueSession,
-    /// Its cards in order.
-    pub cards: Vec<IssueCard>,
-    /// The sandbox the agent looked in.
-    pub sandbox: Option<Sandbox>,
-}
-
-impl From<work::IssueSessionDetail> for IssueSessionDetail {
-    fn from(d: work::IssueSessionDetail) -> Self {
-        IssueSessionDetail {
-            session: d.session.into(),
-            cards: d.cards.into_iter().map(Into::into).collect(),
-            sandbox: d.sandbox.map(Into::into),
-        }
-    }
-}
-
-/// `POST /v1/issue-cards/{id}/start`: a sandbox on the card's suggested prompt.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StartCard {
-    /// The CLI (default: the project's).
-    #[serde(default)]
-    pub tool: Option<String>,
-    /// Its model.
-    #[serde(default)]
-    pub model: Option<String>,
-}
-
-/// A card and the sandbox started for it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct StartedCard {
-    /// The card, linked to its sandbox.
-    pub card: IssueCard,
-    /// The sandbox.
-    pub sandbox: Sandbox,
-}
-
-/// `POST /v1/issue-cards/{id}/chain`: the card as a chain's next issue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CardToChain {
-    /// A chain of the card's project that has not ended.
-    #[serde(alias = "chainId")]
-    #[schema(format = "uuid")]
-    pub chain_id: String,
-}
-
-/// Parses a request's pull-request mode (422 naming `pr_mode`).
-pub fn pr_mode(raw: Option<&str>) -> Result<Option<PrMode>> {
-    match raw.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(raw) => Ok(Some(PrMode::parse_field(raw, "pr_mode")?)),
     }
 }
