@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use courier_orchestrator::pr::redact_url;
-use courier_orchestrator::work::{self};
+use courier_orchestrator::work;
 use courier_store::{
     self as store, IssueCardId, PrMode, ProjectId, RunStatus, WorkChainId, WorkflowRunId,
 };
@@ -12,8 +12,6 @@ use uuid::Uuid;
 
 use super::runs::{WorkflowOptions, WorkflowRun, WorkflowSpec};
 use crate::{ApiError, Result};
-
-// ---- work chains ----
 
 /// One issue of a chain as requested.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -1,7 +1,7 @@
 //! Issue sessions, their cards, and what a card becomes.
 
 use chrono::{DateTime, Utc};
-use courier_orchestrator::work::{self};
+use courier_orchestrator::work;
 use courier_store::{
     self as store, IssueCardId, IssueSessionId, ProjectId, RunStatus, SandboxId, Severity,
     WorkChainId,
@@ -9,9 +9,7 @@ use courier_store::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::super::Sandbox;
-
-// ---- issue sessions ----
+use crate::views::Sandbox;
 
 /// `POST /v1/projects/{id}/issue-sessions`: an agent looks through the project for issues.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

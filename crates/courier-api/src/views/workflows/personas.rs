@@ -1,14 +1,12 @@
 //! Personas: named agent configurations for workflow steps.
 
 use chrono::{DateTime, Utc};
-use courier_orchestrator::work::{self};
+use courier_orchestrator::work;
 use courier_store::{self as store, PersonaId, ProjectId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::super::NamedFile;
-
-// ---- personas ----
+use crate::views::NamedFile;
 
 /// A named agent setup of a project that workflow steps can run as.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

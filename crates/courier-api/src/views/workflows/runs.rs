@@ -13,10 +13,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::super::{Sandbox, Usage};
+use crate::views::{Sandbox, Usage};
 use crate::{ApiError, Result};
-
-// ---- workflow options ----
 
 /// One step of a workflow as requested.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -137,8 +135,6 @@ impl WorkflowOptions {
         })
     }
 }
-
-// ---- workflow runs ----
 
 /// `POST /v1/projects/{id}/workflow-runs`: a prompt worked on by designer, checker (and
 /// optimizer) steps. Everything but `prompt` is optional.
