@@ -40,40 +40,65 @@ impl Orchestrator {
     /// [`OrchestratorError::AgentGone`] when the sandbox ends (killed, timed out, failed)
     /// before the answer; store errors.
     pub async fn wait_for_answer(&self, id: SandboxId, poll: Duration) -> Result<Answer> {
-        // Only the tail is re-read: the last message seen may still be growing.
-        let mut after = 0;
+        // Woken by the sandbox's events; while its agent works nothing is read from the
+        // store (a streaming message's raw log may be megabytes).
+        let mut events = self.hub.watch(id);
+        // Messages before this sequence number are settled: only the tail is re-read.
+        let mut from = 0;
+        loop {
+            if !self.is_working(id) {
+                let sandbox = self.store.get_sandbox(id).await?;
+                if let Some(answer) = self.answer(id, &mut from).await? {
+                    return Ok(answer);
+                }
+                if sandbox.status.is_final() {
+                    return Err(OrchestratorError::AgentGone {
+                        id,
+                        status: sandbox.status,
+                        reason: sandbox.error_message,
+                    });
+                }
+            }
+            match tokio::time::timeout(poll, events.recv()).await {
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    tokio::time::sleep(poll).await;
+                    events = self.hub.watch(id);
+                }
+                Ok(_) | Err(_) => {}
+            }
+        }
+    }
+
+    /// The sandbox's last message when it is a finished assistant message and no run is
+    /// in progress or queued: the answer to everything sent.
+    /// Reads from sequence number `from` on and moves it to the last message (which may
+    /// still change).
+    async fn answer(&self, id: SandboxId, from: &mut i64) -> Result<Option<Answer>> {
+        let mut after = (*from - 1).max(0);
         let mut last = None;
         loop {
-            let sandbox = self.store.get_sandbox(id).await?;
             let page = self.store.list_messages(id, after, 200).await?;
+            let full = page.len() == 200;
             if let Some(tail) = page.last() {
-                after = tail.seq - 1;
+                after = tail.seq;
+                *from = tail.seq;
                 last = Some(tail.clone());
             }
-            if page.len() < 200
-                && let Some(message) = &last
-                && message.role == MessageRole::Assistant
-                && message.status != MessageStatus::Streaming
-                && !self.is_working(id)
-            {
-                return Ok(Answer {
-                    message_id: message.id,
-                    status: message.status,
-                    text: message.content.clone(),
-                });
+            if !full {
+                break;
             }
-            if page.len() == 200 {
-                continue;
-            }
-            if sandbox.status.is_final() {
-                return Err(OrchestratorError::AgentGone {
-                    id,
-                    status: sandbox.status,
-                    reason: sandbox.error_message,
-                });
-            }
-            tokio::time::sleep(poll).await;
         }
+        Ok(last
+            .filter(|m| {
+                m.role == MessageRole::Assistant
+                    && m.status != MessageStatus::Streaming
+                    && !self.is_working(id)
+            })
+            .map(|m| Answer {
+                message_id: m.id,
+                status: m.status,
+                text: m.content,
+            }))
     }
 
     /// The text of the last user message sent to the sandbox's agent, if any: tells a

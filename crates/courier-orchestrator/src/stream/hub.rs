@@ -60,6 +60,12 @@ impl EventHub {
         channels.remove(&sandbox_id);
     }
 
+    /// The sandbox's live events from now on, without replay: a cheap wake-up for a
+    /// waiter that reads the store itself.
+    pub(crate) fn watch(&self, sandbox_id: SandboxId) -> broadcast::Receiver<SandboxEvent> {
+        self.sender(sandbox_id).subscribe()
+    }
+
     /// Subscribes to a sandbox: first every stored message with `seq > after_seq`, then
     /// live events, with nothing missed or repeated.
     pub async fn subscribe(
