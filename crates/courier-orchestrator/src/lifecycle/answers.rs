@@ -59,12 +59,12 @@ impl Orchestrator {
                     });
                 }
             }
-            match tokio::time::timeout(poll, events.recv()).await {
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
-                    tokio::time::sleep(poll).await;
-                    events = self.hub.watch(id);
-                }
-                Ok(_) | Err(_) => {}
+            if let Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) =
+                tokio::time::timeout(poll, events.recv()).await
+            {
+                // The channel ended (a kill): a new one for whatever comes next.
+                tokio::time::sleep(poll).await;
+                events = self.hub.watch(id);
             }
         }
     }
