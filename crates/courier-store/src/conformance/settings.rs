@@ -42,6 +42,7 @@ pub async fn project_settings_are_replaced_whole(store: &dyn Store) {
             cpu_count: Some(4),
             timeout_ms: Some(600_000),
             template_id: Some("tpl".into()),
+            ..Default::default()
         },
     };
     let stored = store
