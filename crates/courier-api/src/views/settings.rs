@@ -23,7 +23,7 @@ pub struct ProjectSettings {
     pub system_prompt: Option<String>,
     /// The project's `CLAUDE.md`.
     pub claude_md: Option<String>,
-    /// Skills, injected as `.claude/skills/<name>/SKILL.md`.
+    /// Skills (`SKILL.md` text), injected where each agent CLI lists skills.
     pub skills: Vec<NamedFile>,
     /// Slash commands, injected as `.claude/commands/<name>.md`.
     pub commands: Vec<NamedFile>,

@@ -20,8 +20,16 @@
 //! sessions of its own), and a refused key ends the run at once instead of letting the CLI
 //! retry with it; the stand-in never records credentials.
 //!
+//! Project settings reach the real CLI: before the first create the project gets a system
+//! prompt, a `CLAUDE.md`, a skill and an env var, each with its own marker; the first
+//! turn's recorded request must carry the first three where that CLI puts them (the
+//! per-tool table in `project`, printed by each run), the env var must be in the
+//! environment of every agent process (read from `/proc` during the slow run) and never
+//! in a request, and the skill's body is never sent unasked.
+//!
 //! The scenario is here; the harness around a real courier-sandboxd and the stand-in is in
-//! `harness`, the figures and event shapes the scenario compares in `figures`.
+//! `harness`, the figures and event shapes the scenario compares in `figures`, the
+//! project settings and what each CLI does with them in `project`.
 
 // Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
 #![allow(clippy::unwrap_used)]
@@ -30,6 +38,7 @@
 mod e2e_support;
 mod figures;
 mod harness;
+mod project;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -111,6 +120,10 @@ async fn real_cli(tool: ToolId) {
     let template = h.templates().await;
     let (_, api) = provider(tool);
     h.put_key(GOOD_KEY).await;
+    h.vault()
+        .put_project_settings(h.world.project, project::update())
+        .await
+        .expect("project settings");
 
     // 1. A first run: the file is written, the events stream, usage is the stand-in's.
     let file = |n: u32| format!("{}/standin-{n}.txt", courier_tools::PROJECT_DIR);
@@ -200,6 +213,7 @@ async fn real_cli(tool: ToolId) {
         requests.iter().all(|r| !r.to_string().contains(GOOD_KEY)),
         "the stand-in never records a key"
     );
+    project::check_reach(&h, &requests);
     let run1 = answered(&requests);
     assert_eq!(
         run1,
@@ -256,7 +270,8 @@ async fn real_cli(tool: ToolId) {
     let seen = requests.len();
 
     // 3. A run killed while the model is slow: billed for what was answered, and no agent
-    //    process survives the kill.
+    //    process survives the kill. While it runs, the project's env var is in the
+    //    agent's environment.
     h.orchestrator
         .send_message(
             sandbox.id,
@@ -280,6 +295,9 @@ async fn real_cli(tool: ToolId) {
     );
     let mut sent: Vec<Value> = requests.iter().map(summarize).collect();
     let sid = h.run(sandbox.id, "cat /tmp/courier-agent/sid").await.stdout;
+    project::assert_env_in_agent(&h, sandbox.id, &sid).await;
+    // Before the kill: the recording goes with the sandbox.
+    project::assert_nothing_leaked(tool, &h.requests(sandbox.id).await);
     let killed = h.orchestrator.kill(sandbox.id, None).await.unwrap();
     assert_eq!(killed.status, SandboxStatus::Killed);
     let ps = h.api.before_destroy.lock().unwrap().join("\n");
@@ -347,6 +365,7 @@ async fn real_cli(tool: ToolId) {
         "the stand-in never records a key"
     );
     sent.extend(refused_requests.iter().map(summarize));
+    project::assert_nothing_leaked(tool, &refused_requests);
     if std::env::var("COURIER_REAL_CLIS_RECORD").as_deref() == Ok("1") {
         let path = h.fixture_path("requests").with_extension("json");
         std::fs::write(&path, serde_json::to_string_pretty(&sent).unwrap() + "\n").unwrap();

@@ -139,7 +139,8 @@ impl SetupPlan {
     }
 }
 
-/// A skill injected as `.claude/skills/<name>/SKILL.md`.
+/// A skill: `.claude/skills/<name>/SKILL.md` for Claude and OpenCode,
+/// `<name>/SKILL.md` in Codex's and Pi's own skills folders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Skill {
     /// Lowercase `a-z0-9-`, at most 64 characters (the folder name).
@@ -205,9 +206,10 @@ pub struct SetupContext {
     pub env_vars: BTreeMap<String, Secret>,
     /// The project's system prompt ([`DEFAULT_SYSTEM_PROMPT`] when `None`).
     pub system_prompt: Option<String>,
-    /// The project's `CLAUDE.md`, for tools that read it.
+    /// The project's `CLAUDE.md` (Claude, Pi; OpenCode and Codex read it when the
+    /// repository has no `AGENTS.md`).
     pub claude_md: Option<String>,
-    /// Skills to inject (Claude).
+    /// Skills to inject (every agent CLI, each where it lists skills).
     pub skills: Vec<Skill>,
     /// Slash commands to inject (Claude).
     pub commands: Vec<CommandFile>,
@@ -325,9 +327,11 @@ impl Steps {
 /// the token goes to a 0600 file read by a 0700 helper script, never onto a command line),
 /// clone into `/home/user/project` (or `git init` without a repository), the feature
 /// branch, project env vars, the system prompt file. Then the tool's own steps: for Claude
-/// `CLAUDE.md`, skills, commands, learnings and the Anthropic key; for OpenCode its config
-/// and the OpenRouter key; for Codex the OpenAI key, install-if-missing, login and config;
-/// for Pi the OpenRouter key, `CLAUDE.md` and its system prompt file.
+/// `CLAUDE.md`, skills, commands, learnings and the Anthropic key; for OpenCode
+/// `CLAUDE.md`, skills, its config and the OpenRouter key; for Codex the OpenAI key,
+/// install-if-missing, login, `CLAUDE.md`, skills and config; for Pi the OpenRouter key,
+/// `CLAUDE.md`, skills and its system prompt file. Each file goes where the real CLI reads it
+/// (checked against the pinned CLIs by courier-orchestrator's real-CLI suite).
 ///
 /// # Errors
 ///
@@ -421,8 +425,8 @@ pub fn build_setup_plan(ctx: &SetupContext) -> Result<SetupPlan, ToolsError> {
     let mut injected: Vec<String> = Vec::new();
     match tool {
         ToolId::Claude => claude_steps(ctx, system_prompt, &mut steps, &mut injected),
-        ToolId::Opencode => opencode_steps(ctx, &mut steps),
-        ToolId::Codex => codex_steps(ctx, system_prompt, &mut steps),
+        ToolId::Opencode => opencode_steps(ctx, &mut steps, &mut injected),
+        ToolId::Codex => codex_steps(ctx, system_prompt, &mut steps, &mut injected),
         ToolId::Pi => pi_steps(ctx, system_prompt, &mut steps, &mut injected),
         ToolId::Shell => {}
     }

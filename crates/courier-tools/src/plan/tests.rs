@@ -235,3 +235,86 @@ fn skill_files_need_closed_front_matter_naming_the_skill_with_a_description() {
     );
     assert!(validate_command_content("ship", "---\ndescription: Ship\n---\n").is_err());
 }
+
+/// Where each tool's plan writes the project's `CLAUDE.md`, skills and system prompt:
+/// where the pinned real CLI reads them (measured by courier-orchestrator's real-CLI
+/// suite). OpenCode and Codex read `CLAUDE.md` (when the repository has no `AGENTS.md`),
+/// OpenCode lists `.claude/skills/`, Codex `~/.codex/skills/` and Pi
+/// `~/.pi/agent/skills/`, so their plans write them there.
+#[test]
+fn project_files_go_where_each_cli_reads_them() {
+    let with_files = |tool: ToolId| {
+        let mut c = ctx(tool);
+        c.claude_md = Some("# Notes\n".into());
+        c.skills = vec![Skill {
+            name: "review".into(),
+            content: "---\nname: review\ndescription: Reviews\n---\nReview.\n".into(),
+        }];
+        build_setup_plan(&c).unwrap()
+    };
+    let written = |tool: ToolId| -> Vec<String> {
+        with_files(tool)
+            .steps
+            .into_iter()
+            .filter_map(|s| match s {
+                SetupStep::WriteFile { path, .. } => Some(path),
+                _ => None,
+            })
+            .filter(|p| !p.starts_with("/home/user/.courier/"))
+            .collect()
+    };
+    let md = "/home/user/project/CLAUDE.md";
+    let skill = "/home/user/project/.claude/skills/review/SKILL.md";
+    for (tool, expected) in [
+        (
+            ToolId::Claude,
+            vec![md, skill, "/home/user/.claude/CLAUDE.md"],
+        ),
+        (
+            ToolId::Opencode,
+            vec![md, skill, "/home/user/.config/opencode/opencode.json"],
+        ),
+        (
+            ToolId::Codex,
+            vec![
+                md,
+                "/home/user/.codex/skills/review/SKILL.md",
+                "/home/user/.codex/config.toml",
+                "/home/user/.codex/AGENTS.md",
+            ],
+        ),
+        (
+            ToolId::Pi,
+            vec![
+                md,
+                "/home/user/.pi/agent/skills/review/SKILL.md",
+                "/home/user/.pi/agent/APPEND_SYSTEM.md",
+            ],
+        ),
+        (ToolId::Shell, vec![]),
+    ] {
+        assert_eq!(written(tool), expected, "{tool}");
+    }
+    // Injected files stay out of the agent's commits.
+    for (tool, excluded) in [
+        (
+            ToolId::Opencode,
+            vec!["/CLAUDE.md", "/.claude/skills/review/"],
+        ),
+        (ToolId::Codex, vec!["/CLAUDE.md"]),
+    ] {
+        let exclude = with_files(tool)
+            .steps
+            .into_iter()
+            .find_map(|s| match s {
+                SetupStep::Run { command, .. } if command.contains(".git/info/exclude") => {
+                    Some(command)
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{tool}: no exclude step"));
+        for path in excluded {
+            assert!(exclude.contains(path), "{tool}: {path} in {exclude}");
+        }
+    }
+}

@@ -11,13 +11,9 @@ fn project_claude_md(ctx: &SetupContext, steps: &mut Steps, injected: &mut Vec<S
     }
 }
 
-pub(super) fn claude_steps(
-    ctx: &SetupContext,
-    system_prompt: &str,
-    steps: &mut Steps,
-    injected: &mut Vec<String>,
-) {
-    project_claude_md(ctx, steps, injected);
+/// Skills as `.claude/skills/<name>/SKILL.md`: Claude Code lists them by name and
+/// description, and OpenCode reads the same folders.
+fn project_skills(ctx: &SetupContext, steps: &mut Steps, injected: &mut Vec<String>) {
     for skill in &ctx.skills {
         steps.write(
             format!("{PROJECT_DIR}/.claude/skills/{}/SKILL.md", skill.name),
@@ -26,6 +22,28 @@ pub(super) fn claude_steps(
         );
         injected.push(format!("/.claude/skills/{}/", skill.name));
     }
+}
+
+/// Skills as `<dir>/<name>/SKILL.md` in a CLI's own user-level skills folder, outside
+/// the work tree (Codex `~/.codex/skills`, Pi `~/.pi/agent/skills`).
+fn user_skills(ctx: &SetupContext, dir: &str, steps: &mut Steps) {
+    for skill in &ctx.skills {
+        steps.write(
+            format!("{dir}/{}/SKILL.md", skill.name),
+            skill.content.clone(),
+            0o644,
+        );
+    }
+}
+
+pub(super) fn claude_steps(
+    ctx: &SetupContext,
+    system_prompt: &str,
+    steps: &mut Steps,
+    injected: &mut Vec<String>,
+) {
+    project_claude_md(ctx, steps, injected);
+    project_skills(ctx, steps, injected);
     for command in &ctx.commands {
         steps.write(
             format!("{PROJECT_DIR}/.claude/commands/{}.md", command.name),
@@ -55,7 +73,11 @@ pub(super) fn claude_steps(
     }
 }
 
-pub(super) fn opencode_steps(ctx: &SetupContext, steps: &mut Steps) {
+pub(super) fn opencode_steps(ctx: &SetupContext, steps: &mut Steps, injected: &mut Vec<String>) {
+    // OpenCode reads `CLAUDE.md` when the repository has no `AGENTS.md`, and lists the
+    // skills of `.claude/skills/`.
+    project_claude_md(ctx, steps, injected);
+    project_skills(ctx, steps, injected);
     let mut options = serde_json::json!({ "apiKey": "{env:OPENROUTER_API_KEY}" });
     if let Some(url) = &ctx.endpoints.openrouter {
         options["baseURL"] = serde_json::Value::String(url.clone());
@@ -79,7 +101,16 @@ pub(super) fn opencode_steps(ctx: &SetupContext, steps: &mut Steps) {
     }
 }
 
-pub(super) fn codex_steps(ctx: &SetupContext, system_prompt: &str, steps: &mut Steps) {
+pub(super) fn codex_steps(
+    ctx: &SetupContext,
+    system_prompt: &str,
+    steps: &mut Steps,
+    injected: &mut Vec<String>,
+) {
+    // Read through `project_doc_fallback_filenames` below when the repository has no
+    // `AGENTS.md`.
+    project_claude_md(ctx, steps, injected);
+    user_skills(ctx, &format!("{HOME_DIR}/.codex/skills"), steps);
     if let Some(key) = &ctx.keys.openai_api_key {
         // Codex reads CODEX_API_KEY for exec, not OPENAI_API_KEY.
         steps.set_secret("CODEX_API_KEY", key);
@@ -114,6 +145,7 @@ pub(super) fn pi_steps(
         steps.set_secret("OPENROUTER_API_KEY", key);
     }
     project_claude_md(ctx, steps, injected);
+    user_skills(ctx, &format!("{HOME_DIR}/.pi/agent/skills"), steps);
     steps.write(
         format!("{HOME_DIR}/.pi/agent/APPEND_SYSTEM.md"),
         system_prompt,
