@@ -4,7 +4,9 @@
 //! kill it; the templates panel: build rows, building one, launching from one; and the
 //! project settings panel: saved, masked, refused with the field named; the terminal's
 //! tool calls (a fake Claude run): collapsible rows, errors, live and on reload alike,
-//! agent output shown as text, never as markup.
+//! agent output shown as text, never as markup; work beyond one sandbox (a workflow run
+//! and a work chain started from their forms with the fake Claude, an issue session's
+//! cards started and added to a chain, a hostile card shown as text).
 //! Skips with a printed reason when chromedriver is not installed.
 
 // Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
@@ -897,6 +899,45 @@ async fn dashboard_runs_a_workflow_a_chain_and_shows_issue_cards_as_text() {
         .get(&s.alice, &format!("/v1/sandboxes/{card_sandbox}"))
         .await;
     assert_eq!(sandbox["prompt"], "Fix fake issue 1");
+    // With a chain running, the card goes into it as its next issue.
+    let (status, chain) = s
+        .post(
+            &s.alice,
+            &format!("/v1/projects/{}/work-chains", s.alice.project_id),
+            json!({ "title": "Long chain", "items": [{ "prompt": "Wait. SLEEP 20 PASS_AT_COMMITS 0" }],
+                    "workflow": { "tool": "claude", "max_iterations": 1 } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{chain}");
+    let chain_id = chain["id"].as_str().unwrap().to_owned();
+    d.click(&format!("#list .row[data-id='{session_id}']"))
+        .await;
+    d.wait_text("#cards .card-chain-select", |t| t.contains("Long chain"))
+        .await;
+    d.js(&format!(
+        "document.querySelector('#cards .card-chain-select').value = {};",
+        json!(chain_id)
+    ))
+    .await;
+    d.click("#cards .card-chain").await;
+    d.element("#cards .card-chain-link").await;
+    let (_, detail) = s
+        .get(&s.alice, &format!("/v1/work-chains/{chain_id}"))
+        .await;
+    assert_eq!(
+        detail["items"][1]["card_id"], session["cards"][0]["id"],
+        "{detail}"
+    );
+    assert_eq!(detail["items"][1]["prompt"], "Fix fake issue 1");
+    let (status, _) = s
+        .call(
+            reqwest::Method::POST,
+            &s.alice,
+            &format!("/v1/work-chains/{chain_id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
 
     // A scanning agent reads the repository, and whoever wrote the repository can steer
     // it: the cards it reports may carry markup meant to run in the dashboard of whoever
