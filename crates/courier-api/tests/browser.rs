@@ -4,7 +4,9 @@
 //! kill it; the templates panel: build rows, building one, launching from one; and the
 //! project settings panel: saved, masked, refused with the field named; the terminal's
 //! tool calls (a fake Claude run): collapsible rows, errors, live and on reload alike,
-//! agent output shown as text, never as markup.
+//! agent output shown as text, never as markup; work beyond one sandbox (a workflow run
+//! and a work chain started from their forms with the fake Claude, an issue session's
+//! cards started and added to a chain, a hostile card shown as text).
 //! Skips with a printed reason when chromedriver is not installed.
 
 // Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
@@ -180,7 +182,12 @@ impl Driver {
 
     /// Waits until the element's text satisfies `ok`.
     async fn wait_text(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_text_within(css, 30, ok).await
+    }
+
+    /// Waits up to `secs` seconds until the element's text satisfies `ok`.
+    async fn wait_text_within(&self, css: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let t = self.text(css).await;
             if ok(&t) {
@@ -504,6 +511,43 @@ async fn dashboard_edits_project_settings_with_env_values_masked() {
         .await;
     assert_eq!(kept["base_branch"], "develop");
     assert_eq!(kept["env_vars"], saved["env_vars"]);
+
+    // The workflow defaults: the checker's template and thinking effort per model (an
+    // effort the CLIs do not know is refused, naming the field).
+    d.type_into("#s-thinking", "claude-opus-4-6=extreme").await;
+    d.click("#settings-save").await;
+    d.wait_text("#settings-error", |t| t.contains("thinking_effort"))
+        .await;
+    d.js("document.querySelector('#s-thinking').value = 'claude-opus-4-6=high\\n claude-sonnet-4-5 = low\\n';")
+        .await;
+    d.type_into("#s-checker-template", "team-checker:v1").await;
+    d.click("#settings-save").await;
+    d.wait_text("#settings-saved", |t| t == "Saved").await;
+    let (_, workflow) = s
+        .get(
+            &s.alice,
+            &format!("/v1/projects/{}/settings", s.alice.project_id),
+        )
+        .await;
+    let defaults = &workflow["sandbox_defaults"];
+    assert_eq!(defaults["checker_template_id"], "team-checker:v1");
+    assert_eq!(
+        defaults["thinking_effort"],
+        json!({ "claude-opus-4-6": "high", "claude-sonnet-4-5": "low" })
+    );
+    assert_eq!(defaults["tool"], "shell");
+    assert_eq!(workflow["env_vars"], saved["env_vars"]);
+    // Shown again as they were saved.
+    assert_eq!(
+        d.js("return document.querySelector('#s-thinking').value;")
+            .await,
+        json!("claude-opus-4-6=high\nclaude-sonnet-4-5=low")
+    );
+    assert_eq!(
+        d.js("return document.querySelector('#s-checker-template').value;")
+            .await,
+        json!("team-checker:v1")
+    );
     let html = d.js("return document.body.innerHTML;").await;
     assert!(!html.to_string().contains("tok-browser-123456"));
     d.quit().await;
@@ -660,3 +704,300 @@ async fn dashboard_terminal_shows_tool_calls_as_rows_live_and_on_reload_as_text(
     assert_eq!(d.js("return window.__pwned ?? null;").await, Value::Null);
     d.quit().await;
 }
+
+/// The names of the steps shown in the run view, in order.
+const STEP_ROLES: &str =
+    "return [...document.querySelectorAll('#run-steps .step-role')].map((e) => e.textContent);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_runs_a_workflow_a_chain_and_shows_issue_cards_as_text() {
+    let Some((s, d)) = dashboard_with_fake_clis().await else {
+        return;
+    };
+    s.anthropic_key(&s.alice).await;
+    let page = format!("{}/#token={}", s.url, s.alice.token);
+    d.go(&page).await;
+    d.wait_text("#list", |t| t.contains("No sandboxes yet"))
+        .await;
+
+    // ---- a workflow run started from its form: the fake Claude designs, the fake Claude
+    // checks. `PASS_AT_COMMITS 0`: this server's host sandboxes have no remote to push
+    // to, so each checker starts from a fresh `git init` (0 commits) and a higher count
+    // would never pass here; the iterating run is the orchestrator's workflow tests'.
+    d.click("#tab-workflows").await;
+    d.wait_text("#list", |t| t.contains("No workflow runs yet"))
+        .await;
+    d.click("#new-run").await;
+    d.click("#w-submit").await;
+    d.wait_text("#w-error", |t| t.contains("prompt")).await;
+    d.type_into("#w-prompt", "Add a greeting module. PASS_AT_COMMITS 0")
+        .await;
+    d.type_into("#w-max", "3").await;
+    d.js("document.querySelector('#w-designer-cli').value = 'claude'; document.querySelector('#w-checker-cli').value = 'claude';")
+        .await;
+    d.click("#w-submit").await;
+    d.element("#run-status").await;
+    d.wait_text_within("#run-status", 90, |t| FINAL.contains(&t))
+        .await;
+    let (_, runs) = s
+        .get(
+            &s.alice,
+            &format!("/v1/projects/{}/workflow-runs", s.alice.project_id),
+        )
+        .await;
+    let run = &runs["items"][0];
+    assert_eq!(run["status"], "succeeded", "{runs}");
+    assert_eq!(run["spec"]["designer_cli_id"], "claude");
+    assert_eq!(run["spec"]["checker_cli_id"], "claude");
+    assert_eq!(run["spec"]["max_iterations"], 3);
+    assert_eq!(d.text("#run-status").await, "succeeded");
+    assert_eq!(d.text("#run-verdict").await, "pass");
+    assert!(
+        d.text("#run-title")
+            .await
+            .starts_with("Add a greeting module")
+    );
+    assert!(d.text("#run-cost").await.starts_with("cost $"));
+    // Its steps: designer first, a checker last whose verdict is `pass`; the checker's
+    // feedback folded until opened.
+    let roles: Vec<String> = serde_json::from_value(d.js(STEP_ROLES).await).unwrap();
+    assert_eq!(
+        roles.first().map(String::as_str),
+        Some("designer"),
+        "{roles:?}"
+    );
+    assert_eq!(
+        roles.last().map(String::as_str),
+        Some("checker"),
+        "{roles:?}"
+    );
+    assert!(roles.len() >= 2, "{roles:?}");
+    let last = "#run-steps .step:last-child";
+    assert_eq!(d.text(&format!("{last} .step-verdict")).await, "pass");
+    assert_eq!(d.text(&format!("{last} .step-status")).await, "succeeded");
+    let feedback = format!("{last} details.feedback");
+    assert_eq!(
+        d.js(&format!(
+            "return document.querySelector({}).open;",
+            json!(feedback)
+        ))
+        .await,
+        json!(false)
+    );
+    d.click(&format!("{feedback} > summary")).await;
+    assert!(
+        d.text(&format!("{feedback} pre"))
+            .await
+            .contains("Looks good"),
+        "the checker's feedback"
+    );
+    // The list shows the run with its verdict.
+    d.wait_text("#list .row", |t| {
+        t.contains("Add a greeting module") && t.contains("succeeded") && t.contains("pass")
+    })
+    .await;
+    // A step links to its sandbox's terminal.
+    d.click("#run-steps .step:first-child .step-terminal").await;
+    d.wait_text("#terminal", |t| t.contains("Done:")).await;
+    assert_eq!(
+        d.js("return document.querySelector('#tab-sandboxes').classList.contains('active');")
+            .await,
+        json!(true)
+    );
+
+    // ---- a chain of two issues from its form, each one a run (one PR per issue).
+    d.click("#tab-chains").await;
+    d.wait_text("#list", |t| t.contains("No work chains yet"))
+        .await;
+    d.click("#new-chain").await;
+    d.type_into("#c-title", "Two fixes").await;
+    d.type_into("#c-items .c-item:nth-child(1) .c-item-title", "First")
+        .await;
+    d.type_into(
+        "#c-items .c-item:nth-child(1) .c-item-prompt",
+        "Fix the first thing. PASS_AT_COMMITS 0",
+    )
+    .await;
+    d.click("#c-add").await;
+    d.type_into(
+        "#c-items .c-item:nth-child(2) .c-item-prompt",
+        "Fix the second thing. PASS_AT_COMMITS 0",
+    )
+    .await;
+    d.js("document.querySelector('#c-pr-mode').value = 'per_issue'; document.querySelector('#c-tool').value = 'claude';")
+        .await;
+    d.type_into("#c-max", "1").await;
+    d.click("#c-submit").await;
+    d.element("#chain-status").await;
+    d.wait_text_within("#chain-status", 90, |t| FINAL.contains(&t))
+        .await;
+    assert_eq!(d.text("#chain-status").await, "succeeded");
+    let items = d
+        .js("return [...document.querySelectorAll('#chain-items .chain-item')].map((e) => e.querySelector('.item-title').textContent + '|' + e.querySelector('.item-status').textContent);")
+        .await;
+    let items: Vec<String> = serde_json::from_value(items).unwrap();
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0], "First|succeeded");
+    assert!(
+        items[1].starts_with("Fix the second thing") && items[1].ends_with("|succeeded"),
+        "{items:?}"
+    );
+    let (_, chains) = s
+        .get(
+            &s.alice,
+            &format!("/v1/projects/{}/work-chains", s.alice.project_id),
+        )
+        .await;
+    assert_eq!(chains["items"][0]["pr_mode"], "per_issue", "{chains}");
+    assert_eq!(chains["items"][0]["title"], "Two fixes");
+    // An issue links to its run.
+    d.click("#chain-items .chain-item:first-child .item-run")
+        .await;
+    d.wait_text("#run-title", |t| t == "First").await;
+    assert_eq!(d.text("#run-status").await, "succeeded");
+
+    // ---- an issue session: the fake scanner reports one card.
+    d.click("#tab-issues").await;
+    d.wait_text("#list", |t| t.contains("No issue sessions yet"))
+        .await;
+    d.type_into("#scan-focus", "the parser CARDS 1").await;
+    d.js("document.querySelector('#scan-tool').value = 'claude';")
+        .await;
+    d.click("#scan").await;
+    d.element("#session-status").await;
+    d.wait_text_within("#session-status", 60, |t| FINAL.contains(&t))
+        .await;
+    assert_eq!(d.text("#session-status").await, "succeeded");
+    d.wait_text("#cards .card-title", |t| t == "Fake issue 1")
+        .await;
+    assert_eq!(d.text("#cards .severity").await, "low");
+    assert_eq!(
+        d.text("#cards .card-desc").await,
+        "The fake scanner found problem 1."
+    );
+    assert_eq!(d.text("#cards .card-prompt").await, "Fix fake issue 1");
+    // No chain is running: the card cannot be added to one.
+    assert_eq!(
+        d.js("return document.querySelector('#cards .card-chain').disabled;")
+            .await,
+        json!(true)
+    );
+    // Started as a sandbox: the card links to it.
+    d.click("#cards .card-start").await;
+    d.element("#cards .card-sandbox").await;
+    let session_id = d
+        .js("return state.work;")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, session) = s
+        .get(&s.alice, &format!("/v1/issue-sessions/{session_id}"))
+        .await;
+    let card_sandbox = session["cards"][0]["sandbox_id"].as_str().unwrap();
+    let (_, sandbox) = s
+        .get(&s.alice, &format!("/v1/sandboxes/{card_sandbox}"))
+        .await;
+    assert_eq!(sandbox["prompt"], "Fix fake issue 1");
+    // With a chain running, the card goes into it as its next issue.
+    let (status, chain) = s
+        .post(
+            &s.alice,
+            &format!("/v1/projects/{}/work-chains", s.alice.project_id),
+            json!({ "title": "Long chain", "items": [{ "prompt": "Wait. SLEEP 20 PASS_AT_COMMITS 0" }],
+                    "workflow": { "tool": "claude", "max_iterations": 1 } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{chain}");
+    let chain_id = chain["id"].as_str().unwrap().to_owned();
+    d.click(&format!("#list .row[data-id='{session_id}']"))
+        .await;
+    d.wait_text("#cards .card-chain-select", |t| t.contains("Long chain"))
+        .await;
+    d.js(&format!(
+        "document.querySelector('#cards .card-chain-select').value = {};",
+        json!(chain_id)
+    ))
+    .await;
+    d.click("#cards .card-chain").await;
+    d.element("#cards .card-chain-link").await;
+    let (_, detail) = s
+        .get(&s.alice, &format!("/v1/work-chains/{chain_id}"))
+        .await;
+    assert_eq!(
+        detail["items"][1]["card_id"], session["cards"][0]["id"],
+        "{detail}"
+    );
+    assert_eq!(detail["items"][1]["prompt"], "Fix fake issue 1");
+    let (status, _) = s
+        .call(
+            reqwest::Method::POST,
+            &s.alice,
+            &format!("/v1/work-chains/{chain_id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // A scanning agent reads the repository, and whoever wrote the repository can steer
+    // it: the cards it reports may carry markup meant to run in the dashboard of whoever
+    // reviews them (an `<img onerror>` reading the token from localStorage, a
+    // `<script>`). Recorded as the engine records a scan's cards, it must show as text.
+    let hostile = s
+        .store
+        .create_issue_session(courier_store::NewIssueSession {
+            user_id: s.alice.user_id.parse().unwrap(),
+            project_id: s.alice.project_id.parse().unwrap(),
+            focus: Some("<img src=x onerror=\"window.__pwned = 1\">".into()),
+        })
+        .await
+        .unwrap();
+    s.store
+        .finish_issue_session(
+            hostile.id,
+            courier_store::RunStatus::Succeeded,
+            None,
+            vec![courier_store::NewIssueCard {
+                title:
+                    "<img src=x onerror=\"window.__pwned = localStorage.getItem('courier.token')\">"
+                        .into(),
+                description: "<script>window.__pwned = 3</script><b>bold?</b>".into(),
+                severity: courier_store::Severity::Critical,
+                suggested_prompt: "<img src=x onerror=\"window.__pwned = 4\">".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    d.wait_text("#list", |t| t.contains("<img src=x onerror"))
+        .await;
+    d.click(&format!("#list .row[data-id='{}']", hostile.id))
+        .await;
+    d.wait_text("#cards .card-title", |t| {
+        t == "<img src=x onerror=\"window.__pwned = localStorage.getItem('courier.token')\">"
+    })
+    .await;
+    assert_eq!(
+        d.text("#cards .card-desc").await,
+        "<script>window.__pwned = 3</script><b>bold?</b>"
+    );
+    assert_eq!(
+        d.text("#cards .card-prompt").await,
+        "<img src=x onerror=\"window.__pwned = 4\">"
+    );
+    assert_eq!(d.text("#cards .severity").await, "critical");
+    assert_eq!(
+        d.text("#session-focus").await,
+        "<img src=x onerror=\"window.__pwned = 1\">"
+    );
+    assert_eq!(
+        d.js("return document.querySelectorAll('#list img, #list script, #detail img, #detail script, #cards b').length;")
+            .await,
+        json!(0)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(d.js("return window.__pwned ?? null;").await, Value::Null);
+    d.quit().await;
+}
+
+/// The final statuses of a run, chain or session.
+const FINAL: [&str; 3] = ["succeeded", "failed", "cancelled"];
