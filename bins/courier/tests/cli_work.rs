@@ -211,6 +211,42 @@ async fn a_workflow_run_waited_for_prints_its_steps_until_the_checker_passes() {
     );
     let out = courier(&live, &["chain", "add", &chain, "--prompt", "Too late"]).await;
     assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
+    // Issues from a file; `--json` with `--wait` prints the ended chain.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("issues.json");
+    std::fs::write(
+        &file,
+        r#"[{"title": "Third", "prompt": "Fix a third thing. PASS_AT_COMMITS 0"}]"#,
+    )
+    .unwrap();
+    let out = courier(
+        &live,
+        &[
+            "chain",
+            "start",
+            "--issues-file",
+            file.to_str().unwrap(),
+            "--tool",
+            "claude",
+            "--max-iterations",
+            "1",
+            "--wait",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let detail = json(&out);
+    assert_eq!(detail["chain"]["status"], "succeeded", "{detail}");
+    assert_eq!(detail["chain"]["pr_mode"], "single");
+    assert_eq!(detail["items"][0]["title"], "Third");
+    std::fs::write(&file, r#"{"not": "a list"}"#).unwrap();
+    let out = courier(
+        &live,
+        &["chain", "start", "--issues-file", file.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let out = courier(&live, &["chain", "start", "--issue", "no equals sign"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

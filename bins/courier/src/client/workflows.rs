@@ -475,3 +475,65 @@ pub async fn workflow(conn: &Conn, command: WorkflowCommand) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        workflow: WorkflowFlags,
+    }
+
+    fn options(args: &[&str]) -> Result<WorkflowOptions> {
+        let parsed = Flags::try_parse_from(std::iter::once("courier").chain(args.iter().copied()));
+        parsed
+            .map_err(|e| fail(2, e.to_string()))?
+            .workflow
+            .options()
+    }
+
+    #[test]
+    fn steps_personas_and_efforts_become_the_workflow_options() {
+        let o = options(&[]).map_err(|f| f.message).unwrap();
+        assert_eq!(o.steps, None);
+        let o = options(&[
+            "--steps",
+            "designer,checker,optimizer",
+            "--persona",
+            "checker=p-1",
+            "--effort",
+            "opus=high",
+            "--timeout",
+            "10m",
+        ])
+        .map_err(|f| f.message)
+        .unwrap();
+        let steps = o.steps.unwrap();
+        let roles: Vec<_> = steps.iter().map(|s| s.role.as_str()).collect();
+        assert_eq!(roles, ["designer", "checker", "optimizer"]);
+        assert_eq!(steps[1].persona_id.as_deref(), Some("p-1"));
+        assert_eq!(steps[0].persona_id, None);
+        assert_eq!(
+            o.thinking_effort.get("opus").map(String::as_str),
+            Some("high")
+        );
+        assert_eq!(o.timeout_ms, Some(600_000));
+        // A persona without --steps: the default steps carry it.
+        let o = options(&["--persona", "designer=p-2"])
+            .map_err(|f| f.message)
+            .unwrap();
+        assert_eq!(o.steps.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_persona_for_a_missing_step_or_a_bad_pair_is_bad_usage() {
+        let f = options(&["--persona", "optimizer=p-1"]).unwrap_err();
+        assert_eq!(f.code, 2);
+        assert!(f.message.contains("optimizer"), "{}", f.message);
+        assert_eq!(options(&["--effort", "high"]).unwrap_err().code, 2);
+    }
+}
