@@ -58,6 +58,37 @@ enum Command {
         #[command(subcommand)]
         command: client::ProjectCommand,
     },
+    /// Personas: named agent setups (tool, model, effort, system prompt, skills) that
+    /// workflow steps run as.
+    Persona {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::PersonaCommand,
+    },
+    /// Workflow runs: a designer works on a prompt, a checker reviews it with a verdict,
+    /// round after round; an optimizer may polish the result.
+    Workflow {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::WorkflowCommand,
+    },
+    /// Work chains: issues worked on one after another by workflow runs on one branch.
+    Chain {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::ChainCommand,
+    },
+    /// Issue sessions: an agent scans the project and reports issue cards, which can be
+    /// started as sandboxes or added to a chain.
+    Issues {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::IssuesCommand,
+    },
     /// Tool templates at the server's sandbox provider: build, list builds.
     Templates {
         #[command(flatten)]
@@ -220,6 +251,10 @@ fn main() -> ExitCode {
             Command::Sandbox { conn, command } => client::sandbox(&conn, command).await,
             Command::Keys { conn, command } => client::keys(&conn, command).await,
             Command::Project { conn, command } => client::project(&conn, command).await,
+            Command::Persona { conn, command } => client::persona(&conn, command).await,
+            Command::Workflow { conn, command } => client::workflow(&conn, command).await,
+            Command::Chain { conn, command } => client::chain(&conn, command).await,
+            Command::Issues { conn, command } => client::issues(&conn, command).await,
             Command::Templates { conn, command } => client::templates(&conn, command).await,
             Command::Usage { conn } => client::usage(&conn).await,
         }

@@ -59,6 +59,12 @@ impl HostSandboxApi {
         }
     }
 
+    /// The directory each sandbox's directory is made in (`<root>/<sandbox id>`): a test
+    /// can make it a git repository, whose commits the fake agent CLIs then count.
+    pub fn root(&self) -> &std::path::Path {
+        self.root.path()
+    }
+
     /// The template builds asked for so far: (template name, recipe).
     pub fn built(&self) -> Vec<(String, Recipe)> {
         lock(&self.builds).clone()

@@ -1,14 +1,19 @@
-//! The command-line client: `courier sandbox|keys|project|templates|usage …` over the HTTP API.
+//! The command-line client: `courier sandbox|keys|project|persona|workflow|chain|issues|
+//! templates|usage …` over the HTTP API.
 //!
 //! Answers are read as courier-api's typed [views](courier_api::views), the same types
 //! the server answers with; `--json` prints them as the server sent them.
 
+mod chains;
 mod events;
+mod issues;
 mod keys;
+mod personas;
 mod project;
 mod sandbox;
 mod templates;
 mod transcript;
+mod workflows;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -20,10 +25,14 @@ use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use chains::{ChainCommand, chain};
+pub use issues::{IssuesCommand, issues};
 pub use keys::{KeysCommand, keys};
+pub use personas::{PersonaCommand, persona};
 pub use project::{ProjectCommand, project};
 pub use sandbox::{SandboxCommand, sandbox};
 pub use templates::{TemplatesCommand, templates, usage};
+pub use workflows::{WorkflowCommand, workflow};
 
 /// A failed command: what to print and the exit code.
 #[derive(Debug)]
@@ -166,6 +175,36 @@ impl Http {
         self.send(self.request(method, path)).await.map(drop)
     }
 }
+
+/// The id of `project`, or of the caller's first project.
+async fn project_id(http: &Http, project: Option<String>) -> Result<String> {
+    match project {
+        Some(p) => Ok(p),
+        None => {
+            let list: courier_api::views::ProjectList =
+                http.fetch(Method::GET, "/v1/projects").await?;
+            list.items
+                .first()
+                .map(|p| p.id.to_string())
+                .ok_or_else(|| fail(4, "you have no project"))
+        }
+    }
+}
+
+/// Splits `NAME=VALUE` (bad usage, exit 2, when there is no `=` or no name).
+fn split_pair<'a>(flag: &str, pair: &'a str) -> Result<(&'a str, &'a str)> {
+    pair.split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .ok_or_else(|| fail(2, format!("{flag} takes NAME=VALUE, got {pair:?}")))
+}
+
+/// Reads a file named by a flag.
+fn read_file(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| fail(1, format!("reading {}: {e}", path.display())))
+}
+
+/// How often `--wait` asks the server again.
+const WAIT_POLL: Duration = Duration::from_millis(500);
 
 /// Prints a view as the server sent it (pretty JSON, keys sorted).
 fn print_json(view: &impl Serialize) {

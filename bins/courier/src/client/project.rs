@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use courier_api::views::{NamedFile, ProjectList, ProjectSettings, ProjectSettingsUpdate};
+use courier_api::views::{NamedFile, ProjectSettings, ProjectSettingsUpdate};
 use reqwest::Method;
 
-use super::{Conn, Http, Result, fail, or_dash, print_json};
+use super::{Conn, Http, Result, or_dash, print_json, project_id};
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectCommand {
@@ -84,6 +84,14 @@ pub struct SetArgs {
     /// Default custom template ("" clears it).
     #[arg(long, value_name = "TEMPLATE")]
     default_template: Option<String>,
+    /// The workflow checker's template (falls back to the default template; "" clears
+    /// it).
+    #[arg(long, value_name = "NAME")]
+    checker_template: Option<String>,
+    /// Thinking effort for a model: none, low, medium or high (repeatable; `MODEL=`
+    /// removes it).
+    #[arg(long = "effort", value_name = "MODEL=EFFORT")]
+    effort: Vec<String>,
 }
 
 /// `""` clears a text setting; anything else sets it.
@@ -91,15 +99,7 @@ fn text_option(value: String) -> Option<String> {
     Some(value).filter(|v| !v.is_empty())
 }
 
-fn split<'a>(flag: &str, pair: &'a str) -> Result<(&'a str, &'a str)> {
-    pair.split_once('=')
-        .filter(|(name, _)| !name.is_empty())
-        .ok_or_else(|| fail(2, format!("{flag} takes NAME=VALUE, got {pair:?}")))
-}
-
-fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| fail(1, format!("reading {}: {e}", path.display())))
-}
+use super::{read_file as read, split_pair as split};
 
 /// Replaces or adds `name` in `files`, keeping the order.
 fn upsert(files: &mut Vec<NamedFile>, name: &str, content: String) {
@@ -149,6 +149,19 @@ fn update(current: ProjectSettings, args: SetArgs) -> Result<ProjectSettingsUpda
     if let Some(template) = args.default_template {
         defaults.template_id = text_option(template);
     }
+    if let Some(template) = args.checker_template {
+        defaults.checker_template_id = text_option(template);
+    }
+    for pair in &args.effort {
+        let (model, effort) = split("--effort", pair)?;
+        if effort.is_empty() {
+            defaults.thinking_effort.remove(model);
+        } else {
+            defaults
+                .thinking_effort
+                .insert(model.to_owned(), effort.to_owned());
+        }
+    }
     defaults.memory_mb = args.default_memory.or(defaults.memory_mb);
     defaults.cpu_count = args.default_cpus.or(defaults.cpu_count);
     defaults.timeout_ms = args
@@ -197,6 +210,17 @@ fn names(files: &[NamedFile]) -> String {
         .join(", ")
 }
 
+/// `model=effort, …`, or `-`.
+pub(super) fn efforts(map: &std::collections::BTreeMap<String, String>) -> String {
+    if map.is_empty() {
+        return "-".to_owned();
+    }
+    map.iter()
+        .map(|(m, e)| format!("{m}={e}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn print(s: &ProjectSettings) {
     let env = if s.env_vars.is_empty() {
         "-".to_owned()
@@ -222,23 +246,19 @@ fn print(s: &ProjectSettings) {
         ("cpus", or_dash(d.cpu_count)),
         ("timeout_s", or_dash(d.timeout_ms.map(|ms| ms / 1000))),
         ("template", or_dash(d.template_id.as_deref())),
+        (
+            "checker_template",
+            or_dash(d.checker_template_id.as_deref()),
+        ),
+        ("effort", efforts(&d.thinking_effort)),
     ];
     for (key, value) in rows {
-        println!("{key:<14}{value}");
+        println!("{key:<13} {value}");
     }
 }
 
 async fn project_path(http: &Http, project: Option<String>) -> Result<String> {
-    let id = match project {
-        Some(p) => p,
-        None => {
-            let list: ProjectList = http.fetch(Method::GET, "/v1/projects").await?;
-            list.items
-                .first()
-                .map(|p| p.id.to_string())
-                .ok_or_else(|| fail(4, "you have no project"))?
-        }
-    };
+    let id = project_id(http, project).await?;
     Ok(format!("/v1/projects/{id}/settings"))
 }
 

@@ -98,7 +98,7 @@ pub struct CreateArgs {
 }
 
 /// Parses `15m`, `90s`, `1h`, `900000ms` or bare minutes into milliseconds.
-fn parse_timeout(text: &str) -> std::result::Result<i64, String> {
+pub(super) fn parse_timeout(text: &str) -> std::result::Result<i64, String> {
     let text = text.trim();
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => text.split_at(i),
