@@ -165,7 +165,7 @@ pub fn test(mut env: TestEnv) -> Result<()> {
             .env("COURIER_TEST_ISOLATION", isolation),
         )?;
     }
-    // The official SDK's own suite (about 3.5 minutes on two cores), judged against
+    // The official SDK's own suite (about 2.5 minutes on two cores), judged against
     // tests/e2b-suite/expectations.toml: a failure not listed there fails the stage.
     println!("\n==> official E2B SDK suite against courier-sandboxd (cargo xtask e2b-suite)");
     crate::e2b_suite::e2b_suite(&[])?;
