@@ -96,7 +96,8 @@ fn setup_machine() -> Result<()> {
     }
 }
 
-/// `cargo xtask test`: the whole test suite, with `env` added to each test command.
+/// `cargo xtask test`: the whole test suite, with `env` added to each test command; last,
+/// the official E2B SDK's own suite (`e2b-suite`).
 pub fn test(mut env: TestEnv) -> Result<()> {
     setup_machine()?;
     let cluster = postgres::Cluster::start().context("starting PostgreSQL for the store tests")?;
@@ -164,6 +165,10 @@ pub fn test(mut env: TestEnv) -> Result<()> {
             .env("COURIER_TEST_ISOLATION", isolation),
         )?;
     }
+    // The official SDK's own suite (about 2.5 minutes on two cores), judged against
+    // tests/e2b-suite/expectations.toml: a failure not listed there fails the stage.
+    println!("\n==> official E2B SDK suite against courier-sandboxd (cargo xtask e2b-suite)");
+    crate::e2b_suite::e2b_suite(&[])?;
     drop(cluster);
     Ok(())
 }

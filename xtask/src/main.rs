@@ -6,6 +6,7 @@
 mod bench;
 mod ci;
 mod demo;
+mod e2b_suite;
 mod envd_static;
 mod loadtest;
 mod modules;
@@ -27,11 +28,16 @@ commands:
   ci           fmt check, clippy -D warnings, `modules`, cargo-deny, static envd build,
                `test`, then (as root) `test-real-clis`
   test         the whole test suite: machine setup (as root), a throwaway PostgreSQL,
-               nextest, doctests, and the official-E2B-SDK interop suite
+               nextest, doctests, the official-E2B-SDK interop and scenario suites,
+               then e2b-suite
   bench [NAME...]
                print the benchmark figures; NAME picks some of: codec, envd (vs the
                Python SDK), sandboxd, orchestrator, store (default: all)
   demo         run the local stack: courier-envd plus the SDK quickstart against it
+  e2b-suite [PYTEST ARGS...]
+               as root: the official E2B Python SDK's own test suite
+               (../shared/e2b-python-sdk) against courier-sandboxd, judged against
+               tests/e2b-suite/expectations.toml; a table per test file
   envd-static  build a statically linked courier-envd and check it
   modules      check that no crate has an import cycle between sibling modules
   postgres     start a throwaway PostgreSQL cluster and print its URL until Enter
@@ -49,6 +55,7 @@ fn main() -> ExitCode {
         Some("test") => ci::test(ci::TestEnv::default()),
         Some("bench") => bench::bench(&args[1..]),
         Some("demo") => demo::demo(),
+        Some("e2b-suite") => e2b_suite::e2b_suite(&args[1..]),
         Some("envd-static") => envd_static::envd_static(true).map(|_| ()),
         Some("modules") => modules::check(&root()),
         Some("postgres") => postgres::shell(),
