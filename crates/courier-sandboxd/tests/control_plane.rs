@@ -25,6 +25,7 @@ struct Fixture {
     server: Sandboxd,
     client: Client,
     proxy_addr: std::net::SocketAddr,
+    api_url: String,
     stop: tokio::sync::watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -89,9 +90,42 @@ impl Fixture {
             server,
             client,
             proxy_addr,
+            api_url: format!("http://{api_addr}"),
             stop,
             _dir: dir,
         })
+    }
+
+    /// A control-plane request with the API key (unless `key` is false) and extra
+    /// headers; status and JSON body (`null` when empty).
+    async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<serde_json::Value>,
+        key: bool,
+    ) -> (u16, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.api_url));
+        if key {
+            request = request.header("X-API-Key", KEY);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("api request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("api body");
+        let body = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+        };
+        (status, body)
     }
 
     /// A raw HTTP/1.1 GET to the proxy with an explicit Host header; status and body.
@@ -798,4 +832,355 @@ async fn a_warm_sandbox_gives_its_room_to_a_create() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(fx.server.warm_sandboxes().is_empty());
     assert_eq!(fx.server.capacity().sandboxes, 2);
+}
+
+/// Asserts a 400 whose message names `field`.
+fn assert_refused(what: &str, (status, body): (u16, serde_json::Value), field: &str) {
+    assert_eq!(status, 400, "{what}: {body}");
+    assert_eq!(body["code"], 400, "{what}: {body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(field),
+        "{what}: {message:?} does not name {field}"
+    );
+}
+
+/// Nothing accepted and dropped: every documented option of create, connect, pause (and
+/// the deprecated resume, timeout and refresh) with a non-default value is honoured (the
+/// effect is checked) or refused with a 400 naming it; the defaults the official SDK
+/// sends are accepted; E2B's routes this server does not serve answer 501 naming the
+/// feature, behind the API key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_option_is_honoured_or_refused_by_name() {
+    use serde_json::json;
+    let Some(fx) = Fixture::new("strict_options").await else {
+        return;
+    };
+    let sandboxes = || fx.server.list().len();
+
+    // The official Python SDK's create body with its defaults (`Sandbox.create()`):
+    // autoResume off and `mcp: null` when a lifecycle or MCP is not given, secure on.
+    let internet = courier_sandboxd::runtime::network::find_slirp4netns().is_some();
+    let (status, body) = fx
+        .api(
+            "POST",
+            "/sandboxes",
+            &[],
+            Some(json!({
+                "templateID": "base", "timeout": 60, "metadata": {}, "envVars": {},
+                "secure": true, "allow_internet_access": internet, "mcp": null,
+                "autoResume": {"enabled": false}, "autoPauseMemory": true,
+                "iam": {"tokens": {}}, "volumeMounts": [], "network": {"rules": {}},
+            })),
+            true,
+        )
+        .await;
+    assert_eq!(status, 201, "SDK defaults: {body}");
+    let defaults = body["sandboxID"].as_str().unwrap().to_owned();
+
+    // Create: every option this server serves, with a non-default value, and its effect.
+    let (status, body) = fx
+        .api(
+            "POST",
+            "/v2/sandboxes",
+            &[],
+            Some(json!({
+                "templateID": "base", "timeout": 120, "metadata": {"purpose": "strict"},
+                "envVars": {"COURIER_OPT": "honoured"}, "autoPause": true,
+                "allow_internet_access": false, "network": {"allowPublicTraffic": false},
+                "mcp": {"some-server": {}}, "memoryMB": 512, "cpuCount": 1,
+            })),
+            true,
+        )
+        .await;
+    assert_eq!(status, 201, "served options: {body}");
+    let id = body["sandboxID"].as_str().unwrap().to_owned();
+    assert!(
+        body["trafficAccessToken"].is_string(),
+        "allowPublicTraffic: {body}"
+    );
+    let (status, info) = fx
+        .api("GET", &format!("/sandboxes/{id}"), &[], None, true)
+        .await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["metadata"], json!({"purpose": "strict"}));
+    assert_eq!(info["lifecycle"]["onTimeout"], "pause", "autoPause: {info}");
+    assert_eq!(info["allowInternetAccess"], false, "{info}");
+    assert_eq!(info["network"]["allowPublicTraffic"], false, "{info}");
+    assert_eq!(info["memoryMB"], 512, "{info}");
+    assert_eq!(info["cpuCount"], 1, "{info}");
+    let started = chrono_secs(&info["startedAt"]);
+    let ends = chrono_secs(&info["endAt"]);
+    assert!((115..=125).contains(&(ends - started)), "timeout: {info}");
+    let sbx = Sandbox::connect(&fx.client, &id).await.expect("connect");
+    let out = sbx.commands().run("echo $COURIER_OPT").await.expect("run");
+    assert_eq!(out.stdout, "honoured\n", "envVars");
+
+    // Create: every option this server does not serve, each refused by name, and no
+    // sandbox made.
+    let before = sandboxes();
+    for (field, value, named) in [
+        ("autoPauseMemory", json!(false), "autoPauseMemory"),
+        ("autoResume", json!({"enabled": true}), "autoResume"),
+        ("secure", json!(false), "secure"),
+        (
+            "iam",
+            json!({"tokens": {"t": {"audience": "a", "tokenType": "jwt"}}}),
+            "iam",
+        ),
+        (
+            "volumeMounts",
+            json!([{"name": "data", "path": "/data"}]),
+            "volumeMounts",
+        ),
+        ("mcp", json!("not an object"), "mcp"),
+        (
+            "network",
+            json!({"dnsServers": ["1.1.1.1"]}),
+            "network.dnsServers",
+        ),
+        (
+            "network",
+            json!({"egressProxy": {"address": "p:1"}}),
+            "network.egressProxy",
+        ),
+        (
+            "network",
+            json!({"maskRequestHost": "x"}),
+            "network.maskRequestHost",
+        ),
+        ("network", json!({"rules": {"a.com": []}}), "network.rules"),
+        (
+            "network",
+            json!({"httpsPorts": [8443]}),
+            "network.httpsPorts",
+        ),
+        ("somethingNew", json!(1), "somethingNew"),
+    ] {
+        let mut body = json!({"templateID": "base"});
+        body[field] = value;
+        let answer = fx.api("POST", "/sandboxes", &[], Some(body), true).await;
+        assert_refused(&format!("create {field}"), answer, named);
+    }
+    let answer = fx
+        .api(
+            "POST",
+            "/sandboxes",
+            &[("Idempotency-Key", "k1")],
+            Some(json!({"templateID": "base"})),
+            true,
+        )
+        .await;
+    assert_refused("create with a key", answer, "Idempotency-Key");
+    assert_eq!(sandboxes(), before, "a refused create made a sandbox");
+
+    // Connect (v2 and legacy): `timeout` served, `memory: false` and unknowns refused.
+    for path in [
+        format!("/sandboxes/{id}/connect"),
+        format!("/v2/sandboxes/{id}/connect"),
+    ] {
+        let (status, body) = fx
+            .api(
+                "POST",
+                &path,
+                &[],
+                Some(json!({"timeout": 300, "memory": true})),
+                true,
+            )
+            .await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let answer = fx
+            .api(
+                "POST",
+                &path,
+                &[],
+                Some(json!({"timeout": 300, "memory": false})),
+                true,
+            )
+            .await;
+        assert_refused(&path, answer, "memory");
+        let answer = fx
+            .api(
+                "POST",
+                &path,
+                &[],
+                Some(json!({"timeout": 300, "autoPause": true})),
+                true,
+            )
+            .await;
+        assert_refused(&path, answer, "autoPause");
+    }
+    let (_, info) = fx
+        .api("GET", &format!("/sandboxes/{id}"), &[], None, true)
+        .await;
+    let left = chrono_secs(&info["endAt"]) - chrono_secs(&info["startedAt"]);
+    assert!(left > 200, "connect timeout not honoured: {info}");
+
+    // Timeout and refresh: unknown fields refused.
+    let answer = fx
+        .api(
+            "POST",
+            &format!("/sandboxes/{id}/timeout"),
+            &[],
+            Some(json!({"timeout": 300, "extra": true})),
+            true,
+        )
+        .await;
+    assert_refused("timeout", answer, "extra");
+    let answer = fx
+        .api(
+            "POST",
+            &format!("/sandboxes/{id}/refreshes"),
+            &[],
+            Some(json!({"duration": 10, "extra": true})),
+            true,
+        )
+        .await;
+    assert_refused("refresh", answer, "extra");
+
+    // Pause: `memory: false` refused and the sandbox left running; the SDK's default
+    // body pauses.
+    let pause = format!("/sandboxes/{id}/pause");
+    let answer = fx
+        .api("POST", &pause, &[], Some(json!({"memory": false})), true)
+        .await;
+    assert_refused("pause", answer, "memory");
+    let answer = fx
+        .api(
+            "POST",
+            &pause,
+            &[],
+            Some(json!({"requireHealthyGuest": true})),
+            true,
+        )
+        .await;
+    assert_refused("pause", answer, "requireHealthyGuest");
+    assert!(
+        sbx.is_running().await.expect("is_running"),
+        "a refused pause paused"
+    );
+    let (status, body) = fx
+        .api("POST", &pause, &[], Some(json!({"memory": true})), true)
+        .await;
+    assert_eq!(status, 204, "pause: {body}");
+    let (_, info) = fx
+        .api("GET", &format!("/sandboxes/{id}"), &[], None, true)
+        .await;
+    assert_eq!(info["state"], "paused", "{info}");
+
+    // The deprecated resume: `autoPause` other than the sandbox's is refused.
+    let resume = format!("/sandboxes/{id}/resume");
+    let answer = fx
+        .api(
+            "POST",
+            &resume,
+            &[],
+            Some(json!({"autoPause": false})),
+            true,
+        )
+        .await;
+    assert_refused("resume", answer, "autoPause");
+    let answer = fx
+        .api("POST", &resume, &[], Some(json!({"memory": false})), true)
+        .await;
+    assert_refused("resume", answer, "memory");
+    let (status, body) = fx
+        .api(
+            "POST",
+            &resume,
+            &[],
+            Some(json!({"autoPause": true, "timeout": 60})),
+            true,
+        )
+        .await;
+    assert_eq!(status, 201, "resume: {body}");
+    assert_eq!(
+        sbx.commands()
+            .run("echo $COURIER_OPT")
+            .await
+            .expect("run")
+            .stdout,
+        "honoured\n"
+    );
+
+    // E2B's routes this server does not serve: 501 naming the feature, 401 without a key.
+    for (method, path, feature) in [
+        ("POST", format!("/sandboxes/{id}/snapshots"), "snapshots"),
+        ("GET", "/snapshots".to_owned(), "snapshots"),
+        ("POST", format!("/sandboxes/{id}/fork"), "forks"),
+        ("GET", format!("/sandboxes/{id}/logs"), "logs"),
+        ("GET", format!("/v2/sandboxes/{id}/logs"), "logs"),
+        ("GET", "/sandboxes/metrics".to_owned(), "metrics"),
+        ("GET", "/volumes".to_owned(), "volumes"),
+        ("POST", "/volumes".to_owned(), "volumes"),
+        ("GET", "/volumes/v1".to_owned(), "volumes"),
+        ("DELETE", "/volumes/v1".to_owned(), "volumes"),
+        ("GET", "/templates/base".to_owned(), "template info"),
+        ("PATCH", "/templates/base".to_owned(), "template updates"),
+        ("PATCH", "/v2/templates/base".to_owned(), "template updates"),
+        ("POST", "/templates".to_owned(), "legacy build"),
+        ("POST", "/templates/base".to_owned(), "legacy build"),
+        ("GET", "/v2/templates".to_owned(), "/v2/templates"),
+        ("POST", "/v2/templates".to_owned(), "legacy build"),
+        (
+            "POST",
+            "/templates/base/builds/b1".to_owned(),
+            "legacy build",
+        ),
+        (
+            "GET",
+            "/templates/base/builds/b1/logs".to_owned(),
+            "build logs",
+        ),
+        ("POST", "/templates/tags".to_owned(), "tags"),
+        ("DELETE", "/templates/tags".to_owned(), "tags"),
+        ("GET", "/templates/base/tags".to_owned(), "tags"),
+        ("GET", "/teams".to_owned(), "team"),
+        ("GET", "/teams/t1/metrics".to_owned(), "team"),
+        ("GET", "/teams/t1/metrics/max".to_owned(), "team"),
+        ("GET", "/secrets".to_owned(), "secrets"),
+        ("DELETE", "/secrets/s1".to_owned(), "secrets"),
+        ("GET", "/api-keys".to_owned(), "API key"),
+        ("PATCH", "/api-keys/k1".to_owned(), "API key"),
+        ("POST", "/access-tokens".to_owned(), "access token"),
+        ("DELETE", "/access-tokens/a1".to_owned(), "access token"),
+        ("GET", "/nodes".to_owned(), "node"),
+        ("POST", "/nodes/n1".to_owned(), "node"),
+        ("POST", "/admin/teams/t1/sandboxes/kill".to_owned(), "admin"),
+        ("GET", "/admin/sandboxes/running-counts".to_owned(), "admin"),
+    ] {
+        let (status, body) = fx.api(method, &path, &[], Some(json!({})), true).await;
+        assert_eq!(status, 501, "{method} {path}: {body}");
+        assert_eq!(body["code"], 501, "{method} {path}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(feature) && message.contains("not supported"),
+            "{method} {path}: {message:?} does not name {feature}"
+        );
+        let (status, _) = fx.api(method, &path, &[], None, false).await;
+        assert_eq!(status, 401, "{method} {path} without a key");
+    }
+    // An unserved route about a sandbox that does not exist is still its 404.
+    for path in ["/sandboxes/nosuch/fork", "/sandboxes/nosuch/snapshots"] {
+        let (status, body) = fx.api("POST", path, &[], Some(json!({})), true).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    // The served neighbours of unserved routes still work.
+    let (status, body) = fx.api("GET", "/templates", &[], None, true).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = fx.api("GET", "/no/such/route", &[], None, true).await;
+    assert_eq!(status, 404, "{body}");
+
+    assert!(sbx.kill().await.expect("kill"));
+    assert!(fx.client.kill(&defaults).await.expect("kill defaults"));
+}
+
+/// Seconds since the epoch of an RFC 3339 time in a JSON answer.
+fn chrono_secs(value: &serde_json::Value) -> i64 {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time: {value}"));
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .timestamp()
 }

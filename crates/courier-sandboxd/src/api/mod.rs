@@ -2,6 +2,11 @@
 //! [`Sandboxd`]. Every route but `GET /health` needs an accepted `X-API-Key`; every
 //! error, including unknown routes and malformed bodies, is JSON `{code, message}`
 //! because the official SDKs parse it unconditionally.
+//!
+//! Nothing is accepted and dropped: a body field this server does not serve is refused
+//! with a 400 naming it unless it carries E2B's default (see [`models::check_fields`]),
+//! and the routes of E2B's API this server does not serve answer 501 naming the feature
+//! ([`unserved_routes`]).
 
 mod list;
 mod models;
@@ -17,13 +22,14 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::server::{CreateRequest, DEFAULT_TIMEOUT, Sandboxd};
 use list::ListQuery;
-use models::{ConnectBody, NewSandbox, RefreshBody, TimeoutBody};
+use models::{ConnectBody, Field, RefreshBody, TimeoutBody};
 
 /// An error answer: status plus message, rendered as `{code, message}`.
 #[derive(Debug)]
@@ -84,6 +90,20 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes, empty: Option<T>) -> ApiResult<
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
+/// Parses a JSON object body, refuses what `fields` does not serve (see
+/// [`models::check_fields`]) and reads the rest as `T`; an empty body is `{}` where
+/// `empty_ok`.
+fn parse_checked<T: DeserializeOwned>(
+    body: &Bytes,
+    fields: &[(&str, Field)],
+    empty_ok: bool,
+) -> ApiResult<T> {
+    let map: Map<String, Value> = parse_body(body, empty_ok.then(Map::new))?;
+    models::check_fields(&map, fields)?;
+    serde_json::from_value(Value::Object(map))
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
 fn json(status: StatusCode, value: impl serde::Serialize) -> Response {
     (status, axum::Json(value)).into_response()
 }
@@ -103,6 +123,7 @@ pub fn router(server: Sandboxd) -> Router {
         .route("/sandboxes/{id}/metrics", get(metrics))
         .route("/sandboxes/{id}/network", put(update_network))
         .merge(templates::routes())
+        .merge(unserved_routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -113,6 +134,150 @@ pub fn router(server: Sandboxd) -> Router {
         // Health needs no key (load balancers and readiness probes).
         .route("/health", get(|| async { StatusCode::NO_CONTENT }))
         .with_state(server)
+}
+
+/// A handler answering 501 with E2B's error body, `message` naming the feature.
+fn unserved(
+    message: &'static str,
+) -> impl FnOnce() -> std::future::Ready<ApiError> + Clone + Send + Sync + 'static {
+    move || std::future::ready(ApiError::new(StatusCode::NOT_IMPLEMENTED, message))
+}
+
+/// A 501 like [`unserved`] for a route about one sandbox: an unknown sandbox is still a
+/// 404, as E2B answers (the SDKs turn it into "sandbox not found").
+async fn unserved_for_sandbox(
+    State(server): State<Sandboxd>,
+    Path(id): Path<String>,
+    message: &'static str,
+) -> ApiError {
+    match server.get(&id) {
+        Ok(_) => ApiError::new(StatusCode::NOT_IMPLEMENTED, message),
+        Err(e) => e.into(),
+    }
+}
+
+/// The routes of E2B's API (its `spec/openapi.yml`) this server does not serve: 501
+/// naming the feature rather than a generic 404 (which the SDKs report as "sandbox not
+/// found"). Authenticated like the others.
+fn unserved_routes() -> Router<Sandboxd> {
+    const SNAPSHOTS: &str = "snapshots are not supported by courier-sandboxd yet";
+    const FORK: &str = "sandbox forks are not supported by courier-sandboxd yet";
+    const LOGS: &str = "sandbox logs are not supported by courier-sandboxd yet";
+    const TEAMS: &str = "team routes (teams, team metrics) are not supported by courier-sandboxd";
+    const VOLUMES: &str = "volumes are not supported by courier-sandboxd yet";
+    const SECRETS: &str = "secrets are not supported by courier-sandboxd";
+    const KEYS: &str = "API key and access token management is not supported by \
+                        courier-sandboxd (keys come from its configuration)";
+    const NODES: &str = "cluster node routes are not supported by courier-sandboxd";
+    const ADMIN: &str = "admin routes are not supported by courier-sandboxd";
+    const LEGACY_BUILD: &str = "template builds through the legacy build API are not \
+                                supported by courier-sandboxd (use POST /v3/templates)";
+    const TEMPLATE_UPDATE: &str = "template updates are not supported by courier-sandboxd yet";
+    const TAGS: &str = "template tags are not supported by courier-sandboxd yet";
+    Router::new()
+        .route("/teams", get(unserved(TEAMS)))
+        .route("/teams/{team_id}/metrics", get(unserved(TEAMS)))
+        .route("/teams/{team_id}/metrics/max", get(unserved(TEAMS)))
+        .route(
+            "/sandboxes/metrics",
+            get(unserved(
+                "metrics of several sandboxes at once (GET /sandboxes/metrics) are not \
+                 supported by courier-sandboxd yet; use GET /sandboxes/{id}/metrics",
+            )),
+        )
+        .route(
+            "/sandboxes/{id}/logs",
+            get(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, LOGS)),
+        )
+        .route(
+            "/v2/sandboxes/{id}/logs",
+            get(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, LOGS)),
+        )
+        .route(
+            "/sandboxes/{id}/fork",
+            post(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, FORK)),
+        )
+        .route(
+            "/sandboxes/{id}/snapshots",
+            post(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, SNAPSHOTS)),
+        )
+        .route("/snapshots", get(unserved(SNAPSHOTS)))
+        .route(
+            "/v2/templates",
+            get(unserved(
+                "GET /v2/templates is not supported by courier-sandboxd yet; GET \
+                 /templates lists templates",
+            ))
+            .post(unserved(LEGACY_BUILD)),
+        )
+        .route("/templates", post(unserved(LEGACY_BUILD)))
+        .route(
+            "/templates/{template_id}",
+            get(unserved(
+                "template info (GET /templates/{templateID}) is not supported by \
+                 courier-sandboxd yet",
+            ))
+            .post(unserved(LEGACY_BUILD))
+            .patch(unserved(TEMPLATE_UPDATE)),
+        )
+        .route(
+            "/v2/templates/{template_id}",
+            patch(unserved(TEMPLATE_UPDATE)),
+        )
+        .route(
+            "/templates/{template_id}/builds/{build_id}",
+            post(unserved(LEGACY_BUILD)),
+        )
+        .route(
+            "/templates/{template_id}/builds/{build_id}/logs",
+            get(unserved(
+                "template build logs (GET .../builds/{buildID}/logs) are not supported by \
+                 courier-sandboxd yet; the build status carries the logs",
+            )),
+        )
+        .route(
+            "/templates/tags",
+            post(unserved(TAGS)).delete(unserved(TAGS)),
+        )
+        .route("/templates/{template_id}/tags", get(unserved(TAGS)))
+        .route("/volumes", get(unserved(VOLUMES)).post(unserved(VOLUMES)))
+        .route(
+            "/volumes/{volume_id}",
+            get(unserved(VOLUMES)).delete(unserved(VOLUMES)),
+        )
+        .route("/secrets", get(unserved(SECRETS)).post(unserved(SECRETS)))
+        .route(
+            "/secrets/{secret_id}",
+            get(unserved(SECRETS))
+                .post(unserved(SECRETS))
+                .delete(unserved(SECRETS)),
+        )
+        .route("/api-keys", get(unserved(KEYS)).post(unserved(KEYS)))
+        .route(
+            "/api-keys/{key_id}",
+            patch(unserved(KEYS)).delete(unserved(KEYS)),
+        )
+        .route("/access-tokens", post(unserved(KEYS)))
+        .route("/access-tokens/{token_id}", delete(unserved(KEYS)))
+        .route("/nodes", get(unserved(NODES)))
+        .route(
+            "/nodes/{node_id}",
+            get(unserved(NODES)).post(unserved(NODES)),
+        )
+        .route(
+            "/admin/teams/{team_id}/sandboxes/kill",
+            post(unserved(ADMIN)),
+        )
+        .route("/admin/sandboxes/running-counts", get(unserved(ADMIN)))
+        .route(
+            "/admin/teams/{team_id}/builds/cancel",
+            post(unserved(ADMIN)),
+        )
+        .route("/admin/teams/{team_id}/api-keys", post(unserved(ADMIN)))
+        .route(
+            "/admin/teams/{team_id}/api-keys/{key_id}",
+            delete(unserved(ADMIN)),
+        )
 }
 
 /// The API key a request carries (`X-API-Key`, or `Authorization: Bearer`).
@@ -151,8 +316,23 @@ fn domain(server: &Sandboxd) -> Option<&str> {
     server.config().domain.as_deref()
 }
 
-async fn create(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<Response> {
-    let body: NewSandbox = parse_body(&body, None)?;
+/// `Idempotency-Key` on create is refused: creates are not deduplicated here, and a
+/// client relying on the key to retry safely would get a second sandbox.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+async fn create(
+    State(server): State<Sandboxd>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    if headers.contains_key(IDEMPOTENCY_KEY) {
+        return Err(ApiError::bad_request(
+            "the Idempotency-Key header is not supported by courier-sandboxd: creates are \
+             not deduplicated, so a retried create would make a second sandbox",
+        ));
+    }
+    let body: Map<String, Value> = parse_body(&body, None)?;
+    let body = models::read_create(body)?;
     let template = body
         .template_id
         .filter(|t| !t.is_empty())
@@ -183,7 +363,7 @@ async fn connect(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let body: ConnectBody = parse_body(&body, Some(ConnectBody::default()))?;
+    let body: ConnectBody = parse_checked(&body, models::CONNECT_FIELDS, true)?;
     let timeout = body.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
     let (record, resumed) = server.connect(&id, timeout).await?;
     let status = if resumed {
@@ -200,8 +380,16 @@ async fn resume(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let body: ConnectBody = parse_body(&body, Some(ConnectBody::default()))?;
-    if server.get(&id)?.state == crate::state::SandboxState::Running {
+    let body: ConnectBody = parse_checked(&body, models::RESUME_FIELDS, true)?;
+    let current = server.get(&id)?;
+    // The deprecated `autoPause` cannot change a sandbox's timeout action here.
+    if body.auto_pause.is_some_and(|a| a != current.auto_pause) {
+        return Err(ApiError::bad_request(
+            "autoPause is not supported by courier-sandboxd on resume: a sandbox keeps the \
+             timeout action it was created with",
+        ));
+    }
+    if current.state == crate::state::SandboxState::Running {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("sandbox {id} is already running"),
@@ -233,13 +421,18 @@ async fn set_timeout(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let body: TimeoutBody = parse_body(&body, None)?;
+    let body: TimeoutBody = parse_checked(&body, models::TIMEOUT_FIELDS, false)?;
     server.set_timeout(&id, Duration::from_secs(body.timeout))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn pause(State(server): State<Sandboxd>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    // The body (`memory`, `requireHealthyGuest`) does not matter: pause always keeps memory.
+async fn pause(
+    State(server): State<Sandboxd>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    // Pause always keeps memory: `memory: false` is refused.
+    let _: Map<String, Value> = parse_checked(&body, models::PAUSE_FIELDS, true)?;
     server.pause(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -249,7 +442,7 @@ async fn refresh(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let body: RefreshBody = parse_body(&body, Some(RefreshBody::default()))?;
+    let body: RefreshBody = parse_checked(&body, models::REFRESH_FIELDS, true)?;
     let duration = body.duration.unwrap_or(0);
     if duration > 3600 {
         return Err(ApiError::bad_request("duration must be 0..=3600 seconds"));

@@ -19,8 +19,8 @@ use crate::state::{NetworkRecord, SandboxRecord};
 /// The constant E2B's API returns as the deprecated `clientID`.
 pub const CLIENT_ID: &str = "6532622b";
 
-/// `NewSandbox` (legacy) and `NewSandboxV2`: unknown fields (network, mcp, ...) are
-/// ignored.
+/// `NewSandbox` (legacy) and `NewSandboxV2`, read after [`check_create_fields`] has
+/// refused every field this server would otherwise drop.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct NewSandbox {
@@ -39,6 +39,188 @@ pub(crate) struct NewSandbox {
     pub cpu_count: Option<u32>,
     /// `SandboxNetworkConfig` (see [`create_network`]).
     pub network: Option<Map<String, Value>>,
+}
+
+/// What a request body field is to this server (see [`check_fields`]).
+#[derive(Clone, Copy)]
+pub(crate) enum Field {
+    /// Read and honoured by the handler.
+    Served,
+    /// Not served: accepted only as E2B's default (`is_default`, which also covers
+    /// absent and `null`: the official SDKs send defaults), otherwise refused naming the
+    /// field and `why`.
+    Unserved {
+        is_default: fn(&Value) -> bool,
+        why: &'static str,
+    },
+}
+
+fn null_or_true(value: &Value) -> bool {
+    matches!(value, Value::Null | Value::Bool(true))
+}
+
+/// `autoResume`: `null`, `{}` or `{"enabled": false}`.
+fn auto_resume_off(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(map) => map
+            .iter()
+            .all(|(name, v)| name == "enabled" && matches!(v, Value::Null | Value::Bool(false))),
+        _ => false,
+    }
+}
+
+/// `iam`: `null`, `{}` or no tokens.
+fn no_iam_tokens(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(map) => map.iter().all(|(name, v)| name == "tokens" && is_empty(v)),
+        _ => false,
+    }
+}
+
+/// `POST /sandboxes` and `/v2/sandboxes` (E2B's `NewSandbox`, plus Courier's `memoryMB`
+/// and `cpuCount`).
+///
+/// `mcp` is served as E2B's API serves it: the API only records it (the server names, for
+/// analytics) and the SDK itself starts the MCP gateway in the sandbox through envd, so
+/// there is nothing for this server to enforce; it must be an object or `null`.
+pub(crate) const CREATE_FIELDS: &[(&str, Field)] = &[
+    ("templateID", Field::Served),
+    ("timeout", Field::Served),
+    ("metadata", Field::Served),
+    ("envVars", Field::Served),
+    ("autoPause", Field::Served),
+    ("allow_internet_access", Field::Served),
+    ("network", Field::Served),
+    ("mcp", Field::Served),
+    ("memoryMB", Field::Served),
+    ("cpuCount", Field::Served),
+    (
+        "autoPauseMemory",
+        Field::Unserved {
+            is_default: null_or_true,
+            why: "filesystem-only auto-pause (autoPauseMemory: false) is not served yet; \
+                  a paused sandbox always keeps its memory",
+        },
+    ),
+    (
+        "autoResume",
+        Field::Unserved {
+            is_default: auto_resume_off,
+            why: "auto-resume on traffic (autoResume.enabled: true) is not served yet; \
+                  resume a paused sandbox with connect",
+        },
+    ),
+    (
+        "secure",
+        Field::Unserved {
+            is_default: null_or_true,
+            why: "every sandbox is secured: envd always requires the sandbox's access token",
+        },
+    ),
+    (
+        "iam",
+        Field::Unserved {
+            is_default: no_iam_tokens,
+            why: "workload identity tokens (iam.tokens) are not served",
+        },
+    ),
+    (
+        "volumeMounts",
+        Field::Unserved {
+            is_default: is_empty,
+            why: "volumes are not served yet (data written to a mount path would not \
+                  persist)",
+        },
+    ),
+];
+
+/// `POST /sandboxes/{id}/connect` (`ConnectSandbox`).
+pub(crate) const CONNECT_FIELDS: &[(&str, Field)] = &[
+    ("timeout", Field::Served),
+    (
+        "memory",
+        Field::Unserved {
+            is_default: null_or_true,
+            why: "resuming from disk only (memory: false) is not served; a paused sandbox \
+                  always resumes with its memory",
+        },
+    ),
+];
+
+/// The deprecated `POST /sandboxes/{id}/resume` (`ResumedSandbox`); `autoPause` is
+/// checked against the sandbox by the handler.
+pub(crate) const RESUME_FIELDS: &[(&str, Field)] = &[
+    ("timeout", Field::Served),
+    ("autoPause", Field::Served),
+    CONNECT_FIELDS[1],
+];
+
+/// `POST /sandboxes/{id}/pause` (`SandboxPauseRequest`).
+pub(crate) const PAUSE_FIELDS: &[(&str, Field)] = &[(
+    "memory",
+    Field::Unserved {
+        is_default: null_or_true,
+        why: "filesystem-only pause (memory: false) is not served yet; pause always keeps \
+              the sandbox's memory",
+    },
+)];
+
+/// `POST /sandboxes/{id}/timeout`.
+pub(crate) const TIMEOUT_FIELDS: &[(&str, Field)] = &[("timeout", Field::Served)];
+
+/// `POST /sandboxes/{id}/refreshes`.
+pub(crate) const REFRESH_FIELDS: &[(&str, Field)] = &[("duration", Field::Served)];
+
+/// Refuses, naming the field, every field of `body` that this server would otherwise
+/// accept and drop: an unserved field with a value other than E2B's default, and an
+/// unknown field with a value (unknown `null`, `[]`, `{}` or `""` are let through, as
+/// SDKs send empty defaults of fields newer than this server).
+pub(crate) fn check_fields(
+    body: &Map<String, Value>,
+    fields: &[(&str, Field)],
+) -> Result<(), Error> {
+    for (name, value) in body {
+        match fields.iter().find(|(known, _)| known == name) {
+            Some((_, Field::Served)) => {}
+            Some((_, Field::Unserved { is_default, why })) => {
+                if !is_default(value) {
+                    return Err(Error::Unsupported(format!(
+                        "{name} is not supported by courier-sandboxd: {why}"
+                    )));
+                }
+            }
+            None if is_empty(value) => {}
+            None => {
+                let served: Vec<&str> = fields
+                    .iter()
+                    .filter(|(_, f)| matches!(f, Field::Served))
+                    .map(|(n, _)| *n)
+                    .collect();
+                return Err(Error::Unsupported(format!(
+                    "{name} is not a field courier-sandboxd knows here; supported: {}",
+                    served.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a create body ([`CREATE_FIELDS`]) and reads it.
+pub(crate) fn read_create(body: Map<String, Value>) -> Result<NewSandbox, Error> {
+    check_fields(&body, CREATE_FIELDS)?;
+    if !matches!(body.get("mcp"), None | Some(Value::Null | Value::Object(_))) {
+        return Err(Error::InvalidSpec {
+            field: "mcp",
+            reason: "must be an object (MCP server name to its configuration) or null".to_owned(),
+        });
+    }
+    serde_json::from_value(Value::Object(body)).map_err(|e| Error::InvalidSpec {
+        field: "body",
+        reason: e.to_string(),
+    })
 }
 
 /// A create request's network settings, validated.
@@ -200,8 +382,11 @@ pub(crate) fn update_network(body: &Map<String, Value>) -> Result<EgressRules, E
 
 /// Body of connect (v2 and legacy) and the deprecated resume.
 #[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct ConnectBody {
     pub timeout: Option<u64>,
+    /// The deprecated resume's `autoPause` (see [`RESUME_FIELDS`]).
+    pub auto_pause: Option<bool>,
 }
 
 /// Body of `POST /sandboxes/{id}/timeout`.
@@ -397,5 +582,55 @@ mod network_tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("egressProxy"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::*;
+
+    fn create(json: &str) -> Result<NewSandbox, Error> {
+        let value: Value = serde_json::from_str(json).unwrap();
+        read_create(value.as_object().unwrap().clone())
+    }
+
+    #[test]
+    fn sdk_defaults_are_accepted_and_other_values_refused_by_name() {
+        create(
+            r#"{"templateID": "base", "secure": true, "autoResume": {"enabled": false},
+                "autoPauseMemory": true, "mcp": null, "iam": {"tokens": {}},
+                "volumeMounts": [], "somethingEmpty": null}"#,
+        )
+        .unwrap();
+        let body = create(r#"{"templateID": "base", "mcp": {"server": {}}}"#).unwrap();
+        assert_eq!(body.template_id.as_deref(), Some("base"));
+        for (json, field) in [
+            (r#"{"secure": false}"#, "secure"),
+            (r#"{"autoResume": {"enabled": true}}"#, "autoResume"),
+            (r#"{"autoResume": {"when": "x"}}"#, "autoResume"),
+            (r#"{"autoPauseMemory": false}"#, "autoPauseMemory"),
+            (r#"{"iam": {"tokens": {"t": {}}}}"#, "iam"),
+            (
+                r#"{"volumeMounts": [{"name": "v", "path": "/v"}]}"#,
+                "volumeMounts",
+            ),
+            (r#"{"mcp": []}"#, "mcp"),
+            (r#"{"other": 0}"#, "other"),
+        ] {
+            let err = create(json).unwrap_err().to_string();
+            assert!(err.contains(field), "{json}: {err}");
+        }
+        let pause = |json: &str| {
+            let value: Value = serde_json::from_str(json).unwrap();
+            check_fields(value.as_object().unwrap(), PAUSE_FIELDS)
+        };
+        pause(r#"{"memory": true}"#).unwrap();
+        pause("{}").unwrap();
+        assert!(
+            pause(r#"{"memory": false}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("memory")
+        );
     }
 }
