@@ -61,7 +61,8 @@ pub fn e2b_suite(args: &[String]) -> Result<()> {
     let sdk = sdk_dir();
     if !sdk.join("tests").is_dir() || !sdk.join("pyproject.toml").is_file() {
         bail!(
-            "the official E2B Python SDK is not at {} (set COURIER_E2B_SDK_DIR to its folder)",
+            "the official E2B Python SDK is not at {} nor in a `shared/` beside any parent of \
+             the checkout (set COURIER_E2B_SDK_DIR to its folder)",
             sdk.display()
         );
     }
@@ -151,13 +152,24 @@ pub fn e2b_suite(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The SDK folder: `COURIER_E2B_SDK_DIR`, default `<repo>/../shared/e2b-python-sdk` (where
-/// CI lays `shared/` out next to the checkout).
+/// The SDK folder: `COURIER_E2B_SDK_DIR`, else `shared/e2b-python-sdk` beside the checkout
+/// or beside one of its parents (CI lays `shared/` out next to the checkout; a clone made
+/// inside the workspace finds it one level further up). Falls back to the first candidate
+/// so the error names where it looked.
 fn sdk_dir() -> PathBuf {
-    std::env::var_os("COURIER_E2B_SDK_DIR").map_or_else(
-        || root().join("..").join("shared").join("e2b-python-sdk"),
-        PathBuf::from,
-    )
+    if let Some(dir) = std::env::var_os("COURIER_E2B_SDK_DIR") {
+        return PathBuf::from(dir);
+    }
+    let candidates: Vec<PathBuf> = root()
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join("shared").join("e2b-python-sdk"))
+        .collect();
+    candidates
+        .iter()
+        .find(|dir| dir.join("pyproject.toml").is_file())
+        .cloned()
+        .unwrap_or_else(|| root().join("..").join("shared").join("e2b-python-sdk"))
 }
 
 /// A fresh writable copy of the SDK folder (the editable install points at it).
