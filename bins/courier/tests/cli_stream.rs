@@ -5,90 +5,18 @@
 // Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+mod live;
+
 use std::time::Duration;
 
-use courier_api::{Api, ApiConfig, Tokens};
-use courier_orchestrator::keys::{KeyVault, MasterKey};
-use courier_orchestrator::lifecycle::Orchestrator;
-use courier_orchestrator::stream::EventHub;
-use courier_store::{NewProject, NewUser, SqliteStore, Store};
-use courier_testkit::host_sandbox::HostSandboxApi;
+use live::{Sandboxes, courier, stdout};
 
-struct Live {
-    url: String,
-    token: String,
-}
-
-async fn live() -> Live {
-    let sqlite = SqliteStore::in_memory().await.unwrap();
-    let tokens = Tokens::sqlite(sqlite.pool().clone()).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(sqlite);
-    let vault = KeyVault::new(MasterKey::generate(), store.clone());
-    let orchestrator = Orchestrator::new(
-        store.clone(),
-        Arc::new(HostSandboxApi::new()),
-        vault.clone(),
-        EventHub::default(),
-    )
-    .with_tool_path(vec![fake_clis()]);
-    let api = Api::new(
-        store.clone(),
-        vault,
-        orchestrator,
-        tokens.clone(),
-        ApiConfig::default(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, api.router()).await.unwrap() });
-    let user = store
-        .create_user(NewUser {
-            email: "cli@example.com".into(),
-            name: "cli".into(),
-        })
-        .await
-        .unwrap();
-    store
-        .create_project(NewProject {
-            user_id: user.id,
-            name: "default".into(),
-        })
-        .await
-        .unwrap();
-    let token = tokens.issue(user.id, "test").await.unwrap().token;
-    Live { url, token }
-}
-
-/// courier-tools' fake agent CLIs (`claude`, …), first on the agent commands' `PATH`.
-fn fake_clis() -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../crates/courier-tools/fake-clis")
-        .canonicalize()
-        .unwrap()
-        .display()
-        .to_string()
-}
-
-async fn courier(live: &Live, args: &[&str]) -> std::process::Output {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_courier"))
-        .env("COURIER_URL", &live.url)
-        .env("COURIER_TOKEN", &live.token)
-        .args(args)
-        .output();
-    tokio::time::timeout(Duration::from_secs(30), out)
-        .await
-        .expect("courier hung")
-        .unwrap()
-}
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+/// How long one command may take.
+const LIMIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_streams_output_then_send_logs_and_kill() {
-    let live = live().await;
+    let live = live::live(Sandboxes::Plain, LIMIT).await;
     // One line of output per command: the shell tool's parser (courier-tools) emits each
     // line as text without its line break, so lines of one run are joined in the stored
     // message.
@@ -153,7 +81,7 @@ async fn create_streams_output_then_send_logs_and_kill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_with_a_template_starts_from_it_and_a_bad_name_names_the_field() {
-    let live = live().await;
+    let live = live::live(Sandboxes::Plain, LIMIT).await;
     let out = courier(
         &live,
         &[
@@ -203,7 +131,7 @@ async fn create_with_a_template_starts_from_it_and_a_bad_name_names_the_field() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_show_tool_calls_results_and_errors_and_follow_returns_once_answered() {
-    let live = live().await;
+    let live = live::live(Sandboxes::Plain, LIMIT).await;
     let out = courier(
         &live,
         &["keys", "set", "anthropic", "sk-ant-api03-test-0000"],

@@ -7,76 +7,17 @@
 // Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
 #![allow(clippy::unwrap_used)]
 
+mod live;
+
 use std::process::Output;
-use std::sync::Arc;
 use std::time::Duration;
 
-use courier_api::{Api, ApiConfig, Tokens};
-use courier_orchestrator::keys::{KeyVault, MasterKey};
-use courier_orchestrator::lifecycle::Orchestrator;
-use courier_orchestrator::stream::EventHub;
-use courier_store::{NewProject, NewUser, SqliteStore, Store};
-use courier_testkit::host_sandbox::HostSandboxApi;
+use live::{Live, Sandboxes, courier, stderr, stdout};
 use serde_json::Value;
 
-struct Live {
-    url: String,
-    token: String,
-    /// Keeps the host sandboxes' directory alive.
-    _sandboxes: Arc<HostSandboxApi>,
-}
-
+/// The server, its sandboxes in one repository, with a dummy Anthropic key set.
 async fn live() -> Live {
-    let sqlite = SqliteStore::in_memory().await.unwrap();
-    let tokens = Tokens::sqlite(sqlite.pool().clone()).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(sqlite);
-    let vault = KeyVault::new(MasterKey::generate(), store.clone());
-    let sandboxes = Arc::new(HostSandboxApi::new());
-    // One repository (without commits) around every sandbox's directory.
-    let init = std::process::Command::new("git")
-        .args(["init", "-q"])
-        .current_dir(sandboxes.root())
-        .status()
-        .unwrap();
-    assert!(init.success());
-    let orchestrator = Orchestrator::new(
-        store.clone(),
-        sandboxes.clone(),
-        vault.clone(),
-        EventHub::default(),
-    )
-    .with_tool_path(vec![fake_clis()]);
-    // `Api::new` runs workflows, chains and issue sessions over the orchestrator.
-    let api = Api::new(
-        store.clone(),
-        vault,
-        orchestrator,
-        tokens.clone(),
-        ApiConfig::default(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, api.router()).await.unwrap() });
-    let user = store
-        .create_user(NewUser {
-            email: "work@example.com".into(),
-            name: "work".into(),
-        })
-        .await
-        .unwrap();
-    store
-        .create_project(NewProject {
-            user_id: user.id,
-            name: "default".into(),
-        })
-        .await
-        .unwrap();
-    let token = tokens.issue(user.id, "test").await.unwrap().token;
-    let live = Live {
-        url,
-        token,
-        _sandboxes: sandboxes,
-    };
+    let live = live::live(Sandboxes::InRepository, Duration::from_secs(120)).await;
     // The fake `claude` never calls out; the orchestrator wants a key all the same.
     let out = courier(
         &live,
@@ -85,36 +26,6 @@ async fn live() -> Live {
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
     live
-}
-
-/// courier-tools' fake agent CLIs (`claude`, …), first on the agent commands' `PATH`.
-fn fake_clis() -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../crates/courier-tools/fake-clis")
-        .canonicalize()
-        .unwrap()
-        .display()
-        .to_string()
-}
-
-async fn courier(live: &Live, args: &[&str]) -> Output {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_courier"))
-        .env("COURIER_URL", &live.url)
-        .env("COURIER_TOKEN", &live.token)
-        .args(args)
-        .output();
-    tokio::time::timeout(Duration::from_secs(120), out)
-        .await
-        .expect("courier hung")
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn json(o: &Output) -> Value {
