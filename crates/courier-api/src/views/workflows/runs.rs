@@ -138,6 +138,10 @@ impl WorkflowOptions {
 
 /// `POST /v1/projects/{id}/workflow-runs`: a prompt worked on by designer, checker (and
 /// optimizer) steps. Everything but `prompt` is optional.
+///
+/// The workflow options are repeated here rather than `#[serde(flatten)]`ed from
+/// [`WorkflowOptions`]: serde cannot combine `flatten` with `deny_unknown_fields`, and a
+/// misspelt option must be refused; [`NewWorkflowRun::options`] maps them across.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWorkflowRun {
