@@ -559,6 +559,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tracing::warn!("{NO_PROVIDER}");
     }
     let stopping = api.clone();
+    let listener = courier_envd::tcp::LowLatencyListener::new(listener);
     axum::serve(listener, api.router())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

@@ -47,6 +47,7 @@ mod process;
 mod rpc;
 mod server;
 pub mod sudo;
+pub mod tcp;
 pub mod tunnel;
 pub mod users;
 

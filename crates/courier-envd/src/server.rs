@@ -225,6 +225,7 @@ impl Envd {
 
     /// Serves on a TCP listener until the listener fails.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        let listener = crate::tcp::LowLatencyListener::new(listener);
         axum::serve(listener, self.router()).await
     }
 

@@ -17,6 +17,7 @@ impl Sandboxd {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let listener = courier_envd::tcp::LowLatencyListener::new(listener);
         axum::serve(listener, crate::api::router(self.clone()))
             .with_graceful_shutdown(shutdown)
             .await

@@ -220,8 +220,8 @@ pub(crate) async fn serve(
             accepted = listener.accept() => accepted?,
             _ = stop.cancelled() => return Ok(()),
         };
-        // Only latency is at stake: a socket that refuses it still carries the traffic.
-        let _ = stream.set_nodelay(true);
+        // No delayed-ACK stalls between the SDK's small writes and ours.
+        let stream = courier_envd::tcp::LowLatencyStream::from(stream);
         let server = server.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
