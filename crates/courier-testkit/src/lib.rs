@@ -7,10 +7,12 @@
 //! - [`root`]: the root check that decides whether a sandbox test runs or skips.
 //! - [`standin`]: a local HTTP server that records requests and answers as the test says,
 //!   standing in for GitHub or an LLM API.
+//! - [`git_http`]: bare repositories served over git's smart HTTP (GitHub for git).
 //! - [`host_sandbox`]: a sandbox provider whose commands run on this host, for API and
 //!   CLI tests that need real agent output without a sandbox backend.
 
 pub mod binaries;
+pub mod git_http;
 pub mod host_sandbox;
 pub mod root;
 pub mod standin;

@@ -1,0 +1,314 @@
+//! `/llm/{provider}/…`: the provider's API with the run token swapped for the real key.
+//!
+//! Only toward the provider's configured upstream (the path is appended to it; no URL the
+//! sandbox chooses is ever connected to), answers streamed through as they arrive, usage
+//! read off them on the way ([`crate::usage`]), and a run whose budget is spent refused
+//! before anything is sent.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::Stream;
+use http::{HeaderValue, StatusCode};
+use serde_json::{Value, json};
+
+use crate::usage::{Api, TokenUsage, UsageTap};
+use crate::{Gateway, Provider, ProviderCredential, Refusal};
+
+/// The largest request body forwarded (a long conversation with images stays well
+/// under it).
+const MAX_REQUEST: usize = 64 << 20;
+
+/// The beta flag Anthropic requires with OAuth access tokens.
+const ANTHROPIC_OAUTH_BETA: &str = "oauth-2025-04-20";
+
+/// A refusal in the provider's own error shape, so the CLI shows its message.
+fn refuse(provider: Option<Provider>, refusal: &Refusal) -> Response {
+    let message = format!("courier gateway: {refusal}");
+    let body = match provider {
+        Some(Provider::Anthropic) => {
+            let kind = match refusal.status() {
+                StatusCode::UNAUTHORIZED => "authentication_error",
+                StatusCode::FORBIDDEN => "permission_error",
+                StatusCode::BAD_REQUEST => "invalid_request_error",
+                _ => "api_error",
+            };
+            json!({ "type": "error", "error": { "type": kind, "message": message } })
+        }
+        _ => {
+            let code = match refusal {
+                Refusal::BudgetSpent { .. } => "budget_spent",
+                Refusal::NoToken | Refusal::NoProof | Refusal::RunEnded { .. } => "invalid_api_key",
+                _ => "courier_gateway",
+            };
+            json!({ "error": { "message": message, "type": code, "code": code } })
+        }
+    };
+    (refusal.status(), axum::Json(body)).into_response()
+}
+
+pub(crate) async fn forward(
+    State(gateway): State<Gateway>,
+    Path((provider, rest)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let Some(provider) = Provider::parse(&provider) else {
+        let refusal = Refusal::BadRequest(format!(
+            "unknown provider {provider:?}; the gateway serves anthropic, openai and openrouter"
+        ));
+        return refuse(None, &refusal);
+    };
+    match forward_to(&gateway, provider, &rest, request).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            tracing::info!(provider = provider.as_str(), reason = %refusal, "gateway refused an LLM request");
+            refuse(Some(provider), &refusal)
+        }
+    }
+}
+
+async fn forward_to(
+    gateway: &Gateway,
+    provider: Provider,
+    rest: &str,
+    request: Request,
+) -> Result<Response, Refusal> {
+    let (parts, body) = request.into_parts();
+    if parts.headers.contains_key(http::header::UPGRADE) {
+        // Codex tries a WebSocket first and falls back to HTTP on 426; usage is only
+        // read off HTTP answers.
+        return Ok((
+            StatusCode::UPGRADE_REQUIRED,
+            "the gateway serves plain HTTP only",
+        )
+            .into_response());
+    }
+    let caller = gateway.caller(&parts.headers).await?;
+    if let Some(budget) = caller.grant.budget.filter(|b| b.spent()) {
+        return Err(Refusal::BudgetSpent {
+            used: budget.used,
+            budget: budget.limit,
+        });
+    }
+    let credential = caller
+        .grant
+        .credential(provider)
+        .cloned()
+        .ok_or(Refusal::NoKey {
+            provider: provider.as_str(),
+        })?;
+    let path = format!("/{}", rest.trim_start_matches('/'));
+    let api = Api::of_path(&path);
+    let upstream = &gateway.inner.upstreams;
+    let root = match provider {
+        Provider::Anthropic => &upstream.anthropic,
+        Provider::OpenAi => &upstream.openai,
+        Provider::OpenRouter => &upstream.openrouter,
+    };
+    let mut url = format!("{}{path}", root.trim_end_matches('/'));
+    if let Some(query) = parts.uri.query() {
+        url.push('?');
+        url.push_str(query);
+    }
+    let mut body = axum::body::to_bytes(body, MAX_REQUEST)
+        .await
+        .map_err(|e| Refusal::BadRequest(format!("reading the request body: {e}")))?;
+    if api == Some(Api::Chat) {
+        body = with_stream_usage(body);
+    }
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if crate::server::forwardable(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    set_credential(&mut headers, provider, &credential)?;
+    let answer = gateway
+        .inner
+        .client
+        .request(parts.method.clone(), &url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| {
+            Refusal::Upstream(format!("{} API: {}", provider.as_str(), e.without_url()))
+        })?;
+
+    let status = answer.status();
+    let mut response = Response::builder().status(status);
+    for (name, value) in answer.headers() {
+        if crate::server::answer_header(name) {
+            response = response.header(name, value);
+        }
+    }
+    let content_type = answer
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let tap = api
+        .filter(|_| status.is_success())
+        .map(|api| UsageTap::new(api, &content_type));
+    let grants = gateway.inner.grants.clone();
+    let run = caller.run;
+    let on_end = move |usage: Option<TokenUsage>| {
+        if let Some(usage) = usage.filter(|u| u.total() > 0)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move { grants.record_usage(&run, provider, usage).await });
+        }
+    };
+    let stream = Tapped {
+        inner: Box::pin(answer.bytes_stream()),
+        tap,
+        on_end: Some(Box::new(on_end)),
+    };
+    response
+        .body(Body::from_stream(stream))
+        .map_err(|e| Refusal::Internal(e.to_string()))
+}
+
+/// Asks a streamed chat completion to end with its usage (OpenRouter and OpenAI send it
+/// only when asked). Bodies that are not a JSON object pass unchanged.
+fn with_stream_usage(body: Bytes) -> Bytes {
+    let Ok(mut request) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    if request.get("stream").and_then(Value::as_bool) != Some(true) {
+        return body;
+    }
+    let Some(object) = request.as_object_mut() else {
+        return body;
+    };
+    let options = object.entry("stream_options").or_insert_with(|| json!({}));
+    if let Some(options) = options.as_object_mut() {
+        options.insert("include_usage".into(), Value::Bool(true));
+    }
+    serde_json::to_vec(&request)
+        .map(Bytes::from)
+        .unwrap_or(body)
+}
+
+fn set_credential(
+    headers: &mut reqwest::header::HeaderMap,
+    provider: Provider,
+    credential: &ProviderCredential,
+) -> Result<(), Refusal> {
+    let value = |text: String| {
+        let mut value = HeaderValue::from_str(&text).map_err(|_| {
+            Refusal::Internal(format!(
+                "the {} key is not a valid header value",
+                provider.as_str()
+            ))
+        })?;
+        value.set_sensitive(true);
+        Ok::<_, Refusal>(value)
+    };
+    match (provider, credential) {
+        (Provider::Anthropic, ProviderCredential::ApiKey(key)) => {
+            headers.insert("x-api-key", value(key.expose().to_owned())?);
+        }
+        (Provider::Anthropic, ProviderCredential::OAuth(token)) => {
+            headers.insert(
+                http::header::AUTHORIZATION,
+                value(format!("Bearer {}", token.expose()))?,
+            );
+            let beta = headers
+                .get("anthropic-beta")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            if !beta.split(',').any(|b| b.trim() == ANTHROPIC_OAUTH_BETA) {
+                let joined = if beta.is_empty() {
+                    ANTHROPIC_OAUTH_BETA.to_owned()
+                } else {
+                    format!("{beta},{ANTHROPIC_OAUTH_BETA}")
+                };
+                headers.insert(
+                    "anthropic-beta",
+                    HeaderValue::from_str(&joined).map_err(|_| {
+                        Refusal::BadRequest("anthropic-beta is not a header value".into())
+                    })?,
+                );
+            }
+        }
+        (_, ProviderCredential::ApiKey(key) | ProviderCredential::OAuth(key)) => {
+            headers.insert(
+                http::header::AUTHORIZATION,
+                value(format!("Bearer {}", key.expose()))?,
+            );
+        }
+    }
+    Ok(())
+}
+
+type OnEnd = Box<dyn FnOnce(Option<TokenUsage>) + Send>;
+
+/// An answer's body passed through while its usage is read; the usage is reported once,
+/// when the body ends or is dropped (a client that hangs up mid-answer was still billed
+/// for what the provider sent).
+struct Tapped {
+    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    tap: Option<UsageTap>,
+    on_end: Option<OnEnd>,
+}
+
+impl Tapped {
+    fn end(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(self.tap.take().and_then(UsageTap::finish));
+        }
+    }
+}
+
+impl Stream for Tapped {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(bytes))) => {
+                if let Some(tap) = &mut self.tap {
+                    tap.feed(&bytes);
+                }
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.end();
+                Poll::Ready(Some(Err(std::io::Error::other(e.without_url()))))
+            }
+            Poll::Ready(None) => {
+                self.end();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Tapped {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_chat_requests_ask_for_usage_and_others_pass_unchanged() {
+        let asked = with_stream_usage(Bytes::from_static(br#"{"stream":true,"model":"m"}"#));
+        let asked: Value = serde_json::from_slice(&asked).unwrap();
+        assert_eq!(asked["stream_options"]["include_usage"], true);
+        assert_eq!(asked["model"], "m");
+        for body in [&br#"{"stream":false}"#[..], b"not json", b"[1]"] {
+            assert_eq!(with_stream_usage(Bytes::copy_from_slice(body)), body);
+        }
+    }
+}
