@@ -12,6 +12,8 @@
 //! - [`keys`]: the key vault (AES-256-GCM under a master key, project keys beat user keys,
 //!   required providers checked before anything is created).
 //! - [`config`]: create-request validation (ranges, defaults, tool, model, template).
+//! - [`gateway`]: keys that never enter the sandbox: run tokens and proofs for
+//!   `courier-gateway`, what each run may do, usage counted at the gateway, budgets.
 //! - [`settings`]: project settings (default repository, branch and sandbox
 //!   configuration; env vars encrypted like keys; system prompt, `CLAUDE.md`, skills,
 //!   commands) validated, stored, applied to creates and injected into setup plans.
@@ -44,6 +46,7 @@
 pub mod clock;
 pub mod config;
 mod error;
+pub mod gateway;
 pub mod keys;
 pub mod learnings;
 pub mod lifecycle;

@@ -162,6 +162,12 @@ impl SettingsUpdate {
                     message: format!("{model}: {e}"),
                 })?;
         }
+        if d.token_budget == Some(0) {
+            return Err(OrchestratorError::InvalidConfig {
+                field: "token_budget",
+                message: "a token budget must be at least 1 (leave it out for no limit)".into(),
+            });
+        }
         Ok(())
     }
 }

@@ -130,6 +130,14 @@ pub struct SandboxConfig {
     pub checker_template_id: Option<String>,
     /// Per-step CLI overrides.
     pub cli_overrides: CliOverrides,
+    /// The provider keys and the GitHub token stayed outside the sandbox: it holds a run
+    /// token that Courier's gateway swaps for them.
+    #[serde(default)]
+    pub keys_via_gateway: bool,
+    /// The most tokens (input, output and cache) the sandbox's agent may use, counted at
+    /// the gateway; `None` for no limit.
+    #[serde(default)]
+    pub token_budget: Option<u64>,
 }
 
 impl Default for SandboxConfig {
@@ -145,6 +153,8 @@ impl Default for SandboxConfig {
             thinking_effort: BTreeMap::new(),
             checker_template_id: None,
             cli_overrides: CliOverrides::default(),
+            keys_via_gateway: false,
+            token_budget: None,
         }
     }
 }

@@ -71,6 +71,13 @@ pub struct SandboxDefaults {
     /// Thinking effort per model name.
     #[serde(default)]
     pub thinking_effort: std::collections::BTreeMap<String, String>,
+    /// Keep provider keys and the GitHub token out of the sandboxes through Courier's
+    /// gateway, where one is configured (`None`: yes).
+    #[serde(default)]
+    pub keys_via_gateway: Option<bool>,
+    /// Each sandbox's token budget, counted at the gateway (`None`: no limit).
+    #[serde(default)]
+    pub token_budget: Option<u64>,
 }
 
 impl ProjectSettings {

@@ -47,9 +47,10 @@ pub use error::ToolsError;
 pub use events::{AgentEvent, RunResult, Usage};
 pub use parse::{Line, LineBuffer, StreamParser};
 pub use plan::{
-    CommandFile, ProviderEndpoints, ProviderKeys, SetupContext, SetupPlan, SetupStep, Skill,
-    StepValue, build_setup_plan, validate_branch, validate_command_content, validate_command_name,
-    validate_env_name, validate_repo_url, validate_skill_content, validate_skill_name,
+    CommandFile, GATEWAY_GITCONFIG_PATH, GitGateway, ProviderEndpoints, ProviderKeys, SetupContext,
+    SetupPlan, SetupStep, Skill, StepValue, build_setup_plan, validate_branch,
+    validate_command_content, validate_command_name, validate_env_name, validate_repo_url,
+    validate_skill_content, validate_skill_name,
 };
 pub use registry::{
     Capabilities, ModelSpec, NpmPackage, ProviderKeyKind, ThinkingEffort, ToolId, ToolSpec,

@@ -180,6 +180,11 @@ pub struct SandboxConfig {
     pub checker_template_id: Option<String>,
     /// Tools or models per step.
     pub cli_overrides: CliOverrides,
+    /// The provider keys and the GitHub token stayed outside the sandbox (Courier's
+    /// gateway).
+    pub keys_via_gateway: bool,
+    /// The sandbox's token budget, counted at the gateway.
+    pub token_budget: Option<u64>,
 }
 
 impl From<store::SandboxConfig> for SandboxConfig {
@@ -193,6 +198,8 @@ impl From<store::SandboxConfig> for SandboxConfig {
             checker_model: c.checker_model,
             thinking_effort: c.thinking_effort,
             checker_template_id: c.checker_template_id,
+            keys_via_gateway: c.keys_via_gateway,
+            token_budget: c.token_budget,
             cli_overrides: CliOverrides {
                 designer: c.cli_overrides.designer,
                 optimizer: c.cli_overrides.optimizer,

@@ -82,6 +82,14 @@ pub struct SandboxDefaults {
     /// have one.
     #[serde(default)]
     pub thinking_effort: std::collections::BTreeMap<String, String>,
+    /// Keep provider keys and the GitHub token out of the sandboxes through Courier's
+    /// gateway, where the server runs one (`null`: yes).
+    #[serde(default)]
+    pub keys_via_gateway: Option<bool>,
+    /// Each sandbox's token budget (input, output and cache tokens), counted at the
+    /// gateway; over it the run is stopped with its work saved (`null`: no limit).
+    #[serde(default)]
+    pub token_budget: Option<u64>,
 }
 
 /// `PUT /v1/projects/{id}/settings`: replaces the settings whole (fields left out are
@@ -179,6 +187,8 @@ impl From<store::ProjectSettings> for ProjectSettings {
                 template_id: d.template_id,
                 checker_template_id: d.checker_template_id,
                 thinking_effort: d.thinking_effort,
+                keys_via_gateway: d.keys_via_gateway,
+                token_budget: d.token_budget,
             },
         }
     }
@@ -208,6 +218,8 @@ impl From<ProjectSettingsUpdate> for SettingsUpdate {
                 template_id: d.template_id,
                 checker_template_id: d.checker_template_id,
                 thinking_effort: d.thinking_effort,
+                keys_via_gateway: d.keys_via_gateway,
+                token_budget: d.token_budget,
             },
         }
     }

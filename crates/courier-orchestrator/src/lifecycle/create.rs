@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use courier_e2b::CommandSpec;
-use courier_e2b::models::{NewSandbox as ProviderSandbox, SandboxRecord};
+use courier_e2b::models::{
+    NetworkConfig, NetworkRule, NewSandbox as ProviderSandbox, SandboxRecord,
+};
 use courier_store::{GitInfo, NewSandbox, Provider, Sandbox, SandboxId, SandboxStatus, StoreError};
 use courier_tools::{SetupContext, SetupStep, ToolId, build_setup_plan, shell_quote};
 
@@ -60,13 +62,20 @@ impl Orchestrator {
             .resolve(request.user_id, request.project_id, Provider::GitHub)
             .await?
             .map(|k| k.secret);
+        let gateway = self
+            .gateway
+            .clone()
+            .filter(|_| settings.sandbox_defaults.keys_via_gateway != Some(false));
+        let mut config = valid.sandbox.clone();
+        config.keys_via_gateway = gateway.is_some();
+        config.token_budget = settings.sandbox_defaults.token_budget;
         let sandbox = self
             .store
             .create_sandbox_within(
                 NewSandbox {
                     user_id: request.user_id,
                     project_id: request.project_id,
-                    config: valid.sandbox.clone(),
+                    config,
                     cli_tool: valid.tool.as_str().to_owned(),
                     model: valid.model.clone(),
                     prompt: request.prompt.clone(),
@@ -88,15 +97,47 @@ impl Orchestrator {
             .iter()
             .map(|(name, value)| (name.clone(), value.expose().to_owned()))
             .collect();
+        // Through the gateway, the sandbox holds its run's token in place of every key,
+        // and the proof that goes with it is added by the backend's egress.
+        let credentials = gateway
+            .as_ref()
+            .map(|g| g.minter.mint(&sandbox.id.to_string()));
+        let (keys, github_token, git_gateway, endpoints) = match (&gateway, &credentials) {
+            (Some(g), Some(c)) => (
+                g.sandbox_keys(&keys, &c.token),
+                None,
+                github.is_some().then(|| g.git(c)),
+                g.endpoints(),
+            ),
+            _ => (keys, github, None, self.endpoints.clone()),
+        };
+        let network = match (&gateway, &credentials) {
+            (Some(g), Some(c)) if g.proof_at_egress => g.host().map(|host| NetworkConfig {
+                allow_out: Some(vec![host.clone()]),
+                rules: Some(
+                    [(
+                        host,
+                        vec![NetworkRule::set_headers([(
+                            courier_gateway::PROOF_HEADER,
+                            c.proof.expose(),
+                        )])],
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            }),
+            _ => None,
+        };
         let context = SetupContext {
             tool: valid.tool,
             repo_url: request.repo_url.clone(),
             base_branch: request.base_branch.clone(),
             branch_name: branch.clone(),
-            github_token: github,
+            github_token,
+            git_gateway,
             keys,
             learnings: active_learnings(self.store.as_ref(), request.project_id).await?,
-            endpoints: self.endpoints.clone(),
+            endpoints,
             env_vars: project.env_vars,
             system_prompt: project.system_prompt,
             claude_md: project.claude_md,
@@ -130,6 +171,7 @@ impl Orchestrator {
                     metadata,
                     allow_internet_access: Some(self.sandbox_internet),
                     env_vars: sandbox_env,
+                    network,
                     ..Default::default()
                 })
                 .await
@@ -156,6 +198,7 @@ impl Orchestrator {
                     deadline: sandbox.created_at
                         + chrono::Duration::milliseconds(valid.sandbox.timeout_ms),
                     checkpointed: None,
+                    metered_at_gateway: gateway.is_some(),
                 },
             );
             let running = self

@@ -20,6 +20,9 @@ pub struct KillOptions {
     pub save_work: bool,
     /// Which pull request to open, when a pipeline is configured.
     pub pull_request: PullRequest,
+    /// End in `error` (with the kill's reason) rather than `killed`: the run was stopped
+    /// for a fault of its own, such as a spent token budget.
+    pub ends_in_error: bool,
 }
 
 impl Default for KillOptions {
@@ -27,6 +30,7 @@ impl Default for KillOptions {
         KillOptions {
             save_work: true,
             pull_request: PullRequest::Default,
+            ends_in_error: false,
         }
     }
 }
@@ -37,6 +41,7 @@ impl KillOptions {
         KillOptions {
             save_work: false,
             pull_request: PullRequest::None,
+            ends_in_error: false,
         }
     }
 
@@ -45,6 +50,7 @@ impl KillOptions {
         KillOptions {
             save_work: true,
             pull_request: PullRequest::None,
+            ends_in_error: false,
         }
     }
 }
@@ -169,9 +175,12 @@ impl Orchestrator {
         }
         // The provider bills until the sandbox is destroyed: now, by our clock.
         let ended = self.clock.now();
-        let killed = self
-            .transition_to_final(id, SandboxStatus::Killed, reason)
-            .await?;
+        let to = if options.ends_in_error {
+            SandboxStatus::Error
+        } else {
+            SandboxStatus::Killed
+        };
+        let killed = self.transition_to_final(id, to, reason).await?;
         let compute = compute_records_until(self.store.as_ref(), &killed, ended).await?;
         self.store.record_usage(&compute).await?;
         self.hub.close(id);

@@ -130,6 +130,8 @@ struct Live {
     deadline: DateTime<Utc>,
     /// The deadline the work was last checkpointed for.
     checkpointed: Option<DateTime<Utc>>,
+    /// Its tokens are counted and billed at the gateway, not from the CLI's output.
+    metered_at_gateway: bool,
 }
 
 /// Runs sandboxes through their lifecycle. Cheap to clone; clones share state.
@@ -149,6 +151,7 @@ pub struct Orchestrator {
     templates: ToolTemplates,
     quota: SandboxQuota,
     endpoints: ProviderEndpoints,
+    gateway: Option<crate::gateway::GatewayLink>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -180,7 +183,35 @@ impl Orchestrator {
             sandbox_internet: true,
             quota: SandboxQuota::default(),
             endpoints: ProviderEndpoints::default(),
+            gateway: None,
         }
+    }
+
+    /// Keeps provider keys and the GitHub token out of the sandboxes: each sandbox gets
+    /// its run's token and reaches its providers and GitHub through `link`'s gateway
+    /// (unless its project turns `keys_via_gateway` off). Serve the gateway with
+    /// [`courier_gateway::Gateway`] over [`Self::gateway_grants`]. A malformed URL is
+    /// [`OrchestratorError::InvalidConfig`] naming `gateway.url`.
+    pub fn with_gateway(mut self, link: crate::gateway::GatewayLink) -> Result<Self> {
+        link.validate()?;
+        self.gateway = Some(link);
+        Ok(self)
+    }
+
+    /// What the gateway asks about runs, answered by this orchestrator.
+    pub fn gateway_grants(&self) -> std::sync::Arc<crate::gateway::RunGrants> {
+        let proof = self.gateway.as_ref().is_some_and(|g| g.proof_at_egress);
+        crate::gateway::RunGrants::new(self.clone(), proof)
+    }
+
+    /// The key vault.
+    pub fn vault(&self) -> &KeyVault {
+        &self.vault
+    }
+
+    /// Now, by the orchestrator's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// Limits how many live sandboxes (`creating`, `running` or `paused`) one user and

@@ -29,6 +29,25 @@ impl Orchestrator {
             .resolve(sandbox.user_id, sandbox.project_id, Provider::GitHub)
             .await?
             .map(|k| k.secret);
+        let (keys, github, endpoints) = if sandbox.config.keys_via_gateway {
+            // Its keys stayed outside: it gets its run token again, never the real keys.
+            let gateway = self.gateway.as_ref().ok_or(OrchestratorError::InvalidConfig {
+                field: "gateway",
+                message: format!(
+                    "sandbox {} was set up to reach its providers through Courier's gateway, \
+                     and this server runs none: its agent is not restarted with the real keys",
+                    sandbox.id
+                ),
+            })?;
+            let credentials = gateway.minter.mint(&sandbox.id.to_string());
+            (
+                gateway.sandbox_keys(&keys, &credentials.token),
+                None,
+                gateway.endpoints(),
+            )
+        } else {
+            (keys, github, self.endpoints.clone())
+        };
         let context = SetupContext {
             tool,
             repo_url: sandbox.git.repo_url.clone(),
@@ -39,7 +58,7 @@ impl Orchestrator {
                 .unwrap_or_else(|| default_branch(sandbox.id)),
             github_token: github,
             keys,
-            endpoints: self.endpoints.clone(),
+            endpoints,
             ..Default::default()
         };
         let plan = build_setup_plan(&context)?;
@@ -129,6 +148,7 @@ impl Orchestrator {
                 session_usage: Some(session_usage),
                 deadline,
                 checkpointed: None,
+                metered_at_gateway: sandbox.config.keys_via_gateway,
             },
         );
         if let Some(message) = streaming {
@@ -143,6 +163,7 @@ impl Orchestrator {
                 tool,
                 message,
             )
+            .metered_elsewhere(sandbox.config.keys_via_gateway)
             .with_clock(self.clock.clone());
             self.follow(sandbox.id, spawned, recorder);
         } else if let Some(prompt) = first_unstarted {

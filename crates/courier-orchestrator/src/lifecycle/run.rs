@@ -30,7 +30,7 @@ impl Orchestrator {
     }
 
     async fn start_run_inner(&self, id: SandboxId, prompt: String, follow_up: bool) -> Result<()> {
-        let (record, tool, command, session_usage) = {
+        let (record, tool, command, session_usage, metered) = {
             let live = self.lock();
             let live = live.get(&id).ok_or_else(|| {
                 OrchestratorError::Store(StoreError::NotFound {
@@ -58,12 +58,19 @@ impl Orchestrator {
             } else {
                 None
             };
-            (live.record.clone(), live.tool, spec, session_usage)
+            (
+                live.record.clone(),
+                live.tool,
+                spec,
+                session_usage,
+                live.metered_at_gateway,
+            )
         };
         let spawned = self.api.spawn(&record, command).await?;
         let recorder = StreamRecorder::start(self.store.clone(), self.hub.clone(), id, tool)
             .await?
             .continuing(session_usage)
+            .metered_elsewhere(metered)
             .with_clock(self.clock.clone());
         self.follow(id, spawned, recorder);
         Ok(())
@@ -82,6 +89,7 @@ impl Orchestrator {
         let before = self
             .lock()
             .get(&id)
+            .filter(|l| !l.metered_at_gateway)
             .map(|l| (l.record.clone(), l.tool, l.session_usage.clone()));
         let task = tokio::spawn(async move {
             let outcome = recorder.record(spawned.events).await;

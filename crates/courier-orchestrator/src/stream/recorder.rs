@@ -145,6 +145,16 @@ impl StreamRecorder {
         })
     }
 
+    /// When `metered` (the run's tokens are counted at Courier's gateway, from the
+    /// provider's own answers), the tokens the CLI reports are shown but not billed, so
+    /// nothing is billed twice.
+    pub fn metered_elsewhere(mut self, metered: bool) -> Self {
+        if metered {
+            self.service = None;
+        }
+        self
+    }
+
     /// Continues a run whose `streaming` message is already stored (after a restart):
     /// text and raw lines append to it and events carry its sequence number and positions
     /// after what is stored, so late subscribers' dedupe stays exact. Nothing is published

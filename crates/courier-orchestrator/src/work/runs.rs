@@ -633,8 +633,8 @@ impl Workflows {
             self.end_one(
                 writer,
                 KillOptions {
-                    save_work: true,
                     pull_request,
+                    ..KillOptions::default()
                 },
             )
             .await;

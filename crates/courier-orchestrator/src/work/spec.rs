@@ -143,6 +143,9 @@ impl WorkflowRequest {
                     optimizer: blank_to_none(&self.cli_overrides.optimizer),
                     checker: blank_to_none(&self.cli_overrides.checker),
                 },
+                // Set by each create from the project's settings.
+                keys_via_gateway: false,
+                token_budget: None,
             },
         })
     }

@@ -202,6 +202,10 @@ pub struct SetupContext {
     pub branch_name: String,
     /// A GitHub token; when present a credential helper is configured so the agent can push.
     pub github_token: Option<Secret>,
+    /// Git through Courier's gateway instead of a token in the sandbox: GitHub URLs are
+    /// rewritten to the gateway, and the run token is git's only credential. Takes the
+    /// place of `github_token`.
+    pub git_gateway: Option<GitGateway>,
     /// Project environment variables (treated as secrets: they often hold credentials).
     pub env_vars: BTreeMap<String, Secret>,
     /// The project's system prompt ([`DEFAULT_SYSTEM_PROMPT`] when `None`).
@@ -221,6 +225,19 @@ pub struct SetupContext {
     /// (an LLM gateway; tests point them at a stand-in).
     pub endpoints: ProviderEndpoints,
 }
+
+/// Courier's gateway as the sandbox's git reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GitGateway {
+    /// The gateway's root URL (`{url}/git/{owner}/{repo}.git` serves GitHub's
+    /// `https://github.com/{owner}/{repo}.git`).
+    pub url: String,
+    /// The run token (worthless outside the run's sandbox and after the run).
+    pub token: Secret,
+}
+
+/// The git config file that routes GitHub through the gateway (mode 0600).
+pub const GATEWAY_GITCONFIG_PATH: &str = "/home/user/.courier/gateway.gitconfig";
 
 /// Base URLs replacing the providers' own, per provider; `None` keeps the CLI's default.
 ///
@@ -369,6 +386,20 @@ pub fn build_setup_plan(ctx: &SetupContext) -> Result<SetupPlan, ToolsError> {
         validate_command_name(&c.name)?;
     }
     ctx.endpoints.validate()?;
+    if let Some(gateway) = &ctx.git_gateway {
+        ProviderEndpoints {
+            anthropic: Some(gateway.url.clone()),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|_| {
+            invalid(
+                "git_gateway.url",
+                &gateway.url,
+                "an http:// or https:// URL of at most 2048 URL characters (no quotes, backslashes or spaces)",
+            )
+        })?;
+    }
 
     let mut steps = Steps(Vec::new());
 
@@ -379,7 +410,24 @@ pub fn build_setup_plan(ctx: &SetupContext) -> Result<SetupPlan, ToolsError> {
         None,
     );
 
-    if let Some(token) = &ctx.github_token {
+    if let Some(gateway) = &ctx.git_gateway {
+        // An included file, so the run token is on no command line; the URL is validated
+        // (no quote, backslash or newline can end the value).
+        let url = gateway.url.trim_end_matches('/');
+        let config = format!(
+            "[url \"{url}/git/\"]\n\tinsteadOf = https://github.com/\n\
+             [http \"{url}/\"]\n\textraHeader = x-courier-run-token: {}\n",
+            gateway.token.expose()
+        );
+        steps.write_secret(GATEWAY_GITCONFIG_PATH, Secret::new(config), 0o600);
+        steps.run(
+            format!(
+                "git config --global include.path {}",
+                shell_quote(GATEWAY_GITCONFIG_PATH)
+            ),
+            None,
+        );
+    } else if let Some(token) = &ctx.github_token {
         steps.write_secret(GITHUB_TOKEN_PATH, token.clone(), 0o600);
         steps.write(CREDENTIAL_HELPER_PATH, CREDENTIAL_HELPER, 0o700);
         steps.run(

@@ -318,3 +318,55 @@ fn project_files_go_where_each_cli_reads_them() {
         }
     }
 }
+
+#[test]
+fn a_git_gateway_replaces_the_token_and_routes_github_through_it() {
+    let mut c = ctx(ToolId::Claude);
+    c.git_gateway = Some(GitGateway {
+        url: "http://10.0.0.5:8090/".into(),
+        token: Secret::new("crt_run.tag"),
+    });
+    let plan = build_setup_plan(&c).unwrap();
+    let debug = format!("{plan:?}");
+    // The real token goes nowhere, not even into a file: the gateway holds it.
+    assert!(
+        !debug.contains("credential") && !debug.contains(GITHUB_TOKEN_PATH),
+        "{debug}"
+    );
+    let (mode, config) = plan
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            SetupStep::WriteFile {
+                path,
+                mode,
+                contents,
+            } if path == GATEWAY_GITCONFIG_PATH => Some((*mode, contents.expose().to_owned())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(mode, 0o600);
+    assert_eq!(
+        config,
+        "[url \"http://10.0.0.5:8090/git/\"]\n\tinsteadOf = https://github.com/\n\
+         [http \"http://10.0.0.5:8090/\"]\n\textraHeader = x-courier-run-token: crt_run.tag\n"
+    );
+    let pos = |needle: &str| {
+        plan.steps
+            .iter()
+            .position(|s| matches!(s, SetupStep::Run { command, .. } if command.contains(needle)))
+            .unwrap()
+    };
+    assert!(pos("include.path") < pos("git clone"));
+    // A URL that could end the config value is refused by name.
+    c.git_gateway = Some(GitGateway {
+        url: "http://x\"]\n[core]".into(),
+        token: Secret::new("t"),
+    });
+    assert!(
+        build_setup_plan(&c)
+            .unwrap_err()
+            .to_string()
+            .contains("git_gateway.url")
+    );
+}
