@@ -75,6 +75,8 @@ pub mod policy;
 mod sniff;
 pub(crate) mod supervisor;
 mod sys;
+mod transform;
+mod transform_proxy;
 
 use std::fmt;
 use std::io::{self, Read as _};
@@ -86,7 +88,8 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-pub use policy::{Cidr, CidrError, EgressRules, RuleError};
+pub use policy::{Cidr, CidrError, EgressRules, OperatorAllow, RuleError};
+pub use transform::{TransformError, TransformRules};
 use policy::{Destination, Environment, Refused, Verdict};
 
 /// How long the host's interface addresses are cached before they are read again.
@@ -100,7 +103,7 @@ pub struct Egress {
 }
 
 struct Shared {
-    operator_allow: Vec<Cidr>,
+    operator_allow: Vec<OperatorAllow>,
     host_addrs: Mutex<Option<(Instant, Arc<[IpAddr]>)>>,
     /// Started on first use (a sandbox with domain rules), then kept.
     domain_proxy: Mutex<Option<Arc<domain_proxy::DomainProxy>>>,
@@ -116,8 +119,9 @@ impl fmt::Debug for Egress {
 
 impl Egress {
     /// Egress with the operator's allow list: internal destinations inside these ranges
-    /// are not refused (a sandbox's own rules still apply to them).
-    pub fn new(operator_allow: Vec<Cidr>) -> Self {
+    /// (or on the one TCP port a port-scoped entry names) are not refused (a sandbox's
+    /// own rules still apply to them).
+    pub fn new(operator_allow: Vec<OperatorAllow>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 operator_allow,
@@ -135,7 +139,7 @@ impl Egress {
     }
 
     /// The operator's allow list.
-    pub fn operator_allow(&self) -> &[Cidr] {
+    pub fn operator_allow(&self) -> &[OperatorAllow] {
         &self.shared.operator_allow
     }
 
@@ -392,15 +396,20 @@ impl SandboxEgress {
         policy::decide(dest, &self.rules(), &env)
     }
 
-    /// Why `ip` is internal now, if it is.
-    pub(crate) fn internal(&self, ip: IpAddr) -> Option<Refused> {
+    /// Why a TCP connection to `dest` is refused as internal now, if it is.
+    pub(crate) fn internal(&self, dest: std::net::SocketAddr) -> Option<Refused> {
         let host_addrs = self.egress.host_addrs();
         let env = Environment {
             operator_allow: &self.egress.shared.operator_allow,
             host_addrs: &host_addrs,
             resolvers: &[],
         };
-        policy::internal(ip, &env)
+        let dest = Destination {
+            ip: dest.ip(),
+            port: dest.port(),
+            proto: policy::Proto::Tcp,
+        };
+        policy::internal(dest, &env)
     }
 
     /// Logs a refusal, at most [`LogLimiter::BURST`] lines per window per sandbox (a
@@ -493,7 +502,7 @@ mod tests {
         let addrs = read_host_addrs().unwrap();
         assert!(addrs.contains(&"127.0.0.1".parse().unwrap()), "{addrs:?}");
         for ip in addrs {
-            assert!(sbx.internal(ip).is_some(), "{ip}");
+            assert!(sbx.internal((ip, 80).into()).is_some(), "{ip}");
         }
     }
 
