@@ -50,6 +50,7 @@ mod attacks;
 mod lab;
 mod measure;
 mod probes;
+mod transform;
 #[path = "../support/mod.rs"]
 mod support;
 
