@@ -298,7 +298,10 @@ async fn handle(server: Sandboxd, mut request: Request<Incoming>) -> Response<Bo
         };
     }
     if route.port != ENVD_PORT
-        && let Some(host) = masked_host(entry.record().network.mask_request_host.as_deref(), route.port)
+        && let Some(host) = masked_host(
+            entry.record().network.mask_request_host.as_deref(),
+            route.port,
+        )
     {
         request.headers_mut().insert(header::HOST, host);
     }

@@ -85,7 +85,10 @@ pub struct NetworkRecord {
     pub allow_public_traffic: bool,
     /// `rules`: per-host request transforms (header values are secrets: `Debug` masks
     /// them; the record file carries them raw, as it does the access tokens).
-    #[serde(default, skip_serializing_if = "crate::egress::TransformRules::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::egress::TransformRules::is_empty"
+    )]
     pub rules: crate::egress::TransformRules,
     /// `maskRequestHost`: the `Host` requests to the sandbox's ports arrive with
     /// (`${PORT}` replaced by the port); `None` keeps the client's.
@@ -278,7 +281,10 @@ mod tests {
         let back: SandboxRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back.network, r.network);
         let debug = format!("{r:?}");
-        assert!(!debug.contains("p-0123456789") && debug.contains("X-Proof"), "{debug}");
+        assert!(
+            !debug.contains("p-0123456789") && debug.contains("X-Proof"),
+            "{debug}"
+        );
     }
 
     #[test]

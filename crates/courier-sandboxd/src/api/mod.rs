@@ -58,9 +58,7 @@ impl From<Error> for ApiError {
             Error::InvalidSpec { .. }
             | Error::Unsupported(_)
             | Error::InvalidEgressRule(_)
-            | Error::InvalidTransformRule(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            | Error::InvalidTransformRule(_) => StatusCode::BAD_REQUEST,
             Error::Conflict(_) => StatusCode::CONFLICT,
             // E2B answers 429 when a team is at its concurrent-sandbox limit.
             Error::Capacity(_) => StatusCode::TOO_MANY_REQUESTS,

@@ -10,8 +10,8 @@ use courier_e2b::models;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::egress::{EgressRules, TransformRules};
 use crate::egress::policy::ALL_TRAFFIC;
+use crate::egress::{EgressRules, TransformRules};
 use crate::error::Error;
 use crate::server::{ENVD_VERSION, Metric};
 use crate::state::{NetworkRecord, SandboxRecord};
@@ -624,7 +624,10 @@ mod network_tests {
             n.mask_request_host.as_deref(),
             Some("custom-host.example.com:${PORT}")
         );
-        let headers = n.rules.transforms().headers_for("10.0.0.7".parse().unwrap(), None);
+        let headers = n
+            .rules
+            .transforms()
+            .headers_for("10.0.0.7".parse().unwrap(), None);
         assert_eq!(headers.len(), 1);
         assert_eq!(headers[0].value.expose(), "p-0123456789");
         // The error of a bad value names the header, never the value.
@@ -634,8 +637,12 @@ mod network_tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("X-Proof") && !err.contains("p-0123456789"), "{err}");
-        let update = serde_json::json!({"rules": {"a.com": [{"transform": {"headers": {"X": "v"}}}]}});
+        assert!(
+            err.contains("X-Proof") && !err.contains("p-0123456789"),
+            "{err}"
+        );
+        let update =
+            serde_json::json!({"rules": {"a.com": [{"transform": {"headers": {"X": "v"}}}]}});
         let rules = update_network(update.as_object().unwrap()).unwrap();
         assert!(rules.transforms().names("a.com"));
         assert!(

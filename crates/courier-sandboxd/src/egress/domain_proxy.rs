@@ -201,7 +201,11 @@ async fn relay(mut client: TcpStream, entry: Pending, stop: CancellationToken) {
 }
 
 /// Copies both ways until either side closes (or the proxy stops).
-pub(super) async fn splice(mut client: TcpStream, mut upstream: TcpStream, stop: &CancellationToken) {
+pub(super) async fn splice(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    stop: &CancellationToken,
+) {
     // Latency only: a socket without TCP_NODELAY still carries the traffic.
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);

@@ -89,8 +89,8 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 pub use policy::{Cidr, CidrError, EgressRules, OperatorAllow, RuleError};
-pub use transform::{TransformError, TransformRules};
 use policy::{Destination, Environment, Refused, Verdict};
+pub use transform::{TransformError, TransformRules};
 
 /// How long the host's interface addresses are cached before they are read again.
 pub const HOST_ADDRS_TTL: Duration = Duration::from_secs(2);

@@ -264,9 +264,9 @@ impl TransformRules {
             .hosts
             .iter()
             .filter(|h| matches!(&h.target, Target::Net(net) if net.contains(ip)));
-        let domains = self.hosts.iter().filter(|h| {
-            matches!((&h.target, name), (Target::Domain(d), Some(name)) if d.matches(name))
-        });
+        let domains = self.hosts.iter().filter(
+            |h| matches!((&h.target, name), (Target::Domain(d), Some(name)) if d.matches(name)),
+        );
         for host in nets.chain(domains) {
             for (n, value) in host.rules.iter().flatten() {
                 let name = n.to_ascii_lowercase();
@@ -301,8 +301,9 @@ fn parse_target(key: &str) -> Result<Target, String> {
     if let Ok(net) = key.parse::<Cidr>() {
         return Ok(Target::Net(net));
     }
-    let addressy =
-        key.contains('/') || key.contains(':') || key.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let addressy = key.contains('/')
+        || key.contains(':')
+        || key.bytes().all(|b| b.is_ascii_digit() || b == b'.');
     if addressy {
         return Err(format!(
             "{:?} is not a valid IP address or CIDR (a key is a domain, an IP or a CIDR; \
@@ -312,7 +313,9 @@ fn parse_target(key: &str) -> Result<Target, String> {
     }
     key.parse::<DomainPattern>()
         .map(Target::Domain)
-        .map_err(|why| format!("{why}; a key is a domain (api.example.com, *.example.com), an IP or a CIDR"))
+        .map_err(|why| {
+            format!("{why}; a key is a domain (api.example.com, *.example.com), an IP or a CIDR")
+        })
 }
 
 fn parse_rule(
@@ -321,7 +324,10 @@ fn parse_rule(
     total: &mut usize,
 ) -> Result<Vec<(String, Secret)>, TransformError> {
     let Value::Object(rule) = rule else {
-        return Err(err(field.to_owned(), "must be an object ({\"transform\": {...}})"));
+        return Err(err(
+            field.to_owned(),
+            "must be an object ({\"transform\": {...}})",
+        ));
     };
     if let Some(other) = rule.keys().find(|k| *k != "transform") {
         return Err(err(
@@ -365,7 +371,10 @@ fn parse_rule(
     for (name, value) in headers {
         let header_field = format!("{field}.transform.headers[{name:?}]");
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(err(header_field, "is not a valid HTTP header name (a token)"));
+            return Err(err(
+                header_field,
+                "is not a valid HTTP header name (a token)",
+            ));
         }
         if FORBIDDEN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
             return Err(err(
@@ -422,7 +431,10 @@ mod tests {
         let public: IpAddr = "203.0.113.10".parse().unwrap();
         assert!(rules.intercepts(ip, 8080), "a CIDR key covers every port");
         assert!(rules.intercepts(public, 80) && rules.intercepts(public, 443));
-        assert!(!rules.intercepts(public, 8080), "domain keys: 80 and 443 only");
+        assert!(
+            !rules.intercepts(public, 8080),
+            "domain keys: 80 and 443 only"
+        );
         let got = |ip, name| {
             rules
                 .headers_for(ip, name)
@@ -444,7 +456,10 @@ mod tests {
         assert!(got(public, None).is_empty());
         assert!(got(public, Some("evil.example.com")).is_empty());
         let json = Value::Object(rules.to_json());
-        assert_eq!(json["api.example.com"][1]["transform"]["headers"]["X-Other"], "c");
+        assert_eq!(
+            json["api.example.com"][1]["transform"]["headers"]["X-Other"],
+            "c"
+        );
         assert_eq!(json["plain.example.com"][0], serde_json::json!({}));
         // What was written reads back the same (the record stores this form).
         assert_eq!(TransformRules::parse(Some(&json), "r").unwrap(), rules);
@@ -458,7 +473,10 @@ mod tests {
         ))
         .unwrap();
         let debug = format!("{rules:?}");
-        assert!(!debug.contains(secret) && debug.contains("X-Proof"), "{debug}");
+        assert!(
+            !debug.contains(secret) && debug.contains("X-Proof"),
+            "{debug}"
+        );
         let bad = parse(&format!(
             r#"{{"api.example.com": [{{"transform": {{"headers": {{"X-Proof": "{secret}\r\nX-Injected: 1"}}}}}}]}}"#
         ))
@@ -475,7 +493,10 @@ mod tests {
             (r#"{"a.com:80": []}"#, r#"network.rules["a.com:80"]"#),
             (r#"{"10.0.0.0/33": []}"#, r#"network.rules["10.0.0.0/33"]"#),
             (r#"{"bad host!": []}"#, r#"network.rules["bad host!"]"#),
-            (r#"{"a.com": [{"match": 1}]}"#, r#"network.rules["a.com"][0].match"#),
+            (
+                r#"{"a.com": [{"match": 1}]}"#,
+                r#"network.rules["a.com"][0].match"#,
+            ),
             (
                 r#"{"a.com": [{"transform": {"body": "x"}}]}"#,
                 r#"network.rules["a.com"][0].transform.body"#,
@@ -501,14 +522,20 @@ mod tests {
             assert_eq!(e.field, field, "{json}: {e}");
         }
         let big = "v".repeat(MAX_VALUE + 1);
-        let e = parse(&format!(r#"{{"a.com": [{{"transform": {{"headers": {{"X": "{big}"}}}}}}]}}"#))
-            .unwrap_err();
+        let e = parse(&format!(
+            r#"{{"a.com": [{{"transform": {{"headers": {{"X": "{big}"}}}}}}]}}"#
+        ))
+        .unwrap_err();
         assert!(e.reason.contains("at most"), "{e}");
         let many: Map<String, Value> = (0..=MAX_HOSTS)
             .map(|i| (format!("h{i}.com"), Value::Array(Vec::new())))
             .collect();
         assert!(TransformRules::parse(Some(&Value::Object(many)), "rules").is_err());
         assert!(TransformRules::parse(None, "rules").unwrap().is_empty());
-        assert!(TransformRules::parse(Some(&Value::Null), "rules").unwrap().is_empty());
+        assert!(
+            TransformRules::parse(Some(&Value::Null), "rules")
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -205,7 +205,11 @@ fn request_name(request: &Request<Incoming>) -> Option<String> {
         Some(host) => host.to_owned(),
         None => {
             let value = request.headers().get(header::HOST)?.to_str().ok()?;
-            value.parse::<http::uri::Authority>().ok()?.host().to_owned()
+            value
+                .parse::<http::uri::Authority>()
+                .ok()?
+                .host()
+                .to_owned()
         }
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -216,8 +220,7 @@ fn request_name(request: &Request<Incoming>) -> Option<String> {
 impl Connection {
     async fn forward(&self, mut request: Request<Incoming>) -> Response<Body> {
         let destination = self.destination;
-        if request.method() == Method::CONNECT || request.headers().contains_key(header::UPGRADE)
-        {
+        if request.method() == Method::CONNECT || request.headers().contains_key(header::UPGRADE) {
             return text(
                 StatusCode::NOT_IMPLEMENTED,
                 "courier-sandboxd: protocol upgrades and CONNECT are not proxied to a host \

@@ -50,9 +50,9 @@ mod attacks;
 mod lab;
 mod measure;
 mod probes;
-mod transform;
 #[path = "../support/mod.rs"]
 mod support;
+mod transform;
 
 const KEY: &str = "e2b_00112233445566778899aabbccddeeff00112233";
 const API: &str = "127.0.0.1:3000";

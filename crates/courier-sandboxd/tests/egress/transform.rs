@@ -129,7 +129,10 @@ fn transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret()
         let seen = body(&sbx, "-H 'X-Proof: forged' http://10.77.0.1:8081/headers").await;
         assert!(seen.starts_with("10.77.0.1\n"), "{seen}");
         assert!(seen.contains(&format!("x-proof: {}\n", proof())), "{seen}");
-        assert!(!seen.contains("forged"), "the forged header went through: {seen}");
+        assert!(
+            !seen.contains("forged"),
+            "the forged header went through: {seen}"
+        );
 
         // The operator opened one port: the next one on the same address stays closed.
         fetch(&sbx, "http://10.77.0.1:8081/")
@@ -194,7 +197,10 @@ fn transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret()
         // A domain key: the named host gets its header.
         let seen = body(&sbx, "http://allowed.test/headers").await;
         assert!(seen.starts_with("203.0.113.10\n"), "{seen}");
-        assert!(seen.contains(&format!("authorization: {}\n", named())), "{seen}");
+        assert!(
+            seen.contains(&format!("authorization: {}\n", named())),
+            "{seen}"
+        );
         // The attacker names that host in requests to a server of its own
         // (elsewhere.test, 203.0.113.20): by Host, and by absolute URI. The requests go
         // where the sandbox connected, without the header.
@@ -263,9 +269,15 @@ fn transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret()
         .await
         .unwrap();
         let seen = body(&sbx, "http://10.77.0.1:8081/headers").await;
-        assert!(seen.contains(&format!("x-proof: {}\n", next_proof())), "{seen}");
+        assert!(
+            seen.contains(&format!("x-proof: {}\n", next_proof())),
+            "{seen}"
+        );
         let seen = body(&sbx, "http://allowed.test/headers").await;
-        assert!(!seen.contains(NAMED_B), "the removed rule still applies: {seen}");
+        assert!(
+            !seen.contains(NAMED_B),
+            "the removed rule still applies: {seen}"
+        );
         sbx.id().to_owned()
     });
 
@@ -275,7 +287,10 @@ fn transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret()
     lab.with_api(|api| async move {
         let sbx = Sandbox::connect(&api.client, &id).await.unwrap();
         let seen = body(&sbx, "http://10.77.0.1:8081/headers").await;
-        assert!(seen.contains(&format!("x-proof: {}\n", next_proof())), "{seen}");
+        assert!(
+            seen.contains(&format!("x-proof: {}\n", next_proof())),
+            "{seen}"
+        );
         sbx.kill().await.unwrap();
     });
 

@@ -195,9 +195,9 @@ impl FromStr for OperatorAllow {
             let (net, tail) = rest.split_once(']').ok_or_else(|| {
                 CidrError(format!("{s:?}: a '[' needs its ']' (e.g. [fd00::1]:8080)"))
             })?;
-            let p = tail.strip_prefix(':').ok_or_else(|| {
-                CidrError(format!("{s:?}: ']' must be followed by :PORT"))
-            })?;
+            let p = tail
+                .strip_prefix(':')
+                .ok_or_else(|| CidrError(format!("{s:?}: ']' must be followed by :PORT")))?;
             return Ok(Self {
                 net: net.parse()?,
                 port: Some(port(p)?),

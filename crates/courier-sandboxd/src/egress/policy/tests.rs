@@ -371,7 +371,10 @@ fn a_port_scoped_operator_allow_opens_one_tcp_port_only() {
     // An operator opens a gateway on the host (10.77.0.1:8080) to sandboxes: a sandbox
     // must not use that to reach the host's other services on the same address (its
     // other TCP ports, UDP on that port, or the same port on a neighbour).
-    let allow: [OperatorAllow; 2] = ["10.77.0.1:8080".parse().unwrap(), "[fd00::1]:443".parse().unwrap()];
+    let allow: [OperatorAllow; 2] = [
+        "10.77.0.1:8080".parse().unwrap(),
+        "[fd00::1]:443".parse().unwrap(),
+    ];
     let hosts = [ip("10.77.0.1")];
     let env = Environment {
         operator_allow: &allow,
