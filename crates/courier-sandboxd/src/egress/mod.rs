@@ -45,8 +45,14 @@
 //!   to port 80 or 443 of a denied address is connected to the in-process domain proxy
 //!   instead (`domain_proxy.rs`), which reads the TLS SNI or HTTP `Host`, requires an
 //!   allowed name that resolves (on the host) to the original address, and splices;
+//! - **transforms** (E2B's `network.rules`, `transform.rs`): an allowed TCP connection to
+//!   a destination with rules goes through the same listener to the transform proxy
+//!   (`transform_proxy.rs`), which sets the rule's headers on every plain-HTTP request
+//!   and forwards it to the original destination; TLS to such a host is closed (no
+//!   interception, fail closed). Rules never allow traffic by themselves;
 //! - **the operator** lifts the internal refusal for chosen ranges with
-//!   [`Egress::new`]'s allow list (`--egress-allow CIDR`); a sandbox's own `allowOut`
+//!   [`Egress::new`]'s allow list (`--egress-allow CIDR`), or for one TCP port of them
+//!   (`--egress-allow IP:PORT`, `CIDR:PORT`, `[v6]:PORT`); a sandbox's own `allowOut`
 //!   cannot;
 //! - **live updates**: [`SandboxEgress::set_rules`] (E2B's `PUT /sandboxes/{id}/network`)
 //!   applies to every later connection at once.
@@ -62,7 +68,10 @@
 //! - The host's addresses are re-read every [`HOST_ADDRS_TTL`]: an address added to the
 //!   host is refused at most that long after it appears. Addresses that reach the host
 //!   without being on its interfaces (a NAT in front of it) are not known here.
-//! - Domain checks see the first request's name only (see `domain_proxy.rs`).
+//! - Domain checks see the first request's name only (see `domain_proxy.rs`), except on
+//!   connections the transform proxy serves, which checks every request.
+//! - Transforms apply to HTTP/1 in clear only; domain keys act on ports 80 and 443,
+//!   IP/CIDR keys on every port (non-HTTP traffic to such an address does not pass).
 //! - An exploited slirp4netns can still listen on host ports and talk to the sandbox;
 //!   it runs with slirp4netns's own sandbox (`--enable-sandbox --enable-seccomp`: its
 //!   own mount namespace, no capabilities but `CAP_NET_BIND_SERVICE`).
