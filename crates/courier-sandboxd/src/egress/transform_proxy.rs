@@ -18,7 +18,11 @@
 //!   could no longer see requests, so they would leave without their transforms.
 //! - **Bounds**: a request head larger than [`MAX_HEAD`] is answered 431 and the
 //!   connection closed (hyper stops reading there); a head must arrive within
-//!   [`HEAD_TIMEOUT`].
+//!   [`HEAD_TIMEOUT`]. The first request must name its host within its first 16 KiB
+//!   (the sniff that tells TLS from HTTP), or the connection is closed.
+//! - **Only HTTP/1 and TLS pass**: the client must speak first. A protocol whose server
+//!   speaks first (SSH, SMTP) to an address an IP/CIDR key covers waits for the sniff's
+//!   timeout and is closed: a transform key makes its address HTTP-only.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -57,6 +61,23 @@ type Body = BoxBody<Bytes, hyper::Error>;
 pub(super) async fn serve(mut client: TcpStream, entry: Pending, stop: CancellationToken) {
     let destination = entry.destination;
     let egress = entry.egress.clone();
+    let intercepted = egress
+        .rules()
+        .transforms()
+        .intercepts(destination.ip(), destination.port());
+    if !intercepted && !entry.check_domain {
+        // The rules changed between the connect and now: nothing to transform or check
+        // any more, so the bytes pass untouched (whatever the protocol).
+        if let Some(refused) = egress.internal(destination) {
+            egress.log_refused(&destination, &refused);
+            return;
+        }
+        match connect(destination).await {
+            Ok(upstream) => splice(client, upstream, &stop).await,
+            Err(why) => egress.log_refused(&destination, &why),
+        }
+        return;
+    }
     let head = match read_head(&mut client).await {
         Ok(head) => head,
         Err(why) => {
