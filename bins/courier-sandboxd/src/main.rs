@@ -85,14 +85,15 @@ struct ServeArgs {
     /// An internal range networked sandboxes may reach anyway (repeatable, or a comma
     /// list in the environment variable). Loopback, link-local (cloud metadata), private,
     /// CGNAT and this host's own addresses are refused otherwise, whatever a sandbox's
-    /// own rules say; e.g. `--egress-allow 10.1.2.3/32` for a package mirror.
+    /// own rules say; e.g. `--egress-allow 10.1.2.3/32` for a package mirror. With a port
+    /// (`10.1.2.3:8080`, `10.0.0.0/8:443`, `[fd00::1]:8080`) only that TCP port opens.
     #[arg(
         long = "egress-allow",
-        value_name = "CIDR",
+        value_name = "CIDR[:PORT]",
         env = "COURIER_SANDBOXD_EGRESS_ALLOW",
         value_delimiter = ','
     )]
-    egress_allow: Vec<courier_sandboxd::egress::Cidr>,
+    egress_allow: Vec<courier_sandboxd::egress::OperatorAllow>,
     #[command(flatten)]
     limits: LimitArgs,
 }

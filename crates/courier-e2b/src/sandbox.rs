@@ -306,6 +306,24 @@ impl Sandbox {
         self.inner.client.set_timeout(self.id(), timeout).await
     }
 
+    /// Replaces the sandbox's egress rules (`allowOut`, `denyOut`, transform `rules`) at
+    /// once; what `update` leaves out is cleared.
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: courier_e2b::Sandbox) -> courier_e2b::Result<()> {
+    /// use courier_e2b::models::{NetworkRule, NetworkUpdate};
+    /// sandbox
+    ///     .update_network(NetworkUpdate {
+    ///         rules: Some([("api.example.com".to_owned(), vec![NetworkRule::set_headers([("Authorization", "Bearer t")])])].into()),
+    ///         ..Default::default()
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn update_network(&self, update: crate::models::NetworkUpdate) -> Result<()> {
+        self.inner.client.update_network(self.id(), &update).await
+    }
+
     /// Pauses the sandbox: `false` when it was already paused.
     ///
     /// ```no_run

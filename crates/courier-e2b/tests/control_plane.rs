@@ -460,3 +460,50 @@ async fn debug_mode_creates_and_kills_without_calling_the_api() {
     assert!(sandbox.metrics(None, None).await.unwrap().is_empty());
     assert!(server.requests().is_empty());
 }
+
+#[tokio::test]
+async fn update_network_puts_the_rules_with_their_values_and_get_info_reads_them_back() {
+    use courier_e2b::models::{NetworkRule, NetworkUpdate};
+    let server = FakeServer::start().await;
+    server.push(Canned::status(204));
+    let mut info = detail(SANDBOX_ID);
+    info["network"] = json!({
+        "allowOut": ["10.0.0.7"], "maskRequestHost": "${PORT}-app.example.com",
+        "rules": {"10.0.0.7": [{"transform": {"headers": {"X-Proof": "p-0123456789"}}}, {}]}
+    });
+    server.push(Canned::json(200, info));
+    let client = server.client();
+    let update = NetworkUpdate {
+        allow_out: Some(vec!["10.0.0.7".into()]),
+        rules: Some(
+            [(
+                "10.0.0.7".to_owned(),
+                vec![NetworkRule::set_headers([("X-Proof", "p-0123456789")])],
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    // Debug (what a log line would show) never carries a value.
+    assert!(!format!("{update:?}").contains("p-0123456789"));
+    client.update_network(SANDBOX_ID, &update).await.unwrap();
+    let network = client.get_info(SANDBOX_ID).await.unwrap().network.unwrap();
+
+    let requests = server.requests();
+    assert_eq!(requests[0].method, "PUT");
+    assert_eq!(requests[0].path, format!("/sandboxes/{SANDBOX_ID}/network"));
+    assert_eq!(
+        std::str::from_utf8(&requests[0].body).unwrap(),
+        r#"{"allowOut":["10.0.0.7"],"rules":{"10.0.0.7":[{"transform":{"headers":{"X-Proof":"p-0123456789"}}}]}}"#
+    );
+    assert_eq!(
+        network.mask_request_host.as_deref(),
+        Some("${PORT}-app.example.com")
+    );
+    let rules = &network.rules.unwrap()["10.0.0.7"];
+    assert_eq!(
+        rules[0].transform.as_ref().unwrap().headers["X-Proof"].expose(),
+        "p-0123456789"
+    );
+    assert_eq!(rules[1].transform, None, "a rule without a transform");
+}

@@ -86,6 +86,10 @@ pub enum Error {
     /// names the field with its index and what is allowed.
     #[error("invalid network rule: {0}")]
     InvalidEgressRule(#[from] crate::egress::RuleError),
+    /// A `network.rules` transform was rejected; the error names the field (host, rule,
+    /// header) and what is allowed, never a header value.
+    #[error("invalid network transform rule: {0}")]
+    InvalidTransformRule(#[from] crate::egress::TransformError),
     /// The server's configuration is unusable (e.g. no envd binary).
     #[error("configuration: {0}")]
     Config(String),

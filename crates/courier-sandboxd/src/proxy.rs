@@ -16,6 +16,9 @@
 //! require its traffic access token in `e2b-traffic-access-token` (403 otherwise, E2B's
 //! `{sandboxId, message, code}`); envd's port keeps using envd's own access token.
 //!
+//! A sandbox created with `network.maskRequestHost` gets every request to its ports
+//! (envd's excepted) with that `Host` (`${PORT}` replaced by the port), as on E2B.
+//!
 //! A sandbox that is unknown, killed or paused answers 502
 //! `{"sandboxId":…,"message":"The sandbox was not found","code":502}`, the shape the SDKs
 //! turn into "sandbox not running". Killing or pausing a sandbox cancels its token, which
@@ -294,6 +297,14 @@ async fn handle(server: Sandboxd, mut request: Request<Incoming>) -> Response<Bo
             Err(_) => return port_closed(id, route.port),
         };
     }
+    if route.port != ENVD_PORT
+        && let Some(host) = masked_host(
+            entry.record().network.mask_request_host.as_deref(),
+            route.port,
+        )
+    {
+        request.headers_mut().insert(header::HOST, host);
+    }
     let client_upgrade = wants_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
     let request = request.map(|body| body.boxed());
     let mut response = match sender.send_request(request).await {
@@ -317,6 +328,15 @@ async fn handle(server: Sandboxd, mut request: Request<Incoming>) -> Response<Bo
         tokio::spawn(bridge(client_upgrade, upstream_upgrade, alive));
     }
     response.map(|body| body.boxed())
+}
+
+/// The `Host` a request to `port` arrives with under E2B's `maskRequestHost` (`${PORT}`
+/// replaced by the port); `None` without a mask (the client's Host is kept).
+fn masked_host(mask: Option<&str>, port: u16) -> Option<HeaderValue> {
+    let host = mask?.replace("${PORT}", &port.to_string());
+    // Validated when the sandbox was created; a value that is not a header value is
+    // dropped rather than forwarded broken.
+    HeaderValue::from_str(&host).ok()
 }
 
 /// Pipes an upgraded client connection (e.g. a WebSocket) to the upgraded upstream
@@ -414,6 +434,20 @@ mod tests {
         // envd's port uses envd's own token; public sandboxes need none.
         assert_eq!(refused(ENVD_PORT, &none), None);
         assert!(traffic_token_refusal("sbx", 8000, None, &none).is_none());
+    }
+
+    #[test]
+    fn mask_request_host_replaces_the_port_placeholder() {
+        assert_eq!(
+            masked_host(Some("custom-host.example.com:${PORT}"), 8080).unwrap(),
+            "custom-host.example.com:8080"
+        );
+        assert_eq!(
+            masked_host(Some("${PORT}-app.example.com"), 3000).unwrap(),
+            "3000-app.example.com"
+        );
+        assert!(masked_host(None, 8080).is_none());
+        assert!(masked_host(Some("bad\nhost"), 8080).is_none());
     }
 
     #[test]

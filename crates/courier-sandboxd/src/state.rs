@@ -83,6 +83,17 @@ pub struct NetworkRecord {
     /// Whether the sandbox's ports are reachable without the traffic access token.
     #[serde(default = "default_true")]
     pub allow_public_traffic: bool,
+    /// `rules`: per-host request transforms (header values are secrets: `Debug` masks
+    /// them; the record file carries them raw, as it does the access tokens).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::egress::TransformRules::is_empty"
+    )]
+    pub rules: crate::egress::TransformRules,
+    /// `maskRequestHost`: the `Host` requests to the sandbox's ports arrive with
+    /// (`${PORT}` replaced by the port); `None` keeps the client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_request_host: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -95,6 +106,8 @@ impl Default for NetworkRecord {
             allow_out: Vec::new(),
             deny_out: Vec::new(),
             allow_public_traffic: true,
+            rules: crate::egress::TransformRules::default(),
+            mask_request_host: None,
         }
     }
 }
@@ -214,6 +227,14 @@ mod tests {
                 allow_out: vec!["example.com".to_owned()],
                 deny_out: vec!["0.0.0.0/0".to_owned()],
                 allow_public_traffic: false,
+                rules: crate::egress::TransformRules::parse(
+                    Some(&serde_json::json!({
+                        "example.com": [{"transform": {"headers": {"X-Proof": "p-0123456789"}}}]
+                    })),
+                    "rules",
+                )
+                .unwrap(),
+                mask_request_host: Some("${PORT}-app.example.com".to_owned()),
             },
             traffic_access_token: Some(Secret::new("tok")),
         }
@@ -248,6 +269,22 @@ mod tests {
         store.remove("a1").unwrap();
         store.remove("a1").unwrap();
         assert_eq!(store.load_all().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn transform_rules_survive_the_record_and_stay_out_of_debug() {
+        // The record file is how rules survive a restart: the value must be there raw,
+        // and nowhere in the record's Debug (logs).
+        let r = record("t1");
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("p-0123456789"), "{json}");
+        let back: SandboxRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.network, r.network);
+        let debug = format!("{r:?}");
+        assert!(
+            !debug.contains("p-0123456789") && debug.contains("X-Proof"),
+            "{debug}"
+        );
     }
 
     #[test]

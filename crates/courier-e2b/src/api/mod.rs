@@ -282,6 +282,33 @@ impl Client {
             .map(drop)
     }
 
+    /// Replaces a sandbox's egress rules (`PUT /sandboxes/{id}/network`): `allowOut`,
+    /// `denyOut` and the per-host transform `rules` all at once; what `update` leaves
+    /// out is cleared. Established connections keep going; new ones follow the rules.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// use courier_e2b::models::{NetworkRule, NetworkUpdate};
+    /// let update = NetworkUpdate {
+    ///     allow_out: Some(vec!["10.0.0.7".into()]),
+    ///     deny_out: Some(vec!["0.0.0.0/0".into()]),
+    ///     rules: Some([("10.0.0.7".to_owned(), vec![NetworkRule::set_headers([("X-Proof", "p")])])].into()),
+    ///     ..Default::default()
+    /// };
+    /// client.update_network("abc", &update).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn update_network(
+        &self,
+        sandbox_id: &str,
+        update: &crate::models::NetworkUpdate,
+    ) -> Result<()> {
+        let url = self.endpoint(&format!("/sandboxes/{}/network", segment(sandbox_id)), &[])?;
+        self.send(Method::PUT, url, Some(update), true)
+            .await
+            .map(drop)
+    }
+
     /// Pauses a sandbox (`POST /sandboxes/{id}/pause`): `false` when it was already paused.
     ///
     /// ```no_run

@@ -20,8 +20,8 @@ mod template;
 
 pub use envd::EnvdInit;
 pub use sandbox::{
-    Lifecycle, ListedSandbox, NetworkConfig, NewSandbox, SandboxDetail, SandboxMetric,
-    SandboxRecord, SandboxState, VolumeMount,
+    Lifecycle, ListedSandbox, NetworkConfig, NetworkRule, NetworkTransform, NetworkUpdate,
+    NewSandbox, SandboxDetail, SandboxMetric, SandboxRecord, SandboxState, VolumeMount,
 };
 pub use step::{InvalidStep, SUPPORTED_STEPS, Step, TemplateStep, valid_files_hash};
 pub use template::{

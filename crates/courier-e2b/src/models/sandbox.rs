@@ -1,7 +1,7 @@
 //! Sandbox shapes of the control plane (`/sandboxes`, `/v2/sandboxes`), with the exact
 //! field names of the E2B API.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;
 
 use chrono::{DateTime, Utc};
@@ -316,9 +316,136 @@ pub struct NetworkConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub mask_request_host: Option<String>,
-    /// Fields this crate does not model (`egressProxy`, `rules`, `dnsServers`, …), kept as is.
+    /// `rules`: per-host request transforms (`SandboxNetworkRule`), keyed by domain
+    /// (`api.example.com`, `*.example.com`), IP or CIDR. A key does not allow egress by
+    /// itself: the host must also pass `allowOut`/`denyOut`. courier-sandboxd applies
+    /// the transforms to plain HTTP only and closes TLS to such a host.
+    ///
+    /// ```
+    /// use courier_e2b::models::{NetworkConfig, NetworkRule};
+    /// let network = NetworkConfig {
+    ///     allow_out: Some(vec!["10.0.0.7".into()]),
+    ///     rules: Some([("10.0.0.7".to_owned(), vec![NetworkRule::set_headers([("X-Proof", "p-123")])])].into()),
+    ///     ..Default::default()
+    /// };
+    /// let json = serde_json::to_value(&network).unwrap();
+    /// assert_eq!(json["rules"]["10.0.0.7"][0]["transform"]["headers"]["X-Proof"], "p-123");
+    /// // Debug never shows a header value.
+    /// assert!(!format!("{network:?}").contains("p-123"));
+    /// ```
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<BTreeMap<String, Vec<NetworkRule>>>,
+    /// Fields this crate does not model (`egressProxy`, `dnsServers`, …), kept as is.
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `SandboxNetworkRule`: one rule of a host in [`NetworkConfig::rules`].
+///
+/// ```
+/// use courier_e2b::models::NetworkRule;
+/// let rule = NetworkRule::set_headers([("Authorization", "Bearer t-0123456789")]);
+/// assert_eq!(
+///     serde_json::to_string(&rule).unwrap(),
+///     r#"{"transform":{"headers":{"Authorization":"Bearer t-0123456789"}}}"#
+/// );
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRule {
+    /// What to do to the matching requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<NetworkTransform>,
+}
+
+impl NetworkRule {
+    /// A rule that sets `headers` (name, value) on every matching request, replacing any
+    /// the sandbox sent under those names.
+    ///
+    /// ```
+    /// let rule = courier_e2b::models::NetworkRule::set_headers([("X-Token", "abc")]);
+    /// let headers = &rule.transform.unwrap().headers;
+    /// assert_eq!(headers["X-Token"].expose(), "abc");
+    /// ```
+    pub fn set_headers<N: Into<String>, V: Into<String>>(
+        headers: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        Self {
+            transform: Some(NetworkTransform {
+                headers: headers
+                    .into_iter()
+                    .map(|(n, v)| (n.into(), Secret::new(v.into())))
+                    .collect(),
+            }),
+        }
+    }
+}
+
+/// `SandboxNetworkTransform`: the headers set on matching requests. The values are
+/// secrets (tokens, proofs): [`Secret`]s, masked in `Debug`, written raw on the wire.
+///
+/// ```
+/// use courier_e2b::models::NetworkTransform;
+/// let t: NetworkTransform = serde_json::from_str(r#"{"headers":{"X-Key":"k-0123456789"}}"#).unwrap();
+/// assert_eq!(t.headers["X-Key"].expose(), "k-0123456789");
+/// assert_eq!(format!("{t:?}"), r#"NetworkTransform { headers: ["X-Key"] }"#);
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkTransform {
+    /// Header name → value.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "exposed_map"
+    )]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+impl std::fmt::Debug for NetworkTransform {
+    /// Header names only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkTransform")
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn exposed_map<S: serde::Serializer>(
+    map: &BTreeMap<String, Secret>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(map.iter().map(|(k, v)| (k, v.exposed())))
+}
+
+/// Body of `PUT /sandboxes/{id}/network` (`SandboxNetworkUpdateConfig`): replaces every
+/// egress rule at once; what is left out is cleared.
+///
+/// ```
+/// use courier_e2b::models::{NetworkRule, NetworkUpdate};
+/// let update = NetworkUpdate {
+///     deny_out: Some(vec!["0.0.0.0/0".into()]),
+///     allow_out: Some(vec!["api.example.com".into()]),
+///     rules: Some([("api.example.com".to_owned(), vec![NetworkRule::set_headers([("X-K", "v")])])].into()),
+///     ..Default::default()
+/// };
+/// assert_eq!(
+///     serde_json::to_string(&update).unwrap(),
+///     r#"{"allowOut":["api.example.com"],"denyOut":["0.0.0.0/0"],"rules":{"api.example.com":[{"transform":{"headers":{"X-K":"v"}}}]}}"#
+/// );
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkUpdate {
+    /// Allowed destinations (CIDR, IP or domain).
+    #[serde(rename = "allowOut", default, skip_serializing_if = "Option::is_none")]
+    pub allow_out: Option<Vec<String>>,
+    /// Denied destinations (CIDR or IP; `0.0.0.0/0` = all).
+    #[serde(rename = "denyOut", default, skip_serializing_if = "Option::is_none")]
+    pub deny_out: Option<Vec<String>>,
+    /// Per-host request transforms (see [`NetworkConfig::rules`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<BTreeMap<String, Vec<NetworkRule>>>,
+    /// `false` denies all traffic (as `denyOut: ["0.0.0.0/0"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_internet_access: Option<bool>,
 }
 
 /// What happens when a sandbox times out.

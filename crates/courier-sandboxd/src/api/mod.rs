@@ -55,9 +55,10 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match &e {
             Error::NotFound(_) | Error::UnknownTemplate(_) => StatusCode::NOT_FOUND,
-            Error::InvalidSpec { .. } | Error::Unsupported(_) | Error::InvalidEgressRule(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Error::InvalidSpec { .. }
+            | Error::Unsupported(_)
+            | Error::InvalidEgressRule(_)
+            | Error::InvalidTransformRule(_) => StatusCode::BAD_REQUEST,
             Error::Conflict(_) => StatusCode::CONFLICT,
             // E2B answers 429 when a team is at its concurrent-sandbox limit.
             Error::Capacity(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -349,6 +350,7 @@ async fn create(
         allow_internet: network.internet,
         egress: network.rules,
         allow_public_traffic: network.allow_public_traffic,
+        mask_request_host: network.mask_request_host,
         die_with_server: false,
     };
     let record = server.create(request).await?;

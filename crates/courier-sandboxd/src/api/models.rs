@@ -10,8 +10,8 @@ use courier_e2b::models;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::egress::EgressRules;
 use crate::egress::policy::ALL_TRAFFIC;
+use crate::egress::{EgressRules, TransformRules};
 use crate::error::Error;
 use crate::server::{ENVD_VERSION, Metric};
 use crate::state::{NetworkRecord, SandboxRecord};
@@ -233,23 +233,17 @@ pub(crate) struct CreateNetwork {
     pub internet: bool,
     /// `network.allowPublicTraffic` (default true).
     pub allow_public_traffic: bool,
+    /// `network.maskRequestHost`: the `Host` requests to the sandbox's ports arrive with.
+    pub mask_request_host: Option<String>,
 }
 
 /// Fields of E2B's `SandboxNetworkConfig` this server does not implement, and why: a
 /// non-empty value is refused naming the field, rather than accepted and not enforced (a
 /// sandbox must never get more than its creator asked for).
-const UNSUPPORTED_NETWORK_FIELDS: [(&str, &str); 5] = [
+const UNSUPPORTED_NETWORK_FIELDS: [(&str, &str); 3] = [
     (
         "egressProxy",
         "outbound traffic is not tunneled through a SOCKS5 proxy",
-    ),
-    (
-        "rules",
-        "requests are not rewritten (no per-domain transforms)",
-    ),
-    (
-        "maskRequestHost",
-        "the Host of proxied requests is not rewritten",
     ),
     (
         "dnsServers",
@@ -311,9 +305,42 @@ fn check_network_fields(
     Ok(())
 }
 
+/// Longest `maskRequestHost`.
+const MAX_MASK: usize = 253;
+
+/// Reads `maskRequestHost`: a host (`name`, `name:port`, with `${PORT}` anywhere) that
+/// must be a valid `Host` header value once `${PORT}` is replaced.
+fn mask_request_host(network: &Map<String, Value>) -> Result<Option<String>, Error> {
+    let invalid = |reason: &str| Error::InvalidSpec {
+        field: "network.maskRequestHost",
+        reason: reason.to_owned(),
+    };
+    match network.get("maskRequestHost") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => {
+            let probe = s.replace("${PORT}", "65535");
+            let valid = s.len() <= MAX_MASK
+                && probe.parse::<http::uri::Authority>().is_ok()
+                && !probe.contains('@');
+            if !valid {
+                return Err(invalid(
+                    "must be a host, optionally with a port, where ${PORT} stands for the \
+                     sandbox port (e.g. \"${PORT}-app.example.com\" or \
+                     \"custom-host.example.com:${PORT}\"), at most 253 characters",
+                ));
+            }
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(invalid("must be a string")),
+    }
+}
+
 /// Reads a create request's `allow_internet_access` and `network`: `allowOut` and
-/// `denyOut` are enforced (see [`crate::egress`]), `allowPublicTraffic: false` protects
-/// the sandbox's ports with a traffic access token; the other fields are refused.
+/// `denyOut` are enforced (see [`crate::egress`]), `rules` transform plain-HTTP requests
+/// (see `egress/transform.rs`), `maskRequestHost` rewrites the `Host` of requests to the
+/// sandbox's ports, `allowPublicTraffic: false` protects those ports with a traffic access
+/// token; the other fields are refused.
 ///
 /// Without `allow_internet_access`, the sandbox gets outbound access when network rules
 /// are given (courier's default is no network); `allow_internet_access: false` is
@@ -327,8 +354,16 @@ pub(crate) fn create_network(
     check_network_fields(
         network,
         "network.",
-        &["allowOut", "denyOut", "allowPublicTraffic"],
+        &[
+            "allowOut",
+            "denyOut",
+            "allowPublicTraffic",
+            "rules",
+            "maskRequestHost",
+        ],
     )?;
+    let transforms = TransformRules::parse(network.get("rules"), "network.rules")?;
+    let mask_request_host = mask_request_host(network)?;
     let allow = string_list(network, "allowOut", "network.allowOut")?;
     let mut deny = string_list(network, "denyOut", "network.denyOut")?;
     let allow_public_traffic = match network.get("allowPublicTraffic") {
@@ -350,17 +385,23 @@ pub(crate) fn create_network(
         deny.push(ALL_TRAFFIC.to_owned());
     }
     Ok(CreateNetwork {
-        rules: EgressRules::parse(&allow, &deny, "network.")?,
+        rules: EgressRules::parse(&allow, &deny, "network.")?.with_transforms(transforms),
         internet,
         allow_public_traffic,
+        mask_request_host,
     })
 }
 
 /// Reads `PUT /sandboxes/{id}/network` (`SandboxNetworkUpdateConfig`): the new rules,
-/// replacing all the old ones (omitted lists are cleared); `allow_internet_access: false`
-/// adds `0.0.0.0/0` to `denyOut`.
+/// replacing all the old ones (omitted lists and `rules` are cleared);
+/// `allow_internet_access: false` adds `0.0.0.0/0` to `denyOut`.
 pub(crate) fn update_network(body: &Map<String, Value>) -> Result<EgressRules, Error> {
-    check_network_fields(body, "", &["allowOut", "denyOut", "allow_internet_access"])?;
+    check_network_fields(
+        body,
+        "",
+        &["allowOut", "denyOut", "allow_internet_access", "rules"],
+    )?;
+    let transforms = TransformRules::parse(body.get("rules"), "rules")?;
     let allow = string_list(body, "allowOut", "allowOut")?;
     let mut deny = string_list(body, "denyOut", "denyOut")?;
     match body.get("allow_internet_access") {
@@ -377,7 +418,7 @@ pub(crate) fn update_network(body: &Map<String, Value>) -> Result<EgressRules, E
             });
         }
     }
-    Ok(EgressRules::parse(&allow, &deny, "")?)
+    Ok(EgressRules::parse(&allow, &deny, "")?.with_transforms(transforms))
 }
 
 /// Body of connect (v2 and legacy) and the deprecated resume.
@@ -463,7 +504,8 @@ fn network(n: &NetworkRecord) -> models::NetworkConfig {
         allow_public_traffic: Some(n.allow_public_traffic),
         allow_out: Some(n.allow_out.clone()),
         deny_out: Some(n.deny_out.clone()),
-        mask_request_host: None,
+        mask_request_host: n.mask_request_host.clone(),
+        rules: (!n.rules.is_empty()).then(|| n.rules.to_sdk()),
         other: Map::new(),
     }
 }
@@ -538,11 +580,16 @@ mod network_tests {
                 r#"{"egressProxy": {"address": "p:1080"}}"#,
                 "network.egressProxy",
             ),
-            (r#"{"rules": {"a.com": []}}"#, "network.rules"),
+            (r#"{"rules": {"a.com": {}}}"#, r#"network.rules["a.com"]"#),
             (
-                r#"{"maskRequestHost": "${PORT}-x.test"}"#,
+                r#"{"rules": {"a.com": [{"transform": {"headers": {"Host": "b"}}}]}}"#,
+                r#"network.rules["a.com"][0].transform.headers["Host"]"#,
+            ),
+            (
+                r#"{"maskRequestHost": "bad host/${PORT}"}"#,
                 "network.maskRequestHost",
             ),
+            (r#"{"maskRequestHost": 8080}"#, "network.maskRequestHost"),
             (r#"{"whatever": 1}"#, "network.whatever"),
             (r#"{"allowOut": "example.com"}"#, "network.allowOut"),
             (r#"{"denyOut": [1]}"#, "network.denyOut"),
@@ -562,6 +609,45 @@ mod network_tests {
                 r#"{"rules": {}, "egressProxy": null, "allowOut": []}"#
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn transform_rules_and_the_host_mask_are_read() {
+        let n = create(
+            None,
+            r#"{"allowOut": ["10.0.0.7"], "maskRequestHost": "custom-host.example.com:${PORT}",
+                "rules": {"10.0.0.7": [{"transform": {"headers": {"X-Proof": "p-0123456789"}}}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            n.mask_request_host.as_deref(),
+            Some("custom-host.example.com:${PORT}")
+        );
+        let headers = n
+            .rules
+            .transforms()
+            .headers_for("10.0.0.7".parse().unwrap(), None);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers[0].value.expose(), "p-0123456789");
+        // The error of a bad value names the header, never the value.
+        let err = create(
+            None,
+            r#"{"rules": {"a.com": [{"transform": {"headers": {"X-Proof": "p-0123456789\u0000"}}}]}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("X-Proof") && !err.contains("p-0123456789"),
+            "{err}"
+        );
+        let update =
+            serde_json::json!({"rules": {"a.com": [{"transform": {"headers": {"X": "v"}}}]}});
+        let rules = update_network(update.as_object().unwrap()).unwrap();
+        assert!(rules.transforms().names("a.com"));
+        assert!(
+            update_network(&Map::new()).unwrap().transforms().is_empty(),
+            "an update without rules clears them"
         );
     }
 

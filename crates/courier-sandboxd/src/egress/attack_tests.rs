@@ -169,7 +169,7 @@ fn an_exploited_slirp4netns_reaches_nothing_it_is_denied_and_fails_closed() {
     let unix = std::os::unix::net::UnixListener::bind(&unix_path).unwrap();
     unix.set_nonblocking(true).unwrap();
 
-    let egress = Egress::new(vec!["127.0.0.2/32".parse::<Cidr>().unwrap()])
+    let egress = Egress::new(vec!["127.0.0.2/32".parse::<Cidr>().unwrap().into()])
         .sandbox("exploit", EgressRules::default());
     let mut cmd = Command::new(python);
     cmd.args(["-c", ATTACKER, &port.to_string()])

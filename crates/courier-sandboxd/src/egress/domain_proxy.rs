@@ -50,10 +50,13 @@ const SPLICE_BUFFER: usize = 64 * 1024;
 const MAX_PENDING: usize = 4096;
 
 /// A redirected connection the proxy expects.
-struct Pending {
-    destination: SocketAddr,
-    egress: SandboxEgress,
+pub(super) struct Pending {
+    pub(super) destination: SocketAddr,
+    pub(super) egress: SandboxEgress,
     registered: Instant,
+    /// Whether the address alone was denied and an `allowOut` domain must let it
+    /// through (false: allowed by address, redirected for `network.rules` transforms).
+    pub(super) check_domain: bool,
 }
 
 type PendingMap = Arc<Mutex<HashMap<u16, Pending>>>;
@@ -99,12 +102,14 @@ impl DomainProxy {
     }
 
     /// Registers that the connection coming from `127.0.0.1:<local_port>` was meant for
-    /// `destination`, under `egress`'s rules; false when too many are waiting already.
+    /// `destination`, under `egress`'s rules (`check_domain`: only an `allowOut` domain
+    /// lets it through); false when too many are waiting already.
     pub(crate) fn expect(
         &self,
         local_port: u16,
         destination: SocketAddr,
         egress: SandboxEgress,
+        check_domain: bool,
     ) -> bool {
         let mut pending = crate::lock::lock(&self.pending);
         pending.retain(|_, p| p.registered.elapsed() < PENDING_TTL);
@@ -117,6 +122,7 @@ impl DomainProxy {
                 destination,
                 egress,
                 registered: Instant::now(),
+                check_domain,
             },
         );
         true
@@ -169,6 +175,17 @@ async fn serve(listener: std::net::TcpListener, pending: PendingMap, stop: Cance
 
 async fn relay(mut client: TcpStream, entry: Pending, stop: CancellationToken) {
     let destination = entry.destination;
+    // The rules now (they may have changed since the connect): a destination with
+    // `network.rules` transforms goes to the HTTP proxy, which does the domain check too.
+    let transformed = entry
+        .egress
+        .rules()
+        .transforms()
+        .intercepts(destination.ip(), destination.port());
+    if transformed || !entry.check_domain {
+        super::transform_proxy::serve(client, entry, stop).await;
+        return;
+    }
     let (name, head, mut upstream) = match check(&mut client, &entry).await {
         Ok(ok) => ok,
         Err(why) => {
@@ -180,6 +197,15 @@ async fn relay(mut client: TcpStream, entry: Pending, stop: CancellationToken) {
     if upstream.write_all(&head).await.is_err() {
         return;
     }
+    splice(client, upstream, &stop).await;
+}
+
+/// Copies both ways until either side closes (or the proxy stops).
+pub(super) async fn splice(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    stop: &CancellationToken,
+) {
     // Latency only: a socket without TCP_NODELAY still carries the traffic.
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
@@ -192,7 +218,7 @@ async fn relay(mut client: TcpStream, entry: Pending, stop: CancellationToken) {
 
 /// Why the domain proxy refused a connection (logged; the sandbox's connection closes).
 #[derive(Debug, thiserror::Error)]
-enum Refusal {
+pub(super) enum Refusal {
     /// What the client sent names no host.
     #[error("{0}")]
     NoName(&'static str),
@@ -236,6 +262,100 @@ enum Refusal {
     /// Connecting upstream failed.
     #[error("connect: {0}")]
     Connect(#[source] io::Error),
+    /// TLS to a destination with `network.rules` transforms: they apply to plain HTTP
+    /// only (no TLS interception), so the connection is closed rather than passed on
+    /// without them.
+    #[error(
+        "TLS to a host with network.rules transforms: transforms apply to plain HTTP only \
+         (courier-sandboxd does not intercept TLS), so the connection is closed"
+    )]
+    TransformOverTls,
+}
+
+/// The first bytes of a connection and the name they carry.
+pub(super) struct Head {
+    /// The TLS SNI or HTTP `Host`, or why there is none.
+    pub(super) name: Result<String, &'static str>,
+    /// Everything read so far (to replay upstream).
+    pub(super) bytes: Vec<u8>,
+}
+
+impl Head {
+    /// Whether the connection starts with a TLS handshake record.
+    pub(super) fn is_tls(&self) -> bool {
+        self.bytes.first() == Some(&0x16)
+    }
+}
+
+/// Reads the first bytes until they name a host (or say there is none), at most
+/// [`MAX_SNIFF`] within [`SNIFF_TIMEOUT`].
+pub(super) async fn read_head(client: &mut TcpStream) -> Result<Head, Refusal> {
+    let mut bytes = Vec::with_capacity(2048);
+    let name = tokio::time::timeout(SNIFF_TIMEOUT, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match sniff(&bytes) {
+                Sniff::Name(name) => return Ok(Ok(name)),
+                Sniff::NoName(why) => return Ok(Err(why)),
+                Sniff::NeedMore if bytes.len() >= MAX_SNIFF => {
+                    return Err(Refusal::NameTooLate);
+                }
+                Sniff::NeedMore => {}
+            }
+            let room = (MAX_SNIFF - bytes.len()).min(chunk.len());
+            match client.read(&mut chunk[..room]).await {
+                Ok(0) => return Err(Refusal::ClosedEarly),
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(Refusal::Read(e)),
+            }
+        }
+    })
+    .await
+    .map_err(|_| Refusal::SniffTimeout)??;
+    Ok(Head { name, bytes })
+}
+
+/// Checks that `name` is an `allowOut` domain of `egress` that resolves (on the host) to
+/// `destination`'s address.
+pub(super) async fn verify_domain(
+    name: &str,
+    destination: SocketAddr,
+    egress: &SandboxEgress,
+) -> Result<(), Refusal> {
+    if !egress.rules().allows_domain(name) {
+        return Err(Refusal::NotAllowed(name.to_owned()));
+    }
+    if !resolves_to(name, destination).await? {
+        return Err(Refusal::Elsewhere {
+            name: name.to_owned(),
+            ip: destination.ip(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether `name` resolves (on the host) to `destination`'s address.
+pub(super) async fn resolves_to(name: &str, destination: SocketAddr) -> Result<bool, Refusal> {
+    let answers = tokio::time::timeout(
+        RESOLVE_TIMEOUT,
+        tokio::net::lookup_host((name, destination.port())),
+    )
+    .await
+    .map_err(|_| Refusal::ResolveTimeout(name.to_owned()))?
+    .map_err(|source| Refusal::Resolve {
+        name: name.to_owned(),
+        source,
+    })?;
+    let target = canonical(destination.ip());
+    Ok(answers.into_iter().any(|a| canonical(a.ip()) == target))
+}
+
+/// Connects to `destination` (within [`CONNECT_TIMEOUT`]).
+pub(super) async fn connect(destination: SocketAddr) -> Result<TcpStream, Refusal> {
+    tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(destination))
+        .await
+        .map_err(|_| Refusal::ConnectTimeout)?
+        .map_err(Refusal::Connect)
 }
 
 /// Reads the name, checks it against the rules and DNS, and connects. Returns the name,
@@ -245,55 +365,12 @@ async fn check(
     entry: &Pending,
 ) -> Result<(String, Vec<u8>, TcpStream), Refusal> {
     let destination = entry.destination;
-    let mut head = Vec::with_capacity(2048);
-    let name = tokio::time::timeout(SNIFF_TIMEOUT, async {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match sniff(&head) {
-                Sniff::Name(name) => return Ok(name),
-                Sniff::NoName(why) => return Err(Refusal::NoName(why)),
-                Sniff::NeedMore if head.len() >= MAX_SNIFF => {
-                    return Err(Refusal::NameTooLate);
-                }
-                Sniff::NeedMore => {}
-            }
-            let room = (MAX_SNIFF - head.len()).min(chunk.len());
-            match client.read(&mut chunk[..room]).await {
-                Ok(0) => return Err(Refusal::ClosedEarly),
-                Ok(n) => head.extend_from_slice(&chunk[..n]),
-                Err(e) => return Err(Refusal::Read(e)),
-            }
-        }
-    })
-    .await
-    .map_err(|_| Refusal::SniffTimeout)??;
-
-    if !entry.egress.rules().allows_domain(&name) {
-        return Err(Refusal::NotAllowed(name));
-    }
-    let answers = tokio::time::timeout(
-        RESOLVE_TIMEOUT,
-        tokio::net::lookup_host((name.as_str(), destination.port())),
-    )
-    .await
-    .map_err(|_| Refusal::ResolveTimeout(name.clone()))?
-    .map_err(|source| Refusal::Resolve {
-        name: name.clone(),
-        source,
-    })?;
-    let target = canonical(destination.ip());
-    if !answers.into_iter().any(|a| canonical(a.ip()) == target) {
-        return Err(Refusal::Elsewhere {
-            name,
-            ip: destination.ip(),
-        });
-    }
-    if let Some(refused) = entry.egress.internal(destination.ip()) {
+    let head = read_head(client).await?;
+    let name = head.name.map_err(Refusal::NoName)?;
+    verify_domain(&name, destination, &entry.egress).await?;
+    if let Some(refused) = entry.egress.internal(destination) {
         return Err(Refusal::Internal { name, refused });
     }
-    let upstream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(destination))
-        .await
-        .map_err(|_| Refusal::ConnectTimeout)?
-        .map_err(Refusal::Connect)?;
-    Ok((name, head, upstream))
+    let upstream = connect(destination).await?;
+    Ok((name, head.bytes, upstream))
 }

@@ -45,8 +45,14 @@
 //!   to port 80 or 443 of a denied address is connected to the in-process domain proxy
 //!   instead (`domain_proxy.rs`), which reads the TLS SNI or HTTP `Host`, requires an
 //!   allowed name that resolves (on the host) to the original address, and splices;
+//! - **transforms** (E2B's `network.rules`, `transform.rs`): an allowed TCP connection to
+//!   a destination with rules goes through the same listener to the transform proxy
+//!   (`transform_proxy.rs`), which sets the rule's headers on every plain-HTTP request
+//!   and forwards it to the original destination; TLS to such a host is closed (no
+//!   interception, fail closed). Rules never allow traffic by themselves;
 //! - **the operator** lifts the internal refusal for chosen ranges with
-//!   [`Egress::new`]'s allow list (`--egress-allow CIDR`); a sandbox's own `allowOut`
+//!   [`Egress::new`]'s allow list (`--egress-allow CIDR`), or for one TCP port of them
+//!   (`--egress-allow IP:PORT`, `CIDR:PORT`, `[v6]:PORT`); a sandbox's own `allowOut`
 //!   cannot;
 //! - **live updates**: [`SandboxEgress::set_rules`] (E2B's `PUT /sandboxes/{id}/network`)
 //!   applies to every later connection at once.
@@ -62,7 +68,10 @@
 //! - The host's addresses are re-read every [`HOST_ADDRS_TTL`]: an address added to the
 //!   host is refused at most that long after it appears. Addresses that reach the host
 //!   without being on its interfaces (a NAT in front of it) are not known here.
-//! - Domain checks see the first request's name only (see `domain_proxy.rs`).
+//! - Domain checks see the first request's name only (see `domain_proxy.rs`), except on
+//!   connections the transform proxy serves, which checks every request.
+//! - Transforms apply to HTTP/1 in clear only; domain keys act on ports 80 and 443,
+//!   IP/CIDR keys on every port (non-HTTP traffic to such an address does not pass).
 //! - An exploited slirp4netns can still listen on host ports and talk to the sandbox;
 //!   it runs with slirp4netns's own sandbox (`--enable-sandbox --enable-seccomp`: its
 //!   own mount namespace, no capabilities but `CAP_NET_BIND_SERVICE`).
@@ -75,6 +84,8 @@ pub mod policy;
 mod sniff;
 pub(crate) mod supervisor;
 mod sys;
+mod transform;
+mod transform_proxy;
 
 use std::fmt;
 use std::io::{self, Read as _};
@@ -86,8 +97,9 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-pub use policy::{Cidr, CidrError, EgressRules, RuleError};
+pub use policy::{Cidr, CidrError, EgressRules, OperatorAllow, RuleError};
 use policy::{Destination, Environment, Refused, Verdict};
+pub use transform::{TransformError, TransformRules};
 
 /// How long the host's interface addresses are cached before they are read again.
 pub const HOST_ADDRS_TTL: Duration = Duration::from_secs(2);
@@ -100,7 +112,7 @@ pub struct Egress {
 }
 
 struct Shared {
-    operator_allow: Vec<Cidr>,
+    operator_allow: Vec<OperatorAllow>,
     host_addrs: Mutex<Option<(Instant, Arc<[IpAddr]>)>>,
     /// Started on first use (a sandbox with domain rules), then kept.
     domain_proxy: Mutex<Option<Arc<domain_proxy::DomainProxy>>>,
@@ -116,8 +128,9 @@ impl fmt::Debug for Egress {
 
 impl Egress {
     /// Egress with the operator's allow list: internal destinations inside these ranges
-    /// are not refused (a sandbox's own rules still apply to them).
-    pub fn new(operator_allow: Vec<Cidr>) -> Self {
+    /// (or on the one TCP port a port-scoped entry names) are not refused (a sandbox's
+    /// own rules still apply to them).
+    pub fn new(operator_allow: Vec<OperatorAllow>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 operator_allow,
@@ -135,7 +148,7 @@ impl Egress {
     }
 
     /// The operator's allow list.
-    pub fn operator_allow(&self) -> &[Cidr] {
+    pub fn operator_allow(&self) -> &[OperatorAllow] {
         &self.shared.operator_allow
     }
 
@@ -392,15 +405,20 @@ impl SandboxEgress {
         policy::decide(dest, &self.rules(), &env)
     }
 
-    /// Why `ip` is internal now, if it is.
-    pub(crate) fn internal(&self, ip: IpAddr) -> Option<Refused> {
+    /// Why a TCP connection to `dest` is refused as internal now, if it is.
+    pub(crate) fn internal(&self, dest: std::net::SocketAddr) -> Option<Refused> {
         let host_addrs = self.egress.host_addrs();
         let env = Environment {
             operator_allow: &self.egress.shared.operator_allow,
             host_addrs: &host_addrs,
             resolvers: &[],
         };
-        policy::internal(ip, &env)
+        let dest = Destination {
+            ip: dest.ip(),
+            port: dest.port(),
+            proto: policy::Proto::Tcp,
+        };
+        policy::internal(dest, &env)
     }
 
     /// Logs a refusal, at most [`LogLimiter::BURST`] lines per window per sandbox (a
@@ -493,7 +511,7 @@ mod tests {
         let addrs = read_host_addrs().unwrap();
         assert!(addrs.contains(&"127.0.0.1".parse().unwrap()), "{addrs:?}");
         for ip in addrs {
-            assert!(sbx.internal(ip).is_some(), "{ip}");
+            assert!(sbx.internal((ip, 80).into()).is_some(), "{ip}");
         }
     }
 

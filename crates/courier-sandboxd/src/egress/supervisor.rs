@@ -459,7 +459,21 @@ impl Handler {
             }
             Target::Other(family) => return self.refuse_family(family, Errno::EACCES),
         };
-        match self.decide(addr, proto_of(&sock)) {
+        let proto = proto_of(&sock);
+        match self.decide(addr, proto) {
+            // Allowed, but the sandbox's `network.rules` transform its requests to this
+            // destination: through the proxy, which applies them (or refuses TLS).
+            Verdict::Allow(_)
+                if proto == Proto::Tcp
+                    && self
+                        .context
+                        .egress
+                        .rules()
+                        .transforms()
+                        .intercepts(addr.ip(), addr.port()) =>
+            {
+                self.redirect(n, sock, addr, false)
+            }
             Verdict::Allow(_) => {
                 let blocking = is_blocking(&sock);
                 self.perform(n, blocking, move || {
@@ -471,13 +485,20 @@ impl Handler {
                 self.context.egress.log_refused(&addr, &why);
                 Reply::Fail(Errno::ECONNREFUSED)
             }
-            Verdict::CheckDomain => self.redirect(n, sock, addr),
+            Verdict::CheckDomain => self.redirect(n, sock, addr, true),
         }
     }
 
     /// Connects slirp4netns's socket to the domain proxy instead of `addr`, after
-    /// registering `addr` under the socket's local port.
-    fn redirect(&self, n: &Notification, sock: OwnedFd, addr: SocketAddr) -> Reply {
+    /// registering `addr` under the socket's local port (`check_domain`: only an
+    /// `allowOut` domain may let it through).
+    fn redirect(
+        &self,
+        n: &Notification,
+        sock: OwnedFd,
+        addr: SocketAddr,
+        check_domain: bool,
+    ) -> Reply {
         let proxy = match self.context.egress.egress().domain_proxy() {
             Ok(proxy) => proxy,
             Err(e) => {
@@ -511,7 +532,7 @@ impl Handler {
         let Some(port) = port.filter(|p| *p != 0) else {
             return Reply::Fail(Errno::ECONNREFUSED);
         };
-        if !proxy.expect(port, addr, self.context.egress.clone()) {
+        if !proxy.expect(port, addr, self.context.egress.clone(), check_domain) {
             self.context
                 .egress
                 .log_refused(&addr, &"too many connections waiting for the domain proxy");

@@ -65,7 +65,7 @@ pub struct ServerConfig {
     /// Internal ranges networked sandboxes may reach anyway (loopback, link-local,
     /// private, CGNAT, the host's own addresses... are refused otherwise; see
     /// [`crate::egress`]). Empty by default. A sandbox's own `denyOut` still applies.
-    pub egress_allow: Vec<crate::egress::Cidr>,
+    pub egress_allow: Vec<crate::egress::OperatorAllow>,
 }
 
 /// An operator-provided host directory bind-mounted into every sandbox at create.
@@ -150,6 +150,9 @@ pub struct CreateRequest {
     /// Whether the sandbox's ports other than envd's are reachable without its traffic
     /// access token (E2B's `network.allowPublicTraffic`, default true).
     pub allow_public_traffic: bool,
+    /// E2B's `network.maskRequestHost`: the `Host` requests to the sandbox's ports arrive
+    /// with, `${PORT}` standing for the port; `None` (default) keeps the client's.
+    pub mask_request_host: Option<String>,
 }
 
 impl Default for CreateRequest {
@@ -166,6 +169,7 @@ impl Default for CreateRequest {
             die_with_server: false,
             egress: EgressRules::default(),
             allow_public_traffic: true,
+            mask_request_host: None,
         }
     }
 }

@@ -29,6 +29,7 @@ impl Sandboxd {
         let record = entry.update(|r| {
             r.network.allow_out = rules.allow_out().to_vec();
             r.network.deny_out = rules.deny_out().to_vec();
+            r.network.rules = rules.transforms().clone();
         });
         self.inner.records.save(&record)?;
         Ok(record)

@@ -163,6 +163,8 @@ impl Sandboxd {
                 allow_out: request.egress.allow_out().to_vec(),
                 deny_out: request.egress.deny_out().to_vec(),
                 allow_public_traffic: request.allow_public_traffic,
+                rules: request.egress.transforms().clone(),
+                mask_request_host: request.mask_request_host.clone(),
             },
             traffic_access_token: (!request.allow_public_traffic)
                 .then(|| Secret::new(random_hex(32))),

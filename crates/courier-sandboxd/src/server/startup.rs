@@ -186,6 +186,7 @@ impl Sandboxd {
 /// rather than none.
 fn recorded_rules(record: &SandboxRecord) -> EgressRules {
     EgressRules::parse(&record.network.allow_out, &record.network.deny_out, "network.")
+        .map(|rules| rules.with_transforms(record.network.rules.clone()))
         .unwrap_or_else(|e| {
             tracing::warn!(sandbox = %record.sandbox_id, error = %e, "unreadable egress rules in the record: denying all traffic");
             EgressRules::deny_all()

@@ -52,6 +52,7 @@ mod measure;
 mod probes;
 #[path = "../support/mod.rs"]
 mod support;
+mod transform;
 
 const KEY: &str = "e2b_00112233445566778899aabbccddeeff00112233";
 const API: &str = "127.0.0.1:3000";

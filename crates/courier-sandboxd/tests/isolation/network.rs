@@ -55,7 +55,7 @@ fn outbound_network_only_when_asked_for_and_never_to_host_loopback() {
     let loopback_port = serve_text("127.0.0.1:0", "host loopback secret");
     // The host's own addresses are internal to sandboxes; the operator's allow list opens
     // this one, as `--egress-allow` would (tests/egress.rs checks the refusal).
-    let allow = vec![courier_sandboxd::egress::Cidr::host(host_ip.into())];
+    let allow = vec![courier_sandboxd::egress::Cidr::host(host_ip.into()).into()];
     spec.egress =
         courier_sandboxd::egress::Egress::new(allow).sandbox(&spec.id, Default::default());
 

@@ -4,7 +4,13 @@
         HTTP on :80 and :8080, HTTPS on :443 (each answers with the address it was
         reached at; /bytes/N sends N bytes), UDP echo on :9999, DNS on 10.77.0.53:53
     python3 egress_lab.py host
-        HTTP on :8081 answering "sandboxd-host" (a service of sandboxd's own machine)
+        HTTP on :8081 and :8082 answering "sandboxd-host" (a service of sandboxd's own
+        machine)
+
+Every HTTP server also answers /headers (the address it was reached at, then the
+request's headers, one "name: value" a line, names lowercased), /sse (an event, a pause
+of 3 s, a second event, in chunks) and POST (the body's length, "len=N"; Content-Length
+or chunked).
 
 Prints "ready" once everything listens.
 """
@@ -16,6 +22,7 @@ import ssl
 import struct
 import sys
 import threading
+import time
 
 NAMES = {
     "allowed.test": "203.0.113.10",
@@ -29,7 +36,52 @@ MODE = sys.argv[1]
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def setup(self):
+        super().setup()
+        # Head and body are written separately: without this, Nagle's algorithm and the
+        # client's delayed ACK add ~40 ms to every keep-alive answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        length = 0
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                length += len(self.rfile.read(size))
+                self.rfile.readline()
+        else:
+            length = len(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+        body = f"len={length}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_GET(self):  # noqa: N802 (http.server's naming)
+        if self.path == "/headers":
+            lines = [self.connection.getsockname()[0]]
+            lines += [f"{k.lower()}: {v}" for k, v in self.headers.items()]
+            body = ("\n".join(lines) + "\n").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if self.path == "/sse":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i, event in enumerate((b"data: one\n\n", b"data: two\n\n")):
+                if i:
+                    time.sleep(3)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            return
         if self.path.startswith("/bytes/"):
             left = int(self.path.split("/")[2])
             self.send_response(200)
@@ -96,7 +148,8 @@ def dns():
 
 
 if MODE == "host":
-    serve(Server(("0.0.0.0", 8081), Handler))
+    for port in (8081, 8082):
+        serve(Server(("0.0.0.0", port), Handler))
 else:
     for port in (80, 8080):
         serve(Server(("0.0.0.0", port), Handler))

@@ -131,6 +131,96 @@ impl FromStr for Cidr {
     }
 }
 
+/// One entry of the operator's allow list (`--egress-allow`): an internal range, or one
+/// TCP port of it.
+///
+/// Spelled `CIDR` (`10.1.2.3/32`, `10.0.0.0/8`, `fd00::/8`, an IP alone = one address) or
+/// `CIDR:PORT` / `IP:PORT` (`10.77.0.1:8080`, `10.0.0.0/8:443`; IPv6 in brackets:
+/// `[fd00::1]:8080`, `[fd00::/8]:443`). With a port, only TCP connections to that port
+/// are let through: the rest of the address (its other ports, UDP, ICMP) stays refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OperatorAllow {
+    net: Cidr,
+    port: Option<u16>,
+}
+
+impl OperatorAllow {
+    /// The range.
+    pub fn net(&self) -> Cidr {
+        self.net
+    }
+
+    /// The one TCP port opened, when the entry is port-scoped.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// Whether this entry lets `dest` through the internal refusal.
+    pub fn covers(&self, dest: &Destination) -> bool {
+        self.net.contains(dest.ip)
+            && self
+                .port
+                .is_none_or(|port| dest.proto == Proto::Tcp && dest.port == port)
+    }
+}
+
+impl From<Cidr> for OperatorAllow {
+    fn from(net: Cidr) -> Self {
+        Self { net, port: None }
+    }
+}
+
+impl fmt::Display for OperatorAllow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.port, self.net.addr()) {
+            (None, _) => write!(f, "{}", self.net),
+            (Some(port), IpAddr::V4(_)) => write!(f, "{}:{port}", self.net),
+            (Some(port), IpAddr::V6(_)) => write!(f, "[{}]:{port}", self.net),
+        }
+    }
+}
+
+impl FromStr for OperatorAllow {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| CidrError(format!("port {p:?} must be 1..=65535")))
+        };
+        if let Some(rest) = s.strip_prefix('[') {
+            // `[v6 or v6/prefix]:port`
+            let (net, tail) = rest.split_once(']').ok_or_else(|| {
+                CidrError(format!("{s:?}: a '[' needs its ']' (e.g. [fd00::1]:8080)"))
+            })?;
+            let p = tail
+                .strip_prefix(':')
+                .ok_or_else(|| CidrError(format!("{s:?}: ']' must be followed by :PORT")))?;
+            return Ok(Self {
+                net: net.parse()?,
+                port: Some(port(p)?),
+            });
+        }
+        // IPv4 (with or without prefix) and a port: exactly one ':'. More colons: IPv6.
+        if s.matches(':').count() == 1 {
+            let (net, p) = s.split_once(':').expect("one colon");
+            let net: Cidr = net.parse()?;
+            if net.addr().is_ipv4() {
+                return Ok(Self {
+                    net,
+                    port: Some(port(p)?),
+                });
+            }
+        }
+        Ok(Self {
+            net: s.parse()?,
+            port: None,
+        })
+    }
+}
+
 /// The address an IPv4-mapped IPv6 address stands for; any other address unchanged.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -252,6 +342,7 @@ pub struct EgressRules {
     allow_cidrs: Vec<Cidr>,
     allow_domains: Vec<DomainPattern>,
     deny: Vec<Cidr>,
+    transforms: super::transform::TransformRules,
 }
 
 impl EgressRules {
@@ -334,6 +425,18 @@ impl EgressRules {
     /// `denyOut: ["0.0.0.0/0"]`: nothing but DNS.
     pub fn deny_all() -> Self {
         Self::parse(&[], &[ALL_TRAFFIC.to_owned()], "").expect("constant rule")
+    }
+
+    /// These rules with E2B's `network.rules` (per-host request transforms); they never
+    /// allow traffic by themselves.
+    pub fn with_transforms(mut self, transforms: super::transform::TransformRules) -> Self {
+        self.transforms = transforms;
+        self
+    }
+
+    /// The per-host request transforms (`network.rules`).
+    pub fn transforms(&self) -> &super::transform::TransformRules {
+        &self.transforms
     }
 
     /// `allowOut` as given.
@@ -424,7 +527,7 @@ pub struct Destination {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Environment<'a> {
     /// The operator's allow list: internal destinations in it are not refused.
-    pub operator_allow: &'a [Cidr],
+    pub operator_allow: &'a [OperatorAllow],
     /// The host's own addresses (every interface of the server's network namespace).
     pub host_addrs: &'a [IpAddr],
     /// The resolvers slirp4netns forwards the sandbox's DNS to.
@@ -485,7 +588,7 @@ pub fn decide(dest: Destination, rules: &EgressRules, env: &Environment<'_>) -> 
     {
         return Verdict::Allow(Allowed::Dns);
     }
-    if let Some(refused) = internal(ip, env) {
+    if let Some(refused) = internal(dest, env) {
         return Verdict::Refuse(refused);
     }
     if rules.allow_cidrs.iter().any(|c| c.contains(ip)) {
@@ -503,10 +606,11 @@ pub fn decide(dest: Destination, rules: &EgressRules, env: &Environment<'_>) -> 
     Verdict::Allow(Allowed::NotDenied)
 }
 
-/// Why `ip` is internal (refused whatever the sandbox's rules say), unless the operator
-/// allows it; `None` when it is not.
-pub fn internal(ip: IpAddr, env: &Environment<'_>) -> Option<Refused> {
-    let ip = canonical(ip);
+/// Why `dest` is internal (refused whatever the sandbox's rules say), unless the
+/// operator allows it (its address, or with a port-scoped entry that TCP port); `None`
+/// when it is not.
+pub fn internal(dest: Destination, env: &Environment<'_>) -> Option<Refused> {
+    let ip = canonical(dest.ip);
     let refused = if let Some(range) = internal_range(ip) {
         Refused::Internal(range)
     } else if env.host_addrs.iter().any(|h| canonical(*h) == ip) {
@@ -514,7 +618,7 @@ pub fn internal(ip: IpAddr, env: &Environment<'_>) -> Option<Refused> {
     } else {
         return None;
     };
-    if env.operator_allow.iter().any(|c| c.contains(ip)) {
+    if env.operator_allow.iter().any(|c| c.covers(&dest)) {
         None
     } else {
         Some(refused)

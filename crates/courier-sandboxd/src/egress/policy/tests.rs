@@ -365,3 +365,80 @@ fn only_all_denied_and_nothing_allowed_means_no_traffic() {
     assert_eq!(r.allow_out(), ["a.com"]);
     assert_eq!(r.deny_out(), ["0.0.0.0/0"]);
 }
+
+#[test]
+fn a_port_scoped_operator_allow_opens_one_tcp_port_only() {
+    // An operator opens a gateway on the host (10.77.0.1:8080) to sandboxes: a sandbox
+    // must not use that to reach the host's other services on the same address (its
+    // other TCP ports, UDP on that port, or the same port on a neighbour).
+    let allow: [OperatorAllow; 2] = [
+        "10.77.0.1:8080".parse().unwrap(),
+        "[fd00::1]:443".parse().unwrap(),
+    ];
+    let hosts = [ip("10.77.0.1")];
+    let env = Environment {
+        operator_allow: &allow,
+        host_addrs: &hosts,
+        resolvers: &[],
+    };
+    let r = EgressRules::default();
+    assert_eq!(
+        decide(tcp("10.77.0.1", 8080), &r, &env),
+        Verdict::Allow(Allowed::NotDenied)
+    );
+    assert!(matches!(
+        decide(tcp("10.77.0.1", 8081), &r, &env),
+        Verdict::Refuse(Refused::Internal(_))
+    ));
+    assert!(matches!(
+        decide(udp("10.77.0.1", 8080), &r, &env),
+        Verdict::Refuse(Refused::Internal(_))
+    ));
+    assert!(matches!(
+        decide(tcp("10.77.0.2", 8080), &r, &env),
+        Verdict::Refuse(Refused::Internal(_))
+    ));
+    assert_eq!(
+        decide(tcp("fd00::1", 443), &r, &env),
+        Verdict::Allow(Allowed::NotDenied)
+    );
+    assert!(matches!(
+        decide(tcp("fd00::1", 80), &r, &env),
+        Verdict::Refuse(Refused::Internal(_))
+    ));
+    // The sandbox's own denyOut still applies inside it.
+    assert_eq!(
+        decide(tcp("10.77.0.1", 8080), &rules(&[], &["10.77.0.1"]), &env),
+        Verdict::Refuse(Refused::DenyRule)
+    );
+}
+
+#[test]
+fn operator_allow_entries_parse_with_and_without_ports() {
+    for (text, shown, port) in [
+        ("10.1.2.3", "10.1.2.3/32", None),
+        ("10.0.0.0/8", "10.0.0.0/8", None),
+        ("fd00::/8", "fd00::/8", None),
+        ("::1", "::1/128", None),
+        ("10.1.2.3:8080", "10.1.2.3/32:8080", Some(8080)),
+        ("10.0.0.0/8:443", "10.0.0.0/8:443", Some(443)),
+        ("[fd00::1]:8080", "[fd00::1/128]:8080", Some(8080)),
+        ("[fd00::/8]:443", "[fd00::/8]:443", Some(443)),
+    ] {
+        let a: OperatorAllow = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!((a.to_string().as_str(), a.port()), (shown, port), "{text}");
+        assert_eq!(a.to_string().parse::<OperatorAllow>().unwrap(), a, "{text}");
+    }
+    for bad in [
+        "10.1.2.3:0",
+        "10.1.2.3:65536",
+        "10.1.2.3:http",
+        "[fd00::1]",
+        "[fd00::1:8080",
+        "fd00::1]:80",
+        "10.1.2.3/33:80",
+        "",
+    ] {
+        assert!(bad.parse::<OperatorAllow>().is_err(), "{bad}");
+    }
+}

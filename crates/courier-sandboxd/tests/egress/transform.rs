@@ -1,0 +1,303 @@
+//! E2B's `network.rules` transforms and the port-scoped operator allow, end to end: a
+//! sandbox's plain-HTTP requests get the rule's headers on the way out; what an attacker
+//! inside tries in order to read the values, send them elsewhere, or exhaust the proxy,
+//! and that it fails.
+
+use std::collections::BTreeMap;
+
+use courier_e2b::models::{NetworkRule, NetworkUpdate};
+
+use super::lab::Lab;
+use super::probes::{fetch, sh};
+use super::*;
+
+// The secrets, spelled in halves inside sandboxes so that a command line searching for
+// one never contains it whole.
+const PROOF_A: &str = "proof-7f3a";
+const PROOF_B: &str = "9c21e4b8d05a";
+const NAMED_A: &str = "Bearer named-51d0";
+const NAMED_B: &str = "e6a9b7c3f2";
+const NEXT_A: &str = "proof2-0b9e";
+const NEXT_B: &str = "44d1a6c7e3f8";
+
+fn proof() -> String {
+    format!("{PROOF_A}{PROOF_B}")
+}
+fn named() -> String {
+    format!("{NAMED_A}{NAMED_B}")
+}
+fn next_proof() -> String {
+    format!("{NEXT_A}{NEXT_B}")
+}
+
+/// Looks for the values (argv: their halves) in every regular file of the sandbox (but
+/// /proc, /sys, /dev) and in the environment and command line of every process.
+const SCAN: &str = r#"import os, sys
+needles = [(sys.argv[1] + sys.argv[2]).encode(), (sys.argv[3] + sys.argv[4]).encode()]
+hits, searched = [], 0
+def check(path):
+    global searched
+    try:
+        with open(path, 'rb') as f:
+            data = f.read(256 << 20)
+    except OSError:
+        return
+    searched += 1
+    if any(n in data for n in needles):
+        hits.append(path)
+for root, dirs, files in os.walk('/'):
+    if root == '/':
+        dirs[:] = [d for d in dirs if d not in ('proc', 'sys', 'dev')]
+    for name in files:
+        path = os.path.join(root, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            check(path)
+for pid in os.listdir('/proc'):
+    if pid.isdigit():
+        check('/proc/%s/environ' % pid)
+        check('/proc/%s/cmdline' % pid)
+print('searched', searched, 'hits', hits)
+"#;
+
+/// The body of `curl args` (with `-sS`), or what went wrong.
+async fn body(sbx: &Sandbox, args: &str) -> String {
+    sh(sbx, &format!("curl -sS --max-time 10 {args} 2>&1; true")).await
+}
+
+/// Resident memory of process `pid`, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret() {
+    let test = "transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret";
+    let Some(mut lab) = Lab::new(test) else {
+        return;
+    };
+    // The gateway pattern: one TCP port of sandboxd's own address opened by the operator.
+    lab.start_sandboxd(&["10.77.0.1:8081"]);
+    let sandboxd_pid = lab.sandboxd.as_ref().unwrap().id();
+    let id = lab.with_api(|api| async move {
+        let network = NetworkConfig {
+            rules: Some(BTreeMap::from([
+                (
+                    "10.77.0.1".to_owned(),
+                    vec![NetworkRule::set_headers([("X-Proof", proof())])],
+                ),
+                (
+                    "allowed.test".to_owned(),
+                    vec![NetworkRule::set_headers([("Authorization", named())])],
+                ),
+            ])),
+            ..Default::default()
+        };
+        let sbx = Sandbox::builder()
+            .timeout(Duration::from_secs(600))
+            .allow_internet_access(true)
+            .network(network)
+            .create(&api.client)
+            .await
+            .expect("create with rules");
+
+        // The attacker inside looks for the values before any request could have echoed
+        // them: in every file, and in the environment and command line of every process.
+        // The search runs in Python, which joins the halves in memory: a shell would put
+        // the whole value in grep's command line, where the search would find it.
+        sbx.files().write("/tmp/scan.py", SCAN).await.unwrap();
+        let found = sbx
+            .commands()
+            .run(format!(
+                "python3 /tmp/scan.py '{PROOF_A}' '{PROOF_B}' '{NAMED_A}' '{NAMED_B}'"
+            ))
+            .user("root")
+            .timeout(Duration::from_secs(450))
+            .await
+            .unwrap()
+            .stdout;
+        assert!(
+            found.starts_with("searched ") && found.ends_with(" hits []\n"),
+            "a value is readable inside the sandbox: {found}"
+        );
+
+        // The rule's header reaches the server, replacing the one the sandbox forged.
+        let seen = body(&sbx, "-H 'X-Proof: forged' http://10.77.0.1:8081/headers").await;
+        assert!(seen.starts_with("10.77.0.1\n"), "{seen}");
+        assert!(seen.contains(&format!("x-proof: {}\n", proof())), "{seen}");
+        assert!(
+            !seen.contains("forged"),
+            "the forged header went through: {seen}"
+        );
+
+        // The operator opened one port: the next one on the same address stays closed.
+        fetch(&sbx, "http://10.77.0.1:8081/")
+            .await
+            .assert_reached("the allowed port", "sandboxd-host");
+        fetch(&sbx, "http://10.77.0.1:8082/")
+            .await
+            .assert_refused_fast("the next port of the allowed address");
+
+        // Keep-alive: two requests on one connection both get the header.
+        let script = "import http.client\n\
+            c = http.client.HTTPConnection('10.77.0.1', 8081, timeout=10)\n\
+            for _ in range(2):\n\
+            \x20   c.request('GET', '/headers', headers={'X-Proof': 'forged'})\n\
+            \x20   body = c.getresponse().read().decode()\n\
+            \x20   print(sum(l.startswith('x-proof: proof-') for l in body.splitlines()), \
+                         'forged' in body, c.sock.getsockname()[1])\n";
+        let out = sh(&sbx, &format!("python3 -c \"{script}\"")).await;
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        let port = lines[0].rsplit(' ').next().unwrap();
+        assert_eq!(lines[0], format!("1 False {port}"), "{out}");
+        assert_eq!(lines[1], format!("1 False {port}"), "one connection: {out}");
+
+        // A streamed answer (server-sent events) arrives as it is sent: the first event
+        // well before the server ends the answer 3 s later.
+        let script = "import http.client, time\n\
+            c = http.client.HTTPConnection('10.77.0.1', 8081, timeout=10)\n\
+            t = time.time()\n\
+            c.request('GET', '/sse')\n\
+            r = c.getresponse()\n\
+            got = b''\n\
+            while b'one' not in got:\n\
+            \x20   got += r.read1(100)\n\
+            first = time.time() - t\n\
+            rest = r.read()\n\
+            print('%.2f %.2f %s' % (first, time.time() - t, b'two' in rest))\n";
+        let out = sh(&sbx, &format!("python3 -c \"{script}\"")).await;
+        let words: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(words.len(), 3, "{out}");
+        let (first, total): (f64, f64) = (words[0].parse().unwrap(), words[1].parse().unwrap());
+        assert!(first < 2.0 && total >= 2.9 && words[2] == "True", "{out}");
+
+        // A streamed (chunked) request body goes through whole.
+        sh(&sbx, "head -c 1048576 /dev/urandom > /tmp/big").await;
+        let uploaded = body(
+            &sbx,
+            "-H 'Transfer-Encoding: chunked' --data-binary @/tmp/big http://10.77.0.1:8081/up",
+        )
+        .await;
+        assert_eq!(uploaded, "len=1048576");
+
+        // Upgrades would carry later traffic past the proxy: refused.
+        let status = body(
+            &sbx,
+            "-o /dev/null -w '%{http_code}' -H 'Connection: Upgrade' -H 'Upgrade: websocket' \
+             http://10.77.0.1:8081/headers",
+        )
+        .await;
+        assert_eq!(status, "501");
+
+        // A domain key: the named host gets its header.
+        let seen = body(&sbx, "http://allowed.test/headers").await;
+        assert!(seen.starts_with("203.0.113.10\n"), "{seen}");
+        assert!(
+            seen.contains(&format!("authorization: {}\n", named())),
+            "{seen}"
+        );
+        // The attacker names that host in requests to a server of its own
+        // (elsewhere.test, 203.0.113.20): by Host, and by absolute URI. The requests go
+        // where the sandbox connected, without the header.
+        for args in [
+            "-H 'Host: allowed.test' http://203.0.113.20/headers",
+            "--request-target http://allowed.test/headers http://203.0.113.20/",
+        ] {
+            let seen = body(&sbx, args).await;
+            assert!(seen.starts_with("203.0.113.20\n"), "{args}: {seen}");
+            assert!(!seen.contains(NAMED_B), "{args} got the header: {seen}");
+        }
+        // TLS to a host with rules cannot be transformed: closed, not sent without them.
+        fetch(&sbx, "https://allowed.test/")
+            .await
+            .assert_refused_fast("TLS to a transformed host");
+        // TLS elsewhere is untouched.
+        fetch(&sbx, "https://203.0.113.20/")
+            .await
+            .assert_reached("TLS to a host without rules", "203.0.113.20");
+
+        // A giant header block is refused at the proxy's bound, without growing the
+        // server: 8 MiB of headers, sent as fast as the proxy reads.
+        let before = rss_kib(sandboxd_pid);
+        let script = "import socket\n\
+            s = socket.create_connection(('10.77.0.1', 8081), timeout=10)\n\
+            s.sendall(b'GET /headers HTTP/1.1\\\\r\\\\nHost: x\\\\r\\\\n')\n\
+            line = b'X-Big: ' + b'a' * 1000 + b'\\\\r\\\\n'\n\
+            try:\n\
+            \x20   for _ in range(8192):\n\
+            \x20       s.sendall(line)\n\
+            except OSError as e:\n\
+            \x20   pass\n\
+            try:\n\
+            \x20   print(s.recv(64).split(b' ')[1].decode())\n\
+            except (OSError, IndexError):\n\
+            \x20   print('closed')\n";
+        let out = sh(&sbx, &format!("python3 -c \"{script}\"")).await;
+        assert!(out == "431\n" || out == "closed\n", "{out}");
+        let grown = rss_kib(sandboxd_pid).saturating_sub(before);
+        assert!(grown < 16 * 1024, "sandboxd grew by {grown} KiB");
+        let seen = body(&sbx, "http://10.77.0.1:8081/headers").await;
+        assert!(seen.contains(PROOF_B), "still serving: {seen}");
+
+        // The values are in the sandbox's detail, behind the API key only.
+        let anonymous = api
+            .http
+            .get(format!("http://{API}/sandboxes/{}", sbx.id()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anonymous.status().as_u16(), 401);
+        assert!(!anonymous.text().await.unwrap().contains(PROOF_B));
+        let info = sbx.get_info().await.unwrap().network.unwrap();
+        let rules = info.rules.unwrap();
+        let headers = &rules["10.77.0.1"][0].transform.as_ref().unwrap().headers;
+        assert_eq!(headers["X-Proof"].expose(), proof());
+
+        // A live update through the SDK replaces the rules for the next connection.
+        sbx.update_network(NetworkUpdate {
+            rules: Some(BTreeMap::from([(
+                "10.77.0.1".to_owned(),
+                vec![NetworkRule::set_headers([("X-Proof", next_proof())])],
+            )])),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let seen = body(&sbx, "http://10.77.0.1:8081/headers").await;
+        assert!(
+            seen.contains(&format!("x-proof: {}\n", next_proof())),
+            "{seen}"
+        );
+        let seen = body(&sbx, "http://allowed.test/headers").await;
+        assert!(
+            !seen.contains(NAMED_B),
+            "the removed rule still applies: {seen}"
+        );
+        sbx.id().to_owned()
+    });
+
+    // The rules survive a crash of the server: they come back from the record.
+    lab.crash_sandboxd();
+    lab.start_sandboxd(&["10.77.0.1:8081"]);
+    lab.with_api(|api| async move {
+        let sbx = Sandbox::connect(&api.client, &id).await.unwrap();
+        let seen = body(&sbx, "http://10.77.0.1:8081/headers").await;
+        assert!(
+            seen.contains(&format!("x-proof: {}\n", next_proof())),
+            "{seen}"
+        );
+        sbx.kill().await.unwrap();
+    });
+
+    // The server said why it closed the TLS connection, and never wrote a value.
+    let log = lab.log();
+    assert!(log.contains("transforms apply to plain HTTP only"), "{log}");
+    for secret in [PROOF_B, NAMED_B, NEXT_B] {
+        assert!(!log.contains(secret), "a value is in the server's log");
+    }
+}
