@@ -44,5 +44,5 @@ pub mod usage;
 pub use credentials::{Minter, PROOF_HEADER, RUN_TOKEN_HEADER, RunCredentials, TOKEN_PREFIX};
 pub use error::Refusal;
 pub use grants::{Budget, GitGrant, Grant, Grants, Provider, ProviderCredential};
-pub use server::{Gateway, Upstreams};
+pub use server::{Gateway, Upstreams, outward_ipv4};
 pub use usage::TokenUsage;

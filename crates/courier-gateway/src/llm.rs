@@ -6,13 +6,12 @@
 //! before anything is sent.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use http::{HeaderValue, StatusCode};
 use serde_json::{Value, json};
 
@@ -155,22 +154,17 @@ async fn forward_to(
     let tap = api
         .filter(|_| status.is_success())
         .map(|api| UsageTap::new(api, &content_type));
-    let grants = gateway.inner.grants.clone();
-    let run = caller.run;
-    let on_end = move |usage: Option<TokenUsage>| {
-        if let Some(usage) = usage.filter(|u| u.total() > 0)
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(async move { grants.record_usage(&run, provider, usage).await });
-        }
-    };
-    let stream = Tapped {
+    let tapped = Tapped {
         inner: Box::pin(answer.bytes_stream()),
         tap,
-        on_end: Some(Box::new(on_end)),
+        report: Some(Report {
+            grants: gateway.inner.grants.clone(),
+            run: caller.run,
+            provider,
+        }),
     };
     response
-        .body(Body::from_stream(stream))
+        .body(Body::from_stream(tapped.into_stream()))
         .map_err(|e| Refusal::Internal(e.to_string()))
 }
 
@@ -248,52 +242,76 @@ fn set_credential(
     Ok(())
 }
 
-type OnEnd = Box<dyn FnOnce(Option<TokenUsage>) + Send>;
-
-/// An answer's body passed through while its usage is read; the usage is reported once,
-/// when the body ends or is dropped (a client that hangs up mid-answer was still billed
-/// for what the provider sent).
-struct Tapped {
-    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
-    tap: Option<UsageTap>,
-    on_end: Option<OnEnd>,
+/// Where an answer's usage goes.
+struct Report {
+    grants: std::sync::Arc<dyn crate::Grants>,
+    run: String,
+    provider: Provider,
 }
 
-impl Tapped {
-    fn end(&mut self) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end(self.tap.take().and_then(UsageTap::finish));
-        }
+impl Report {
+    fn send(self, usage: Option<TokenUsage>) -> Option<impl std::future::Future<Output = ()>> {
+        let usage = usage.filter(|u| u.total() > 0)?;
+        Some(async move {
+            self.grants
+                .record_usage(&self.run, self.provider, usage)
+                .await
+        })
     }
 }
 
-impl Stream for Tapped {
-    type Item = std::io::Result<Bytes>;
+/// An answer's body passed through while its usage is read.
+///
+/// The usage is recorded before the body's end reaches the client, so the run's next
+/// request already sees it (a budget is enforced exactly, not one answer late). A client
+/// that hangs up mid-answer was still billed for what the provider sent: the usage read
+/// so far is recorded in the background.
+struct Tapped {
+    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    tap: Option<UsageTap>,
+    report: Option<Report>,
+}
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(bytes))) => {
-                if let Some(tap) = &mut self.tap {
-                    tap.feed(&bytes);
+impl Tapped {
+    fn finish(&mut self) -> Option<impl std::future::Future<Output = ()> + use<>> {
+        let usage = self.tap.take().and_then(UsageTap::finish);
+        self.report.take()?.send(usage)
+    }
+
+    fn into_stream(self) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
+        futures::stream::unfold(Some(self), |state| async move {
+            let mut tapped = state?;
+            match tapped.inner.as_mut().next().await {
+                Some(Ok(bytes)) => {
+                    if let Some(tap) = &mut tapped.tap {
+                        tap.feed(&bytes);
+                    }
+                    Some((Ok(bytes), Some(tapped)))
                 }
-                Poll::Ready(Some(Ok(bytes)))
+                Some(Err(e)) => {
+                    if let Some(record) = tapped.finish() {
+                        record.await;
+                    }
+                    Some((Err(std::io::Error::other(e.without_url())), None))
+                }
+                None => {
+                    if let Some(record) = tapped.finish() {
+                        record.await;
+                    }
+                    None
+                }
             }
-            Poll::Ready(Some(Err(e))) => {
-                self.end();
-                Poll::Ready(Some(Err(std::io::Error::other(e.without_url()))))
-            }
-            Poll::Ready(None) => {
-                self.end();
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        })
     }
 }
 
 impl Drop for Tapped {
     fn drop(&mut self) {
-        self.end();
+        if let Some(record) = self.finish()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(record);
+        }
     }
 }
 

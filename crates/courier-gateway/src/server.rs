@@ -108,6 +108,22 @@ impl Gateway {
     }
 }
 
+/// This host's outward IPv4 address (the one its default route leaves from): where
+/// sandboxes on this host reach a gateway listening on it. `None` without a route.
+///
+/// ```
+/// if let Some(ip) = courier_gateway::outward_ipv4() {
+///     assert!(!ip.is_loopback());
+/// }
+/// ```
+pub fn outward_ipv4() -> Option<std::net::IpAddr> {
+    // Connecting a UDP socket sends nothing; it only picks the route's source address.
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.254:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
 /// The run token a request carries, wherever its client puts credentials: `x-api-key`,
 /// `Authorization: Bearer`, `Authorization: Basic` (git's password) or
 /// [`RUN_TOKEN_HEADER`].

@@ -149,8 +149,7 @@ impl RunGrants {
 
     async fn tokens_used(&self, id: SandboxId) -> Result<u64> {
         let summary =
-            crate::usage::UsageSummary::for_sandbox(self.orchestrator.store().as_ref(), id)
-                .await?;
+            crate::usage::UsageSummary::for_sandbox(self.orchestrator.store().as_ref(), id).await?;
         Ok((summary.input_tokens
             + summary.output_tokens
             + summary.cache_read_tokens
@@ -158,7 +157,9 @@ impl RunGrants {
     }
 
     async fn grant_for(&self, run: &str) -> std::result::Result<Grant, Refusal> {
-        let ended = || Refusal::RunEnded { run: run.to_owned() };
+        let ended = || Refusal::RunEnded {
+            run: run.to_owned(),
+        };
         let internal = |e: OrchestratorError| Refusal::Internal(e.to_string());
         let id: SandboxId = run.parse().map_err(|_| ended())?;
         let sandbox = match self.orchestrator.store().get_sandbox(id).await {
@@ -323,9 +324,18 @@ mod tests {
     fn endpoints_and_host_come_from_the_url() {
         let l = link("http://10.0.0.5:8090/");
         assert_eq!(l.host().as_deref(), Some("10.0.0.5"));
-        assert_eq!(l.endpoints().openai.as_deref(), Some("http://10.0.0.5:8090/llm/openai/v1"));
-        assert_eq!(link("https://gw.example").host().as_deref(), Some("gw.example"));
-        assert_eq!(link("http://[fd00::1]:80").host().as_deref(), Some("fd00::1"));
+        assert_eq!(
+            l.endpoints().openai.as_deref(),
+            Some("http://10.0.0.5:8090/llm/openai/v1")
+        );
+        assert_eq!(
+            link("https://gw.example").host().as_deref(),
+            Some("gw.example")
+        );
+        assert_eq!(
+            link("http://[fd00::1]:80").host().as_deref(),
+            Some("fd00::1")
+        );
         assert!(link("http://gw\"x").validate().is_err());
         assert!(!format!("{:?}", link("http://a")).contains("Minter"));
     }

@@ -61,8 +61,8 @@ impl GitHttp {
 
 fn authorized(request: &Request, token: &str) -> bool {
     use base64::Engine as _;
-    let expected = base64::engine::general_purpose::STANDARD
-        .encode(format!("x-access-token:{token}"));
+    let expected =
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
     request
         .headers()
         .get("authorization")
@@ -126,9 +126,12 @@ async fn cgi(State(served): State<Arc<Served>>, request: Request) -> Response {
         .await;
     let _ = writer.await;
     let _ = child.wait().await;
-    let Some(split) = out.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4)).or_else(|| {
-        out.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2))
-    }) else {
+    let Some(split) = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)))
+    else {
         return (StatusCode::BAD_GATEWAY, "git http-backend said nothing").into_response();
     };
     let (head, rest) = out.split_at(split.0);

@@ -24,6 +24,10 @@ Scripted behaviour through the prompt:
   with feedback (so a designer turn between two checks flips the verdict);
 - `CARDS n`  end the answer with a fenced JSON list of n issue cards (title, description,
   severity, suggested_prompt), as an issue-scanning agent is asked to.
+- `CALL_LLM` (claude only; once per occurrence)  call the Messages API the real CLI would:
+  a streamed `POST $ANTHROPIC_BASE_URL/v1/messages` with `x-api-key: $ANTHROPIC_API_KEY`,
+  the first call before the edit, the others after its commit; a refused call ends the run
+  with the API's error (exit 1).
 
 Optional: FAKE_CLI_REQUIRE_KEYS=1 makes each fake require its provider key variable.
 
@@ -150,6 +154,26 @@ def directives(prompt):
         "fail": "FAIL" in prompt,
         "crash": "CRASH" in prompt,
     }
+
+
+def call_llm(model):
+    """One streamed Messages call, as Claude Code makes it; returns (ok, detail)."""
+    import urllib.error
+    import urllib.request
+    base = os.environ.get("ANTHROPIC_BASE_URL", "https://api.anthropic.com").rstrip("/")
+    body = json.dumps({"model": model, "max_tokens": 64, "stream": True,
+                       "messages": [{"role": "user", "content": "fake turn"}]}).encode()
+    request = urllib.request.Request(base + "/v1/messages", data=body, method="POST", headers={
+        "content-type": "application/json", "anthropic-version": "2023-06-01",
+        "x-api-key": os.environ.get("ANTHROPIC_API_KEY", "")})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            text = response.read().decode("utf-8", "replace")
+            return "message_stop" in text, text[-200:]
+    except urllib.error.HTTPError as e:
+        return False, "%d %s" % (e.code, e.read().decode("utf-8", "replace"))
+    except Exception as e:  # noqa: BLE001 - any failure is the run's
+        return False, str(e)
 
 
 def session(tool, continuing, new_id):
@@ -295,6 +319,22 @@ def run_claude(args):
                       "cache_read_input_tokens": 0}, **base}
         emit_final(fmt, result, text)
         return 1
+    calls = prompt.count("CALL_LLM")
+
+    def llm_failed(detail):
+        text = "API Error: %s" % detail
+        sys.stderr.write(text + "\n")
+        result = {"type": "result", "subtype": "success", "is_error": True, "result": text,
+                  "duration_ms": 100, "num_turns": 1, "total_cost_usd": 0, "usage": {
+                      "input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
+                      "cache_read_input_tokens": 0}, **base}
+        emit_final(fmt, result, text)
+        return 1
+
+    if calls:
+        ok, detail = call_llm(model)
+        if not ok:
+            return llm_failed(detail)
     m1 = "msg_" + uuid.uuid4().hex[:12]
     if stream:
         assistant(m1, {"type": "thinking", "thinking": "I will record the task in a file and commit it.",
@@ -316,6 +356,10 @@ def run_claude(args):
               "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_bash_%d" % turn,
                                                        "content": "[%s] committed" % (sha or "no git repo"),
                                                        "is_error": False}]}})
+    for _ in range(max(calls - 1, 0)):
+        ok, detail = call_llm(model)
+        if not ok:
+            return llm_failed(detail)
     text = answer_text("claude", prompt, prior, sid, turn, path)
     if stream:
         assistant("msg_" + uuid.uuid4().hex[:12], {"type": "text", "text": text}, "end_turn")

@@ -29,9 +29,10 @@ impl Orchestrator {
             .resolve(sandbox.user_id, sandbox.project_id, Provider::GitHub)
             .await?
             .map(|k| k.secret);
-        let (keys, github, endpoints) = if sandbox.config.keys_via_gateway {
-            // Its keys stayed outside: it gets its run token again, never the real keys.
-            let gateway = self.gateway.as_ref().ok_or(OrchestratorError::InvalidConfig {
+        let (keys, github, endpoints) =
+            if sandbox.config.keys_via_gateway {
+                // Its keys stayed outside: it gets its run token again, never the real keys.
+                let gateway = self.gateway.as_ref().ok_or(crate::OrchestratorError::InvalidConfig {
                 field: "gateway",
                 message: format!(
                     "sandbox {} was set up to reach its providers through Courier's gateway, \
@@ -39,15 +40,15 @@ impl Orchestrator {
                     sandbox.id
                 ),
             })?;
-            let credentials = gateway.minter.mint(&sandbox.id.to_string());
-            (
-                gateway.sandbox_keys(&keys, &credentials.token),
-                None,
-                gateway.endpoints(),
-            )
-        } else {
-            (keys, github, self.endpoints.clone())
-        };
+                let credentials = gateway.minter.mint(&sandbox.id.to_string());
+                (
+                    gateway.sandbox_keys(&keys, &credentials.token),
+                    None,
+                    gateway.endpoints(),
+                )
+            } else {
+                (keys, github, self.endpoints.clone())
+            };
         let context = SetupContext {
             tool,
             repo_url: sandbox.git.repo_url.clone(),

@@ -141,7 +141,21 @@ impl World {
         backend: Backend,
         isolation: Isolation,
     ) -> Option<World> {
-        Self::build(test, backend, isolation, Vec::new()).await
+        Self::build(test, backend, isolation, Vec::new(), Vec::new()).await
+    }
+
+    /// [`World::new`] whose sandboxes may reach these internal addresses (`IP:PORT` or
+    /// a CIDR, as courier-sandboxd's `--egress-allow`): a gateway on this host.
+    pub async fn with_egress_allow(
+        test: &str,
+        backend: Backend,
+        allow: &[String],
+    ) -> Option<World> {
+        let allow = allow
+            .iter()
+            .map(|a| a.parse().expect("an egress allow"))
+            .collect();
+        Self::build(test, backend, Isolation::Container, Vec::new(), allow).await
     }
 
     /// [`World::new`] with more host directories shared into every sandbox (build
@@ -151,7 +165,7 @@ impl World {
         backend: Backend,
         extra: Vec<SharedDir>,
     ) -> Option<World> {
-        Self::build(test, backend, Isolation::Container, extra).await
+        Self::build(test, backend, Isolation::Container, extra, Vec::new()).await
     }
 
     async fn build(
@@ -159,6 +173,7 @@ impl World {
         backend: Backend,
         isolation: Isolation,
         extra: Vec<SharedDir>,
+        egress_allow: Vec<courier_sandboxd::egress::OperatorAllow>,
     ) -> Option<World> {
         if !is_root() {
             eprintln!("skipping {test}: sandboxes need root (namespaces, mounts, cgroups)");
@@ -258,6 +273,7 @@ impl World {
             },
         ];
         config.shared_dirs.extend(extra);
+        config.egress_allow = egress_allow;
         let server = Sandboxd::start(config).await.expect("start sandboxd");
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
