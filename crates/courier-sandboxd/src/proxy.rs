@@ -222,12 +222,18 @@ pub(crate) async fn serve(
         };
         // Only latency is at stake: a socket that refuses it still carries the traffic.
         let _ = stream.set_nodelay(true);
+        // A second handle on the socket, to reset it when a sandbox dies mid-response
+        // (see `reset_connection`); without one the connection is only ever closed.
+        let socket = nix::unistd::dup(&stream).ok();
         let server = server.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let died = CancellationToken::new();
+            let conn_died = died.clone();
             let service = service_fn(move |request| {
                 let server = server.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(server, request).await) }
+                let died = conn_died.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(server, request, died).await) }
             });
             let conn = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -235,12 +241,41 @@ pub(crate) async fn serve(
             tokio::select! {
                 _ = conn => {}
                 _ = stop.cancelled() => {}
+                _ = died.cancelled() => {}
             }
+            if died.is_cancelled()
+                && let Some(socket) = &socket
+            {
+                reset_connection(socket);
+            }
+            drop(socket);
         });
     }
 }
 
-async fn handle(server: Sandboxd, mut request: Request<Incoming>) -> Response<Body> {
+/// Makes the last close of `socket` send a TCP reset instead of a FIN.
+///
+/// A response whose sandbox was killed or paused mid-stream ends in a reset, the way an
+/// HTTP/2 stream is reset on E2B: the SDKs read a reset as a transport failure, probe
+/// the sandbox's health (502 here) and report "the sandbox was killed or reached its end
+/// of life", where an orderly close mid-body reads as a protocol error instead.
+fn reset_connection(socket: &std::os::fd::OwnedFd) {
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    if let Err(error) =
+        nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::Linger, &linger)
+    {
+        tracing::debug!(%error, "could not arm a connection reset");
+    }
+}
+
+async fn handle(
+    server: Sandboxd,
+    mut request: Request<Incoming>,
+    died: CancellationToken,
+) -> Response<Body> {
     let route = match route(request.headers(), server.config().domain.as_deref()) {
         Ok(route) => route,
         Err(error) => {
@@ -315,8 +350,19 @@ async fn handle(server: Sandboxd, mut request: Request<Incoming>) -> Response<Bo
     {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         tokio::spawn(bridge(client_upgrade, upstream_upgrade, alive));
+        return response.map(|body| body.boxed());
     }
-    response.map(|body| body.boxed())
+    // A body cut because the sandbox died resets the client's connection (see
+    // `reset_connection`); one that fails for another reason is closed as hyper does.
+    response.map(move |body| {
+        body.map_err(move |error| {
+            if alive.is_cancelled() {
+                died.cancel();
+            }
+            error
+        })
+        .boxed()
+    })
 }
 
 /// Pipes an upgraded client connection (e.g. a WebSocket) to the upgraded upstream

@@ -8,6 +8,7 @@
 //! and the routes of E2B's API this server does not serve answer 501 naming the feature
 //! ([`unserved_routes`]).
 
+mod life;
 mod list;
 mod models;
 mod templates;
@@ -120,9 +121,9 @@ pub fn router(server: Sandboxd) -> Router {
         .route("/sandboxes/{id}/timeout", post(set_timeout))
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/refreshes", post(refresh))
-        .route("/sandboxes/{id}/metrics", get(metrics))
         .route("/sandboxes/{id}/network", put(update_network))
         .merge(templates::routes())
+        .merge(life::routes())
         .merge(unserved_routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -178,13 +179,6 @@ fn unserved_routes() -> Router<Sandboxd> {
         .route("/teams", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics/max", get(unserved(TEAMS)))
-        .route(
-            "/sandboxes/metrics",
-            get(unserved(
-                "metrics of several sandboxes at once (GET /sandboxes/metrics) are not \
-                 supported by courier-sandboxd yet; use GET /sandboxes/{id}/metrics",
-            )),
-        )
         .route(
             "/sandboxes/{id}/logs",
             get(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, LOGS)),
@@ -463,14 +457,6 @@ async fn update_network(
     let rules = models::update_network(&body)?;
     server.update_network(&id, rules)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn metrics(State(server): State<Sandboxd>, Path(id): Path<String>) -> ApiResult<Response> {
-    let metric = server.metrics(&id).await?;
-    Ok(json(
-        StatusCode::OK,
-        [courier_e2b::models::SandboxMetric::from(metric)],
-    ))
 }
 
 async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> ApiResult<Response> {

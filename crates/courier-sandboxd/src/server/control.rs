@@ -78,6 +78,7 @@ impl Sandboxd {
         let _op = entry.op.lock().await;
         entry.cut();
         self.destroy(id).await;
+        self.inner.metrics.forget(id);
         entry.reservation.release();
         Ok(())
     }

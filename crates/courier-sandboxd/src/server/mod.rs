@@ -58,7 +58,7 @@ pub use config::{
     ServerConfig, SharedDir,
 };
 use create::Started;
-pub use metrics::Metric;
+pub use metrics::{KEPT_SAMPLES, Metric, MetricsRange, SAMPLE_EVERY};
 pub(crate) use registry::Entry;
 
 struct Inner {
@@ -76,6 +76,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// Egress settings shared by every sandbox (operator allow list, domain proxy).
     egress: Egress,
+    /// Each sandbox's recent metrics samples.
+    metrics: metrics::MetricsHistory,
     /// Held for the server's lifetime (see `start`).
     _lock: nix::fcntl::Flock<std::fs::File>,
 }

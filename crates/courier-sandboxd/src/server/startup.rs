@@ -171,12 +171,14 @@ impl Sandboxd {
                 warm: WarmPool::new(warm_sandboxes),
                 shutdown: CancellationToken::new(),
                 egress,
+                metrics: super::metrics::MetricsHistory::default(),
                 _lock: lock,
             }),
         };
         crate::templates::build::kill_build_sandboxes(&server).await;
         server.collect_layer_garbage().await;
         tokio::spawn(super::reaper::reaper(Arc::downgrade(&server.inner)));
+        tokio::spawn(super::metrics::sampler(Arc::downgrade(&server.inner)));
         Ok(server)
     }
 }
