@@ -16,6 +16,9 @@
 //! require its traffic access token in `e2b-traffic-access-token` (403 otherwise, E2B's
 //! `{sandboxId, message, code}`); envd's port keeps using envd's own access token.
 //!
+//! A paused sandbox created with `autoResume: {enabled: true}` is resumed by a request
+//! that could reach it (see `auto_resume`) and the request is served.
+//!
 //! A sandbox that is unknown, killed or paused answers 502
 //! `{"sandboxId":…,"message":"The sandbox was not found","code":502}`, the shape the SDKs
 //! turn into "sandbox not running". Killing or pausing a sandbox cancels its token, which
@@ -253,6 +256,54 @@ pub(crate) async fn serve(
     }
 }
 
+/// Resumes paused sandbox `entry` for a request to `port` when it was created with
+/// auto-resume (E2B's `autoResume.enabled`), returning its new run's token; `None` when
+/// it stays paused (no auto-resume, the request could not be served anyway, or the
+/// resume failed).
+///
+/// Only a request that could reach the sandbox wakes it: the traffic token of a private
+/// sandbox was checked before this, and a request to envd's port must carry the
+/// sandbox's envd access token (envd would refuse it otherwise), so knowing a sandbox's
+/// id alone, as another sandbox might, resumes nothing but a public port of a sandbox
+/// whose creator asked for exactly that.
+async fn auto_resume(
+    server: &Sandboxd,
+    entry: &crate::server::Entry,
+    port: u16,
+    headers: &http::HeaderMap,
+) -> Option<CancellationToken> {
+    let record = entry.record();
+    let timeout = record.auto_resume_timeout_secs?;
+    if port == ENVD_PORT {
+        let token = headers.get("x-access-token")?;
+        if !same_secret(
+            token.as_bytes(),
+            record.envd_access_token.expose().as_bytes(),
+        ) {
+            return None;
+        }
+    }
+    let timeout = std::time::Duration::from_secs(timeout);
+    server.log_event(
+        &record.sandbox_id,
+        crate::server::logs::LogLevel::Info,
+        "auto_resume",
+        format!("traffic to port {port} reached the paused sandbox: resuming (autoResume)"),
+    );
+    match server.connect(&record.sandbox_id, timeout).await {
+        Ok((_, resumed)) => {
+            if resumed {
+                tracing::info!(sandbox = %record.sandbox_id, port, "resumed by traffic (autoResume)");
+            }
+            entry.alive()
+        }
+        Err(error) => {
+            tracing::warn!(sandbox = %record.sandbox_id, %error, "auto-resume failed");
+            None
+        }
+    }
+}
+
 /// Makes the last close of `socket` send a TCP reset instead of a FIN.
 ///
 /// A response whose sandbox was killed or paused mid-stream ends in a reset, the way an
@@ -297,8 +348,12 @@ async fn handle(
     ) {
         return refused;
     }
-    let Some(alive) = entry.alive() else {
-        return not_found(id);
+    let alive = match entry.alive() {
+        Some(alive) => alive,
+        None => match auto_resume(&server, &entry, route.port, request.headers()).await {
+            Some(alive) => alive,
+            None => return not_found(id),
+        },
     };
     let Ok(mut sender) = envd_link::connect(&entry.envd, alive.clone()).await else {
         // envd is gone (the sandbox is dying): the same answer as for a dead sandbox.

@@ -163,7 +163,6 @@ async fn unserved_for_sandbox(
 fn unserved_routes() -> Router<Sandboxd> {
     const SNAPSHOTS: &str = "snapshots are not supported by courier-sandboxd yet";
     const FORK: &str = "sandbox forks are not supported by courier-sandboxd yet";
-    const LOGS: &str = "sandbox logs are not supported by courier-sandboxd yet";
     const TEAMS: &str = "team routes (teams, team metrics) are not supported by courier-sandboxd";
     const VOLUMES: &str = "volumes are not supported by courier-sandboxd yet";
     const SECRETS: &str = "secrets are not supported by courier-sandboxd";
@@ -179,14 +178,6 @@ fn unserved_routes() -> Router<Sandboxd> {
         .route("/teams", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics/max", get(unserved(TEAMS)))
-        .route(
-            "/sandboxes/{id}/logs",
-            get(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, LOGS)),
-        )
-        .route(
-            "/v2/sandboxes/{id}/logs",
-            get(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, LOGS)),
-        )
         .route(
             "/sandboxes/{id}/fork",
             post(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, FORK)),
@@ -310,22 +301,41 @@ fn domain(server: &Sandboxd) -> Option<&str> {
     server.config().domain.as_deref()
 }
 
-/// `Idempotency-Key` on create is refused: creates are not deduplicated here, and a
-/// client relying on the key to retry safely would get a second sandbox.
+/// `Idempotency-Key` on create: a retry with the same key and body answers with the
+/// sandbox the first request created (see [`crate::server::idempotency`]).
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Set (`true`) on the answer to a create that replayed an earlier one under its
+/// `Idempotency-Key`; the status stays 201 as the SDKs accept no other for a create.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+impl From<crate::server::idempotency::IdempotentError> for ApiError {
+    fn from(e: crate::server::idempotency::IdempotentError) -> Self {
+        use crate::server::idempotency::IdempotentError as E;
+        let status = match &e {
+            E::InvalidKey => StatusCode::BAD_REQUEST,
+            // The IETF idempotency-key draft's answers: 422 for a reused key with
+            // another body; the key's sandbox being gone is a conflict with its state.
+            E::DifferentBody => StatusCode::UNPROCESSABLE_ENTITY,
+            E::SandboxGone(_) => StatusCode::CONFLICT,
+            E::TooMany => StatusCode::TOO_MANY_REQUESTS,
+            E::Create(_) => {
+                let E::Create(inner) = e else { unreachable!() };
+                return inner.into();
+            }
+        };
+        Self::new(status, e.to_string())
+    }
+}
 
 async fn create(
     State(server): State<Sandboxd>,
     headers: HeaderMap,
-    body: Bytes,
+    raw: Bytes,
 ) -> ApiResult<Response> {
-    if headers.contains_key(IDEMPOTENCY_KEY) {
-        return Err(ApiError::bad_request(
-            "the Idempotency-Key header is not supported by courier-sandboxd: creates are \
-             not deduplicated, so a retried create would make a second sandbox",
-        ));
-    }
-    let body: Map<String, Value> = parse_body(&body, None)?;
+    let body: Map<String, Value> = parse_body(&raw, None)?;
+    // The canonical body (keys sorted, whitespace gone) an idempotency key is bound to.
+    let canonical = serde_json::to_vec(&body).unwrap_or_default();
     let body = models::read_create(body)?;
     let template = body
         .template_id
@@ -338,6 +348,7 @@ async fn create(
         metadata: body.metadata.unwrap_or_default(),
         env_vars: body.env_vars.unwrap_or_default(),
         auto_pause: body.auto_pause.unwrap_or(false),
+        auto_resume: models::auto_resume(body.auto_resume.as_ref(), body.auto_pause)?,
         memory_mb: body.memory_mb,
         cpu_count: body.cpu_count,
         allow_internet: network.internet,
@@ -345,11 +356,28 @@ async fn create(
         allow_public_traffic: network.allow_public_traffic,
         die_with_server: false,
     };
-    let record = server.create(request).await?;
-    Ok(json(
+    let (record, replayed) = match headers.get(IDEMPOTENCY_KEY) {
+        Some(key) => {
+            let key = key.to_str().map_err(|_| {
+                ApiError::from(crate::server::idempotency::IdempotentError::InvalidKey)
+            })?;
+            let api_key = request_key(&headers).unwrap_or("").trim();
+            server
+                .create_idempotent(api_key, key, &canonical, request)
+                .await?
+        }
+        None => (server.create(request).await?, false),
+    };
+    let mut response = json(
         StatusCode::CREATED,
         models::sandbox(&record, domain(&server)),
-    ))
+    );
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 async fn connect(

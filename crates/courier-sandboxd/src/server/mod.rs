@@ -12,6 +12,7 @@
 //!            templates/<tpl>/  built templates: record, builds, build logs
 //!            records/<id>.json the control plane's record of each sandbox
 //!            api-keys.json     hashed API keys
+//!            logs/<id>.json    each sandbox's logs (see [`logs`])
 //! ```
 //!
 //! Every sandbox runs courier-envd as its init, serving on the sandbox's control socket
@@ -48,6 +49,8 @@ mod build_host;
 pub mod config;
 mod control;
 mod create;
+pub mod idempotency;
+pub mod logs;
 mod metrics;
 mod reaper;
 mod registry;
@@ -78,6 +81,10 @@ struct Inner {
     egress: Egress,
     /// Each sandbox's recent metrics samples.
     metrics: metrics::MetricsHistory,
+    /// The `Idempotency-Key`s of recent creates.
+    idempotency: idempotency::IdempotencyKeys,
+    /// Every sandbox's logs (kept a while after it is killed).
+    logs: logs::SandboxLogs,
     /// Held for the server's lifetime (see `start`).
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
