@@ -312,17 +312,14 @@ pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 impl From<crate::server::idempotency::IdempotentError> for ApiError {
     fn from(e: crate::server::idempotency::IdempotentError) -> Self {
         use crate::server::idempotency::IdempotentError as E;
-        let status = match &e {
+        let status = match e {
+            E::Create(inner) => return inner.into(),
             E::InvalidKey => StatusCode::BAD_REQUEST,
-            // The IETF idempotency-key draft's answers: 422 for a reused key with
-            // another body; the key's sandbox being gone is a conflict with its state.
+            // The IETF idempotency-key draft's answer for a reused key with another body;
+            // the key's sandbox being gone is a conflict with its state.
             E::DifferentBody => StatusCode::UNPROCESSABLE_ENTITY,
             E::SandboxGone(_) => StatusCode::CONFLICT,
             E::TooMany => StatusCode::TOO_MANY_REQUESTS,
-            E::Create(_) => {
-                let E::Create(inner) = e else { unreachable!() };
-                return inner.into();
-            }
         };
         Self::new(status, e.to_string())
     }

@@ -67,10 +67,13 @@ struct Slot {
     sandbox: tokio::sync::OnceCell<String>,
 }
 
-/// The remembered keys: `(sha256(api key), key)` to the create they made.
+/// A remembered key: the SHA-256 of the API key that sent it, and the key.
+type ScopedKey = ([u8; 32], String);
+
+/// The remembered keys, each to the create it made.
 #[derive(Default)]
 pub(super) struct IdempotencyKeys {
-    slots: Mutex<HashMap<([u8; 32], String), Arc<Slot>>>,
+    slots: Mutex<HashMap<ScopedKey, Arc<Slot>>>,
 }
 
 /// Whether `key` is an acceptable header value.
