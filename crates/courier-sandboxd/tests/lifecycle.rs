@@ -158,12 +158,17 @@ async fn auto_resume_wakes_a_paused_sandbox_on_traffic_and_only_with_its_token()
     assert_eq!(fx.state(waking.id()).await, SandboxState::Paused);
 
     // The SDK's request (with the right token) wakes it and is served.
+    let woken = std::time::Instant::now();
     let out = waking
         .commands()
         .run("echo awake")
         .await
         .expect("run wakes the sandbox");
     assert_eq!(out.stdout, "awake\n");
+    eprintln!(
+        "measured: a run on a paused auto-resume sandbox took {:?} (resume included)",
+        woken.elapsed()
+    );
     assert_eq!(fx.state(waking.id()).await, SandboxState::Running);
 
     // Without auto-resume: the proxy's "gone" answer, still paused.
@@ -410,11 +415,16 @@ async fn a_sandbox_killed_during_a_run_ends_the_stream_as_killed() {
     let sbx = Sandbox::builder().create(&fx.client).await.expect("create");
     let handle = sbx.commands().spawn("sleep 60").await.expect("spawn");
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = std::time::Instant::now();
     assert!(sbx.kill().await.expect("kill"));
     let err = tokio::time::timeout(Duration::from_secs(30), handle.wait())
         .await
         .expect("the stream ends promptly")
         .unwrap_err();
+    eprintln!(
+        "measured: kill to the stream's SandboxKilled took {:?}",
+        killed.elapsed()
+    );
     assert!(
         matches!(err, E2bError::SandboxKilled { .. }),
         "killed during a run: {err:?}"

@@ -332,7 +332,7 @@ async fn create(
 ) -> ApiResult<Response> {
     let body: Map<String, Value> = parse_body(&raw, None)?;
     // The canonical body (keys sorted, whitespace gone) an idempotency key is bound to.
-    let canonical = serde_json::to_vec(&body).unwrap_or_default();
+    let canonical = crate::server::idempotency::canonical_body(&body);
     let body = models::read_create(body)?;
     let template = body
         .template_id

@@ -76,6 +76,43 @@ pub(super) struct IdempotencyKeys {
     slots: Mutex<HashMap<ScopedKey, Arc<Slot>>>,
 }
 
+/// A JSON body in canonical form (object keys sorted at every depth, no whitespace), so
+/// that a retry whose client serializes keys in another order is the same request.
+pub fn canonical_body(body: &serde_json::Map<String, serde_json::Value>) -> Vec<u8> {
+    fn write(value: &serde_json::Value, out: &mut String) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, key) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(key.clone()).to_string());
+                    out.push(':');
+                    write(&map[key], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(&serde_json::Value::Object(body.clone()), &mut out);
+    out.into_bytes()
+}
+
 /// Whether `key` is an acceptable header value.
 fn valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic())
@@ -199,6 +236,20 @@ mod tests {
         // A failed create frees its key.
         keys.forget_failed(a, "k", &first);
         assert!(keys.slot(a, "k", [8; 32]).is_ok());
+    }
+
+    #[test]
+    fn bodies_are_compared_whatever_their_key_order_and_spacing() {
+        let parse = |text: &str| -> serde_json::Map<String, serde_json::Value> {
+            serde_json::from_str(text).unwrap()
+        };
+        let a = parse(r#"{"templateID":"base","metadata":{"b":"2","a":"1"},"x":[{"q":1,"p":2}]}"#);
+        let b = parse(
+            r#"{ "x": [{"p": 2, "q": 1}], "metadata": {"a": "1", "b": "2"}, "templateID": "base" }"#,
+        );
+        assert_eq!(canonical_body(&a), canonical_body(&b));
+        let c = parse(r#"{"templateID":"base","metadata":{"b":"2","a":"1"},"x":[{"q":1,"p":3}]}"#);
+        assert_ne!(canonical_body(&a), canonical_body(&c));
     }
 
     #[test]
