@@ -26,7 +26,11 @@ struct Fixture {
     other_client: Client,
     proxy_url: String,
     stop: tokio::sync::watch::Sender<bool>,
-    _dir: tempfile::TempDir,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    other_key: String,
+    dir: tempfile::TempDir,
+    /// Whether dropping the fixture kills the server's sandboxes (not on a restart).
+    kill_on_drop: bool,
 }
 
 impl Fixture {
@@ -35,9 +39,14 @@ impl Fixture {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        let other_key = courier_sandboxd::keys::create_key(&data).expect("second key");
-        let mut config = ServerConfig::new(data, support::envd_binary());
+        let other_key =
+            courier_sandboxd::keys::create_key(&dir.path().join("data")).expect("second key");
+        Some(Self::start(dir, other_key).await)
+    }
+
+    /// Starts a server on `dir`'s data dir (adopting the sandboxes a previous one left).
+    async fn start(dir: tempfile::TempDir, other_key: String) -> Self {
+        let mut config = ServerConfig::new(dir.path().join("data"), support::envd_binary());
         config.isolation = Some(support::isolation());
         config.helper = Some(PathBuf::from(HELPER));
         config.domain = Some("courier.test".to_owned());
@@ -49,16 +58,18 @@ impl Fixture {
         let api_url = format!("http://{}", api.local_addr().expect("bound"));
         let proxy_url = format!("http://{}", proxy.local_addr().expect("bound"));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn({
-            let server = server.clone();
-            let until = support::stopped(stop_rx.clone());
-            async move { server.serve_api(api, until).await }
-        });
-        tokio::spawn({
-            let server = server.clone();
-            let until = support::stopped(stop_rx);
-            async move { server.serve_proxy(proxy, until).await }
-        });
+        let tasks = vec![
+            tokio::spawn({
+                let server = server.clone();
+                let until = support::stopped(stop_rx.clone());
+                async move { server.serve_api(api, until).await }
+            }),
+            tokio::spawn({
+                let server = server.clone();
+                let until = support::stopped(stop_rx);
+                async move { server.serve_proxy(proxy, until).await }
+            }),
+        ];
         let client_for = |key: &str| {
             Client::new(
                 ConnectionConfig::builder()
@@ -72,14 +83,33 @@ impl Fixture {
             )
             .expect("client")
         };
-        Some(Self {
+        Self {
             client: client_for(KEY),
             other_client: client_for(&other_key),
             server,
             proxy_url,
             stop,
-            _dir: dir,
-        })
+            tasks,
+            other_key,
+            dir,
+            kill_on_drop: true,
+        }
+    }
+
+    /// Stops this server without killing its sandboxes and starts another on the same
+    /// data dir, as a restarted courier-sandboxd.
+    async fn restart(mut self) -> Self {
+        self.kill_on_drop = false;
+        let _ = self.stop.send(true);
+        self.server.stop();
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        let other_key = std::mem::take(&mut self.other_key);
+        // The old server (and its lock on the data dir) goes with the last clone.
+        drop(self);
+        Self::start(dir, other_key).await
     }
 
     async fn state(&self, id: &str) -> SandboxState {
@@ -106,6 +136,9 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
         self.server.stop();
+        if !self.kill_on_drop {
+            return;
+        }
         let server = self.server.clone();
         let _ = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
@@ -272,7 +305,7 @@ async fn logs_hold_the_lifecycle_and_envds_lines_and_outlive_the_sandbox() {
     // copies envd's stdout and stderr) gets a line as envd's tracing writes one. A
     // sandbox controls what it writes there: the lines are its own, labelled `envd`.
     let console = fx
-        ._dir
+        .dir
         .path()
         .join("data/runtime/sandboxes")
         .join(sbx.id())
@@ -432,5 +465,66 @@ async fn a_sandbox_killed_during_a_run_ends_the_stream_as_killed() {
     assert!(
         err.to_string()
             .contains("killed or reached its end of life")
+    );
+}
+
+/// A restarted server keeps what E2B keeps: a paused sandbox's auto-resume (traffic
+/// still wakes it), and the logs of live and killed sandboxes; metrics history starts
+/// again (it is not persisted) but the range query still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_resume_and_logs_survive_a_restart() {
+    let Some(fx) = Fixture::new("lifecycle_restart").await else {
+        return;
+    };
+    let waking = Sandbox::builder()
+        .auto_pause(true)
+        .auto_resume(true)
+        .create(&fx.client)
+        .await
+        .expect("create");
+    let gone = Sandbox::builder().create(&fx.client).await.expect("create");
+    assert!(waking.pause().await.expect("pause"));
+    assert!(gone.kill().await.expect("kill"));
+    let (waking_id, gone_id) = (waking.id().to_owned(), gone.id().to_owned());
+    let record = waking.record().clone();
+    drop(waking);
+
+    let fx = fx.restart().await;
+    let info = fx.client.get_info(&waking_id).await.expect("adopted");
+    assert_eq!(info.state, SandboxState::Paused);
+    assert!(info.lifecycle.expect("lifecycle").auto_resume);
+    let after = fx
+        .client
+        .logs(&gone_id, &LogsQuery::new())
+        .await
+        .expect("a killed sandbox's logs after a restart");
+    assert!(
+        after
+            .iter()
+            .any(|e| e.fields.get("event").map(String::as_str) == Some("killed"))
+    );
+    // Traffic through the new server's proxy, with the token the first one gave, wakes it.
+    let waking = Sandbox::from_record(&fx.client, record);
+    let out = waking
+        .commands()
+        .run("echo awake")
+        .await
+        .expect("run after restart");
+    assert_eq!(out.stdout, "awake\n");
+    let info = fx.client.get_info(&waking_id).await.expect("info");
+    assert_eq!(info.state, SandboxState::Running, "traffic resumed it");
+    let events: Vec<String> = fx
+        .client
+        .logs(&waking_id, &LogsQuery::new())
+        .await
+        .expect("logs")
+        .into_iter()
+        .filter_map(|e| e.fields.get("event").cloned())
+        .collect();
+    assert!(
+        ["created", "paused", "auto_resume", "resumed"]
+            .iter()
+            .all(|want| events.iter().any(|e| e == want)),
+        "the first server's events are kept: {events:?}"
     );
 }
