@@ -4,7 +4,8 @@
 //! runs and captured when it is killed).
 //!
 //! Bounds: at most [`MAX_ENTRIES`] entries per sandbox (the oldest fall out), envd lines
-//! read from at most the last [`CONSOLE_WINDOW`] bytes of the console; a killed sandbox's
+//! read from at most the last [`CONSOLE_WINDOW`] bytes of the console, each cut at
+//! [`MAX_LINE`]; a killed sandbox's
 //! logs are kept for [`KILLED_RETENTION`], and at most [`MAX_KILLED`] killed sandboxes'
 //! logs are kept (oldest dropped first).
 //!
@@ -28,8 +29,13 @@ use crate::lock::lock;
 /// Entries kept per sandbox.
 pub const MAX_ENTRIES: usize = 1000;
 
-/// Bytes of the console's end read for envd's lines.
-pub const CONSOLE_WINDOW: u64 = 256 * 1024;
+/// Bytes of the console's end read for envd's lines: with [`MAX_KILLED`], what a
+/// sandbox writing as much as it can makes the server keep (64 MiB over 1000 killed
+/// sandboxes at most).
+pub const CONSOLE_WINDOW: u64 = 64 * 1024;
+
+/// Longest message kept for one envd line (longer ones are cut, marked `…`).
+pub const MAX_LINE: usize = 4096;
 
 /// How long a killed sandbox's logs are kept.
 pub const KILLED_RETENTION: ChronoDuration = ChronoDuration::days(7);
@@ -279,6 +285,15 @@ pub(crate) fn envd_line(line: &str, fallback: DateTime<Utc>) -> LogEntry {
         }
         None => (fallback, LogLevel::Info, line.trim().to_owned()),
     };
+    let message = if message.len() > MAX_LINE {
+        let mut cut = MAX_LINE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}…", &message[..cut])
+    } else {
+        message
+    };
     LogEntry {
         timestamp,
         level,
@@ -359,8 +374,11 @@ mod tests {
         assert_eq!(e.timestamp.timestamp(), 1_796_644_801);
         let plain = envd_line("no timestamp here", now);
         assert_eq!((plain.timestamp, plain.level), (now, LogLevel::Info));
-        // A sandbox writing control characters gets them dropped, not passed on.
+        // A sandbox writing control characters gets them dropped, not passed on; a
+        // line longer than the cap is cut.
         assert_eq!(envd_line("a\u{7}b\u{8}", now).message, "ab");
+        let long = envd_line(&"é".repeat(MAX_LINE), now).message;
+        assert!(long.len() <= MAX_LINE + '…'.len_utf8() && long.ends_with('…'));
     }
 
     #[test]
