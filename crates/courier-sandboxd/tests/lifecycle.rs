@@ -398,6 +398,30 @@ async fn idempotent_creates_make_one_sandbox_per_key_and_api_key() {
     assert!(ids.iter().all(|id| *id == ids[0]), "one sandbox: {ids:?}");
     assert_eq!(fx.server.list().len(), 1);
 
+    // A replay says so (`Idempotent-Replayed`), with the create's own status; the body's
+    // key order and spacing do not matter.
+    let raw = reqwest::Client::new()
+        .post(format!(
+            "{}/v2/sandboxes",
+            fx.client.config().api_url().as_str().trim_end_matches('/')
+        ))
+        .header("X-API-Key", KEY)
+        .header("Idempotency-Key", "job-42")
+        .header("Content-Type", "application/json")
+        .body(r#"{ "envVars": {}, "metadata": {"job": "42"}, "templateID": "base" }"#)
+        .send()
+        .await
+        .expect("raw replay");
+    assert_eq!(raw.status().as_u16(), 201);
+    assert_eq!(
+        raw.headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let body: serde_json::Value = raw.json().await.expect("json");
+    assert_eq!(body["sandboxID"], ids[0].as_str());
+
     let other = Sandbox::builder()
         .metadata("job", "42")
         .idempotency_key("job-42")
