@@ -32,6 +32,8 @@ use crate::{cargo, cleanup, is_root, root, run, target_dir};
 const EXPECTATIONS: &str = "tests/e2b-suite/expectations.toml";
 /// The pinned test tooling.
 const REQUIREMENTS: &str = "tests/e2b-suite/requirements.txt";
+/// Courier's own tests through the official Python SDK, run with the suite.
+const COURIER_TESTS: &str = "tests/e2b-suite/courier";
 /// pytest-xdist workers (`-n`): sandboxes wait on I/O more than on the CPU, so 4 workers on
 /// the 2-core machine measured 127-128 s of pytest against 164-190 s with 2, with the same
 /// results (see ARCHITECTURE.md).
@@ -89,7 +91,9 @@ pub fn e2b_suite(args: &[String]) -> Result<()> {
         pytest.arg("--deselect").arg(id);
     }
     if args.is_empty() {
-        pytest.arg("tests");
+        // The official suite, and Courier's own checks through the same SDK (flows the
+        // suite reaches only through E2B's cloud host names).
+        pytest.arg("tests").arg(root().join(COURIER_TESTS));
     } else {
         pytest.args(args);
     }

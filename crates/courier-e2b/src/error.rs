@@ -95,6 +95,22 @@ pub enum Error {
         /// The proxy's message.
         message: String,
     },
+    /// A stream (a command's output, a watch) was cut mid-flight and the sandbox's health
+    /// probe then confirmed it gone: the sandbox was killed or reached its end of life
+    /// while the request was in flight (what the official SDKs report as "The sandbox
+    /// was killed or reached its end of life").
+    ///
+    /// ```
+    /// let err = courier_e2b::Error::SandboxKilled { message: "connection reset".into() };
+    /// assert!(err.to_string().contains("killed or reached its end of life"));
+    /// ```
+    #[error(
+        "the sandbox was killed or reached its end of life while the request was in flight: {message}"
+    )]
+    SandboxKilled {
+        /// How the stream ended.
+        message: String,
+    },
     /// The server broke the protocol (bad framing, missing end-of-stream, bad JSON, a
     /// process stream without an end event).
     #[error("protocol error: {message}")]

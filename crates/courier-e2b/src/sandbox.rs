@@ -375,6 +375,21 @@ impl Sandbox {
     ) -> Result<Vec<SandboxMetric>> {
         self.inner.client.metrics(self.id(), start, end).await
     }
+
+    /// The sandbox's logs (see [`Client::logs`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: courier_e2b::Sandbox) -> courier_e2b::Result<()> {
+    /// use courier_e2b::{LogsQuery, models::LogLevel};
+    /// let problems = sandbox.logs(&LogsQuery::new().level(LogLevel::Warn)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn logs(
+        &self,
+        query: &crate::LogsQuery,
+    ) -> Result<Vec<crate::models::SandboxLogEntry>> {
+        self.inner.client.logs(self.id(), query).await
+    }
 }
 
 /// Configures a new sandbox; finish with [`SandboxBuilder::create`].
@@ -400,7 +415,9 @@ pub struct SandboxBuilder {
     envs: HashMap<String, String>,
     allow_internet_access: Option<bool>,
     auto_pause: Option<bool>,
+    auto_resume: Option<bool>,
     network: Option<NetworkConfig>,
+    idempotency_key: Option<String>,
 }
 
 /// The template used when none is given.
@@ -453,6 +470,38 @@ impl SandboxBuilder {
         self
     }
 
+    /// Resume the sandbox when traffic (a request through the sandbox proxy to envd or
+    /// one of its ports) reaches it while paused: with [`auto_pause`](Self::auto_pause),
+    /// a sandbox that timed out wakes on its next request.
+    ///
+    /// ```
+    /// let body = courier_e2b::Sandbox::builder().auto_pause(true).auto_resume(true).to_request();
+    /// assert_eq!(body.auto_resume, Some(courier_e2b::models::AutoResume { enabled: true }));
+    /// ```
+    pub fn auto_resume(mut self, resume: bool) -> Self {
+        self.auto_resume = Some(resume);
+        self
+    }
+
+    /// Makes the create idempotent (`Idempotency-Key`): a retry with the same key and the
+    /// same settings, from the same API key, within the server's window (an hour on
+    /// courier-sandboxd) answers with the sandbox the first attempt created, so the create
+    /// is retried on transient failures like other calls. The same key with other
+    /// settings is refused.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// let sandbox = courier_e2b::Sandbox::builder()
+    ///     .idempotency_key("job-42-attempt")
+    ///     .create(&client)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
     /// The network policy.
     pub fn network(mut self, network: NetworkConfig) -> Self {
         self.network = Some(network);
@@ -475,13 +524,17 @@ impl SandboxBuilder {
             metadata: self.metadata.clone(),
             env_vars: self.envs.clone(),
             auto_pause: self.auto_pause,
+            auto_resume: self
+                .auto_resume
+                .map(|enabled| crate::models::AutoResume { enabled }),
             allow_internet_access: self.allow_internet_access,
             network: self.network.clone(),
             volume_mounts: Vec::new(),
         }
     }
 
-    /// Creates the sandbox (never retried: a retry could create two).
+    /// Creates the sandbox (never retried: a retry could create two; unless it has an
+    /// [`idempotency_key`](Self::idempotency_key), which makes retries safe).
     ///
     /// ```no_run
     /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
@@ -489,7 +542,11 @@ impl SandboxBuilder {
     /// # Ok(()) }
     /// ```
     pub async fn create(self, client: &Client) -> Result<Sandbox> {
-        let record = client.create_sandbox(&self.to_request()).await?;
+        let request = self.to_request();
+        let record = match &self.idempotency_key {
+            Some(key) => client.create_sandbox_idempotent(&request, key).await?,
+            None => client.create_sandbox(&request).await?,
+        };
         Ok(Sandbox::from_record(client, record))
     }
 }

@@ -19,6 +19,9 @@
 //! A sandbox created with `network.maskRequestHost` gets every request to its ports
 //! (envd's excepted) with that `Host` (`${PORT}` replaced by the port), as on E2B.
 //!
+//! A paused sandbox created with `autoResume: {enabled: true}` is resumed by a request
+//! that could reach it (see `auto_resume`) and the request is served.
+//!
 //! A sandbox that is unknown, killed or paused answers 502
 //! `{"sandboxId":…,"message":"The sandbox was not found","code":502}`, the shape the SDKs
 //! turn into "sandbox not running". Killing or pausing a sandbox cancels its token, which
@@ -223,14 +226,20 @@ pub(crate) async fn serve(
             accepted = listener.accept() => accepted?,
             _ = stop.cancelled() => return Ok(()),
         };
+        // A second handle on the socket, to reset it when a sandbox dies mid-response
+        // (see `reset_connection`); without one the connection is only ever closed.
+        let socket = nix::unistd::dup(&stream).ok();
         // No delayed-ACK stalls between the SDK's small writes and ours.
         let stream = courier_envd::tcp::LowLatencyStream::from(stream);
         let server = server.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let died = CancellationToken::new();
+            let conn_died = died.clone();
             let service = service_fn(move |request| {
                 let server = server.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(server, request).await) }
+                let died = conn_died.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(server, request, died).await) }
             });
             let conn = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -238,12 +247,89 @@ pub(crate) async fn serve(
             tokio::select! {
                 _ = conn => {}
                 _ = stop.cancelled() => {}
+                _ = died.cancelled() => {}
             }
+            if died.is_cancelled()
+                && let Some(socket) = &socket
+            {
+                reset_connection(socket);
+            }
+            drop(socket);
         });
     }
 }
 
-async fn handle(server: Sandboxd, mut request: Request<Incoming>) -> Response<Body> {
+/// Resumes paused sandbox `entry` for a request to `port` when it was created with
+/// auto-resume (E2B's `autoResume.enabled`), returning its new run's token; `None` when
+/// it stays paused (no auto-resume, the request could not be served anyway, or the
+/// resume failed).
+///
+/// Only a request that could reach the sandbox wakes it: the traffic token of a private
+/// sandbox was checked before this, and a request to envd's port must carry the
+/// sandbox's envd access token (envd would refuse it otherwise), so knowing a sandbox's
+/// id alone, as another sandbox might, resumes nothing but a public port of a sandbox
+/// whose creator asked for exactly that.
+async fn auto_resume(
+    server: &Sandboxd,
+    entry: &crate::server::Entry,
+    port: u16,
+    headers: &http::HeaderMap,
+) -> Option<CancellationToken> {
+    let record = entry.record();
+    let timeout = record.auto_resume_timeout_secs?;
+    if port == ENVD_PORT {
+        let token = headers.get("x-access-token")?;
+        if !same_secret(
+            token.as_bytes(),
+            record.envd_access_token.expose().as_bytes(),
+        ) {
+            return None;
+        }
+    }
+    let timeout = std::time::Duration::from_secs(timeout);
+    server.log_event(
+        &record.sandbox_id,
+        crate::server::logs::LogLevel::Info,
+        "auto_resume",
+        format!("traffic to port {port} reached the paused sandbox: resuming (autoResume)"),
+    );
+    match server.connect(&record.sandbox_id, timeout).await {
+        Ok((_, resumed)) => {
+            if resumed {
+                tracing::info!(sandbox = %record.sandbox_id, port, "resumed by traffic (autoResume)");
+            }
+            entry.alive()
+        }
+        Err(error) => {
+            tracing::warn!(sandbox = %record.sandbox_id, %error, "auto-resume failed");
+            None
+        }
+    }
+}
+
+/// Makes the last close of `socket` send a TCP reset instead of a FIN.
+///
+/// A response whose sandbox was killed or paused mid-stream ends in a reset, the way an
+/// HTTP/2 stream is reset on E2B: the SDKs read a reset as a transport failure, probe
+/// the sandbox's health (502 here) and report "the sandbox was killed or reached its end
+/// of life", where an orderly close mid-body reads as a protocol error instead.
+fn reset_connection(socket: &std::os::fd::OwnedFd) {
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    if let Err(error) =
+        nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::Linger, &linger)
+    {
+        tracing::debug!(%error, "could not arm a connection reset");
+    }
+}
+
+async fn handle(
+    server: Sandboxd,
+    mut request: Request<Incoming>,
+    died: CancellationToken,
+) -> Response<Body> {
     let route = match route(request.headers(), server.config().domain.as_deref()) {
         Ok(route) => route,
         Err(error) => {
@@ -265,8 +351,12 @@ async fn handle(server: Sandboxd, mut request: Request<Incoming>) -> Response<Bo
     ) {
         return refused;
     }
-    let Some(alive) = entry.alive() else {
-        return not_found(id);
+    let alive = match entry.alive() {
+        Some(alive) => alive,
+        None => match auto_resume(&server, &entry, route.port, request.headers()).await {
+            Some(alive) => alive,
+            None => return not_found(id),
+        },
     };
     let Ok(mut sender) = envd_link::connect(&entry.envd, alive.clone()).await else {
         // envd is gone (the sandbox is dying): the same answer as for a dead sandbox.
@@ -326,8 +416,19 @@ async fn handle(server: Sandboxd, mut request: Request<Incoming>) -> Response<Bo
     {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         tokio::spawn(bridge(client_upgrade, upstream_upgrade, alive));
+        return response.map(|body| body.boxed());
     }
-    response.map(|body| body.boxed())
+    // A body cut because the sandbox died resets the client's connection (see
+    // `reset_connection`); one that fails for another reason is closed as hyper does.
+    response.map(move |body| {
+        body.map_err(move |error| {
+            if alive.is_cancelled() {
+                died.cancel();
+            }
+            error
+        })
+        .boxed()
+    })
 }
 
 /// The `Host` a request to `port` arrives with under E2B's `maskRequestHost` (`${PORT}`

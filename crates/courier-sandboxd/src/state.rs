@@ -54,6 +54,11 @@ pub struct SandboxRecord {
     pub state: SandboxState,
     /// Pause instead of kill at the deadline.
     pub auto_pause: bool,
+    /// When set, traffic reaching the sandbox while it is paused resumes it (E2B's
+    /// `autoResume`), for this many seconds (the timeout it was created with). Records
+    /// from before it existed read as `None` (no auto-resume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_resume_timeout_secs: Option<u64>,
     /// Whether the sandbox has outbound internet (slirp4netns); otherwise only loopback.
     pub allow_internet_requested: bool,
     /// E2B's `network` settings as enforced (records from before they existed read as no
@@ -222,6 +227,7 @@ mod tests {
             disk_size_mb: 4096,
             state: SandboxState::Running,
             auto_pause: false,
+            auto_resume_timeout_secs: Some(30),
             allow_internet_requested: false,
             network: NetworkRecord {
                 allow_out: vec!["example.com".to_owned()],

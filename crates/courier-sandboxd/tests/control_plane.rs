@@ -895,6 +895,16 @@ fn assert_refused(what: &str, (status, body): (u16, serde_json::Value), field: &
     );
 }
 
+/// Like [`assert_refused`] for a refusal that is not a 400 (the status is checked by the
+/// caller): the message names `field`.
+fn assert_refused_status(what: &str, (_, body): (u16, serde_json::Value), field: &str) {
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(field),
+        "{what}: {message:?} does not name {field}"
+    );
+}
+
 /// Nothing accepted and dropped: every documented option of create, connect, pause (and
 /// the deprecated resume, timeout and refresh) with a non-default value is honoured (the
 /// effect is checked) or refused with a 400 naming it; the defaults the official SDK
@@ -937,6 +947,7 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
             Some(json!({
                 "templateID": "base", "timeout": 120, "metadata": {"purpose": "strict"},
                 "envVars": {"COURIER_OPT": "honoured"}, "autoPause": true,
+                "autoResume": {"enabled": true},
                 "allow_internet_access": false,
                 "network": {
                     "allowPublicTraffic": false,
@@ -960,6 +971,7 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
     assert_eq!(status, 200, "{info}");
     assert_eq!(info["metadata"], json!({"purpose": "strict"}));
     assert_eq!(info["lifecycle"]["onTimeout"], "pause", "autoPause: {info}");
+    assert_eq!(info["lifecycle"]["autoResume"], true, "autoResume: {info}");
     assert_eq!(info["allowInternetAccess"], false, "{info}");
     assert_eq!(info["network"]["allowPublicTraffic"], false, "{info}");
     // maskRequestHost's effect is checked in mask_request_host_rewrites_the_host_of_port_requests,
@@ -988,7 +1000,8 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
     let before = sandboxes();
     for (field, value, named) in [
         ("autoPauseMemory", json!(false), "autoPauseMemory"),
-        ("autoResume", json!({"enabled": true}), "autoResume"),
+        ("autoResume", json!({"enabled": "yes"}), "autoResume"),
+        ("autoResume", json!({"when": "traffic"}), "autoResume"),
         ("secure", json!(false), "secure"),
         (
             "iam",
@@ -1033,17 +1046,45 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
         let answer = fx.api("POST", "/sandboxes", &[], Some(body), true).await;
         assert_refused(&format!("create {field}"), answer, named);
     }
-    let answer = fx
-        .api(
-            "POST",
-            "/sandboxes",
-            &[("Idempotency-Key", "k1")],
-            Some(json!({"templateID": "base"})),
-            true,
-        )
-        .await;
-    assert_refused("create with a key", answer, "Idempotency-Key");
     assert_eq!(sandboxes(), before, "a refused create made a sandbox");
+
+    // Idempotency-Key: honoured (the same key and body answers with the same sandbox),
+    // the same key with another body refused naming the header, a malformed key too.
+    let keyed = |body: serde_json::Value, key: &'static str| {
+        let fx = &fx;
+        async move {
+            fx.api(
+                "POST",
+                "/sandboxes",
+                &[("Idempotency-Key", key)],
+                Some(body),
+                true,
+            )
+            .await
+        }
+    };
+    let body = json!({"templateID": "base", "timeout": 60, "metadata": {"k": "1"}});
+    let (status, first) = keyed(body.clone(), "strict-k1").await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = keyed(body, "strict-k1").await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(
+        first["sandboxID"], again["sandboxID"],
+        "a replay made another sandbox"
+    );
+    assert_eq!(sandboxes(), before + 1);
+    let answer = keyed(json!({"templateID": "base", "timeout": 61}), "strict-k1").await;
+    assert_eq!(answer.0, 422, "{}", answer.1);
+    assert_refused_status("another body", answer, "Idempotency-Key");
+    let answer = keyed(json!({"templateID": "base"}), "bad key").await;
+    assert_refused("malformed key", answer, "Idempotency-Key");
+    assert_eq!(sandboxes(), before + 1);
+    assert!(
+        fx.client
+            .kill(first["sandboxID"].as_str().unwrap())
+            .await
+            .expect("kill keyed")
+    );
 
     // Connect (v2 and legacy): `timeout` served, `memory: false` and unknowns refused.
     for path in [
@@ -1139,6 +1180,91 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
         .await;
     assert_eq!(info["state"], "paused", "{info}");
 
+    // autoResume: a request through the proxy wakes the paused sandbox and is served.
+    assert_eq!(
+        sbx.commands()
+            .run("echo $COURIER_OPT")
+            .await
+            .expect("run on an auto-resumed sandbox")
+            .stdout,
+        "honoured\n"
+    );
+    let (_, info) = fx
+        .api("GET", &format!("/sandboxes/{id}"), &[], None, true)
+        .await;
+    assert_eq!(info["state"], "running", "autoResume: {info}");
+    let (status, body) = fx.api("POST", &pause, &[], Some(json!({})), true).await;
+    assert_eq!(status, 204, "pause again: {body}");
+
+    // Logs: the sandbox's lifecycle so far, through both routes.
+    let (status, logs) = fx
+        .api("GET", &format!("/v2/sandboxes/{id}/logs"), &[], None, true)
+        .await;
+    assert_eq!(status, 200, "{logs}");
+    let events: Vec<&str> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["fields"]["event"].as_str())
+        .collect();
+    for event in ["created", "paused", "auto_resume", "resumed"] {
+        assert!(events.contains(&event), "logs lack {event}: {logs}");
+    }
+    let (status, logs) = fx
+        .api(
+            "GET",
+            &format!("/sandboxes/{id}/logs?limit=1"),
+            &[],
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(status, 200, "{logs}");
+    assert_eq!(logs["logs"].as_array().unwrap().len(), 1, "{logs}");
+    assert!(logs["logEntries"].is_array(), "{logs}");
+    let answer = fx
+        .api(
+            "GET",
+            &format!("/v2/sandboxes/{id}/logs?direction=up"),
+            &[],
+            None,
+            true,
+        )
+        .await;
+    assert_refused("logs", answer, "direction");
+
+    // Metrics of several sandboxes: running ones only (this one is paused).
+    let (status, many) = fx
+        .api(
+            "GET",
+            &format!("/sandboxes/metrics?sandbox_ids={id},{defaults}"),
+            &[],
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(status, 200, "{many}");
+    assert!(
+        many["sandboxes"][&defaults]["memTotal"].is_number(),
+        "{many}"
+    );
+    assert!(
+        many["sandboxes"].get(&id).is_none(),
+        "a paused sandbox: {many}"
+    );
+    let answer = fx.api("GET", "/sandboxes/metrics", &[], None, true).await;
+    assert_refused("metrics", answer, "sandbox_ids");
+    let answer = fx
+        .api(
+            "GET",
+            &format!("/sandboxes/{defaults}/metrics?start=9&end=1"),
+            &[],
+            None,
+            true,
+        )
+        .await;
+    assert_refused("metrics range", answer, "start");
+
     // The deprecated resume: `autoPause` other than the sandbox's is refused.
     let resume = format!("/sandboxes/{id}/resume");
     let answer = fx
@@ -1179,9 +1305,6 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
         ("POST", format!("/sandboxes/{id}/snapshots"), "snapshots"),
         ("GET", "/snapshots".to_owned(), "snapshots"),
         ("POST", format!("/sandboxes/{id}/fork"), "forks"),
-        ("GET", format!("/sandboxes/{id}/logs"), "logs"),
-        ("GET", format!("/v2/sandboxes/{id}/logs"), "logs"),
-        ("GET", "/sandboxes/metrics".to_owned(), "metrics"),
         ("GET", "/volumes".to_owned(), "volumes"),
         ("POST", "/volumes".to_owned(), "volumes"),
         ("GET", "/volumes/v1".to_owned(), "volumes"),

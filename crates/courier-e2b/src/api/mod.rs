@@ -1,6 +1,7 @@
 //! The control-plane client: create, connect, list, inspect, time out, pause and kill
 //! sandboxes over the E2B REST API, with the official SDKs' retry rules.
 
+mod life;
 mod query;
 mod retry;
 mod templates;
@@ -14,6 +15,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use url::Url;
 
 pub use crate::models;
+pub use life::{IDEMPOTENCY_KEY_HEADER, LogsQuery};
 pub use query::{SandboxPage, SandboxQuery, SortOrder};
 pub use templates::{DEFAULT_BUILD_POLL_INTERVAL, Templates};
 
@@ -411,6 +413,18 @@ impl Client {
         body: Option<&B>,
         retry: bool,
     ) -> Result<reqwest::Response> {
+        self.send_with(method, url, body, retry, &[]).await
+    }
+
+    /// [`send`](Self::send) with extra request headers.
+    async fn send_with<B: Serialize + ?Sized + Sync>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+        retry: bool,
+        headers: &[(&str, &str)],
+    ) -> Result<reqwest::Response> {
         let Some(key) = self.config().api_key() else {
             return Err(Error::Authentication {
                 message: "no API key: set E2B_API_KEY or ConnectionConfig::builder().api_key(..)"
@@ -438,6 +452,9 @@ impl Client {
                     .request(method.clone(), url.clone())
                     .header("X-API-Key", key.expose())
                     .timeout(remaining);
+                for (name, value) in headers {
+                    request = request.header(*name, *value);
+                }
                 if let Some(body) = &body {
                     request = request
                         .header(http::header::CONTENT_TYPE, "application/json")

@@ -44,7 +44,19 @@ pub(crate) struct Envd {
     pub(crate) codec: Codec,
 }
 
+/// How long the health probe after a cut stream may take.
+const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Envd {
+    /// Whether the proxy confirms the sandbox gone (`GET /health` answers 502); `false`
+    /// when it answers otherwise or not at all (a network failure is not a death).
+    pub(crate) async fn confirmed_gone(&self) -> bool {
+        let request = self
+            .headers(self.client.http().get(self.url("/health")))
+            .timeout(HEALTH_PROBE_TIMEOUT);
+        matches!(request.send().await, Ok(r) if r.status().as_u16() == 502)
+    }
+
     pub(crate) fn url(&self, path: &str) -> Url {
         let base = self.base.as_str().trim_end_matches('/');
         Url::parse(&format!("{base}{path}")).unwrap_or_else(|_| self.base.clone())
@@ -165,12 +177,30 @@ impl Envd {
                 )));
             }
         };
-        Ok(decode_stream(
-            response.bytes_stream().boxed(),
-            codec,
-            deadline,
-            kind,
-        ))
+        let stream = decode_stream(response.bytes_stream().boxed(), codec, deadline, kind);
+        // A stream cut mid-flight (a reset, or a close before the end-of-stream envelope)
+        // is told apart from a network failure by probing the sandbox's health, as the
+        // official SDKs do.
+        let envd = self.clone();
+        Ok(stream
+            .then(move |item| {
+                let envd = envd.clone();
+                async move {
+                    match item {
+                        Err(e @ (Error::Transport(_) | Error::Protocol { .. })) => {
+                            if envd.confirmed_gone().await {
+                                Err(Error::SandboxKilled {
+                                    message: e.to_string(),
+                                })
+                            } else {
+                                Err(e)
+                            }
+                        }
+                        other => other,
+                    }
+                }
+            })
+            .boxed())
     }
 }
 

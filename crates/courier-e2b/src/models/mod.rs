@@ -14,11 +14,13 @@
 //! ```
 
 mod envd;
+mod logs;
 mod sandbox;
 mod step;
 mod template;
 
 pub use envd::EnvdInit;
+pub use logs::{AutoResume, LogLevel, SandboxLogEntry, SandboxLogs, SandboxesWithMetrics};
 pub use sandbox::{
     Lifecycle, ListedSandbox, NetworkConfig, NetworkRule, NetworkTransform, NetworkUpdate,
     NewSandbox, SandboxDetail, SandboxMetric, SandboxRecord, SandboxState, VolumeMount,

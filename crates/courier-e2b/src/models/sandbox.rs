@@ -32,6 +32,13 @@ pub struct NewSandbox {
     /// Pause instead of kill at timeout.
     #[serde(rename = "autoPause", default, skip_serializing_if = "Option::is_none")]
     pub auto_pause: Option<bool>,
+    /// Resume the paused sandbox when traffic reaches it (`{"enabled": true}`).
+    #[serde(
+        rename = "autoResume",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auto_resume: Option<super::AutoResume>,
     /// Note the snake_case key, as in the API.
     #[serde(
         rename = "allow_internet_access",

@@ -239,6 +239,7 @@ mod tests {
             disk_size_mb: 4096,
             state,
             auto_pause: false,
+            auto_resume_timeout_secs: None,
             allow_internet_requested: false,
             network: Default::default(),
             traffic_access_token: None,

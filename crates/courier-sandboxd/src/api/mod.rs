@@ -8,6 +8,7 @@
 //! and the routes of E2B's API this server does not serve answer 501 naming the feature
 //! ([`unserved_routes`]).
 
+mod life;
 mod list;
 mod models;
 mod templates;
@@ -121,9 +122,9 @@ pub fn router(server: Sandboxd) -> Router {
         .route("/sandboxes/{id}/timeout", post(set_timeout))
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/refreshes", post(refresh))
-        .route("/sandboxes/{id}/metrics", get(metrics))
         .route("/sandboxes/{id}/network", put(update_network))
         .merge(templates::routes())
+        .merge(life::routes())
         .merge(unserved_routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -163,7 +164,6 @@ async fn unserved_for_sandbox(
 fn unserved_routes() -> Router<Sandboxd> {
     const SNAPSHOTS: &str = "snapshots are not supported by courier-sandboxd yet";
     const FORK: &str = "sandbox forks are not supported by courier-sandboxd yet";
-    const LOGS: &str = "sandbox logs are not supported by courier-sandboxd yet";
     const TEAMS: &str = "team routes (teams, team metrics) are not supported by courier-sandboxd";
     const VOLUMES: &str = "volumes are not supported by courier-sandboxd yet";
     const SECRETS: &str = "secrets are not supported by courier-sandboxd";
@@ -179,21 +179,6 @@ fn unserved_routes() -> Router<Sandboxd> {
         .route("/teams", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics/max", get(unserved(TEAMS)))
-        .route(
-            "/sandboxes/metrics",
-            get(unserved(
-                "metrics of several sandboxes at once (GET /sandboxes/metrics) are not \
-                 supported by courier-sandboxd yet; use GET /sandboxes/{id}/metrics",
-            )),
-        )
-        .route(
-            "/sandboxes/{id}/logs",
-            get(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, LOGS)),
-        )
-        .route(
-            "/v2/sandboxes/{id}/logs",
-            get(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, LOGS)),
-        )
         .route(
             "/sandboxes/{id}/fork",
             post(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, FORK)),
@@ -317,22 +302,38 @@ fn domain(server: &Sandboxd) -> Option<&str> {
     server.config().domain.as_deref()
 }
 
-/// `Idempotency-Key` on create is refused: creates are not deduplicated here, and a
-/// client relying on the key to retry safely would get a second sandbox.
+/// `Idempotency-Key` on create: a retry with the same key and body answers with the
+/// sandbox the first request created (see [`crate::server::idempotency`]).
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Set (`true`) on the answer to a create that replayed an earlier one under its
+/// `Idempotency-Key`; the status stays 201 as the SDKs accept no other for a create.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+impl From<crate::server::idempotency::IdempotentError> for ApiError {
+    fn from(e: crate::server::idempotency::IdempotentError) -> Self {
+        use crate::server::idempotency::IdempotentError as E;
+        let status = match e {
+            E::Create(inner) => return inner.into(),
+            E::InvalidKey => StatusCode::BAD_REQUEST,
+            // The IETF idempotency-key draft's answer for a reused key with another body;
+            // the key's sandbox being gone is a conflict with its state.
+            E::DifferentBody => StatusCode::UNPROCESSABLE_ENTITY,
+            E::SandboxGone(_) => StatusCode::CONFLICT,
+            E::TooMany => StatusCode::TOO_MANY_REQUESTS,
+        };
+        Self::new(status, e.to_string())
+    }
+}
 
 async fn create(
     State(server): State<Sandboxd>,
     headers: HeaderMap,
-    body: Bytes,
+    raw: Bytes,
 ) -> ApiResult<Response> {
-    if headers.contains_key(IDEMPOTENCY_KEY) {
-        return Err(ApiError::bad_request(
-            "the Idempotency-Key header is not supported by courier-sandboxd: creates are \
-             not deduplicated, so a retried create would make a second sandbox",
-        ));
-    }
-    let body: Map<String, Value> = parse_body(&body, None)?;
+    let body: Map<String, Value> = parse_body(&raw, None)?;
+    // The canonical body (keys sorted, whitespace gone) an idempotency key is bound to.
+    let canonical = crate::server::idempotency::canonical_body(&body);
     let body = models::read_create(body)?;
     let template = body
         .template_id
@@ -345,6 +346,7 @@ async fn create(
         metadata: body.metadata.unwrap_or_default(),
         env_vars: body.env_vars.unwrap_or_default(),
         auto_pause: body.auto_pause.unwrap_or(false),
+        auto_resume: models::auto_resume(body.auto_resume.as_ref(), body.auto_pause)?,
         memory_mb: body.memory_mb,
         cpu_count: body.cpu_count,
         allow_internet: network.internet,
@@ -353,11 +355,28 @@ async fn create(
         mask_request_host: network.mask_request_host,
         die_with_server: false,
     };
-    let record = server.create(request).await?;
-    Ok(json(
+    let (record, replayed) = match headers.get(IDEMPOTENCY_KEY) {
+        Some(key) => {
+            let key = key.to_str().map_err(|_| {
+                ApiError::from(crate::server::idempotency::IdempotentError::InvalidKey)
+            })?;
+            let api_key = request_key(&headers).unwrap_or("").trim();
+            server
+                .create_idempotent(api_key, key, &canonical, request)
+                .await?
+        }
+        None => (server.create(request).await?, false),
+    };
+    let mut response = json(
         StatusCode::CREATED,
         models::sandbox(&record, domain(&server)),
-    ))
+    );
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 async fn connect(
@@ -465,14 +484,6 @@ async fn update_network(
     let rules = models::update_network(&body)?;
     server.update_network(&id, rules)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn metrics(State(server): State<Sandboxd>, Path(id): Path<String>) -> ApiResult<Response> {
-    let metric = server.metrics(&id).await?;
-    Ok(json(
-        StatusCode::OK,
-        [courier_e2b::models::SandboxMetric::from(metric)],
-    ))
 }
 
 async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> ApiResult<Response> {

@@ -30,6 +30,8 @@ pub(crate) struct NewSandbox {
     pub metadata: Option<BTreeMap<String, String>>,
     pub env_vars: Option<BTreeMap<String, String>>,
     pub auto_pause: Option<bool>,
+    /// `SandboxAutoResumeConfig` (see [`auto_resume`]).
+    pub auto_resume: Option<Value>,
     #[serde(rename = "allow_internet_access")]
     pub allow_internet_access: Option<bool>,
     /// Courier extension: memory limit in MiB.
@@ -59,14 +61,28 @@ fn null_or_true(value: &Value) -> bool {
     matches!(value, Value::Null | Value::Bool(true))
 }
 
-/// `autoResume`: `null`, `{}` or `{"enabled": false}`.
-fn auto_resume_off(value: &Value) -> bool {
+/// Reads `autoResume` (E2B's `SandboxAutoResumeConfig`, `{"enabled": bool}`; absent,
+/// `null` and `{}` are off). Anything else is refused naming the field.
+pub(crate) fn auto_resume(value: Option<&Value>, _auto_pause: Option<bool>) -> Result<bool, Error> {
+    let invalid = |reason: &str| Error::InvalidSpec {
+        field: "autoResume",
+        reason: reason.to_owned(),
+    };
     match value {
-        Value::Null => true,
-        Value::Object(map) => map
-            .iter()
-            .all(|(name, v)| name == "enabled" && matches!(v, Value::Null | Value::Bool(false))),
-        _ => false,
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Object(map)) => {
+            if let Some(name) = map.keys().find(|k| *k != "enabled") {
+                return Err(invalid(&format!(
+                    "unknown field {name:?}: the only field is enabled (a boolean)"
+                )));
+            }
+            match map.get("enabled") {
+                None | Some(Value::Null) => Ok(false),
+                Some(Value::Bool(enabled)) => Ok(*enabled),
+                Some(_) => Err(invalid("enabled must be a boolean")),
+            }
+        }
+        Some(_) => Err(invalid("must be an object {\"enabled\": bool} or null")),
     }
 }
 
@@ -91,6 +107,7 @@ pub(crate) const CREATE_FIELDS: &[(&str, Field)] = &[
     ("metadata", Field::Served),
     ("envVars", Field::Served),
     ("autoPause", Field::Served),
+    ("autoResume", Field::Served),
     ("allow_internet_access", Field::Served),
     ("network", Field::Served),
     ("mcp", Field::Served),
@@ -102,14 +119,6 @@ pub(crate) const CREATE_FIELDS: &[(&str, Field)] = &[
             is_default: null_or_true,
             why: "filesystem-only auto-pause (autoPauseMemory: false) is not served yet; \
                   a paused sandbox always keeps its memory",
-        },
-    ),
-    (
-        "autoResume",
-        Field::Unserved {
-            is_default: auto_resume_off,
-            why: "auto-resume on traffic (autoResume.enabled: true) is not served yet; \
-                  resume a paused sandbox with connect",
         },
     ),
     (
@@ -490,7 +499,7 @@ pub(crate) fn detail(record: &SandboxRecord, domain: Option<&str>) -> models::Sa
         domain: domain.map(str::to_owned),
         network: Some(network(&record.network)),
         lifecycle: Some(models::Lifecycle {
-            auto_resume: false,
+            auto_resume: record.auto_resume_timeout_secs.is_some(),
             on_timeout: if record.auto_pause { "pause" } else { "kill" }.to_owned(),
         }),
         ..models::SandboxDetail::from(listed(record))
@@ -681,6 +690,23 @@ mod field_tests {
     }
 
     #[test]
+    fn auto_resume_is_read_and_anything_but_enabled_refused_by_name() {
+        let read = |json: &str| {
+            let value: Value = serde_json::from_str(json).unwrap();
+            auto_resume(Some(&value), Some(true))
+        };
+        assert!(read(r#"{"enabled": true}"#).unwrap());
+        assert!(!read(r#"{"enabled": false}"#).unwrap());
+        assert!(!read("{}").unwrap());
+        assert!(!read("null").unwrap());
+        assert!(!auto_resume(None, None).unwrap());
+        for bad in [r#"{"when": "x"}"#, r#"{"enabled": "yes"}"#, "true"] {
+            let err = read(bad).unwrap_err().to_string();
+            assert!(err.contains("autoResume"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn sdk_defaults_are_accepted_and_other_values_refused_by_name() {
         create(
             r#"{"templateID": "base", "secure": true, "autoResume": {"enabled": false},
@@ -692,8 +718,6 @@ mod field_tests {
         assert_eq!(body.template_id.as_deref(), Some("base"));
         for (json, field) in [
             (r#"{"secure": false}"#, "secure"),
-            (r#"{"autoResume": {"enabled": true}}"#, "autoResume"),
-            (r#"{"autoResume": {"when": "x"}}"#, "autoResume"),
             (r#"{"autoPauseMemory": false}"#, "autoPauseMemory"),
             (r#"{"iam": {"tokens": {"t": {}}}}"#, "iam"),
             (

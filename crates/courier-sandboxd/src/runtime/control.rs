@@ -73,6 +73,35 @@ impl Runtime {
         })
     }
 
+    /// The last whole lines of sandbox `id`'s console (its envd's own log output), read
+    /// from at most the last `max_bytes` of it: a sandbox writes what it likes there, so
+    /// a reader never takes more than that.
+    pub fn console_tail(&self, id: &str, max_bytes: u64) -> Result<Vec<String>> {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        self.with_entry(id, |_| Ok(()))?;
+        let path = self.dirs(id).console();
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("open", &path)(e)),
+        };
+        let len = file.metadata().map_err(Error::io("stat", &path))?.len();
+        let from = len.saturating_sub(max_bytes);
+        file.seek(SeekFrom::Start(from))
+            .map_err(Error::io("seek", &path))?;
+        let mut bytes = Vec::new();
+        file.take(max_bytes)
+            .read_to_end(&mut bytes)
+            .map_err(Error::io("read", &path))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if from > 0 && !lines.is_empty() {
+            // The first line was cut by the window.
+            lines.remove(0);
+        }
+        Ok(lines)
+    }
+
     /// Memory, CPU and task usage from the sandbox's cgroup.
     pub fn stats(&self, id: &str) -> Result<CgroupStats> {
         Ok(self.cgroup_of(id)?.stats())

@@ -135,6 +135,9 @@ pub struct CreateRequest {
     pub env_vars: BTreeMap<String, String>,
     /// Pause instead of kill at the deadline.
     pub auto_pause: bool,
+    /// Resume the sandbox when traffic reaches it while paused (E2B's
+    /// `autoResume.enabled`); see [`crate::proxy`].
+    pub auto_resume: bool,
     /// Memory limit in MiB; `None` = the template's.
     pub memory_mb: Option<u64>,
     /// CPU count; `None` = the template's.
@@ -163,6 +166,7 @@ impl Default for CreateRequest {
             metadata: BTreeMap::new(),
             env_vars: BTreeMap::new(),
             auto_pause: false,
+            auto_resume: false,
             memory_mb: None,
             cpu_count: None,
             allow_internet: false,

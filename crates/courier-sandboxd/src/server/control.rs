@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::logs::LogLevel;
 use super::{Sandboxd, blocking, check_timeout, end_at};
 use crate::egress::{EgressRules, SandboxEgress};
 use crate::error::{Error, Result};
@@ -78,7 +79,9 @@ impl Sandboxd {
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let _op = entry.op.lock().await;
         entry.cut();
+        self.logs_killed(id, "killed").await;
         self.destroy(id).await;
+        self.inner.metrics.forget(id);
         entry.reservation.release();
         Ok(())
     }
@@ -113,6 +116,12 @@ impl Sandboxd {
         let runtime = self.inner.runtime.clone();
         let fid = id.to_owned();
         blocking(move || runtime.freeze(&fid)).await?;
+        self.log_event(
+            id,
+            LogLevel::Info,
+            "paused",
+            "sandbox paused (memory kept)".to_owned(),
+        );
         let record = entry.update(|r| r.state = SandboxState::Paused);
         self.inner.records.save(&record)
     }
@@ -136,6 +145,12 @@ impl Sandboxd {
         let runtime = self.inner.runtime.clone();
         let tid = id.to_owned();
         blocking(move || runtime.thaw(&tid)).await?;
+        self.log_event(
+            id,
+            LogLevel::Info,
+            "resumed",
+            format!("sandbox resumed for {} s", timeout.as_secs()),
+        );
         entry.renew();
         entry.expiring.store(false, Ordering::SeqCst);
         let record = entry.update(|r| {

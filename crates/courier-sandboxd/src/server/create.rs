@@ -158,6 +158,7 @@ impl Sandboxd {
             disk_size_mb: template.disk_size_mb,
             state: SandboxState::Running,
             auto_pause: request.auto_pause,
+            auto_resume_timeout_secs: request.auto_resume.then_some(request.timeout.as_secs()),
             allow_internet_requested: internet,
             network: NetworkRecord {
                 allow_out: request.egress.allow_out().to_vec(),
@@ -173,6 +174,15 @@ impl Sandboxd {
             self.destroy(&id).await;
             return Err(e);
         }
+        self.log_event(
+            &id,
+            super::logs::LogLevel::Info,
+            "created",
+            format!(
+                "sandbox created from template {} ({} CPU, {} MiB)",
+                record.template_id, record.cpu_count, record.memory_mb
+            ),
+        );
         lock(&self.inner.sandboxes).insert(
             id,
             Arc::new(Entry::new(

@@ -12,6 +12,7 @@
 //!            templates/<tpl>/  built templates: record, builds, build logs
 //!            records/<id>.json the control plane's record of each sandbox
 //!            api-keys.json     hashed API keys
+//!            logs/<id>.json    each sandbox's logs (see [`logs`])
 //! ```
 //!
 //! Every sandbox runs courier-envd as its init, serving on the sandbox's control socket
@@ -48,6 +49,8 @@ mod build_host;
 pub mod config;
 mod control;
 mod create;
+pub mod idempotency;
+pub mod logs;
 mod metrics;
 mod reaper;
 mod registry;
@@ -58,7 +61,7 @@ pub use config::{
     ServerConfig, SharedDir,
 };
 use create::Started;
-pub use metrics::Metric;
+pub use metrics::{KEPT_SAMPLES, Metric, MetricsRange, SAMPLE_EVERY};
 pub(crate) use registry::Entry;
 
 struct Inner {
@@ -76,6 +79,12 @@ struct Inner {
     shutdown: CancellationToken,
     /// Egress settings shared by every sandbox (operator allow list, domain proxy).
     egress: Egress,
+    /// Each sandbox's recent metrics samples.
+    metrics: metrics::MetricsHistory,
+    /// The `Idempotency-Key`s of recent creates.
+    idempotency: idempotency::IdempotencyKeys,
+    /// Every sandbox's logs (kept a while after it is killed).
+    logs: logs::SandboxLogs,
     /// Held for the server's lifetime (see `start`).
     _lock: nix::fcntl::Flock<std::fs::File>,
 }

@@ -21,6 +21,17 @@ impl Sandboxd {
     /// Acts on `entry`'s deadline: pauses it when it asked for that, else kills it.
     async fn expire(&self, entry: Arc<Entry>) {
         let record = entry.record();
+        let action = if record.auto_pause {
+            "pausing"
+        } else {
+            "killing"
+        };
+        self.log_event(
+            &entry.id,
+            super::logs::LogLevel::Info,
+            "timeout",
+            format!("timeout reached: {action}"),
+        );
         let result = if record.auto_pause {
             tracing::info!(sandbox = %entry.id, "timeout reached: pausing");
             self.pause(&entry.id).await
@@ -68,6 +79,12 @@ pub(super) async fn reaper(inner: Weak<Inner>) {
             };
             if dead {
                 tracing::warn!(sandbox = %entry.id, "envd exited: removing the sandbox");
+                server.log_event(
+                    &entry.id,
+                    super::logs::LogLevel::Error,
+                    "envd_exited",
+                    "envd (the sandbox's init) exited: removing the sandbox".to_owned(),
+                );
                 match server.kill(&entry.id).await {
                     Ok(()) | Err(Error::NotFound(_)) => {}
                     Err(error) => {

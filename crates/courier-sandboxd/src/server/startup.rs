@@ -157,6 +157,8 @@ impl Sandboxd {
         }
         // Left by versions that kept envd's socket in a directory the sandbox could write.
         crate::cleanup::remove_dir(&data_dir.join("envd"));
+        let logs = super::logs::SandboxLogs::open(data_dir.join("logs"))?;
+        logs.orphaned(&|id| sandboxes.contains_key(id));
         let warm_sandboxes = config.warm_sandboxes;
         let server = Self {
             inner: Arc::new(Inner {
@@ -171,12 +173,16 @@ impl Sandboxd {
                 warm: WarmPool::new(warm_sandboxes),
                 shutdown: CancellationToken::new(),
                 egress,
+                metrics: super::metrics::MetricsHistory::default(),
+                idempotency: super::idempotency::IdempotencyKeys::default(),
+                logs,
                 _lock: lock,
             }),
         };
         crate::templates::build::kill_build_sandboxes(&server).await;
         server.collect_layer_garbage().await;
         tokio::spawn(super::reaper::reaper(Arc::downgrade(&server.inner)));
+        tokio::spawn(super::metrics::sampler(Arc::downgrade(&server.inner)));
         Ok(server)
     }
 }
