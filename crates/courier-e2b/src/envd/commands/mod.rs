@@ -322,7 +322,7 @@ impl Commands {
     /// ```no_run
     /// # async fn demo(sandbox: courier_e2b::Sandbox) -> courier_e2b::Result<()> {
     /// let handle = sandbox.commands().run("wc -l").stdin(true).spawn().await?;
-    /// let lines = futures::stream::iter(["one\n", "two\n"].map(bytes::Bytes::from_static));
+    /// let lines = futures::stream::iter([bytes::Bytes::from("one\n"), bytes::Bytes::from("two\n")]);
     /// sandbox.commands().stream_input(handle.pid(), lines).await?;
     /// sandbox.commands().close_stdin(handle.pid()).await?;
     /// assert_eq!(handle.wait().await?.stdout.trim(), "2");
