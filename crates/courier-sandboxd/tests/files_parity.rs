@@ -817,5 +817,43 @@ async fn git_credentials_never_reach_command_lines_or_the_repository() {
         seen.lines()
             .any(|l| l.contains("ls-remote") && l.contains(password))
     );
+
+    // Stored credentials, when asked for by name: later pushes need none. A field with
+    // a line break (smuggling e.g. another host's `host=` line into git's credential
+    // protocol) is refused before anything runs.
+    let smuggled = GitCredentials::new("bot", "x\nhost=evil.example");
+    let err = git
+        .dangerously_authenticate(&smuggled, "127.0.0.1:8418", "http")
+        .await
+        .expect_err("line break");
+    assert!(matches!(err, E2bError::InvalidArgument { .. }), "{err}");
+    git.dangerously_authenticate(
+        &GitCredentials::new("bot", password),
+        "127.0.0.1:8418",
+        "http",
+    )
+    .await
+    .expect("store credentials");
+    files.write("repo/c.txt", "c\n").await.expect("write");
+    git.add("/home/user/repo", &[], true).await.expect("add");
+    git.commit(
+        "/home/user/repo",
+        "third",
+        Some(("Bot", "bot@courier.invalid")),
+        false,
+    )
+    .await
+    .expect("commit");
+    git.push("/home/user/repo", &SyncOptions::new())
+        .await
+        .expect("push with stored credentials");
+    let stored = files
+        .read_text("/home/user/.git-credentials")
+        .await
+        .expect("credential store");
+    assert_eq!(
+        stored.trim(),
+        format!("http://bot:{password}@127.0.0.1%3a8418")
+    );
     server.kill().await.expect("stop server");
 }

@@ -828,6 +828,67 @@ impl Git {
         }
     }
 
+    /// Stores `credentials` for `protocol://host` in git's `store` helper, globally for
+    /// the sandbox user (`~/.git-credentials`, plain text): every later git command of
+    /// that user, and any process running as them, can use and read them. Prefer
+    /// per-operation credentials ([`CloneOptions::credentials`],
+    /// [`SyncOptions::credentials`]) and short-lived tokens.
+    ///
+    /// The credentials reach `git credential approve` on its stdin from a shell builtin,
+    /// never in a command line. A field with a line break (which would smuggle extra
+    /// fields into git's credential protocol) is refused.
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: courier_e2b::Sandbox) -> courier_e2b::Result<()> {
+    /// use courier_e2b::envd::GitCredentials;
+    /// sandbox
+    ///     .git()
+    ///     .dangerously_authenticate(&GitCredentials::new("bot", "ghp_example"), "github.com", "https")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn dangerously_authenticate(
+        &self,
+        credentials: &GitCredentials,
+        host: &str,
+        protocol: &str,
+    ) -> Result<()> {
+        let fields = [
+            ("protocol", protocol),
+            ("host", host),
+            ("username", credentials.username.as_str()),
+            ("password", credentials.password.expose()),
+        ];
+        for (name, value) in fields {
+            if value.is_empty() || value.contains(['\n', '\r', '\0']) {
+                return Err(invalid(&format!(
+                    "dangerously_authenticate: {name} must be non-empty and on one line"
+                )));
+            }
+        }
+        self.set_config("credential.helper", "store", &ConfigScope::Global)
+            .await?;
+        let input: String = fields
+            .iter()
+            .map(|(name, value)| format!("{name}={value}\n"))
+            .chain(["\n".to_owned()])
+            .collect();
+        let mut run = self
+            .commands
+            .run("printf '%s' \"$COURIER_GIT_CREDENTIAL\" | git credential approve")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .envs(self.envs.iter().cloned())
+            .env("COURIER_GIT_CREDENTIAL", input);
+        if let Some(user) = &self.user {
+            run = run.user(user.clone());
+        }
+        if let Some(timeout) = self.timeout {
+            run = run.timeout(timeout);
+        }
+        run.await.map_err(|e| classify(e, "credential approve"))?;
+        Ok(())
+    }
+
     /// Sets `user.name` and `user.email`.
     ///
     /// ```no_run
