@@ -305,15 +305,10 @@ async fn metadata_round_trips_and_gzip_uploads_decode() {
     let options = WriteOptions::new()
         .metadata("author", "mish")
         .metadata("purpose", "upload");
-    let written = files.write_with("meta.txt", "content", &options).await;
-    if support::isolation() == Isolation::Gvisor {
-        // gVisor's gofer (runsc before 2026-05) has no user xattrs: the write is refused
-        // with the reason, never reported as done without its metadata.
-        let err = written.expect_err("metadata on gVisor");
-        assert!(err.to_string().contains("extended attributes"), "{err}");
-        return;
-    }
-    let info = written.expect("write with metadata");
+    let info = files
+        .write_with("meta.txt", "content", &options)
+        .await
+        .expect("write with metadata");
     let expected: std::collections::HashMap<String, String> = [
         ("author".to_owned(), "mish".to_owned()),
         ("purpose".to_owned(), "upload".to_owned()),
@@ -365,19 +360,23 @@ async fn metadata_round_trips_and_gzip_uploads_decode() {
         assert_eq!(stat.metadata.get("k").map(String::as_str), Some("v"));
     }
 
-    // Metadata set out of band as `user.e2b.*` xattrs surfaces too; other namespaces
-    // do not (a sandbox process cannot make envd report `trusted.*`/`security.*`).
-    sandbox
-        .commands()
-        .run(
-            "python3 -c \"import os; os.setxattr('/home/user/g1.txt', 'user.e2b.extra', b'1'); \
-             os.setxattr('/home/user/g1.txt', 'user.other', b'2')\"",
-        )
-        .await
-        .expect("setxattr");
-    let stat = files.get_info("g1.txt").await.expect("stat");
-    assert_eq!(stat.metadata.get("extra").map(String::as_str), Some("1"));
-    assert!(!stat.metadata.contains_key("other"));
+    if support::isolation() == Isolation::Gvisor {
+        gvisor_metadata_store(&sandbox).await;
+    } else {
+        // Metadata set out of band as `user.e2b.*` xattrs surfaces too; other namespaces
+        // do not (a sandbox process cannot make envd report `trusted.*`/`security.*`).
+        sandbox
+            .commands()
+            .run(
+                "python3 -c \"import os; os.setxattr('/home/user/g1.txt', 'user.e2b.extra', b'1'); \
+                 os.setxattr('/home/user/g1.txt', 'user.other', b'2')\"",
+            )
+            .await
+            .expect("setxattr");
+        let stat = files.get_info("g1.txt").await.expect("stat");
+        assert_eq!(stat.metadata.get("extra").map(String::as_str), Some("1"));
+        assert!(!stat.metadata.contains_key("other"));
+    }
 
     // Attack: the default user writing metadata onto a root-owned file through envd is
     // refused (envd sets xattrs with the caller's credentials).
@@ -393,6 +392,90 @@ async fn metadata_round_trips_and_gzip_uploads_decode() {
         err.to_string().to_lowercase().contains("permission"),
         "{err}"
     );
+}
+
+/// gVisor sandboxes keep metadata in envd's store (their file system has no user
+/// xattrs): what a process of the sandbox could try against it.
+async fn gvisor_metadata_store(sandbox: &Sandbox) {
+    let files = sandbox.files();
+    let commands = sandbox.commands();
+    // The store is root's: the default user can neither read nor replace it.
+    let peek = commands
+        .run(
+            "cat /var/lib/courier-envd/file-metadata.json; \
+             echo '{}' > /var/lib/courier-envd/file-metadata.json",
+        )
+        .await;
+    let Err(E2bError::CommandExited { stdout, .. }) = peek else {
+        panic!("the user reached the metadata store: {peek:?}");
+    };
+    assert!(!stdout.contains("mish"), "{stdout}");
+    // A file removed and created again at the same path by a process is another file:
+    // it never shows the old one's metadata.
+    files
+        .write_with(
+            "again.txt",
+            "1",
+            &WriteOptions::new().metadata("owner", "first"),
+        )
+        .await
+        .expect("write");
+    commands
+        .run("rm /home/user/again.txt && sleep 0.05 && echo 2 > /home/user/again.txt")
+        .await
+        .expect("recreate");
+    assert!(
+        files
+            .get_info("again.txt")
+            .await
+            .expect("stat")
+            .metadata
+            .is_empty()
+    );
+    // Another user's file: metadata needs write access to set, read access to see.
+    commands
+        .run("echo secret > /home/user/root-only && chmod 600 /home/user/root-only")
+        .user("root")
+        .await
+        .expect("root file");
+    let err = files
+        .write_with(
+            "/home/user/root-only",
+            "x",
+            &WriteOptions::new().metadata("a", "b"),
+        )
+        .await
+        .expect_err("not writable");
+    assert!(
+        err.to_string().to_lowercase().contains("permission"),
+        "{err}"
+    );
+    let root = sandbox.files().user("root");
+    root.write_with(
+        "/home/user/root-meta",
+        "x",
+        &WriteOptions::new().metadata("tag", "root"),
+    )
+    .await
+    .expect("root writes with metadata");
+    assert_eq!(
+        root.get_info("/home/user/root-meta")
+            .await
+            .expect("stat")
+            .metadata["tag"],
+        "root"
+    );
+    commands
+        .run("chmod 600 /home/user/root-meta")
+        .user("root")
+        .await
+        .expect("chmod");
+    let listed = files.list("/home/user", 1).await.expect("list as user");
+    let entry = listed
+        .iter()
+        .find(|e| e.name == "root-meta")
+        .expect("listed");
+    assert!(entry.metadata.is_empty(), "{:?}", entry.metadata);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
