@@ -67,17 +67,7 @@ static STORE: OnceLock<Arc<Shared>> = OnceLock::new();
 /// previous envd left there and starts the task that writes changes back. Call once, as
 /// root, inside a tokio runtime.
 pub fn enable(file: PathBuf) -> io::Result<()> {
-    let mut store = Store::default();
-    match std::fs::read(&file) {
-        Ok(raw) => {
-            let entries: HashMap<String, Entry> = serde_json::from_slice(&raw)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            store.bytes = entries.values().map(Entry::bytes).sum();
-            store.entries = entries;
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
+    let store = load(&file)?;
     let shared = Arc::new(Shared {
         file,
         store: Mutex::new(store),
@@ -88,6 +78,22 @@ pub fn enable(file: PathBuf) -> io::Result<()> {
     }
     tokio::spawn(persist(shared));
     Ok(())
+}
+
+/// What a previous envd persisted at `file` (nothing when there is no file).
+fn load(file: &Path) -> io::Result<Store> {
+    let mut store = Store::default();
+    match std::fs::read(file) {
+        Ok(raw) => {
+            let entries: HashMap<String, Entry> = serde_json::from_slice(&raw)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            store.bytes = entries.values().map(Entry::bytes).sum();
+            store.entries = entries;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(store)
 }
 
 /// Whether [`enable`] was called.
@@ -273,5 +279,74 @@ pub(crate) fn rename(from: &Path, to: &Path) {
     }
     if changed {
         shared.dirty.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only test of this crate that turns the store on (it is process-wide).
+    #[tokio::test]
+    async fn stores_persists_follows_renames_and_drops_changed_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("state/meta.json");
+        enable(file.clone()).expect("enable");
+        assert!(enable(file.clone()).is_err(), "enabled twice");
+
+        let a = dir.path().join("a.txt");
+        std::fs::write(&a, "one").expect("write");
+        let pairs = [("k".to_owned(), "v".to_owned())];
+        set(&a, &pairs).expect("set");
+        assert_eq!(get(&a).get("k").map(String::as_str), Some("v"));
+
+        // Persisted (root-only) and read back as a restarted envd would.
+        let mut waited = 0;
+        while !file.exists() && waited < 100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += 1;
+        }
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&file).expect("persisted").permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let reloaded = load(&file).expect("load");
+        let key = std::fs::canonicalize(&a).expect("canonical");
+        assert_eq!(
+            reloaded.entries[key.to_str().expect("utf-8")].metadata["k"],
+            "v"
+        );
+        assert_eq!(reloaded.bytes, 2);
+
+        // envd's rename carries it along.
+        let b = dir.path().join("sub/b.txt");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::fs::rename(&a, &b).expect("rename");
+        rename(&a, &b);
+        assert!(get(&a).is_empty());
+        assert_eq!(get(&b).get("k").map(String::as_str), Some("v"));
+        // A directory rename carries what is under it.
+        let moved = dir.path().join("moved");
+        std::fs::rename(dir.path().join("sub"), &moved).expect("rename dir");
+        rename(&dir.path().join("sub"), &moved);
+        let c = moved.join("b.txt");
+        assert_eq!(get(&c).get("k").map(String::as_str), Some("v"));
+
+        // A file changed, or removed and created again, by someone else shows none.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&c, "changed content").expect("rewrite");
+        assert!(get(&c).is_empty());
+        set(&c, &pairs).expect("set again");
+        std::fs::remove_file(&c).expect("remove");
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&c, "another file").expect("recreate");
+        assert!(get(&c).is_empty());
+
+        // Clearing removes the entry and its bytes.
+        set(&c, &pairs).expect("set");
+        set(&c, &[]).expect("clear");
+        assert!(get(&c).is_empty());
+        let store = lock(&STORE.get().expect("enabled").store);
+        assert_eq!(store.bytes, 0, "{:?}", store.entries);
     }
 }
