@@ -587,6 +587,23 @@ async fn git_helpers_against_a_bare_repository() {
     assert!(logged.stdout.starts_with(message), "{}", logged.stdout);
     assert!(!logged.stdout.contains("\n/tmp/pwned"), "{}", logged.stdout);
 
+    // Attack: a "URL" or a branch that git would read as an option (which would run a
+    // command of the caller's choosing) is a repository name / refused, never run.
+    let err = git
+        .clone_repo(
+            "--upload-pack=touch /tmp/pwned3",
+            &CloneOptions::new().path("/home/user/evil"),
+        )
+        .await
+        .expect_err("not a repository");
+    assert!(matches!(err, E2bError::CommandExited { .. }), "{err}");
+    let err = git
+        .checkout_branch("/home/user/work", "--orphan=evil")
+        .await
+        .expect_err("option as branch");
+    assert!(matches!(err, E2bError::InvalidArgument { .. }), "{err}");
+    assert!(!files.exists("/tmp/pwned3").await.expect("exists"));
+
     // The clone of the empty repository tracks origin/main: a plain push works.
     git.push("/home/user/work", &SyncOptions::new())
         .await

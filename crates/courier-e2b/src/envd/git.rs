@@ -180,6 +180,16 @@ impl SyncOptions {
         self.credentials = Some(credentials);
         self
     }
+
+    fn check(&self) -> Result<()> {
+        if let Some(remote) = &self.remote {
+            not_option("remote", remote)?;
+        }
+        if let Some(branch) = &self.branch {
+            not_option("branch", branch)?;
+        }
+        Ok(())
+    }
 }
 
 /// One changed file in [`GitStatus`].
@@ -446,15 +456,19 @@ impl Git {
     /// ```
     pub async fn clone_repo(&self, url: &str, options: &CloneOptions) -> Result<CommandOutput> {
         let depth = options.depth.map(|d| d.to_string());
-        let mut args = vec!["clone", url];
+        let mut args = vec!["clone"];
         if let Some(branch) = &options.branch {
+            not_option("branch", branch)?;
             args.extend(["--branch", branch, "--single-branch"]);
         }
         if let Some(depth) = &depth {
             args.extend(["--depth", depth]);
         }
+        // After `--` a URL such as `--upload-pack=<command>` is a repository, not an
+        // option that would run a command.
+        args.extend(["--", url]);
         if let Some(path) = &options.path {
-            args.extend(["--", path]);
+            args.push(path);
         }
         self.git(None, &args, options.credentials.as_ref(), "clone")
             .await
@@ -505,6 +519,8 @@ impl Git {
                 "remote_add: both the remote name and URL are required",
             ));
         }
+        not_option("remote name", name)?;
+        not_option("remote URL", url)?;
         let exists = self.remote_get(path, name).await?.is_some();
         if exists && overwrite {
             self.git(
@@ -536,6 +552,7 @@ impl Git {
         if name.is_empty() {
             return Err(invalid("remote_get: the remote name is required"));
         }
+        not_option("remote name", name)?;
         match self
             .git(Some(path), &["remote", "get-url", name], None, "remote")
             .await
@@ -594,6 +611,7 @@ impl Git {
     /// # Ok(()) }
     /// ```
     pub async fn create_branch(&self, path: &str, branch: &str) -> Result<CommandOutput> {
+        not_option("branch", branch)?;
         self.git(Some(path), &["checkout", "-b", branch], None, "checkout")
             .await
     }
@@ -606,6 +624,7 @@ impl Git {
     /// # Ok(()) }
     /// ```
     pub async fn checkout_branch(&self, path: &str, branch: &str) -> Result<CommandOutput> {
+        not_option("branch", branch)?;
         self.git(Some(path), &["checkout", branch], None, "checkout")
             .await
     }
@@ -623,6 +642,7 @@ impl Git {
         branch: &str,
         force: bool,
     ) -> Result<CommandOutput> {
+        not_option("branch", branch)?;
         let flag = if force { "-D" } else { "-d" };
         self.git(Some(path), &["branch", flag, branch], None, "branch")
             .await
@@ -695,6 +715,7 @@ impl Git {
             args.push(mode.flag());
         }
         if let Some(target) = target {
+            not_option("reset target", target)?;
             args.push(target);
         }
         if !paths.is_empty() {
@@ -758,6 +779,7 @@ impl Git {
     /// # Ok(()) }
     /// ```
     pub async fn push(&self, path: &str, options: &SyncOptions) -> Result<CommandOutput> {
+        options.check()?;
         let mut args = vec!["push"];
         if let Some(remote) = &options.remote {
             if options.set_upstream {
@@ -781,6 +803,7 @@ impl Git {
     /// # Ok(()) }
     /// ```
     pub async fn pull(&self, path: &str, options: &SyncOptions) -> Result<CommandOutput> {
+        options.check()?;
         let mut args = vec!["pull"];
         if let Some(remote) = &options.remote {
             args.push(remote);
@@ -801,6 +824,7 @@ impl Git {
     /// # Ok(()) }
     /// ```
     pub async fn set_config(&self, key: &str, value: &str, scope: &ConfigScope) -> Result<()> {
+        not_option("config key", key)?;
         let (flag, repo) = scope_args(scope)?;
         self.git(repo, &["config", flag, key, value], None, "config")
             .await?;
@@ -816,6 +840,7 @@ impl Git {
     /// # Ok(()) }
     /// ```
     pub async fn get_config(&self, key: &str, scope: &ConfigScope) -> Result<Option<String>> {
+        not_option("config key", key)?;
         let (flag, repo) = scope_args(scope)?;
         match self
             .git(repo, &["config", flag, "--get", key], None, "config")
@@ -917,6 +942,17 @@ fn scope_args(scope: &ConfigScope) -> Result<(&'static str, Option<&str>)> {
         }
         ConfigScope::Local(path) => ("--local", Some(path.as_str())),
     })
+}
+
+/// Refuses a name git would read as an option (`--upload-pack=…`, `-f`): names,
+/// branches and keys come from callers that may pass on untrusted input.
+fn not_option(field: &str, value: &str) -> Result<()> {
+    if value.starts_with('-') {
+        return Err(invalid(&format!(
+            "{field} {value:?} must not start with '-' (git would read it as an option)"
+        )));
+    }
+    Ok(())
 }
 
 fn invalid(message: &str) -> Error {
