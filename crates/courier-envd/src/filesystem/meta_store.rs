@@ -1,18 +1,19 @@
 //! File metadata where the file system cannot hold user extended attributes: gVisor's
-//! gofer before its 2026-05 release answers `EOPNOTSUPP` to `setxattr`/`listxattr` on the
-//! sandbox's root (courier-sandboxd turns this store on for gVisor sandboxes with
-//! `--metadata-store`). Off unless [`enable`]d: where xattrs work they are used.
+//! gofer before its 2026-05 release answers `EOPNOTSUPP` to `setxattr` on the sandbox's
+//! root (and lists no attribute); courier-sandboxd turns this store on for gVisor
+//! sandboxes with `--metadata-store`. Off unless [`enable`]d; where xattrs work (gVisor's
+//! own `/tmp`) they are still used.
 //!
 //! Entries are keyed by the file's canonical path and hold the modification time and
 //! size the file had when its metadata was set: the metadata shows while the file is
 //! still the one uploaded. A file whose content a sandbox process changed, or that was
-//! removed and created again at the same path, shows none (never the old file's; unless
-//! the new one has the same size and modification time to the nanosecond). envd's own
-//! rename carries entries along ([`rename`]); a `mv`, `cp` or content change by a
-//! sandbox process drops them, unlike real xattrs — the known differences. (gVisor's
-//! gofer of that age reports no birth time, and its inode numbers are assigned per boot,
-//! so neither can tell files apart.) Python's `os.setxattr` in the sandbox still fails:
-//! only envd's uploads use the store.
+//! removed and created again at the same path, shows none (never the old file's, unless
+//! the new one has the same size and the same modification time, whose clock may tick
+//! only every few milliseconds). envd's own rename carries entries along ([`rename`]); a
+//! `mv`, `cp` or content change by a sandbox process drops them, unlike real xattrs: the
+//! known differences. (That gofer reports no birth time, and its inode numbers are
+//! assigned per boot, so neither can tell files apart.) Python's `os.setxattr` in the
+//! sandbox still fails: only envd's uploads use the store.
 //!
 //! Access: the store lives in memory, persisted as root to a 0600 JSON file (written
 //! atomically, read back at start), so sandbox users cannot read or edit it; envd reads
