@@ -62,6 +62,11 @@ struct Args {
         default_missing_value = courier_envd::sudo::DEFAULT_SOCKET_NAME
     )]
     sudo_socket: Option<String>,
+    /// Keep file metadata in this root-only file where the file system has no user
+    /// extended attributes (gVisor's gofer before 2026-05); needs root. Off by default:
+    /// metadata then lives in `user.e2b.*` xattrs only.
+    #[arg(long, value_name = "FILE")]
+    metadata_store: Option<PathBuf>,
 }
 
 /// Where to serve.
@@ -129,6 +134,10 @@ async fn serve() -> anyhow::Result<()> {
     }
     let envd = builder.build();
     let version = courier_envd::ENVD_VERSION;
+    if let Some(file) = args.metadata_store {
+        courier_envd::filesystem::meta_store::enable(file.clone())
+            .with_context(|| format!("--metadata-store {}", file.display()))?;
+    }
     if let Some(name) = &args.sudo_socket {
         // Bound before anything is served: no process of the sandbox exists yet that
         // could have taken the name first.

@@ -130,6 +130,19 @@ pub enum Error {
         /// The provider's reason.
         message: String,
     },
+    /// A git command of [`Git`](crate::envd::Git) failed for want of (valid)
+    /// credentials.
+    #[error("git authentication: {message}")]
+    GitAuth {
+        /// Which operation, and what to pass.
+        message: String,
+    },
+    /// A git push or pull failed because the branch has no upstream.
+    #[error("git upstream: {message}")]
+    GitUpstream {
+        /// Which operation, and what to pass.
+        message: String,
+    },
     /// The connection failed (DNS, TCP, TLS, reset).
     #[error("transport error: {0}")]
     Transport(#[source] reqwest::Error),

@@ -211,6 +211,23 @@ impl Sandbox {
         }
     }
 
+    /// Git in the sandbox (clone, status, branches, commit, push, pull, config…), run as
+    /// `git` commands; credentials never reach a command line or the repository's config.
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: courier_e2b::Sandbox) -> courier_e2b::Result<()> {
+    /// let status = sandbox.git().status("/home/user/app").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn git(&self) -> crate::envd::Git {
+        crate::envd::Git {
+            commands: self.commands(),
+            user: None,
+            envs: Vec::new(),
+            timeout: None,
+        }
+    }
+
     /// Interactive terminals.
     ///
     /// ```no_run

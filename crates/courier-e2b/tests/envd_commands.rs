@@ -578,3 +578,81 @@ async fn the_client_side_deadline_ends_a_silent_stream() {
         Some("300")
     );
 }
+
+#[tokio::test]
+async fn stream_input_sends_a_start_then_one_data_envelope_per_chunk() {
+    let server = FakeServer::start().await;
+    server.push(stream_response(
+        Codec::Proto,
+        &[pb::StreamInputResponse {}],
+        Some(EndOfStream::default()),
+    ));
+    let sandbox = server.sandbox(Codec::Proto);
+    let chunks = futures::stream::iter([bytes::Bytes::from("ab"), bytes::Bytes::from("cd")]);
+    sandbox.commands().stream_input(7, chunks).await.unwrap();
+
+    let request = server.only_request();
+    assert_eq!(request.path, "/process.Process/StreamInput");
+    assert_eq!(
+        request.header("content-type"),
+        Some(Codec::Proto.stream_content_type())
+    );
+    assert_eq!(request.header("x-access-token"), Some(ACCESS_TOKEN));
+    let messages: Vec<pb::StreamInputRequest> = request
+        .envelopes()
+        .iter()
+        .map(|e| Codec::Proto.decode(&e.payload).unwrap())
+        .collect();
+    use pb::stream_input_request::{DataEvent, Event as In, StartEvent};
+    let expected = vec![
+        pb::StreamInputRequest {
+            event: Some(In::Start(StartEvent {
+                process: Some(pb::ProcessSelector {
+                    selector: Some(pb::process_selector::Selector::Pid(7)),
+                }),
+            })),
+        },
+        pb::StreamInputRequest {
+            event: Some(In::Data(DataEvent {
+                input: Some(pb::ProcessInput {
+                    input: Some(pb::process_input::Input::Stdin(b"ab".to_vec())),
+                }),
+            })),
+        },
+        pb::StreamInputRequest {
+            event: Some(In::Data(DataEvent {
+                input: Some(pb::ProcessInput {
+                    input: Some(pb::process_input::Input::Stdin(b"cd".to_vec())),
+                }),
+            })),
+        },
+    ];
+    assert_eq!(messages, expected);
+
+    // envd's error in the trailer is the call's error.
+    let server = FakeServer::start().await;
+    server.push(stream_response::<pb::StreamInputResponse>(
+        Codec::Proto,
+        &[],
+        Some(EndOfStream {
+            error: Some(ConnectError::new(Code::NotFound, "process 7 not found")),
+            ..EndOfStream::default()
+        }),
+    ));
+    let err = server
+        .sandbox(Codec::Proto)
+        .commands()
+        .stream_input(7, futures::stream::iter([bytes::Bytes::from("x")]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotFound {
+                kind: NotFoundKind::Process,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

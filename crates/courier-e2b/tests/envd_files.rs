@@ -188,6 +188,76 @@ async fn write_many_sends_one_part_per_file_without_a_path_query() {
 }
 
 #[tokio::test]
+async fn write_with_sends_metadata_headers_and_gzip_bodies() {
+    use courier_e2b::envd::WriteOptions;
+    let server = FakeServer::start().await;
+    server.push(Canned::json(
+        200,
+        json!([{"path": "/a", "name": "a", "type": "file", "metadata": {"author": "ci"}}]),
+    ));
+    let files = server.sandbox(Codec::Proto).files();
+    let options = WriteOptions::new().metadata("author", "ci").gzip(true);
+    let info = files
+        .write_with("/a", "hello hello", &options)
+        .await
+        .unwrap();
+    assert_eq!(info.metadata.unwrap()["author"], "ci");
+    let request = server.only_request();
+    // E2B's envd: one octet-stream request per file, the body gzip-encoded as a whole,
+    // metadata as request-scoped `X-Metadata-<key>` headers.
+    assert_eq!(request.header("x-metadata-author"), Some("ci"));
+    assert_eq!(request.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        request.header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(request.query.as_deref(), Some("path=%2Fa"));
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&request.body[..]),
+        &mut plain,
+    )
+    .unwrap();
+    assert_eq!(plain, b"hello hello");
+
+    // Without gzip: one multipart request, metadata headers on it.
+    let server = FakeServer::start().await;
+    server.push(Canned::json(
+        200,
+        json!([{"path": "/x", "name": "x"}, {"path": "/y", "name": "y"}]),
+    ));
+    let written = server
+        .sandbox(Codec::Proto)
+        .files()
+        .write_many_with(
+            [("/x", "1"), ("/y", "2")],
+            &WriteOptions::new().metadata("k", "v"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 2);
+    let request = server.only_request();
+    assert_eq!(request.header("x-metadata-k"), Some("v"));
+    assert!(
+        request
+            .header("content-type")
+            .unwrap()
+            .starts_with("multipart/form-data")
+    );
+
+    // A key that is no HTTP token never leaves the client.
+    let server = FakeServer::start().await;
+    let err = server
+        .sandbox(Codec::Proto)
+        .files()
+        .write_with("/a", "x", &WriteOptions::new().metadata("a:b", "v"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
 async fn write_stream_sends_octet_stream() {
     let server = FakeServer::start().await;
     server.push(Canned::json(

@@ -142,6 +142,19 @@ pub(crate) async fn download(
     result.unwrap_or_else(|err| json_error(&err))
 }
 
+/// The error of a failed metadata write; says why when the file system has no user
+/// extended attributes (gVisor's gofer before its 2026-05 release answers `EOPNOTSUPP`).
+fn metadata_error(shown: &str, err: &std::io::Error) -> Error {
+    if err.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()) {
+        return Error::Internal(format!(
+            "setting metadata of '{shown}': {err}: this sandbox's file system has no user \
+             extended attributes, where file metadata is kept (gVisor sandboxes need runsc \
+             from 2026-05 or later; container sandboxes have them)"
+        ));
+    }
+    Error::io(format!("setting metadata of '{shown}'"), err)
+}
+
 /// `X-Metadata-<key>: <value>` headers: printable ASCII, key ≤ 246 bytes, ≤ 4096 in all.
 fn upload_metadata(headers: &HeaderMap) -> Result<Vec<(String, String)>, Error> {
     let mut out = Vec::new();
@@ -250,8 +263,7 @@ impl FileSink {
         let (path, pairs) = (self.path.clone(), metadata.to_vec());
         as_user(self.identity.clone(), move || {
             if !pairs.is_empty() || !read_metadata(&path).is_empty() {
-                write_metadata(&path, &pairs)
-                    .map_err(|e| Error::io(format!("setting metadata of '{shown}'"), &e))?;
+                write_metadata(&path, &pairs).map_err(|e| metadata_error(&shown, &e))?;
             }
             Ok(())
         })

@@ -22,6 +22,10 @@
 //! A paused sandbox created with `autoResume: {enabled: true}` is resumed by a request
 //! that could reach it (see `auto_resume`) and the request is served.
 //!
+//! A signed `/files` URL (`signature` in the query) that names no sandbox goes to the
+//! sandbox whose envd access token produced the signature (`route_signed_files`); no
+//! match answers 401 `{"code":401,"message":"invalid signature"}`.
+//!
 //! A sandbox that is unknown, killed or paused answers 502
 //! `{"sandboxId":…,"message":"The sandbox was not found","code":502}`, the shape the SDKs
 //! turn into "sandbox not running". Killing or pausing a sandbox cancels its token, which
@@ -205,6 +209,94 @@ fn port_closed(id: &str, port: u16) -> Response<Body> {
     )
 }
 
+/// The signing operation of a signed `/files` URL (`read` for `GET`, `write` for `POST`),
+/// `None` for any other request.
+fn signed_files_operation<T>(request: &Request<T>) -> Option<&'static str> {
+    if request.uri().path() != "/files" {
+        return None;
+    }
+    let has_signature = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("signature=")));
+    if !has_signature {
+        return None;
+    }
+    match *request.method() {
+        http::Method::GET => Some("read"),
+        http::Method::POST => Some("write"),
+        _ => None,
+    }
+}
+
+/// One query value decoded the way envd's query parser decodes it (`+` is a space).
+fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| {
+            let value = value.replace('+', " ");
+            percent_encoding::percent_decode_str(&value)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// The v1 signature of a `/files` URL (the SDKs' algorithm): `v1_` + unpadded base64 of
+/// `sha256("<path>:<operation>:<user>:<token>[:<expiration>]")`.
+fn file_signature(
+    path: &str,
+    operation: &str,
+    user: &str,
+    token: &str,
+    expiration: Option<&str>,
+) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut text = format!("{path}:{operation}:{user}:{token}");
+    if let Some(expiration) = expiration {
+        text.push(':');
+        text.push_str(expiration);
+    }
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    format!(
+        "v1_{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+    )
+}
+
+/// Routes a signed `/files` URL that names no sandbox (the SDKs build download and upload
+/// URLs on the sandbox URL alone, and with `E2B_SANDBOX_URL` set that is this shared
+/// listener): the sandbox is the one whose envd access token produced the signature.
+/// Only a holder of that token can produce one, so this reveals nothing and opens
+/// nothing: envd still checks the signature itself (path, user, operation, expiry);
+/// the proxy only picks whose envd checks it. `None` when no sandbox's token matches.
+fn route_signed_files<T>(server: &Sandboxd, request: &Request<T>) -> Option<Route> {
+    let operation = signed_files_operation(request)?;
+    let query = request.uri().query()?;
+    let signature = query_value(query, "signature")?;
+    let path = query_value(query, "path").unwrap_or_default();
+    let user = query_value(query, "username").unwrap_or_default();
+    let expiration = query_value(query, "signature_expiration");
+    server
+        .list()
+        .into_iter()
+        .find(|record| {
+            let expected = file_signature(
+                &path,
+                operation,
+                &user,
+                record.envd_access_token.expose(),
+                expiration.as_deref(),
+            );
+            same_secret(signature.as_bytes(), expected.as_bytes())
+        })
+        .map(|record| Route {
+            sandbox_id: record.sandbox_id,
+            port: ENVD_PORT,
+        })
+}
+
 fn wants_upgrade<T>(request: &Request<T>) -> bool {
     request.headers().contains_key(header::UPGRADE)
 }
@@ -332,6 +424,17 @@ async fn handle(
 ) -> Response<Body> {
     let route = match route(request.headers(), server.config().domain.as_deref()) {
         Ok(route) => route,
+        Err(RouteError::Unroutable(_)) if signed_files_operation(&request).is_some() => {
+            match route_signed_files(&server, &request) {
+                Some(route) => route,
+                None => {
+                    return json_response(
+                        StatusCode::UNAUTHORIZED,
+                        serde_json::json!({"code": 401, "message": "invalid signature"}),
+                    );
+                }
+            }
+        }
         Err(error) => {
             return json_response(
                 StatusCode::BAD_REQUEST,
@@ -561,5 +664,51 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn file_signatures_match_the_sdks_algorithm() {
+        // Vectors computed with the official Python SDK's formula (e2b/sandbox/signature.py).
+        assert_eq!(
+            file_signature("dir/a b.txt", "read", "user", "tok123", Some("1700000000")),
+            "v1_j5fxNq+0gAyldBDA0/DMbGeK9V2mNUzQm/n/wXdX3f0"
+        );
+        assert_eq!(
+            file_signature("x.txt", "write", "", "tok123", None),
+            "v1_aLdHP72DZ35Gxte3Z0H3BBNZlIJiiK/1D14o/T87Ew8"
+        );
+    }
+
+    #[test]
+    fn signed_files_requests_are_recognised_by_route_method_and_query() {
+        let request =
+            |method: &str, uri: &str| Request::builder().method(method).uri(uri).body(()).unwrap();
+        assert_eq!(
+            signed_files_operation(&request("GET", "/files?path=a&signature=v1_x")),
+            Some("read")
+        );
+        assert_eq!(
+            signed_files_operation(&request("POST", "/files?signature=v1_x&path=a")),
+            Some("write")
+        );
+        // Anything else is routed (or refused) as before: no signature, another route or
+        // method never reaches the signature lookup.
+        assert_eq!(
+            signed_files_operation(&request("GET", "/files?path=a")),
+            None
+        );
+        assert_eq!(
+            signed_files_operation(&request("GET", "/health?signature=v1_x")),
+            None
+        );
+        assert_eq!(
+            signed_files_operation(&request("DELETE", "/files?signature=v1_x")),
+            None
+        );
+        // Values decode as envd decodes them, `+` included.
+        let query = "path=dir%2Fa%20b+c.txt&signature=v1_a%2Bb%2F&username=user";
+        assert_eq!(query_value(query, "path").as_deref(), Some("dir/a b c.txt"));
+        assert_eq!(query_value(query, "signature").as_deref(), Some("v1_a+b/"));
+        assert_eq!(query_value(query, "signature_expiration"), None);
     }
 }

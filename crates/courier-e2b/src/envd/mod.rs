@@ -3,6 +3,7 @@
 
 mod commands;
 mod files;
+mod git;
 mod pty;
 pub(crate) mod rpc;
 mod utf8;
@@ -13,6 +14,10 @@ pub use commands::{
 };
 pub use files::{
     ByteStream, EntryInfo, FileKind, Files, WatchDir, WatchEvent, WatchEventKind, WatchHandle,
-    WriteInfo, file_signature,
+    WriteInfo, WriteOptions, file_signature,
+};
+pub use git::{
+    CloneOptions, ConfigScope, Git, GitBranches, GitCredentials, GitFileStatus, GitStatus,
+    ResetMode, SyncOptions,
 };
 pub use pty::{CreatePty, PtyApi, PtySize};

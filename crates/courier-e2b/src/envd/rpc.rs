@@ -121,6 +121,60 @@ impl Envd {
         codec.decode(&body).map_err(|e| Error::protocol(e.message))
     }
 
+    /// A client-streaming call: the request envelopes as `messages` yields them (the
+    /// request ends when it ends), then one response message and the end of stream.
+    /// The response comes only after the request ends, so there is no deadline but
+    /// `options.timeout` (`None` or zero: none).
+    pub(crate) async fn client_stream<Req, Resp, S>(
+        &self,
+        method: &str,
+        messages: S,
+        options: &CallOptions,
+        kind: NotFoundKind,
+    ) -> Result<Resp>
+    where
+        Req: RpcMessage,
+        Resp: RpcMessage,
+        S: Stream<Item = Req> + Send + 'static,
+    {
+        let codec = self.codec;
+        let body = messages.map(move |message| {
+            Ok::<_, std::convert::Infallible>(Envelope::message(codec.encode(&message)).to_bytes())
+        });
+        let mut request = self
+            .rpc_request(method, self.codec.stream_content_type(), options)
+            .body(reqwest::Body::wrap_stream(body));
+        let deadline = match options.timeout {
+            Some(timeout) if !timeout.is_zero() => {
+                request = request
+                    .header("Connect-Timeout-Ms", timeout.as_millis().to_string())
+                    .timeout(timeout);
+                Some(Instant::now() + timeout)
+            }
+            _ => None,
+        };
+        let response = request.send().await.map_err(Error::from_reqwest)?;
+        let status = response.status().as_u16();
+        let codec = match response_codec(&response) {
+            Some((codec, true)) if status == 200 => codec,
+            _ => {
+                let body = response.bytes().await.unwrap_or_default();
+                return Err(Error::from_connect(
+                    ConnectError::from_response(status, &body),
+                    kind,
+                ));
+            }
+        };
+        let mut replies: RpcStream<Resp> =
+            decode_stream(response.bytes_stream().boxed(), codec, deadline, kind);
+        match replies.next().await {
+            Some(reply) => reply,
+            None => Err(Error::protocol(format!(
+                "{method}: stream ended without a response message"
+            ))),
+        }
+    }
+
     /// A server-streaming call: one request envelope, then the response envelopes.
     pub(crate) async fn server_stream<Req: RpcMessage, Resp: RpcMessage>(
         &self,

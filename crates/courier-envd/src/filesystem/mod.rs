@@ -2,6 +2,7 @@
 //! permission bits, permissions in Go's `FileMode.String()` form, owner and group names,
 //! symlinks reported with their resolved target's type, metadata from `user.e2b.*` xattrs.
 
+pub mod meta_store;
 pub(crate) mod service;
 pub(crate) mod watch;
 
@@ -98,8 +99,14 @@ fn file_type(mode: u32) -> FileType {
 pub(crate) fn read_metadata(path: &Path) -> HashMap<String, String> {
     let mut out = HashMap::new();
     let mut names = vec![0u8; 4096];
-    let Ok(len) = rustix::fs::listxattr(path, &mut names) else {
-        return out;
+    // gVisor's gofer (directfs) answers an empty list rather than EOPNOTSUPP: with the
+    // store on, an empty answer also consults it.
+    let len = match rustix::fs::listxattr(path, &mut names) {
+        Ok(0) | Err(rustix::io::Errno::OPNOTSUPP) if meta_store::enabled() => {
+            return meta_store::get(path);
+        }
+        Ok(len) => len,
+        Err(_) => return out,
     };
     for name in names[..len.min(names.len())].split(|b| *b == 0) {
         let Ok(name) = std::str::from_utf8(name) else {
@@ -120,7 +127,22 @@ pub(crate) fn read_metadata(path: &Path) -> HashMap<String, String> {
 }
 
 /// Replaces the `user.e2b.*` attributes of `path` with `metadata`.
+/// Falls back to the store (when on) where the file system refuses xattrs.
 pub(crate) fn write_metadata(path: &Path, metadata: &[(String, String)]) -> io::Result<()> {
+    match write_xattrs(path, metadata) {
+        Err(e)
+            if meta_store::enabled()
+                && e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()) =>
+        {
+            meta_store::set(path, metadata)
+        }
+        // Clearing writes no xattr, so it cannot tell: clear the store's entry too.
+        Ok(()) if metadata.is_empty() && meta_store::enabled() => meta_store::set(path, &[]),
+        other => other,
+    }
+}
+
+fn write_xattrs(path: &Path, metadata: &[(String, String)]) -> io::Result<()> {
     for key in read_metadata(path).keys() {
         // A key that went away meanwhile is as good as removed.
         if let Err(e) =

@@ -160,6 +160,7 @@ pub(crate) async fn move_entry(ctx: Ctx, request: MoveRequest) -> Result<MoveRes
                 &e,
             )
         })?;
+        super::meta_store::rename(&source, &destination);
         let entry =
             entry_info(&destination, &db).map_err(|e| not_found_or(&destination, "stat", &e))?;
         Ok(MoveResponse { entry: Some(entry) })

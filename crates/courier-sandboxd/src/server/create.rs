@@ -22,6 +22,10 @@ use crate::state::{
 use crate::templates::Template;
 use crate::warm::{Shape, WarmSandbox};
 
+/// Where envd keeps file metadata in gVisor sandboxes (root-only, on the sandbox's disk,
+/// so it lives and dies with the writable layer like xattrs would).
+const GVISOR_METADATA_STORE: &str = "/var/lib/courier-envd/file-metadata.json";
+
 /// How long create waits for envd to answer `/health` (generous: loaded machines).
 const ENVD_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -247,6 +251,12 @@ impl Sandboxd {
             // gVisor ignores setuid bits: envd brokers `sudo` instead (see
             // courier_envd::sudo), its client bound over the sandbox's sudo below.
             args.push("--sudo-socket".to_owned());
+            // Its gofer (runsc before 2026-05) has no user xattrs: envd keeps upload
+            // metadata in a root-only file on the sandbox's disk instead.
+            args.extend([
+                "--metadata-store".to_owned(),
+                GVISOR_METADATA_STORE.to_owned(),
+            ]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut spec = SandboxSpec::new(id.clone(), template.layers.clone(), ENVD_PATH, &args);

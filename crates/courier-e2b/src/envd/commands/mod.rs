@@ -311,6 +311,57 @@ impl Commands {
         .await
     }
 
+    /// Streams `input` to a process's stdin over one `process.Process/StreamInput` call
+    /// (it must have been started with [`RunCommand::stdin`]): each chunk is written as
+    /// it comes, in order, and the call returns once `input` ends and envd has taken
+    /// every chunk. Stdin stays open; close it with [`Commands::close_stdin`].
+    ///
+    /// Cheaper than one [`Commands::send_stdin`] call per chunk for a steady flow
+    /// (e.g. piping a file or a terminal session into a command).
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: courier_e2b::Sandbox) -> courier_e2b::Result<()> {
+    /// let handle = sandbox.commands().run("wc -l").stdin(true).spawn().await?;
+    /// let lines = futures::stream::iter([bytes::Bytes::from("one\n"), bytes::Bytes::from("two\n")]);
+    /// sandbox.commands().stream_input(handle.pid(), lines).await?;
+    /// sandbox.commands().close_stdin(handle.pid()).await?;
+    /// assert_eq!(handle.wait().await?.stdout.trim(), "2");
+    /// # Ok(()) }
+    /// ```
+    pub async fn stream_input<S>(&self, process: impl Into<ProcessRef>, input: S) -> Result<()>
+    where
+        S: futures::Stream<Item = Bytes> + Send + 'static,
+    {
+        use pb::stream_input_request::{DataEvent, Event, StartEvent};
+        let start = pb::StreamInputRequest {
+            event: Some(Event::Start(StartEvent {
+                process: Some(selector(process)),
+            })),
+        };
+        let data = input.map(|chunk| pb::StreamInputRequest {
+            event: Some(Event::Data(DataEvent {
+                input: Some(ProcessInput {
+                    input: Some(Input::Stdin(chunk.to_vec())),
+                }),
+            })),
+        });
+        let messages = futures::stream::iter([start]).chain(data);
+        let options = CallOptions {
+            user: None,
+            timeout: Some(Duration::ZERO),
+        };
+        let _: pb::StreamInputResponse = self
+            .envd
+            .client_stream(
+                "/process.Process/StreamInput",
+                messages,
+                &options,
+                NotFoundKind::Process,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Closes a process's stdin (EOF), envd ≥ 0.5.2.
     ///
     /// ```no_run

@@ -116,6 +116,92 @@ pub struct WriteInfo {
     pub metadata: Option<HashMap<String, String>>,
 }
 
+/// How [`Files::write_with`] and [`Files::write_many_with`] upload.
+///
+/// ```
+/// use courier_e2b::envd::WriteOptions;
+/// let options = WriteOptions::new()
+///     .metadata("author", "ci")
+///     .metadata("purpose", "report")
+///     .gzip(true);
+/// assert_eq!(options.metadata_map().len(), 2);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    metadata: std::collections::BTreeMap<String, String>,
+    gzip: bool,
+    octet_stream: bool,
+}
+
+impl WriteOptions {
+    /// Plain multipart uploads without metadata (what [`Files::write`] does).
+    pub fn new() -> WriteOptions {
+        WriteOptions::default()
+    }
+
+    /// Metadata stored with every written file (as `user.e2b.<key>` extended attributes
+    /// by envd, sent as `X-Metadata-<key>` headers) and surfaced by
+    /// [`Files::get_info`] and [`Files::list`]. Keys are HTTP token characters (envd
+    /// lowercases them), values printable ASCII; envd allows 4096 bytes in all.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> WriteOptions {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// The metadata set so far.
+    pub fn metadata_map(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// Compresses each file's body with gzip (`Content-Encoding: gzip`, one
+    /// `application/octet-stream` request per file, as the E2B SDKs do).
+    pub fn gzip(mut self, on: bool) -> WriteOptions {
+        self.gzip = on;
+        self
+    }
+
+    /// Sends each file as its own `application/octet-stream` request instead of one
+    /// multipart form (implied by [`gzip`](Self::gzip)).
+    pub fn octet_stream(mut self, on: bool) -> WriteOptions {
+        self.octet_stream = on;
+        self
+    }
+
+    /// Checks the metadata the way the E2B SDKs do before anything is sent.
+    fn validate(&self) -> Result<()> {
+        const TOKEN_PUNCT: &[u8] = b"!#$%&'*+-.^_`|~";
+        for (key, value) in &self.metadata {
+            let key_ok = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || TOKEN_PUNCT.contains(&b));
+            if !key_ok {
+                return Err(Error::InvalidArgument {
+                    message: format!(
+                        "metadata key {key:?}: keys must be non-empty and use only HTTP token \
+                         characters (letters, digits and !#$%&'*+-.^_`|~)"
+                    ),
+                });
+            }
+            if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                return Err(Error::InvalidArgument {
+                    message: format!(
+                        "metadata value of key {key:?}: values must be printable US-ASCII"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn headers(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        for (key, value) in &self.metadata {
+            request = request.header(format!("X-Metadata-{key}"), value.as_str());
+        }
+        request
+    }
+}
+
 /// File operations in a sandbox. Get one from [`Sandbox::files`](crate::Sandbox::files);
 /// relative paths resolve against the user's home directory.
 ///
@@ -270,6 +356,94 @@ impl Files {
             .ok_or_else(|| Error::protocol("upload response lists no file"))
     }
 
+    /// Writes a file with [`WriteOptions`]: metadata, gzip, octet-stream.
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: courier_e2b::Sandbox) -> courier_e2b::Result<()> {
+    /// use courier_e2b::envd::WriteOptions;
+    /// let options = WriteOptions::new().metadata("author", "ci").gzip(true);
+    /// let info = sandbox.files().write_with("report.txt", "all green", &options).await?;
+    /// assert_eq!(info.metadata.unwrap()["author"], "ci");
+    /// let entry = sandbox.files().get_info("report.txt").await?;
+    /// assert_eq!(entry.metadata["author"], "ci");
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_with(
+        &self,
+        path: &str,
+        data: impl Into<Bytes>,
+        options: &WriteOptions,
+    ) -> Result<WriteInfo> {
+        let mut written = self.write_many_with([(path, data)], options).await?;
+        written
+            .pop()
+            .ok_or_else(|| Error::protocol("upload response lists no file"))
+    }
+
+    /// Writes several files with [`WriteOptions`]: one multipart request, or one
+    /// octet-stream request per file with `gzip`/`octet_stream`. The same metadata goes
+    /// on every file.
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: courier_e2b::Sandbox) -> courier_e2b::Result<()> {
+    /// use courier_e2b::envd::WriteOptions;
+    /// let options = WriteOptions::new().metadata("source", "import");
+    /// let written = sandbox
+    ///     .files()
+    ///     .write_many_with([("a.txt", "A"), ("b.txt", "B")], &options)
+    ///     .await?;
+    /// assert_eq!(written.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_many_with<P: AsRef<str>, D: Into<Bytes>>(
+        &self,
+        files: impl IntoIterator<Item = (P, D)>,
+        options: &WriteOptions,
+    ) -> Result<Vec<WriteInfo>> {
+        options.validate()?;
+        let files: Vec<(String, Bytes)> = files
+            .into_iter()
+            .map(|(p, d)| (p.as_ref().to_owned(), d.into()))
+            .collect();
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !(options.gzip || options.octet_stream) {
+            let single = (files.len() == 1).then(|| files[0].0.clone());
+            let mut form = reqwest::multipart::Form::new();
+            for (path, data) in files {
+                form = form.part("file", file_part(&path, data)?);
+            }
+            return self.upload_with(single.as_deref(), form, options).await;
+        }
+        let mut written = Vec::with_capacity(files.len());
+        for (path, data) in files {
+            let mut request = self
+                .envd
+                .headers(self.envd.client.http().post(self.files_url(Some(&path))))
+                .header(http::header::CONTENT_TYPE, "application/octet-stream")
+                .timeout(self.envd.client.config().request_timeout());
+            let body = if options.gzip {
+                request = request.header(http::header::CONTENT_ENCODING, "gzip");
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                encoder
+                    .write_all(&data)
+                    .and_then(|()| encoder.finish())
+                    .map(Bytes::from)
+                    .map_err(|e| Error::protocol(format!("gzip: {e}")))?
+            } else {
+                data
+            };
+            let request = options.headers(request).body(body);
+            let response = request.send().await.map_err(Error::from_reqwest)?;
+            let response = check_http(response, NotFoundKind::File).await?;
+            let mut one: Vec<WriteInfo> = read_json(response).await?;
+            written.append(&mut one);
+        }
+        Ok(written)
+    }
+
     /// Writes several files in one request.
     ///
     /// ```no_run
@@ -328,11 +502,21 @@ impl Files {
         path: Option<&str>,
         form: reqwest::multipart::Form,
     ) -> Result<Vec<WriteInfo>> {
+        self.upload_with(path, form, &WriteOptions::default()).await
+    }
+
+    async fn upload_with(
+        &self,
+        path: Option<&str>,
+        form: reqwest::multipart::Form,
+        options: &WriteOptions,
+    ) -> Result<Vec<WriteInfo>> {
         let request = self
             .envd
             .headers(self.envd.client.http().post(self.files_url(path)))
             .multipart(form)
             .timeout(self.envd.client.config().request_timeout());
+        let request = options.headers(request);
         let response = request.send().await.map_err(Error::from_reqwest)?;
         let response = check_http(response, NotFoundKind::File).await?;
         read_json(response).await
