@@ -66,6 +66,8 @@ pub struct ServerConfig {
     /// private, CGNAT, the host's own addresses... are refused otherwise; see
     /// [`crate::egress`]). Empty by default. A sandbox's own `denyOut` still applies.
     pub egress_allow: Vec<crate::egress::Cidr>,
+    /// Size of each volume and the total per API key (see [`crate::volumes`]).
+    pub volumes: crate::volumes::VolumeLimits,
 }
 
 /// An operator-provided host directory bind-mounted into every sandbox at create.
@@ -118,6 +120,7 @@ impl ServerConfig {
             io: IoLimits::standard(),
             limits: ServerLimits::default(),
             egress_allow: Vec::new(),
+            volumes: crate::volumes::VolumeLimits::default(),
         }
     }
 }
@@ -150,6 +153,59 @@ pub struct CreateRequest {
     /// Whether the sandbox's ports other than envd's are reachable without its traffic
     /// access token (E2B's `network.allowPublicTraffic`, default true).
     pub allow_public_traffic: bool,
+    /// Volumes to mount (E2B's `volumeMounts`, resolved against the caller's volumes by
+    /// the API); default none. A create with volumes never takes a warm sandbox.
+    pub volume_mounts: Vec<VolumeBind>,
+}
+
+/// A volume mounted read-write into a new sandbox, its files of host uid/gid 1000 the
+/// sandbox `user`'s (see [`crate::runtime::BindMount::map_user`]); `nosuid`, `nodev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeBind {
+    /// The volume's id.
+    pub volume_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its host mount point (see [`crate::volumes::Volume::mount_point`]).
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox, normalised (see [`VolumeBind::check_path`]).
+    pub path: String,
+}
+
+impl VolumeBind {
+    /// Checks and normalises a mount path: absolute, no `..`, not `/`.
+    ///
+    /// ```
+    /// use courier_sandboxd::server::config::VolumeBind;
+    /// assert_eq!(VolumeBind::check_path("/mnt//data/").unwrap(), "/mnt/data");
+    /// assert!(VolumeBind::check_path("data").is_err());
+    /// assert!(VolumeBind::check_path("/mnt/../etc").is_err());
+    /// assert!(VolumeBind::check_path("/").is_err());
+    /// ```
+    pub fn check_path(path: &str) -> crate::error::Result<String> {
+        let invalid = |reason: &str| crate::error::Error::InvalidSpec {
+            field: "volumeMounts.path",
+            reason: format!("{path:?}: {reason}"),
+        };
+        if !path.starts_with('/') {
+            return Err(invalid("must be an absolute path"));
+        }
+        if path.contains('\0') {
+            return Err(invalid("must not contain NUL"));
+        }
+        let mut parts = Vec::new();
+        for part in path.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => return Err(invalid("must not contain `..`")),
+                part => parts.push(part),
+            }
+        }
+        if parts.is_empty() {
+            return Err(invalid("cannot mount a volume over the sandbox's root"));
+        }
+        Ok(format!("/{}", parts.join("/")))
+    }
 }
 
 impl Default for CreateRequest {
@@ -166,6 +222,7 @@ impl Default for CreateRequest {
             die_with_server: false,
             egress: EgressRules::default(),
             allow_public_traffic: true,
+            volume_mounts: Vec::new(),
         }
     }
 }

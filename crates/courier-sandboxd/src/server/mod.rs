@@ -12,6 +12,7 @@
 //!            templates/<tpl>/  built templates: record, builds, build logs
 //!            records/<id>.json the control plane's record of each sandbox
 //!            api-keys.json     hashed API keys
+//!            volumes/          volumes (see [`crate::volumes`])
 //! ```
 //!
 //! Every sandbox runs courier-envd as its init, serving on the sandbox's control socket
@@ -55,7 +56,7 @@ mod startup;
 
 pub use config::{
     CreateRequest, DEFAULT_TIMEOUT, DEFAULT_WARM_SANDBOXES, ENVD_PATH, ENVD_VERSION, MAX_TIMEOUT,
-    ServerConfig, SharedDir,
+    ServerConfig, SharedDir, VolumeBind,
 };
 use create::Started;
 pub use metrics::Metric;
@@ -76,6 +77,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// Egress settings shared by every sandbox (operator allow list, domain proxy).
     egress: Egress,
+    /// Volumes (see [`crate::volumes`]).
+    volumes: crate::volumes::Volumes,
     /// Held for the server's lifetime (see `start`).
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -136,6 +139,23 @@ impl Sandboxd {
     /// Sandboxes and committed memory in use against the server's limits.
     pub fn capacity(&self) -> CapacityUsage {
         self.inner.capacity.usage()
+    }
+
+    /// The volumes.
+    pub fn volumes(&self) -> &crate::volumes::Volumes {
+        &self.inner.volumes
+    }
+
+    /// The sandboxes (running or paused) that mount volume `id`.
+    pub fn sandboxes_mounting(&self, id: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .list()
+            .into_iter()
+            .filter(|r| r.volume_mounts.iter().any(|m| m.volume_id == id))
+            .map(|r| r.sandbox_id)
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// The sandbox runtime underneath.

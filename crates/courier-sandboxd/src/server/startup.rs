@@ -158,6 +158,8 @@ impl Sandboxd {
         // Left by versions that kept envd's socket in a directory the sandbox could write.
         crate::cleanup::remove_dir(&data_dir.join("envd"));
         let warm_sandboxes = config.warm_sandboxes;
+        let (vdir, vlimits) = (data_dir.join("volumes"), config.volumes);
+        let volumes = blocking(move || crate::volumes::Volumes::open(vdir, vlimits)).await?;
         let server = Self {
             inner: Arc::new(Inner {
                 config,
@@ -171,6 +173,7 @@ impl Sandboxd {
                 warm: WarmPool::new(warm_sandboxes),
                 shutdown: CancellationToken::new(),
                 egress,
+                volumes,
                 _lock: lock,
             }),
         };
