@@ -100,8 +100,6 @@ pub fn e2b_suite(args: &[String]) -> Result<()> {
         .env("E2B_VALIDATE_API_KEY", "false")
         .env("E2B_API_URL", &server.api_url)
         .env("E2B_SANDBOX_URL", &server.sandbox_url)
-        // courier-sandboxd serves the volume content API on its API port.
-        .env("E2B_VOLUME_API_URL", &server.api_url)
         .env("E2B_API_KEY", &server.api_key)
         .env("PYTHONDONTWRITEBYTECODE", "1");
     // Not `run`: the command's Debug form would print the API key.
