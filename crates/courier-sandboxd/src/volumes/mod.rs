@@ -22,8 +22,11 @@
 //! E2B's; the token is stored in `meta.json` (0600, in the 0700 data dir) because E2B
 //! returns it again from `GET /volumes/{id}`.
 //!
-//! **Restart.** Volumes are loaded from their `meta.json` and mounted again; a mount
-//! left from the previous run (the server's mounts outlive it) is reused.
+//! **Restart.** Volumes are loaded from their `meta.json` and mounted again. A server
+//! that kills its sandboxes at exit unmounts its volumes too; one whose sandboxes outlive
+//! it leaves the mounts, and the next start reuses them rather than mounting the image a
+//! second time (two ext4 instances on one image would corrupt it, and adopted sandboxes
+//! still write through the first).
 
 pub mod content;
 
@@ -325,6 +328,20 @@ impl Volumes {
         let volume = Arc::new(volume);
         lock(&self.volumes).insert(volume.meta.volume_id.clone(), volume.clone());
         Ok(volume)
+    }
+
+    /// Unmounts every volume from the host and forgets them (at shutdown, once no sandbox
+    /// mounts them: see [`crate::Sandboxd::kill_all`]). Content requests answer 401 from
+    /// now on; a running one finishes on its descriptor.
+    pub fn unmount_all(&self) {
+        let volumes = std::mem::take(&mut *lock(&self.volumes));
+        for volume in volumes.values() {
+            if let Err(error) =
+                rustix::mount::unmount(&volume.mount, rustix::mount::UnmountFlags::DETACH)
+            {
+                tracing::warn!(%error, mount = %volume.mount.display(), "unmounting a volume");
+            }
+        }
     }
 
     /// Deletes volume `id` of `owner` and everything in it, unless `mounted_by` (the
