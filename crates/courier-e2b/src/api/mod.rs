@@ -4,6 +4,7 @@
 mod query;
 mod retry;
 mod templates;
+mod volumes;
 
 use std::{fmt, sync::Arc, time::Duration};
 

@@ -17,6 +17,7 @@ mod envd;
 mod sandbox;
 mod step;
 mod template;
+mod volume;
 
 pub use envd::EnvdInit;
 pub use sandbox::{
@@ -28,3 +29,4 @@ pub use template::{
     BuildLogEntry, BuildReason, BuildRequest, BuildRequested, BuildState, BuildStatus, Recipe,
     TemplateInfo,
 };
+pub use volume::{NewVolume, VolumeAndToken, VolumeEntryStat, VolumeFileType, VolumeInfo};
