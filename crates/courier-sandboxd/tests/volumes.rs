@@ -715,3 +715,171 @@ async fn volume_mounts_share_writes_and_keep_sandboxes_inside() {
     assert_eq!(status, 204, "{body}");
     fx.shutdown().await;
 }
+
+/// The same flows through courier-e2b (the Rust SDK) against the real server: the volume
+/// API, every content method, `volume_mount` on create, and the SDK's error kinds.
+///
+/// Attacks tried through the SDK: another API key's client connecting to or destroying
+/// the volume; a volume handle carrying another volume's token; a sandbox planting a
+/// symlink to `/etc/passwd` and the SDK reading through it. Each must fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_sdk_drives_volumes_end_to_end() {
+    use courier_e2b::models::VolumeFileType;
+    use courier_e2b::{Error as E2bError, NotFoundKind, Volume, VolumeEntryOptions};
+    use futures::TryStreamExt as _;
+
+    let Some(fx) = Fixture::new("volume_sdk").await else {
+        return;
+    };
+    let client = &fx.client;
+    let volume = Volume::create(client, "sdk").await.expect("create");
+    assert_eq!(volume.name(), "sdk");
+    assert!(
+        !format!("{volume:?}").contains(volume.token().expose()),
+        "token in Debug"
+    );
+    let listed = Volume::list(client).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].volume_id, volume.id());
+    let info = Volume::info(client, volume.id()).await.expect("info");
+    assert_eq!(info.token.expose(), volume.token().expose());
+    let volume = Volume::connect(client, volume.id()).await.expect("connect");
+
+    let force = VolumeEntryOptions {
+        force: true,
+        ..Default::default()
+    };
+    let dir = volume.make_dir("/a/b", force).await.expect("make_dir");
+    assert_eq!(dir.kind, VolumeFileType::Directory);
+    assert!(volume.exists("/a/b").await.unwrap());
+    assert!(!volume.exists("/nope").await.unwrap());
+    let stat = volume
+        .write_file("/a/b/hello.txt", "hello", VolumeEntryOptions::default())
+        .await
+        .expect("write");
+    assert_eq!(
+        (stat.kind, stat.size, stat.uid),
+        (VolumeFileType::File, 5, 1000)
+    );
+    match volume
+        .write_file("/a/b/hello.txt", "again", VolumeEntryOptions::default())
+        .await
+    {
+        Err(E2bError::Api { status: 409, .. }) => {}
+        other => panic!("an existing file without force: {other:?}"),
+    }
+    // A streamed upload, read back as a stream.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..16).map(|_| Ok(vec![b'z'; 65_536])).collect();
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let stat = volume
+        .write_file("/a/big.bin", body, force)
+        .await
+        .expect("stream upload");
+    assert_eq!(stat.size, 16 * 65_536);
+    let streamed: Vec<bytes::Bytes> = volume
+        .read_stream("/a/big.bin")
+        .await
+        .expect("stream")
+        .try_collect()
+        .await
+        .expect("chunks");
+    assert_eq!(streamed.iter().map(|c| c.len()).sum::<usize>(), 16 * 65_536);
+    assert_eq!(volume.read_text("/a/b/hello.txt").await.unwrap(), "hello");
+    let updated = volume
+        .update_metadata(
+            "/a/b/hello.txt",
+            VolumeEntryOptions {
+                mode: Some(0o600),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(updated.mode, 0o600);
+    let paths: Vec<String> = volume
+        .list_dir("/", Some(3))
+        .await
+        .expect("list_dir")
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(paths, ["/a", "/a/b", "/a/b/hello.txt", "/a/big.bin"]);
+    volume.remove("/a/big.bin").await.expect("remove");
+    match volume.read_file("/a/big.bin").await {
+        Err(E2bError::NotFound {
+            kind: NotFoundKind::Volume,
+            ..
+        }) => {}
+        other => panic!("read of a removed file: {other:?}"),
+    }
+
+    // Mounted through the SDK's builder; the sandbox's writes come back through the SDK.
+    let sandbox = Sandbox::builder()
+        .volume_mount("/data", volume.name())
+        .create(client)
+        .await
+        .expect("create with a volume");
+    let out = sandbox
+        .commands()
+        .run("cat /data/a/b/hello.txt 2>&1; echo; echo out > /data/out.txt; ln -s /etc/passwd /data/passwd")
+        .await
+        .expect("run");
+    // 0600 and owned by the sandbox user: readable by it.
+    assert_eq!(out.stdout, "hello\n");
+    assert_eq!(volume.read_text("/out.txt").await.unwrap(), "out\n");
+    match volume.read_file("/passwd").await {
+        Err(E2bError::InvalidArgument { message }) => {
+            assert!(message.contains("symbolic link"), "{message}")
+        }
+        other => panic!("read through a planted symlink: {other:?}"),
+    }
+    let link = volume.get_info("/passwd").await.expect("stat link");
+    assert_eq!(
+        (link.kind, link.target.as_deref()),
+        (VolumeFileType::Symlink, Some("/etc/passwd"))
+    );
+    match Volume::destroy(client, volume.id()).await {
+        Err(E2bError::Api { status: 409, .. }) => {}
+        other => panic!("destroying a mounted volume: {other:?}"),
+    }
+    sandbox.kill().await.expect("kill");
+
+    // Another key's client: the volume does not exist for it.
+    let other = Client::new(
+        ConnectionConfig::builder()
+            .api_key(fx.other_key.as_str())
+            .api_url(&fx.api_url)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(Volume::list(&other).await.unwrap().is_empty());
+    match Volume::connect(&other, volume.id()).await {
+        Err(E2bError::NotFound {
+            kind: NotFoundKind::Volume,
+            ..
+        }) => {}
+        other => panic!("another key connecting: {other:?}"),
+    }
+    assert!(!Volume::destroy(&other, volume.id()).await.unwrap());
+    // A handle with another volume's token opens nothing of this one.
+    let theirs = Volume::create(&other, "theirs").await.unwrap();
+    let forged = Volume::from_parts(
+        client,
+        courier_e2b::models::VolumeAndToken {
+            volume_id: volume.id().to_owned(),
+            name: volume.name().to_owned(),
+            token: theirs.token().clone(),
+            domain: None,
+        },
+    );
+    match forged.read_text("/out.txt").await {
+        Err(E2bError::Authentication { .. }) => {}
+        other => panic!("a forged handle: {other:?}"),
+    }
+
+    assert!(Volume::destroy(client, volume.id()).await.unwrap());
+    assert!(!Volume::destroy(client, volume.id()).await.unwrap());
+    fx.shutdown().await;
+}
