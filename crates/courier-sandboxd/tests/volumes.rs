@@ -4,6 +4,9 @@
 //!
 //! They need root (loop devices, mounts, namespaces); without it each test returns early.
 
+// Test code: its helpers (outside `#[test]` functions) unwrap too; a failure is the test's.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -584,7 +587,7 @@ async fn volume_mounts_share_writes_and_keep_sandboxes_inside() {
     // A file one sandbox read (and may cache) and the other rewrote: the new content.
     for round in 0..3 {
         b.commands()
-            .run(&format!("echo round-{round} > /mnt/shared/a.txt"))
+            .run(format!("echo round-{round} > /mnt/shared/a.txt"))
             .await
             .expect("rewrite in b");
         let out = a

@@ -513,8 +513,8 @@ pub fn list(root: BorrowedFd<'_>, path: &VolumePath, depth: u32) -> Result<Vec<E
 
 fn list_into(dir: OwnedFd, path: &VolumePath, depth: u32, out: &mut Vec<EntryStat>) -> Result<()> {
     let mut names = Vec::new();
-    let mut entries = rustix::fs::Dir::read_from(&dir).map_err(io_err("read dir", path))?;
-    while let Some(entry) = entries.next() {
+    let entries = rustix::fs::Dir::read_from(&dir).map_err(io_err("read dir", path))?;
+    for entry in entries {
         let entry = entry.map_err(io_err("read dir", path))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name == "." || name == ".." {
@@ -593,8 +593,8 @@ fn remove_at(dir: BorrowedFd<'_>, name: &str, path: &VolumePath, depth: usize) -
     };
     let sub = open_dir(dir, &one).map_err(|e| relabel(e, path))?;
     let mut names = Vec::new();
-    let mut entries = rustix::fs::Dir::read_from(&sub).map_err(io_err("read dir", path))?;
-    while let Some(entry) = entries.next() {
+    let entries = rustix::fs::Dir::read_from(&sub).map_err(io_err("read dir", path))?;
+    for entry in entries {
         let entry = entry.map_err(io_err("read dir", path))?;
         let child = entry.file_name().to_string_lossy().into_owned();
         if child != "." && child != ".." {
