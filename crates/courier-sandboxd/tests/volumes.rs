@@ -691,6 +691,29 @@ async fn volume_mounts_share_writes_and_keep_sandboxes_inside() {
         );
     }
 
+    // A setuid-root binary put in the volume through the content API (uid 0, mode 4755)
+    // gives a sandbox's user nothing: the mount is nosuid (and host uid 0 is not the
+    // sandbox's root).
+    let id_binary = std::fs::read("/usr/bin/id").expect("read /usr/bin/id");
+    let (status, body) = fx
+        .content(
+            &token,
+            "PUT",
+            &format!("/volumecontent/{id}/file?path=/suid-id&uid=0&gid=0&mode=2541"),
+            Some(id_binary),
+        )
+        .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let out = a
+        .commands()
+        .run("/mnt/shared/suid-id -u; stat -c %a /mnt/shared/suid-id")
+        .await
+        .expect("run the setuid binary");
+    assert_eq!(
+        out.stdout, "1000\n4755\n",
+        "a setuid bit in a volume took effect"
+    );
+
     // The volume's size is a hard limit inside sandboxes too.
     let out = a
         .commands()

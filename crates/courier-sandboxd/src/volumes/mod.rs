@@ -4,7 +4,7 @@
 //! Layout, under `<data_dir>/volumes/`:
 //!
 //! ```text
-//! golden-<MB>.img      an empty ext4 image of each volume size in use
+//! golden-<MB>.img      an empty ext4 image (journaled) of each volume size in use
 //! <id>/meta.json       id, name, owner (SHA-256 of its API key), token, size (0600)
 //! <id>/volume.img      the volume's ext4 file system (sparse)
 //! <id>/mnt/            where it is mounted on the host while the server runs
@@ -396,8 +396,7 @@ fn make(volumes_dir: &Path, meta: VolumeMeta) -> Result<Volume> {
     let dir = volumes_dir.join(&meta.volume_id);
     let result = (|| {
         fs::create_dir(&dir).map_err(storage(format!("create {}", dir.display())))?;
-        let golden = crate::runtime::disk::golden(volumes_dir, meta.size_mb)
-            .map_err(|e| VolumeError::Storage(e.to_string()))?;
+        let golden = golden(volumes_dir, meta.size_mb)?;
         let image = dir.join("volume.img");
         crate::runtime::disk::copy_sparse(&golden, &image)
             .map_err(|e| VolumeError::Storage(e.to_string()))?;
@@ -428,6 +427,54 @@ fn make(volumes_dir: &Path, meta: VolumeMeta) -> Result<Volume> {
         }
     }
     result
+}
+
+/// The empty volume image of `mb` MiB under `dir`, made on first use. Unlike a sandbox
+/// disk (which ends with its sandbox) a volume outlives host crashes, so its file system
+/// has a journal.
+fn golden(dir: &Path, mb: u64) -> Result<PathBuf> {
+    let path = dir.join(format!("golden-{mb}.img"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    // Under a unique name, renamed when complete: nobody copies a half-made image.
+    let tmp = dir.join(format!(".golden-{mb}.{}.tmp", crate::state::random_hex(8)));
+    let result = (|| {
+        let file = fs::File::create(&tmp).map_err(storage(format!("create {}", tmp.display())))?;
+        file.set_len(mb * 1024 * 1024)
+            .map_err(storage(format!("size {}", tmp.display())))?;
+        drop(file);
+        let out = std::process::Command::new("mkfs.ext4")
+            .args([
+                "-q",
+                "-F",
+                "-E",
+                "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0",
+                "-m",
+                "0",
+                "-L",
+                "courier-volume",
+            ])
+            .arg(&tmp)
+            .output()
+            .map_err(|e| {
+                VolumeError::Storage(format!(
+                    "volumes need mkfs.ext4 (Debian: apt-get install e2fsprogs): {e}"
+                ))
+            })?;
+        if !out.status.success() {
+            return Err(VolumeError::Storage(format!(
+                "mkfs.ext4 {}: {}",
+                tmp.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        fs::rename(&tmp, &path).map_err(storage(format!("rename {}", tmp.display())))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| path)
 }
 
 /// Loads the volume in `dir` (its record), mounting it unless it still is.
