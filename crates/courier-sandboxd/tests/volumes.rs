@@ -909,3 +909,90 @@ async fn the_rust_sdk_drives_volumes_end_to_end() {
     assert!(!Volume::destroy(client, volume.id()).await.unwrap());
     fx.shutdown().await;
 }
+
+/// A server restart while a sandbox with a volume runs: the new server adopts the
+/// sandbox and reuses the volume's mount instead of mounting its image a second time (two
+/// ext4 instances on one image would corrupt it); the sandbox's writes before and after
+/// are the content API's, and pause/resume keeps the mount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_a_mounted_volume_on_one_mount() {
+    let Some(fx) = Fixture::new("volume_restart").await else {
+        return;
+    };
+    let (status, created) = fx
+        .api(KEY, "POST", "/volumes", Some(json!({"name": "kept"})))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["volumeID"].as_str().unwrap().to_owned();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let sandbox = Sandbox::builder()
+        .volume_mount("/kept", "kept")
+        .timeout(Duration::from_secs(600))
+        .create(&fx.client)
+        .await
+        .expect("create");
+    let sid = sandbox.id().to_owned();
+    sandbox
+        .commands()
+        .run("echo before > /kept/f")
+        .await
+        .expect("write before");
+    let mounts_of = |id: &str| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&format!("/volumes/{id}/mnt")))
+            .count()
+    };
+    assert_eq!(mounts_of(&id), 1);
+
+    // Stop without killing (as a server whose sandboxes outlive it), start again.
+    let (data_dir, other, dir) = (fx.data_dir.clone(), fx.other_key.clone(), fx._dir);
+    fx.server.stop();
+    let _ = fx.stop.send(true);
+    drop(fx.server);
+    drop(fx.client);
+    drop(sandbox);
+    let mut fx = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .open(data_dir.join("lock"))
+            .unwrap();
+        if nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok() {
+            fx = Some(Fixture::start(data_dir.clone(), other.clone()).await);
+            break;
+        }
+    }
+    let mut fx = fx.expect("the first server let go of the data dir");
+    fx._dir = dir;
+    assert_eq!(mounts_of(&id), 1, "the image is mounted once");
+    let sandbox = Sandbox::connect(&fx.client, &sid).await.expect("adopted");
+    let out = sandbox
+        .commands()
+        .run("cat /kept/f; echo after >> /kept/f")
+        .await
+        .expect("write after");
+    assert_eq!(out.stdout, "before\n");
+    let (status, bytes) = fx
+        .content(
+            &token,
+            "GET",
+            &format!("/volumecontent/{id}/file?path=/f"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, bytes.as_slice()),
+        (200, b"before\nafter\n".as_slice())
+    );
+
+    // Pause and resume keep the mount.
+    fx.server.pause(&sid).await.expect("pause");
+    let sandbox = Sandbox::connect(&fx.client, &sid).await.expect("resume");
+    let out = sandbox.commands().run("cat /kept/f").await.expect("read");
+    assert_eq!(out.stdout, "before\nafter\n");
+    fx.shutdown().await;
+    assert_eq!(mounts_of(&id), 0, "unmounted once its sandboxes are gone");
+}
