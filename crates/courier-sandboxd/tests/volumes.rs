@@ -523,6 +523,19 @@ async fn volume_mounts_share_writes_and_keep_sandboxes_inside() {
             json!([{"name": "shared", "path": "/a/../b"}]),
             "volumeMounts.path",
         ),
+        // Over (or above) what the runtime puts in every sandbox.
+        (
+            json!([{"name": "shared", "path": "/usr/local/bin"}]),
+            "volumeMounts.path",
+        ),
+        (
+            json!([{"name": "shared", "path": "/proc/1"}]),
+            "volumeMounts.path",
+        ),
+        (
+            json!([{"name": "shared", "path": "/etc"}]),
+            "volumeMounts.path",
+        ),
     ] {
         let (status, body) = fx
             .api(

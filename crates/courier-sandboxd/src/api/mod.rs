@@ -336,7 +336,8 @@ async fn create(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::bad_request("templateID is required"))?;
     let network = models::create_network(body.allow_internet_access, body.network.as_ref())?;
-    let volume_mounts = volume_binds(&server, &headers, body.volume_mounts.unwrap_or_default())?;
+    let (volume_mounts, _holds) =
+        volume_binds(&server, &headers, body.volume_mounts.unwrap_or_default())?;
     let request = CreateRequest {
         template,
         timeout: body.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
@@ -360,13 +361,20 @@ async fn create(
 
 /// Resolves `volumeMounts` against the caller's volumes: each must be the API key's
 /// (another key's volume is as unknown as a missing one), at an absolute path, once.
-fn volume_binds(
-    server: &Sandboxd,
+///
+/// Each volume is held (not deletable) until the returned holds drop, after the create
+/// saved its record.
+fn volume_binds<'a>(
+    server: &'a Sandboxd,
     headers: &HeaderMap,
     mounts: Vec<courier_e2b::models::VolumeMount>,
-) -> ApiResult<Vec<crate::server::VolumeBind>> {
+) -> ApiResult<(
+    Vec<crate::server::VolumeBind>,
+    Vec<crate::volumes::VolumeHold<'a>>,
+)> {
     let owner = crate::volumes::owner_of(request_key(headers).unwrap_or_default());
     let mut binds: Vec<crate::server::VolumeBind> = Vec::new();
+    let mut holds = Vec::new();
     for mount in mounts {
         let path = crate::server::VolumeBind::check_path(&mount.path)?;
         if binds.iter().any(|b| b.path == path) {
@@ -380,6 +388,7 @@ fn volume_binds(
                 mount.name
             ))
         })?;
+        holds.push(server.volumes().hold(&volume.meta.volume_id)?);
         binds.push(crate::server::VolumeBind {
             volume_id: volume.meta.volume_id.clone(),
             name: volume.meta.name.clone(),
@@ -387,7 +396,7 @@ fn volume_binds(
             path,
         });
     }
-    Ok(binds)
+    Ok((binds, holds))
 }
 
 async fn connect(

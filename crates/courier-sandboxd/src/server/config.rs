@@ -172,8 +172,24 @@ pub struct VolumeBind {
     pub path: String,
 }
 
+/// Paths the runtime provides in every sandbox, which a volume may not cover.
+const RESERVED_PATHS: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    crate::runtime::GVISOR_CONTROL_DIR,
+    ENVD_PATH,
+    "/usr/local/bin/sudo",
+    "/usr/bin/sudo",
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+];
+
 impl VolumeBind {
-    /// Checks and normalises a mount path: absolute, no `..`, not `/`.
+    /// Checks and normalises a mount path: absolute, no `..`, not `/` nor a path of the
+    /// sandbox runtime's (`/proc`, `/sys`, `/dev`, envd, `sudo`, `/etc/hosts`...) or a
+    /// directory above one.
     ///
     /// ```
     /// use courier_sandboxd::server::config::VolumeBind;
@@ -181,6 +197,11 @@ impl VolumeBind {
     /// assert!(VolumeBind::check_path("data").is_err());
     /// assert!(VolumeBind::check_path("/mnt/../etc").is_err());
     /// assert!(VolumeBind::check_path("/").is_err());
+    /// // Where the runtime's own files are, or above them.
+    /// assert!(VolumeBind::check_path("/usr/local/bin").is_err());
+    /// assert!(VolumeBind::check_path("/proc/self").is_err());
+    /// assert!(VolumeBind::check_path("/etc").is_err());
+    /// assert!(VolumeBind::check_path("/usr/local/share/data").is_ok());
     /// ```
     pub fn check_path(path: &str) -> crate::error::Result<String> {
         let invalid = |reason: &str| crate::error::Error::InvalidSpec {
@@ -204,7 +225,22 @@ impl VolumeBind {
         if parts.is_empty() {
             return Err(invalid("cannot mount a volume over the sandbox's root"));
         }
-        Ok(format!("/{}", parts.join("/")))
+        let path = format!("/{}", parts.join("/"));
+        // What the runtime puts in every sandbox: a volume over it (or over a directory
+        // holding it) would hide envd or the kernel's file systems, or have the host
+        // write the sandbox's identity files into the volume.
+        for reserved in RESERVED_PATHS {
+            let covers = reserved == &path || reserved.starts_with(&format!("{path}/"));
+            let inside_kernel_fs = ["/proc", "/sys", "/dev"].contains(reserved)
+                && path.starts_with(&format!("{reserved}/"));
+            if covers || inside_kernel_fs {
+                return Err(invalid(&format!(
+                    "{reserved} belongs to the sandbox runtime; mount volumes elsewhere \
+                     (e.g. /mnt/<name> or under /home/user)"
+                )));
+            }
+        }
+        Ok(path)
     }
 }
 

@@ -202,6 +202,9 @@ pub struct Volumes {
     dir: PathBuf,
     limits: VolumeLimits,
     volumes: Mutex<BTreeMap<String, Arc<Volume>>>,
+    /// Volumes a sandbox create is mounting right now (its record does not name them
+    /// yet): not deletable meanwhile. Locked after `volumes`.
+    holds: Mutex<BTreeMap<String, usize>>,
     /// Serialises creates and deletes (quota and name checks, then the work).
     change: tokio::sync::Mutex<()>,
 }
@@ -248,6 +251,7 @@ impl Volumes {
             dir,
             limits,
             volumes: Mutex::new(volumes),
+            holds: Mutex::new(BTreeMap::new()),
             change: tokio::sync::Mutex::new(()),
         })
     }
@@ -273,6 +277,20 @@ impl Volumes {
             .find(|v| v.meta.owner == owner && v.meta.name == name)
             .cloned()
             .ok_or_else(|| VolumeError::NotFound(name.to_owned()))
+    }
+
+    /// Keeps volume `id` from being deleted until the returned guard drops (a create
+    /// mounting it, until its record names it). Fails if it is gone already.
+    pub fn hold(&self, id: &str) -> Result<VolumeHold<'_>> {
+        let volumes = lock(&self.volumes);
+        if !volumes.contains_key(id) {
+            return Err(VolumeError::NotFound(id.to_owned()));
+        }
+        *lock(&self.holds).entry(id.to_owned()).or_default() += 1;
+        Ok(VolumeHold {
+            volumes: self,
+            id: id.to_owned(),
+        })
     }
 
     /// Volume `id` if `token` is its content token (the content API's authorisation).
@@ -355,7 +373,16 @@ impl Volumes {
                 sandboxes: mounted_by.join(", "),
             });
         }
-        lock(&self.volumes).remove(id);
+        {
+            let mut volumes = lock(&self.volumes);
+            if lock(&self.holds).get(id).is_some_and(|n| *n > 0) {
+                return Err(VolumeError::InUse {
+                    id: id.to_owned(),
+                    sandboxes: "a sandbox being created".to_owned(),
+                });
+            }
+            volumes.remove(id);
+        }
         let dir = self.dir.join(id);
         let mount = volume.mount.clone();
         drop(volume);
@@ -369,6 +396,25 @@ impl Volumes {
         })
         .await
         .map_err(|e| VolumeError::Storage(e.to_string()))?
+    }
+}
+
+/// See [`Volumes::hold`].
+#[derive(Debug)]
+pub struct VolumeHold<'a> {
+    volumes: &'a Volumes,
+    id: String,
+}
+
+impl Drop for VolumeHold<'_> {
+    fn drop(&mut self) {
+        let mut holds = lock(&self.volumes.holds);
+        if let Some(n) = holds.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                holds.remove(&self.id);
+            }
+        }
     }
 }
 
@@ -524,4 +570,48 @@ fn is_mount_point(path: &Path) -> Result<bool> {
     let parent = path.parent().unwrap_or(Path::new("/"));
     let up = fs::metadata(parent).map_err(storage(format!("stat {}", parent.display())))?;
     Ok(own.dev() != up.dev())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A create mounting a volume holds it: a delete racing the create (before its
+    /// record names the volume) is refused instead of unmounting the volume under it.
+    #[tokio::test]
+    async fn a_held_volume_is_not_deleted() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (loop devices, mounts)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let limits = VolumeLimits {
+            size_mb: 64,
+            per_key_mb: 64,
+        };
+        let volumes = Volumes::open(dir.path().join("volumes"), limits).unwrap();
+        let owner = owner_of("e2b_key");
+        let volume = volumes.create(&owner, "held").await.unwrap();
+        let id = volume.meta.volume_id.clone();
+        drop(volume);
+        assert!(matches!(
+            volumes.create(&owner, "second").await,
+            Err(VolumeError::Quota { .. })
+        ));
+        let hold = volumes.hold(&id).unwrap();
+        assert!(matches!(
+            volumes.delete(&owner, &id, &[]).await,
+            Err(VolumeError::InUse { .. })
+        ));
+        drop(hold);
+        // Another key cannot delete it, its owner can; then it cannot be held.
+        assert!(matches!(
+            volumes.delete(&owner_of("e2b_other"), &id, &[]).await,
+            Err(VolumeError::NotFound(_))
+        ));
+        volumes.delete(&owner, &id, &[]).await.unwrap();
+        assert!(volumes.hold(&id).is_err());
+        assert!(!dir.path().join("volumes").join(&id).exists());
+        volumes.unmount_all();
+    }
 }
