@@ -323,7 +323,9 @@ async fn read_file(
     let volume = authorize(&server, &headers, &id)?;
     let path = path_param(&params(query.as_deref()))?;
     let file = run(volume, move |v| content::open_file(v.root(), &path)).await?;
-    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    // 256 KiB reads: each is a trip to the blocking pool (4 KiB ones ran at ~30 MB/s).
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 << 10);
     Ok((
         StatusCode::OK,
         [(http::header::CONTENT_TYPE, "application/octet-stream")],
