@@ -78,6 +78,14 @@ struct ServeArgs {
     /// off.
     #[arg(long, env = "COURIER_SANDBOXD_WARM_SANDBOXES", default_value_t = courier_sandboxd::server::DEFAULT_WARM_SANDBOXES)]
     warm_sandboxes: usize,
+    /// Size of each volume in MiB (64 or more): a hard limit for the content API and for
+    /// sandboxes writing through a mount alike.
+    #[arg(long, env = "COURIER_SANDBOXD_VOLUME_MB", default_value_t = courier_sandboxd::volumes::DEFAULT_VOLUME_MB)]
+    volume_mb: u64,
+    /// Total size in MiB of the volumes one API key may own; a create past it is refused
+    /// (507).
+    #[arg(long, env = "COURIER_SANDBOXD_VOLUME_QUOTA_MB", default_value_t = courier_sandboxd::volumes::DEFAULT_PER_KEY_MB)]
+    volume_quota_mb: u64,
     /// A TOML file with the settings above (`isolation`, `runsc`, `nested_namespaces`,
     /// `domain`); a flag or environment variable beats the file.
     #[arg(long, env = "COURIER_SANDBOXD_CONFIG")]
@@ -232,6 +240,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.nested_namespaces = args.nested_namespaces || file.nested_namespaces.unwrap_or(false);
     config.ready_disks = args.ready_disks;
     config.warm_sandboxes = args.warm_sandboxes;
+    config.volumes = courier_sandboxd::volumes::VolumeLimits {
+        size_mb: args.volume_mb,
+        per_key_mb: args.volume_quota_mb,
+    };
     config.dev_api_key = args.dev_api_key.filter(|k| !k.is_empty());
     config.limits = args.limits.limits();
     config.template_ready_timeout = Duration::from_secs(args.limits.template_ready_timeout);

@@ -52,6 +52,7 @@ pub struct ConnectionConfig {
     domain: String,
     api_url: Url,
     sandbox_url: Option<Url>,
+    volume_api_url: Option<Url>,
     debug: bool,
     request_timeout: Duration,
     max_retries: u32,
@@ -87,6 +88,13 @@ impl ConnectionConfig {
     /// The control-plane base URL.
     pub fn api_url(&self) -> &Url {
         &self.api_url
+    }
+
+    /// The volume content API's base URL: the `E2B_VOLUME_API_URL` override, else the
+    /// control-plane URL (where courier-sandboxd and E2B, at `https://api.<domain>`,
+    /// serve it).
+    pub fn volume_api_url(&self) -> &Url {
+        self.volume_api_url.as_ref().unwrap_or(&self.api_url)
     }
 
     /// The envd override (`E2B_SANDBOX_URL`), if set.
@@ -205,6 +213,7 @@ pub struct ConnectionConfigBuilder {
     domain: Option<String>,
     api_url: Option<String>,
     sandbox_url: Option<String>,
+    volume_api_url: Option<String>,
     debug: bool,
     request_timeout: Option<Duration>,
     max_retries: Option<u32>,
@@ -235,6 +244,7 @@ impl ConnectionConfigBuilder {
             domain: get("E2B_DOMAIN"),
             api_url: get("E2B_API_URL"),
             sandbox_url: get("E2B_SANDBOX_URL"),
+            volume_api_url: get("E2B_VOLUME_API_URL"),
             debug: get("E2B_DEBUG").is_some_and(|v| v.eq_ignore_ascii_case("true")),
             ..ConnectionConfigBuilder::default()
         }
@@ -261,6 +271,26 @@ impl ConnectionConfigBuilder {
     /// Sends all envd traffic (and signed file URLs) to this URL, routed by headers.
     pub fn sandbox_url(mut self, url: impl Into<String>) -> Self {
         self.sandbox_url = Some(url.into());
+        self
+    }
+
+    /// Overrides the volume content API URL (`E2B_VOLUME_API_URL`; default: the
+    /// control-plane URL, or `http://localhost:8080` in debug mode, as the official SDK).
+    ///
+    /// ```
+    /// let config = courier_e2b::ConnectionConfig::builder()
+    ///     .api_url("http://127.0.0.1:3000")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(config.volume_api_url().as_str(), "http://127.0.0.1:3000/");
+    /// let config = courier_e2b::ConnectionConfig::builder()
+    ///     .volume_api_url("http://127.0.0.1:4000")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(config.volume_api_url().as_str(), "http://127.0.0.1:4000/");
+    /// ```
+    pub fn volume_api_url(mut self, url: impl Into<String>) -> Self {
+        self.volume_api_url = Some(url.into());
         self
     }
 
@@ -306,11 +336,17 @@ impl ConnectionConfigBuilder {
             .sandbox_url
             .map(|url| parse_field("sandbox_url", &url))
             .transpose()?;
+        let volume_api_url = match self.volume_api_url {
+            Some(url) => Some(parse_field("volume_api_url", &url)?),
+            None if self.debug => Some(parse_field("volume_api_url", "http://localhost:8080")?),
+            None => None,
+        };
         Ok(ConnectionConfig {
             api_key: self.api_key,
             domain,
             api_url,
             sandbox_url,
+            volume_api_url,
             debug: self.debug,
             request_timeout: self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),

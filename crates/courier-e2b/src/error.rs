@@ -15,6 +15,8 @@ pub enum NotFoundKind {
     Process,
     /// A template or template build (the template routes' 404).
     Template,
+    /// A volume, or a path inside one.
+    Volume,
 }
 
 impl std::fmt::Display for NotFoundKind {
@@ -24,6 +26,7 @@ impl std::fmt::Display for NotFoundKind {
             NotFoundKind::File => "file",
             NotFoundKind::Process => "process",
             NotFoundKind::Template => "template",
+            NotFoundKind::Volume => "volume",
         })
     }
 }

@@ -71,6 +71,11 @@
 //! [`Templates::wait`] (a failed build is [`Error::BuildFailed`], naming the step), list
 //! and delete templates.
 //!
+//! **Volumes.** [`Volume`] is E2B's persistent storage: create, connect, list and
+//! destroy volumes, read and write their files from outside
+//! ([`ConnectionConfig::volume_api_url`], `E2B_VOLUME_API_URL`), and mount them into
+//! sandboxes with [`SandboxBuilder::volume_mount`].
+//!
 //! **Testing your code.** [`SandboxApi`] is the slice an orchestrator needs, as a
 //! dyn-compatible trait; with the `mocks` feature, `MockSandboxApi` (mockall) implements it.
 
@@ -89,6 +94,8 @@ pub mod proto;
 mod sandbox;
 #[cfg(feature = "client")]
 mod sandbox_api;
+#[cfg(feature = "client")]
+mod volume;
 
 #[cfg(feature = "client")]
 pub use api::{
@@ -120,6 +127,8 @@ pub use sandbox::{DEFAULT_TEMPLATE, Sandbox, SandboxBuilder};
 pub use sandbox_api::MockSandboxApi;
 #[cfg(feature = "client")]
 pub use sandbox_api::{CommandSpec, SandboxApi, SpawnedCommand};
+#[cfg(feature = "client")]
+pub use volume::{VOLUME_FILE_TIMEOUT, Volume, VolumeEntryOptions};
 
 /// Percent-encoding for query values and path segments: everything but `A-Za-z0-9-_.~`.
 #[cfg(feature = "client")]

@@ -435,6 +435,7 @@ pub struct SandboxBuilder {
     auto_resume: Option<bool>,
     network: Option<NetworkConfig>,
     idempotency_key: Option<String>,
+    volume_mounts: Vec<crate::models::VolumeMount>,
 }
 
 /// The template used when none is given.
@@ -525,6 +526,23 @@ impl SandboxBuilder {
         self
     }
 
+    /// Mounts the volume named `volume` (one of the API key's, see
+    /// [`Volume`](crate::Volume)) read-write at `path` (absolute) in the sandbox; two
+    /// sandboxes mounting one volume see each other's writes.
+    ///
+    /// ```
+    /// let body = courier_e2b::Sandbox::builder().volume_mount("/data", "my-volume").to_request();
+    /// assert_eq!(body.volume_mounts[0].name, "my-volume");
+    /// assert_eq!(body.volume_mounts[0].path, "/data");
+    /// ```
+    pub fn volume_mount(mut self, path: impl Into<String>, volume: impl Into<String>) -> Self {
+        self.volume_mounts.push(crate::models::VolumeMount {
+            name: volume.into(),
+            path: path.into(),
+        });
+        self
+    }
+
     /// The `POST /v2/sandboxes` body this builder sends.
     ///
     /// ```
@@ -546,7 +564,7 @@ impl SandboxBuilder {
                 .map(|enabled| crate::models::AutoResume { enabled }),
             allow_internet_access: self.allow_internet_access,
             network: self.network.clone(),
-            volume_mounts: Vec::new(),
+            volume_mounts: self.volume_mounts.clone(),
         }
     }
 

@@ -94,6 +94,7 @@ pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod templates;
+pub mod volumes;
 mod warm;
 
 pub use error::{Error, Result};

@@ -73,6 +73,23 @@ pub struct SandboxRecord {
         with = "courier_secret::exposed::option"
     )]
     pub traffic_access_token: Option<Secret>,
+    /// The volumes mounted into it (E2B's `volumeMounts`), kept so a volume in use is not
+    /// deleted and the detail reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMountRecord>,
+}
+
+/// A volume mounted into a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMountRecord {
+    /// The volume's id.
+    #[serde(rename = "volumeID")]
+    pub volume_id: String,
+    /// Its name (what the create named).
+    pub name: String,
+    /// Where it is mounted inside the sandbox.
+    pub path: String,
 }
 
 /// A sandbox's E2B network settings, persisted so that they survive a server restart.
@@ -243,6 +260,7 @@ mod tests {
                 mask_request_host: Some("${PORT}-app.example.com".to_owned()),
             },
             traffic_access_token: Some(Secret::new("tok")),
+            volume_mounts: Vec::new(),
         }
     }
 

@@ -14,6 +14,7 @@ fn full_context(tool: ToolId) -> SetupContext {
         base_branch: Some("main".into()),
         branch_name: "courier/sbx-7f3a-trim-login-email".into(),
         github_token: Some(Secret::new("ghp_R4nd0mT0k3nV4lu3Abcd")),
+        git_gateway: None,
         env_vars: BTreeMap::from([
             ("DATABASE_URL".into(), Secret::new("postgres://app:pw@db/app_9z9z")),
             ("NODE_ENV".into(), Secret::new("development")),

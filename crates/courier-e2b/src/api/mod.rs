@@ -5,6 +5,7 @@ mod life;
 mod query;
 mod retry;
 mod templates;
+mod volumes;
 
 use std::{fmt, sync::Arc, time::Duration};
 

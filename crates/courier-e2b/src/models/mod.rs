@@ -18,6 +18,7 @@ mod logs;
 mod sandbox;
 mod step;
 mod template;
+mod volume;
 
 pub use envd::EnvdInit;
 pub use logs::{AutoResume, LogLevel, SandboxLogEntry, SandboxLogs, SandboxesWithMetrics};
@@ -30,3 +31,4 @@ pub use template::{
     BuildLogEntry, BuildReason, BuildRequest, BuildRequested, BuildState, BuildStatus, Recipe,
     TemplateInfo,
 };
+pub use volume::{NewVolume, VolumeAndToken, VolumeEntryStat, VolumeFileType, VolumeInfo};

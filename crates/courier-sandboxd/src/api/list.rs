@@ -243,6 +243,7 @@ mod tests {
             allow_internet_requested: false,
             network: Default::default(),
             traffic_access_token: None,
+            volume_mounts: Vec::new(),
         }
     }
 

@@ -12,6 +12,7 @@ mod life;
 mod list;
 mod models;
 mod templates;
+mod volumes;
 
 pub use models::CLIENT_ID;
 
@@ -125,6 +126,7 @@ pub fn router(server: Sandboxd) -> Router {
         .route("/sandboxes/{id}/network", put(update_network))
         .merge(templates::routes())
         .merge(life::routes())
+        .merge(volumes::routes())
         .merge(unserved_routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -133,6 +135,8 @@ pub fn router(server: Sandboxd) -> Router {
         .layer(middleware::from_fn_with_state(server.clone(), require_key))
         // COPY uploads authorize themselves (an upload link's token, or the API key).
         .merge(templates::upload_routes())
+        // The volume content API authorizes with each volume's own token.
+        .merge(volumes::content_routes())
         // Health needs no key (load balancers and readiness probes).
         .route("/health", get(|| async { StatusCode::NO_CONTENT }))
         .with_state(server)
@@ -165,7 +169,6 @@ fn unserved_routes() -> Router<Sandboxd> {
     const SNAPSHOTS: &str = "snapshots are not supported by courier-sandboxd yet";
     const FORK: &str = "sandbox forks are not supported by courier-sandboxd yet";
     const TEAMS: &str = "team routes (teams, team metrics) are not supported by courier-sandboxd";
-    const VOLUMES: &str = "volumes are not supported by courier-sandboxd yet";
     const SECRETS: &str = "secrets are not supported by courier-sandboxd";
     const KEYS: &str = "API key and access token management is not supported by \
                         courier-sandboxd (keys come from its configuration)";
@@ -226,11 +229,6 @@ fn unserved_routes() -> Router<Sandboxd> {
             post(unserved(TAGS)).delete(unserved(TAGS)),
         )
         .route("/templates/{template_id}/tags", get(unserved(TAGS)))
-        .route("/volumes", get(unserved(VOLUMES)).post(unserved(VOLUMES)))
-        .route(
-            "/volumes/{volume_id}",
-            get(unserved(VOLUMES)).delete(unserved(VOLUMES)),
-        )
         .route("/secrets", get(unserved(SECRETS)).post(unserved(SECRETS)))
         .route(
             "/secrets/{secret_id}",
@@ -340,6 +338,8 @@ async fn create(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::bad_request("templateID is required"))?;
     let network = models::create_network(body.allow_internet_access, body.network.as_ref())?;
+    let (volume_mounts, _holds) =
+        volume_binds(&server, &headers, body.volume_mounts.unwrap_or_default())?;
     let request = CreateRequest {
         template,
         timeout: body.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
@@ -354,6 +354,7 @@ async fn create(
         allow_public_traffic: network.allow_public_traffic,
         mask_request_host: network.mask_request_host,
         die_with_server: false,
+        volume_mounts,
     };
     let (record, replayed) = match headers.get(IDEMPOTENCY_KEY) {
         Some(key) => {
@@ -377,6 +378,46 @@ async fn create(
             .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// Resolves `volumeMounts` against the caller's volumes: each must be the API key's
+/// (another key's volume is as unknown as a missing one), at an absolute path, once.
+///
+/// Each volume is held (not deletable) until the returned holds drop, after the create
+/// saved its record.
+fn volume_binds<'a>(
+    server: &'a Sandboxd,
+    headers: &HeaderMap,
+    mounts: Vec<courier_e2b::models::VolumeMount>,
+) -> ApiResult<(
+    Vec<crate::server::VolumeBind>,
+    Vec<crate::volumes::VolumeHold<'a>>,
+)> {
+    let owner = crate::volumes::owner_of(request_key(headers).unwrap_or_default());
+    let mut binds: Vec<crate::server::VolumeBind> = Vec::new();
+    let mut holds = Vec::new();
+    for mount in mounts {
+        let path = crate::server::VolumeBind::check_path(&mount.path)?;
+        if binds.iter().any(|b| b.path == path) {
+            return Err(ApiError::bad_request(format!(
+                "volumeMounts: two volumes are mounted at {path}"
+            )));
+        }
+        let volume = server.volumes().by_name(&owner, &mount.name).map_err(|_| {
+            ApiError::bad_request(format!(
+                "volumeMounts: volume {:?} not found (create it with POST /volumes)",
+                mount.name
+            ))
+        })?;
+        holds.push(server.volumes().hold(&volume.meta.volume_id)?);
+        binds.push(crate::server::VolumeBind {
+            volume_id: volume.meta.volume_id.clone(),
+            name: volume.meta.name.clone(),
+            source: volume.mount_point().to_path_buf(),
+            path,
+        });
+    }
+    Ok((binds, holds))
 }
 
 async fn connect(

@@ -41,6 +41,8 @@ pub(crate) struct NewSandbox {
     pub cpu_count: Option<u32>,
     /// `SandboxNetworkConfig` (see [`create_network`]).
     pub network: Option<Map<String, Value>>,
+    /// `volumeMounts`: volumes of the caller's API key, by name, and where to mount them.
+    pub volume_mounts: Option<Vec<models::VolumeMount>>,
 }
 
 /// What a request body field is to this server (see [`check_fields`]).
@@ -135,14 +137,7 @@ pub(crate) const CREATE_FIELDS: &[(&str, Field)] = &[
             why: "workload identity tokens (iam.tokens) are not served",
         },
     ),
-    (
-        "volumeMounts",
-        Field::Unserved {
-            is_default: is_empty,
-            why: "volumes are not served yet (data written to a mount path would not \
-                  persist)",
-        },
-    ),
+    ("volumeMounts", Field::Served),
 ];
 
 /// `POST /sandboxes/{id}/connect` (`ConnectSandbox`).
@@ -484,7 +479,14 @@ pub(crate) fn listed(record: &SandboxRecord) -> models::ListedSandbox {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        volume_mounts: Vec::new(),
+        volume_mounts: record
+            .volume_mounts
+            .iter()
+            .map(|m| models::VolumeMount {
+                name: m.name.clone(),
+                path: m.path.clone(),
+            })
+            .collect(),
         envd_unresponsive_at_pause: None,
     }
 }
@@ -715,15 +717,22 @@ mod field_tests {
         )
         .unwrap();
         let body = create(r#"{"templateID": "base", "mcp": {"server": {}}}"#).unwrap();
+        let mounts = create(r#"{"volumeMounts": [{"name": "v", "path": "/v"}]}"#)
+            .unwrap()
+            .volume_mounts
+            .unwrap();
+        assert_eq!(
+            (mounts[0].name.as_str(), mounts[0].path.as_str()),
+            ("v", "/v")
+        );
         assert_eq!(body.template_id.as_deref(), Some("base"));
         for (json, field) in [
             (r#"{"secure": false}"#, "secure"),
             (r#"{"autoPauseMemory": false}"#, "autoPauseMemory"),
             (r#"{"iam": {"tokens": {"t": {}}}}"#, "iam"),
-            (
-                r#"{"volumeMounts": [{"name": "v", "path": "/v"}]}"#,
-                "volumeMounts",
-            ),
+            // Served now, but only in E2B's shape.
+            (r#"{"volumeMounts": [{"name": "v"}]}"#, "path"),
+            (r#"{"volumeMounts": {"v": "/v"}}"#, "sequence"),
             (r#"{"mcp": []}"#, "mcp"),
             (r#"{"other": 0}"#, "other"),
         ] {

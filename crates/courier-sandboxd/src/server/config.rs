@@ -66,6 +66,8 @@ pub struct ServerConfig {
     /// private, CGNAT, the host's own addresses... are refused otherwise; see
     /// [`crate::egress`]). Empty by default. A sandbox's own `denyOut` still applies.
     pub egress_allow: Vec<crate::egress::OperatorAllow>,
+    /// Size of each volume and the total per API key (see [`crate::volumes`]).
+    pub volumes: crate::volumes::VolumeLimits,
 }
 
 /// An operator-provided host directory bind-mounted into every sandbox at create.
@@ -118,6 +120,7 @@ impl ServerConfig {
             io: IoLimits::standard(),
             limits: ServerLimits::default(),
             egress_allow: Vec::new(),
+            volumes: crate::volumes::VolumeLimits::default(),
         }
     }
 }
@@ -156,6 +159,95 @@ pub struct CreateRequest {
     /// E2B's `network.maskRequestHost`: the `Host` requests to the sandbox's ports arrive
     /// with, `${PORT}` standing for the port; `None` (default) keeps the client's.
     pub mask_request_host: Option<String>,
+    /// Volumes to mount (E2B's `volumeMounts`, resolved against the caller's volumes by
+    /// the API); default none. A create with volumes never takes a warm sandbox.
+    pub volume_mounts: Vec<VolumeBind>,
+}
+
+/// A volume mounted read-write into a new sandbox, its files of host uid/gid 1000 the
+/// sandbox `user`'s (see [`crate::runtime::BindMount::map_user`]); `nosuid`, `nodev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeBind {
+    /// The volume's id.
+    pub volume_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its host mount point (see [`crate::volumes::Volume::mount_point`]).
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox, normalised (see [`VolumeBind::check_path`]).
+    pub path: String,
+}
+
+/// Paths the runtime provides in every sandbox, which a volume may not cover.
+const RESERVED_PATHS: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    crate::runtime::GVISOR_CONTROL_DIR,
+    ENVD_PATH,
+    "/usr/local/bin/sudo",
+    "/usr/bin/sudo",
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+];
+
+impl VolumeBind {
+    /// Checks and normalises a mount path: absolute, no `..`, not `/` nor a path of the
+    /// sandbox runtime's (`/proc`, `/sys`, `/dev`, envd, `sudo`, `/etc/hosts`...) or a
+    /// directory above one.
+    ///
+    /// ```
+    /// use courier_sandboxd::server::config::VolumeBind;
+    /// assert_eq!(VolumeBind::check_path("/mnt//data/").unwrap(), "/mnt/data");
+    /// assert!(VolumeBind::check_path("data").is_err());
+    /// assert!(VolumeBind::check_path("/mnt/../etc").is_err());
+    /// assert!(VolumeBind::check_path("/").is_err());
+    /// // Where the runtime's own files are, or above them.
+    /// assert!(VolumeBind::check_path("/usr/local/bin").is_err());
+    /// assert!(VolumeBind::check_path("/proc/self").is_err());
+    /// assert!(VolumeBind::check_path("/etc").is_err());
+    /// assert!(VolumeBind::check_path("/usr/local/share/data").is_ok());
+    /// ```
+    pub fn check_path(path: &str) -> crate::error::Result<String> {
+        let invalid = |reason: &str| crate::error::Error::InvalidSpec {
+            field: "volumeMounts.path",
+            reason: format!("{path:?}: {reason}"),
+        };
+        if !path.starts_with('/') {
+            return Err(invalid("must be an absolute path"));
+        }
+        if path.contains('\0') {
+            return Err(invalid("must not contain NUL"));
+        }
+        let mut parts = Vec::new();
+        for part in path.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => return Err(invalid("must not contain `..`")),
+                part => parts.push(part),
+            }
+        }
+        if parts.is_empty() {
+            return Err(invalid("cannot mount a volume over the sandbox's root"));
+        }
+        let path = format!("/{}", parts.join("/"));
+        // What the runtime puts in every sandbox: a volume over it (or over a directory
+        // holding it) would hide envd or the kernel's file systems, or have the host
+        // write the sandbox's identity files into the volume.
+        for reserved in RESERVED_PATHS {
+            let covers = reserved == &path || reserved.starts_with(&format!("{path}/"));
+            let inside_kernel_fs = ["/proc", "/sys", "/dev"].contains(reserved)
+                && path.starts_with(&format!("{reserved}/"));
+            if covers || inside_kernel_fs {
+                return Err(invalid(&format!(
+                    "{reserved} belongs to the sandbox runtime; mount volumes elsewhere \
+                     (e.g. /mnt/<name> or under /home/user)"
+                )));
+            }
+        }
+        Ok(path)
+    }
 }
 
 impl Default for CreateRequest {
@@ -174,6 +266,7 @@ impl Default for CreateRequest {
             egress: EgressRules::default(),
             allow_public_traffic: true,
             mask_request_host: None,
+            volume_mounts: Vec::new(),
         }
     }
 }

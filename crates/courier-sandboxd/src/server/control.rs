@@ -99,6 +99,11 @@ impl Sandboxd {
                 Err(error) => tracing::warn!(sandbox = %id, %error, "killing at shutdown"),
             }
         }
+        // No sandbox mounts a volume any more: their host mounts (and loop devices) go
+        // too, and the next start mounts them again. Without this kill they stay, so a
+        // sandbox that outlives the server never shares its volume with a second mount
+        // of the same image.
+        self.inner.volumes.unmount_all();
     }
 
     /// Pauses (freezes) sandbox `id`, cutting its proxied streams. [`Error::Conflict`]

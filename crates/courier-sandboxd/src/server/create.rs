@@ -46,6 +46,8 @@ struct StartPlan<'a> {
     rules: crate::egress::EgressRules,
     reservation: Reservation,
     die_with_server: bool,
+    /// Volumes bound in (none for the warm pool).
+    volumes: &'a [super::config::VolumeBind],
 }
 
 impl Sandboxd {
@@ -84,7 +86,10 @@ impl Sandboxd {
         };
         // Template build sandboxes die with the server; only gVisor's slow start is
         // worth a sandbox kept running ahead (see crate::warm).
-        let poolable = isolation == Isolation::Gvisor && !request.die_with_server;
+        // A sandbox with volumes has binds of its own: never one of the pool's.
+        let poolable = isolation == Isolation::Gvisor
+            && !request.die_with_server
+            && request.volume_mounts.is_empty();
         let clock = Instant::now();
         let warm = match poolable.then(|| self.inner.warm.take(&shape)).flatten() {
             Some(warm) => self.claim_warm(warm, &request.egress).await,
@@ -116,6 +121,7 @@ impl Sandboxd {
                     rules: request.egress.clone(),
                     reservation,
                     die_with_server: request.die_with_server,
+                    volumes: &request.volume_mounts,
                 })
                 .await?
             }
@@ -173,6 +179,15 @@ impl Sandboxd {
             },
             traffic_access_token: (!request.allow_public_traffic)
                 .then(|| Secret::new(random_hex(32))),
+            volume_mounts: request
+                .volume_mounts
+                .iter()
+                .map(|v| crate::state::VolumeMountRecord {
+                    volume_id: v.volume_id.clone(),
+                    name: v.name.clone(),
+                    path: v.path.clone(),
+                })
+                .collect(),
         };
         if let Err(e) = self.inner.records.save(&record) {
             self.destroy(&id).await;
@@ -230,6 +245,7 @@ impl Sandboxd {
             rules,
             reservation,
             die_with_server,
+            volumes,
         } = plan;
         let id = new_sandbox_id();
         let egress = self.inner.egress.sandbox(&id, rules);
@@ -308,6 +324,16 @@ impl Sandboxd {
                     map_user: true,
                 }),
         );
+        // Read-write, the volume's uid/gid 1000 shown as the sandbox's `user` (what the
+        // content API creates by default); `nosuid`, `nodev` like every bind. The target
+        // is resolved inside the sandbox's root, so a path through a symlink of the
+        // template's stays inside it.
+        spec.binds.extend(volumes.iter().map(|v| BindMount {
+            source: v.source.clone(),
+            target: PathBuf::from(&v.path),
+            readonly: false,
+            map_user: true,
+        }));
 
         let runtime = self.inner.runtime.clone();
         let clock = Instant::now();
@@ -366,6 +392,7 @@ impl Sandboxd {
                     reservation,
                     // Until a create takes it: a warm sandbox never outlives its server.
                     die_with_server: true,
+                    volumes: &[],
                 })
                 .await;
             match started {

@@ -13,6 +13,7 @@
 //!            records/<id>.json the control plane's record of each sandbox
 //!            api-keys.json     hashed API keys
 //!            logs/<id>.json    each sandbox's logs (see [`logs`])
+//!            volumes/          volumes (see [`crate::volumes`])
 //! ```
 //!
 //! Every sandbox runs courier-envd as its init, serving on the sandbox's control socket
@@ -58,7 +59,7 @@ mod startup;
 
 pub use config::{
     CreateRequest, DEFAULT_TIMEOUT, DEFAULT_WARM_SANDBOXES, ENVD_PATH, ENVD_VERSION, MAX_TIMEOUT,
-    ServerConfig, SharedDir,
+    ServerConfig, SharedDir, VolumeBind,
 };
 use create::Started;
 pub use metrics::{KEPT_SAMPLES, Metric, MetricsRange, SAMPLE_EVERY};
@@ -85,6 +86,8 @@ struct Inner {
     idempotency: idempotency::IdempotencyKeys,
     /// Every sandbox's logs (kept a while after it is killed).
     logs: logs::SandboxLogs,
+    /// Volumes (see [`crate::volumes`]).
+    volumes: crate::volumes::Volumes,
     /// Held for the server's lifetime (see `start`).
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -145,6 +148,23 @@ impl Sandboxd {
     /// Sandboxes and committed memory in use against the server's limits.
     pub fn capacity(&self) -> CapacityUsage {
         self.inner.capacity.usage()
+    }
+
+    /// The volumes.
+    pub fn volumes(&self) -> &crate::volumes::Volumes {
+        &self.inner.volumes
+    }
+
+    /// The sandboxes (running or paused) that mount volume `id`.
+    pub fn sandboxes_mounting(&self, id: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .list()
+            .into_iter()
+            .filter(|r| r.volume_mounts.iter().any(|m| m.volume_id == id))
+            .map(|r| r.sandbox_id)
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// The sandbox runtime underneath.

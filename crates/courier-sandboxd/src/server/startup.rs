@@ -160,6 +160,8 @@ impl Sandboxd {
         let logs = super::logs::SandboxLogs::open(data_dir.join("logs"))?;
         logs.orphaned(&|id| sandboxes.contains_key(id));
         let warm_sandboxes = config.warm_sandboxes;
+        let (vdir, vlimits) = (data_dir.join("volumes"), config.volumes);
+        let volumes = blocking(move || crate::volumes::Volumes::open(vdir, vlimits)).await?;
         let server = Self {
             inner: Arc::new(Inner {
                 config,
@@ -176,6 +178,7 @@ impl Sandboxd {
                 metrics: super::metrics::MetricsHistory::default(),
                 idempotency: super::idempotency::IdempotencyKeys::default(),
                 logs,
+                volumes,
                 _lock: lock,
             }),
         };

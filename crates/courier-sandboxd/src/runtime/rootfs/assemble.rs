@@ -269,7 +269,7 @@ fn mount_clone_at(
 
 /// Attaches the detached mount `tree` on the directory `at` (a runtime path, created if
 /// missing; a final symlink is refused).
-pub(super) fn attach_at(tree: BorrowedFd<'_>, at: &Path, what: &str) -> Result<(), StepError> {
+pub(crate) fn attach_at(tree: BorrowedFd<'_>, at: &Path, what: &str) -> Result<(), StepError> {
     fs::create_dir_all(at).map_err(|e| err(format!("create {}", at.display()), e))?;
     let target = rustix::fs::open(
         at,
