@@ -57,6 +57,10 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
+#[cfg(test)]
+#[path = "transform_proxy_tests.rs"]
+mod tests;
+
 /// Serves one redirected connection (see the module docs).
 pub(super) async fn serve(mut client: TcpStream, entry: Pending, stop: CancellationToken) {
     let destination = entry.destination;
