@@ -124,6 +124,10 @@ fn transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret()
             found.starts_with("searched ") && found.ends_with(" hits []\n"),
             "a value is readable inside the sandbox: {found}"
         );
+        // The search did look (the root file system has tens of thousands of files).
+        let searched: usize = found.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(searched > 10_000, "{found}");
+        eprintln!("secret scan: {}", found.trim());
 
         // The rule's header reaches the server, replacing the one the sandbox forged.
         let seen = body(&sbx, "-H 'X-Proof: forged' http://10.77.0.1:8081/headers").await;
