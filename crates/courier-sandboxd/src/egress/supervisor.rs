@@ -17,7 +17,9 @@
 //! - `connect`: allowed → connected; refused → `ECONNREFUSED` (slirp4netns answers the
 //!   sandbox's SYN with a RST: a quick failure, not a hang); needs a domain check → the
 //!   socket is connected to the domain proxy instead, and its destination registered
-//!   there. `AF_UNSPEC` (dissolving a datagram association) is performed; any other
+//!   there; allowed but covered by the sandbox's `network.rules` transforms → the same
+//!   redirect, registered as allowed (the transform proxy applies the headers).
+//!   `AF_UNSPEC` (dissolving a datagram association) is performed; any other
 //!   family (Unix sockets of the host, netlink, vsock...) is refused with `EACCES`.
 //! - `sendto` with an address and `sendmsg`: the payload is copied and sent on the
 //!   duplicate to the checked address; refused → `EACCES`. Only `SCM_RIGHTS` control

@@ -14,6 +14,9 @@
 //!   headers are only added when the request's name resolves (on the host) to the
 //!   destination address, so naming the rule's host in a request to another server gets
 //!   no secret. The answer streams back frame by frame (server-sent events stay live).
+//! - **What the values reach**: the destination, in clear text (plain HTTP). A
+//!   destination that echoes request headers back (an httpbin `/headers`) shows them to
+//!   the sandbox: only put rules on hosts that do not.
 //! - **Upgrades** (`Upgrade`, `CONNECT`) are refused with 501: after a 101 the proxy
 //!   could no longer see requests, so they would leave without their transforms.
 //! - **Bounds**: a request head larger than [`MAX_HEAD`] is answered 431 and the
@@ -56,6 +59,10 @@ const MAX_HEADERS: usize = 128;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Body = BoxBody<Bytes, hyper::Error>;
+
+#[cfg(test)]
+#[path = "transform_proxy_tests.rs"]
+mod tests;
 
 /// Serves one redirected connection (see the module docs).
 pub(super) async fn serve(mut client: TcpStream, entry: Pending, stop: CancellationToken) {
@@ -303,6 +310,11 @@ impl Connection {
         let set = transforms.headers_for(destination.ip(), verified_name);
         let headers = request.headers_mut();
         strip_hop_by_hop(headers);
+        // hyper decoded the body by its Transfer-Encoding; a Content-Length beside it
+        // would make the forwarded message ambiguous to the server (request smuggling).
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            headers.remove(header::CONTENT_LENGTH);
+        }
         for h in &set {
             let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(h.name.as_bytes()),

@@ -9,7 +9,7 @@
 //!  sandboxd's namespace (<p>s)                 the outside (<p>o)
 //!  lo: 127.0.0.1, API :3000, proxy :3001       v-out 10.77.0.2/24, and as /32s:
 //!  v-host 10.77.0.1/24 + 198.51.100.1/24 <──>    203.0.113.10, 203.0.113.20  stand-in public hosts
-//!  "sandboxd-host" on 0.0.0.0:8081               169.254.169.254             cloud metadata
+//!  "sandboxd-host" on 0.0.0.0:8081, :8082        169.254.169.254             cloud metadata
 //!  default route via 10.77.0.2                   10.77.0.5, 10.77.0.6        private hosts
 //!                                                10.77.0.53                  DNS (allowed.test, ...)
 //! ```
@@ -21,7 +21,10 @@
 //! mount on the machine.
 //!
 //! The outside answers HTTP on 80/8080, HTTPS on 443 (with the address it was reached
-//! at), UDP echo on 9999 and DNS (`tests/support/egress_lab.py`). courier-sandboxd runs
+//! at; `/headers` echoes the request's headers, `/sse` streams two events 3 s apart),
+//! UDP echo on 9999 and DNS (`tests/support/egress_lab.py`); sandboxd's namespace has
+//! "sandboxd-host" on 8081 and 8082 (one port opened by a port-scoped `--egress-allow`,
+//! the other not). `transform.rs` covers `network.rules` transforms. courier-sandboxd runs
 //! in its namespace through `nsenter`, in a private mount namespace whose
 //! `/etc/resolv.conf` names 10.77.0.53; the test talks to its API from a thread that
 //! entered the same namespace, and runs the attacks inside sandboxes through envd (the

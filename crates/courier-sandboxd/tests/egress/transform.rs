@@ -124,6 +124,10 @@ fn transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret()
             found.starts_with("searched ") && found.ends_with(" hits []\n"),
             "a value is readable inside the sandbox: {found}"
         );
+        // The search did look (the root file system has tens of thousands of files).
+        let searched: usize = found.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(searched > 10_000, "{found}");
+        eprintln!("secret scan: {}", found.trim());
 
         // The rule's header reaches the server, replacing the one the sandbox forged.
         let seen = body(&sbx, "-H 'X-Proof: forged' http://10.77.0.1:8081/headers").await;
@@ -300,4 +304,63 @@ fn transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret()
     for secret in [PROOF_B, NAMED_B, NEXT_B] {
         assert!(!log.contains(secret), "a value is in the server's log");
     }
+}
+
+#[test]
+fn transforms_combine_with_allow_out_domains_checking_every_request() {
+    let test = "transforms_combine_with_allow_out_domains_checking_every_request";
+    let Some(mut lab) = Lab::new(test) else {
+        return;
+    };
+    lab.start_sandboxd(&[]);
+    lab.with_api(|api| async move {
+        // Everything denied but allowed.test, which also has a transform.
+        let sbx = api
+            .create(
+                None,
+                Some(serde_json::json!({
+                    "denyOut": ["0.0.0.0/0"],
+                    "allowOut": ["allowed.test"],
+                    "rules": {"allowed.test": [{"transform": {"headers": {"X-Proof": proof()}}}]},
+                })),
+            )
+            .await;
+        let seen = body(&sbx, "-H 'X-Proof: forged' http://allowed.test/headers").await;
+        assert!(seen.starts_with("203.0.113.10\n"), "{seen}");
+        assert!(seen.contains(&format!("x-proof: {}\n", proof())), "{seen}");
+        assert!(!seen.contains("forged"), "{seen}");
+
+        // The attacker opens the connection with the allowed name, then asks for
+        // other.test (same address, not allowed) on it: the domain proxy alone would
+        // have checked the first request only; this one checks each.
+        let script = "import http.client\n\
+            c = http.client.HTTPConnection('allowed.test', 80, timeout=10)\n\
+            codes = []\n\
+            for host in ('allowed.test', 'other.test'):\n\
+            \x20   c.putrequest('GET', '/headers', skip_host=True)\n\
+            \x20   c.putheader('Host', host)\n\
+            \x20   c.endheaders()\n\
+            \x20   r = c.getresponse()\n\
+            \x20   r.read()\n\
+            \x20   codes.append(str(r.status))\n\
+            print(' '.join(codes))\n";
+        let codes = sh(&sbx, &format!("python3 -c \"{script}\"")).await;
+        assert_eq!(codes, "200 403\n");
+        // A connection opening with a name that is not allowed does not get through.
+        fetch(&sbx, "-H 'Host: other.test' http://203.0.113.10/headers")
+            .await
+            .assert_refused_fast("a name outside allowOut");
+        // allowOut lets TLS to allowed.test out, but its transform cannot be applied
+        // inside TLS: closed rather than sent without it.
+        fetch(&sbx, "https://allowed.test/")
+            .await
+            .assert_refused_fast("TLS to an allowed domain with a transform");
+        sbx.kill().await.unwrap();
+    });
+    let log = lab.log();
+    assert!(!log.contains(PROOF_B), "the value is in the server's log");
+    assert!(
+        log.contains("other.test is not an allowOut domain"),
+        "{log}"
+    );
 }
