@@ -68,6 +68,18 @@ pub struct SandboxRecord {
         with = "courier_secret::exposed::option"
     )]
     pub traffic_access_token: Option<Secret>,
+    /// Who created it ([`crate::keys::owner_of`] of its API key); `None` for sandboxes
+    /// made by the server itself (template builds) or recorded before owners were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Whether its timeout's auto-pause keeps memory (E2B's `autoPauseMemory`, default
+    /// true); false: the auto-pause is filesystem-only.
+    #[serde(default = "default_true")]
+    pub auto_pause_memory: bool,
+    /// Set while it is paused filesystem-only: the layers (bottom first, its own
+    /// captured writes last) it reboots from on resume. No process of it runs then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_layers: Option<Vec<PathBuf>>,
 }
 
 /// A sandbox's E2B network settings, persisted so that they survive a server restart.
@@ -216,6 +228,9 @@ mod tests {
                 allow_public_traffic: false,
             },
             traffic_access_token: Some(Secret::new("tok")),
+            owner: None,
+            auto_pause_memory: true,
+            paused_layers: None,
         }
     }
 

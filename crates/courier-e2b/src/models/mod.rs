@@ -15,6 +15,7 @@
 
 mod envd;
 mod sandbox;
+mod snapshot;
 mod step;
 mod template;
 
@@ -22,6 +23,9 @@ pub use envd::EnvdInit;
 pub use sandbox::{
     Lifecycle, ListedSandbox, NetworkConfig, NewSandbox, SandboxDetail, SandboxMetric,
     SandboxRecord, SandboxState, VolumeMount,
+};
+pub use snapshot::{
+    ErrorBody, ForkRequest, ForkResult, PauseRequest, SnapshotInfo, SnapshotRequest,
 };
 pub use step::{InvalidStep, SUPPORTED_STEPS, Step, TemplateStep, valid_files_hash};
 pub use template::{

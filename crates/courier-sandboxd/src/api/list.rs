@@ -242,6 +242,9 @@ mod tests {
             allow_internet_requested: false,
             network: Default::default(),
             traffic_access_token: None,
+            owner: None,
+            auto_pause_memory: true,
+            paused_layers: None,
         }
     }
 

@@ -7,9 +7,13 @@
 //! with a 400 naming it unless it carries E2B's default (see [`models::check_fields`]),
 //! and the routes of E2B's API this server does not serve answer 501 naming the feature
 //! ([`unserved_routes`]).
+//!
+//! Each request acts for its API key ([`Owner`]): snapshots, and the sandboxes snapshots
+//! and forks are taken of, are only found by the key that made them.
 
 mod list;
 mod models;
+mod snapshots;
 mod templates;
 
 pub use models::CLIENT_ID;
@@ -18,7 +22,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{Extension, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -122,6 +126,7 @@ pub fn router(server: Sandboxd) -> Router {
         .route("/sandboxes/{id}/refreshes", post(refresh))
         .route("/sandboxes/{id}/metrics", get(metrics))
         .route("/sandboxes/{id}/network", put(update_network))
+        .merge(snapshots::routes())
         .merge(templates::routes())
         .merge(unserved_routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -160,8 +165,6 @@ async fn unserved_for_sandbox(
 /// naming the feature rather than a generic 404 (which the SDKs report as "sandbox not
 /// found"). Authenticated like the others.
 fn unserved_routes() -> Router<Sandboxd> {
-    const SNAPSHOTS: &str = "snapshots are not supported by courier-sandboxd yet";
-    const FORK: &str = "sandbox forks are not supported by courier-sandboxd yet";
     const LOGS: &str = "sandbox logs are not supported by courier-sandboxd yet";
     const TEAMS: &str = "team routes (teams, team metrics) are not supported by courier-sandboxd";
     const VOLUMES: &str = "volumes are not supported by courier-sandboxd yet";
@@ -193,15 +196,6 @@ fn unserved_routes() -> Router<Sandboxd> {
             "/v2/sandboxes/{id}/logs",
             get(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, LOGS)),
         )
-        .route(
-            "/sandboxes/{id}/fork",
-            post(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, FORK)),
-        )
-        .route(
-            "/sandboxes/{id}/snapshots",
-            post(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, SNAPSHOTS)),
-        )
-        .route("/snapshots", get(unserved(SNAPSHOTS)))
         .route(
             "/v2/templates",
             get(unserved(
@@ -306,11 +300,21 @@ async fn require_key(
     next: Next,
 ) -> Response {
     match request_key(&headers) {
-        Some(key) if server.keys().verify(key.trim()) => next.run(request).await,
+        Some(key) if server.keys().verify(key.trim()) => {
+            let owner = Owner(crate::keys::owner_of(key));
+            let mut request = request;
+            request.extensions_mut().insert(owner);
+            next.run(request).await
+        }
         Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "Invalid API key").into_response(),
         None => ApiError::new(StatusCode::UNAUTHORIZED, "missing X-API-Key header").into_response(),
     }
 }
+
+/// Who an authenticated request acts for (see [`crate::keys::owner_of`]), put there by
+/// [`require_key`].
+#[derive(Debug, Clone)]
+pub(crate) struct Owner(pub String);
 
 fn domain(server: &Sandboxd) -> Option<&str> {
     server.config().domain.as_deref()
@@ -322,6 +326,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 async fn create(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -350,6 +355,8 @@ async fn create(
         egress: network.rules,
         allow_public_traffic: network.allow_public_traffic,
         die_with_server: false,
+        owner: Some(owner.0),
+        auto_pause_memory: body.auto_pause_memory.unwrap_or(true),
     };
     let record = server.create(request).await?;
     Ok(json(
@@ -431,9 +438,12 @@ async fn pause(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    // Pause always keeps memory: `memory: false` is refused.
-    let _: Map<String, Value> = parse_checked(&body, models::PAUSE_FIELDS, true)?;
-    server.pause(&id).await?;
+    let body: models::PauseBody = parse_checked(&body, models::PAUSE_FIELDS, true)?;
+    if body.memory.unwrap_or(true) {
+        server.pause(&id).await?;
+    } else {
+        server.pause_filesystem(&id).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -39,6 +39,15 @@ pub(crate) struct NewSandbox {
     pub cpu_count: Option<u32>,
     /// `SandboxNetworkConfig` (see [`create_network`]).
     pub network: Option<Map<String, Value>>,
+    /// Whether the timeout's auto-pause keeps memory (default true).
+    pub auto_pause_memory: Option<bool>,
+}
+
+/// `SandboxPauseRequest`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PauseBody {
+    /// Keep memory (default) or pause filesystem-only (`false`).
+    pub memory: Option<bool>,
 }
 
 /// What a request body field is to this server (see [`check_fields`]).
@@ -96,14 +105,7 @@ pub(crate) const CREATE_FIELDS: &[(&str, Field)] = &[
     ("mcp", Field::Served),
     ("memoryMB", Field::Served),
     ("cpuCount", Field::Served),
-    (
-        "autoPauseMemory",
-        Field::Unserved {
-            is_default: null_or_true,
-            why: "filesystem-only auto-pause (autoPauseMemory: false) is not served yet; \
-                  a paused sandbox always keeps its memory",
-        },
-    ),
+    ("autoPauseMemory", Field::Served),
     (
         "autoResume",
         Field::Unserved {
@@ -158,14 +160,7 @@ pub(crate) const RESUME_FIELDS: &[(&str, Field)] = &[
 ];
 
 /// `POST /sandboxes/{id}/pause` (`SandboxPauseRequest`).
-pub(crate) const PAUSE_FIELDS: &[(&str, Field)] = &[(
-    "memory",
-    Field::Unserved {
-        is_default: null_or_true,
-        why: "filesystem-only pause (memory: false) is not served yet; pause always keeps \
-              the sandbox's memory",
-    },
-)];
+pub(crate) const PAUSE_FIELDS: &[(&str, Field)] = &[("memory", Field::Served)];
 
 /// `POST /sandboxes/{id}/timeout`.
 pub(crate) const TIMEOUT_FIELDS: &[(&str, Field)] = &[("timeout", Field::Served)];
@@ -608,7 +603,6 @@ mod field_tests {
             (r#"{"secure": false}"#, "secure"),
             (r#"{"autoResume": {"enabled": true}}"#, "autoResume"),
             (r#"{"autoResume": {"when": "x"}}"#, "autoResume"),
-            (r#"{"autoPauseMemory": false}"#, "autoPauseMemory"),
             (r#"{"iam": {"tokens": {"t": {}}}}"#, "iam"),
             (
                 r#"{"volumeMounts": [{"name": "v", "path": "/v"}]}"#,
@@ -626,11 +620,13 @@ mod field_tests {
         };
         pause(r#"{"memory": true}"#).unwrap();
         pause("{}").unwrap();
-        assert!(
-            pause(r#"{"memory": false}"#)
-                .unwrap_err()
-                .to_string()
-                .contains("memory")
+        // Filesystem-only pause is served.
+        pause(r#"{"memory": false}"#).unwrap();
+        assert_eq!(
+            create(r#"{"templateID": "base", "autoPauseMemory": false}"#)
+                .unwrap()
+                .auto_pause_memory,
+            Some(false)
         );
     }
 }

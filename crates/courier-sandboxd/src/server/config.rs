@@ -150,6 +150,12 @@ pub struct CreateRequest {
     /// Whether the sandbox's ports other than envd's are reachable without its traffic
     /// access token (E2B's `network.allowPublicTraffic`, default true).
     pub allow_public_traffic: bool,
+    /// Who asks ([`crate::keys::owner_of`] of the API key); `None` for the server's own
+    /// sandboxes. Only the owner's snapshots resolve as `template`.
+    pub owner: Option<String>,
+    /// Whether the deadline's auto-pause keeps memory (E2B's `autoPauseMemory`, default
+    /// true); false makes it filesystem-only.
+    pub auto_pause_memory: bool,
 }
 
 impl Default for CreateRequest {
@@ -166,6 +172,8 @@ impl Default for CreateRequest {
             die_with_server: false,
             egress: EgressRules::default(),
             allow_public_traffic: true,
+            owner: None,
+            auto_pause_memory: true,
         }
     }
 }

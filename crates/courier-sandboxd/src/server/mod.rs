@@ -51,6 +51,7 @@ mod create;
 mod metrics;
 mod reaper;
 mod registry;
+mod snapshot;
 mod startup;
 
 pub use config::{
@@ -68,6 +69,7 @@ struct Inner {
     isolation: Isolation,
     records: RecordStore,
     templates: Templates,
+    snapshots: crate::snapshots::Snapshots,
     keys: KeyStore,
     capacity: Capacity,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
@@ -128,6 +130,11 @@ impl Sandboxd {
         &self.inner.templates
     }
 
+    /// The filesystem snapshots it keeps.
+    pub fn snapshots(&self) -> &crate::snapshots::Snapshots {
+        &self.inner.snapshots
+    }
+
     /// The accepted API keys.
     pub fn keys(&self) -> &KeyStore {
         &self.inner.keys
@@ -152,7 +159,7 @@ impl Sandboxd {
         lock(&self.inner.sandboxes).get(id).cloned()
     }
 
-    fn entry_or_404(&self, id: &str) -> Result<Arc<Entry>> {
+    pub(crate) fn entry_or_404(&self, id: &str) -> Result<Arc<Entry>> {
         self.entry(id).ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 

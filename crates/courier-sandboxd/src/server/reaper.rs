@@ -21,7 +21,10 @@ impl Sandboxd {
     /// Acts on `entry`'s deadline: pauses it when it asked for that, else kills it.
     async fn expire(&self, entry: Arc<Entry>) {
         let record = entry.record();
-        let result = if record.auto_pause {
+        let result = if record.auto_pause && !record.auto_pause_memory {
+            tracing::info!(sandbox = %entry.id, "timeout reached: pausing filesystem-only");
+            self.pause_filesystem(&entry.id).await
+        } else if record.auto_pause {
             tracing::info!(sandbox = %entry.id, "timeout reached: pausing");
             self.pause(&entry.id).await
         } else {
