@@ -92,8 +92,9 @@ mod sandbox_api;
 
 #[cfg(feature = "client")]
 pub use api::{
-    Client, DEBUG_ENVD_VERSION, DEBUG_SANDBOX_ID, DEFAULT_BUILD_POLL_INTERVAL, SandboxPage,
-    SandboxQuery, SandboxStream, SortOrder, Templates,
+    Client, DEBUG_ENVD_VERSION, DEBUG_SANDBOX_ID, DEFAULT_BUILD_POLL_INTERVAL, PauseOptions,
+    SandboxPage, SandboxQuery, SandboxStream, SnapshotPage, SnapshotQuery, SnapshotStream,
+    SortOrder, Templates,
 };
 #[cfg(feature = "client")]
 pub use config::{

@@ -3,6 +3,7 @@
 
 mod query;
 mod retry;
+mod snapshots;
 mod templates;
 
 use std::{fmt, sync::Arc, time::Duration};
@@ -15,6 +16,7 @@ use url::Url;
 
 pub use crate::models;
 pub use query::{SandboxPage, SandboxQuery, SortOrder};
+pub use snapshots::{PauseOptions, SnapshotPage, SnapshotQuery, SnapshotStream};
 pub use templates::{DEFAULT_BUILD_POLL_INTERVAL, Templates};
 
 use crate::{
