@@ -80,6 +80,25 @@ pub struct SandboxRecord {
     /// captured writes last) it reboots from on resume. No process of it runs then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_layers: Option<Vec<PathBuf>>,
+    /// The create's `envVars` as JSON, kept (masked in `Debug`: they may hold
+    /// credentials) for what starts envd again with them: the reboot that resumes a
+    /// filesystem-only pause, and forks.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "courier_secret::exposed::option"
+    )]
+    pub env_vars: Option<Secret>,
+}
+
+impl SandboxRecord {
+    /// The create's environment variables (see [`SandboxRecord::env_vars`]).
+    pub fn env_vars(&self) -> BTreeMap<String, String> {
+        self.env_vars
+            .as_ref()
+            .and_then(|s| serde_json::from_str(s.expose()).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// A sandbox's E2B network settings, persisted so that they survive a server restart.
@@ -231,6 +250,7 @@ mod tests {
             owner: None,
             auto_pause_memory: true,
             paused_layers: None,
+            env_vars: None,
         }
     }
 

@@ -245,6 +245,7 @@ mod tests {
             owner: None,
             auto_pause_memory: true,
             paused_layers: None,
+            env_vars: None,
         }
     }
 

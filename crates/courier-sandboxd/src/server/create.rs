@@ -192,6 +192,10 @@ impl Sandboxd {
             owner: request.owner.clone(),
             auto_pause_memory: request.auto_pause_memory,
             paused_layers: None,
+            env_vars: (!request.env_vars.is_empty())
+                .then(|| serde_json::to_string(&request.env_vars).ok())
+                .flatten()
+                .map(Secret::new),
         };
         if let Err(e) = self.inner.records.save(&record) {
             self.destroy(&id).await;
@@ -269,6 +273,7 @@ impl Sandboxd {
             .await?;
         let request = CreateRequest {
             template: template.id.clone(),
+            env_vars: record.env_vars(),
             ..CreateRequest::default()
         };
         if let Err(e) = self

@@ -232,14 +232,15 @@ impl Sandboxd {
     }
 }
 
-/// A fork's create request: the source's settings, a new deadline.
+/// A fork's create request: the source's settings (its create's environment too, which
+/// a memory fork would have kept in envd), a new deadline.
 fn fork_request(source: &SandboxRecord, owner: &str, timeout: Duration) -> Result<CreateRequest> {
     let egress = super::startup::recorded_rules(source);
     Ok(CreateRequest {
         template: source.template_id.clone(),
         timeout,
         metadata: source.metadata.clone(),
-        env_vars: Default::default(),
+        env_vars: source.env_vars(),
         auto_pause: source.auto_pause,
         memory_mb: Some(source.memory_mb),
         cpu_count: Some(source.cpu_count),
