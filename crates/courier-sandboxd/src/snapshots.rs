@@ -33,6 +33,12 @@ use crate::lock::lock;
 /// disk size.
 pub const MAX_SNAPSHOTS_PER_KEY: usize = 100;
 
+/// Most bytes (allocated on the host's disk) one API key's snapshots may hold together.
+/// A capture is measured once made, so the last one may pass it by at most one sandbox
+/// disk (`diskSizeMB`, the hard bound of what a sandbox can write); it is then removed
+/// and refused.
+pub const MAX_SNAPSHOT_BYTES_PER_KEY: u64 = 20 << 30;
+
 /// Longest snapshot name accepted.
 const MAX_NAME_LEN: usize = 128;
 
@@ -67,6 +73,9 @@ pub struct SnapshotRecord {
     pub kind: SnapshotKind,
     /// When it was taken.
     pub created_at: DateTime<Utc>,
+    /// Bytes its own captured layer takes on the host's disk.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 impl SnapshotRecord {
@@ -171,6 +180,28 @@ impl Snapshots {
             return Err(Error::Conflict(format!(
                 "an API key may keep at most {MAX_SNAPSHOTS_PER_KEY} snapshots; delete some \
                  first"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a capture of `bytes` that would put `owner`'s snapshots past
+    /// [`MAX_SNAPSHOT_BYTES_PER_KEY`] (a snapshot `replacing`, named alike, is not
+    /// counted: it goes).
+    pub fn check_bytes(&self, owner: &str, replacing: Option<&str>, bytes: u64) -> Result<()> {
+        let held: u64 = lock(&self.records)
+            .values()
+            .filter(|r| r.owner == owner && r.kind == SnapshotKind::Snapshot)
+            .filter(|r| replacing.is_none() || r.name.as_deref() != replacing)
+            .map(|r| r.bytes)
+            .sum();
+        if held.saturating_add(bytes) > MAX_SNAPSHOT_BYTES_PER_KEY {
+            return Err(Error::Conflict(format!(
+                "snapshots of an API key may hold at most {} GiB together ({} GiB held, \
+                 this one {} MiB); delete some first",
+                MAX_SNAPSHOT_BYTES_PER_KEY >> 30,
+                held >> 30,
+                bytes >> 20
             )));
         }
         Ok(())
@@ -330,6 +361,29 @@ impl Drop for CaptureGuard {
     }
 }
 
+/// Bytes the files under `dir` take on disk (allocated blocks, each inode once: hard
+/// links and holes cost nothing more). Never follows a symlink.
+pub fn allocated_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut seen = HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir()
+            && let Ok(entries) = fs::read_dir(&path)
+        {
+            stack.extend(entries.flatten().map(|e| e.path()));
+        }
+        if seen.insert((meta.dev(), meta.ino())) {
+            total = total.saturating_add(meta.blocks().saturating_mul(512));
+        }
+    }
+    total
+}
+
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::State {
         path: path.to_path_buf(),
@@ -356,6 +410,7 @@ mod tests {
             layers: vec![layer],
             kind: SnapshotKind::Snapshot,
             created_at: Utc::now(),
+            bytes: 1 << 30,
         }
     }
 
@@ -407,6 +462,36 @@ mod tests {
         assert_eq!(store.collect_garbage(&HashSet::new()), vec![a]);
         drop(guard);
         assert_eq!(store.collect_garbage(&HashSet::new()), vec![c]);
+    }
+
+    #[test]
+    fn a_key_s_snapshots_are_bounded_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Snapshots::open(dir.path()).unwrap();
+        let layer = store.new_layer_dir("snap");
+        for n in 0..19 {
+            let mut r = record("k", Some(&format!("s{n}")), layer.clone());
+            r.bytes = 1 << 30;
+            store.insert(r).unwrap();
+        }
+        store.check_bytes("k", None, 1 << 30).unwrap();
+        let err = store
+            .check_bytes("k", None, (1 << 30) + 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("20 GiB"), "{err}");
+        // Replacing a named one frees its share; another key has its own.
+        store.check_bytes("k", Some("s0"), 2 << 30).unwrap();
+        store.check_bytes("other", None, 20 << 30).unwrap();
+        // Allocated bytes: holes and hard links cost nothing more.
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(&tree).unwrap();
+        let sparse = fs::File::create(tree.join("sparse")).unwrap();
+        sparse.set_len(1 << 30).unwrap();
+        fs::write(tree.join("data"), vec![1u8; 64 << 10]).unwrap();
+        fs::hard_link(tree.join("data"), tree.join("link")).unwrap();
+        let bytes = allocated_bytes(&tree);
+        assert!((64 << 10..1 << 20).contains(&bytes), "{bytes}");
     }
 
     #[test]

@@ -121,7 +121,7 @@ async fn snapshots_are_taken_listed_started_from_and_deleted_through_the_sdk() {
     let by_name = Sandbox::list_snapshots(client, SnapshotQuery::new().name("courier-it-ready"))
         .await
         .unwrap();
-    assert_eq!(by_name, [named.clone()]);
+    assert_eq!(by_name, std::slice::from_ref(&named));
     assert!(
         Sandbox::list_snapshots(client, SnapshotQuery::new().name("courier-it-none"))
             .await
@@ -302,7 +302,7 @@ async fn snapshots_survive_a_restart() {
     let listed = Sandbox::list_snapshots(client, SnapshotQuery::new())
         .await
         .unwrap();
-    assert_eq!(listed, [snapshot.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&snapshot));
     let copy = from(client, &snapshot.snapshot_id).await;
     assert_eq!(
         copy.files().read_text("kept.txt").await.unwrap(),

@@ -5,7 +5,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::{Sandboxd, blocking};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lock::lock;
 
 /// One metrics sample of a sandbox.
@@ -31,6 +31,11 @@ impl Sandboxd {
     /// A metrics sample of sandbox `id`, read from its cgroup and its writable layer.
     pub async fn metrics(&self, id: &str) -> Result<Metric> {
         let entry = self.entry_or_404(id)?;
+        if entry.record().paused_layers.is_some() {
+            return Err(Error::Conflict(format!(
+                "sandbox {id} is paused filesystem-only: nothing of it runs to measure"
+            )));
+        }
         let runtime = self.inner.runtime.clone();
         let sid = id.to_owned();
         let (stats, (disk_used, disk_total)) =

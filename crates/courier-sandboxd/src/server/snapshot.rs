@@ -87,7 +87,23 @@ impl Sandboxd {
         if !self.still_known(&entry) {
             return Err(Error::NotFound(id.to_owned()));
         }
-        let (layers, _guard) = self.capture(&entry, "snap").await?;
+        let (layers, guard) = self.capture(&entry, "snap").await?;
+        // A new capture is measured against the key's bound (a paused sandbox's layers
+        // are shared with it, and were measured by nothing: counted as its own).
+        let own = layers.last().cloned().unwrap_or_default();
+        let bytes = blocking(move || Ok(crate::snapshots::allocated_bytes(&own))).await?;
+        if let Err(e) = self
+            .inner
+            .snapshots
+            .check_bytes(owner, name.as_deref(), bytes)
+        {
+            if guard.is_some()
+                && let Some(own) = layers.last()
+            {
+                crate::cleanup::remove_dir(own);
+            }
+            return Err(e);
+        }
         let record = entry.record();
         self.inner.snapshots.insert(SnapshotRecord {
             id: Snapshots::new_id(),
@@ -98,6 +114,7 @@ impl Sandboxd {
             layers,
             kind: SnapshotKind::Snapshot,
             created_at: Utc::now(),
+            bytes,
         })
     }
 
@@ -137,6 +154,7 @@ impl Sandboxd {
             layers,
             kind: SnapshotKind::Fork,
             created_at: Utc::now(),
+            bytes: 0,
         })?;
         drop(guard);
         let template = self.snapshot_template(&capture);

@@ -124,7 +124,10 @@ impl Fixture {
             let lock = self.data_dir().join("lock");
             let start = Instant::now();
             loop {
-                let file = std::fs::OpenOptions::new().write(true).open(&lock).unwrap();
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&lock)
+                    .expect("open the lock file");
                 if nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
                     .is_ok()
                 {
