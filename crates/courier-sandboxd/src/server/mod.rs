@@ -10,6 +10,8 @@
 //!            layers/base/      the base template layer
 //!            layers/<tpl>/<build>/  the layer of each template build
 //!            templates/<tpl>/  built templates: record, builds, build logs
+//!            snapshots/        filesystem snapshots: records and captured layers
+//!                              (see [`crate::snapshots`])
 //!            records/<id>.json the control plane's record of each sandbox
 //!            api-keys.json     hashed API keys
 //! ```
@@ -24,8 +26,9 @@
 //! By concern: [`config`] (what a server and a create are given), `startup` (opening the
 //! data dir and recovering a previous run's sandboxes), `registry` (the sandboxes it
 //! knows), `create` (starting sandboxes, the warm pool), `control` (kill, pause, resume,
-//! deadlines, network), `metrics`, `reaper` (deadlines and dead sandboxes) and
-//! `build_host` (what template builds are given of it).
+//! deadlines, network), `snapshot` (snapshots, forks, filesystem-only pause and its
+//! reboot), `metrics`, `reaper` (deadlines and dead sandboxes) and `build_host` (what
+//! template builds are given of it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

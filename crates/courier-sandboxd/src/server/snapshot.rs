@@ -20,12 +20,13 @@ pub const MAX_FORKS: u32 = 100;
 
 impl Sandboxd {
     /// Sandbox `id` when `owner` may act on it: another key's sandbox is not found, as
-    /// one that does not exist (no probing for ids).
+    /// one that does not exist (no probing for ids). So is one with no owner: the
+    /// server's own (template build sandboxes) and those recorded before owners were.
     pub(crate) fn owned_entry(&self, id: &str, owner: &str) -> Result<Arc<Entry>> {
         let entry = self.entry_or_404(id)?;
         match entry.record().owner.as_deref() {
-            Some(o) if o != owner => Err(Error::NotFound(id.to_owned())),
-            _ => Ok(entry),
+            Some(o) if o == owner => Ok(entry),
+            _ => Err(Error::NotFound(id.to_owned())),
         }
     }
 
