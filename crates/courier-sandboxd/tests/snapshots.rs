@@ -697,3 +697,67 @@ async fn another_keys_sandboxes_and_snapshots_are_not_found() {
             .unwrap()
     );
 }
+
+/// Times of the snapshot paths on this machine (not a check; run with `--ignored
+/// --nocapture`): a snapshot of a fresh sandbox and of one with 100 MiB written, a
+/// create from it, a fork, a filesystem-only pause and its reboot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn measure_snapshot_fork_and_reboot_times() {
+    let Some(fx) = Fixture::new("snapshot_measure").await else {
+        return;
+    };
+    let client = &fx.run().client;
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let sbx = sandbox(client).await;
+    for round in 0..3 {
+        let t = Instant::now();
+        let snap = sbx.create_snapshot().await.unwrap();
+        let snapshot_ms = ms(t);
+        let t = Instant::now();
+        let copy = from(client, &snap.snapshot_id).await;
+        let create_ms = ms(t);
+        println!(
+            "round {round}: snapshot (fresh) {snapshot_ms:.0} ms, create from it {create_ms:.0} ms"
+        );
+        copy.kill().await.unwrap();
+        Sandbox::delete_snapshot(client, &snap.snapshot_id)
+            .await
+            .unwrap();
+    }
+    stdout(
+        &sbx,
+        "head -c 100M /dev/urandom > /home/user/big && echo ok",
+    )
+    .await;
+    for round in 0..3 {
+        let t = Instant::now();
+        let snap = sbx.create_snapshot().await.unwrap();
+        println!("round {round}: snapshot (100 MiB written) {:.0} ms", ms(t));
+        Sandbox::delete_snapshot(client, &snap.snapshot_id)
+            .await
+            .unwrap();
+    }
+    for round in 0..3 {
+        let t = Instant::now();
+        let forks = sbx.fork(1, None).await.unwrap();
+        println!("round {round}: fork (100 MiB written) {:.0} ms", ms(t));
+        for fork in forks {
+            fork.unwrap().kill().await.unwrap();
+        }
+    }
+    for round in 0..3 {
+        let t = Instant::now();
+        sbx.pause_with(PauseOptions::filesystem_only())
+            .await
+            .unwrap();
+        let pause_ms = ms(t);
+        let t = Instant::now();
+        Sandbox::connect(client, sbx.id()).await.unwrap();
+        println!(
+            "round {round}: filesystem-only pause (100 MiB written) {pause_ms:.0} ms, reboot {:.0} ms",
+            ms(t)
+        );
+    }
+    sbx.kill().await.unwrap();
+}
