@@ -242,6 +242,55 @@ async fn snapshots_are_taken_listed_started_from_and_deleted_through_the_sdk() {
     source.kill().await.unwrap();
 }
 
+/// What a process wrote and has not flushed (through a shared mapping, never
+/// `msync`ed; or a `write` still open) is in the snapshot: the capture reads what the
+/// sandbox sees, not only what reached the disk image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unflushed_writes_are_in_the_snapshot() {
+    let Some(fx) = Fixture::new("snapshot_unflushed").await else {
+        return;
+    };
+    let client = &fx.run().client;
+    let sbx = sandbox(client).await;
+    let writer = "import mmap, time\n\
+                  f = open('/home/user/mapped', 'w+b'); f.write(b'0' * 4096); f.flush()\n\
+                  m = mmap.mmap(f.fileno(), 4096); m[:8] = b'mmapped!'\n\
+                  g = open('/home/user/open', 'w'); g.write('still open'); g.flush()\n\
+                  print('written', flush=True); time.sleep(600)\n";
+    sbx.files()
+        .write("/home/user/writer.py", writer)
+        .await
+        .unwrap();
+    let mut handle = sbx
+        .commands()
+        .spawn("python3 /home/user/writer.py")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        use futures::StreamExt as _;
+        match tokio::time::timeout(Duration::from_secs(30), handle.next()).await {
+            Ok(Some(Ok(courier_e2b::CommandEvent::Stdout(out))))
+                if String::from_utf8_lossy(&out).contains("written") =>
+            {
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("the writer did not start: {other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(30));
+    }
+    let snapshot = sbx.create_snapshot().await.unwrap();
+    let copy = from(client, &snapshot.snapshot_id).await;
+    assert_eq!(
+        stdout(&copy, "head -c 8 /home/user/mapped").await,
+        "mmapped!"
+    );
+    assert_eq!(stdout(&copy, "cat /home/user/open").await, "still open");
+    copy.kill().await.unwrap();
+    sbx.kill().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_taken_again_keeps_the_snapshot_id_with_the_new_capture() {
     let Some(fx) = Fixture::new("snapshot_rename").await else {
