@@ -8,7 +8,7 @@
 //! and the routes of E2B's API this server does not serve answer 501 naming the feature
 //! ([`unserved_routes`]).
 //!
-//! Each request acts for its API key ([`Owner`]): snapshots, and the sandboxes snapshots
+//! Each request acts for its API key (`Owner`): snapshots, and the sandboxes snapshots
 //! and forks are taken of, are only found by the key that made them.
 
 mod list;
