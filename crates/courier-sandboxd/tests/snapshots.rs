@@ -810,3 +810,48 @@ async fn measure_snapshot_fork_and_reboot_times() {
     }
     sbx.kill().await.unwrap();
 }
+
+/// A snapshot stands on its template's layers: the template cannot be deleted while a
+/// snapshot of it, or a sandbox started from one, uses them; a rebuild keeps the old
+/// layers the snapshot needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_under_a_snapshot_is_kept() {
+    let Some(fx) = Fixture::new("snapshot_template").await else {
+        return;
+    };
+    let (template, _) = fx.build_version("courier-it-snapbase", "v1").await;
+    let client = &fx.run().client;
+    let source = from(client, "courier-it-snapbase").await;
+    source.files().write("own.txt", "mine").await.unwrap();
+    let snapshot = source.create_snapshot().await.unwrap();
+    source.kill().await.unwrap();
+    // A rebuild: the snapshot keeps v1's layer.
+    fx.build_version("courier-it-snapbase", "v2").await;
+    let path = format!("/templates/{template}");
+    let delete = || fx.call(reqwest::Method::DELETE, &path, None);
+    let (status, body) = delete().await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains(&snapshot.snapshot_id),
+        "{body}"
+    );
+    let copy = from(client, &snapshot.snapshot_id).await;
+    assert_eq!(
+        stdout(&copy, "cat /opt/version /home/user/own.txt").await,
+        "v1\nmine"
+    );
+    assert!(
+        Sandbox::delete_snapshot(client, &snapshot.snapshot_id)
+            .await
+            .unwrap()
+    );
+    // The snapshot is gone, a sandbox from it is not.
+    let (status, body) = delete().await;
+    assert_eq!(status, 409, "{body}");
+    copy.kill().await.unwrap();
+    let (status, body) = delete().await;
+    assert_eq!(status, 204, "{body}");
+}

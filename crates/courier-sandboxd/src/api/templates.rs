@@ -657,8 +657,7 @@ async fn delete(
             ));
         }
         if server
-            .runtime()
-            .layers_in_use()
+            .sandbox_layers()
             .iter()
             .any(|l| l.starts_with(&own_layers))
         {

@@ -30,6 +30,23 @@ impl Sandboxd {
         }
     }
 
+    /// The layers the API's sandboxes (running, paused and paused filesystem-only) stand
+    /// on; warm sandboxes, which no create has taken, are not counted.
+    pub fn sandbox_layers(&self) -> std::collections::HashSet<PathBuf> {
+        let entries: Vec<Arc<Entry>> = crate::lock::lock(&self.inner.sandboxes)
+            .values()
+            .cloned()
+            .collect();
+        let mut layers = std::collections::HashSet::new();
+        for entry in entries {
+            match entry.record().paused_layers {
+                Some(paused) => layers.extend(paused),
+                None => layers.extend(self.inner.runtime.layers_of(&entry.id).unwrap_or_default()),
+            }
+        }
+        layers
+    }
+
     /// The template a snapshot's sandboxes start from: its template's settings on the
     /// snapshot's layers, under the snapshot's id.
     pub(super) fn snapshot_template(&self, snapshot: &SnapshotRecord) -> Result<Template> {
