@@ -855,3 +855,50 @@ async fn a_template_under_a_snapshot_is_kept() {
     let (status, body) = delete().await;
     assert_eq!(status, 204, "{body}");
 }
+
+/// Each filesystem-only pause adds a layer; past the bound the pause is refused naming
+/// it, before anything of the sandbox ends, and the sandbox keeps working. (An attacker
+/// with an API key pausing and resuming in a loop cannot grow a layer stack past what an
+/// overlay mount takes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_stack_of_repeated_pauses_is_bounded() {
+    let Some(fx) = Fixture::new("snapshot_layers").await else {
+        return;
+    };
+    let client = &fx.run().client;
+    let sbx = sandbox(client).await;
+    let server = fx.run().server.clone();
+    let mut pauses = 0;
+    let refused = loop {
+        sbx.files()
+            .write(&format!("pause-{pauses}.txt"), "x")
+            .await
+            .unwrap();
+        match sbx.pause_with(PauseOptions::filesystem_only()).await {
+            Ok(true) => {
+                pauses += 1;
+                Sandbox::connect(client, sbx.id()).await.unwrap();
+            }
+            Ok(false) => panic!("reported paused already"),
+            Err(e) => break e,
+        }
+        assert!(pauses <= 64, "never refused");
+    };
+    assert!(refused.to_string().contains("at most 24"), "{refused}");
+    assert_eq!(server.runtime().layers_of(sbx.id()).unwrap().len(), 24);
+    assert!(
+        sbx.is_running().await.unwrap(),
+        "a refused pause ended the sandbox"
+    );
+    assert_eq!(
+        stdout(&sbx, "ls /home/user | grep -c '^pause-'").await,
+        format!("{}\n", pauses + 1)
+    );
+    // A snapshot of it is refused the same way.
+    let err = sbx
+        .create_snapshot()
+        .await
+        .expect_err("snapshot past the bound");
+    assert!(err.to_string().contains("at most 24"), "{err}");
+    sbx.kill().await.unwrap();
+}

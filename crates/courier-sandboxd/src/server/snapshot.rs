@@ -18,6 +18,11 @@ use crate::templates::Template;
 /// Most forks one request may ask for (E2B's `SandboxForkRequest.count` maximum).
 pub const MAX_FORKS: u32 = 100;
 
+/// Most layers a sandbox may stand on (template layers, snapshot layers, the layers of
+/// its filesystem-only pauses): the root overlay's `lowerdir` list must fit the one page
+/// mount options get, with room to spare.
+pub const MAX_LAYERS: usize = 24;
+
 impl Sandboxd {
     /// Sandbox `id` when `owner` may act on it: another key's sandbox is not found, as
     /// one that does not exist (no probing for ids). So is one with no owner: the
@@ -71,6 +76,7 @@ impl Sandboxd {
         if let Some(layers) = entry.record().paused_layers {
             return Ok((layers, None));
         }
+        self.check_layer_count(&entry.id, None)?;
         let dest = self.inner.snapshots.new_layer_dir(prefix);
         let guard = self.inner.snapshots.capturing(&dest)?;
         let runtime = self.inner.runtime.clone();
@@ -84,6 +90,27 @@ impl Sandboxd {
         .await?;
         layers.push(dest);
         Ok((layers, Some(guard)))
+    }
+
+    /// Refuses a capture that would stack running sandbox `id` on more than
+    /// [`MAX_LAYERS`] layers (each filesystem-only pause and each snapshot of a sandbox
+    /// started from a snapshot adds one; the overlay's options must fit in a page).
+    /// A pause refuses with a 400 naming `memory` (`field`): E2B's 409 there means
+    /// "already paused", which the SDKs answer with `false`.
+    fn check_layer_count(&self, id: &str, field: Option<&'static str>) -> Result<()> {
+        let layers = self.inner.runtime.layers_of(id)?.len();
+        if layers >= MAX_LAYERS {
+            let reason = format!(
+                "sandbox {id} stands on {layers} layers, and a sandbox may stand on at most \
+                 {MAX_LAYERS}: its filesystem cannot be captured once more (start a new \
+                 sandbox from a template and copy what it needs)"
+            );
+            return Err(match field {
+                Some(field) => Error::InvalidSpec { field, reason },
+                None => Error::Conflict(reason),
+            });
+        }
+        Ok(())
     }
 
     /// Takes a filesystem snapshot of sandbox `id` for `owner` (E2B's `POST
@@ -208,6 +235,8 @@ impl Sandboxd {
         if entry.record().state == SandboxState::Paused {
             return Err(Error::Conflict(format!("sandbox {id} is already paused")));
         }
+        // Refused before anything ends: the sandbox keeps running.
+        self.check_layer_count(id, Some("memory"))?;
         entry.cut();
         let dest = self.inner.snapshots.new_layer_dir(&format!("pause-{id}"));
         let _guard = self.inner.snapshots.capturing(&dest)?;
