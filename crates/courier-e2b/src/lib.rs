@@ -100,8 +100,8 @@ mod volume;
 #[cfg(feature = "client")]
 pub use api::{
     Client, DEBUG_ENVD_VERSION, DEBUG_SANDBOX_ID, DEFAULT_BUILD_POLL_INTERVAL,
-    IDEMPOTENCY_KEY_HEADER, LogsQuery, SandboxPage, SandboxQuery, SandboxStream, SortOrder,
-    Templates,
+    IDEMPOTENCY_KEY_HEADER, LogsQuery, PauseOptions, SandboxPage, SandboxQuery, SandboxStream,
+    SnapshotPage, SnapshotQuery, SnapshotStream, SortOrder, Templates,
 };
 #[cfg(feature = "client")]
 pub use config::{

@@ -5,11 +5,14 @@ use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 
 use crate::{
-    Client, Error, Result,
+    Client, Error, PauseOptions, Result, SnapshotQuery,
     api::ceil_secs,
     codec::Codec,
     envd::{Commands, Files, PtyApi, rpc::Envd},
-    models::{NetworkConfig, NewSandbox, SandboxDetail, SandboxMetric, SandboxRecord},
+    models::{
+        ForkRequest, NetworkConfig, NewSandbox, SandboxDetail, SandboxMetric, SandboxRecord,
+        SnapshotInfo,
+    },
 };
 
 /// A running (or paused) sandbox. Cheap to clone; all clones talk to the same sandbox.
@@ -353,6 +356,118 @@ impl Sandbox {
         self.inner.client.pause(self.id()).await
     }
 
+    /// Pauses the sandbox as `options` say: `false` when it was already paused. With
+    /// [`PauseOptions::filesystem_only`] its processes end and its memory is freed;
+    /// [`Sandbox::connect`] reboots it from its kept filesystem (same id and token).
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: courier_e2b::Sandbox) -> courier_e2b::Result<()> {
+    /// use courier_e2b::{PauseOptions, Sandbox};
+    /// sandbox.pause_with(PauseOptions::filesystem_only()).await?;
+    /// let rebooted = Sandbox::connect(sandbox.client(), sandbox.id()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn pause_with(&self, options: PauseOptions) -> Result<bool> {
+        self.inner.client.pause_with(self.id(), options).await
+    }
+
+    /// Takes a filesystem snapshot of the sandbox (it keeps running); its id is a
+    /// template new sandboxes start from.
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: courier_e2b::Sandbox) -> courier_e2b::Result<()> {
+    /// let snapshot = sandbox.create_snapshot().await?;
+    /// let copy = courier_e2b::Sandbox::builder()
+    ///     .template(snapshot.snapshot_id)
+    ///     .create(sandbox.client())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_snapshot(&self) -> Result<SnapshotInfo> {
+        self.inner.client.create_snapshot(self.id(), None).await
+    }
+
+    /// [`create_snapshot`](Self::create_snapshot) under `name` (letters, digits, `.`,
+    /// `_`, `-`); a name used before gets the new capture under the same snapshot id.
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: courier_e2b::Sandbox) -> courier_e2b::Result<()> {
+    /// let snapshot = sandbox.create_snapshot_named("deps-installed").await?;
+    /// assert_eq!(snapshot.names, ["deps-installed"]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_snapshot_named(&self, name: &str) -> Result<SnapshotInfo> {
+        self.inner
+            .client
+            .create_snapshot(self.id(), Some(name))
+            .await
+    }
+
+    /// The API key's snapshots matching `query`, newest first (all pages).
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: courier_e2b::Sandbox) -> courier_e2b::Result<()> {
+    /// use courier_e2b::{Sandbox, SnapshotQuery};
+    /// let mine = Sandbox::list_snapshots(sandbox.client(), SnapshotQuery::new().sandbox(sandbox.id())).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_snapshots(
+        client: &Client,
+        query: SnapshotQuery,
+    ) -> Result<Vec<SnapshotInfo>> {
+        use futures::TryStreamExt as _;
+        client.list_snapshots(query).try_collect().await
+    }
+
+    /// Deletes snapshot `snapshot_id`: `false` when there was none.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// let deleted = courier_e2b::Sandbox::delete_snapshot(&client, "snap_0123456789abcdef").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_snapshot(client: &Client, snapshot_id: &str) -> Result<bool> {
+        client.delete_snapshot(snapshot_id).await
+    }
+
+    /// Forks the sandbox: `count` new running sandboxes with a copy of its filesystem
+    /// (it keeps running), each living `timeout` (`None`: the server's default). One
+    /// result per fork: each starts or fails on its own.
+    ///
+    /// ```no_run
+    /// # async fn demo(sandbox: courier_e2b::Sandbox) -> courier_e2b::Result<()> {
+    /// for fork in sandbox.fork(2, None).await? {
+    ///     let fork = fork?;
+    ///     fork.commands().run("make test").await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn fork(
+        &self,
+        count: u32,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Result<Sandbox>>> {
+        let request = ForkRequest {
+            timeout: timeout.map(ceil_secs),
+            count: Some(count),
+        };
+        let results = self.inner.client.fork(self.id(), &request).await?;
+        Ok(results
+            .into_iter()
+            .map(|result| match (result.sandbox, result.error) {
+                (Some(record), _) => Ok(Sandbox::from_record(&self.inner.client, record)),
+                (None, Some(error)) => Err(Error::from_api(
+                    error.code,
+                    &serde_json::to_vec(&error).unwrap_or_default(),
+                    None,
+                )),
+                (None, None) => Err(Error::protocol(
+                    "a fork result with neither sandbox nor error",
+                )),
+            })
+            .collect())
+    }
+
     /// Keeps the sandbox alive for `duration` more (0–3600 s).
     ///
     /// ```no_run
@@ -433,6 +548,7 @@ pub struct SandboxBuilder {
     allow_internet_access: Option<bool>,
     auto_pause: Option<bool>,
     auto_resume: Option<bool>,
+    auto_pause_memory: Option<bool>,
     network: Option<NetworkConfig>,
     idempotency_key: Option<String>,
     volume_mounts: Vec<crate::models::VolumeMount>,
@@ -520,6 +636,19 @@ impl SandboxBuilder {
         self
     }
 
+    /// Whether the timeout's auto-pause (see [`auto_pause`](Self::auto_pause)) keeps
+    /// memory (default true); `false` makes it filesystem-only: processes end, memory is
+    /// freed, and connecting reboots the sandbox from its kept filesystem.
+    ///
+    /// ```
+    /// let body = courier_e2b::Sandbox::builder().auto_pause(true).auto_pause_memory(false).to_request();
+    /// assert_eq!(body.auto_pause_memory, Some(false));
+    /// ```
+    pub fn auto_pause_memory(mut self, keep: bool) -> Self {
+        self.auto_pause_memory = Some(keep);
+        self
+    }
+
     /// The network policy.
     pub fn network(mut self, network: NetworkConfig) -> Self {
         self.network = Some(network);
@@ -562,6 +691,7 @@ impl SandboxBuilder {
             auto_resume: self
                 .auto_resume
                 .map(|enabled| crate::models::AutoResume { enabled }),
+            auto_pause_memory: self.auto_pause_memory,
             allow_internet_access: self.allow_internet_access,
             network: self.network.clone(),
             volume_mounts: self.volume_mounts.clone(),

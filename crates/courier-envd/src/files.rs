@@ -132,7 +132,11 @@ pub(crate) async fn download(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len()));
+        // Files of /proc and /sys say they are empty and are not (`boot_id`, `status`):
+        // their length is only known once read, so they go chunked.
+        if meta.len() > 0 {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len()));
+        }
         if let Ok(value) = HeaderValue::from_str(&disposition) {
             headers.insert(header::CONTENT_DISPOSITION, value);
         }

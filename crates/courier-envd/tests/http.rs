@@ -95,6 +95,37 @@ async fn multipart_upload_writes_several_files_and_download_reads_them() {
 }
 
 #[tokio::test]
+async fn files_that_report_no_size_are_downloaded_whole() {
+    // /proc files say they are empty (st_size 0) and are not: a Content-Length taken
+    // from the size would cut them to nothing (the SDK reads `boot_id` this way).
+    let envd = start().await;
+    let got = request(
+        envd.addr,
+        "GET",
+        &format!("/files?path={}", q("/proc/sys/kernel/random/boot_id")),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(got.text(), boot_id);
+    // An empty regular file is still empty.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let got = request(
+        envd.addr,
+        "GET",
+        &format!("/files?path={}", q(&empty.display().to_string())),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!((got.status, got.body.len()), (200, 0));
+}
+
+#[tokio::test]
 async fn download_errors_are_json() {
     let envd = start().await;
     let dir = tempfile::tempdir().unwrap();

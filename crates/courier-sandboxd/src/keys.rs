@@ -78,6 +78,13 @@ pub fn create_key(data_dir: &Path) -> Result<String> {
     Ok(key)
 }
 
+/// Who a request acts for: the SHA-256 of its API key (what the key file stores, so
+/// it reveals no usable key). Sandboxes and snapshots record their owner; another
+/// key's are answered as not found.
+pub fn owner_of(key: &str) -> String {
+    hash(key.trim())
+}
+
 /// The set of accepted keys: the hashed keys of the data dir plus an optional fixed
 /// development key.
 #[derive(Debug)]

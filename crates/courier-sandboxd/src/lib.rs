@@ -92,6 +92,7 @@ mod lock;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod snapshots;
 pub mod state;
 pub mod templates;
 pub mod volumes;

@@ -77,6 +77,37 @@ pub struct SandboxRecord {
     /// deleted and the detail reports them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMountRecord>,
+    /// Who created it ([`crate::keys::owner_of`] of its API key); `None` for sandboxes
+    /// made by the server itself (template builds) or recorded before owners were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Whether its timeout's auto-pause keeps memory (E2B's `autoPauseMemory`, default
+    /// true); false: the auto-pause is filesystem-only.
+    #[serde(default = "default_true")]
+    pub auto_pause_memory: bool,
+    /// Set while it is paused filesystem-only: the layers (bottom first, its own
+    /// captured writes last) it reboots from on resume. No process of it runs then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_layers: Option<Vec<PathBuf>>,
+    /// The create's `envVars` as JSON, kept (masked in `Debug`: they may hold
+    /// credentials) for what starts envd again with them: the reboot that resumes a
+    /// filesystem-only pause, and forks.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "courier_secret::exposed::option"
+    )]
+    pub env_vars: Option<Secret>,
+}
+
+impl SandboxRecord {
+    /// The create's environment variables (see [`SandboxRecord::env_vars`]).
+    pub fn env_vars(&self) -> BTreeMap<String, String> {
+        self.env_vars
+            .as_ref()
+            .and_then(|s| serde_json::from_str(s.expose()).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// A volume mounted into a sandbox.
@@ -261,6 +292,10 @@ mod tests {
             },
             traffic_access_token: Some(Secret::new("tok")),
             volume_mounts: Vec::new(),
+            owner: None,
+            auto_pause_memory: true,
+            paused_layers: None,
+            env_vars: None,
         }
     }
 

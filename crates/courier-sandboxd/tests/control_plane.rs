@@ -1043,7 +1043,6 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
     // sandbox made.
     let before = sandboxes();
     for (field, value, named) in [
-        ("autoPauseMemory", json!(false), "autoPauseMemory"),
         ("autoResume", json!({"enabled": "yes"}), "autoResume"),
         ("autoResume", json!({"when": "traffic"}), "autoResume"),
         ("secure", json!(false), "secure"),
@@ -1195,13 +1194,9 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
         .await;
     assert_refused("refresh", answer, "extra");
 
-    // Pause: `memory: false` refused and the sandbox left running; the SDK's default
-    // body pauses.
+    // Pause: unknown fields refused and the sandbox left running; the SDK's default
+    // body pauses (memory kept: frozen, still in the runtime).
     let pause = format!("/sandboxes/{id}/pause");
-    let answer = fx
-        .api("POST", &pause, &[], Some(json!({"memory": false})), true)
-        .await;
-    assert_refused("pause", answer, "memory");
     let answer = fx
         .api(
             "POST",
@@ -1224,6 +1219,10 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
         .api("GET", &format!("/sandboxes/{id}"), &[], None, true)
         .await;
     assert_eq!(info["state"], "paused", "{info}");
+    assert!(
+        fx.server.runtime().status(&id).is_ok(),
+        "a pause with memory keeps the sandbox (frozen)"
+    );
 
     // autoResume: a request through the proxy wakes the paused sandbox and is served.
     assert_eq!(
@@ -1345,11 +1344,127 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
         "honoured\n"
     );
 
+    // Pause `memory: false`: filesystem only. Nothing of the sandbox runs any more (its
+    // memory is freed); connect reboots it with its files and its create's envVars.
+    sbx.files()
+        .write("fs-only.txt", "kept")
+        .await
+        .expect("write");
+    let (status, body) = fx
+        .api("POST", &pause, &[], Some(json!({"memory": false})), true)
+        .await;
+    assert_eq!(status, 204, "pause memory false: {body}");
+    let (_, info) = fx
+        .api("GET", &format!("/sandboxes/{id}"), &[], None, true)
+        .await;
+    assert_eq!(info["state"], "paused", "{info}");
+    assert!(
+        fx.server.runtime().status(&id).is_err(),
+        "a filesystem-only pause ends the sandbox's processes"
+    );
+    let (status, body) = fx
+        .api(
+            "POST",
+            &format!("/sandboxes/{id}/connect"),
+            &[],
+            Some(json!({"timeout": 60})),
+            true,
+        )
+        .await;
+    assert_eq!(status, 201, "reboot: {body}");
+    assert_eq!(
+        sbx.files().read_text("fs-only.txt").await.expect("read"),
+        "kept"
+    );
+    assert_eq!(
+        sbx.commands()
+            .run("echo $COURIER_OPT")
+            .await
+            .expect("run")
+            .stdout,
+        "honoured\n",
+        "envVars after the reboot"
+    );
+
+    // Create `autoPauseMemory: false`: the deadline's auto-pause is filesystem-only.
+    let (status, body) = fx
+        .api(
+            "POST",
+            "/sandboxes",
+            &[],
+            Some(
+                json!({"templateID": "base", "timeout": 1, "autoPause": true,
+                        "autoPauseMemory": false}),
+            ),
+            true,
+        )
+        .await;
+    assert_eq!(status, 201, "autoPauseMemory: {body}");
+    let fs_paused = body["sandboxID"].as_str().unwrap().to_owned();
+    eventually(
+        "a filesystem-only auto-pause",
+        Duration::from_secs(60),
+        || async {
+            fx.server
+                .get(&fs_paused)
+                .is_ok_and(|r| r.state == SandboxState::Paused)
+                && fx.server.runtime().status(&fs_paused).is_err()
+        },
+    )
+    .await;
+
+    // Snapshots and forks: `name`, `count` and `timeout` honoured, others refused.
+    let snapshots = format!("/sandboxes/{id}/snapshots");
+    let (status, body) = fx
+        .api(
+            "POST",
+            &snapshots,
+            &[],
+            Some(json!({"name": "strict"})),
+            true,
+        )
+        .await;
+    assert_eq!(status, 201, "snapshot: {body}");
+    assert_eq!(body["names"], json!(["strict"]), "name: {body}");
+    let (status, listed) = fx
+        .api("GET", "/snapshots?name=strict", &[], None, true)
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let answer = fx
+        .api("POST", &snapshots, &[], Some(json!({"extra": 1})), true)
+        .await;
+    assert_refused("snapshot", answer, "extra");
+    let answer = fx.api("GET", "/snapshots?extra=1", &[], None, true).await;
+    assert_refused("list snapshots", answer, "extra");
+    let fork = format!("/sandboxes/{id}/fork");
+    let (status, body) = fx
+        .api(
+            "POST",
+            &fork,
+            &[],
+            Some(json!({"count": 1, "timeout": 30})),
+            true,
+        )
+        .await;
+    assert_eq!(status, 201, "fork: {body}");
+    let forked = body[0]["sandbox"]["sandboxID"].as_str().unwrap().to_owned();
+    let (_, info) = fx
+        .api("GET", &format!("/sandboxes/{forked}"), &[], None, true)
+        .await;
+    let lives = chrono_secs(&info["endAt"]) - chrono_secs(&info["startedAt"]);
+    assert!((25..=35).contains(&lives), "fork timeout: {info}");
+    for (body, named) in [
+        (json!({"count": 0}), "count"),
+        (json!({"count": 101}), "count"),
+        (json!({"extra": 1}), "extra"),
+    ] {
+        let answer = fx.api("POST", &fork, &[], Some(body), true).await;
+        assert_refused("fork", answer, named);
+    }
+
     // E2B's routes this server does not serve: 501 naming the feature, 401 without a key.
     for (method, path, feature) in [
-        ("POST", format!("/sandboxes/{id}/snapshots"), "snapshots"),
-        ("GET", "/snapshots".to_owned(), "snapshots"),
-        ("POST", format!("/sandboxes/{id}/fork"), "forks"),
         ("GET", "/templates/base".to_owned(), "template info"),
         ("PATCH", "/templates/base".to_owned(), "template updates"),
         ("PATCH", "/v2/templates/base".to_owned(), "template updates"),

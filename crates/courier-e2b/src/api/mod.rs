@@ -4,6 +4,7 @@
 mod life;
 mod query;
 mod retry;
+mod snapshots;
 mod templates;
 mod volumes;
 
@@ -18,6 +19,7 @@ use url::Url;
 pub use crate::models;
 pub use life::{IDEMPOTENCY_KEY_HEADER, LogsQuery};
 pub use query::{SandboxPage, SandboxQuery, SortOrder};
+pub use snapshots::{PauseOptions, SnapshotPage, SnapshotQuery, SnapshotStream};
 pub use templates::{DEFAULT_BUILD_POLL_INTERVAL, Templates};
 
 use crate::{

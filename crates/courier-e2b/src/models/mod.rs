@@ -16,6 +16,7 @@
 mod envd;
 mod logs;
 mod sandbox;
+mod snapshot;
 mod step;
 mod template;
 mod volume;
@@ -25,6 +26,9 @@ pub use logs::{AutoResume, LogLevel, SandboxLogEntry, SandboxLogs, SandboxesWith
 pub use sandbox::{
     Lifecycle, ListedSandbox, NetworkConfig, NetworkRule, NetworkTransform, NetworkUpdate,
     NewSandbox, SandboxDetail, SandboxMetric, SandboxRecord, SandboxState, VolumeMount,
+};
+pub use snapshot::{
+    ErrorBody, ForkRequest, ForkResult, PauseRequest, SnapshotInfo, SnapshotRequest,
 };
 pub use step::{InvalidStep, SUPPORTED_STEPS, Step, TemplateStep, valid_files_hash};
 pub use template::{

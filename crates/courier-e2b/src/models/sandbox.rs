@@ -39,6 +39,14 @@ pub struct NewSandbox {
         skip_serializing_if = "Option::is_none"
     )]
     pub auto_resume: Option<super::AutoResume>,
+    /// Whether the timeout's auto-pause keeps memory (default true); `false` makes it
+    /// filesystem-only: resuming reboots the sandbox from its kept filesystem.
+    #[serde(
+        rename = "autoPauseMemory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auto_pause_memory: Option<bool>,
     /// Note the snake_case key, as in the API.
     #[serde(
         rename = "allow_internet_access",

@@ -244,6 +244,10 @@ mod tests {
             network: Default::default(),
             traffic_access_token: None,
             volume_mounts: Vec::new(),
+            owner: None,
+            auto_pause_memory: true,
+            paused_layers: None,
+            env_vars: None,
         }
     }
 

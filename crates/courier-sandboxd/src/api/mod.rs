@@ -7,10 +7,14 @@
 //! with a 400 naming it unless it carries E2B's default (see [`models::check_fields`]),
 //! and the routes of E2B's API this server does not serve answer 501 naming the feature
 //! ([`unserved_routes`]).
+//!
+//! Each request acts for its API key (`Owner`): snapshots, and the sandboxes snapshots
+//! and forks are taken of, are only found by the key that made them.
 
 mod life;
 mod list;
 mod models;
+mod snapshots;
 mod templates;
 mod volumes;
 
@@ -20,7 +24,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{Extension, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -124,6 +128,7 @@ pub fn router(server: Sandboxd) -> Router {
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/refreshes", post(refresh))
         .route("/sandboxes/{id}/network", put(update_network))
+        .merge(snapshots::routes())
         .merge(templates::routes())
         .merge(life::routes())
         .merge(volumes::routes())
@@ -149,25 +154,10 @@ fn unserved(
     move || std::future::ready(ApiError::new(StatusCode::NOT_IMPLEMENTED, message))
 }
 
-/// A 501 like [`unserved`] for a route about one sandbox: an unknown sandbox is still a
-/// 404, as E2B answers (the SDKs turn it into "sandbox not found").
-async fn unserved_for_sandbox(
-    State(server): State<Sandboxd>,
-    Path(id): Path<String>,
-    message: &'static str,
-) -> ApiError {
-    match server.get(&id) {
-        Ok(_) => ApiError::new(StatusCode::NOT_IMPLEMENTED, message),
-        Err(e) => e.into(),
-    }
-}
-
 /// The routes of E2B's API (its `spec/openapi.yml`) this server does not serve: 501
 /// naming the feature rather than a generic 404 (which the SDKs report as "sandbox not
 /// found"). Authenticated like the others.
 fn unserved_routes() -> Router<Sandboxd> {
-    const SNAPSHOTS: &str = "snapshots are not supported by courier-sandboxd yet";
-    const FORK: &str = "sandbox forks are not supported by courier-sandboxd yet";
     const TEAMS: &str = "team routes (teams, team metrics) are not supported by courier-sandboxd";
     const SECRETS: &str = "secrets are not supported by courier-sandboxd";
     const KEYS: &str = "API key and access token management is not supported by \
@@ -182,15 +172,6 @@ fn unserved_routes() -> Router<Sandboxd> {
         .route("/teams", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics/max", get(unserved(TEAMS)))
-        .route(
-            "/sandboxes/{id}/fork",
-            post(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, FORK)),
-        )
-        .route(
-            "/sandboxes/{id}/snapshots",
-            post(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, SNAPSHOTS)),
-        )
-        .route("/snapshots", get(unserved(SNAPSHOTS)))
         .route(
             "/v2/templates",
             get(unserved(
@@ -290,11 +271,21 @@ async fn require_key(
     next: Next,
 ) -> Response {
     match request_key(&headers) {
-        Some(key) if server.keys().verify(key.trim()) => next.run(request).await,
+        Some(key) if server.keys().verify(key.trim()) => {
+            let owner = Owner(crate::keys::owner_of(key));
+            let mut request = request;
+            request.extensions_mut().insert(owner);
+            next.run(request).await
+        }
         Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "Invalid API key").into_response(),
         None => ApiError::new(StatusCode::UNAUTHORIZED, "missing X-API-Key header").into_response(),
     }
 }
+
+/// Who an authenticated request acts for (see [`crate::keys::owner_of`]), put there by
+/// [`require_key`].
+#[derive(Debug, Clone)]
+pub(crate) struct Owner(pub String);
 
 fn domain(server: &Sandboxd) -> Option<&str> {
     server.config().domain.as_deref()
@@ -326,6 +317,7 @@ impl From<crate::server::idempotency::IdempotentError> for ApiError {
 
 async fn create(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     headers: HeaderMap,
     raw: Bytes,
 ) -> ApiResult<Response> {
@@ -355,6 +347,8 @@ async fn create(
         mask_request_host: network.mask_request_host,
         die_with_server: false,
         volume_mounts,
+        owner: Some(owner.0),
+        auto_pause_memory: body.auto_pause_memory.unwrap_or(true),
     };
     let (record, replayed) = match headers.get(IDEMPOTENCY_KEY) {
         Some(key) => {
@@ -493,9 +487,12 @@ async fn pause(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    // Pause always keeps memory: `memory: false` is refused.
-    let _: Map<String, Value> = parse_checked(&body, models::PAUSE_FIELDS, true)?;
-    server.pause(&id).await?;
+    let body: models::PauseBody = parse_checked(&body, models::PAUSE_FIELDS, true)?;
+    if body.memory.unwrap_or(true) {
+        server.pause(&id).await?;
+    } else {
+        server.pause_filesystem(&id).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

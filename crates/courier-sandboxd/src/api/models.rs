@@ -43,6 +43,15 @@ pub(crate) struct NewSandbox {
     pub network: Option<Map<String, Value>>,
     /// `volumeMounts`: volumes of the caller's API key, by name, and where to mount them.
     pub volume_mounts: Option<Vec<models::VolumeMount>>,
+    /// Whether the timeout's auto-pause keeps memory (default true).
+    pub auto_pause_memory: Option<bool>,
+}
+
+/// `SandboxPauseRequest`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PauseBody {
+    /// Keep memory (default) or pause filesystem-only (`false`).
+    pub memory: Option<bool>,
 }
 
 /// What a request body field is to this server (see [`check_fields`]).
@@ -115,14 +124,7 @@ pub(crate) const CREATE_FIELDS: &[(&str, Field)] = &[
     ("mcp", Field::Served),
     ("memoryMB", Field::Served),
     ("cpuCount", Field::Served),
-    (
-        "autoPauseMemory",
-        Field::Unserved {
-            is_default: null_or_true,
-            why: "filesystem-only auto-pause (autoPauseMemory: false) is not served yet; \
-                  a paused sandbox always keeps its memory",
-        },
-    ),
+    ("autoPauseMemory", Field::Served),
     (
         "secure",
         Field::Unserved {
@@ -162,14 +164,7 @@ pub(crate) const RESUME_FIELDS: &[(&str, Field)] = &[
 ];
 
 /// `POST /sandboxes/{id}/pause` (`SandboxPauseRequest`).
-pub(crate) const PAUSE_FIELDS: &[(&str, Field)] = &[(
-    "memory",
-    Field::Unserved {
-        is_default: null_or_true,
-        why: "filesystem-only pause (memory: false) is not served yet; pause always keeps \
-              the sandbox's memory",
-    },
-)];
+pub(crate) const PAUSE_FIELDS: &[(&str, Field)] = &[("memory", Field::Served)];
 
 /// `POST /sandboxes/{id}/timeout`.
 pub(crate) const TIMEOUT_FIELDS: &[(&str, Field)] = &[("timeout", Field::Served)];
@@ -728,7 +723,6 @@ mod field_tests {
         assert_eq!(body.template_id.as_deref(), Some("base"));
         for (json, field) in [
             (r#"{"secure": false}"#, "secure"),
-            (r#"{"autoPauseMemory": false}"#, "autoPauseMemory"),
             (r#"{"iam": {"tokens": {"t": {}}}}"#, "iam"),
             // Served now, but only in E2B's shape.
             (r#"{"volumeMounts": [{"name": "v"}]}"#, "path"),
@@ -745,11 +739,13 @@ mod field_tests {
         };
         pause(r#"{"memory": true}"#).unwrap();
         pause("{}").unwrap();
-        assert!(
-            pause(r#"{"memory": false}"#)
-                .unwrap_err()
-                .to_string()
-                .contains("memory")
+        // Filesystem-only pause is served.
+        pause(r#"{"memory": false}"#).unwrap();
+        assert_eq!(
+            create(r#"{"templateID": "base", "autoPauseMemory": false}"#)
+                .unwrap()
+                .auto_pause_memory,
+            Some(false)
         );
     }
 }

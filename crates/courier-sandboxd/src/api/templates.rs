@@ -13,7 +13,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -631,8 +631,45 @@ async fn alias(State(server): State<Sandboxd>, Path(alias): Path<String>) -> Api
 /// (see [`crate::templates::Templates::delete`]).
 async fn delete(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<super::Owner>,
     Path(template_id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    // A snapshot is a template to E2B's SDKs (`Sandbox.delete_snapshot`); only its
+    // owner's: another key's snapshot is not found.
+    if server.templates().resolve(&template_id).is_none() {
+        if server.snapshots().remove(&owner.0, &template_id)? {
+            server.collect_layer_garbage().await;
+            return Ok(StatusCode::NO_CONTENT);
+        }
+        return Err(crate::Error::UnknownTemplate(template_id).into());
+    }
+    // A template's layers stay while a snapshot, or a sandbox (one from a snapshot of
+    // it too), stands on them.
+    if let Some(template) = server.templates().resolve(&template_id) {
+        let own_layers = server.templates().layers_root().join(&template.id);
+        if let Some(snapshot) = server.snapshots().uses_layers_under(&own_layers) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "template {} is the base of snapshot {snapshot}; delete the snapshot first",
+                    template.id
+                ),
+            ));
+        }
+        if server
+            .sandbox_layers()
+            .iter()
+            .any(|l| l.starts_with(&own_layers))
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "template {} is used by running sandboxes; kill them first",
+                    template.id
+                ),
+            ));
+        }
+    }
     let records = server.list();
     server.templates().delete(&template_id, |id| {
         records.iter().any(|r| r.template_id == id)

@@ -209,6 +209,33 @@ pub(crate) fn mount_detached(image: &Path, read_only: bool) -> Result<(OwnedFd, 
     Ok((mount, minor))
 }
 
+/// Mounts the ext4 file system on `device` (already mounted read-write elsewhere: the
+/// superblock is shared) detached, with a read-only, `nosuid`, `nodev`, `noexec` mount.
+/// The file system must be created read-write (the kernel refuses a second mount of a
+/// superblock with a different read-only flag); the mount itself is read-only.
+pub(crate) fn mount_existing_read_only(device: &Path) -> Result<OwnedFd, StepError> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsconfig_set_string, fsmount,
+        fsopen,
+    };
+    let failed = |what: &str| {
+        let what = format!("{what} ({})", device.display());
+        StepError::os::<rustix::io::Errno>(what)
+    };
+    let fs = fsopen("ext4", FsOpenFlags::FSOPEN_CLOEXEC).map_err(failed("fsopen ext4"))?;
+    fsconfig_set_string(&fs, "source", device).map_err(failed("fsconfig source"))?;
+    fsconfig_create(&fs).map_err(failed("mount ext4"))?;
+    fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+            | MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )
+    .map_err(failed("fsmount"))
+}
+
 /// A disk prepared ahead of a create: its image (a fresh copy of the golden image),
 /// attached to a loop device and mounted, detached, with the mount held by `mount`.
 #[derive(Debug)]

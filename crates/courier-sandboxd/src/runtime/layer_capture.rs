@@ -48,6 +48,12 @@ pub(crate) struct CaptureTask {
     pub host_targets: Vec<PathBuf>,
     /// Remove the `/etc/resolv.conf` the runtime wrote (not one the sandbox wrote).
     pub drop_resolv_conf: bool,
+    /// The loop device a *running* (frozen) sandbox's disk is attached to: mounted again
+    /// (the same superblock, so the sandbox's unwritten page cache is seen) read-only
+    /// instead of attaching `image` a second time, which would be a second, diverging
+    /// file system on the same image.
+    #[serde(default)]
+    pub device: Option<PathBuf>,
 }
 
 impl Runtime {
@@ -86,6 +92,7 @@ impl Runtime {
                 ids: entry.state.ids,
                 host_targets,
                 drop_resolv_conf: entry.state.spec.allow_internet,
+                device: None,
             };
             self.run_capture(&task)
         });
@@ -93,6 +100,83 @@ impl Runtime {
         captured?;
         cleaned
     }
+}
+
+impl Runtime {
+    /// Captures everything running sandbox `id` wrote so far as a structured layer at
+    /// `dest` (snapshots, forks), like [`capture_layer`](Self::capture_layer) but
+    /// leaving the sandbox running: it is frozen while its disk is copied (a consistent
+    /// state: no process of it writes meanwhile) and thawed afterwards, also when the
+    /// copy fails. A sandbox that was frozen already (paused) stays frozen.
+    pub fn capture_running(&self, id: &str, dest: &Path) -> Result<()> {
+        check_dest(dest)?;
+        let (cgroup, spec, ids) = self.with_entry(id, |e| {
+            Ok((e.cgroup.clone(), e.state.spec.clone(), e.state.ids))
+        })?;
+        let dirs = self.dirs(id);
+        let image = dirs.disk_image();
+        let mut host_targets = Vec::new();
+        for layer in &spec.layers {
+            host_targets.extend(
+                rootfs::resolve_layer(layer)?
+                    .host_dirs
+                    .into_iter()
+                    .map(|h| h.target),
+            );
+        }
+        let was_frozen = cgroup.is_frozen();
+        if !was_frozen {
+            cgroup.freeze()?;
+        }
+        let captured = loop_device_of(&image).and_then(|device| {
+            self.run_capture(&CaptureTask {
+                image: image.clone(),
+                mount_at: dirs
+                    .base
+                    .join(format!("capture-{}", crate::state::random_hex(4))),
+                dest: dest.to_path_buf(),
+                ids,
+                host_targets,
+                drop_resolv_conf: spec.allow_internet,
+                device: Some(device),
+            })
+        });
+        let thawed = if was_frozen { Ok(()) } else { cgroup.thaw() };
+        // The mount point lived in the helper's private namespace; only the empty
+        // directory is left here.
+        if let Ok(entries) = fs::read_dir(&dirs.base) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("capture-") {
+                    let _ = fs::remove_dir(entry.path());
+                }
+            }
+        }
+        captured?;
+        thawed
+    }
+}
+
+/// The loop device `image` is attached to (the kernel's `backing_file` of each loop
+/// device names the file it reads).
+fn loop_device_of(image: &Path) -> Result<PathBuf> {
+    let block = Path::new("/sys/block");
+    let entries = fs::read_dir(block).map_err(Error::io("read dir", block))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| n.starts_with("loop")) else {
+            continue;
+        };
+        let backing = entry.path().join("loop/backing_file");
+        if let Ok(text) = fs::read_to_string(&backing)
+            && Path::new(text.trim_end_matches('\n')) == image
+        {
+            return Ok(PathBuf::from("/dev").join(name));
+        }
+    }
+    Err(Error::Setup {
+        id: image.display().to_string(),
+        message: "no loop device is attached to the sandbox's disk".to_owned(),
+    })
 }
 
 fn check_dest(dest: &Path) -> Result<()> {
@@ -111,7 +195,12 @@ pub(crate) fn run(task: &CaptureTask) -> Result<(), StepError> {
     use nix::sched::{CloneFlags, unshare};
     unshare(CloneFlags::CLONE_NEWNS).map_err(StepError::os("unshare mount namespace"))?;
     super::rootfs::make_mounts_private()?;
-    rootfs::attach_and_mount(&task.image, &task.mount_at, true)?;
+    match &task.device {
+        Some(device) => rootfs::mount_device_read_only(device, &task.mount_at)?,
+        None => {
+            rootfs::attach_and_mount(&task.image, &task.mount_at, true)?;
+        }
+    }
     let uppers: Vec<(PathBuf, PathBuf)> = task
         .host_targets
         .iter()
@@ -181,6 +270,7 @@ fn assemble(
         if drop_resolv_conf {
             forget_resolv_conf(&tree)?;
         }
+        drop_device_nodes(&tree)?;
         if let Some(ids) = ids {
             shift_to_inner(&tree, ids)?;
         }
@@ -242,6 +332,30 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
             op: format!("cp -a {} {}", src.display(), dst.display()),
             source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
         });
+    }
+    Ok(())
+}
+
+/// Removes every device node but overlay whiteouts (character devices 0/0) from the
+/// captured tree. A sandbox cannot make one in its user namespace, but its disk is its
+/// own: whatever else the copy met (a node crafted into the image) must never reach a
+/// layer other sandboxes stack on.
+fn drop_device_nodes(tree: &Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut stack = vec![tree.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).map_err(Error::io("read dir", &dir))? {
+            let entry = entry.map_err(Error::io("read dir", &dir))?;
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_block_device() || (kind.is_char_device() && meta.rdev() != 0) {
+                tracing::warn!(path = %path.display(), "dropping a device node from a captured layer");
+                fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+            }
+        }
     }
     Ok(())
 }

@@ -128,6 +128,11 @@ impl Runtime {
             .collect()
     }
 
+    /// The layers sandbox `id` runs on, bottom first.
+    pub fn layers_of(&self, id: &str) -> Result<Vec<PathBuf>> {
+        self.with_entry(id, |e| Ok(e.state.spec.layers.clone()))
+    }
+
     /// The handle of sandbox `id`.
     pub fn get(&self, id: &str) -> Result<SandboxHandle> {
         self.with_entry(id, |e| Ok(e.state.handle.clone()))

@@ -162,6 +162,12 @@ pub struct CreateRequest {
     /// Volumes to mount (E2B's `volumeMounts`, resolved against the caller's volumes by
     /// the API); default none. A create with volumes never takes a warm sandbox.
     pub volume_mounts: Vec<VolumeBind>,
+    /// Who asks ([`crate::keys::owner_of`] of the API key); `None` for the server's own
+    /// sandboxes. Only the owner's snapshots resolve as `template`.
+    pub owner: Option<String>,
+    /// Whether the deadline's auto-pause keeps memory (E2B's `autoPauseMemory`, default
+    /// true); false makes it filesystem-only.
+    pub auto_pause_memory: bool,
 }
 
 /// A volume mounted read-write into a new sandbox, its files of host uid/gid 1000 the
@@ -267,6 +273,8 @@ impl Default for CreateRequest {
             allow_public_traffic: true,
             mask_request_host: None,
             volume_mounts: Vec::new(),
+            owner: None,
+            auto_pause_memory: true,
         }
     }
 }

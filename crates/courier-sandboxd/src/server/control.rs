@@ -47,8 +47,16 @@ impl Sandboxd {
     pub(crate) async fn collect_layer_garbage(&self) {
         let server = self.clone();
         let removed = blocking(move || {
-            let in_use = server.inner.runtime.layers_in_use();
-            Ok(server.templates().collect_garbage(&in_use))
+            let mut in_use = server.inner.runtime.layers_in_use();
+            // Snapshots and sandboxes paused filesystem-only stand on template layers
+            // too, and on their own captured ones.
+            in_use.extend(server.inner.snapshots.layers_in_use());
+            for entry in lock(&server.inner.sandboxes).values() {
+                in_use.extend(entry.record().paused_layers.unwrap_or_default());
+            }
+            let mut removed = server.templates().collect_garbage(&in_use);
+            removed.extend(server.inner.snapshots.collect_garbage(&in_use));
+            Ok(removed)
         })
         .await
         .unwrap_or_default();
@@ -142,6 +150,11 @@ impl Sandboxd {
             return Err(Error::NotFound(id.to_owned()));
         }
         let new_end = end_at(timeout);
+        if let Some(layers) = entry.record().paused_layers {
+            let record = self.reboot(&entry, layers, timeout).await?;
+            self.collect_layer_garbage().await;
+            return Ok((record, true));
+        }
         if entry.record().state == SandboxState::Running {
             let record = entry.update(|r| r.end_at = r.end_at.max(new_end));
             self.inner.records.save(&record)?;

@@ -48,17 +48,38 @@ struct StartPlan<'a> {
     die_with_server: bool,
     /// Volumes bound in (none for the warm pool).
     volumes: &'a [super::config::VolumeBind],
+    /// Restart a sandbox under its own id and egress handle (resume after a
+    /// filesystem-only pause); `None`: a new id and handle.
+    again: Option<(String, SandboxEgress)>,
 }
 
 impl Sandboxd {
     /// Creates a sandbox and returns once its envd is ready.
     pub async fn create(&self, request: CreateRequest) -> Result<SandboxRecord> {
         check_timeout("timeout", request.timeout)?;
-        let template = self
-            .inner
-            .templates
-            .resolve(&request.template)
-            .ok_or_else(|| Error::UnknownTemplate(request.template.clone()))?;
+        let (template, from_snapshot) = match self.inner.templates.resolve(&request.template) {
+            Some(template) => (template, false),
+            None => {
+                let snapshot = request
+                    .owner
+                    .as_deref()
+                    .and_then(|owner| self.inner.snapshots.find(owner, &request.template))
+                    .ok_or_else(|| Error::UnknownTemplate(request.template.clone()))?;
+                (self.snapshot_template(&snapshot)?, true)
+            }
+        };
+        self.create_from(request, template, from_snapshot).await
+    }
+
+    /// Creates a sandbox of `template` (a template, or a snapshot's layers on its
+    /// template when `from_snapshot`).
+    pub(super) async fn create_from(
+        &self,
+        request: CreateRequest,
+        template: Template,
+        from_snapshot: bool,
+    ) -> Result<SandboxRecord> {
+        check_timeout("timeout", request.timeout)?;
         let memory_mb = request.memory_mb.unwrap_or(template.memory_mb);
         let cpu_count = request.cpu_count.unwrap_or(template.cpu_count);
         if !(128..=65_536).contains(&memory_mb) {
@@ -86,10 +107,12 @@ impl Sandboxd {
         };
         // Template build sandboxes die with the server; only gVisor's slow start is
         // worth a sandbox kept running ahead (see crate::warm).
-        // A sandbox with volumes has binds of its own: never one of the pool's.
+        // A sandbox with volumes has binds of its own, and a snapshot's layers serve no
+        // other create: never one of the pool's.
         let poolable = isolation == Isolation::Gvisor
             && !request.die_with_server
-            && request.volume_mounts.is_empty();
+            && request.volume_mounts.is_empty()
+            && !from_snapshot;
         let clock = Instant::now();
         let warm = match poolable.then(|| self.inner.warm.take(&shape)).flatten() {
             Some(warm) => self.claim_warm(warm, &request.egress).await,
@@ -122,6 +145,7 @@ impl Sandboxd {
                     reservation,
                     die_with_server: request.die_with_server,
                     volumes: &request.volume_mounts,
+                    again: None,
                 })
                 .await?
             }
@@ -188,6 +212,13 @@ impl Sandboxd {
                     path: v.path.clone(),
                 })
                 .collect(),
+            owner: request.owner.clone(),
+            auto_pause_memory: request.auto_pause_memory,
+            paused_layers: None,
+            env_vars: (!request.env_vars.is_empty())
+                .then(|| serde_json::to_string(&request.env_vars).ok())
+                .flatten()
+                .map(Secret::new),
         };
         if let Err(e) = self.inner.records.save(&record) {
             self.destroy(&id).await;
@@ -235,6 +266,66 @@ impl Sandboxd {
         }
     }
 
+    /// Starts sandbox `id` again on `layers` (its template's, then its captured writes)
+    /// with its recorded shape, the same egress handle and envd access token: the reboot
+    /// that resumes a filesystem-only pause. Its reservation stayed held while paused.
+    pub(super) async fn restart_sandbox(
+        &self,
+        record: &SandboxRecord,
+        layers: Vec<PathBuf>,
+        egress: SandboxEgress,
+    ) -> Result<EnvdEndpoint> {
+        let mut template = self
+            .inner
+            .templates
+            .resolve(&record.template_id)
+            .ok_or_else(|| Error::UnknownTemplate(record.template_id.clone()))?;
+        template.layers = layers;
+        let isolation = template.isolation.unwrap_or(self.inner.isolation);
+        let shape = Shape {
+            template: template.id.clone(),
+            build: template.build_id.clone(),
+            memory_mb: record.memory_mb,
+            cpu_count: record.cpu_count,
+            internet: record.allow_internet_requested,
+        };
+        let rules = super::startup::recorded_rules(record);
+        // The plan needs a reservation of its own; the sandbox's stays with its entry,
+        // so this one only stands for it while starting and is released at once.
+        let started = self
+            .start_sandbox(StartPlan {
+                template: &template,
+                shape: &shape,
+                isolation,
+                rules,
+                reservation: self.inner.capacity.adopt(0),
+                die_with_server: false,
+                again: Some((record.sandbox_id.clone(), egress)),
+                // A sandbox with volumes is never paused filesystem-only.
+                volumes: &[],
+            })
+            .await?;
+        let request = CreateRequest {
+            template: template.id.clone(),
+            env_vars: record.env_vars(),
+            ..CreateRequest::default()
+        };
+        if let Err(e) = self
+            .init_sandbox(
+                &started.id,
+                record.envd_access_token.expose(),
+                &started.envd,
+                &request,
+                &template,
+            )
+            .await
+        {
+            self.destroy(&started.id).await;
+            return Err(e);
+        }
+        Ok(started.envd)
+    }
+
     /// Starts a sandbox of `plan`'s shape under a new id and waits for its envd (not yet
     /// initialised: no token, no environment). Cleans up after itself on failure.
     async fn start_sandbox(&self, plan: StartPlan<'_>) -> Result<Started> {
@@ -246,9 +337,19 @@ impl Sandboxd {
             reservation,
             die_with_server,
             volumes,
+            again,
         } = plan;
-        let id = new_sandbox_id();
-        let egress = self.inner.egress.sandbox(&id, rules);
+        let (id, egress) = match again {
+            Some((id, egress)) => {
+                egress.set_rules(rules);
+                (id, egress)
+            }
+            None => {
+                let id = new_sandbox_id();
+                let egress = self.inner.egress.sandbox(&id, rules);
+                (id, egress)
+            }
+        };
         let mut args = match isolation {
             Isolation::Container => vec![
                 "--listen-fd".to_owned(),
@@ -393,6 +494,7 @@ impl Sandboxd {
                     // Until a create takes it: a warm sandbox never outlives its server.
                     die_with_server: true,
                     volumes: &[],
+                    again: None,
                 })
                 .await;
             match started {

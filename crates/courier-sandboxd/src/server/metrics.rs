@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use super::registry::Entry;
 use super::{Inner, Sandboxd, blocking};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lock::lock;
 use crate::state::SandboxState;
 
@@ -108,6 +108,11 @@ impl Sandboxd {
     /// added to its history).
     pub async fn metrics(&self, id: &str) -> Result<Metric> {
         let entry = self.entry_or_404(id)?;
+        if entry.record().paused_layers.is_some() {
+            return Err(Error::Conflict(format!(
+                "sandbox {id} is paused filesystem-only: nothing of it runs to measure"
+            )));
+        }
         self.sample(&entry).await
     }
 

@@ -10,6 +10,8 @@
 //!            layers/base/      the base template layer
 //!            layers/<tpl>/<build>/  the layer of each template build
 //!            templates/<tpl>/  built templates: record, builds, build logs
+//!            snapshots/        filesystem snapshots: records and captured layers
+//!                              (see [`crate::snapshots`])
 //!            records/<id>.json the control plane's record of each sandbox
 //!            api-keys.json     hashed API keys
 //!            logs/<id>.json    each sandbox's logs (see [`logs`])
@@ -26,8 +28,9 @@
 //! By concern: [`config`] (what a server and a create are given), `startup` (opening the
 //! data dir and recovering a previous run's sandboxes), `registry` (the sandboxes it
 //! knows), `create` (starting sandboxes, the warm pool), `control` (kill, pause, resume,
-//! deadlines, network), `metrics`, `reaper` (deadlines and dead sandboxes) and
-//! `build_host` (what template builds are given of it).
+//! deadlines, network), `snapshot` (snapshots, forks, filesystem-only pause and its
+//! reboot), `metrics`, `reaper` (deadlines and dead sandboxes) and `build_host` (what
+//! template builds are given of it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -55,6 +58,7 @@ pub mod logs;
 mod metrics;
 mod reaper;
 mod registry;
+mod snapshot;
 mod startup;
 
 pub use config::{
@@ -72,6 +76,7 @@ struct Inner {
     isolation: Isolation,
     records: RecordStore,
     templates: Templates,
+    snapshots: crate::snapshots::Snapshots,
     keys: KeyStore,
     capacity: Capacity,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
@@ -140,6 +145,11 @@ impl Sandboxd {
         &self.inner.templates
     }
 
+    /// The filesystem snapshots it keeps.
+    pub fn snapshots(&self) -> &crate::snapshots::Snapshots {
+        &self.inner.snapshots
+    }
+
     /// The accepted API keys.
     pub fn keys(&self) -> &KeyStore {
         &self.inner.keys
@@ -181,7 +191,7 @@ impl Sandboxd {
         lock(&self.inner.sandboxes).get(id).cloned()
     }
 
-    fn entry_or_404(&self, id: &str) -> Result<Arc<Entry>> {
+    pub(crate) fn entry_or_404(&self, id: &str) -> Result<Arc<Entry>> {
         self.entry(id).ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 

@@ -32,7 +32,18 @@ impl Sandboxd {
             "timeout",
             format!("timeout reached: {action}"),
         );
-        let result = if record.auto_pause {
+        let result = if record.auto_pause && !record.auto_pause_memory {
+            tracing::info!(sandbox = %entry.id, "timeout reached: pausing filesystem-only");
+            match self.pause_filesystem(&entry.id).await {
+                // Past the layer bound its filesystem cannot be captured once more: it is
+                // paused with its memory instead (kept, not lost; connect thaws it).
+                Err(Error::InvalidSpec { reason, .. }) => {
+                    tracing::warn!(sandbox = %entry.id, %reason, "pausing with memory instead");
+                    self.pause(&entry.id).await
+                }
+                other => other,
+            }
+        } else if record.auto_pause {
             tracing::info!(sandbox = %entry.id, "timeout reached: pausing");
             self.pause(&entry.id).await
         } else {

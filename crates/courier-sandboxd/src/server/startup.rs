@@ -70,7 +70,7 @@ impl Sandboxd {
                 ))
             })?;
         let cfg = config.clone();
-        let (runtime, templates, adopted, isolation) = blocking(move || {
+        let (runtime, templates, snapshots, adopted, isolation) = blocking(move || {
             let mut rc = RuntimeConfig::new(cfg.data_dir.join("runtime"));
             if let Some(helper) = &cfg.helper {
                 rc.helper = helper.clone();
@@ -89,8 +89,9 @@ impl Sandboxd {
                 tracing::warn!(sandbox = %id, error = %e, "could not clean up a sandbox from the previous run");
             }
             let templates = Templates::open(&cfg.data_dir)?;
+            let snapshots = crate::snapshots::Snapshots::open(&cfg.data_dir)?;
             let adopted: HashSet<String> = report.adopted.into_iter().map(|h| h.id).collect();
-            Ok((runtime, templates, adopted, isolation))
+            Ok((runtime, templates, snapshots, adopted, isolation))
         })
         .await?;
         let runtime = Arc::new(runtime);
@@ -101,6 +102,18 @@ impl Sandboxd {
         let mut sandboxes = HashMap::new();
         for record in records.load_all()? {
             let id = record.sandbox_id.clone();
+            if record.paused_layers.is_some() && !adopted.contains(&id) {
+                // Paused filesystem-only: nothing of it runs; its layers are its state.
+                tracing::info!(sandbox = %id, "recovered a sandbox paused filesystem-only");
+                let envd = EnvdEndpoint::new(runtime.clone(), id.clone());
+                let reservation = capacity.adopt(record.memory_mb);
+                let sandbox_egress = egress.sandbox(&id, recorded_rules(&record));
+                sandboxes.insert(
+                    id,
+                    Arc::new(Entry::new(record, envd, reservation, sandbox_egress)),
+                );
+                continue;
+            }
             if !adopted.contains(&id) {
                 tracing::info!(sandbox = %id, "dropping the record of a sandbox that no longer runs");
                 records.remove(&id)?;
@@ -169,6 +182,7 @@ impl Sandboxd {
                 isolation,
                 records,
                 templates,
+                snapshots,
                 keys,
                 capacity,
                 sandboxes: Mutex::new(sandboxes),
@@ -193,7 +207,7 @@ impl Sandboxd {
 /// The egress rules a record persisted. They were validated when they were stored; a
 /// record that no longer parses (edited by hand) gets every outbound connection refused
 /// rather than none.
-fn recorded_rules(record: &SandboxRecord) -> EgressRules {
+pub(super) fn recorded_rules(record: &SandboxRecord) -> EgressRules {
     EgressRules::parse(&record.network.allow_out, &record.network.deny_out, "network.")
         .map(|rules| rules.with_transforms(record.network.rules.clone()))
         .unwrap_or_else(|e| {

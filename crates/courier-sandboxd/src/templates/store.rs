@@ -219,6 +219,11 @@ impl Templates {
         }
     }
 
+    /// The directory holding every template's layers (`<data_dir>/layers`).
+    pub fn layers_root(&self) -> &Path {
+        &self.layers_dir
+    }
+
     /// Where build `build_id` of `template_id` puts its layer.
     pub fn layer_dir(&self, template_id: &str, build_id: &str) -> PathBuf {
         self.layers_dir.join(template_id).join(build_id)

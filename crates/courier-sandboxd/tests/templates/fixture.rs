@@ -109,6 +109,39 @@ impl Fixture {
         }
     }
 
+    /// Stops the server as a crash or an upgrade would: its sandboxes are left to the
+    /// next server on the data dir.
+    #[allow(dead_code)] // the snapshot tests restart with paused sandboxes
+    pub(crate) async fn stop_keeping_sandboxes(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.stop.send(true);
+            running.server.stop();
+            for task in running.tasks {
+                let _ = task.await;
+            }
+            drop(running.server);
+            // Its background tasks (the reaper's tick) let go of the data dir's lock soon.
+            let lock = self.data_dir().join("lock");
+            let start = Instant::now();
+            loop {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&lock)
+                    .expect("open the lock file");
+                if nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                    .is_ok()
+                {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "the server never stopped"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
     pub(crate) fn run(&self) -> &Running {
         self.running.as_ref().expect("server running")
     }

@@ -289,6 +289,16 @@ pub(crate) fn attach_and_mount(image: &Path, at: &Path, read_only: bool) -> Resu
     Ok(minor)
 }
 
+/// Mounts the ext4 file system a running sandbox's disk `device` (a loop device already
+/// mounted read-write by that sandbox) carries at `at`, read-only for this mount only.
+/// The kernel hands back the superblock already in use, so this sees exactly what the
+/// sandbox sees, unwritten page cache included, and nothing written through the other
+/// mount can diverge from it. Runs in the helper (capture of a running sandbox).
+pub(crate) fn mount_device_read_only(device: &Path, at: &Path) -> Result<(), StepError> {
+    let mount = disk::mount_existing_read_only(device)?;
+    attach_at(mount.as_fd(), at, &device.display().to_string())
+}
+
 /// `/etc/hostname` and `/etc/hosts` for the sandbox's hostname.
 fn write_identity(
     root: BorrowedFd<'_>,

@@ -35,7 +35,9 @@ use std::path::{Component, Path, PathBuf};
 use super::step::StepError;
 use crate::error::{Error, Result};
 
-pub(crate) use assemble::{assemble, attach_and_mount, attach_at, make_mounts_private};
+pub(crate) use assemble::{
+    assemble, attach_and_mount, attach_at, make_mounts_private, mount_device_read_only,
+};
 pub(crate) use enter::enter_root;
 
 /// File name of a structured layer's manifest.
