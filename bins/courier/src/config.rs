@@ -117,6 +117,16 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "a positive whole number of seconds, at most 86400",
     ),
     (
+        "gateway",
+        "COURIER_GATEWAY",
+        "\"auto\" (keys stay outside the embedded backend's sandboxes), \"off\", or the gateway's URL as sandboxes reach it (e.g. https://gw.example.com for E2B cloud)",
+    ),
+    (
+        "gateway_listen",
+        "COURIER_GATEWAY_LISTEN",
+        "the address the gateway listens on, e.g. \"0.0.0.0:8091\"",
+    ),
+    (
         "tool_versions",
         "COURIER_TOOL_VERSIONS",
         "a table of CLI versions pinned instead of the registry's, e.g. { claude = \"2.1.332\" } (tools: claude, opencode, codex, pi; versions: npm versions or dist-tags)",
@@ -195,6 +205,11 @@ pub struct Settings {
     /// CLI versions the tool templates install instead of the registry's pins
     /// (`tool_versions`, or `COURIER_TOOL_VERSIONS=claude=2.1.332,pi=0.73.1`).
     pub tool_versions: Vec<(ToolId, String)>,
+    /// Courier's gateway ([16]: keys that never enter the sandbox).
+    pub gateway: GatewaySetting,
+    /// Where the gateway listens (`None`: this host's outward address, on the API's port
+    /// plus one, or any free port when the API's is chosen by the system).
+    pub gateway_listen: Option<SocketAddr>,
     /// The file read, and the keys it set (names only).
     pub file: Option<(PathBuf, Vec<String>)>,
 }
@@ -205,6 +220,37 @@ impl Settings {
         ["E2B_API_KEY", "E2B_API_URL"]
             .iter()
             .any(|k| self.e2b_vars.contains_key(*k))
+    }
+}
+
+/// Whether provider keys and the GitHub token stay outside the sandboxes, behind
+/// Courier's gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewaySetting {
+    /// On with the embedded courier-sandboxd (its egress adds each run's proof); off with
+    /// an E2B endpoint unless a URL is given (the gateway must be reachable from E2B's
+    /// sandboxes).
+    Auto,
+    /// Off: keys are written into the sandbox (the setup of earlier releases).
+    Off,
+    /// On, reached by sandboxes at this URL.
+    Url(String),
+}
+
+impl std::str::FromStr for GatewaySetting {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" | "" => Ok(Self::Auto),
+            "off" | "false" => Ok(Self::Off),
+            url if url.starts_with("http://") || url.starts_with("https://") => {
+                Ok(Self::Url(url.trim_end_matches('/').to_owned()))
+            }
+            other => Err(format!(
+                "expected \"auto\", \"off\" or an http(s):// URL, got {other:?}"
+            )),
+        }
     }
 }
 
@@ -312,6 +358,20 @@ pub fn resolve(over: Overrides) -> Result<Settings> {
             None => file
                 .pr_poll_interval
                 .unwrap_or(DEFAULT_PR_POLL_INTERVAL_SECS),
+        },
+        gateway: match string("gateway", "COURIER_GATEWAY") {
+            Some(v) => v
+                .parse()
+                .map_err(|e| anyhow::anyhow!("bad value for COURIER_GATEWAY (or `gateway`): {e}"))?,
+            None => GatewaySetting::Auto,
+        },
+        gateway_listen: match string("gateway_listen", "COURIER_GATEWAY_LISTEN") {
+            Some(v) => Some(v.trim().parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "bad value for COURIER_GATEWAY_LISTEN (or `gateway_listen`): expected an address such as 0.0.0.0:8091, got {v:?}"
+                )
+            })?),
+            None => None,
         },
         sandbox_internet: match env("COURIER_SANDBOX_INTERNET") {
             Some(v) => Some(parse_bool(&v).ok_or_else(|| {

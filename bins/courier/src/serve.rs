@@ -13,6 +13,7 @@ use clap::Args;
 use courier_api::{Api, ApiConfig, GitHubWebhook, Tokens};
 use courier_e2b::models::{NewSandbox, SandboxRecord};
 use courier_e2b::{CommandOutput, CommandSpec, SandboxApi, SpawnedCommand};
+use courier_orchestrator::gateway::GatewayLink;
 use courier_orchestrator::keys::{KeyVault, MASTER_KEY_ENV, MasterKey};
 use courier_orchestrator::learnings::{LearningPipeline, LearningsConfig, LlmConfig};
 use courier_orchestrator::lifecycle::Orchestrator;
@@ -24,7 +25,7 @@ use courier_store::{
     UsageMetric,
 };
 
-use crate::config::{Overrides, Settings};
+use crate::config::{GatewaySetting, Overrides, Settings};
 
 /// How often sandboxes past their timeout are looked for.
 const TIMEOUT_TICK: Duration = Duration::from_secs(10);
@@ -104,7 +105,10 @@ impl Database {
 /// optional `E2B_API_URL`/`E2B_SANDBOX_URL`, from the environment or the file), else the embedded courier-sandboxd (needs
 /// root and a `courier-envd` next to this executable or in `COURIER_ENVD_BINARY`), else
 /// none (the API and dashboard work; creating a sandbox says what to configure).
-async fn sandbox_provider(settings: &Settings) -> Result<Provider> {
+async fn sandbox_provider(
+    settings: &Settings,
+    egress_allow: Vec<courier_sandboxd::egress::OperatorAllow>,
+) -> Result<Provider> {
     if settings.e2b_configured() {
         let config = courier_e2b::ConnectionConfigBuilder::from_vars(&settings.e2b_vars)
             .build()
@@ -116,7 +120,7 @@ async fn sandbox_provider(settings: &Settings) -> Result<Provider> {
             embedded: None,
         });
     }
-    match embedded_sandboxd(settings).await {
+    match embedded_sandboxd(settings, egress_allow).await {
         Ok(provider) => Ok(provider),
         Err(reason) => {
             tracing::warn!("embedded courier-sandboxd unavailable: {reason:#}");
@@ -139,7 +143,10 @@ struct Provider {
 /// Starts courier-sandboxd in this process on loopback ports only this process knows the
 /// key of; the orchestrator then reaches it through courier-e2b like any E2B endpoint, so
 /// there is one code path for the cloud and the local backend.
-async fn embedded_sandboxd(settings: &Settings) -> Result<Provider> {
+async fn embedded_sandboxd(
+    settings: &Settings,
+    egress_allow: Vec<courier_sandboxd::egress::OperatorAllow>,
+) -> Result<Provider> {
     let data_dir = settings.data_dir.as_path();
     use std::os::unix::fs::MetadataExt as _;
     if std::fs::metadata("/proc/self")
@@ -163,6 +170,7 @@ async fn embedded_sandboxd(settings: &Settings) -> Result<Provider> {
     let mut config = courier_sandboxd::ServerConfig::new(data_dir.join("sandboxd"), envd);
     config.isolation = settings.sandbox_isolation;
     config.dev_api_key = Some(key.clone());
+    config.egress_allow = egress_allow;
     config.limits.template_step_timeout = Duration::from_secs(settings.template_step_timeout_secs);
     config.limits.template_build_timeout =
         Duration::from_secs(settings.template_build_timeout_secs);
@@ -209,6 +217,84 @@ async fn embedded_sandboxd(settings: &Settings) -> Result<Provider> {
         name: "embedded courier-sandboxd",
         embedded: Some(sandboxd),
     })
+}
+
+/// Courier's gateway, bound before the backend starts (its address goes into the
+/// embedded backend's egress allow list).
+struct GatewayPlan {
+    listener: tokio::net::TcpListener,
+    /// The URL sandboxes reach it at.
+    url: String,
+    /// The one `IP:PORT` the embedded backend's sandboxes may reach on this host.
+    egress_allow: Option<courier_sandboxd::egress::OperatorAllow>,
+}
+
+impl GatewayPlan {
+    /// Binds the gateway as the settings ask; `None` when it is off.
+    async fn bind(settings: &Settings) -> Result<Option<GatewayPlan>> {
+        let url = match &settings.gateway {
+            GatewaySetting::Off => return Ok(None),
+            // E2B's sandboxes reach this host only at an address the operator knows.
+            GatewaySetting::Auto if settings.e2b_configured() => return Ok(None),
+            GatewaySetting::Auto => None,
+            GatewaySetting::Url(url) => Some(url.clone()),
+        };
+        let listen = match settings.gateway_listen {
+            Some(listen) => listen,
+            None => {
+                let ip = courier_gateway::outward_ipv4().context(
+                    "the gateway needs this host's outward address (no default route): set COURIER_GATEWAY_LISTEN, or COURIER_GATEWAY=off",
+                )?;
+                let port = match settings.listen.port() {
+                    0 => 0,
+                    port => port.checked_add(1).unwrap_or(0),
+                };
+                SocketAddr::new(ip, port)
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(listener) => listener,
+            // The default port taken: any free one (sandboxes set up now get its URL).
+            Err(e) if settings.gateway_listen.is_none() && listen.port() != 0 => {
+                tracing::warn!(%listen, error = %e, "the gateway's default port is taken: using a free one (set COURIER_GATEWAY_LISTEN to fix it)");
+                tokio::net::TcpListener::bind(SocketAddr::new(listen.ip(), 0)).await?
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("the gateway listening on {listen}"));
+            }
+        };
+        let bound = listener.local_addr()?;
+        let embedded = !settings.e2b_configured();
+        Ok(Some(GatewayPlan {
+            listener,
+            url: url.unwrap_or_else(|| format!("http://{bound}")),
+            egress_allow: embedded.then(|| bound.to_string().parse().ok()).flatten(),
+        }))
+    }
+
+    /// Points the orchestrator's sandboxes at the gateway and serves it.
+    fn serve(self, orchestrator: Orchestrator, master: &MasterKey) -> Result<Orchestrator> {
+        let minter = courier_gateway::Minter::new(master.to_base64().as_bytes());
+        let orchestrator = orchestrator.with_gateway(GatewayLink {
+            url: self.url.clone(),
+            minter: minter.clone(),
+            // courier-sandboxd adds the proof for plain HTTP; E2B's egress for HTTPS.
+            proof_at_egress: true,
+        })?;
+        let gateway = courier_gateway::Gateway::new(
+            minter,
+            courier_gateway::Upstreams::default(),
+            orchestrator.gateway_grants(),
+        );
+        tracing::info!(url = %self.url, "gateway: provider keys and the GitHub token stay outside the sandboxes");
+        let listener = courier_envd::tcp::LowLatencyListener::new(self.listener);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, gateway.router()).await {
+                tracing::error!(error = %e, "the gateway stopped");
+            }
+        });
+        Ok(orchestrator)
+    }
 }
 
 /// Stands in while no provider is configured: the API, dashboard and keys work; creating
@@ -368,8 +454,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let master = MasterKey::load_or_create(settings.master_key.as_deref(), &settings.data_dir)
         .with_context(|| format!("loading the master key ({MASTER_KEY_ENV} or `master_key`)"))?;
-    let vault = KeyVault::new(master, db.store.clone());
-    let provider = sandbox_provider(&settings).await?;
+    let vault = KeyVault::new(master.clone(), db.store.clone());
+    let gateway = GatewayPlan::bind(&settings).await?;
+    let provider = sandbox_provider(
+        &settings,
+        gateway
+            .iter()
+            .filter_map(|g| g.egress_allow.clone())
+            .collect(),
+    )
+    .await?;
     let provider_name = provider.name;
     let pull_requests = PrPipeline::new(
         db.store.clone(),
@@ -439,6 +533,23 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         None => {
             tracing::info!(
                 "learning extraction is off: set COURIER_LEARNINGS_API_KEY (an Anthropic API key) to turn it on"
+            );
+            orchestrator
+        }
+    };
+    let orchestrator = match gateway {
+        // The sandboxes reach the gateway through their egress: without internet access
+        // (no slirp4netns) they could not, so their keys go in as before.
+        Some(_) if provider.embedded.is_some() && !sandbox_internet => {
+            tracing::warn!(
+                "the gateway is off: sandboxes have no network to reach it (install slirp4netns); provider keys and the GitHub token are written into the sandboxes"
+            );
+            orchestrator
+        }
+        Some(plan) => plan.serve(orchestrator, &master)?,
+        None => {
+            tracing::warn!(
+                "the gateway is off: provider keys and the GitHub token are written into the sandboxes (set COURIER_GATEWAY to its URL to keep them out)"
             );
             orchestrator
         }
