@@ -32,9 +32,8 @@ async fn read_chunked_answer(stream: &mut tokio::net::TcpStream, buffer: &mut Ve
     );
 }
 
-#[tokio::test]
-async fn a_hundred_small_round_trips_never_wait_for_a_delayed_ack() {
-    let envd = start().await;
+/// p50 and p99 of 100 round trips (after 10 of warm-up) on one kept-alive connection.
+async fn measure(envd: &TestEnvd) -> (Duration, Duration) {
     let body = envelope(&sh("true"));
     let head = format!(
         "POST /process.Process/Start HTTP/1.1\r\nhost: {}\r\ncontent-type: \
@@ -57,12 +56,23 @@ async fn a_hundred_small_round_trips_never_wait_for_a_delayed_ack() {
         }
     }
     times.sort();
-    let p50 = times[times.len() / 2];
-    let p99 = times[times.len() * 99 / 100];
-    println!("round trip over 100 rounds: p50 {p50:?}, p99 {p99:?}");
-    // A delayed ACK costs 40 ms on Linux; a round trip that spawns `true` costs about 1.
-    assert!(
-        p99 < Duration::from_millis(10),
-        "p99 {p99:?} (p50 {p50:?}): small writes wait for delayed ACKs"
-    );
+    (times[times.len() / 2], times[times.len() * 99 / 100])
+}
+
+#[tokio::test]
+async fn a_hundred_small_round_trips_never_wait_for_a_delayed_ack() {
+    let envd = start().await;
+    // A delayed ACK costs 40 ms on Linux, on every round: all three tries show it. A busy
+    // machine (other tests on the same two cores) slows a try now and then; one try
+    // under 10 ms proves no round waits for an ACK.
+    let mut tries = Vec::new();
+    for _ in 0..3 {
+        let (p50, p99) = measure(&envd).await;
+        println!("round trip over 100 rounds: p50 {p50:?}, p99 {p99:?}");
+        if p99 < Duration::from_millis(10) {
+            return;
+        }
+        tries.push((p50, p99));
+    }
+    panic!("p99 over 10 ms in every try (p50, p99): {tries:?}: small writes wait for delayed ACKs");
 }
