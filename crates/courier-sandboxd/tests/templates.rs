@@ -16,6 +16,8 @@ mod fixture;
 #[path = "templates/sandboxes.rs"]
 mod sandboxes;
 mod support;
+#[path = "templates/tags.rs"]
+mod tags;
 
 use fixture::*;
 

@@ -11,8 +11,8 @@ use reqwest::Method;
 
 use super::{Client, segment};
 use crate::models::{
-    BuildLogEntry, BuildReason, BuildRequest, BuildRequested, BuildState, BuildStatus, Recipe,
-    TemplateInfo,
+    AssignTags, AssignedTags, BuildLogEntry, BuildLogs, BuildReason, BuildRequest, BuildRequested,
+    BuildState, BuildStatus, Recipe, RemoveTags, TemplateInfo, TemplateTag, TemplateWithBuilds,
 };
 use crate::{Error, NotFoundKind, Result};
 
@@ -246,6 +246,126 @@ impl Templates {
             Err(Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+impl Templates {
+    /// Points `tags` at the build `target` names (`POST /templates/tags`): `target` is
+    /// `name:tag` (that tag's build) or `name` (the current build); tags are bare or
+    /// `name:tag`. Sandboxes created from `name:tag` then start from that build.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// let assigned = client.templates().assign_tags("claude:v1", &["stable"]).await?;
+    /// println!("build {} is now {:?}", assigned.build_id, assigned.tags);
+    /// # Ok(()) }
+    /// ```
+    pub async fn assign_tags(&self, target: &str, tags: &[&str]) -> Result<AssignedTags> {
+        let body = AssignTags {
+            target: target.to_owned(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        };
+        let url = self.client.endpoint("/templates/tags", &[])?;
+        self.client
+            .json(Method::POST, url, Some(&body), false)
+            .await
+            .map_err(template_not_found)
+    }
+
+    /// Removes `tags` from template `name` (`DELETE /templates/tags`); every tag must be
+    /// there, else nothing is removed and the answer is [`Error::NotFound`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// client.templates().remove_tags("claude", &["stable"]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove_tags(&self, name: &str, tags: &[&str]) -> Result<()> {
+        let body = RemoveTags {
+            name: name.to_owned(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        };
+        let url = self.client.endpoint("/templates/tags", &[])?;
+        self.client
+            .send(Method::DELETE, url, Some(&body), false)
+            .await
+            .map(drop)
+            .map_err(template_not_found)
+    }
+
+    /// The tags of a template, by id or name (`GET /templates/{id}/tags`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// for t in client.templates().tags("claude").await? {
+    ///     println!("{} -> {}", t.tag, t.build_id);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn tags(&self, template: &str) -> Result<Vec<TemplateTag>> {
+        let url = self
+            .client
+            .endpoint(&format!("/templates/{}/tags", segment(template)), &[])?;
+        self.client
+            .json(Method::GET, url, None::<&()>, true)
+            .await
+            .map_err(template_not_found)
+    }
+
+    /// A template with its builds, newest first (`GET /templates/{id}`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// let info = client.templates().get("claude").await?;
+    /// for b in &info.builds {
+    ///     println!("{} {:?}", b.build_id, b.status);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn get(&self, template: &str) -> Result<TemplateWithBuilds> {
+        let url = self
+            .client
+            .endpoint(&format!("/templates/{}", segment(template)), &[])?;
+        self.client
+            .json(Method::GET, url, None::<&()>, true)
+            .await
+            .map_err(template_not_found)
+    }
+
+    /// A build's log entries, oldest first, from `cursor` (milliseconds since the epoch;
+    /// `0` for all), at most `limit` (1..=100)
+    /// (`GET /templates/{id}/builds/{build}/logs?cursor=&limit=&direction=forward`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// for e in client.templates().build_logs("t1", "b1", 0, 100).await?.logs {
+    ///     println!("{} {}", e.level, e.message);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn build_logs(
+        &self,
+        template_id: &str,
+        build_id: &str,
+        cursor: u64,
+        limit: u32,
+    ) -> Result<BuildLogs> {
+        let url = self.client.endpoint(
+            &format!(
+                "/templates/{}/builds/{}/logs",
+                segment(template_id),
+                segment(build_id)
+            ),
+            &[
+                ("cursor".to_owned(), cursor.to_string()),
+                ("limit".to_owned(), limit.to_string()),
+                ("direction".to_owned(), "forward".to_owned()),
+            ],
+        )?;
+        self.client
+            .json(Method::GET, url, None::<&()>, true)
+            .await
+            .map_err(template_not_found)
     }
 }
 

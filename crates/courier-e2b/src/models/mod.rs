@@ -25,6 +25,7 @@ pub use sandbox::{
 };
 pub use step::{InvalidStep, SUPPORTED_STEPS, Step, TemplateStep, valid_files_hash};
 pub use template::{
-    BuildLogEntry, BuildReason, BuildRequest, BuildRequested, BuildState, BuildStatus, Recipe,
-    TemplateInfo,
+    AssignTags, AssignedTags, BuildLogEntry, BuildLogs, BuildReason, BuildRequest, BuildRequested,
+    BuildState, BuildStatus, Recipe, RemoveTags, TemplateBuild, TemplateInfo, TemplateTag,
+    TemplateWithBuilds,
 };

@@ -173,7 +173,6 @@ fn unserved_routes() -> Router<Sandboxd> {
     const LEGACY_BUILD: &str = "template builds through the legacy build API are not \
                                 supported by courier-sandboxd (use POST /v3/templates)";
     const TEMPLATE_UPDATE: &str = "template updates are not supported by courier-sandboxd yet";
-    const TAGS: &str = "template tags are not supported by courier-sandboxd yet";
     Router::new()
         .route("/teams", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics", get(unserved(TEAMS)))
@@ -213,12 +212,7 @@ fn unserved_routes() -> Router<Sandboxd> {
         .route("/templates", post(unserved(LEGACY_BUILD)))
         .route(
             "/templates/{template_id}",
-            get(unserved(
-                "template info (GET /templates/{templateID}) is not supported by \
-                 courier-sandboxd yet",
-            ))
-            .post(unserved(LEGACY_BUILD))
-            .patch(unserved(TEMPLATE_UPDATE)),
+            post(unserved(LEGACY_BUILD)).patch(unserved(TEMPLATE_UPDATE)),
         )
         .route(
             "/v2/templates/{template_id}",
@@ -228,18 +222,6 @@ fn unserved_routes() -> Router<Sandboxd> {
             "/templates/{template_id}/builds/{build_id}",
             post(unserved(LEGACY_BUILD)),
         )
-        .route(
-            "/templates/{template_id}/builds/{build_id}/logs",
-            get(unserved(
-                "template build logs (GET .../builds/{buildID}/logs) are not supported by \
-                 courier-sandboxd yet; the build status carries the logs",
-            )),
-        )
-        .route(
-            "/templates/tags",
-            post(unserved(TAGS)).delete(unserved(TAGS)),
-        )
-        .route("/templates/{template_id}/tags", get(unserved(TAGS)))
         .route("/volumes", get(unserved(VOLUMES)).post(unserved(VOLUMES)))
         .route(
             "/volumes/{volume_id}",
