@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 #[path = "templates/fixture.rs"]
 mod fixture;
+#[path = "templates/images.rs"]
+mod images;
 #[path = "templates/sandboxes.rs"]
 mod sandboxes;
 mod support;

@@ -128,9 +128,13 @@ pub struct Recipe {
     pub steps: Vec<Step>,
     /// Rebuild every step, ignoring any cache.
     pub force: bool,
-    /// The template the build starts from (`base`, or another built template).
-    #[serde(rename = "fromTemplate")]
+    /// The template the build starts from (`base`, or another built template); empty
+    /// (and not sent) when the build starts from [`from_image`](Self::from_image).
+    #[serde(rename = "fromTemplate", skip_serializing_if = "String::is_empty")]
     pub from_template: String,
+    /// The container image the build starts from (`ubuntu:22.04`), instead of a template.
+    #[serde(rename = "fromImage", skip_serializing_if = "Option::is_none")]
+    pub from_image: Option<String>,
     /// A command started in every new sandbox of the template.
     #[serde(rename = "startCmd", skip_serializing_if = "Option::is_none")]
     pub start_cmd: Option<String>,
@@ -150,9 +154,38 @@ impl Recipe {
             steps: Vec::new(),
             force: false,
             from_template: template.into(),
+            from_image: None,
             start_cmd: None,
             ready_cmd: None,
         }
+    }
+
+    /// An empty recipe starting from container image `image` (`ubuntu:22.04`,
+    /// `ghcr.io/org/app@sha256:…`), pulled by the server from its registry (or the
+    /// operator's mirror of it).
+    ///
+    /// ```
+    /// let recipe = courier_e2b::Recipe::from_image("ubuntu:22.04");
+    /// assert_eq!(serde_json::to_value(&recipe).unwrap(), serde_json::json!({
+    ///     "steps": [], "force": false, "fromImage": "ubuntu:22.04"
+    /// }));
+    /// ```
+    pub fn from_image(image: impl Into<String>) -> Recipe {
+        Recipe {
+            from_image: Some(image.into()),
+            ..Recipe::from_template(String::new())
+        }
+    }
+
+    /// Rebuilds every step instead of reusing cached results (`force`, the SDKs'
+    /// `skip_cache()`).
+    ///
+    /// ```
+    /// assert!(courier_e2b::Recipe::from_template("base").skip_cache().force);
+    /// ```
+    pub fn skip_cache(mut self) -> Self {
+        self.force = true;
+        self
     }
 
     /// Appends a step.

@@ -3,13 +3,13 @@
 //! `POST /v2/templates/{id}/builds/{build}` with the recipe, then polling
 //! `GET /templates/{id}/builds/{build}/status`).
 //!
-//! Supported recipes: `fromTemplate` (any ready template) or `fromImage` `e2bdev/base`
-//! (the SDK's default image, mapped to `base`), with RUN, ENV, WORKDIR, USER and COPY
-//! steps.
-//! `startCmd` and `readyCmd` and COPY steps (files uploaded with
+//! Supported recipes: `fromTemplate` (any ready template), `fromImage` `e2bdev/base`
+//! (the SDK's default image, mapped to `base`) or any other public image (pulled through
+//! the OCI distribution API, see [`crate::images`]), with RUN, ENV, WORKDIR, USER and COPY
+//! steps. `startCmd` and `readyCmd` and COPY steps (files uploaded with
 //! `GET`/`PUT /templates/{id}/files/{hash}`) are supported too (see
-//! [`crate::templates::build`]). Other images and registries are answered 400 naming
-//! what is supported.
+//! [`crate::templates::build`]). `fromImageRegistry` (registry credentials) is answered
+//! 400 naming it.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -121,14 +121,11 @@ struct BuildInfo {
 #[derive(Debug, thiserror::Error)]
 enum UnsupportedRecipe {
     #[error(
-        "fromImageRegistry is not supported: courier-sandboxd builds only from templates \
-         (fromTemplate, or fromImage {DEFAULT_IMAGE:?})"
+        "fromImageRegistry is not supported: courier-sandboxd pulls images anonymously \
+         (public images, or the operator's registry mirrors)"
     )]
     ImageRegistry,
-    #[error(
-        "fromImage {0:?} is not supported: courier-sandboxd has no image registry; use \
-         fromTemplate (e.g. \"base\" or a built template) or fromImage {DEFAULT_IMAGE:?}"
-    )]
+    #[error("{0}")]
     Image(String),
     #[error("fromTemplate (or fromImage) is required")]
     NoParent,
@@ -273,6 +270,7 @@ fn recipe(body: BuildStart) -> Result<Recipe, UnsupportedRecipe> {
     if body.from_image_registry.is_some() {
         return Err(UnsupportedRecipe::ImageRegistry);
     }
+    let mut from_image = None;
     let from_template = match (body.from_template, body.from_image) {
         (Some(t), _) if !t.is_empty() => t,
         (_, Some(image))
@@ -280,7 +278,12 @@ fn recipe(body: BuildStart) -> Result<Recipe, UnsupportedRecipe> {
         {
             BASE_TEMPLATE.to_owned()
         }
-        (_, Some(image)) => return Err(UnsupportedRecipe::Image(image)),
+        (_, Some(image)) => {
+            let parsed = crate::images::ImageRef::parse(&image)
+                .map_err(|e| UnsupportedRecipe::Image(e.to_string()))?;
+            from_image = Some(parsed);
+            String::new()
+        }
         _ => return Err(UnsupportedRecipe::NoParent),
     };
     let steps = body
@@ -296,6 +299,7 @@ fn recipe(body: BuildStart) -> Result<Recipe, UnsupportedRecipe> {
         .collect::<Result<Vec<Step>, _>>()?;
     Ok(Recipe {
         from_template,
+        from_image,
         steps,
         start_cmd: body.start_cmd.filter(|c| !c.is_empty()),
         ready_cmd: body.ready_cmd.filter(|c| !c.is_empty()),
@@ -928,11 +932,19 @@ mod tests {
 
     #[test]
     fn unsupported_recipes_name_what_is_supported() {
-        let err = start(serde_json::json!({"fromImage": "python:3.11"})).unwrap_err();
-        assert!(
-            err.contains("fromImage") && err.contains("fromTemplate"),
-            "{err}"
+        let image = start(serde_json::json!({"fromImage": "python:3.11"})).unwrap();
+        assert_eq!(
+            image.from_image.map(|i| i.to_string()).as_deref(),
+            Some("docker.io/library/python:3.11")
         );
+        let err = start(serde_json::json!({"fromImage": "../../etc"})).unwrap_err();
+        assert!(err.contains("fromImage"), "{err}");
+        let err = start(serde_json::json!({
+            "fromImage": "private/app",
+            "fromImageRegistry": {"type": "registry", "username": "u", "password": "p"},
+        }))
+        .unwrap_err();
+        assert!(err.contains("fromImageRegistry"), "{err}");
         let err = start(serde_json::json!({
             "fromTemplate": "base",
             "steps": [{"type": "ADD", "args": ["a", "/a"]}],

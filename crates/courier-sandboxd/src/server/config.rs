@@ -66,6 +66,9 @@ pub struct ServerConfig {
     /// private, CGNAT, the host's own addresses... are refused otherwise; see
     /// [`crate::egress`]). Empty by default. A sandbox's own `denyOut` still applies.
     pub egress_allow: Vec<crate::egress::Cidr>,
+    /// Where `fromImage` templates are pulled from (registry mirrors) and their size
+    /// caps (see [`crate::images`]).
+    pub images: crate::images::ImageConfig,
 }
 
 /// An operator-provided host directory bind-mounted into every sandbox at create.
@@ -118,6 +121,7 @@ impl ServerConfig {
             io: IoLimits::standard(),
             limits: ServerLimits::default(),
             egress_allow: Vec::new(),
+            images: crate::images::ImageConfig::default(),
         }
     }
 }

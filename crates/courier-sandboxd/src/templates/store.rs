@@ -35,6 +35,7 @@ pub struct Templates {
     base: Template,
     state: Mutex<State>,
     uploads: uploads::UploadBudget,
+    images: crate::images::Images,
 }
 
 impl std::fmt::Debug for State {
@@ -73,6 +74,12 @@ impl Templates {
     /// Assembles (or finds) the `base` layer under `<data_dir>/layers` and loads the
     /// built templates under `<data_dir>/templates`, failing builds a restart interrupted.
     pub fn open(data_dir: &Path) -> Result<Self> {
+        Self::open_with(data_dir, crate::images::ImageConfig::default())
+    }
+
+    /// [`open`](Self::open) with where `fromImage` bases are pulled from.
+    pub fn open_with(data_dir: &Path, images: crate::images::ImageConfig) -> Result<Self> {
+        let images = crate::images::Images::open(data_dir, images)?;
         let layers_dir = data_dir.join("layers");
         let layer = crate::base_layer::assemble(&layers_dir.join(BASE_TEMPLATE))?;
         let created_at = fs::metadata(&layer)
@@ -107,6 +114,7 @@ impl Templates {
             base,
             state: Mutex::new(State::default()),
             uploads: uploads::UploadBudget::default(),
+            images,
         };
         templates.load()?;
         // No build waits or runs after a restart (interrupted ones failed in `load`):
@@ -287,6 +295,9 @@ impl Templates {
     /// (an unknown tag resolves to nothing). `base` has one build and ignores tags. Only
     /// ready builds resolve.
     pub fn resolve(&self, name: &str) -> Option<Template> {
+        if name.starts_with(crate::images::IMAGE_TEMPLATE_PREFIX) {
+            return self.image_template(name);
+        }
         let Some((bare, tag)) = name.split_once(':') else {
             return self.find(name).filter(Template::is_ready);
         };
@@ -301,6 +312,41 @@ impl Templates {
         let build_id = &record.tag_builds.get(tag)?.build_id;
         let version = version_of(record, build_id)?;
         Some(self.view_of(record, &state, Some(version))).filter(Template::is_ready)
+    }
+
+    /// The pulled images (`fromImage` bases).
+    pub fn images(&self) -> &crate::images::Images {
+        &self.images
+    }
+
+    /// A pulled image as a template (`image@sha256:<hex>`): its flattened layer, its
+    /// config's environment and working directory. Build sandboxes of `fromImage`
+    /// recipes start from it.
+    fn image_template(&self, id: &str) -> Option<Template> {
+        let (dir, record) = self.images.find(id)?;
+        let pulled_at = record.pulled_at;
+        Some(Template {
+            id: id.to_owned(),
+            aliases: Vec::new(),
+            tags: Vec::new(),
+            layers: vec![dir],
+            cpu_count: DEFAULT_CPU_COUNT,
+            memory_mb: DEFAULT_MEMORY_MB,
+            disk_size_mb: DISK_SIZE_MB,
+            isolation: None,
+            created_at: pulled_at,
+            updated_at: pulled_at,
+            build_id: record.digest.clone(),
+            build_status: BuildState::Ready,
+            build_count: 1,
+            envs: record.envs,
+            // Until provisioning has made `user`, only root exists for sure (envd's
+            // `/init` checks the default user).
+            user: Some("root".to_owned()),
+            workdir: record.workdir,
+            start_cmd: None,
+            ready_cmd: None,
+        })
     }
 
     /// The tags of template `name` (id or alias), by tag.
@@ -813,6 +859,9 @@ impl Templates {
                 }
             }
         }
+        removed.extend(self.images.collect_garbage(&|dir| {
+            referenced.iter().any(|p| p.as_path() == dir) || in_use.contains(dir)
+        }));
         removed
     }
 
