@@ -57,9 +57,16 @@ impl ImageRef {
         } else {
             repository
         };
-        let host_ok = registry
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+        let (host, port) = registry
+            .split_once(':')
+            .map_or((registry.as_str(), None), |(h, p)| (h, Some(p)));
+        let host_ok = host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        }) && port
+            .is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
         if !host_ok {
             return Err(invalid(format!("registry {registry:?} is not a host name")));
         }
