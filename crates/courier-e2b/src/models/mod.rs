@@ -13,11 +13,13 @@
 //! assert_eq!(Step::run("make").kind(), "RUN");
 //! ```
 
+mod dockerfile;
 mod envd;
 mod sandbox;
 mod step;
 mod template;
 
+pub use dockerfile::InvalidDockerfile;
 pub use envd::EnvdInit;
 pub use sandbox::{
     Lifecycle, ListedSandbox, NetworkConfig, NewSandbox, SandboxDetail, SandboxMetric,

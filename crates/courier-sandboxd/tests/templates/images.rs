@@ -115,6 +115,22 @@ async fn an_image_is_pulled_unpacked_provisioned_and_built_on() {
     again.expect("rebuild");
     assert_eq!(registry.blob_downloads.load(Ordering::SeqCst), pulled);
 
+    // The same base through a Dockerfile: Docker's root and `/` while it runs, its own
+    // WORKDIR and USER kept for the sandboxes.
+    let recipe = Recipe::from_dockerfile(
+        "FROM ubuntu:22.04\nARG GREETING=hi\nWORKDIR /srv\n\
+         RUN echo \"$GREETING\" > /srv/greeting && \\\n    whoami > /srv/who\nUSER user\n",
+    )
+    .expect("a supported Dockerfile");
+    let (_, _, waited) = build(&fx, "courier-it-dockerfile", &recipe).await;
+    waited.expect("dockerfile build");
+    let sbx = fx.sandbox("courier-it-dockerfile").await;
+    assert_eq!(
+        stdout(&sbx, "cat /srv/greeting /srv/who; whoami; pwd").await,
+        "hi\nroot\nuser\n/srv\n"
+    );
+    sbx.kill().await.expect("kill");
+
     // A user that does not exist: E2B's wording, which the SDKs' users match.
     let recipe = Recipe::from_image("ubuntu:22.04").step(Step::run_as("whoami", "root123"));
     let (_, _, waited) = build(&fx, "courier-it-image-nouser", &recipe).await;
