@@ -105,6 +105,10 @@ struct BuildStart {
     steps: Vec<TemplateStep>,
     start_cmd: Option<String>,
     ready_cmd: Option<String>,
+    /// Skip the build cache (`skip_cache()` before the first step); a step's own
+    /// `force` does the same.
+    #[serde(default)]
+    force: bool,
 }
 
 /// `TemplateBuildInfo` as this server answers it: the SDK's [`models::BuildStatus`] plus
@@ -286,6 +290,7 @@ fn recipe(body: BuildStart) -> Result<Recipe, UnsupportedRecipe> {
         }
         _ => return Err(UnsupportedRecipe::NoParent),
     };
+    let force = body.force || body.steps.iter().any(|s| s.force);
     let steps = body
         .steps
         .into_iter()
@@ -300,6 +305,7 @@ fn recipe(body: BuildStart) -> Result<Recipe, UnsupportedRecipe> {
     Ok(Recipe {
         from_template,
         from_image,
+        force,
         steps,
         start_cmd: body.start_cmd.filter(|c| !c.is_empty()),
         ready_cmd: body.ready_cmd.filter(|c| !c.is_empty()),

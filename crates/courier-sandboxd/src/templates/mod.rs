@@ -182,6 +182,11 @@ pub struct BuiltVersion {
     /// Run until it succeeds (bounded) before a create of its sandboxes returns.
     #[serde(default)]
     pub ready_cmd: Option<String>,
+    /// What it was built from (parent layers, steps, start and ready commands, hashed):
+    /// a later build of the template with the same key reuses this version's layer
+    /// unless it asks to skip the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe_key: Option<String>,
 }
 
 /// A built template's persisted record (`template.json`).

@@ -349,6 +349,19 @@ impl Templates {
         })
     }
 
+    /// A ready version of template `template_id` (current or tagged) built from the
+    /// recipe `key` names (the build cache).
+    pub fn cached_version(&self, template_id: &str, key: &str) -> Option<BuiltVersion> {
+        let state = lock(&self.state);
+        let record = state.templates.get(template_id)?;
+        record
+            .ready
+            .iter()
+            .chain(record.tagged_versions.iter())
+            .find(|v| v.recipe_key.as_deref() == Some(key))
+            .cloned()
+    }
+
     /// The tags of template `name` (id or alias), by tag.
     pub fn tags(&self, name: &str) -> Result<Vec<TagView>> {
         let name = name.split_once(':').map_or(name, |(n, _)| n);

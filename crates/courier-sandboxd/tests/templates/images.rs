@@ -111,9 +111,44 @@ async fn an_image_is_pulled_unpacked_provisioned_and_built_on() {
         std::fs::metadata(&images_dir).unwrap().permissions().mode() & 0o777,
         0o700
     );
-    let (_, _, again) = build(&fx, "courier-it-image", &recipe).await;
+    let messages = |template_id: String, build_id: String| {
+        let client = fx.run().client.clone();
+        async move {
+            client
+                .templates()
+                .build_logs(&template_id, &build_id, 0, 100)
+                .await
+                .expect("logs")
+                .logs
+                .into_iter()
+                .map(|e| e.message)
+                .collect::<Vec<String>>()
+        }
+    };
+    let (t, b, again) = build(&fx, "courier-it-image", &recipe).await;
     again.expect("rebuild");
     assert_eq!(registry.blob_downloads.load(Ordering::SeqCst), pulled);
+    // The build cache: same parent and steps reuse the layer, no step runs...
+    let lines = messages(t.clone(), b).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("Reusing the layer of build {build_id}")))
+            && !lines.iter().any(|l| l.starts_with("[1/3]")),
+        "{lines:#?}"
+    );
+    // ...unless the cache is skipped.
+    let (_, b, forced) = build(&fx, "courier-it-image", &recipe.clone().skip_cache()).await;
+    forced.expect("forced rebuild");
+    let lines = messages(t, b).await;
+    assert!(
+        lines.iter().any(|l| l.starts_with("[1/3]"))
+            && !lines.iter().any(|l| l.starts_with("Reusing")),
+        "{lines:#?}"
+    );
+    let sbx = fx.sandbox("courier-it-image").await;
+    assert_eq!(stdout(&sbx, "cat /opt/marker").await, "built-as-root\n");
+    sbx.kill().await.expect("kill");
 
     // The same base through a Dockerfile: Docker's root and `/` while it runs, its own
     // WORKDIR and USER kept for the sandboxes.

@@ -82,6 +82,27 @@ pub struct Recipe {
     /// Must succeed before a sandbox of the template is handed out (`readyCmd`); `None`
     /// keeps the parent's.
     pub ready_cmd: Option<String>,
+    /// Run every step even when an earlier build of the template had the same parent and
+    /// steps (`force`, the SDKs' `skip_cache()`); otherwise that build's layer is reused.
+    pub force: bool,
+}
+
+impl Recipe {
+    /// The build cache's key: the parent's layers (content-addressed images and build
+    /// ids), the steps (COPY's by the hash of its files), start and ready commands.
+    fn cache_key(&self, parent_layers: &[std::path::PathBuf]) -> String {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        for layer in parent_layers {
+            hash.update(layer.as_os_str().as_encoded_bytes());
+            hash.update([0]);
+        }
+        hash.update(format!(
+            "{:?}\0{:?}\0{:?}",
+            self.steps, self.start_cmd, self.ready_cmd
+        ));
+        hex::encode(hash.finalize())
+    }
 }
 
 /// Checks the recipe against the server's templates, marks the build started and runs it
@@ -293,6 +314,29 @@ impl<H: BuildHost> Build<'_, H> {
                 recipe.steps.len()
             ),
         );
+        let start_cmd = recipe.start_cmd.clone().or(parent.start_cmd.clone());
+        let ready_cmd = recipe.ready_cmd.clone().or(parent.ready_cmd.clone());
+        let key = recipe.cache_key(&parent.layers);
+        if !recipe.force
+            && let Some(cached) = self
+                .server
+                .templates()
+                .cached_version(self.template_id, &key)
+        {
+            self.log(
+                LogLevel::Info,
+                "base",
+                format!(
+                    "Reusing the layer of build {} (same parent and steps; skip the cache \
+                     to run them again)",
+                    cached.build_id
+                ),
+            );
+            return Ok(BuiltVersion {
+                build_id: self.build_id.to_owned(),
+                ..cached
+            });
+        }
         let mut metadata = BTreeMap::new();
         metadata.insert(
             BUILD_SANDBOX_METADATA.to_owned(),
@@ -335,8 +379,6 @@ impl<H: BuildHost> Build<'_, H> {
             user: parent.user.clone(),
             workdir: parent.workdir.clone(),
         };
-        let start_cmd = recipe.start_cmd.clone().or(parent.start_cmd.clone());
-        let ready_cmd = recipe.ready_cmd.clone().or(parent.ready_cmd.clone());
         let mut stepped = self
             .run_in(
                 &sandbox,
@@ -408,6 +450,7 @@ impl<H: BuildHost> Build<'_, H> {
             workdir: env.workdir,
             start_cmd,
             ready_cmd,
+            recipe_key: Some(key),
         })
     }
 
