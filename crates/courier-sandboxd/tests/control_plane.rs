@@ -1119,7 +1119,6 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
         ("PATCH", "/v2/templates/base".to_owned(), "template updates"),
         ("POST", "/templates".to_owned(), "legacy build"),
         ("POST", "/templates/base".to_owned(), "legacy build"),
-        ("GET", "/v2/templates".to_owned(), "/v2/templates"),
         ("POST", "/v2/templates".to_owned(), "legacy build"),
         (
             "POST",
@@ -1185,6 +1184,21 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
             .as_str()
             .unwrap_or_default()
             .contains("sortBy")
+    );
+    let (status, body) = fx
+        .api("GET", "/v2/templates?limit=1", &[], None, true)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["templateID"], "base", "{body}");
+    let (status, body) = fx
+        .api("GET", "/v2/templates?teamID=t1", &[], None, true)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("teamID")
     );
     let (status, body) = fx.api("GET", "/templates/base/tags", &[], None, true).await;
     assert_eq!(status, 200, "{body}");

@@ -201,14 +201,7 @@ fn unserved_routes() -> Router<Sandboxd> {
             post(|s: State<Sandboxd>, p: Path<String>| unserved_for_sandbox(s, p, SNAPSHOTS)),
         )
         .route("/snapshots", get(unserved(SNAPSHOTS)))
-        .route(
-            "/v2/templates",
-            get(unserved(
-                "GET /v2/templates is not supported by courier-sandboxd yet; GET \
-                 /templates lists templates",
-            ))
-            .post(unserved(LEGACY_BUILD)),
-        )
+        .route("/v2/templates", post(unserved(LEGACY_BUILD)))
         .route("/templates", post(unserved(LEGACY_BUILD)))
         .route(
             "/templates/{template_id}",

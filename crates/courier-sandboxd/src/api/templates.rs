@@ -51,6 +51,7 @@ pub(super) fn upload_routes() -> Router<Sandboxd> {
 pub(super) fn routes() -> Router<Sandboxd> {
     Router::new()
         .route("/templates", get(list))
+        .route("/v2/templates", get(list_v2))
         .route("/v3/templates", post(request_build))
         .route(
             "/v2/templates/{template_id}/builds/{build_id}",
@@ -218,6 +219,57 @@ fn log_entry(e: LogEntry) -> BuildLogEntry {
 async fn list(State(server): State<Sandboxd>) -> Response {
     let items: Vec<TemplateItem> = server.templates().all().iter().map(item).collect();
     json(StatusCode::OK, items)
+}
+
+/// `GET /v2/templates?limit=&nextToken=`: the same templates as `GET /templates`, a page
+/// of at most `limit` (1..=100, default 100), `X-Next-Token` naming where the next page
+/// starts. `teamID` is refused: this server has no teams.
+async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+    let mut limit = 100usize;
+    let mut offset = 0usize;
+    for (name, value) in super::list::query_pairs(query.as_deref().unwrap_or("")) {
+        match name.as_str() {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=100).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("limit must be 1..=100, got {value:?}"))
+                    })?;
+            }
+            "nextToken" => {
+                offset = value.parse().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "nextToken {value:?} is not a token this server gave"
+                    ))
+                })?;
+            }
+            "teamID" => {
+                return Err(ApiError::bad_request(
+                    "teamID is not supported: courier-sandboxd has no teams (its templates \
+                     are server-wide)",
+                ));
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?} (served: limit, nextToken)"
+                )));
+            }
+        }
+    }
+    let all = server.templates().all();
+    let total = all.len();
+    let items: Vec<TemplateItem> = all.iter().skip(offset).take(limit).map(item).collect();
+    let mut response = json(StatusCode::OK, items);
+    if offset + limit < total {
+        let next = (offset + limit).to_string();
+        response.headers_mut().insert(
+            "x-next-token",
+            axum::http::HeaderValue::from_str(&next).expect("digits are a header value"),
+        );
+    }
+    Ok(response)
 }
 
 /// `POST /v3/templates`: registers a build (status `waiting`).
