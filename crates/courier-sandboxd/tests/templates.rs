@@ -17,6 +17,8 @@ mod fixture;
 mod images;
 #[path = "templates/sandboxes.rs"]
 mod sandboxes;
+#[path = "templates/sdk_copy.rs"]
+mod sdk_copy;
 mod support;
 #[path = "templates/tags.rs"]
 mod tags;
