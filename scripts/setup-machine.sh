@@ -19,6 +19,9 @@ command -v slirp4netns >/dev/null || need+=(slirp4netns)
 # The egress tests build their own network namespaces (ip) and TLS test host (openssl).
 command -v ip >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
+# `cargo xtask e2b-suite`'s registry stand-in serves a debootstrapped Debian as the
+# `ubuntu:22.04` the suite's `fromImage` template tests pull.
+command -v debootstrap >/dev/null || need+=(debootstrap)
 
 # Filesystems for sandbox disks (mkfs.ext4).
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)

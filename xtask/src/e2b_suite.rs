@@ -8,7 +8,12 @@
 //! 2. builds courier-sandboxd and courier-envd (or takes `COURIER_SANDBOXD_BIN` and
 //!    `COURIER_ENVD_BIN`) and starts `courier-sandboxd serve --kill-on-exit` on two free
 //!    loopback ports with a throw-away data dir and a random dev API key, the way
-//!    `tests/python/run_sandboxd.sh` does,
+//!    `tests/python/run_sandboxd.sh` does, its Docker Hub mirror pointed at a local
+//!    registry stand-in (courier-testkit's `courier-registry-standin`) that serves, under
+//!    the name the suite pulls (`ubuntu:22.04`), a Debian bookworm `minbase` root file
+//!    system debootstrapped once into `$CARGO_TARGET_DIR/e2b-suite/image-rootfs` (not
+//!    Ubuntu: only Debian's archive is reachable here; bookworm because it is the host's
+//!    release, whose glibc the dynamically linked debug courier-envd needs),
 //! 3. runs pytest in the copy with xdist, a per-test timeout and a junit XML report, the
 //!    tests of `[[skip]]` in `tests/e2b-suite/expectations.toml` deselected,
 //! 4. prints passed / failed / skipped / expected-failing per test file, a total and the
@@ -73,8 +78,9 @@ pub fn e2b_suite(args: &[String]) -> Result<()> {
     let copy = prepare_copy(&sdk, &work)?;
     let python = prepare_venv(&work, &copy)?;
     let (server_bin, envd_bin) = binaries()?;
+    let standin = ImageStandin::start(&work)?;
 
-    let server = Server::start(&work, &server_bin, &envd_bin)?;
+    let server = Server::start(&work, &server_bin, &envd_bin, &standin.url)?;
     let junit = work.join("junit.xml");
     if junit.exists() {
         fs::remove_file(&junit).with_context(|| format!("removing {}", junit.display()))?;
@@ -117,6 +123,7 @@ pub fn e2b_suite(args: &[String]) -> Result<()> {
     let status = pytest.status().context("starting pytest")?;
     let pytest_secs = pytest_started.elapsed().as_secs_f64();
     drop(server);
+    drop(standin);
 
     let xml = fs::read_to_string(&junit).with_context(|| {
         format!(
@@ -274,7 +281,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(work: &Path, server_bin: &Path, envd_bin: &Path) -> Result<Self> {
+    fn start(work: &Path, server_bin: &Path, envd_bin: &Path, mirror: &str) -> Result<Self> {
         // Both listeners open at once: two distinct free ports.
         let api = TcpListener::bind("127.0.0.1:0")?;
         let proxy = TcpListener::bind("127.0.0.1:0")?;
@@ -299,6 +306,8 @@ impl Server {
             .args(["--domain", "courier.test", "--kill-on-exit"])
             .arg("--envd-binary")
             .arg(envd_bin)
+            .arg("--registry-mirror")
+            .arg(format!("docker.io={mirror}"))
             .env("COURIER_SANDBOXD_API_KEY", &api_key)
             .env(
                 "RUST_LOG",
@@ -383,6 +392,93 @@ impl Drop for Server {
             return;
         }
         cleanup("removing the data dir", fs::remove_dir_all(&self.data));
+    }
+}
+
+/// The image names the suite builds from, served by the stand-in.
+const STANDIN_IMAGES: [&str; 1] = ["library/ubuntu:22.04"];
+
+/// The registry stand-in process; dropping it stops it.
+struct ImageStandin {
+    child: Child,
+    url: String,
+}
+
+impl ImageStandin {
+    /// Debootstraps the image's root file system once (kept across runs), builds and
+    /// starts `courier-registry-standin` on a loopback port.
+    fn start(work: &Path) -> Result<Self> {
+        let rootfs = work.join("image-rootfs");
+        let done = work.join("image-rootfs.complete");
+        if !done.is_file() {
+            if rootfs.exists() {
+                fs::remove_dir_all(&rootfs)
+                    .with_context(|| format!("removing {}", rootfs.display()))?;
+            }
+            let debootstrap = Command::new("debootstrap").arg("--version").output();
+            if debootstrap.is_err() {
+                bail!(
+                    "debootstrap is not installed (scripts/setup-machine.sh installs it): the \
+                     registry stand-in serves a debootstrapped root file system"
+                );
+            }
+            run(
+                "debootstrap the stand-in image (Debian bookworm minbase, once)",
+                Command::new("debootstrap")
+                    .args(["--variant=minbase", "bookworm"])
+                    .arg(&rootfs)
+                    .arg("http://deb.debian.org/debian"),
+            )?;
+            fs::write(&done, "bookworm minbase\n")
+                .with_context(|| format!("writing {}", done.display()))?;
+        }
+        run(
+            "build the registry stand-in",
+            cargo().args([
+                "build",
+                "--quiet",
+                "-p",
+                "courier-testkit",
+                "--bin",
+                "courier-registry-standin",
+            ]),
+        )?;
+        let bin = target_dir().join("debug/courier-registry-standin");
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--rootfs").arg(&rootfs);
+        for image in STANDIN_IMAGES {
+            cmd.args(["--image", image]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut line = String::new();
+        {
+            use std::io::BufRead as _;
+            let stdout = child.stdout.take().context("the stand-in's stdout")?;
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .context("reading the stand-in's address")?;
+        }
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .map(str::to_owned)
+            .with_context(|| format!("the stand-in said {line:?}, not its address"))?;
+        println!(
+            "<== registry stand-in at {url} serving {} (Debian bookworm minbase)",
+            STANDIN_IMAGES.join(", ")
+        );
+        Ok(Self { child, url })
+    }
+}
+
+impl Drop for ImageStandin {
+    fn drop(&mut self) {
+        cleanup("stopping the registry stand-in", self.child.kill());
+        cleanup("waiting for the registry stand-in", self.child.wait());
     }
 }
 

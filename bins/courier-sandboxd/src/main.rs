@@ -102,6 +102,23 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     egress_allow: Vec<courier_sandboxd::egress::OperatorAllow>,
+    /// Pull `fromImage` images of a registry from a mirror instead, as
+    /// `REGISTRY=URL` (repeatable, or a comma list in the environment variable), e.g.
+    /// `docker.io=http://127.0.0.1:5000`. Plain HTTP only to a loopback address.
+    #[arg(
+        long = "registry-mirror",
+        value_name = "REGISTRY=URL",
+        env = "COURIER_SANDBOXD_REGISTRY_MIRROR",
+        value_delimiter = ','
+    )]
+    registry_mirror: Vec<String>,
+    /// Most bytes one `fromImage` image may unpack to.
+    #[arg(
+        long = "image-max-bytes",
+        env = "COURIER_SANDBOXD_IMAGE_MAX_BYTES",
+        default_value_t = courier_sandboxd::images::DEFAULT_MAX_UNPACKED_BYTES
+    )]
+    image_max_bytes: u64,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -248,6 +265,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.limits = args.limits.limits();
     config.template_ready_timeout = Duration::from_secs(args.limits.template_ready_timeout);
     config.egress_allow = args.egress_allow;
+    config.images.max_unpacked_bytes = args.image_max_bytes;
+    for mirror in &args.registry_mirror {
+        config
+            .images
+            .add_mirror_arg(mirror)
+            .with_context(|| format!("--registry-mirror {mirror}"))?;
+    }
     if !config.egress_allow.is_empty() {
         let ranges: Vec<String> = config
             .egress_allow

@@ -118,8 +118,9 @@ pub use envd::{
 #[cfg(feature = "client")]
 pub use error::{Error, NotFoundKind, Result};
 pub use models::{
-    BuildLogEntry, BuildReason, BuildRequest, BuildRequested, BuildState, BuildStatus, Recipe,
-    Step, TemplateInfo,
+    AssignTags, AssignedTags, BuildLogEntry, BuildLogs, BuildReason, BuildRequest, BuildRequested,
+    BuildState, BuildStatus, Recipe, RemoveTags, Step, TemplateBuild, TemplateInfo, TemplateTag,
+    TemplateWithBuilds,
 };
 #[cfg(feature = "client")]
 pub use sandbox::{DEFAULT_TEMPLATE, Sandbox, SandboxBuilder};

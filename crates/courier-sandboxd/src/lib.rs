@@ -86,6 +86,7 @@ pub mod egress;
 mod envd_link;
 mod error;
 pub mod http;
+pub mod images;
 pub mod keys;
 pub mod limits;
 mod lock;

@@ -1465,26 +1465,16 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
 
     // E2B's routes this server does not serve: 501 naming the feature, 401 without a key.
     for (method, path, feature) in [
-        ("GET", "/templates/base".to_owned(), "template info"),
         ("PATCH", "/templates/base".to_owned(), "template updates"),
         ("PATCH", "/v2/templates/base".to_owned(), "template updates"),
         ("POST", "/templates".to_owned(), "legacy build"),
         ("POST", "/templates/base".to_owned(), "legacy build"),
-        ("GET", "/v2/templates".to_owned(), "/v2/templates"),
         ("POST", "/v2/templates".to_owned(), "legacy build"),
         (
             "POST",
             "/templates/base/builds/b1".to_owned(),
             "legacy build",
         ),
-        (
-            "GET",
-            "/templates/base/builds/b1/logs".to_owned(),
-            "build logs",
-        ),
-        ("POST", "/templates/tags".to_owned(), "tags"),
-        ("DELETE", "/templates/tags".to_owned(), "tags"),
-        ("GET", "/templates/base/tags".to_owned(), "tags"),
         ("GET", "/teams".to_owned(), "team"),
         ("GET", "/teams/t1/metrics".to_owned(), "team"),
         ("GET", "/teams/t1/metrics/max".to_owned(), "team"),
@@ -1518,6 +1508,116 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
     // The served neighbours of unserved routes still work.
     let (status, body) = fx.api("GET", "/templates", &[], None, true).await;
     assert_eq!(status, 200, "{body}");
+    // Template info, tags and build logs are served (their full flow is in
+    // tests/templates/tags.rs): base's one build and its `default` tag; base is not
+    // taggable; unknown builds and fields are refused by name.
+    let (status, body) = fx.api("GET", "/templates/base", &[], None, true).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["templateID"], "base");
+    assert_eq!(body["builds"][0]["status"], "ready", "{body}");
+    let (status, body) = fx
+        .api("GET", "/templates/base?limit=0", &[], None, true)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limit")
+    );
+    let (status, body) = fx
+        .api("GET", "/templates/base?sortBy=x", &[], None, true)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("sortBy")
+    );
+    let (status, body) = fx
+        .api("GET", "/v2/templates?limit=1", &[], None, true)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["templateID"], "base", "{body}");
+    let (status, body) = fx
+        .api("GET", "/v2/templates?teamID=t1", &[], None, true)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("teamID")
+    );
+    let (status, body) = fx.api("GET", "/templates/base/tags", &[], None, true).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["tag"], "default", "{body}");
+    let (status, body) = fx
+        .api(
+            "POST",
+            "/templates/tags",
+            &[],
+            Some(json!({"target": "base", "tags": ["mine"]})),
+            true,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = fx
+        .api(
+            "POST",
+            "/templates/tags",
+            &[],
+            Some(json!({"target": "base", "tags": ["mine"], "color": "red"})),
+            true,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("color")
+    );
+    let (status, body) = fx
+        .api(
+            "DELETE",
+            "/templates/tags",
+            &[],
+            Some(json!({"name": "no-such-template", "tags": ["x"]})),
+            true,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = fx
+        .api("GET", "/templates/base/builds/b1/logs", &[], None, true)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = fx
+        .api(
+            "GET",
+            "/templates/base/builds/base/logs?direction=sideways",
+            &[],
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("direction")
+    );
+    for (method, path) in [
+        ("GET", "/templates/base"),
+        ("GET", "/templates/base/tags"),
+        ("POST", "/templates/tags"),
+        ("GET", "/templates/base/builds/base/logs"),
+    ] {
+        let (status, _) = fx.api(method, path, &[], None, false).await;
+        assert_eq!(status, 401, "{method} {path} without a key");
+    }
     let (status, body) = fx.api("GET", "/no/such/route", &[], None, true).await;
     assert_eq!(status, 404, "{body}");
 

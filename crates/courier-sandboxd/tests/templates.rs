@@ -13,9 +13,15 @@ use serde_json::{Value, json};
 
 #[path = "templates/fixture.rs"]
 mod fixture;
+#[path = "templates/images.rs"]
+mod images;
 #[path = "templates/sandboxes.rs"]
 mod sandboxes;
+#[path = "templates/sdk_copy.rs"]
+mod sdk_copy;
 mod support;
+#[path = "templates/tags.rs"]
+mod tags;
 
 use fixture::*;
 
@@ -386,16 +392,31 @@ async fn failing_step_and_unsupported_recipes_are_reported() {
         message.contains("RUN, ENV, WORKDIR, USER, COPY"),
         "{message}"
     );
+    // Images are pulled (tests/templates/images.rs); a malformed reference and registry
+    // credentials are refused by name.
     let (_, _, status, body) = fx
         .build(
             "courier-it-image",
-            json!({"fromImage": "ubuntu:22.04", "steps": []}),
+            json!({"fromImage": "../../etc", "steps": []}),
         )
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("fromTemplate"),
+        body["message"].as_str().unwrap().contains("fromImage"),
         "{body}"
+    );
+    let (_, _, status, body) = fx
+        .build(
+            "courier-it-image",
+            json!({"fromImage": "org/private", "fromImageRegistry": {"type": "registry", "username": "u", "password": "p"}, "steps": []}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("fromImageRegistry"), "{body}");
+    assert!(
+        !message.contains("\"p\""),
+        "credentials are not echoed: {body}"
     );
     let (_, _, status, body) = fx
         .build(

@@ -11,8 +11,8 @@ use reqwest::Method;
 
 use super::{Client, segment};
 use crate::models::{
-    BuildLogEntry, BuildReason, BuildRequest, BuildRequested, BuildState, BuildStatus, Recipe,
-    TemplateInfo,
+    AssignTags, AssignedTags, BuildLogEntry, BuildLogs, BuildReason, BuildRequest, BuildRequested,
+    BuildState, BuildStatus, Recipe, RemoveTags, TemplateInfo, TemplateTag, TemplateWithBuilds,
 };
 use crate::{Error, NotFoundKind, Result};
 
@@ -246,6 +246,241 @@ impl Templates {
             Err(Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The files of a COPY step packed for upload: a gzipped tar of `src` (a file or a
+/// directory, relative to `context`) under its context-relative name, and its sha256.
+fn pack_files(
+    context: &std::path::Path,
+    src: &str,
+    resolve_symlinks: bool,
+) -> Result<(String, Vec<u8>)> {
+    use sha2::Digest as _;
+    let invalid = |message: String| Error::InvalidArgument { message };
+    // Only paths beneath the context: `..` or an absolute path would pack files the
+    // caller did not mean to send.
+    let relative = std::path::Path::new(src);
+    if src.is_empty()
+        || relative.is_absolute()
+        || relative.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+    {
+        return Err(invalid(format!(
+            "COPY src {src:?} must be a relative path inside the context directory"
+        )));
+    }
+    let path = context.join(relative);
+    let meta = std::fs::symlink_metadata(&path)
+        .map_err(|e| invalid(format!("COPY src {}: {e}", path.display())))?;
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut archive = tar::Builder::new(gz);
+    archive.follow_symlinks(resolve_symlinks);
+    let packed = if meta.is_dir() {
+        archive.append_dir_all(src, &path)
+    } else {
+        archive.append_path_with_name(&path, src)
+    };
+    let io = |e: std::io::Error| invalid(format!("packing COPY src {}: {e}", path.display()));
+    packed.map_err(io)?;
+    let bytes = archive.into_inner().map_err(io)?.finish().map_err(io)?;
+    Ok((format!("{:x}", sha2::Sha256::digest(&bytes)), bytes))
+}
+
+impl Templates {
+    /// Uploads the files of a COPY step for template `template_id`: `src` (a file or a
+    /// directory, relative to `context`) packed as a gzipped tar under its
+    /// context-relative name, sent unless the server has it already (`GET`/`PUT
+    /// /templates/{id}/files/{hash}`). Returns the files hash for [`Step::copy`]
+    /// (`crate::Step::copy`). Symlinks are sent as links unless `resolve_symlinks`
+    /// (then their targets' content is sent). A `src` with `..` or an absolute path is
+    /// refused before anything is read.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// use courier_e2b::{Recipe, Step};
+    /// let templates = client.templates();
+    /// let hash = templates.upload_files("t1", "./app".as_ref(), "src", false).await?;
+    /// let recipe = Recipe::from_template("base").step(Step::copy("src", "/srv/src/", hash));
+    /// templates.start_build("t1", "b1", &recipe).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn upload_files(
+        &self,
+        template_id: &str,
+        context: &std::path::Path,
+        src: &str,
+        resolve_symlinks: bool,
+    ) -> Result<String> {
+        let (context, src_owned) = (context.to_path_buf(), src.to_owned());
+        let (hash, bytes) =
+            tokio::task::spawn_blocking(move || pack_files(&context, &src_owned, resolve_symlinks))
+                .await
+                .map_err(|e| Error::InvalidArgument {
+                    message: format!("packing COPY src {src:?}: {e}"),
+                })??;
+        #[derive(serde::Deserialize)]
+        struct Link {
+            present: bool,
+            url: Option<String>,
+        }
+        let url = self.client.endpoint(
+            &format!(
+                "/templates/{}/files/{}",
+                segment(template_id),
+                segment(&hash)
+            ),
+            &[],
+        )?;
+        let link: Link = self
+            .client
+            .json(Method::GET, url, None::<&()>, true)
+            .await
+            .map_err(template_not_found)?;
+        if link.present {
+            return Ok(hash);
+        }
+        let put = link.url.ok_or_else(|| Error::InvalidArgument {
+            message: "the server sent neither `present` nor an upload url".to_owned(),
+        })?;
+        let response = self
+            .client
+            .http()
+            .put(&put)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| Error::InvalidArgument {
+                message: format!("uploading COPY files: {e}"),
+            })?;
+        if !response.status().is_success() {
+            return Err(Error::InvalidArgument {
+                message: format!("uploading COPY files answered {}", response.status()),
+            });
+        }
+        Ok(hash)
+    }
+
+    /// Points `tags` at the build `target` names (`POST /templates/tags`): `target` is
+    /// `name:tag` (that tag's build) or `name` (the current build); tags are bare or
+    /// `name:tag`. Sandboxes created from `name:tag` then start from that build.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// let assigned = client.templates().assign_tags("claude:v1", &["stable"]).await?;
+    /// println!("build {} is now {:?}", assigned.build_id, assigned.tags);
+    /// # Ok(()) }
+    /// ```
+    pub async fn assign_tags(&self, target: &str, tags: &[&str]) -> Result<AssignedTags> {
+        let body = AssignTags {
+            target: target.to_owned(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        };
+        let url = self.client.endpoint("/templates/tags", &[])?;
+        self.client
+            .json(Method::POST, url, Some(&body), false)
+            .await
+            .map_err(template_not_found)
+    }
+
+    /// Removes `tags` from template `name` (`DELETE /templates/tags`); every tag must be
+    /// there, else nothing is removed and the answer is [`Error::NotFound`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// client.templates().remove_tags("claude", &["stable"]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove_tags(&self, name: &str, tags: &[&str]) -> Result<()> {
+        let body = RemoveTags {
+            name: name.to_owned(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        };
+        let url = self.client.endpoint("/templates/tags", &[])?;
+        self.client
+            .send(Method::DELETE, url, Some(&body), false)
+            .await
+            .map(drop)
+            .map_err(template_not_found)
+    }
+
+    /// The tags of a template, by id or name (`GET /templates/{id}/tags`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// for t in client.templates().tags("claude").await? {
+    ///     println!("{} -> {}", t.tag, t.build_id);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn tags(&self, template: &str) -> Result<Vec<TemplateTag>> {
+        let url = self
+            .client
+            .endpoint(&format!("/templates/{}/tags", segment(template)), &[])?;
+        self.client
+            .json(Method::GET, url, None::<&()>, true)
+            .await
+            .map_err(template_not_found)
+    }
+
+    /// A template with its builds, newest first (`GET /templates/{id}`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// let info = client.templates().get("claude").await?;
+    /// for b in &info.builds {
+    ///     println!("{} {:?}", b.build_id, b.status);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn get(&self, template: &str) -> Result<TemplateWithBuilds> {
+        let url = self
+            .client
+            .endpoint(&format!("/templates/{}", segment(template)), &[])?;
+        self.client
+            .json(Method::GET, url, None::<&()>, true)
+            .await
+            .map_err(template_not_found)
+    }
+
+    /// A build's log entries, oldest first, from `cursor` (milliseconds since the epoch;
+    /// `0` for all), at most `limit` (1..=100)
+    /// (`GET /templates/{id}/builds/{build}/logs?cursor=&limit=&direction=forward`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// for e in client.templates().build_logs("t1", "b1", 0, 100).await?.logs {
+    ///     println!("{} {}", e.level, e.message);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn build_logs(
+        &self,
+        template_id: &str,
+        build_id: &str,
+        cursor: u64,
+        limit: u32,
+    ) -> Result<BuildLogs> {
+        let url = self.client.endpoint(
+            &format!(
+                "/templates/{}/builds/{}/logs",
+                segment(template_id),
+                segment(build_id)
+            ),
+            &[
+                ("cursor".to_owned(), cursor.to_string()),
+                ("limit".to_owned(), limit.to_string()),
+                ("direction".to_owned(), "forward".to_owned()),
+            ],
+        )?;
+        self.client
+            .json(Method::GET, url, None::<&()>, true)
+            .await
+            .map_err(template_not_found)
     }
 }
 

@@ -13,6 +13,7 @@
 //! assert_eq!(Step::run("make").kind(), "RUN");
 //! ```
 
+mod dockerfile;
 mod envd;
 mod logs;
 mod sandbox;
@@ -21,6 +22,7 @@ mod step;
 mod template;
 mod volume;
 
+pub use dockerfile::InvalidDockerfile;
 pub use envd::EnvdInit;
 pub use logs::{AutoResume, LogLevel, SandboxLogEntry, SandboxLogs, SandboxesWithMetrics};
 pub use sandbox::{
@@ -32,7 +34,8 @@ pub use snapshot::{
 };
 pub use step::{InvalidStep, SUPPORTED_STEPS, Step, TemplateStep, valid_files_hash};
 pub use template::{
-    BuildLogEntry, BuildReason, BuildRequest, BuildRequested, BuildState, BuildStatus, Recipe,
-    TemplateInfo,
+    AssignTags, AssignedTags, BuildLogEntry, BuildLogs, BuildReason, BuildRequest, BuildRequested,
+    BuildState, BuildStatus, Recipe, RemoveTags, TemplateBuild, TemplateInfo, TemplateTag,
+    TemplateWithBuilds,
 };
 pub use volume::{NewVolume, VolumeAndToken, VolumeEntryStat, VolumeFileType, VolumeInfo};

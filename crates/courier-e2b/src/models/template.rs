@@ -60,6 +60,17 @@ impl BuildRequest {
         self.memory_mb = Some(memory_mb);
         self
     }
+
+    /// Adds a tag the build takes once ready (besides a `name:tag`'s own).
+    ///
+    /// ```
+    /// let r = courier_e2b::BuildRequest::new("t:v2").tag("stable");
+    /// assert_eq!(r.tags, ["stable"]);
+    /// ```
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
 }
 
 /// The answer to `POST /v3/templates` (`TemplateRequestResponseV3`): what
@@ -117,9 +128,13 @@ pub struct Recipe {
     pub steps: Vec<Step>,
     /// Rebuild every step, ignoring any cache.
     pub force: bool,
-    /// The template the build starts from (`base`, or another built template).
-    #[serde(rename = "fromTemplate")]
+    /// The template the build starts from (`base`, or another built template); empty
+    /// (and not sent) when the build starts from [`from_image`](Self::from_image).
+    #[serde(rename = "fromTemplate", skip_serializing_if = "String::is_empty")]
     pub from_template: String,
+    /// The container image the build starts from (`ubuntu:22.04`), instead of a template.
+    #[serde(rename = "fromImage", skip_serializing_if = "Option::is_none")]
+    pub from_image: Option<String>,
     /// A command started in every new sandbox of the template.
     #[serde(rename = "startCmd", skip_serializing_if = "Option::is_none")]
     pub start_cmd: Option<String>,
@@ -139,9 +154,38 @@ impl Recipe {
             steps: Vec::new(),
             force: false,
             from_template: template.into(),
+            from_image: None,
             start_cmd: None,
             ready_cmd: None,
         }
+    }
+
+    /// An empty recipe starting from container image `image` (`ubuntu:22.04`,
+    /// `ghcr.io/org/app@sha256:…`), pulled by the server from its registry (or the
+    /// operator's mirror of it).
+    ///
+    /// ```
+    /// let recipe = courier_e2b::Recipe::from_image("ubuntu:22.04");
+    /// assert_eq!(serde_json::to_value(&recipe).unwrap(), serde_json::json!({
+    ///     "steps": [], "force": false, "fromImage": "ubuntu:22.04"
+    /// }));
+    /// ```
+    pub fn from_image(image: impl Into<String>) -> Recipe {
+        Recipe {
+            from_image: Some(image.into()),
+            ..Recipe::from_template(String::new())
+        }
+    }
+
+    /// Rebuilds every step instead of reusing cached results (`force`, the SDKs'
+    /// `skip_cache()`).
+    ///
+    /// ```
+    /// assert!(courier_e2b::Recipe::from_template("base").skip_cache().force);
+    /// ```
+    pub fn skip_cache(mut self) -> Self {
+        self.force = true;
+        self
     }
 
     /// Appends a step.
@@ -333,4 +377,161 @@ impl TemplateInfo {
                 .iter()
                 .any(|n| n == name || n.rsplit('/').next() == Some(name))
     }
+}
+
+/// Body of `POST /templates/tags` (`AssignTemplateTagsRequest`): point `tags` at the
+/// build `target` (`name:tag`) names.
+///
+/// ```
+/// let body = courier_e2b::AssignTags { target: "claude:v1".into(), tags: vec!["stable".into()] };
+/// assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"target":"claude:v1","tags":["stable"]}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignTags {
+    /// The build to tag, as `name:tag` (or `name`: its current build).
+    pub target: String,
+    /// The tags to point at it (bare, or `name:tag`).
+    pub tags: Vec<String>,
+}
+
+/// Body of `DELETE /templates/tags` (`DeleteTemplateTagsRequest`).
+///
+/// ```
+/// let body = courier_e2b::RemoveTags { name: "claude".into(), tags: vec!["stable".into()] };
+/// assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"name":"claude","tags":["stable"]}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveTags {
+    /// The template (its name or id).
+    pub name: String,
+    /// The tags to remove.
+    pub tags: Vec<String>,
+}
+
+/// What `POST /templates/tags` answers (`AssignedTemplateTags`).
+///
+/// ```
+/// let t: courier_e2b::AssignedTags = serde_json::from_str(r#"{"buildID":"b1","tags":["stable"]}"#).unwrap();
+/// assert_eq!(t.build_id, "b1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedTags {
+    /// The tags now pointing at the build (without the template's name).
+    pub tags: Vec<String>,
+    /// The build they point at.
+    #[serde(rename = "buildID")]
+    pub build_id: String,
+}
+
+/// One tag of a template (`TemplateTag`, listed by `GET /templates/{id}/tags`).
+///
+/// ```
+/// let t: courier_e2b::TemplateTag = serde_json::from_str(
+///     r#"{"tag":"v1","buildID":"b1","createdAt":"2026-01-02T03:04:05Z"}"#,
+/// ).unwrap();
+/// assert_eq!(t.tag, "v1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateTag {
+    /// The tag.
+    pub tag: String,
+    /// The build it names.
+    #[serde(rename = "buildID")]
+    pub build_id: String,
+    /// When it was assigned.
+    #[serde(rename = "createdAt")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// One build of a template (`TemplateBuild`, in [`TemplateWithBuilds`]).
+///
+/// ```
+/// let b: courier_e2b::TemplateBuild = serde_json::from_str(
+///     r#"{"buildID":"b1","status":"ready","createdAt":"2026-01-02T03:04:05Z","updatedAt":"2026-01-02T03:04:09Z","cpuCount":2,"memoryMB":1024}"#,
+/// ).unwrap();
+/// assert_eq!(b.status, courier_e2b::BuildState::Ready);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateBuild {
+    /// The build.
+    #[serde(rename = "buildID")]
+    pub build_id: String,
+    /// Its state.
+    pub status: BuildState,
+    /// When it was requested.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// CPU cores of the template's sandboxes.
+    pub cpu_count: u32,
+    /// Memory of the template's sandboxes, in MiB.
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: u64,
+    /// Disk size of the template's sandboxes, in MiB.
+    #[serde(
+        rename = "diskSizeMB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub disk_size_mb: Option<u64>,
+    /// The envd version its sandboxes run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envd_version: Option<String>,
+}
+
+/// A template with its builds, newest first (`TemplateWithBuilds`, `GET
+/// /templates/{templateID}`).
+///
+/// ```
+/// let t: courier_e2b::TemplateWithBuilds = serde_json::from_str(
+///     r#"{"templateID":"t","public":false,"aliases":["a"],"names":["a"],"createdAt":"2026-01-02T03:04:05Z","updatedAt":"2026-01-02T03:04:05Z","lastSpawnedAt":null,"spawnCount":0,"builds":[]}"#,
+/// ).unwrap();
+/// assert_eq!(t.names, ["a"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateWithBuilds {
+    /// The template's id.
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    /// Whether it is public.
+    pub public: bool,
+    /// Its aliases (deprecated spelling of `names`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Its names.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When a sandbox last started from it.
+    #[serde(default)]
+    pub last_spawned_at: Option<DateTime<Utc>>,
+    /// How many sandboxes started from it.
+    #[serde(default)]
+    pub spawn_count: u64,
+    /// Its builds, newest first.
+    #[serde(default)]
+    pub builds: Vec<TemplateBuild>,
+}
+
+/// What `GET /templates/{id}/builds/{build}/logs` answers (`TemplateBuildLogsResponse`).
+///
+/// ```
+/// let l: courier_e2b::BuildLogs = serde_json::from_str(r#"{"logs":[]}"#).unwrap();
+/// assert!(l.logs.is_empty());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildLogs {
+    /// The entries, in the requested direction.
+    #[serde(default)]
+    pub logs: Vec<BuildLogEntry>,
 }

@@ -167,28 +167,15 @@ fn unserved_routes() -> Router<Sandboxd> {
     const LEGACY_BUILD: &str = "template builds through the legacy build API are not \
                                 supported by courier-sandboxd (use POST /v3/templates)";
     const TEMPLATE_UPDATE: &str = "template updates are not supported by courier-sandboxd yet";
-    const TAGS: &str = "template tags are not supported by courier-sandboxd yet";
     Router::new()
         .route("/teams", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics/max", get(unserved(TEAMS)))
-        .route(
-            "/v2/templates",
-            get(unserved(
-                "GET /v2/templates is not supported by courier-sandboxd yet; GET \
-                 /templates lists templates",
-            ))
-            .post(unserved(LEGACY_BUILD)),
-        )
+        .route("/v2/templates", post(unserved(LEGACY_BUILD)))
         .route("/templates", post(unserved(LEGACY_BUILD)))
         .route(
             "/templates/{template_id}",
-            get(unserved(
-                "template info (GET /templates/{templateID}) is not supported by \
-                 courier-sandboxd yet",
-            ))
-            .post(unserved(LEGACY_BUILD))
-            .patch(unserved(TEMPLATE_UPDATE)),
+            post(unserved(LEGACY_BUILD)).patch(unserved(TEMPLATE_UPDATE)),
         )
         .route(
             "/v2/templates/{template_id}",
@@ -198,18 +185,6 @@ fn unserved_routes() -> Router<Sandboxd> {
             "/templates/{template_id}/builds/{build_id}",
             post(unserved(LEGACY_BUILD)),
         )
-        .route(
-            "/templates/{template_id}/builds/{build_id}/logs",
-            get(unserved(
-                "template build logs (GET .../builds/{buildID}/logs) are not supported by \
-                 courier-sandboxd yet; the build status carries the logs",
-            )),
-        )
-        .route(
-            "/templates/tags",
-            post(unserved(TAGS)).delete(unserved(TAGS)),
-        )
-        .route("/templates/{template_id}/tags", get(unserved(TAGS)))
         .route("/secrets", get(unserved(SECRETS)).post(unserved(SECRETS)))
         .route(
             "/secrets/{secret_id}",

@@ -3,13 +3,13 @@
 //! `POST /v2/templates/{id}/builds/{build}` with the recipe, then polling
 //! `GET /templates/{id}/builds/{build}/status`).
 //!
-//! Supported recipes: `fromTemplate` (any ready template) or `fromImage` `e2bdev/base`
-//! (the SDK's default image, mapped to `base`), with RUN, ENV, WORKDIR, USER and COPY
-//! steps.
-//! `startCmd` and `readyCmd` and COPY steps (files uploaded with
+//! Supported recipes: `fromTemplate` (any ready template), `fromImage` `e2bdev/base`
+//! (the SDK's default image, mapped to `base`) or any other public image (pulled through
+//! the OCI distribution API, see [`crate::images`]), with RUN, ENV, WORKDIR, USER and COPY
+//! steps. `startCmd` and `readyCmd` and COPY steps (files uploaded with
 //! `GET`/`PUT /templates/{id}/files/{hash}`) are supported too (see
-//! [`crate::templates::build`]). Other images and registries are answered 400 naming
-//! what is supported.
+//! [`crate::templates::build`]). `fromImageRegistry` (registry credentials) is answered
+//! 400 naming it.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,7 +19,9 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use courier_e2b::models::{
-    self, BuildLogEntry, BuildRequested, InvalidStep, TemplateInfo, TemplateStep, valid_files_hash,
+    self, AssignTags, AssignedTags, BuildLogEntry, BuildLogs, BuildRequested, InvalidStep,
+    RemoveTags, TemplateBuild, TemplateInfo, TemplateStep, TemplateTag, TemplateWithBuilds,
+    valid_files_hash,
 };
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -49,6 +51,7 @@ pub(super) fn upload_routes() -> Router<Sandboxd> {
 pub(super) fn routes() -> Router<Sandboxd> {
     Router::new()
         .route("/templates", get(list))
+        .route("/v2/templates", get(list_v2))
         .route("/v3/templates", post(request_build))
         .route(
             "/v2/templates/{template_id}/builds/{build_id}",
@@ -60,7 +63,16 @@ pub(super) fn routes() -> Router<Sandboxd> {
         )
         .route("/templates/{template_id}/files/{hash}", get(file_link))
         .route("/templates/aliases/{alias}", get(alias))
-        .route("/templates/{template_id}", axum::routing::delete(delete))
+        .route(
+            "/templates/{template_id}",
+            axum::routing::delete(delete).get(info),
+        )
+        .route(
+            "/templates/{template_id}/builds/{build_id}/logs",
+            get(build_logs),
+        )
+        .route("/templates/tags", post(assign_tags).delete(remove_tags))
+        .route("/templates/{template_id}/tags", get(list_tags))
 }
 
 /// `TemplateBuildRequestV3`.
@@ -94,6 +106,10 @@ struct BuildStart {
     steps: Vec<TemplateStep>,
     start_cmd: Option<String>,
     ready_cmd: Option<String>,
+    /// Skip the build cache (`skip_cache()` before the first step); a step's own
+    /// `force` does the same.
+    #[serde(default)]
+    force: bool,
 }
 
 /// `TemplateBuildInfo` as this server answers it: the SDK's [`models::BuildStatus`] plus
@@ -110,14 +126,11 @@ struct BuildInfo {
 #[derive(Debug, thiserror::Error)]
 enum UnsupportedRecipe {
     #[error(
-        "fromImageRegistry is not supported: courier-sandboxd builds only from templates \
-         (fromTemplate, or fromImage {DEFAULT_IMAGE:?})"
+        "fromImageRegistry is not supported: courier-sandboxd pulls images anonymously \
+         (public images, or the operator's registry mirrors)"
     )]
     ImageRegistry,
-    #[error(
-        "fromImage {0:?} is not supported: courier-sandboxd has no image registry; use \
-         fromTemplate (e.g. \"base\" or a built template) or fromImage {DEFAULT_IMAGE:?}"
-    )]
+    #[error("{0}")]
     Image(String),
     #[error("fromTemplate (or fromImage) is required")]
     NoParent,
@@ -208,6 +221,57 @@ async fn list(State(server): State<Sandboxd>) -> Response {
     json(StatusCode::OK, items)
 }
 
+/// `GET /v2/templates?limit=&nextToken=`: the same templates as `GET /templates`, a page
+/// of at most `limit` (1..=100, default 100), `X-Next-Token` naming where the next page
+/// starts. `teamID` is refused: this server has no teams.
+async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+    let mut limit = 100usize;
+    let mut offset = 0usize;
+    for (name, value) in super::list::query_pairs(query.as_deref().unwrap_or("")) {
+        match name.as_str() {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=100).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("limit must be 1..=100, got {value:?}"))
+                    })?;
+            }
+            "nextToken" => {
+                offset = value.parse().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "nextToken {value:?} is not a token this server gave"
+                    ))
+                })?;
+            }
+            "teamID" => {
+                return Err(ApiError::bad_request(
+                    "teamID is not supported: courier-sandboxd has no teams (its templates \
+                     are server-wide)",
+                ));
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?} (served: limit, nextToken)"
+                )));
+            }
+        }
+    }
+    let all = server.templates().all();
+    let total = all.len();
+    let items: Vec<TemplateItem> = all.iter().skip(offset).take(limit).map(item).collect();
+    let mut response = json(StatusCode::OK, items);
+    if offset + limit < total {
+        let next = (offset + limit).to_string();
+        response.headers_mut().insert(
+            "x-next-token",
+            axum::http::HeaderValue::from_str(&next).expect("digits are a header value"),
+        );
+    }
+    Ok(response)
+}
+
 /// `POST /v3/templates`: registers a build (status `waiting`).
 async fn request_build(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<Response> {
     let body: BuildRequest = parse_body(&body, None)?;
@@ -262,6 +326,7 @@ fn recipe(body: BuildStart) -> Result<Recipe, UnsupportedRecipe> {
     if body.from_image_registry.is_some() {
         return Err(UnsupportedRecipe::ImageRegistry);
     }
+    let mut from_image = None;
     let from_template = match (body.from_template, body.from_image) {
         (Some(t), _) if !t.is_empty() => t,
         (_, Some(image))
@@ -269,9 +334,15 @@ fn recipe(body: BuildStart) -> Result<Recipe, UnsupportedRecipe> {
         {
             BASE_TEMPLATE.to_owned()
         }
-        (_, Some(image)) => return Err(UnsupportedRecipe::Image(image)),
+        (_, Some(image)) => {
+            let parsed = crate::images::ImageRef::parse(&image)
+                .map_err(|e| UnsupportedRecipe::Image(e.to_string()))?;
+            from_image = Some(parsed);
+            String::new()
+        }
         _ => return Err(UnsupportedRecipe::NoParent),
     };
+    let force = body.force || body.steps.iter().any(|s| s.force);
     let steps = body
         .steps
         .into_iter()
@@ -285,6 +356,8 @@ fn recipe(body: BuildStart) -> Result<Recipe, UnsupportedRecipe> {
         .collect::<Result<Vec<Step>, _>>()?;
     Ok(Recipe {
         from_template,
+        from_image,
+        force,
         steps,
         start_cmd: body.start_cmd.filter(|c| !c.is_empty()),
         ready_cmd: body.ready_cmd.filter(|c| !c.is_empty()),
@@ -679,6 +752,227 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /templates/tags`: points the tags at the build `target` (`name:tag`, or
+/// `name` for its current build) names; 201 with the build and the bare tags.
+async fn assign_tags(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<Response> {
+    let body: AssignTags = parse_body(&body, None)?;
+    let (build_id, tags) = server.templates().assign_tags(&body.target, &body.tags)?;
+    Ok(json(StatusCode::CREATED, AssignedTags { tags, build_id }))
+}
+
+/// `DELETE /templates/tags`: 204, 404 when the template or one of the tags is unknown
+/// (nothing removed then).
+async fn remove_tags(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<StatusCode> {
+    let body: RemoveTags = parse_body(&body, None)?;
+    server.templates().remove_tags(&body.name, &body.tags)?;
+    // Sandboxes keep their layers; what no tag, version or sandbox uses goes now.
+    server.collect_layer_garbage().await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /templates/{templateID}/tags`.
+async fn list_tags(
+    State(server): State<Sandboxd>,
+    Path(template_id): Path<String>,
+) -> ApiResult<Response> {
+    let tags: Vec<TemplateTag> = server
+        .templates()
+        .tags(&template_id)?
+        .into_iter()
+        .map(|t| TemplateTag {
+            tag: t.tag,
+            build_id: t.build_id,
+            created_at: t.created_at,
+        })
+        .collect();
+    Ok(json(StatusCode::OK, tags))
+}
+
+/// `GET /templates/{templateID}?limit=&nextToken=`: the template with its builds,
+/// newest first, a page of at most `limit` (1..=100, default 100); `X-Next-Token` says
+/// where the next page starts (an opaque offset).
+async fn info(
+    State(server): State<Sandboxd>,
+    Path(template_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let mut limit = 100usize;
+    let mut offset = 0usize;
+    for (name, value) in super::list::query_pairs(query.as_deref().unwrap_or("")) {
+        match name.as_str() {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=100).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("limit must be 1..=100, got {value:?}"))
+                    })?;
+            }
+            "nextToken" => {
+                offset = value.parse().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "nextToken {value:?} is not a token this server gave"
+                    ))
+                })?;
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?} (served: limit, nextToken)"
+                )));
+            }
+        }
+    }
+    let (template, builds) = server.templates().builds(&template_id)?;
+    let total = builds.len();
+    let page: Vec<TemplateBuild> = builds
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|b| TemplateBuild {
+            build_id: b.build_id,
+            status: b.status,
+            created_at: b.created_at,
+            updated_at: b.finished_at.unwrap_or(b.created_at),
+            finished_at: b.finished_at,
+            cpu_count: template.cpu_count,
+            memory_mb: template.memory_mb,
+            disk_size_mb: Some(template.disk_size_mb),
+            envd_version: Some(crate::server::ENVD_VERSION.to_owned()),
+        })
+        .collect();
+    let body = TemplateWithBuilds {
+        public: template.id == BASE_TEMPLATE,
+        aliases: template.aliases.clone(),
+        names: template.aliases.clone(),
+        template_id: template.id,
+        created_at: template.created_at,
+        updated_at: template.updated_at,
+        last_spawned_at: None,
+        spawn_count: 0,
+        builds: page,
+    };
+    let mut response = json(StatusCode::OK, body);
+    if offset + limit < total {
+        let next = (offset + limit).to_string();
+        response.headers_mut().insert(
+            "x-next-token",
+            axum::http::HeaderValue::from_str(&next).expect("digits are a header value"),
+        );
+    }
+    Ok(response)
+}
+
+/// `GET /templates/{templateID}/builds/{buildID}/logs?cursor=&limit=&direction=&level=
+/// &source=`: entries at or after `cursor` (ms since the epoch; `forward`, oldest first)
+/// or at or before it (`backward`, newest first), of `level` or above, at most `limit`
+/// (0..=100, default 100). Every log here is kept with its build, so both `source`s
+/// (`temporary`, `persistent`) read the same entries.
+async fn build_logs(
+    State(server): State<Sandboxd>,
+    Path((template_id, build_id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let mut cursor: Option<i64> = None;
+    let mut limit = 100usize;
+    let mut backward = false;
+    let mut min_level = LogLevel::Debug;
+    for (name, value) in super::list::query_pairs(query.as_deref().unwrap_or("")) {
+        match name.as_str() {
+            "cursor" => {
+                cursor = Some(
+                    value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|c| *c >= 0)
+                        .ok_or_else(|| {
+                            ApiError::bad_request(format!(
+                                "cursor must be milliseconds since the epoch, got {value:?}"
+                            ))
+                        })?,
+                );
+            }
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| *l <= 100)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("limit must be 0..=100, got {value:?}"))
+                    })?;
+            }
+            "direction" => {
+                backward = match value.as_str() {
+                    "forward" => false,
+                    "backward" => true,
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "direction must be \"forward\" or \"backward\", got {value:?}"
+                        )));
+                    }
+                };
+            }
+            "level" => {
+                min_level = match value.as_str() {
+                    "debug" => LogLevel::Debug,
+                    "info" => LogLevel::Info,
+                    "warn" => LogLevel::Warn,
+                    "error" => LogLevel::Error,
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "level must be debug, info, warn or error, got {value:?}"
+                        )));
+                    }
+                };
+            }
+            "source" => {
+                if value != "temporary" && value != "persistent" {
+                    return Err(ApiError::bad_request(format!(
+                        "source must be \"temporary\" or \"persistent\", got {value:?}"
+                    )));
+                }
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?} (served: cursor, limit, direction, \
+                     level, source)"
+                )));
+            }
+        }
+    }
+    let entries = server.templates().build_log(&template_id, &build_id)?;
+    let rank = |l: LogLevel| match l {
+        LogLevel::Debug => 0,
+        LogLevel::Info => 1,
+        LogLevel::Warn => 2,
+        LogLevel::Error => 3,
+    };
+    let wanted = |e: &LogEntry| {
+        rank(e.level) >= rank(min_level)
+            && cursor.is_none_or(|c| {
+                let at = e.timestamp.timestamp_millis();
+                if backward { at <= c } else { at >= c }
+            })
+    };
+    let logs: Vec<BuildLogEntry> = if backward {
+        entries
+            .into_iter()
+            .rev()
+            .filter(wanted)
+            .take(limit)
+            .map(log_entry)
+            .collect()
+    } else {
+        entries
+            .into_iter()
+            .filter(wanted)
+            .take(limit)
+            .map(log_entry)
+            .collect()
+    };
+    Ok(json(StatusCode::OK, BuildLogs { logs }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -733,11 +1027,19 @@ mod tests {
 
     #[test]
     fn unsupported_recipes_name_what_is_supported() {
-        let err = start(serde_json::json!({"fromImage": "python:3.11"})).unwrap_err();
-        assert!(
-            err.contains("fromImage") && err.contains("fromTemplate"),
-            "{err}"
+        let image = start(serde_json::json!({"fromImage": "python:3.11"})).unwrap();
+        assert_eq!(
+            image.from_image.map(|i| i.to_string()).as_deref(),
+            Some("docker.io/library/python:3.11")
         );
+        let err = start(serde_json::json!({"fromImage": "../../etc"})).unwrap_err();
+        assert!(err.contains("fromImage"), "{err}");
+        let err = start(serde_json::json!({
+            "fromImage": "private/app",
+            "fromImageRegistry": {"type": "registry", "username": "u", "password": "p"},
+        }))
+        .unwrap_err();
+        assert!(err.contains("fromImageRegistry"), "{err}");
         let err = start(serde_json::json!({
             "fromTemplate": "base",
             "steps": [{"type": "ADD", "args": ["a", "/a"]}],

@@ -68,6 +68,9 @@ pub struct ServerConfig {
     pub egress_allow: Vec<crate::egress::OperatorAllow>,
     /// Size of each volume and the total per API key (see [`crate::volumes`]).
     pub volumes: crate::volumes::VolumeLimits,
+    /// Where `fromImage` templates are pulled from (registry mirrors) and their size
+    /// caps (see [`crate::images`]).
+    pub images: crate::images::ImageConfig,
 }
 
 /// An operator-provided host directory bind-mounted into every sandbox at create.
@@ -121,6 +124,7 @@ impl ServerConfig {
             limits: ServerLimits::default(),
             egress_allow: Vec::new(),
             volumes: crate::volumes::VolumeLimits::default(),
+            images: crate::images::ImageConfig::default(),
         }
     }
 }

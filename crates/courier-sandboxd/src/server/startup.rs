@@ -88,7 +88,7 @@ impl Sandboxd {
             for (id, e) in &report.failed {
                 tracing::warn!(sandbox = %id, error = %e, "could not clean up a sandbox from the previous run");
             }
-            let templates = Templates::open(&cfg.data_dir)?;
+            let templates = Templates::open_with(&cfg.data_dir, cfg.images.clone())?;
             let snapshots = crate::snapshots::Snapshots::open(&cfg.data_dir)?;
             let adopted: HashSet<String> = report.adopted.into_iter().map(|h| h.id).collect();
             Ok((runtime, templates, snapshots, adopted, isolation))

@@ -55,6 +55,9 @@ pub const DEFAULT_MEMORY_MB: u64 = 1024;
 const DISK_SIZE_MB: u64 = 4096;
 /// Most log entries one status call returns (what the official SDKs expect).
 pub const MAX_LOG_ENTRIES: usize = 100;
+/// Most tags one template may carry: each may pin an older build's layers on disk, so
+/// their number is bounded.
+pub const MAX_TAGS: usize = 64;
 
 /// One template, as sandboxes and the API see it.
 #[derive(Debug, Clone)]
@@ -179,6 +182,11 @@ pub struct BuiltVersion {
     /// Run until it succeeds (bounded) before a create of its sandboxes returns.
     #[serde(default)]
     pub ready_cmd: Option<String>,
+    /// What it was built from (parent layers, steps, start and ready commands, hashed):
+    /// a later build of the template with the same key reuses this version's layer
+    /// unless it asks to skip the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe_key: Option<String>,
 }
 
 /// A built template's persisted record (`template.json`).
@@ -188,8 +196,17 @@ pub struct TemplateRecord {
     pub id: String,
     /// Its name (its one alias).
     pub name: String,
-    /// Its tags.
+    /// Tags given before tags named builds (read from older records only, then moved to
+    /// [`tag_builds`](Self::tag_builds)); written empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Its tags: each names one ready build (`name:tag` starts sandboxes from it).
+    #[serde(default)]
+    pub tag_builds: BTreeMap<String, TagRecord>,
+    /// Ready versions older than [`ready`](Self::ready) that a tag still names (their
+    /// layers are kept while it does).
+    #[serde(default)]
+    pub tagged_versions: Vec<BuiltVersion>,
     /// Default CPU count of its sandboxes.
     pub cpu_count: u32,
     /// Default memory of its sandboxes, MiB.
@@ -210,6 +227,26 @@ pub struct TemplateRecord {
     pub ready: Option<BuiltVersion>,
 }
 
+/// What one tag names (persisted in the template record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagRecord {
+    /// The build it names.
+    pub build_id: String,
+    /// When it was assigned (to this build).
+    pub created_at: DateTime<Utc>,
+}
+
+/// One tag of a template, as `GET /templates/{id}/tags` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagView {
+    /// The tag.
+    pub tag: String,
+    /// The build it names.
+    pub build_id: String,
+    /// When it was assigned.
+    pub created_at: DateTime<Utc>,
+}
+
 /// A build's persisted record (`builds/<buildID>.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildRecord {
@@ -227,6 +264,10 @@ pub struct BuildRecord {
     pub from_template: Option<String>,
     /// Why it failed.
     pub reason: Option<BuildReason>,
+    /// The tags it takes once ready (`name:tag` and the request's `tags`, else
+    /// `default`).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// A build's status and a page of its log (`GET .../status`).

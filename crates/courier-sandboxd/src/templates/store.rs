@@ -35,6 +35,7 @@ pub struct Templates {
     base: Template,
     state: Mutex<State>,
     uploads: uploads::UploadBudget,
+    images: crate::images::Images,
 }
 
 impl std::fmt::Debug for State {
@@ -73,6 +74,12 @@ impl Templates {
     /// Assembles (or finds) the `base` layer under `<data_dir>/layers` and loads the
     /// built templates under `<data_dir>/templates`, failing builds a restart interrupted.
     pub fn open(data_dir: &Path) -> Result<Self> {
+        Self::open_with(data_dir, crate::images::ImageConfig::default())
+    }
+
+    /// [`open`](Self::open) with where `fromImage` bases are pulled from.
+    pub fn open_with(data_dir: &Path, images: crate::images::ImageConfig) -> Result<Self> {
+        let images = crate::images::Images::open(data_dir, images)?;
         let layers_dir = data_dir.join("layers");
         let layer = crate::base_layer::assemble(&layers_dir.join(BASE_TEMPLATE))?;
         let created_at = fs::metadata(&layer)
@@ -107,6 +114,7 @@ impl Templates {
             base,
             state: Mutex::new(State::default()),
             uploads: uploads::UploadBudget::default(),
+            images,
         };
         templates.load()?;
         // No build waits or runs after a restart (interrupted ones failed in `load`):
@@ -128,7 +136,20 @@ impl Templates {
                 crate::cleanup::remove_dir(&entry.path());
                 continue;
             }
-            let record: TemplateRecord = read_json(&path)?;
+            let mut record: TemplateRecord = read_json(&path)?;
+            if !record.tags.is_empty() {
+                // A record from before tags named builds: its tags name its ready build.
+                if let Some(ready) = &record.ready {
+                    for tag in std::mem::take(&mut record.tags) {
+                        record.tag_builds.entry(tag).or_insert_with(|| TagRecord {
+                            build_id: ready.build_id.clone(),
+                            created_at: record.updated_at,
+                        });
+                    }
+                }
+                record.tags.clear();
+                write_json(&path, &record)?;
+            }
             for build_id in &record.builds {
                 let build_path = self.build_path(&record.id, build_id, "json");
                 let Ok(mut build) = read_json::<BuildRecord>(&build_path) else {
@@ -230,20 +251,32 @@ impl Templates {
     }
 
     fn view(&self, record: &TemplateRecord, state: &State) -> Template {
+        self.view_of(record, state, None)
+    }
+
+    /// The template as `version` (a tagged build) of it, or its current one.
+    fn view_of(
+        &self,
+        record: &TemplateRecord,
+        state: &State,
+        version: Option<&BuiltVersion>,
+    ) -> Template {
         let latest = record.builds.last().and_then(|b| state.builds.get(b));
         let in_flight = latest.filter(|l| !l.record.status.is_finished());
-        let (build_id, build_status) = match (in_flight, &record.ready, latest) {
+        let ready = version.or(record.ready.as_ref());
+        let (build_id, build_status) = match (in_flight, ready, latest) {
+            (_, Some(v), _) if version.is_some() => (v.build_id.clone(), BuildState::Ready),
             // A newer build in flight shows; a failed one does not hide the usable version.
             (Some(l), _, _) => (l.record.build_id.clone(), l.record.status),
             (None, Some(ready), _) => (ready.build_id.clone(), BuildState::Ready),
             (None, None, Some(l)) => (l.record.build_id.clone(), l.record.status),
             (None, None, None) => (String::new(), BuildState::Waiting),
         };
-        let ready = record.ready.clone();
+        let ready = ready.cloned();
         Template {
             id: record.id.clone(),
             aliases: vec![record.name.clone()],
-            tags: record.tags.clone(),
+            tags: record.tag_builds.keys().cloned().collect(),
             layers: ready.as_ref().map(|r| r.layers.clone()).unwrap_or_default(),
             cpu_count: record.cpu_count,
             memory_mb: record.memory_mb,
@@ -262,11 +295,244 @@ impl Templates {
         }
     }
 
-    /// The template called `name` (an id or an alias, optionally with a `:tag`, which is
-    /// ignored because sandboxes start from a template's latest ready build). Only
-    /// templates with a ready build resolve.
+    /// The template called `name` (an id or an alias, optionally with a `:tag`). Without
+    /// a tag it is the template's latest ready build; with one, the build that tag names
+    /// (an unknown tag resolves to nothing). `base` has one build and ignores tags. Only
+    /// ready builds resolve.
     pub fn resolve(&self, name: &str) -> Option<Template> {
-        self.find(name).filter(Template::is_ready)
+        if name.starts_with(crate::images::IMAGE_TEMPLATE_PREFIX) {
+            return self.image_template(name);
+        }
+        let Some((bare, tag)) = name.split_once(':') else {
+            return self.find(name).filter(Template::is_ready);
+        };
+        if bare == BASE_TEMPLATE {
+            return Some(self.base.clone());
+        }
+        let state = lock(&self.state);
+        let record = state
+            .templates
+            .values()
+            .find(|t| t.id == bare || t.name == bare)?;
+        let build_id = &record.tag_builds.get(tag)?.build_id;
+        let version = version_of(record, build_id)?;
+        Some(self.view_of(record, &state, Some(version))).filter(Template::is_ready)
+    }
+
+    /// The pulled images (`fromImage` bases).
+    pub fn images(&self) -> &crate::images::Images {
+        &self.images
+    }
+
+    /// A pulled image as a template (`image@sha256:<hex>`): its flattened layer, its
+    /// config's environment and working directory. Build sandboxes of `fromImage`
+    /// recipes start from it.
+    fn image_template(&self, id: &str) -> Option<Template> {
+        let (dir, record) = self.images.find(id)?;
+        let pulled_at = record.pulled_at;
+        Some(Template {
+            id: id.to_owned(),
+            aliases: Vec::new(),
+            tags: Vec::new(),
+            layers: vec![dir],
+            cpu_count: DEFAULT_CPU_COUNT,
+            memory_mb: DEFAULT_MEMORY_MB,
+            disk_size_mb: DISK_SIZE_MB,
+            isolation: None,
+            created_at: pulled_at,
+            updated_at: pulled_at,
+            build_id: record.digest.clone(),
+            build_status: BuildState::Ready,
+            build_count: 1,
+            envs: record.envs,
+            // Until provisioning has made `user`, only root exists for sure (envd's
+            // `/init` checks the default user).
+            user: Some("root".to_owned()),
+            workdir: record.workdir,
+            start_cmd: None,
+            ready_cmd: None,
+        })
+    }
+
+    /// A ready version of template `template_id` (current or tagged) built from the
+    /// recipe `key` names (the build cache).
+    pub fn cached_version(&self, template_id: &str, key: &str) -> Option<BuiltVersion> {
+        let state = lock(&self.state);
+        let record = state.templates.get(template_id)?;
+        record
+            .ready
+            .iter()
+            .chain(record.tagged_versions.iter())
+            .find(|v| v.recipe_key.as_deref() == Some(key))
+            .cloned()
+    }
+
+    /// The tags of template `name` (id or alias), by tag.
+    pub fn tags(&self, name: &str) -> Result<Vec<TagView>> {
+        let name = name.split_once(':').map_or(name, |(n, _)| n);
+        if name == BASE_TEMPLATE {
+            return Ok(vec![TagView {
+                tag: "default".to_owned(),
+                build_id: BASE_TEMPLATE.to_owned(),
+                created_at: self.base.created_at,
+            }]);
+        }
+        let state = lock(&self.state);
+        let record = state
+            .templates
+            .values()
+            .find(|t| t.id == name || t.name == name)
+            .ok_or_else(|| Error::UnknownTemplate(name.to_owned()))?;
+        Ok(record
+            .tag_builds
+            .iter()
+            .map(|(tag, t)| TagView {
+                tag: tag.clone(),
+                build_id: t.build_id.clone(),
+                created_at: t.created_at,
+            })
+            .collect())
+    }
+
+    /// Points `tags` at the build `target` (`name:tag`, or `name` for its current
+    /// version) names, which must be ready; tags may be given bare or as `name:tag`.
+    /// Returns that build and the tags assigned.
+    pub fn assign_tags(&self, target: &str, tags: &[String]) -> Result<(String, Vec<String>)> {
+        let (name, source_tag) = match target.split_once(':') {
+            Some((n, t)) => (n, Some(t)),
+            None => (target, None),
+        };
+        if name == BASE_TEMPLATE {
+            return Err(Error::Conflict(
+                "template base is built in and cannot be tagged".to_owned(),
+            ));
+        }
+        let tags = bare_tags(name, tags)?;
+        let mut state = lock(&self.state);
+        let record = state
+            .templates
+            .values()
+            .find(|t| t.id == name || t.name == name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTemplate(name.to_owned()))?;
+        let build_id = match source_tag {
+            Some(tag) => {
+                check_tag(tag)?;
+                record
+                    .tag_builds
+                    .get(tag)
+                    .map(|t| t.build_id.clone())
+                    .ok_or_else(|| Error::UnknownTemplate(format!("{}:{tag}", record.name)))?
+            }
+            None => record
+                .ready
+                .as_ref()
+                .map(|r| r.build_id.clone())
+                .ok_or_else(|| {
+                    Error::Conflict(format!(
+                        "template {} has no ready build to tag yet",
+                        record.name
+                    ))
+                })?,
+        };
+        let mut record = record;
+        let now = Utc::now();
+        for tag in &tags {
+            record.tag_builds.insert(
+                tag.clone(),
+                TagRecord {
+                    build_id: build_id.clone(),
+                    created_at: now,
+                },
+            );
+        }
+        check_tag_count(&record)?;
+        prune_versions(&mut record);
+        record.updated_at = now;
+        write_json(
+            &self.template_dir(&record.id).join("template.json"),
+            &record,
+        )?;
+        state.templates.insert(record.id.clone(), record);
+        Ok((build_id, tags))
+    }
+
+    /// Removes `tags` (bare or `name:tag`) from template `name`; every one must be
+    /// there (else nothing is removed). A build no tag names any more keeps its layers
+    /// only while it is the current version or a sandbox runs from it.
+    pub fn remove_tags(&self, name: &str, tags: &[String]) -> Result<()> {
+        let name = name.split_once(':').map_or(name, |(n, _)| n);
+        if name == BASE_TEMPLATE {
+            return Err(Error::Conflict(
+                "template base is built in and its tags cannot be removed".to_owned(),
+            ));
+        }
+        let tags = bare_tags(name, tags)?;
+        let mut state = lock(&self.state);
+        let mut record = state
+            .templates
+            .values()
+            .find(|t| t.id == name || t.name == name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTemplate(name.to_owned()))?;
+        if let Some(missing) = tags.iter().find(|t| !record.tag_builds.contains_key(*t)) {
+            return Err(Error::UnknownTemplate(format!("{}:{missing}", record.name)));
+        }
+        for tag in &tags {
+            record.tag_builds.remove(tag);
+        }
+        prune_versions(&mut record);
+        record.updated_at = Utc::now();
+        write_json(
+            &self.template_dir(&record.id).join("template.json"),
+            &record,
+        )?;
+        state.templates.insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    /// Template `name` (id or alias) with every build it has had, newest first.
+    pub fn builds(&self, name: &str) -> Result<(Template, Vec<BuildRecord>)> {
+        let template = self
+            .find(name)
+            .ok_or_else(|| Error::UnknownTemplate(name.to_owned()))?;
+        if template.id == BASE_TEMPLATE {
+            let base = BuildRecord {
+                template_id: BASE_TEMPLATE.to_owned(),
+                build_id: BASE_TEMPLATE.to_owned(),
+                status: BuildState::Ready,
+                created_at: template.created_at,
+                finished_at: Some(template.created_at),
+                from_template: None,
+                reason: None,
+                tags: vec!["default".to_owned()],
+            };
+            return Ok((template, vec![base]));
+        }
+        let state = lock(&self.state);
+        let builds = state
+            .templates
+            .get(&template.id)
+            .map(|r| {
+                r.builds
+                    .iter()
+                    .rev()
+                    .filter_map(|b| state.builds.get(b).map(|b| b.record.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((template, builds))
+    }
+
+    /// Every log entry of build `build_id` of `template_id`.
+    pub fn build_log(&self, template_id: &str, build_id: &str) -> Result<Vec<LogEntry>> {
+        let state = lock(&self.state);
+        state
+            .builds
+            .get(build_id)
+            .filter(|b| b.record.template_id == template_id)
+            .map(|b| b.log.clone())
+            .ok_or_else(|| Error::NotFound(format!("build {build_id} of template {template_id}")))
     }
 
     /// Like [`resolve`](Self::resolve), but also templates still building or failed.
@@ -345,7 +611,14 @@ impl Templates {
         if tags.is_empty() {
             tags.push("default".to_owned());
         }
-        tags.dedup();
+        let mut seen = std::collections::HashSet::new();
+        tags.retain(|t| seen.insert(t.clone()));
+        if tags.len() > MAX_TAGS {
+            return Err(Error::InvalidSpec {
+                field: "tags",
+                reason: format!("at most {MAX_TAGS} tags per template"),
+            });
+        }
         let now = Utc::now();
         let build_id = new_build_id();
         let mut state = lock(&self.state);
@@ -354,6 +627,8 @@ impl Templates {
             id: crate::state::new_sandbox_id(),
             name: name.clone(),
             tags: Vec::new(),
+            tag_builds: BTreeMap::new(),
+            tagged_versions: Vec::new(),
             cpu_count: DEFAULT_CPU_COUNT,
             memory_mb: DEFAULT_MEMORY_MB,
             disk_size_mb: None,
@@ -367,11 +642,6 @@ impl Templates {
         record.memory_mb = memory_mb.unwrap_or(record.memory_mb);
         record.disk_size_mb = disk_size_mb.or(record.disk_size_mb);
         record.isolation = isolation.or(record.isolation);
-        for tag in &tags {
-            if !record.tags.contains(tag) {
-                record.tags.push(tag.clone());
-            }
-        }
         record.updated_at = now;
         record.builds.push(build_id.clone());
         let build = BuildRecord {
@@ -382,6 +652,7 @@ impl Templates {
             finished_at: None,
             from_template: None,
             reason: None,
+            tags: tags.clone(),
         };
         let builds_dir = self.template_dir(&record.id).join("builds");
         fs::create_dir_all(&builds_dir).map_err(Error::io("create dir", &builds_dir))?;
@@ -402,7 +673,7 @@ impl Templates {
             template_id: record.id.clone(),
             build_id,
             name,
-            tags: record.tags.clone(),
+            tags,
         };
         state.templates.insert(record.id.clone(), record);
         Ok(requested)
@@ -504,8 +775,40 @@ impl Templates {
             .get(template_id)
             .cloned()
             .ok_or_else(|| Error::UnknownTemplate(template_id.to_owned()))?;
+        let build_tags = state
+            .builds
+            .get(&build_id)
+            .map(|b| b.record.tags.clone())
+            .unwrap_or_default();
+        let now = Utc::now();
+        for tag in build_tags {
+            record.tag_builds.insert(
+                tag,
+                TagRecord {
+                    build_id: build_id.clone(),
+                    created_at: now,
+                },
+            );
+        }
+        // Past the cap, the tags naming the oldest builds go (never this build's).
+        while record.tag_builds.len() > MAX_TAGS {
+            let oldest = record
+                .tag_builds
+                .iter()
+                .filter(|(_, t)| t.build_id != build_id)
+                .min_by_key(|(_, t)| t.created_at)
+                .map(|(tag, _)| tag.clone());
+            match oldest {
+                Some(tag) => record.tag_builds.remove(&tag),
+                None => break,
+            };
+        }
+        if let Some(previous) = record.ready.take() {
+            record.tagged_versions.push(previous);
+        }
         record.ready = Some(version);
-        record.updated_at = Utc::now();
+        prune_versions(&mut record);
+        record.updated_at = now;
         write_json(
             &self.template_dir(template_id).join("template.json"),
             &record,
@@ -549,7 +852,7 @@ impl Templates {
         let referenced: std::collections::HashSet<&PathBuf> = state
             .templates
             .values()
-            .filter_map(|t| t.ready.as_ref())
+            .flat_map(|t| t.ready.iter().chain(t.tagged_versions.iter()))
             .flat_map(|v| v.layers.iter())
             .collect();
         let mut removed = Vec::new();
@@ -574,6 +877,9 @@ impl Templates {
                 }
             }
         }
+        removed.extend(self.images.collect_garbage(&|dir| {
+            referenced.iter().any(|p| p.as_path() == dir) || in_use.contains(dir)
+        }));
         removed
     }
 
@@ -616,8 +922,9 @@ impl Templates {
         if let Some(child) = state.templates.values().find(|t| {
             t.id != record.id
                 && t.ready
-                    .as_ref()
-                    .is_some_and(|r| r.layers.iter().any(|l| l.starts_with(&own_layers)))
+                    .iter()
+                    .chain(t.tagged_versions.iter())
+                    .any(|r| r.layers.iter().any(|l| l.starts_with(&own_layers)))
         }) {
             return Err(Error::Conflict(format!(
                 "template {} is built on template {}; delete {} first",
@@ -641,6 +948,74 @@ impl Templates {
         }
         Ok(())
     }
+}
+
+/// The ready version of `record` that is build `build_id`, current or tagged.
+fn version_of<'a>(record: &'a TemplateRecord, build_id: &str) -> Option<&'a BuiltVersion> {
+    record
+        .ready
+        .iter()
+        .chain(record.tagged_versions.iter())
+        .find(|v| v.build_id == build_id)
+}
+
+/// Drops the older versions no tag names any more (their layers then go at the next
+/// garbage collection, unless a sandbox still runs from them).
+fn prune_versions(record: &mut TemplateRecord) {
+    let named: std::collections::HashSet<&String> =
+        record.tag_builds.values().map(|t| &t.build_id).collect();
+    let current = record.ready.as_ref().map(|r| r.build_id.clone());
+    record
+        .tagged_versions
+        .retain(|v| named.contains(&v.build_id) && current.as_deref() != Some(v.build_id.as_str()));
+    // A tag whose build has no version left (failed, or gone) names nothing.
+    let kept: std::collections::HashSet<String> = record
+        .ready
+        .iter()
+        .chain(record.tagged_versions.iter())
+        .map(|v| v.build_id.clone())
+        .collect();
+    record.tag_builds.retain(|_, t| kept.contains(&t.build_id));
+}
+
+fn check_tag_count(record: &TemplateRecord) -> Result<()> {
+    if record.tag_builds.len() > MAX_TAGS {
+        return Err(Error::InvalidSpec {
+            field: "tags",
+            reason: format!("at most {MAX_TAGS} tags per template"),
+        });
+    }
+    Ok(())
+}
+
+/// `tags` as bare tags: each `tag` or `name:tag` of template `name`, checked.
+fn bare_tags(name: &str, tags: &[String]) -> Result<Vec<String>> {
+    if tags.is_empty() {
+        return Err(Error::InvalidSpec {
+            field: "tags",
+            reason: "at least one tag is required".to_owned(),
+        });
+    }
+    let mut bare = Vec::new();
+    for full in tags {
+        let tag = match full.split_once(':') {
+            Some((n, t)) if n == name => t,
+            Some(_) => {
+                return Err(Error::InvalidSpec {
+                    field: "tags",
+                    reason: format!(
+                        "{full:?} must be a tag or \"{name}:tag\" (of the template it tags)"
+                    ),
+                });
+            }
+            None => full.as_str(),
+        };
+        check_tag(tag)?;
+        if !bare.iter().any(|b| b == tag) {
+            bare.push(tag.to_owned());
+        }
+    }
+    Ok(bare)
 }
 
 /// Reads a JSON-lines build log; a torn last line (a crash mid-append) is skipped.

@@ -19,6 +19,8 @@ pub(crate) const BUILD_WAIT: Duration = Duration::from_secs(300);
 pub(crate) struct Fixture {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) running: Option<Running>,
+    /// Where `fromImage` builds pull from.
+    pub(crate) images: courier_sandboxd::images::ImageConfig,
 }
 
 pub(crate) struct Running {
@@ -32,12 +34,21 @@ pub(crate) struct Running {
 
 impl Fixture {
     pub(crate) async fn new(test: &str) -> Option<Self> {
+        Self::with_images(test, courier_sandboxd::images::ImageConfig::default()).await
+    }
+
+    /// A fixture whose server pulls images as `images` says.
+    pub(crate) async fn with_images(
+        test: &str,
+        images: courier_sandboxd::images::ImageConfig,
+    ) -> Option<Self> {
         if !support::root_or_skip(test) {
             return None;
         }
         let mut fx = Self {
             dir: tempfile::tempdir().expect("tempdir"),
             running: None,
+            images,
         };
         fx.start().await;
         Some(fx)
@@ -56,6 +67,7 @@ impl Fixture {
         config.isolation = Some(isolation);
         config.helper = Some(PathBuf::from(HELPER));
         config.dev_api_key = Some(KEY.to_owned());
+        config.images = self.images.clone();
         // Short enough that the never-ready template fails fast, long enough for a
         // loaded machine to run `test -f` a few times.
         config.template_ready_timeout = Duration::from_secs(10);

@@ -66,11 +66,14 @@ pub const BUILD_SANDBOX_GRACE: Duration = Duration::from_secs(60);
 /// One build step: the SDK's type, parsed from the wire by `courier_e2b`'s one parser.
 pub use courier_e2b::models::Step;
 
-/// What to build: a parent template and steps.
+/// What to build: a parent template (or image) and steps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {
-    /// The parent template (id or alias; `base` or a built one).
+    /// The parent template (id or alias; `base` or a built one). Ignored when
+    /// `from_image` is set (the pulled image is the parent).
     pub from_template: String,
+    /// A container image to pull and build on (`fromImage` other than E2B's base).
+    pub from_image: Option<crate::images::ImageRef>,
     /// The steps, in order.
     pub steps: Vec<Step>,
     /// Started in the background in every sandbox of the template (`startCmd`); `None`
@@ -79,6 +82,27 @@ pub struct Recipe {
     /// Must succeed before a sandbox of the template is handed out (`readyCmd`); `None`
     /// keeps the parent's.
     pub ready_cmd: Option<String>,
+    /// Run every step even when an earlier build of the template had the same parent and
+    /// steps (`force`, the SDKs' `skip_cache()`); otherwise that build's layer is reused.
+    pub force: bool,
+}
+
+impl Recipe {
+    /// The build cache's key: the parent's layers (content-addressed images and build
+    /// ids), the steps (COPY's by the hash of its files), start and ready commands.
+    fn cache_key(&self, parent_layers: &[std::path::PathBuf]) -> String {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        for layer in parent_layers {
+            hash.update(layer.as_os_str().as_encoded_bytes());
+            hash.update([0]);
+        }
+        hash.update(format!(
+            "{:?}\0{:?}\0{:?}",
+            self.steps, self.start_cmd, self.ready_cmd
+        ));
+        hex::encode(hash.finalize())
+    }
 }
 
 /// Checks the recipe against the server's templates, marks the build started and runs it
@@ -93,16 +117,23 @@ pub async fn start<H: BuildHost>(
     let templates = server.templates();
     // Fails first when the build does not exist.
     templates.build_view(template_id, build_id, 0)?;
-    let parent = templates
-        .resolve(&recipe.from_template)
-        .ok_or_else(|| Error::UnknownTemplate(recipe.from_template.clone()))?;
-    if parent.id == template_id {
-        return Err(Error::InvalidSpec {
-            field: "fromTemplate",
-            reason: "a template cannot be built from itself".to_owned(),
-        });
-    }
-    templates.start_build(template_id, build_id, &parent.id)?;
+    let parent_name = match &recipe.from_image {
+        // Pulled in the background, as the build's first part.
+        Some(image) => image.to_string(),
+        None => {
+            let parent = templates
+                .resolve(&recipe.from_template)
+                .ok_or_else(|| Error::UnknownTemplate(recipe.from_template.clone()))?;
+            if parent.id == template_id {
+                return Err(Error::InvalidSpec {
+                    field: "fromTemplate",
+                    reason: "a template cannot be built from itself".to_owned(),
+                });
+            }
+            parent.id
+        }
+    };
+    templates.start_build(template_id, build_id, &parent_name)?;
     let server = server.clone();
     let (template_id, build_id) = (template_id.to_owned(), build_id.to_owned());
     tokio::spawn(async move {
@@ -244,11 +275,31 @@ impl<H: BuildHost> Build<'_, H> {
             step: "base".to_owned(),
             message,
         };
+        let parent_name = match &recipe.from_image {
+            Some(image) => {
+                let pulled = self
+                    .server
+                    .templates()
+                    .images()
+                    .pull(image, |line| self.log(LogLevel::Info, "base", line));
+                match tokio::time::timeout_at(deadlines.build_end, pulled).await {
+                    Ok(Ok(id)) => id,
+                    Ok(Err(e)) => return Err(base_failure(e.to_string())),
+                    Err(_) => {
+                        return Err(base_failure(format!(
+                            "pulling {image} was still running at the build's deadline: {}",
+                            deadlines.build_message()
+                        )));
+                    }
+                }
+            }
+            None => recipe.from_template.clone(),
+        };
         let parent = self
             .server
             .templates()
-            .resolve(&recipe.from_template)
-            .ok_or_else(|| base_failure(format!("template {} not found", recipe.from_template)))?;
+            .resolve(&parent_name)
+            .ok_or_else(|| base_failure(format!("template {parent_name} not found")))?;
         let own = self
             .server
             .templates()
@@ -263,6 +314,29 @@ impl<H: BuildHost> Build<'_, H> {
                 recipe.steps.len()
             ),
         );
+        let start_cmd = recipe.start_cmd.clone().or(parent.start_cmd.clone());
+        let ready_cmd = recipe.ready_cmd.clone().or(parent.ready_cmd.clone());
+        let key = recipe.cache_key(&parent.layers);
+        if !recipe.force
+            && let Some(cached) = self
+                .server
+                .templates()
+                .cached_version(self.template_id, &key)
+        {
+            self.log(
+                LogLevel::Info,
+                "base",
+                format!(
+                    "Reusing the layer of build {} (same parent and steps; skip the cache \
+                     to run them again)",
+                    cached.build_id
+                ),
+            );
+            return Ok(BuiltVersion {
+                build_id: self.build_id.to_owned(),
+                ..cached
+            });
+        }
         let mut metadata = BTreeMap::new();
         metadata.insert(
             BUILD_SANDBOX_METADATA.to_owned(),
@@ -305,8 +379,6 @@ impl<H: BuildHost> Build<'_, H> {
             user: parent.user.clone(),
             workdir: parent.workdir.clone(),
         };
-        let start_cmd = recipe.start_cmd.clone().or(parent.start_cmd.clone());
-        let ready_cmd = recipe.ready_cmd.clone().or(parent.ready_cmd.clone());
         let mut stepped = self
             .run_in(
                 &sandbox,
@@ -378,6 +450,7 @@ impl<H: BuildHost> Build<'_, H> {
             workdir: env.workdir,
             start_cmd,
             ready_cmd,
+            recipe_key: Some(key),
         })
     }
 
@@ -453,6 +526,16 @@ impl<H: BuildHost> Build<'_, H> {
             step: "base".to_owned(),
             message: format!("build sandbox {sandbox} vanished"),
         })?;
+        if recipe.from_image.is_some() {
+            self.provision(&socket, token, env).await?;
+            // The steps (and the template's sandboxes) run as `user` unless told, in its
+            // home unless the image names a working directory (envd's own default would
+            // be root's: the build sandbox started as root).
+            env.user = None;
+            if env.workdir.is_none() {
+                env.workdir = Some(format!("/home/{}", crate::base_layer::USER));
+            }
+        }
         let total = recipe.steps.len();
         for (index, step) in recipe.steps.iter().enumerate() {
             let number = (index + 1).to_string();
@@ -475,6 +558,69 @@ impl<H: BuildHost> Build<'_, H> {
                     });
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+/// What an image needs to be a template base, run as root in the build sandbox before
+/// the steps (inside it, so nothing on the host writes through the image's paths): the
+/// user `user` the steps and sandboxes run as by default, with a home, as E2B's builder
+/// provisions it. Images without `useradd` get the lines written directly.
+const PROVISION_SCRIPT: &str = r#"set -e
+if ! grep -q '^user:' /etc/passwd 2>/dev/null; then
+  shell=/bin/sh
+  [ -x /bin/bash ] && shell=/bin/bash
+  if command -v useradd >/dev/null 2>&1; then
+    useradd --create-home --uid 1000 --user-group --shell "$shell" user 2>/dev/null \
+      || useradd --create-home --user-group --shell "$shell" user
+  else
+    echo "user:x:1000:1000::/home/user:$shell" >> /etc/passwd
+    grep -q '^user:' /etc/group 2>/dev/null || echo 'user:x:1000:' >> /etc/group
+    mkdir -p /home/user
+    chown 1000:1000 /home/user
+  fi
+fi
+"#;
+
+impl<H: BuildHost> Build<'_, H> {
+    /// Runs [`PROVISION_SCRIPT`] (step `base`).
+    async fn provision(
+        &self,
+        socket: &EnvdEndpoint,
+        token: &str,
+        env: &Environment,
+    ) -> Result<(), Failure> {
+        self.log(
+            LogLevel::Info,
+            "base",
+            "Provisioning user `user` in the image",
+        );
+        let args = vec!["-c".to_owned(), PROVISION_SCRIPT.to_owned()];
+        let (code, tail) = self
+            .exec(
+                socket,
+                token,
+                "base",
+                "/bin/sh",
+                &args,
+                "root",
+                Some("/"),
+                &env.envs,
+            )
+            .await
+            .map_err(|e| Failure {
+                step: "base".to_owned(),
+                message: format!("provisioning the image failed: {e}"),
+            })?;
+        if code != 0 {
+            return Err(Failure {
+                step: "base".to_owned(),
+                message: format!(
+                    "provisioning the image failed: {}",
+                    output::exit_message(code, &tail)
+                ),
+            });
         }
         Ok(())
     }

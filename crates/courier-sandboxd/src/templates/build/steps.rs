@@ -121,7 +121,15 @@ impl<H: BuildHost> Build<'_, H> {
                         &env.envs,
                     )
                     .await
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(|e| match e {
+                        // E2B's wording, which the SDKs' users match on (e.g. an
+                        // unknown user: "… command failed: unauthenticated: invalid
+                        // username: 'x'").
+                        StepError::Envd(crate::envd_link::EnvdError::Rpc(rpc)) => fail(format!(
+                            "failed to run command '{command}': command failed: {rpc}"
+                        )),
+                        other => fail(other.to_string()),
+                    })?;
                 if code != 0 {
                     return Err(fail(exit_message(code, &tail)));
                 }
