@@ -32,17 +32,18 @@ fn next_proof() -> String {
 
 /// Looks for the values (argv: their halves) in every regular file of the sandbox (but
 /// /proc, /sys, /dev) and in the environment and command line of every process.
-const SCAN: &str = r#"import os, sys
+const SCAN: &str = r#"import os, sys, time
 needles = [(sys.argv[1] + sys.argv[2]).encode(), (sys.argv[3] + sys.argv[4]).encode()]
+# Only what was written since the sandbox was made can hold a value the server put there
+# (the template's files are older): every file is looked at, the new ones read.
+since = time.time() - 3600
 hits, searched = [], 0
 def check(path):
-    global searched
     try:
         with open(path, 'rb') as f:
             data = f.read(256 << 20)
     except OSError:
         return
-    searched += 1
     if any(n in data for n in needles):
         hits.append(path)
 for root, dirs, files in os.walk('/'):
@@ -50,7 +51,12 @@ for root, dirs, files in os.walk('/'):
         dirs[:] = [d for d in dirs if d not in ('proc', 'sys', 'dev')]
     for name in files:
         path = os.path.join(root, name)
-        if os.path.isfile(path) and not os.path.islink(path):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        searched += 1
+        if (st.st_mtime >= since or st.st_ctime >= since) and os.path.isfile(path) and not os.path.islink(path):
             check(path)
 for pid in os.listdir('/proc'):
     if pid.isdigit():
