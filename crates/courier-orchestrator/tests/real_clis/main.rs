@@ -501,6 +501,18 @@ async fn real_cli_through_gateway(tool: ToolId) {
         requests.iter().all(|r| !r.to_string().contains(REAL_KEY)),
         "the stand-in never records a key"
     );
+    // Nor does the provider see what only means something here: the run's token and
+    // proof stop at the gateway.
+    let credentials = gateway.minter.mint(&sandbox.id.to_string());
+    for r in &requests {
+        let text = r.to_string();
+        assert!(
+            !text.contains(credentials.token.expose())
+                && !text.contains(credentials.proof.expose()),
+            "{tool}: the run's token or proof reached the provider: {}",
+            summarize(r)
+        );
+    }
     let figures = answered(&requests);
     eprintln!(
         "{tool} {} through the gateway: {} request(s) at the host stand-in: {:?}; figures {figures:?}",
