@@ -27,6 +27,12 @@
 //! environment of every agent process (read from `/proc` during the slow run) and never
 //! in a request, and the skill's body is never sent unasked.
 //!
+//! Keys that never enter the sandbox ([16]): `<tool>_through_the_gateway` runs each CLI
+//! with the orchestrator linked to Courier's gateway, served on this host's outward
+//! address (the sandboxd's `egress_allow`), and the stand-in on the host (not inside)
+//! behind it, accepting only the real key: a tool call and a streamed answer, the real
+//! key nowhere inside, the usage billed once from the gateway's count.
+//!
 //! The scenario is here; the harness around a real courier-sandboxd and the stand-in is in
 //! `harness`, the figures and event shapes the scenario compares in `figures`, the
 //! project settings and what each CLI does with them in `project`.
