@@ -290,18 +290,32 @@ impl Tapped {
                 }
                 Some(Err(e)) => {
                     if let Some(record) = tapped.finish() {
-                        record.await;
+                        record_surely(record).await;
                     }
                     Some((Err(std::io::Error::other(e.without_url())), None))
                 }
                 None => {
                     if let Some(record) = tapped.finish() {
-                        record.await;
+                        record_surely(record).await;
                     }
                     None
                 }
             }
         })
+    }
+}
+
+/// Records an answer's usage in a task of its own, awaited: the answer's end waits for
+/// it (the run's next request sees it), but a client that hangs up in the meantime drops
+/// only the wait, not the recording. Codex stops reading at `response.completed` and
+/// closes the connection before the body's end, which dropped an inline recording and
+/// left its run unbilled.
+async fn record_surely(record: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            let _ = runtime.spawn(record).await;
+        }
+        Err(_) => record.await,
     }
 }
 
@@ -318,6 +332,69 @@ impl Drop for Tapped {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Grant, Grants};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// Grants whose billing takes a while (a loaded database), recording what it bills.
+    #[derive(Default)]
+    struct SlowBilling(Mutex<Vec<(String, TokenUsage)>>);
+
+    #[async_trait::async_trait]
+    impl Grants for SlowBilling {
+        async fn grant(&self, run: &str) -> Result<Grant, Refusal> {
+            Err(Refusal::RunEnded { run: run.into() })
+        }
+        async fn record_usage(&self, run: &str, _: Provider, usage: TokenUsage) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.0.lock().unwrap().push((run.to_owned(), usage));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_hanging_up_at_the_answers_end_is_still_billed() {
+        // What Codex does: it reads up to `response.completed` and closes the connection
+        // while the gateway is recording the usage. A run that could stop its billing
+        // that way would spend without limit; the recording must outlive the hang-up.
+        let billing = Arc::new(SlowBilling::default());
+        let completed = concat!(
+            "data: {\"type\":\"response.completed\",\"response\":{\"usage\":",
+            "{\"input_tokens\":1500,\"output_tokens\":25,",
+            "\"input_tokens_details\":{\"cached_tokens\":600}}}}\n\n"
+        );
+        let chunks: Vec<reqwest::Result<Bytes>> =
+            vec![Ok(Bytes::from_static(completed.as_bytes()))];
+        let tapped = Tapped {
+            inner: Box::pin(futures::stream::iter(chunks)),
+            tap: Some(UsageTap::new(Api::Responses, "text/event-stream")),
+            report: Some(Report {
+                grants: billing.clone(),
+                run: "run-1".into(),
+                provider: Provider::OpenAi,
+            }),
+        };
+        let mut body = Box::pin(tapped.into_stream());
+        assert!(body.next().await.is_some(), "the answer's bytes pass");
+        // The end is being waited for (the recording under way) when the client leaves.
+        let end = tokio::time::timeout(Duration::from_millis(50), body.next()).await;
+        assert!(end.is_err(), "the end waits for the recording");
+        drop(body);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let billed = billing.0.lock().unwrap().clone();
+        assert_eq!(
+            billed,
+            vec![(
+                "run-1".to_owned(),
+                TokenUsage {
+                    input: 900,
+                    output: 25,
+                    cache_read: 600,
+                    cache_write: 0
+                }
+            )],
+            "billed once, after the hang-up"
+        );
+    }
 
     #[test]
     fn streamed_chat_requests_ask_for_usage_and_others_pass_unchanged() {

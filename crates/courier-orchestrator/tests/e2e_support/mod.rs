@@ -168,6 +168,21 @@ impl World {
         Self::build(test, backend, Isolation::Container, extra, Vec::new()).await
     }
 
+    /// [`World::with_shared_dirs`] whose sandboxes may also reach `allow` (as
+    /// [`World::with_egress_allow`]): the real CLIs against a gateway on this host.
+    pub async fn with_shared_dirs_and_egress_allow(
+        test: &str,
+        backend: Backend,
+        extra: Vec<SharedDir>,
+        allow: &[String],
+    ) -> Option<World> {
+        let allow = allow
+            .iter()
+            .map(|a| a.parse().expect("an egress allow"))
+            .collect();
+        Self::build(test, backend, Isolation::Container, extra, allow).await
+    }
+
     async fn build(
         test: &str,
         backend: Backend,

@@ -13,8 +13,10 @@ use courier_e2b::{
     BuildRequested, BuildStatus, Client, CommandOutput, CommandSpec, Recipe, SandboxApi,
     SpawnedCommand, TemplateInfo,
 };
+use courier_gateway::{Gateway, Minter, Upstreams};
 use courier_llm_standin::Api;
 use courier_orchestrator::config::CreateRequest;
+use courier_orchestrator::gateway::GatewayLink;
 use courier_orchestrator::keys::KeyVault;
 use courier_orchestrator::lifecycle::Orchestrator;
 use courier_orchestrator::stream::EventHub;
@@ -55,6 +57,15 @@ pub fn workspace() -> PathBuf {
 /// The stand-in binary from this target dir, built on first use; copied alone into a
 /// directory to share (the target dir must not be visible to sandboxes).
 pub fn standin_dir(tmp: &Path) -> PathBuf {
+    let bin = standin_binary();
+    let dir = tmp.join("standin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&bin, dir.join("courier-llm-standin")).unwrap();
+    dir
+}
+
+/// The stand-in binary of this target dir, built on first use.
+pub fn standin_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let profile_dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
     let bin = profile_dir.join("courier-llm-standin");
@@ -68,10 +79,7 @@ pub fn standin_dir(tmp: &Path) -> PathBuf {
             .expect("cargo build");
         assert!(status.success(), "building courier-llm-standin failed");
     }
-    let dir = tmp.join("standin");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(&bin, dir.join("courier-llm-standin")).unwrap();
-    dir
+    bin
 }
 
 /// The host npm cache (`COURIER_NPM_CACHE`, else `$XDG_CACHE_HOME` or `~/.cache`, then
@@ -229,7 +237,102 @@ pub struct Harness {
     pub hub: EventHub,
     pub tool: ToolId,
     pub version: String,
+    /// The gateway and the stand-in behind it, when runs go through the gateway.
+    pub gateway: Option<HostGateway>,
     _tmp: tempfile::TempDir,
+}
+
+/// The provider's real key in the gateway scenario: only the host's stand-in accepts it,
+/// and it must never be found inside a sandbox.
+pub const REAL_KEY: &str = "sk-real-provider-key-never-in-a-sandbox-0003";
+
+/// Everything outside the sandbox in the gateway scenario: Courier's gateway, serving on
+/// this host's outward address, and behind it, as every provider, the stand-in running on
+/// this host (not in the sandbox), accepting only [`REAL_KEY`].
+pub struct HostGateway {
+    /// Mints each run's token and proof (what the test checks the sandbox never holds).
+    pub minter: Minter,
+    /// The gateway's root URL as the sandboxes see it.
+    pub url: String,
+    record: tempfile::NamedTempFile,
+    standin: std::process::Child,
+}
+
+impl Drop for HostGateway {
+    fn drop(&mut self) {
+        let _ = self.standin.kill();
+        let _ = self.standin.wait();
+    }
+}
+
+impl HostGateway {
+    /// Starts the host stand-in and a gateway on `listener` toward it; returns
+    /// `orchestrator` linked to that gateway (the proof added at egress).
+    fn start(
+        orchestrator: Orchestrator,
+        listener: tokio::net::TcpListener,
+    ) -> (Orchestrator, HostGateway) {
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let record = tempfile::NamedTempFile::new().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let standin = std::process::Command::new(standin_binary())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--record")
+            .arg(record.path())
+            .env("STANDIN_KEY", REAL_KEY)
+            .spawn()
+            .unwrap();
+        for _ in 0..250 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let minter = Minter::new(b"the real-CLI suite's master key......");
+        let orchestrator = orchestrator
+            .with_gateway(GatewayLink {
+                url: url.clone(),
+                minter: minter.clone(),
+                proof_at_egress: true,
+            })
+            .expect("a valid gateway link");
+        // Every provider's root is the stand-in: it serves `/v1/messages`, `/v1/responses`
+        // and `/api/v1/chat/completions`, the paths each provider's API has under its root.
+        let root = format!("http://127.0.0.1:{port}");
+        let gateway = Gateway::new(
+            minter.clone(),
+            Upstreams {
+                anthropic: root.clone(),
+                openai: root.clone(),
+                openrouter: root,
+                ..Upstreams::default()
+            },
+            orchestrator.gateway_grants(),
+        );
+        tokio::spawn(async move { axum::serve(listener, gateway.router()).await });
+        (
+            orchestrator,
+            HostGateway {
+                minter,
+                url,
+                record,
+                standin,
+            },
+        )
+    }
+
+    /// What the host stand-in recorded so far (every request the gateway forwarded).
+    pub fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.record.path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
 }
 
 pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
@@ -249,6 +352,17 @@ where
 
 impl Harness {
     pub async fn new(tool: ToolId) -> Option<Harness> {
+        Self::build(tool, false).await
+    }
+
+    /// A harness whose orchestrator sends every run through Courier's gateway: the
+    /// gateway on this host's outward address (the only internal address the sandboxes may
+    /// reach), the stand-in on this host behind it, accepting only [`REAL_KEY`].
+    pub async fn through_gateway(tool: ToolId) -> Option<Harness> {
+        Self::build(tool, true).await
+    }
+
+    async fn build(tool: ToolId, through_gateway: bool) -> Option<Harness> {
         let tmp = tempfile::tempdir().unwrap();
         let shared = vec![
             SharedDir {
@@ -262,8 +376,28 @@ impl Harness {
                 read_only: false,
             },
         ];
-        let world =
-            World::with_shared_dirs(&format!("real_{tool}"), Backend::Sqlite, shared).await?;
+        let listener = match through_gateway {
+            true => {
+                let ip = courier_gateway::outward_ipv4().expect("an outward IPv4 address");
+                Some(tokio::net::TcpListener::bind((ip, 0)).await.unwrap())
+            }
+            false => None,
+        };
+        let world = match &listener {
+            Some(l) => {
+                let allow = [l.local_addr().unwrap().to_string()];
+                World::with_shared_dirs_and_egress_allow(
+                    &format!("real_{tool}_through_gateway"),
+                    Backend::Sqlite,
+                    shared,
+                    &allow,
+                )
+                .await?
+            }
+            None => {
+                World::with_shared_dirs(&format!("real_{tool}"), Backend::Sqlite, shared).await?
+            }
+        };
         for s in [Service::Anthropic, Service::OpenAi, Service::OpenRouter] {
             for (metric, usd) in RATES {
                 world
@@ -291,6 +425,13 @@ impl Harness {
                 })
                 .with_provider_endpoints(endpoints())
                 .expect("valid endpoints");
+        let (orchestrator, gateway) = match listener {
+            Some(listener) => {
+                let (orchestrator, gateway) = HostGateway::start(orchestrator, listener);
+                (orchestrator, Some(gateway))
+            }
+            None => (orchestrator, None),
+        };
         let version = registry::spec(tool)
             .package
             .expect("an npm CLI")
@@ -303,6 +444,7 @@ impl Harness {
             hub,
             tool,
             version,
+            gateway,
             _tmp: tmp,
         })
     }
@@ -326,6 +468,12 @@ impl Harness {
     /// Builds the tool's template (the real path: pinned npm install) and the test layer
     /// that starts the stand-in; returns the test template's name.
     pub async fn templates(&self) -> String {
+        let tool_template = self.tool_template().await;
+        self.standin_layer(&tool_template).await
+    }
+
+    /// Builds the tool's template (the real path: pinned npm install); returns its name.
+    pub async fn tool_template(&self) -> String {
         let started = Instant::now();
         let build = self
             .orchestrator
@@ -359,12 +507,17 @@ impl Harness {
             done.cli_version,
             started.elapsed().as_secs_f64()
         );
+        registry::spec(self.tool).default_template.to_owned()
+    }
+
+    /// The test layer on `tool_template` whose start command runs the stand-in inside.
+    async fn standin_layer(&self, tool_template: &str) -> String {
         let name = format!("{}-standin", self.tool);
         let start = format!(
             "mkdir -p /tmp/courier-standin && STANDIN_KEY={GOOD_KEY} {STANDIN_DIR}/courier-llm-standin \
              --listen 127.0.0.1:{PORT} --record {RECORD} --slow-secs 600 >/tmp/courier-standin/log 2>&1"
         );
-        let recipe = Recipe::from_template(registry::spec(self.tool).default_template)
+        let recipe = Recipe::from_template(tool_template)
             .step(courier_e2b::Step::run("true"))
             .start_cmd(start)
             .ready_cmd(format!("curl -sf http://127.0.0.1:{PORT}/health"));
@@ -445,6 +598,23 @@ impl Harness {
             )
             .await
             .unwrap()
+    }
+
+    /// Runs `cmd` as root inside the sandbox; its stdout.
+    pub async fn run_as_root(&self, id: SandboxId, cmd: &str) -> String {
+        let record = self.record(id).await;
+        let out = self
+            .world
+            .client
+            .run(
+                &record,
+                CommandSpec::new(cmd)
+                    .user("root")
+                    .timeout(Duration::from_secs(120)),
+            )
+            .await
+            .unwrap();
+        out.stdout
     }
 
     /// The stand-in's recording so far.

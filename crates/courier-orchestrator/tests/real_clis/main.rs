@@ -27,6 +27,12 @@
 //! environment of every agent process (read from `/proc` during the slow run) and never
 //! in a request, and the skill's body is never sent unasked.
 //!
+//! Keys that never enter the sandbox ([16]): `<tool>_through_the_gateway` runs each CLI
+//! with the orchestrator linked to Courier's gateway, served on this host's outward
+//! address (the sandboxd's `egress_allow`), and the stand-in on the host (not inside)
+//! behind it, accepting only the real key: a tool call and a streamed answer, the real
+//! key nowhere inside, the usage billed once from the gateway's count.
+//!
 //! The scenario is here; the harness around a real courier-sandboxd and the stand-in is in
 //! `harness`, the figures and event shapes the scenario compares in `figures`, the
 //! project settings and what each CLI does with them in `project`.
@@ -47,7 +53,7 @@ use courier_orchestrator::stream::SandboxEvent;
 use courier_store::{MessageStatus, SandboxId, SandboxStatus};
 use courier_tools::{AgentEvent, StreamParser, ToolId, registry};
 use figures::{add, agent_events, answered, assert_billed, session_of, summarize};
-use harness::{BAD_KEY, GOOD_KEY, Harness, RUN_TIMEOUT, provider, wait_for};
+use harness::{BAD_KEY, GOOD_KEY, Harness, REAL_KEY, RUN_TIMEOUT, provider, wait_for};
 use serde_json::Value;
 
 fn enabled(test: &str) -> bool {
@@ -379,6 +385,240 @@ async fn real_cli(tool: ToolId) {
     );
 }
 
+/// [16] The real CLI through Courier's gateway: the sandbox holds only its run's token,
+/// the gateway (on this host) swaps it for the real key toward the stand-in (on this host
+/// too, accepting only the real key), the answer streams through, and the usage billed is
+/// what the stand-in reported, counted once at the gateway.
+///
+/// Security: the sandbox is an attacker's machine with internet access. What an agent
+/// steered by a prompt injection could try: read the real key from any process's
+/// environment, any file, or `git credential fill`; find the run's proof (which makes its
+/// token usable) in a file. Each is searched for here and must not be found; the token
+/// it does hold is refused from outside the sandbox (no proof).
+async fn real_cli_through_gateway(tool: ToolId) {
+    if !enabled(&format!("{tool}_through_the_gateway")) {
+        return;
+    }
+    let Some(h) = Harness::through_gateway(tool).await else {
+        return;
+    };
+    let suite = Instant::now();
+    let gateway = h.gateway.as_ref().expect("a harness through the gateway");
+    let template = h.tool_template().await;
+    let (_, api) = provider(tool);
+    h.put_key(REAL_KEY).await;
+
+    let file = format!("{}/through-gateway.txt", courier_tools::PROJECT_DIR);
+    let sandbox = h
+        .create(
+            &template,
+            &format!("Create the file [[write:{file}]] please."),
+        )
+        .await;
+    assert_eq!(sandbox.status, SandboxStatus::Running);
+    assert!(
+        sandbox.config.keys_via_gateway,
+        "{tool}: runs through the gateway"
+    );
+    let mut sub = h
+        .hub
+        .subscribe(h.world.store.clone(), sandbox.id, 0)
+        .await
+        .unwrap();
+    let events: Arc<Mutex<Vec<SandboxEvent>>> = Arc::default();
+    let sink = events.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(e)) = sub.next().await {
+            sink.lock().unwrap().push(e);
+        }
+    });
+    h.idle(sandbox.id, 2).await;
+    let messages = h.messages(sandbox.id).await;
+    assert_eq!(
+        messages[1].status,
+        MessageStatus::Completed,
+        "{tool} through the gateway: {}\n{}\nhost stand-in saw: {:?}",
+        messages[1].content,
+        messages[1].raw_log,
+        gateway.requests().iter().map(summarize).collect::<Vec<_>>()
+    );
+    assert!(
+        messages[1]
+            .content
+            .contains(courier_llm_standin::FINAL_TEXT),
+        "{}",
+        messages[1].content
+    );
+    let written = h.run(sandbox.id, &format!("cat {file}")).await;
+    assert_eq!(
+        written.stdout,
+        format!("{}{file}\n", courier_llm_standin::WRITTEN_PREFIX),
+        "{tool}: the agent wrote the file through the gateway"
+    );
+
+    // Streaming intact: the run's events reached the subscriber as it ran, and the stored
+    // stream parses into the tool call, its result, the usage and the final text, as
+    // the committed recording of this version (made against the stand-in directly) does.
+    let live = agent_events(&events.lock().unwrap(), messages[1].seq);
+    assert!(
+        live.iter().any(|e| matches!(e, AgentEvent::Result(_))),
+        "{tool}: the run's events streamed to the subscriber: {live:?}"
+    );
+    let parsed = StreamParser::parse_all(tool, messages[1].raw_log.as_bytes(), Some(0));
+    for (what, found) in [
+        ("tool use", parsed.iter().any(|e| matches!(e, AgentEvent::ToolUse { .. }))),
+        (
+            "tool result",
+            parsed
+                .iter()
+                .any(|e| matches!(e, AgentEvent::ToolResult { is_error: false, .. })),
+        ),
+        ("usage", parsed.iter().any(|e| matches!(e, AgentEvent::Usage(_)))),
+        (
+            "final text",
+            parsed.iter().any(
+                |e| matches!(e, AgentEvent::Text { text } if text.contains(courier_llm_standin::FINAL_TEXT)),
+            ),
+        ),
+    ] {
+        assert!(found, "{tool}: no {what} event in {parsed:?}");
+    }
+    // No error on the way (a refused WebSocket attempt retried, a dropped stream).
+    let errors: Vec<&str> = parsed
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Error { message } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{tool}: errors in the stream through the gateway: {errors:?}"
+    );
+    if std::env::var("COURIER_REAL_CLIS_RECORD").as_deref() != Ok("1") {
+        h.stream_matches_recording("first", &messages[1].raw_log, 0);
+    }
+
+    // The host stand-in answered the tool call and the answer (it refuses any key but the
+    // real one), and what was billed is exactly that, once: counted at the gateway, the
+    // CLI's own figures not billed again.
+    let requests = gateway.requests();
+    assert!(
+        requests.iter().all(|r| !r.to_string().contains(REAL_KEY)),
+        "the stand-in never records a key"
+    );
+    // Nor does the provider see what only means something here: the run's token and
+    // proof stop at the gateway.
+    let credentials = gateway.minter.mint(&sandbox.id.to_string());
+    for r in &requests {
+        let text = r.to_string();
+        assert!(
+            !text.contains(credentials.token.expose())
+                && !text.contains(credentials.proof.expose()),
+            "{tool}: the run's token or proof reached the provider: {}",
+            summarize(r)
+        );
+    }
+    let figures = answered(&requests);
+    eprintln!(
+        "{tool} {} through the gateway: {} request(s) at the host stand-in: {:?}; figures {figures:?}",
+        h.version,
+        requests.len(),
+        requests
+            .iter()
+            .map(|r| format!(
+                "{} {}",
+                r["method"].as_str().unwrap_or(""),
+                r["path"].as_str().unwrap_or("")
+            ))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        figures,
+        add(
+            courier_llm_standin::figures(api, &tool_call()),
+            courier_llm_standin::figures(api, &courier_llm_standin::Turn::Answer { slow: false })
+        ),
+        "{tool}: one tool call and one answer through the gateway"
+    );
+    // The gateway records an answer's usage before its end reaches the CLI; the wait is
+    // for a loaded machine. A shortfall is reported by the comparison below.
+    let expected = figures.input + figures.output + figures.cache_read + figures.cache_write;
+    let waited = Instant::now();
+    while waited.elapsed() < Duration::from_secs(20) {
+        let u = h.usage(sandbox.id).await;
+        let billed = u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens;
+        if billed as u64 >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let per_answer: Vec<_> = requests
+        .iter()
+        .filter(|r| r.pointer("/answer/figures").is_some())
+        .map(|r| answered(std::slice::from_ref(r)))
+        .collect();
+    assert_billed(
+        tool,
+        "the run through the gateway",
+        &h.usage(sandbox.id).await,
+        &per_answer,
+    );
+
+    // The real key is nowhere inside: no process's environment, no file, nothing from
+    // git's credential machinery; nor is the run's proof in any file.
+    let proof = gateway.minter.mint(&sandbox.id.to_string()).proof;
+    let hunt = format!(
+        "for e in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $e; done | grep -c -e '{REAL_KEY}'; \
+         grep -rIl -e '{REAL_KEY}' / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev 2>/dev/null | head; \
+         printf 'protocol=https\\nhost=github.com\\n\\n' | su -s /bin/sh user -c 'cd {dir} && GIT_TERMINAL_PROMPT=0 git credential fill' 2>&1; \
+         echo proof:; grep -rIl -e '{}' / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev 2>/dev/null | head",
+        proof.expose(),
+        dir = courier_tools::PROJECT_DIR,
+    );
+    let found = h.run_as_root(sandbox.id, &hunt).await;
+    assert!(
+        !found.contains(REAL_KEY),
+        "{tool}: the real key is inside: {found}"
+    );
+    assert_eq!(
+        found.lines().next(),
+        Some("0"),
+        "{tool}: a process's environment holds the real key: {found}"
+    );
+    let after_proof = found.split("proof:").nth(1).unwrap_or("");
+    assert!(
+        after_proof.trim().is_empty(),
+        "{tool}: the proof is in a file inside: {after_proof}"
+    );
+    // What the CLI held is its run token: refused from here (no proof).
+    let token = gateway.minter.mint(&sandbox.id.to_string()).token;
+    let (root, path) = match tool {
+        ToolId::Claude => ("anthropic", "v1/messages"),
+        ToolId::Codex => ("openai", "v1/responses"),
+        _ => ("openrouter", "api/v1/chat/completions"),
+    };
+    let status = reqwest::Client::new()
+        .post(format!("{}/llm/{root}/{path}", gateway.url))
+        .bearer_auth(token.expose())
+        .json(&serde_json::json!({"model": "m", "messages": []}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(
+        status.as_u16(),
+        401,
+        "{tool}: the run token alone is refused"
+    );
+    h.orchestrator.kill(sandbox.id, None).await.unwrap();
+    eprintln!(
+        "{tool} {}: through-the-gateway scenario passed in {:.0}s",
+        h.version,
+        suite.elapsed().as_secs_f64()
+    );
+}
+
 /// A tool-call turn (its figures do not depend on the call).
 fn tool_call() -> courier_llm_standin::Turn {
     courier_llm_standin::Turn::ToolCall {
@@ -408,4 +648,24 @@ async fn opencode_for_real() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pi_for_real() {
     real_cli(ToolId::Pi).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_through_the_gateway() {
+    real_cli_through_gateway(ToolId::Claude).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_through_the_gateway() {
+    real_cli_through_gateway(ToolId::Codex).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_through_the_gateway() {
+    real_cli_through_gateway(ToolId::Opencode).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pi_through_the_gateway() {
+    real_cli_through_gateway(ToolId::Pi).await;
 }

@@ -17,8 +17,9 @@
 //! - **What the values reach**: the destination, in clear text (plain HTTP). A
 //!   destination that echoes request headers back (an httpbin `/headers`) shows them to
 //!   the sandbox: only put rules on hosts that do not.
-//! - **Upgrades** (`Upgrade`, `CONNECT`) are refused with 501: after a 101 the proxy
-//!   could no longer see requests, so they would leave without their transforms.
+//! - **Upgrades** are refused with 426 (a WebSocket-first client falls back to HTTP at
+//!   once) and `CONNECT` with 501: after a 101 or a tunnel the proxy could no longer see
+//!   requests, so they would leave without their transforms.
 //! - **Bounds**: a request head larger than [`MAX_HEAD`] is answered 431 and the
 //!   connection closed (hyper stops reading there); a head must arrive within
 //!   [`HEAD_TIMEOUT`]. The first request must name its host within its first 16 KiB
@@ -248,11 +249,22 @@ fn request_name(request: &Request<Incoming>) -> Option<String> {
 impl Connection {
     async fn forward(&self, mut request: Request<Incoming>) -> Response<Body> {
         let destination = self.destination;
-        if request.method() == Method::CONNECT || request.headers().contains_key(header::UPGRADE) {
+        if request.method() == Method::CONNECT {
             return text(
                 StatusCode::NOT_IMPLEMENTED,
-                "courier-sandboxd: protocol upgrades and CONNECT are not proxied to a host \
-                 with network transform rules",
+                "courier-sandboxd: CONNECT is not proxied to a host with network transform \
+                 rules",
+            );
+        }
+        if request.headers().contains_key(header::UPGRADE) {
+            // 426, as Courier's gateway and OpenAI answer it: a client that tries a
+            // WebSocket first (Codex's Responses API) reads 426 as "not here" and uses
+            // plain HTTP at once. A 501 made Codex retry five times, each an error event
+            // in the agent's stream, before falling back.
+            return text(
+                StatusCode::UPGRADE_REQUIRED,
+                "courier-sandboxd: protocol upgrades are not proxied to a host with network \
+                 transform rules; use plain HTTP",
             );
         }
         // An absolute URI names the host (RFC 9112 §3.2.2): forward it as the Host, so

@@ -219,16 +219,35 @@ async fn a_domain_rule_applies_only_where_its_name_resolves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_tls_and_giant_heads_are_refused() {
     let world = World::new(rules_for("127.0.0.2")).await;
-    // An upgrade would carry later traffic past the proxy.
+    // An upgrade would carry later traffic past the proxy (a sandbox could send requests
+    // without the transforms, or past the rules, inside a WebSocket): refused with 426,
+    // which WebSocket-first clients (Codex) read as "use HTTP", and nothing reaches the
+    // upstream.
     let mut client = world.connect().await;
     client
         .write_all(
-            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
         )
         .await
         .unwrap();
     let answer = response(&mut client).await;
+    assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+    // A tunnel likewise: 501.
+    let mut client = world.connect().await;
+    client
+        .write_all(b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = response(&mut client).await;
     assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+    assert!(
+        world
+            .heads()
+            .iter()
+            .all(|h| !h.starts_with("GET /ws") && !h.starts_with("CONNECT")),
+        "{:?}",
+        world.heads()
+    );
 
     // TLS to a host with rules: closed without a byte upstream.
     let mut client = world.connect().await;
