@@ -646,6 +646,8 @@ max_sandboxes_per_project = 0
 template_step_timeout = 600
 template_build_timeout = 1200
 tool_versions = { claude = "2.1.332", pi = "latest" }
+gateway = "https://gw.example.com/"
+gateway_listen = "0.0.0.0:8091"
 "#,
         )
         .unwrap();
@@ -674,7 +676,21 @@ tool_versions = { claude = "2.1.332", pi = "latest" }
                 (ToolId::Pi, "latest".to_owned())
             ]
         );
+        assert_eq!(v.strings["gateway"], "https://gw.example.com/");
+        assert_eq!(v.strings["gateway_listen"], "0.0.0.0:8091");
         assert_eq!(v.keys.len(), KEYS.len());
+    }
+
+    #[test]
+    fn the_gateway_setting_is_auto_off_or_a_url() {
+        assert_eq!("auto".parse(), Ok(GatewaySetting::Auto));
+        assert_eq!("off".parse(), Ok(GatewaySetting::Off));
+        assert_eq!(
+            "https://gw.example.com/".parse(),
+            Ok(GatewaySetting::Url("https://gw.example.com".into()))
+        );
+        let e = "on".parse::<GatewaySetting>().unwrap_err();
+        assert!(e.contains("\"auto\", \"off\" or an http(s):// URL"), "{e}");
     }
 
     #[test]
