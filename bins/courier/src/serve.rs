@@ -458,10 +458,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let gateway = GatewayPlan::bind(&settings).await?;
     let provider = sandbox_provider(
         &settings,
-        gateway
-            .iter()
-            .filter_map(|g| g.egress_allow.clone())
-            .collect(),
+        gateway.iter().filter_map(|g| g.egress_allow).collect(),
     )
     .await?;
     let provider_name = provider.name;
