@@ -178,7 +178,7 @@ async fn forward_to(
         .map_err(|e| Refusal::Upstream(format!("GitHub: {}", e.without_url())))?;
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
-        if crate::server::answer_header(name) && name != http::header::WWW_AUTHENTICATE {
+        if crate::headers::answer_header(name) && name != http::header::WWW_AUTHENTICATE {
             response = response.header(name, value);
         }
     }

@@ -37,6 +37,7 @@ mod credentials;
 mod error;
 pub mod git;
 mod grants;
+mod headers;
 pub mod llm;
 mod server;
 pub mod usage;

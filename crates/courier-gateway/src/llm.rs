@@ -121,7 +121,7 @@ async fn forward_to(
     }
     let mut headers = reqwest::header::HeaderMap::new();
     for (name, value) in &parts.headers {
-        if crate::server::forwardable(name) {
+        if crate::headers::forwardable(name) {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -141,7 +141,7 @@ async fn forward_to(
     let status = answer.status();
     let mut response = Response::builder().status(status);
     for (name, value) in answer.headers() {
-        if crate::server::answer_header(name) {
+        if crate::headers::answer_header(name) {
             response = response.header(name, value);
         }
     }

@@ -59,6 +59,7 @@ mod answers;
 mod commands;
 mod create;
 mod follow_up;
+mod grants;
 mod kill;
 mod pause;
 mod reattach;
@@ -89,6 +90,7 @@ use crate::{OrchestratorError, Result};
 
 pub use answers::Answer;
 pub use commands::{agent_command, reattach_command, save_work_command};
+pub use grants::RunGrants;
 pub use kill::{KillOptions, PullRequest};
 pub use reconcile::ReconcileReport;
 pub use timeouts::TimeoutPolicy;
@@ -199,9 +201,9 @@ impl Orchestrator {
     }
 
     /// What the gateway asks about runs, answered by this orchestrator.
-    pub fn gateway_grants(&self) -> std::sync::Arc<crate::gateway::RunGrants> {
+    pub fn gateway_grants(&self) -> std::sync::Arc<RunGrants> {
         let proof = self.gateway.as_ref().is_some_and(|g| g.proof_at_egress);
-        crate::gateway::RunGrants::new(self.clone(), proof)
+        grants::RunGrants::new(self.clone(), proof)
     }
 
     /// The key vault.

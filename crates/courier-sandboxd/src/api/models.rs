@@ -337,7 +337,7 @@ fn mask_request_host(network: &Map<String, Value>) -> Result<Option<String>, Err
 
 /// Reads a create request's `allow_internet_access` and `network`: `allowOut` and
 /// `denyOut` are enforced (see [`crate::egress`]), `rules` transform plain-HTTP requests
-/// (see `egress/transform.rs`), `maskRequestHost` rewrites the `Host` of requests to the
+/// (see `egress/policy/transform.rs`), `maskRequestHost` rewrites the `Host` of requests to the
 /// sandbox's ports, `allowPublicTraffic: false` protects those ports with a traffic access
 /// token; the other fields are refused.
 ///

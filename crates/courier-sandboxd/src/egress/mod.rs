@@ -47,7 +47,7 @@
 //!   allowed name that resolves (on the host) to the original address, and splices;
 //! - **transforms** (E2B's `network.rules`, `transform.rs`): an allowed TCP connection to
 //!   a destination with rules goes through the same listener to the transform proxy
-//!   (`transform_proxy.rs`), which sets the rule's headers on every plain-HTTP request
+//!   (`domain_proxy/transform_proxy.rs`), which sets the rule's headers on every plain-HTTP request
 //!   and forwards it to the original destination; TLS to such a host is closed (no
 //!   interception, fail closed). Rules never allow traffic by themselves;
 //! - **the operator** lifts the internal refusal for chosen ranges with
@@ -84,8 +84,6 @@ pub mod policy;
 mod sniff;
 pub(crate) mod supervisor;
 mod sys;
-mod transform;
-mod transform_proxy;
 
 use std::fmt;
 use std::io::{self, Read as _};
@@ -97,9 +95,9 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+pub use policy::transform::{TransformError, TransformRules};
 pub use policy::{Cidr, CidrError, EgressRules, OperatorAllow, RuleError};
 use policy::{Destination, Environment, Refused, Verdict};
-pub use transform::{TransformError, TransformRules};
 
 /// How long the host's interface addresses are cached before they are read again.
 pub const HOST_ADDRS_TTL: Duration = Duration::from_secs(2);

@@ -342,7 +342,7 @@ pub struct EgressRules {
     allow_cidrs: Vec<Cidr>,
     allow_domains: Vec<DomainPattern>,
     deny: Vec<Cidr>,
-    transforms: super::transform::TransformRules,
+    transforms: transform::TransformRules,
 }
 
 impl EgressRules {
@@ -429,13 +429,13 @@ impl EgressRules {
 
     /// These rules with E2B's `network.rules` (per-host request transforms); they never
     /// allow traffic by themselves.
-    pub fn with_transforms(mut self, transforms: super::transform::TransformRules) -> Self {
+    pub fn with_transforms(mut self, transforms: transform::TransformRules) -> Self {
         self.transforms = transforms;
         self
     }
 
     /// The per-host request transforms (`network.rules`).
-    pub fn transforms(&self) -> &super::transform::TransformRules {
+    pub fn transforms(&self) -> &transform::TransformRules {
         &self.transforms
     }
 
@@ -694,6 +694,8 @@ pub fn internal_range(ip: IpAddr) -> Option<&'static str> {
             }),
     }
 }
+
+pub(crate) mod transform;
 
 #[cfg(test)]
 mod tests;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use super::super::domain_proxy::DomainProxy;
-use super::super::{Egress, EgressRules, OperatorAllow, TransformRules};
+use super::super::super::{Egress, EgressRules, OperatorAllow, TransformRules};
+use super::super::DomainProxy;
 
 const SECRET: &str = "proof-in-process-0123456789";
 
@@ -73,7 +73,7 @@ struct World {
     proxy: DomainProxy,
     upstream: SocketAddr,
     heads: Arc<Mutex<Vec<String>>>,
-    egress: super::super::SandboxEgress,
+    egress: super::super::super::SandboxEgress,
 }
 
 impl World {

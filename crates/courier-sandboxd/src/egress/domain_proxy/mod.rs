@@ -21,6 +21,7 @@
 //! answers: both use the host's resolver, but a name whose answers rotate can make a
 //! connection to an address the proxy's lookup did not return fail.
 
+mod transform_proxy;
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -183,7 +184,7 @@ async fn relay(mut client: TcpStream, entry: Pending, stop: CancellationToken) {
         .transforms()
         .intercepts(destination.ip(), destination.port());
     if transformed || !entry.check_domain {
-        super::transform_proxy::serve(client, entry, stop).await;
+        transform_proxy::serve(client, entry, stop).await;
         return;
     }
     let (name, head, mut upstream) = match check(&mut client, &entry).await {

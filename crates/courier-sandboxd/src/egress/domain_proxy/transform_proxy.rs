@@ -47,10 +47,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::SandboxEgress;
-use super::domain_proxy::{
-    Pending, Refusal, connect, read_head, resolves_to, splice, verify_domain,
-};
+use super::super::SandboxEgress;
+use super::{Pending, Refusal, connect, read_head, resolves_to, splice, verify_domain};
 
 /// Largest request or response head (request line or status line and headers), bytes.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;

@@ -1,5 +1,5 @@
 //! E2B's `network.rules`: per-host request transforms (`transform.headers`), parsed,
-//! validated and matched. Pure: the proxy that applies them is `transform_proxy.rs`.
+//! validated and matched. Pure: the proxy that applies them is `domain_proxy/transform_proxy.rs`.
 //!
 //! ```json
 //! "rules": { "api.example.com": [ { "transform": { "headers": { "Authorization": "Bearer …" } } } ],
@@ -30,7 +30,7 @@ use std::net::IpAddr;
 use courier_secret::Secret;
 use serde_json::{Map, Value};
 
-use super::policy::{Cidr, DOMAIN_PORTS, DomainPattern};
+use super::{Cidr, DOMAIN_PORTS, DomainPattern};
 
 /// Most hosts in one `rules` map.
 pub const MAX_HOSTS: usize = 100;
