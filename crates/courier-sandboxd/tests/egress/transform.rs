@@ -195,14 +195,15 @@ fn transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret()
         .await;
         assert_eq!(uploaded, "len=1048576");
 
-        // Upgrades would carry later traffic past the proxy: refused.
+        // Upgrades would carry later traffic past the proxy: refused, with the 426 that
+        // tells a client (Codex) to use plain HTTP at once.
         let status = body(
             &sbx,
             "-o /dev/null -w '%{http_code}' -H 'Connection: Upgrade' -H 'Upgrade: websocket' \
              http://10.77.0.1:8081/headers",
         )
         .await;
-        assert_eq!(status, "501");
+        assert_eq!(status, "426");
 
         // A domain key: the named host gets its header.
         let seen = body(&sbx, "http://allowed.test/headers").await;
