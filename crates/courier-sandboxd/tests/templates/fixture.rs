@@ -118,6 +118,30 @@ impl Fixture {
             for task in running.tasks {
                 let _ = task.await;
             }
+            drop(running.server);
+            self.wait_for_the_lock().await;
+        }
+    }
+
+    /// Waits until no server holds the data dir's lock: a stopped server's background
+    /// tasks (the reaper's tick, the metrics sampler) let go of it soon, and the next
+    /// server on the data dir would be refused until they do.
+    async fn wait_for_the_lock(&self) {
+        let lock = self.data_dir().join("lock");
+        let start = Instant::now();
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&lock)
+                .expect("open the lock file");
+            if nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the server never stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -132,25 +156,7 @@ impl Fixture {
                 let _ = task.await;
             }
             drop(running.server);
-            // Its background tasks (the reaper's tick) let go of the data dir's lock soon.
-            let lock = self.data_dir().join("lock");
-            let start = Instant::now();
-            loop {
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&lock)
-                    .expect("open the lock file");
-                if nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-                    .is_ok()
-                {
-                    break;
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(30),
-                    "the server never stopped"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            self.wait_for_the_lock().await;
         }
     }
 
