@@ -55,6 +55,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ),
     ("master_key", "COURIER_MASTER_KEY", "the base64 of 32 bytes"),
     (
+        "replica_url",
+        "COURIER_REPLICA_URL",
+        "an http:// or https:// URL other replicas reach this one at",
+    ),
+    (
         "envd_binary",
         "COURIER_ENVD_BINARY",
         "a file path (relative to the file)",
@@ -175,6 +180,9 @@ pub struct Settings {
     pub create_rate: u32,
     /// A PostgreSQL URL, when the store is PostgreSQL.
     pub database_url: Option<String>,
+    /// Where the other replicas of a cluster (PostgreSQL store) reach this one's API;
+    /// `None`: `http://<listen>` (loopback and wildcard addresses only suit one machine).
+    pub replica_url: Option<String>,
     pub master_key: Option<String>,
     pub envd_binary: Option<PathBuf>,
     /// `E2B_*` variables for the provider client: the environment over the file.
@@ -342,6 +350,7 @@ pub fn resolve(over: Overrides) -> Result<Settings> {
             .or(file.create_rate)
             .unwrap_or(DEFAULT_CREATE_RATE),
         database_url,
+        replica_url: string("replica_url", "COURIER_REPLICA_URL"),
         master_key: string("master_key", "COURIER_MASTER_KEY"),
         envd_binary: env("COURIER_ENVD_BINARY")
             .map(PathBuf::from)
@@ -590,7 +599,7 @@ fn parse(text: &str, path: &Path) -> Result<FileValues> {
                 }
                 out.strings.insert(name, url.to_owned());
             }
-            "e2b_api_url" | "e2b_sandbox_url" => {
+            "e2b_api_url" | "e2b_sandbox_url" | "replica_url" => {
                 let url = text()?;
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(bad());

@@ -445,6 +445,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tracing::info!(path = %path.display(), keys = %keys.join(","), "config file read");
     }
     let db = Database::open(&settings).await?;
+    // SQLite is one replica's: a second `serve` on the same file is refused, not raced.
+    let _sqlite_lock = match &db.sqlite {
+        Some(_) => Some(lock_sqlite(&settings.data_dir)?),
+        None => None,
+    };
+    let cluster = match &db.postgres {
+        Some(pg) => Some(join_cluster(pg, &settings).await?),
+        None => None,
+    };
     let seeded = courier_orchestrator::usage::seed_default_rates(db.store.as_ref()).await?;
     for rate in &seeded {
         tracing::info!(
@@ -486,11 +495,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
         None => true,
     };
+    let hub = match &cluster {
+        Some(cluster) => EventHub::default()
+            .join_cluster(cluster.clone(), db.store.clone())
+            .await
+            .context("listening for the other replicas' events")?,
+        None => EventHub::default(),
+    };
     let orchestrator = Orchestrator::new(
         db.store.clone(),
         provider.api.clone(),
         vault.clone(),
-        EventHub::default(),
+        hub,
     )
     .with_sandbox_internet(sandbox_internet)
     .with_pull_requests(pull_requests.clone())
@@ -551,6 +567,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             orchestrator
         }
     };
+    let orchestrator = match &cluster {
+        Some(cluster) => orchestrator.with_cluster(cluster.clone()),
+        None => orchestrator,
+    };
     // Restart safety: end what the provider lost, kill orphans, follow running agents again.
     match orchestrator.reconcile().await {
         Ok(report) => tracing::info!(?report, "sandboxes reconciled with the provider"),
@@ -558,7 +578,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     // Then drive on every workflow run, work chain and issue session left unfinished.
     let workflows = Workflows::new(orchestrator.clone());
-    match workflows.resume().await {
+    // In a cluster one replica drives the unfinished work on at start.
+    let drives_workflows = match &cluster {
+        Some(cluster) => cluster.lead("workflows").await?,
+        None => true,
+    };
+    let resumed = if drives_workflows {
+        workflows.resume().await
+    } else {
+        tracing::info!("another replica drives unfinished workflow runs, chains and issue sessions");
+        Ok(Default::default())
+    };
+    match resumed {
         Ok(report) => tracing::info!(
             runs = report.runs,
             chains = report.chains,
@@ -571,7 +602,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     // The embedded backend starts with `base` only: build the tool templates it lacks in
     // the background (a create needs them; E2B cloud has them already).
-    if provider.embedded.is_some() {
+    let builds_templates = match &cluster {
+        Some(cluster) => cluster.lead("template-builds").await?,
+        None => true,
+    };
+    if provider.embedded.is_some() && builds_templates {
         if settings.build_tool_templates {
             let templates = orchestrator.tool_templates().clone();
             tokio::spawn(async move {
@@ -621,6 +656,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             per_minute: settings.create_rate,
         },
         github_webhook,
+        cluster: match &cluster {
+            Some(cluster) => Some(
+                courier_api::ClusterLink::new(cluster.clone(), &master)
+                    .context("routing requests to their owner replicas")?,
+            ),
+            None => None,
+        },
         ..ApiConfig::default()
     };
     let api = Api::with_workflows(
@@ -640,10 +682,44 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             None
         }
         (secs, Some(pipeline)) => {
-            tracing::info!(every_secs = secs, "polling open pull requests for merges");
-            Some(Arc::new(pipeline.clone()).spawn_merge_poller(Duration::from_secs(secs)))
+            let pipeline = Arc::new(pipeline.clone());
+            let cluster = cluster.clone();
+            // In a cluster one replica polls; another takes over when it dies.
+            Some(tokio::spawn(async move {
+                if let Some(cluster) = cluster {
+                    while !cluster.lead("merge-poller").await.unwrap_or(false) {
+                        tokio::time::sleep(LEAD_RETRY).await;
+                    }
+                }
+                tracing::info!(every_secs = secs, "polling open pull requests for merges");
+                let _ = pipeline
+                    .spawn_merge_poller(Duration::from_secs(secs))
+                    .await;
+            }))
         }
     };
+    // A replica takes over the sandboxes of replicas that die, and stops at once if it
+    // loses its own membership (another replica may be taking its sandboxes over).
+    let takeover = cluster.clone().map(|cluster| {
+        let orchestrator = orchestrator.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TAKEOVER_TICK);
+            loop {
+                tick.tick().await;
+                if let Err(e) = cluster.check_presence().await {
+                    tracing::error!(error = %e, "this replica lost its cluster membership; exiting so it restarts as a new replica");
+                    std::process::exit(75);
+                }
+                match orchestrator.take_over().await {
+                    Ok(report) if report != Default::default() => {
+                        tracing::info!(?report, "sandboxes taken over from a replica that stopped")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "taking sandboxes over failed; retrying"),
+                }
+            }
+        })
+    });
     let ticker = tokio::spawn(async move {
         let mut tick = tokio::time::interval(TIMEOUT_TICK);
         loop {
@@ -679,6 +755,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .context("serving")?;
     ticker.abort();
+    if let Some(takeover) = takeover {
+        takeover.abort();
+    }
     if let Some(poller) = merge_poller {
         poller.abort();
     }
@@ -692,6 +771,61 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often a replica looks for sandboxes of dead replicas (and checks its own
+/// membership): the bound on how long a dead replica's agents go unfollowed.
+const TAKEOVER_TICK: Duration = Duration::from_millis(500);
+/// How often a replica asks again to run a job another replica runs.
+const LEAD_RETRY: Duration = Duration::from_secs(2);
+
+/// Takes the SQLite database's lock for this process's lifetime.
+fn lock_sqlite(data_dir: &std::path::Path) -> Result<std::fs::File> {
+    let path = data_dir.join("courier.db.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another `courier serve` uses the SQLite database in {}: SQLite serves one replica. \
+             Stop the other one, or run several replicas on PostgreSQL (set DATABASE_URL)",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// Joins the cluster of replicas on this PostgreSQL database.
+async fn join_cluster(pg: &PgStore, settings: &Settings) -> Result<Arc<courier_store::Cluster>> {
+    let url = match &settings.replica_url {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            url.trim_end_matches('/').to_owned()
+        }
+        Some(_) => bail!(
+            "COURIER_REPLICA_URL (`replica_url`) must be an http:// or https:// URL other replicas reach this one at"
+        ),
+        None => {
+            let mut listen = settings.listen;
+            if listen.ip().is_unspecified() {
+                listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                tracing::warn!(
+                    "replica_url is not set: other replicas forward requests to {listen}, which only works on this machine (set COURIER_REPLICA_URL)"
+                );
+            }
+            format!("http://{listen}")
+        }
+    };
+    let cluster = courier_store::Cluster::join(pg, &url)
+        .await
+        .context("joining the cluster of replicas on PostgreSQL")?;
+    tracing::info!(replica = %cluster.me().id, url = %url, "joined the cluster of replicas");
+    Ok(Arc::new(cluster))
 }
 
 /// `courier admin user create`.

@@ -23,7 +23,7 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use courier_orchestrator::stream::{EventKind, SandboxEvent};
+use courier_orchestrator::stream::{EventKind, SandboxEvent, line_events};
 use courier_store::{MessageRole, MessageStatus, SandboxId};
 use courier_tools::{AgentEvent as ToolEvent, StreamParser, ToolId};
 use futures::Stream;
@@ -83,21 +83,6 @@ fn agent_view(
             serde_json::Value::Null
         }),
         raw_end,
-    }
-}
-
-/// The events a line of the raw log stands for: the recorder's note of a dropped
-/// over-long line is the error it published, anything else is parsed.
-fn line_events(parser: &mut StreamParser, line: &str) -> Vec<ToolEvent> {
-    let dropped = line
-        .strip_prefix("[line of ")
-        .and_then(|l| l.strip_suffix(" bytes dropped]"))
-        .and_then(|n| n.parse::<usize>().ok());
-    match dropped {
-        Some(len) => vec![ToolEvent::Error {
-            message: format!("output line of {len} bytes exceeds the line limit"),
-        }],
-        None => parser.parse_line(line),
     }
 }
 

@@ -31,6 +31,7 @@ mod auth;
 mod error;
 mod events;
 mod metrics;
+mod owner;
 pub mod openapi;
 mod ratelimit;
 mod routes;
@@ -50,6 +51,7 @@ use tokio::sync::watch;
 
 pub use error::{ApiError, Result};
 pub use metrics::Metrics;
+pub use owner::ClusterLink;
 pub use ratelimit::RateLimit;
 pub use tokens::{IssuedToken, Tokens};
 
@@ -80,6 +82,9 @@ pub struct ApiConfig {
     /// Largest GitHub webhook delivery accepted, in bytes (default
     /// [`DEFAULT_WEBHOOK_BODY_LIMIT`]); `body_limit` does not apply to that route.
     pub webhook_body_limit: usize,
+    /// As a replica of a cluster: requests that change a sandbox go to the replica that
+    /// follows it (`None`, the default: this server follows every sandbox).
+    pub cluster: Option<ClusterLink>,
 }
 
 impl Default for ApiConfig {
@@ -90,6 +95,7 @@ impl Default for ApiConfig {
             keep_alive: Duration::from_secs(15),
             github_webhook: None,
             webhook_body_limit: DEFAULT_WEBHOOK_BODY_LIMIT,
+            cluster: None,
         }
     }
 }

@@ -42,6 +42,7 @@
 
 #[macro_use]
 mod backend;
+pub mod cluster;
 mod error;
 mod ids;
 mod kinds;
@@ -59,6 +60,7 @@ pub mod conformance;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use cluster::{Cluster, Owner, Replica, Wakeups};
 pub use error::{Result, StoreError};
 pub use ids::{
     CostRateId, IssueCardId, IssueSessionId, LearningId, LearningVersionId, MessageId, PersonaId,

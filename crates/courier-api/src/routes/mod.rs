@@ -129,6 +129,10 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/openapi.json", get(openapi_json))
         .nest("/v1", v1)
         .fallback(no_route)
+        .layer(middleware::from_fn_with_state(
+            api.clone(),
+            crate::owner::to_owner,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(api.clone(), count))
         .with_state(api)

@@ -86,6 +86,9 @@ impl Orchestrator {
                 self.quota,
             )
             .await?;
+        // Owned before anything is published or made at the provider: a replica that
+        // dies from here on leaves a sandbox another one takes over.
+        self.follow_here(sandbox.id).await?;
         let branch = request
             .branch
             .clone()

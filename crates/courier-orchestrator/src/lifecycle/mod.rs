@@ -154,6 +154,9 @@ pub struct Orchestrator {
     quota: SandboxQuota,
     endpoints: ProviderEndpoints,
     gateway: Option<crate::gateway::GatewayLink>,
+    cluster: Option<Arc<courier_store::Cluster>>,
+    /// Sandboxes claimed from a dead replica whose take-over did not finish.
+    unsettled: Arc<Mutex<std::collections::HashSet<SandboxId>>>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -186,7 +189,33 @@ impl Orchestrator {
             quota: SandboxQuota::default(),
             endpoints: ProviderEndpoints::default(),
             gateway: None,
+            cluster: None,
+            unsettled: Arc::default(),
         }
+    }
+
+    /// Runs as one replica of a cluster (see [`courier_store::Cluster`]): it follows only
+    /// the sandboxes it owns (those it creates, and those it takes over from dead replicas
+    /// with [`take_over`](Self::take_over)), and its hub must have joined the same
+    /// cluster ([`EventHub::join_cluster`]) so other replicas stream what it records.
+    pub fn with_cluster(mut self, cluster: Arc<courier_store::Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The cluster this orchestrator is a replica of, if any.
+    pub fn cluster(&self) -> Option<&Arc<courier_store::Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Marks a sandbox as followed here: owned in the cluster, its events published by
+    /// this replica (a tail of it stops first, so nothing is published twice).
+    async fn follow_here(&self, id: SandboxId) -> Result<()> {
+        if let Some(cluster) = &self.cluster {
+            cluster.own(id).await?;
+        }
+        self.hub.follow_here(id).await;
+        Ok(())
     }
 
     /// Keeps provider keys and the GitHub token out of the sandboxes: each sandbox gets
@@ -290,6 +319,7 @@ impl Orchestrator {
                 agent.abort();
             }
         }
+        self.hub.follow_none();
     }
 
     /// Opens a pull request for every killed sandbox's branch with `pipeline`. A pipeline

@@ -84,6 +84,9 @@ impl Orchestrator {
         deadline: DateTime<Utc>,
     ) -> Result<()> {
         let record = self.api.connect(pid, None).await?;
+        // Whatever another replica stored before it died reaches this replica's
+        // subscribers before this replica publishes on its own.
+        self.hub.follow_here(sandbox.id).await;
         // The store only holds tools that were valid at create; one a newer release
         // dropped is followed as the default tool rather than left unfollowed.
         let tool: ToolId = sandbox.cli_tool.parse().unwrap_or_else(|e| {

@@ -2,7 +2,8 @@
 //! [lifecycle docs](super#restart-safety)): vanished sandboxes killed, interrupted creates
 //! failed, orphans destroyed, running agents followed again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use courier_e2b::models::ListedSandbox;
 use courier_store::{Sandbox, SandboxFilter, SandboxId, SandboxStatus, StoreError};
@@ -10,6 +11,11 @@ use courier_store::{Sandbox, SandboxFilter, SandboxId, SandboxStatus, StoreError
 use super::{METADATA_SANDBOX_ID, Orchestrator};
 use crate::usage::compute_records_until;
 use crate::{OrchestratorError, Result};
+
+/// How long a live sandbox may go without an owner before a replica claims it: the
+/// creating replica owns it right after recording it, so only a replica that died in
+/// between (or a database from before the cluster) leaves one ownerless this long.
+const OWNERLESS_GRACE: Duration = Duration::from_secs(30);
 
 /// What [`Orchestrator::reconcile`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,7 +36,66 @@ impl Orchestrator {
     /// again (see the [lifecycle docs](super#restart-safety)).
     ///
     /// Fails when the provider cannot list its sandboxes; then nothing is changed.
+    ///
+    /// As a replica of a cluster ([`with_cluster`](Self::with_cluster)) it first claims
+    /// the sandboxes of dead replicas and then reconciles only the sandboxes it owns;
+    /// provider sandboxes are swept for orphans by one replica only.
     pub async fn reconcile(&self) -> Result<ReconcileReport> {
+        match &self.cluster {
+            None => self.reconcile_these(None, true).await,
+            Some(cluster) => {
+                let mut mine = cluster.owned().await?;
+                mine.extend(cluster.claim_orphans(OWNERLESS_GRACE).await?);
+                let sweep_orphans = cluster.lead("orphan-sweep").await?;
+                self.reconcile_these(Some(mine), sweep_orphans).await
+            }
+        }
+    }
+
+    /// As a replica of a cluster: claims the sandboxes whose replica died and follows
+    /// them as [`reconcile`](Self::reconcile) does at startup (agents re-attached,
+    /// interrupted creates failed, vanished sandboxes ended). Call it periodically; without
+    /// a cluster it does nothing. A sandbox claimed but not settled (the provider did not
+    /// answer) is tried again on the next call.
+    pub async fn take_over(&self) -> Result<ReconcileReport> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(ReconcileReport::default());
+        };
+        let mut claimed: HashSet<SandboxId> = cluster
+            .claim_orphans(OWNERLESS_GRACE)
+            .await?
+            .into_iter()
+            .collect();
+        claimed.extend(
+            self.unsettled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain(),
+        );
+        if claimed.is_empty() {
+            return Ok(ReconcileReport::default());
+        }
+        tracing::info!(sandboxes = claimed.len(), "taking over sandboxes of a replica that stopped");
+        let retry = claimed.clone();
+        match self.reconcile_these(Some(claimed), false).await {
+            Ok(report) => Ok(report),
+            Err(e) => {
+                self.unsettled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(retry);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reconciles the live sandboxes in `only` (all without it); kills orphan provider
+    /// sandboxes when `sweep_orphans`.
+    async fn reconcile_these(
+        &self,
+        only: Option<HashSet<SandboxId>>,
+        sweep_orphans: bool,
+    ) -> Result<ReconcileReport> {
         let listed = self.api.list().await?;
         let at_provider: HashMap<&str, &ListedSandbox> =
             listed.iter().map(|l| (l.sandbox_id.as_str(), l)).collect();
@@ -40,7 +105,9 @@ impl Orchestrator {
             ..Default::default()
         };
         for sandbox in self.live_sandboxes(filter).await? {
-            if self.lock().contains_key(&sandbox.id) {
+            if self.lock().contains_key(&sandbox.id)
+                || only.as_ref().is_some_and(|only| !only.contains(&sandbox.id))
+            {
                 continue;
             }
             let provider = sandbox
@@ -73,13 +140,19 @@ impl Orchestrator {
                         Ok(()) => report.reattached.push(sandbox.id),
                         Err(e) => {
                             tracing::warn!(sandbox = %sandbox.id, error = %e, "could not re-attach");
+                            if self.cluster.is_some() {
+                                self.unsettled
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .insert(sandbox.id);
+                            }
                         }
                     }
                 }
                 _ => {}
             }
         }
-        for listed in &listed {
+        for listed in listed.iter().filter(|_| sweep_orphans) {
             let Some(courier_id) = listed.metadata.get(METADATA_SANDBOX_ID) else {
                 continue;
             };

@@ -1,13 +1,14 @@
 //! Per-sandbox broadcast channels, and subscriptions that replay from the store before
 //! going live (see the [stream docs](super)).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use courier_store::{Message, MessageStatus, SandboxId, Store};
-use tokio::sync::broadcast;
+use courier_store::{Cluster, Message, MessageStatus, SandboxId, Store};
+use tokio::sync::{broadcast, mpsc};
 
 use super::event::{EventKind, SandboxEvent};
+use super::tail::{Tail, TailHandle};
 use crate::Result;
 
 /// How many events a slow subscriber may fall behind before it resynchronises from the
@@ -22,6 +23,25 @@ const REPLAY_PAGE: u32 = 200;
 pub struct EventHub {
     channels: Arc<Mutex<HashMap<SandboxId, broadcast::Sender<SandboxEvent>>>>,
     capacity: usize,
+    cluster: Option<Arc<ClusterFeed>>,
+}
+
+/// What a hub of one replica in a cluster adds: wake-ups for the others, and tails of the
+/// sandboxes other replicas follow.
+struct ClusterFeed {
+    store: Arc<dyn Store>,
+    /// Sandboxes this replica follows (it publishes their events itself).
+    local: Mutex<HashSet<SandboxId>>,
+    /// Tails of sandboxes followed elsewhere that have subscribers here.
+    tails: tokio::sync::Mutex<HashMap<SandboxId, TailHandle>>,
+    /// Sandboxes with new events, for the notifier.
+    dirty: mpsc::UnboundedSender<SandboxId>,
+}
+
+impl std::fmt::Debug for ClusterFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterFeed").finish_non_exhaustive()
+    }
 }
 
 impl Default for EventHub {
@@ -36,7 +56,97 @@ impl EventHub {
         EventHub {
             channels: Arc::default(),
             capacity: capacity.max(1),
+            cluster: None,
         }
+    }
+
+    /// Makes this hub one replica's in a cluster: what it publishes wakes the other
+    /// replicas, and a subscription to a sandbox another replica follows reads its events
+    /// from `store` (see [`Cluster`]). Call [`follow_here`](Self::follow_here) for every
+    /// sandbox this replica starts to follow.
+    pub async fn join_cluster(mut self, cluster: Arc<Cluster>, store: Arc<dyn Store>) -> Result<Self> {
+        let (dirty, mut dirty_rx) = mpsc::unbounded_channel::<SandboxId>();
+        let feed = Arc::new(ClusterFeed {
+            store,
+            local: Mutex::default(),
+            tails: tokio::sync::Mutex::default(),
+            dirty,
+        });
+        // The notifier: one NOTIFY per batch of changed sandboxes, so a busy agent costs
+        // one round trip per batch, not per event.
+        let notifier = cluster.clone();
+        tokio::spawn(async move {
+            while let Some(first) = dirty_rx.recv().await {
+                let mut batch = HashSet::from([first]);
+                while let Ok(more) = dirty_rx.try_recv() {
+                    batch.insert(more);
+                }
+                let batch: Vec<SandboxId> = batch.into_iter().collect();
+                if let Err(e) = notifier.notify(&batch).await {
+                    tracing::warn!(error = %e, "could not wake the other replicas (they poll)");
+                }
+            }
+        });
+        // The dispatcher: wake-ups from every replica reach the tails they concern.
+        let mut wakeups = cluster.wakeups().await?;
+        let weak = Arc::downgrade(&feed);
+        tokio::spawn(async move {
+            loop {
+                let ids = match wakeups.next().await {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lost the cluster's wake-ups; reconnecting (tails poll meanwhile)");
+                        tokio::time::sleep(super::tail::POLL).await;
+                        continue;
+                    }
+                };
+                let Some(feed) = weak.upgrade() else { return };
+                let tails = feed.tails.lock().await;
+                for id in ids {
+                    if let Some(tail) = tails.get(&id) {
+                        tail.wake.notify_one();
+                    }
+                }
+            }
+        });
+        self.cluster = Some(feed);
+        Ok(self)
+    }
+
+    /// This replica follows `sandbox_id` from now on and publishes its events itself: a
+    /// tail of it stops after publishing everything stored so far.
+    pub async fn follow_here(&self, sandbox_id: SandboxId) {
+        let Some(feed) = &self.cluster else { return };
+        feed.local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sandbox_id);
+        let tail = feed.tails.lock().await.remove(&sandbox_id);
+        if let Some(tail) = tail {
+            tail.stop().await;
+        }
+    }
+
+    /// Starts a tail of a sandbox followed elsewhere unless one runs.
+    async fn tail_unless_local(&self, sandbox_id: SandboxId) -> Result<()> {
+        let Some(feed) = &self.cluster else {
+            return Ok(());
+        };
+        if feed
+            .local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&sandbox_id)
+        {
+            return Ok(());
+        }
+        let mut tails = feed.tails.lock().await;
+        if tails.get(&sandbox_id).is_some_and(|t| !t.is_finished()) {
+            return Ok(());
+        }
+        let tail = Tail::start(feed.store.clone(), sandbox_id, self.sender(sandbox_id)).await?;
+        tails.insert(sandbox_id, tail);
+        Ok(())
     }
 
     fn sender(&self, sandbox_id: SandboxId) -> broadcast::Sender<SandboxEvent> {
@@ -51,13 +161,31 @@ impl EventHub {
     pub fn publish(&self, event: SandboxEvent) {
         // Sending fails only when nobody listens; every event's content is in the store,
         // so a later subscriber replays it from there.
-        let _ = self.sender(event.sandbox_id).send(event);
+        let id = event.sandbox_id;
+        let _ = self.sender(id).send(event);
+        if let Some(feed) = &self.cluster {
+            // The notifier lives as long as the hub; a send fails only at shutdown.
+            let _ = feed.dirty.send(id);
+        }
     }
 
     /// Ends the sandbox's channel: subscriptions end after what they have buffered.
     pub fn close(&self, sandbox_id: SandboxId) {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels.remove(&sandbox_id);
+        if let Some(feed) = &self.cluster {
+            feed.local
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&sandbox_id);
+        }
+    }
+
+    /// Forgets every sandbox this replica followed (they are followed elsewhere now).
+    pub fn follow_none(&self) {
+        if let Some(feed) = &self.cluster {
+            feed.local.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
     }
 
     /// The sandbox's live events from now on, without replay: a cheap wake-up for a
@@ -74,8 +202,12 @@ impl EventHub {
         sandbox_id: SandboxId,
         after_seq: i64,
     ) -> Result<Subscription> {
-        // Listen before reading the store, so nothing falls between the two.
+        // Listen before reading the store, so nothing falls between the two; a tail of a
+        // sandbox followed elsewhere takes its position before the replay reads, so what
+        // it publishes later overlaps the replay (and is dropped) rather than missing a
+        // part.
         let rx = self.sender(sandbox_id).subscribe();
+        self.tail_unless_local(sandbox_id).await?;
         let mut sub = Subscription {
             rx,
             store,
