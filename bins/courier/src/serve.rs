@@ -502,23 +502,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .context("listening for the other replicas' events")?,
         None => EventHub::default(),
     };
-    let orchestrator = Orchestrator::new(
-        db.store.clone(),
-        provider.api.clone(),
-        vault.clone(),
-        hub,
-    )
-    .with_sandbox_internet(sandbox_internet)
-    .with_pull_requests(pull_requests.clone())
-    .with_sandbox_quota(SandboxQuota {
-        per_user: settings.max_sandboxes_per_user,
-        per_project: settings.max_sandboxes_per_project,
-    })
-    .with_tool_templates(|t| {
-        t.with_build_deadline(
-            Duration::from_secs(settings.template_build_timeout_secs) + BUILD_FOLLOW_MARGIN,
-        )
-    });
+    let orchestrator =
+        Orchestrator::new(db.store.clone(), provider.api.clone(), vault.clone(), hub)
+            .with_sandbox_internet(sandbox_internet)
+            .with_pull_requests(pull_requests.clone())
+            .with_sandbox_quota(SandboxQuota {
+                per_user: settings.max_sandboxes_per_user,
+                per_project: settings.max_sandboxes_per_project,
+            })
+            .with_tool_templates(|t| {
+                t.with_build_deadline(
+                    Duration::from_secs(settings.template_build_timeout_secs) + BUILD_FOLLOW_MARGIN,
+                )
+            });
     tracing::info!(
         per_user = settings
             .max_sandboxes_per_user
@@ -586,7 +582,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let resumed = if drives_workflows {
         workflows.resume().await
     } else {
-        tracing::info!("another replica drives unfinished workflow runs, chains and issue sessions");
+        tracing::info!(
+            "another replica drives unfinished workflow runs, chains and issue sessions"
+        );
         Ok(Default::default())
     };
     match resumed {
@@ -692,9 +690,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                     }
                 }
                 tracing::info!(every_secs = secs, "polling open pull requests for merges");
-                let _ = pipeline
-                    .spawn_merge_poller(Duration::from_secs(secs))
-                    .await;
+                let _ = pipeline.spawn_merge_poller(Duration::from_secs(secs)).await;
             }))
         }
     };

@@ -108,9 +108,7 @@ pub(crate) async fn to_owner(State(api): State<Api>, req: Request, next: Next) -
         };
         let owner = match owner {
             Owner::Me => {
-                return next
-                    .run(Request::from_parts(parts, Body::from(body)))
-                    .await;
+                return next.run(Request::from_parts(parts, Body::from(body))).await;
             }
             Owner::Nobody => {
                 // Its replica died: take it (and any other orphan) over here, then act.
@@ -121,9 +119,7 @@ pub(crate) async fn to_owner(State(api): State<Api>, req: Request, next: Next) -
                     // A sandbox nobody follows (ended, or not claimable yet) is the store's
                     // alone: any replica answers for it.
                     Ok(Owner::Me | Owner::Nobody) => {
-                        return next
-                            .run(Request::from_parts(parts, Body::from(body)))
-                            .await;
+                        return next.run(Request::from_parts(parts, Body::from(body))).await;
                     }
                     Ok(Owner::Replica(replica)) => replica,
                     Err(e) => return ApiError::from(e).into_response(),
@@ -203,7 +199,11 @@ mod tests {
             (Method::GET, format!("/v1/sandboxes/{id}/events"), false),
             (Method::GET, format!("/v1/sandboxes/{id}"), false),
             (Method::POST, "/v1/sandboxes".to_owned(), false),
-            (Method::POST, "/v1/sandboxes/not-an-id/kill".to_owned(), false),
+            (
+                Method::POST,
+                "/v1/sandboxes/not-an-id/kill".to_owned(),
+                false,
+            ),
         ] {
             assert_eq!(
                 changed_sandbox(&method, &path),

@@ -98,6 +98,8 @@ pub struct Cluster {
     /// Jobs whose lock this replica holds (a session lock is held until the session ends;
     /// asking again would only stack it).
     leading: std::sync::Mutex<HashSet<String>>,
+    /// Set by [`leave`](Self::leave): it leads nothing any more.
+    left: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -141,6 +143,7 @@ impl Cluster {
             lock_key,
             presence: Mutex::new(presence),
             leading: std::sync::Mutex::default(),
+            left: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -314,6 +317,9 @@ impl Cluster {
     /// for exactly one live replica at a time, from the first call that gets the job's
     /// lock until this replica dies.
     pub async fn lead(&self, job: &str) -> Result<bool> {
+        if self.left.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(false);
+        }
         if self
             .leading
             .lock()
@@ -365,13 +371,19 @@ impl Cluster {
     }
 
     /// Leaves the cluster now (a graceful stop): the presence lock and every job lock are
-    /// released, so other replicas take this one's sandboxes over at once.
-    pub async fn leave(self) {
-        let presence = self.presence.into_inner();
-        if let Err(e) = presence.close().await {
-            // The session ends with the connection either way.
-            let _ = e;
-        }
+    /// released, so other replicas take this one's sandboxes over at once. The membership
+    /// is over: [`check_presence`](Self::check_presence) fails from now on.
+    pub async fn leave(&self) {
+        self.left.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut presence = self.presence.lock().await;
+        // Errors do not matter: the session's end releases the locks anyway.
+        let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut *presence)
+            .await;
+        self.leading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 

@@ -75,7 +75,10 @@ impl Orchestrator {
         if claimed.is_empty() {
             return Ok(ReconcileReport::default());
         }
-        tracing::info!(sandboxes = claimed.len(), "taking over sandboxes of a replica that stopped");
+        tracing::info!(
+            sandboxes = claimed.len(),
+            "taking over sandboxes of a replica that stopped"
+        );
         let retry = claimed.clone();
         match self.reconcile_these(Some(claimed), false).await {
             Ok(report) => Ok(report),
@@ -106,7 +109,9 @@ impl Orchestrator {
         };
         for sandbox in self.live_sandboxes(filter).await? {
             if self.lock().contains_key(&sandbox.id)
-                || only.as_ref().is_some_and(|only| !only.contains(&sandbox.id))
+                || only
+                    .as_ref()
+                    .is_some_and(|only| !only.contains(&sandbox.id))
             {
                 continue;
             }

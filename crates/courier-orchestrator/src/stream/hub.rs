@@ -64,7 +64,11 @@ impl EventHub {
     /// replicas, and a subscription to a sandbox another replica follows reads its events
     /// from `store` (see [`Cluster`]). Call [`follow_here`](Self::follow_here) for every
     /// sandbox this replica starts to follow.
-    pub async fn join_cluster(mut self, cluster: Arc<Cluster>, store: Arc<dyn Store>) -> Result<Self> {
+    pub async fn join_cluster(
+        mut self,
+        cluster: Arc<Cluster>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self> {
         let (dirty, mut dirty_rx) = mpsc::unbounded_channel::<SandboxId>();
         let feed = Arc::new(ClusterFeed {
             store,

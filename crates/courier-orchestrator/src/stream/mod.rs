@@ -27,5 +27,5 @@ mod tests;
 
 pub use event::{EventKind, SandboxEvent};
 pub use hub::{DEFAULT_CHANNEL_CAPACITY, EventHub, Subscription};
-pub use tail::line_events;
 pub use recorder::{RunOutcome, StreamRecorder, auth_failure_text, record_user_message};
+pub use tail::line_events;

@@ -194,8 +194,8 @@ impl Tail {
         let finished = message.status != MessageStatus::Streaming;
         let Some(cursor) = self.cursors.get_mut(&seq) else {
             // New to this tail: whole, like the owner's first publication of it.
-            let mut parser = (message.role == MessageRole::Assistant)
-                .then(|| StreamParser::new(self.tool));
+            let mut parser =
+                (message.role == MessageRole::Assistant).then(|| StreamParser::new(self.tool));
             if let Some(parser) = parser.as_mut() {
                 for line in message.raw_log.split_inclusive('\n') {
                     line_events(parser, line.strip_suffix('\n').unwrap_or(line));

@@ -1,0 +1,196 @@
+//! Replicas on one PostgreSQL database (`courier_store::Cluster`): liveness by presence
+//! lock, ownership and takeover, singleton jobs, wake-ups. Each test in its own schema.
+//!
+//! Needs `COURIER_TEST_PG_URL` (`cargo xtask test` starts a throwaway cluster); skips
+//! without it, except under CI.
+
+use std::time::Duration;
+
+use courier_store::{
+    Cluster, NewProject, NewSandbox, NewUser, Owner, PgStore, SandboxConfig, SandboxId,
+    SandboxQuota, SandboxStatus, Store,
+};
+
+async fn store() -> Option<PgStore> {
+    let url = match std::env::var("COURIER_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "COURIER_TEST_PG_URL is not set, but CI must run the cluster tests"
+            );
+            eprintln!("skipping: COURIER_TEST_PG_URL is not set");
+            return None;
+        }
+    };
+    let schema = format!("courier_test_{}", uuid::Uuid::new_v4().simple());
+    Some(PgStore::connect_in_schema(&url, &schema).await.unwrap())
+}
+
+async fn sandbox(store: &PgStore) -> SandboxId {
+    let user = store
+        .create_user(NewUser {
+            email: format!("{}@example.com", uuid::Uuid::new_v4().simple()),
+            name: "ada".into(),
+        })
+        .await
+        .unwrap();
+    let project = store
+        .create_project(NewProject {
+            user_id: user.id,
+            name: "engine".into(),
+        })
+        .await
+        .unwrap();
+    let sandbox = store
+        .create_sandbox_within(
+            NewSandbox {
+                user_id: user.id,
+                project_id: project.id,
+                config: SandboxConfig::default(),
+                cli_tool: "claude".into(),
+                model: None,
+                prompt: "hi".into(),
+                links: Default::default(),
+                repo_url: None,
+                branch: None,
+            },
+            SandboxQuota::default(),
+        )
+        .await
+        .unwrap();
+    store
+        .transition_sandbox(
+            sandbox.id,
+            SandboxStatus::Creating,
+            SandboxStatus::Running,
+            None,
+        )
+        .await
+        .unwrap();
+    sandbox.id
+}
+
+#[tokio::test]
+async fn a_dead_replicas_sandboxes_are_claimed_once_by_one_live_replica() {
+    let Some(store) = store().await else { return };
+    let a = Cluster::join(&store, "http://a.invalid").await.unwrap();
+    let b = Cluster::join(&store, "http://b.invalid").await.unwrap();
+    let c = Cluster::join(&store, "http://c.invalid").await.unwrap();
+    let live: Vec<String> = a
+        .live_replicas()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(live.len(), 3, "{live:?}");
+    let mut owned_by_a = Vec::new();
+    for _ in 0..6 {
+        let id = sandbox(&store).await;
+        a.own(id).await.unwrap();
+        owned_by_a.push(id);
+    }
+    // An owner that is alive keeps its sandboxes: nobody can claim them.
+    assert!(b.claim_orphans(Duration::ZERO).await.unwrap().is_empty());
+    assert!(!b.claim(owned_by_a[0]).await.unwrap());
+    assert_eq!(
+        b.owner(owned_by_a[0]).await.unwrap(),
+        Owner::Replica(a.me().clone())
+    );
+    assert_eq!(a.owner(owned_by_a[0]).await.unwrap(), Owner::Me);
+    // Owning again (a second create path, a retry) keeps the first owner.
+    b.own(owned_by_a[0]).await.unwrap();
+    assert_eq!(a.owner(owned_by_a[0]).await.unwrap(), Owner::Me);
+
+    // A dies (its session ends): at once, with no heartbeat to wait out, it is not alive,
+    // and B and C racing to claim split its sandboxes with none claimed twice.
+    a.leave().await;
+    assert_eq!(b.owner(owned_by_a[0]).await.unwrap(), Owner::Nobody);
+    let (by_b, by_c) = tokio::join!(
+        b.claim_orphans(Duration::ZERO),
+        c.claim_orphans(Duration::ZERO)
+    );
+    let (by_b, by_c) = (by_b.unwrap(), by_c.unwrap());
+    let mut all: Vec<SandboxId> = by_b.iter().chain(&by_c).copied().collect();
+    all.sort();
+    let mut expected = owned_by_a.clone();
+    expected.sort();
+    assert_eq!(all, expected, "b: {by_b:?}, c: {by_c:?}");
+    for id in &by_b {
+        assert_eq!(b.owner(*id).await.unwrap(), Owner::Me);
+        assert_eq!(c.owner(*id).await.unwrap(), Owner::Replica(b.me().clone()));
+    }
+    assert_eq!(b.owned().await.unwrap().len(), by_b.len());
+    // Nothing is left to claim, and ended sandboxes are never claimed.
+    assert!(b.claim_orphans(Duration::ZERO).await.unwrap().is_empty());
+    b.check_presence().await.unwrap();
+}
+
+#[tokio::test]
+async fn ownerless_sandboxes_are_claimed_only_after_the_grace_period() {
+    let Some(store) = store().await else { return };
+    let a = Cluster::join(&store, "http://a.invalid").await.unwrap();
+    let id = sandbox(&store).await;
+    // Just recorded by a replica that has not owned it yet: left alone.
+    assert!(
+        a.claim_orphans(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(a.claim_orphans(Duration::ZERO).await.unwrap(), vec![id]);
+    // An ended sandbox is nobody's business.
+    store
+        .transition_sandbox(id, SandboxStatus::Running, SandboxStatus::Killed, None)
+        .await
+        .unwrap();
+    assert!(a.owned().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_singleton_job_runs_on_one_replica_and_moves_when_it_dies() {
+    let Some(store) = store().await else { return };
+    let a = Cluster::join(&store, "http://a.invalid").await.unwrap();
+    let b = Cluster::join(&store, "http://b.invalid").await.unwrap();
+    assert!(a.lead("merge-poller").await.unwrap());
+    assert!(
+        a.lead("merge-poller").await.unwrap(),
+        "the leader stays leader"
+    );
+    assert!(!b.lead("merge-poller").await.unwrap());
+    assert!(b.lead("workflows").await.unwrap(), "jobs are independent");
+    a.leave().await;
+    assert!(b.lead("merge-poller").await.unwrap());
+}
+
+#[tokio::test]
+async fn wakeups_reach_every_replica() {
+    let Some(store) = store().await else { return };
+    let a = Cluster::join(&store, "http://a.invalid").await.unwrap();
+    let b = Cluster::join(&store, "http://b.invalid").await.unwrap();
+    let mut at_b = b.wakeups().await.unwrap();
+    let ids: Vec<SandboxId> = (0..450).map(|_| SandboxId::new()).collect();
+    a.notify(&ids).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < ids.len() {
+        let batch = tokio::time::timeout(Duration::from_secs(10), at_b.next())
+            .await
+            .expect("wake-ups arrive")
+            .unwrap();
+        got.extend(batch);
+    }
+    assert_eq!(got, ids, "in order, each once");
+}
+
+#[tokio::test]
+async fn a_replica_that_left_leads_nothing_and_knows_it_is_out() {
+    let Some(store) = store().await else { return };
+    let a = Cluster::join(&store, "http://a.invalid").await.unwrap();
+    assert!(a.lead("workflows").await.unwrap());
+    a.check_presence().await.unwrap();
+    a.leave().await;
+    assert!(a.check_presence().await.is_err());
+    assert!(!a.lead("workflows").await.unwrap());
+    assert!(!a.lead("merge-poller").await.unwrap());
+}
