@@ -716,6 +716,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         })
     });
+    let following = orchestrator.clone();
     let ticker = tokio::spawn(async move {
         let mut tick = tokio::time::interval(TIMEOUT_TICK);
         loop {
@@ -753,6 +754,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     ticker.abort();
     if let Some(takeover) = takeover {
         takeover.abort();
+    }
+    if let Some(cluster) = &cluster {
+        // Stop following first, then hand the sandboxes over: the other replicas re-attach
+        // at once, and no two replicas record one agent.
+        following.detach_all();
+        cluster.leave().await;
+        tracing::info!("left the cluster: other replicas follow this one's sandboxes");
     }
     if let Some(poller) = merge_poller {
         poller.abort();

@@ -27,6 +27,8 @@ pub struct HostSandboxApi {
     next: Mutex<u32>,
     pids: Mutex<HashMap<String, Vec<u32>>>,
     builds: Mutex<Vec<(String, Recipe)>>,
+    /// Sandboxes created and not killed, with their metadata (what `list` shows).
+    live: Mutex<HashMap<String, HashMap<String, String>>>,
 }
 
 /// A failure of the host standing in for a sandbox (a directory, a process).
@@ -56,6 +58,7 @@ impl HostSandboxApi {
             next: Mutex::new(0),
             pids: Mutex::default(),
             builds: Mutex::default(),
+            live: Mutex::default(),
         }
     }
 
@@ -96,7 +99,22 @@ fn record(id: &str) -> SandboxRecord {
 
 #[async_trait]
 impl SandboxApi for HostSandboxApi {
-    async fn create(&self, _request: NewSandbox) -> courier_e2b::Result<SandboxRecord> {
+    async fn list(&self) -> courier_e2b::Result<Vec<courier_e2b::models::ListedSandbox>> {
+        let now = chrono::Utc::now();
+        lock(&self.live)
+            .iter()
+            .map(|(id, metadata)| {
+                serde_json::from_value(serde_json::json!({
+                    "templateID": "shell", "sandboxID": id, "clientID": "c",
+                    "startedAt": now, "endAt": now + chrono::Duration::hours(1),
+                    "envdVersion": "0.0.0", "cpuCount": 1, "memoryMB": 512,
+                    "diskSizeMB": 1024, "state": "running", "metadata": metadata,
+                }))
+                .map_err(|e| host_error("listing", e))
+            })
+            .collect()
+    }
+    async fn create(&self, request: NewSandbox) -> courier_e2b::Result<SandboxRecord> {
         let id = {
             let mut n = lock(&self.next);
             *n += 1;
@@ -104,12 +122,14 @@ impl SandboxApi for HostSandboxApi {
         };
         std::fs::create_dir_all(self.dir(&id))
             .map_err(|e| host_error("creating the sandbox dir", e))?;
+        lock(&self.live).insert(id.clone(), request.metadata);
         Ok(record(&id))
     }
     async fn connect(&self, id: &str, _t: Option<Duration>) -> courier_e2b::Result<SandboxRecord> {
         Ok(record(id))
     }
     async fn kill(&self, id: &str) -> courier_e2b::Result<bool> {
+        lock(&self.live).remove(id);
         self.kill_all(id);
         Ok(true)
     }
