@@ -227,6 +227,7 @@ fn serve_logs_each_provider_by_name_and_url_never_its_key() {
         &file,
         format!(
             "listen = \"127.0.0.1:{port}\"\n\
+             data_dir = \"state\"\n\
              [[providers]]\n\
              name = \"host-1\"\n\
              api_url = \"http://127.0.0.1:9\"\n\
