@@ -72,8 +72,20 @@ async fn creates_spread_by_load_within_capacity_and_by_label() {
         return;
     };
     let set = providers(&world, &host, Some(1));
+    // Measured, not asserted: what counting (one list per host, concurrently) adds to
+    // a create, against a create whose counts are cached.
+    let started = std::time::Instant::now();
     let first = set.create(sandbox(None)).await.unwrap();
+    let cold = started.elapsed();
+    let started = std::time::Instant::now();
     let second = set.create(sandbox(None)).await.unwrap();
+    let warm = started.elapsed();
+    let started = std::time::Instant::now();
+    set.list().await.unwrap();
+    eprintln!(
+        "create with counts listed: {cold:?}; with counts cached: {warm:?}; list over both hosts: {:?}",
+        started.elapsed()
+    );
     // Both empty: the first configured; then the less loaded one.
     assert_eq!(split(&first.sandbox_id).0, "h1");
     assert_eq!(split(&second.sandbox_id).0, "h2");
