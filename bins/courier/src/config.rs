@@ -136,6 +136,16 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "COURIER_TOOL_VERSIONS",
         "a table of CLI versions pinned instead of the registry's, e.g. { claude = \"2.1.332\" } (tools: claude, opencode, codex, pi; versions: npm versions or dist-tags)",
     ),
+    (
+        "providers",
+        "COURIER_PROVIDERS",
+        "an array of sandbox providers ([[providers]] with name, api_url, sandbox_url, api_key or api_key_env, domain, capacity, labels; the variable holds it as an inline TOML array)",
+    ),
+    (
+        "provider_template_labels",
+        "COURIER_PROVIDER_TEMPLATE_LABELS",
+        "a table placing each template's sandboxes by a provider label, e.g. { claude = \"big\" }",
+    ),
 ];
 
 /// Live sandboxes (creating, running, paused) one user may have at once by default.
@@ -160,6 +170,7 @@ const SECRET_KEYS: &[&str] = &[
     "master_key",
     "e2b_api_key",
     "github_webhook_secret",
+    "providers",
 ];
 
 /// What flags (or their `COURIER_*` variables, which clap reads) set.
@@ -218,16 +229,20 @@ pub struct Settings {
     /// Where the gateway listens (`None`: this host's outward address, on the API's port
     /// plus one, or any free port when the API's is chosen by the system).
     pub gateway_listen: Option<SocketAddr>,
+    /// Several sandbox providers (`providers` / `COURIER_PROVIDERS`); empty: `E2B_*` or
+    /// the embedded courier-sandboxd.
+    pub providers: Vec<crate::providers::ProviderEntry>,
+    /// Templates placed by a provider label (`provider_template_labels`).
+    pub provider_template_labels: Vec<(String, String)>,
     /// The file read, and the keys it set (names only).
     pub file: Option<(PathBuf, Vec<String>)>,
 }
 
 impl Settings {
-    /// Whether an E2B-compatible endpoint is configured (the key or the API URL).
+    /// Whether remote E2B-compatible endpoints are configured: `E2B_*` (the key or the
+    /// API URL) or `providers`.
     pub fn e2b_configured(&self) -> bool {
-        ["E2B_API_KEY", "E2B_API_URL"]
-            .iter()
-            .any(|k| self.e2b_vars.contains_key(*k))
+        !self.providers.is_empty() || e2b_vars_set(&self.e2b_vars)
     }
 }
 
@@ -279,8 +294,17 @@ struct FileValues {
     template_step_timeout: Option<u64>,
     template_build_timeout: Option<u64>,
     tool_versions: Option<Vec<(ToolId, String)>>,
+    providers: Option<toml::Value>,
+    provider_template_labels: Option<Vec<(String, Option<String>)>>,
     strings: HashMap<&'static str, String>,
     envd_binary: Option<PathBuf>,
+}
+
+/// Whether `E2B_API_KEY` or `E2B_API_URL` is among `vars`.
+pub(crate) fn e2b_vars_set(vars: &HashMap<String, String>) -> bool {
+    ["E2B_API_KEY", "E2B_API_URL"]
+        .iter()
+        .any(|k| vars.contains_key(*k))
 }
 
 fn env(name: &str) -> Option<String> {
@@ -332,6 +356,13 @@ pub fn resolve(over: Overrides) -> Result<Settings> {
                 .or_insert_with(|| value.clone());
         }
     }
+    let (providers, provider_template_labels) = crate::providers::resolve(
+        env("COURIER_PROVIDERS"),
+        file.providers.as_ref().zip(path.as_deref()),
+        env("COURIER_PROVIDER_TEMPLATE_LABELS"),
+        file.provider_template_labels.clone(),
+        e2b_vars_set(&e2b_vars),
+    )?;
     Ok(Settings {
         data_dir: over
             .data_dir
@@ -442,6 +473,8 @@ pub fn resolve(over: Overrides) -> Result<Settings> {
             .map_err(|e| anyhow::anyhow!("bad value for COURIER_TOOL_VERSIONS: {e:#}"))?,
             None => file.tool_versions.unwrap_or_default(),
         },
+        providers,
+        provider_template_labels,
         file: path.map(|p| (p, file.keys)),
     })
 }
@@ -592,6 +625,17 @@ fn parse(text: &str, path: &Path) -> Result<FileValues> {
                     )
                 })?);
             }
+            // Checked whole at resolve (its keys may come from the environment).
+            "providers" => out.providers = Some(value.clone()),
+            "provider_template_labels" => {
+                let table = value.as_table().ok_or_else(bad)?;
+                out.provider_template_labels = Some(
+                    table
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned)))
+                        .collect(),
+                );
+            }
             "database_url" => {
                 let url = text()?;
                 if !is_postgres(url) {
@@ -657,6 +701,8 @@ template_build_timeout = 1200
 tool_versions = { claude = "2.1.332", pi = "latest" }
 gateway = "https://gw.example.com/"
 gateway_listen = "0.0.0.0:8091"
+providers = [{ name = "h1", api_url = "http://10.0.0.5:3000", api_key = "e2b_k", labels = ["big"] }]
+provider_template_labels = { claude = "big" }
 "#,
         )
         .unwrap();
@@ -687,6 +733,11 @@ gateway_listen = "0.0.0.0:8091"
         );
         assert_eq!(v.strings["gateway"], "https://gw.example.com/");
         assert_eq!(v.strings["gateway_listen"], "0.0.0.0:8091");
+        assert!(v.providers.is_some());
+        assert_eq!(
+            v.provider_template_labels.unwrap(),
+            [("claude".to_owned(), Some("big".to_owned()))]
+        );
         assert_eq!(v.keys.len(), KEYS.len());
     }
 

@@ -8,6 +8,7 @@
 mod client;
 mod config;
 mod data_dir;
+mod providers;
 mod serve;
 mod table;
 

@@ -101,7 +101,8 @@ impl Database {
     }
 }
 
-/// The sandbox provider: an E2B-compatible endpoint from the settings (`E2B_API_KEY`,
+/// The sandbox provider: the configured `providers` as one `ProviderSet`, else an
+/// E2B-compatible endpoint from the settings (`E2B_API_KEY`,
 /// optional `E2B_API_URL`/`E2B_SANDBOX_URL`, from the environment or the file), else the embedded courier-sandboxd (needs
 /// root and a `courier-envd` next to this executable or in `COURIER_ENVD_BINARY`), else
 /// none (the API and dashboard work; creating a sandbox says what to configure).
@@ -109,6 +110,27 @@ async fn sandbox_provider(
     settings: &Settings,
     egress_allow: Vec<courier_sandboxd::egress::OperatorAllow>,
 ) -> Result<Provider> {
+    if !settings.providers.is_empty() {
+        for p in &settings.providers {
+            tracing::info!(
+                provider = %p.name,
+                api_url = %p.api_url,
+                sandbox_url = p.sandbox_url.as_deref().unwrap_or("-"),
+                capacity = p.capacity.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+                labels = %p.labels.join(","),
+                "sandbox provider"
+            );
+        }
+        let set = crate::providers::provider_set(
+            &settings.providers,
+            &settings.provider_template_labels,
+        )?;
+        return Ok(Provider {
+            api: Arc::new(set),
+            name: "several providers",
+            embedded: None,
+        });
+    }
     if settings.e2b_configured() {
         let config = courier_e2b::ConnectionConfigBuilder::from_vars(&settings.e2b_vars)
             .build()

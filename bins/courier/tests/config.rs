@@ -216,6 +216,67 @@ fn serve_reads_its_settings_from_a_config_file_and_never_logs_its_secrets() {
     }
 }
 
+/// Several providers from `[[providers]]`: each logged by name and URL at start, its key
+/// (inline or from the variable `api_key_env` names) never; beside `E2B_*`, refused.
+#[test]
+fn serve_logs_each_provider_by_name_and_url_never_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = dir.path().join("courier.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n\
+             data_dir = \"state\"\n\
+             [[providers]]\n\
+             name = \"host-1\"\n\
+             api_url = \"http://127.0.0.1:9\"\n\
+             sandbox_url = \"http://127.0.0.1:10\"\n\
+             api_key = \"e2b_inlinesecret4417\"\n\
+             capacity = 3\n\
+             labels = [\"big\"]\n\
+             [[providers]]\n\
+             name = \"host-2\"\n\
+             api_url = \"http://127.0.0.1:11\"\n\
+             api_key_env = \"HOST2_KEY\"\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = courier();
+    cmd.args(["serve", "--config", file.to_str().unwrap()])
+        .env("HOST2_KEY", "e2b_envsecret9921");
+    let mut server = Server::start(cmd, port);
+    let log = server.stop();
+    for (name, url) in [
+        ("host-1", "http://127.0.0.1:9"),
+        ("host-2", "http://127.0.0.1:11"),
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("sandbox provider") && l.contains(name) && l.contains(url)),
+            "{name} not logged: {log}"
+        );
+    }
+    for secret in ["inlinesecret", "envsecret"] {
+        assert!(!log.contains(secret), "a provider key in the log: {log}");
+    }
+
+    // Beside E2B_API_KEY: which would a sandbox go to? Refused, naming both.
+    let out = courier()
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .env("HOST2_KEY", "e2b_envsecret9921")
+        .env("E2B_API_KEY", "e2b_cloudsecret")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`providers`") && err.contains("E2B_API_KEY"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "{err}");
+}
+
 #[test]
 fn flags_beat_env_which_beats_the_file_which_beats_defaults() {
     let dir = tempfile::tempdir().unwrap();

@@ -27,6 +27,9 @@
 //!   followed to `merged` by polling or a signed webhook.
 //! - [`learnings`]: learnings extracted from a finished sandbox's transcript by an LLM,
 //!   merged, compiled into the project's active version and given to later sandboxes.
+//! - [`providers`]: several sandbox providers (E2B cloud, courier-sandboxd hosts) as one
+//!   `SandboxApi`: ids `<provider>:<id>` routed by prefix, placement by load, capacity
+//!   and label, templates built everywhere.
 //! - [`templates`]: each tool's sandbox template built at the provider from `base` with
 //!   the CLI installed, recorded in `template_builds` and followed to its end.
 //! - [`work`]: workflow runs (designer, checker, optimizer steps in sandboxes linked by
@@ -51,6 +54,7 @@ pub mod keys;
 pub mod learnings;
 pub mod lifecycle;
 pub mod pr;
+pub mod providers;
 pub mod settings;
 pub mod stream;
 pub mod templates;

@@ -257,10 +257,7 @@ impl World {
             .expect("chown");
         assert!(chown.success());
 
-        let fake_clis = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../courier-tools/fake-clis")
-            .canonicalize()
-            .expect("fake CLIs dir");
+        let fake_clis = fake_clis_dir();
         if isolation == Isolation::Gvisor
             && courier_sandboxd::runtime::gvisor::find_runsc().is_none()
         {
@@ -289,31 +286,7 @@ impl World {
         ];
         config.shared_dirs.extend(extra);
         config.egress_allow = egress_allow;
-        let server = Sandboxd::start(config).await.expect("start sandboxd");
-        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (api_addr, proxy_addr) = (api.local_addr().unwrap(), proxy.local_addr().unwrap());
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn({
-            let server = server.clone();
-            let until = stopped(stop_rx.clone());
-            async move { server.serve_api(api, until).await }
-        });
-        tokio::spawn({
-            let server = server.clone();
-            let until = stopped(stop_rx);
-            async move { server.serve_proxy(proxy, until).await }
-        });
-        let client = Client::new(
-            ConnectionConfig::builder()
-                .api_key(API_KEY)
-                .api_url(format!("http://{api_addr}"))
-                .sandbox_url(format!("http://{proxy_addr}"))
-                .request_timeout(Duration::from_secs(120))
-                .build()
-                .expect("config"),
-        )
-        .expect("client");
+        let (server, client, stop) = serve_sandboxd(config).await;
 
         let mut pg_schema = None;
         let store: Arc<dyn Store> = match pg_url {
@@ -464,5 +437,130 @@ where
     while !check().await {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The fake agent CLIs of courier-tools on the host.
+fn fake_clis_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../courier-tools/fake-clis")
+        .canonicalize()
+        .expect("fake CLIs dir")
+}
+
+/// Starts a courier-sandboxd with `config` serving its API and proxy on loopback ports,
+/// and a courier-e2b client for it; sending `true` on the sender stops serving.
+async fn serve_sandboxd(
+    config: ServerConfig,
+) -> (Sandboxd, Client, tokio::sync::watch::Sender<bool>) {
+    let server = Sandboxd::start(config).await.expect("start sandboxd");
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (api_addr, proxy_addr) = (api.local_addr().unwrap(), proxy.local_addr().unwrap());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn({
+        let server = server.clone();
+        let until = stopped(stop_rx.clone());
+        async move { server.serve_api(api, until).await }
+    });
+    tokio::spawn({
+        let server = server.clone();
+        let until = stopped(stop_rx);
+        async move { server.serve_proxy(proxy, until).await }
+    });
+    let client = Client::new(
+        ConnectionConfig::builder()
+            .api_key(API_KEY)
+            .api_url(format!("http://{api_addr}"))
+            .sandbox_url(format!("http://{proxy_addr}"))
+            .request_timeout(Duration::from_secs(120))
+            .build()
+            .expect("config"),
+    )
+    .expect("client");
+    (server, client, stop)
+}
+
+/// Another courier-sandboxd host beside the world's: its own data dir, the same shared
+/// dirs (the bare repository, the fake CLIs). Stopped, its sandboxes killed, when
+/// dropped.
+pub struct Host {
+    /// The in-process courier-sandboxd.
+    pub server: Sandboxd,
+    /// A courier-e2b client for it.
+    pub client: Client,
+    stop: tokio::sync::watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    /// A second sandbox host for this world (container isolation, like [`World::new`]).
+    pub async fn another_host(&self) -> Host {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let git_dir = self.bare.parent().expect("the bare repository's dir");
+        let mut config = ServerConfig::new(dir.path().join("sandboxd"), envd_binary());
+        config.isolation = Some(Isolation::Container);
+        config.helper = Some(sandbox_init_binary());
+        config.dev_api_key = Some(API_KEY.to_owned());
+        config.shared_dirs = vec![
+            SharedDir {
+                host: git_dir.to_path_buf(),
+                sandbox: GIT_DIR_IN_SANDBOX.into(),
+                read_only: false,
+            },
+            SharedDir {
+                host: fake_clis_dir(),
+                sandbox: FAKE_CLIS_IN_SANDBOX.into(),
+                read_only: true,
+            },
+        ];
+        let (server, client, stop) = serve_sandboxd(config).await;
+        Host {
+            server,
+            client,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    /// An orchestrator like [`World::orchestrator`] over another sandbox API (several
+    /// providers).
+    pub fn orchestrator_over(
+        &self,
+        api: Arc<dyn courier_e2b::SandboxApi>,
+        hub: EventHub,
+    ) -> Orchestrator {
+        Orchestrator::new(self.store.clone(), api, self.vault(), hub)
+            .with_tool_path(vec![FAKE_CLIS_IN_SANDBOX.to_owned()])
+    }
+}
+
+impl Host {
+    /// The ids of the sandboxes this host runs.
+    pub fn sandbox_ids(&self) -> Vec<String> {
+        self.server
+            .list()
+            .into_iter()
+            .map(|r| r.sandbox_id)
+            .collect()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // Fails only when every watcher is gone already: nothing left to stop.
+        let _ = self.stop.send(true);
+        self.server.stop();
+        let server = self.server.clone();
+        let cleanup = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(server.kill_all());
+        });
+        if cleanup.join().is_err() {
+            eprintln!("the host's cleanup panicked");
+        }
     }
 }
