@@ -102,7 +102,7 @@ pub(crate) fn bench_isolation(
 ) -> Result<Figures, BoxError> {
     // Cold creates: no sandbox kept warm (the figures compare with earlier versions, and
     // a pool refilling in the background would weigh on every other figure).
-    let started = start_server(server_bin, envd_bin, isolation, 0, isolation)?;
+    let started = start_server(server_bin, envd_bin, isolation, 0, 1000, isolation)?;
     let server_pid = started.server.child.id();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -141,7 +141,7 @@ pub(crate) fn bench_isolation(
     // gVisor's start is worth a pool of started sandboxes: creates arriving one a second
     // (time enough for the pool to refill) take one each.
     if isolation == "gvisor" {
-        let started = start_server(server_bin, envd_bin, isolation, 1, "gvisor-warm")?;
+        let started = start_server(server_bin, envd_bin, isolation, 1, 1000, "gvisor-warm")?;
         let warm = runtime.block_on(bench_warm(&started, sizes.creates.min(20)));
         let log_path = started.log_path.clone();
         drop(started);

@@ -131,6 +131,10 @@ pub(crate) struct SandboxTask {
     pub launch: Launch,
     /// Bytes of console output kept; the rest is dropped (one marker line says so).
     pub console_cap: u64,
+    /// The `RLIMIT_NOFILE` (soft, hard) the sandbox runs with, when the runtime raised
+    /// its own (see `runtime::raise_nofile_limit`).
+    #[serde(default)]
+    pub nofile: Option<(u64, u64)>,
 }
 
 /// If this process was started as the sandbox helper, runs it and never returns;
@@ -258,6 +262,10 @@ fn prepare(
     // Detach from the server's session: a Ctrl-C aimed at the server must not reach
     // sandboxes, which outlive a server restart.
     setsid().map_err(StepError::os("setsid"))?;
+    if let Some((soft, hard)) = task.nofile {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard)
+            .map_err(StepError::os("restore RLIMIT_NOFILE"))?;
+    }
     umask(Mode::from_bits_truncate(0o022));
     // Joining before anything else puts every later process in the cgroups (no escape
     // window) and makes them the root of the sandbox's cgroup namespace.
