@@ -110,6 +110,8 @@ pub(crate) struct Snapshot {
     host_used_kib: u64,
     host_tasks: u64,
     cgroup_bytes: u64,
+    /// CPU time the sandboxes used so far (their cgroups), nanoseconds.
+    pub(crate) cpu_ns: u64,
     sandbox_tasks: u64,
     slirp: usize,
     inotify_instances: u64,
@@ -123,13 +125,14 @@ impl Snapshot {
         let meminfo = read("/proc/meminfo");
         let (server_fds, mut inotify_instances, mut inotify_watches) = fds_of(server_pid as i32);
         let driver = CgroupDriver::detect_at(Path::new("/sys/fs/cgroup"), CGROUP_PARENT).ok();
-        let (mut cgroup_bytes, mut sandbox_tasks) = (0, 0);
+        let (mut cgroup_bytes, mut sandbox_tasks, mut cpu_ns) = (0, 0, 0);
         for id in ids {
             let Some(cgroup) = driver.as_ref().map(|d| d.sandbox(id)) else {
                 break;
             };
             let stats = cgroup.stats();
             cgroup_bytes += stats.memory_bytes;
+            cpu_ns += stats.cpu_usage_ns;
             sandbox_tasks += stats.pids;
             for pid in cgroup.pids() {
                 let (_, instances, watches) = fds_of(pid);
@@ -151,6 +154,7 @@ impl Snapshot {
                 .saturating_sub(field_kib(&meminfo, "MemAvailable:")),
             host_tasks,
             cgroup_bytes,
+            cpu_ns,
             sandbox_tasks,
             slirp: children_named(server_pid, "slirp4netns").len(),
             inotify_instances,
@@ -283,6 +287,23 @@ impl Leftovers {
             fds: (before.server_fds, fds_of(server_pid as i32).0),
             threads: (before.server_threads, field_kib(&status, "Threads:")),
         }
+    }
+
+    /// Whether the places [`wait_for_none`](Self::wait_for_none) looks in hold a *live*
+    /// sandbox `id` (its directory, its cgroup): a check of an empty place could not fail.
+    pub(crate) fn places_hold(data_dir: &Path, id: &str) -> Result<(), String> {
+        let dir = data_dir.join("data/runtime/sandboxes").join(id);
+        if !dir.is_dir() {
+            return Err(format!("no directory {} for a live sandbox", dir.display()));
+        }
+        let driver = CgroupDriver::detect_at(Path::new("/sys/fs/cgroup"), CGROUP_PARENT)
+            .map_err(|e| e.to_string())?;
+        if !driver.sandbox(id).exists() {
+            return Err(format!(
+                "no cgroup under {CGROUP_PARENT}/ for live sandbox {id}"
+            ));
+        }
+        Ok(())
     }
 
     /// Looks until nothing is left or 30 s have passed (idle blocking threads linger 10 s).

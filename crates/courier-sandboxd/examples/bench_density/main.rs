@@ -17,8 +17,10 @@
 //! every sandbox gets outbound access, i.e. its own slirp4netns; 0: none);
 //! BENCH_DENSITY_RESERVE_MB (3072): creates stop, and the figure says how many fit,
 //! when the host's available memory falls under this reserve (the machine is shared: the
-//! bench must not push others into the OOM killer). Needs root; prints a skip line
-//! otherwise. Prints figures only (the leftover check fails the run).
+//! bench must not push others into the OOM killer); BENCH_DENSITY_STOP_SECS (20): creates
+//! also stop when one took longer (the machine is saturated: idle gVisor sandboxes each
+//! keep a few percent of a core busy). Needs root; prints a skip line otherwise. Prints
+//! figures only (the leftover check fails the run).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -55,6 +57,7 @@ fn main() -> Result<(), BoxError> {
     let count = env_usize("BENCH_DENSITY_COUNT", 1000);
     let internet = env_usize("BENCH_DENSITY_INTERNET", 1) != 0;
     let reserve_mib = env_usize("BENCH_DENSITY_RESERVE_MB", 3072) as u64;
+    let stop_after = Duration::from_secs(env_usize("BENCH_DENSITY_STOP_SECS", 20) as u64);
     let server_bin = binary("COURIER_SANDBOXD_BIN", "courier-sandboxd")?;
     let envd_bin = binary("COURIER_ENVD_BIN", "courier-envd")?;
     let isolation = match std::env::var("BENCH_ISOLATION") {
@@ -110,6 +113,7 @@ fn main() -> Result<(), BoxError> {
         count,
         internet,
         reserve_mib,
+        stop_after,
     ));
     let log_path = started.log_path.clone();
     if result.is_err() {
@@ -141,6 +145,7 @@ async fn run(
     count: usize,
     internet: bool,
     reserve_mib: u64,
+    stop_after: Duration,
 ) -> Result<(), BoxError> {
     let client = Client::new(
         ConnectionConfig::builder()
@@ -178,8 +183,20 @@ async fn run(
         let start = Instant::now();
         match builder().create(&client).await {
             Ok(sandbox) => {
-                latencies.push(start.elapsed());
+                let took = start.elapsed();
+                latencies.push(took);
                 sandboxes.push(sandbox);
+                if took > stop_after {
+                    stopped = Some(format!(
+                        "stopped at {}: a create took {:.1} s (over {} s: the machine is \
+                         saturated)",
+                        sandboxes.len(),
+                        took.as_secs_f64(),
+                        stop_after.as_secs()
+                    ));
+                    print_block("  ", sandboxes.len(), &latencies, Some(available));
+                    break;
+                }
             }
             Err(e) => {
                 stopped = Some(format!("create {} failed: {e}", sandboxes.len() + 1));
@@ -198,6 +215,10 @@ async fn run(
     // Idle: let envd and the pools settle before weighing.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let ids: Vec<String> = sandboxes.iter().map(|s| s.id().to_owned()).collect();
+    if let Some(id) = ids.first() {
+        Leftovers::places_hold(data_dir, id)
+            .map_err(|why| format!("the leftover check would look in the wrong place: {why}"))?;
+    }
     let after = Snapshot::take(server_pid, &ids);
     // They are alive, not just counted: the first, a middle and the last one answer.
     let mut alive = 0;
@@ -214,6 +235,14 @@ async fn run(
         create_wall.as_secs_f64()
     );
     host::print_usage(&before, &after, created);
+    // What idle sandboxes cost in CPU: their cgroups' time over 5 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let later = Snapshot::take(server_pid, &ids);
+    let cores = later.cpu_ns.saturating_sub(after.cpu_ns) as f64 / 5e9;
+    println!(
+        "CPU of the idle sandboxes       {cores:.2} cores ({:.2}% of a core each)",
+        cores * 100.0 / created.max(1) as f64
+    );
 
     let began = Instant::now();
     let mut kills = Vec::with_capacity(created);

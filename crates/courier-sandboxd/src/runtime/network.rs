@@ -34,6 +34,12 @@
 //! installs and LLM APIs), one extra process per networked sandbox (~2 MB) and one
 //! supervisor thread in courier-sandboxd.
 //!
+//! slirp4netns needs a few milliseconds to start and configure `tap0` (more on a loaded
+//! machine): a create [`start`]s it as soon as the sandbox's network namespace exists and
+//! lets the sandbox's init (the runtime's own agent) start meanwhile; the server waits
+//! for the interface ([`Attached::wait_ready`], via `Runtime::wait_network`) beside the
+//! agent's readiness, before the create answers.
+//!
 //! After a server restart a running sandbox's slirp4netns has lost its supervisor (it
 //! can open nothing new: fail closed); [`detach_stale`] then [`attach`] give it a new
 //! one.

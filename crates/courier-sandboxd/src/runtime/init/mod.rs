@@ -8,7 +8,7 @@
 //! | fd | what |
 //! |----|------|
 //! | 3 | status pipe (lines to the runtime) |
-//! | 4 | "go" pipe: the runtime writes one byte once the sandbox's network is attached |
+//! | 4 | "go" pipe: the runtime writes one byte once the sandbox's network is started (gVisor: configured) |
 //! | 5 | the control socket envd serves on (namespace sandboxes), bound by the runtime |
 //! | 6 | the sandbox's lifeline (optional): EOF when the runtime's process is gone, `r` when it may outlive it |
 //!
@@ -73,7 +73,7 @@ use pid1::reaper;
 pub const HELPER_MARKER: &str = "--courier-sandbox-helper";
 /// Descriptor on which the helper reports progress.
 pub(crate) const STATUS_FD: RawFd = 3;
-/// Descriptor on which the runtime says "go" (network attached).
+/// Descriptor on which the runtime says "go" (network started).
 pub(crate) const GO_FD: RawFd = 4;
 /// Descriptor of the control socket handed to a namespace sandbox's init.
 pub(crate) const CONTROL_FD: RawFd = 5;
