@@ -9,7 +9,6 @@ use courier_sandboxd::runtime::{Runtime, RuntimeConfig, SandboxSpec};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 #[path = "support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 const HELPER: &str = env!("CARGO_BIN_EXE_courier-sandbox-init");
