@@ -8,7 +8,18 @@ use crate::ci::TestEnv;
 use crate::{cargo, is_root, postgres, run};
 
 /// The benchmarks `cargo xtask bench` knows, in the order they run.
-const BENCHES: [&str; 5] = ["codec", "envd", "sandboxd", "orchestrator", "store"];
+const BENCHES: [&str; 6] = [
+    "codec",
+    "envd",
+    "sandboxd",
+    "orchestrator",
+    "store",
+    "density",
+];
+
+/// Benchmarks run only when named: they take minutes (density: 1,000 sandboxes created
+/// and killed one after another, ~5–10 minutes on 2 cores).
+const ON_REQUEST: [&str; 1] = ["density"];
 
 /// `cargo xtask bench [NAME...]`: runs the named benchmarks (all without names).
 pub fn bench(names: &[String]) -> Result<()> {
@@ -18,7 +29,8 @@ pub fn bench(names: &[String]) -> Result<()> {
             BENCHES.join(", ")
         );
     }
-    let wanted = |name: &str| names.is_empty() || names.iter().any(|n| n == name);
+    let named = |name: &str| names.iter().any(|n| n == name);
+    let wanted = |name: &str| (names.is_empty() && !ON_REQUEST.contains(&name)) || named(name);
     let mut env = TestEnv::default();
     // Only the store bench uses PostgreSQL.
     let cluster = wanted("store").then(postgres::Cluster::start);
@@ -42,7 +54,7 @@ pub fn bench(names: &[String]) -> Result<()> {
             env.apply(&mut bench_example("courier-envd", "bench_envd")),
         )?;
     }
-    if wanted("sandboxd") && is_root() {
+    if (wanted("sandboxd") || wanted("density")) && is_root() {
         run(
             "sandboxd bench: build",
             cargo().args([
@@ -58,6 +70,8 @@ pub fn bench(names: &[String]) -> Result<()> {
                 "courier-envd",
             ]),
         )?;
+    }
+    if wanted("sandboxd") && is_root() {
         run(
             "sandboxd bench",
             env.apply(&mut bench_example("courier-sandboxd", "bench_sandboxd")),
@@ -82,6 +96,17 @@ pub fn bench(names: &[String]) -> Result<()> {
             "store bench",
             env.apply(&mut bench_example("courier-store", "bench")),
         )?;
+    }
+    // 1,000 idle sandboxes on one courier-sandboxd: memory, descriptors, latency at scale.
+    if wanted("density") && is_root() {
+        run(
+            "density bench",
+            env.apply(&mut bench_example("courier-sandboxd", "bench_density")),
+        )?;
+    } else if wanted("density") {
+        println!(
+            "\n==> density bench skipped: courier-sandboxd needs root (namespaces, mounts, cgroups)"
+        );
     }
     drop(cluster);
     Ok(())

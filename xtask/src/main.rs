@@ -32,7 +32,10 @@ commands:
                then e2b-suite
   bench [NAME...]
                print the benchmark figures; NAME picks some of: codec, envd (vs the
-               Python SDK), sandboxd, orchestrator, store (default: all)
+               Python SDK), sandboxd, orchestrator, store (default: these five), and
+               density (only when named: 1,000 idle sandboxes on one courier-sandboxd,
+               memory, descriptors, create/kill latency per 100, leftovers; takes
+               ~5-10 minutes)
   demo         run the local stack: courier-envd plus the SDK quickstart against it
   e2b-suite [PYTEST ARGS...]
                as root: the official E2B Python SDK's own test suite

@@ -17,7 +17,8 @@
 //! directory, or COURIER_SANDBOXD_BIN / COURIER_ENVD_BIN) on free loopback ports with a
 //! throw-away data dir and dev API key, kills every sandbox it creates, then stops the
 //! server. BENCH_CREATES (30), BENCH_PARALLEL (20), BENCH_RUNS (200) and BENCH_NPM_PACKAGE
-//! (`eslint@9.39.1`: ~100 packages, thousands of small files) change the sizes;
+//! (`eslint@9.39.1`: ~100 packages, thousands of small files) change the sizes
+//! (BENCH_WORKLOADS=0 skips the npm and git workloads);
 //! BENCH_ISOLATIONS (`container,gvisor`) picks the isolations. BENCH_SERVER_LOG (a
 //! `RUST_LOG` filter, e.g. `courier_sandboxd::runtime=debug` for each create's phase times)
 //! keeps the server's log as `bench-sandboxd-<isolation>.log` in the current directory.
@@ -38,7 +39,7 @@ mod workloads;
 use measure::bench_isolation;
 use report::print_table;
 use server::binary;
-use workloads::prepare_workloads;
+use workloads::{Workloads, prepare_workloads};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -101,8 +102,12 @@ pub(crate) fn main() -> Result<(), BoxError> {
     let server_bin = binary("COURIER_SANDBOXD_BIN", "courier-sandboxd")?;
     let envd_bin = binary("COURIER_ENVD_BIN", "courier-envd")?;
     let scratch = tempfile::tempdir()?;
-    println!("preparing the agent-like workloads (npm cache, git bundle)...");
-    let workloads = prepare_workloads(scratch.path());
+    let workloads = if std::env::var("BENCH_WORKLOADS").as_deref() == Ok("0") {
+        Workloads::skipped()
+    } else {
+        println!("preparing the agent-like workloads (npm cache, git bundle)...");
+        prepare_workloads(scratch.path())
+    };
     // The preparation dirtied hundreds of MiB (npm cache): written back now, not in the
     // middle of the create figures.
     nix::unistd::sync();

@@ -102,7 +102,7 @@ pub(crate) fn bench_isolation(
 ) -> Result<Figures, BoxError> {
     // Cold creates: no sandbox kept warm (the figures compare with earlier versions, and
     // a pool refilling in the background would weigh on every other figure).
-    let started = start_server(server_bin, envd_bin, isolation, 0, isolation)?;
+    let started = start_server(server_bin, envd_bin, isolation, 0, 1000, isolation)?;
     let server_pid = started.server.child.id();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -112,6 +112,7 @@ pub(crate) fn bench_isolation(
         create: None,
         create_warm: None,
         create_net: None,
+        create_net_plain: None,
         idle_mib: None,
         parallel: None,
         run_true: None,
@@ -141,7 +142,7 @@ pub(crate) fn bench_isolation(
     // gVisor's start is worth a pool of started sandboxes: creates arriving one a second
     // (time enough for the pool to refill) take one each.
     if isolation == "gvisor" {
-        let started = start_server(server_bin, envd_bin, isolation, 1, "gvisor-warm")?;
+        let started = start_server(server_bin, envd_bin, isolation, 1, 1000, "gvisor-warm")?;
         let warm = runtime.block_on(bench_warm(&started, sizes.creates.min(20)));
         let log_path = started.log_path.clone();
         drop(started);
@@ -248,19 +249,29 @@ pub(crate) async fn bench(
     figures.create = Some((p50, p99));
     println!("create -> envd ready      p50 {}  p99 {}", ms(p50), ms(p99));
 
-    // The same with outbound network (slirp4netns attached before the init runs).
+    // The same with outbound network (slirp4netns), alternating with creates without it:
+    // on a loaded machine only figures taken side by side tell what the network costs.
     if courier_sandboxd::runtime::network::find_slirp4netns().is_some() {
         let mut networked = Vec::new();
-        for _ in 0..creates.min(10) {
-            let start = Instant::now();
-            let sandbox = Sandbox::builder()
-                .allow_internet_access(true)
-                .create(&proto)
-                .await?;
-            networked.push(start.elapsed());
-            sandbox.kill().await?;
+        let mut plain = Vec::new();
+        for _ in 0..creates.min(30) {
+            for internet in [true, false] {
+                let start = Instant::now();
+                let sandbox = Sandbox::builder()
+                    .allow_internet_access(internet)
+                    .create(&proto)
+                    .await?;
+                let took = start.elapsed();
+                if internet {
+                    networked.push(took);
+                } else {
+                    plain.push(took);
+                }
+                sandbox.kill().await?;
+            }
         }
         figures.create_net = Some(percentiles(networked));
+        figures.create_net_plain = Some(percentiles(plain));
     }
 
     // Idle memory: let them settle, then one metrics sample each.

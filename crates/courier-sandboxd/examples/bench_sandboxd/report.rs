@@ -21,6 +21,8 @@ pub(crate) struct Figures {
     pub(crate) create: Option<(Duration, Duration)>,
     pub(crate) create_warm: Option<(Duration, Duration)>,
     pub(crate) create_net: Option<(Duration, Duration)>,
+    /// Creates without internet taken alternately with `create_net`'s.
+    pub(crate) create_net_plain: Option<(Duration, Duration)>,
     pub(crate) idle_mib: Option<f64>,
     pub(crate) parallel: Option<(usize, usize, Duration, Duration)>,
     pub(crate) run_true: Option<(Duration, Duration)>,
@@ -67,6 +69,9 @@ pub(crate) fn print_table(all: &[Figures], sizes: &Sizes, npm_package: &str) {
         pair(f.create_warm)
     });
     row("  with internet access p50 / p99", &|f| pair(f.create_net));
+    row("  without, alternating with those p50 / p99", &|f| {
+        pair(f.create_net_plain)
+    });
     row("memory per idle sandbox (cgroup, mean)", &|f| {
         f.idle_mib.map_or("n/a".into(), |m| format!("{m:.1} MiB"))
     });

@@ -98,12 +98,13 @@ pub(crate) struct Started {
 }
 
 /// Starts a server of `isolation` keeping `warm` sandboxes per shape (see
-/// `--warm-sandboxes`) and waits for its API.
+/// `--warm-sandboxes`), admitting `max_sandboxes` at once, and waits for its API.
 pub(crate) fn start_server(
     server_bin: &Path,
     envd_bin: &Path,
     isolation: &str,
     warm: usize,
+    max_sandboxes: usize,
     log_name: &str,
 ) -> Result<Started, BoxError> {
     let data = tempfile::tempdir()?;
@@ -130,9 +131,11 @@ pub(crate) fn start_server(
         .arg("--envd-binary")
         .arg(envd_bin)
         .arg("--kill-on-exit")
-        // The bench keeps its sequential creates alive to weigh them idle: lift the
-        // committed-memory capacity (default: the host's RAM), which it measures nothing of.
-        .args(["--max-memory-mb", "16777216", "--max-sandboxes", "1000"])
+        // The benches keep their creates alive to weigh them idle: lift the committed-memory
+        // capacity (default: the host's RAM, against each sandbox's limit, not its use),
+        // which they measure nothing of.
+        .args(["--max-memory-mb", "16777216"])
+        .args(["--max-sandboxes", &max_sandboxes.to_string()])
         .args(["--warm-sandboxes", &warm.to_string()])
         .env("COURIER_SANDBOXD_API_KEY", &key)
         .env("RUST_LOG", server_log.as_deref().unwrap_or("warn"))

@@ -11,6 +11,17 @@ pub(crate) struct Workloads {
     pub(crate) git_bundle: Result<Vec<u8>, Unavailable>,
 }
 
+impl Workloads {
+    /// No workloads (BENCH_WORKLOADS=0): their figures read "n/a".
+    pub(crate) fn skipped() -> Self {
+        Workloads {
+            npm_cache: Err(Unavailable::NotRun),
+            npm_package: String::new(),
+            git_bundle: Err(Unavailable::NotRun),
+        }
+    }
+}
+
 pub(crate) fn prepare_workloads(dir: &Path) -> Workloads {
     let npm_package =
         std::env::var("BENCH_NPM_PACKAGE").unwrap_or_else(|_| "eslint@9.39.1".to_owned());

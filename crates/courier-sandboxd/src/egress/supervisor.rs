@@ -31,18 +31,18 @@
 //! A call on a blocking socket (slirp4netns's are non-blocking) is performed on a
 //! short-lived thread, so one slow `connect` cannot stall the others.
 
+use std::collections::HashMap;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::libc;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{self, ControlMessage, MsgFlags, SockType, SockaddrStorage, sockopt};
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
@@ -71,39 +71,37 @@ pub(crate) struct Context {
     pub resolvers: Vec<IpAddr>,
 }
 
-/// A running supervisor. Stopping it (or dropping it) ends its thread; slirp4netns's
-/// further trapped calls then fail with `ENOSYS` (fail closed).
+/// A running supervisor. Stopping it (or dropping it) takes its listener off the shared
+/// thread and closes it; slirp4netns's further trapped calls then fail with `ENOSYS`
+/// (fail closed).
+///
+/// Every sandbox's supervisor is served by one thread ([`Hub`]), not a thread each: the
+/// server forks for every create (its helper, slirp4netns), and a fork copies the
+/// parent's memory map, which grows with each thread's stack — with a thread per
+/// networked sandbox, creates got slower with every sandbox running.
 pub(crate) struct Supervisor {
-    stop: Option<OwnedFd>,
-    thread: Option<JoinHandle<()>>,
+    key: Option<u64>,
 }
 
 impl Supervisor {
     /// Starts answering `listener`'s notifications.
     pub(crate) fn start(listener: OwnedFd, context: Context) -> io::Result<Self> {
-        let (stop_read, stop_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let handler = Handler {
             listener: Arc::new(listener),
             context: Arc::new(context),
             deferred: Arc::new(AtomicUsize::new(0)),
         };
-        let thread = std::thread::Builder::new()
-            .name("egress-supervisor".into())
-            .spawn(move || handler.run(stop_read))?;
-        Ok(Self {
-            stop: Some(stop_write),
-            thread: Some(thread),
-        })
+        let key = Hub::get()?.add(handler)?;
+        Ok(Self { key: Some(key) })
     }
 
-    /// Stops the thread and waits for it.
+    /// Stops answering: the listener leaves the shared thread's set and is closed (once
+    /// a notification being answered right now is answered).
     pub(crate) fn stop(&mut self) {
-        // Closing the write end wakes the thread's poll.
-        self.stop.take();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
+        if let Some(key) = self.key.take()
+            && let Ok(hub) = Hub::get()
         {
-            tracing::warn!("an egress supervisor's thread panicked");
+            hub.remove(key);
         }
     }
 }
@@ -111,6 +109,89 @@ impl Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The one thread answering every supervisor's notifications (an epoll set of their
+/// listeners; see [`Supervisor`]). Answers are quick: a call on a blocking socket, the
+/// only slow kind, goes to a thread of its own ([`Handler::perform`]).
+struct Hub {
+    epoll: Epoll,
+    handlers: Mutex<HashMap<u64, Arc<Handler>>>,
+    next: AtomicU64,
+}
+
+/// The hub, started with the first supervisor (or why it could not start).
+static HUB: OnceLock<Result<Arc<Hub>, Errno>> = OnceLock::new();
+
+impl Hub {
+    fn get() -> io::Result<Arc<Hub>> {
+        let hub = HUB.get_or_init(|| {
+            let hub = Arc::new(Hub {
+                epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+                handlers: Mutex::new(HashMap::new()),
+                next: AtomicU64::new(1),
+            });
+            let serving = hub.clone();
+            std::thread::Builder::new()
+                .name("egress-supervisor".into())
+                .spawn(move || serving.run())
+                .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
+            Ok(hub)
+        });
+        hub.clone().map_err(io::Error::from)
+    }
+
+    fn handlers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Handler>>> {
+        // A panic while the map was held left it whole (inserts and removes only).
+        self.handlers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, handler: Handler) -> io::Result<u64> {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        let listener = handler.listener.clone();
+        // In the map before the set: an event for the key always finds its handler.
+        self.handlers().insert(key, Arc::new(handler));
+        if let Err(e) = self
+            .epoll
+            .add(listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, key))
+        {
+            self.handlers().remove(&key);
+            return Err(e.into());
+        }
+        Ok(key)
+    }
+
+    fn remove(&self, key: u64) {
+        if let Some(handler) = self.handlers().remove(&key)
+            && let Err(error) = self.epoll.delete(handler.listener.as_fd())
+        {
+            // Closing the listener (the handler's last reference) removes it anyway.
+            tracing::debug!(%error, "taking a listener off the egress supervisor's set");
+        }
+    }
+
+    fn run(&self) {
+        let mut events = vec![EpollEvent::empty(); 64];
+        loop {
+            let ready = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "egress supervisor: epoll failed; new connections of every sandbox will fail");
+                    return;
+                }
+            };
+            for event in &events[..ready] {
+                let key = event.data();
+                let Some(handler) = self.handlers().get(&key).cloned() else {
+                    continue;
+                };
+                if !handler.serve_one(event.events()) {
+                    self.remove(key);
+                }
+            }
+        }
     }
 }
 
@@ -311,40 +392,23 @@ struct Handler {
 }
 
 impl Handler {
-    fn run(self, stop: OwnedFd) {
-        loop {
-            let mut fds = [
-                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
-                PollFd::new(stop.as_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(Errno::EINTR) => continue,
+    /// Answers one notification after `events` on the listener; `false` when the
+    /// listener is done (every filtered process gone, or it failed).
+    fn serve_one(&self, events: EpollFlags) -> bool {
+        if events.contains(EpollFlags::EPOLLIN) {
+            match sys::notif_recv(self.listener.as_fd()) {
+                Ok(notification) => self.handle(notification),
+                // The caller was killed or interrupted before we got to it.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINTR)) => {}
                 Err(e) => {
-                    tracing::error!(sandbox = self.context.egress.label(), error = %e, "egress supervisor: poll failed; new connections will fail");
-                    return;
+                    tracing::error!(sandbox = self.context.egress.label(), error = %e, "egress supervisor: receiving failed; new connections will fail");
+                    return false;
                 }
             }
-            if fds[1].any().unwrap_or(true) {
-                return;
-            }
-            let events = fds[0].revents().unwrap_or(PollFlags::POLLNVAL);
-            if events.contains(PollFlags::POLLIN) {
-                match sys::notif_recv(self.listener.as_fd()) {
-                    Ok(notification) => self.handle(notification),
-                    // The caller was killed or interrupted before we got to it.
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINTR)) => {}
-                    Err(e) => {
-                        tracing::error!(sandbox = self.context.egress.label(), error = %e, "egress supervisor: receiving failed; new connections will fail");
-                        return;
-                    }
-                }
-            } else if events
-                .intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
-            {
-                // Every filtered process is gone.
-                return;
-            }
+            true
+        } else {
+            // EPOLLHUP or EPOLLERR: every filtered process is gone.
+            !events.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
         }
     }
 

@@ -99,6 +99,7 @@ impl Isolator for ContainerIsolator {
                 seccomp: seccomp::compile(seccomp::Profile::Sandbox {
                     nested_namespaces: sandbox.spec.nested_namespaces,
                 }),
+                nofile: super::sandbox_nofile(),
             },
         );
         Ok(cmd)

@@ -21,10 +21,43 @@ use crate::error::{Error, Result};
 const HELPER_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Runtime {
-    /// Creates and starts a sandbox; returns once its init program has been exec'd.
+    /// Creates and starts a sandbox; returns once its init program has been exec'd (and,
+    /// with [`SandboxSpec::allow_internet`], its network is up).
     ///
     /// On any failure everything created so far is removed again.
     pub fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
+        let handle = self.create_network_pending(spec)?;
+        if let Err(err) = self.wait_network(&handle.id) {
+            // The create's own error is the one its caller can act on; `kill` logs its
+            // steps' failures.
+            let _ = self.kill(&handle.id);
+            return Err(err);
+        }
+        Ok(handle)
+    }
+
+    /// Waits until sandbox `id`'s outbound network (slirp4netns, see [`network`]) is
+    /// configured; at once when it is, or when the sandbox has none. After
+    /// [`create_network_pending`](Self::create_network_pending) the caller calls it before
+    /// anything of the sandbox's user runs, and kills the sandbox when it fails.
+    pub fn wait_network(&self, id: &str) -> Result<()> {
+        let pending = self.with_entry(id, |e| {
+            Ok(e.network.as_mut().and_then(|n| n.take_pending()))
+        })?;
+        match pending {
+            Some(pending) => pending.wait(),
+            None => Ok(()),
+        }
+    }
+
+    /// [`create`](Self::create), except that a namespace sandbox's network may still be
+    /// coming up when it returns: slirp4netns (a few milliseconds to start) configures
+    /// `tap0` while the sandbox's init starts, instead of before. The caller then owes a
+    /// [`wait_network`](Self::wait_network) before anything but the init (the runtime's
+    /// own agent) runs in the sandbox: until then outbound connections may fail. A
+    /// gVisor sandbox's network is always up first (runsc starts on the interfaces it
+    /// finds).
+    pub fn create_network_pending(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
         validate_id(&spec.id)?;
         spec.limits.validate()?;
         disk::validate_size(spec.disk_mb)?;
@@ -160,6 +193,7 @@ impl Runtime {
             ids,
             launch,
             console_cap: self.config.console_cap,
+            nofile: super::sandbox_nofile(),
         }));
 
         let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -201,9 +235,20 @@ impl Runtime {
             Err(e) => return fail(format!("reading helper status: {e}"), monitor),
         };
         let root_done = started.elapsed();
-        let network = match slirp {
+        // Once slirp4netns runs, a failure reaps it too (the cgroup's kill ends it).
+        let fail_networked =
+            |message: String, monitor: Child, network: Option<network::Attached>| {
+                let result = fail(message, monitor);
+                if let Some(mut network) = network {
+                    // Killed with the cgroup already; this only stops the supervisor and reaps.
+                    let _ = network.kill();
+                    let _ = network.wait();
+                }
+                result
+            };
+        let mut network = match slirp {
             None => None,
-            Some(program) => match network::attach(
+            Some(program) => match network::start(
                 program,
                 netns_pid,
                 &cgroup.procs_files(),
@@ -214,11 +259,24 @@ impl Runtime {
                 Err(e) => return fail(e.to_string(), monitor),
             },
         };
+        // A namespace sandbox goes on while slirp4netns configures `tap0` (the helper
+        // only needs the namespace to exist); `wait_network` waits for it at the end of
+        // the create. runsc, though, starts on the interfaces it finds.
+        if spec.isolation == super::Isolation::Gvisor
+            && let Some(attached) = network.as_mut()
+            && let Err(e) = attached.wait_ready()
+        {
+            return fail_networked(e.to_string(), monitor, network);
+        }
         if let Err(e) = isolator.before_start(spec, dirs, &hostname, netns_pid, ids) {
-            return fail(e.to_string(), monitor);
+            return fail_networked(e.to_string(), monitor, network);
         }
         if let Err(e) = File::from(go_write).write_all(b"g") {
-            return fail(format!("telling the helper to go on: {e}"), monitor);
+            return fail_networked(
+                format!("telling the helper to go on: {e}"),
+                monitor,
+                network,
+            );
         }
         let network_done = started.elapsed();
 
@@ -237,14 +295,14 @@ impl Runtime {
             }
         }
         if let Some(message) = error {
-            return fail(message, monitor);
+            return fail_networked(message, monitor, network);
         }
         let (Some(init_pid), Some(init_pid_in_sandbox)) = (pid, ready) else {
             let why = match read {
                 Err(e) => format!("reading helper status: {e}"),
                 Ok(()) => self.helper_failure(&report, &dirs.console()),
             };
-            return fail(why, monitor);
+            return fail_networked(why, monitor, network);
         };
 
         tracing::debug!(

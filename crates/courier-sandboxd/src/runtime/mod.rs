@@ -148,6 +148,48 @@ impl RuntimeConfig {
     }
 }
 
+/// The `RLIMIT_NOFILE` (soft, hard) this process started with, when
+/// [`raise_nofile_limit`] raised it: what sandboxes' processes get back.
+static SANDBOX_NOFILE: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit, once. A runtime holds a
+/// few descriptors per sandbox (its network's process and supervisor, lifelines, pooled
+/// connections to envd), so a service manager's usual soft limit of 1,024 would end
+/// creates at a few hundred sandboxes. The sandboxes' own processes get the original
+/// soft limit back (the helper and `exec` restore it; see [`sandbox_nofile`]): programs
+/// using `select()` break with descriptors above 1,024.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    SANDBOX_NOFILE.get_or_init(|| {
+        let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok(limits) => limits,
+            Err(error) => {
+                tracing::warn!(%error, "reading RLIMIT_NOFILE; leaving it as it is");
+                return None;
+            }
+        };
+        if soft >= hard {
+            return None;
+        }
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::debug!(from = soft, to = hard, "raised the soft RLIMIT_NOFILE");
+                Some((soft, hard))
+            }
+            Err(error) => {
+                tracing::warn!(%error, soft, hard, "raising the soft RLIMIT_NOFILE; creates may run out of descriptors");
+                None
+            }
+        }
+    });
+}
+
+/// The `RLIMIT_NOFILE` (soft, hard) a sandbox's processes get: the one this process
+/// started with, when [`raise_nofile_limit`] changed it (else `None`: inherited as is).
+pub(crate) fn sandbox_nofile() -> Option<(u64, u64)> {
+    SANDBOX_NOFILE.get().copied().flatten()
+}
+
 /// Default of [`RuntimeConfig::ready_disks`].
 pub const DEFAULT_READY_DISKS: usize = 2;
 
@@ -190,6 +232,7 @@ impl Runtime {
     /// A runtime with an explicit configuration. Does not touch existing sandboxes; call
     /// [`recover`](Self::recover) at startup for that.
     pub fn with_config(config: RuntimeConfig) -> Result<Self> {
+        raise_nofile_limit();
         let sandboxes_dir = config.data_dir.join("sandboxes");
         fs::create_dir_all(&sandboxes_dir).map_err(Error::io("create dir", &sandboxes_dir))?;
         // Sandboxes' disks, sockets and state: only root may look inside.

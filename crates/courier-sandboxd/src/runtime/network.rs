@@ -34,6 +34,12 @@
 //! installs and LLM APIs), one extra process per networked sandbox (~2 MB) and one
 //! supervisor thread in courier-sandboxd.
 //!
+//! slirp4netns needs a few milliseconds to start and configure `tap0` (more on a loaded
+//! machine): a create [`start`]s it as soon as the sandbox's network namespace exists and
+//! lets the sandbox's init (the runtime's own agent) start meanwhile; the server waits
+//! for the interface ([`Attached::wait_ready`], via `Runtime::wait_network`) beside the
+//! agent's readiness, before the create answers.
+//!
 //! After a server restart a running sandbox's slirp4netns has lost its supervisor (it
 //! can open nothing new: fail closed); [`detach_stale`] then [`attach`] give it a new
 //! one.
@@ -102,6 +108,10 @@ pub(crate) fn check_supported(allow_internet: bool) -> Result<Option<PathBuf>> {
 pub struct Attached {
     child: Child,
     supervisor: Supervisor,
+    /// The read end of slirp4netns's ready descriptor until [`wait_ready`](Self::wait_ready)
+    /// has seen it write (see [`start`]).
+    ready: Option<OwnedFd>,
+    log: PathBuf,
 }
 
 impl std::fmt::Debug for Attached {
@@ -116,6 +126,30 @@ impl Attached {
     /// slirp4netns's PID.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits until slirp4netns has configured `tap0` (at once when that was seen
+    /// before). On failure slirp4netns is killed and reaped and the error carries its
+    /// output.
+    pub fn wait_ready(&mut self) -> Result<()> {
+        let Some(pending) = self.take_pending() else {
+            return Ok(());
+        };
+        let waited = pending.wait();
+        if waited.is_err() {
+            super::sys::kill_and_reap(&mut self.child, "slirp4netns that failed to start");
+            self.supervisor.stop();
+        }
+        waited
+    }
+
+    /// What is left to wait for until `tap0` is configured, if anything: taken out, so
+    /// that the wait holds no lock on whatever keeps this `Attached`.
+    pub(crate) fn take_pending(&mut self) -> Option<Pending> {
+        Some(Pending {
+            ready: self.ready.take()?,
+            log: self.log.clone(),
+        })
     }
 
     /// Sends SIGKILL to slirp4netns and stops the supervisor.
@@ -134,16 +168,31 @@ impl Attached {
     }
 }
 
+/// [`start`]s slirp4netns for the network namespace of `init_pid` and waits until `tap0`
+/// is configured ([`Attached::wait_ready`]).
+pub fn attach(
+    program: &Path,
+    init_pid: i32,
+    cgroup_procs: &[PathBuf],
+    log: &Path,
+    egress: &SandboxEgress,
+) -> Result<Attached> {
+    let mut attached = start(program, init_pid, cgroup_procs, log, egress)?;
+    attached.wait_ready()?;
+    Ok(attached)
+}
+
 /// Starts slirp4netns for the network namespace of `init_pid` under the egress policy
-/// `egress`, moves it into the sandbox's cgroup (`cgroup_procs`), and waits until `tap0`
-/// is configured. Its output goes to `log`.
+/// `egress` and moves it into the sandbox's cgroup (`cgroup_procs`); returns without
+/// waiting for `tap0` to be configured, so that a create can go on meanwhile and call
+/// [`Attached::wait_ready`] last. Its output goes to `log`.
 ///
 /// slirp4netns runs with a seccomp filter whose listener only the returned
 /// [`Attached`]'s supervisor holds: every connection it makes for the sandbox is decided
 /// by `egress` (see [`crate::egress`]). Works for a sandbox that is already running
 /// too, e.g. after a server restart: first [`detach_stale`] the slirp4netns the previous
 /// server started (its supervisor died with that server, so it can open nothing new).
-pub fn attach(
+pub fn start(
     program: &Path,
     init_pid: i32,
     cgroup_procs: &[PathBuf],
@@ -194,7 +243,12 @@ pub fn attach(
             source: std::io::Error::other(format!("{why}; its output: {}", output.trim())),
         })
     };
-    let mut attached = Attached { child, supervisor };
+    let mut attached = Attached {
+        child,
+        supervisor,
+        ready: Some(ready_read),
+        log: log.to_path_buf(),
+    };
     // Into the sandbox's cgroup before it carries any traffic: its resources are the
     // sandbox's, and the cgroup's kill takes it along.
     for procs in cgroup_procs {
@@ -205,9 +259,28 @@ pub fn attach(
             );
         }
     }
-    match wait_ready(ready_read, READY_TIMEOUT) {
-        Ok(()) => Ok(attached),
-        Err(why) => fail(&mut attached.child, why.to_string()),
+    Ok(attached)
+}
+
+/// A started slirp4netns's ready descriptor (see [`Attached::take_pending`]).
+#[derive(Debug)]
+pub(crate) struct Pending {
+    ready: OwnedFd,
+    log: PathBuf,
+}
+
+impl Pending {
+    /// Waits (at most [`READY_TIMEOUT`]) until slirp4netns reports `tap0` configured. On
+    /// failure the error carries its output; killing it is the caller's (with its
+    /// sandbox).
+    pub(crate) fn wait(self) -> Result<()> {
+        wait_ready(self.ready, READY_TIMEOUT).map_err(|why| {
+            let output = fs::read_to_string(&self.log).unwrap_or_default();
+            Error::Sys {
+                op: "start slirp4netns (outbound network)".into(),
+                source: std::io::Error::other(format!("{why}; its output: {}", output.trim())),
+            }
+        })
     }
 }
 

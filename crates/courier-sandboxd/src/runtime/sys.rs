@@ -359,6 +359,8 @@ pub(crate) struct Entry {
     pub user: Option<(u32, u32)>,
     /// The sandbox's syscall filter.
     pub seccomp: BpfProgram,
+    /// `RLIMIT_NOFILE` (soft, hard) to set, when the runtime raised its own.
+    pub nofile: Option<(u64, u64)>,
 }
 
 /// Makes the spawned child enter a running sandbox: join its cgroups (by writing `0` to
@@ -373,7 +375,7 @@ pub(crate) struct Entry {
 /// gid, no supplementary groups) when given.
 pub(crate) fn enter_sandbox(cmd: &mut Command, entry: Entry) {
     // SAFETY: the closure runs between fork and exec and only makes raw syscalls (write,
-    // setns, prctl, capget/capset, fork, waitpid, signal, kill, _exit, chdir, setgroups,
+    // setns, setrlimit, prctl, capget/capset, fork, waitpid, signal, kill, _exit, chdir, setgroups,
     // setresgid, setresuid, keyctl, seccomp) on descriptors, constants, a C string and a
     // BPF program captured by value; it neither allocates nor takes locks. The Vecs are
     // only iterated, the CString only borrowed.
@@ -391,6 +393,15 @@ pub(crate) fn enter_sandbox(cmd: &mut Command, entry: Entry) {
             }
             for fd in &entry.namespaces {
                 if libc::setns(fd.as_raw_fd(), 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some((soft, hard)) = entry.nofile {
+                let limit = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                     return Err(io::Error::last_os_error());
                 }
             }

@@ -438,21 +438,40 @@ impl Sandboxd {
 
         let runtime = self.inner.runtime.clone();
         let clock = Instant::now();
-        blocking(move || runtime.create(spec)).await?;
+        blocking(move || runtime.create_network_pending(spec)).await?;
         let envd = EnvdEndpoint::new(self.inner.runtime.clone(), id.clone());
         let runtime_done = clock.elapsed();
+        // slirp4netns configures the sandbox's interface while envd starts: both are
+        // waited for before the create answers, and so before anything of the caller's
+        // runs inside (start command, processes). Spawned now (`blocking` would start it
+        // only when awaited).
+        let network = {
+            let runtime = self.inner.runtime.clone();
+            let rid = id.clone();
+            tokio::task::spawn_blocking(move || runtime.wait_network(&rid))
+        };
         let runtime = self.inner.runtime.clone();
         let rid = id.clone();
         let ready = crate::envd_link::wait_healthy(&envd, ENVD_READY_TIMEOUT, move || {
             !matches!(runtime.status(&rid), Ok(SandboxStatus::Exited) | Err(_))
         })
         .await;
+        let network = network.await.unwrap_or_else(|e| {
+            Err(Error::Sys {
+                op: "waiting for the sandbox's network".to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        });
         if let Err(message) = ready {
             self.destroy(&id).await;
             return Err(Error::Envd {
                 id,
                 message: message.to_string(),
             });
+        }
+        if let Err(error) = network {
+            self.destroy(&id).await;
+            return Err(error);
         }
         tracing::debug!(
             sandbox = %id,

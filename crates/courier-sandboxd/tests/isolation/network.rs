@@ -105,3 +105,79 @@ fn outbound_network_only_when_asked_for_and_never_to_host_loopback() {
     fx.runtime.kill(&networked.id).expect("kill");
     assert!(!alive(slirp[0]), "slirp4netns survived the sandbox");
 }
+
+/// `create_network_pending` lets the sandbox's init start while slirp4netns configures
+/// `tap0`; `wait_network` then waits for it. Attacker inside a sandbox: nothing of the
+/// tenant's runs before the wait (the server calls it before answering the create), and
+/// the stack is the sandbox's own — its slirp4netns is in the sandbox's cgroup, serves no
+/// other sandbox (two sandboxes get two processes) and dies with it, so a later sandbox
+/// can never be handed a stack (and its addresses, routes or connections) another used.
+#[test]
+fn pending_network_is_up_after_wait_and_each_sandbox_has_its_own_stack() {
+    let Some(fx) = Fixture::new("pending network") else {
+        return;
+    };
+    if courier_sandboxd::runtime::network::find_slirp4netns().is_none() {
+        eprintln!("slirp4netns is not installed: nothing to check");
+        return;
+    }
+    let slirp_of = |id: &str| -> Vec<i32> {
+        fx.runtime
+            .cgroups()
+            .sandbox(id)
+            .pids()
+            .into_iter()
+            .filter(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "slirp4netns")
+            })
+            .collect()
+    };
+    let mut first = fx.sleeper();
+    first.allow_internet = true;
+    let first = fx.runtime.create_network_pending(first).expect("create");
+    fx.runtime.wait_network(&first.id).expect("network up");
+    // A second wait has nothing left to wait for.
+    fx.runtime.wait_network(&first.id).expect("second wait");
+    // The default route through slirp4netns's gateway (10.0.2.2, little-endian hex).
+    let routes = fx.sh_ok(&first.id, "cat /proc/net/route");
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with("tap0") && l.split_whitespace().nth(2) == Some("0202000A")),
+        "no default route via tap0 after wait_network:\n{routes}"
+    );
+
+    let mut second = fx.sleeper();
+    second.allow_internet = true;
+    let second = fx.runtime.create_network_pending(second).expect("create");
+    fx.runtime.wait_network(&second.id).expect("network up");
+    let (a, b) = (slirp_of(&first.id), slirp_of(&second.id));
+    assert_eq!(
+        (a.len(), b.len()),
+        (1, 1),
+        "one slirp4netns each: {a:?} {b:?}"
+    );
+    assert_ne!(a, b, "two sandboxes share a network stack");
+    let netns = |id: &str| fx.sh_ok(id, "readlink /proc/self/ns/net");
+    assert_ne!(
+        netns(&first.id),
+        netns(&second.id),
+        "two sandboxes share a network namespace"
+    );
+
+    fx.runtime.kill(&first.id).expect("kill");
+    assert!(!alive(a[0]), "a killed sandbox's slirp4netns lives on");
+    assert!(alive(b[0]), "killing one sandbox ended another's network");
+
+    // Without internet there is nothing to wait for; an unknown id is named.
+    let isolated = fx
+        .runtime
+        .create_network_pending(fx.sleeper())
+        .expect("create");
+    fx.runtime
+        .wait_network(&isolated.id)
+        .expect("no network, no wait");
+    let err = fx.runtime.wait_network("no-such-sandbox").unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err}");
+}

@@ -8,7 +8,7 @@
 //! | fd | what |
 //! |----|------|
 //! | 3 | status pipe (lines to the runtime) |
-//! | 4 | "go" pipe: the runtime writes one byte once the sandbox's network is attached |
+//! | 4 | "go" pipe: the runtime writes one byte once the sandbox's network is started (gVisor: configured) |
 //! | 5 | the control socket envd serves on (namespace sandboxes), bound by the runtime |
 //! | 6 | the sandbox's lifeline (optional): EOF when the runtime's process is gone, `r` when it may outlive it |
 //!
@@ -73,7 +73,7 @@ use pid1::reaper;
 pub const HELPER_MARKER: &str = "--courier-sandbox-helper";
 /// Descriptor on which the helper reports progress.
 pub(crate) const STATUS_FD: RawFd = 3;
-/// Descriptor on which the runtime says "go" (network attached).
+/// Descriptor on which the runtime says "go" (network started).
 pub(crate) const GO_FD: RawFd = 4;
 /// Descriptor of the control socket handed to a namespace sandbox's init.
 pub(crate) const CONTROL_FD: RawFd = 5;
@@ -131,6 +131,10 @@ pub(crate) struct SandboxTask {
     pub launch: Launch,
     /// Bytes of console output kept; the rest is dropped (one marker line says so).
     pub console_cap: u64,
+    /// The `RLIMIT_NOFILE` (soft, hard) the sandbox runs with, when the runtime raised
+    /// its own (see `runtime::raise_nofile_limit`).
+    #[serde(default)]
+    pub nofile: Option<(u64, u64)>,
 }
 
 /// If this process was started as the sandbox helper, runs it and never returns;
@@ -258,6 +262,10 @@ fn prepare(
     // Detach from the server's session: a Ctrl-C aimed at the server must not reach
     // sandboxes, which outlive a server restart.
     setsid().map_err(StepError::os("setsid"))?;
+    if let Some((soft, hard)) = task.nofile {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard)
+            .map_err(StepError::os("restore RLIMIT_NOFILE"))?;
+    }
     umask(Mode::from_bits_truncate(0o022));
     // Joining before anything else puts every later process in the cgroups (no escape
     // window) and makes them the root of the sandbox's cgroup namespace.
