@@ -258,8 +258,9 @@ fn floor_boundary(text: &str, mut at: usize) -> usize {
 }
 
 /// The run completed: the stored messages hold the prompt and one assistant message,
-/// `completed`, whose text is exactly `expected`.
-pub fn check_run(stored: &[StoredMessage], expected: &str) -> Vec<String> {
+/// `completed`, whose text is `expected` (`exact`) or starts with it (an agent that
+/// answers after what it streamed).
+pub fn check_run(stored: &[StoredMessage], expected: &str, exact: bool) -> Vec<String> {
     let answers: Vec<&StoredMessage> = stored.iter().filter(|m| m.role == "assistant").collect();
     match answers.as_slice() {
         [] => vec!["the run has no assistant message".to_owned()],
@@ -271,7 +272,12 @@ pub fn check_run(stored: &[StoredMessage], expected: &str) -> Vec<String> {
                     answer.seq, answer.status
                 ));
             }
-            if answer.content != expected {
+            let matches = if exact {
+                answer.content == expected
+            } else {
+                answer.content.starts_with(expected)
+            };
+            if !matches {
                 problems.push(format!(
                     "the run's text is not what the task printed: {} bytes stored, {} expected ({})",
                     answer.content.len(),

@@ -57,10 +57,43 @@ const VICTIM: usize = 0;
 const TIMEOUT_MS: u64 = 120_000;
 /// How long a client waits past its sandbox's deadline for `end`.
 const END_GRACE: Duration = Duration::from_secs(40);
-/// The victim is killed once each of its sandboxes' clients saw this many lines (or
-/// after [`KILL_WAIT`]).
+/// The victim is killed once its last sandbox's run stored this many lines (or after
+/// [`KILL_WAIT`]).
 const KILL_AFTER_LINES: usize = 10;
 const KILL_WAIT: Duration = Duration::from_secs(30);
+
+/// Where courier-tools' fake CLIs are shared into every sandbox (read-only).
+const FAKE_CLIS_IN_SANDBOX: &str = "/opt/courier-fake-clis";
+/// A dummy Anthropic key: the fake `claude` never calls out.
+const DUMMY_ANTHROPIC_KEY: &str = "sk-ant-api03-cluster-test-0000";
+
+/// What runs in the sandboxes (`CLUSTER_TEST_AGENT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Agent {
+    /// courier-tools' fake `claude` (the default) with its `STREAM n ms` directive: text
+    /// blocks through Claude's stream-json and its parser, then its usual work (an edit,
+    /// tool calls) and answer.
+    FakeClaude,
+    /// The `shell` tool printing the lines itself (no fake CLI, no key).
+    Shell,
+}
+
+impl Agent {
+    fn from_env() -> Result<Self> {
+        match std::env::var("CLUSTER_TEST_AGENT").as_deref() {
+            Err(_) | Ok("" | "claude") => Ok(Self::FakeClaude),
+            Ok("shell") => Ok(Self::Shell),
+            Ok(other) => bail!("CLUSTER_TEST_AGENT={other:?}: expected claude or shell"),
+        }
+    }
+
+    fn tool(self) -> &'static str {
+        match self {
+            Self::FakeClaude => "claude",
+            Self::Shell => "shell",
+        }
+    }
+}
 
 /// One sandbox of the run.
 struct Planned {
@@ -70,8 +103,10 @@ struct Planned {
     /// The replica its SSE client is on.
     watcher: usize,
     prompt: String,
-    /// What the task prints.
+    /// What the run's stored text starts with.
     expected: String,
+    /// Whether that is all of it (`shell`; the fake `claude` answers after it).
+    exact: bool,
 }
 
 /// What happened to one sandbox: its id once created, its client's events.
@@ -157,37 +192,54 @@ fn tunable(name: &str, default: u64) -> u64 {
 }
 
 /// The plan: creator round-robin over the replicas, watcher round-robin over the
-/// survivors, a task printing `lines` numbered lines `pause_ms` apart.
-fn plan(lines: u64, pause_ms: u64) -> Vec<Planned> {
+/// survivors, a run printing `lines` numbered lines `pause_ms` apart.
+fn plan(agent: Agent, lines: u64, pause_ms: u64) -> Vec<Planned> {
     let survivors: Vec<usize> = (0..REPLICAS).filter(|r| *r != VICTIM).collect();
     (0..SANDBOXES)
         .map(|index| {
-            let prompt = format!(
-                "i=0; while [ $i -lt {lines} ]; do i=$((i+1)); echo \"sandbox {index} line $i of {lines}\"; sleep {}; done",
-                pause_ms as f64 / 1000.0
-            );
-            let expected = (1..=lines)
-                .map(|i| format!("sandbox {index} line {i} of {lines}\n"))
-                .collect();
+            let (prompt, expected) = match agent {
+                Agent::FakeClaude => (
+                    format!("Sandbox {index} of the cluster test: STREAM {lines} {pause_ms}"),
+                    (1..=lines)
+                        .map(|i| format!("stream line {i} of {lines}\n"))
+                        .collect(),
+                ),
+                Agent::Shell => (
+                    format!(
+                        "i=0; while [ $i -lt {lines} ]; do i=$((i+1)); echo \"sandbox {index} line $i of {lines}\"; sleep {}; done",
+                        pause_ms as f64 / 1000.0
+                    ),
+                    (1..=lines)
+                        .map(|i| format!("sandbox {index} line {i} of {lines}\n"))
+                        .collect(),
+                ),
+            };
             Planned {
                 index,
                 creator: index % REPLICAS,
                 watcher: survivors[index % survivors.len()],
                 prompt,
                 expected,
+                exact: agent == Agent::Shell,
             }
         })
         .collect()
 }
 
 fn session(work: &Path, bins: &Binaries) -> Result<()> {
+    let agent = Agent::from_env()?;
     let lines = tunable("CLUSTER_TEST_LINES", 200);
     let pause_ms = tunable("CLUSTER_TEST_LINE_MS", 50);
     let pg = postgres::Cluster::start().context("starting PostgreSQL")?;
     println!("<== PostgreSQL at {}", pg.url());
+    let fake_clis = crate::root()
+        .join("crates/courier-tools/fake-clis")
+        .canonicalize()
+        .context("courier-tools' fake CLIs")?;
+    let share = format!("{}:{FAKE_CLIS_IN_SANDBOX}", fake_clis.display());
     let hosts = [
-        Host::start(work, "host-a", &bins.sandboxd, &bins.envd)?,
-        Host::start(work, "host-b", &bins.sandboxd, &bins.envd)?,
+        Host::start(work, "host-a", &bins.sandboxd, &bins.envd, &share)?,
+        Host::start(work, "host-b", &bins.sandboxd, &bins.envd, &share)?,
     ];
     let config = work.join("courier.toml");
     std::fs::write(
@@ -224,11 +276,21 @@ fn session(work: &Path, bins: &Binaries) -> Result<()> {
         replicas.push(Replica::start(work, index, &bins.courier, &env)?);
     }
     let (token, project) = create_user(&bins.courier, &env, work)?;
-    let plan = plan(lines, pause_ms);
+    if agent == Agent::FakeClaude {
+        http::request(
+            "PUT",
+            &format!("{}/v1/projects/{project}/keys/anthropic", replicas[1].url),
+            &[("Authorization", &bearer(&token))],
+            Some(&serde_json::json!({ "value": DUMMY_ANTHROPIC_KEY }).to_string()),
+        )?
+        .json("PUT the project's Anthropic key")?;
+    }
+    let plan = plan(agent, lines, pause_ms);
     let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
     let observed: Vec<Mutex<Observed>> = plan.iter().map(|_| Mutex::default()).collect();
     println!(
-        "\n==> {SANDBOXES} sandboxes through {REPLICAS} replicas ({lines} lines each, {pause_ms} ms apart, timeout {} s); SIGKILL replica {VICTIM} mid-run",
+        "\n==> {SANDBOXES} {} sandboxes through {REPLICAS} replicas ({lines} lines each, {pause_ms} ms apart, timeout {} s); SIGKILL replica {VICTIM} mid-run",
+        agent.tool(),
         TIMEOUT_MS / 1000
     );
     let first_create = Instant::now();
@@ -241,7 +303,7 @@ fn session(work: &Path, bins: &Binaries) -> Result<()> {
                 scope.spawn(move || {
                     for planned in plan.iter().filter(|p| p.creator == replica) {
                         let slot = &observed[planned.index];
-                        match create(&urls[replica], token, project, &planned.prompt) {
+                        match create(&urls[replica], token, project, agent, &planned.prompt) {
                             Ok(id) => {
                                 lock(slot).id = Some(id.clone());
                                 let url =
@@ -265,20 +327,29 @@ fn session(work: &Path, bins: &Binaries) -> Result<()> {
             "<== replica {VICTIM} created its sandboxes in {:.1}s",
             first_create.elapsed().as_secs_f64()
         );
-        // Mid-run: once the last sandbox the victim created streams to its client (the
-        // others go on creating on the survivors meanwhile).
-        let last = plan.iter().rev().find(|p| p.creator == VICTIM);
+        // Mid-run: once the last sandbox the victim created has printed a few lines, as
+        // the shared store says (its client may be on a replica that hears nothing of
+        // it); the others go on creating on the survivors meanwhile.
+        let survivor = &urls[(VICTIM + 1) % REPLICAS];
+        let last = plan
+            .iter()
+            .rev()
+            .find(|p| p.creator == VICTIM)
+            .and_then(|p| lock(&observed[p.index]).id.clone());
         let waited = Instant::now();
         while waited.elapsed() < KILL_WAIT
-            && last.is_some_and(|p| {
-                let o = lock(&observed[p.index]);
-                o.id.is_some() && texts(&o.events) < KILL_AFTER_LINES
+            && last.as_deref().is_some_and(|id| {
+                stored_messages(survivor, &token, id).map_or(0, |m| {
+                    m.iter()
+                        .filter(|m| m.role == "assistant")
+                        .map(|m| m.content.matches('\n').count())
+                        .sum()
+                }) < KILL_AFTER_LINES
             })
         {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(200));
         }
-        // Which of its runs are still going, as the shared store says just before.
-        let survivor = &urls[(VICTIM + 1) % REPLICAS];
+        // Which of its runs are still going, as the store says just before.
         for p in plan.iter().filter(|p| p.creator == VICTIM) {
             let id = lock(&observed[p.index]).id.clone();
             if let Some(id) = id {
@@ -363,10 +434,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn texts(events: &[(SseEvent, Instant)]) -> usize {
-    events.iter().filter(|(e, _)| e.name == "text").count()
-}
-
 /// `courier admin user create` on the replicas' database: (token, project id).
 fn create_user(courier: &Path, env: &ReplicaEnv, work: &Path) -> Result<(String, String)> {
     let out = Command::new(courier)
@@ -397,14 +464,17 @@ fn bearer(token: &str) -> String {
 }
 
 /// `POST /v1/sandboxes` on `replica`: the new sandbox's id.
-fn create(replica: &str, token: &str, project: &str, prompt: &str) -> Result<String> {
+fn create(replica: &str, token: &str, project: &str, agent: Agent, prompt: &str) -> Result<String> {
     let body = serde_json::json!({
         "project_id": project,
-        "tool": "shell",
+        "tool": agent.tool(),
         "prompt": prompt,
         "timeout_ms": TIMEOUT_MS,
         "memory_mb": 256,
         "cpu_count": 1,
+        // The hosts have `base` only (no tool templates are built); the fake CLIs come
+        // through the shared dir and COURIER_TOOL_PATH.
+        "template_id": "base",
     });
     let answer = http::request(
         "POST",
@@ -474,7 +544,7 @@ fn judge(
             return problems;
         }
     };
-    problems.extend(check::check_run(&stored, &planned.expected));
+    problems.extend(check::check_run(&stored, &planned.expected, planned.exact));
     let events: Vec<SseEvent> = seen.events.iter().map(|(e, _)| e.clone()).collect();
     problems.extend(
         check::check_stream(&events, &stored)

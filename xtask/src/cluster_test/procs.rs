@@ -168,7 +168,8 @@ pub struct Host {
 
 impl Host {
     /// Starts host `name` under `work` and waits for its `/health`.
-    pub fn start(work: &Path, name: &str, server: &Path, envd: &Path) -> Result<Self> {
+    /// `share` is `--share HOST_DIR:SANDBOX_DIR` (read-only in every sandbox).
+    pub fn start(work: &Path, name: &str, server: &Path, envd: &Path, share: &str) -> Result<Self> {
         let (api_port, proxy_port) = (free_port()?, free_port()?);
         let api_key = format!("e2b_{}", random_hex(20)?);
         let data = work.join(name);
@@ -188,6 +189,7 @@ impl Host {
             // Committed memory is what sandboxes may use, not what they use: 30 sandboxes
             // of the default 1024 MiB pass a small host's MemTotal (measured: 429 at 23).
             .args(["--max-memory-mb", "65536"])
+            .args(["--share", share])
             .env("COURIER_SANDBOXD_API_KEY", &api_key)
             .env("RUST_LOG", "info");
         let guard = spawn(
@@ -283,6 +285,8 @@ impl Replica {
             .env("COURIER_SANDBOX_INTERNET", "false")
             .env("COURIER_BUILD_TOOL_TEMPLATES", "false")
             .env("COURIER_PR_POLL_INTERVAL", "0")
+            // courier-tools' fake CLIs, shared into every sandbox by the hosts.
+            .env("COURIER_TOOL_PATH", super::FAKE_CLIS_IN_SANDBOX)
             // 30 live sandboxes for one user and project: past the default quotas.
             .env("COURIER_MAX_SANDBOXES_PER_USER", "0")
             .env("COURIER_MAX_SANDBOXES_PER_PROJECT", "0")

@@ -160,8 +160,8 @@ fn a_stream_cut_mid_message_never_sees_it_finish() {
 
 #[test]
 fn a_run_completes_only_with_its_whole_text() {
-    assert!(check_run(&stored(), "L 1\nL 2\n").is_empty());
-    let problems = check_run(&stored(), "L 1\nL 2\nL 3\n");
+    assert!(check_run(&stored(), "L 1\nL 2\n", true).is_empty());
+    let problems = check_run(&stored(), "L 1\nL 2\nL 3\n", true);
     assert!(
         named(&problems, "8 bytes stored, 12 expected"),
         "{problems:?}"
@@ -169,9 +169,13 @@ fn a_run_completes_only_with_its_whole_text() {
     let mut streaming = stored();
     streaming[1].status = "streaming".into();
     assert!(named(
-        &check_run(&streaming, "L 1\nL 2\n"),
+        &check_run(&streaming, "L 1\nL 2\n", true),
         "did not complete"
     ));
+    // An agent's answer may follow what it streamed, but not replace a line of it.
+    assert!(check_run(&stored(), "L 1\n", false).is_empty());
+    assert!(!check_run(&stored(), "L 1\n", true).is_empty());
+    assert!(!check_run(&stored(), "L 2\n", false).is_empty());
 }
 
 #[test]
