@@ -45,10 +45,11 @@ pub fn ci() -> Result<()> {
     cluster_test()
 }
 
-/// The cluster acceptance harness ([15]), last: about 2.5 minutes as root (most of it
-/// the sandboxes' 90 s timeout); it prints why it skips otherwise.
+/// The cluster acceptance harness ([15]), last: about 3 minutes as root (most of it the
+/// sandboxes' 120 s timeout; 4 while a dead replica's sandboxes are never ended, their
+/// clients waiting to their deadline); it prints why it skips otherwise.
 fn cluster_test() -> Result<()> {
-    const BUDGET: std::time::Duration = std::time::Duration::from_secs(180);
+    const BUDGET: std::time::Duration = std::time::Duration::from_secs(210);
     println!(
         "\n==> cluster-test (cargo xtask cluster-test; budget {}s)",
         BUDGET.as_secs()
