@@ -390,7 +390,7 @@ mod tests {
         assert_eq!(shared.sandbox, PathBuf::from("/opt/tools"));
         assert!(shared.read_only);
         for bad in [
-            format!("{host}"),
+            host.to_owned(),
             format!("{host}:opt/tools"),
             "tmp:/opt/tools".to_owned(),
             format!("{host}:/opt/../etc"),
