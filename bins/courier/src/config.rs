@@ -710,6 +710,10 @@ tool_path = "/opt/courier-fake-clis"
         assert_eq!(v.keys.len(), KEYS.len());
     }
 
+    /// The directories go first on the agents' `PATH` inside the sandbox. A relative one
+    /// would resolve against the agent's working directory, the cloned repository: its
+    /// author (attacker 1, through the repository's files) could shadow every command
+    /// the agent runs. So only absolute directories without `..` are accepted.
     #[test]
     fn the_tool_path_is_absolute_directories() {
         assert_eq!(
