@@ -10,7 +10,7 @@ use crate::envd_static::envd_static;
 use crate::{cargo, is_root, postgres, root, run};
 
 /// `cargo xtask ci`, what `.ci/run` executes: fmt, clippy, `modules`, cargo-deny, the static
-/// envd build, `test`, then (as root) the real-CLI suite.
+/// envd build, `test`, then (as root) the real-CLI suite and the cluster harness.
 pub fn ci() -> Result<()> {
     run("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(
@@ -38,11 +38,32 @@ pub fn ci() -> Result<()> {
     // About two minutes (npm cache warm or cold): cheap enough to check every change
     // against the real CLIs (see the README).
     if is_root() {
-        test_real_clis(&[])
+        test_real_clis(&[])?;
     } else {
         println!("==> real-CLI suite skipped: not root (it runs real sandboxes)");
-        Ok(())
     }
+    cluster_test()
+}
+
+/// The cluster acceptance harness ([15]), last: about 3 minutes as root (most of it the
+/// sandboxes' 120 s timeout; 4 while a dead replica's sandboxes are never ended, their
+/// clients waiting to their deadline); it prints why it skips otherwise.
+fn cluster_test() -> Result<()> {
+    const BUDGET: std::time::Duration = std::time::Duration::from_secs(210);
+    println!(
+        "\n==> cluster-test (cargo xtask cluster-test; budget {}s)",
+        BUDGET.as_secs()
+    );
+    let started = Instant::now();
+    let result = crate::cluster_test::cluster_test();
+    let took = started.elapsed();
+    println!(
+        "<== cluster-test took {:.0}s of its {}s budget{}",
+        took.as_secs_f64(),
+        BUDGET.as_secs(),
+        if took > BUDGET { " (OVER BUDGET)" } else { "" }
+    );
+    result
 }
 
 /// Environment for the test commands: `std::env::set_var` is `unsafe` in edition 2024 and

@@ -5,6 +5,7 @@
 
 mod bench;
 mod ci;
+mod cluster_test;
 mod demo;
 mod e2b_suite;
 mod envd_static;
@@ -26,7 +27,7 @@ usage: cargo xtask <command>
 
 commands:
   ci           fmt check, clippy -D warnings, `modules`, cargo-deny, static envd build,
-               `test`, then (as root) `test-real-clis`
+               `test`, then (as root) `test-real-clis` and `cluster-test`
   test         the whole test suite: machine setup (as root), a throwaway PostgreSQL,
                nextest, doctests, the official-E2B-SDK interop and scenario suites,
                then e2b-suite
@@ -45,6 +46,9 @@ commands:
   modules      check that no crate has an import cycle between sibling modules
   postgres     start a throwaway PostgreSQL cluster and print its URL until Enter
   loadtest     as root: wrk against list/get and 100 SSE clients on one busy sandbox
+  cluster-test as root: one PostgreSQL, two courier-sandboxd hosts, three `courier serve`
+               replicas; 30 sandboxes streaming to SSE clients while one replica is
+               SIGKILLed; every run, event, timeout and kill checked
   test-real-clis [--record]
                as root: the real agent CLIs at their pinned versions (npm) through
                template build, create, stream, follow-up, kill and a refused key, against
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Some("modules") => modules::check(&root()),
         Some("postgres") => postgres::shell(),
         Some("loadtest") => loadtest::loadtest(),
+        Some("cluster-test") => cluster_test::cluster_test(),
         Some("test-real-clis") => ci::test_real_clis(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");

@@ -113,6 +113,11 @@ struct ServeArgs {
     )]
     registry_mirror: Vec<String>,
     /// Most bytes one `fromImage` image may unpack to.
+    /// A host directory bound read-only into every sandbox, as `HOST_DIR:SANDBOX_DIR`
+    /// (repeatable; both absolute), e.g. tools every sandbox may run. Sandboxes cannot
+    /// write it; every sandbox of every API key sees it.
+    #[arg(long = "share", value_name = "HOST_DIR:SANDBOX_DIR", value_parser = parse_share)]
+    share: Vec<courier_sandboxd::SharedDir>,
     #[arg(
         long = "image-max-bytes",
         env = "COURIER_SANDBOXD_IMAGE_MAX_BYTES",
@@ -202,6 +207,30 @@ enum KeysCommand {
     },
 }
 
+/// `--share HOST_DIR:SANDBOX_DIR`: an existing host directory, an absolute sandbox path
+/// without `..`, always read-only.
+fn parse_share(value: &str) -> anyhow::Result<courier_sandboxd::SharedDir> {
+    use std::path::{Component, Path};
+    let (host, sandbox) = value
+        .split_once(':')
+        .context("expected HOST_DIR:SANDBOX_DIR, both absolute paths")?;
+    let (host, sandbox) = (Path::new(host), Path::new(sandbox));
+    if !host.is_absolute() || !sandbox.is_absolute() {
+        anyhow::bail!("expected HOST_DIR:SANDBOX_DIR, both absolute paths");
+    }
+    if sandbox.components().any(|c| c == Component::ParentDir) {
+        anyhow::bail!("SANDBOX_DIR {} must not contain `..`", sandbox.display());
+    }
+    if !host.is_dir() {
+        anyhow::bail!("HOST_DIR {} is not a directory", host.display());
+    }
+    Ok(courier_sandboxd::SharedDir {
+        host: host.to_path_buf(),
+        sandbox: sandbox.to_path_buf(),
+        read_only: true,
+    })
+}
+
 fn envd_binary(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(path) = flag {
         return Ok(path);
@@ -265,6 +294,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.limits = args.limits.limits();
     config.template_ready_timeout = Duration::from_secs(args.limits.template_ready_timeout);
     config.egress_allow = args.egress_allow;
+    config.shared_dirs.extend(args.share);
     config.images.max_unpacked_bytes = args.image_max_bytes;
     for mirror in &args.registry_mirror {
         config
@@ -341,5 +371,47 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shared dir is an operator's: a sandbox (attacker 1) must not be able to write
+    /// into the host directory, so `--share` is read-only whatever the value says, and a
+    /// sandbox path cannot climb out of the sandbox's root with `..`.
+    #[test]
+    fn share_is_read_only_and_takes_only_absolute_paths_without_dotdot() {
+        let dir = std::env::temp_dir();
+        let host = dir.to_str().unwrap();
+        let shared = parse_share(&format!("{host}:/opt/tools")).unwrap();
+        assert_eq!(shared.host, dir);
+        assert_eq!(shared.sandbox, PathBuf::from("/opt/tools"));
+        assert!(shared.read_only);
+        for bad in [
+            host.to_owned(),
+            format!("{host}:opt/tools"),
+            "tmp:/opt/tools".to_owned(),
+            format!("{host}:/opt/../etc"),
+            "/nonexistent-courier-dir:/opt/tools".to_owned(),
+        ] {
+            assert!(parse_share(&bad).is_err(), "{bad} was accepted");
+        }
+        let cli = Cli::try_parse_from([
+            "courier-sandboxd",
+            "serve",
+            "--data-dir",
+            "/tmp/d",
+            "--share",
+            &format!("{host}:/opt/a"),
+            "--share",
+            &format!("{host}:/opt/b"),
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.share.len(), 2);
     }
 }

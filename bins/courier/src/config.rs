@@ -132,6 +132,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "the address the gateway listens on, e.g. \"0.0.0.0:8091\"",
     ),
     (
+        "tool_path",
+        "COURIER_TOOL_PATH",
+        "absolute directories inside the sandboxes, `:`-separated, put first on the agents' PATH (e.g. agent CLIs a provider shares into every sandbox)",
+    ),
+    (
         "tool_versions",
         "COURIER_TOOL_VERSIONS",
         "a table of CLI versions pinned instead of the registry's, e.g. { claude = \"2.1.332\" } (tools: claude, opencode, codex, pi; versions: npm versions or dist-tags)",
@@ -224,6 +229,9 @@ pub struct Settings {
     /// CLI versions the tool templates install instead of the registry's pins
     /// (`tool_versions`, or `COURIER_TOOL_VERSIONS=claude=2.1.332,pi=0.73.1`).
     pub tool_versions: Vec<(ToolId, String)>,
+    /// Directories inside the sandboxes put first on the agents' `PATH`
+    /// (`tool_path` / `COURIER_TOOL_PATH`, `:`-separated); empty by default.
+    pub tool_path: Vec<String>,
     /// Courier's gateway ([16]: keys that never enter the sandbox).
     pub gateway: GatewaySetting,
     /// Where the gateway listens (`None`: this host's outward address, on the API's port
@@ -399,6 +407,11 @@ pub fn resolve(over: Overrides) -> Result<Settings> {
                 .pr_poll_interval
                 .unwrap_or(DEFAULT_PR_POLL_INTERVAL_SECS),
         },
+        tool_path: match string("tool_path", "COURIER_TOOL_PATH") {
+            Some(v) => parse_tool_path(&v)
+                .map_err(|e| anyhow::anyhow!("bad value for COURIER_TOOL_PATH (or `tool_path`): {e}"))?,
+            None => Vec::new(),
+        },
         gateway: match string("gateway", "COURIER_GATEWAY") {
             Some(v) => v
                 .parse()
@@ -517,6 +530,21 @@ fn parse_tool_versions(
         out.push((id, version));
     }
     Ok(out)
+}
+
+/// `tool_path`: `:`-separated absolute directories (inside the sandboxes) without `:`
+/// tricks — each one is spliced into the agents' `PATH`.
+fn parse_tool_path(text: &str) -> anyhow::Result<Vec<String>> {
+    text.split(':')
+        .filter(|d| !d.trim().is_empty())
+        .map(|dir| {
+            let dir = dir.trim();
+            if !dir.starts_with('/') || dir.split('/').any(|part| part == "..") {
+                anyhow::bail!("expected absolute directories without `..`, got {dir:?}");
+            }
+            Ok(dir.to_owned())
+        })
+        .collect()
 }
 
 fn parse_bool(text: &str) -> Option<bool> {
@@ -703,6 +731,7 @@ gateway = "https://gw.example.com/"
 gateway_listen = "0.0.0.0:8091"
 providers = [{ name = "h1", api_url = "http://10.0.0.5:3000", api_key = "e2b_k", labels = ["big"] }]
 provider_template_labels = { claude = "big" }
+tool_path = "/opt/courier-fake-clis"
 "#,
         )
         .unwrap();
@@ -739,6 +768,23 @@ provider_template_labels = { claude = "big" }
             [("claude".to_owned(), Some("big".to_owned()))]
         );
         assert_eq!(v.keys.len(), KEYS.len());
+    }
+
+    /// The directories go first on the agents' `PATH` inside the sandbox. A relative one
+    /// would resolve against the agent's working directory, the cloned repository: its
+    /// author (attacker 1, through the repository's files) could shadow every command
+    /// the agent runs. So only absolute directories without `..` are accepted.
+    #[test]
+    fn the_tool_path_is_absolute_directories() {
+        assert_eq!(
+            parse_tool_path("/opt/a: /opt/b::").unwrap(),
+            ["/opt/a", "/opt/b"]
+        );
+        assert!(parse_tool_path("").unwrap().is_empty());
+        for bad in ["opt/a", "/opt/a:bin", "/opt/../etc"] {
+            let e = parse_tool_path(bad).unwrap_err().to_string();
+            assert!(e.contains("absolute directories"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -532,6 +532,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 per_user: settings.max_sandboxes_per_user,
                 per_project: settings.max_sandboxes_per_project,
             })
+            .with_tool_path(settings.tool_path.clone())
             .with_tool_templates(|t| {
                 t.with_build_deadline(
                     Duration::from_secs(settings.template_build_timeout_secs) + BUILD_FOLLOW_MARGIN,

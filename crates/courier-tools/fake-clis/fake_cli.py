@@ -24,6 +24,9 @@ Scripted behaviour through the prompt:
   with feedback (so a designer turn between two checks flips the verdict);
 - `CARDS n`  end the answer with a fenced JSON list of n issue cards (title, description,
   severity, suggested_prompt), as an issue-scanning agent is asked to.
+- `STREAM n [ms]` (claude only)  before its work, print n assistant text blocks
+  `stream line <i> of <n>` (each with its line break), ms milliseconds apart (default
+  50): a steady stream, so a test can cut in mid-run (`cargo xtask cluster-test`).
 - `CALL_LLM` (claude only; once per occurrence)  call the Messages API the real CLI would:
   a streamed `POST $ANTHROPIC_BASE_URL/v1/messages` with `x-api-key: $ANTHROPIC_API_KEY`,
   the first call before the edit, the others after its commit; a refused call ends the run
@@ -319,6 +322,15 @@ def run_claude(args):
                       "cache_read_input_tokens": 0}, **base}
         emit_final(fmt, result, text)
         return 1
+    streamed = re.search(r"STREAM\s+(\d+)(?:\s+(\d+))?", prompt)
+    if streamed:
+        lines, pause = int(streamed.group(1)), int(streamed.group(2) or 50) / 1000.0
+        for i in range(1, lines + 1):
+            if stream:
+                assistant("msg_" + uuid.uuid4().hex[:12],
+                          {"type": "text", "text": "stream line %d of %d\n" % (i, lines)}, None)
+            if pause:
+                time.sleep(pause)
     calls = prompt.count("CALL_LLM")
 
     def llm_failed(detail):

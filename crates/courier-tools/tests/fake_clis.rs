@@ -295,3 +295,36 @@ fn each_fake_cli_replays_the_real_clis_recordings_of_its_pinned_version() {
         );
     }
 }
+
+#[test]
+fn the_fake_claude_streams_numbered_lines_before_its_answer_when_told_to() {
+    let sbx = sandbox();
+    let (events, code, stderr) = run(
+        &sbx,
+        ToolId::Claude,
+        &first_run_command(ToolId::Claude, &request("Count STREAM 3 0 please")),
+    );
+    assert!(
+        result(&events).success,
+        "exit {code}\n{stderr}\n{events:#?}"
+    );
+    let texts: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        texts[..3],
+        [
+            "stream line 1 of 3\n",
+            "stream line 2 of 3\n",
+            "stream line 3 of 3\n"
+        ],
+        "{texts:?}"
+    );
+    // Then the usual work and answer.
+    assert_eq!(texts.len(), 4, "{texts:?}");
+    assert_eq!(commits(&sbx.repo), 2);
+}
