@@ -102,6 +102,8 @@ impl Fixture {
         self.kill_on_drop = false;
         let _ = self.stop.send(true);
         self.server.stop();
+        // As the binary does before it exits: kills answered finish their cleanup.
+        self.server.finish_cleanups().await;
         for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }

@@ -114,6 +114,8 @@ pub(crate) fn bench_isolation(
         create_net: None,
         idle_mib: None,
         parallel: None,
+        kill: None,
+        kill_net: None,
         run_true: None,
         run_true_json: None,
         run_true_python: None,
@@ -251,6 +253,7 @@ pub(crate) async fn bench(
     // The same with outbound network (slirp4netns attached before the init runs).
     if courier_sandboxd::runtime::network::find_slirp4netns().is_some() {
         let mut networked = Vec::new();
+        let mut killed = Vec::new();
         for _ in 0..creates.min(10) {
             let start = Instant::now();
             let sandbox = Sandbox::builder()
@@ -258,9 +261,12 @@ pub(crate) async fn bench(
                 .create(&proto)
                 .await?;
             networked.push(start.elapsed());
+            let start = Instant::now();
             sandbox.kill().await?;
+            killed.push(start.elapsed());
         }
         figures.create_net = Some(percentiles(networked));
+        figures.kill_net = Some(percentiles(killed));
     }
 
     // Idle memory: let them settle, then one metrics sample each.
@@ -305,7 +311,19 @@ pub(crate) async fn bench(
             Err(why) => println!("(official Python SDK run(\"true\") skipped: {why})"),
         }
     }
-    kill_all(sandboxes).await;
+    // Kills one after another, as a client waits for each (E2B's `kill()`).
+    let mut killed = Vec::new();
+    for sandbox in sandboxes {
+        let start = Instant::now();
+        sandbox.kill().await?;
+        killed.push(start.elapsed());
+    }
+    let (p50, p99) = percentiles(killed);
+    figures.kill = Some((p50, p99));
+    println!("kill                      p50 {}  p99 {}", ms(p50), ms(p99));
+    if !workloads.enabled {
+        return Ok(());
+    }
 
     // Creates in parallel.
     let start = Instant::now();

@@ -23,6 +23,8 @@ pub(crate) struct Figures {
     pub(crate) create_net: Option<(Duration, Duration)>,
     pub(crate) idle_mib: Option<f64>,
     pub(crate) parallel: Option<(usize, usize, Duration, Duration)>,
+    pub(crate) kill: Option<(Duration, Duration)>,
+    pub(crate) kill_net: Option<(Duration, Duration)>,
     pub(crate) run_true: Option<(Duration, Duration)>,
     pub(crate) run_true_json: Option<(Duration, Duration)>,
     pub(crate) run_true_python: Option<(Duration, Duration)>,
@@ -67,6 +69,11 @@ pub(crate) fn print_table(all: &[Figures], sizes: &Sizes, npm_package: &str) {
         pair(f.create_warm)
     });
     row("  with internet access p50 / p99", &|f| pair(f.create_net));
+    row(
+        &format!("kill (the SDK's call) p50 / p99 (n={})", sizes.creates),
+        &|f| pair(f.kill),
+    );
+    row("  with internet access p50 / p99", &|f| pair(f.kill_net));
     row("memory per idle sandbox (cgroup, mean)", &|f| {
         f.idle_mib.map_or("n/a".into(), |m| format!("{m:.1} MiB"))
     });
