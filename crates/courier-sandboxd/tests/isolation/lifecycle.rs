@@ -412,39 +412,6 @@ fn init_that_exits_ends_the_sandbox_and_kill_cleans_up() {
     assert!(!fx.runtime.cgroups().sandbox(&sbx.id).exists());
 }
 
-/// Whether host process `pid` is gone, a zombie, exiting (`PF_EXITING` in its stat
-/// flags) or has a SIGKILL pending: in every case it never runs user code again.
-fn dead_or_dying(pid: i32) -> bool {
-    const PF_EXITING: u64 = 0x4;
-    const SIGKILL_BIT: u64 = 1 << (9 - 1);
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return true;
-    };
-    let Some((_, rest)) = stat.rsplit_once(") ") else {
-        return true;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
-        return true;
-    }
-    // `rest` starts at field 3 (state); field 9 is the flags.
-    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
-    if flags & PF_EXITING != 0 {
-        return true;
-    }
-    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return true;
-    };
-    status
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("SigPnd:")
-                .or_else(|| l.strip_prefix("ShdPnd:"))
-        })
-        .filter_map(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .any(|mask| mask & SIGKILL_BIT != 0)
-}
-
 /// `begin_kill` is what the API waits for: once it returns, every process of the
 /// sandbox is dead or has a SIGKILL pending, and `finish_kill` removes everything else.
 ///
@@ -479,7 +446,7 @@ fn begin_kill_dooms_forkers_and_signal_ignorers_and_finish_kill_leaves_nothing()
     }
     let before = cgroup.pids();
     assert!(
-        before.iter().any(|pid| !dead_or_dying(*pid)),
+        before.iter().any(|pid| !support::dead_or_dying(*pid)),
         "the sandbox runs before its kill: {before:?}"
     );
 
@@ -488,7 +455,10 @@ fn begin_kill_dooms_forkers_and_signal_ignorers_and_finish_kill_leaves_nothing()
     // while the kill was being sent.
     let after = cgroup.pids();
     for pid in before.iter().chain(after.iter()) {
-        assert!(dead_or_dying(*pid), "process {pid} survived begin_kill");
+        assert!(
+            support::dead_or_dying(*pid),
+            "process {pid} survived begin_kill"
+        );
     }
     // The sandbox is unknown at once; its id stays taken until the cleanup ends.
     assert!(matches!(
