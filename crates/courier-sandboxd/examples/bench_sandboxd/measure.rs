@@ -32,6 +32,37 @@ pub(crate) async fn run_true(
     Ok(percentiles(samples))
 }
 
+/// What `run("true")` costs inside the sandbox without any RPC: p50 of starting and
+/// waiting for `/bin/bash -l -c true` (what the SDKs send), `/bin/bash -c true` and
+/// `/bin/true`, timed by python3 in the sandbox (as `user`, like the SDK's commands).
+pub(crate) async fn shell_floor(sandbox: &Sandbox) -> Option<[Duration; 3]> {
+    let script = "import subprocess, time\n\
+def p50(argv):\n\
+    s = []\n\
+    for _ in range(100):\n\
+        t = time.perf_counter(); subprocess.run(argv); s.append(time.perf_counter() - t)\n\
+    s.sort(); return s[50]\n\
+print(p50(['/bin/bash', '-l', '-c', 'true']), p50(['/bin/bash', '-c', 'true']), p50(['/bin/true']))\n";
+    sandbox
+        .files()
+        .write("/tmp/shell_floor.py", script.as_bytes().to_vec())
+        .await
+        .ok()?;
+    let out = sandbox
+        .commands()
+        .run("python3 /tmp/shell_floor.py")
+        .timeout(Duration::from_secs(120))
+        .await
+        .ok()?;
+    let figures: Vec<Duration> = out
+        .stdout
+        .split_whitespace()
+        .filter_map(|v| v.parse::<f64>().ok())
+        .map(Duration::from_secs_f64)
+        .collect();
+    figures.try_into().ok()
+}
+
 /// The official SDK's run("true") p50/p99 on `sandbox_id`, or why there is none.
 pub(crate) fn python_run_true(
     api: &str,
@@ -119,6 +150,7 @@ pub(crate) fn bench_isolation(
         run_true: None,
         run_true_json: None,
         run_true_python: None,
+        shell_floor: None,
         stat_20k: None,
         writes_300: None,
         npm: Err(Unavailable::NotRun),
@@ -295,6 +327,7 @@ pub(crate) async fn bench(
     let first = sandboxes.first().ok_or("no sandbox created")?.clone();
     figures.run_true = Some(run_true(&first, runs).await?);
     figures.run_true_json = Some(run_true(&first.with_codec(Codec::Json), runs).await?);
+    figures.shell_floor = shell_floor(&first).await;
     if with_python {
         let (api_s, proxy_s, key_s, id) = (
             api.to_owned(),
