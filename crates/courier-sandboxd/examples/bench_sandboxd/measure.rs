@@ -35,32 +35,38 @@ pub(crate) async fn run_true(
 /// What `run("true")` costs inside the sandbox without any RPC: p50 of starting and
 /// waiting for `/bin/bash -l -c true` (what the SDKs send), `/bin/bash -c true` and
 /// `/bin/true`, timed by python3 in the sandbox (as `user`, like the SDK's commands).
-pub(crate) async fn shell_floor(sandbox: &Sandbox) -> Option<[Duration; 3]> {
-    let script = "import subprocess, time\n\
-def p50(argv):\n\
-    s = []\n\
-    for _ in range(100):\n\
-        t = time.perf_counter(); subprocess.run(argv); s.append(time.perf_counter() - t)\n\
-    s.sort(); return s[50]\n\
-print(p50(['/bin/bash', '-l', '-c', 'true']), p50(['/bin/bash', '-c', 'true']), p50(['/bin/true']))\n";
+pub(crate) async fn shell_floor(sandbox: &Sandbox) -> Result<[Duration; 3], Unavailable> {
+    let script = r#"import subprocess, time
+def p50(argv):
+    s = []
+    for _ in range(100):
+        t = time.perf_counter()
+        subprocess.run(argv)
+        s.append(time.perf_counter() - t)
+    s.sort()
+    return s[50]
+print(p50(['/bin/bash', '-l', '-c', 'true']), p50(['/bin/bash', '-c', 'true']), p50(['/bin/true']))
+"#;
     sandbox
         .files()
         .write("/tmp/shell_floor.py", script.as_bytes().to_vec())
         .await
-        .ok()?;
+        .map_err(|e| Unavailable::failed("writing /tmp/shell_floor.py", e))?;
     let out = sandbox
         .commands()
         .run("python3 /tmp/shell_floor.py")
         .timeout(Duration::from_secs(120))
         .await
-        .ok()?;
+        .map_err(|e| Unavailable::failed("python3 /tmp/shell_floor.py", e))?;
     let figures: Vec<Duration> = out
         .stdout
         .split_whitespace()
         .filter_map(|v| v.parse::<f64>().ok())
         .map(Duration::from_secs_f64)
         .collect();
-    figures.try_into().ok()
+    figures
+        .try_into()
+        .map_err(|_| Unavailable::failed("python3 /tmp/shell_floor.py", out.stdout))
 }
 
 /// The official SDK's run("true") p50/p99 on `sandbox_id`, or why there is none.
@@ -327,7 +333,13 @@ pub(crate) async fn bench(
     let first = sandboxes.first().ok_or("no sandbox created")?.clone();
     figures.run_true = Some(run_true(&first, runs).await?);
     figures.run_true_json = Some(run_true(&first.with_codec(Codec::Json), runs).await?);
-    figures.shell_floor = shell_floor(&first).await;
+    figures.shell_floor = match shell_floor(&first).await {
+        Ok(floor) => Some(floor),
+        Err(why) => {
+            println!("(the shell floor inside the sandbox: {why})");
+            None
+        }
+    };
     if with_python {
         let (api_s, proxy_s, key_s, id) = (
             api.to_owned(),

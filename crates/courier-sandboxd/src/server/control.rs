@@ -84,12 +84,14 @@ impl Sandboxd {
     /// it answers. Its processes' exit, mounts, cgroups, directories and capacity are
     /// dealt with behind (see [`cleanups`](super::cleanups)).
     pub async fn kill(&self, id: &str) -> Result<()> {
+        let clock = std::time::Instant::now();
         let entry = lock(&self.inner.sandboxes)
             .remove(id)
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let _op = entry.op.lock().await;
         entry.cut();
         self.logs_killed(id, "killed").await;
+        let logged = clock.elapsed();
         let runtime = self.inner.runtime.clone();
         let kid = id.to_owned();
         let ending = match blocking(move || runtime.begin_kill(&kid)).await {
@@ -107,6 +109,12 @@ impl Sandboxd {
             tracing::warn!(sandbox = %id, error = %e, "removing the record failed");
         }
         self.inner.metrics.forget(id);
+        tracing::debug!(
+            sandbox = id,
+            logs_us = logged.as_micros() as u64,
+            total_us = clock.elapsed().as_micros() as u64,
+            "killed; cleaning up behind"
+        );
         let running = self.inner.cleanups.start();
         let server = self.clone();
         let id = id.to_owned();
