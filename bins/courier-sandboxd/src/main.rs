@@ -354,6 +354,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         // Their builds end with this process: no build sandbox outlives its build.
         courier_sandboxd::templates::build::kill_build_sandboxes(&server).await;
+        // Kills answered already finish their cleanup (a crash would leave it to the
+        // next start).
+        server.finish_cleanups().await;
     }
     for (name, task) in [("api", api_task), ("proxy", proxy_task)] {
         match task.await {

@@ -794,6 +794,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         // interrupted), so nothing is left building for nobody.
         sandboxd.stop();
         courier_sandboxd::templates::build::kill_build_sandboxes(sandboxd).await;
+        // Kills answered already finish their cleanup (a crash would leave it to the
+        // next start).
+        sandboxd.finish_cleanups().await;
     }
     db.close().await;
     tracing::info!("stopped");

@@ -102,6 +102,8 @@ impl Fixture {
         self.kill_on_drop = false;
         let _ = self.stop.send(true);
         self.server.stop();
+        // As the binary does before it exits: kills answered finish their cleanup.
+        self.server.finish_cleanups().await;
         for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
@@ -550,5 +552,84 @@ async fn auto_resume_and_logs_survive_a_restart() {
             .iter()
             .all(|want| events.iter().any(|e| e == want)),
         "the first server's events are kept: {events:?}"
+    );
+}
+
+/// A kill through the SDK answers once the sandbox is unreachable — out of the list,
+/// its envd gone from the proxy, every process of it dead or with a SIGKILL pending —
+/// and the rest of its cleanup (cgroups, directory, mounts) follows on its own.
+///
+/// Attacks: processes inside fork in a loop and ignore SIGTERM/SIGINT/SIGHUP, so that a
+/// child forked while the kill is under way could escape it; the sandbox's envd access
+/// token is tried through the proxy after the kill. Nothing survives, nothing answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_answers_once_the_sandbox_is_unreachable_and_its_cleanup_follows() {
+    let Some(fx) = Fixture::new("kill_behind").await else {
+        return;
+    };
+    let sbx = Sandbox::builder().create(&fx.client).await.expect("create");
+    let id = sbx.id().to_owned();
+    let token = sbx
+        .record()
+        .envd_access_token
+        .as_ref()
+        .expect("token")
+        .expose()
+        .to_owned();
+    sbx.commands()
+        .run(
+            "setsid sh -c 'trap \"\" TERM INT HUP; while :; do sleep 600 & sleep 0.01; done' \
+             > /dev/null 2>&1 < /dev/null &",
+        )
+        .await
+        .expect("start the fork loop");
+    assert_eq!(
+        fx.envd_health(&id, &token).await,
+        204,
+        "envd answers before the kill"
+    );
+    let cgroup = fx.server.runtime().cgroups().sandbox(&id);
+    let dir = fx.dir.path().join("data/runtime/sandboxes").join(&id);
+    assert!(cgroup.exists() && dir.exists());
+    let before = cgroup.pids();
+    assert!(before.iter().any(|pid| !support::dead_or_dying(*pid)));
+
+    assert!(sbx.kill().await.expect("kill"));
+    let after = cgroup.pids();
+    for pid in before.iter().chain(after.iter()) {
+        assert!(
+            support::dead_or_dying(*pid),
+            "process {pid} survived the kill's answer"
+        );
+    }
+    assert!(!fx.server.list().iter().any(|r| r.sandbox_id == id));
+    assert_eq!(fx.envd_health(&id, &token).await, 502);
+    assert!(
+        !sbx.kill().await.expect("a second kill"),
+        "a killed sandbox is not found"
+    );
+
+    // The cleanup runs behind the answer: polled, with a generous deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while cgroup.exists() || dir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cleanup unfinished: cgroup {}, dir {}",
+            cgroup.exists(),
+            dir.exists()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fx.server.finish_cleanups().await;
+    for pid in before.iter().chain(after.iter()) {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists() || support::dead_or_dying(*pid),
+            "process {pid} outlived the cleanup"
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&dir.to_string_lossy().into_owned()),
+        "a mount under the killed sandbox's directory is left"
     );
 }

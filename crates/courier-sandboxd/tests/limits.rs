@@ -89,8 +89,11 @@ impl Fixture {
             .unwrap_or(0)
     }
 
-    /// Asserts that exactly `n` sandboxes exist, in every place a sandbox leaves a trace.
-    fn assert_sandboxes(&self, n: usize) {
+    /// Asserts that exactly `n` sandboxes exist, in every place a sandbox leaves a trace,
+    /// once the cleanups of kills already answered have ended (they run behind the
+    /// answer and keep their sandbox's share until then).
+    async fn assert_sandboxes(&self, n: usize) {
+        self.server.finish_cleanups().await;
         assert_eq!(self.server.list().len(), n, "control-plane entries");
         assert_eq!(self.server.runtime().list().len(), n, "runtime sandboxes");
         assert_eq!(self.entries("records"), n, "records");
@@ -270,7 +273,7 @@ async fn with_the_defaults_twenty_creates_asking_64_gb_each_get_429_beyond_the_h
             "{message}"
         );
     }
-    fx.assert_sandboxes(fits);
+    fx.assert_sandboxes(fits).await;
     // The server keeps serving: health, and a modest create.
     let health = fx
         .http
@@ -318,9 +321,10 @@ async fn concurrent_creates_past_the_committed_memory_get_429_and_nothing_half_m
         "{message}"
     );
     // Exactly the two that fit exist, everywhere; the refused left nothing behind.
-    fx.assert_sandboxes(2);
+    fx.assert_sandboxes(2).await;
     assert_eq!(fx.server.capacity().memory_mb, 2 * HUGE_MB);
-    // Killed sandboxes free their share at once.
+    // Killed sandboxes free their share once their cleanup (behind the kill's answer)
+    // ends; a create asking for it right away waits for that rather than being refused.
     for (_, body) in answers.iter().filter(|(s, _)| *s == 201) {
         let id = body["sandboxID"].as_str().unwrap();
         let (status, body) = fx
@@ -328,11 +332,18 @@ async fn concurrent_creates_past_the_committed_memory_get_429_and_nothing_half_m
             .await;
         assert_eq!(status, 204, "{body}");
     }
-    fx.assert_sandboxes(0);
+    let (status, body) = fx.create(HUGE_MB).await;
+    assert_eq!(status, 201, "a create right after the kills: {body}");
+    let id = body["sandboxID"].as_str().unwrap();
+    let (status, body) = fx
+        .call(reqwest::Method::DELETE, &format!("/sandboxes/{id}"), None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    fx.assert_sandboxes(0).await;
     assert_eq!(fx.server.capacity().memory_mb, 0);
     let (status, body) = fx.create(HUGE_MB).await;
     assert_eq!(status, 201, "{body}");
-    fx.assert_sandboxes(1);
+    fx.assert_sandboxes(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,7 +378,7 @@ async fn paused_sandboxes_count_towards_the_sandbox_limit_and_builds_meet_it_too
         message.contains("max_sandboxes") && message.contains("is 2") && message.contains("paused"),
         "{message}"
     );
-    fx.assert_sandboxes(2);
+    fx.assert_sandboxes(2).await;
 
     // A template build needs a build sandbox: it fails at `base` with the same reason.
     let (template_id, build_id) = fx
@@ -384,7 +395,7 @@ async fn paused_sandboxes_count_towards_the_sandbox_limit_and_builds_meet_it_too
         reason.contains("build sandbox") && reason.contains("max_sandboxes"),
         "{reason}"
     );
-    fx.assert_sandboxes(2);
+    fx.assert_sandboxes(2).await;
 
     // Killing the paused one makes room.
     let (status, _) = fx
@@ -463,7 +474,7 @@ async fn a_step_past_its_deadline_fails_the_build_and_kills_the_build_sandbox() 
         "{reason}"
     );
     // Killed before the failure was recorded: no build sandbox, no `sleep` left.
-    fx.assert_sandboxes(0);
+    fx.assert_sandboxes(0).await;
     assert!(!step_runs(), "the step's process outlived its build");
 }
 
@@ -497,7 +508,7 @@ async fn many_short_steps_past_the_build_deadline_fail_the_build() {
     );
     let step: u32 = done["reason"]["step"].as_str().unwrap().parse().unwrap();
     assert!((1..40).contains(&step), "{done}");
-    fx.assert_sandboxes(0);
+    fx.assert_sandboxes(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,8 @@
 //! envd ready p50/p99 (sequential creates), creates in parallel (wall time), memory per
 //! idle sandbox (the metrics endpoint: the sandbox's cgroup, which holds gVisor's Sentry
 //! and gofer too), `run("true")` through the proxy (courier-e2b; the official Python SDK
-//! for the container isolation), and agent-like workloads: system-call-heavy loops (stat,
+//! for the container isolation), kills (the SDK's call, one after another, with and
+//! without internet access), and agent-like workloads: system-call-heavy loops (stat,
 //! small file writes), an `npm install` of a CLI from a local npm cache (no network), and
 //! `git clone` of a bundle plus a small Python test suite. Needs root; prints a skip line
 //! otherwise.
@@ -17,9 +18,9 @@
 //! directory, or COURIER_SANDBOXD_BIN / COURIER_ENVD_BIN) on free loopback ports with a
 //! throw-away data dir and dev API key, kills every sandbox it creates, then stops the
 //! server. BENCH_CREATES (30), BENCH_PARALLEL (20), BENCH_RUNS (200) and BENCH_NPM_PACKAGE
-//! (`eslint@9.39.1`: ~100 packages, thousands of small files) change the sizes
-//! (BENCH_WORKLOADS=0 skips the npm and git workloads);
-//! BENCH_ISOLATIONS (`container,gvisor`) picks the isolations. BENCH_SERVER_LOG (a
+//! (`eslint@9.39.1`: ~100 packages, thousands of small files) change the sizes;
+//! BENCH_ISOLATIONS (`container,gvisor`) picks the isolations; BENCH_WORKLOADS=0 keeps to
+//! the latency figures (create, kill, `run("true")`). BENCH_SERVER_LOG (a
 //! `RUST_LOG` filter, e.g. `courier_sandboxd::runtime=debug` for each create's phase times)
 //! keeps the server's log as `bench-sandboxd-<isolation>.log` in the current directory.
 //! Prints figures only; asserts no timing.

@@ -32,6 +32,43 @@ pub(crate) async fn run_true(
     Ok(percentiles(samples))
 }
 
+/// What `run("true")` costs inside the sandbox without any RPC: p50 of starting and
+/// waiting for `/bin/bash -l -c true` (what the SDKs send), `/bin/bash -c true` and
+/// `/bin/true`, timed by python3 in the sandbox (as `user`, like the SDK's commands).
+pub(crate) async fn shell_floor(sandbox: &Sandbox) -> Result<[Duration; 3], Unavailable> {
+    let script = r#"import subprocess, time
+def p50(argv):
+    s = []
+    for _ in range(100):
+        t = time.perf_counter()
+        subprocess.run(argv)
+        s.append(time.perf_counter() - t)
+    s.sort()
+    return s[50]
+print(p50(['/bin/bash', '-l', '-c', 'true']), p50(['/bin/bash', '-c', 'true']), p50(['/bin/true']))
+"#;
+    sandbox
+        .files()
+        .write("/tmp/shell_floor.py", script.as_bytes().to_vec())
+        .await
+        .map_err(|e| Unavailable::failed("writing /tmp/shell_floor.py", e))?;
+    let out = sandbox
+        .commands()
+        .run("python3 /tmp/shell_floor.py")
+        .timeout(Duration::from_secs(120))
+        .await
+        .map_err(|e| Unavailable::failed("python3 /tmp/shell_floor.py", e))?;
+    let figures: Vec<Duration> = out
+        .stdout
+        .split_whitespace()
+        .filter_map(|v| v.parse::<f64>().ok())
+        .map(Duration::from_secs_f64)
+        .collect();
+    figures
+        .try_into()
+        .map_err(|_| Unavailable::failed("python3 /tmp/shell_floor.py", out.stdout))
+}
+
 /// The official SDK's run("true") p50/p99 on `sandbox_id`, or why there is none.
 pub(crate) fn python_run_true(
     api: &str,
@@ -115,9 +152,12 @@ pub(crate) fn bench_isolation(
         create_net_plain: None,
         idle_mib: None,
         parallel: None,
+        kill: None,
+        kill_net: None,
         run_true: None,
         run_true_json: None,
         run_true_python: None,
+        shell_floor: None,
         stat_20k: None,
         writes_300: None,
         npm: Err(Unavailable::NotRun),
@@ -254,6 +294,7 @@ pub(crate) async fn bench(
     if courier_sandboxd::runtime::network::find_slirp4netns().is_some() {
         let mut networked = Vec::new();
         let mut plain = Vec::new();
+        let mut killed = Vec::new();
         for _ in 0..creates.min(30) {
             for internet in [true, false] {
                 let start = Instant::now();
@@ -262,16 +303,19 @@ pub(crate) async fn bench(
                     .create(&proto)
                     .await?;
                 let took = start.elapsed();
+                let start = Instant::now();
+                sandbox.kill().await?;
                 if internet {
                     networked.push(took);
+                    killed.push(start.elapsed());
                 } else {
                     plain.push(took);
                 }
-                sandbox.kill().await?;
             }
         }
         figures.create_net = Some(percentiles(networked));
         figures.create_net_plain = Some(percentiles(plain));
+        figures.kill_net = Some(percentiles(killed));
     }
 
     // Idle memory: let them settle, then one metrics sample each.
@@ -300,6 +344,13 @@ pub(crate) async fn bench(
     let first = sandboxes.first().ok_or("no sandbox created")?.clone();
     figures.run_true = Some(run_true(&first, runs).await?);
     figures.run_true_json = Some(run_true(&first.with_codec(Codec::Json), runs).await?);
+    figures.shell_floor = match shell_floor(&first).await {
+        Ok(floor) => Some(floor),
+        Err(why) => {
+            println!("(the shell floor inside the sandbox: {why})");
+            None
+        }
+    };
     if with_python {
         let (api_s, proxy_s, key_s, id) = (
             api.to_owned(),
@@ -316,7 +367,19 @@ pub(crate) async fn bench(
             Err(why) => println!("(official Python SDK run(\"true\") skipped: {why})"),
         }
     }
-    kill_all(sandboxes).await;
+    // Kills one after another, as a client waits for each (E2B's `kill()`).
+    let mut killed = Vec::new();
+    for sandbox in sandboxes {
+        let start = Instant::now();
+        sandbox.kill().await?;
+        killed.push(start.elapsed());
+    }
+    let (p50, p99) = percentiles(killed);
+    figures.kill = Some((p50, p99));
+    println!("kill                      p50 {}  p99 {}", ms(p50), ms(p99));
+    if !workloads.enabled {
+        return Ok(());
+    }
 
     // Creates in parallel.
     let start = Instant::now();

@@ -25,9 +25,13 @@ pub(crate) struct Figures {
     pub(crate) create_net_plain: Option<(Duration, Duration)>,
     pub(crate) idle_mib: Option<f64>,
     pub(crate) parallel: Option<(usize, usize, Duration, Duration)>,
+    pub(crate) kill: Option<(Duration, Duration)>,
+    pub(crate) kill_net: Option<(Duration, Duration)>,
     pub(crate) run_true: Option<(Duration, Duration)>,
     pub(crate) run_true_json: Option<(Duration, Duration)>,
     pub(crate) run_true_python: Option<(Duration, Duration)>,
+    /// p50 inside the sandbox of `bash -l -c true`, `bash -c true`, `/bin/true`.
+    pub(crate) shell_floor: Option<[Duration; 3]>,
     pub(crate) stat_20k: Option<Duration>,
     pub(crate) writes_300: Option<Duration>,
     pub(crate) npm: Result<Duration, Unavailable>,
@@ -72,6 +76,11 @@ pub(crate) fn print_table(all: &[Figures], sizes: &Sizes, npm_package: &str) {
     row("  without, alternating with those p50 / p99", &|f| {
         pair(f.create_net_plain)
     });
+    row(
+        &format!("kill (the SDK's call) p50 / p99 (n={})", sizes.creates),
+        &|f| pair(f.kill),
+    );
+    row("  with internet access p50 / p99", &|f| pair(f.kill_net));
     row("memory per idle sandbox (cgroup, mean)", &|f| {
         f.idle_mib.map_or("n/a".into(), |m| format!("{m:.1} MiB"))
     });
@@ -90,6 +99,13 @@ pub(crate) fn print_table(all: &[Figures], sizes: &Sizes, npm_package: &str) {
     row("  JSON codec p50 / p99", &|f| pair(f.run_true_json));
     row("  official Python SDK p50 / p99", &|f| {
         pair(f.run_true_python)
+    });
+    row("  inside: bash -l -c true / bash -c true p50", &|f| {
+        f.shell_floor
+            .map_or("n/a".into(), |[l, c, _]| format!("{} / {}", ms(l), ms(c)))
+    });
+    row("  inside: /bin/true p50 (fork+exec+wait)", &|f| {
+        f.shell_floor.map_or("n/a".into(), |[_, _, t]| ms(t))
     });
     row("20 000 stat() calls (python3)", &|f| short(f.stat_20k));
     row("300 small file writes (python3)", &|f| short(f.writes_300));

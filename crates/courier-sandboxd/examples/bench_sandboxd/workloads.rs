@@ -9,6 +9,9 @@ pub(crate) struct Workloads {
     pub(crate) npm_package: String,
     /// A git bundle of a small Python project with a unittest suite.
     pub(crate) git_bundle: Result<Vec<u8>, Unavailable>,
+    /// Whether the parallel creates and the agent-like workloads run (`BENCH_WORKLOADS=0`
+    /// keeps to the latency figures: creates, kills, `run("true")`).
+    pub(crate) enabled: bool,
 }
 
 impl Workloads {
@@ -18,11 +21,21 @@ impl Workloads {
             npm_cache: Err(Unavailable::NotRun),
             npm_package: String::new(),
             git_bundle: Err(Unavailable::NotRun),
+            enabled: false,
         }
     }
 }
 
 pub(crate) fn prepare_workloads(dir: &Path) -> Workloads {
+    if std::env::var("BENCH_WORKLOADS").is_ok_and(|v| v == "0") {
+        let off = || Err(Unavailable::failed("BENCH_WORKLOADS=0", "not run"));
+        return Workloads {
+            npm_cache: off(),
+            npm_package: String::new(),
+            git_bundle: off(),
+            enabled: false,
+        };
+    }
     let npm_package =
         std::env::var("BENCH_NPM_PACKAGE").unwrap_or_else(|_| "eslint@9.39.1".to_owned());
     let npm_cache = (|| {
@@ -95,6 +108,7 @@ pub(crate) fn prepare_workloads(dir: &Path) -> Workloads {
         npm_cache,
         npm_package,
         git_bundle,
+        enabled: true,
     }
 }
 

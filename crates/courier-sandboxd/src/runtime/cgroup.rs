@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use rustix::process::{
+    Pid as RawPid, PidfdFlags, Signal as RawSignal, pidfd_open, pidfd_send_signal,
+};
 
 use super::{IoLimits, Limits};
 use crate::error::{Error, Result};
@@ -391,39 +394,76 @@ impl SandboxCgroup {
     }
 
     /// SIGKILLs every process in the sandbox and waits until the cgroup is empty.
-    ///
-    /// The cgroup is frozen first so that nothing can fork between listing and killing;
-    /// killed frozen tasks die when thawed. On v2 `cgroup.kill` does the same atomically.
     pub fn kill_all(&self) -> Result<()> {
+        self.signal_kill()?;
+        self.wait_empty()
+    }
+
+    /// SIGKILLs every process in the sandbox without waiting for them to exit: once it
+    /// returns, each process the sandbox had, or forked while this ran, has a SIGKILL
+    /// pending (and a frozen sandbox is thawed so that it can take it).
+    ///
+    /// On v2 `cgroup.kill` does it atomically. On v1 the cgroup is frozen first, so that
+    /// nothing can fork between listing and killing, and thawed after (killed frozen
+    /// tasks die when thawed); [`wait_empty`](Self::wait_empty) kills any straggler.
+    pub fn signal_kill(&self) -> Result<()> {
         if !self.exists() {
             return Ok(());
         }
         if self.version == CgroupVersion::V2 && self.dir_with("cgroup.kill").is_some() {
-            self.write("cgroup.kill", "1")?;
-        } else {
-            let frozen =
-                self.dir_with("freezer.state").is_some() || self.version == CgroupVersion::V2;
-            // Freezing first keeps forks from racing the kills; without it the
-            // stragglers loop below still catches them.
-            if frozen && let Err(error) = self.freeze() {
-                tracing::debug!(%error, "freezing a cgroup before killing it");
-            }
-            for pid in self.pids() {
-                // A process that already exited needs no kill; the wait below checks.
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            if frozen && let Err(error) = self.thaw() {
-                tracing::debug!(%error, "thawing a killed cgroup");
-            }
+            return self.write("cgroup.kill", "1");
         }
-        self.wait_for("kill", || {
-            for pid in self.pids() {
-                // Stragglers forked before the freeze took hold (one already gone needs
-                // no kill).
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let frozen = self.dir_with("freezer.state").is_some() || self.version == CgroupVersion::V2;
+        // Freezing first keeps forks from racing the kills; without it the stragglers
+        // loop of `wait_empty` still catches them.
+        if frozen && let Err(error) = self.freeze() {
+            tracing::debug!(%error, "freezing a cgroup before killing it");
+        }
+        for pid in self.pids() {
+            // A process that already exited needs no kill; `wait_empty` checks. Frozen
+            // processes cannot exit, so none of these PIDs can have been reused.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if frozen && let Err(error) = self.thaw() {
+            tracing::debug!(%error, "thawing a killed cgroup");
+        }
+        Ok(())
+    }
+
+    /// Waits until no process is left in the sandbox, SIGKILLing any it finds (a
+    /// straggler forked before a freeze took hold). Event-driven: it sleeps on a pidfd of
+    /// each process listed, which the kernel makes readable once that process has left
+    /// its cgroups, then lists again.
+    pub fn wait_empty(&self) -> Result<()> {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return Ok(());
             }
-            self.pids().is_empty()
-        })
+            if Instant::now() >= deadline {
+                return Err(self.unsettled("kill"));
+            }
+            let pidfds: Vec<std::os::fd::OwnedFd> = pids
+                .iter()
+                .filter_map(|&pid| {
+                    // `pid` may have exited (and, reaped, even been reused) since the
+                    // listing: a pidfd taken now is checked against the cgroup below.
+                    let fd = pidfd_open(RawPid::from_raw(pid)?, PidfdFlags::empty()).ok()?;
+                    self.contains(pid).then_some(fd)
+                })
+                .collect();
+            if pidfds.is_empty() {
+                // Listed, yet gone or elsewhere by now: the kernel is a step behind.
+                sleep(Duration::from_micros(200));
+                continue;
+            }
+            for fd in &pidfds {
+                // Already exiting or exited: nothing to do for it.
+                let _ = pidfd_send_signal(fd, RawSignal::KILL);
+            }
+            wait_all_exited(&pidfds, deadline);
+        }
     }
 
     /// Removes the sandbox's cgroup directories (they must be empty of processes).
@@ -433,15 +473,19 @@ impl SandboxCgroup {
             if !dir.exists() {
                 continue;
             }
-            // A cgroup becomes removable a moment after its last task is reaped.
+            // A cgroup can stay busy a moment after `cgroup.procs` stopped listing its
+            // last task (an exiting task is hidden before it has left): retried with a
+            // short back-off.
             let mut last = None;
             let deadline = Instant::now() + SETTLE_TIMEOUT;
+            let mut delay = Duration::from_micros(250);
             loop {
                 match remove_tree(dir) {
                     Ok(()) => break,
                     Err(e) if Instant::now() < deadline => {
                         last = Some(e);
-                        sleep(Duration::from_millis(20));
+                        sleep(delay);
+                        delay = (delay * 2).min(Duration::from_millis(20));
                     }
                     Err(e) => return Err(cg_err("remove", dir, last.unwrap_or(e))),
                 }
@@ -497,23 +541,60 @@ impl SandboxCgroup {
         }
     }
 
+    /// Polls `done` until it holds. The freezer states it waits for have no
+    /// notification on v1; they usually settle within microseconds (a kill waits on
+    /// them), so the back-off starts small.
     fn wait_for(&self, op: &'static str, mut done: impl FnMut() -> bool) -> Result<()> {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
-        let mut delay = Duration::from_millis(1);
+        let mut delay = Duration::from_micros(50);
         loop {
             if done() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(Error::Cgroup {
-                    op,
-                    path: self.dirs.first().cloned().unwrap_or_default(),
-                    reason: format!("not settled after {SETTLE_TIMEOUT:?}"),
-                });
+                return Err(self.unsettled(op));
             }
             sleep(delay);
             delay = (delay * 2).min(Duration::from_millis(50));
         }
+    }
+
+    fn unsettled(&self, op: &'static str) -> Error {
+        Error::Cgroup {
+            op,
+            path: self.dirs.first().cloned().unwrap_or_default(),
+            reason: format!("not settled after {SETTLE_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// Waits until every process behind `pidfds` has exited (each pidfd readable), or
+/// `deadline`.
+fn wait_all_exited(pidfds: &[std::os::fd::OwnedFd], deadline: Instant) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd as _;
+    let mut waiting: Vec<&std::os::fd::OwnedFd> = pidfds.iter().collect();
+    while !waiting.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let mut fds: Vec<PollFd<'_>> = waiting
+            .iter()
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        let exited: Vec<bool> = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        let mut flags = exited.into_iter();
+        waiting.retain(|_| !flags.next().unwrap_or(false));
     }
 }
 

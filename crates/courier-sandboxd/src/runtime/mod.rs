@@ -74,6 +74,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use cgroup::{CgroupDriver, CgroupStats, CgroupVersion, SandboxCgroup};
+pub use cleanup::Ending;
 pub use gvisor::RunscConfig;
 pub use idmap::IdRange;
 pub use rootfs::{BindMount, HostDir, LayerManifest};
@@ -201,6 +202,9 @@ pub struct Runtime {
     sandboxes: Mutex<HashMap<String, Entry>>,
     /// Ids being created right now (their directory exists but no state yet).
     creating: Mutex<HashSet<String>>,
+    /// Sandboxes killed whose cleanup has not finished ([`Runtime::begin_kill`]), with
+    /// the layers their overlays may still use.
+    ending: Mutex<HashMap<String, Vec<PathBuf>>>,
     container: container::ContainerIsolator,
     gvisor: Option<gvisor::GvisorIsolator>,
     disks: Arc<disk::DiskPool>,
@@ -249,6 +253,7 @@ impl Runtime {
             cgroups,
             sandboxes: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
+            ending: Mutex::new(HashMap::new()),
         })
     }
 

@@ -81,6 +81,13 @@ impl Runtime {
             .expect("the creating set's lock is never held across a panic")
     }
 
+    /// The sandboxes being killed, locked (never poisoned: see [`Self::known`]).
+    pub(super) fn ending_ids(&self) -> MutexGuard<'_, HashMap<String, Vec<PathBuf>>> {
+        self.ending
+            .lock()
+            .expect("the ending map's lock is never held across a panic")
+    }
+
     pub(super) fn save_state(&self, base: &Path, state: &SandboxState) -> Result<()> {
         let path = base.join("state.json");
         let tmp = base.join("state.json.tmp");
@@ -122,10 +129,14 @@ impl Runtime {
     /// Every layer directory a known sandbox is built on (their overlays use them as
     /// lower dirs, so they must stay until those sandboxes are gone).
     pub fn layers_in_use(&self) -> HashSet<PathBuf> {
-        let map = self.known();
-        map.values()
+        let mut layers: HashSet<PathBuf> = self
+            .known()
+            .values()
             .flat_map(|e| e.state.spec.layers.iter().cloned())
-            .collect()
+            .collect();
+        // A killed sandbox's overlay lives until its last process is gone.
+        layers.extend(self.ending_ids().values().flatten().cloned());
+        layers
     }
 
     /// The layers sandbox `id` runs on, bottom first.

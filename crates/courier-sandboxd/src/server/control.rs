@@ -79,23 +79,69 @@ impl Sandboxd {
         }
     }
 
-    /// Kills sandbox `id`: its in-flight proxied streams are cut, its processes, mounts,
-    /// cgroups, record and socket directory removed.
+    /// Kills sandbox `id`: its in-flight proxied streams are cut, it leaves the list and
+    /// the proxy, its record is removed and every process of it is sent SIGKILL; then
+    /// it answers. Its processes' exit, mounts, cgroups, directories and capacity are
+    /// dealt with behind (see [`cleanups`](super::cleanups)).
     pub async fn kill(&self, id: &str) -> Result<()> {
+        let clock = std::time::Instant::now();
         let entry = lock(&self.inner.sandboxes)
             .remove(id)
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let _op = entry.op.lock().await;
         entry.cut();
         self.logs_killed(id, "killed").await;
-        self.destroy(id).await;
+        let logged = clock.elapsed();
+        let runtime = self.inner.runtime.clone();
+        let kid = id.to_owned();
+        let ending = match blocking(move || runtime.begin_kill(&kid)).await {
+            Ok(ending) => Some(ending),
+            // Nothing of it runs (paused filesystem-only, or already gone).
+            Err(Error::NotFound(_)) => None,
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "kill failed");
+                None
+            }
+        };
+        // From here a restart finishes the kill (the runtime's marker) rather than
+        // adopting the sandbox again: the record can go before the cleanup is done.
+        if let Err(e) = self.inner.records.remove(id) {
+            tracing::warn!(sandbox = %id, error = %e, "removing the record failed");
+        }
         self.inner.metrics.forget(id);
-        entry.reservation.release();
+        tracing::debug!(
+            sandbox = id,
+            logs_us = logged.as_micros() as u64,
+            total_us = clock.elapsed().as_micros() as u64,
+            "killed; cleaning up behind"
+        );
+        let running = self.inner.cleanups.start();
+        let server = self.clone();
+        let id = id.to_owned();
+        let entry = entry.clone();
+        tokio::spawn(async move {
+            if let Some(ending) = ending {
+                let runtime = server.inner.runtime.clone();
+                if let Err(e) = blocking(move || runtime.finish_kill(ending)).await {
+                    tracing::warn!(sandbox = %id, error = %e, "cleanup after kill failed");
+                }
+            }
+            // Its memory is free and its layers unused only now.
+            entry.reservation.release();
+            server.collect_layer_garbage().await;
+            drop(running);
+        });
         Ok(())
     }
 
+    /// Waits until every kill's cleanup has finished (see
+    /// [`cleanups`](super::cleanups)): before a shutdown, or to observe a kill's end.
+    pub async fn finish_cleanups(&self) {
+        self.inner.cleanups.idle().await;
+    }
+
     /// Kills every sandbox (at shutdown, when sandboxes must not outlive the server),
-    /// the warm ones too.
+    /// the warm ones too, and waits until all of them are cleaned up.
     pub async fn kill_all(&self) {
         for warm in self.inner.warm.drain() {
             self.destroy(&warm.id).await;
@@ -107,6 +153,7 @@ impl Sandboxd {
                 Err(error) => tracing::warn!(sandbox = %id, %error, "killing at shutdown"),
             }
         }
+        self.finish_cleanups().await;
         // No sandbox mounts a volume any more: their host mounts (and loop devices) go
         // too, and the next start mounts them again. Without this kill they stay, so a
         // sandbox that outlives the server never shares its volume with a second mount

@@ -54,6 +54,26 @@ struct StartPlan<'a> {
 }
 
 impl Sandboxd {
+    /// Reserves room for a sandbox of `memory_mb` MiB; when there is none but killed
+    /// sandboxes are still being cleaned up (their room is given back at the end of
+    /// their cleanup, see [`cleanups`](super::cleanups)), waits for those first.
+    async fn reserve_after_cleanups(
+        &self,
+        memory_mb: u64,
+    ) -> std::result::Result<crate::limits::Reservation, crate::limits::CapacityExceeded> {
+        loop {
+            let observed = self.inner.cleanups.observe();
+            match self.inner.capacity.reserve(memory_mb) {
+                Ok(reservation) => return Ok(reservation),
+                Err(full) => {
+                    if !super::cleanups::Cleanups::wait_for_one(observed).await {
+                        return Err(full);
+                    }
+                }
+            }
+        }
+    }
+
     /// Creates a sandbox and returns once its envd is ready.
     pub async fn create(&self, request: CreateRequest) -> Result<SandboxRecord> {
         check_timeout("timeout", request.timeout)?;
@@ -125,7 +145,7 @@ impl Sandboxd {
                 // Before anything is made: a create past the server's capacity leaves
                 // nothing behind (dropped, i.e. released, on every early return below).
                 // A warm sandbox's share goes to a create that would not fit otherwise.
-                let reservation = match self.inner.capacity.reserve(memory_mb) {
+                let reservation = match self.reserve_after_cleanups(memory_mb).await {
                     Ok(reservation) => reservation,
                     Err(full) => match self.inner.warm.take_any() {
                         Some(warm) => {

@@ -28,7 +28,7 @@
 //! By concern: [`config`] (what a server and a create are given), `startup` (opening the
 //! data dir and recovering a previous run's sandboxes), `registry` (the sandboxes it
 //! knows), `create` (starting sandboxes, the warm pool), `control` (kill, pause, resume,
-//! deadlines, network), `snapshot` (snapshots, forks, filesystem-only pause and its
+//! deadlines, network), `cleanups` (kills finishing behind their answer), `snapshot` (snapshots, forks, filesystem-only pause and its
 //! reboot), `metrics`, `reaper` (deadlines and dead sandboxes) and `build_host` (what
 //! template builds are given of it).
 
@@ -50,6 +50,7 @@ use crate::templates::Templates;
 use crate::warm::WarmPool;
 
 mod build_host;
+mod cleanups;
 pub mod config;
 mod control;
 mod create;
@@ -93,6 +94,8 @@ struct Inner {
     logs: logs::SandboxLogs,
     /// Volumes (see [`crate::volumes`]).
     volumes: crate::volumes::Volumes,
+    /// Kills whose cleanup has not finished (see [`cleanups`]).
+    cleanups: cleanups::Cleanups,
     /// Held for the server's lifetime (see `start`).
     _lock: nix::fcntl::Flock<std::fs::File>,
 }

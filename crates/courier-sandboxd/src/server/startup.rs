@@ -193,6 +193,7 @@ impl Sandboxd {
                 idempotency: super::idempotency::IdempotencyKeys::default(),
                 logs,
                 volumes,
+                cleanups: super::cleanups::Cleanups::default(),
                 _lock: lock,
             }),
         };

@@ -411,3 +411,121 @@ fn init_that_exits_ends_the_sandbox_and_kill_cleans_up() {
     assert!(!dir.exists());
     assert!(!fx.runtime.cgroups().sandbox(&sbx.id).exists());
 }
+
+/// `begin_kill` is what the API waits for: once it returns, every process of the
+/// sandbox is dead or has a SIGKILL pending, and `finish_kill` removes everything else.
+///
+/// Attacks: a process inside forks in a loop (so that a listing of the sandbox's
+/// processes is always out of date, and a child forked during the kill escapes it) and
+/// ignores SIGTERM, SIGINT and SIGHUP; another detaches into its own session. None of
+/// them outlives the kill, and nothing of the sandbox (cgroup, directory, mount, loop
+/// device) is left once the cleanup ends.
+#[test]
+fn begin_kill_dooms_forkers_and_signal_ignorers_and_finish_kill_leaves_nothing() {
+    let Some(fx) = Fixture::new("begin_kill") else {
+        return;
+    };
+    let mut spec = fx.sleeper();
+    spec.limits.pids = 256;
+    let sbx = fx.runtime.create(spec).expect("create");
+    fx.sh_ok(
+        &sbx.id,
+        "setsid sh -c 'trap \"\" TERM INT HUP; while :; do sleep 600 & done' \
+         > /dev/null 2>&1 < /dev/null &
+         setsid sh -c 'trap \"\" TERM INT HUP; exec sleep 600' > /dev/null 2>&1 < /dev/null &",
+    );
+    let cgroup = fx.runtime.cgroups().sandbox(&sbx.id);
+    let dir = fx.data_dir().join("sandboxes").join(&sbx.id);
+    if !fx.gvisor() {
+        // Under gVisor the sandbox's processes live in its own kernel, not on the host.
+        wait_for(
+            "the fork loop to fill the sandbox",
+            Duration::from_secs(30),
+            || cgroup.pids().len() >= 40,
+        );
+    }
+    let before = cgroup.pids();
+    assert!(
+        before.iter().any(|pid| !support::dead_or_dying(*pid)),
+        "the sandbox runs before its kill: {before:?}"
+    );
+
+    let ending = fx.runtime.begin_kill(&sbx.id).expect("begin_kill");
+    // Not a timing check: whatever still runs is doomed, including children forked
+    // while the kill was being sent.
+    let after = cgroup.pids();
+    for pid in before.iter().chain(after.iter()) {
+        assert!(
+            support::dead_or_dying(*pid),
+            "process {pid} survived begin_kill"
+        );
+    }
+    // The sandbox is unknown at once; its id stays taken until the cleanup ends.
+    assert!(matches!(
+        fx.runtime.status(&sbx.id),
+        Err(Error::NotFound(_))
+    ));
+    assert!(fx.runtime.is_ending(&sbx.id));
+    assert!(matches!(fx.runtime.kill(&sbx.id), Err(Error::NotFound(_))));
+    let mut again = fx.sleeper();
+    again.id = sbx.id.clone();
+    assert!(
+        fx.runtime.create(again).is_err(),
+        "a sandbox being cleaned up keeps its id"
+    );
+
+    fx.runtime.finish_kill(ending).expect("finish_kill");
+    assert!(!fx.runtime.is_ending(&sbx.id));
+    for pid in before.iter().chain(after.iter()) {
+        assert!(!alive(*pid), "process {pid} survived the kill");
+    }
+    assert!(!cgroup.exists(), "cgroup dirs left: {:?}", cgroup.dirs());
+    assert!(!dir.exists(), "sandbox dir left");
+    assert_eq!(mounts_mentioning(&dir), Vec::<String>::new());
+    assert_eq!(loop_devices_under(&dir), Vec::<String>::new());
+}
+
+/// A runtime that crashes between a kill's answer and the end of its cleanup leaves the
+/// killed marker: the next start finishes the cleanup instead of adopting the sandbox,
+/// even one whose processes still run (a crash between the marker and the signals).
+///
+/// Attack: a sandbox that survives its kill through a restart of the server, so that it
+/// keeps running after its owner was told it is gone.
+#[test]
+fn a_restart_during_a_kills_cleanup_finishes_it() {
+    let Some(fx) = Fixture::new("restart_mid_kill") else {
+        return;
+    };
+    let crashed = Runtime::with_config(fx.config.clone()).unwrap();
+    let signalled = crashed.create(fx.sleeper()).expect("create signalled");
+    let marked = crashed.create(fx.sleeper()).expect("create marked");
+    let kept = crashed.create(fx.sleeper()).expect("create kept");
+    // Killed, the cleanup never run: the crash came right after the answer.
+    let ending = crashed.begin_kill(&signalled.id).expect("begin_kill");
+    std::mem::forget(ending);
+    // Marked, not signalled: the crash came between the two.
+    let marked_dir = fx.data_dir().join("sandboxes").join(&marked.id);
+    fs::write(marked_dir.join("killed"), b"").unwrap();
+    drop(crashed);
+    assert!(alive(marked.init_pid));
+
+    let restarted = Runtime::with_config(fx.config.clone()).unwrap();
+    let report = restarted.recover(RecoverPolicy::Adopt).unwrap();
+    let adopted: Vec<&str> = report.adopted.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(adopted, vec![kept.id.as_str()]);
+    let mut reaped = report.reaped.clone();
+    reaped.sort();
+    let mut expected = vec![signalled.id.clone(), marked.id.clone()];
+    expected.sort();
+    assert_eq!(reaped, expected, "failed: {:?}", report.failed);
+    for handle in [&signalled, &marked] {
+        let dir = fx.data_dir().join("sandboxes").join(&handle.id);
+        assert!(!alive(handle.init_pid), "{} survived", handle.id);
+        assert!(!restarted.cgroups().sandbox(&handle.id).exists());
+        assert!(!dir.exists(), "{} left its directory", handle.id);
+        assert_eq!(mounts_mentioning(&dir), Vec::<String>::new());
+        assert_eq!(loop_devices_under(&dir), Vec::<String>::new());
+    }
+    assert_eq!(restarted.status(&kept.id).unwrap(), SandboxStatus::Running);
+    restarted.kill(&kept.id).unwrap();
+}

@@ -110,3 +110,36 @@ pub async fn next_warm(server: &courier_sandboxd::Sandboxd, not: &[&str]) -> Str
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Whether host process `pid` is gone, a zombie, exiting (`PF_EXITING` in its stat
+/// flags) or has a SIGKILL pending: in every case it never runs user code again.
+pub fn dead_or_dying(pid: i32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    const SIGKILL_BIT: u64 = 1 << (9 - 1);
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return true;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return true;
+    }
+    // `rest` starts at field 3 (state); field 9 is the flags.
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    if flags & PF_EXITING != 0 {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    status
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("SigPnd:")
+                .or_else(|| l.strip_prefix("ShdPnd:"))
+        })
+        .filter_map(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .any(|mask| mask & SIGKILL_BIT != 0)
+}

@@ -223,6 +223,9 @@ async fn older_layers_go_once_no_template_or_sandbox_uses_them() {
 
     old_sandbox.kill().await.unwrap();
     new_sandbox.kill().await.unwrap();
+    // Their overlays use the layers until the kills' cleanups (behind the answers) end;
+    // the layer GC runs at the end of each.
+    fx.run().server.finish_cleanups().await;
     assert!(
         !layer(&template, &v1).exists(),
         "v1 is used by nothing any more"
