@@ -798,7 +798,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         // next start).
         sandboxd.finish_cleanups().await;
     }
-    db.close().await;
+    // Bounded: a connection still held by a stream being torn down must not keep the
+    // process from exiting (the database ends an abandoned session by itself).
+    if tokio::time::timeout(DB_CLOSE_WAIT, db.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the database connections did not close in time; exiting anyway");
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -806,6 +813,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 /// How often a replica looks for sandboxes of dead replicas (and checks its own
 /// membership): the bound on how long a dead replica's agents go unfollowed.
 const TAKEOVER_TICK: Duration = Duration::from_millis(500);
+/// How long a stopping server waits for its database connections to close.
+const DB_CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// How often a replica asks again to run a job another replica runs.
 const LEAD_RETRY: Duration = Duration::from_secs(2);
 

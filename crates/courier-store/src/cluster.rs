@@ -47,8 +47,9 @@ use uuid::Uuid;
 
 use crate::{PgStore, Result, SandboxId, StoreError};
 
-/// The `NOTIFY` channel of sandbox wake-ups.
-const EVENTS_CHANNEL: &str = "courier_sandbox_events";
+/// The `NOTIFY` channel of sandbox wake-ups, followed by the digest of the schema's name
+/// (deployments in separate schemas of one database do not wake each other).
+const EVENTS_CHANNEL: &str = "courier_events";
 /// The statuses of live sandboxes (the ones a replica follows).
 const LIVE: &str = "('creating', 'running', 'paused')";
 /// The largest `NOTIFY` payload PostgreSQL takes is 8000 bytes; ids are 36 bytes plus a
@@ -93,6 +94,8 @@ pub struct Cluster {
     pool: PgPool,
     me: Replica,
     lock_key: i64,
+    /// The wake-ups' channel in this schema.
+    channel: String,
     /// The session holding the presence lock and the job locks.
     presence: Mutex<PgConnection>,
     /// Jobs whose lock this replica holds (a session lock is held until the session ends;
@@ -128,6 +131,11 @@ impl Cluster {
                 "could not take a presence lock for this replica".into(),
             ));
         }
+        // Channel names are at most 63 bytes: the schema goes in as its digest.
+        let schema: String = sqlx::query_scalar("SELECT md5(current_schema())")
+            .fetch_one(&mut presence)
+            .await?;
+        let channel = format!("{EVENTS_CHANNEL}_{schema}");
         sqlx::query("INSERT INTO courier_replicas (id, url, lock_key) VALUES ($1, $2, $3)")
             .bind(&id)
             .bind(url)
@@ -141,6 +149,7 @@ impl Cluster {
                 url: url.to_owned(),
             },
             lock_key,
+            channel,
             presence: Mutex::new(presence),
             leading: std::sync::Mutex::default(),
             left: std::sync::atomic::AtomicBool::new(false),
@@ -355,7 +364,7 @@ impl Cluster {
                 .collect::<Vec<_>>()
                 .join(",");
             sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(EVENTS_CHANNEL)
+                .bind(&self.channel)
                 .bind(payload)
                 .execute(&self.pool)
                 .await?;
@@ -366,7 +375,7 @@ impl Cluster {
     /// Starts receiving the wake-ups every replica sends with [`notify`](Self::notify).
     pub async fn wakeups(&self) -> Result<Wakeups> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(EVENTS_CHANNEL).await?;
+        listener.listen(&self.channel).await?;
         Ok(Wakeups { listener })
     }
 
@@ -394,14 +403,21 @@ pub struct Wakeups {
 }
 
 impl Wakeups {
-    /// The sandboxes of the next wake-up. After a lost connection the listener connects
-    /// again by itself; notifications sent meanwhile are lost (readers poll as well).
-    pub async fn next(&mut self) -> Result<Vec<SandboxId>> {
-        let notification = self.listener.recv().await?;
-        Ok(notification
-            .payload()
-            .split(',')
-            .filter_map(|id| id.parse().ok())
-            .collect())
+    /// The sandboxes of the next wake-up; `None` once the store is closing. After a lost
+    /// connection the listener connects again by itself; notifications sent meanwhile are
+    /// lost (readers poll as well).
+    pub async fn next(&mut self) -> Result<Option<Vec<SandboxId>>> {
+        let notification = match self.listener.recv().await {
+            Ok(notification) => notification,
+            Err(sqlx::Error::PoolClosed) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Some(
+            notification
+                .payload()
+                .split(',')
+                .filter_map(|id| id.parse().ok())
+                .collect(),
+        ))
     }
 }

@@ -200,6 +200,10 @@ pub trait Store: Send + Sync {
     async fn append_message_content(&self, id: MessageId, delta: &str) -> Result<()>;
     /// Appends to a `streaming` message's raw stream log.
     async fn append_message_raw_log(&self, id: MessageId, delta: &str) -> Result<()>;
+    /// Appends text and raw log lines to a `streaming` message at once: either both are
+    /// stored or neither (what a re-attach after a crash relies on). Empty parts are
+    /// skipped; both empty is a no-op.
+    async fn append_message(&self, id: MessageId, content: &str, raw_log: &str) -> Result<()>;
     /// Finishes a `streaming` message as `completed` or `error`.
     async fn finish_message(&self, id: MessageId, status: MessageStatus) -> Result<Message>;
     /// Up to `limit` messages with `seq > after_seq`, in sequence order (replay: pass the

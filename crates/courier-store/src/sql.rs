@@ -266,6 +266,12 @@ pub(crate) const APPEND_CONTENT: &str = "INSERT INTO message_chunks (message_id,
      SELECT id, 0, $2 FROM sandbox_messages WHERE id = $1 AND status = 'streaming'";
 pub(crate) const APPEND_RAW_LOG: &str = "INSERT INTO message_chunks (message_id, kind, text) \
      SELECT id, 1, $2 FROM sandbox_messages WHERE id = $1 AND status = 'streaming'";
+/// Both appends of one batch of lines in one statement, so a crash never stores a line's
+/// text without its raw line (a re-attach counts raw lines to know where to go on).
+pub(crate) const APPEND_BOTH: &str = "INSERT INTO message_chunks (message_id, kind, text) \
+     SELECT m.id, k.kind, k.text FROM sandbox_messages m, \
+     (SELECT 0 AS kind, $2 AS text UNION ALL SELECT 1, $3) k \
+     WHERE m.id = $1 AND m.status = 'streaming' AND k.text <> ''";
 pub(crate) const MESSAGE_CHUNKS: &str =
     "SELECT id, kind, text FROM message_chunks WHERE message_id = $1 ORDER BY id";
 pub(crate) const FOLD_CHUNKS: &str = "UPDATE sandbox_messages SET content = content || $2, \

@@ -177,7 +177,8 @@ async fn wakeups_reach_every_replica() {
         let batch = tokio::time::timeout(Duration::from_secs(10), at_b.next())
             .await
             .expect("wake-ups arrive")
-            .unwrap();
+            .unwrap()
+            .expect("the store is open");
         got.extend(batch);
     }
     assert_eq!(got, ids, "in order, each once");
@@ -193,4 +194,22 @@ async fn a_replica_that_left_leads_nothing_and_knows_it_is_out() {
     assert!(a.check_presence().await.is_err());
     assert!(!a.lead("workflows").await.unwrap());
     assert!(!a.lead("merge-poller").await.unwrap());
+}
+
+#[tokio::test]
+async fn wakeups_end_when_the_store_closes() {
+    let Some(store) = store().await else { return };
+    let a = Cluster::join(&store, "http://a.invalid").await.unwrap();
+    let mut wakeups = a.wakeups().await.unwrap();
+    let closing = tokio::spawn(async move { wakeups.next().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(10), store.close())
+        .await
+        .expect("the listener does not keep the store from closing");
+    let next = tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .expect("the listener ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next, None);
 }

@@ -18,11 +18,9 @@
 //! takeover time (SIGKILL → first event of a sandbox the dead replica created, as its
 //! client elsewhere saw it; p50/max), events/s across the replicas, the totals.
 //!
-//! Providers: serve reads the `[[providers]]` tables of a config file once the
-//! multi-provider setting is merged; until then `CLUSTER_TEST_PROVIDERS=env` (the
-//! default) gives the replicas `host-a` through `E2B_*` (host-b runs, unused) and
-//! `CLUSTER_TEST_PROVIDERS=file` passes `--config` with both hosts' tables. The file is
-//! written either way (`<work>/courier.toml`).
+//! Providers: the replicas get both hosts as `[[providers]]` tables in a config file
+//! (`<work>/courier.toml`); `CLUSTER_TEST_PROVIDERS=env` gives them `host-a` alone through
+//! `E2B_*` instead (host-b then runs unused).
 //!
 //! Tunables: `CLUSTER_TEST_LINES` (lines per run, default 200) and
 //! `CLUSTER_TEST_LINE_MS` (pause between lines, default 50).
@@ -255,7 +253,7 @@ fn session(work: &Path, bins: &Binaries) -> Result<()> {
             .collect::<Vec<_>>()
             .join("\n"),
     )?;
-    let from_file = std::env::var("CLUSTER_TEST_PROVIDERS").is_ok_and(|v| v == "file");
+    let from_file = !std::env::var("CLUSTER_TEST_PROVIDERS").is_ok_and(|v| v == "env");
     let env = ReplicaEnv {
         database_url: pg.url().to_owned(),
         master_key: procs::master_key()?,
@@ -263,8 +261,8 @@ fn session(work: &Path, bins: &Binaries) -> Result<()> {
             Vec::new()
         } else {
             println!(
-                "==> providers: host-a only, through E2B_* (CLUSTER_TEST_PROVIDERS=file \
-                 passes both hosts as [[providers]] in {})",
+                "==> providers: host-a only, through E2B_* (without CLUSTER_TEST_PROVIDERS=env \
+                 both hosts are [[providers]] in {})",
                 config.display()
             );
             vec![
@@ -582,8 +580,14 @@ fn stored_messages(replica: &str, token: &str, id: &str) -> Result<Vec<StoredMes
 
 /// The provider sandbox's log entries at whichever host has it.
 fn provider_logs(hosts: &[Host], pid: &str) -> Vec<Value> {
+    // With `[[providers]]` the stored id is `<host name>:<the host's id>`.
+    let (named, pid) = match pid.split_once(':') {
+        Some((name, inner)) => (Some(name), inner),
+        None => (None, pid),
+    };
     hosts
         .iter()
+        .filter(|h| named.is_none_or(|n| n == h.name))
         .filter_map(|h| h.get(&format!("/v2/sandboxes/{pid}/logs?limit=1000")).ok())
         .filter(|r| r.status == 200)
         .filter_map(|r| serde_json::from_str::<Value>(&r.body).ok())

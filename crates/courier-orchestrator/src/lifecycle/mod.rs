@@ -28,9 +28,9 @@
 //! startup) resumes each running sandbox's `streaming` message from the number of lines
 //! its stored raw log already holds (each stdout line is stored as exactly one raw-log
 //! line), following the file until the agent's process ends, with the same sequence
-//! number, so subscribers see neither a gap nor a repeat. The one window left: a process
-//! that dies between storing a line's text and storing its raw line repeats that line's
-//! text on re-attach. The parser's state from before the restart (e.g. the session id) is
+//! number, so subscribers see neither a gap nor a repeat: a batch of lines' text and raw
+//! lines are stored in one write ([`Store::append_message`]), so a process that dies
+//! mid-write leaves both or neither. The parser's state from before the restart (e.g. the session id) is
 //! not restored; usage is taken from the run's result event as usual.
 //!
 //! Reconcile also ends what a restart left inconsistent: sandboxes `running` or `paused`

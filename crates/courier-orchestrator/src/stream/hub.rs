@@ -97,7 +97,9 @@ impl EventHub {
         tokio::spawn(async move {
             loop {
                 let ids = match wakeups.next().await {
-                    Ok(ids) => ids,
+                    Ok(Some(ids)) => ids,
+                    // The database is closing: the replica is stopping.
+                    Ok(None) => return,
                     Err(e) => {
                         tracing::warn!(error = %e, "lost the cluster's wake-ups; reconnecting (tails poll meanwhile)");
                         tokio::time::sleep(super::tail::POLL).await;

@@ -11,7 +11,8 @@
 //! A [`Subscription`] that joins late first replays the stored messages, then drops each
 //! live event the replay already contained, so nothing is missed or seen twice.
 //!
-//! Write order per line (content, then raw log, then publish) is what makes that exact:
+//! Write order per batch of lines (content and raw log in one write, then publish) is what
+//! makes that exact:
 //! a replayed message either contains a line's text or not, and likewise its raw line.
 //!
 //! Events are defined in `event`, published and subscribed to in `hub`, and written by the

@@ -252,7 +252,7 @@ impl StreamRecorder {
 
     /// Stores and publishes parsed lines (each its raw text, if any, and its events).
     ///
-    /// Content first, then the raw log, then publishing (see the module docs), so a
+    /// Content and raw log in one write, then publishing (see the module docs), so a
     /// subscriber never sees an event the store cannot replay. Each event carries the
     /// content or raw-log length as of its own line. Lines after a verdict add nothing.
     async fn apply(&mut self, lines: Vec<(Option<String>, Vec<AgentEvent>)>) -> Result<()> {
@@ -317,18 +317,13 @@ impl StreamRecorder {
                 break;
             }
         }
-        if !content.is_empty() {
-            self.store
-                .append_message_content(self.message.id, &content)
-                .await?;
-            self.content_len += content.len();
-        }
-        if !raw_log.is_empty() {
-            self.store
-                .append_message_raw_log(self.message.id, &raw_log)
-                .await?;
-            self.raw_len += raw_log.len();
-        }
+        // Text and raw lines in one write: a process dying in between would otherwise leave
+        // text whose raw line a re-attach does not count, and repeat it.
+        self.store
+            .append_message(self.message.id, &content, &raw_log)
+            .await?;
+        self.content_len += content.len();
+        self.raw_len += raw_log.len();
         for kind in published {
             self.publish(kind);
         }

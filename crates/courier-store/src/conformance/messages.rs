@@ -175,3 +175,43 @@ pub async fn failed_transaction_leaves_nothing_behind(store: &dyn Store) {
         Some(1)
     );
 }
+
+/// A batch's text and raw lines are appended together (both or neither), in order with
+/// the single appends; a finished message takes neither.
+pub async fn messages_append_text_and_raw_lines_together(store: &dyn Store) {
+    let p = project(store).await;
+    let s = sandbox(store, &p).await;
+    let reply = store
+        .create_message(NewMessage {
+            sandbox_id: s.id,
+            role: MessageRole::Assistant,
+            content: String::new(),
+            status: MessageStatus::Streaming,
+        })
+        .await
+        .unwrap();
+    store
+        .append_message(reply.id, "one ", "{\"n\":1}\n")
+        .await
+        .unwrap();
+    store
+        .append_message_content(reply.id, "two ")
+        .await
+        .unwrap();
+    store
+        .append_message(reply.id, "", "{\"n\":2}\n")
+        .await
+        .unwrap();
+    store.append_message(reply.id, "three", "").await.unwrap();
+    store.append_message(reply.id, "", "").await.unwrap();
+    let done = store
+        .finish_message(reply.id, MessageStatus::Completed)
+        .await
+        .unwrap();
+    assert_eq!(done.content, "one two three");
+    assert_eq!(done.raw_log, "{\"n\":1}\n{\"n\":2}\n");
+    expect_conflict(store.append_message(reply.id, "late", "{}\n").await);
+    let again = store.list_messages(s.id, 0, 10).await.unwrap();
+    assert_eq!(again[0].content, "one two three");
+    assert_eq!(again[0].raw_log, "{\"n\":1}\n{\"n\":2}\n");
+}
