@@ -166,21 +166,13 @@ fn unserved_routes() -> Router<Sandboxd> {
     const ADMIN: &str = "admin routes are not supported by courier-sandboxd";
     const LEGACY_BUILD: &str = "template builds through the legacy build API are not \
                                 supported by courier-sandboxd (use POST /v3/templates)";
-    const TEMPLATE_UPDATE: &str = "template updates are not supported by courier-sandboxd yet";
     Router::new()
         .route("/teams", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics/max", get(unserved(TEAMS)))
         .route("/v2/templates", post(unserved(LEGACY_BUILD)))
         .route("/templates", post(unserved(LEGACY_BUILD)))
-        .route(
-            "/templates/{template_id}",
-            post(unserved(LEGACY_BUILD)).patch(unserved(TEMPLATE_UPDATE)),
-        )
-        .route(
-            "/v2/templates/{template_id}",
-            patch(unserved(TEMPLATE_UPDATE)),
-        )
+        .route("/templates/{template_id}", post(unserved(LEGACY_BUILD)))
         .route(
             "/templates/{template_id}/builds/{build_id}",
             post(unserved(LEGACY_BUILD)),
@@ -232,11 +224,6 @@ fn request_key(headers: &HeaderMap) -> Option<&str> {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
         })
-}
-
-/// Whether the request carries a valid API key.
-fn authorized(server: &Sandboxd, headers: &HeaderMap) -> bool {
-    request_key(headers).is_some_and(|key| server.keys().verify(key.trim()))
 }
 
 async fn require_key(
