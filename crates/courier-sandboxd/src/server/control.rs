@@ -87,7 +87,7 @@ impl Sandboxd {
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let _op = entry.op.lock().await;
         entry.cut();
-        self.logs_killed(id, "killed").await;
+        self.logs_killed(id, "killed", entry.record().owner).await;
         self.destroy(id).await;
         self.inner.metrics.forget(id);
         entry.reservation.release();
