@@ -445,7 +445,22 @@ async fn start_build(
         }
         Ok(())
     };
-    let recipe = match recipe(body).and_then(|r| uploaded(&r).map(|()| r)) {
+    let checked = match recipe(body).and_then(|r| uploaded(&r).map(|()| r)) {
+        // A registry at an address pulls may not reach is refused now, by name (the
+        // pull checks every connection again).
+        Ok(recipe) => match &recipe.from_image {
+            Some(image) => server
+                .templates()
+                .images()
+                .check_registry(image)
+                .await
+                .map(|()| recipe)
+                .map_err(|e| UnsupportedRecipe::Image(e.to_string())),
+            None => Ok(recipe),
+        },
+        Err(unsupported) => Err(unsupported),
+    };
+    let recipe = match checked {
         Ok(recipe) => recipe,
         Err(unsupported) => {
             let message = unsupported.to_string();
