@@ -253,24 +253,13 @@ fn visible(server: &Sandboxd, owner: &Owner) -> Vec<Template> {
     all
 }
 
-/// `GET /templates`: `base` and every built template the caller may see (also those
-/// still building or failed, with their `buildStatus`).
-async fn list(State(server): State<Sandboxd>, Extension(owner): Extension<Owner>) -> Response {
-    let items: Vec<TemplateItem> = visible(&server, &owner).iter().map(item).collect();
-    json(StatusCode::OK, items)
-}
-
-/// `GET /v2/templates?limit=&nextToken=`: the same templates as `GET /templates`, a page
-/// of at most `limit` (1..=100, default 100), `X-Next-Token` naming where the next page
-/// starts. `teamID` is refused: this server has no teams.
-async fn list_v2(
-    State(server): State<Sandboxd>,
-    Extension(owner): Extension<Owner>,
-    RawQuery(query): RawQuery,
-) -> ApiResult<Response> {
+/// A paged template route's `limit` (1..=100, default 100) and `nextToken` (an offset
+/// this server gave), as `(limit, offset)`; any other parameter is refused with what
+/// `other` says of its name.
+fn page_params(query: Option<&str>, other: impl Fn(&str) -> ApiError) -> ApiResult<(usize, usize)> {
     let mut limit = 100usize;
     let mut offset = 0usize;
-    for (name, value) in super::list::query_pairs(query.as_deref().unwrap_or("")) {
+    for (name, value) in super::list::query_pairs(query.unwrap_or("")) {
         match name.as_str() {
             "limit" => {
                 limit = value
@@ -288,31 +277,58 @@ async fn list_v2(
                     ))
                 })?;
             }
-            "teamID" => {
-                return Err(ApiError::bad_request(
-                    "teamID is not supported: courier-sandboxd has no teams (its templates \
-                     are server-wide)",
-                ));
-            }
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown query parameter {other:?} (served: limit, nextToken)"
-                )));
-            }
+            name => return Err(other(name)),
         }
     }
+    Ok((limit, offset))
+}
+
+/// The refusal of a query parameter a paged template route does not take.
+fn unknown_param(name: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "unknown query parameter {name:?} (served: limit, nextToken)"
+    ))
+}
+
+/// `response` with `X-Next-Token` naming where the next page starts, when one does.
+fn paged(mut response: Response, limit: usize, offset: usize, total: usize) -> Response {
+    if offset + limit < total {
+        response.headers_mut().insert(
+            "x-next-token",
+            axum::http::HeaderValue::from(offset + limit),
+        );
+    }
+    response
+}
+
+/// `GET /templates`: `base` and every built template the caller may see (also those
+/// still building or failed, with their `buildStatus`).
+async fn list(State(server): State<Sandboxd>, Extension(owner): Extension<Owner>) -> Response {
+    let items: Vec<TemplateItem> = visible(&server, &owner).iter().map(item).collect();
+    json(StatusCode::OK, items)
+}
+
+/// `GET /v2/templates?limit=&nextToken=`: the same templates as `GET /templates`, a page
+/// of at most `limit` (1..=100, default 100), `X-Next-Token` naming where the next page
+/// starts. `teamID` is refused: this server has no teams.
+async fn list_v2(
+    State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let (limit, offset) = page_params(query.as_deref(), |name| {
+        if name == "teamID" {
+            return ApiError::bad_request(
+                "teamID is not supported: courier-sandboxd has no teams (its templates are \
+                 server-wide)",
+            );
+        }
+        unknown_param(name)
+    })?;
     let all = visible(&server, &owner);
     let total = all.len();
     let items: Vec<TemplateItem> = all.iter().skip(offset).take(limit).map(item).collect();
-    let mut response = json(StatusCode::OK, items);
-    if offset + limit < total {
-        let next = (offset + limit).to_string();
-        response.headers_mut().insert(
-            "x-next-token",
-            axum::http::HeaderValue::from_str(&next).expect("digits are a header value"),
-        );
-    }
-    Ok(response)
+    Ok(paged(json(StatusCode::OK, items), limit, offset, total))
 }
 
 /// `POST /v3/templates`: registers a build (status `waiting`).
@@ -898,33 +914,7 @@ async fn info(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     template_for(&server, &owner, &template_id, Access::See)?;
-    let mut limit = 100usize;
-    let mut offset = 0usize;
-    for (name, value) in super::list::query_pairs(query.as_deref().unwrap_or("")) {
-        match name.as_str() {
-            "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| (1..=100).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!("limit must be 1..=100, got {value:?}"))
-                    })?;
-            }
-            "nextToken" => {
-                offset = value.parse().map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "nextToken {value:?} is not a token this server gave"
-                    ))
-                })?;
-            }
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown query parameter {other:?} (served: limit, nextToken)"
-                )));
-            }
-        }
-    }
+    let (limit, offset) = page_params(query.as_deref(), unknown_param)?;
     let (template, builds) = server.templates().builds(&template_id)?;
     let total = builds.len();
     let page: Vec<TemplateBuild> = builds
@@ -954,15 +944,7 @@ async fn info(
         spawn_count: 0,
         builds: page,
     };
-    let mut response = json(StatusCode::OK, body);
-    if offset + limit < total {
-        let next = (offset + limit).to_string();
-        response.headers_mut().insert(
-            "x-next-token",
-            axum::http::HeaderValue::from_str(&next).expect("digits are a header value"),
-        );
-    }
-    Ok(response)
+    Ok(paged(json(StatusCode::OK, body), limit, offset, total))
 }
 
 /// `GET /templates/{templateID}/builds/{buildID}/logs?cursor=&limit=&direction=&level=
@@ -1124,6 +1106,25 @@ mod tests {
 
     fn start(value: serde_json::Value) -> Result<Recipe, String> {
         recipe(serde_json::from_value(value).unwrap()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn paged_template_routes_read_limit_and_next_token_and_name_the_next_page() {
+        use axum::response::IntoResponse as _;
+        assert_eq!(page_params(None, unknown_param).unwrap(), (100, 0));
+        assert_eq!(
+            page_params(Some("limit=2&nextToken=4"), unknown_param).unwrap(),
+            (2, 4)
+        );
+        for bad in ["limit=0", "limit=101", "nextToken=x", "sortBy=name"] {
+            let err = page_params(Some(bad), unknown_param).unwrap_err();
+            let name = bad.split('=').next().unwrap();
+            assert!(err.message.contains(name), "{bad}: {}", err.message);
+        }
+        let next = paged(StatusCode::OK.into_response(), 2, 4, 7);
+        assert_eq!(next.headers()["x-next-token"], "6");
+        let last = paged(StatusCode::OK.into_response(), 2, 4, 6);
+        assert!(last.headers().get("x-next-token").is_none());
     }
 
     #[test]
