@@ -12,12 +12,10 @@ use courier_e2b::models::SandboxState;
 use courier_e2b::{Client, ConnectionConfig, Error as E2bError, Sandbox, SandboxQuery};
 use courier_sandboxd::{Sandboxd, ServerConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 mod support;
-use support::envd_binary;
 
-const HELPER: &str = env!("CARGO_BIN_EXE_courier-sandbox-init");
 const KEY: &str = "e2b_00112233445566778899aabbccddeeff00112233";
 const DOMAIN: &str = "courier.test";
 
@@ -51,47 +49,19 @@ impl Fixture {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let envd = envd.unwrap_or_else(envd_binary);
-        let mut config = ServerConfig::new(dir.path().join("data"), envd);
-        config.isolation = Some(support::isolation());
-        config.helper = Some(PathBuf::from(HELPER));
+        let mut config = support::test_config(dir.path().join("data"), KEY);
+        if let Some(envd) = envd {
+            config.envd_binary = envd;
+        }
         config.domain = Some(DOMAIN.to_owned());
-        config.dev_api_key = Some(KEY.to_owned());
-        config.warm_sandboxes = 0;
         tweak(&mut config);
-        let server = Sandboxd::start(config).await.expect("start sandboxd");
-        let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
-        let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let api_addr = api.local_addr().expect("bound listener");
-        let proxy_addr = proxy.local_addr().expect("bound listener");
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn({
-            let server = server.clone();
-            let until = support::stopped(stop_rx.clone());
-            async move { server.serve_api(api, until).await }
-        });
-        tokio::spawn({
-            let server = server.clone();
-            let until = support::stopped(stop_rx);
-            async move { server.serve_proxy(proxy, until).await }
-        });
-        let client = Client::new(
-            ConnectionConfig::builder()
-                .api_key(KEY)
-                .api_url(format!("http://{api_addr}"))
-                .sandbox_url(format!("http://{proxy_addr}"))
-                .domain(DOMAIN)
-                .request_timeout(Duration::from_secs(120))
-                .build()
-                .expect("config"),
-        )
-        .expect("client");
+        let served = support::serve(config).await;
         Some(Self {
-            server,
-            client,
-            proxy_addr,
-            api_url: format!("http://{api_addr}"),
-            stop,
+            server: served.server,
+            client: served.client,
+            proxy_addr: served.proxy_addr,
+            api_url: format!("http://{}", served.api_addr),
+            stop: served.stop,
             _dir: dir,
         })
     }
