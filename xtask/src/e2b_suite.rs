@@ -308,6 +308,14 @@ impl Server {
             .arg(envd_bin)
             .arg("--registry-mirror")
             .arg(format!("docker.io={mirror}"))
+            // The stand-in listens on loopback, which pulls may reach only when allowed.
+            .arg("--registry-allow")
+            .arg(
+                mirror
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://")
+                    .trim_end_matches('/'),
+            )
             .env("COURIER_SANDBOXD_API_KEY", &api_key)
             .env(
                 "RUST_LOG",

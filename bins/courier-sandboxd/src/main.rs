@@ -112,6 +112,17 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     registry_mirror: Vec<String>,
+    /// Let `fromImage` pulls reach a registry at a non-public address (loopback,
+    /// private, link-local...), as `HOST[:PORT]` (repeatable, or a comma list in the
+    /// environment variable), e.g. `127.0.0.1:5000` for a local mirror. Pulls reach
+    /// public addresses only otherwise.
+    #[arg(
+        long = "registry-allow",
+        value_name = "HOST[:PORT]",
+        env = "COURIER_SANDBOXD_REGISTRY_ALLOW",
+        value_delimiter = ','
+    )]
+    registry_allow: Vec<String>,
     /// Most bytes one `fromImage` image may unpack to.
     /// A host directory bound read-only into every sandbox, as `HOST_DIR:SANDBOX_DIR`
     /// (repeatable; both absolute), e.g. tools every sandbox may run. Sandboxes cannot
@@ -301,6 +312,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .images
             .add_mirror_arg(mirror)
             .with_context(|| format!("--registry-mirror {mirror}"))?;
+    }
+    for allow in &args.registry_allow {
+        config
+            .images
+            .add_allow_arg(allow)
+            .with_context(|| format!("--registry-allow {allow}"))?;
     }
     if !config.egress_allow.is_empty() {
         let ranges: Vec<String> = config

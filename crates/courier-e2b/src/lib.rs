@@ -120,7 +120,7 @@ pub use error::{Error, NotFoundKind, Result};
 pub use models::{
     AssignTags, AssignedTags, BuildLogEntry, BuildLogs, BuildReason, BuildRequest, BuildRequested,
     BuildState, BuildStatus, Recipe, RemoveTags, Step, TemplateBuild, TemplateInfo, TemplateTag,
-    TemplateWithBuilds,
+    TemplateUpdate, TemplateUpdated, TemplateWithBuilds,
 };
 #[cfg(feature = "client")]
 pub use sandbox::{DEFAULT_TEMPLATE, Sandbox, SandboxBuilder};

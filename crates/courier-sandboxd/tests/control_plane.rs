@@ -12,12 +12,10 @@ use courier_e2b::models::SandboxState;
 use courier_e2b::{Client, ConnectionConfig, Error as E2bError, Sandbox, SandboxQuery};
 use courier_sandboxd::{Sandboxd, ServerConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 mod support;
-use support::envd_binary;
 
-const HELPER: &str = env!("CARGO_BIN_EXE_courier-sandbox-init");
 const KEY: &str = "e2b_00112233445566778899aabbccddeeff00112233";
 const DOMAIN: &str = "courier.test";
 
@@ -51,47 +49,19 @@ impl Fixture {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let envd = envd.unwrap_or_else(envd_binary);
-        let mut config = ServerConfig::new(dir.path().join("data"), envd);
-        config.isolation = Some(support::isolation());
-        config.helper = Some(PathBuf::from(HELPER));
+        let mut config = support::test_config(dir.path().join("data"), KEY);
+        if let Some(envd) = envd {
+            config.envd_binary = envd;
+        }
         config.domain = Some(DOMAIN.to_owned());
-        config.dev_api_key = Some(KEY.to_owned());
-        config.warm_sandboxes = 0;
         tweak(&mut config);
-        let server = Sandboxd::start(config).await.expect("start sandboxd");
-        let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
-        let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let api_addr = api.local_addr().expect("bound listener");
-        let proxy_addr = proxy.local_addr().expect("bound listener");
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn({
-            let server = server.clone();
-            let until = support::stopped(stop_rx.clone());
-            async move { server.serve_api(api, until).await }
-        });
-        tokio::spawn({
-            let server = server.clone();
-            let until = support::stopped(stop_rx);
-            async move { server.serve_proxy(proxy, until).await }
-        });
-        let client = Client::new(
-            ConnectionConfig::builder()
-                .api_key(KEY)
-                .api_url(format!("http://{api_addr}"))
-                .sandbox_url(format!("http://{proxy_addr}"))
-                .domain(DOMAIN)
-                .request_timeout(Duration::from_secs(120))
-                .build()
-                .expect("config"),
-        )
-        .expect("client");
+        let served = support::serve(config).await;
         Some(Self {
-            server,
-            client,
-            proxy_addr,
-            api_url: format!("http://{api_addr}"),
-            stop,
+            server: served.server,
+            client: served.client,
+            proxy_addr: served.proxy_addr,
+            api_url: format!("http://{}", served.api_addr),
+            stop: served.stop,
             _dir: dir,
         })
     }
@@ -884,6 +854,199 @@ async fn a_warm_sandbox_gives_its_room_to_a_create() {
     assert_eq!(fx.server.capacity().sandboxes, 2);
 }
 
+// Attacker: a second tenant of the server (API key B) who learnt the id of key A's
+// sandbox (from a log, a URL, a shared screen). With it they try to read its details,
+// list it, read its metrics and logs, set its timeout, refresh it, change its network
+// policy, pause, resume, connect to (which hands out its envd token) and kill it, and
+// snapshot or fork it. Every call must be a 404 identical to an unknown id's (so ids
+// cannot be probed), and must change nothing: key A still runs and manages it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_api_key_cannot_see_or_touch_a_sandbox() {
+    use serde_json::json;
+    let Some(fx) = Fixture::new("another_api_key").await else {
+        return;
+    };
+    let data_dir = fx.server.config().data_dir.clone();
+    let other = courier_sandboxd::keys::create_key(&data_dir).expect("second key");
+    let as_b = [("X-API-Key", other.as_str())];
+    let sbx = Sandbox::builder()
+        .timeout(Duration::from_secs(300))
+        .create(&fx.client)
+        .await
+        .expect("create as A");
+    let id = sbx.id().to_owned();
+    // B's own sandbox, so B's list is not empty for a trivial reason.
+    let (status, mine) = fx
+        .api(
+            "POST",
+            "/sandboxes",
+            &as_b,
+            Some(json!({"templateID": "base"})),
+            false,
+        )
+        .await;
+    assert_eq!(status, 201, "{mine}");
+    let b_id = mine["sandboxID"].as_str().unwrap().to_owned();
+
+    let probes = |id: &str| {
+        vec![
+            ("GET", format!("/sandboxes/{id}"), None),
+            ("GET", format!("/sandboxes/{id}/metrics"), None),
+            ("GET", format!("/sandboxes/{id}/logs"), None),
+            ("GET", format!("/v2/sandboxes/{id}/logs"), None),
+            (
+                "POST",
+                format!("/sandboxes/{id}/timeout"),
+                Some(json!({"timeout": 5})),
+            ),
+            (
+                "POST",
+                format!("/sandboxes/{id}/refreshes"),
+                Some(json!({"duration": 5})),
+            ),
+            (
+                "PUT",
+                format!("/sandboxes/{id}/network"),
+                Some(json!({"denyOut": ["0.0.0.0/0"]})),
+            ),
+            ("POST", format!("/sandboxes/{id}/pause"), Some(json!({}))),
+            ("POST", format!("/sandboxes/{id}/resume"), Some(json!({}))),
+            (
+                "POST",
+                format!("/sandboxes/{id}/connect"),
+                Some(json!({"timeout": 5})),
+            ),
+            (
+                "POST",
+                format!("/v2/sandboxes/{id}/connect"),
+                Some(json!({"timeout": 5})),
+            ),
+            (
+                "POST",
+                format!("/sandboxes/{id}/snapshots"),
+                Some(json!({})),
+            ),
+            ("POST", format!("/sandboxes/{id}/fork"), Some(json!({}))),
+            ("DELETE", format!("/sandboxes/{id}"), None),
+        ]
+    };
+    for ((method, path, body), (_, unknown_path, _)) in
+        probes(&id).into_iter().zip(probes("nosuchsandbox"))
+    {
+        let (status, answer) = fx.api(method, &path, &as_b, body.clone(), false).await;
+        assert_eq!(status, 404, "key B: {method} {path}: {answer}");
+        let (unknown_status, unknown) = fx.api(method, &unknown_path, &as_b, body, false).await;
+        assert_eq!(unknown_status, 404, "{method} {unknown_path}: {unknown}");
+        // The same answer as for an id that does not exist, the id aside.
+        assert_eq!(
+            answer["message"]
+                .as_str()
+                .unwrap_or_default()
+                .replace(&id, "ID"),
+            unknown["message"]
+                .as_str()
+                .unwrap_or_default()
+                .replace("nosuchsandbox", "ID"),
+            "{method} {path}: another key's sandbox must look unknown"
+        );
+    }
+    for path in [
+        "/sandboxes",
+        "/v2/sandboxes",
+        "/v2/sandboxes?state=running,paused",
+    ] {
+        let (status, list) = fx.api("GET", path, &as_b, None, false).await;
+        assert_eq!(status, 200, "{list}");
+        let ids: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["sandboxID"].as_str())
+            .collect();
+        assert_eq!(ids, [b_id.as_str()], "key B lists only its own: {path}");
+    }
+    let (status, many) = fx
+        .api(
+            "GET",
+            &format!("/sandboxes/metrics?sandbox_ids={id},{b_id}"),
+            &as_b,
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(status, 200, "{many}");
+    assert!(many["sandboxes"].get(&id).is_none(), "{many}");
+
+    // Nothing changed for key A: it still sees, lists, observes and manages its sandbox.
+    let info = fx.client.get_info(&id).await.expect("A reads its sandbox");
+    assert_eq!(info.state, SandboxState::Running);
+    let listed: Vec<String> = fx
+        .client
+        .list_page(&SandboxQuery::new(), None)
+        .await
+        .expect("A lists")
+        .sandboxes
+        .into_iter()
+        .map(|s| s.sandbox_id)
+        .collect();
+    assert_eq!(listed, [id.as_str()], "A lists its own, not B's");
+    assert_eq!(
+        stdout_of(&sbx, "echo alive").await,
+        "alive\n",
+        "B's kill and pause did nothing"
+    );
+    for (method, path, body, want) in [
+        ("GET", format!("/sandboxes/{id}/metrics"), None, 200),
+        ("GET", format!("/v2/sandboxes/{id}/logs"), None, 200),
+        (
+            "POST",
+            format!("/sandboxes/{id}/timeout"),
+            Some(json!({"timeout": 120})),
+            204,
+        ),
+        (
+            "POST",
+            format!("/sandboxes/{id}/pause"),
+            Some(json!({})),
+            204,
+        ),
+        (
+            "POST",
+            format!("/sandboxes/{id}/connect"),
+            Some(json!({"timeout": 120})),
+            201,
+        ),
+    ] {
+        let (status, answer) = fx.api(method, &path, &[], body, true).await;
+        assert_eq!(status, want, "key A: {method} {path}: {answer}");
+    }
+    assert!(fx.client.kill(&id).await.expect("A kills"));
+    // A killed sandbox's logs stay its owner's.
+    let (status, _) = fx
+        .api("GET", &format!("/v2/sandboxes/{id}/logs"), &[], None, true)
+        .await;
+    assert_eq!(status, 200, "A reads its killed sandbox's logs");
+    let (status, _) = fx
+        .api(
+            "GET",
+            &format!("/v2/sandboxes/{id}/logs"),
+            &as_b,
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(status, 404, "B does not");
+    let (status, _) = fx
+        .api("DELETE", &format!("/sandboxes/{b_id}"), &as_b, None, false)
+        .await;
+    assert_eq!(status, 204, "B kills its own");
+}
+
+/// The stdout of `command` run in `sbx`.
+async fn stdout_of(sbx: &Sandbox, command: &str) -> String {
+    sbx.commands().run(command).await.expect("run").stdout
+}
+
 /// Asserts a 400 whose message names `field`.
 fn assert_refused(what: &str, (status, body): (u16, serde_json::Value), field: &str) {
     assert_eq!(status, 400, "{what}: {body}");
@@ -1465,8 +1628,6 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
 
     // E2B's routes this server does not serve: 501 naming the feature, 401 without a key.
     for (method, path, feature) in [
-        ("PATCH", "/templates/base".to_owned(), "template updates"),
-        ("PATCH", "/v2/templates/base".to_owned(), "template updates"),
         ("POST", "/templates".to_owned(), "legacy build"),
         ("POST", "/templates/base".to_owned(), "legacy build"),
         ("POST", "/v2/templates".to_owned(), "legacy build"),
@@ -1504,6 +1665,26 @@ async fn every_documented_option_is_honoured_or_refused_by_name() {
     for path in ["/sandboxes/nosuch/fork", "/sandboxes/nosuch/snapshots"] {
         let (status, body) = fx.api("POST", path, &[], Some(json!({})), true).await;
         assert_eq!(status, 404, "{path}: {body}");
+    }
+    // Template updates are served (their flow, owners and `public` are in
+    // tests/templates/updates.rs): unknown fields are refused by name, base is built in.
+    for path in ["/templates/base", "/v2/templates/base"] {
+        let (status, body) = fx
+            .api(
+                "PATCH",
+                path,
+                &[],
+                Some(json!({"public": true, "color": 1})),
+                true,
+            )
+            .await;
+        assert_refused(path, (status, body), "color");
+        let (status, body) = fx
+            .api("PATCH", path, &[], Some(json!({"public": true})), true)
+            .await;
+        assert_eq!(status, 409, "{path}: {body}");
+        let (status, _) = fx.api("PATCH", path, &[], None, false).await;
+        assert_eq!(status, 401, "PATCH {path} without a key");
     }
     // The served neighbours of unserved routes still work.
     let (status, body) = fx.api("GET", "/templates", &[], None, true).await;

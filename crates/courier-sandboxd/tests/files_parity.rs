@@ -7,22 +7,18 @@
 //! returns early. `COURIER_TEST_ISOLATION=gvisor` runs them under gVisor, where file
 //! metadata is refused with its reason (see `metadata_round_trips_…`).
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use courier_e2b::envd::{
     CloneOptions, ConfigScope, GitCredentials, ResetMode, SyncOptions, WriteOptions, file_signature,
 };
-use courier_e2b::{Client, ConnectionConfig, Error as E2bError, Sandbox, Secret};
+use courier_e2b::{Client, Error as E2bError, Sandbox, Secret};
+use courier_sandboxd::Sandboxd;
 use courier_sandboxd::runtime::Isolation;
-use courier_sandboxd::{Sandboxd, ServerConfig};
-use tokio::net::TcpListener;
 
 mod support;
-use support::envd_binary;
 
-const HELPER: &str = env!("CARGO_BIN_EXE_courier-sandbox-init");
 const KEY: &str = "e2b_00112233445566778899aabbccddeeff00112233";
 const DOMAIN: &str = "courier.test";
 
@@ -40,44 +36,14 @@ impl Fixture {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = ServerConfig::new(dir.path().join("data"), envd_binary());
-        config.isolation = Some(support::isolation());
-        config.helper = Some(PathBuf::from(HELPER));
+        let mut config = support::test_config(dir.path().join("data"), KEY);
         config.domain = Some(DOMAIN.to_owned());
-        config.dev_api_key = Some(KEY.to_owned());
-        config.warm_sandboxes = 0;
-        let server = Sandboxd::start(config).await.expect("start sandboxd");
-        let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
-        let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let api_addr = api.local_addr().expect("bound listener");
-        let proxy_addr = proxy.local_addr().expect("bound listener");
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn({
-            let server = server.clone();
-            let until = support::stopped(stop_rx.clone());
-            async move { server.serve_api(api, until).await }
-        });
-        tokio::spawn({
-            let server = server.clone();
-            let until = support::stopped(stop_rx);
-            async move { server.serve_proxy(proxy, until).await }
-        });
-        let client = Client::new(
-            ConnectionConfig::builder()
-                .api_key(KEY)
-                .api_url(format!("http://{api_addr}"))
-                .sandbox_url(format!("http://{proxy_addr}"))
-                .domain(DOMAIN)
-                .request_timeout(Duration::from_secs(120))
-                .build()
-                .expect("config"),
-        )
-        .expect("client");
+        let served = support::serve(config).await;
         Some(Self {
-            server,
-            client,
-            proxy_url: format!("http://{proxy_addr}"),
-            stop,
+            server: served.server,
+            client: served.client,
+            proxy_url: format!("http://{}", served.proxy_addr),
+            stop: served.stop,
             _dir: dir,
         })
     }

@@ -22,6 +22,8 @@ mod sdk_copy;
 mod support;
 #[path = "templates/tags.rs"]
 mod tags;
+#[path = "templates/updates.rs"]
+mod updates;
 
 use fixture::*;
 

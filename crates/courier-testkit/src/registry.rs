@@ -139,6 +139,8 @@ pub struct Registry {
     pub addr: SocketAddr,
     /// Layer and config downloads so far.
     pub blob_downloads: Arc<AtomicUsize>,
+    /// Requests of the distribution API (`/v2/…`, manifests and blobs) so far.
+    pub requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -148,6 +150,7 @@ struct Served {
     token: Option<String>,
     addr: SocketAddr,
     blob_downloads: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
 }
 
 impl Registry {
@@ -163,6 +166,7 @@ impl Registry {
             .expect("bind the registry stand-in");
         let addr = listener.local_addr().expect("bound");
         let blob_downloads = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
         let served = Served {
             images: Arc::new(
                 images
@@ -173,6 +177,7 @@ impl Registry {
             token: token_auth.then(|| format!("tok-{}", addr.port())),
             addr,
             blob_downloads: blob_downloads.clone(),
+            requests: requests.clone(),
         };
         let app = axum::Router::new()
             .route("/token", axum::routing::get(token))
@@ -185,6 +190,7 @@ impl Registry {
         Registry {
             addr,
             blob_downloads,
+            requests,
             task,
         }
     }
@@ -213,6 +219,7 @@ async fn v2(
     UrlPath(rest): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
     if let Some(token) = &s.token {
         let given = headers
             .get("authorization")

@@ -2,6 +2,7 @@
 //! sandboxes over the E2B REST API, with the official SDKs' retry rules.
 
 mod life;
+mod pages;
 mod query;
 mod retry;
 mod snapshots;
@@ -11,7 +12,7 @@ mod volumes;
 use std::{fmt, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt, stream::BoxStream};
+use futures::stream::BoxStream;
 use reqwest::Method;
 use serde::{Serialize, de::DeserializeOwned};
 use url::Url;
@@ -185,23 +186,13 @@ impl Client {
     /// ```
     pub fn list(&self, query: SandboxQuery) -> SandboxStream {
         let client = self.clone();
-        futures::stream::try_unfold(Some(None::<String>), move |token| {
-            let client = client.clone();
-            let query = query.clone();
+        pages::all_pages(move |token| {
+            let (client, query) = (client.clone(), query.clone());
             async move {
-                let Some(token) = token else {
-                    return Ok::<_, Error>(None);
-                };
                 let page = client.list_page(&query, token.as_deref()).await?;
-                let next = page.next_token.map(Some);
-                Ok(Some((
-                    futures::stream::iter(page.sandboxes.into_iter().map(Ok)),
-                    next,
-                )))
+                Ok((page.sandboxes, page.next_token))
             }
         })
-        .try_flatten()
-        .boxed()
     }
 
     /// One page of [`Client::list`]; `next_token` is `None` on the last page.
@@ -216,19 +207,9 @@ impl Client {
         query: &SandboxQuery,
         next_token: Option<&str>,
     ) -> Result<SandboxPage> {
-        let mut pairs = query.to_query_pairs()?;
-        if let Some(token) = next_token {
-            pairs.push(("nextToken".to_owned(), token.to_owned()));
-        }
-        let url = self.endpoint("/v2/sandboxes", &pairs)?;
-        let response = self.send(Method::GET, url, None::<&()>, true).await?;
-        let next_token = response
-            .headers()
-            .get("x-next-token")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned);
-        let sandboxes = read_json(response).await?;
+        let (sandboxes, next_token) = self
+            .get_page("/v2/sandboxes", query.to_query_pairs()?, next_token)
+            .await?;
         Ok(SandboxPage {
             sandboxes,
             next_token,

@@ -2,10 +2,10 @@
 //! /sandboxes/{id}/snapshots`, `GET /snapshots`, `DELETE /templates/{snapshot}`, `POST
 //! /sandboxes/{id}/fork`, `POST /sandboxes/{id}/pause` with `memory`).
 
-use futures::{StreamExt, TryStreamExt, stream::BoxStream};
+use futures::stream::BoxStream;
 use reqwest::Method;
 
-use super::{Client, read_json, segment};
+use super::{Client, pages, segment};
 use crate::{
     Error, Result,
     models::{ForkRequest, ForkResult, PauseRequest, SnapshotInfo, SnapshotRequest},
@@ -155,20 +155,11 @@ impl Client {
         query: &SnapshotQuery,
         next_token: Option<&str>,
     ) -> Result<SnapshotPage> {
-        let mut pairs = query.to_query_pairs();
-        if let Some(token) = next_token {
-            pairs.push(("nextToken".to_owned(), token.to_owned()));
-        }
-        let url = self.endpoint("/snapshots", &pairs)?;
-        let response = self.send(Method::GET, url, None::<&()>, true).await?;
-        let next_token = response
-            .headers()
-            .get("x-next-token")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned);
+        let (snapshots, next_token) = self
+            .get_page("/snapshots", query.to_query_pairs(), next_token)
+            .await?;
         Ok(SnapshotPage {
-            snapshots: read_json(response).await?,
+            snapshots,
             next_token,
         })
     }
@@ -187,23 +178,13 @@ impl Client {
     /// ```
     pub fn list_snapshots(&self, query: SnapshotQuery) -> SnapshotStream {
         let client = self.clone();
-        futures::stream::try_unfold(Some(None::<String>), move |token| {
-            let client = client.clone();
-            let query = query.clone();
+        pages::all_pages(move |token| {
+            let (client, query) = (client.clone(), query.clone());
             async move {
-                let Some(token) = token else {
-                    return Ok::<_, Error>(None);
-                };
                 let page = client.list_snapshots_page(&query, token.as_deref()).await?;
-                let next = page.next_token.map(Some);
-                Ok(Some((
-                    futures::stream::iter(page.snapshots.into_iter().map(Ok)),
-                    next,
-                )))
+                Ok((page.snapshots, page.next_token))
             }
         })
-        .try_flatten()
-        .boxed()
     }
 
     /// Deletes a snapshot (`DELETE /templates/{id}`, as E2B's SDKs do): `false` when

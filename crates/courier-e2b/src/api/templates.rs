@@ -12,7 +12,8 @@ use reqwest::Method;
 use super::{Client, segment};
 use crate::models::{
     AssignTags, AssignedTags, BuildLogEntry, BuildLogs, BuildReason, BuildRequest, BuildRequested,
-    BuildState, BuildStatus, Recipe, RemoveTags, TemplateInfo, TemplateTag, TemplateWithBuilds,
+    BuildState, BuildStatus, Recipe, RemoveTags, TemplateInfo, TemplateTag, TemplateUpdate,
+    TemplateUpdated, TemplateWithBuilds,
 };
 use crate::{Error, NotFoundKind, Result};
 
@@ -443,6 +444,31 @@ impl Templates {
             .endpoint(&format!("/templates/{}", segment(template)), &[])?;
         self.client
             .json(Method::GET, url, None::<&()>, true)
+            .await
+            .map_err(template_not_found)
+    }
+
+    /// Updates a template (`PATCH /v2/templates/{id}`): today whether it is `public`,
+    /// i.e. whether other API keys may see it and start sandboxes from it. Only the
+    /// template's owner may; another key's template is [`Error::NotFound`]. Returns its
+    /// names.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: courier_e2b::Client) -> courier_e2b::Result<()> {
+    /// use courier_e2b::TemplateUpdate;
+    /// let updated = client
+    ///     .templates()
+    ///     .update("claude", &TemplateUpdate { public: Some(true) })
+    ///     .await?;
+    /// println!("{:?} is public now", updated.names);
+    /// # Ok(()) }
+    /// ```
+    pub async fn update(&self, template: &str, update: &TemplateUpdate) -> Result<TemplateUpdated> {
+        let url = self
+            .client
+            .endpoint(&format!("/v2/templates/{}", segment(template)), &[])?;
+        self.client
+            .json(Method::PATCH, url, Some(update), true)
             .await
             .map_err(template_not_found)
     }

@@ -36,6 +36,6 @@ pub use step::{InvalidStep, SUPPORTED_STEPS, Step, TemplateStep, valid_files_has
 pub use template::{
     AssignTags, AssignedTags, BuildLogEntry, BuildLogs, BuildReason, BuildRequest, BuildRequested,
     BuildState, BuildStatus, Recipe, RemoveTags, TemplateBuild, TemplateInfo, TemplateTag,
-    TemplateWithBuilds,
+    TemplateUpdate, TemplateUpdated, TemplateWithBuilds,
 };
 pub use volume::{NewVolume, VolumeAndToken, VolumeEntryStat, VolumeFileType, VolumeInfo};

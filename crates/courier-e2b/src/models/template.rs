@@ -410,6 +410,37 @@ pub struct RemoveTags {
     pub tags: Vec<String>,
 }
 
+/// Body of `PATCH /v2/templates/{templateID}` (`TemplateUpdateRequest`): what to change;
+/// a field left out stays as it is. Only the template's owner may update it.
+///
+/// ```
+/// let body = courier_e2b::TemplateUpdate { public: Some(true) };
+/// assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"public":true}"#);
+/// // Unknown fields are refused by name.
+/// let err = serde_json::from_str::<courier_e2b::TemplateUpdate>(r#"{"color":1}"#).unwrap_err();
+/// assert!(err.to_string().contains("color"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateUpdate {
+    /// Whether every API key (E2B: every team) may see the template and start sandboxes
+    /// from it; otherwise only its owner's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<bool>,
+}
+
+/// What `PATCH /v2/templates/{templateID}` answers (`TemplateUpdateResponse`).
+///
+/// ```
+/// let t: courier_e2b::TemplateUpdated = serde_json::from_str(r#"{"names":["claude"]}"#).unwrap();
+/// assert_eq!(t.names, ["claude"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateUpdated {
+    /// The template's names.
+    pub names: Vec<String>,
+}
+
 /// What `POST /templates/tags` answers (`AssignedTemplateTags`).
 ///
 /// ```

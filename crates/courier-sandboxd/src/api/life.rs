@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use courier_e2b::models::SandboxMetric;
 
-use super::{ApiError, ApiResult, json, list};
+use super::{ApiError, ApiResult, Owner, json, list, owned};
 use crate::error::Error;
 use crate::server::logs::{LogEntry, LogLevel};
 use crate::server::{MetricsRange, Sandboxd};
@@ -142,11 +142,12 @@ fn select_logs(entries: Vec<LogEntry>, q: &LogsQuery) -> Vec<LogEntry> {
 /// logEntries: [...]}`, oldest first.
 async fn logs_v1(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let q = logs_query(query.as_deref().unwrap_or(""), true)?;
-    let entries = select_logs(server.logs(&id).await?, &q);
+    let entries = select_logs(server.logs(&id, &owner.0).await?, &q);
     let lines: Vec<_> = entries
         .iter()
         .map(|e| serde_json::json!({"timestamp": e.timestamp, "line": e.message}))
@@ -160,11 +161,12 @@ async fn logs_v1(
 /// `GET /v2/sandboxes/{id}/logs?cursor=&limit=&direction=&level=&search=`: `{logs: [...]}`.
 async fn logs_v2(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let q = logs_query(query.as_deref().unwrap_or(""), false)?;
-    let entries = select_logs(server.logs(&id).await?, &q);
+    let entries = select_logs(server.logs(&id, &owner.0).await?, &q);
     Ok(json(StatusCode::OK, serde_json::json!({"logs": entries})))
 }
 
@@ -209,9 +211,11 @@ fn metrics_range(query: &str) -> ApiResult<MetricsRange> {
 /// first (the whole kept history, sampled now first, without a range).
 async fn metrics(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
+    owned(&server, &owner, &id)?;
     let range = metrics_range(query.as_deref().unwrap_or(""))?;
     let samples = server.metrics_range(&id, range).await?;
     let samples: Vec<SandboxMetric> = samples.into_iter().map(SandboxMetric::from).collect();
@@ -219,10 +223,11 @@ async fn metrics(
 }
 
 /// `GET /sandboxes/metrics?sandbox_ids=a,b`: the newest sample of each running sandbox
-/// named (`{"sandboxes": {id: metric}}`); ids of unknown or paused sandboxes are left
-/// out, as E2B answers for "all running sandboxes".
+/// named (`{"sandboxes": {id: metric}}`); ids of unknown, paused or another key's
+/// sandboxes are left out, as E2B answers for "all running sandboxes".
 async fn metrics_many(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let mut ids: Vec<String> = Vec::new();
@@ -256,9 +261,7 @@ async fn metrics_many(
     }
     let mut sandboxes = BTreeMap::new();
     for id in ids {
-        let running = server
-            .get(&id)
-            .is_ok_and(|r| r.state == SandboxState::Running);
+        let running = owned(&server, &owner, &id).is_ok_and(|r| r.state == SandboxState::Running);
         if !running {
             continue;
         }

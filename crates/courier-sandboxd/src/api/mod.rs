@@ -8,8 +8,10 @@
 //! and the routes of E2B's API this server does not serve answer 501 naming the feature
 //! ([`unserved_routes`]).
 //!
-//! Each request acts for its API key (`Owner`): snapshots, and the sandboxes snapshots
-//! and forks are taken of, are only found by the key that made them.
+//! Each request acts for its API key (`Owner`): sandboxes (get, list, kill, connect,
+//! pause, resume, timeout, refresh, network, metrics, logs, snapshots, forks), snapshots
+//! and volumes are only found by the key that made them; another key's are answered
+//! 404 exactly as unknown ids, so ids cannot be probed (see [`owned`]).
 
 mod life;
 mod list;
@@ -166,21 +168,13 @@ fn unserved_routes() -> Router<Sandboxd> {
     const ADMIN: &str = "admin routes are not supported by courier-sandboxd";
     const LEGACY_BUILD: &str = "template builds through the legacy build API are not \
                                 supported by courier-sandboxd (use POST /v3/templates)";
-    const TEMPLATE_UPDATE: &str = "template updates are not supported by courier-sandboxd yet";
     Router::new()
         .route("/teams", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics", get(unserved(TEAMS)))
         .route("/teams/{team_id}/metrics/max", get(unserved(TEAMS)))
         .route("/v2/templates", post(unserved(LEGACY_BUILD)))
         .route("/templates", post(unserved(LEGACY_BUILD)))
-        .route(
-            "/templates/{template_id}",
-            post(unserved(LEGACY_BUILD)).patch(unserved(TEMPLATE_UPDATE)),
-        )
-        .route(
-            "/v2/templates/{template_id}",
-            patch(unserved(TEMPLATE_UPDATE)),
-        )
+        .route("/templates/{template_id}", post(unserved(LEGACY_BUILD)))
         .route(
             "/templates/{template_id}/builds/{build_id}",
             post(unserved(LEGACY_BUILD)),
@@ -234,11 +228,6 @@ fn request_key(headers: &HeaderMap) -> Option<&str> {
         })
 }
 
-/// Whether the request carries a valid API key.
-fn authorized(server: &Sandboxd, headers: &HeaderMap) -> bool {
-    request_key(headers).is_some_and(|key| server.keys().verify(key.trim()))
-}
-
 async fn require_key(
     State(server): State<Sandboxd>,
     headers: HeaderMap,
@@ -261,6 +250,13 @@ async fn require_key(
 /// [`require_key`].
 #[derive(Debug, Clone)]
 pub(crate) struct Owner(pub String);
+
+/// Sandbox `id`'s record when it is `owner`'s; another key's sandbox (and one of the
+/// server's own, such as a template build sandbox) is [`Error::NotFound`], the same
+/// answer as for an id that does not exist.
+fn owned(server: &Sandboxd, owner: &Owner, id: &str) -> Result<crate::state::SandboxRecord, Error> {
+    Ok(server.owned_entry(id, &owner.0)?.record())
+}
 
 fn domain(server: &Sandboxd) -> Option<&str> {
     server.config().domain.as_deref()
@@ -391,9 +387,11 @@ fn volume_binds<'a>(
 
 async fn connect(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
+    owned(&server, &owner, &id)?;
     let body: ConnectBody = parse_checked(&body, models::CONNECT_FIELDS, true)?;
     let timeout = body.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
     let (record, resumed) = server.connect(&id, timeout).await?;
@@ -408,11 +406,12 @@ async fn connect(
 /// The deprecated `POST /sandboxes/{id}/resume`: only for paused sandboxes.
 async fn resume(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let current = owned(&server, &owner, &id)?;
     let body: ConnectBody = parse_checked(&body, models::RESUME_FIELDS, true)?;
-    let current = server.get(&id)?;
     // The deprecated `autoPause` cannot change a sandbox's timeout action here.
     if body.auto_pause.is_some_and(|a| a != current.auto_pause) {
         return Err(ApiError::bad_request(
@@ -434,24 +433,35 @@ async fn resume(
     ))
 }
 
-async fn get_one(State(server): State<Sandboxd>, Path(id): Path<String>) -> ApiResult<Response> {
-    let record = server.get(&id)?;
+async fn get_one(
+    State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let record = owned(&server, &owner, &id)?;
     Ok(json(
         StatusCode::OK,
         models::detail(&record, domain(&server)),
     ))
 }
 
-async fn kill(State(server): State<Sandboxd>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn kill(
+    State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    owned(&server, &owner, &id)?;
     server.kill(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn set_timeout(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
+    owned(&server, &owner, &id)?;
     let body: TimeoutBody = parse_checked(&body, models::TIMEOUT_FIELDS, false)?;
     server.set_timeout(&id, Duration::from_secs(body.timeout))?;
     Ok(StatusCode::NO_CONTENT)
@@ -459,9 +469,11 @@ async fn set_timeout(
 
 async fn pause(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
+    owned(&server, &owner, &id)?;
     let body: models::PauseBody = parse_checked(&body, models::PAUSE_FIELDS, true)?;
     if body.memory.unwrap_or(true) {
         server.pause(&id).await?;
@@ -473,9 +485,11 @@ async fn pause(
 
 async fn refresh(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
+    owned(&server, &owner, &id)?;
     let body: RefreshBody = parse_checked(&body, models::REFRESH_FIELDS, true)?;
     let duration = body.duration.unwrap_or(0);
     if duration > 3600 {
@@ -489,9 +503,11 @@ async fn refresh(
 /// follow them at once.
 async fn update_network(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
+    owned(&server, &owner, &id)?;
     let body: serde_json::Map<String, serde_json::Value> =
         parse_body(&body, Some(serde_json::Map::new()))?;
     let rules = models::update_network(&body)?;
@@ -499,7 +515,11 @@ async fn update_network(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+async fn list_v2(
+    State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
     let query = ListQuery::parse(query.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let template_ids: Option<Vec<String>> = query.template.as_ref().map(|name| {
@@ -509,8 +529,8 @@ async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
             .map(|t| vec![t.id.clone()])
             .unwrap_or_default()
     });
-    let (page, next) = query.apply(listed(&server), template_ids.as_deref());
-    let running = listed(&server)
+    let (page, next) = query.apply(listed(&server, &owner), template_ids.as_deref());
+    let running = listed(&server, &owner)
         .iter()
         .filter(|r| r.state == crate::state::SandboxState::Running)
         .count();
@@ -527,7 +547,11 @@ async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
 }
 
 /// The deprecated v1 list: running sandboxes only, metadata filter.
-async fn list_v1(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+async fn list_v1(
+    State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
     let mut metadata = std::collections::BTreeMap::new();
     for (name, value) in list::query_pairs(query.as_deref().unwrap_or("")) {
         if name == "metadata" {
@@ -536,7 +560,7 @@ async fn list_v1(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
             );
         }
     }
-    let mut items: Vec<_> = listed(&server)
+    let mut items: Vec<_> = listed(&server, &owner)
         .into_iter()
         .filter(|r| r.state == crate::state::SandboxState::Running)
         .filter(|r| metadata.iter().all(|(k, v)| r.metadata.get(k) == Some(v)))
@@ -546,13 +570,16 @@ async fn list_v1(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
     Ok(json(StatusCode::OK, items))
 }
 
-/// The sandboxes the list endpoints show: not template build sandboxes, which belong to
-/// the server (their builds report on them), as E2B's build machines are not listed.
-fn listed(server: &Sandboxd) -> Vec<crate::state::SandboxRecord> {
+/// The sandboxes the list endpoints show the caller: its own, never template build
+/// sandboxes, which belong to the server (their builds report on them), as E2B's build
+/// machines are not listed.
+fn listed(server: &Sandboxd, owner: &Owner) -> Vec<crate::state::SandboxRecord> {
     let mut records = server.list();
     records.retain(|r| {
-        !r.metadata
-            .contains_key(crate::templates::build::BUILD_SANDBOX_METADATA)
+        r.owner.as_deref() == Some(owner.0.as_str())
+            && !r
+                .metadata
+                .contains_key(crate::templates::build::BUILD_SANDBOX_METADATA)
     });
     records
 }

@@ -20,13 +20,13 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use courier_e2b::models::{
     self, AssignTags, AssignedTags, BuildLogEntry, BuildLogs, BuildRequested, InvalidStep,
-    RemoveTags, TemplateBuild, TemplateInfo, TemplateStep, TemplateTag, TemplateWithBuilds,
-    valid_files_hash,
+    RemoveTags, TemplateBuild, TemplateInfo, TemplateStep, TemplateTag, TemplateUpdate,
+    TemplateUpdated, TemplateWithBuilds, valid_files_hash,
 };
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::{ApiError, ApiResult, json, parse_body};
+use super::{ApiError, ApiResult, Owner, json, parse_body};
 use crate::server::Sandboxd;
 use crate::templates::build::{Recipe, Step};
 use crate::templates::{BASE_TEMPLATE, BuildReason, LogEntry, LogLevel, Template};
@@ -65,7 +65,11 @@ pub(super) fn routes() -> Router<Sandboxd> {
         .route("/templates/aliases/{alias}", get(alias))
         .route(
             "/templates/{template_id}",
-            axum::routing::delete(delete).get(info),
+            axum::routing::delete(delete).get(info).patch(update_v1),
+        )
+        .route(
+            "/v2/templates/{template_id}",
+            axum::routing::patch(update_v2),
         )
         .route(
             "/templates/{template_id}/builds/{build_id}/logs",
@@ -73,6 +77,34 @@ pub(super) fn routes() -> Router<Sandboxd> {
         )
         .route("/templates/tags", post(assign_tags).delete(remove_tags))
         .route("/templates/{template_id}/tags", get(list_tags))
+}
+
+/// What a caller wants to do with a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// See it and start sandboxes from it: its owner's, or public.
+    See,
+    /// Build, update, tag, delete it or read its builds: its owner's only.
+    Manage,
+}
+
+/// Template `name` (id or alias, any build state) when the caller may `access` it.
+/// Another key's template the caller may not use is not found, as an unknown one is, so
+/// ids and names cannot be probed.
+fn template_for(
+    server: &Sandboxd,
+    owner: &Owner,
+    name: &str,
+    access: Access,
+) -> ApiResult<Template> {
+    server
+        .templates()
+        .find(name)
+        .filter(|t| match access {
+            Access::See => t.visible_to(&owner.0),
+            Access::Manage => t.owned_by(&owner.0),
+        })
+        .ok_or_else(|| crate::Error::UnknownTemplate(name.to_owned()).into())
 }
 
 /// `TemplateBuildRequestV3`.
@@ -185,7 +217,7 @@ fn item(t: &Template) -> TemplateItem {
             cpu_count: t.cpu_count,
             memory_mb: t.memory_mb,
             build_status: t.build_status,
-            public: t.id == BASE_TEMPLATE,
+            public: t.public,
         },
         disk_size_mb: t.disk_size_mb,
         created_at: t.created_at,
@@ -214,20 +246,20 @@ fn log_entry(e: LogEntry) -> BuildLogEntry {
     }
 }
 
-/// `GET /templates`: `base` and every built template (also those still building or
-/// failed, with their `buildStatus`).
-async fn list(State(server): State<Sandboxd>) -> Response {
-    let items: Vec<TemplateItem> = server.templates().all().iter().map(item).collect();
-    json(StatusCode::OK, items)
+/// The templates the caller may see (see [`Access::See`]), `base` first.
+fn visible(server: &Sandboxd, owner: &Owner) -> Vec<Template> {
+    let mut all = server.templates().all();
+    all.retain(|t| t.visible_to(&owner.0));
+    all
 }
 
-/// `GET /v2/templates?limit=&nextToken=`: the same templates as `GET /templates`, a page
-/// of at most `limit` (1..=100, default 100), `X-Next-Token` naming where the next page
-/// starts. `teamID` is refused: this server has no teams.
-async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> ApiResult<Response> {
+/// A paged template route's `limit` (1..=100, default 100) and `nextToken` (an offset
+/// this server gave), as `(limit, offset)`; any other parameter is refused with what
+/// `other` says of its name.
+fn page_params(query: Option<&str>, other: impl Fn(&str) -> ApiError) -> ApiResult<(usize, usize)> {
     let mut limit = 100usize;
     let mut offset = 0usize;
-    for (name, value) in super::list::query_pairs(query.as_deref().unwrap_or("")) {
+    for (name, value) in super::list::query_pairs(query.unwrap_or("")) {
         match name.as_str() {
             "limit" => {
                 limit = value
@@ -245,35 +277,66 @@ async fn list_v2(State(server): State<Sandboxd>, RawQuery(query): RawQuery) -> A
                     ))
                 })?;
             }
-            "teamID" => {
-                return Err(ApiError::bad_request(
-                    "teamID is not supported: courier-sandboxd has no teams (its templates \
-                     are server-wide)",
-                ));
-            }
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown query parameter {other:?} (served: limit, nextToken)"
-                )));
-            }
+            name => return Err(other(name)),
         }
     }
-    let all = server.templates().all();
-    let total = all.len();
-    let items: Vec<TemplateItem> = all.iter().skip(offset).take(limit).map(item).collect();
-    let mut response = json(StatusCode::OK, items);
+    Ok((limit, offset))
+}
+
+/// The refusal of a query parameter a paged template route does not take.
+fn unknown_param(name: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "unknown query parameter {name:?} (served: limit, nextToken)"
+    ))
+}
+
+/// `response` with `X-Next-Token` naming where the next page starts, when one does.
+fn paged(mut response: Response, limit: usize, offset: usize, total: usize) -> Response {
     if offset + limit < total {
-        let next = (offset + limit).to_string();
         response.headers_mut().insert(
             "x-next-token",
-            axum::http::HeaderValue::from_str(&next).expect("digits are a header value"),
+            axum::http::HeaderValue::from(offset + limit),
         );
     }
-    Ok(response)
+    response
+}
+
+/// `GET /templates`: `base` and every built template the caller may see (also those
+/// still building or failed, with their `buildStatus`).
+async fn list(State(server): State<Sandboxd>, Extension(owner): Extension<Owner>) -> Response {
+    let items: Vec<TemplateItem> = visible(&server, &owner).iter().map(item).collect();
+    json(StatusCode::OK, items)
+}
+
+/// `GET /v2/templates?limit=&nextToken=`: the same templates as `GET /templates`, a page
+/// of at most `limit` (1..=100, default 100), `X-Next-Token` naming where the next page
+/// starts. `teamID` is refused: this server has no teams.
+async fn list_v2(
+    State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let (limit, offset) = page_params(query.as_deref(), |name| {
+        if name == "teamID" {
+            return ApiError::bad_request(
+                "teamID is not supported: courier-sandboxd has no teams (its templates are \
+                 server-wide)",
+            );
+        }
+        unknown_param(name)
+    })?;
+    let all = visible(&server, &owner);
+    let total = all.len();
+    let items: Vec<TemplateItem> = all.iter().skip(offset).take(limit).map(item).collect();
+    Ok(paged(json(StatusCode::OK, items), limit, offset, total))
 }
 
 /// `POST /v3/templates`: registers a build (status `waiting`).
-async fn request_build(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<Response> {
+async fn request_build(
+    State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let body: BuildRequest = parse_body(&body, None)?;
     let name = body
         .name
@@ -305,15 +368,20 @@ async fn request_build(State(server): State<Sandboxd>, body: Bytes) -> ApiResult
         disk_size_mb: body.disk_size_mb,
         isolation,
     };
-    let requested = server
+    let requested =
+        server
+            .templates()
+            .request_build(&name, &body.tags, &settings, Some(&owner.0))?;
+    let public = server
         .templates()
-        .request_build(&name, &body.tags, &settings)?;
+        .find(&requested.template_id)
+        .is_some_and(|t| t.public);
     Ok(json(
         StatusCode::ACCEPTED,
         BuildRequested {
             template_id: requested.template_id,
             build_id: requested.build_id,
-            public: false,
+            public,
             names: vec![requested.name.clone()],
             tags: requested.tags,
             aliases: vec![requested.name],
@@ -368,9 +436,11 @@ fn recipe(body: BuildStart) -> Result<Recipe, UnsupportedRecipe> {
 /// background. An unsupported recipe fails the build too, so it does not wait forever.
 async fn start_build(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path((template_id, build_id)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
+    template_for(&server, &owner, &template_id, Access::Manage)?;
     let body: BuildStart = parse_body(&body, None)?;
     // Unknown builds are 404 before anything else.
     server.templates().build_view(&template_id, &build_id, 0)?;
@@ -391,7 +461,22 @@ async fn start_build(
         }
         Ok(())
     };
-    let recipe = match recipe(body).and_then(|r| uploaded(&r).map(|()| r)) {
+    let checked = match recipe(body).and_then(|r| uploaded(&r).map(|()| r)) {
+        // A registry at an address pulls may not reach is refused now, by name (the
+        // pull checks every connection again).
+        Ok(recipe) => match &recipe.from_image {
+            Some(image) => server
+                .templates()
+                .images()
+                .check_registry(image)
+                .await
+                .map(|()| recipe)
+                .map_err(|e| UnsupportedRecipe::Image(e.to_string())),
+            None => Ok(recipe),
+        },
+        Err(unsupported) => Err(unsupported),
+    };
+    let recipe = match checked {
         Ok(recipe) => recipe,
         Err(unsupported) => {
             let message = unsupported.to_string();
@@ -419,9 +504,11 @@ async fn start_build(
 /// `GET /templates/{templateID}/builds/{buildID}/status?logsOffset=N&limit=M`.
 async fn build_status(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path((template_id, build_id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
+    template_for(&server, &owner, &template_id, Access::Manage)?;
     let mut offset = 0usize;
     let mut limit = crate::templates::MAX_LOG_ENTRIES;
     for (name, value) in super::list::query_pairs(query.as_deref().unwrap_or("")) {
@@ -489,9 +576,11 @@ struct FileUpload {
 /// only; only its SHA-256 is kept). No credentials are echoed back.
 async fn file_link(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path((template_id, hash)): Path<(String, String)>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
+    template_for(&server, &owner, &template_id, Access::Manage)?;
     let path = upload_path(&server, &template_id, &hash)?;
     // 201 either way: it is the only success status the SDKs parse here.
     if path.is_file() {
@@ -615,7 +704,16 @@ async fn file_put(
         .token
         .as_deref()
         .is_some_and(|t| upload_token_valid(&path, t));
-    if !by_token && !super::authorized(&server, &headers) {
+    // Without a link, the API key must be the template's owner's.
+    let by_key = || {
+        super::request_key(&headers)
+            .filter(|key| server.keys().verify(key.trim()))
+            .is_some_and(|key| {
+                let owner = Owner(crate::keys::owner_of(key));
+                template_for(&server, &owner, &template_id, Access::Manage).is_ok()
+            })
+    };
+    if !by_token && !by_key() {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "upload needs a valid, unexpired upload link (GET /templates/{templateID}/files/{hash}) or an API key",
@@ -681,10 +779,15 @@ async fn file_put(
 
 /// `GET /templates/aliases/{alias}`: 200 for a template of that name (any build
 /// status), 404 otherwise.
-async fn alias(State(server): State<Sandboxd>, Path(alias): Path<String>) -> ApiResult<Response> {
+async fn alias(
+    State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
+    Path(alias): Path<String>,
+) -> ApiResult<Response> {
     let template = server
         .templates()
         .find(&alias)
+        .filter(|t| t.visible_to(&owner.0))
         .filter(|t| {
             t.aliases
                 .iter()
@@ -694,7 +797,7 @@ async fn alias(State(server): State<Sandboxd>, Path(alias): Path<String>) -> Api
     Ok(json(
         StatusCode::OK,
         AliasBody {
-            public: template.id == BASE_TEMPLATE,
+            public: template.public,
             template_id: template.id,
         },
     ))
@@ -716,6 +819,7 @@ async fn delete(
         }
         return Err(crate::Error::UnknownTemplate(template_id).into());
     }
+    template_for(&server, &owner, &template_id, Access::Manage)?;
     // A template's layers stay while a snapshot, or a sandbox (one from a snapshot of
     // it too), stands on them.
     if let Some(template) = server.templates().resolve(&template_id) {
@@ -754,16 +858,26 @@ async fn delete(
 
 /// `POST /templates/tags`: points the tags at the build `target` (`name:tag`, or
 /// `name` for its current build) names; 201 with the build and the bare tags.
-async fn assign_tags(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<Response> {
+async fn assign_tags(
+    State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let body: AssignTags = parse_body(&body, None)?;
+    template_for(&server, &owner, &body.target, Access::Manage)?;
     let (build_id, tags) = server.templates().assign_tags(&body.target, &body.tags)?;
     Ok(json(StatusCode::CREATED, AssignedTags { tags, build_id }))
 }
 
 /// `DELETE /templates/tags`: 204, 404 when the template or one of the tags is unknown
 /// (nothing removed then).
-async fn remove_tags(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<StatusCode> {
+async fn remove_tags(
+    State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
     let body: RemoveTags = parse_body(&body, None)?;
+    template_for(&server, &owner, &body.name, Access::Manage)?;
     server.templates().remove_tags(&body.name, &body.tags)?;
     // Sandboxes keep their layers; what no tag, version or sandbox uses goes now.
     server.collect_layer_garbage().await;
@@ -773,8 +887,10 @@ async fn remove_tags(State(server): State<Sandboxd>, body: Bytes) -> ApiResult<S
 /// `GET /templates/{templateID}/tags`.
 async fn list_tags(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path(template_id): Path<String>,
 ) -> ApiResult<Response> {
+    template_for(&server, &owner, &template_id, Access::See)?;
     let tags: Vec<TemplateTag> = server
         .templates()
         .tags(&template_id)?
@@ -793,36 +909,12 @@ async fn list_tags(
 /// where the next page starts (an opaque offset).
 async fn info(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path(template_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let mut limit = 100usize;
-    let mut offset = 0usize;
-    for (name, value) in super::list::query_pairs(query.as_deref().unwrap_or("")) {
-        match name.as_str() {
-            "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| (1..=100).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!("limit must be 1..=100, got {value:?}"))
-                    })?;
-            }
-            "nextToken" => {
-                offset = value.parse().map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "nextToken {value:?} is not a token this server gave"
-                    ))
-                })?;
-            }
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown query parameter {other:?} (served: limit, nextToken)"
-                )));
-            }
-        }
-    }
+    template_for(&server, &owner, &template_id, Access::See)?;
+    let (limit, offset) = page_params(query.as_deref(), unknown_param)?;
     let (template, builds) = server.templates().builds(&template_id)?;
     let total = builds.len();
     let page: Vec<TemplateBuild> = builds
@@ -842,7 +934,7 @@ async fn info(
         })
         .collect();
     let body = TemplateWithBuilds {
-        public: template.id == BASE_TEMPLATE,
+        public: template.public,
         aliases: template.aliases.clone(),
         names: template.aliases.clone(),
         template_id: template.id,
@@ -852,15 +944,7 @@ async fn info(
         spawn_count: 0,
         builds: page,
     };
-    let mut response = json(StatusCode::OK, body);
-    if offset + limit < total {
-        let next = (offset + limit).to_string();
-        response.headers_mut().insert(
-            "x-next-token",
-            axum::http::HeaderValue::from_str(&next).expect("digits are a header value"),
-        );
-    }
-    Ok(response)
+    Ok(paged(json(StatusCode::OK, body), limit, offset, total))
 }
 
 /// `GET /templates/{templateID}/builds/{buildID}/logs?cursor=&limit=&direction=&level=
@@ -870,9 +954,11 @@ async fn info(
 /// (`temporary`, `persistent`) read the same entries.
 async fn build_logs(
     State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
     Path((template_id, build_id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
+    template_for(&server, &owner, &template_id, Access::Manage)?;
     let mut cursor: Option<i64> = None;
     let mut limit = 100usize;
     let mut backward = false;
@@ -973,12 +1059,72 @@ async fn build_logs(
     Ok(json(StatusCode::OK, BuildLogs { logs }))
 }
 
+/// Applies a `TemplateUpdateRequest` for the caller, who must own the template (another
+/// key's is not found); unknown fields are refused by name.
+fn apply_update(
+    server: &Sandboxd,
+    owner: &Owner,
+    template_id: &str,
+    body: &Bytes,
+) -> ApiResult<Template> {
+    let update: TemplateUpdate = parse_body(body, None)?;
+    Ok(server
+        .templates()
+        .update(template_id, &owner.0, update.public)?)
+}
+
+/// `PATCH /templates/{templateID}` (deprecated): 200 with no body.
+async fn update_v1(
+    State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
+    Path(template_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    apply_update(&server, &owner, &template_id, &body)?;
+    Ok(StatusCode::OK)
+}
+
+/// `PATCH /v2/templates/{templateID}`: 200 with the template's names.
+async fn update_v2(
+    State(server): State<Sandboxd>,
+    Extension(owner): Extension<Owner>,
+    Path(template_id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let template = apply_update(&server, &owner, &template_id, &body)?;
+    Ok(json(
+        StatusCode::OK,
+        TemplateUpdated {
+            names: template.aliases,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn start(value: serde_json::Value) -> Result<Recipe, String> {
         recipe(serde_json::from_value(value).unwrap()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn paged_template_routes_read_limit_and_next_token_and_name_the_next_page() {
+        use axum::response::IntoResponse as _;
+        assert_eq!(page_params(None, unknown_param).unwrap(), (100, 0));
+        assert_eq!(
+            page_params(Some("limit=2&nextToken=4"), unknown_param).unwrap(),
+            (2, 4)
+        );
+        for bad in ["limit=0", "limit=101", "nextToken=x", "sortBy=name"] {
+            let err = page_params(Some(bad), unknown_param).unwrap_err();
+            let name = bad.split('=').next().unwrap();
+            assert!(err.message.contains(name), "{bad}: {}", err.message);
+        }
+        let next = paged(StatusCode::OK.into_response(), 2, 4, 7);
+        assert_eq!(next.headers()["x-next-token"], "6");
+        let last = paged(StatusCode::OK.into_response(), 2, 4, 6);
+        assert!(last.headers().get("x-next-token").is_none());
     }
 
     #[test]

@@ -164,6 +164,20 @@ fn authorize(server: &Sandboxd, headers: &HeaderMap, id: &str) -> ApiResult<Arc<
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid volume token"))
 }
 
+/// What every volume content route starts with: the volume (authorized by its own
+/// token), the query's parameters and the required `path` among them.
+fn content_request(
+    server: &Sandboxd,
+    headers: &HeaderMap,
+    id: &str,
+    query: Option<&str>,
+) -> ApiResult<(Arc<Volume>, BTreeMap<String, String>, VolumePath)> {
+    let volume = authorize(server, headers, id)?;
+    let params = params(query);
+    let path = path_param(&params)?;
+    Ok((volume, params, path))
+}
+
 /// The query's parameters (last value wins).
 fn params(query: Option<&str>) -> BTreeMap<String, String> {
     super::list::query_pairs(query.unwrap_or(""))
@@ -226,8 +240,7 @@ async fn stat(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let volume = authorize(&server, &headers, &id)?;
-    let path = path_param(&params(query.as_deref()))?;
+    let (volume, _, path) = content_request(&server, &headers, &id, query.as_deref())?;
     let entry = run(volume, move |v| content::stat(v.root(), &path)).await?;
     Ok(json(StatusCode::OK, entry))
 }
@@ -238,9 +251,7 @@ async fn make_dir(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let volume = authorize(&server, &headers, &id)?;
-    let params = params(query.as_deref());
-    let path = path_param(&params)?;
+    let (volume, params, path) = content_request(&server, &headers, &id, query.as_deref())?;
     let (attrs, force) = (attrs(&params)?, bool_param(&params, "force")?);
     let entry = run(volume, move |v| {
         content::make_dir(v.root(), &path, attrs, force)
@@ -255,9 +266,7 @@ async fn list_dir(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let volume = authorize(&server, &headers, &id)?;
-    let params = params(query.as_deref());
-    let path = path_param(&params)?;
+    let (volume, params, path) = content_request(&server, &headers, &id, query.as_deref())?;
     let depth = u32_param(&params, "depth")?.unwrap_or(1).max(1);
     let entries = run(volume, move |v| content::list(v.root(), &path, depth)).await?;
     Ok(json(StatusCode::OK, entries))
@@ -270,8 +279,7 @@ async fn update(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let volume = authorize(&server, &headers, &id)?;
-    let path = path_param(&params(query.as_deref()))?;
+    let (volume, _, path) = content_request(&server, &headers, &id, query.as_deref())?;
     let body: Map<String, Value> = parse_body(&body, Some(Map::new()))?;
     let field = |name: &str| -> ApiResult<Option<u32>> {
         match body.get(name) {
@@ -308,8 +316,7 @@ async fn remove(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<StatusCode> {
-    let volume = authorize(&server, &headers, &id)?;
-    let path = path_param(&params(query.as_deref()))?;
+    let (volume, _, path) = content_request(&server, &headers, &id, query.as_deref())?;
     run(volume, move |v| content::remove(v.root(), &path)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -320,8 +327,7 @@ async fn read_file(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let volume = authorize(&server, &headers, &id)?;
-    let path = path_param(&params(query.as_deref()))?;
+    let (volume, _, path) = content_request(&server, &headers, &id, query.as_deref())?;
     let file = run(volume, move |v| content::open_file(v.root(), &path)).await?;
     // 256 KiB reads: each is a trip to the blocking pool (4 KiB ones ran at ~30 MB/s).
     let stream =
@@ -341,9 +347,7 @@ async fn write_file(
     RawQuery(query): RawQuery,
     body: Body,
 ) -> ApiResult<Response> {
-    let volume = authorize(&server, &headers, &id)?;
-    let params = params(query.as_deref());
-    let path = path_param(&params)?;
+    let (volume, params, path) = content_request(&server, &headers, &id, query.as_deref())?;
     let (attrs, force) = (attrs(&params)?, bool_param(&params, "force")?);
     let quota_mb = volume.meta.size_mb;
     let open_path = path.clone();

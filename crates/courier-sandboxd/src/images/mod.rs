@@ -19,11 +19,17 @@
 //! ([`ImageConfig::mirrors`], `--registry-mirror docker.io=http://127.0.0.1:5000`).
 //! Plain HTTP is refused except to loopback addresses. Pulls are anonymous: images that
 //! need credentials (`fromImageRegistry`) are refused by name at the API.
+//!
+//! A pull reaches public addresses only, unless the operator allows a registry
+//! ([`ImageConfig::allow`], `--registry-allow HOST[:PORT]`; a mirror at an internal
+//! address needs it too): see [`reach`].
 
+pub mod reach;
 mod reference;
 pub mod registry;
 pub mod unpack;
 
+pub use reach::{RegistryAllow, Unreachable};
 pub use reference::{DOCKER_HUB, ImageRef, valid_digest};
 
 use std::collections::BTreeMap;
@@ -53,6 +59,10 @@ pub struct ImageConfig {
     pub max_unpacked_bytes: u64,
     /// Most bytes of layers one image may download ([`DEFAULT_MAX_DOWNLOAD_BYTES`]).
     pub max_download_bytes: u64,
+    /// Registries pulls may reach although their addresses are not public (loopback,
+    /// private, link-local...); empty by default. Set through
+    /// [`ImageConfig::add_allow_arg`].
+    pub allow: Vec<RegistryAllow>,
 }
 
 impl Default for ImageConfig {
@@ -61,6 +71,7 @@ impl Default for ImageConfig {
             mirrors: BTreeMap::new(),
             max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
             max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
+            allow: Vec::new(),
         }
     }
 }
@@ -105,6 +116,19 @@ impl ImageConfig {
         }
         self.mirrors
             .insert(registry.to_owned(), url.trim_end_matches('/').to_owned());
+        Ok(())
+    }
+
+    /// Lets pulls reach `HOST[:PORT]` (the `--registry-allow` flag's form) although its
+    /// addresses are not public.
+    ///
+    /// ```
+    /// let mut c = courier_sandboxd::images::ImageConfig::default();
+    /// c.add_allow_arg("127.0.0.1:5000").unwrap();
+    /// assert!(c.add_allow_arg("http://127.0.0.1:5000").is_err());
+    /// ```
+    pub fn add_allow_arg(&mut self, arg: &str) -> Result<()> {
+        self.allow.push(RegistryAllow::parse(arg)?);
         Ok(())
     }
 
@@ -196,6 +220,21 @@ impl Images {
         Some((dir, record))
     }
 
+    /// Checks that `image`'s registry (or its mirror) is one a pull may reach, resolving
+    /// its name as the pull will: a registry at a non-public address the operator did
+    /// not allow is `InvalidSpec { field: "fromImage" }`. The pull checks again at every
+    /// connection (see [`reach`]); this makes the refusal an answer to the request.
+    pub async fn check_registry(&self, image: &ImageRef) -> Result<()> {
+        let base = self.config.base_url(image);
+        let url = reqwest::Url::parse(&base).map_err(|e| Error::InvalidSpec {
+            field: "fromImage",
+            reason: format!("registry URL {base:?}: {e}"),
+        })?;
+        reach::Reach::new(self.config.allow.clone())
+            .check_reachable(&url)
+            .await
+    }
+
     /// Pulls `image` (or finds it pulled): its template id. `log` hears the progress.
     pub async fn pull(&self, image: &ImageRef, mut log: impl FnMut(String)) -> Result<String> {
         let pull_error = |e: registry::PullError| Error::InvalidSpec {
@@ -203,8 +242,9 @@ impl Images {
             reason: format!("pulling {image}: {e}"),
         };
         let base = self.config.base_url(image);
+        let reach = reach::Reach::new(self.config.allow.clone());
         let mut registry =
-            registry::Registry::new(base.clone(), image.clone()).map_err(pull_error)?;
+            registry::Registry::new(base.clone(), image.clone(), reach).map_err(pull_error)?;
         log(format!("Pulling image {image} from {base}"));
         let manifest = registry.manifest().await.map_err(pull_error)?;
         let hex = manifest.digest["sha256:".len()..].to_owned();

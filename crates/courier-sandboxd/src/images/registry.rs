@@ -15,6 +15,7 @@ use sha2::Digest as _;
 use tokio::io::AsyncWriteExt as _;
 
 use super::ImageRef;
+use super::reach::{Reach, Unreachable};
 use super::reference::valid_digest;
 
 /// Largest manifest or index accepted (real ones are a few KiB).
@@ -35,7 +36,7 @@ pub(super) const MANIFEST_TYPES: [&str; 2] = [
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     /// The registry could not be reached or answered garbage.
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", chain(source))]
     Http {
         /// The request.
         what: String,
@@ -53,6 +54,10 @@ pub enum PullError {
     /// The content is not what the image says.
     #[error("{0}")]
     Invalid(String),
+    /// A URL of the pull (registry, token realm, redirect) is at an address pulls may
+    /// not reach.
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
     /// A local file failed.
     #[error("{what} {path}: {source}")]
     Io {
@@ -63,6 +68,22 @@ pub enum PullError {
         /// What failed.
         source: std::io::Error,
     },
+}
+
+/// `error` and its sources, `: `-separated: reqwest's own message says only "error
+/// sending request", the reason (a refused address, a TLS failure) is in its sources.
+fn chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// A manifest's layer or config (`Descriptor`).
@@ -140,18 +161,24 @@ pub(super) struct Registry {
     base: String,
     image: ImageRef,
     token: Option<String>,
+    reach: Reach,
 }
 
 impl Registry {
-    pub(super) fn new(base: String, image: ImageRef) -> Result<Self, PullError> {
+    pub(super) fn new(base: String, image: ImageRef, reach: Reach) -> Result<Self, PullError> {
         // Redirects (registries send blobs to a CDN) only to https, or within the
-        // configured (loopback) origin.
+        // configured (loopback) origin; and, like every URL of the pull, only to
+        // addresses a pull may reach.
         let origin = reqwest::Url::parse(&base)
             .map_err(|e| PullError::Invalid(format!("registry URL {base:?}: {e}")))?;
+        reach.check_url(&origin)?;
+        let redirects = reach.clone();
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
             let url = attempt.url();
             if attempt.previous().len() >= 5 {
                 attempt.error("too many redirects")
+            } else if let Err(refused) = redirects.check_url(url) {
+                attempt.error(refused)
             } else if url.scheme() == "https"
                 || (url.host_str() == origin.host_str() && url.port() == origin.port())
             {
@@ -162,6 +189,10 @@ impl Registry {
         });
         let http = reqwest::Client::builder()
             .redirect(policy)
+            // Names resolve to checked addresses only, and are connected to directly (a
+            // proxy would resolve them itself).
+            .dns_resolver(reach.resolver())
+            .no_proxy()
             .connect_timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(|e| PullError::Http {
@@ -173,6 +204,7 @@ impl Registry {
             base: base.trim_end_matches('/').to_owned(),
             image,
             token: None,
+            reach,
         })
     }
 
@@ -232,6 +264,7 @@ impl Registry {
             .ok_or_else(|| PullError::Invalid("bearer challenge without a realm".to_owned()))?;
         let realm_url = reqwest::Url::parse(realm)
             .map_err(|e| PullError::Invalid(format!("token realm {realm:?}: {e}")))?;
+        self.reach.check_url(&realm_url)?;
         if realm_url.scheme() != "https" && !super::is_loopback_url(&realm_url) {
             return Err(PullError::Invalid(format!(
                 "token realm {realm} is plain HTTP off this host; refused"
@@ -475,4 +508,106 @@ async fn read_capped(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::AsyncReadExt as _;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::images::RegistryAllow;
+
+    /// A loopback HTTP server giving `answer` to every request; it counts connections.
+    async fn serve(answer: String) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (addr, hits)
+    }
+
+    fn allowing(addr: std::net::SocketAddr) -> Reach {
+        Reach::new(vec![RegistryAllow::parse(&addr.to_string()).unwrap()])
+    }
+
+    // Attacker: whoever asks for a build picks the registry, and the registry picks
+    // where the pull goes next (a redirect, a token realm). An allowed registry that
+    // sends the pull to another loopback port, or a realm at a private address, must be
+    // refused before anything connects there; a registry on loopback that the operator
+    // did not allow is refused outright.
+    #[tokio::test]
+    async fn redirects_and_token_realms_to_internal_addresses_are_refused_before_connecting() {
+        let image = ImageRef::parse("x:1").unwrap();
+        let (internal, internal_hits) =
+            serve("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_owned()).await;
+        let (redirecting, _) = serve(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: https://127.0.0.1:{}/v2/x\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n",
+            internal.port()
+        ))
+        .await;
+        let mut registry = Registry::new(
+            format!("http://{redirecting}"),
+            image.clone(),
+            allowing(redirecting),
+        )
+        .unwrap();
+        let err = registry.manifest().await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("127.0.0.1:{}", internal.port()))
+                && err.contains("--registry-allow"),
+            "{err}"
+        );
+        assert_eq!(
+            internal_hits.load(Ordering::SeqCst),
+            0,
+            "the redirect was followed"
+        );
+
+        let (challenging, _) = serve(
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer \
+             realm=\"https://10.9.8.7/token\",service=\"x\"\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+                .to_owned(),
+        )
+        .await;
+        let mut registry = Registry::new(
+            format!("http://{challenging}"),
+            image.clone(),
+            allowing(challenging),
+        )
+        .unwrap();
+        let err = registry.manifest().await.unwrap_err().to_string();
+        assert!(
+            err.contains("10.9.8.7") && err.contains("10.0.0.0/8"),
+            "{err}"
+        );
+
+        let err = Registry::new(format!("http://{internal}"), image, Reach::default())
+            .err()
+            .expect("a loopback registry the operator did not allow");
+        assert!(err.to_string().contains("127.0.0.0/8"), "{err}");
+        assert_eq!(internal_hits.load(Ordering::SeqCst), 0);
+    }
 }

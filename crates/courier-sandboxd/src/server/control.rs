@@ -90,7 +90,7 @@ impl Sandboxd {
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let _op = entry.op.lock().await;
         entry.cut();
-        self.logs_killed(id, "killed").await;
+        self.logs_killed(id, "killed", entry.record().owner).await;
         let logged = clock.elapsed();
         let runtime = self.inner.runtime.clone();
         let kid = id.to_owned();

@@ -77,7 +77,14 @@ impl Sandboxd {
     /// Creates a sandbox and returns once its envd is ready.
     pub async fn create(&self, request: CreateRequest) -> Result<SandboxRecord> {
         check_timeout("timeout", request.timeout)?;
-        let (template, from_snapshot) = match self.inner.templates.resolve(&request.template) {
+        // Another key's private template is as unknown as a missing one.
+        let template = self.inner.templates.resolve(&request.template).filter(|t| {
+            request
+                .owner
+                .as_deref()
+                .is_none_or(|owner| t.visible_to(owner))
+        });
+        let (template, from_snapshot) = match template {
             Some(template) => (template, false),
             None => {
                 let snapshot = request

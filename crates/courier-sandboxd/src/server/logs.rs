@@ -88,6 +88,11 @@ pub struct LogEntry {
 struct LogBook {
     #[serde(default)]
     killed_at: Option<DateTime<Utc>>,
+    /// The killed sandbox's owner ([`crate::keys::owner_of`]), so only that API key reads
+    /// the book once the sandbox is gone; `None` for the server's own sandboxes and books
+    /// written before owners were kept (no key reads those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
     entries: VecDeque<LogEntry>,
 }
 
@@ -212,11 +217,13 @@ impl SandboxLogs {
         self.save(id, book);
     }
 
-    /// Marks `id` killed, keeping `envd_lines` (its console's last lines) with it.
-    pub(super) fn killed(&self, id: &str, envd_lines: Vec<LogEntry>) {
+    /// Marks `id` killed, keeping `envd_lines` (its console's last lines) and its
+    /// `owner` with it.
+    pub(super) fn killed(&self, id: &str, envd_lines: Vec<LogEntry>, owner: Option<String>) {
         {
             let mut books = lock(&self.books);
             let book = books.entry(id.to_owned()).or_default();
+            book.owner = owner;
             for line in envd_lines {
                 book.push(line);
             }
@@ -227,11 +234,15 @@ impl SandboxLogs {
         self.prune();
     }
 
-    /// The book of `id`, if any: `(entries, killed)`.
-    fn entries(&self, id: &str) -> Option<(Vec<LogEntry>, bool)> {
-        lock(&self.books)
-            .get(id)
-            .map(|b| (b.entries.iter().cloned().collect(), b.killed_at.is_some()))
+    /// The book of `id`, if any: `(entries, killed, owner)`.
+    fn entries(&self, id: &str) -> Option<(Vec<LogEntry>, bool, Option<String>)> {
+        lock(&self.books).get(id).map(|b| {
+            (
+                b.entries.iter().cloned().collect(),
+                b.killed_at.is_some(),
+                b.owner.clone(),
+            )
+        })
     }
 }
 
@@ -328,7 +339,7 @@ impl Sandboxd {
 
     /// Captures live sandbox `id`'s envd lines into its logs and marks it killed (called
     /// by kill before the runtime removes the console).
-    pub(super) async fn logs_killed(&self, id: &str, reason: &str) {
+    pub(super) async fn logs_killed(&self, id: &str, reason: &str, owner: Option<String>) {
         let lines = self.envd_lines(id).await;
         self.inner.logs.event(
             id,
@@ -336,19 +347,31 @@ impl Sandboxd {
             "killed",
             format!("sandbox killed ({reason})"),
         );
-        self.inner.logs.killed(id, lines);
+        self.inner.logs.killed(id, lines, owner);
     }
 
     /// Every log entry of sandbox `id`, oldest first: the control plane's events and
-    /// envd's lines. [`Error::NotFound`] when the server knows neither the sandbox nor
-    /// logs of it.
-    pub async fn logs(&self, id: &str) -> Result<Vec<LogEntry>> {
-        let live = self.entry(id).is_some();
+    /// envd's lines, for the API key `owner` (see [`crate::keys::owner_of`]).
+    /// [`Error::NotFound`] when the server knows neither the sandbox nor logs of it, and
+    /// when they are not `owner`'s (another key's sandbox, live or killed, is as unknown
+    /// as a missing one).
+    pub async fn logs(&self, id: &str, owner: &str) -> Result<Vec<LogEntry>> {
+        let live = match self.entry(id) {
+            Some(entry) => {
+                if entry.record().owner.as_deref() != Some(owner) {
+                    return Err(Error::NotFound(id.to_owned()));
+                }
+                true
+            }
+            None => false,
+        };
         let stored = self.inner.logs.entries(id);
         let (mut entries, killed) = match (stored, live) {
-            (Some(stored), _) => stored,
+            // A live sandbox's book is its (checked above); a killed one's says whose.
+            (Some((entries, killed, _)), true) => (entries, killed),
+            (Some((entries, killed, Some(o))), false) if o == owner => (entries, killed),
             (None, true) => (Vec::new(), false),
-            (None, false) => return Err(Error::NotFound(id.to_owned())),
+            _ => return Err(Error::NotFound(id.to_owned())),
         };
         if live && !killed {
             entries.extend(self.envd_lines(id).await);
@@ -388,20 +411,22 @@ mod tests {
         for i in 0..(MAX_ENTRIES + 5) {
             logs.event("abc1", LogLevel::Info, "e", format!("n{i}"));
         }
-        let (entries, killed) = logs.entries("abc1").unwrap();
+        let (entries, killed, _) = logs.entries("abc1").unwrap();
         assert_eq!(entries.len(), MAX_ENTRIES);
         assert_eq!(entries[0].message, "n5");
         assert!(!killed);
-        logs.killed("abc1", Vec::new());
+        logs.killed("abc1", Vec::new(), Some("owner-a".into()));
         // An id that is a path is neither written nor readable: an attacker naming
         // `../records/x` in a URL gets nothing from the filesystem.
         logs.event("../evil", LogLevel::Info, "e", "x".into());
         assert!(!dir.path().join("evil.json").exists());
         assert!(!dir.path().join("logs").join("../evil.json").exists());
         let reopened = SandboxLogs::open(dir.path().join("logs")).unwrap();
-        let (entries, killed) = reopened.entries("abc1").unwrap();
+        let (entries, killed, owner) = reopened.entries("abc1").unwrap();
         assert_eq!(entries.len(), MAX_ENTRIES);
         assert!(killed);
+        // Whose the book is survives a restart (only that key reads it).
+        assert_eq!(owner.as_deref(), Some("owner-a"));
         assert!(reopened.entries("../evil").is_none());
         assert!(reopened.entries("other").is_none());
     }

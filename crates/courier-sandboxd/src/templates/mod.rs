@@ -99,12 +99,29 @@ pub struct Template {
     /// Command that must succeed before a create returns (`readyCmd`), retried for up to
     /// [`build::READY_TIMEOUT`].
     pub ready_cmd: Option<String>,
+    /// Whether every API key may see and use it (E2B's `public`); `base` is.
+    pub public: bool,
+    /// The API key that made it ([`crate::keys::owner_of`]); `None` for `base`, pulled
+    /// images and templates recorded before owners were (any key may manage those).
+    pub owner: Option<String>,
 }
 
 impl Template {
     /// Whether sandboxes can start from it (a build of it is ready).
     pub fn is_ready(&self) -> bool {
         !self.layers.is_empty()
+    }
+
+    /// Whether the API key `owner` may manage it (rebuild, update, tag, delete, read its
+    /// builds): it is that key's, or it has no owner.
+    pub fn owned_by(&self, owner: &str) -> bool {
+        self.owner.as_deref().is_none_or(|o| o == owner)
+    }
+
+    /// Whether the API key `owner` may see it and start sandboxes from it: it is public
+    /// or that key's (see [`owned_by`](Self::owned_by)).
+    pub fn visible_to(&self, owner: &str) -> bool {
+        self.public || self.owned_by(owner)
     }
 }
 
@@ -225,6 +242,13 @@ pub struct TemplateRecord {
     pub builds: Vec<String>,
     /// The version sandboxes start from (the latest ready build).
     pub ready: Option<BuiltVersion>,
+    /// Whether every API key may see and use it (`PATCH /templates/{id}` sets it).
+    #[serde(default)]
+    pub public: bool,
+    /// The API key that requested its first build ([`crate::keys::owner_of`]); `None`
+    /// in records from before owners were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// What one tag names (persisted in the template record).

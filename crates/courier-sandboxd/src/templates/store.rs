@@ -105,6 +105,8 @@ impl Templates {
             workdir: None,
             start_cmd: None,
             ready_cmd: None,
+            public: true,
+            owner: None,
         };
         let dir = data_dir.join("templates");
         fs::create_dir_all(&dir).map_err(Error::io("create dir", &dir))?;
@@ -292,6 +294,8 @@ impl Templates {
             workdir: ready.as_ref().and_then(|r| r.workdir.clone()),
             start_cmd: ready.as_ref().and_then(|r| r.start_cmd.clone()),
             ready_cmd: ready.and_then(|r| r.ready_cmd),
+            public: record.public,
+            owner: record.owner.clone(),
         }
     }
 
@@ -351,6 +355,9 @@ impl Templates {
             workdir: record.workdir,
             start_cmd: None,
             ready_cmd: None,
+            // Only build sandboxes start from a pulled image, never an API key's create.
+            public: false,
+            owner: None,
         })
     }
 
@@ -455,6 +462,40 @@ impl Templates {
         )?;
         state.templates.insert(record.id.clone(), record);
         Ok((build_id, tags))
+    }
+
+    /// Sets whether template `name` (id or alias) is public (E2B's template update), for
+    /// the API key `owner`: another key's template is not found, as an unknown one is
+    /// (ids cannot be probed); `base` is built in and always public (`Conflict`).
+    /// Persisted at once. Returns the template as it is now.
+    pub fn update(&self, name: &str, owner: &str, public: Option<bool>) -> Result<Template> {
+        let name = name.split_once(':').map_or(name, |(n, _)| n);
+        if name == BASE_TEMPLATE {
+            return Err(Error::Conflict(
+                "template base is built in and always public; it cannot be updated".to_owned(),
+            ));
+        }
+        let mut state = lock(&self.state);
+        let mut record = state
+            .templates
+            .values()
+            .find(|t| t.id == name || t.name == name)
+            .filter(|t| t.owner.as_deref().is_none_or(|o| o == owner))
+            .cloned()
+            .ok_or_else(|| Error::UnknownTemplate(name.to_owned()))?;
+        if let Some(public) = public
+            && public != record.public
+        {
+            record.public = public;
+            record.updated_at = Utc::now();
+            write_json(
+                &self.template_dir(&record.id).join("template.json"),
+                &record,
+            )?;
+        }
+        let template = self.view(&record, &state);
+        state.templates.insert(record.id.clone(), record);
+        Ok(template)
     }
 
     /// Removes `tags` (bare or `name:tag`) from template `name`; every one must be
@@ -564,12 +605,15 @@ impl Templates {
     }
 
     /// Registers a new build of template `full_name` (`name` or `name:tag`; a template of
-    /// that name is rebuilt under its id, otherwise a new one is made) in state `waiting`.
+    /// that name is rebuilt under its id, otherwise a new one is made, belonging to
+    /// `owner`) in state `waiting`. Another key's template of that name is refused
+    /// (`Conflict`): only its owner rebuilds it.
     pub fn request_build(
         &self,
         full_name: &str,
         extra_tags: &[String],
         settings: &BuildSettings,
+        owner: Option<&str>,
     ) -> Result<RequestedBuild> {
         let BuildSettings {
             cpu_count,
@@ -623,6 +667,13 @@ impl Templates {
         let build_id = new_build_id();
         let mut state = lock(&self.state);
         let existing = state.templates.values().find(|t| t.name == name).cloned();
+        if let (Some(existing), Some(owner)) = (&existing, owner)
+            && existing.owner.as_deref().is_some_and(|o| o != owner)
+        {
+            return Err(Error::Conflict(format!(
+                "the template name {name:?} belongs to another API key; choose another name"
+            )));
+        }
         let mut record = existing.unwrap_or_else(|| TemplateRecord {
             id: crate::state::new_sandbox_id(),
             name: name.clone(),
@@ -637,6 +688,8 @@ impl Templates {
             updated_at: now,
             builds: Vec::new(),
             ready: None,
+            public: false,
+            owner: owner.map(str::to_owned),
         });
         record.cpu_count = cpu_count.unwrap_or(record.cpu_count);
         record.memory_mb = memory_mb.unwrap_or(record.memory_mb);

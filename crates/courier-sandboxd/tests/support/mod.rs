@@ -143,3 +143,85 @@ pub fn dead_or_dying(pid: i32) -> bool {
         .filter_map(|mask| u64::from_str_radix(mask.trim(), 16).ok())
         .any(|mask| mask & SIGKILL_BIT != 0)
 }
+
+/// The sandbox helper binary the suites' servers re-execute.
+pub const HELPER: &str = env!("CARGO_BIN_EXE_courier-sandbox-init");
+
+/// A server on `data_dir` as the suites run it: their isolation, the helper binary,
+/// `key` as the dev API key, the real courier-envd, no warm sandboxes (the tests count
+/// sandboxes).
+pub fn test_config(data_dir: std::path::PathBuf, key: &str) -> courier_sandboxd::ServerConfig {
+    let mut config = courier_sandboxd::ServerConfig::new(data_dir, envd_binary());
+    config.isolation = Some(isolation());
+    config.helper = Some(std::path::PathBuf::from(HELPER));
+    config.dev_api_key = Some(key.to_owned());
+    config.warm_sandboxes = 0;
+    config
+}
+
+/// A started server, its API and proxy served on loopback ports until `stop` says so,
+/// and a courier-e2b client for them.
+pub struct Served {
+    /// The server.
+    pub server: courier_sandboxd::Sandboxd,
+    /// A client with the configuration's dev key (and domain, when it has one).
+    pub client: courier_e2b::Client,
+    /// Where the API listens.
+    pub api_addr: std::net::SocketAddr,
+    /// Where the proxy listens.
+    pub proxy_addr: std::net::SocketAddr,
+    /// Send `true` to stop serving.
+    pub stop: tokio::sync::watch::Sender<bool>,
+    /// The two serving tasks (API, proxy).
+    pub tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Starts a server with `config` and serves it (see [`Served`]).
+///
+/// # Panics
+/// When the server does not start or no loopback port can be bound.
+pub async fn serve(config: courier_sandboxd::ServerConfig) -> Served {
+    let key = config.dev_api_key.clone().unwrap_or_default();
+    let domain = config.domain.clone();
+    let server = courier_sandboxd::Sandboxd::start(config)
+        .await
+        .expect("start sandboxd");
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind api");
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy");
+    let api_addr = api.local_addr().expect("bound listener");
+    let proxy_addr = proxy.local_addr().expect("bound listener");
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = vec![
+        tokio::spawn({
+            let server = server.clone();
+            let until = stopped(stop_rx.clone());
+            async move { server.serve_api(api, until).await }
+        }),
+        tokio::spawn({
+            let server = server.clone();
+            let until = stopped(stop_rx);
+            async move { server.serve_proxy(proxy, until).await }
+        }),
+    ];
+    let mut builder = courier_e2b::ConnectionConfig::builder()
+        .api_key(key)
+        .api_url(format!("http://{api_addr}"))
+        .sandbox_url(format!("http://{proxy_addr}"))
+        .request_timeout(std::time::Duration::from_secs(120));
+    if let Some(domain) = domain {
+        builder = builder.domain(domain);
+    }
+    let client = courier_e2b::Client::new(builder.build().expect("config")).expect("client");
+    Served {
+        server,
+        client,
+        api_addr,
+        proxy_addr,
+        stop,
+        tasks,
+    }
+}

@@ -3,14 +3,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use courier_e2b::{Client, ConnectionConfig, Sandbox};
-use courier_sandboxd::{Sandboxd, ServerConfig};
+use courier_e2b::{Client, Sandbox};
+use courier_sandboxd::Sandboxd;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
-use crate::support::{self, envd_binary};
+use crate::support;
 
-pub(crate) const HELPER: &str = env!("CARGO_BIN_EXE_courier-sandbox-init");
 pub(crate) const KEY: &str = "e2b_00112233445566778899aabbccddeeff00112233";
 /// How long a build may take on a loaded machine before the test gives up.
 pub(crate) const BUILD_WAIT: Duration = Duration::from_secs(300);
@@ -63,49 +61,22 @@ impl Fixture {
     }
 
     pub(crate) async fn start_with(&mut self, isolation: courier_sandboxd::runtime::Isolation) {
-        let mut config = ServerConfig::new(self.data_dir(), envd_binary());
+        let mut config = support::test_config(self.data_dir(), KEY);
         config.isolation = Some(isolation);
-        config.helper = Some(PathBuf::from(HELPER));
-        config.dev_api_key = Some(KEY.to_owned());
+        // Template tests have always kept the default warm pool.
+        config.warm_sandboxes = courier_sandboxd::server::DEFAULT_WARM_SANDBOXES;
         config.images = self.images.clone();
         // Short enough that the never-ready template fails fast, long enough for a
         // loaded machine to run `test -f` a few times.
         config.template_ready_timeout = Duration::from_secs(10);
-        let server = Sandboxd::start(config).await.expect("start sandboxd");
-        let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
-        let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let api_addr = api.local_addr().expect("bound listener");
-        let proxy_addr = proxy.local_addr().expect("bound listener");
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let tasks = vec![
-            tokio::spawn({
-                let server = server.clone();
-                let until = support::stopped(stop_rx.clone());
-                async move { server.serve_api(api, until).await }
-            }),
-            tokio::spawn({
-                let server = server.clone();
-                let until = support::stopped(stop_rx);
-                async move { server.serve_proxy(proxy, until).await }
-            }),
-        ];
-        let client = Client::new(
-            ConnectionConfig::builder()
-                .api_key(KEY)
-                .api_url(format!("http://{api_addr}"))
-                .sandbox_url(format!("http://{proxy_addr}"))
-                .request_timeout(Duration::from_secs(120))
-                .build()
-                .expect("config"),
-        )
-        .expect("client");
+        let served = support::serve(config).await;
         self.running = Some(Running {
-            server,
-            client,
+            server: served.server,
+            client: served.client,
             http: reqwest::Client::new(),
-            api: format!("http://{api_addr}"),
-            stop,
-            tasks,
+            api: format!("http://{}", served.api_addr),
+            stop: served.stop,
+            tasks: served.tasks,
         });
     }
 

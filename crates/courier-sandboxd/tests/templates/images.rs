@@ -48,6 +48,9 @@ async fn an_image_is_pulled_unpacked_provisioned_and_built_on() {
     images
         .add_mirror("docker.io", &registry.url())
         .expect("a loopback mirror");
+    images
+        .add_allow_arg(registry.url().trim_start_matches("http://"))
+        .expect("the stand-in's address");
     let Some(fx) = Fixture::with_images("from_image", images).await else {
         return;
     };
@@ -255,6 +258,9 @@ async fn hostile_layers_are_refused_or_neutered() {
     .await;
     let mut images = ImageConfig::default();
     images.add_mirror("docker.io", &registry.url()).unwrap();
+    images
+        .add_allow_arg(registry.url().trim_start_matches("http://"))
+        .unwrap();
     images.max_unpacked_bytes = 1 << 30;
     let Some(fx) = Fixture::with_images("hostile_layers", images).await else {
         return;
@@ -328,5 +334,62 @@ async fn hostile_layers_are_refused_or_neutered() {
             & 0o777,
         0o700,
         "set-id files of images are beyond every host user's reach"
+    );
+}
+
+// Attacker: a tenant whose template build names its base image at an internal address
+// (`fromImage` "169.254.169.254/…", "localhost:PORT/…", or a registry mirror the
+// operator configured on loopback but did not allow) to make the server fetch from a
+// metadata service or an internal port. Each start is refused with a 400 naming
+// `fromImage` and the way to allow a registry, the build fails instead of waiting, and
+// nothing connects to the internal registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_image_refuses_registries_at_non_public_addresses() {
+    let rootfs = tempfile::tempdir().expect("tempdir");
+    mini_rootfs(rootfs.path(), &[]);
+    let image = OciImage::from_rootfs(rootfs.path(), &["PATH=/usr/bin:/bin"], "");
+    let registry = Registry::start(vec![("library/ubuntu", "22.04", image)], false).await;
+    let port = registry
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    // The mirror is configured, not allowed: pulls may not reach loopback.
+    let mut images = ImageConfig::default();
+    images.add_mirror("docker.io", &registry.url()).unwrap();
+    let Some(fx) = Fixture::with_images("from_image_ssrf", images).await else {
+        return;
+    };
+    for from_image in [
+        "ubuntu:22.04".to_owned(),
+        "169.254.169.254/latest/meta-data:1".to_owned(),
+        "10.0.0.1:5000/library/ubuntu:22.04".to_owned(),
+        format!("localhost:{port}/library/ubuntu:22.04"),
+    ] {
+        let (template_id, build_id) = fx
+            .request_build(serde_json::json!({"name": "courier-it-ssrf"}))
+            .await;
+        let (status, body) = fx
+            .call(
+                reqwest::Method::POST,
+                &format!("/v2/templates/{template_id}/builds/{build_id}"),
+                Some(serde_json::json!({"fromImage": from_image})),
+            )
+            .await;
+        assert_eq!(status, 400, "{from_image}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("fromImage") && message.contains("--registry-allow"),
+            "{from_image}: {message}"
+        );
+        let (done, _) = fx.wait_build(&template_id, &build_id).await;
+        assert_eq!(done["status"], "error", "{from_image}: {done}");
+    }
+    assert_eq!(
+        registry.requests.load(Ordering::SeqCst),
+        0,
+        "nothing reached the internal registry"
     );
 }

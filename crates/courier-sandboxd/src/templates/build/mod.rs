@@ -121,8 +121,12 @@ pub async fn start<H: BuildHost>(
         // Pulled in the background, as the build's first part.
         Some(image) => image.to_string(),
         None => {
+            // A template builds on what its owner may use: another key's private
+            // template is as unknown as a missing one.
+            let builder = templates.find(template_id).and_then(|t| t.owner);
             let parent = templates
                 .resolve(&recipe.from_template)
+                .filter(|p| builder.as_deref().is_none_or(|o| p.visible_to(o)))
                 .ok_or_else(|| Error::UnknownTemplate(recipe.from_template.clone()))?;
             if parent.id == template_id {
                 return Err(Error::InvalidSpec {
