@@ -1116,10 +1116,53 @@ async fn memory_snapshots_resume_processes_under_gvisor() {
     );
     assert!(booted.files().read_text("/tmp/note.txt").await.is_err());
 
-    for sbx in [copy, fork, booted, online, source] {
+    // A process holding a descriptor of the host's (the runtime's own `runsc exec`,
+    // whose stdio are host pipes): runsc saves it but cannot restore it. The create
+    // falls back to booting on the snapshot's files rather than failing.
+    let held = sandbox(&client).await;
+    held.files()
+        .write("/home/user/disk.txt", "held's disk")
+        .await
+        .unwrap();
+    held.files()
+        .write("/tmp/note.txt", "held's memory")
+        .await
+        .unwrap();
+    let mut exec = fx
+        .run()
+        .server
+        .runtime()
+        .command(held.id(), "sleep")
+        .unwrap();
+    let mut host_held = exec
+        .arg("1000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the exec'd sleep", Duration::from_secs(20), || async {
+        stdout(&held, "ps -eo args").await.contains("sleep 1000")
+    })
+    .await;
+    let (held_snapshot, memory) = snapshot_over_http(&fx, held.id()).await;
+    assert!(memory, "runsc saves the host descriptor");
+    let fallback = from(&client, &held_snapshot).await;
+    assert_eq!(
+        fallback
+            .files()
+            .read_text("/home/user/disk.txt")
+            .await
+            .unwrap(),
+        "held's disk"
+    );
+    assert!(fallback.files().read_text("/tmp/note.txt").await.is_err());
+    let _ = host_held.kill();
+    let _ = host_held.wait();
+
+    for sbx in [copy, fork, booted, online, source, fallback, held] {
         sbx.kill().await.unwrap();
     }
-    for id in [&snapshot, &fs_snapshot] {
+    for id in [&snapshot, &fs_snapshot, &held_snapshot] {
         assert!(Sandbox::delete_snapshot(&client, id).await.unwrap());
     }
     // The image goes with its record (collected at the next kill or delete).

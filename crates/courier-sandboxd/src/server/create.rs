@@ -120,7 +120,8 @@ impl Sandboxd {
         // A memory image restores only as it was taken: gVisor, no internet (runsc
         // cannot save the host network stack, so no image has one). A create asking for
         // internet boots on the snapshot's files instead, and its log says so.
-        let restore = match &origin {
+        let mut restore_failed: Option<String> = None;
+        let mut restore = match &origin {
             Origin::Snapshot(Some(image)) if !internet && isolation == Isolation::Gvisor => {
                 Some(image.clone())
             }
@@ -172,7 +173,8 @@ impl Sandboxd {
                         None => return Err(full.into()),
                     },
                 };
-                self.start_sandbox(StartPlan {
+                let restore_dir = restore.as_ref().map(|m| m.dir.clone());
+                let plan = |reservation, restoring: bool| StartPlan {
                     template: &template,
                     shape: &shape,
                     isolation,
@@ -181,9 +183,26 @@ impl Sandboxd {
                     die_with_server: request.die_with_server,
                     volumes: &request.volume_mounts,
                     again: None,
-                    restore: restore.as_ref().map(|m| m.dir.as_path()),
-                })
-                .await?
+                    restore: restore_dir.as_deref().filter(|_| restoring),
+                };
+                match self.start_sandbox(plan(reservation, true)).await {
+                    Ok(started) => started,
+                    // runsc refused the image (e.g. a process of the source held a
+                    // descriptor of the host's, which a restore cannot give back): the
+                    // snapshot's files still make a sandbox, booted afresh, as for a
+                    // filesystem snapshot; its log says so.
+                    Err(error @ (Error::Setup { .. } | Error::Envd { .. }))
+                        if restore.is_some() =>
+                    {
+                        tracing::warn!(%error, template = %request.template, "restoring a memory snapshot failed; booting on its files");
+                        restore = None;
+                        // runsc's errors end in long Go dumps: their start says why.
+                        restore_failed = Some(error.to_string().chars().take(300).collect());
+                        let reservation = self.inner.capacity.reserve(memory_mb)?;
+                        self.start_sandbox(plan(reservation, false)).await?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         let Started {
@@ -273,13 +292,20 @@ impl Sandboxd {
                 record.template_id,
                 record.cpu_count,
                 record.memory_mb,
-                match (&origin, &restore) {
-                    (_, Some(_)) => ", its processes and memory restored from a snapshot",
-                    (Origin::Snapshot(Some(_)), None) =>
+                match (&origin, &restore, &restore_failed) {
+                    (_, Some(_), _) =>
+                        ", its processes and memory restored from a snapshot".to_owned(),
+                    (Origin::Snapshot(Some(_)), None, Some(why)) => format!(
+                        ", booted on a memory snapshot's files: restoring its memory \
+                         failed ({why})"
+                    ),
+                    (Origin::Snapshot(Some(_)), None, None) =>
                         ", booted on a memory snapshot's files: a sandbox with internet \
-                         access cannot restore memory",
-                    (Origin::Snapshot(None), _) => ", booted on a filesystem snapshot",
-                    (Origin::Template, _) => "",
+                         access cannot restore memory"
+                            .to_owned(),
+                    (Origin::Snapshot(None), _, _) =>
+                        ", booted on a filesystem snapshot".to_owned(),
+                    (Origin::Template, _, _) => String::new(),
                 }
             ),
         );
