@@ -97,7 +97,9 @@ pub struct MemoryImage {
     /// The directory `runsc checkpoint` wrote (under `<data_dir>/snapshots/memory/`).
     pub dir: PathBuf,
     /// The access token the image's envd holds in memory: a sandbox restored from it
-    /// answers to this token until the control plane replaces it with its own.
+    /// answers to this token until the control plane replaces it with its own. Written
+    /// raw (a restarted server needs it; the data dir is root's alone), never logged.
+    #[serde(with = "courier_secret::exposed")]
     pub envd_token: crate::state::Secret,
 }
 
