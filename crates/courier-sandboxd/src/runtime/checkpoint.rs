@@ -111,7 +111,7 @@ impl Runtime {
                 format!("--image-path={}", image.display()),
             ];
             args.push(id.to_owned());
-            let checkpointed = run_runsc(&runsc, &state_root, &args);
+            let checkpointed = run_runsc(&runsc, &state_root, id, &args);
             times.checkpoint = clock.elapsed();
             checkpointed?;
             let clock = Instant::now();
@@ -249,16 +249,16 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         .map_err(Error::io("create dir", dir))
 }
 
-/// `runsc --root <state_root> <args…> ` naming sandbox `id` last unless `args` do.
+/// `runsc --root <state_root> <args…>` naming sandbox `id` last unless `args` do.
 fn runsc_ok(runsc: &RunscConfig, state_root: &Path, id: &str, args: &[&str]) -> Result<()> {
     let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     if !args.iter().any(|a| a == id) {
         args.push(id.to_owned());
     }
-    run_runsc(runsc, state_root, &args)
+    run_runsc(runsc, state_root, id, &args)
 }
 
-fn run_runsc(runsc: &RunscConfig, state_root: &Path, args: &[String]) -> Result<()> {
+fn run_runsc(runsc: &RunscConfig, state_root: &Path, id: &str, args: &[String]) -> Result<()> {
     let output = Command::new(&runsc.program)
         .arg("--root")
         .arg(state_root)
@@ -275,7 +275,7 @@ fn run_runsc(runsc: &RunscConfig, state_root: &Path, args: &[String]) -> Result<
     let stderr = String::from_utf8_lossy(&output.stderr);
     let first = stderr.lines().next().unwrap_or("").trim();
     Err(Error::Checkpoint {
-        id: args.last().cloned().unwrap_or_default(),
+        id: id.to_owned(),
         message: format!(
             "runsc {} failed ({}): {}",
             args.first().map_or("", String::as_str),
