@@ -161,17 +161,13 @@ async fn serve() -> anyhow::Result<()> {
             envd.serve_unix(listener).await.context("serving")?;
         }
         Mode::Socket(socket) => {
-            // A socket left by an earlier run would make the bind fail.
-            match std::fs::remove_file(&socket) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    tracing::warn!(socket = %socket.display(), error = %e, "removing a stale socket");
-                }
-                _ => {}
-            }
-            let listener = tokio::net::UnixListener::bind(&socket)
-                .with_context(|| format!("--socket: binding {}", socket.display()))?;
+            // A socket left by an earlier run is replaced. This is how gVisor sandboxes
+            // run envd, so the socket can be let go of for a checkpoint (SIGUSR2) and
+            // bound again (SIGUSR1): see courier_envd::checkpoint.
             tracing::info!(socket = %socket.display(), version, "courier-envd listening");
-            envd.serve_unix(listener).await.context("serving")?;
+            envd.serve_unix_checkpointable(socket.clone())
+                .await
+                .with_context(|| format!("--socket {}", socket.display()))?;
         }
         Mode::Tcp(address) => {
             let listener = tokio::net::TcpListener::bind(&address)

@@ -37,6 +37,7 @@
 //! ```
 
 pub mod auth;
+pub mod checkpoint;
 mod error;
 mod files;
 pub mod filesystem;

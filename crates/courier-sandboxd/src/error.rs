@@ -82,6 +82,15 @@ pub enum Error {
         /// What went wrong, e.g. `envd not ready after 30s: ...`.
         message: String,
     },
+    /// A memory checkpoint of a running sandbox failed (it runs on); the message says
+    /// which step and why, e.g. runsc's first line.
+    #[error("sandbox {id}: memory checkpoint: {message}")]
+    Checkpoint {
+        /// The sandbox id.
+        id: String,
+        /// What failed.
+        message: String,
+    },
     /// An egress rule (`network.allowOut[2]`, `denyOut[0]`...) was rejected; the error
     /// names the field with its index and what is allowed.
     #[error("invalid network rule: {0}")]

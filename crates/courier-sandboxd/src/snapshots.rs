@@ -11,7 +11,15 @@
 //! <data_dir>/snapshots/records/<id>.json   a SnapshotRecord
 //! <data_dir>/snapshots/layers/<dir>/       a captured layer (a snapshot's, a fork's,
 //!                                          or a sandbox's paused filesystem-only)
+//! <data_dir>/snapshots/memory/<dir>/       a gVisor memory image taken with the layer
+//!                                          of the same name (0700: it holds the
+//!                                          sandbox's memory, secrets included)
 //! ```
+//!
+//! A memory snapshot ([`SnapshotRecord::memory`]) is a gVisor sandbox checkpointed in
+//! the same pause as its disk capture (see [`crate::runtime::Runtime::checkpoint`]): a
+//! sandbox created from it resumes its processes and its memory (tmpfs included). The
+//! image goes when no record names it; a restored sandbox no longer needs it.
 //!
 //! A layer directory is removed by [`Snapshots::collect_garbage`] once no record, no
 //! running sandbox and no paused sandbox uses it; a half-made one (`*.partial`, a crash
@@ -73,9 +81,26 @@ pub struct SnapshotRecord {
     pub kind: SnapshotKind,
     /// When it was taken.
     pub created_at: DateTime<Utc>,
-    /// Bytes its own captured layer takes on the host's disk.
+    /// Bytes its own captured layer takes on the host's disk (and its memory image).
     #[serde(default)]
     pub bytes: u64,
+    /// The memory image taken with it (gVisor sandboxes without internet); `None`: a
+    /// filesystem snapshot, whose sandboxes boot afresh on its files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryImage>,
+}
+
+/// A gVisor memory image (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryImage {
+    /// The directory `runsc checkpoint` wrote (under `<data_dir>/snapshots/memory/`).
+    pub dir: PathBuf,
+    /// The access token the image's envd holds in memory: a sandbox restored from it
+    /// answers to this token until the control plane replaces it with its own. Written
+    /// raw (a restarted server needs it; the data dir is root's alone), never logged.
+    #[serde(with = "courier_secret::exposed")]
+    pub envd_token: crate::state::Secret,
 }
 
 impl SnapshotRecord {
@@ -123,6 +148,7 @@ pub fn check_name(name: &str) -> Result<()> {
 pub struct Snapshots {
     records_dir: PathBuf,
     layers_dir: PathBuf,
+    memory_dir: PathBuf,
     records: std::sync::Mutex<BTreeMap<String, SnapshotRecord>>,
 }
 
@@ -134,8 +160,16 @@ impl Snapshots {
         let root = data_dir.join("snapshots");
         let records_dir = root.join("records");
         let layers_dir = root.join("layers");
-        for dir in [&records_dir, &layers_dir] {
+        let memory_dir = root.join("memory");
+        for dir in [&records_dir, &layers_dir, &memory_dir] {
             fs::create_dir_all(dir).map_err(Error::io("create dir", dir))?;
+        }
+        {
+            // Memory images hold secrets: only root walks down to them, whatever the
+            // umask was.
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&memory_dir, fs::Permissions::from_mode(0o700))
+                .map_err(Error::io("chmod", &memory_dir))?;
         }
         let mut records = BTreeMap::new();
         for entry in fs::read_dir(&records_dir).map_err(Error::io("read dir", &records_dir))? {
@@ -155,6 +189,7 @@ impl Snapshots {
         Ok(Self {
             records_dir,
             layers_dir,
+            memory_dir,
             records: std::sync::Mutex::new(records),
         })
     }
@@ -163,6 +198,14 @@ impl Snapshots {
     pub fn new_layer_dir(&self, prefix: &str) -> PathBuf {
         self.layers_dir
             .join(format!("{prefix}-{}", crate::state::random_hex(8)))
+    }
+
+    /// Where the memory image taken with the layer `layer` (from
+    /// [`new_layer_dir`](Self::new_layer_dir)) goes; a [`capturing`](Self::capturing)
+    /// guard on the layer keeps it from collection too.
+    pub fn memory_dir_for(&self, layer: &Path) -> PathBuf {
+        self.memory_dir
+            .join(layer.file_name().unwrap_or_else(|| "unnamed".as_ref()))
     }
 
     /// A new snapshot id.
@@ -314,7 +357,30 @@ impl Snapshots {
         let records = lock(&self.records);
         let referenced: HashSet<&PathBuf> =
             records.values().flat_map(|r| r.layers.iter()).collect();
+        let images: HashSet<&PathBuf> = records
+            .values()
+            .filter_map(|r| r.memory.as_ref().map(|m| &m.dir))
+            .collect();
         let mut removed = Vec::new();
+        // Memory images: kept while a record names one or its layer is being made.
+        if let Ok(entries) = fs::read_dir(&self.memory_dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let making = self
+                    .layers_dir
+                    .join(entry.file_name())
+                    .with_extension("lock")
+                    .exists();
+                if !making && !images.contains(&path) {
+                    match fs::remove_dir_all(&path) {
+                        Ok(()) => removed.push(path),
+                        Err(error) => {
+                            tracing::warn!(image = %path.display(), %error, "removing an unused memory image")
+                        }
+                    }
+                }
+            }
+        }
         let Ok(entries) = fs::read_dir(&self.layers_dir) else {
             return removed;
         };
@@ -411,6 +477,7 @@ mod tests {
             kind: SnapshotKind::Snapshot,
             created_at: Utc::now(),
             bytes: 1 << 30,
+            memory: None,
         }
     }
 
@@ -492,6 +559,49 @@ mod tests {
         fs::hard_link(tree.join("data"), tree.join("link")).unwrap();
         let bytes = allocated_bytes(&tree);
         assert!((64 << 10..1 << 20).contains(&bytes), "{bytes}");
+    }
+
+    #[test]
+    fn memory_images_are_private_and_go_with_their_record() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Snapshots::open(dir.path()).unwrap();
+        // Another user of the host reads nothing of a sandbox's memory.
+        let mode = fs::metadata(dir.path().join("snapshots/memory"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let layer = store.new_layer_dir("snap");
+        let image = store.memory_dir_for(&layer);
+        let guard = store.capturing(&layer).unwrap();
+        fs::create_dir_all(&layer).unwrap();
+        fs::create_dir_all(&image).unwrap();
+        // Being made: neither goes.
+        assert!(store.collect_garbage(&HashSet::new()).is_empty());
+        let mut r = record("k", None, layer.clone());
+        r.memory = Some(MemoryImage {
+            dir: image.clone(),
+            envd_token: crate::state::Secret::new("source-token"),
+        });
+        let stored = store.insert(r).unwrap();
+        drop(guard);
+        assert!(store.collect_garbage(&HashSet::new()).is_empty());
+        // The token is kept for the restore, never shown.
+        let reopened = Snapshots::open(dir.path()).unwrap();
+        let found = reopened.find("k", &stored.id).unwrap();
+        assert_eq!(
+            found.memory.as_ref().unwrap().envd_token.expose(),
+            "source-token"
+        );
+        assert!(!format!("{found:?}").contains("source-token"));
+        assert!(reopened.remove("k", &stored.id).unwrap());
+        let mut removed = reopened.collect_garbage(&HashSet::new());
+        removed.sort();
+        let mut expected = vec![layer, image.clone()];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert!(!image.exists());
     }
 
     #[test]

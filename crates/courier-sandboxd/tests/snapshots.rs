@@ -902,3 +902,271 @@ async fn the_layer_stack_of_repeated_pauses_is_bounded() {
     assert!(err.to_string().contains("at most 24"), "{err}");
     sbx.kill().await.unwrap();
 }
+
+/// The counter loop the memory snapshot tests run: it lives only in memory (a shell
+/// variable) and in the tmpfs `/tmp`.
+const COUNTER: &str =
+    "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done'";
+
+async fn counter(sbx: &Sandbox) -> u64 {
+    let text = sbx.files().read_text("/tmp/counter").await.unwrap();
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("counter {text:?}: {e}"))
+}
+
+/// `POST /sandboxes/{id}/snapshots` through plain HTTP: the snapshot id and whether the
+/// answer says it kept the sandbox's memory.
+async fn snapshot_over_http(fx: &Fixture, id: &str) -> (String, bool) {
+    let response = fx
+        .run()
+        .http
+        .post(format!("{}/sandboxes/{id}/snapshots", fx.run().api))
+        .header("X-API-Key", fixture::KEY)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let memory = response
+        .headers()
+        .get("courier-snapshot-memory")
+        .expect("the answer says whether memory was kept")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: serde_json::Value = response.json().await.unwrap();
+    (
+        body["snapshotID"].as_str().unwrap().to_owned(),
+        memory == "true",
+    )
+}
+
+/// A gVisor sandbox without internet is snapshotted with its memory: a sandbox created
+/// from the snapshot (and a fork) resumes its processes and its tmpfs, answers only to
+/// its own token, and nobody but the owner's key reaches the image. A sandbox with
+/// internet access keeps today's filesystem-only snapshot, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_snapshots_resume_processes_under_gvisor() {
+    if !support::gvisor_or_skip("memory_snapshots_resume_processes_under_gvisor") {
+        return;
+    }
+    let Some(mut fx) = Fixture::new("memory_snapshot").await else {
+        return;
+    };
+    if support::isolation() != courier_sandboxd::runtime::Isolation::Gvisor {
+        fx.stop().await;
+        fx.start_with(courier_sandboxd::runtime::Isolation::Gvisor)
+            .await;
+    }
+    let client = fx.run().client.clone();
+    let source = sandbox(&client).await;
+    let _loop = source.commands().spawn(COUNTER).await.unwrap();
+    source
+        .files()
+        .write("/tmp/note.txt", "only in memory")
+        .await
+        .unwrap();
+    eventually("the counter to count", Duration::from_secs(30), || async {
+        source.files().read_text("/tmp/counter").await.is_ok()
+    })
+    .await;
+
+    let clock = Instant::now();
+    let (snapshot, memory) = snapshot_over_http(&fx, source.id()).await;
+    let snapshot_ms = clock.elapsed().as_secs_f64() * 1e3;
+    assert!(memory, "a gVisor sandbox without internet keeps its memory");
+    let at_snapshot = counter(&source).await;
+    // The source runs on, its envd reachable again (it let go of its socket for the
+    // checkpoint and bound it again), its loop still counting.
+    eventually(
+        "the source to count on",
+        Duration::from_secs(10),
+        || async { counter(&source).await > at_snapshot },
+    )
+    .await;
+
+    // The image holds the sandbox's memory, secrets included: root's alone on the host.
+    let record = fx
+        .run()
+        .server
+        .snapshots()
+        .find(&owner(), &snapshot)
+        .unwrap();
+    let image = record.memory.as_ref().expect("a memory image").dir.clone();
+    for dir in [image.parent().unwrap(), image.as_path()] {
+        let mode = std::fs::metadata(dir).unwrap().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", dir.display());
+    }
+
+    let clock = Instant::now();
+    let copy = from(&client, &snapshot).await;
+    let restore_ms = clock.elapsed().as_secs_f64() * 1e3;
+    eprintln!(
+        "memory snapshot: {snapshot_ms:.0} ms (checkpoint + disk capture), create from it \
+         (restore): {restore_ms:.0} ms"
+    );
+    // Its memory: the tmpfs file, and the loop started before the snapshot, counting on
+    // from where the snapshot left it (a fresh boot has neither).
+    assert_eq!(
+        copy.files().read_text("/tmp/note.txt").await.unwrap(),
+        "only in memory"
+    );
+    let first = counter(&copy).await;
+    eventually(
+        "the restored loop to count",
+        Duration::from_secs(10),
+        || async { counter(&copy).await > first },
+    )
+    .await;
+    assert!(stdout(&copy, "ps -eo args").await.contains("while :"));
+
+    // Attacker: whoever holds the source's envd token (every sandbox restored from the
+    // image started with it in memory) tries it on the copy. It is replaced at create:
+    // refused.
+    let mut stolen = copy.record().clone();
+    stolen.envd_access_token = source.record().envd_access_token.clone();
+    assert_ne!(
+        stolen
+            .envd_access_token
+            .as_ref()
+            .map(|t| t.expose().to_owned()),
+        copy.record()
+            .envd_access_token
+            .as_ref()
+            .map(|t| t.expose().to_owned()),
+        "the copy has a token of its own"
+    );
+    let forged = Sandbox::from_record(&client, stolen);
+    let refused = forged.files().read_text("/tmp/note.txt").await;
+    assert!(refused.is_err(), "the source's token works on the copy");
+    // The source still answers to its own token.
+    assert!(source.files().read_text("/tmp/note.txt").await.is_ok());
+
+    // Attacker: another API key creates a sandbox from the snapshot to read its memory.
+    let other_key = courier_sandboxd::keys::create_key(&fx.data_dir()).unwrap();
+    let config = client.config();
+    let mallory = Client::new(
+        ConnectionConfig::builder()
+            .api_key(other_key)
+            .api_url(config.api_url().as_str())
+            .sandbox_url(config.sandbox_url().unwrap().as_str())
+            .request_timeout(Duration::from_secs(120))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    match Sandbox::builder()
+        .template(&snapshot)
+        .create(&mallory)
+        .await
+    {
+        Err(e) if e.is_not_found() => {}
+        other => panic!("another key's create from the snapshot: {other:?}"),
+    }
+
+    // A fork keeps the memory too.
+    let fork = source
+        .fork(1, Some(Duration::from_secs(120)))
+        .await
+        .expect("fork")
+        .pop()
+        .unwrap()
+        .expect("the fork starts");
+    assert_eq!(
+        fork.files().read_text("/tmp/note.txt").await.unwrap(),
+        "only in memory"
+    );
+    let forked = counter(&fork).await;
+    eventually(
+        "the fork's loop to count",
+        Duration::from_secs(10),
+        || async { counter(&fork).await > forked },
+    )
+    .await;
+
+    // With internet access (runsc cannot save the host's network stack): the filesystem
+    // only, and the answer says so; its sandboxes boot afresh.
+    let online = Sandbox::builder()
+        .allow_internet_access(true)
+        .timeout(Duration::from_secs(600))
+        .create(&client)
+        .await
+        .unwrap();
+    online
+        .files()
+        .write("/tmp/note.txt", "in memory")
+        .await
+        .unwrap();
+    online
+        .files()
+        .write("/home/user/disk.txt", "on disk")
+        .await
+        .unwrap();
+    let (fs_snapshot, memory) = snapshot_over_http(&fx, online.id()).await;
+    assert!(!memory, "a sandbox with internet keeps only its files");
+    let booted = from(&client, &fs_snapshot).await;
+    assert_eq!(
+        booted
+            .files()
+            .read_text("/home/user/disk.txt")
+            .await
+            .unwrap(),
+        "on disk"
+    );
+    assert!(booted.files().read_text("/tmp/note.txt").await.is_err());
+
+    // A process holding a descriptor of the host's (the runtime's own `runsc exec`,
+    // whose stdio are host pipes): runsc saves it but cannot restore it. The create
+    // falls back to booting on the snapshot's files rather than failing.
+    let held = sandbox(&client).await;
+    held.files()
+        .write("/home/user/disk.txt", "held's disk")
+        .await
+        .unwrap();
+    held.files()
+        .write("/tmp/note.txt", "held's memory")
+        .await
+        .unwrap();
+    let mut exec = fx
+        .run()
+        .server
+        .runtime()
+        .command(held.id(), "sleep")
+        .unwrap();
+    let mut host_held = exec
+        .arg("1000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the exec'd sleep", Duration::from_secs(20), || async {
+        stdout(&held, "ps -eo args").await.contains("sleep 1000")
+    })
+    .await;
+    let (held_snapshot, memory) = snapshot_over_http(&fx, held.id()).await;
+    assert!(memory, "runsc saves the host descriptor");
+    let fallback = from(&client, &held_snapshot).await;
+    assert_eq!(
+        fallback
+            .files()
+            .read_text("/home/user/disk.txt")
+            .await
+            .unwrap(),
+        "held's disk"
+    );
+    assert!(fallback.files().read_text("/tmp/note.txt").await.is_err());
+    let _ = host_held.kill();
+    let _ = host_held.wait();
+
+    for sbx in [copy, fork, booted, online, source, fallback, held] {
+        sbx.kill().await.unwrap();
+    }
+    for id in [&snapshot, &fs_snapshot, &held_snapshot] {
+        assert!(Sandbox::delete_snapshot(&client, id).await.unwrap());
+    }
+    // The image goes with its record (collected at the next kill or delete).
+    let probe = sandbox(&client).await;
+    probe.kill().await.unwrap();
+    assert!(!image.exists(), "{} left behind", image.display());
+}

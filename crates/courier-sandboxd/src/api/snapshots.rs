@@ -48,8 +48,24 @@ async fn create(
     let body: SnapshotRequest = parse_checked(&body, SNAPSHOT_FIELDS, true)?;
     let name = body.name.filter(|n| !n.is_empty());
     let record = server.create_snapshot(&id, &owner.0, name).await?;
-    Ok(json(StatusCode::CREATED, info(&record)))
+    let mut response = json(StatusCode::CREATED, info(&record));
+    // A Courier extension beside E2B's body: whether the snapshot kept the sandbox's
+    // memory (its sandboxes resume its processes) or its files only (they boot afresh;
+    // the sandbox's logs say why).
+    response.headers_mut().insert(
+        SNAPSHOT_MEMORY_HEADER,
+        HeaderValue::from_static(if record.memory.is_some() {
+            "true"
+        } else {
+            "false"
+        }),
+    );
+    Ok(response)
 }
+
+/// The response header of `POST /sandboxes/{id}/snapshots` saying whether the snapshot
+/// kept the sandbox's memory (`true`) or its filesystem only (`false`).
+pub(crate) const SNAPSHOT_MEMORY_HEADER: &str = "courier-snapshot-memory";
 
 /// `GET /snapshots?sandboxID=&name=&limit=&nextToken=`: the key's snapshots, newest
 /// first; `X-Next-Token` (the last id of the page) when more follow.

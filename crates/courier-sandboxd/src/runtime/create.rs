@@ -60,6 +60,15 @@ impl Runtime {
     pub fn create_network_pending(&self, spec: SandboxSpec) -> Result<SandboxHandle> {
         validate_id(&spec.id)?;
         spec.limits.validate()?;
+        if spec.restore_from.is_some()
+            && (spec.isolation != super::Isolation::Gvisor || spec.allow_internet)
+        {
+            return Err(Error::InvalidSpec {
+                field: "restore_from",
+                reason: "a memory image restores only into a gVisor sandbox without internet"
+                    .to_owned(),
+            });
+        }
         disk::validate_size(spec.disk_mb)?;
         if spec.layers.is_empty() {
             return Err(Error::InvalidSpec {

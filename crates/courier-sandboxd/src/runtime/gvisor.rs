@@ -208,6 +208,7 @@ pub(crate) fn run_args(
     bundle: &Path,
     id: &str,
     internet: bool,
+    restore_from: Option<&Path>,
 ) -> Vec<String> {
     let mut args = vec![
         "--root".into(),
@@ -229,9 +230,17 @@ pub(crate) fn run_args(
             Path::new(&dir).join(id).display()
         ));
     }
+    // A restore takes the run's global flags (another network mode fails, see
+    // super::checkpoint) and the same bundle layout; the image names the processes.
+    match restore_from {
+        Some(image) => args.extend([
+            "restore".into(),
+            "--detach".into(),
+            format!("--image-path={}", image.display()),
+        ]),
+        None => args.extend(["run".into(), "--detach".into()]),
+    }
     args.extend([
-        "run".into(),
-        "--detach".into(),
         "--bundle".into(),
         bundle.display().to_string(),
         id.to_owned(),
@@ -397,6 +406,7 @@ impl super::Isolator for GvisorIsolator {
                 &dirs.bundle(),
                 &spec.id,
                 spec.allow_internet,
+                spec.restore_from.as_deref(),
             ),
         })
     }
@@ -573,11 +583,35 @@ mod tests {
             program: "/usr/bin/runsc".into(),
             platform: "ptrace".into(),
         };
-        let args = run_args(&config, Path::new("/s"), Path::new("/b"), "x", false);
+        let args = run_args(&config, Path::new("/s"), Path::new("/b"), "x", false, None);
         assert!(args.contains(&"--network=none".to_owned()));
         assert!(args.contains(&"--host-uds=create".to_owned()));
+        assert!(args.contains(&"run".to_owned()));
         assert_eq!(args.last().unwrap(), "x");
-        let args = run_args(&config, Path::new("/s"), Path::new("/b"), "x", true);
+        let args = run_args(&config, Path::new("/s"), Path::new("/b"), "x", true, None);
         assert!(args.contains(&"--network=host".to_owned()));
+    }
+
+    #[test]
+    fn a_restore_keeps_the_runs_flags_and_names_the_image() {
+        let config = RunscConfig {
+            program: "/usr/bin/runsc".into(),
+            platform: "systrap".into(),
+        };
+        let image = Path::new("/data/snapshots/memory/m1");
+        let args = run_args(
+            &config,
+            Path::new("/s"),
+            Path::new("/b"),
+            "x",
+            false,
+            Some(image),
+        );
+        let run = run_args(&config, Path::new("/s"), Path::new("/b"), "x", false, None);
+        let command = args.iter().position(|a| a == "restore").unwrap();
+        assert_eq!(args[..command], run[..command], "the same global flags");
+        assert!(!args.contains(&"run".to_owned()));
+        assert!(args.contains(&"--image-path=/data/snapshots/memory/m1".to_owned()));
+        assert_eq!(args[args.len() - 3..], ["--bundle", "/b", "x"]);
     }
 }

@@ -45,6 +45,7 @@
 //! between isolations; [`init`] the helper's own side.
 
 pub mod cgroup;
+mod checkpoint;
 mod cleanup;
 mod container;
 mod control;
@@ -74,6 +75,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use cgroup::{CgroupDriver, CgroupStats, CgroupVersion, SandboxCgroup};
+pub use checkpoint::CheckpointTimes;
 pub use cleanup::Ending;
 pub use gvisor::RunscConfig;
 pub use idmap::IdRange;

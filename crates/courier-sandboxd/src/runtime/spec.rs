@@ -182,6 +182,13 @@ pub struct SandboxSpec {
     /// server restart and are adopted by [`Runtime::recover`](super::Runtime::recover).
     #[serde(default)]
     pub die_with_runtime: bool,
+    /// gVisor only: restore the memory image in this directory (`runsc restore`, see
+    /// [`Runtime::checkpoint`](super::Runtime::checkpoint)) instead of starting the init.
+    /// The layers must be those the image's sandbox stood on, its disk's contents
+    /// included; its envd comes up with the control socket let go of, to be bound again
+    /// with [`Runtime::rebind_control`](super::Runtime::rebind_control).
+    #[serde(default)]
+    pub restore_from: Option<PathBuf>,
 }
 
 fn default_disk_mb() -> u64 {
@@ -219,6 +226,7 @@ impl SandboxSpec {
             nested_namespaces: false,
             control_socket: false,
             die_with_runtime: false,
+            restore_from: None,
         }
     }
 }

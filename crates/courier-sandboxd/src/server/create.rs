@@ -37,6 +37,16 @@ pub(super) struct Started {
     reservation: Reservation,
 }
 
+/// Where a create's sandbox comes from.
+#[derive(Debug, Clone)]
+pub(super) enum Origin {
+    /// A template: a fresh boot.
+    Template,
+    /// A snapshot's layers on its template; with its memory image, a restore of its
+    /// processes (see [`crate::snapshots::MemoryImage`]), else a fresh boot on its files.
+    Snapshot(Option<crate::snapshots::MemoryImage>),
+}
+
 /// What [`Sandboxd::start_sandbox`] starts.
 struct StartPlan<'a> {
     template: &'a Template,
@@ -51,6 +61,9 @@ struct StartPlan<'a> {
     /// Restart a sandbox under its own id and egress handle (resume after a
     /// filesystem-only pause); `None`: a new id and handle.
     again: Option<(String, SandboxEgress)>,
+    /// Restore this gVisor memory image instead of booting (its envd comes up without
+    /// its socket, which is bound again before envd is awaited).
+    restore: Option<&'a std::path::Path>,
 }
 
 impl Sandboxd {
@@ -84,28 +97,34 @@ impl Sandboxd {
                 .as_deref()
                 .is_none_or(|owner| t.visible_to(owner))
         });
-        let (template, from_snapshot) = match template {
-            Some(template) => (template, false),
+        let (template, origin) = match template {
+            Some(template) => (template, Origin::Template),
             None => {
+                // Only the owner's snapshots resolve: another key's (its memory image
+                // included) is an unknown template.
                 let snapshot = request
                     .owner
                     .as_deref()
                     .and_then(|owner| self.inner.snapshots.find(owner, &request.template))
                     .ok_or_else(|| Error::UnknownTemplate(request.template.clone()))?;
-                (self.snapshot_template(&snapshot)?, true)
+                (
+                    self.snapshot_template(&snapshot)?,
+                    Origin::Snapshot(snapshot.memory),
+                )
             }
         };
-        self.create_from(request, template, from_snapshot).await
+        self.create_from(request, template, origin).await
     }
 
     /// Creates a sandbox of `template` (a template, or a snapshot's layers on its
-    /// template when `from_snapshot`).
+    /// template, see [`Origin`]).
     pub(super) async fn create_from(
         &self,
         request: CreateRequest,
         template: Template,
-        from_snapshot: bool,
+        origin: Origin,
     ) -> Result<SandboxRecord> {
+        let from_snapshot = matches!(origin, Origin::Snapshot(_));
         check_timeout("timeout", request.timeout)?;
         let memory_mb = request.memory_mb.unwrap_or(template.memory_mb);
         let cpu_count = request.cpu_count.unwrap_or(template.cpu_count);
@@ -125,6 +144,23 @@ impl Sandboxd {
         // deny everything gets no interface at all.
         let internet = request.allow_internet && request.egress.allows_any_traffic();
         let isolation = template.isolation.unwrap_or(self.inner.isolation);
+        // A memory image restores only as it was taken: gVisor, no internet (runsc
+        // cannot save the host network stack, so no image has one). A create asking for
+        // internet boots on the snapshot's files instead, and its log says so.
+        let mut restore_failed: Option<String> = None;
+        let mut restore = match &origin {
+            Origin::Snapshot(Some(image)) if !internet && isolation == Isolation::Gvisor => {
+                Some(image.clone())
+            }
+            Origin::Snapshot(Some(_)) => {
+                tracing::info!(
+                    template = %request.template,
+                    "a memory snapshot started with internet access boots on its files"
+                );
+                None
+            }
+            _ => None,
+        };
         let shape = Shape {
             template: template.id.clone(),
             build: template.build_id.clone(),
@@ -164,7 +200,8 @@ impl Sandboxd {
                         None => return Err(full.into()),
                     },
                 };
-                self.start_sandbox(StartPlan {
+                let restore_dir = restore.as_ref().map(|m| m.dir.clone());
+                let plan = |reservation, restoring: bool| StartPlan {
                     template: &template,
                     shape: &shape,
                     isolation,
@@ -173,8 +210,26 @@ impl Sandboxd {
                     die_with_server: request.die_with_server,
                     volumes: &request.volume_mounts,
                     again: None,
-                })
-                .await?
+                    restore: restore_dir.as_deref().filter(|_| restoring),
+                };
+                match self.start_sandbox(plan(reservation, true)).await {
+                    Ok(started) => started,
+                    // runsc refused the image (e.g. a process of the source held a
+                    // descriptor of the host's, which a restore cannot give back): the
+                    // snapshot's files still make a sandbox, booted afresh, as for a
+                    // filesystem snapshot; its log says so.
+                    Err(error @ (Error::Setup { .. } | Error::Envd { .. }))
+                        if restore.is_some() =>
+                    {
+                        tracing::warn!(%error, template = %request.template, "restoring a memory snapshot failed; booting on its files");
+                        restore = None;
+                        // runsc's errors end in long Go dumps: their start says why.
+                        restore_failed = Some(error.to_string().chars().take(300).collect());
+                        let reservation = self.inner.capacity.reserve(memory_mb)?;
+                        self.start_sandbox(plan(reservation, false)).await?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         let Started {
@@ -184,8 +239,12 @@ impl Sandboxd {
             reservation,
         } = started;
         let token = random_hex(32);
+        // A restored envd holds the source's token in memory: it is replaced at once, so
+        // the source's token (what every sandbox restored from one image shares) never
+        // works on this sandbox.
+        let restored_token = restore.as_ref().map(|m| m.envd_token.expose());
         if let Err(e) = self
-            .init_sandbox(&id, &token, &envd, &request, &template)
+            .init_sandbox(&id, &token, restored_token, &envd, &request, &template)
             .await
         {
             self.destroy(&id).await;
@@ -256,8 +315,25 @@ impl Sandboxd {
             super::logs::LogLevel::Info,
             "created",
             format!(
-                "sandbox created from template {} ({} CPU, {} MiB)",
-                record.template_id, record.cpu_count, record.memory_mb
+                "sandbox created from template {} ({} CPU, {} MiB){}",
+                record.template_id,
+                record.cpu_count,
+                record.memory_mb,
+                match (&origin, &restore, &restore_failed) {
+                    (_, Some(_), _) =>
+                        ", its processes and memory restored from a snapshot".to_owned(),
+                    (Origin::Snapshot(Some(_)), None, Some(why)) => format!(
+                        ", booted on a memory snapshot's files: restoring its memory \
+                         failed ({why})"
+                    ),
+                    (Origin::Snapshot(Some(_)), None, None) =>
+                        ", booted on a memory snapshot's files: a sandbox with internet \
+                         access cannot restore memory"
+                            .to_owned(),
+                    (Origin::Snapshot(None), _, _) =>
+                        ", booted on a filesystem snapshot".to_owned(),
+                    (Origin::Template, _, _) => String::new(),
+                }
             ),
         );
         lock(&self.inner.sandboxes).insert(
@@ -330,6 +406,7 @@ impl Sandboxd {
                 again: Some((record.sandbox_id.clone(), egress)),
                 // A sandbox with volumes is never paused filesystem-only.
                 volumes: &[],
+                restore: None,
             })
             .await?;
         let request = CreateRequest {
@@ -341,6 +418,7 @@ impl Sandboxd {
             .init_sandbox(
                 &started.id,
                 record.envd_access_token.expose(),
+                None,
                 &started.envd,
                 &request,
                 &template,
@@ -365,6 +443,7 @@ impl Sandboxd {
             die_with_server,
             volumes,
             again,
+            restore,
         } = plan;
         let (id, egress) = match again {
             Some((id, egress)) => {
@@ -422,6 +501,7 @@ impl Sandboxd {
         spec.nested_namespaces = self.inner.config.nested_namespaces;
         spec.control_socket = true;
         spec.die_with_runtime = die_with_server;
+        spec.restore_from = restore.map(std::path::Path::to_path_buf);
         spec.binds = vec![BindMount {
             source: self.inner.config.envd_binary.clone(),
             target: PathBuf::from(ENVD_PATH),
@@ -465,7 +545,25 @@ impl Sandboxd {
 
         let runtime = self.inner.runtime.clone();
         let clock = Instant::now();
-        blocking(move || runtime.create_network_pending(spec)).await?;
+        let restoring = restore.is_some();
+        let rid = id.clone();
+        let created = blocking(move || {
+            runtime.create_network_pending(spec)?;
+            if restoring {
+                // The image's envd let go of its socket for the checkpoint.
+                runtime.rebind_control(&rid)?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = created {
+            // A restored sandbox whose envd did not bind again is ended (a failed
+            // create left nothing behind by itself).
+            if restoring {
+                self.destroy(&id).await;
+            }
+            return Err(e);
+        }
         let envd = EnvdEndpoint::new(self.inner.runtime.clone(), id.clone());
         let runtime_done = clock.elapsed();
         // slirp4netns configures the sandbox's interface while envd starts: both are
@@ -541,6 +639,7 @@ impl Sandboxd {
                     die_with_server: true,
                     volumes: &[],
                     again: None,
+                    restore: None,
                 })
                 .await;
             match started {
@@ -581,11 +680,15 @@ impl Sandboxd {
     }
 
     /// `POST /init` (environment, token, user, workdir) and the template's start and
-    /// ready commands: what makes a started sandbox the create's.
+    /// ready commands: what makes a started sandbox the create's. A sandbox restored
+    /// from a memory image (`restored_token`: the token its envd holds) is initialised
+    /// with that token and keeps running what it ran: its start command is not started
+    /// again.
     async fn init_sandbox(
         &self,
         id: &str,
         token: &str,
+        restored_token: Option<&str>,
         envd: &EnvdEndpoint,
         request: &CreateRequest,
         template: &Template,
@@ -608,12 +711,15 @@ impl Sandboxd {
             default_user: Some(user.to_owned()),
             default_workdir: Some(workdir),
         };
-        crate::envd_link::init(envd, token, &body)
+        crate::envd_link::init(envd, restored_token.unwrap_or(token), &body)
             .await
             .map_err(|e| Error::Envd {
                 id: id.to_owned(),
                 message: e.to_string(),
             })?;
+        if restored_token.is_some() {
+            return Ok(());
+        }
         let timeout = self.inner.config.template_ready_timeout;
         crate::templates::build::start_template_processes(envd, token, template, timeout)
             .await

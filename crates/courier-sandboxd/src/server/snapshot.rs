@@ -11,7 +11,7 @@ use chrono::Utc;
 use super::registry::Entry;
 use super::{CreateRequest, Sandboxd, blocking, check_timeout, end_at};
 use crate::error::{Error, Result};
-use crate::snapshots::{SnapshotKind, SnapshotRecord, Snapshots};
+use crate::snapshots::{MemoryImage, SnapshotKind, SnapshotRecord, Snapshots};
 use crate::state::{SandboxRecord, SandboxState};
 use crate::templates::Template;
 
@@ -65,16 +65,17 @@ impl Sandboxd {
     }
 
     /// Captures sandbox `entry`'s filesystem as a new layer (frozen while copied; a
-    /// sandbox paused filesystem-only is its layers already) and returns the layer
-    /// stack. The caller holds the entry's `op` lock. `guard` keeps the new layer from
-    /// collection until a record or sandbox uses it.
-    async fn capture(
-        &self,
-        entry: &Arc<Entry>,
-        prefix: &str,
-    ) -> Result<(Vec<PathBuf>, Option<crate::snapshots::CaptureGuard>)> {
+    /// sandbox paused filesystem-only is its layers already) and, where
+    /// [`memory_refusal`](Self::memory_refusal) allows, its memory in the same pause.
+    /// The caller holds the entry's `op` lock. The guard keeps the new layer (and its
+    /// memory image) from collection until a record or sandbox uses it.
+    async fn capture(&self, entry: &Arc<Entry>, prefix: &str) -> Result<Capture> {
         if let Some(layers) = entry.record().paused_layers {
-            return Ok((layers, None));
+            return Ok(Capture {
+                layers,
+                guard: None,
+                memory: Err("the sandbox is paused filesystem-only: nothing of it runs".into()),
+            });
         }
         self.check_layer_count(&entry.id, None)?;
         let dest = self.inner.snapshots.new_layer_dir(prefix);
@@ -82,14 +83,74 @@ impl Sandboxd {
         let runtime = self.inner.runtime.clone();
         let id = entry.id.clone();
         let layer = dest.clone();
-        let mut layers = blocking(move || {
+        let refusal = self.memory_refusal(entry);
+        let image = self.inner.snapshots.memory_dir_for(&dest);
+        let memory_dir = image.clone();
+        let (mut layers, memory) = blocking(move || {
             let layers = runtime.layers_of(&id)?;
+            let refusal = match refusal {
+                Some(reason) => Some(reason),
+                None => match runtime.checkpoint(&id, &memory_dir, || {
+                    runtime.capture_running(&id, &layer)
+                }) {
+                    Ok(times) => {
+                        tracing::info!(
+                            sandbox = %id,
+                            quiesce_ms = times.quiesce.as_secs_f64() * 1e3,
+                            checkpoint_ms = times.checkpoint.as_secs_f64() * 1e3,
+                            capture_ms = times.capture.as_secs_f64() * 1e3,
+                            resume_ms = times.resume.as_secs_f64() * 1e3,
+                            "memory snapshot taken"
+                        );
+                        return Ok((layers, Ok(())));
+                    }
+                    // The sandbox runs on (the checkpoint resumes it whatever failed);
+                    // the filesystem alone is captured below, as for any sandbox.
+                    Err(error) => {
+                        tracing::warn!(sandbox = %id, %error, "memory checkpoint failed; capturing the filesystem only");
+                        crate::cleanup::remove_dir(&memory_dir);
+                        if layer.exists() {
+                            crate::cleanup::remove_dir(&layer);
+                        }
+                        Some(error.to_string())
+                    }
+                },
+            };
             runtime.capture_running(&id, &layer)?;
-            Ok(layers)
+            Ok((layers, Err(refusal.unwrap_or_default())))
         })
         .await?;
         layers.push(dest);
-        Ok((layers, Some(guard)))
+        let memory = memory.map(|()| MemoryImage {
+            dir: image,
+            envd_token: entry.record().envd_access_token,
+        });
+        Ok(Capture {
+            layers,
+            guard: Some(guard),
+            memory,
+        })
+    }
+
+    /// Why sandbox `entry`'s memory cannot be snapshotted, or `None` when it can: a
+    /// running gVisor sandbox without internet or volumes (see
+    /// [`crate::runtime::Runtime::checkpoint`]).
+    fn memory_refusal(&self, entry: &Arc<Entry>) -> Option<String> {
+        let record = entry.record();
+        if record.state == SandboxState::Paused {
+            // Frozen in its cgroup: runsc could not answer.
+            return Some(format!("sandbox {} is paused", entry.id));
+        }
+        if !record.volume_mounts.is_empty() {
+            return Some(format!(
+                "sandbox {} has volumes mounted, which a restored sandbox would not have",
+                entry.id
+            ));
+        }
+        match self.inner.runtime.checkpoint_refusal(&entry.id) {
+            Ok(refusal) => refusal,
+            Err(e) => Some(e.to_string()),
+        }
     }
 
     /// Refuses a capture that would stack running sandbox `id` on more than
@@ -132,11 +193,22 @@ impl Sandboxd {
         if !self.still_known(&entry) {
             return Err(Error::NotFound(id.to_owned()));
         }
-        let (layers, guard) = self.capture(&entry, "snap").await?;
+        let Capture {
+            layers,
+            guard,
+            memory,
+        } = self.capture(&entry, "snap").await?;
+        let memory = self.note_memory(id, "snapshot", memory);
         // A new capture is measured against the key's bound (a paused sandbox's layers
-        // are shared with it, and were measured by nothing: counted as its own).
+        // are shared with it, and were measured by nothing: counted as its own), its
+        // memory image included.
         let own = layers.last().cloned().unwrap_or_default();
-        let bytes = blocking(move || Ok(crate::snapshots::allocated_bytes(&own))).await?;
+        let image = memory.as_ref().map(|m| m.dir.clone());
+        let bytes = blocking(move || {
+            Ok(crate::snapshots::allocated_bytes(&own)
+                + image.map_or(0, |i| crate::snapshots::allocated_bytes(&i)))
+        })
+        .await?;
         if let Err(e) = self
             .inner
             .snapshots
@@ -146,6 +218,9 @@ impl Sandboxd {
                 && let Some(own) = layers.last()
             {
                 crate::cleanup::remove_dir(own);
+            }
+            if let Some(memory) = &memory {
+                crate::cleanup::remove_dir(&memory.dir);
             }
             return Err(e);
         }
@@ -160,7 +235,41 @@ impl Sandboxd {
             kind: SnapshotKind::Snapshot,
             created_at: Utc::now(),
             bytes,
+            memory,
         })
+    }
+
+    /// Logs on sandbox `id` whether its `what` kept its memory (and why not), and
+    /// hands back the image.
+    fn note_memory(
+        &self,
+        id: &str,
+        what: &str,
+        memory: std::result::Result<MemoryImage, String>,
+    ) -> Option<MemoryImage> {
+        match memory {
+            Ok(image) => {
+                self.log_event(
+                    id,
+                    super::logs::LogLevel::Info,
+                    "snapshot",
+                    format!("{what} taken with memory: its sandboxes resume its processes"),
+                );
+                Some(image)
+            }
+            Err(reason) => {
+                self.log_event(
+                    id,
+                    super::logs::LogLevel::Info,
+                    "snapshot",
+                    format!(
+                        "{what} taken of the filesystem only (its sandboxes boot afresh): \
+                         {reason}"
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// Forks sandbox `id`: captures its filesystem once and starts `count` new running
@@ -183,13 +292,14 @@ impl Sandboxd {
         check_timeout("timeout", timeout)?;
         let entry = self.owned_entry(id, owner)?;
         refuse_volumes(&entry.record(), "count")?;
-        let (layers, guard, source) = {
+        let (layers, guard, source, memory) = {
             let _op = entry.op.lock().await;
             if !self.still_known(&entry) {
                 return Err(Error::NotFound(id.to_owned()));
             }
-            let (layers, guard) = self.capture(&entry, "fork").await?;
-            (layers, guard, entry.record())
+            let capture = self.capture(&entry, "fork").await?;
+            let memory = self.note_memory(id, "fork", capture.memory);
+            (capture.layers, capture.guard, entry.record(), memory)
         };
         let capture = self.inner.snapshots.insert(SnapshotRecord {
             id: Snapshots::new_id(),
@@ -201,6 +311,7 @@ impl Sandboxd {
             kind: SnapshotKind::Fork,
             created_at: Utc::now(),
             bytes: 0,
+            memory,
         })?;
         drop(guard);
         let template = self.snapshot_template(&capture);
@@ -210,7 +321,10 @@ impl Sandboxd {
                 Ok(template) => {
                     let request = fork_request(&source, owner, timeout);
                     match request {
-                        Ok(request) => self.create_from(request, template.clone(), true).await,
+                        Ok(request) => {
+                            let origin = super::create::Origin::Snapshot(capture.memory.clone());
+                            self.create_from(request, template.clone(), origin).await
+                        }
                         Err(e) => Err(e),
                     }
                 }
@@ -297,6 +411,16 @@ impl Sandboxd {
         self.inner.records.save(&record)?;
         Ok(record)
     }
+}
+
+/// What [`Sandboxd::capture`] took.
+struct Capture {
+    /// The layer stack, the new layer last.
+    layers: Vec<PathBuf>,
+    /// Keeps the new layer and its image from collection.
+    guard: Option<crate::snapshots::CaptureGuard>,
+    /// The memory image, or why there is none.
+    memory: std::result::Result<MemoryImage, String>,
 }
 
 /// Forks and filesystem-only pauses start the sandbox again from its layers, which hold
