@@ -71,11 +71,14 @@ impl ClusterLink {
 fn changed_sandbox(method: &Method, path: &str) -> Option<SandboxId> {
     let rest = path.strip_prefix("/v1/sandboxes/")?;
     let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
-    let changes = match (method, action) {
-        (&Method::DELETE, "") => true,
-        (&Method::POST, "kill" | "pause" | "resume" | "restore" | "purge" | "messages") => true,
-        _ => false,
-    };
+    let changes = matches!(
+        (method, action),
+        (&Method::DELETE, "")
+            | (
+                &Method::POST,
+                "kill" | "pause" | "resume" | "restore" | "purge" | "messages"
+            )
+    );
     if !changes {
         return None;
     }

@@ -5,6 +5,8 @@
 //! Needs `COURIER_TEST_PG_URL` (`cargo xtask test` starts a throwaway cluster); skips
 //! without it, except under CI.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -4,6 +4,8 @@
 //! Needs `COURIER_TEST_PG_URL` (`cargo xtask test` starts a throwaway cluster); skips
 //! without it, except under CI.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use courier_store::{
