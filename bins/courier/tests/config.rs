@@ -408,3 +408,45 @@ fn unknown_keys_and_bad_values_are_errors_naming_the_key() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/courier.toml"));
 }
+
+/// SQLite is one replica's: a second `serve` on the same data dir would run every sweep
+/// twice and follow every agent twice, so it is refused, naming the way to run several.
+#[test]
+fn a_second_serve_on_the_same_sqlite_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = dir.path().join("courier.toml");
+    // A provider that answers nothing keeps the embedded sandbox server out of the test.
+    std::fs::write(
+        &file,
+        "data_dir = \"state\"\n\
+         [[providers]]\n\
+         name = \"host-1\"\n\
+         api_url = \"http://127.0.0.1:9\"\n\
+         api_key = \"e2b_k\"\n",
+    )
+    .unwrap();
+    let serve = |port: u16| {
+        let mut cmd = courier();
+        cmd.args([
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]);
+        cmd
+    };
+    let mut first = Server::start(serve(port), port);
+    let out = serve(free_port()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SQLite serves one replica") && err.contains("DATABASE_URL"),
+        "{err}"
+    );
+    first.stop();
+    // Its lock goes with the process: the next start is fine.
+    let mut again = Server::start(serve(port), port);
+    again.stop();
+}
