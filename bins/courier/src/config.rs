@@ -732,6 +732,7 @@ gateway_listen = "0.0.0.0:8091"
 providers = [{ name = "h1", api_url = "http://10.0.0.5:3000", api_key = "e2b_k", labels = ["big"] }]
 provider_template_labels = { claude = "big" }
 tool_path = "/opt/courier-fake-clis"
+replica_url = "http://10.0.0.11:8080"
 "#,
         )
         .unwrap();
@@ -763,6 +764,7 @@ tool_path = "/opt/courier-fake-clis"
         assert_eq!(v.strings["gateway"], "https://gw.example.com/");
         assert_eq!(v.strings["gateway_listen"], "0.0.0.0:8091");
         assert!(v.providers.is_some());
+        assert_eq!(v.strings["replica_url"], "http://10.0.0.11:8080");
         assert_eq!(
             v.provider_template_labels.unwrap(),
             [("claude".to_owned(), Some("big".to_owned()))]
@@ -869,6 +871,9 @@ tool_path = "/opt/courier-fake-clis"
         assert!(e.contains("unknown key `e2b`"), "{e}");
         let e = parse_err("not toml =");
         assert!(e.contains("not valid TOML"), "{e}");
+        // Other replicas forward requests there: only an HTTP(S) URL will do.
+        let e = parse_err("replica_url = \"10.0.0.11:8080\"");
+        assert!(e.contains("`replica_url`") && e.contains("http://"), "{e}");
     }
 
     #[test]
