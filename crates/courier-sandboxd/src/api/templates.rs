@@ -879,6 +879,9 @@ async fn remove_tags(
     let body: RemoveTags = parse_body(&body, None)?;
     template_for(&server, &owner, &body.name, Access::Manage)?;
     server.templates().remove_tags(&body.name, &body.tags)?;
+    // Warm sandboxes of builds that are not current are only spares: they must not keep
+    // an untagged build's layer alive (the pool starts them again when asked).
+    server.drop_stale_warm().await;
     // Sandboxes keep their layers; what no tag, version or sandbox uses goes now.
     server.collect_layer_garbage().await;
     Ok(StatusCode::NO_CONTENT)

@@ -6,6 +6,7 @@
 use courier_e2b::{BuildRequest, Error, Recipe, Step};
 
 use crate::fixture::*;
+use crate::support;
 
 /// Builds `name` (`name:tag`) through the SDK with `/opt/version` = `version`; returns
 /// (templateID, buildID).
@@ -161,6 +162,11 @@ async fn tags_name_builds_and_sandboxes_start_from_the_tagged_one() {
     sbx.kill().await.expect("kill");
     // Its overlay uses the layer until the kill's cleanup (behind the answer) ends.
     fx.run().server.finish_cleanups().await;
+    // Under gVisor the create started a warm spare of the tagged build: let it finish
+    // starting, so the tag removal below finds it (and drops it) rather than racing it.
+    if support::isolation() == courier_sandboxd::runtime::Isolation::Gvisor {
+        support::next_warm(&fx.run().server, &[]).await;
+    }
 
     // Removing: all named tags must exist, else nothing is removed.
     let err = templates
