@@ -118,6 +118,21 @@ impl KeyStore {
             .any(|h| equal(h.as_bytes(), hashed.as_bytes()))
     }
 
+    /// The owner every sandbox belongs to when exactly one key is accepted (the data
+    /// dir's single key, or the development key alone): the only owner a record written
+    /// before owners were recorded can have had. `None` with several keys, when whose it
+    /// was cannot be known.
+    pub fn sole_owner(&self) -> Option<String> {
+        let known = self.hashes.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<&String> = self.dev_key_hash.iter().chain(known.iter()).collect();
+        all.sort();
+        all.dedup();
+        match all.as_slice() {
+            [only] => Some((*only).clone()),
+            _ => None,
+        }
+    }
+
     /// Whether `key` is accepted. On a miss the key file is read again, so keys created
     /// with `keys create` while the server runs work without a restart.
     pub fn verify(&self, key: &str) -> bool {

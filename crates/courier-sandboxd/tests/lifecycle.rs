@@ -555,6 +555,61 @@ async fn auto_resume_and_logs_survive_a_restart() {
     );
 }
 
+/// A sandbox recorded before sandboxes had owners (no `owner` in its record): with
+/// several API keys no key may reach it, since handing it to the wrong one would give one
+/// tenant another's sandbox (an attacker holding any key must not get a 200 for it);
+/// once the server has a single key, the restart gives it to that key, the only one that
+/// can have created it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_recorded_without_an_owner_goes_to_the_only_key() {
+    let Some(fx) = Fixture::new("lifecycle_ownerless").await else {
+        return;
+    };
+    let sandbox = Sandbox::builder().create(&fx.client).await.expect("create");
+    let id = sandbox.id().to_owned();
+    drop(sandbox);
+    let data = fx.dir.path().join("data");
+    let record_path = data.join("records").join(format!("{id}.json"));
+    let strip_owner = || {
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&record_path).expect("record")).expect("json");
+        record
+            .as_object_mut()
+            .expect("object")
+            .remove("owner")
+            .expect("the record names its owner");
+        std::fs::write(&record_path, serde_json::to_vec(&record).expect("json")).expect("write");
+    };
+    strip_owner();
+
+    // Two keys (the dev key and the data dir's own): whose it was cannot be known.
+    let fx = fx.restart().await;
+    for client in [&fx.client, &fx.other_client] {
+        match client.get_info(&id).await {
+            Err(E2bError::NotFound { .. }) => {}
+            other => panic!("an ownerless sandbox must be 404 to every key: {other:?}"),
+        }
+    }
+
+    // The data dir's key removed: the dev key is the only one left and gets it.
+    std::fs::remove_file(data.join(courier_sandboxd::keys::KEYS_FILE)).expect("remove keys");
+    let fx = fx.restart().await;
+    let info = fx
+        .client
+        .get_info(&id)
+        .await
+        .expect("the only key reaches it");
+    assert_eq!(info.state, SandboxState::Running);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).expect("record")).expect("json");
+    assert_eq!(
+        record["owner"],
+        courier_sandboxd::keys::owner_of(KEY),
+        "the adoption is written back"
+    );
+    fx.client.kill(&id).await.expect("kill");
+}
+
 /// A kill through the SDK answers once the sandbox is unreachable — out of the list,
 /// its envd gone from the proxy, every process of it dead or with a SIGKILL pending —
 /// and the rest of its cleanup (cgroups, directory, mounts) follows on its own.

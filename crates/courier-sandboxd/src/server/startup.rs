@@ -100,8 +100,28 @@ impl Sandboxd {
         let keys = KeyStore::load(&data_dir, config.dev_api_key.as_deref())?;
         let capacity = Capacity::new(config.limits.max_sandboxes, config.limits.memory_limit_mb());
         let mut sandboxes = HashMap::new();
-        for record in records.load_all()? {
+        let sole_owner = keys.sole_owner();
+        for mut record in records.load_all()? {
             let id = record.sandbox_id.clone();
+            if record.owner.is_none()
+                && !record
+                    .metadata
+                    .contains_key(crate::templates::build::BUILD_SANDBOX_METADATA)
+            {
+                // Written before sandboxes recorded their owner: with one key it can only
+                // have been that key's; with several, no key may reach it (guessing would
+                // hand one tenant's sandbox to another).
+                match &sole_owner {
+                    Some(owner) => {
+                        record.owner = Some(owner.clone());
+                        records.save(&record)?;
+                        tracing::info!(sandbox = %id, "a sandbox recorded without an owner now belongs to the only API key");
+                    }
+                    None => {
+                        tracing::warn!(sandbox = %id, "a sandbox recorded without an owner is reachable by no API key (several keys exist)")
+                    }
+                }
+            }
             if record.paused_layers.is_some() && !adopted.contains(&id) {
                 // Paused filesystem-only: nothing of it runs; its layers are its state.
                 tracing::info!(sandbox = %id, "recovered a sandbox paused filesystem-only");
