@@ -142,6 +142,16 @@ impl Cluster {
             .bind(lock_key)
             .execute(&mut presence)
             .await?;
+        // Each process start adds a row; the rows of replicas that are gone go here, so
+        // the table holds about as many rows as replicas run. A replica takes its lock
+        // before it writes its row, so a row whose lock is free can only be a dead one's;
+        // owner rows left naming it count as dead owners (`claim_orphans`).
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM courier_replicas r WHERE NOT {}",
+            alive("r.lock_key")
+        )))
+        .execute(&mut presence)
+        .await?;
         Ok(Cluster {
             pool,
             me: Replica {

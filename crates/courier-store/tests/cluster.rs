@@ -166,6 +166,49 @@ async fn a_singleton_job_runs_on_one_replica_and_moves_when_it_dies() {
     assert!(b.lead("merge-poller").await.unwrap());
 }
 
+/// Each process start adds a replica row: a joining replica removes the rows of dead
+/// ones, and their sandboxes are still claimed (by the dangling-owner rule).
+#[tokio::test]
+async fn a_joining_replica_removes_dead_replicas_rows() {
+    let Some(store) = store().await else { return };
+    let id = sandbox(&store).await;
+    let dead = Cluster::join(&store, "http://dead.invalid").await.unwrap();
+    dead.own(id).await.unwrap();
+    let alive = Cluster::join(&store, "http://alive.invalid").await.unwrap();
+    dead.leave().await;
+    let rows = || async {
+        sqlx::query_scalar::<_, String>("SELECT url FROM courier_replicas ORDER BY url")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        rows().await,
+        ["http://alive.invalid", "http://dead.invalid"]
+    );
+    let joining = Cluster::join(&store, "http://joining.invalid")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows().await,
+        ["http://alive.invalid", "http://joining.invalid"],
+        "the dead replica's row is gone, the live ones stay"
+    );
+    let live: Vec<String> = joining
+        .live_replicas()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.url)
+        .collect();
+    assert_eq!(live, ["http://alive.invalid", "http://joining.invalid"]);
+    assert_eq!(alive.claim_orphans(Duration::ZERO).await.unwrap(), [id]);
+    assert_eq!(
+        joining.owner(id).await.unwrap(),
+        Owner::Replica(alive.me().clone())
+    );
+}
+
 #[tokio::test]
 async fn wakeups_reach_every_replica() {
     let Some(store) = store().await else { return };
