@@ -6,17 +6,20 @@
 //! HTTP with the caller's own headers (the owner checks the token again); a sandbox whose
 //! owner died is taken over here first. Forwarded requests carry the cluster's forwarding
 //! secret, so a client cannot make a replica skip the forwarding with a header of its own.
+//! A project's kill-all sends each of its sandboxes' kills to that sandbox's owner.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use courier_orchestrator::keys::MasterKey;
-use courier_store::{Cluster, Owner, SandboxId};
+use courier_store::{Cluster, Owner, ProjectId, SandboxId};
 
 use crate::{Api, ApiError};
 
@@ -104,6 +107,75 @@ pub(crate) async fn to_owner(State(api): State<Api>, req: Request, next: Next) -
             return ApiError::invalid("body", "larger than the request limit").into_response();
         }
     };
+    at_owner(&api, &link, sandbox, parts, body, |req| next.run(req)).await
+}
+
+/// `POST /v1/projects/{id}/kill-all` in a cluster: each live sandbox of `project` is
+/// killed by the replica that follows it (as `POST /v1/sandboxes/{id}/kill` with the
+/// caller's own headers, so the owner checks the caller again), never behind its
+/// owner's back while that owner streams its agent or runs a follow-up. How many were
+/// killed; one that ended meanwhile is not counted.
+pub(crate) async fn kill_project(
+    api: &Api,
+    link: &ClusterLink,
+    headers: &HeaderMap,
+    project: ProjectId,
+) -> crate::Result<usize> {
+    let mut killed = 0;
+    for sandbox in api.inner.orchestrator.live_sandboxes_of(project).await? {
+        let id = sandbox.id;
+        let mut request = Request::new(Body::empty());
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = format!("/v1/sandboxes/{id}/kill")
+            .parse()
+            .map_err(|_| ApiError::invalid("id", "not a sandbox id"))?;
+        for (name, value) in headers {
+            if name != axum::http::header::CONTENT_LENGTH {
+                request.headers_mut().append(name, value.clone());
+            }
+        }
+        let (parts, _) = request.into_parts();
+        let here = |_| async move {
+            match api
+                .inner
+                .orchestrator
+                .kill(id, Some("project's sandboxes killed".into()))
+                .await
+            {
+                Ok(_) => StatusCode::OK.into_response(),
+                Err(e) => ApiError::from(e).into_response(),
+            }
+        };
+        let answer = at_owner(api, link, id, parts, Bytes::new(), here).await;
+        match answer.status() {
+            StatusCode::OK => killed += 1,
+            // Ended (or deleted) since it was listed: nothing left to kill.
+            StatusCode::CONFLICT | StatusCode::NOT_FOUND => {}
+            status => {
+                return Err(ApiError::Upstream(format!(
+                    "killing sandbox {id} at the replica that follows it answered {status}"
+                )));
+            }
+        }
+    }
+    Ok(killed)
+}
+
+/// Runs a request about `sandbox` where it belongs: `here` on this replica when it
+/// follows the sandbox (or nobody does, once orphans are taken over), else forwarded to
+/// the owner replica and its answer relayed.
+async fn at_owner<F, Fut>(
+    api: &Api,
+    link: &ClusterLink,
+    sandbox: SandboxId,
+    parts: Parts,
+    body: Bytes,
+    here: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     for _ in 0..ATTEMPTS {
         let owner = match link.cluster.owner(sandbox).await {
             Ok(owner) => owner,
@@ -111,7 +183,7 @@ pub(crate) async fn to_owner(State(api): State<Api>, req: Request, next: Next) -
         };
         let owner = match owner {
             Owner::Me => {
-                return next.run(Request::from_parts(parts, Body::from(body))).await;
+                return here(Request::from_parts(parts, Body::from(body))).await;
             }
             Owner::Nobody => {
                 // Its replica died: take it (and any other orphan) over here, then act.
@@ -122,7 +194,7 @@ pub(crate) async fn to_owner(State(api): State<Api>, req: Request, next: Next) -
                     // A sandbox nobody follows (ended, or not claimable yet) is the store's
                     // alone: any replica answers for it.
                     Ok(Owner::Me | Owner::Nobody) => {
-                        return next.run(Request::from_parts(parts, Body::from(body))).await;
+                        return here(Request::from_parts(parts, Body::from(body))).await;
                     }
                     Ok(Owner::Replica(replica)) => replica,
                     Err(e) => return ApiError::from(e).into_response(),

@@ -332,3 +332,62 @@ async fn a_follow_up_to_a_dead_replicas_sandbox_is_taken_over_and_run() {
         courier_store::Owner::Me
     );
 }
+
+/// A project's kill-all sent to one replica kills every live sandbox of the project,
+/// those another replica follows included (each at its owner: `owner::kill_project`), and
+/// counts each once; a second kill-all finds nothing left. (That the owner, not the
+/// receiver, carried a kill out is not visible from outside: both end the agent the same
+/// way.)
+#[tokio::test]
+async fn a_projects_kill_all_kills_each_sandbox_at_its_owner() {
+    let Some(w) = world().await else { return };
+    let mut ids = Vec::new();
+    for at in [&w.a, &w.b] {
+        let (status, created) = w
+            .call(
+                at,
+                Method::POST,
+                "/v1/sandboxes",
+                Some(json!({ "tool": "shell", "prompt": "echo started; sleep 60", "project_id": w.project })),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        let id: courier_store::SandboxId = created["id"].as_str().unwrap().parse().unwrap();
+        assert!(at.orchestrator.is_working(id), "its creator follows it");
+        ids.push(id);
+    }
+    let (on_a, on_b) = (ids[0], ids[1]);
+
+    let (status, body) = w
+        .call(
+            &w.b,
+            Method::POST,
+            &format!("/v1/projects/{}/kill-all", w.project),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["killed"], 2, "{body}");
+    // Each owner let go of its agent as part of the kill it carried out.
+    assert!(
+        !w.a.orchestrator.is_working(on_a),
+        "A killed its own sandbox"
+    );
+    assert!(!w.b.orchestrator.is_working(on_b));
+    for id in ids {
+        let (status, sandbox) = w
+            .call(&w.a, Method::GET, &format!("/v1/sandboxes/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{sandbox}");
+        assert_eq!(sandbox["status"], "killed", "{sandbox}");
+    }
+    let (status, body) = w
+        .call(
+            &w.a,
+            Method::POST,
+            &format!("/v1/projects/{}/kill-all", w.project),
+            None,
+        )
+        .await;
+    assert_eq!((status, &body["killed"]), (200, &json!(0)), "{body}");
+}

@@ -227,9 +227,13 @@ pub(super) async fn kill_all(
     State(api): State<Api>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<KillAll>> {
     let project = api.owned_project(caller, project_id(&id)?).await?;
-    let killed = api.inner.orchestrator.kill_project(project.id).await?;
+    let killed = match &api.inner.config.cluster {
+        Some(link) => crate::owner::kill_project(&api, link, &headers, project.id).await?,
+        None => api.inner.orchestrator.kill_project(project.id).await?,
+    };
     Ok(Json(KillAll { killed }))
 }
 

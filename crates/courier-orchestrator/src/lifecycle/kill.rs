@@ -241,6 +241,20 @@ impl Orchestrator {
         Ok(self.store.purge_sandbox(id).await?)
     }
 
+    /// The sandboxes of a project that have not ended (deleted ones included: deleting
+    /// hides a sandbox, it does not stop it).
+    pub async fn live_sandboxes_of(
+        &self,
+        project_id: courier_store::ProjectId,
+    ) -> Result<Vec<Sandbox>> {
+        let filter = SandboxFilter {
+            project_id: Some(project_id),
+            deleted: courier_store::DeletedFilter::Include,
+            ..Default::default()
+        };
+        self.live_sandboxes(filter).await
+    }
+
     pub(super) async fn live_sandboxes(&self, filter: SandboxFilter) -> Result<Vec<Sandbox>> {
         let mut out = Vec::new();
         let mut page = PageRequest::first(courier_store::MAX_PAGE_LIMIT);
@@ -256,13 +270,8 @@ impl Orchestrator {
 
     /// Kills every live sandbox of a project; returns how many were killed.
     pub async fn kill_project(&self, project_id: courier_store::ProjectId) -> Result<usize> {
-        let filter = SandboxFilter {
-            project_id: Some(project_id),
-            deleted: courier_store::DeletedFilter::Include,
-            ..Default::default()
-        };
         let mut killed = 0;
-        for sandbox in self.live_sandboxes(filter).await? {
+        for sandbox in self.live_sandboxes_of(project_id).await? {
             match self
                 .kill(sandbox.id, Some("project's sandboxes killed".into()))
                 .await
