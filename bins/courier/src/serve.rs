@@ -597,19 +597,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     // Then drive on every workflow run, work chain and issue session left unfinished.
     let workflows = Workflows::new(orchestrator.clone());
-    // In a cluster one replica drives the unfinished work on at start.
-    let drives_workflows = match &cluster {
-        Some(cluster) => cluster.lead("workflows").await?,
-        None => true,
-    };
-    let resumed = if drives_workflows {
-        workflows.resume().await
-    } else {
-        tracing::info!(
-            "another replica drives unfinished workflow runs, chains and issue sessions"
-        );
-        Ok(Default::default())
-    };
+    // In a cluster each replica drives only the work no live replica drives (claimed in
+    // the store), so every replica resumes at start, and again on the takeover tick.
+    let resumed = workflows.resume().await;
     match resumed {
         Ok(report) => tracing::info!(
             runs = report.runs,
@@ -721,9 +711,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // loses its own membership (another replica may be taking its sandboxes over).
     let takeover = cluster.clone().map(|cluster| {
         let orchestrator = orchestrator.clone();
+        let workflows = api.workflows().clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(TAKEOVER_TICK);
-            loop {
+            for round in 0u64.. {
                 tick.tick().await;
                 if let Err(e) = cluster.check_presence().await {
                     tracing::error!(error = %e, "this replica lost its cluster membership; exiting so it restarts as a new replica");
@@ -735,6 +726,20 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "taking sandboxes over failed; retrying"),
+                }
+                // Work (runs, chains, issue sessions) of dead replicas: three list queries,
+                // so every few ticks; sandboxes, which stream, are taken over first.
+                if round % WORK_TAKEOVER_EVERY == 0 {
+                    match workflows.resume().await {
+                        Ok(report) if report != Default::default() => tracing::info!(
+                            runs = report.runs,
+                            chains = report.chains,
+                            issue_sessions = report.sessions,
+                            "work taken over from a replica that stopped"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "taking work over failed; retrying"),
+                    }
                 }
             }
         })
@@ -763,6 +768,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tracing::warn!("{NO_PROVIDER}");
     }
     let stopping = api.clone();
+    let stopping_work = api.workflows().clone();
     let listener = courier_envd::tcp::LowLatencyListener::new(listener);
     axum::serve(listener, api.router())
         .with_graceful_shutdown(async move {
@@ -779,9 +785,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         takeover.abort();
     }
     if let Some(cluster) = &cluster {
-        // Stop following first, then hand the sandboxes over: the other replicas re-attach
-        // at once, and no two replicas record one agent.
+        // Stop following and driving first, then hand the sandboxes and the work over:
+        // the other replicas re-attach at once, and no two replicas record one agent or
+        // drive one run.
         following.detach_all();
+        stopping_work.detach_all();
         cluster.leave().await;
         tracing::info!("left the cluster: other replicas follow this one's sandboxes");
     }
@@ -813,6 +821,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 /// How often a replica looks for sandboxes of dead replicas (and checks its own
 /// membership): the bound on how long a dead replica's agents go unfollowed.
 const TAKEOVER_TICK: Duration = Duration::from_millis(500);
+/// Every how many takeover ticks a replica looks for unfinished work of dead replicas
+/// (2 s: a run waits between steps anyway).
+const WORK_TAKEOVER_EVERY: u64 = 4;
 /// How long a stopping server waits for its database connections to close.
 const DB_CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// How often a replica asks again to run a job another replica runs.

@@ -332,6 +332,76 @@ async fn a_restart_mid_workflow_resumes_it(backend: Backend) {
     assert_eq!(detail.sandboxes.len(), 2, "one designer, one checker");
 }
 
+/// Two replicas of a cluster: the run started on A is A's alone (B's periodic resume
+/// does not drive it a second time); when A dies mid-run, B's next resume takes it over
+/// and the run ends `succeeded` with one designer sandbox, never two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_workflow_run_is_taken_over_by_another() {
+    let Some(world) = World::new("a_dead_replicas_run", Backend::Postgres).await else {
+        return;
+    };
+    let Some(pg_a) = world.pg_store().await else {
+        return;
+    };
+    setup(&world, &[], REPO_URL).await;
+    let pg_b = world.pg_store().await.unwrap();
+    let cluster_a = Arc::new(
+        courier_store::Cluster::join(&pg_a, "http://a.invalid")
+            .await
+            .unwrap(),
+    );
+    let cluster_b = Arc::new(
+        courier_store::Cluster::join(&pg_b, "http://b.invalid")
+            .await
+            .unwrap(),
+    );
+    let first = world
+        .orchestrator(EventHub::default())
+        .with_cluster(cluster_a.clone());
+    let second = world
+        .orchestrator(EventHub::default())
+        .with_cluster(cluster_b);
+    let (at_a, at_b) = (
+        Workflows::new(first.clone()),
+        Workflows::new(second.clone()),
+    );
+    let run = start(
+        &world,
+        &at_a,
+        "Add a footer. SLEEP 4 PASS_AT_COMMITS 2",
+        WorkflowRequest::default(),
+    )
+    .await;
+    assert_eq!(
+        at_b.resume().await.unwrap(),
+        Default::default(),
+        "A drives its run: B must not drive it too"
+    );
+    eventually("the designer's sandbox", LONG, || async {
+        let steps = world.store.list_workflow_steps(run.id).await.unwrap();
+        steps.first().is_some_and(|s| s.sandbox_id.is_some())
+    })
+    .await;
+    // A dies: it drives and follows nothing more, and its membership ends.
+    at_a.detach_all();
+    first.detach_all();
+    cluster_a.leave().await;
+    second.take_over().await.expect("take the sandboxes over");
+    let report = at_b.resume().await.expect("take the work over");
+    assert_eq!(report.runs, 1);
+    assert_eq!(
+        at_b.resume().await.unwrap(),
+        Default::default(),
+        "driven once"
+    );
+    let run = finished_run(&world, run.id).await;
+    assert_eq!(run.state.status, RunStatus::Succeeded, "{run:?}");
+    let detail = at_b.run_detail(run.id).await.unwrap();
+    let roles: Vec<_> = detail.steps.iter().map(|s| s.role).collect();
+    assert_eq!(roles, [StepRole::Designer, StepRole::Checker]);
+    assert_eq!(detail.sandboxes.len(), 2, "one designer, one checker");
+}
+
 /// A two-issue chain with one pull request: both issues' runs work on the chain's
 /// branch (two commits accumulate), and the last one opens the one pull request on the
 /// GitHub stand-in. The sandbox reaches the bare repository through a `github.com` URL

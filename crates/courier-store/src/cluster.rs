@@ -332,6 +332,43 @@ impl Cluster {
         Ok(owner == self.me.id)
     }
 
+    /// Claims the pieces of work in `jobs` (workflow runs, work chains, issue sessions,
+    /// each named by the caller, e.g. `run:<id>`) that no live replica drives, and
+    /// returns every one of them this replica owns now (claimed before included). Racing
+    /// replicas never both get one: a replica drives only what this returns, so a piece
+    /// of work is driven once, and is taken over when its replica dies.
+    pub async fn claim_work(&self, jobs: &[String]) -> Result<HashSet<String>> {
+        // One order for every claimer, so two claims of overlapping work lock its rows in
+        // the same order and cannot deadlock.
+        let mut jobs = jobs.to_vec();
+        jobs.sort();
+        jobs.dedup();
+        if jobs.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO work_owners (job, replica_id) SELECT j, $1 FROM unnest($2::text[]) AS j \
+             ON CONFLICT (job) DO UPDATE SET replica_id = EXCLUDED.replica_id, claimed_at = now() \
+             WHERE work_owners.replica_id <> EXCLUDED.replica_id AND NOT EXISTS \
+             (SELECT 1 FROM courier_replicas r WHERE r.id = work_owners.replica_id AND {})",
+            alive("r.lock_key")
+        )))
+        .bind(&self.me.id)
+        .bind(&jobs)
+        .execute(&mut *tx)
+        .await?;
+        let mine: Vec<String> = sqlx::query_scalar(
+            "SELECT job FROM work_owners WHERE replica_id = $1 AND job = ANY($2::text[])",
+        )
+        .bind(&self.me.id)
+        .bind(&jobs)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(mine.into_iter().collect())
+    }
+
     /// Whether this replica runs the singleton job `job` (e.g. `"merge-poller"`): true
     /// for exactly one live replica at a time, from the first call that gets the job's
     /// lock until this replica dies.

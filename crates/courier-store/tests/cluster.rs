@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use courier_store::{
@@ -207,6 +208,47 @@ async fn a_joining_replica_removes_dead_replicas_rows() {
         joining.owner(id).await.unwrap(),
         Owner::Replica(alive.me().clone())
     );
+}
+
+/// Work (runs, chains, issue sessions) is driven by one replica: a claim gets only what
+/// no live replica drives, racing claims of new work split it, and a dead replica's
+/// work goes to the next claimer.
+#[tokio::test]
+async fn work_is_claimed_by_one_replica_and_taken_over_when_it_dies() {
+    let Some(store) = store().await else { return };
+    let a = Cluster::join(&store, "http://a.invalid").await.unwrap();
+    let b = Cluster::join(&store, "http://b.invalid").await.unwrap();
+    let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let set = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<HashSet<_>>();
+    assert_eq!(
+        a.claim_work(&names(&["run:1", "chain:2"])).await.unwrap(),
+        set(&["run:1", "chain:2"])
+    );
+    assert_eq!(
+        b.claim_work(&names(&["run:1", "chain:2", "session:3"]))
+            .await
+            .unwrap(),
+        set(&["session:3"]),
+        "what A drives stays A's"
+    );
+    assert_eq!(
+        a.claim_work(&names(&["run:1", "session:3"])).await.unwrap(),
+        set(&["run:1"]),
+        "a claim answers what is still the caller's"
+    );
+    // Both replicas claim the same new work at once: exactly one gets each piece.
+    let fresh: Vec<String> = (0..50).map(|i| format!("run:new-{i}")).collect();
+    let (at_a, at_b) = tokio::join!(a.claim_work(&fresh), b.claim_work(&fresh));
+    let (at_a, at_b) = (at_a.unwrap(), at_b.unwrap());
+    assert_eq!(at_a.len() + at_b.len(), fresh.len(), "{at_a:?} {at_b:?}");
+    assert!(at_a.is_disjoint(&at_b));
+    a.leave().await;
+    assert_eq!(
+        b.claim_work(&names(&["run:1", "chain:2"])).await.unwrap(),
+        set(&["run:1", "chain:2"]),
+        "a dead replica's work is taken over"
+    );
+    assert!(b.claim_work(&[]).await.unwrap().is_empty());
 }
 
 #[tokio::test]

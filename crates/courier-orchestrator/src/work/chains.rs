@@ -136,7 +136,7 @@ impl Workflows {
                     .await?;
             }
         }
-        self.spawn(Job::Chain(chain.id));
+        self.drive_new(Job::Chain(chain.id)).await?;
         Ok(chain)
     }
 

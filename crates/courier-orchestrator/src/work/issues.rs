@@ -78,7 +78,7 @@ impl Workflows {
                     .store
                     .set_issue_session_sandbox(session.id, sandbox.id)
                     .await?;
-                self.spawn(Job::Session(session.id));
+                self.drive_new(Job::Session(session.id)).await?;
                 Ok(session)
             }
             Err(e) => {

@@ -24,6 +24,10 @@
 //! [`Orchestrator::reconcile`]) drives every unfinished run, chain and session on from
 //! where it stood.
 //!
+//! In a cluster each piece of work is driven by one replica, its owner in the store
+//! (`Cluster::claim_work`): the replica that records it claims it, and every replica's
+//! periodic [`Workflows::resume`] claims the work of replicas that died.
+//!
 //! ## Where each part lives
 //!
 //! - `spec`: a requested workflow validated; a step's sandbox resolved.
@@ -76,6 +80,17 @@ enum Job {
     Session(IssueSessionId),
 }
 
+impl Job {
+    /// Its name among the cluster's work owners.
+    fn name(&self) -> String {
+        match self {
+            Job::Run(id) => format!("run:{id}"),
+            Job::Chain(id) => format!("chain:{id}"),
+            Job::Session(id) => format!("session:{id}"),
+        }
+    }
+}
+
 /// Runs workflows, work chains and issue sessions over an [`Orchestrator`]. Cheap to
 /// clone; clones share their background tasks.
 #[derive(Clone)]
@@ -120,25 +135,62 @@ impl Workflows {
     }
 
     /// Drives every unfinished run, chain and session on from where the store says it
-    /// stands. Call once at startup, after [`Orchestrator::reconcile`].
+    /// stands. Call it at startup, after [`Orchestrator::reconcile`]. In a cluster
+    /// ([`Orchestrator::with_cluster`]) it drives only the work no live replica drives
+    /// (claimed first, so no piece is driven twice); call it periodically there too, to
+    /// take over the work of replicas that die. Work this process drove before (even if
+    /// it stopped on an error) is not started again: a restart resumes that.
     pub async fn resume(&self) -> crate::Result<ResumeReport> {
-        let mut report = ResumeReport::default();
+        let mut jobs = Vec::new();
         for run in self.store.list_unfinished_workflow_runs().await? {
             // A chain drives its own runs.
             if run.chain_id.is_none() {
-                self.spawn(Job::Run(run.id));
-                report.runs += 1;
+                jobs.push(Job::Run(run.id));
             }
         }
         for chain in self.store.list_unfinished_work_chains().await? {
-            self.spawn(Job::Chain(chain.id));
-            report.chains += 1;
+            jobs.push(Job::Chain(chain.id));
         }
         for session in self.store.list_unfinished_issue_sessions().await? {
-            self.spawn(Job::Session(session.id));
-            report.sessions += 1;
+            jobs.push(Job::Session(session.id));
+        }
+        {
+            let driven = self.lock();
+            jobs.retain(|job| !driven.contains_key(job));
+        }
+        let mut report = ResumeReport::default();
+        for job in self.claim(jobs).await? {
+            self.spawn(job);
+            match job {
+                Job::Run(_) => report.runs += 1,
+                Job::Chain(_) => report.chains += 1,
+                Job::Session(_) => report.sessions += 1,
+            }
         }
         Ok(report)
+    }
+
+    /// Of `jobs`, those this process may drive: all of them on its own, those it owns
+    /// (now or before) in a cluster.
+    async fn claim(&self, jobs: Vec<Job>) -> crate::Result<Vec<Job>> {
+        let Some(cluster) = self.orchestrator.cluster() else {
+            return Ok(jobs);
+        };
+        let names: Vec<String> = jobs.iter().map(Job::name).collect();
+        let mine = cluster.claim_work(&names).await?;
+        Ok(jobs
+            .into_iter()
+            .filter(|job| mine.contains(&job.name()))
+            .collect())
+    }
+
+    /// Drives a piece of work just recorded here, unless (in a cluster) another
+    /// replica's [`resume`](Self::resume) claimed it first: that one drives it.
+    async fn drive_new(&self, job: Job) -> crate::Result<()> {
+        for job in self.claim(vec![job]).await? {
+            self.spawn(job);
+        }
+        Ok(())
     }
 
     /// Stops driving everything without touching the store or the sandboxes, as a

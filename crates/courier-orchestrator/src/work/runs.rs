@@ -128,7 +128,7 @@ impl Workflows {
     pub async fn start_run(&self, request: RunRequest) -> Result<WorkflowRun> {
         let new = self.new_run(request, None).await?;
         let run = self.store.create_workflow_run(new).await?;
-        self.spawn(Job::Run(run.id));
+        self.drive_new(Job::Run(run.id)).await?;
         Ok(run)
     }
 

@@ -355,6 +355,18 @@ impl World {
 
     /// An orchestrator over the world's store and provider, with its own vault and `hub`
     /// (a new process after a restart has new ones), the fake CLIs first on `PATH`.
+    /// Another connection to the world's PostgreSQL schema (a second replica's), or
+    /// `None` on SQLite.
+    #[allow(dead_code)]
+    pub async fn pg_store(&self) -> Option<PgStore> {
+        let (url, schema) = self.pg_schema.as_ref()?;
+        Some(
+            PgStore::connect_in_schema(url, schema)
+                .await
+                .expect("connect to Postgres"),
+        )
+    }
+
     pub fn orchestrator(&self, hub: EventHub) -> Orchestrator {
         Orchestrator::new(
             self.store.clone(),
