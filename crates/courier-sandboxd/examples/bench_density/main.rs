@@ -234,6 +234,8 @@ async fn run(
         "\n{created} sandboxes created in {:.1} s; run(\"true\") answered in {alive} of 3 probed",
         create_wall.as_secs_f64()
     );
+    // Read by `cargo xtask bench` into its table of [17]'s figures.
+    println!("figure density.sandboxes = {created}");
     host::print_usage(&before, &after, created);
     // What idle sandboxes cost in CPU: their cgroups' time over 5 s.
     tokio::time::sleep(Duration::from_secs(5)).await;

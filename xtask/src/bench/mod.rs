@@ -1,4 +1,7 @@
-//! `cargo xtask bench`: the benchmark examples, one per measured component.
+//! `cargo xtask bench`: the benchmark examples, one per measured component, and at the
+//! end one table of the figures issue [17] tracks, before and now (`figures`).
+
+mod figures;
 
 use std::process::Command;
 
@@ -32,6 +35,7 @@ pub fn bench(names: &[String]) -> Result<()> {
     let named = |name: &str| names.iter().any(|n| n == name);
     let wanted = |name: &str| (names.is_empty() && !ON_REQUEST.contains(&name)) || named(name);
     let mut env = TestEnv::default();
+    let mut figures = figures::Figures::default();
     // Only the store bench uses PostgreSQL.
     let cluster = wanted("store").then(postgres::Cluster::start);
     match &cluster {
@@ -42,14 +46,14 @@ pub fn bench(names: &[String]) -> Result<()> {
         None => {}
     }
     if wanted("codec") {
-        run(
+        figures.run(
             "codec bench",
             env.apply(&mut bench_example("courier-e2b", "bench_codec")),
         )?;
     }
     // courier-e2b (both codecs) and the official Python SDK on one in-process courier-envd.
     if wanted("envd") {
-        run(
+        figures.run(
             "envd bench",
             env.apply(&mut bench_example("courier-envd", "bench_envd")),
         )?;
@@ -72,7 +76,7 @@ pub fn bench(names: &[String]) -> Result<()> {
         )?;
     }
     if wanted("sandboxd") && is_root() {
-        run(
+        figures.run(
             "sandboxd bench",
             env.apply(&mut bench_example("courier-sandboxd", "bench_sandboxd")),
         )?;
@@ -83,7 +87,7 @@ pub fn bench(names: &[String]) -> Result<()> {
     }
     // A real Orchestrator over a fake provider: no sandboxes, no root.
     if wanted("orchestrator") {
-        run(
+        figures.run(
             "orchestrator bench",
             env.apply(&mut bench_example(
                 "courier-orchestrator",
@@ -92,14 +96,14 @@ pub fn bench(names: &[String]) -> Result<()> {
         )?;
     }
     if wanted("store") {
-        run(
+        figures.run(
             "store bench",
             env.apply(&mut bench_example("courier-store", "bench")),
         )?;
     }
     // 1,000 idle sandboxes on one courier-sandboxd: memory, descriptors, latency at scale.
     if wanted("density") && is_root() {
-        run(
+        figures.run(
             "density bench",
             env.apply(&mut bench_example("courier-sandboxd", "bench_density")),
         )?;
@@ -109,6 +113,7 @@ pub fn bench(names: &[String]) -> Result<()> {
         );
     }
     drop(cluster);
+    figures.print();
     Ok(())
 }
 
