@@ -80,6 +80,7 @@
 mod attack_tests;
 mod domain_proxy;
 mod filter;
+mod interception;
 pub mod policy;
 mod sniff;
 pub(crate) mod supervisor;
@@ -95,6 +96,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+pub use interception::{InterceptError, TlsInterception};
 pub use policy::transform::{TransformError, TransformRules};
 pub use policy::{Cidr, CidrError, EgressRules, OperatorAllow, RuleError};
 use policy::{Destination, Environment, Refused, Verdict};
@@ -114,6 +116,10 @@ struct Shared {
     host_addrs: Mutex<Option<(Instant, Arc<[IpAddr]>)>>,
     /// Started on first use (a sandbox with domain rules), then kept.
     domain_proxy: Mutex<Option<Arc<domain_proxy::DomainProxy>>>,
+    /// Where the interception CA lives (`None`: TLS to a transformed host is closed).
+    interception: Option<TlsInterception>,
+    /// The CA, loaded (or made) on first use, then kept.
+    interceptor: Mutex<Option<Arc<interception::Interceptor>>>,
 }
 
 impl fmt::Debug for Egress {
@@ -129,13 +135,46 @@ impl Egress {
     /// (or on the one TCP port a port-scoped entry names) are not refused (a sandbox's
     /// own rules still apply to them).
     pub fn new(operator_allow: Vec<OperatorAllow>) -> Self {
+        Self::with_interception(operator_allow, None)
+    }
+
+    /// [`Egress::new`], and TLS to hosts with `network.rules` transforms intercepted with
+    /// the CA of `interception` (see `interception.rs`); `None`: such TLS is closed.
+    pub fn with_interception(
+        operator_allow: Vec<OperatorAllow>,
+        interception: Option<TlsInterception>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 operator_allow,
                 host_addrs: Mutex::new(None),
                 domain_proxy: Mutex::new(None),
+                interception,
+                interceptor: Mutex::new(None),
             }),
         }
+    }
+
+    /// The interception CA, loaded (or made) on first use.
+    fn interceptor(&self) -> Result<Arc<interception::Interceptor>, InterceptError> {
+        let config = self
+            .shared
+            .interception
+            .as_ref()
+            .ok_or(InterceptError::Disabled)?;
+        let mut cached = crate::lock::lock(&self.shared.interceptor);
+        if let Some(interceptor) = cached.as_ref() {
+            return Ok(interceptor.clone());
+        }
+        let opened = Arc::new(interception::Interceptor::open(config)?);
+        *cached = Some(opened.clone());
+        Ok(opened)
+    }
+
+    /// The interception CA's certificate (PEM) that sandboxes with transform rules trust;
+    /// [`InterceptError::Disabled`] when this egress does not intercept.
+    pub fn ca_certificate_pem(&self) -> Result<String, InterceptError> {
+        Ok(self.interceptor()?.ca_pem().to_owned())
     }
 
     /// The process-wide egress with no operator allow list, for sandboxes created
