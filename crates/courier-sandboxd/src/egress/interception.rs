@@ -225,19 +225,20 @@ impl Interceptor {
                 let (y, m, d) = day(-1);
                 params.not_before = rcgen::date_time_ymd(y, m, d);
                 params.not_after = rcgen::date_time_ymd(y + CA_VALIDITY_YEARS, m, d.min(28));
-                let cert = params.self_signed(&key).map_err(sign_error("the egress CA"))?;
+                let cert = params
+                    .self_signed(&key)
+                    .map_err(sign_error("the egress CA"))?;
                 let pem = cert.pem();
                 write_new(&cert_path, pem.as_bytes(), 0o644)?;
                 pem
             }
             Err(e) => return Err(io_error(&cert_path)(e)),
         };
-        let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| {
-            InterceptError::Key {
+        let ca_der =
+            CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| InterceptError::Key {
                 path: cert_path.clone(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let issuer = Issuer::new(ca_params(), key);
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(

@@ -48,8 +48,11 @@
 //! - **transforms** (E2B's `network.rules`, `transform.rs`): an allowed TCP connection to
 //!   a destination with rules goes through the same listener to the transform proxy
 //!   (`domain_proxy/transform_proxy.rs`), which sets the rule's headers on every plain-HTTP request
-//!   and forwards it to the original destination; TLS to such a host is closed (no
-//!   interception, fail closed). Rules never allow traffic by themselves;
+//!   and forwards it to the original destination. TLS whose SNI a domain key names is
+//!   intercepted with the server's CA (`interception.rs`), which sandboxes created with
+//!   rules trust, and forwarded over TLS verified for that name; other TLS to an
+//!   IP/CIDR key's address is closed (fail closed). Rules never allow traffic by
+//!   themselves;
 //! - **the operator** lifts the internal refusal for chosen ranges with
 //!   [`Egress::new`]'s allow list (`--egress-allow CIDR`), or for one TCP port of them
 //!   (`--egress-allow IP:PORT`, `CIDR:PORT`, `[v6]:PORT`); a sandbox's own `allowOut`
@@ -70,8 +73,15 @@
 //!   without being on its interfaces (a NAT in front of it) are not known here.
 //! - Domain checks see the first request's name only (see `domain_proxy.rs`), except on
 //!   connections the transform proxy serves, which checks every request.
-//! - Transforms apply to HTTP/1 in clear only; domain keys act on ports 80 and 443,
-//!   IP/CIDR keys on every port (non-HTTP traffic to such an address does not pass).
+//! - Transforms apply to HTTP/1, in clear or inside TLS intercepted for a domain key's
+//!   name (HTTP/2 is not offered there); domain keys act on ports 80 and 443, IP/CIDR
+//!   keys on every port (non-HTTP traffic to such an address does not pass).
+//! - Only sandboxes *created* with transform rules trust the interception CA (their own
+//!   copy of `/etc/ssl/certs/ca-certificates.crt`; programs with a bundle of their own,
+//!   such as Node.js or Python's `requests`, need `NODE_EXTRA_CA_CERTS` /
+//!   `REQUESTS_CA_BUNDLE` pointed at it). Rules a live update adds to a sandbox created
+//!   without any are intercepted too, and its clients then fail verification: closed,
+//!   never sent without the transform.
 //! - An exploited slirp4netns can still listen on host ports and talk to the sandbox;
 //!   it runs with slirp4netns's own sandbox (`--enable-sandbox --enable-seccomp`: its
 //!   own mount namespace, no capabilities but `CAP_NET_BIND_SERVICE`).

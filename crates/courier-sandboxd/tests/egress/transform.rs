@@ -441,7 +441,11 @@ fn https_transforms_go_through_a_ca_only_sandboxes_with_rules_trust() {
             assert!(!seen.contains("forged"), "{isolation}: {seen}");
             // Python's default context (the system bundle) trusts it too.
             ruled.files().write("/tmp/peer.py", PEER).await.unwrap();
-            ruled.files().write("/tmp/lab-ca.pem", lab_ca.clone()).await.unwrap();
+            ruled
+                .files()
+                .write("/tmp/lab-ca.pem", lab_ca.clone())
+                .await
+                .unwrap();
             let issuer = sh(&ruled, "python3 /tmp/peer.py allowed.test").await;
             assert_eq!(
                 issuer, "courier-sandboxd egress interception CA\n",
@@ -453,7 +457,11 @@ fn https_transforms_go_through_a_ca_only_sandboxes_with_rules_trust() {
             assert_eq!(issuer, "Egress Lab Test CA\n", "{isolation}");
             // A destination whose certificate does not verify on the host: a 502
             // naming why, never its answer (nor the header).
-            let seen = body(&ruled, "-w '\\n%{http_code}' https://untrusted.test/headers").await;
+            let seen = body(
+                &ruled,
+                "-w '\\n%{http_code}' https://untrusted.test/headers",
+            )
+            .await;
             assert!(seen.ends_with("\n502"), "{isolation}: {seen}");
             assert!(
                 seen.contains("TLS to untrusted.test failed") && seen.contains("certificate"),
@@ -464,7 +472,11 @@ fn https_transforms_go_through_a_ca_only_sandboxes_with_rules_trust() {
             // A sandbox without rules: the bundle is the template's, TLS untouched.
             let plain = api.create(Some(true), None).await;
             plain.files().write("/tmp/peer.py", PEER).await.unwrap();
-            plain.files().write("/tmp/lab-ca.pem", lab_ca.clone()).await.unwrap();
+            plain
+                .files()
+                .write("/tmp/lab-ca.pem", lab_ca.clone())
+                .await
+                .unwrap();
             let issuer = sh(&plain, "python3 /tmp/peer.py allowed.test /tmp/lab-ca.pem").await;
             assert_eq!(issuer, "Egress Lab Test CA\n", "{isolation}");
             let count = format!("grep -cF '{ca_line}' /etc/ssl/certs/ca-certificates.crt; true");
@@ -473,7 +485,10 @@ fn https_transforms_go_through_a_ca_only_sandboxes_with_rules_trust() {
 
             // The attacker inside sees the CA's certificate, never its key: not at the
             // host's path, and (once) nowhere in the sandbox's files or processes.
-            let probe = format!("test -e '{}' && echo present || echo absent", key_path.display());
+            let probe = format!(
+                "test -e '{}' && echo present || echo absent",
+                key_path.display()
+            );
             assert_eq!(sh(&ruled, &probe).await, "absent\n", "{isolation}");
             if round == 0 {
                 let key = fs::read_to_string(&key_path).unwrap();
@@ -488,8 +503,13 @@ fn https_transforms_go_through_a_ca_only_sandboxes_with_rules_trust() {
                     .await
                     .unwrap()
                     .stdout;
-                assert!(found.ends_with(" hits []\n"), "the CA key is readable: {found}");
+                assert!(
+                    found.ends_with(" hits []\n"),
+                    "the CA key is readable: {found}"
+                );
+                eprintln!("{isolation}: CA key scan: {}", found.trim());
             }
+            eprintln!("{isolation}: HTTPS transforms, 502 and untouched splice checked");
             ruled.kill().await.unwrap();
             plain.kill().await.unwrap();
         });

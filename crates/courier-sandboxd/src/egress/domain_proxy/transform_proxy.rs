@@ -1,11 +1,18 @@
 //! The transform proxy: where the domain proxy hands a redirected connection whose
 //! destination has `network.rules` transforms (see `transform.rs`).
 //!
-//! - **TLS** (the first byte is a handshake record): if an IP/CIDR key covers the
-//!   destination or a domain key matches the SNI, the connection is closed and the
-//!   refusal logged — transforms cannot be applied inside TLS without intercepting it,
-//!   and passing it on without them would be silently wrong (fail closed). Other TLS is
-//!   spliced as the domain proxy would (after its domain check when one is due).
+//! - **TLS** (the first byte is a handshake record) whose SNI a domain key names is
+//!   **intercepted**: terminated with a leaf for that name signed by the server's CA
+//!   (`../interception.rs`; sandboxes created with rules trust it), ALPN `http/1.1`
+//!   only, then served as HTTP/1 below; each request goes to the original, checked
+//!   destination over TLS verified for the SNI with the host's roots. A certificate that
+//!   does not verify is answered 502 with the reason, never a plain or unverified
+//!   fallback. Inside, a domain key's headers go only to requests naming the SNI (the
+//!   name the destination proved). TLS that an IP/CIDR key covers without such a name is
+//!   closed and the refusal logged: no name to mint a leaf for or verify against, and
+//!   passing it on without the transform would be silently wrong (fail closed). Other
+//!   TLS is spliced as the domain proxy would (after its domain check when one is due);
+//!   no leaf is ever minted for a name without a rule.
 //! - **HTTP/1**: a hyper server parses every request on the connection (keep-alive,
 //!   chunked or streamed bodies both ways), and a hyper client forwards each one to the
 //!   **original, checked destination** — never to what the request names: a different
@@ -14,7 +21,8 @@
 //!   headers are only added when the request's name resolves (on the host) to the
 //!   destination address, so naming the rule's host in a request to another server gets
 //!   no secret. The answer streams back frame by frame (server-sent events stay live).
-//! - **What the values reach**: the destination, in clear text (plain HTTP). A
+//! - **What the values reach**: the destination, in clear text (plain HTTP) or inside
+//!   TLS to the verified name. A
 //!   destination that echoes request headers back (an httpbin `/headers`) shows them to
 //!   the sandbox: only put rules on hosts that do not.
 //! - **Upgrades** are refused with 426 (a WebSocket-first client falls back to HTTP at
