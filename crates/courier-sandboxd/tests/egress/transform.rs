@@ -81,8 +81,8 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 #[test]
-fn transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret() {
-    let test = "transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret";
+fn transform_rules_set_headers_and_keep_their_values_secret() {
+    let test = "transform_rules_set_headers_and_keep_their_values_secret";
     let Some(mut lab) = Lab::new(test) else {
         return;
     };

@@ -270,7 +270,11 @@ const MAX_CA_BUNDLE: u64 = 8 << 20;
 /// file of the sandbox's own, never written through), so the template's layers stay as
 /// they were. Only a regular file is read: a FIFO or device planted at that path is
 /// treated as no bundle.
-fn trust_ca(root: BorrowedFd<'_>, pem: &str, owner: Option<(u32, u32)>) -> Result<(), StepError> {
+pub(super) fn trust_ca(
+    root: BorrowedFd<'_>,
+    pem: &str,
+    owner: Option<(u32, u32)>,
+) -> Result<(), StepError> {
     let path = Path::new(CA_BUNDLE);
     let mut bundle = Vec::new();
     match rustix::fs::openat2(
