@@ -411,6 +411,7 @@ fn https_transforms_go_through_a_ca_only_sandboxes_with_rules_trust() {
         lab.start_sandboxd(&[]);
         let (lab_ca, key_path) = (lab_ca.clone(), key_path.clone());
         lab.with_api(|api| async move {
+            let clock = Instant::now();
             let ruled = api
                 .create(
                     Some(true),
@@ -420,6 +421,7 @@ fn https_transforms_go_through_a_ca_only_sandboxes_with_rules_trust() {
                     }})),
                 )
                 .await;
+            let ruled_create = clock.elapsed();
             // The CA was made for this sandbox: root-only on the host.
             let mode = |p: &Path| {
                 use std::os::unix::fs::PermissionsExt as _;
@@ -469,8 +471,40 @@ fn https_transforms_go_through_a_ca_only_sandboxes_with_rules_trust() {
             );
             assert!(!seen.contains(PROOF_B), "{isolation}: {seen}");
 
+            // Figures (printed, not asserted): HTTPS through the interception (the first
+            // request of a round may mint the leaf) and spliced, as curl times them.
+            let times = |url: &str| {
+                format!(
+                    "for i in 1 2 3; do curl -sS -k -o /dev/null -w '%{{time_total}} ' {url}; done"
+                )
+            };
+            let intercepted = sh(&ruled, &times("https://allowed.test/")).await;
+            let spliced = sh(&ruled, &times("https://other.test/")).await;
+            eprintln!(
+                "{isolation}: curl time_total s, intercepted: {intercepted}| spliced: {spliced}"
+            );
+
             // A sandbox without rules: the bundle is the template's, TLS untouched.
+            let clock = Instant::now();
             let plain = api.create(Some(true), None).await;
+            let plain_create = clock.elapsed();
+            // A second create with rules: the CA is loaded by then (the first one may
+            // have made it, and was the server's first create).
+            let clock = Instant::now();
+            let again = api
+                .create(
+                    Some(true),
+                    Some(serde_json::json!({"rules": {
+                        "allowed.test": [{"transform": {"headers": {"X-Proof": proof()}}}],
+                    }})),
+                )
+                .await;
+            let again_create = clock.elapsed();
+            again.kill().await.unwrap();
+            eprintln!(
+                "{isolation}: create with rules, first {ruled_create:?}, second \
+                 {again_create:?}; without rules {plain_create:?}"
+            );
             plain.files().write("/tmp/peer.py", PEER).await.unwrap();
             plain
                 .files()
