@@ -516,6 +516,24 @@ fn https_transforms_go_through_a_ca_only_sandboxes_with_rules_trust() {
             let count = format!("grep -cF '{ca_line}' /etc/ssl/certs/ca-certificates.crt; true");
             assert_eq!(sh(&plain, &count).await, "0\n", "{isolation}");
             assert_eq!(sh(&ruled, &count).await, "1\n", "{isolation}");
+            // Rules added live to a sandbox created without any: its TLS to the host is
+            // intercepted, and fails verification there (curl exits 60) rather than
+            // leaving without the header.
+            let (status, answer) = api
+                .put_network(
+                    plain.id(),
+                    serde_json::json!({"rules": {
+                        "allowed.test": [{"transform": {"headers": {"X-Proof": proof()}}}],
+                    }}),
+                )
+                .await;
+            assert_eq!(status, 204, "{answer}");
+            let rc = sh(
+                &plain,
+                "curl -sS -o /dev/null https://allowed.test/ 2>/dev/null; echo $?",
+            )
+            .await;
+            assert_eq!(rc, "60\n", "{isolation}");
 
             // The attacker inside sees the CA's certificate, never its key: not at the
             // host's path, and (once) nowhere in the sandbox's files or processes.
