@@ -189,7 +189,7 @@ async fn terminate(
         tokio_rustls::TlsAcceptor::from(config).accept(io),
     )
     .await
-    .map_err(|_| Refusal::SniffTimeout)?
+    .map_err(|_| Refusal::Handshake(std::io::ErrorKind::TimedOut.into()))?
     .map_err(Refusal::Handshake)?;
     Ok((
         accepted,
