@@ -102,6 +102,11 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     egress_allow: Vec<courier_sandboxd::egress::OperatorAllow>,
+    /// A PEM file of extra roots (repeatable) that a destination's certificate may chain
+    /// to when TLS to a host with `network.rules` transforms is intercepted; the host's
+    /// own roots are always trusted. E.g. an internal CA of the hosts rules name.
+    #[arg(long = "egress-upstream-ca", value_name = "PEM")]
+    egress_upstream_ca: Vec<PathBuf>,
     /// Pull `fromImage` images of a registry from a mirror instead, as
     /// `REGISTRY=URL` (repeatable, or a comma list in the environment variable), e.g.
     /// `docker.io=http://127.0.0.1:5000`. Plain HTTP only to a loopback address.
@@ -305,6 +310,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.limits = args.limits.limits();
     config.template_ready_timeout = Duration::from_secs(args.limits.template_ready_timeout);
     config.egress_allow = args.egress_allow;
+    config.egress_upstream_roots = args.egress_upstream_ca;
     config.shared_dirs.extend(args.share);
     config.images.max_unpacked_bytes = args.image_max_bytes;
     for mirror in &args.registry_mirror {

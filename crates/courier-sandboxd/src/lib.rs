@@ -47,7 +47,8 @@
 //! egress policy enforced outside the sandbox ([`egress`]): never cloud metadata, the
 //! host's own addresses, loopback or private ranges unless the operator allows them
 //! (`ServerConfig::egress_allow`), and E2B's `network.allowOut`/`denyOut` (CIDRs, IPs,
-//! domains) and `network.rules` header transforms (plain HTTP only), changeable live with
+//! domains) and `network.rules` header transforms (plain HTTP, and HTTPS intercepted with
+//! the server's own CA for names a rule matches), changeable live with
 //! `PUT /sandboxes/{id}/network`. `network.maskRequestHost` sets the `Host` requests to
 //! the sandbox's ports arrive with. A sandbox created with
 //! `network.allowPublicTraffic: false` gets a traffic access token its ports other than

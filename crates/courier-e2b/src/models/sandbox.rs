@@ -334,7 +334,10 @@ pub struct NetworkConfig {
     /// `rules`: per-host request transforms (`SandboxNetworkRule`), keyed by domain
     /// (`api.example.com`, `*.example.com`), IP or CIDR. A key does not allow egress by
     /// itself: the host must also pass `allowOut`/`denyOut`. courier-sandboxd applies
-    /// the transforms to plain HTTP only and closes TLS to such a host.
+    /// the transforms to plain HTTP, and to HTTPS whose server name a domain key matches
+    /// (it intercepts that TLS with a CA sandboxes created with rules trust, and verifies
+    /// the real server's certificate); TLS it cannot intercept (an IP/CIDR key's address
+    /// reached without such a name) is closed.
     ///
     /// ```
     /// use courier_e2b::models::{NetworkConfig, NetworkRule};

@@ -48,8 +48,11 @@
 //! - **transforms** (E2B's `network.rules`, `transform.rs`): an allowed TCP connection to
 //!   a destination with rules goes through the same listener to the transform proxy
 //!   (`domain_proxy/transform_proxy.rs`), which sets the rule's headers on every plain-HTTP request
-//!   and forwards it to the original destination; TLS to such a host is closed (no
-//!   interception, fail closed). Rules never allow traffic by themselves;
+//!   and forwards it to the original destination. TLS whose SNI a domain key names is
+//!   intercepted with the server's CA (`interception.rs`), which sandboxes created with
+//!   rules trust, and forwarded over TLS verified for that name; other TLS to an
+//!   IP/CIDR key's address is closed (fail closed). Rules never allow traffic by
+//!   themselves;
 //! - **the operator** lifts the internal refusal for chosen ranges with
 //!   [`Egress::new`]'s allow list (`--egress-allow CIDR`), or for one TCP port of them
 //!   (`--egress-allow IP:PORT`, `CIDR:PORT`, `[v6]:PORT`); a sandbox's own `allowOut`
@@ -70,8 +73,15 @@
 //!   without being on its interfaces (a NAT in front of it) are not known here.
 //! - Domain checks see the first request's name only (see `domain_proxy.rs`), except on
 //!   connections the transform proxy serves, which checks every request.
-//! - Transforms apply to HTTP/1 in clear only; domain keys act on ports 80 and 443,
-//!   IP/CIDR keys on every port (non-HTTP traffic to such an address does not pass).
+//! - Transforms apply to HTTP/1, in clear or inside TLS intercepted for a domain key's
+//!   name (HTTP/2 is not offered there); domain keys act on ports 80 and 443, IP/CIDR
+//!   keys on every port (non-HTTP traffic to such an address does not pass).
+//! - Only sandboxes *created* with transform rules trust the interception CA (their own
+//!   copy of `/etc/ssl/certs/ca-certificates.crt`; programs with a bundle of their own,
+//!   such as Node.js or Python's `requests`, need `NODE_EXTRA_CA_CERTS` /
+//!   `REQUESTS_CA_BUNDLE` pointed at it). Rules a live update adds to a sandbox created
+//!   without any are intercepted too, and its clients then fail verification: closed,
+//!   never sent without the transform.
 //! - An exploited slirp4netns can still listen on host ports and talk to the sandbox;
 //!   it runs with slirp4netns's own sandbox (`--enable-sandbox --enable-seccomp`: its
 //!   own mount namespace, no capabilities but `CAP_NET_BIND_SERVICE`).
@@ -80,6 +90,7 @@
 mod attack_tests;
 mod domain_proxy;
 mod filter;
+mod interception;
 pub mod policy;
 mod sniff;
 pub(crate) mod supervisor;
@@ -95,6 +106,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+pub use interception::{InterceptError, TlsInterception};
 pub use policy::transform::{TransformError, TransformRules};
 pub use policy::{Cidr, CidrError, EgressRules, OperatorAllow, RuleError};
 use policy::{Destination, Environment, Refused, Verdict};
@@ -114,6 +126,10 @@ struct Shared {
     host_addrs: Mutex<Option<(Instant, Arc<[IpAddr]>)>>,
     /// Started on first use (a sandbox with domain rules), then kept.
     domain_proxy: Mutex<Option<Arc<domain_proxy::DomainProxy>>>,
+    /// Where the interception CA lives (`None`: TLS to a transformed host is closed).
+    interception: Option<TlsInterception>,
+    /// The CA, loaded (or made) on first use, then kept.
+    interceptor: Mutex<Option<Arc<interception::Interceptor>>>,
 }
 
 impl fmt::Debug for Egress {
@@ -129,13 +145,46 @@ impl Egress {
     /// (or on the one TCP port a port-scoped entry names) are not refused (a sandbox's
     /// own rules still apply to them).
     pub fn new(operator_allow: Vec<OperatorAllow>) -> Self {
+        Self::with_interception(operator_allow, None)
+    }
+
+    /// [`Egress::new`], and TLS to hosts with `network.rules` transforms intercepted with
+    /// the CA of `interception` (see `interception.rs`); `None`: such TLS is closed.
+    pub fn with_interception(
+        operator_allow: Vec<OperatorAllow>,
+        interception: Option<TlsInterception>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 operator_allow,
                 host_addrs: Mutex::new(None),
                 domain_proxy: Mutex::new(None),
+                interception,
+                interceptor: Mutex::new(None),
             }),
         }
+    }
+
+    /// The interception CA, loaded (or made) on first use.
+    fn interceptor(&self) -> Result<Arc<interception::Interceptor>, InterceptError> {
+        let config = self
+            .shared
+            .interception
+            .as_ref()
+            .ok_or(InterceptError::Disabled)?;
+        let mut cached = crate::lock::lock(&self.shared.interceptor);
+        if let Some(interceptor) = cached.as_ref() {
+            return Ok(interceptor.clone());
+        }
+        let opened = Arc::new(interception::Interceptor::open(config)?);
+        *cached = Some(opened.clone());
+        Ok(opened)
+    }
+
+    /// The interception CA's certificate (PEM) that sandboxes with transform rules trust;
+    /// [`InterceptError::Disabled`] when this egress does not intercept.
+    pub fn ca_certificate_pem(&self) -> Result<String, InterceptError> {
+        Ok(self.interceptor()?.ca_pem().to_owned())
     }
 
     /// The process-wide egress with no operator allow list, for sandboxes created

@@ -187,6 +187,19 @@ impl Runtime {
             binds.extend(prepared.binds);
         }
         let launch = isolator.launch(spec, dirs)?;
+        // Only a networked sandbox with transform rules trusts the interception CA (no
+        // other create reads or makes it). An egress without interception (the runtime
+        // used on its own) closes such TLS instead: nothing to trust.
+        let trust_ca = match slirp {
+            Some(_) if !spec.egress.rules().transforms().is_empty() => {
+                match spec.egress.egress().ca_certificate_pem() {
+                    Ok(pem) => Some(pem),
+                    Err(crate::egress::InterceptError::Disabled) => None,
+                    Err(e) => return Err(Error::Config(e.to_string())),
+                }
+            }
+            _ => None,
+        };
         let task = HelperTask::Sandbox(Box::new(init::SandboxTask {
             id: spec.id.clone(),
             cgroup_procs: cgroup.procs_files(),
@@ -197,6 +210,7 @@ impl Runtime {
                 binds,
                 hostname: hostname.clone(),
                 resolv_conf: slirp.map(|_| format!("nameserver {}\n", network::SANDBOX_NAMESERVER)),
+                trust_ca,
                 ready_disk_minor: ready_disk.as_ref().map(|d| d.minor),
             },
             ids,

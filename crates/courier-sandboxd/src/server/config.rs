@@ -66,6 +66,10 @@ pub struct ServerConfig {
     /// private, CGNAT, the host's own addresses... are refused otherwise; see
     /// [`crate::egress`]). Empty by default. A sandbox's own `denyOut` still applies.
     pub egress_allow: Vec<crate::egress::OperatorAllow>,
+    /// PEM files of roots that upstream certificates may chain to when TLS to a host with
+    /// `network.rules` transforms is intercepted, besides the host's own roots (an
+    /// internal CA; tests name their own). Empty by default.
+    pub egress_upstream_roots: Vec<PathBuf>,
     /// Size of each volume and the total per API key (see [`crate::volumes`]).
     pub volumes: crate::volumes::VolumeLimits,
     /// Where `fromImage` templates are pulled from (registry mirrors) and their size
@@ -123,6 +127,7 @@ impl ServerConfig {
             io: IoLimits::standard(),
             limits: ServerLimits::default(),
             egress_allow: Vec::new(),
+            egress_upstream_roots: Vec::new(),
             volumes: crate::volumes::VolumeLimits::default(),
             images: crate::images::ImageConfig::default(),
         }

@@ -171,11 +171,13 @@ impl Sandboxd {
         // Template build sandboxes die with the server; only gVisor's slow start is
         // worth a sandbox kept running ahead (see crate::warm).
         // A sandbox with volumes has binds of its own, and a snapshot's layers serve no
-        // other create: never one of the pool's.
+        // other create: never one of the pool's. Nor does a sandbox with transform rules:
+        // its root trusts the interception CA from the start (see crate::egress).
         let poolable = isolation == Isolation::Gvisor
             && !request.die_with_server
             && request.volume_mounts.is_empty()
-            && !from_snapshot;
+            && !from_snapshot
+            && request.egress.transforms().is_empty();
         let clock = Instant::now();
         let warm = match poolable.then(|| self.inner.warm.take(&shape)).flatten() {
             Some(warm) => self.claim_warm(warm, &request.egress).await,

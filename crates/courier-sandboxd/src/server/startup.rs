@@ -96,7 +96,10 @@ impl Sandboxd {
         .await?;
         let runtime = Arc::new(runtime);
         let records = RecordStore::open(data_dir.join("records"))?;
-        let egress = Egress::new(config.egress_allow.clone());
+        let interception =
+            crate::egress::TlsInterception::new(&data_dir, &config.egress_upstream_roots)
+                .map_err(|e| Error::Config(e.to_string()))?;
+        let egress = Egress::with_interception(config.egress_allow.clone(), Some(interception));
         let keys = KeyStore::load(&data_dir, config.dev_api_key.as_deref())?;
         let capacity = Capacity::new(config.limits.max_sandboxes, config.limits.memory_limit_mb());
         let mut sandboxes = HashMap::new();

@@ -12,6 +12,8 @@ pub(crate) struct Lab {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) hosts: Vec<Child>,
     pub(crate) sandboxd: Option<Child>,
+    /// More arguments for courier-sandboxd (e.g. `--isolation container`).
+    pub(crate) sandboxd_args: Vec<String>,
 }
 
 /// A process in a new network namespace, holding it until killed.
@@ -69,6 +71,7 @@ impl Lab {
             dir: tempfile::tempdir().expect("tempdir"),
             hosts: Vec::new(),
             sandboxd: None,
+            sandboxd_args: Vec::new(),
         };
         lab.build_network();
         lab.start_hosts();
@@ -122,10 +125,23 @@ impl Lab {
 
     pub(crate) fn start_hosts(&mut self) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/egress_lab.py");
+        // The lab's own CA (trusted by courier-sandboxd's upstream verifier through
+        // `--egress-upstream-ca`, never by sandboxes) signs the outside's HTTPS
+        // certificate; `untrusted.test` presents a self-signed one instead.
+        let (ca, ca_key) = (self.path("ca.pem"), self.path("ca.key"));
         let (cert, key) = (self.path("cert.pem"), self.path("key.pem"));
-        run(
-            "openssl",
-            &[
+        let (untrusted, untrusted_key) = (self.path("untrusted.pem"), self.path("untrusted.key"));
+        let ext = self.path("leaf.ext");
+        fs::write(
+            &ext,
+            "subjectAltName=DNS:allowed.test,DNS:api.allowed.test,DNS:other.test,\
+             DNS:elsewhere.test\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let p = |p: &PathBuf| p.to_str().unwrap().to_owned();
+        let csr = self.path("leaf.csr");
+        for args in [
+            vec![
                 "req",
                 "-x509",
                 "-newkey",
@@ -134,17 +150,68 @@ impl Lab {
                 "-days",
                 "1",
                 "-subj",
+                "/CN=Egress Lab Test CA",
+                "-keyout",
+                &p(&ca_key),
+                "-out",
+                &p(&ca),
+            ],
+            vec![
+                "req",
+                "-new",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
                 "/CN=allowed.test",
                 "-keyout",
-                key.to_str().unwrap(),
+                &p(&key),
                 "-out",
-                cert.to_str().unwrap(),
+                &p(&csr),
             ],
-        );
+            vec![
+                "x509",
+                "-req",
+                "-in",
+                &p(&csr),
+                "-CA",
+                &p(&ca),
+                "-CAkey",
+                &p(&ca_key),
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &p(&ext),
+                "-out",
+                &p(&cert),
+            ],
+            vec![
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=untrusted.test",
+                "-addext",
+                "subjectAltName=DNS:untrusted.test",
+                "-keyout",
+                &p(&untrusted_key),
+                "-out",
+                &p(&untrusted),
+            ],
+        ] {
+            run("openssl", &args);
+        }
         let outside: Vec<String> = vec![
             "outside".into(),
-            cert.display().to_string(),
-            key.display().to_string(),
+            p(&cert),
+            p(&key),
+            p(&untrusted),
+            p(&untrusted_key),
         ];
         for (ns, args) in [
             (self.outside_ns.id(), outside),
@@ -207,7 +274,10 @@ impl Lab {
             ])
             .arg("--envd-binary")
             .arg(support::envd_binary())
-            .arg("--kill-on-exit");
+            .arg("--kill-on-exit")
+            .arg("--egress-upstream-ca")
+            .arg(self.path("ca.pem"))
+            .args(&self.sandboxd_args);
         for range in egress_allow {
             cmd.args(["--egress-allow", range]);
         }

@@ -81,8 +81,8 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 #[test]
-fn transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret() {
-    let test = "transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret";
+fn transform_rules_set_headers_and_keep_their_values_secret() {
+    let test = "transform_rules_set_headers_and_keep_their_values_secret";
     let Some(mut lab) = Lab::new(test) else {
         return;
     };
@@ -223,10 +223,19 @@ fn transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret()
             assert!(seen.starts_with("203.0.113.20\n"), "{args}: {seen}");
             assert!(!seen.contains(NAMED_B), "{args} got the header: {seen}");
         }
-        // TLS to a host with rules cannot be transformed: closed, not sent without them.
-        fetch(&sbx, "https://allowed.test/")
+        // TLS to a host a domain key names is intercepted: the sandbox trusts the
+        // server's CA (curl verifies, no -k) and the header is set inside.
+        let seen = body(&sbx, "https://allowed.test/headers").await;
+        assert!(seen.starts_with("203.0.113.10\n"), "{seen}");
+        assert!(
+            seen.contains(&format!("authorization: {}\n", named())),
+            "{seen}"
+        );
+        // TLS without a name a rule names, to an address an IP key covers: no leaf to
+        // mint, so closed rather than sent without the header.
+        fetch(&sbx, "https://10.77.0.1:8081/")
             .await
-            .assert_refused_fast("TLS to a transformed host");
+            .assert_refused_fast("TLS without a ruled name to an IP key's address");
         // TLS elsewhere is untouched.
         fetch(&sbx, "https://203.0.113.20/")
             .await
@@ -307,7 +316,7 @@ fn transform_rules_set_headers_on_plain_http_only_and_keep_their_values_secret()
 
     // The server said why it closed the TLS connection, and never wrote a value.
     let log = lab.log();
-    assert!(log.contains("transforms apply to plain HTTP only"), "{log}");
+    assert!(log.contains("without a server name a rule names"), "{log}");
     for secret in [PROOF_B, NAMED_B, NEXT_B] {
         assert!(!log.contains(secret), "a value is in the server's log");
     }
@@ -357,11 +366,12 @@ fn transforms_combine_with_allow_out_domains_checking_every_request() {
         fetch(&sbx, "-H 'Host: other.test' http://203.0.113.10/headers")
             .await
             .assert_refused_fast("a name outside allowOut");
-        // allowOut lets TLS to allowed.test out, but its transform cannot be applied
-        // inside TLS: closed rather than sent without it.
-        fetch(&sbx, "https://allowed.test/")
-            .await
-            .assert_refused_fast("TLS to an allowed domain with a transform");
+        // allowOut lets TLS to allowed.test out, and its transform is applied inside
+        // (intercepted with the CA the sandbox trusts).
+        let seen = body(&sbx, "-H 'X-Proof: forged' https://allowed.test/headers").await;
+        assert!(seen.starts_with("203.0.113.10\n"), "{seen}");
+        assert!(seen.contains(&format!("x-proof: {}\n", proof())), "{seen}");
+        assert!(!seen.contains("forged"), "{seen}");
         sbx.kill().await.unwrap();
     });
     let log = lab.log();
@@ -370,4 +380,199 @@ fn transforms_combine_with_allow_out_domains_checking_every_request() {
         log.contains("other.test is not an allowOut domain"),
         "{log}"
     );
+}
+
+/// Prints the common name of the issuer of the certificate `argv[1]:443` presents, as
+/// Python's default TLS context (the system bundle) or one trusting only `argv[2]` sees
+/// it; `failed <error>` when it does not verify.
+const PEER: &str = r#"import socket, ssl, sys
+c = ssl.create_default_context(cafile=sys.argv[2]) if len(sys.argv) > 2 else ssl.create_default_context()
+try:
+    s = c.wrap_socket(socket.create_connection((sys.argv[1], 443), timeout=10), server_hostname=sys.argv[1])
+    print(dict(x[0] for x in s.getpeercert()['issuer'])['commonName'])
+except Exception as e:
+    print('failed', type(e).__name__)
+"#;
+
+#[test]
+fn https_transforms_go_through_a_ca_only_sandboxes_with_rules_trust() {
+    let test = "https_transforms_go_through_a_ca_only_sandboxes_with_rules_trust";
+    let Some(mut lab) = Lab::new(test) else {
+        return;
+    };
+    let lab_ca = fs::read_to_string(lab.path("ca.pem")).unwrap();
+    let key_path = lab.data_dir().join("egress-ca/ca.key");
+    let mut isolations = vec!["container"];
+    if has("runsc") {
+        isolations.insert(0, "gvisor");
+    }
+    for (round, isolation) in isolations.into_iter().enumerate() {
+        lab.sandboxd_args = vec!["--isolation".into(), isolation.into()];
+        lab.start_sandboxd(&[]);
+        let (lab_ca, key_path) = (lab_ca.clone(), key_path.clone());
+        lab.with_api(|api| async move {
+            let clock = Instant::now();
+            let ruled = api
+                .create(
+                    Some(true),
+                    Some(serde_json::json!({"rules": {
+                        "allowed.test": [{"transform": {"headers": {"X-Proof": proof()}}}],
+                        "untrusted.test": [{"transform": {"headers": {"X-Proof": proof()}}}],
+                    }})),
+                )
+                .await;
+            let ruled_create = clock.elapsed();
+            // The CA was made for this sandbox: root-only on the host.
+            let mode = |p: &Path| {
+                use std::os::unix::fs::PermissionsExt as _;
+                fs::metadata(p).unwrap().permissions().mode() & 0o777
+            };
+            assert_eq!(mode(&key_path), 0o600, "{isolation}");
+            assert_eq!(mode(key_path.parent().unwrap()), 0o700, "{isolation}");
+            let ca = fs::read_to_string(key_path.with_file_name("ca.pem")).unwrap();
+            let ca_line = ca.lines().nth(3).unwrap().to_owned();
+
+            // curl verifies (no -k) against the sandbox's bundle and the rule's header
+            // replaces the forged one inside TLS.
+            let seen = body(&ruled, "-H 'X-Proof: forged' https://allowed.test/headers").await;
+            assert!(seen.starts_with("203.0.113.10\n"), "{isolation}: {seen}");
+            assert!(
+                seen.contains(&format!("x-proof: {}\n", proof())),
+                "{isolation}: {seen}"
+            );
+            assert!(!seen.contains("forged"), "{isolation}: {seen}");
+            // Python's default context (the system bundle) trusts it too.
+            ruled.files().write("/tmp/peer.py", PEER).await.unwrap();
+            ruled
+                .files()
+                .write("/tmp/lab-ca.pem", lab_ca.clone())
+                .await
+                .unwrap();
+            let issuer = sh(&ruled, "python3 /tmp/peer.py allowed.test").await;
+            assert_eq!(
+                issuer, "courier-sandboxd egress interception CA\n",
+                "{isolation}"
+            );
+            // A name without a rule (same address, same port) gets no leaf: the
+            // sandbox sees the server's own certificate, spliced untouched.
+            let issuer = sh(&ruled, "python3 /tmp/peer.py other.test /tmp/lab-ca.pem").await;
+            assert_eq!(issuer, "Egress Lab Test CA\n", "{isolation}");
+            // A destination whose certificate does not verify on the host: a 502
+            // naming why, never its answer (nor the header).
+            let seen = body(
+                &ruled,
+                "-w '\\n%{http_code}' https://untrusted.test/headers",
+            )
+            .await;
+            assert!(seen.ends_with("\n502"), "{isolation}: {seen}");
+            assert!(
+                seen.contains("TLS to untrusted.test failed") && seen.contains("certificate"),
+                "{isolation}: {seen}"
+            );
+            assert!(!seen.contains(PROOF_B), "{isolation}: {seen}");
+
+            // Figures (printed, not asserted): HTTPS through the interception (the first
+            // request of a round may mint the leaf) and spliced, as curl times them.
+            let times = |url: &str| {
+                format!(
+                    "for i in 1 2 3; do curl -sS -k -o /dev/null -w '%{{time_total}} ' {url}; done"
+                )
+            };
+            let intercepted = sh(&ruled, &times("https://allowed.test/")).await;
+            let spliced = sh(&ruled, &times("https://other.test/")).await;
+            eprintln!(
+                "{isolation}: curl time_total s, intercepted: {intercepted}| spliced: {spliced}"
+            );
+
+            // A sandbox without rules: the bundle is the template's, TLS untouched.
+            let clock = Instant::now();
+            let plain = api.create(Some(true), None).await;
+            let plain_create = clock.elapsed();
+            // A second create with rules: the CA is loaded by then (the first one may
+            // have made it, and was the server's first create).
+            let clock = Instant::now();
+            let again = api
+                .create(
+                    Some(true),
+                    Some(serde_json::json!({"rules": {
+                        "allowed.test": [{"transform": {"headers": {"X-Proof": proof()}}}],
+                    }})),
+                )
+                .await;
+            let again_create = clock.elapsed();
+            again.kill().await.unwrap();
+            eprintln!(
+                "{isolation}: create with rules, first {ruled_create:?}, second \
+                 {again_create:?}; without rules {plain_create:?}"
+            );
+            plain.files().write("/tmp/peer.py", PEER).await.unwrap();
+            plain
+                .files()
+                .write("/tmp/lab-ca.pem", lab_ca.clone())
+                .await
+                .unwrap();
+            let issuer = sh(&plain, "python3 /tmp/peer.py allowed.test /tmp/lab-ca.pem").await;
+            assert_eq!(issuer, "Egress Lab Test CA\n", "{isolation}");
+            let count = format!("grep -cF '{ca_line}' /etc/ssl/certs/ca-certificates.crt; true");
+            assert_eq!(sh(&plain, &count).await, "0\n", "{isolation}");
+            assert_eq!(sh(&ruled, &count).await, "1\n", "{isolation}");
+            // Rules added live to a sandbox created without any: its TLS to the host is
+            // intercepted, and fails verification there (curl exits 60) rather than
+            // leaving without the header.
+            let (status, answer) = api
+                .put_network(
+                    plain.id(),
+                    serde_json::json!({"rules": {
+                        "allowed.test": [{"transform": {"headers": {"X-Proof": proof()}}}],
+                    }}),
+                )
+                .await;
+            assert_eq!(status, 204, "{answer}");
+            let rc = sh(
+                &plain,
+                "curl -sS -o /dev/null https://allowed.test/ 2>/dev/null; echo $?",
+            )
+            .await;
+            assert_eq!(rc, "60\n", "{isolation}");
+
+            // The attacker inside sees the CA's certificate, never its key: not at the
+            // host's path, and (once) nowhere in the sandbox's files or processes.
+            let probe = format!(
+                "test -e '{}' && echo present || echo absent",
+                key_path.display()
+            );
+            assert_eq!(sh(&ruled, &probe).await, "absent\n", "{isolation}");
+            if round == 0 {
+                let key = fs::read_to_string(&key_path).unwrap();
+                let line = key.lines().nth(2).unwrap();
+                let (a, b) = line.split_at(line.len() / 2);
+                ruled.files().write("/tmp/scan.py", SCAN).await.unwrap();
+                let found = ruled
+                    .commands()
+                    .run(format!("python3 /tmp/scan.py '{a}' '{b}' '{a}' '{b}'"))
+                    .user("root")
+                    .timeout(Duration::from_secs(450))
+                    .await
+                    .unwrap()
+                    .stdout;
+                assert!(
+                    found.ends_with(" hits []\n"),
+                    "the CA key is readable: {found}"
+                );
+                eprintln!("{isolation}: CA key scan: {}", found.trim());
+            }
+            eprintln!("{isolation}: HTTPS transforms, 502 and untouched splice checked");
+            ruled.kill().await.unwrap();
+            plain.kill().await.unwrap();
+        });
+        lab.stop_sandboxd();
+    }
+    let log = lab.log();
+    let key = fs::read_to_string(&key_path).unwrap();
+    assert!(
+        !log.contains(key.lines().nth(2).unwrap()),
+        "the CA key is in the log"
+    );
+    assert!(!log.contains(PROOF_B), "a value is in the server's log");
+    assert!(log.contains("TLS to untrusted.test failed"), "{log}");
 }

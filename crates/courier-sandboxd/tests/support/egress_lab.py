@@ -1,8 +1,9 @@
 """Test hosts for tests/egress.rs, run inside the network namespaces that test creates.
 
-    python3 egress_lab.py outside CERT KEY
+    python3 egress_lab.py outside CERT KEY UNTRUSTED_CERT UNTRUSTED_KEY
         HTTP on :80 and :8080, HTTPS on :443 (each answers with the address it was
-        reached at; /bytes/N sends N bytes), UDP echo on :9999, DNS on 10.77.0.53:53
+        reached at; /bytes/N sends N bytes; SNI untrusted.test gets UNTRUSTED_CERT),
+        UDP echo on :9999, DNS on 10.77.0.53:53
     python3 egress_lab.py host
         HTTP on :8081 and :8082 answering "sandboxd-host" (a service of sandboxd's own
         machine)
@@ -29,6 +30,7 @@ NAMES = {
     "api.allowed.test": "203.0.113.10",
     "other.test": "203.0.113.10",
     "elsewhere.test": "203.0.113.20",
+    "untrusted.test": "203.0.113.20",
 }
 MODE = sys.argv[1]
 
@@ -156,6 +158,14 @@ else:
     tls = Server(("0.0.0.0", 443), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(sys.argv[2], sys.argv[3])
+    untrusted = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    untrusted.load_cert_chain(sys.argv[4], sys.argv[5])
+
+    def by_name(sock, name, _context):
+        if name == "untrusted.test":
+            sock.context = untrusted
+
+    context.sni_callback = by_name
     tls.socket = context.wrap_socket(tls.socket, server_side=True)
     serve(tls)
     threading.Thread(target=udp_echo, daemon=True).start()

@@ -263,14 +263,27 @@ pub(super) enum Refusal {
     /// Connecting upstream failed.
     #[error("connect: {0}")]
     Connect(#[source] io::Error),
-    /// TLS to a destination with `network.rules` transforms: they apply to plain HTTP
-    /// only (no TLS interception), so the connection is closed rather than passed on
-    /// without them.
+    /// TLS to an address an IP/CIDR transform key covers, without an SNI a domain key
+    /// names: no leaf is minted for it, and passing it on would skip the transforms.
     #[error(
-        "TLS to a host with network.rules transforms: transforms apply to plain HTTP only \
-         (courier-sandboxd does not intercept TLS), so the connection is closed"
+        "TLS to an address with network.rules transforms, without a server name a rule \
+         names: transforms inside TLS need a domain key matching the SNI, so the \
+         connection is closed"
     )]
-    TransformOverTls,
+    TransformOverTlsWithoutName,
+    /// TLS interception is unavailable (no CA).
+    #[error("TLS to a host with network.rules transforms cannot be intercepted: {0}")]
+    Interception(#[source] crate::egress::InterceptError),
+    /// The sandbox's TLS handshake with the interception leaf failed.
+    #[error("TLS handshake with the sandbox: {0}")]
+    Handshake(#[source] io::Error),
+    /// The destination's TLS failed (its certificate does not verify for the name...).
+    #[error("TLS to {name} failed: {source}")]
+    UpstreamTls {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The first bytes of a connection and the name they carry.

@@ -1,11 +1,18 @@
 //! The transform proxy: where the domain proxy hands a redirected connection whose
 //! destination has `network.rules` transforms (see `transform.rs`).
 //!
-//! - **TLS** (the first byte is a handshake record): if an IP/CIDR key covers the
-//!   destination or a domain key matches the SNI, the connection is closed and the
-//!   refusal logged — transforms cannot be applied inside TLS without intercepting it,
-//!   and passing it on without them would be silently wrong (fail closed). Other TLS is
-//!   spliced as the domain proxy would (after its domain check when one is due).
+//! - **TLS** (the first byte is a handshake record) whose SNI a domain key names is
+//!   **intercepted**: terminated with a leaf for that name signed by the server's CA
+//!   (`../interception.rs`; sandboxes created with rules trust it), ALPN `http/1.1`
+//!   only, then served as HTTP/1 below; each request goes to the original, checked
+//!   destination over TLS verified for the SNI with the host's roots. A certificate that
+//!   does not verify is answered 502 with the reason, never a plain or unverified
+//!   fallback. Inside, a domain key's headers go only to requests naming the SNI (the
+//!   name the destination proved). TLS that an IP/CIDR key covers without such a name is
+//!   closed and the refusal logged: no name to mint a leaf for or verify against, and
+//!   passing it on without the transform would be silently wrong (fail closed). Other
+//!   TLS is spliced as the domain proxy would (after its domain check when one is due);
+//!   no leaf is ever minted for a name without a rule.
 //! - **HTTP/1**: a hyper server parses every request on the connection (keep-alive,
 //!   chunked or streamed bodies both ways), and a hyper client forwards each one to the
 //!   **original, checked destination** — never to what the request names: a different
@@ -14,7 +21,8 @@
 //!   headers are only added when the request's name resolves (on the host) to the
 //!   destination address, so naming the rule's host in a request to another server gets
 //!   no secret. The answer streams back frame by frame (server-sent events stay live).
-//! - **What the values reach**: the destination, in clear text (plain HTTP). A
+//! - **What the values reach**: the destination, in clear text (plain HTTP) or inside
+//!   TLS to the verified name. A
 //!   destination that echoes request headers back (an httpbin `/headers`) shows them to
 //!   the sandbox: only put rules on hosts that do not.
 //! - **Upgrades** are refused with 426 (a WebSocket-first client falls back to HTTP at
@@ -42,6 +50,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -91,13 +100,20 @@ pub(super) async fn serve(mut client: TcpStream, entry: Pending, stop: Cancellat
             return;
         }
     };
+    // TLS whose SNI a domain key names is intercepted; TLS that an IP/CIDR key covers
+    // without such a name is closed (no leaf is minted for a name without a rule, and
+    // without a name there is none to verify the destination against).
+    let mut intercept = None;
     if head.is_tls() {
         let rules = egress.rules();
         let transforms = rules.transforms();
-        let named = head.name.as_ref().is_ok_and(|n| transforms.names(n));
-        if transforms.covers_ip(destination.ip()) || named {
-            egress.log_refused(&destination, &Refusal::TransformOverTls);
-            return;
+        match &head.name {
+            Ok(name) if transforms.names(name) => intercept = Some(name.clone()),
+            _ if transforms.covers_ip(destination.ip()) => {
+                egress.log_refused(&destination, &Refusal::TransformOverTlsWithoutName);
+                return;
+            }
+            _ => {}
         }
     }
     if entry.check_domain {
@@ -116,7 +132,7 @@ pub(super) async fn serve(mut client: TcpStream, entry: Pending, stop: Cancellat
         egress.log_refused(&destination, &refused);
         return;
     }
-    if head.is_tls() {
+    if head.is_tls() && intercept.is_none() {
         let mut upstream = match connect(destination).await {
             Ok(upstream) => upstream,
             Err(why) => {
@@ -131,16 +147,68 @@ pub(super) async fn serve(mut client: TcpStream, entry: Pending, stop: Cancellat
     }
     // Latency only: a socket without TCP_NODELAY still carries the traffic.
     let _ = client.set_nodelay(true);
-    let state = Arc::new(Connection {
-        destination,
-        egress,
-        check_domain: entry.check_domain,
-        upstream: Mutex::new(Upstream::default()),
-    });
-    let io = TokioIo::new(Prefixed {
+    let io = Prefixed {
         head: Bytes::from(head.bytes),
         inner: client,
-    });
+    };
+    let Some(sni) = intercept else {
+        let state = Connection::new(destination, egress, entry.check_domain, None);
+        serve_http(TokioIo::new(io), state, stop).await;
+        return;
+    };
+    let tls = match terminate(io, &sni, &egress).await {
+        Ok(tls) => tls,
+        Err(why) => {
+            egress.log_refused(&destination, &why);
+            return;
+        }
+    };
+    tracing::debug!(sandbox = egress.label(), %destination, sni, "TLS intercepted for transforms");
+    let state = Connection::new(destination, egress, entry.check_domain, Some(tls.1));
+    serve_http(TokioIo::new(tls.0), state, stop).await;
+}
+
+/// Terminates the sandbox's TLS with a leaf for `sni` signed by the interception CA.
+/// Returns the decrypted stream and how to reach the destination over TLS.
+async fn terminate(
+    io: Prefixed,
+    sni: &str,
+    egress: &SandboxEgress,
+) -> Result<(tokio_rustls::server::TlsStream<Prefixed>, UpstreamTls), Refusal> {
+    let interceptor = egress
+        .egress()
+        .interceptor()
+        .map_err(Refusal::Interception)?;
+    let config = interceptor
+        .server_config(sni)
+        .map_err(Refusal::Interception)?;
+    let server_name = ServerName::try_from(sni.to_owned())
+        .map_err(|_| Refusal::NoName("the SNI is not a DNS name"))?;
+    let accepted = tokio::time::timeout(
+        HEAD_TIMEOUT,
+        tokio_rustls::TlsAcceptor::from(config).accept(io),
+    )
+    .await
+    .map_err(|_| Refusal::Handshake(std::io::ErrorKind::TimedOut.into()))?
+    .map_err(Refusal::Handshake)?;
+    Ok((
+        accepted,
+        UpstreamTls {
+            sni: sni.to_owned(),
+            server_name,
+            config: interceptor.upstream(),
+        },
+    ))
+}
+
+/// Serves HTTP/1 on `io` (plain, or the decrypted side of intercepted TLS), forwarding
+/// each request through `state`.
+async fn serve_http<I>(io: TokioIo<I>, state: Connection, stop: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let destination = state.destination;
+    let state = Arc::new(state);
     let service = hyper::service::service_fn(move |request| {
         let state = state.clone();
         async move { Ok::<_, std::convert::Infallible>(state.forward(request).await) }
@@ -162,12 +230,22 @@ pub(super) async fn serve(mut client: TcpStream, entry: Pending, stop: Cancellat
     }
 }
 
+/// How an intercepted connection reaches its destination: TLS verified for the SNI the
+/// sandbox sent.
+struct UpstreamTls {
+    sni: String,
+    server_name: ServerName<'static>,
+    config: Arc<rustls::ClientConfig>,
+}
+
 /// One sandbox connection's state: its checked destination and the upstream connection
 /// its requests are forwarded on (requests of one HTTP/1 connection come one at a time).
 struct Connection {
     destination: SocketAddr,
     egress: SandboxEgress,
     check_domain: bool,
+    /// Intercepted TLS: the sandbox's SNI and the upstream TLS settings.
+    tls: Option<UpstreamTls>,
     upstream: Mutex<Upstream>,
 }
 
@@ -245,6 +323,21 @@ fn request_name(request: &Request<Incoming>) -> Option<String> {
 }
 
 impl Connection {
+    fn new(
+        destination: SocketAddr,
+        egress: SandboxEgress,
+        check_domain: bool,
+        tls: Option<UpstreamTls>,
+    ) -> Self {
+        Self {
+            destination,
+            egress,
+            check_domain,
+            tls,
+            upstream: Mutex::new(Upstream::default()),
+        }
+    }
+
     async fn forward(&self, mut request: Request<Incoming>) -> Response<Body> {
         let destination = self.destination;
         if request.method() == Method::CONNECT {
@@ -299,7 +392,12 @@ impl Connection {
             }
         }
         let transforms = rules.transforms();
+        // Inside intercepted TLS a domain key applies to the name the destination's
+        // certificate is verified for only: a request naming another ruled host (a
+        // shared front) gets no header meant for that host.
+        let sni = self.tls.as_ref().map(|t| t.sni.as_str());
         let verified_name = match &name {
+            Some(name) if sni.is_some_and(|sni| sni != name) => None,
             Some(name) if transforms.names(name) => {
                 if upstream.resolves(name, destination).await {
                     Some(name.as_str())
@@ -354,14 +452,17 @@ impl Connection {
                 "transform applied"
             );
         }
-        let sender = match upstream.sender(destination).await {
+        let sender = match upstream.sender(destination, self.tls.as_ref()).await {
             Ok(sender) => sender,
             Err(why) => {
                 self.egress.log_refused(&destination, &why);
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    "courier-sandboxd: the destination could not be reached",
-                );
+                let message = match &why {
+                    // The sandbox learns why (its own request's destination failed
+                    // verification), never gets an unverified answer.
+                    Refusal::UpstreamTls { .. } => format!("courier-sandboxd: {why}"),
+                    _ => "courier-sandboxd: the destination could not be reached".to_owned(),
+                };
+                return text(StatusCode::BAD_GATEWAY, &message);
             }
         };
         match sender.send_request(request).await {
@@ -397,10 +498,12 @@ impl Upstream {
         ok
     }
 
-    /// The open upstream connection, or a new one to `destination`.
+    /// The open upstream connection, or a new one to `destination` (over TLS verified
+    /// for `tls`'s name when the sandbox's connection was intercepted).
     async fn sender(
         &mut self,
         destination: SocketAddr,
+        tls: Option<&UpstreamTls>,
     ) -> Result<&mut hyper::client::conn::http1::SendRequest<Incoming>, Refusal> {
         let usable = match self.sender.as_mut() {
             Some(sender) => sender.ready().await.is_ok(),
@@ -409,21 +512,51 @@ impl Upstream {
         if !usable {
             let stream = connect(destination).await?;
             let _ = stream.set_nodelay(true);
-            let (sender, connection) = hyper::client::conn::http1::Builder::new()
-                .max_buf_size(MAX_HEAD)
-                .max_headers(MAX_HEADERS)
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| Refusal::Connect(std::io::Error::other(e)))?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "transform proxy: upstream connection ended");
+            let sender = match tls {
+                None => handshake(stream).await?,
+                Some(tls) => {
+                    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                    let stream = tokio::time::timeout(
+                        HEAD_TIMEOUT,
+                        connector.connect(tls.server_name.clone(), stream),
+                    )
+                    .await
+                    .map_err(|_| Refusal::UpstreamTls {
+                        name: tls.sni.clone(),
+                        source: std::io::ErrorKind::TimedOut.into(),
+                    })?
+                    .map_err(|source| Refusal::UpstreamTls {
+                        name: tls.sni.clone(),
+                        source,
+                    })?;
+                    handshake(stream).await?
                 }
-            });
+            };
             self.sender = Some(sender);
         }
         Ok(self.sender.as_mut().expect("set above"))
     }
+}
+
+/// An HTTP/1 client connection on `stream`, its connection task spawned.
+async fn handshake<S>(
+    stream: S,
+) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, Refusal>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Refusal::Connect(std::io::Error::other(e)))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "transform proxy: upstream connection ended");
+        }
+    });
+    Ok(sender)
 }
 
 /// A stream whose first bytes were already read: they are replayed before the rest.

@@ -252,7 +252,61 @@ pub(crate) fn assemble(
             owner,
         )?;
     }
+    if let Some(pem) = &plan.trust_ca {
+        trust_ca(root.as_fd(), pem, owner)?;
+    }
     Ok(Assembled { disk_minor })
+}
+
+/// The system CA bundle (Debian, Ubuntu, Alpine; what OpenSSL, curl, git, Python's `ssl`,
+/// Go and rustls-native-certs read there) the interception CA is added to.
+pub(crate) const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Largest bundle read (a distribution's is ~200 KiB).
+const MAX_CA_BUNDLE: u64 = 8 << 20;
+
+/// Adds `pem` (the egress interception CA) to the sandbox's [`CA_BUNDLE`], unless it is
+/// there already (a sandbox resumed on its own disk). The bundle is read and replaced
+/// inside the root (`RESOLVE_IN_ROOT`; a symlink to the template's file is replaced by a
+/// file of the sandbox's own, never written through), so the template's layers stay as
+/// they were. Only a regular file is read: a FIFO or device planted at that path is
+/// treated as no bundle.
+pub(super) fn trust_ca(
+    root: BorrowedFd<'_>,
+    pem: &str,
+    owner: Option<(u32, u32)>,
+) -> Result<(), StepError> {
+    let path = Path::new(CA_BUNDLE);
+    let mut bundle = Vec::new();
+    match rustix::fs::openat2(
+        root,
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => {
+            let stat = rustix::fs::fstat(&fd).map_err(|e| err(format!("stat {CA_BUNDLE}"), e))?;
+            let regular = rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file();
+            if regular && (stat.st_size as u64) <= MAX_CA_BUNDLE {
+                use std::io::Read as _;
+                fs::File::from(fd)
+                    .take(MAX_CA_BUNDLE)
+                    .read_to_end(&mut bundle)
+                    .map_err(|e| err(format!("read {CA_BUNDLE}"), e))?;
+            }
+        }
+        Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(err(format!("open {CA_BUNDLE}"), e)),
+    }
+    let pem = pem.as_bytes();
+    if bundle.windows(pem.len()).any(|w| w == pem) {
+        return Ok(());
+    }
+    if !bundle.is_empty() && !bundle.ends_with(b"\n") {
+        bundle.push(b'\n');
+    }
+    bundle.extend_from_slice(pem);
+    write_in_root(root, path, &bundle, owner)
 }
 
 /// Mounts a clone of `source` (read-only, through `idmap`) at `at` (a directory of the

@@ -220,6 +220,10 @@ pub(crate) struct RootfsPlan {
     pub hostname: String,
     /// Contents for `/etc/resolv.conf` (networked sandboxes), written into the sandbox.
     pub resolv_conf: Option<String>,
+    /// The egress interception CA (PEM) to add to the sandbox's CA bundle (a sandbox
+    /// with `network.rules` transforms; see [`crate::egress`]).
+    #[serde(default)]
+    pub trust_ca: Option<String>,
     /// The loop minor of a ready disk (already mounted, detached) the runtime hands the
     /// helper at `DISK_FD`; `None`: the helper attaches and mounts `disk.img` itself.
     #[serde(default)]

@@ -99,3 +99,46 @@ fn writes_in_root_never_follow_symlinks_out_of_the_tree() {
     assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
     assert_eq!(fs::read(root.join("data/file")).unwrap(), b"new");
 }
+
+/// The interception CA is added to the sandbox's own bundle: a template's bundle that is
+/// a symlink (to a host path, or to the template's file) is replaced, never written
+/// through; a FIFO planted there does not hang the helper; adding it twice (a resumed
+/// sandbox) leaves one copy.
+#[test]
+fn the_interception_ca_joins_the_sandboxs_own_bundle_only() {
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nQ0E=\n-----END CERTIFICATE-----\n";
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("host-bundle.crt");
+    fs::write(&host, "HOST ROOTS\n").unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("etc/ssl/certs")).unwrap();
+    let bundle = root.join("etc/ssl/certs/ca-certificates.crt");
+    // An absolute link resolves inside the tree: <root>/<host path> holds the template's
+    // roots as the sandbox would read them.
+    let inside = root.join(host.strip_prefix("/").unwrap());
+    fs::create_dir_all(inside.parent().unwrap()).unwrap();
+    fs::write(&inside, "TEMPLATE ROOTS").unwrap();
+    std::os::unix::fs::symlink(&host, &bundle).unwrap();
+    let root_fd = rustix::fs::open(
+        &root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap();
+
+    super::assemble::trust_ca(root_fd.as_fd(), PEM, None).unwrap();
+    assert_eq!(fs::read_to_string(&host).unwrap(), "HOST ROOTS\n");
+    assert_eq!(fs::read_to_string(&inside).unwrap(), "TEMPLATE ROOTS");
+    assert!(!fs::symlink_metadata(&bundle).unwrap().is_symlink());
+    assert_eq!(
+        fs::read_to_string(&bundle).unwrap(),
+        format!("TEMPLATE ROOTS\n{PEM}")
+    );
+    super::assemble::trust_ca(root_fd.as_fd(), PEM, None).unwrap();
+    assert_eq!(fs::read_to_string(&bundle).unwrap().matches(PEM).count(), 1);
+
+    fs::remove_file(&bundle).unwrap();
+    nix::unistd::mkfifo(&bundle, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    super::assemble::trust_ca(root_fd.as_fd(), PEM, None).unwrap();
+    assert_eq!(fs::read_to_string(&bundle).unwrap(), PEM);
+}
