@@ -257,3 +257,27 @@ async fn stdin_shell_syntax_and_traps_keep_the_login_shell() {
     assert_eq!(out, "bye\n");
     assert_eq!(case.logins(), before + 1);
 }
+
+#[tokio::test]
+async fn a_one_off_environment_costs_no_background_login() {
+    let case = Case::new().await;
+    // The same command with a new variable each time (a request id, say): each runs its
+    // login shell once, and no capture runs for keys that never come back.
+    for i in 0..3 {
+        let request = json!({
+            "process": {
+                "cmd": "/bin/bash",
+                "args": ["-l", "-c", "true"],
+                "envs": {"HOME": case.home().display().to_string(), "ONE_OFF": i.to_string()},
+                "cwd": case.home().display().to_string(),
+            },
+            "stdin": false,
+        });
+        stream(case.envd.addr, "process.Process/Start", request, &[])
+            .await
+            .collect()
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(case.logins(), 3);
+}

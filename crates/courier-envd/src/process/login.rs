@@ -429,6 +429,9 @@ fn parse_capture(stdout: &[u8], fingerprint: Fingerprint) -> Option<Login> {
 }
 
 enum Slot {
+    /// Asked for once: a key seen only once (a request with its own one-off variables)
+    /// is not worth a second login shell in the background.
+    Seen,
     Capturing,
     Ready(Arc<Login>),
     /// The capture failed or the profile forbids the fast path: bash every time, until
@@ -447,18 +450,22 @@ impl LoginCache {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The valid capture for `key`; otherwise starts one in the background (unless one
-    /// runs) and answers `None`.
+    /// The valid capture for `key`; otherwise answers `None` and, from the second time
+    /// `key` is asked for, starts a capture in the background (unless one runs).
     pub fn get(self: &Arc<Self>, key: &Key) -> Option<Arc<Login>> {
         let mut slots = self.lock();
         match slots.get(key) {
             Some(Slot::Ready(login)) if login.still_valid() => return Some(login.clone()),
             Some(Slot::Capturing) => return None,
             Some(Slot::Refused(fingerprint)) if fingerprint.unchanged() => return None,
-            _ => {}
-        }
-        if slots.len() >= MAX_ENTRIES && !slots.contains_key(key) {
-            slots.retain(|_, slot| matches!(slot, Slot::Capturing));
+            Some(_) => {}
+            None => {
+                if slots.len() >= MAX_ENTRIES {
+                    slots.retain(|_, slot| matches!(slot, Slot::Capturing));
+                }
+                slots.insert(key.clone(), Slot::Seen);
+                return None;
+            }
         }
         slots.insert(key.clone(), Slot::Capturing);
         drop(slots);
