@@ -30,8 +30,11 @@
 //!   command runs through the login shell and a new capture starts.
 //!
 //! What is not reproduced, by design: the profile's side effects per command (it ran once,
-//! at capture), resource limits a profile sets with `ulimit`, and the order of the
-//! environment (std passes it sorted).
+//! at capture), values it derives from anything but the paths above (`export
+//! TODAY=$(date)` keeps the capture's value), resource limits a profile sets with
+//! `ulimit`, and the order of the environment (std passes it sorted). A file rewritten
+//! with the same size within the same kernel clock tick as its stamp is not noticed
+//! (timestamps are as coarse as the file system's).
 
 use std::{
     collections::{HashMap, HashSet},
