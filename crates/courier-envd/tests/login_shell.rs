@@ -256,6 +256,18 @@ async fn stdin_shell_syntax_and_traps_keep_the_login_shell() {
     let (out, _) = case.fast("true").await;
     assert_eq!(out, "bye\n");
     assert_eq!(case.logins(), before + 1);
+
+    // A profile that lowers a resource limit: the command must run under it.
+    let profile = format!("{PROFILE}ulimit -S -n 64\n");
+    std::fs::write(case.home().join(".profile"), profile).unwrap();
+    case.fast("true").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = case.logins();
+    let script = "grep files /proc/self/limits";
+    let fast = case.fast(script).await;
+    assert_eq!(fast, case.reference(script).await);
+    assert!(fast.0.split_whitespace().any(|w| w == "64"), "{}", fast.0);
+    assert_eq!(case.logins(), before + 2);
 }
 
 #[tokio::test]

@@ -17,7 +17,8 @@
 //!   (but `true` and `false` without arguments, whose programs behave exactly as the
 //!   builtins do), an assignment, or a function the profile defined;
 //! - only without a PTY or stdin, and when the profile left no trap set (bash then does
-//!   not exec the last command) and no alias expansion on;
+//!   not exec the last command), no alias expansion on and the resource limits as envd
+//!   has them (a profile's `ulimit` would apply to the command);
 //! - the program is found as bash finds it (first regular file in the captured `PATH`,
 //!   absolute entries only); anything else (not found, not executable for the user, an
 //!   exec that fails) takes the login shell as before, which says what bash says;
@@ -31,8 +32,7 @@
 //!
 //! What is not reproduced, by design: the profile's side effects per command (it ran once,
 //! at capture), values it derives from anything but the paths above (`export
-//! TODAY=$(date)` keeps the capture's value), resource limits a profile sets with
-//! `ulimit`, and the order of the environment (std passes it sorted). A file rewritten
+//! TODAY=$(date)` keeps the capture's value), and the order of the environment (std passes it sorted). A file rewritten
 //! with the same size within the same kernel clock tick as its stamp is not noticed
 //! (timestamps are as coarse as the file system's).
 
@@ -61,7 +61,9 @@ const CAPTURE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// What the capture shell runs after the profile: facts that decide whether the fast path
 /// is allowed, then the exported environment (NUL-separated, after a NUL).
 const CAPTURE_SCRIPT: &str = "set +x; umask; shopt -q expand_aliases && echo aliases; \
-    t=$(trap -p); [ -z \"$t\" ] || echo traps; declare -F; printf '\\0'; exec env -0";
+    t=$(trap -p); [ -z \"$t\" ] || echo traps; \
+    [ \"$(cat /proc/$$/limits)\" = \"$(cat /proc/$PPID/limits)\" ] || echo limits; \
+    declare -F; printf '\\0'; exec env -0";
 
 /// Login files bash reads (or checks for) whatever the trace shows.
 const LOGIN_FILES: &[&str] = &["/etc/profile", "/etc/profile.d", "/etc/bash.bashrc"];
@@ -405,7 +407,7 @@ fn parse_capture(stdout: &[u8], fingerprint: Fingerprint) -> Option<Login> {
     let mut functions = HashSet::new();
     for line in lines {
         match line {
-            "aliases" | "traps" => return None,
+            "aliases" | "traps" | "limits" => return None,
             _ => {
                 let name = line.strip_prefix("declare -f")?.split_whitespace().last()?;
                 functions.insert(name.to_owned());

@@ -93,6 +93,7 @@ fn a_capture_with_traps_or_aliases_is_refused_and_functions_are_recorded() {
     );
     assert!(parse_capture(b"0022\ntraps\n\0", Fingerprint::default()).is_none());
     assert!(parse_capture(b"0022\naliases\n\0", Fingerprint::default()).is_none());
+    assert!(parse_capture(b"0022\nlimits\n\0", Fingerprint::default()).is_none());
     assert!(parse_capture(b"0022\n", Fingerprint::default()).is_none());
     assert!(parse_capture(b"junk\n\0", Fingerprint::default()).is_none());
 }
