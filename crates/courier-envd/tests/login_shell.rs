@@ -6,7 +6,9 @@
 //! Security: the capture of the login environment runs the user's own profile with the
 //! user's credentials (like any command), bounded in output and time; what it can make
 //! envd do as root is `stat` paths its trace names (at most 256), which reveals nothing
-//! back to the sandbox. A user editing its own profile only changes its own commands,
+//! back to the sandbox, and read the first 4 bytes of a program the user may execute (to
+//! tell ELF and `#!` from scripts bash runs itself), which only picks the path a command
+//! takes. A user editing its own profile only changes its own commands,
 //! which is what the fingerprint is for (tests below).
 
 // Test code: its helpers unwrap too; a failure is the test's.
@@ -224,8 +226,12 @@ async fn profile_changes_and_new_programs_are_seen_by_the_next_command() {
     assert_eq!(case.fast("greet").await, case.reference("greet").await);
     assert_eq!(case.fast("greet").await.0, "from-function\n");
 
-    // A script without `#!` is run by bash itself, not refused by exec.
-    std::fs::write(bin.join("nobang"), "echo ran by bash\n").unwrap();
+    // A script without `#!` is run by bash itself (not by exec's `/bin/sh` fallback).
+    std::fs::write(
+        bin.join("nobang"),
+        "[[ -n $BASH_VERSION ]] && echo ran by bash\n",
+    )
+    .unwrap();
     std::fs::set_permissions(
         bin.join("nobang"),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),

@@ -20,8 +20,9 @@
 //!   not exec the last command), no alias expansion on and the resource limits as envd
 //!   has them (a profile's `ulimit` would apply to the command);
 //! - the program is found as bash finds it (first regular file in the captured `PATH`,
-//!   absolute entries only); anything else (not found, not executable for the user, an
-//!   exec that fails) takes the login shell as before, which says what bash says;
+//!   absolute entries only) and starts as an ELF file or `#!` script; anything else (not
+//!   found, not executable for the user, a script bash would run itself, an exec that
+//!   fails) takes the login shell as before, which says what bash says;
 //! - the capture runs the profile under `xtrace` and records every absolute path its
 //!   commands named (the files it sourced, the directories it tested, the programs it
 //!   ran) plus the usual login files, `$HOME`, the cwd and every `PATH` directory, with
@@ -253,6 +254,9 @@ impl Login {
             let shown = found.to_str()?.to_owned();
             (found, shown)
         };
+        if !exec_format(&program) {
+            return None;
+        }
         let mut env = self.env.clone();
         env.push(("_".to_owned(), underscore));
         Some(Direct {
@@ -308,6 +312,21 @@ fn runnable(path: &Path, identity: Option<&Identity>) -> Option<bool> {
         Some(_) => mode & 0o001 != 0,
     };
     Some(executable)
+}
+
+/// Whether `path` starts as the kernel executes it itself (ELF, `#!`). Anything else the
+/// exec refuses with `ENOEXEC`, after which glibc's `execvp` (std's) would run it with
+/// `/bin/sh` where bash runs it with bash: bash must have it.
+fn exec_format(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut head = [0u8; 4];
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    match file.read(&mut head) {
+        Ok(n) if n >= 2 => head.starts_with(b"#!") || (n == 4 && head == *b"\x7fELF"),
+        _ => false,
+    }
 }
 
 /// Identity and change times of paths (or their absence).

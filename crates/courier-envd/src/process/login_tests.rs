@@ -145,6 +145,21 @@ fn commands_resolve_as_bash_searches_path_and_functions_keep_bash() {
             .direct(&["shadowed".into()], dir.path(), None)
             .is_none()
     );
+    // A file the kernel would refuse (no `#!`, not ELF): bash runs it itself.
+    std::fs::write(b.join("plain"), "echo hi\n").unwrap();
+    std::fs::set_permissions(
+        b.join("plain"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    assert!(login.direct(&["plain".into()], dir.path(), None).is_none());
+    std::fs::write(b.join("elf"), b"\x7fELF\x02\x01").unwrap();
+    std::fs::set_permissions(
+        b.join("elf"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    assert!(login.direct(&["elf".into()], dir.path(), None).is_some());
     write(&b.join("private"), 0o700);
     let other = Identity {
         uid: 4242,
