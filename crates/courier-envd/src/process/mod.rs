@@ -6,6 +6,7 @@
 //! (its pipe fills and it blocks) instead of losing bytes. Output produced while no client
 //! is attached is discarded, as envd does.
 
+mod login;
 pub(crate) mod privileges;
 pub(crate) mod service;
 mod spawn;
@@ -313,6 +314,8 @@ struct TableInner {
 #[derive(Default)]
 pub(crate) struct Table {
     inner: Mutex<TableInner>,
+    /// Login shells' results, for `/bin/bash -l -c` commands that need no shell.
+    logins: Arc<login::LoginCache>,
 }
 
 impl Table {

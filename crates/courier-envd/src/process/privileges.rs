@@ -85,3 +85,17 @@ pub(crate) fn apply_in_dir(
         });
     }
 }
+
+/// Sets the child's file-creation mask to `mask` (what a login profile's `umask` left),
+/// before it switches to `identity` if any.
+pub(super) fn apply_umask(command: &mut tokio::process::Command, mask: u32) {
+    let mask = nix::sys::stat::Mode::from_bits_truncate(mask & 0o777);
+    // SAFETY: umask is an async-signal-safe system call on a value prepared before fork;
+    // nothing is allocated.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::stat::umask(mask);
+            Ok(())
+        });
+    }
+}

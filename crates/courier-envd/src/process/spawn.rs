@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use tokio::{io::AsyncReadExt as _, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use super::{Attach, EndInfo, Output, Process, Table, privileges};
+use super::{Attach, EndInfo, Output, Process, Table, login, privileges};
 use crate::Error;
 use crate::identity::Identity;
 
@@ -79,25 +79,34 @@ pub(crate) fn spawn(table: &Arc<Table>, spec: SpawnSpec) -> Result<(Arc<Process>
         let (reader, writer) = pty.into_split();
         (child, None, Some(writer), Some(reader), None)
     } else {
-        let mut command = tokio::process::Command::new(&spec.config.cmd);
-        command
-            .args(&spec.config.args)
-            .env_clear()
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&spec.cwd)
-            .stdin(if spec.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Own process group: signals aimed at the daemon (a Ctrl-C) do not reach it.
-            .process_group(0);
-        if let Some(identity) = &spec.identity {
-            privileges::apply(&mut command, identity);
-        }
-        let mut child = command.spawn().map_err(spawn_error)?;
+        let direct = direct_plan(table, &spec);
+        let started = direct.and_then(|direct| {
+            let mut command = tokio::process::Command::new(&direct.program);
+            command
+                .arg0(&direct.argv[0])
+                .args(&direct.argv[1..])
+                .env_clear()
+                .envs(direct.env.iter().map(|(k, v)| (k, v)));
+            privileges::apply_umask(&mut command, direct.umask);
+            let child = start_piped(command, &spec);
+            // A failed exec (a script without `#!`, a file that is not executable after
+            // all): bash has its own answer for that, so it gets the command.
+            if let Err(e) = &child {
+                tracing::debug!(error = %e, program = %direct.program.display(), "direct start failed; using the login shell");
+            }
+            child.ok()
+        });
+        let mut child = match started {
+            Some(child) => child,
+            None => {
+                let mut command = tokio::process::Command::new(&spec.config.cmd);
+                command
+                    .args(&spec.config.args)
+                    .env_clear()
+                    .envs(spec.env.iter().map(|(k, v)| (k, v)));
+                start_piped(command, &spec).map_err(spawn_error)?
+            }
+        };
         let stdin = child.stdin.take();
         let pipes = (child.stdout.take(), child.stderr.take());
         (child, stdin, None, None, Some(pipes))
@@ -167,6 +176,40 @@ pub(crate) fn spawn(table: &Arc<Table>, spec: SpawnSpec) -> Result<(Arc<Process>
         });
     }
     Ok((process, first))
+}
+
+/// How to exec a `/bin/bash -l -c CMD` request without the login shell, when the login's
+/// capture for this user, cwd and environment is valid (see [`login`]).
+fn direct_plan(table: &Table, spec: &SpawnSpec) -> Option<login::Direct> {
+    if spec.stdin {
+        return None;
+    }
+    let words = login::simple_command(&spec.config)?;
+    let key = login::Key::new(spec.identity.as_ref(), &spec.cwd, &spec.env);
+    let login = table.logins.get(&key)?;
+    login.direct(&words, &spec.cwd, spec.identity.as_ref())
+}
+
+/// Starts `command` with the spec's cwd, pipes, process group and identity.
+fn start_piped(
+    mut command: tokio::process::Command,
+    spec: &SpawnSpec,
+) -> std::io::Result<tokio::process::Child> {
+    command
+        .current_dir(&spec.cwd)
+        .stdin(if spec.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Own process group: signals aimed at the daemon (a Ctrl-C) do not reach it.
+        .process_group(0);
+    if let Some(identity) = &spec.identity {
+        privileges::apply(&mut command, identity);
+    }
+    command.spawn()
 }
 
 async fn pump<R>(process: Arc<Process>, mut reader: R, kind: fn(bytes::Bytes) -> Output)
