@@ -276,6 +276,30 @@ async fn stdin_shell_syntax_and_traps_keep_the_login_shell() {
     assert_eq!(case.logins(), before + 2);
 }
 
+/// A profile that changes directory makes `bash -l -c CMD` run CMD in that directory:
+/// every command keeps the login shell, and runs where bash would run it.
+#[tokio::test]
+async fn a_profile_that_changes_directory_keeps_the_login_shell() {
+    let case = Case::new().await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let profile = format!("{PROFILE}cd {}\n", elsewhere.path().display());
+    std::fs::write(case.home().join(".profile"), profile).unwrap();
+    case.fast("true").await;
+    case.fast("true").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = case.logins();
+    let fast = case.fast("/bin/pwd").await;
+    assert_eq!(fast, case.reference("/bin/pwd").await);
+    assert_eq!(
+        fast.0.trim_end(),
+        std::fs::canonicalize(elsewhere.path())
+            .unwrap()
+            .display()
+            .to_string()
+    );
+    assert_eq!(case.logins(), before + 2, "both ran a login shell");
+}
+
 #[tokio::test]
 async fn a_one_off_environment_costs_no_background_login() {
     let case = Case::new().await;

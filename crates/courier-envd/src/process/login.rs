@@ -16,7 +16,8 @@
 //!   redirection, operator, comment or tilde), the first not a reserved word, a builtin
 //!   (but `true` and `false` without arguments, whose programs behave exactly as the
 //!   builtins do), an assignment, or a function the profile defined;
-//! - only without a PTY or stdin, and when the profile left no trap set (bash then does
+//! - only without a PTY or stdin, when the profile left the shell in the directory it
+//!   started in (its `PWD`), and when the profile left no trap set (bash then does
 //!   not exec the last command), no alias expansion on and the resource limits as envd
 //!   has them (a profile's `ulimit` would apply to the command);
 //! - the program is found as bash finds it (first regular file in the captured `PATH`,
@@ -417,6 +418,20 @@ fn traced_paths(trace: &str) -> Vec<PathBuf> {
     found
 }
 
+/// Whether the profile left the shell where it started: one that changes directory makes
+/// `bash -l -c CMD` run CMD there, which a direct exec in `cwd` would not. bash keeps
+/// `PWD` as the directory it is in (set at start, updated by `cd`).
+fn stays_in(login: &Login, cwd: &Path) -> bool {
+    match login.env.iter().find(|(k, _)| k == "PWD") {
+        Some((_, pwd)) => match (std::fs::canonicalize(pwd), std::fs::canonicalize(cwd)) {
+            (Ok(pwd), Ok(cwd)) => pwd == cwd,
+            _ => false,
+        },
+        // No PWD exported (a profile that unset it): where it is cannot be told.
+        None => false,
+    }
+}
+
 /// Parses the capture's stdout: the facts, a NUL, then `env -0`.
 fn parse_capture(stdout: &[u8], fingerprint: Fingerprint) -> Option<Login> {
     let split = stdout.iter().position(|b| *b == 0)?;
@@ -591,7 +606,8 @@ async fn capture(key: &Key) -> Result<Login, Fingerprint> {
     let traced = Fingerprint::of(paths.iter().skip(base.0.len()).cloned());
     let mut all = base;
     all.0.extend(traced.0);
-    let login = parse_capture(&output.stdout, Fingerprint::default());
+    let login = parse_capture(&output.stdout, Fingerprint::default())
+        .filter(|login| stays_in(login, &key.cwd));
     match login {
         Some(mut login) => {
             let path_dirs: Vec<PathBuf> = login
