@@ -136,6 +136,7 @@ pub(crate) fn main() -> Result<(), BoxError> {
         }
     }
     print_table(&all, &sizes, &workloads.npm_package);
+    report::print_figure_lines(&all);
     if !failed.is_empty() {
         return Err(format!("the bench failed under: {}", failed.join(", ")).into());
     }

@@ -123,3 +123,28 @@ pub(crate) fn print_table(all: &[Figures], sizes: &Sizes, npm_package: &str) {
         }
     }
 }
+
+/// The `figure KEY = N` lines `cargo xtask bench` collects into its table of issue [17]'s
+/// figures: p50s in milliseconds, from container isolation (where the issue measured
+/// them), and the gVisor ones under their own keys.
+pub(crate) fn print_figure_lines(all: &[Figures]) {
+    for f in all {
+        let prefix = match f.isolation.as_str() {
+            "container" => "sandboxd".to_owned(),
+            other => format!("sandboxd.{other}"),
+        };
+        let p50 = |v: Option<(Duration, Duration)>| v.map(|(p50, _)| p50.as_secs_f64() * 1e3);
+        for (key, value) in [
+            ("create_p50_ms", p50(f.create)),
+            ("create_internet_p50_ms", p50(f.create_net)),
+            ("run_true_p50_ms", p50(f.run_true)),
+            ("run_true_python_p50_ms", p50(f.run_true_python)),
+            ("kill_p50_ms", p50(f.kill)),
+            ("kill_internet_p50_ms", p50(f.kill_net)),
+        ] {
+            if let Some(value) = value {
+                println!("figure {prefix}.{key} = {value:.3}");
+            }
+        }
+    }
+}
