@@ -19,6 +19,15 @@
 //! 3. Memory: [`Orchestrator::create`] for 200 sandboxes whose agents print part of the
 //!    stream and then keep running; VmRSS delta / sandboxes.
 //!
+//! 4. Fan-out: one sandbox whose agent prints BENCH_FANOUT_LINES (20,000) stamped text
+//!    lines at BENCH_FANOUT_RATE (20,000) lines/s (about what a shell `printf` loop does in
+//!    a sandbox; 0: all at once), BENCH_FANOUT_SUBSCRIBERS (100) subscriptions on it; every
+//!    subscriber checks it got every line in order, and stdout write → receive latency is
+//!    taken over all of them (the hub's part of the SSE fan-out, without HTTP).
+//!
+//! Phases 1, 2 and 4 run on SQLite in a temp file, then again on PostgreSQL when
+//! COURIER_TEST_PG_URL is set (a fresh schema per run).
+//!
 //! Prints figures only; asserts no timing. BENCH_STREAMS (8) sets the sandboxes streaming
 //! at once, BENCH_RUNS (250) caps the runs per sandbox, BENCH_SECONDS (20) the time they
 //! may take, BENCH_SANDBOXES (200) the sandboxes of the memory phase.
@@ -39,8 +48,8 @@ use courier_orchestrator::keys::{KeyVault, MasterKey};
 use courier_orchestrator::lifecycle::Orchestrator;
 use courier_orchestrator::stream::{EventHub, EventKind, Subscription};
 use courier_store::{
-    KeyOwner, MessageRole, NewProject, NewUser, Project, Provider, SandboxId, SandboxStatus,
-    SqliteStore, Store, User,
+    KeyOwner, MessageRole, NewProject, NewUser, PgStore, Project, Provider, SandboxId,
+    SandboxStatus, SqliteStore, Store, User,
 };
 use futures::StreamExt;
 use futures::channel::mpsc;
@@ -110,9 +119,37 @@ struct Setup {
     orchestrator: Orchestrator,
 }
 
-async fn setup(api: Arc<dyn SandboxApi>) -> Result<Setup, BoxError> {
+/// Which store a phase runs on.
+#[derive(Clone, Copy, PartialEq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SqliteStore in a temp file",
+            Backend::Postgres => "PgStore (COURIER_TEST_PG_URL, fresh schema)",
+        }
+    }
+}
+
+async fn setup(api: Arc<dyn SandboxApi>, backend: Backend) -> Result<Setup, BoxError> {
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("bench.db")).await?);
+    let store: Arc<dyn Store> = match backend {
+        Backend::Sqlite => Arc::new(SqliteStore::open(dir.path().join("bench.db")).await?),
+        Backend::Postgres => {
+            let url = std::env::var("COURIER_TEST_PG_URL")?;
+            let schema = format!(
+                "bench_{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_nanos()
+            );
+            Arc::new(PgStore::connect_in_schema(&url, &schema).await?)
+        }
+    };
     let user = store
         .create_user(NewUser {
             email: "bench@example.com".into(),
@@ -420,10 +457,11 @@ async fn throughput(
     streams: usize,
     runs: usize,
     budget: Duration,
+    backend: Backend,
 ) -> Result<(), BoxError> {
     let template = Arc::new(stamped_template(lines)?);
     let provider = Arc::new(FakeProvider::new(Agents::Driven(Mutex::default())));
-    let s = setup(provider.clone()).await?;
+    let s = setup(provider.clone(), backend).await?;
     let hub = s.orchestrator.hub().clone();
     let base = Instant::now();
 
@@ -483,9 +521,10 @@ async fn throughput(
     latencies.sort();
     println!(
         "orchestrator streaming (fake provider's agent stdout -> Orchestrator -> parse -> \
-         SqliteStore in a temp file -> EventHub -> Subscription): {streams} sandboxes, each \
-         running claude_success.jsonl ({} lines) up to {runs} times (first run + follow-ups) \
-         or for {}s, 1 subscriber per sandbox",
+         {} -> EventHub -> Subscription): {streams} sandboxes, each running \
+         claude_success.jsonl ({} lines) up to {runs} times (first run + follow-ups) or for \
+         {}s, 1 subscriber per sandbox",
+        backend.name(),
         lines.len(),
         budget.as_secs()
     );
@@ -522,7 +561,7 @@ async fn memory(lines: &[String], sandboxes: usize) -> Result<(), BoxError> {
         output: Bytes::from(output),
         running: Mutex::default(),
     }));
-    let s = setup(provider.clone()).await?;
+    let s = setup(provider.clone(), Backend::Sqlite).await?;
 
     // One sandbox first so lazily built state (pool connections, parsers) is not counted.
     let warm = s.orchestrator.create(s.request()).await?;
@@ -574,14 +613,179 @@ async fn memory(lines: &[String], sandboxes: usize) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// A stamped assistant text line of the Claude stream.
+fn text_line(n: usize, base: Instant) -> String {
+    let value = serde_json::json!({
+        "type": "assistant",
+        "message": {"id": format!("m{n}"), "content": [{"type": "text", "text": format!(
+            "{STAMP}{}", base.elapsed().as_nanos())}]},
+    });
+    format!("{value}\n")
+}
+
+/// The write instants stamped in `text` (one per line; a resync joins several).
+fn stamps(text: &str) -> impl Iterator<Item = u64> + '_ {
+    text.split(STAMP).skip(1).filter_map(|piece| {
+        let digits = piece.bytes().take_while(u8::is_ascii_digit).count();
+        piece[..digits].parse().ok()
+    })
+}
+
+/// What one fan-out subscriber saw: latencies, and whether every line came once, in order.
+async fn fanout_subscriber(
+    mut sub: Subscription,
+    base: Instant,
+    lines: usize,
+) -> Result<Vec<Duration>, String> {
+    let mut latencies = Vec::with_capacity(lines);
+    let mut content_end = 0;
+    let mut next_line = 0u64;
+    while latencies.len() < lines {
+        let text = match sub.next().await {
+            Some(Ok(event)) => match event.kind {
+                EventKind::Text {
+                    text,
+                    content_end: end,
+                } => {
+                    if end != content_end + text.len() {
+                        return Err(format!(
+                            "text at {end} after {content_end}: a gap or repeat"
+                        ));
+                    }
+                    content_end = end;
+                    text
+                }
+                EventKind::Message(m) if m.role == MessageRole::Assistant => {
+                    content_end = m.content.len();
+                    m.content
+                }
+                _ => continue,
+            },
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err(format!("ended after {} of {lines} lines", latencies.len())),
+        };
+        let now = base.elapsed();
+        for stamp in stamps(&text) {
+            // Stamps grow line by line: a smaller one is a line out of order.
+            if stamp < next_line {
+                return Err(format!("line stamped {stamp} after {next_line}"));
+            }
+            next_line = stamp;
+            latencies.push(now.saturating_sub(Duration::from_nanos(stamp)));
+        }
+    }
+    Ok(latencies)
+}
+
+async fn fanout(
+    lines: usize,
+    rate: usize,
+    subscribers: usize,
+    backend: Backend,
+) -> Result<(), BoxError> {
+    let provider = Arc::new(FakeProvider::new(Agents::Driven(Mutex::default())));
+    let s = setup(provider.clone(), backend).await?;
+    let hub = s.orchestrator.hub().clone();
+    let sandbox = s.orchestrator.create(s.request()).await?;
+    let provider_id = sandbox
+        .provider_sandbox_id
+        .clone()
+        .ok_or("created without a provider sandbox")?;
+    let mut pipes = provider.runs_of(&provider_id).ok_or("no run was started")?;
+    let pipe = pipes.recv().await.ok_or("no run")?;
+    let base = Instant::now();
+    let mut subs = Vec::new();
+    for _ in 0..subscribers {
+        let sub = hub.subscribe(s.store.clone(), sandbox.id, 0).await?;
+        subs.push(tokio::spawn(fanout_subscriber(sub, base, lines)));
+    }
+    let start = Instant::now();
+    // Every millisecond, the lines due by then (one read's worth each).
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut n = 0;
+    while n < lines {
+        tick.tick().await;
+        let due = if rate == 0 {
+            lines
+        } else {
+            ((start.elapsed().as_secs_f64() * rate as f64) as usize + 1).min(lines)
+        };
+        if due > n {
+            let chunk: String = (n..due).map(|i| text_line(i, base)).collect();
+            pipe.unbounded_send(Ok(CommandEvent::Stdout(Bytes::from(chunk))))?;
+            n = due;
+        }
+    }
+    let written = start.elapsed();
+    let mut latencies = Vec::new();
+    let mut complete = 0;
+    let mut failures = Vec::new();
+    for sub in subs {
+        match tokio::time::timeout(Duration::from_secs(120), sub).await?? {
+            Ok(l) => {
+                complete += 1;
+                latencies.extend(l);
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    let delivered = start.elapsed();
+    pipe.unbounded_send(Ok(exit(0)))?;
+    s.orchestrator.kill(sandbox.id, None).await?;
+    latencies.sort();
+    println!(
+        "orchestrator fan-out ({}): 1 sandbox printing {lines} text lines at {rate} lines/s, \
+         {subscribers} subscriptions",
+        backend.name()
+    );
+    println!(
+        "  lines written in {:.2} s; all delivered after {:.2} s; {complete}/{subscribers} \
+         subscribers got every line once, in order",
+        written.as_secs_f64(),
+        delivered.as_secs_f64()
+    );
+    for failure in failures.iter().take(3) {
+        println!("  FAILED: {failure}");
+    }
+    println!(
+        "  delivery latency (stdout line written -> subscriber receive, n={}): p50 {}  p99 {}  \
+         max {}",
+        latencies.len(),
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99)),
+        ms(latencies.last().copied().unwrap_or_default()),
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let streams = env_or("BENCH_STREAMS", STREAMS).max(1);
     let runs = env_or("BENCH_RUNS", 250usize).max(1);
     let budget = Duration::from_secs(env_or("BENCH_SECONDS", 20));
     let sandboxes = env_or("BENCH_SANDBOXES", SANDBOXES).max(1);
+    let fanout_lines = env_or("BENCH_FANOUT_LINES", 20_000usize).max(1);
+    let fanout_subscribers = env_or("BENCH_FANOUT_SUBSCRIBERS", 100usize).max(1);
+    let fanout_rate = env_or("BENCH_FANOUT_RATE", 20_000usize);
     let lines = fixture()?;
-    throughput(&lines, streams, runs, budget).await?;
-    memory(&lines, sandboxes).await?;
+    let mut backends = vec![Backend::Sqlite];
+    if std::env::var_os("COURIER_TEST_PG_URL").is_some() {
+        backends.push(Backend::Postgres);
+    } else {
+        println!("(COURIER_TEST_PG_URL unset: PostgreSQL phases skipped)");
+    }
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    for backend in backends {
+        if only.is_empty() || only == "throughput" {
+            throughput(&lines, streams, runs, budget, backend).await?;
+        }
+        if only.is_empty() || only == "fanout" {
+            fanout(fanout_lines, fanout_rate, fanout_subscribers, backend).await?;
+        }
+    }
+    if only.is_empty() || only == "memory" {
+        memory(&lines, sandboxes).await?;
+    }
     Ok(())
 }

@@ -25,7 +25,7 @@ macro_rules! store_sandboxes {
                     entity: "user or project",
                     id: format!("{} / {}", new.user_id, new.project_id),
                 };
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 // User first, then project: one lock order, so racing creates queue up
                 // instead of deadlocking.
                 for (lock, id) in [
@@ -142,7 +142,7 @@ macro_rules! store_sandboxes {
                 if !from.can_transition_to(to) {
                     return Err(StoreError::InvalidTransition { from, to });
                 }
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let row = sqlx::query(sql::TRANSITION)
                     .bind(id.as_uuid())
                     .bind(from.as_str())
@@ -220,7 +220,7 @@ macro_rules! store_sandboxes {
             }
 
             async fn soft_delete_sandbox(&self, id: SandboxId) -> Result<()> {
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let row = sqlx::query(sql::SOFT_DELETE)
                     .bind(id.as_uuid())
                     .bind(now_micros())
@@ -241,7 +241,7 @@ macro_rules! store_sandboxes {
             }
 
             async fn restore_sandbox(&self, id: SandboxId) -> Result<()> {
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let row = sqlx::query(sql::RESTORE)
                     .bind(id.as_uuid())
                     .bind(now_micros())
@@ -260,7 +260,7 @@ macro_rules! store_sandboxes {
             }
 
             async fn purge_sandbox(&self, id: SandboxId) -> Result<()> {
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let row = sqlx::query(sql::PURGE)
                     .bind(id.as_uuid())
                     .fetch_optional(&mut *tx)
