@@ -1,6 +1,6 @@
 //! The crate's one error type.
 
-use courier_store::{Provider, SandboxId, SandboxStatus, StoreError};
+use courier_store::{MessageId, Provider, SandboxId, SandboxStatus, StoreError};
 use courier_tools::ToolsError;
 
 /// Everything an orchestrator operation can fail with.
@@ -135,6 +135,15 @@ pub enum OrchestratorError {
     /// An HTTP request could not be sent or its answer read (the error carries no URL).
     #[error("http: {0}")]
     Http(#[source] reqwest::Error),
+    /// An agent's output was published but could not be stored (the store failed, or
+    /// the message was finished meanwhile).
+    #[error("storing the output of message {message_id} failed: {reason}")]
+    OutputWrite {
+        /// The message whose output was not stored.
+        message_id: MessageId,
+        /// What the store said.
+        reason: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -1,4 +1,5 @@
-//! Prints message appends/s and status transitions/s per backend.
+//! Prints message appends/s, status transitions/s, and sandbox gets/s and lists/s (a
+//! page of 20 of a user with 5 sandboxes, beside another user's 2,000) per backend.
 //!
 //! SQLite always (a temp file); PostgreSQL when `COURIER_TEST_PG_URL` is set (in a
 //! throwaway schema). Each measurement runs for about two seconds, one operation at a
@@ -107,5 +108,71 @@ async fn measure(name: &str, store: &dyn Store) -> Result<(), Box<dyn std::error
     let transition_rate = transitions as f64 / start.elapsed().as_secs_f64();
 
     println!("{name}: {append_rate:.0} message appends/s, {transition_rate:.0} transitions/s");
+
+    // Reads as the API does them: one user's sandbox by id, and one user's first page,
+    // in a store that also holds many sandboxes of someone else.
+    let other = store
+        .create_user(NewUser {
+            email: "other@example.com".into(),
+            name: "other".into(),
+        })
+        .await?;
+    let other_project = store
+        .create_project(NewProject {
+            user_id: other.id,
+            name: "other".into(),
+        })
+        .await?;
+    let new_sandbox = |user_id, project_id| NewSandbox {
+        user_id,
+        project_id,
+        config: SandboxConfig::default(),
+        cli_tool: "claude".into(),
+        model: None,
+        prompt: "bench".into(),
+        links: SandboxLinks::default(),
+        repo_url: None,
+        branch: None,
+    };
+    for _ in 0..4 {
+        store
+            .create_sandbox(new_sandbox(user.id, project.id))
+            .await?;
+    }
+    for _ in 0..2000 {
+        store
+            .create_sandbox(new_sandbox(other.id, other_project.id))
+            .await?;
+    }
+    let start = Instant::now();
+    let mut gets = 0u64;
+    while start.elapsed() < RUN_FOR {
+        store.get_sandbox(sandbox.id).await?;
+        gets += 1;
+    }
+    let get_rate = gets as f64 / start.elapsed().as_secs_f64();
+    let filter = courier_store::SandboxFilter {
+        user_id: Some(user.id),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let mut lists = 0u64;
+    while start.elapsed() < RUN_FOR {
+        let page = store
+            .list_sandboxes(
+                filter.clone(),
+                courier_store::PageRequest {
+                    limit: 20,
+                    cursor: None,
+                },
+            )
+            .await?;
+        assert_eq!(page.items.len(), 5);
+        lists += 1;
+    }
+    let list_rate = lists as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "{name}: {get_rate:.0} sandbox gets/s, {list_rate:.0} lists of a user's 5 sandboxes/s"
+    );
     Ok(())
 }

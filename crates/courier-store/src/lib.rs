@@ -76,9 +76,9 @@ pub use page::{Cursor, DeletedFilter, MAX_PAGE_LIMIT, Page, PageRequest, Sandbox
 pub use postgres::PgStore;
 pub use records::{
     CliOverrides, CostRate, DailyUsage, GitInfo, KeyOwner, Learning, LearningVersion, Message,
-    Money, NewCostRate, NewLearning, NewMessage, NewProject, NewProviderKey, NewSandbox,
-    NewTemplateBuild, NewUsage, NewUser, Project, ProviderKey, QuotaScope, Sandbox, SandboxConfig,
-    SandboxLinks, SandboxQuota, TemplateBuild, UsageRecord, UsageTotal, User,
+    MessageAppend, Money, NewCostRate, NewLearning, NewMessage, NewProject, NewProviderKey,
+    NewSandbox, NewTemplateBuild, NewUsage, NewUser, Project, ProviderKey, QuotaScope, Sandbox,
+    SandboxConfig, SandboxLinks, SandboxQuota, TemplateBuild, UsageRecord, UsageTotal, User,
 };
 pub use settings::{EncryptedEnvVar, NamedText, ProjectSettings, SandboxDefaults};
 pub use sqlite::SqliteStore;
@@ -204,6 +204,12 @@ pub trait Store: Send + Sync {
     /// stored or neither (what a re-attach after a crash relies on). Empty parts are
     /// skipped; both empty is a no-op.
     async fn append_message(&self, id: MessageId, content: &str, raw_log: &str) -> Result<()>;
+    /// Several [`append_message`](Self::append_message)s in one write transaction (a group
+    /// commit: one lock and one sync for many agents' lines). Each append's text and raw
+    /// lines are stored together or not at all, in the order given. An append to a message
+    /// that is not `streaming` (or not stored) is skipped without failing the others; the
+    /// ids of those are returned, in order.
+    async fn append_messages(&self, appends: &[MessageAppend]) -> Result<Vec<MessageId>>;
     /// Finishes a `streaming` message as `completed` or `error`.
     async fn finish_message(&self, id: MessageId, status: MessageStatus) -> Result<Message>;
     /// Up to `limit` messages with `seq > after_seq`, in sequence order (replay: pass the

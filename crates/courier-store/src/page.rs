@@ -125,17 +125,6 @@ pub enum DeletedFilter {
     Include,
 }
 
-impl DeletedFilter {
-    /// The code the shared list SQL switches on.
-    pub(crate) const fn code(self) -> i64 {
-        match self {
-            DeletedFilter::Exclude => 0,
-            DeletedFilter::Only => 1,
-            DeletedFilter::Include => 2,
-        }
-    }
-}
-
 /// Which sandboxes to list; every `None` means "any".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxFilter {

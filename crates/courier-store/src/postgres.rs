@@ -76,8 +76,9 @@ impl PgStore {
         self.pool.close().await;
     }
 
-    async fn write_tx(&self) -> crate::Result<sqlx::Transaction<'static, Postgres>> {
-        Ok(self.pool.begin().await?)
+    /// A write transaction (PostgreSQL's row locks order writers; no turn to take).
+    async fn write_tx(&self) -> crate::Result<(sqlx::Transaction<'static, Postgres>, ())> {
+        Ok((self.pool.begin().await?, ()))
     }
 }
 

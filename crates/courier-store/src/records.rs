@@ -321,6 +321,18 @@ pub struct NewMessage {
     pub status: MessageStatus,
 }
 
+/// One message's part of [`Store::append_messages`](crate::Store::append_messages): text
+/// and raw log lines stored together or not at all.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessageAppend {
+    /// The `streaming` message.
+    pub id: MessageId,
+    /// Text appended to its content (may be empty).
+    pub content: String,
+    /// Lines appended to its raw stream log (may be empty).
+    pub raw_log: String,
+}
+
 /// A piece of knowledge extracted from a sandbox run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Learning {

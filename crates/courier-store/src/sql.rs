@@ -212,22 +212,10 @@ pub(crate) const COUNT_LIVE_SANDBOXES: &str = "SELECT \
 pub(crate) const GET_SANDBOX: &str =
     concat!("SELECT ", sandbox_cols!(), " FROM sandboxes WHERE id = $1");
 pub(crate) const SANDBOX_STATE: &str = "SELECT status, deleted_at FROM sandboxes WHERE id = $1";
-/// Every filter is optional (`$n IS NULL OR …`) so one static statement serves all
-/// combinations; `$5` is a [`DeletedFilter`](crate::DeletedFilter) code.
-pub(crate) const LIST_SANDBOXES: &str = concat!(
-    "SELECT ",
-    sandbox_cols!(),
-    " FROM sandboxes \
-     WHERE ($1 IS NULL OR status = $1) \
-       AND ($2 IS NULL OR project_id = $2) \
-       AND ($3 IS NULL OR cli_tool = $3) \
-       AND ($4 IS NULL OR user_id = $4) \
-       AND ($5 = 2 OR ($5 = 0 AND deleted_at IS NULL) OR ($5 = 1 AND deleted_at IS NOT NULL)) \
-       AND ($6 IS NULL OR created_at < $6 OR (created_at = $6 AND id < $7)) \
-       AND ($9 IS NULL OR run_id = $9) \
-       AND ($10 IS NULL OR issue_session_id = $10) \
-     ORDER BY created_at DESC, id DESC LIMIT $8"
-);
+/// The start of a sandbox list; the store appends only the filters given (see
+/// `list_sandboxes`), so each combination gets a plan that uses its index.
+pub(crate) const LIST_SANDBOXES_WHERE: &str =
+    concat!("SELECT ", sandbox_cols!(), " FROM sandboxes WHERE ");
 /// The compare-and-set: only a row still in `$2` changes.
 pub(crate) const TRANSITION: &str = concat!(
     "UPDATE sandboxes SET status = $3, updated_at = $4, \

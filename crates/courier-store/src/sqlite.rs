@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Sqlite;
@@ -19,10 +20,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// SQLite allows one writer at a time: every write transaction starts with
 /// `BEGIN IMMEDIATE`, so writers queue for the lock up front instead of failing when a
-/// read lock cannot be upgraded.
+/// read lock cannot be upgraded. Writers of this process first take turns in order on
+/// an in-process lock: SQLite's own busy handler makes a waiting writer sleep (1, 2, 5,
+/// … 100 ms), which under many agents turns into tens of milliseconds of idle lock.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    turns: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -60,7 +64,10 @@ impl SqliteStore {
 
     async fn migrated(pool: SqlitePool) -> crate::Result<Self> {
         MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            turns: Arc::default(),
+        })
     }
 
     /// The underlying pool (for diagnostics and tests).
@@ -73,8 +80,15 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
-    async fn write_tx(&self) -> crate::Result<sqlx::Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// A write transaction and this process's turn to write, held until both drop.
+    async fn write_tx(
+        &self,
+    ) -> crate::Result<(
+        sqlx::Transaction<'static, Sqlite>,
+        tokio::sync::OwnedMutexGuard<()>,
+    )> {
+        let turn = self.turns.clone().lock_owned().await;
+        Ok((self.pool.begin_with("BEGIN IMMEDIATE").await?, turn))
     }
 }
 

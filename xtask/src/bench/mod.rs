@@ -36,12 +36,12 @@ pub fn bench(names: &[String]) -> Result<()> {
     let wanted = |name: &str| (names.is_empty() && !ON_REQUEST.contains(&name)) || named(name);
     let mut env = TestEnv::default();
     let mut figures = figures::Figures::default();
-    // Only the store bench uses PostgreSQL.
-    let cluster = wanted("store").then(postgres::Cluster::start);
+    // The store and orchestrator benches run on PostgreSQL too.
+    let cluster = (wanted("store") || wanted("orchestrator")).then(postgres::Cluster::start);
     match &cluster {
         Some(Ok(cluster)) => env.set("COURIER_TEST_PG_URL", cluster.url()),
         Some(Err(error)) => {
-            println!("==> PostgreSQL unavailable, store bench runs on SQLite only: {error:#}")
+            println!("==> PostgreSQL unavailable, benches run on SQLite only: {error:#}")
         }
         None => {}
     }

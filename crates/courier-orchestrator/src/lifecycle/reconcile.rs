@@ -41,6 +41,9 @@ impl Orchestrator {
     /// the sandboxes of dead replicas and then reconciles only the sandboxes it owns;
     /// provider sandboxes are swept for orphans by one replica only.
     pub async fn reconcile(&self) -> Result<ReconcileReport> {
+        // Output this process already queued is stored before the positions are read, so
+        // a re-attach neither repeats nor skips it.
+        self.hub.settle().await;
         match &self.cluster {
             None => self.reconcile_these(None, true).await,
             Some(cluster) => {

@@ -9,6 +9,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::event::{EventKind, SandboxEvent};
 use super::tail::{Tail, TailHandle};
+use super::writer::StoreWriter;
 use crate::Result;
 
 /// How many events a slow subscriber may fall behind before it resynchronises from the
@@ -24,6 +25,20 @@ pub struct EventHub {
     channels: Arc<Mutex<HashMap<SandboxId, broadcast::Sender<SandboxEvent>>>>,
     capacity: usize,
     cluster: Option<Arc<ClusterFeed>>,
+    /// The write-behind queue of each store recorders of this hub write to (one, in
+    /// practice).
+    writers: Writers,
+}
+
+/// The hub's store writers, shared by its clones and its subscriptions.
+type Writers = Arc<Mutex<Vec<StoreWriter>>>;
+
+/// Waits until everything queued for any of `writers` so far is stored.
+async fn settle(writers: &Writers) {
+    let writers = writers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for writer in writers {
+        writer.settle().await;
+    }
 }
 
 /// What a hub of one replica in a cluster adds: wake-ups for the others, and tails of the
@@ -57,6 +72,7 @@ impl EventHub {
             channels: Arc::default(),
             capacity: capacity.max(1),
             cluster: None,
+            writers: Arc::default(),
         }
     }
 
@@ -175,6 +191,37 @@ impl EventHub {
         }
     }
 
+    /// Publishes an event whose content is queued for the store but maybe not stored yet:
+    /// to this replica's subscribers only (the store writer wakes other replicas once it
+    /// is stored).
+    pub(crate) fn publish_queued(&self, event: SandboxEvent) {
+        // Nobody listening is fine: the content reaches the store behind, and a later
+        // subscriber waits for it there.
+        let _ = self.sender(event.sandbox_id).send(event);
+    }
+
+    /// The write-behind queue of `store` (started on first use).
+    pub(crate) fn writer(&self, store: &Arc<dyn Store>) -> StoreWriter {
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(writer) = writers.iter().find(|w| w.writes_to(store)) {
+            return writer.clone();
+        }
+        let writer = StoreWriter::start(store.clone());
+        writers.push(writer.clone());
+        writer
+    }
+
+    /// What wakes other replicas for a sandbox, in a cluster.
+    pub(crate) fn wake_sender(&self) -> Option<mpsc::UnboundedSender<SandboxId>> {
+        self.cluster.as_ref().map(|feed| feed.dirty.clone())
+    }
+
+    /// Waits until every event published so far has its content in the store: what a
+    /// re-attach reading the store's positions needs.
+    pub async fn settle(&self) {
+        settle(&self.writers).await;
+    }
+
     /// Ends the sandbox's channel: subscriptions end after what they have buffered.
     pub fn close(&self, sandbox_id: SandboxId) {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
@@ -214,7 +261,11 @@ impl EventHub {
         // part.
         let rx = self.sender(sandbox_id).subscribe();
         self.tail_unless_local(sandbox_id).await?;
+        // What was published before listening may still be on its way to the store: the
+        // replay reads once it is there.
+        settle(&self.writers).await;
         let mut sub = Subscription {
+            writers: self.writers.clone(),
             rx,
             store,
             sandbox_id,
@@ -242,6 +293,7 @@ struct Seen {
 
 /// A sandbox's events for one subscriber: replay from the store, then live.
 pub struct Subscription {
+    writers: Writers,
     rx: broadcast::Receiver<SandboxEvent>,
     store: Arc<dyn Store>,
     sandbox_id: SandboxId,
@@ -312,6 +364,8 @@ impl Subscription {
     /// (new messages whole, text tails and finishes of known ones). Non-text agent events
     /// missed meanwhile are not replayed; they remain in the messages' raw logs.
     async fn resync(&mut self) -> Result<()> {
+        // The events missed were published, maybe before their content was stored.
+        settle(&self.writers).await;
         let from = self
             .seen
             .iter()

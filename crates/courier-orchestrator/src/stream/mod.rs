@@ -11,17 +11,28 @@
 //! A [`Subscription`] that joins late first replays the stored messages, then drops each
 //! live event the replay already contained, so nothing is missed or seen twice.
 //!
-//! Write order per batch of lines (content and raw log in one write, then publish) is what
-//! makes that exact:
-//! a replayed message either contains a line's text or not, and likewise its raw line.
+//! Order and durability: the recorder reserves a batch's positions from its own counters,
+//! queues the batch (content and raw log as one append) to the store's write-behind
+//! `writer` and publishes to this replica's subscribers at once; the writer stores what is
+//! queued in group commits and then wakes other replicas. So:
+//! - per sandbox, events reach subscribers in position order, none missed or repeated;
+//! - whatever replays from the store (a subscribe, a lagging subscription's resync, a
+//!   re-attach, a message's finish) first waits until everything published before it is
+//!   stored, so a replayed message either contains a line's text or not, and likewise its
+//!   raw line, exactly as live events said;
+//! - `Finished` is published only after every batch of the message is stored, so an SSE
+//!   `id` that marks a message complete names stored output;
+//! - a crash loses at most whole queued batches (never text without its raw line), which
+//!   a re-attach feeds again from the stored raw log.
 //!
-//! Events are defined in `event`, published and subscribed to in `hub`, and written by the
-//! `recorder`.
+//! Events are defined in `event`, published and subscribed to in `hub`, produced by the
+//! `recorder` and stored by the `writer`.
 
 mod event;
 mod hub;
 mod recorder;
 mod tail;
+mod writer;
 
 #[cfg(test)]
 mod tests;

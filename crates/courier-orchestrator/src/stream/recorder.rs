@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use courier_e2b::CommandEvent;
-use courier_store::{Message, MessageRole, MessageStatus, NewMessage, SandboxId, Service, Store};
+use courier_store::{
+    Message, MessageAppend, MessageRole, MessageStatus, NewMessage, SandboxId, Service, Store,
+};
 use courier_tools::{AgentEvent, Line, LineBuffer, RunResult, StreamParser, ToolId, Usage};
 use futures::{Stream, StreamExt};
 
 use super::event::{EventKind, SandboxEvent};
 use super::hub::EventHub;
+use super::writer::{StoreWriter, WriteState};
 use crate::Result;
 use crate::clock::{Clock, SystemClock};
 use crate::usage::{UsageMeter, service_for, token_records};
@@ -94,6 +97,11 @@ pub struct StreamRecorder {
     clock: Arc<dyn Clock>,
     tool: ToolId,
     auth_failed: bool,
+    writer: StoreWriter,
+    /// Shared with the writer: failed writes, and (dropped) that this run is gone.
+    written: Arc<WriteState>,
+    /// The ticket of this run's last queued batch.
+    last_ticket: u64,
 }
 
 impl std::fmt::Debug for StreamRecorder {
@@ -128,6 +136,9 @@ impl StreamRecorder {
             kind: EventKind::Message(message.clone()),
         });
         Ok(StreamRecorder {
+            writer: hub.writer(&store),
+            written: Arc::default(),
+            last_ticket: 0,
             store,
             hub,
             sandbox_id,
@@ -168,6 +179,9 @@ impl StreamRecorder {
         message: Message,
     ) -> Self {
         StreamRecorder {
+            writer: hub.writer(&store),
+            written: Arc::default(),
+            last_ticket: 0,
             store,
             hub,
             sandbox_id,
@@ -250,16 +264,19 @@ impl StreamRecorder {
         }
     }
 
-    /// Stores and publishes parsed lines (each its raw text, if any, and its events).
+    /// Queues parsed lines (each its raw text, if any, and its events) for the store and
+    /// publishes their events at once.
     ///
-    /// Content and raw log in one write, then publishing (see the module docs), so a
-    /// subscriber never sees an event the store cannot replay. Each event carries the
-    /// content or raw-log length as of its own line. Lines after a verdict add nothing.
+    /// Content and raw log go to the store in one append, behind the publish (see the
+    /// module docs): a subscription that replays from the store first waits for what was
+    /// queued. Each event carries the content or raw-log length as of its own line. Lines
+    /// after a verdict add nothing.
     async fn apply(&mut self, lines: Vec<(Option<String>, Vec<AgentEvent>)>) -> Result<()> {
         if self.result.is_some() {
             // The message is finished; a tool printing after its verdict adds nothing.
             return Ok(());
         }
+        self.written.check(self.message.id)?;
         let mut content = String::new();
         let mut raw_log = String::new();
         let mut published = Vec::new();
@@ -317,15 +334,32 @@ impl StreamRecorder {
                 break;
             }
         }
-        // Text and raw lines in one write: a process dying in between would otherwise leave
-        // text whose raw line a re-attach does not count, and repeat it.
-        self.store
-            .append_message(self.message.id, &content, &raw_log)
-            .await?;
+        // Text and raw lines in one append: a process dying in between would otherwise
+        // leave text whose raw line a re-attach does not count, and repeat it.
         self.content_len += content.len();
         self.raw_len += raw_log.len();
+        if !content.is_empty() || !raw_log.is_empty() {
+            self.last_ticket = self
+                .writer
+                .queue(
+                    self.sandbox_id,
+                    MessageAppend {
+                        id: self.message.id,
+                        content,
+                        raw_log,
+                    },
+                    &self.written,
+                    self.hub.wake_sender(),
+                )
+                .await?;
+        }
         for kind in published {
-            self.publish(kind);
+            self.hub.publish_queued(SandboxEvent {
+                sandbox_id: self.sandbox_id,
+                seq: self.message.seq,
+                message_id: self.message.id,
+                kind,
+            });
         }
         if let Some(result) = result {
             self.conclude(result).await?;
@@ -343,6 +377,10 @@ impl StreamRecorder {
     }
 
     async fn conclude(&mut self, result: RunResult) -> Result<()> {
+        // The finish folds the stored chunks: every queued batch first, so `finished`
+        // (and the SSE id that marks the message complete) implies all of it is stored.
+        self.writer.settle_to(self.last_ticket).await;
+        self.written.check(self.message.id)?;
         let status = if result.success {
             MessageStatus::Completed
         } else {

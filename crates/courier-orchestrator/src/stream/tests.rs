@@ -413,3 +413,80 @@ async fn a_process_event_stream_is_recorded_until_its_exit() {
     assert!(outcome.result.success);
     assert!(!outcome.message.raw_log.contains("stderr-noise-7f3a"));
 }
+
+/// One Claude text line.
+fn text_line(text: &str) -> String {
+    format!(
+        "{}\n",
+        serde_json::json!({"type": "assistant", "message": {"id": "m", "content": [
+            {"type": "text", "text": text}]}})
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_joining_while_batches_wait_for_the_store_miss_and_repeat_nothing() {
+    let (store, hub, sandbox) = setup().await;
+    let mut recorder = StreamRecorder::start(store.clone(), hub.clone(), sandbox, ToolId::Claude)
+        .await
+        .unwrap();
+    // Events are published as soon as a batch is queued; a subscriber joining between two
+    // feeds replays what the writer has stored, which must by then include every batch
+    // already published.
+    let mut subs = Vec::new();
+    for n in 0..400 {
+        recorder
+            .feed(text_line(&format!("<{n}>")).as_bytes())
+            .await
+            .unwrap();
+        if n % 40 == 0 {
+            subs.push(hub.subscribe(store.clone(), sandbox, 0).await.unwrap());
+        }
+    }
+    recorder.finish(Some(0)).await.unwrap();
+    let stored: BTreeMap<_, _> = store
+        .list_messages(sandbox, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.seq, (m.content, m.status)))
+        .collect();
+    let expected: String = (0..400).map(|n| format!("<{n}>")).collect();
+    assert_eq!(stored.values().next().unwrap().0, expected);
+    for (i, mut sub) in subs.into_iter().enumerate() {
+        assert_eq!(rebuild(&drain(&mut sub).await), stored, "subscriber {i}");
+    }
+}
+
+#[tokio::test]
+async fn output_the_store_refuses_after_it_was_published_fails_the_run() {
+    let (store, hub, sandbox) = setup().await;
+    let mut recorder = StreamRecorder::start(store.clone(), hub.clone(), sandbox, ToolId::Claude)
+        .await
+        .unwrap();
+    let id = recorder.message().id;
+    recorder.feed(text_line("kept").as_bytes()).await.unwrap();
+    hub.settle().await;
+    // Something else finished the message (a kill): the next batch is published but the
+    // store refuses it, and the run learns it at its next feed rather than silently.
+    store
+        .finish_message(id, MessageStatus::Error)
+        .await
+        .unwrap();
+    recorder
+        .feed(text_line("refused").as_bytes())
+        .await
+        .unwrap();
+    hub.settle().await;
+    let err = recorder
+        .feed(text_line("after").as_bytes())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, crate::OrchestratorError::OutputWrite { message_id, .. } if *message_id == id),
+        "{err}"
+    );
+    assert_eq!(
+        store.list_messages(sandbox, 0, 10).await.unwrap()[0].content,
+        "kept"
+    );
+}

@@ -13,7 +13,7 @@ macro_rules! store_chains {
                 }
                 let id = WorkChainId::new();
                 let now = now_micros();
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let row = sqlx::query(sql::INSERT_CHAIN)
                     .bind(id.as_uuid())
                     .bind(new.user_id.as_uuid())
@@ -80,7 +80,7 @@ macro_rules! store_chains {
                 chain_id: WorkChainId,
                 new: NewChainItem,
             ) -> Result<ChainItem> {
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let row = sqlx::query(sql::NEXT_ITEM_POSITION)
                     .bind(chain_id.as_uuid())
                     .bind(now_micros())

@@ -77,7 +77,7 @@ macro_rules! store_issues {
             ) -> Result<(IssueSession, Vec<IssueCard>)> {
                 crate::workflows::check_final("status", status)?;
                 let now = now_micros();
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let row = sqlx::query(sql::FINISH_SESSION)
                     .bind(id.as_uuid())
                     .bind(status.as_str())

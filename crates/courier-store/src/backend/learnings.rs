@@ -35,7 +35,7 @@ macro_rules! store_learnings {
                 learnings: Vec<NewLearning>,
                 compiled: Option<String>,
             ) -> Result<(Vec<Learning>, Option<LearningVersion>)> {
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 // Locks the project row first (same order as every other writer) and
                 // proves it exists before anything is inserted.
                 let version: i64 = sqlx::query(if compiled.is_some() {
@@ -101,7 +101,7 @@ macro_rules! store_learnings {
                 compiled: String,
                 activate: bool,
             ) -> Result<LearningVersion> {
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let version: i64 = sqlx::query(sql::NEXT_VERSION)
                     .bind(project_id.as_uuid())
                     .fetch_optional(&mut *tx)
@@ -133,7 +133,7 @@ macro_rules! store_learnings {
                 project_id: ProjectId,
                 version: i64,
             ) -> Result<LearningVersion> {
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 sqlx::query(sql::LOCK_PROJECT)
                     .bind(project_id.as_uuid())
                     .fetch_optional(&mut *tx)

@@ -8,7 +8,7 @@ macro_rules! store_messages {
             $($done)*
 
             async fn create_message(&self, new: NewMessage) -> Result<Message> {
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let seq: i64 = sqlx::query(sql::NEXT_MESSAGE_SEQ)
                     .bind(new.sandbox_id.as_uuid())
                     .fetch_optional(&mut *tx)
@@ -75,6 +75,31 @@ macro_rules! store_messages {
                 Ok(())
             }
 
+            async fn append_messages(&self, appends: &[MessageAppend]) -> Result<Vec<MessageId>> {
+                let mut missed = Vec::new();
+                let appends: Vec<&MessageAppend> = appends
+                    .iter()
+                    .filter(|a| !a.content.is_empty() || !a.raw_log.is_empty())
+                    .collect();
+                if appends.is_empty() {
+                    return Ok(missed);
+                }
+                let (mut tx, _turn) = self.write_tx().await?;
+                for append in appends {
+                    let done = sqlx::query(sql::APPEND_BOTH)
+                        .bind(append.id.as_uuid())
+                        .bind(append.content.clone())
+                        .bind(append.raw_log.clone())
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() == 0 {
+                        missed.push(append.id);
+                    }
+                }
+                tx.commit().await?;
+                Ok(missed)
+            }
+
             async fn finish_message(
                 &self,
                 id: MessageId,
@@ -86,7 +111,7 @@ macro_rules! store_messages {
                         "a message finishes as `completed` or `error`",
                     ));
                 }
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let chunks = sqlx::query(sql::MESSAGE_CHUNKS)
                     .bind(id.as_uuid())
                     .fetch_all(&mut *tx)

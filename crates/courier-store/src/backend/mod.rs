@@ -1,8 +1,9 @@
 //! The one [`Store`](crate::Store) implementation, expanded once per sqlx backend.
 //!
 //! The expanding module must define `$store` with a `pool` field and an
-//! `async fn write_tx(&self) -> Result<sqlx::Transaction<'static, $db>>` that begins a
-//! transaction able to write without lock-upgrade failures.
+//! `async fn write_tx(&self) -> Result<(sqlx::Transaction<'static, $db>, Turn)>` that begins a
+//! transaction able to write without lock-upgrade failures; `Turn` is whatever must be
+//! held until the transaction ends (SQLite's in-process writer turn).
 //!
 //! The methods live in one macro per concern (`users`, `sandboxes`, `messages`,
 //! `learnings`, `builds`, `usage`, `personas`, `workflows`, `chains`, `issues`). `#[async_trait]` must see every method of the impl at

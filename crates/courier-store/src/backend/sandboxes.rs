@@ -25,7 +25,7 @@ macro_rules! store_sandboxes {
                     entity: "user or project",
                     id: format!("{} / {}", new.user_id, new.project_id),
                 };
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 // User first, then project: one lock order, so racing creates queue up
                 // instead of deadlocking.
                 for (lock, id) in [
@@ -103,20 +103,47 @@ macro_rules! store_sandboxes {
             ) -> Result<Page<Sandbox>> {
                 let limit = page.checked_limit()?;
                 let after = page.cursor.as_ref().map(Cursor::decode).transpose()?;
-                // One extra row tells whether another page follows.
-                let rows = sqlx::query(sql::LIST_SANDBOXES)
-                    .bind(filter.status.map(SandboxStatus::as_str))
-                    .bind(filter.project_id.map(|p| p.as_uuid()))
-                    .bind(filter.cli_tool)
-                    .bind(filter.user_id.map(|u| u.as_uuid()))
-                    .bind(filter.deleted.code())
-                    .bind(after.map(|(t, _)| t))
-                    .bind(after.map(|(_, id)| id))
-                    .bind(limit + 1)
-                    .bind(filter.run_id)
-                    .bind(filter.issue_session_id)
-                    .fetch_all(&self.pool)
-                    .await?;
+                // Only the filters given, so the planner picks an index for them (one
+                // statement for every combination was planned once, for none: a scan of
+                // every user's sandboxes in date order). One extra row tells whether
+                // another page follows.
+                type Db = <DbRow as sqlx::Row>::Database;
+                let mut q = sqlx::QueryBuilder::<Db>::new(sql::LIST_SANDBOXES_WHERE);
+                q.push(match filter.deleted {
+                    DeletedFilter::Exclude => "deleted_at IS NULL",
+                    DeletedFilter::Only => "deleted_at IS NOT NULL",
+                    DeletedFilter::Include => "TRUE",
+                });
+                if let Some(status) = filter.status {
+                    q.push(" AND status = ").push_bind(status.as_str());
+                }
+                if let Some(project) = filter.project_id {
+                    q.push(" AND project_id = ").push_bind(project.as_uuid());
+                }
+                if let Some(tool) = filter.cli_tool {
+                    q.push(" AND cli_tool = ").push_bind(tool);
+                }
+                if let Some(user) = filter.user_id {
+                    q.push(" AND user_id = ").push_bind(user.as_uuid());
+                }
+                if let Some(run) = filter.run_id {
+                    q.push(" AND run_id = ").push_bind(run);
+                }
+                if let Some(session) = filter.issue_session_id {
+                    q.push(" AND issue_session_id = ").push_bind(session);
+                }
+                if let Some((created, id)) = after {
+                    q.push(" AND (created_at < ")
+                        .push_bind(created)
+                        .push(" OR (created_at = ")
+                        .push_bind(created)
+                        .push(" AND id < ")
+                        .push_bind(id)
+                        .push("))");
+                }
+                q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+                    .push_bind(limit + 1);
+                let rows = q.build().fetch_all(&self.pool).await?;
                 let mut items = rows
                     .iter()
                     .map(sandbox_from_row)
@@ -142,7 +169,7 @@ macro_rules! store_sandboxes {
                 if !from.can_transition_to(to) {
                     return Err(StoreError::InvalidTransition { from, to });
                 }
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let row = sqlx::query(sql::TRANSITION)
                     .bind(id.as_uuid())
                     .bind(from.as_str())
@@ -220,7 +247,7 @@ macro_rules! store_sandboxes {
             }
 
             async fn soft_delete_sandbox(&self, id: SandboxId) -> Result<()> {
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let row = sqlx::query(sql::SOFT_DELETE)
                     .bind(id.as_uuid())
                     .bind(now_micros())
@@ -241,7 +268,7 @@ macro_rules! store_sandboxes {
             }
 
             async fn restore_sandbox(&self, id: SandboxId) -> Result<()> {
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let row = sqlx::query(sql::RESTORE)
                     .bind(id.as_uuid())
                     .bind(now_micros())
@@ -260,7 +287,7 @@ macro_rules! store_sandboxes {
             }
 
             async fn purge_sandbox(&self, id: SandboxId) -> Result<()> {
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let row = sqlx::query(sql::PURGE)
                     .bind(id.as_uuid())
                     .fetch_optional(&mut *tx)

@@ -11,7 +11,7 @@ macro_rules! store_usage {
                 for r in records {
                     sql::check_non_negative("quantity", r.quantity)?;
                 }
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let mut stored = Vec::with_capacity(records.len());
                 for r in records {
                     let row = sqlx::query(sql::INSERT_USAGE)

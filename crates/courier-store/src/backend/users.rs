@@ -120,7 +120,7 @@ macro_rules! store_users {
             ) -> Result<ProjectSettings> {
                 settings.check_shape()?;
                 let project = project_id.as_uuid();
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 sqlx::query(sql::PUT_SETTINGS)
                     .bind(project)
                     .bind(&settings.repo_url)

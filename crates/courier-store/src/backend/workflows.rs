@@ -107,7 +107,7 @@ macro_rules! store_workflows {
             }
 
             async fn add_workflow_step(&self, new: NewWorkflowStep) -> Result<WorkflowStep> {
-                let mut tx = self.write_tx().await?;
+                let (mut tx, _turn) = self.write_tx().await?;
                 let seq: i64 = sqlx::query(sql::NEXT_STEP_SEQ)
                     .bind(new.run_id.as_uuid())
                     .fetch_optional(&mut *tx)

@@ -215,3 +215,53 @@ pub async fn messages_append_text_and_raw_lines_together(store: &dyn Store) {
     assert_eq!(again[0].content, "one two three");
     assert_eq!(again[0].raw_log, "{\"n\":1}\n{\"n\":2}\n");
 }
+
+/// A group commit of several messages' appends: each message gets its own text and raw
+/// lines in order, and an append to a finished message is skipped (and named) without
+/// losing the others.
+pub async fn group_appends_store_each_message_and_skip_finished_ones(store: &dyn Store) {
+    let p = project(store).await;
+    let s = sandbox(store, &p).await;
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        replies.push(
+            store
+                .create_message(NewMessage {
+                    sandbox_id: s.id,
+                    role: MessageRole::Assistant,
+                    content: String::new(),
+                    status: MessageStatus::Streaming,
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    store
+        .finish_message(replies[2].id, MessageStatus::Completed)
+        .await
+        .unwrap();
+    let append = |i: usize, content: &str, raw: &str| MessageAppend {
+        id: replies[i].id,
+        content: content.to_owned(),
+        raw_log: raw.to_owned(),
+    };
+    let missed = store
+        .append_messages(&[
+            append(0, "a1 ", "{\"a\":1}\n"),
+            append(1, "b1", "{\"b\":1}\n"),
+            append(2, "late", "{}\n"),
+            append(0, "", ""),
+            append(0, "a2", "{\"a\":2}\n"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(missed, [replies[2].id]);
+    assert!(store.append_messages(&[]).await.unwrap().is_empty());
+    let stored = store.list_messages(s.id, 0, 10).await.unwrap();
+    assert_eq!(stored[0].content, "a1 a2");
+    assert_eq!(stored[0].raw_log, "{\"a\":1}\n{\"a\":2}\n");
+    assert_eq!(stored[1].content, "b1");
+    assert_eq!(stored[1].raw_log, "{\"b\":1}\n");
+    assert_eq!(stored[2].content, "");
+    assert_eq!(stored[2].raw_log, "");
+}

@@ -35,8 +35,9 @@ pub use learnings::{
 };
 pub use messages::{
     concurrent_messages_get_sequence_numbers_without_gaps,
-    failed_transaction_leaves_nothing_behind, messages_append_and_replay_in_sequence_order,
-    messages_append_text_and_raw_lines_together,
+    failed_transaction_leaves_nothing_behind,
+    group_appends_store_each_message_and_skip_finished_ones,
+    messages_append_and_replay_in_sequence_order, messages_append_text_and_raw_lines_together,
 };
 pub use races::{
     racing_creates_never_pass_the_quota, racing_transitions_keep_the_counter_exact,
@@ -120,6 +121,7 @@ macro_rules! conformance_tests {
             pagination_is_stable_under_inserts,
             messages_append_and_replay_in_sequence_order,
             messages_append_text_and_raw_lines_together,
+            group_appends_store_each_message_and_skip_finished_ones,
             concurrent_messages_get_sequence_numbers_without_gaps,
             failed_transaction_leaves_nothing_behind,
             usage_totals_per_sandbox_project_and_day,
