@@ -133,6 +133,23 @@ impl Backend {
             Backend::Postgres => "PgStore (COURIER_TEST_PG_URL, fresh schema)",
         }
     }
+
+    /// Its part of the `figure` keys `cargo xtask bench` collects.
+    fn key(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A `figure KEY = N` line for `cargo xtask bench`'s table of issue [17]'s figures.
+fn figure(key: &str, value: f64) {
+    println!("figure {key} = {value:.3}");
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 async fn setup(api: Arc<dyn SandboxApi>, backend: Backend) -> Result<Setup, BoxError> {
@@ -551,6 +568,15 @@ async fn throughput(
         ms(percentile(&latencies, 0.99)),
         ms(latencies.last().copied().unwrap_or_default()),
     );
+    let key = backend.key();
+    figure(
+        &format!("orchestrator.{key}.events_per_s"),
+        events as f64 / elapsed.as_secs_f64(),
+    );
+    figure(
+        &format!("orchestrator.{key}.p99_ms"),
+        millis(percentile(&latencies, 0.99)),
+    );
     Ok(())
 }
 
@@ -756,6 +782,11 @@ async fn fanout(
         ms(percentile(&latencies, 0.99)),
         ms(latencies.last().copied().unwrap_or_default()),
     );
+    let key = match backend {
+        Backend::Sqlite => "orchestrator.fanout.p99_ms".to_owned(),
+        other => format!("orchestrator.{}.fanout_p99_ms", other.key()),
+    };
+    figure(&key, millis(percentile(&latencies, 0.99)));
     Ok(())
 }
 
