@@ -200,15 +200,12 @@ pub trait Store: Send + Sync {
     async fn append_message_content(&self, id: MessageId, delta: &str) -> Result<()>;
     /// Appends to a `streaming` message's raw stream log.
     async fn append_message_raw_log(&self, id: MessageId, delta: &str) -> Result<()>;
-    /// Appends text and raw log lines to a `streaming` message at once: either both are
-    /// stored or neither (what a re-attach after a crash relies on). Empty parts are
-    /// skipped; both empty is a no-op.
-    async fn append_message(&self, id: MessageId, content: &str, raw_log: &str) -> Result<()>;
-    /// Several [`append_message`](Self::append_message)s in one write transaction (a group
-    /// commit: one lock and one sync for many agents' lines). Each append's text and raw
-    /// lines are stored together or not at all, in the order given. An append to a message
-    /// that is not `streaming` (or not stored) is skipped without failing the others; the
-    /// ids of those are returned, in order.
+    /// Appends text and raw log lines to `streaming` messages in one write transaction (a
+    /// group commit: one lock and one sync for many agents' lines). Each append's text and
+    /// raw lines are stored together or not at all (what a re-attach after a crash relies
+    /// on), in the order given; empty parts are skipped. An append to a message that is
+    /// not `streaming` (or not stored) is skipped without failing the others; the ids of
+    /// those are returned, in order.
     async fn append_messages(&self, appends: &[MessageAppend]) -> Result<Vec<MessageId>>;
     /// Finishes a `streaming` message as `completed` or `error`.
     async fn finish_message(&self, id: MessageId, status: MessageStatus) -> Result<Message>;

@@ -29,7 +29,7 @@
 //! its stored raw log already holds (each stdout line is stored as exactly one raw-log
 //! line), following the file until the agent's process ends, with the same sequence
 //! number, so subscribers see neither a gap nor a repeat: a batch of lines' text and raw
-//! lines are stored in one write ([`Store::append_message`]), so a process that dies
+//! lines are stored in one write ([`Store::append_messages`]), so a process that dies
 //! mid-write leaves both or neither. The parser's state from before the restart (e.g. the session id) is
 //! not restored; usage is taken from the run's result event as usual.
 //!

@@ -54,27 +54,6 @@ macro_rules! store_messages {
                 Ok(())
             }
 
-            async fn append_message(
-                &self,
-                id: MessageId,
-                content: &str,
-                raw_log: &str,
-            ) -> Result<()> {
-                if content.is_empty() && raw_log.is_empty() {
-                    return Ok(());
-                }
-                let done = sqlx::query(sql::APPEND_BOTH)
-                    .bind(id.as_uuid())
-                    .bind(content.to_owned())
-                    .bind(raw_log.to_owned())
-                    .execute(&self.pool)
-                    .await?;
-                if done.rows_affected() == 0 {
-                    return Err(self.message_miss(id).await);
-                }
-                Ok(())
-            }
-
             async fn append_messages(&self, appends: &[MessageAppend]) -> Result<Vec<MessageId>> {
                 let mut missed = Vec::new();
                 let appends: Vec<&MessageAppend> = appends

@@ -190,27 +190,45 @@ pub async fn messages_append_text_and_raw_lines_together(store: &dyn Store) {
         })
         .await
         .unwrap();
-    store
-        .append_message(reply.id, "one ", "{\"n\":1}\n")
-        .await
-        .unwrap();
+    let append = |content: &str, raw_log: &str| MessageAppend {
+        id: reply.id,
+        content: content.into(),
+        raw_log: raw_log.into(),
+    };
+    let none: Vec<MessageId> = Vec::new();
+    assert_eq!(
+        store
+            .append_messages(&[append("one ", "{\"n\":1}\n")])
+            .await
+            .unwrap(),
+        none
+    );
     store
         .append_message_content(reply.id, "two ")
         .await
         .unwrap();
     store
-        .append_message(reply.id, "", "{\"n\":2}\n")
+        .append_messages(&[append("", "{\"n\":2}\n")])
         .await
         .unwrap();
-    store.append_message(reply.id, "three", "").await.unwrap();
-    store.append_message(reply.id, "", "").await.unwrap();
+    store
+        .append_messages(&[append("three", ""), append("", "")])
+        .await
+        .unwrap();
     let done = store
         .finish_message(reply.id, MessageStatus::Completed)
         .await
         .unwrap();
     assert_eq!(done.content, "one two three");
     assert_eq!(done.raw_log, "{\"n\":1}\n{\"n\":2}\n");
-    expect_conflict(store.append_message(reply.id, "late", "{}\n").await);
+    assert_eq!(
+        store
+            .append_messages(&[append("late", "{}\n")])
+            .await
+            .unwrap(),
+        [reply.id],
+        "a finished message takes neither part"
+    );
     let again = store.list_messages(s.id, 0, 10).await.unwrap();
     assert_eq!(again[0].content, "one two three");
     assert_eq!(again[0].raw_log, "{\"n\":1}\n{\"n\":2}\n");
